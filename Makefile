@@ -1,0 +1,55 @@
+# The two commands of the README: `make run` and `make test`.  Both set up everything they need
+# on a fresh Debian 12 machine (as root): apt packages, the .venv, the project itself.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# `make run` keeps its demo state (CA, audit DB, simulated devices) inside the checkout.
+STATION_HOME ?= $(CURDIR)/.station-home
+export STATION_HOME
+
+# Everything a line PC and the simulated devices need, in one place (see packaging/apt-packages.txt).
+APT_PACKAGES := $(shell grep -v '^\#' packaging/apt-packages.txt)
+
+.PHONY: run test setup apt venv lint pytest sim-down clean
+
+run: setup
+	$(BIN)/station sim up --count 4
+	$(BIN)/station gui
+
+test: setup lint pytest
+
+setup: apt venv
+
+# Install only what is missing, so a machine that has everything does not touch the network.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing system packages:" $$missing; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: installing system packages needs root (run as root or with sudo)"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.stamp-installed
+
+$(VENV)/.stamp-installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+lint:
+	$(BIN)/ruff check station ui tests bench
+	$(BIN)/mypy --strict station
+	$(BIN)/lint-imports
+
+pytest:
+	$(BIN)/python -m pytest -q tests
+
+sim-down:
+	$(BIN)/station sim down
+
+clean:
+	-$(BIN)/station sim down
+	rm -rf $(VENV) build dist *.egg-info

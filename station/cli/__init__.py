@@ -1,0 +1,73 @@
+"""`station …` — the command line for every action of the station.
+
+Each subcommand group lives in its own module below this package and exposes
+``register(subparsers)``; this module only assembles them, so adding a command never means
+editing another command's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from station import __version__
+from station.errors import StationError
+
+# Modules under station/cli/ that provide commands, in the order `station --help` lists them.
+COMMAND_MODULES = ("provision", "units", "ca", "sim", "audit", "gui")
+
+EPILOG = """\
+examples:
+  station sim up --count 4                 boot four simulated Welma devices
+  station ca init                          create the station's CA and TLS server certificate
+  station provision --serial 202600000000001 --device ssh://root@127.0.0.2:2222
+  station units                            list the most recent units
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="station",
+        description="Welma provisioning station: enrol boards' secure-storage keys and certificates.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"station {__version__}")
+    parser.add_argument(
+        "--home",
+        help="station home directory holding all state (default: $STATION_HOME or ~/.local/share/welma-station)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"station.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"station.cli.{name}":
+                continue  # that command group is not part of this build
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args))
+    except StationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
