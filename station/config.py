@@ -1,0 +1,120 @@
+"""station.toml: this station's settings, and fixture lists (station.toml or the simulator's file).
+
+A malformed file is reported with its path, the line and the problem, because the person fixing it
+is a line engineer with a text editor.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from station.errors import ConfigError
+from station.profiles import DEFAULT_PROFILE
+
+
+@dataclass(frozen=True)
+class Fixture:
+    """A place on the bench where a board is connected: a name and the device's address."""
+
+    name: str
+    device: str
+    profile: str | None = None
+    console: str | None = None
+
+
+@dataclass(frozen=True)
+class StationConfig:
+    name: str = field(default_factory=socket.gethostname)
+    # Production refuses demo PINs and re-provisioning without a reason; demos and training run without it.
+    production: bool = False
+    default_profile: str = DEFAULT_PROFILE
+    # Address the TLS proof listens on; empty = the address the device reached us from.
+    tls_listen_address: str = ""
+    fixtures: tuple[Fixture, ...] = ()
+    source: Path | None = None
+
+
+def load_config(path: Path) -> StationConfig:
+    """Read station.toml; a missing file means every default."""
+    if not path.exists():
+        return StationConfig(source=None)
+    text = path.read_text(encoding="utf-8")
+    data = _parse(path, text)
+    station = _table(path, text, data, "station")
+    tls = _table(path, text, data, "tls_proof")
+    name = station.get("name", socket.gethostname())
+    production = station.get("production", False)
+    profile = station.get("default_profile", DEFAULT_PROFILE)
+    listen = tls.get("listen_address", "")
+    for key, value, kind in (("station.name", name, str), ("station.production", production, bool),
+                             ("station.default_profile", profile, str), ("tls_proof.listen_address", listen, str)):
+        if not isinstance(value, kind):
+            raise _fail(path, text, key, f"must be {'true or false' if kind is bool else 'a string'}")
+    return StationConfig(
+        name=name,
+        production=production,
+        default_profile=profile,
+        tls_listen_address=listen,
+        fixtures=_fixtures(path, text, data),
+        source=path,
+    )
+
+
+def load_fixtures(path: Path) -> tuple[Fixture, ...]:
+    """Fixtures from a file with ``[[fixture]]`` tables (station.toml or ``station sim``'s fixtures.toml)."""
+    text = path.read_text(encoding="utf-8")
+    return _fixtures(path, text, _parse(path, text))
+
+
+def _parse(path: Path, text: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc} — fix the TOML syntax there") from exc
+
+
+def _fail(path: Path, text: str, key: str, problem: str) -> ConfigError:
+    leaf = key.rsplit(".", 1)[-1]
+    line = next(
+        (number for number, content in enumerate(text.splitlines(), 1)
+         if re.match(rf"\s*{re.escape(leaf)}\s*=", content)),
+        None,
+    )
+    where = f"{path}, line {line}" if line else str(path)
+    return ConfigError(f"{where}: {key}: {problem}")
+
+
+def _table(path: Path, text: str, data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise _fail(path, text, name, "must be a table")
+    return value
+
+
+def _fixtures(path: Path, text: str, data: dict[str, Any]) -> tuple[Fixture, ...]:
+    entries = data.get("fixture", [])
+    if not isinstance(entries, list):
+        raise _fail(path, text, "fixture", "must be written as [[fixture]] tables")
+    fixtures = []
+    names: set[str] = set()
+    for index, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            raise _fail(path, text, "fixture", f"entry {index} must be a table")
+        name, device = entry.get("name"), entry.get("device")
+        if not isinstance(name, str) or not name:
+            raise _fail(path, text, "name", f"fixture {index} needs a name")
+        if not isinstance(device, str) or not re.match(r"(ssh|serial)://", device):
+            raise _fail(path, text, "device", f"fixture {name!r} needs a device address (ssh://… or serial://…)")
+        if name in names:
+            raise _fail(path, text, "name", f"fixture name {name!r} is used twice")
+        names.add(name)
+        profile = entry.get("profile")
+        console = entry.get("console")
+        fixtures.append(Fixture(name=name, device=device, profile=profile if isinstance(profile, str) else None,
+                                console=console if isinstance(console, str) else None))
+    return tuple(fixtures)
