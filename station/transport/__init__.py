@@ -1,0 +1,29 @@
+"""Device links: how the station reaches a board (SSH with paramiko, or a serial console)."""
+
+from station.transport.base import (
+    CommandFailed,
+    CommandResult,
+    CommandTimedOut,
+    Deadline,
+    DeviceAddress,
+    DeviceLink,
+    HostKeyMismatch,
+    LinkCancelled,
+    LinkError,
+    LinkLost,
+    open_link,
+)
+
+__all__ = [
+    "CommandFailed",
+    "CommandResult",
+    "CommandTimedOut",
+    "Deadline",
+    "DeviceAddress",
+    "DeviceLink",
+    "HostKeyMismatch",
+    "LinkCancelled",
+    "LinkError",
+    "LinkLost",
+    "open_link",
+]

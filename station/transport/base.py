@@ -1,0 +1,175 @@
+"""The one interface every device link offers: run, put, get, reboot — each under a deadline.
+
+The enrollment steps only ever talk to a :class:`DeviceLink`, so SSH and the serial console are
+interchangeable.  Errors are typed so the flow can tell "the board said no" (:class:`CommandFailed`)
+from "we lost the board" (:class:`LinkLost`) from "the board took too long" (:class:`CommandTimedOut`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from station.errors import StationError
+from station.shell import ShellCommand
+
+
+class LinkError(StationError):
+    """The device link failed; the message says what to check."""
+
+
+class LinkLost(LinkError):
+    """The connection to the device dropped or could not be made."""
+
+
+class CommandTimedOut(LinkError):
+    """A command did not finish within its deadline."""
+
+
+class LinkCancelled(LinkError):
+    """The operator (or the station shutting down) cancelled the unit."""
+
+
+class HostKeyMismatch(LinkError):
+    """The device presented a host key different from the one pinned for this unit."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a device command produced (after the link normalised line endings)."""
+
+    command: str
+    stdout: str
+    stderr: str
+    exit_status: int
+    duration_s: float
+
+    @property
+    def output(self) -> str:
+        """stdout then stderr, as a person would read them in a terminal."""
+        if self.stderr and self.stdout:
+            return f"{self.stdout.rstrip()}\n{self.stderr}"
+        return self.stdout or self.stderr
+
+
+class CommandFailed(LinkError):
+    """A device command exited non-zero."""
+
+    def __init__(self, message: str, result: CommandResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class Deadline:
+    """A point in time by which an operation must be over; passed down so no wait is unbounded."""
+
+    def __init__(self, seconds: float, *, what: str = "operation") -> None:
+        self.seconds = seconds
+        self.what = what
+        self._end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self._end - time.monotonic())
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self._end
+
+    def cap(self, seconds: float) -> float:
+        """The smaller of ``seconds`` and what is left, so an inner wait never outlives the deadline."""
+        return min(seconds, self.remaining())
+
+
+@dataclass(frozen=True)
+class DeviceAddress:
+    """Where a board is: ``ssh://root@127.0.0.2:2222`` or ``serial:///dev/ttyUSB0?baud=115200``."""
+
+    scheme: str
+    host: str = ""
+    port: int = 22
+    user: str = "root"
+    path: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+    url: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> DeviceAddress:
+        parts = urlsplit(url)
+        if parts.scheme == "ssh":
+            if not parts.hostname:
+                raise StationError(f"device address {url!r} has no host — write it like ssh://root@127.0.0.2:2222")
+            try:
+                port = parts.port or 22
+            except ValueError as exc:
+                raise StationError(f"device address {url!r} has an invalid port") from exc
+            return cls("ssh", host=parts.hostname, port=port, user=parts.username or "root", url=url)
+        if parts.scheme == "serial":
+            path = parts.path
+            if not path:
+                raise StationError(
+                    f"device address {url!r} has no port path — write it like serial:///dev/ttyUSB0?baud=115200"
+                )
+            options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+            return cls("serial", path=path, options=options, url=url)
+        raise StationError(
+            f"device address {url!r} is not understood — use ssh://USER@HOST:PORT or serial:///dev/PORT?baud=115200"
+        )
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class DeviceLink(Protocol):
+    """A connection to one board.  Every method takes a deadline and honours cancellation."""
+
+    address: DeviceAddress
+
+    def open(self, deadline: Deadline) -> None:
+        """Connect (and log in); raises :class:`LinkLost` or :class:`HostKeyMismatch`."""
+
+    def run(self, cmd: ShellCommand, deadline: Deadline, *, check: bool = True) -> CommandResult:
+        """Run one command; with ``check`` a non-zero exit raises :class:`CommandFailed`."""
+
+    def put(self, data: bytes, remote_path: str, deadline: Deadline, *, mode: int = 0o644) -> None:
+        """Write a file on the device atomically (temporary name, then rename)."""
+
+    def get(self, remote_path: str, deadline: Deadline) -> bytes:
+        """Read a file from the device."""
+
+    def reboot(self, deadline: Deadline) -> None:
+        """Reboot the device, see it go down, and reconnect once it is back."""
+
+    def host_key(self) -> tuple[str, str] | None:
+        """(key type, SHA256 fingerprint) of the device's host key, or None when the link has none."""
+
+    def local_address(self) -> str | None:
+        """The station's address as the device sees it (where the device can reach the station)."""
+
+    def close(self) -> None:
+        """Close the connection; safe to call twice."""
+
+
+def open_link(
+    address: DeviceAddress,
+    *,
+    identity_file: str,
+    pinned_host_key: str | None,
+    cancel: threading.Event,
+    login_user: str = "root",
+    login_password: str = "",
+    prompt_pattern: str = "",
+) -> DeviceLink:
+    """Build the link for an address (not yet opened)."""
+    if address.scheme == "ssh":
+        from station.transport.ssh import SshLink
+
+        return SshLink(address, identity_file=identity_file, pinned_host_key=pinned_host_key, cancel=cancel)
+    from station.transport.serial import SerialLink  # type: ignore[import-not-found,unused-ignore]
+
+    link: DeviceLink = SerialLink(
+        address, cancel=cancel, login_user=login_user, login_password=login_password,
+        prompt_pattern=prompt_pattern,
+    )
+    return link

@@ -1,0 +1,303 @@
+"""SSH device link over paramiko: one connection per unit, every wait under a deadline.
+
+Host keys are pinned per unit: the first key a unit sees is recorded with it, and any other key
+later in the same unit (after a reboot, on resume) aborts the unit as a possible impostor.  There
+is deliberately no "accept any key" policy: each board on a fixture is a different machine.
+"""
+
+from __future__ import annotations
+
+import io
+import select
+import socket
+import threading
+import time
+
+import paramiko
+
+from station.shell import ShellCommand, command
+from station.transport.base import (
+    CommandFailed,
+    CommandResult,
+    CommandTimedOut,
+    Deadline,
+    DeviceAddress,
+    HostKeyMismatch,
+    LinkCancelled,
+    LinkError,
+    LinkLost,
+)
+
+# Named settings for the waits inside one connection attempt.
+CONNECT_TIMEOUT_S = 5.0
+BANNER_TIMEOUT_S = 10.0
+AUTH_TIMEOUT_S = 10.0
+CHANNEL_OPEN_TIMEOUT_S = 10.0
+POLL_INTERVAL_S = 0.1
+# How long a board may take to drop its connections after `reboot` before we call it stuck.
+SHUTDOWN_TIMEOUT_S = 30.0
+RECONNECT_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
+
+
+class SshLink:
+    """A :class:`~station.transport.base.DeviceLink` over SSH."""
+
+    def __init__(
+        self,
+        address: DeviceAddress,
+        *,
+        identity_file: str,
+        pinned_host_key: str | None,
+        cancel: threading.Event,
+    ) -> None:
+        self.address = address
+        self._identity_file = identity_file
+        self._pinned = pinned_host_key
+        self._seen_key: tuple[str, str] | None = None
+        self._cancel = cancel
+        self._transport: paramiko.Transport | None = None
+        self._pkey: paramiko.PKey | None = None
+
+    # -- connection -------------------------------------------------------------------------
+
+    def open(self, deadline: Deadline) -> None:
+        self._check_cancel()
+        self.close()
+        where = f"{self.address.host}:{self.address.port}"
+        try:
+            sock = socket.create_connection(
+                (self.address.host, self.address.port), timeout=deadline.cap(CONNECT_TIMEOUT_S) or 0.1
+            )
+        except OSError as exc:
+            raise LinkLost(
+                f"cannot connect to the device at {where} ({exc.strerror or exc}) — check that the board is "
+                "powered, booted and cabled to this fixture, then press Retry"
+            ) from exc
+        transport = paramiko.Transport(sock)
+        transport.banner_timeout = deadline.cap(BANNER_TIMEOUT_S)
+        transport.auth_timeout = deadline.cap(AUTH_TIMEOUT_S)
+        try:
+            transport.start_client(timeout=deadline.cap(BANNER_TIMEOUT_S) or 0.1)
+            key = transport.get_remote_server_key()
+            self._verify_host_key(key)
+            transport.auth_publickey(self.address.user, self._private_key())
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            transport.close()
+            raise LinkLost(
+                f"SSH session with the device at {where} could not be set up ({exc}) — check the board "
+                "has finished booting and trusts this station's key, then press Retry"
+            ) from exc
+        except BaseException:
+            transport.close()
+            raise
+        self._transport = transport
+
+    def _private_key(self) -> paramiko.PKey:
+        if self._pkey is None:
+            try:
+                self._pkey = paramiko.PKey.from_path(self._identity_file)
+            except (OSError, paramiko.SSHException) as exc:
+                raise LinkError(
+                    f"the station's SSH key {self._identity_file} cannot be read ({exc}) — "
+                    "run `station sim up` or recreate the station home"
+                ) from exc
+        return self._pkey
+
+    def _verify_host_key(self, key: paramiko.PKey) -> None:
+        fingerprint = key.fingerprint
+        self._seen_key = (key.get_name(), fingerprint)
+        if self._pinned is None:
+            self._pinned = fingerprint  # first key seen in this unit: pin it
+        elif fingerprint != self._pinned:
+            raise HostKeyMismatch(
+                f"the device at {self.address.host}:{self.address.port} presented host key {fingerprint}, "
+                f"but this unit pinned {self._pinned} — another machine may be answering at this address. "
+                "The unit is aborted; check the fixture cabling and re-onboard the board explicitly if it "
+                "was legitimately re-imaged"
+            )
+
+    def host_key(self) -> tuple[str, str] | None:
+        return self._seen_key
+
+    def local_address(self) -> str | None:
+        if self._transport is None:
+            return None
+        name = self._transport.sock.getsockname()  # type: ignore[union-attr]
+        return str(name[0])
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def _active(self) -> paramiko.Transport:
+        if self._transport is None or not self._transport.is_active():
+            raise LinkLost(
+                f"the SSH connection to {self.address.host}:{self.address.port} dropped — check the board's "
+                "power and network cable, then press Retry"
+            )
+        return self._transport
+
+    def _check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise LinkCancelled("cancelled by the operator")
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def run(self, cmd: ShellCommand, deadline: Deadline, *, check: bool = True) -> CommandResult:
+        self._check_cancel()
+        transport = self._active()
+        line = cmd.render()
+        started = time.monotonic()
+        try:
+            channel = transport.open_session(timeout=deadline.cap(CHANNEL_OPEN_TIMEOUT_S) or 0.1)
+            channel.exec_command(line)
+            channel.shutdown_write()  # no stdin: a command waiting for input sees EOF, never hangs on us
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise LinkLost(
+                f"the device at {self.address.host} stopped answering while starting a command ({exc}) — "
+                "check power and network, then press Retry"
+            ) from exc
+        out = io.BytesIO()
+        err = io.BytesIO()
+        try:
+            while True:
+                if channel.recv_ready():
+                    out.write(channel.recv(65536))
+                    continue
+                if channel.recv_stderr_ready():
+                    err.write(channel.recv_stderr(65536))
+                    continue
+                if channel.exit_status_ready():
+                    break
+                if channel.closed or not transport.is_active():
+                    raise LinkLost(
+                        f"the connection to {self.address.host} dropped in the middle of `{cmd.argv[0]}` — "
+                        "check the board's power and network cable, then press Retry"
+                    )
+                if self._cancel.is_set():
+                    raise LinkCancelled("cancelled by the operator")
+                if deadline.expired():
+                    raise CommandTimedOut(
+                        f"`{cmd.argv[0]}` on {self.address.host} did not finish within {deadline.seconds:g} s "
+                        f"({deadline.what}) — the board may be hung; power-cycle it and press Retry"
+                    )
+                # The channel's fileno wakes on stdout, stderr and EOF; the cap keeps cancel responsive.
+                select.select([channel], [], [], deadline.cap(POLL_INTERVAL_S))
+            # Drain what arrived together with the exit status.
+            while channel.recv_ready():
+                out.write(channel.recv(65536))
+            while channel.recv_stderr_ready():
+                err.write(channel.recv_stderr(65536))
+            status = channel.exit_status
+        finally:
+            channel.close()
+        result = CommandResult(
+            command=line,
+            stdout=out.getvalue().decode("utf-8", "replace"),
+            stderr=err.getvalue().decode("utf-8", "replace"),
+            exit_status=status,
+            duration_s=time.monotonic() - started,
+        )
+        if check and status != 0:
+            raise CommandFailed(
+                f"`{cmd.argv[0]}` failed on the device with exit status {status}: "
+                f"{_last_line(result.output) or 'no output'}",
+                result,
+            )
+        return result
+
+    # -- files ------------------------------------------------------------------------------
+
+    def put(self, data: bytes, remote_path: str, deadline: Deadline, *, mode: int = 0o644) -> None:
+        self._check_cancel()
+        temporary = f"{remote_path}.station-tmp"
+        try:
+            with self._sftp(deadline) as sftp:
+                with sftp.open(temporary, "wb") as handle:
+                    handle.write(data)
+                sftp.chmod(temporary, mode)
+                sftp.posix_rename(temporary, remote_path)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise self._transfer_error("write", remote_path, exc, deadline) from exc
+
+    def get(self, remote_path: str, deadline: Deadline) -> bytes:
+        self._check_cancel()
+        try:
+            with self._sftp(deadline) as sftp, sftp.open(remote_path, "rb") as handle:
+                return bytes(handle.read())
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise self._transfer_error("read", remote_path, exc, deadline) from exc
+
+    def _sftp(self, deadline: Deadline) -> paramiko.SFTPClient:
+        transport = self._active()
+        channel = transport.open_session(timeout=deadline.cap(CHANNEL_OPEN_TIMEOUT_S) or 0.1)
+        channel.settimeout(deadline.remaining() or 0.1)
+        channel.invoke_subsystem("sftp")
+        client = paramiko.SFTPClient(channel)
+        return client
+
+    def _transfer_error(self, verb: str, path: str, exc: BaseException, deadline: Deadline) -> LinkError:
+        if isinstance(exc, TimeoutError | socket.timeout) or deadline.expired():
+            return CommandTimedOut(
+                f"could not {verb} {path} on {self.address.host} within {deadline.seconds:g} s — "
+                "the board may be hung; power-cycle it and press Retry"
+            )
+        if self._transport is None or not self._transport.is_active():
+            return LinkLost(
+                f"the connection to {self.address.host} dropped while trying to {verb} {path} — "
+                "check power and network, then press Retry"
+            )
+        return LinkError(f"could not {verb} {path} on {self.address.host}: {exc}")
+
+    # -- reboot -----------------------------------------------------------------------------
+
+    def reboot(self, deadline: Deadline) -> None:
+        transport = self._active()
+        try:
+            channel = transport.open_session(timeout=deadline.cap(CHANNEL_OPEN_TIMEOUT_S) or 0.1)
+            channel.exec_command(command("reboot").render())
+            channel.shutdown_write()
+        except (paramiko.SSHException, OSError, EOFError):
+            pass  # the board may already be going down: that is what we asked for
+        # See it go down: the transport drops once the board's sshd is gone.
+        down_by = time.monotonic() + min(SHUTDOWN_TIMEOUT_S, deadline.remaining())
+        while transport.is_active():
+            self._check_cancel()
+            if time.monotonic() > down_by:
+                self.close()
+                raise CommandTimedOut(
+                    f"the device at {self.address.host} did not go down within {SHUTDOWN_TIMEOUT_S:g} s after "
+                    "`reboot` — power-cycle it and press Retry"
+                )
+            time.sleep(POLL_INTERVAL_S)
+        self.close()
+        self.wait_until_back(deadline)
+
+    def wait_until_back(self, deadline: Deadline) -> None:
+        """Reconnect with backoff until the board answers or the boot deadline passes."""
+        attempt = 0
+        last_error: LinkError | None = None
+        while not deadline.expired():
+            self._check_cancel()
+            try:
+                self.open(deadline)
+                return
+            except HostKeyMismatch:
+                raise
+            except LinkLost as exc:
+                last_error = exc
+            pause = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
+            attempt += 1
+            if self._cancel.wait(deadline.cap(pause)):
+                raise LinkCancelled("cancelled by the operator")
+        raise LinkLost(
+            f"the device at {self.address.host}:{self.address.port} did not come back within "
+            f"{deadline.seconds:g} s after reboot — check power and network cable, then press Retry"
+            + (f" (last attempt: {last_error})" if last_error else "")
+        )
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
