@@ -1,0 +1,1310 @@
+"""The audit log: the station's record of every board it enrolled, and the only module that touches SQLite.
+
+Four tables live in one SQLite file below the station home:
+
+* ``units`` — one row per attempt to enrol a board (serial), with its state and outcome;
+* ``steps`` — every step outcome of every unit (identify, guard, wipe, … tls_proof);
+* ``certificates`` — every certificate the station issued, and its revocation;
+* ``events`` — an append-only journal. Every change writes its table row(s) *and* one event per row, carrying
+  the full new row, in the same transaction. Events are hash-chained (each hash covers the previous hash), so
+  :meth:`AuditLog.verify` notices rows or events edited, deleted, added or reordered behind the station's back
+  (DB browser, ``sqlite3`` shell, a restored old copy of one table).
+
+This is tamper *evidence* against such edits, not a signature: somebody who knows this scheme can recompute a
+whole forged chain, and removing the newest events together with their rows is only noticed through SQLite's
+own ``sqlite_sequence`` bookkeeping. Anchoring the chain head outside the station would close that gap.
+
+Sharing: one :class:`AuditLog` may be used by many worker threads (batch mode) — one connection, one lock.
+Several processes (the GUI and a ``station`` command) may open the same file at once; SQLite's locking with a
+busy timeout serialises their writes, and a partial UNIQUE index guarantees that a board (serial) has at most
+one current unit, even when two stations scan it at the same moment.
+
+Nothing secret is stored here: PINs and passphrases are masked upstream, and certificates are stored as
+re-encoded certificates only (never whatever else the PEM text passed in contained).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import sqlite_utils
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from station.errors import StationError
+
+UNIT_STATES = ("running", "failed", "passed", "aborted", "superseded")
+UNIT_RESULTS = ("passed", "failed", "aborted")
+STEP_OUTCOMES = ("passed", "failed", "skipped", "retrying")
+
+# How long a write waits for another process' transaction before giving up ("database is locked").
+BUSY_TIMEOUT_S = 5.0
+
+# Version of the schema below, kept in SQLite's user_version header field.
+SCHEMA_VERSION = 1
+
+# prev_hash of event 1.
+GENESIS_HASH = "0" * 64
+
+# The columns of an export, in this order: nothing beyond them ever leaves the station in an export.
+EXPORT_FIELDS = (
+    "unit_id",
+    "serial",
+    "state",
+    "profile",
+    "device",
+    "fixture",
+    "batch",
+    "operator",
+    "station",
+    "started_at",
+    "ended_at",
+    "duration_s",
+    "failed_step",
+    "message",
+    "attempt",
+    "certificate_serial",
+    "certificate_fingerprint",
+    "revoked_at",
+    "reprovision_reason",
+)
+
+# Tables whose every row is journalled by events; all have an INTEGER PRIMARY KEY named id.
+AUDITED_TABLES = {"units": "unit", "steps": "step record", "certificates": "certificate record"}
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS units (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        serial TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        device TEXT NOT NULL,
+        fixture TEXT,
+        batch TEXT,
+        operator TEXT NOT NULL,
+        station TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('running', 'failed', 'passed', 'aborted', 'superseded')),
+        attempt INTEGER NOT NULL CHECK (attempt >= 1),
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        failed_step TEXT,
+        message TEXT,
+        host_key_type TEXT,
+        host_key_fingerprint TEXT,
+        reprovision_reason TEXT,
+        superseded_by INTEGER REFERENCES units(id)
+    )
+    """,
+    # The one guarantee that must hold between threads *and* processes: a board has at most one current
+    # unit. A check-then-insert in Python could race; the index cannot.
+    """
+    CREATE UNIQUE INDEX IF NOT EXISTS units_one_current_per_serial
+        ON units(serial) WHERE state IN ('running', 'failed', 'passed')
+    """,
+    "CREATE INDEX IF NOT EXISTS units_serial ON units(serial)",
+    "CREATE INDEX IF NOT EXISTS units_started_at ON units(started_at)",
+    "CREATE INDEX IF NOT EXISTS units_state ON units(state, id)",
+    "CREATE INDEX IF NOT EXISTS units_operator ON units(operator, id)",
+    "CREATE INDEX IF NOT EXISTS units_batch ON units(batch, id)",
+    "CREATE INDEX IF NOT EXISTS units_fixture ON units(fixture, id)",
+    "CREATE INDEX IF NOT EXISTS units_failed_step ON units(failed_step, id)",
+    """
+    CREATE TABLE IF NOT EXISTS steps (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        unit_id INTEGER NOT NULL REFERENCES units(id),
+        step TEXT NOT NULL,
+        attempt INTEGER NOT NULL CHECK (attempt >= 1),
+        outcome TEXT NOT NULL CHECK (outcome IN ('passed', 'failed', 'skipped', 'retrying')),
+        started_at TEXT NOT NULL,
+        ended_at TEXT NOT NULL,
+        output_sha256 TEXT,
+        excerpt TEXT NOT NULL,
+        message TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS steps_unit ON steps(unit_id, id)",
+    "CREATE INDEX IF NOT EXISTS steps_step_outcome ON steps(step, outcome, id)",
+    """
+    CREATE TABLE IF NOT EXISTS certificates (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        unit_id INTEGER NOT NULL REFERENCES units(id),
+        serial_hex TEXT NOT NULL,
+        fingerprint_sha256 TEXT NOT NULL UNIQUE,
+        spki_sha256 TEXT NOT NULL UNIQUE,
+        subject TEXT NOT NULL,
+        not_before TEXT NOT NULL,
+        not_after TEXT NOT NULL,
+        pem TEXT NOT NULL,
+        issued_at TEXT NOT NULL,
+        revoked_at TEXT,
+        revocation_reason TEXT,
+        revoked_by TEXT
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS certificates_unit ON certificates(unit_id, id)",
+    "CREATE INDEX IF NOT EXISTS certificates_serial ON certificates(serial_hex)",
+    "CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates(revoked_at) WHERE revoked_at IS NOT NULL",
+    """
+    CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        unit_id INTEGER,
+        payload TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    )
+    """,
+    # Guards against honest mistakes in a DB browser; verify() is what catches a determined editor.
+    """
+    CREATE TRIGGER IF NOT EXISTS events_are_append_only_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'the audit event journal is append-only'); END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS events_are_append_only_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'the audit event journal is append-only'); END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS steps_are_append_only_update BEFORE UPDATE ON steps
+    BEGIN SELECT RAISE(ABORT, 'step records are append-only'); END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS steps_are_append_only_delete BEFORE DELETE ON steps
+    BEGIN SELECT RAISE(ABORT, 'step records are append-only'); END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS units_are_never_deleted BEFORE DELETE ON units
+    BEGIN SELECT RAISE(ABORT, 'units are never deleted from the audit log'); END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS certificates_are_never_deleted BEFORE DELETE ON certificates
+    BEGIN SELECT RAISE(ABORT, 'certificates are never deleted from the audit log'); END
+    """,
+)
+
+# Every change transaction starts with this statement. Setting user_version writes the file header, so the
+# transaction holds SQLite's write lock from its first statement on. Without it, a transaction that reads first
+# (the chain head, the unit's state) and writes later fails at once with "database is locked" — instead of
+# waiting — whenever another process committed in between (WAL mode cannot upgrade a stale read snapshot).
+_CLAIM_WRITE_LOCK = f"PRAGMA user_version = {SCHEMA_VERSION}"
+
+_UNIT_SELECT = """
+SELECT u.*,
+       c.serial_hex AS certificate_serial,
+       c.fingerprint_sha256 AS certificate_fingerprint,
+       c.revoked_at AS certificate_revoked_at
+FROM units AS u
+LEFT JOIN certificates AS c ON c.id = (SELECT max(id) FROM certificates WHERE unit_id = u.id)
+"""
+
+
+# --------------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One attempt to enrol one board, as recorded."""
+
+    id: int
+    serial: str
+    profile: str
+    device: str
+    fixture: str | None
+    batch: str | None
+    operator: str
+    station: str
+    state: str
+    attempt: int
+    started_at: datetime
+    ended_at: datetime | None
+    failed_step: str | None
+    message: str | None
+    host_key_type: str | None
+    host_key_fingerprint: str | None
+    reprovision_reason: str | None
+    superseded_by: int | None
+    certificate_serial: str | None
+    certificate_fingerprint: str | None
+    certificate_revoked_at: datetime | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to end; None while the unit has not ended."""
+        if self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One outcome of one step of a unit (a retried step has one record per try)."""
+
+    id: int
+    unit_id: int
+    step: str
+    attempt: int
+    outcome: str
+    started_at: datetime
+    ended_at: datetime
+    output_sha256: str | None
+    excerpt: str
+    message: str
+
+    @property
+    def duration_s(self) -> float:
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    """A certificate the station issued to a unit, and its revocation if any."""
+
+    unit_id: int
+    serial_number: int
+    serial_hex: str
+    fingerprint_sha256: str
+    spki_sha256: str
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    pem: str
+    issued_at: datetime
+    revoked_at: datetime | None
+    revocation_reason: str | None
+    revoked_by: str | None = None
+
+
+@dataclass(frozen=True)
+class RevokedCertificate:
+    """What a CRL needs of one revoked certificate."""
+
+    serial_number: int
+    revoked_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Outcome of :meth:`AuditLog.verify`: ``problem`` names the first broken record in plain words."""
+
+    ok: bool
+    events: int
+    problem: str | None
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+class SerialAlreadyPassed(StationError):
+    """The board was already enrolled successfully; enrolling it again needs a reprovision reason."""
+
+    def __init__(self, unit: Unit) -> None:
+        self.unit = unit
+        super().__init__(
+            f"Board {unit.serial} was already provisioned successfully (unit {unit.id}, "
+            f"{_local_text(unit.ended_at or unit.started_at)}). Scan the next board — or, if this board really "
+            f'must be enrolled again, reprovision it with --reprovision --reason "…".'
+        )
+
+
+class UnitAlreadyActive(StationError):
+    """The board already has an unfinished (running or failed) unit."""
+
+    def __init__(self, serial: str, unit: Unit | None) -> None:
+        self.serial = serial
+        self.unit = unit
+        if unit is None:
+            message = (
+                f"Board {serial} was started by another station or fixture at the same moment. "
+                f"Check which fixture holds it (station units --serial {serial}) before scanning it again."
+            )
+        elif unit.state == "running":
+            message = (
+                f"Board {serial} is already being provisioned (unit {unit.id}, started "
+                f"{_local_text(unit.started_at)} by {unit.operator} at {unit.station}). If that run was "
+                f"interrupted (crash, power loss), use --resume to continue unit {unit.id}."
+            )
+        else:
+            step = f" at step {unit.failed_step}" if unit.failed_step else ""
+            message = (
+                f"Board {serial} has an unfinished unit {unit.id} that failed{step}. Use --resume to continue "
+                f"unit {unit.id} (Retry), or --restart to abandon it and start this board over."
+            )
+        super().__init__(message)
+
+
+class AuditLogUnavailable(StationError):
+    """The audit log could not be written just now (busy beyond the timeout, disk full); nothing was recorded."""
+
+
+class PublicKeyReused(StationError):
+    """A certificate for a public key that already has one: two boards (or two tries) share a key."""
+
+    def __init__(self, spki_sha256: str, holder: CertificateRecord | None) -> None:
+        self.spki_sha256 = spki_sha256
+        self.holder = holder
+        owner = f" (issued to unit {holder.unit_id}, {holder.subject})" if holder else ""
+        super().__init__(
+            f"This public key already has a certificate{owner}; a device key must be unique. Nothing was "
+            f"issued. Do not push the certificate: run the keygen step again on this board so it makes a new key."
+        )
+
+
+# ------------------------------------------------------------------------------------------- the log
+
+
+class AuditLog:
+    """The station's audit database: units, their steps, certificates, and the hash-chained event journal.
+
+    Every public method is safe to call from several threads at once.
+    """
+
+    def __init__(self, path: Path, *, clock: Callable[[], datetime] | None = None) -> None:
+        """Open the audit database at ``path``, creating it (mode 0600) and its schema when missing.
+
+        ``clock`` returns the current time as an aware datetime; tests pass a fixed one.
+        """
+        self.path = Path(path)
+        self._clock = clock or _utc_now
+        # One connection shared by worker threads: every use of it holds this lock (never re-entered).
+        self._lock = threading.Lock()
+        # The file (and its -wal/-shm companions, which SQLite creates with the file's mode) must be private
+        # from birth; umask is process-wide, so AuditLogs are best opened before worker threads start.
+        previous_umask = os.umask(0o077)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._db = _connect(self.path, check_same_thread=False)
+            try:
+                self._db.enable_wal()
+                self._create_schema()
+            except BaseException:
+                self._db.close()
+                raise
+        finally:
+            os.umask(previous_umask)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------------------- units
+
+    def start_unit(
+        self,
+        *,
+        serial: str,
+        profile: str,
+        device: str,
+        operator: str,
+        station: str,
+        fixture: str | None = None,
+        batch: str | None = None,
+        reprovision_reason: str | None = None,
+    ) -> Unit:
+        """Record that provisioning of board ``serial`` starts now; return the new running unit.
+
+        Refused with :class:`SerialAlreadyPassed` when the board already passed and no reprovision reason is
+        given, and with :class:`UnitAlreadyActive` while the board has a running or failed unit. With a
+        reason, the passed unit becomes 'superseded' by the new one in the same transaction.
+        """
+        for name, value in (
+            ("serial", serial),
+            ("profile", profile),
+            ("device", device),
+            ("operator", operator),
+            ("station", station),
+        ):
+            if not value or not value.strip():
+                raise ValueError(f"start_unit needs a non-empty {name}")
+        reason = reprovision_reason.strip() if reprovision_reason else None
+        try:
+            with self._change() as db:
+                at = self._now_text()
+                superseded: int | None = None
+                if reason:
+                    row = db.execute(
+                        "SELECT id FROM units WHERE serial = ? AND state = 'passed'", [serial]
+                    ).fetchone()
+                    if row is not None:
+                        superseded = int(row[0])
+                        # Leaves the current-unit index first, so the new unit can take its place.
+                        db.table("units").update(superseded, {"state": "superseded"})
+                unit_id = _insert(
+                    db,
+                    "units",
+                    {
+                        "serial": serial,
+                        "profile": profile,
+                        "device": device,
+                        "fixture": fixture,
+                        "batch": batch,
+                        "operator": operator,
+                        "station": station,
+                        "state": "running",
+                        "attempt": 1,
+                        "started_at": at,
+                        "reprovision_reason": reason or None,
+                    },
+                )
+                if superseded is not None:
+                    db.table("units").update(superseded, {"superseded_by": unit_id})
+                    self._append_event(db, at=at, kind="unit.superseded", table="units", pk=superseded)
+                self._append_event(db, at=at, kind="unit.started", table="units", pk=unit_id)
+                return self._unit(db, unit_id)
+        except sqlite3.IntegrityError as exc:
+            if "units.serial" not in str(exc):
+                raise
+            current = self.find_unit(serial)
+            if current is not None and current.state == "passed":
+                raise SerialAlreadyPassed(current) from None
+            raise UnitAlreadyActive(serial, current) from None
+
+    def resume_unit(self, unit_id: int) -> Unit:
+        """Continue a failed unit (or one left 'running' by a crash): running again, attempt + 1."""
+        with self._change() as db:
+            unit = self._unit(db, unit_id)
+            if unit.state not in ("failed", "running"):
+                raise StationError(
+                    f"Unit {unit_id} (board {unit.serial}) is {unit.state} and cannot be resumed — only a failed "
+                    f"or interrupted unit can. Start a new unit for the board instead."
+                )
+            db.table("units").update(
+                unit_id,
+                {
+                    "state": "running",
+                    "attempt": unit.attempt + 1,
+                    "ended_at": None,
+                    "failed_step": None,
+                    "message": None,
+                },
+            )
+            self._append_event(db, at=self._now_text(), kind="unit.resumed", table="units", pk=unit_id)
+            return self._unit(db, unit_id)
+
+    def finish_unit(
+        self,
+        unit_id: int,
+        *,
+        result: str,
+        failed_step: str | None = None,
+        message: str | None = None,
+    ) -> Unit:
+        """End a unit as passed, failed or aborted.
+
+        A running unit can end any way; a failed unit can only be aborted (the board is given up or will be
+        started over).
+        """
+        if result not in UNIT_RESULTS:
+            raise ValueError(f"result must be one of {', '.join(UNIT_RESULTS)}, not {result!r}")
+        if result == "passed" and failed_step is not None:
+            raise ValueError("a passed unit has no failed step")
+        with self._change() as db:
+            unit = self._unit(db, unit_id)
+            allowed = (
+                UNIT_RESULTS if unit.state == "running" else ("aborted",) if unit.state == "failed" else ()
+            )
+            if result not in allowed:
+                raise StationError(
+                    f"Unit {unit_id} (board {unit.serial}) is {unit.state}; it cannot be marked {result}."
+                    + (" Resume it first." if unit.state == "failed" else "")
+                )
+            at = self._now_text()
+            db.table("units").update(
+                unit_id, {"state": result, "ended_at": at, "failed_step": failed_step, "message": message}
+            )
+            self._append_event(db, at=at, kind=f"unit.{result}", table="units", pk=unit_id)
+            return self._unit(db, unit_id)
+
+    def pin_host_key(self, unit_id: int, *, key_type: str, fingerprint: str) -> None:
+        """Remember the SSH host key the device showed; a different key later in the same unit is refused."""
+        if not key_type or not fingerprint:
+            raise ValueError("pin_host_key needs a key type and a fingerprint")
+        with self._change() as db:
+            unit = self._unit(db, unit_id)
+            if unit.host_key_fingerprint is not None:
+                if (unit.host_key_type, unit.host_key_fingerprint) == (key_type, fingerprint):
+                    return
+                raise StationError(
+                    f"The device of unit {unit_id} (board {unit.serial}) now shows host key {key_type} "
+                    f"{fingerprint}, but {unit.host_key_type} {unit.host_key_fingerprint} was pinned earlier in "
+                    f"this unit. Another machine may be answering at its address — stop, check the fixture "
+                    f"cabling and network, then resume."
+                )
+            if unit.state != "running":
+                raise StationError(f"Unit {unit_id} is {unit.state}; host keys are pinned while a unit runs.")
+            db.table("units").update(
+                unit_id, {"host_key_type": key_type, "host_key_fingerprint": fingerprint}
+            )
+            self._append_event(
+                db, at=self._now_text(), kind="unit.host_key_pinned", table="units", pk=unit_id
+            )
+
+    def unit(self, unit_id: int) -> Unit:
+        with self._lock:
+            return self._unit(self._db, unit_id)
+
+    def find_unit(self, serial: str) -> Unit | None:
+        """The current unit of a board: running, failed or passed (and not superseded); None if none."""
+        with self._lock:
+            rows = list(
+                self._db.query(
+                    _UNIT_SELECT + " WHERE u.serial = ? AND u.state IN ('running', 'failed', 'passed')",
+                    [serial],
+                )
+            )
+        return _unit_from_row(rows[0]) if rows else None
+
+    def units(
+        self,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        serial_prefix: str | None = None,
+        result: str | None = None,
+        operator: str | None = None,
+        batch: str | None = None,
+        fixture: str | None = None,
+        failed_step: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Unit]:
+        """Units matching every given filter, newest first.
+
+        ``result`` filters on the unit's state; ``since`` (inclusive) and ``until`` (exclusive) on its start.
+        """
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must not be negative")
+        where, params = _unit_filter(
+            serial_prefix=serial_prefix,
+            result=result,
+            operator=operator,
+            batch=batch,
+            fixture=fixture,
+            failed_step=failed_step,
+            since=since,
+            until=until,
+        )
+        params.update(limit=limit, offset=offset)
+        with self._lock:
+            rows = list(
+                self._db.query(
+                    _UNIT_SELECT + where + " ORDER BY u.id DESC LIMIT :limit OFFSET :offset", params
+                )
+            )
+        return [_unit_from_row(row) for row in rows]
+
+    def unfinished_units(self) -> list[Unit]:
+        """Units that are running or failed, oldest first — what a station offers to resume after a restart."""
+        with self._lock:
+            rows = list(
+                self._db.query(_UNIT_SELECT + " WHERE u.state IN ('running', 'failed') ORDER BY u.id")
+            )
+        return [_unit_from_row(row) for row in rows]
+
+    # ----------------------------------------------------------------------------------------- steps
+
+    def record_step(
+        self,
+        unit_id: int,
+        *,
+        step: str,
+        attempt: int,
+        outcome: str,
+        started_at: datetime,
+        ended_at: datetime,
+        output_sha256: str | None = None,
+        excerpt: str = "",
+        message: str = "",
+    ) -> None:
+        """Record one outcome of one step. ``excerpt`` is stored as given: mask secrets before calling."""
+        if outcome not in STEP_OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(STEP_OUTCOMES)}, not {outcome!r}")
+        if not step:
+            raise ValueError("record_step needs a step name")
+        row = {
+            "unit_id": unit_id,
+            "step": step,
+            "attempt": attempt,
+            "outcome": outcome,
+            "started_at": _timestamp(started_at),
+            "ended_at": _timestamp(ended_at),
+            "output_sha256": output_sha256,
+            "excerpt": excerpt,
+            "message": message,
+        }
+        with self._change() as db:
+            self._unit(db, unit_id)
+            step_id = _insert(db, "steps", row)
+            self._append_event(db, at=self._now_text(), kind="step.recorded", table="steps", pk=step_id)
+
+    def steps(self, unit_id: int) -> list[StepRecord]:
+        """Every step record of a unit, in the order they were recorded."""
+        with self._lock:
+            rows = list(self._db.query("SELECT * FROM steps WHERE unit_id = ? ORDER BY id", [unit_id]))
+        return [_step_from_row(row) for row in rows]
+
+    def step_durations(self, *, profile: str, step: str, limit: int = 50) -> list[float]:
+        """Durations in seconds of the most recent passed runs of ``step`` under ``profile``, newest first."""
+        with self._lock:
+            rows = list(
+                self._db.query(
+                    """
+                    SELECT s.started_at, s.ended_at FROM steps AS s JOIN units AS u ON u.id = s.unit_id
+                    WHERE s.step = ? AND s.outcome = 'passed' AND u.profile = ?
+                    ORDER BY s.id DESC LIMIT ?
+                    """,
+                    [step, profile, limit],
+                )
+            )
+        return [(_parse_time(r["ended_at"]) - _parse_time(r["started_at"])).total_seconds() for r in rows]
+
+    # ---------------------------------------------------------------------------------- certificates
+
+    def record_certificate(self, unit_id: int, *, certificate_pem: bytes) -> CertificateRecord:
+        """Record a certificate issued to a running unit; it is on disk (fsync'd) when this returns.
+
+        The caller pushes the certificate to the device only afterwards, so no certificate is ever in the
+        field without a record. A public key that already has a certificate raises :class:`PublicKeyReused`.
+        """
+        certificate = x509.load_pem_x509_certificate(certificate_pem)
+        spki = certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        spki_sha256 = hashlib.sha256(spki).hexdigest()
+        row = {
+            "unit_id": unit_id,
+            # Hex text: certificate serials are up to 159 bits, beyond SQLite's 64-bit integers.
+            "serial_hex": format(certificate.serial_number, "x"),
+            "fingerprint_sha256": certificate.fingerprint(hashes.SHA256()).hex(),
+            "spki_sha256": spki_sha256,
+            "subject": certificate.subject.rfc4514_string(),
+            "not_before": _timestamp(certificate.not_valid_before_utc),
+            "not_after": _timestamp(certificate.not_valid_after_utc),
+            # Re-encoded: only the certificate is kept, whatever else the PEM text held.
+            "pem": certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+        }
+        try:
+            with self._change() as db:
+                unit = self._unit(db, unit_id)
+                if unit.state != "running":
+                    raise StationError(
+                        f"Unit {unit_id} (board {unit.serial}) is {unit.state}; certificates are issued only to a "
+                        f"running unit. Nothing was recorded — do not push this certificate."
+                    )
+                at = self._now_text()
+                cert_id = _insert(db, "certificates", {**row, "issued_at": at})
+                self._append_event(db, at=at, kind="certificate.issued", table="certificates", pk=cert_id)
+                return self._certificate(db, cert_id)
+        except sqlite3.IntegrityError as exc:
+            if "certificates.spki_sha256" not in str(exc) and "certificates.fingerprint_sha256" not in str(
+                exc
+            ):
+                raise
+            with self._lock:
+                holders = list(
+                    self._db.query("SELECT * FROM certificates WHERE spki_sha256 = ?", [spki_sha256])
+                )
+            raise PublicKeyReused(
+                spki_sha256, _certificate_from_row(holders[0]) if holders else None
+            ) from None
+
+    def public_key_seen(self, spki_sha256: str) -> bool:
+        """True if a certificate was already issued for the public key with this SPKI SHA-256 (hex)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM certificates WHERE spki_sha256 = ?", [spki_sha256.lower()]
+            ).fetchone()
+        return row is not None
+
+    def certificate_for_unit(self, unit_id: int) -> CertificateRecord | None:
+        """The newest certificate issued to a unit, or None."""
+        with self._lock:
+            rows = list(
+                self._db.query(
+                    "SELECT * FROM certificates WHERE unit_id = ? ORDER BY id DESC LIMIT 1", [unit_id]
+                )
+            )
+        return _certificate_from_row(rows[0]) if rows else None
+
+    def revoke(self, *, serial: str, reason: str, by: str) -> CertificateRecord:
+        """Revoke the newest certificate issued to board ``serial``; return it as revoked."""
+        if not reason.strip() or not by.strip():
+            raise ValueError("a revocation needs a reason and the name of who revokes")
+        with self._change() as db:
+            row = db.execute(
+                """
+                SELECT c.id FROM certificates AS c JOIN units AS u ON u.id = c.unit_id
+                WHERE u.serial = ? ORDER BY c.id DESC LIMIT 1
+                """,
+                [serial],
+            ).fetchone()
+            if row is None:
+                raise StationError(
+                    f"No certificate was issued to board {serial} by this station — check the serial. "
+                    f"Nothing was revoked."
+                )
+            cert_id = int(row[0])
+            current = self._certificate(db, cert_id)
+            if current.revoked_at is not None:
+                raise StationError(
+                    f"The certificate of board {serial} (serial {current.serial_hex}) was already revoked on "
+                    f"{_local_text(current.revoked_at)} ({current.revocation_reason}). Nothing to do."
+                )
+            at = self._now_text()
+            db.table("certificates").update(
+                cert_id, {"revoked_at": at, "revocation_reason": reason, "revoked_by": by}
+            )
+            self._append_event(db, at=at, kind="certificate.revoked", table="certificates", pk=cert_id)
+            return self._certificate(db, cert_id)
+
+    def revoked_certificates(self) -> list[RevokedCertificate]:
+        """Every revoked certificate, in the order of revocation (what the CRL lists)."""
+        with self._lock:
+            rows = list(
+                self._db.query(
+                    "SELECT serial_hex, revoked_at, revocation_reason FROM certificates "
+                    "WHERE revoked_at IS NOT NULL ORDER BY revoked_at, id"
+                )
+            )
+        return [
+            RevokedCertificate(
+                serial_number=int(r["serial_hex"], 16),
+                revoked_at=_parse_time(r["revoked_at"]),
+                reason=r["revocation_reason"],
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------------------------- integrity
+
+    def verify(self) -> VerifyReport:
+        """Check the event chain, then that the tables hold exactly what the events recorded.
+
+        Runs on its own connection and snapshot, so workers keep writing meanwhile; memory stays flat however
+        long the log is.
+        """
+        with self._snapshot() as db:
+            events, problem = _verify_chain(db)
+            if problem is None:
+                problem = _verify_tables(db)
+        return VerifyReport(ok=problem is None, events=events, problem=problem)
+
+    # --------------------------------------------------------------------------------------- exports
+
+    def export_csv(
+        self,
+        out: TextIO,
+        *,
+        serial_prefix: str | None = None,
+        result: str | None = None,
+        operator: str | None = None,
+        batch: str | None = None,
+        fixture: str | None = None,
+        failed_step: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """Write matching units, oldest first, as CSV for a spreadsheet; return how many.
+
+        ``out`` should be opened with ``encoding="utf-8", newline=""``. The text starts with a BOM so that
+        Excel reads it as UTF-8, and text cells that a spreadsheet would run as a formula are prefixed with '.
+        """
+        out.write("\ufeff")
+        writer = csv.writer(out)
+        writer.writerow(EXPORT_FIELDS)
+        count = 0
+        for record in self._export_records(
+            serial_prefix=serial_prefix,
+            result=result,
+            operator=operator,
+            batch=batch,
+            fixture=fixture,
+            failed_step=failed_step,
+            since=since,
+            until=until,
+        ):
+            writer.writerow([_neutralise_formula(record[field]) for field in EXPORT_FIELDS])
+            count += 1
+        return count
+
+    def export_jsonl(
+        self,
+        out: TextIO,
+        *,
+        serial_prefix: str | None = None,
+        result: str | None = None,
+        operator: str | None = None,
+        batch: str | None = None,
+        fixture: str | None = None,
+        failed_step: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        include_steps: bool = False,
+    ) -> int:
+        """Write matching units, oldest first, as JSON Lines (raw values); return how many.
+
+        With ``include_steps`` each object also has ``steps``: step, attempt, outcome and duration_s of every
+        step record (never the excerpts).
+        """
+        count = 0
+        for record in self._export_records(
+            serial_prefix=serial_prefix,
+            result=result,
+            operator=operator,
+            batch=batch,
+            fixture=fixture,
+            failed_step=failed_step,
+            since=since,
+            until=until,
+            include_steps=include_steps,
+        ):
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+        return count
+
+    # -------------------------------------------------------------------------------------- internals
+
+    def _create_schema(self) -> None:
+        with self._lock:
+            found = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            if found > SCHEMA_VERSION:
+                raise StationError(
+                    f"The audit log {self.path} was written by a newer version of the station (schema {found}, "
+                    f"this version knows {SCHEMA_VERSION}). Update the station software; do not edit the file."
+                )
+            with self._db.atomic() as db:
+                db.execute(_CLAIM_WRITE_LOCK)
+                for statement in _SCHEMA:
+                    db.execute(statement)
+
+    @contextmanager
+    def _change(self) -> Iterator[sqlite_utils.Database]:
+        """One transaction for one change: its rows and their events commit together, or not at all."""
+        try:
+            with self._lock, self._db.atomic() as db:
+                db.execute(_CLAIM_WRITE_LOCK)
+                yield db
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "locked" in text or "busy" in text:
+                raise AuditLogUnavailable(
+                    f"The audit log {self.path} stayed busy for {BUSY_TIMEOUT_S:g} s (another station program is "
+                    f"writing to it). Nothing was recorded. Press Retry; if it repeats, close other station windows."
+                ) from exc
+            if "full" in text:
+                raise AuditLogUnavailable(
+                    f"The disk holding the audit log {self.path} is full. Nothing was recorded. Free some space, "
+                    f"then press Retry."
+                ) from exc
+            raise
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite_utils.Database]:
+        """A private read-only connection inside one read transaction: a consistent view for long reads."""
+        db = _connect(self.path, check_same_thread=True)
+        try:
+            db.execute("PRAGMA query_only = ON")
+            with db.atomic():
+                yield db
+        finally:
+            db.close()
+
+    def _now_text(self) -> str:
+        return _timestamp(self._clock())
+
+    def _unit(self, db: sqlite_utils.Database, unit_id: int) -> Unit:
+        rows = list(db.query(_UNIT_SELECT + " WHERE u.id = ?", [unit_id]))
+        if not rows:
+            raise StationError(
+                f"There is no unit {unit_id} in the audit log — check the number (station units)."
+            )
+        return _unit_from_row(rows[0])
+
+    def _certificate(self, db: sqlite_utils.Database, cert_id: int) -> CertificateRecord:
+        return _certificate_from_row(db.table("certificates").get(cert_id))
+
+    def _append_event(self, db: sqlite_utils.Database, *, at: str, kind: str, table: str, pk: int) -> None:
+        """Journal the row ``table``/``pk`` as it now is; must run inside the change that wrote it."""
+        row = db.table(table).get(pk)
+        unit_id = pk if table == "units" else int(row["unit_id"])
+        payload = _canonical_json({"table": table, "pk": pk, "unit_id": unit_id, "row": row})
+        head = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev_hash = (int(head[0]) + 1, str(head[1])) if head else (1, GENESIS_HASH)
+        db.table("events").insert(
+            {
+                "seq": seq,
+                "at": at,
+                "kind": kind,
+                "unit_id": unit_id,
+                "payload": payload,
+                "prev_hash": prev_hash,
+                "hash": _event_hash(prev_hash=prev_hash, seq=seq, at=at, kind=kind, payload=payload),
+            }
+        )
+
+    def _export_records(
+        self,
+        *,
+        serial_prefix: str | None,
+        result: str | None,
+        operator: str | None,
+        batch: str | None,
+        fixture: str | None,
+        failed_step: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        include_steps: bool = False,
+    ) -> Iterator[dict[str, Any]]:
+        """Stream export records, one per unit, from one consistent snapshot (never all rows in memory)."""
+        where, params = _unit_filter(
+            serial_prefix=serial_prefix,
+            result=result,
+            operator=operator,
+            batch=batch,
+            fixture=fixture,
+            failed_step=failed_step,
+            since=since,
+            until=until,
+        )
+        with self._snapshot() as db:
+            for row in db.query(_UNIT_SELECT + where + " ORDER BY u.id", params):
+                unit = _unit_from_row(row)
+                record: dict[str, Any] = {
+                    "unit_id": unit.id,
+                    "serial": unit.serial,
+                    "state": unit.state,
+                    "profile": unit.profile,
+                    "device": unit.device,
+                    "fixture": unit.fixture,
+                    "batch": unit.batch,
+                    "operator": unit.operator,
+                    "station": unit.station,
+                    "started_at": row["started_at"],
+                    "ended_at": row["ended_at"],
+                    "duration_s": None if unit.duration_s is None else round(unit.duration_s, 3),
+                    "failed_step": unit.failed_step,
+                    "message": unit.message,
+                    "attempt": unit.attempt,
+                    "certificate_serial": unit.certificate_serial,
+                    "certificate_fingerprint": unit.certificate_fingerprint,
+                    "revoked_at": row["certificate_revoked_at"],
+                    "reprovision_reason": unit.reprovision_reason,
+                }
+                if include_steps:
+                    record["steps"] = [
+                        {
+                            "step": s["step"],
+                            "attempt": s["attempt"],
+                            "outcome": s["outcome"],
+                            "duration_s": round(
+                                (_parse_time(s["ended_at"]) - _parse_time(s["started_at"])).total_seconds(), 3
+                            ),
+                        }
+                        for s in db.query(
+                            "SELECT step, attempt, outcome, started_at, ended_at FROM steps "
+                            "WHERE unit_id = ? ORDER BY id",
+                            [unit.id],
+                        )
+                    ]
+                yield record
+
+
+# --------------------------------------------------------------------------------------- verification
+
+
+def _verify_chain(db: sqlite_utils.Database) -> tuple[int, str | None]:
+    """Walk the events in order; return how many are sound and the first problem, if any."""
+    expected = 1
+    prev_hash = GENESIS_HASH
+    for event in db.query("SELECT seq, at, kind, unit_id, payload, prev_hash, hash FROM events ORDER BY seq"):
+        seq = int(event["seq"])
+        if seq != expected:
+            gap = (
+                f"event {expected} is missing"
+                if seq == expected + 1
+                else f"events {expected}–{seq - 1} are missing"
+            )
+            return (
+                expected - 1,
+                f"{gap} (the journal jumps to event {seq}) — events were deleted outside the station",
+            )
+        if event["prev_hash"] != prev_hash:
+            return expected - 1, (
+                f"event {seq} does not follow event {seq - 1} (its link to the previous event is broken) — events "
+                f"were inserted, deleted or reordered outside the station"
+            )
+        recomputed = _event_hash(
+            prev_hash=event["prev_hash"],
+            seq=seq,
+            at=event["at"],
+            kind=event["kind"],
+            payload=event["payload"],
+        )
+        if recomputed != event["hash"]:
+            return expected - 1, (
+                f"event {seq}: hash does not match its content — the record was edited outside the station"
+            )
+        problem = _payload_problem(event)
+        if problem is not None:
+            return expected - 1, f"event {seq}: {problem} — the record was edited outside the station"
+        prev_hash = event["hash"]
+        expected += 1
+    count = expected - 1
+    # AUTOINCREMENT remembers the highest seq ever written, even after the newest events were deleted.
+    written = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    if written is not None and int(written[0]) > count:
+        return count, (
+            f"the journal ends at event {count} but event {written[0]} was written — the newest events were deleted "
+            f"outside the station"
+        )
+    return count, None
+
+
+def _payload_problem(event: dict[str, Any]) -> str | None:
+    try:
+        payload = json.loads(event["payload"])
+    except ValueError:
+        return "its content is not a valid record"
+    if not isinstance(payload, dict) or payload.get("table") not in AUDITED_TABLES:
+        return "it records no known table"
+    row = payload.get("row")
+    pk = payload.get("pk")
+    if not isinstance(row, dict) or not isinstance(pk, int) or row.get("id") != pk:
+        return "its content is not a valid record"
+    if event["unit_id"] != payload.get("unit_id"):
+        return "its unit number does not match its content"
+    return None
+
+
+def _verify_tables(db: sqlite_utils.Database) -> str | None:
+    """Replay: the last event of every row must hold exactly the row's current values, and vice versa."""
+    for table, label in AUDITED_TABLES.items():
+        # Both sides come sorted by primary key, so a merge walk needs no memory per row. The bare `payload`
+        # column comes from the row holding max(seq) — documented SQLite behaviour.
+        recorded = iter(
+            db.query(
+                "SELECT json_extract(payload, '$.pk') AS pk, max(seq) AS seq, payload FROM events "
+                "WHERE json_extract(payload, '$.table') = ? GROUP BY 1 ORDER BY 1",
+                [table],
+            )
+        )
+        current = iter(db.query(f"SELECT * FROM {table} ORDER BY id"))  # table comes from AUDITED_TABLES
+        event = next(recorded, None)
+        row = next(current, None)
+        while event is not None or row is not None:
+            if row is None or (event is not None and event["pk"] < row["id"]):
+                assert event is not None
+                return (
+                    f"{label} {event['pk']} was deleted outside the station (event {event['seq']} recorded it "
+                    f"last)"
+                )
+            if event is None or row["id"] < event["pk"]:
+                return f"{label} {row['id']} was added outside the station (no event records it)"
+            expected_row = json.loads(event["payload"])["row"]
+            if _canonical_json(row) != _canonical_json(expected_row):
+                return _row_problem(label, row, expected_row, event["seq"])
+            event = next(recorded, None)
+            row = next(current, None)
+    return None
+
+
+def _row_problem(label: str, row: dict[str, Any], recorded: dict[str, Any], seq: int) -> str:
+    """Say in plain words how a table row differs from what its last event recorded."""
+    name = f"{label} {row['id']}"
+    added = [column for column in row if column not in recorded]
+    if added:
+        return (
+            f"{name} has column {', '.join(added)}, which event {seq} did not record — the table was altered "
+            f"outside the station"
+        )
+    missing = [column for column in recorded if column not in row]
+    if missing:
+        return (
+            f"{name} lacks column {', '.join(missing)}, which event {seq} recorded — the table was altered "
+            f"outside the station"
+        )
+    changes = [
+        f"{column} is {row[column]!r} but event {seq} recorded {recorded[column]!r}"
+        for column in row
+        if row[column] != recorded[column]
+    ]
+    detail = "; ".join(changes) if changes else f"it differs from what event {seq} recorded"
+    return f"{name} was edited outside the station: {detail}"
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def _connect(path: Path, *, check_same_thread: bool) -> sqlite_utils.Database:
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=check_same_thread)
+    db = sqlite_utils.Database(conn)
+    db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    # FULL: a commit is on disk when it returns — a certificate is recorded before it is pushed to the board.
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
+def _insert(db: sqlite_utils.Database, table: str, row: dict[str, Any]) -> int:
+    """Insert one row; return its id."""
+    pk = db.table(table).insert(row).last_pk
+    if pk is None:
+        raise RuntimeError(f"SQLite returned no id for the new {table} row")
+    return int(pk)
+
+
+def _unit_filter(
+    *,
+    serial_prefix: str | None,
+    result: str | None,
+    operator: str | None,
+    batch: str | None,
+    fixture: str | None,
+    failed_step: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> tuple[str, dict[str, Any]]:
+    """A WHERE clause (on alias ``u``) and its parameters; every filter has an index to use."""
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if serial_prefix:
+        # GLOB (unlike LIKE) is case-sensitive, so SQLite can answer a prefix from the serial index.
+        clauses.append("u.serial GLOB :serial_glob")
+        params["serial_glob"] = "".join(f"[{c}]" if c in "*?[" else c for c in serial_prefix) + "*"
+    if result is not None:
+        if result not in UNIT_STATES:
+            raise ValueError(f"result must be one of {', '.join(UNIT_STATES)}, not {result!r}")
+        clauses.append("u.state = :state")
+        params["state"] = result
+    for column, value in (
+        ("operator", operator),
+        ("batch", batch),
+        ("fixture", fixture),
+        ("failed_step", failed_step),
+    ):
+        if value is not None:
+            clauses.append(f"u.{column} = :{column}")
+            params[column] = value
+    if since is not None:
+        clauses.append("u.started_at >= :since")
+        params["since"] = _timestamp(since)
+    if until is not None:
+        clauses.append("u.started_at < :until")
+        params["until"] = _timestamp(until)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _unit_from_row(row: dict[str, Any]) -> Unit:
+    return Unit(
+        id=row["id"],
+        serial=row["serial"],
+        profile=row["profile"],
+        device=row["device"],
+        fixture=row["fixture"],
+        batch=row["batch"],
+        operator=row["operator"],
+        station=row["station"],
+        state=row["state"],
+        attempt=row["attempt"],
+        started_at=_parse_time(row["started_at"]),
+        ended_at=_parse_optional_time(row["ended_at"]),
+        failed_step=row["failed_step"],
+        message=row["message"],
+        host_key_type=row["host_key_type"],
+        host_key_fingerprint=row["host_key_fingerprint"],
+        reprovision_reason=row["reprovision_reason"],
+        superseded_by=row["superseded_by"],
+        certificate_serial=row["certificate_serial"],
+        certificate_fingerprint=row["certificate_fingerprint"],
+        certificate_revoked_at=_parse_optional_time(row["certificate_revoked_at"]),
+    )
+
+
+def _step_from_row(row: dict[str, Any]) -> StepRecord:
+    return StepRecord(
+        id=row["id"],
+        unit_id=row["unit_id"],
+        step=row["step"],
+        attempt=row["attempt"],
+        outcome=row["outcome"],
+        started_at=_parse_time(row["started_at"]),
+        ended_at=_parse_time(row["ended_at"]),
+        output_sha256=row["output_sha256"],
+        excerpt=row["excerpt"],
+        message=row["message"],
+    )
+
+
+def _certificate_from_row(row: dict[str, Any]) -> CertificateRecord:
+    return CertificateRecord(
+        unit_id=row["unit_id"],
+        serial_number=int(row["serial_hex"], 16),
+        serial_hex=row["serial_hex"],
+        fingerprint_sha256=row["fingerprint_sha256"],
+        spki_sha256=row["spki_sha256"],
+        subject=row["subject"],
+        not_before=_parse_time(row["not_before"]),
+        not_after=_parse_time(row["not_after"]),
+        pem=row["pem"],
+        issued_at=_parse_time(row["issued_at"]),
+        revoked_at=_parse_optional_time(row["revoked_at"]),
+        revocation_reason=row["revocation_reason"],
+        revoked_by=row["revoked_by"],
+    )
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _event_hash(*, prev_hash: str, seq: int, at: str, kind: str, payload: str) -> str:
+    # Newline-separated: none of the parts can contain one (hex, digits, ISO time, a kind name, compact JSON).
+    material = "\n".join((prev_hash, str(seq), at, kind, payload))
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def _neutralise_formula(value: Any) -> Any:
+    """Keep a spreadsheet from running a cell as a formula (CSV injection): prefix such text with '."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(moment: datetime) -> str:
+    """ISO-8601 UTC with microseconds, so that text order is time order."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"timestamps must be timezone-aware, got {moment!r}")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _parse_optional_time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _local_text(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
