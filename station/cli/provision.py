@@ -1,0 +1,116 @@
+"""`station provision`: one board from scanned serial to PASS or FAIL, printed live."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import threading
+
+from station.errors import StationError
+from station.flow import FlowEvent, Provisioner, UnitResult
+from station.profiles import load_profile
+
+# How long Ctrl-C waits for the unit to record its cancellation.
+CANCEL_DEADLINE_S = 10.0
+
+EXAMPLE = """\
+examples:
+  station provision --serial 202600000000001 --device ssh://root@127.0.0.2:2222
+  station provision --serial 202600000000001 --device ssh://root@127.0.0.2:2222 --resume
+  station provision --serial 202600000000001 --device ssh://root@127.0.0.2:2222 --restart
+  station provision --serial 202600000000001 --device ssh://root@127.0.0.2:2222 \\
+      --reprovision --reason "customer return, board re-imaged"
+
+The CA passphrase comes from STATION_CA_PASSPHRASE or is asked for.  Exit status 0 only on PASS.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "provision", help="enrol one board (wipe, token, key, CSR, certificate, TLS proof)",
+        description="Provision one board through the Welma secure-storage enrollment.",
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--serial", required=True, help="the board's serial number as scanned from its label")
+    parser.add_argument("--device", required=True,
+                        help="ssh://root@HOST:PORT or serial:///dev/ttyUSB0?baud=115200")
+    parser.add_argument("--profile", help="device profile (default: station.toml's default_profile)")
+    parser.add_argument("--operator", default=None, help="who provisions (default: the login name)")
+    parser.add_argument("--fixture", help="fixture name recorded with the unit")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue this serial's failed unit from its failed step")
+    mode.add_argument("--restart", action="store_true",
+                      help="abandon this serial's failed unit and start again from the first step")
+    mode.add_argument("--reprovision", action="store_true",
+                      help="enrol a serial that already passed again (needs --reason; supersedes the old unit)")
+    parser.add_argument("--reason", help="why the board is re-provisioned (recorded in the audit log)")
+    parser.set_defaults(handler=run)
+
+
+def print_event(event: FlowEvent) -> None:
+    """Live progress a person can follow in a terminal."""
+    if event.kind == "unit_started":
+        print(f"unit {event.unit_id}: serial {event.serial} ({event.message})", flush=True)
+    elif event.kind == "step_started":
+        eta = f" (usually {event.eta_s:.1f} s)" if event.eta_s else ""
+        retry = f" — attempt {event.attempt}" if event.attempt > 1 else ""
+        print(f"  [{event.index + 1:2}/{event.count}] {event.title}…{eta}{retry}", flush=True)
+    elif event.kind == "step_finished":
+        word = {"passed": "ok", "skipped": "skipped", "retrying": "retrying", "failed": "FAILED"}[event.outcome]
+        line = f"         {word} in {event.duration_s:.2f} s"
+        if event.outcome != "passed" and event.message:
+            line += f": {event.message.splitlines()[0]}"
+        print(line, flush=True)
+    elif event.kind == "unit_finished":
+        verdict = "PASS" if event.outcome == "passed" else event.outcome.upper()
+        print(f"{verdict}: {event.message}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from station.cli.context import open_station
+
+    if args.reprovision and not (args.reason and args.reason.strip()):
+        raise StationError("--reprovision needs --reason TEXT: say why the board is enrolled again")
+    if args.reason and not args.reprovision:
+        raise StationError("--reason is only used with --reprovision")
+    station = open_station(args.home)
+    try:
+        profile = load_profile(args.profile or station.config.default_profile, station.home.profiles_dir)
+        profile.validate_serial(args.serial)  # before the passphrase prompt, before any device
+        provisioner = Provisioner(
+            home=station.home, config=station.config, ca=station.load_ca(), audit=station.audit,
+            observer=print_event,
+        )
+        cancel = threading.Event()
+        outcome: list[object] = []
+
+        def work() -> None:
+            try:
+                outcome.append(provisioner.provision(
+                    serial=args.serial, device=args.device, profile=profile,
+                    operator=args.operator or getpass.getuser(), fixture=args.fixture,
+                    resume=args.resume, restart=args.restart, reprovision_reason=args.reason if args.reprovision else None,
+                    cancel=cancel,
+                ))
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread below
+                outcome.append(exc)
+
+        # The unit runs on a worker so Ctrl-C can cancel it cleanly: the unit ends failed and resumable.
+        worker = threading.Thread(target=work, name=f"unit-{args.serial}")
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.2)
+        except KeyboardInterrupt:
+            cancel.set()
+            print("cancelling: the unit will be left failed and can be resumed with --resume", file=sys.stderr)
+            worker.join(CANCEL_DEADLINE_S)
+            return 130
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        assert isinstance(result, UnitResult)
+        return 0 if result.passed else 1
+    finally:
+        station.close()

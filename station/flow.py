@@ -1,0 +1,248 @@
+"""The unit's state machine: run a profile's steps in order, each under its deadline and retry policy.
+
+The executor (not the step) enforces deadlines and records every attempt in the audit log with its
+start, end, outcome and a digest of its (masked) output.  It reports progress through plain
+callbacks (:class:`FlowEvent`) — the GUI turns them into Qt signals, the CLI prints them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from station.audit import AuditLog, Unit
+from station.config import StationConfig
+from station.errors import StationError
+from station.home import StationHome
+from station.masking import Masker
+from station.pki import CertificateAuthority
+from station.profiles import DeviceProfile
+from station.steps import STEPS, StepFailed, StepSkipped, UnitContext
+from station.transport import (
+    CommandTimedOut,
+    Deadline,
+    DeviceAddress,
+    HostKeyMismatch,
+    LinkCancelled,
+    LinkLost,
+    open_link,
+)
+
+EXCERPT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class FlowEvent:
+    """One thing that happened to a unit, for whoever is watching (CLI, GUI, batch)."""
+
+    kind: str  # unit_started | step_started | output | step_finished | unit_finished
+    serial: str
+    unit_id: int | None = None
+    step: str = ""
+    title: str = ""
+    index: int = 0
+    count: int = 0
+    attempt: int = 1
+    outcome: str = ""
+    duration_s: float = 0.0
+    eta_s: float | None = None
+    message: str = ""
+    fixture: str | None = None
+
+
+Observer = Callable[[FlowEvent], None]
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    unit: Unit
+    passed: bool
+    failed_step: str | None
+    message: str
+
+
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, LinkLost | CommandTimedOut) and not isinstance(error, HostKeyMismatch)
+
+
+class Provisioner:
+    """Runs units on boards: one call to :meth:`provision` takes one board from scan to PASS or FAIL."""
+
+    def __init__(
+        self,
+        *,
+        home: StationHome,
+        config: StationConfig,
+        ca: CertificateAuthority,
+        audit: AuditLog,
+        observer: Observer | None = None,
+    ) -> None:
+        self.home = home
+        self.config = config
+        self.ca = ca
+        self.audit = audit
+        self.observer: Observer = observer or (lambda event: None)
+
+    def eta(self, profile: DeviceProfile, step: str) -> float | None:
+        """Median of the recent passed durations of this step on this profile, if any were recorded."""
+        durations = self.audit.step_durations(profile=profile.name, step=step, limit=30)
+        return statistics.median(durations) if durations else None
+
+    def provision(
+        self,
+        *,
+        serial: str,
+        device: str,
+        profile: DeviceProfile,
+        operator: str,
+        fixture: str | None = None,
+        batch: str | None = None,
+        resume: bool = False,
+        restart: bool = False,
+        reprovision_reason: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> UnitResult:
+        """Provision one board.  Bad input raises before anything touches a device or the audit log."""
+        serial = profile.validate_serial(serial)
+        address = DeviceAddress.parse(device)
+        if self.config.production and profile.uses_demo_pins:
+            raise StationError(
+                f"profile {profile.name} uses the tutorial's demo PINs, which a station in production mode "
+                "refuses — set so_pin and user_pin in the profile to the plant's own values"
+            )
+        if not operator.strip():
+            raise StationError("no operator is signed in — sign in (name or badge) before provisioning")
+        cancel = cancel or threading.Event()
+        steps = profile.step_names()
+        start_at = 0
+        if resume:
+            unit = self.audit.find_unit(serial)
+            if unit is None or unit.state not in ("failed", "running"):
+                state = "no unit" if unit is None else f"unit {unit.id} is {unit.state}"
+                raise StationError(
+                    f"there is nothing to resume for serial {serial} ({state}) — provision it without --resume"
+                )
+            resume_step = STEPS[unit.failed_step].resume_from if unit.failed_step in STEPS else "identify"
+            start_at = steps.index(resume_step) if resume_step in steps else 0
+            unit = self.audit.resume_unit(unit.id)
+        else:
+            if restart:
+                # Start over from the first step: the failed unit is closed as aborted (kept in the log).
+                previous = self.audit.find_unit(serial)
+                if previous is not None and previous.state == "failed":
+                    self.audit.finish_unit(previous.id, result="aborted", message="restarted from the first step")
+            unit = self.audit.start_unit(
+                serial=serial, profile=profile.name, device=device, operator=operator,
+                station=self.config.name, fixture=fixture, batch=batch, reprovision_reason=reprovision_reason,
+            )
+        emit = self._emitter(serial, unit.id, fixture)
+        emit(kind="unit_started", count=len(steps), message=f"unit {unit.id}, attempt {unit.attempt}")
+        link = open_link(
+            address,
+            identity_file=str(self.home.ensure_station_key()),
+            pinned_host_key=unit.host_key_fingerprint,
+            cancel=cancel,
+            login_user=profile.console.login_user,
+            login_password=profile.console.login_password,
+            prompt_pattern=profile.console.prompt_pattern,
+        )
+        masker = Masker(profile.secrets)
+        current: dict[str, str] = {"step": ""}
+
+        def output(text: str) -> None:
+            emit(kind="output", step=current["step"], message=text)
+
+        context = UnitContext(
+            serial=serial, profile=profile, link=link, ca=self.ca, audit=self.audit, unit=unit,
+            config=self.config, masker=masker, output=output,
+        )
+        # Identify and guard run on every attempt (a resumed unit must prove it is the same board).
+        plan = [step for index, step in enumerate(steps) if step in ("identify", "guard") or index >= start_at]
+        try:
+            for step in plan:
+                current["step"] = step
+                index = steps.index(step)
+                error = self._run_step(context, step, index, len(steps), cancel, emit)
+                if error is not None:
+                    aborted = isinstance(error, HostKeyMismatch)
+                    result = "aborted" if aborted else "failed"
+                    message = masker(str(error))
+                    unit = self.audit.finish_unit(unit.id, result=result, failed_step=step, message=message)
+                    emit(kind="unit_finished", step=step, outcome=result, message=message)
+                    return UnitResult(unit, False, step, message)
+        finally:
+            link.close()
+        unit = self.audit.finish_unit(unit.id, result="passed")
+        emit(kind="unit_finished", outcome="passed", message=f"serial {serial} enrolled")
+        return UnitResult(unit, True, None, f"serial {serial} enrolled")
+
+    def _emitter(self, serial: str, unit_id: int, fixture: str | None) -> Callable[..., None]:
+        def emit(**fields: Any) -> None:
+            try:
+                self.observer(replace(FlowEvent(kind="", serial=serial, unit_id=unit_id, fixture=fixture), **fields))
+            except Exception:  # noqa: BLE001 - a broken watcher must never break a unit
+                pass
+
+        return emit
+
+    def _run_step(
+        self,
+        ctx: UnitContext,
+        step: str,
+        index: int,
+        count: int,
+        cancel: threading.Event,
+        emit: Callable[..., None],
+    ) -> StationError | None:
+        """Run one step with its retries; return the error that failed it, or None."""
+        spec = STEPS[step]
+        policy = ctx.profile.policy(step)
+        eta = self.eta(ctx.profile, step)
+        attempts = policy.retries + 1
+        for attempt in range(1, attempts + 1):
+            if cancel.is_set():
+                return LinkCancelled("cancelled by the operator — press Retry to resume this board")
+            emit(kind="step_started", step=step, title=spec.title, index=index, count=count, attempt=attempt,
+                 eta_s=eta)
+            started_at = datetime.now(UTC)
+            began = time.monotonic()
+            deadline = Deadline(policy.timeout_s, what=f"step {step}")
+            outcome, text, error = "passed", "", None
+            try:
+                # Every link call inside the step is bounded by this deadline.
+                text = spec.run(ctx, deadline)
+            except StepSkipped as skipped:
+                outcome, text = "skipped", str(skipped)
+            except StationError as exc:
+                error = exc
+                outcome = "retrying" if attempt < attempts and _retryable(exc) else "failed"
+                text = str(exc)
+            except Exception as exc:  # noqa: BLE001 - recorded as a failure, never lost
+                error = StepFailed(f"step {step} failed unexpectedly: {exc!r} — press Retry; report it if it repeats")
+                outcome, text = "failed", str(error)
+            duration = time.monotonic() - began
+            masked = ctx.masker(text)
+            self.audit.record_step(
+                ctx.unit.id, step=step, attempt=attempt, outcome=outcome, started_at=started_at,
+                ended_at=datetime.now(UTC), output_sha256=hashlib.sha256(masked.encode()).hexdigest(),
+                excerpt=masked[-EXCERPT_CHARS:], message=ctx.masker(str(error)) if error else "",
+            )
+            emit(kind="step_finished", step=step, title=spec.title, index=index, count=count, attempt=attempt,
+                 outcome=outcome, duration_s=duration, message=masked if outcome != "passed" else "")
+            if error is None:
+                return None
+            if outcome == "failed":
+                return error
+            if isinstance(error, LinkLost) and step != "identify":
+                ctx.link.close()  # reopened below; the host key must still match the pinned one
+                try:
+                    ctx.link.open(Deadline(ctx.profile.policy("identify").timeout_s, what="reconnect"))
+                except StationError as reconnect_error:
+                    return reconnect_error
+        return None

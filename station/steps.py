@@ -1,0 +1,341 @@
+"""The enrollment steps of the Welma tutorial, one small function each.
+
+Each step takes the unit's context and a deadline, talks to the board only through its
+:class:`~station.transport.DeviceLink`, and returns the text it wants recorded (its digest goes to
+the audit log).  The executor in :mod:`station.flow` owns deadlines, retries and recording.  Where
+the tutorial is naive we are not: the CSR is checked against the scanned serial and the token's
+own public key, and the certificate issued is an end-entity certificate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from station.audit import AuditLog, Unit
+from station.config import StationConfig
+from station.errors import StationError
+from station.masking import Masker
+from station.pki import CertificateAuthority, CsrPolicy, check_csr, parse_openssl_subject
+from station.profiles import DeviceProfile
+from station.shell import command
+from station.transport import CommandResult, Deadline, DeviceLink
+
+TLS_ACCEPT_TIMEOUT_S = 20.0
+
+
+class StepFailed(StationError):
+    """A step found the board in a state it must not continue from; the message says what to do."""
+
+
+class StepSkipped(Exception):  # noqa: N818 - an outcome, not an error
+    """The step does not apply to this board (recorded as skipped, with the reason)."""
+
+
+@dataclass
+class UnitContext:
+    """What the steps of one unit share: the board, its profile, the CA and the audit log."""
+
+    serial: str
+    profile: DeviceProfile
+    link: DeviceLink
+    ca: CertificateAuthority
+    audit: AuditLog
+    unit: Unit
+    config: StationConfig
+    masker: Masker
+    output: Callable[[str], None]
+    csr_pem: bytes | None = None
+    token_public_key_der: bytes | None = None
+    certificate: x509.Certificate | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def run(self, name: str, deadline: Deadline, **extra: str) -> CommandResult:
+        """Run the profile's command ``name`` for this board and show its (masked) output."""
+        cmd = self.profile.command(name, serial=self.serial, **extra)
+        self.output(f"$ {self.masker(cmd.render())}")
+        result = self.link.run(cmd, deadline)
+        if result.output.strip():
+            self.output(self.masker(result.output.rstrip()))
+        return result
+
+
+StepFunction = Callable[[UnitContext, Deadline], str]
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    title: str
+    run: StepFunction
+    # Where a unit that failed in this step starts again on resume (steps whose work does not
+    # survive a failure halfway, such as key generation, start from an earlier step).
+    resume_from: str
+
+
+# -- identify and guard -----------------------------------------------------------------------
+
+
+def identify(ctx: UnitContext, deadline: Deadline) -> str:
+    ctx.link.open(deadline)
+    key = ctx.link.host_key()
+    if key is not None:
+        ctx.audit.pin_host_key(ctx.unit.id, key_type=key[0], fingerprint=key[1])
+        ctx.output(f"host key {key[0]} {key[1]} pinned for this unit")
+    hostname = ctx.link.run(command("uname", "-n"), deadline).stdout.strip()
+    found = ctx.link.run(command("command", "-v", *ctx.profile.tools), deadline, check=False).stdout
+    missing = [tool for tool in ctx.profile.tools if not re.search(rf"(^|/){re.escape(tool)}\s*$", found, re.M)]
+    if missing:
+        raise StepFailed(
+            f"the board {hostname} lacks {', '.join(missing)} — it is not running an image with the tools "
+            f"profile {ctx.profile.name} needs; flash the right image and press Retry"
+        )
+    module = ctx.profile.module
+    if ctx.link.run(command("test", "-e", module), deadline, check=False).exit_status != 0:
+        raise StepFailed(
+            f"the board {hostname} has no PKCS#11 module at {module} (OP-TEE's PKCS#11 TA or libckteec is "
+            "missing: \"TA not found\") — flash an image with secure storage enabled, then press Retry"
+        )
+    return f"hostname {hostname}; tools {', '.join(ctx.profile.tools)}; module {module}"
+
+
+def guard(ctx: UnitContext, deadline: Deadline) -> str:
+    """Refuse a board that already carries a certificate for another serial (a swapped label)."""
+    lines = [f"serial {ctx.serial} matches {ctx.profile.serial_pattern.pattern}"]
+    if ctx.unit.reprovision_reason:
+        lines.append(f"re-provisioning asked for: {ctx.unit.reprovision_reason}")
+    path = ctx.profile.cert_path
+    if ctx.link.run(command("test", "-s", path), deadline, check=False).exit_status == 0:
+        try:
+            existing = x509.load_pem_x509_certificate(ctx.link.get(path, deadline))
+            subject = existing.subject.rfc4514_string()
+        except ValueError:
+            subject = "(unreadable)"
+        expected = parse_openssl_subject(ctx.profile.subject_for(ctx.serial)).rfc4514_string()
+        if subject != expected and not ctx.unit.reprovision_reason:
+            raise StepFailed(
+                f"this board already holds a device certificate for {subject}, but the scanned serial is "
+                f"{ctx.serial} — check the label matches the board; to enrol it again under this serial, "
+                "re-provision it with a reason"
+            )
+        lines.append(f"board already holds a certificate for {subject}; it will be replaced")
+    return "\n".join(lines)
+
+
+# -- secure storage on the board -----------------------------------------------------------
+
+
+def wipe(ctx: UnitContext, deadline: Deadline) -> str:
+    # On SoftHSM the tutorial's find/rm prints "Is a directory" for token directories and still
+    # exits 0; OP-TEE's flat store prints nothing.  Only the exit status counts.
+    return ctx.run("wipe", deadline).output
+
+
+def reboot(ctx: UnitContext, deadline: Deadline) -> str:
+    ctx.output("$ reboot")
+    ctx.link.reboot(deadline)
+    ctx.output("board is back")
+    return "rebooted and reconnected"
+
+
+def init_token(ctx: UnitContext, deadline: Deadline) -> str:
+    return ctx.run("init_token", deadline).output
+
+
+def init_pin(ctx: UnitContext, deadline: Deadline) -> str:
+    return ctx.run("init_pin", deadline).output
+
+
+_ACCESS = re.compile(r"Access:\s*(.+)")
+
+
+def keygen(ctx: UnitContext, deadline: Deadline) -> str:
+    generated = ctx.run("keygen", deadline).output
+    listing = ctx.run("list_private_key", deadline).output
+    label = ctx.profile.key_label
+    blocks = [block for block in re.split(r"(?=Private Key Object)", listing) if "Private Key Object" in block]
+    ours = [block for block in blocks if re.search(rf"label:\s*{re.escape(label)}\s*$", block, re.M)]
+    if len(ours) != 1:
+        raise StepFailed(
+            f"the token holds {len(ours)} private keys labelled {label} after key generation (expected 1) — "
+            "press Retry to re-initialise the token and generate the key again"
+        )
+    access = _ACCESS.search(ours[0])
+    flags = {flag.strip() for flag in access.group(1).split(",")} if access else set()
+    needed = {"sensitive", "always sensitive", "never extractable", "local"}
+    if not needed <= flags:
+        raise StepFailed(
+            f"the private key {label} is not protected as it must be (Access: {', '.join(sorted(flags)) or 'none'}; "
+            f"needed: {', '.join(sorted(needed))}) — this secure storage cannot be trusted; set the board aside"
+        )
+    return f"{generated}\n{listing}"
+
+
+def csr(ctx: UnitContext, deadline: Deadline) -> str:
+    # openssl prints 'Engine "pkcs11" set.' on stderr: stderr text is not a failure.
+    return ctx.run("csr", deadline).output
+
+
+def fetch_csr(ctx: UnitContext, deadline: Deadline) -> str:
+    ctx.csr_pem = ctx.link.get(ctx.profile.csr_path, deadline)
+    ctx.run("read_public_key", deadline)
+    ctx.token_public_key_der = ctx.link.get(ctx.profile.pubkey_path, deadline)
+    ctx.output(ctx.csr_pem.decode("ascii", "replace").rstrip())
+    return ctx.csr_pem.decode("ascii", "replace") + hashlib.sha256(ctx.token_public_key_der).hexdigest()
+
+
+def check_csr_step(ctx: UnitContext, deadline: Deadline) -> str:
+    if ctx.csr_pem is None or ctx.token_public_key_der is None:
+        raise StepFailed("no CSR was fetched from the board — press Retry")
+    try:
+        token_key = serialization.load_der_public_key(ctx.token_public_key_der)
+    except ValueError as exc:
+        raise StepFailed(
+            "the token's public key read back from the board is not a valid key — press Retry to generate it again"
+        ) from exc
+    request = check_csr(
+        ctx.csr_pem,
+        expected_subject=parse_openssl_subject(ctx.profile.subject_for(ctx.serial)),
+        policy=CsrPolicy(),
+        token_public_key=token_key,
+        public_key_seen=ctx.audit.public_key_seen,
+    )
+    return f"CSR accepted: subject {request.subject.rfc4514_string()}, key matches the token's key {ctx.profile.key_label}"
+
+
+def sign(ctx: UnitContext, deadline: Deadline) -> str:
+    assert ctx.csr_pem is not None
+    request = x509.load_pem_x509_csr(ctx.csr_pem)
+    certificate = ctx.ca.issue_device_certificate(request, validity_days=ctx.profile.validity_days)
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    # Fail closed: the certificate is in the audit log, durably, before it can leave the station.
+    record = ctx.audit.record_certificate(ctx.unit.id, certificate_pem=pem)
+    ctx.certificate = certificate
+    ctx.output(f"issued certificate serial {record.serial_hex} for {certificate.subject.rfc4514_string()}")
+    return pem.decode("ascii")
+
+
+def _issued_certificate(ctx: UnitContext) -> x509.Certificate:
+    if ctx.certificate is None:
+        record = ctx.audit.certificate_for_unit(ctx.unit.id)
+        if record is None:
+            raise StepFailed("no certificate was issued for this unit yet — press Retry")
+        ctx.certificate = x509.load_pem_x509_certificate(record.pem.encode("ascii"))
+    return ctx.certificate
+
+
+def push(ctx: UnitContext, deadline: Deadline) -> str:
+    device_pem = _issued_certificate(ctx).public_bytes(serialization.Encoding.PEM)
+    ca_pem = ctx.ca.certificate_pem
+    ctx.link.put(device_pem, ctx.profile.cert_path, deadline)
+    ctx.link.put(ca_pem, ctx.profile.ca_cert_path, deadline)
+    readback = ctx.link.run(command("sha256sum", ctx.profile.cert_path, ctx.profile.ca_cert_path), deadline).stdout
+    expected = {
+        ctx.profile.cert_path: hashlib.sha256(device_pem).hexdigest(),
+        ctx.profile.ca_cert_path: hashlib.sha256(ca_pem).hexdigest(),
+    }
+    seen: dict[str, str] = {}
+    for line in readback.strip().splitlines():
+        digest, _, path = line.partition("  ")
+        seen[path.strip()] = digest.strip()
+    for path, digest in expected.items():
+        if seen.get(path) != digest:
+            raise StepFailed(
+                f"{path} on the board does not read back as written (sha256 {seen.get(path, 'missing')}) — "
+                "the board's storage may be failing; press Retry, and set the board aside if it happens again"
+            )
+        ctx.output(f"{path}: sha256 {digest} verified")
+    return readback
+
+
+def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
+    """The tutorial's step 5: the board connects with its token key; we check it shows our certificate."""
+    if not ctx.profile.device_has_network:
+        raise StepSkipped("skipped (serial only): the profile says this board has no network path to the station")
+    issued = _issued_certificate(ctx)
+    host = ctx.config.tls_listen_address or ctx.link.local_address() or "127.0.0.1"
+    context = ctx.ca.ssl_server_context(require_client_cert=True)
+    presented: list[bytes] = []
+    failure: list[str] = []
+    with socket.create_server((host, 0)) as server:
+        server.settimeout(deadline.cap(TLS_ACCEPT_TIMEOUT_S))
+        port = server.getsockname()[1]
+
+        def serve() -> None:
+            try:
+                connection, _ = server.accept()
+            except OSError as exc:
+                failure.append(f"no connection from the board ({exc})")
+                return
+            with connection:
+                connection.settimeout(deadline.cap(TLS_ACCEPT_TIMEOUT_S))
+                try:
+                    tls = context.wrap_socket(connection, server_side=True)
+                except (ssl.SSLError, OSError) as exc:
+                    failure.append(f"TLS handshake failed on the station side ({exc})")
+                    return
+                with tls:
+                    peer = tls.getpeercert(binary_form=True)
+                    if peer:
+                        presented.append(peer)
+                    # Let the board hang up first: closing under it makes s_client exit 1 on a reset.
+                    try:
+                        while tls.recv(4096):
+                            pass
+                    except (ssl.SSLError, OSError):
+                        pass
+
+        listener = threading.Thread(target=serve, name=f"tls-proof-{ctx.serial}", daemon=True)
+        listener.start()
+        try:
+            result = ctx.link.run(
+                ctx.profile.command("tls_client", serial=ctx.serial, server=f"{host}:{port}"), deadline, check=False
+            )
+        finally:
+            listener.join(deadline.cap(TLS_ACCEPT_TIMEOUT_S))
+    tail = ctx.masker(result.output)
+    ctx.output(tail.rstrip()[-2000:])
+    issued_der = issued.public_bytes(serialization.Encoding.DER)
+    if result.exit_status != 0 or failure or not presented:
+        last = [line for line in tail.splitlines() if line.strip()][-1:] or ["no output"]
+        reason = "; ".join(failure) or f"openssl s_client exited {result.exit_status}: {last[0][:200]}"
+        raise StepFailed(
+            f"the board could not prove its identity over mutual TLS ({reason}) — check the board reaches "
+            f"{host}, then press Retry"
+        )
+    if presented[0] != issued_der:
+        raise StepFailed(
+            "the board presented a certificate other than the one just issued — the certificate on the "
+            "board is not ours; press Retry to push it again"
+        )
+    return f"mutual TLS with {host}:{port}: the board presented certificate {issued.serial_number:x}\n{tail}"
+
+
+STEPS: dict[str, StepSpec] = {
+    spec.name: spec
+    for spec in (
+        StepSpec("identify", "Identify board", identify, "identify"),
+        StepSpec("guard", "Check serial", guard, "identify"),
+        StepSpec("wipe", "Wipe secure storage", wipe, "wipe"),
+        StepSpec("reboot", "Reboot", reboot, "reboot"),
+        StepSpec("init_token", "Initialise token", init_token, "init_token"),
+        StepSpec("init_pin", "Set user PIN", init_pin, "init_pin"),
+        # A key generation cut off halfway may leave a half-made object: start again from a fresh token.
+        StepSpec("keygen", "Generate key", keygen, "init_token"),
+        StepSpec("csr", "Create CSR", csr, "csr"),
+        # /tmp does not survive a reboot, and the checks need the CSR in hand: fetch it again.
+        StepSpec("fetch_csr", "Fetch CSR", fetch_csr, "csr"),
+        StepSpec("check_csr", "Check CSR", check_csr_step, "csr"),
+        StepSpec("sign", "Sign certificate", sign, "csr"),
+        StepSpec("push", "Push certificates", push, "push"),
+        StepSpec("tls_proof", "Mutual TLS proof", tls_proof, "tls_proof"),
+    )
+}
