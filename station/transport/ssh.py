@@ -192,6 +192,13 @@ class SshLink:
             status = channel.exit_status
         finally:
             channel.close()
+        if status == -1:
+            # paramiko marks the status ready when the channel closes without one: the session
+            # died under the command (cable pulled, board reset, sshd killed).
+            raise LinkLost(
+                f"the connection to {self.address.host} dropped in the middle of `{cmd.argv[0]}` — "
+                "check the board's power and network cable, then press Retry"
+            )
         result = CommandResult(
             command=line,
             stdout=out.getvalue().decode("utf-8", "replace"),
