@@ -1,0 +1,111 @@
+"""`station batch`: provision every board of a manifest, one worker per fixture slot."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from station.batch import Batch, BatchReport, read_manifest
+from station.config import load_fixtures
+from station.errors import StationError
+from station.flow import FlowEvent, Provisioner
+from station.profiles import load_profile
+
+EXAMPLE = """\
+manifest (CSV, header optional): serial,device[,fixture]
+  serial,device,fixture
+  202600000000001,ssh://root@127.0.0.2:2222,A1
+  202600000000002,sim-02
+
+The device column is an address or a fixture name from station.toml or the simulator's fixtures file.
+
+examples:
+  station batch --manifest boards.csv --jobs 8
+
+Exit status 0 only if every board passed.  Ctrl-C cancels: running units end failed and resumable.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "batch", help="provision many boards at once on parallel fixtures",
+        description="Provision every board listed in a manifest, fixtures in parallel.",
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--manifest", required=True, help="CSV file with serial,device[,fixture]")
+    parser.add_argument("--jobs", type=int, default=None, help="fixtures worked at once (default: all)")
+    parser.add_argument("--profile", help="device profile (default: station.toml's default_profile)")
+    parser.add_argument("--operator", help="who provisions (default: the login name)")
+    parser.add_argument("--batch-id", help="batch id recorded on every unit (default: generated)")
+    parser.set_defaults(handler=run)
+
+
+class LiveProgress:
+    """One line per step and per result, prefixed with the fixture, for a terminal or a log."""
+
+    def __init__(self) -> None:
+        self.fixture_of: dict[str, str] = {}
+
+    def __call__(self, event: FlowEvent) -> None:
+        where = event.fixture or event.serial
+        if event.kind == "step_finished" and event.outcome in ("passed", "skipped"):
+            print(f"[{where}] {event.serial} {event.title}: {event.outcome} in {event.duration_s:.2f} s", flush=True)
+        elif event.kind == "step_finished":
+            print(f"[{where}] {event.serial} {event.title}: {event.outcome.upper()}", flush=True)
+        elif event.kind == "unit_finished":
+            verdict = "PASS" if event.outcome == "passed" else event.outcome.upper()
+            print(f"[{where}] {event.serial} {verdict} {event.message.splitlines()[0] if event.message else ''}",
+                  flush=True)
+
+
+def print_summary(report: BatchReport) -> None:
+    rows = [("serial", "fixture", "result", "failed step", "time", "message")]
+    for outcome in report.outcomes:
+        rows.append((
+            outcome.job.serial, outcome.job.fixture or outcome.job.device, outcome.result.upper()
+            if outcome.result != "passed" else "PASS", outcome.failed_step or "", f"{outcome.duration_s:.1f} s",
+            (outcome.message.splitlines() or [""])[0][:90] if outcome.result != "passed" else "",
+        ))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    print()
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    total = len(report.outcomes)
+    rate = 100.0 * report.passed / total if total else 0.0
+    print(f"\nbatch {report.batch_id}: {report.passed} passed, {report.failed} failed of {total} "
+          f"({rate:.0f} % yield) in {report.wall_s:.1f} s")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from station.cli.context import open_station
+
+    station = open_station(args.home)
+    try:
+        fixtures = {fixture.name: fixture.device for fixture in station.config.fixtures}
+        sim_fixtures = station.home.sim_dir / "fixtures.toml"
+        if sim_fixtures.exists():
+            for fixture in load_fixtures(sim_fixtures):
+                fixtures.setdefault(fixture.name, fixture.device)
+        jobs = read_manifest(Path(args.manifest), fixtures=fixtures)
+        profile = load_profile(args.profile or station.config.default_profile, station.home.profiles_dir)
+        provisioner = Provisioner(home=station.home, config=station.config, ca=station.load_ca(),
+                                  audit=station.audit, observer=LiveProgress())
+        slots = args.jobs or len({job.device for job in jobs})
+        batch = Batch(provisioner, profile=profile, operator=args.operator or getpass.getuser(), jobs=slots,
+                      batch_id=args.batch_id)
+        print(f"batch {batch.batch_id}: {len(jobs)} boards on {len({job.device for job in jobs})} fixtures, "
+              f"{slots} at once", flush=True)
+        try:
+            report = batch.run(jobs)
+        except KeyboardInterrupt:
+            print("cancelled: running units were left failed and can be resumed", file=sys.stderr)
+            return 130
+        print_summary(report)
+        return 0 if report.all_passed else 1
+    except StationError:
+        raise
+    finally:
+        station.close()
