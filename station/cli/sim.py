@@ -1,0 +1,174 @@
+"""`station sim …` — run the simulated Welma device farm (demos, training, tests).
+
+station sim up --count 4 [--keygen-delay S] [--boot-delay S] [--serial-console] [--port P]
+               [--fault sim-02=no-boot]
+station sim status
+station sim reset sim-02
+station sim fault sim-02 drop-ssh   |   station sim fault sim-02 --clear
+station sim down
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from station.errors import StationError
+from station.home import StationHome
+from station.sim.farm import Farm, Fault, SimDevice
+from station.sim.layout import DEFAULT_PORT
+
+FAULT_HELP = (
+    "no-boot: the device never comes back after its next reboot; "
+    "drop-ssh: the next key generation drops its SSH connection midway (once); "
+    "no-module: the PKCS#11 module /usr/lib/libckteec.so.0 is missing"
+)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sim = subparsers.add_parser(
+        "sim",
+        help="simulated Welma devices (namespaces, sshd, SoftHSM2) for demos, training and tests",
+        description="Simulated Welma devices: each is its own namespaces with a real sshd and SoftHSM2 as "
+        "/usr/lib/libckteec.so.0, reachable as root@127.0.0.N. Needs root.",
+    )
+    commands = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
+
+    up = commands.add_parser("up", help="boot N simulated devices in the background")
+    up.add_argument("--count", type=int, default=2, help="number of devices (default: 2)")
+    up.add_argument(
+        "--keygen-delay", type=float, default=0.0, metavar="S",
+        help="extra seconds each key generation takes, like OP-TEE on a real board (default: 0)",
+    )  # fmt: skip
+    up.add_argument(
+        "--boot-delay", type=float, default=1.0, metavar="S",
+        help="seconds a device stays off during a reboot (default: 1)",
+    )  # fmt: skip
+    up.add_argument("--serial-console", action="store_true", help="give each device a serial console (a pty)")
+    up.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"SSH port of every device (default: {DEFAULT_PORT})"
+    )
+    up.add_argument(
+        "--fault", action="append", default=[], metavar="NAME=FAULT",
+        help=f"arm a fault from the start, e.g. sim-02=no-boot (repeatable). {FAULT_HELP}",
+    )  # fmt: skip
+    up.set_defaults(handler=_up)
+
+    status = commands.add_parser("status", help="list the simulated devices and their state")
+    status.set_defaults(handler=_status)
+
+    reset = commands.add_parser(
+        "reset", help="make a device factory-fresh (empty token store, no certificates) and reboot it"
+    )
+    reset.add_argument("name", help="device name, e.g. sim-01")
+    reset.set_defaults(handler=_reset)
+
+    fault = commands.add_parser("fault", help="arm or clear a fault on a device", description=FAULT_HELP)
+    fault.add_argument("name", help="device name, e.g. sim-02")
+    fault.add_argument("fault", nargs="?", choices=[f.value for f in Fault], help="the fault to arm")
+    fault.add_argument("--clear", action="store_true", help="clear the device's fault")
+    fault.set_defaults(handler=_fault)
+
+    down = commands.add_parser("down", help="stop every simulated device and everything it started")
+    down.set_defaults(handler=_down)
+
+
+def _farm(args: argparse.Namespace) -> Farm:
+    return Farm(StationHome.resolve(args.home))
+
+
+def _parse_fault_options(values: Sequence[str]) -> dict[str, str]:
+    faults: dict[str, str] = {}
+    for value in values:
+        name, sep, fault = value.partition("=")
+        if not sep or not name or not fault:
+            raise StationError(f"--fault {value!r}: write it as NAME=FAULT, e.g. --fault sim-02=no-boot")
+        faults[name] = fault
+    return faults
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def _ssh_address(device: SimDevice) -> str:
+    return f"root@{device.address}:{device.port}"
+
+
+def _up(args: argparse.Namespace) -> int:
+    farm = _farm(args)
+    devices = farm.up(
+        args.count,
+        keygen_delay=args.keygen_delay,
+        boot_delay=args.boot_delay,
+        serial_console=args.serial_console,
+        port=args.port,
+        faults=_parse_fault_options(args.fault),
+    )
+    rows = [["NAME", "SSH", "CONSOLE", "HOST KEY"]]
+    rows += [
+        [d.name, _ssh_address(d), str(d.console_path) if d.console_path else "-", d.host_key_fingerprint]
+        for d in devices
+    ]
+    print(_table(rows))
+    armed = [f"{d.name}={d.fault}" for d in devices if d.fault]
+    if armed:
+        print(f"faults armed: {', '.join(armed)}")
+    print(f"fixtures: {farm.layout.fixtures_file}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    farm = _farm(args)
+    devices = farm.status()
+    if not devices:
+        print(f"no simulated devices in {farm.home.root} (start some with `station sim up`)")
+        return 0
+    rows = [["NAME", "STATE", "SSH", "HOSTNAME", "CONSOLE", "FAULT", "HOST KEY"]]
+    rows += [
+        [
+            d.name,
+            d.state,
+            _ssh_address(d),
+            d.hostname,
+            str(d.console_path) if d.console_path else "-",
+            d.fault or "-",
+            d.host_key_fingerprint,
+        ]
+        for d in devices
+    ]
+    print(_table(rows))
+    return 0
+
+
+def _reset(args: argparse.Namespace) -> int:
+    farm = _farm(args)
+    farm.reset(args.name)
+    device = next((d for d in farm.status() if d.name == args.name), None)
+    if device is None or device.state == "down":
+        print(
+            f"{args.name}: factory-fresh (empty token store, no certificates); it is down, so the reset "
+            "applies when it boots"
+        )
+    else:
+        print(f"{args.name}: factory-fresh (empty token store, no certificates) and rebooted")
+    return 0
+
+
+def _fault(args: argparse.Namespace) -> int:
+    if args.clear == (args.fault is not None):
+        raise StationError("give either a FAULT to arm or --clear, e.g. `station sim fault sim-02 drop-ssh`")
+    _farm(args).set_fault(args.name, None if args.clear else args.fault)
+    print(f"{args.name}: fault cleared" if args.clear else f"{args.name}: {args.fault} armed")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    farm = _farm(args)
+    running = [d.name for d in farm.status() if d.state != "down"]
+    farm.down()
+    print(f"stopped {len(running)} simulated device(s)" if running else "no simulated devices were running")
+    return 0

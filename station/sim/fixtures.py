@@ -1,0 +1,70 @@
+"""The fixtures file (``HOME/sim/fixtures.toml``): the running simulated devices, machine-readable.
+
+The rest of the station (batch fixture slots, the GUI, demos) reads it to find the boards::
+
+    [[fixture]]
+    name = "sim-01"
+    device = "ssh://root@127.0.0.2:2222"
+    console = "/abs/path/to/pty-link"      # only with --serial-console
+    hostname = "sm2s-imx8plus-mbep5-01"
+    host_key = "SHA256:..."
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+
+class FixtureDevice(Protocol):
+    """What a fixture entry is made of (SimDevice provides it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def ssh_url(self) -> str: ...
+    @property
+    def console_path(self) -> Path | None: ...
+    @property
+    def hostname(self) -> str: ...
+    @property
+    def host_key_fingerprint(self) -> str: ...
+
+
+def _toml_string(value: str) -> str:
+    # A JSON string with ASCII escapes is a valid TOML basic string (same escapes, \uXXXX included).
+    return json.dumps(value, ensure_ascii=True)
+
+
+def render_fixtures(devices: Iterable[FixtureDevice]) -> str:
+    lines = ["# Simulated Welma devices started by `station sim up`; rewritten by every `up`."]
+    for device in devices:
+        lines += [
+            "",
+            "[[fixture]]",
+            f"name = {_toml_string(device.name)}",
+            f"device = {_toml_string(device.ssh_url)}",
+        ]
+        if device.console_path is not None:
+            lines.append(f"console = {_toml_string(str(device.console_path))}")
+        lines.append(f"hostname = {_toml_string(device.hostname)}")
+        lines.append(f"host_key = {_toml_string(device.host_key_fingerprint)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write a file so a reader sees the old or the new content, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+
+
+def write_fixtures(path: Path, devices: Iterable[FixtureDevice]) -> None:
+    write_atomically(path, render_fixtures(devices))

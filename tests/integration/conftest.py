@@ -1,0 +1,135 @@
+"""Fixtures for tests that run against real simulated Welma devices (`station sim`).
+
+``start_farm(count=1, **up_options)`` boots a farm in a fresh station home (``sim_home``) on a
+free TCP port and always stops it at teardown.  ``ssh(device, command)`` runs a command with the
+plain OpenSSH client, as a technician would, with a per-test known_hosts file and a deadline.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from station.home import StationHome
+from station.sim.farm import Farm, SimDevice
+from station.sim.layout import FIRST_HOST_OCTET
+from station.sim.preflight import address_in_use
+
+# Small boot delay: reboots in tests should cost little, and still go through the power-off gap.
+TEST_BOOT_DELAY_S = 0.2
+SSH_TIMEOUT_S = 30.0
+BACK_UP_TIMEOUT_S = 15.0
+
+
+def free_port(count: int) -> int:
+    """A TCP port free on every address the farm will use (127.0.0.2 … 127.0.0.count+1)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        addresses = (f"127.0.0.{FIRST_HOST_OCTET + i}" for i in range(count))
+        if not any(address_in_use(address, port) for address in addresses):
+            return port
+    raise RuntimeError("no free TCP port found for the simulated farm")
+
+
+@pytest.fixture
+def sim_home(tmp_path: Path) -> StationHome:
+    """The station home that ``start_farm`` uses in this test."""
+    return StationHome(tmp_path / "home").create()
+
+
+@pytest.fixture
+def sim_farm(sim_home: StationHome) -> Farm:
+    return Farm(sim_home)
+
+
+@pytest.fixture
+def start_farm(sim_farm: Farm) -> Iterator[Callable[..., list[SimDevice]]]:
+    """Boot simulated devices; calling it again in the same test restarts the farm (same home).
+
+    Keyword options go to ``Farm.up``; the boot delay defaults to a short one and the port to a
+    free one.  The farm is always stopped at teardown.
+    """
+    started = False
+
+    def start(count: int = 1, **up_options: Any) -> list[SimDevice]:
+        nonlocal started
+        if started:
+            sim_farm.down()
+        up_options.setdefault("boot_delay", TEST_BOOT_DELAY_S)
+        up_options.setdefault("port", free_port(count))
+        started = True
+        return sim_farm.up(count, **up_options)
+
+    try:
+        yield start
+    finally:
+        sim_farm.down()
+
+
+SshRunner = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture
+def ssh(sim_home: StationHome, tmp_path: Path) -> SshRunner:
+    """``ssh(device, command, *, check=True, strict=False, timeout=30)`` with the plain ssh client.
+
+    Host keys are learned on first use (accept-new) into a known_hosts file of this test;
+    ``strict=True`` insists on the key already learned (a changed host key fails).
+    """
+    known_hosts = tmp_path / "known_hosts"
+
+    def run(
+        device: SimDevice,
+        command: str,
+        *,
+        check: bool = True,
+        strict: bool = False,
+        timeout: float = SSH_TIMEOUT_S,
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [
+            "ssh", "-F", "/dev/null", "-i", str(sim_home.ssh_key),
+            "-o", f"UserKnownHostsFile={known_hosts}",
+            "-o", f"StrictHostKeyChecking={'yes' if strict else 'accept-new'}",
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+            "-p", str(device.port), f"root@{device.address}", command,
+        ]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and done.returncode != 0:
+            raise AssertionError(
+                f"ssh {device.name} {command!r} exited {done.returncode}\n"
+                f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+            )
+        return done
+
+    return run
+
+
+@pytest.fixture
+def known_hosts(tmp_path: Path) -> Path:
+    """The known_hosts file the ``ssh`` fixture fills."""
+    return tmp_path / "known_hosts"
+
+
+@pytest.fixture
+def wait_for_state(sim_farm: Farm) -> Callable[..., SimDevice]:
+    """``wait_for_state(name, state, timeout_s=15)``: poll ``Farm.status`` until ``name`` is in ``state``."""
+
+    def wait(name: str, state: str, timeout_s: float = BACK_UP_TIMEOUT_S) -> SimDevice:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            device = next(d for d in sim_farm.status() if d.name == name)
+            if device.state == state:
+                return device
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} is {device.state!r}, not {state!r}, after {timeout_s:g} s")
+            time.sleep(0.05)
+
+    return wait
