@@ -15,6 +15,9 @@ APT_PACKAGES := $(shell grep -v '^\#' packaging/apt-packages.txt)
 .PHONY: run test setup apt venv lint pytest sim-down clean
 
 run: setup
+	@test -f "$(STATION_HOME)/ca/ca.cert" || { echo "First run: create the demo station's CA (choose a passphrase of 8+ characters)"; \
+	  $(BIN)/station ca init; }
+	-@$(BIN)/station sim down >/dev/null 2>&1
 	$(BIN)/station sim up --count 4
 	$(BIN)/station gui
 

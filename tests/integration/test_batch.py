@@ -57,7 +57,7 @@ def test_eight_boards_in_parallel_through_the_cli_and_a_duplicate_serial_is_refu
 
 
 def test_cancel_mid_batch_leaves_units_failed_and_resumable_or_passed_and_no_thread(start_farm, sim_home, ca):
-    devices = start_farm(count=4, keygen_delay=6)
+    devices = start_farm(count=4, keygen_delay=3)
     audit = AuditLog(sim_home.audit_db)
     seen: list[FlowEvent] = []
     provisioner = Provisioner(home=sim_home, config=StationConfig(name="t"), ca=ca, audit=audit,
