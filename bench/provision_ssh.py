@@ -107,7 +107,7 @@ def main() -> None:
 
     report = {
         "benchmark": "provision-ssh",
-        "command": "bench/provision_ssh.py --units %d" % args.units,
+        "command": f"bench/provision_ssh.py --units {args.units}",
         "machine": machine(),
         "units": args.units,
         "station_step_median_s": {step: round(statistics.median(v), 4) for step, v in station_steps.items()},

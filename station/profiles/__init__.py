@@ -85,7 +85,8 @@ class DeviceProfile:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log, the audit DB or an export."""
-        return tuple(pin for pin in (self.settings["so_pin"], self.settings["user_pin"]) if pin)
+        candidates = (self.settings["so_pin"], self.settings["user_pin"], self.console.login_password)
+        return tuple(secret for secret in candidates if secret)
 
     @property
     def uses_demo_pins(self) -> bool:

@@ -166,7 +166,7 @@ def open_link(
         from station.transport.ssh import SshLink
 
         return SshLink(address, identity_file=identity_file, pinned_host_key=pinned_host_key, cancel=cancel)
-    from station.transport.serial import SerialLink  # type: ignore[import-not-found,unused-ignore]
+    from station.transport.serial import SerialLink
 
     link: DeviceLink = SerialLink(
         address, cancel=cancel, login_user=login_user, login_password=login_password,
