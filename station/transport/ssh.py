@@ -8,6 +8,7 @@ is deliberately no "accept any key" policy: each board on a fixture is a differe
 from __future__ import annotations
 
 import io
+import logging
 import select
 import socket
 import threading
@@ -27,6 +28,10 @@ from station.transport.base import (
     LinkError,
     LinkLost,
 )
+
+# paramiko logs tracebacks of connection attempts that a booting board refuses; the station reports
+# those itself, in words, so keep them out of the technician's terminal (they still reach a configured log).
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 # Named settings for the waits inside one connection attempt.
 CONNECT_TIMEOUT_S = 5.0
