@@ -78,6 +78,9 @@ class SshLink:
                 f"cannot connect to the device at {where} ({exc.strerror or exc}) — check that the board is "
                 "powered, booted and cabled to this fixture, then press Retry"
             ) from exc
+        # Commands are small request/response exchanges: without TCP_NODELAY, Nagle's algorithm and
+        # delayed ACKs add ~40 ms to every command (measured on the simulator: `true` 48 ms → 5.6 ms).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport = paramiko.Transport(sock)
         transport.banner_timeout = deadline.cap(BANNER_TIMEOUT_S)
         transport.auth_timeout = deadline.cap(AUTH_TIMEOUT_S)
