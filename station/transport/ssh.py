@@ -41,7 +41,8 @@ CHANNEL_OPEN_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.1
 # How long a board may take to drop its connections after `reboot` before we call it stuck.
 SHUTDOWN_TIMEOUT_S = 30.0
-RECONNECT_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
+# Refused connects cost nothing; a short cap means the board is used as soon as its sshd is up.
+RECONNECT_BACKOFF_S = (0.2, 0.3, 0.5)
 
 
 class SshLink:
