@@ -19,8 +19,10 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from station.audit import AuditLog
 from station.config import StationConfig
@@ -29,6 +31,7 @@ from station.home import StationHome
 from station.pki import CertificateAuthority
 from station.profiles import load_profile
 from station.sim.farm import Farm
+from station.transport.ssh import SshLink
 
 HERE = Path(__file__).resolve().parent
 PASSPHRASE = "bench passphrase 0123"
@@ -42,9 +45,33 @@ def machine() -> dict[str, object]:
     }
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
+
+
+class DeviceTime:
+    """Sums the time spent waiting on the board (commands, transfers, reboot, connect) during a unit.
+
+    The station's own overhead is the unit's wall time minus this: audit writes, CSR checks, signing,
+    event delivery and Python.  Benchmark-only instrumentation; the product code is unchanged.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        for name in ("open", "run", "put", "get", "reboot"):
+            original = getattr(SshLink, name)
+            setattr(SshLink, name, self._timed(original))
+
+    def _timed(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - began
+
+        return timed
 
 
 def main() -> None:
@@ -61,7 +88,10 @@ def main() -> None:
     baseline_steps: dict[str, list[float]] = {}
     station_units: list[float] = []
     station_cpu: list[float] = []
+    overhead: list[float] = []
+    device_time = DeviceTime()
     baseline_units: list[float] = []
+    baseline_cpu: list[float] = []
     try:
         (device,) = farm.up(1, boot_delay=0.2, port=args.port)
         ca = CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE.encode())
@@ -80,16 +110,19 @@ def main() -> None:
             farm.reset(device.name)
             durations.clear()
             began, cpu = time.perf_counter(), cpu_seconds()
+            device_time.seconds = 0.0
             result = provisioner.provision(serial=f"2026000000{index:05d}", device=device.ssh_url,
                                            profile=profile, operator="bench")
             station_units.append(time.perf_counter() - began)
+            # The TLS proof's s_client run counts as device time though the station serves it meanwhile.
+            overhead.append((station_units[-1] - device_time.seconds) / device_time.seconds)
             station_cpu.append(cpu_seconds() - cpu)
             assert result.passed, result.message
             for step, seconds in durations.items():
                 station_steps.setdefault(step, []).append(seconds)
             # The tutorial by hand on the same board.
             farm.reset(device.name)
-            began = time.perf_counter()
+            began, children = time.perf_counter(), cpu_seconds(resource.RUSAGE_CHILDREN)
             run = subprocess.run(
                 ["bash", str(HERE / "baseline" / "tutorial.sh"), device.address, str(device.port),
                  str(home.ssh_key), str(home.ca_dir), f"2026000001{index:05d}", str(root / f"baseline-{index}")],
@@ -97,6 +130,8 @@ def main() -> None:
                 env=dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE), check=True,
             )
             baseline_units.append(time.perf_counter() - began)
+            # ssh, scp, openssl and the shell on the station's side (the boards are not our children).
+            baseline_cpu.append(cpu_seconds(resource.RUSAGE_CHILDREN) - children)
             for line in run.stdout.splitlines():
                 if line.startswith("STEP "):
                     _, step, seconds = line.split()
@@ -116,6 +151,9 @@ def main() -> None:
         "baseline_unit_median_s": round(statistics.median(baseline_units), 3),
         "station_over_baseline": round(statistics.median(station_units) / statistics.median(baseline_units), 3),
         "station_cpu_s_per_unit_median": round(statistics.median(station_cpu), 3),
+        "baseline_cpu_s_per_unit_median": round(statistics.median(baseline_cpu), 3),
+        "station_cpu_over_baseline_cpu": round(statistics.median(station_cpu) / statistics.median(baseline_cpu), 3),
+        "station_overhead_over_device_time_median": round(statistics.median(overhead), 4),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
