@@ -39,6 +39,10 @@ BANNER_TIMEOUT_S = 10.0
 AUTH_TIMEOUT_S = 10.0
 CHANNEL_OPEN_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.1
+# sshd may send a command's exit status before it has forwarded the last of the command's output
+# (it reaps the child before it drains the pipe): after the status, output is read until the
+# channel's EOF, for at most this long (a background child may hold the pipe open for ever).
+EXIT_DRAIN_TIMEOUT_S = 2.0
 # How long a board may take to drop its connections after `reboot` before we call it stuck.
 SHUTDOWN_TIMEOUT_S = 30.0
 # Refused connects cost nothing; a short cap means the board is used as soon as its sshd is up.
@@ -169,6 +173,7 @@ class SshLink:
             ) from exc
         out = io.BytesIO()
         err = io.BytesIO()
+        drain_by: float | None = None
         try:
             while True:
                 if channel.recv_ready():
@@ -178,7 +183,12 @@ class SshLink:
                     err.write(channel.recv_stderr(65536))
                     continue
                 if channel.exit_status_ready():
-                    break
+                    if channel.eof_received or channel.closed:
+                        break
+                    if drain_by is None:
+                        drain_by = time.monotonic() + deadline.cap(EXIT_DRAIN_TIMEOUT_S)
+                    elif time.monotonic() >= drain_by:
+                        break
                 if channel.closed or not transport.is_active():
                     raise LinkLost(
                         f"the connection to {self.address.host} dropped in the middle of `{cmd.argv[0]}` — "
@@ -191,9 +201,14 @@ class SshLink:
                         f"`{cmd.argv[0]}` on {self.address.host} did not finish within {deadline.seconds:g} s "
                         f"({deadline.what}) — the board may be hung; power-cycle it and press Retry"
                     )
-                # The channel's fileno wakes on stdout, stderr and EOF; the cap keeps cancel responsive.
-                select.select([channel], [], [], deadline.cap(POLL_INTERVAL_S))
-            # Drain what arrived together with the exit status.
+                if channel.eof_received:
+                    # All output is in; only the exit status is missing.  (After EOF the channel's
+                    # fileno stays readable, so select would spin and burn the station's CPU.)
+                    channel.status_event.wait(deadline.cap(POLL_INTERVAL_S))
+                else:
+                    # The channel's fileno wakes on stdout, stderr and EOF; the cap keeps cancel responsive.
+                    select.select([channel], [], [], deadline.cap(POLL_INTERVAL_S))
+            # Drain what arrived together with the EOF.
             while channel.recv_ready():
                 out.write(channel.recv(65536))
             while channel.recv_stderr_ready():
@@ -234,7 +249,7 @@ class SshLink:
                     handle.write(data)
                 sftp.chmod(temporary, mode)
                 sftp.posix_rename(temporary, remote_path)
-        except (OSError, paramiko.SSHException, EOFError) as exc:
+        except (OSError, paramiko.SSHException, paramiko.SFTPError, EOFError) as exc:
             raise self._transfer_error("write", remote_path, exc, deadline) from exc
 
     def get(self, remote_path: str, deadline: Deadline) -> bytes:
@@ -242,16 +257,19 @@ class SshLink:
         try:
             with self._sftp(deadline) as sftp, sftp.open(remote_path, "rb") as handle:
                 return bytes(handle.read())
-        except (OSError, paramiko.SSHException, EOFError) as exc:
+        except (OSError, paramiko.SSHException, paramiko.SFTPError, EOFError) as exc:
             raise self._transfer_error("read", remote_path, exc, deadline) from exc
 
     def _sftp(self, deadline: Deadline) -> paramiko.SFTPClient:
         transport = self._active()
         channel = transport.open_session(timeout=deadline.cap(CHANNEL_OPEN_TIMEOUT_S) or 0.1)
-        channel.settimeout(deadline.remaining() or 0.1)
-        channel.invoke_subsystem("sftp")
-        client = paramiko.SFTPClient(channel)
-        return client
+        try:
+            channel.settimeout(deadline.remaining() or 0.1)
+            channel.invoke_subsystem("sftp")
+            return paramiko.SFTPClient(channel)
+        except BaseException:
+            channel.close()  # the board's sftp-server never answered properly: do not leave it open
+            raise
 
     def _transfer_error(self, verb: str, path: str, exc: BaseException, deadline: Deadline) -> LinkError:
         if isinstance(exc, TimeoutError | socket.timeout) or deadline.expired():
@@ -264,12 +282,21 @@ class SshLink:
                 f"the connection to {self.address.host} dropped while trying to {verb} {path} — "
                 "check power and network, then press Retry"
             )
-        return LinkError(f"could not {verb} {path} on {self.address.host}: {exc}")
+        if isinstance(exc, paramiko.SFTPError | EOFError):
+            return LinkError(
+                f"the device at {self.address.host} did not answer the file transfer properly while trying to "
+                f"{verb} {path} ({exc or type(exc).__name__}) — its sftp server may be damaged; press Retry, and "
+                "set the board aside if it happens again"
+            )
+        return LinkError(
+            f"could not {verb} {path} on {self.address.host}: {exc} — check the board's storage, then press Retry"
+        )
 
     # -- reboot -----------------------------------------------------------------------------
 
     def reboot(self, deadline: Deadline) -> None:
         transport = self._active()
+        channel: paramiko.Channel | None = None
         try:
             channel = transport.open_session(timeout=deadline.cap(CHANNEL_OPEN_TIMEOUT_S) or 0.1)
             channel.exec_command(command("reboot").render())
@@ -277,13 +304,22 @@ class SshLink:
         except (paramiko.SSHException, OSError, EOFError):
             pass  # the board may already be going down: that is what we asked for
         # See it go down: the transport drops once the board's sshd is gone.
-        down_by = time.monotonic() + min(SHUTDOWN_TIMEOUT_S, deadline.remaining())
+        waited = min(SHUTDOWN_TIMEOUT_S, deadline.remaining())
+        down_by = time.monotonic() + waited
         while transport.is_active():
             self._check_cancel()
+            # A board that answers `reboot` with an error stays up: say so now, not at the deadline.
+            status = channel.exit_status if channel is not None and channel.exit_status_ready() else -1
+            if status > 0:
+                self.close()
+                raise LinkError(
+                    f"the device at {self.address.host} refused to reboot (`reboot` exited {status}) — "
+                    "power-cycle it and press Retry"
+                )
             if time.monotonic() > down_by:
                 self.close()
                 raise CommandTimedOut(
-                    f"the device at {self.address.host} did not go down within {SHUTDOWN_TIMEOUT_S:g} s after "
+                    f"the device at {self.address.host} did not go down within {waited:.3g} s after "
                     "`reboot` — power-cycle it and press Retry"
                 )
             time.sleep(POLL_INTERVAL_S)
