@@ -1,0 +1,101 @@
+"""Collect the latest benchmark results into bench/results/summary.json and the README's table.
+
+    .venv/bin/python -m bench.summary [--readme README.md]
+
+Reads the JSON files the individual benchmarks wrote under bench/results/ and rewrites the block
+between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def figures() -> list[dict[str, Any]]:
+    """One row per figure P1…P7: value, goal, met or not, and where it came from."""
+    rows: list[dict[str, Any]] = []
+
+    def add(key: str, what: str, value: float | None, goal: str, met: bool | None, source: str) -> None:
+        rows.append({"figure": key, "what": what, "value": value, "goal": goal, "met": met, "source": source})
+
+    unit = load("provision-ssh")
+    if unit:
+        ratio = unit["station_over_baseline"]
+        add("P1", "station per-unit wall ÷ tutorial-by-hand per-unit wall", ratio, "≤ 0.5", ratio <= 0.5,
+            "provision-ssh")
+        overhead = unit["station_overhead_over_device_time_median"]
+        add("P2", "station overhead over the device-side time of a unit", overhead, "≤ 5 %", overhead <= 0.05,
+            "provision-ssh")
+        cpu, cpu_ratio = unit["station_cpu_s_per_unit_median"], unit["station_cpu_over_baseline_cpu"]
+        add("P7", f"station CPU s per unit (× baseline's: {cpu_ratio})", cpu, "≤ 0.1 s and ≤ 0.3×",
+            cpu <= 0.1 and cpu_ratio <= 0.3, "provision-ssh")
+    batch = load("batch-scaling")
+    if batch:
+        for row in batch["results"]:
+            met = row["ratio_to_one_slot"] <= 1.10 if row["slots"] == 64 else None
+            add("P3", f"batch wall ÷ one-slot wall at {row['slots']} slots", row["ratio_to_one_slot"],
+                "≤ 1.10 at 64", met, "batch-scaling")
+    stall = load("gui-batch-stall")
+    if stall:
+        value = stall["longest_stall_ms"]
+        add("P4", "longest GUI event-loop stall during a 64-slot batch (ms)", value, "≤ 50 ms", value <= 50,
+            "gui-batch-stall")
+    audit = load("audit-million")
+    if audit:
+        filter_ms = audit.get("filter_latency_ms")
+        if isinstance(filter_ms, int | float):
+            add("P5", "audit view filter over 1 000 000 units (ms)", filter_ms, "≤ 100 ms", filter_ms <= 100,
+                "audit-million")
+        export_s = audit.get("csv_export_s")
+        if isinstance(export_s, int | float):
+            add("P5", "CSV export of 1 000 000 units (s)", export_s, "≤ 10 s", export_s <= 10, "audit-million")
+    startup = load("gui-startup")
+    if startup:
+        value = startup["cold_start_s"]
+        add("P6", "GUI cold start to ready-to-scan (s)", value, "≤ 1.5 s", value <= 1.5, "gui-startup")
+    return rows
+
+
+def table(rows: list[dict[str, Any]], machine: dict[str, Any] | None) -> str:
+    lines = []
+    if machine:
+        lines.append(f"Measured {machine.get('date', '?')} on {machine.get('cpus', '?')} CPUs, "
+                     f"Python {machine.get('python', '?')}, {machine.get('platform', '?')}.")
+        lines.append("")
+    lines += ["| figure | what | value | goal | met |", "|---|---|---|---|---|"]
+    for row in rows:
+        met = {True: "yes", False: "**no**", None: "—"}[row["met"]]
+        lines.append(f"| {row['figure']} | {row['what']} | {row['value']} | {row['goal']} | {met} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--readme", type=Path, default=HERE.parent / "README.md")
+    args = parser.parse_args()
+    rows = figures()
+    machine = (load("provision-ssh") or load("batch-scaling") or {}).get("machine")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "summary.json").write_text(json.dumps({"machine": machine, "figures": rows}, indent=2) + "\n")
+    text = args.readme.read_text()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        args.readme.write_text(f"{head}{BEGIN}\n{table(rows, machine)}\n{END}{tail}")
+    print(table(rows, machine))
+
+
+if __name__ == "__main__":
+    main()
