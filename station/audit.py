@@ -21,6 +21,13 @@ one current unit, even when two stations scan it at the same moment.
 
 Nothing secret is stored here: PINs and passphrases are masked upstream, and certificates are stored as
 re-encoded certificates only (never whatever else the PEM text passed in contained).
+
+A board has at most one valid certificate from this station: recording a new certificate for a board revokes
+its earlier ones (reason ``superseded``) in the same transaction.
+
+Quality leads read the log through filtered, paged queries (:meth:`AuditLog.units_page`,
+:meth:`AuditLog.count_units`) and :meth:`AuditLog.yield_summary`, all aggregated in SQL on indexed columns so
+that they stay fast on a log of a million units.
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -56,6 +65,30 @@ SCHEMA_VERSION = 1
 
 # prev_hash of event 1.
 GENESIS_HASH = "0" * 64
+
+# Revocation reason recorded when a board's newer certificate replaces an older one (an RFC 5280 reason name,
+# so the CRL carries the reason code).
+SUPERSEDED_REASON = "superseded"
+
+# What :meth:`AuditLog.units_page` can sort by, and the column each sorts on. Every one has an index that ends
+# with the unit id, so ORDER BY <column>, id reads the index in order instead of sorting the table.
+UNIT_SORT_KEYS = {
+    "id": "u.id",
+    "serial": "u.serial",
+    "started_at": "u.started_at",
+    "state": "u.state",
+    "operator": "u.operator",
+    "batch": "u.batch",
+    "fixture": "u.fixture",
+    "failed_step": "u.failed_step",
+    "station": "u.station",
+}
+
+# The step whose duration distribution the yield summary reports: key generation on the token is the slow,
+# hardware-bound step whose drift shows a failing batch of boards first.
+KEYGEN_STEP = "keygen"
+DURATION_QUANTILES = (0.5, 0.9, 0.95, 0.99)
+DURATION_HISTOGRAM_BINS = 20
 
 # The columns of an export, in this order: nothing beyond them ever leaves the station in an export.
 EXPORT_FIELDS = (
@@ -119,6 +152,11 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS units_batch ON units(batch, id)",
     "CREATE INDEX IF NOT EXISTS units_fixture ON units(fixture, id)",
     "CREATE INDEX IF NOT EXISTS units_failed_step ON units(failed_step, id)",
+    # Added after schema 1 shipped; IF NOT EXISTS builds it on the first open of an older file. Indexes are not
+    # journalled, so verify() is unaffected.
+    "CREATE INDEX IF NOT EXISTS units_station ON units(station, id)",
+    # The yield summary's counts by state and attempt (with first and last start) read this index alone.
+    "CREATE INDEX IF NOT EXISTS units_state_attempt ON units(state, attempt, started_at)",
     """
     CREATE TABLE IF NOT EXISTS steps (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -135,6 +173,8 @@ _SCHEMA = (
     """,
     "CREATE INDEX IF NOT EXISTS steps_unit ON steps(unit_id, id)",
     "CREATE INDEX IF NOT EXISTS steps_step_outcome ON steps(step, outcome, id)",
+    # Failed attempts by step for the yield summary: a short range of a covering index, whatever the log's size.
+    "CREATE INDEX IF NOT EXISTS steps_outcome_step ON steps(outcome, step, unit_id)",
     """
     CREATE TABLE IF NOT EXISTS certificates (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -207,6 +247,39 @@ SELECT u.*,
 FROM units AS u
 LEFT JOIN certificates AS c ON c.id = (SELECT max(id) FROM certificates WHERE unit_id = u.id)
 """
+
+# Unit columns holding free text that someone typed or configured: what a CSV export must keep a spreadsheet
+# from running as a formula. (States, timestamps and hex digests cannot start with = + - @.)
+_FREE_TEXT_COLUMNS = frozenset(
+    {"serial", "profile", "device", "fixture", "batch", "operator", "station", "failed_step", "message",
+     "reprovision_reason"}
+)  # fmt: skip
+
+
+def _export_select(*, neutralise: bool) -> str:
+    """The export columns in EXPORT_FIELDS order except duration_s (computed), read as plain tuples.
+
+    An export of a million units spends its time per row, so rows skip the Unit records and sqlite_utils'
+    dicts — and for CSV, SQLite itself keeps a spreadsheet from running a cell as a formula (CSV injection)
+    by prefixing text that starts with = + - @ tab or carriage return with '.
+    """
+
+    def column(name: str) -> str:
+        if not neutralise or name not in _FREE_TEXT_COLUMNS:
+            return f"u.{name}"
+        return (
+            f"CASE WHEN substr(u.{name}, 1, 1) IN ('=', '+', '-', '@', char(9), char(13)) "
+            f"THEN '''' || u.{name} ELSE u.{name} END"
+        )
+
+    unit_columns = ("id", "serial", "state", "profile", "device", "fixture", "batch", "operator", "station",
+                    "started_at", "ended_at", "failed_step", "message", "attempt")  # fmt: skip
+    return (
+        f"SELECT {', '.join(column(name) for name in unit_columns)}, "
+        f"c.serial_hex, c.fingerprint_sha256, c.revoked_at, {column('reprovision_reason')} "
+        "FROM units AS u "
+        "LEFT JOIN certificates AS c ON c.id = (SELECT max(id) FROM certificates WHERE unit_id = u.id)"
+    )
 
 
 # --------------------------------------------------------------------------------------------- records
@@ -301,6 +374,100 @@ class VerifyReport:
     ok: bool
     events: int
     problem: str | None
+
+
+@dataclass(frozen=True)
+class AuditBackup:
+    """Outcome of :meth:`AuditLog.backup`: the copy written, its size, and its own verification."""
+
+    path: Path
+    size_bytes: int
+    report: VerifyReport
+
+
+@dataclass(frozen=True)
+class UnitFilter:
+    """Which units a query, export or report covers: every field given narrows it, None means any.
+
+    ``result`` is the unit's state; ``since`` (inclusive) and ``until`` (exclusive) bound its start.
+    """
+
+    serial_prefix: str | None = None
+    result: str | None = None
+    operator: str | None = None
+    batch: str | None = None
+    fixture: str | None = None
+    failed_step: str | None = None
+    station: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class HistogramBin:
+    """Values ``low <= v < high`` (the last bin also holds ``high``) and how many there were."""
+
+    low: float
+    high: float
+    count: int
+
+
+@dataclass(frozen=True)
+class DurationStats:
+    """The distribution of one step's durations in seconds; every figure is None when there are none."""
+
+    count: int
+    min_s: float | None
+    max_s: float | None
+    mean_s: float | None
+    # (p, value): nearest-rank quantiles, value = the ceil(p·count)-th smallest duration.
+    quantiles: tuple[tuple[float, float], ...]
+    histogram: tuple[HistogramBin, ...]
+
+    def quantile(self, p: float) -> float | None:
+        return dict(self.quantiles).get(p)
+
+
+@dataclass(frozen=True)
+class YieldSummary:
+    """How a batch or a period went.
+
+    Counts are of units (attempts to enrol a board) started in the period. A *superseded* unit counts as passed:
+    only a passed unit can be superseded, by a later re-provisioning of its board. Rates are over *finished*
+    units: a unit still running has no result yet, and counting it as "not passed" would make a live batch's
+    yield drop by the number of boards on the fixtures.
+    """
+
+    since: datetime | None
+    until: datetime | None
+    batch: str | None
+    units: int
+    running: int
+    passed: int
+    passed_first_attempt: int
+    failed: int
+    aborted: int
+    superseded: int
+    # When the first and the last of these units started; None when there are none.
+    first_started: datetime | None
+    last_started: datetime | None
+    # Failed attempts by the step that failed them, most first — including attempts later resumed or restarted.
+    failures_by_step: tuple[tuple[str, int], ...]
+    keygen: DurationStats
+
+    @property
+    def finished(self) -> int:
+        return self.units - self.running
+
+    @property
+    def pass_rate(self) -> float | None:
+        """Passed units / finished units; None when none has finished."""
+        return self.passed / self.finished if self.finished else None
+
+    @property
+    def first_pass_yield(self) -> float | None:
+        """Units that passed at their first attempt (never resumed) / finished units; None when none finished."""
+        return self.passed_first_attempt / self.finished if self.finished else None
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -589,26 +756,59 @@ class AuditLog:
 
         ``result`` filters on the unit's state; ``since`` (inclusive) and ``until`` (exclusive) on its start.
         """
+        return self.units_page(
+            offset=offset,
+            limit=limit,
+            filters=UnitFilter(
+                serial_prefix=serial_prefix,
+                result=result,
+                operator=operator,
+                batch=batch,
+                fixture=fixture,
+                failed_step=failed_step,
+                since=since,
+                until=until,
+            ),
+        )
+
+    def units_page(
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 200,
+        order_by: str = "id",
+        descending: bool = True,
+        filters: UnitFilter | None = None,
+    ) -> list[Unit]:
+        """One page of the units matching ``filters``, sorted by ``order_by`` (a key of UNIT_SORT_KEYS).
+
+        Ties (and rows without a batch, fixture or failed step) are ordered by unit id in the same direction,
+        so pages never overlap or skip a unit while nothing is added. New units arriving between two pages
+        shift a newest-first listing by that many rows: callers that page lazily re-query on refresh.
+        """
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must not be negative")
-        where, params = _unit_filter(
-            serial_prefix=serial_prefix,
-            result=result,
-            operator=operator,
-            batch=batch,
-            fixture=fixture,
-            failed_step=failed_step,
-            since=since,
-            until=until,
-        )
+        column = UNIT_SORT_KEYS.get(order_by)
+        if column is None:
+            raise ValueError(f"order_by must be one of {', '.join(UNIT_SORT_KEYS)}, not {order_by!r}")
+        direction = "DESC" if descending else "ASC"
+        clauses, params = _unit_filter(filters or UnitFilter())
         params.update(limit=limit, offset=offset)
+        order = f"u.id {direction}" if column == "u.id" else f"{column} {direction}, u.id {direction}"
+        # Ids first, rows after: the filter, sort and OFFSET run on narrow index entries, and only the page's
+        # rows are read whole and joined to their certificate.
+        page = f"SELECT u.id FROM units AS u{_where(clauses)} ORDER BY {order} LIMIT :limit OFFSET :offset"
+        sql = _UNIT_SELECT + f" WHERE u.id IN ({page}) ORDER BY {order}"
         with self._lock:
-            rows = list(
-                self._db.query(
-                    _UNIT_SELECT + where + " ORDER BY u.id DESC LIMIT :limit OFFSET :offset", params
-                )
-            )
+            rows = list(self._db.query(sql, params))
         return [_unit_from_row(row) for row in rows]
+
+    def count_units(self, filters: UnitFilter | None = None) -> int:
+        """How many units match ``filters``."""
+        clauses, params = _unit_filter(filters or UnitFilter())
+        with self._lock:
+            row = self._db.execute("SELECT count(*) FROM units AS u" + _where(clauses), params).fetchone()
+        return int(row[0])
 
     def unfinished_units(self) -> list[Unit]:
         """Units that are running or failed, oldest first — what a station offers to resume after a restart."""
@@ -711,6 +911,7 @@ class AuditLog:
                 at = self._now_text()
                 cert_id = _insert(db, "certificates", {**row, "issued_at": at})
                 self._append_event(db, at=at, kind="certificate.issued", table="certificates", pk=cert_id)
+                self._revoke_superseded(db, unit, at=at, newest=cert_id)
                 return self._certificate(db, cert_id)
         except sqlite3.IntegrityError as exc:
             if "certificates.spki_sha256" not in str(exc) and "certificates.fingerprint_sha256" not in str(
@@ -724,6 +925,31 @@ class AuditLog:
             raise PublicKeyReused(
                 spki_sha256, _certificate_from_row(holders[0]) if holders else None
             ) from None
+
+    def _revoke_superseded(self, db: sqlite_utils.Database, unit: Unit, *, at: str, newest: int) -> None:
+        """Revoke (reason 'superseded') every earlier valid certificate of the unit's board.
+
+        Done when the replacement is recorded, not when a re-provisioning starts: until then the board may
+        still hold its old key and certificate (a re-provisioning given up before its wipe step leaves the
+        board as it was), and revoking early would break a working board for nothing. From here on the old
+        key is gone (keygen runs on a wiped token) and the new certificate replaces the old one — the same
+        holds for a certificate issued earlier in the same unit, before a resume made a new key.
+        """
+        earlier = db.execute(
+            """
+            SELECT c.id FROM certificates AS c JOIN units AS u ON u.id = c.unit_id
+            WHERE u.serial = ? AND c.revoked_at IS NULL AND c.id <> ? ORDER BY c.id
+            """,
+            [unit.serial, newest],
+        ).fetchall()
+        for (cert_id,) in earlier:
+            db.table("certificates").update(
+                cert_id,
+                {"revoked_at": at, "revocation_reason": SUPERSEDED_REASON, "revoked_by": unit.operator},
+            )
+            self._append_event(
+                db, at=at, kind="certificate.superseded", table="certificates", pk=int(cert_id)
+            )
 
     def public_key_seen(self, spki_sha256: str) -> bool:
         """True if a certificate was already issued for the public key with this SPKI SHA-256 (hex)."""
@@ -792,6 +1018,62 @@ class AuditLog:
             for r in rows
         ]
 
+    # ----------------------------------------------------------------------------------------- yield
+
+    def yield_summary(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        batch: str | None = None,
+    ) -> YieldSummary:
+        """How the units started in ``[since, until)`` (and of ``batch``, if given) went; see YieldSummary.
+
+        Everything is counted in SQL, on its own connection and snapshot, so a summary of a million units
+        neither loads them into memory nor holds up the workers writing meanwhile.
+        """
+        clauses, params = _unit_filter(UnitFilter(batch=batch, since=since, until=until))
+        # Steps are narrowed to the units in scope with IN (subquery), not a join: SQLite then either probes
+        # the steps index per unit id or checks ids against a list, and never scans steps once per unit.
+        in_scope = f" AND s.unit_id IN (SELECT u.id FROM units AS u{_where(clauses)})" if clauses else ""
+        with self._snapshot() as db:
+            groups = db.execute(
+                "SELECT u.state, u.attempt, count(*), min(u.started_at), max(u.started_at) FROM units AS u"
+                + _where(clauses)
+                + " GROUP BY u.state, u.attempt",
+                params,
+            ).fetchall()
+            failures = db.execute(
+                "SELECT s.step, count(*) FROM steps AS s WHERE s.outcome = 'failed'"
+                + in_scope
+                + " GROUP BY s.step ORDER BY count(*) DESC, s.step",
+                params,
+            ).fetchall()
+            keygen = _duration_stats(db, step=KEYGEN_STEP, in_scope=in_scope, params=params)
+        by_state: dict[str, int] = {}
+        first_attempt_passes = 0
+        for state, attempt, count, _first, _last in groups:
+            by_state[state] = by_state.get(state, 0) + int(count)
+            if state in ("passed", "superseded") and attempt == 1:
+                first_attempt_passes += int(count)
+        starts = [group[3] for group in groups] + [group[4] for group in groups]
+        return YieldSummary(
+            since=since,
+            until=until,
+            batch=batch,
+            units=sum(by_state.values()),
+            running=by_state.get("running", 0),
+            passed=by_state.get("passed", 0) + by_state.get("superseded", 0),
+            passed_first_attempt=first_attempt_passes,
+            failed=by_state.get("failed", 0),
+            aborted=by_state.get("aborted", 0),
+            superseded=by_state.get("superseded", 0),
+            first_started=_parse_optional_time(min(starts)) if starts else None,
+            last_started=_parse_optional_time(max(starts)) if starts else None,
+            failures_by_step=tuple((str(step), int(count)) for step, count in failures),
+            keygen=keygen,
+        )
+
     # ------------------------------------------------------------------------------------- integrity
 
     def verify(self) -> VerifyReport:
@@ -805,6 +1087,75 @@ class AuditLog:
             if problem is None:
                 problem = _verify_tables(db)
         return VerifyReport(ok=problem is None, events=events, problem=problem)
+
+    def backup(self, path: Path) -> AuditBackup:
+        """Write a consistent copy of the whole log to ``path`` with SQLite's online backup; ``path`` is replaced
+        whole, or left as it was if anything fails.
+
+        Copying audit.db while a station runs is not a backup: the latest commits may still be in audit.db-wal,
+        and a page may be caught half-written. The backup API copies committed pages only, from one read
+        snapshot, while other processes keep writing. The copy is one self-contained file (rollback journal, not
+        WAL), private to its owner like the log itself, and is checked (SQLite's integrity check, then the hash
+        chain and the tables as :meth:`verify` does) before it replaces ``path``. A copy of a log that fails
+        :meth:`verify` is still written — it is evidence — and its report says what is wrong.
+        """
+        target = Path(path).expanduser()
+        if not target.parent.is_dir():
+            raise StationError(
+                f"Cannot write the backup {target}: the folder {target.parent} does not exist. Create it or pick "
+                f"another."
+            )
+        if target.is_dir():
+            raise StationError(f"Cannot write the backup {target}: it is a folder. Give a file name.")
+        if target.resolve() in {self.path.resolve(), Path(f"{self.path.resolve()}-wal")}:
+            raise StationError(f"{target} is the live audit log itself; write the backup to another file.")
+        fd, temporary_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+        os.close(fd)
+        temporary = Path(temporary_name)
+        try:
+            copy = sqlite3.connect(temporary)
+            try:
+                # Under the lock: this station's own connection is never in the middle of a transaction while
+                # its pages are copied (other processes' transactions are SQLite's to isolate).
+                with self._lock:
+                    self._db.conn.backup(copy)
+                copy.execute("PRAGMA journal_mode = DELETE")
+                damage = [str(row[0]) for row in copy.execute("PRAGMA integrity_check")]
+                if damage != ["ok"]:
+                    raise StationError(
+                        f"The copy of the audit log failed SQLite's integrity check ({'; '.join(damage[:3])}) — "
+                        f"the disk holding {self.path} or {target.parent} may be failing. Nothing was replaced."
+                    )
+                db = sqlite_utils.Database(copy)
+                events, problem = _verify_chain(db)
+                if problem is None:
+                    problem = _verify_tables(db)
+                copy.commit()
+            finally:
+                copy.close()
+            with open(temporary, "rb") as written:
+                os.fsync(written.fileno())
+            os.replace(temporary, target)
+        except sqlite3.Error as exc:
+            raise StationError(
+                f"Could not write the backup {target} ({exc}) — check there is space in {target.parent} and that "
+                f"it is writable, then try again. Nothing was replaced."
+            ) from exc
+        finally:
+            for leftover in (temporary, Path(f"{temporary}-journal"), Path(f"{temporary}-wal"),
+                             Path(f"{temporary}-shm")):  # fmt: skip
+                leftover.unlink(missing_ok=True)
+        # The rename itself must reach the disk too, or a power cut could bring back the old backup.
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        return AuditBackup(
+            path=target,
+            size_bytes=target.stat().st_size,
+            report=VerifyReport(ok=problem is None, events=events, problem=problem),
+        )
 
     # --------------------------------------------------------------------------------------- exports
 
@@ -820,6 +1171,7 @@ class AuditLog:
         failed_step: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        station: str | None = None,
     ) -> int:
         """Write matching units, oldest first, as CSV for a spreadsheet; return how many.
 
@@ -830,17 +1182,19 @@ class AuditLog:
         writer = csv.writer(out)
         writer.writerow(EXPORT_FIELDS)
         count = 0
-        for record in self._export_records(
+        filters = UnitFilter(
             serial_prefix=serial_prefix,
             result=result,
             operator=operator,
             batch=batch,
             fixture=fixture,
             failed_step=failed_step,
+            station=station,
             since=since,
             until=until,
-        ):
-            writer.writerow([_neutralise_formula(record[field]) for field in EXPORT_FIELDS])
+        )
+        for row in self._export_rows(filters, for_csv=True):
+            writer.writerow(row)
             count += 1
         return count
 
@@ -856,6 +1210,7 @@ class AuditLog:
         failed_step: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        station: str | None = None,
         include_steps: bool = False,
     ) -> int:
         """Write matching units, oldest first, as JSON Lines (raw values); return how many.
@@ -864,15 +1219,18 @@ class AuditLog:
         step record (never the excerpts).
         """
         count = 0
-        for record in self._export_records(
-            serial_prefix=serial_prefix,
-            result=result,
-            operator=operator,
-            batch=batch,
-            fixture=fixture,
-            failed_step=failed_step,
-            since=since,
-            until=until,
+        for record in self.export_records(
+            UnitFilter(
+                serial_prefix=serial_prefix,
+                result=result,
+                operator=operator,
+                batch=batch,
+                fixture=fixture,
+                failed_step=failed_step,
+                station=station,
+                since=since,
+                until=until,
+            ),
             include_steps=include_steps,
         ):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -959,71 +1317,62 @@ class AuditLog:
             }
         )
 
-    def _export_records(
-        self,
-        *,
-        serial_prefix: str | None,
-        result: str | None,
-        operator: str | None,
-        batch: str | None,
-        fixture: str | None,
-        failed_step: str | None,
-        since: datetime | None,
-        until: datetime | None,
-        include_steps: bool = False,
+    def export_records(
+        self, filters: UnitFilter | None = None, *, include_steps: bool = False
     ) -> Iterator[dict[str, Any]]:
-        """Stream export records, one per unit, from one consistent snapshot (never all rows in memory)."""
-        where, params = _unit_filter(
-            serial_prefix=serial_prefix,
-            result=result,
-            operator=operator,
-            batch=batch,
-            fixture=fixture,
-            failed_step=failed_step,
-            since=since,
-            until=until,
-        )
+        """Stream export records (the EXPORT_FIELDS of each unit, oldest first) from one consistent snapshot.
+
+        Never all rows in memory; never anything secret (no excerpts, keys, PINs or passphrases). Exhaust or
+        close the iterator: it holds a read transaction open until then.
+        """
+        if not include_steps:
+            for row in self._export_rows(filters or UnitFilter()):
+                yield dict(zip(EXPORT_FIELDS, row, strict=True))
+            return
         with self._snapshot() as db:
-            for row in db.query(_UNIT_SELECT + where + " ORDER BY u.id", params):
-                unit = _unit_from_row(row)
-                record: dict[str, Any] = {
-                    "unit_id": unit.id,
-                    "serial": unit.serial,
-                    "state": unit.state,
-                    "profile": unit.profile,
-                    "device": unit.device,
-                    "fixture": unit.fixture,
-                    "batch": unit.batch,
-                    "operator": unit.operator,
-                    "station": unit.station,
-                    "started_at": row["started_at"],
-                    "ended_at": row["ended_at"],
-                    "duration_s": None if unit.duration_s is None else round(unit.duration_s, 3),
-                    "failed_step": unit.failed_step,
-                    "message": unit.message,
-                    "attempt": unit.attempt,
-                    "certificate_serial": unit.certificate_serial,
-                    "certificate_fingerprint": unit.certificate_fingerprint,
-                    "revoked_at": row["certificate_revoked_at"],
-                    "reprovision_reason": unit.reprovision_reason,
-                }
-                if include_steps:
-                    record["steps"] = [
-                        {
-                            "step": s["step"],
-                            "attempt": s["attempt"],
-                            "outcome": s["outcome"],
-                            "duration_s": round(
-                                (_parse_time(s["ended_at"]) - _parse_time(s["started_at"])).total_seconds(), 3
-                            ),
-                        }
-                        for s in db.query(
-                            "SELECT step, attempt, outcome, started_at, ended_at FROM steps "
-                            "WHERE unit_id = ? ORDER BY id",
-                            [unit.id],
-                        )
-                    ]
+            for row in self._export_rows(filters or UnitFilter(), db=db):
+                record = dict(zip(EXPORT_FIELDS, row, strict=True))
+                record["steps"] = [
+                    {
+                        "step": step,
+                        "attempt": attempt,
+                        "outcome": outcome,
+                        "duration_s": round((_parse_time(ended) - _parse_time(started)).total_seconds(), 3),
+                    }
+                    for step, attempt, outcome, started, ended in db.execute(
+                        "SELECT step, attempt, outcome, started_at, ended_at FROM steps WHERE unit_id = ? ORDER BY id",
+                        [row[0]],
+                    ).fetchall()
+                ]
                 yield record
+
+    def _export_rows(
+        self, filters: UnitFilter, *, db: sqlite_utils.Database | None = None, for_csv: bool = False
+    ) -> Iterator[tuple[Any, ...]]:
+        """Export rows as tuples in EXPORT_FIELDS order, oldest first, from one snapshot (``db``'s, if given).
+
+        ``for_csv`` prefixes free text that a spreadsheet would run as a formula with '.
+        """
+        if db is None:
+            with self._snapshot() as snapshot:
+                yield from self._export_rows(filters, db=snapshot, for_csv=for_csv)
+            return
+        clauses, params = _unit_filter(filters)
+        parse = datetime.fromisoformat
+        # A plain sqlite3 cursor: tuples, no per-row dict.
+        cursor = db.conn.execute(
+            _export_select(neutralise=for_csv) + _where(clauses) + " ORDER BY u.id", params
+        )
+        for (
+            unit_id, serial, state, profile, device, fixture, batch, operator, station, started, ended,
+            failed_step, message, attempt, cert_serial, cert_fingerprint, revoked_at, reprovision_reason,
+        ) in cursor:  # fmt: skip
+            duration = None if ended is None else round((parse(ended) - parse(started)).total_seconds(), 3)
+            yield (
+                unit_id, serial, state, profile, device, fixture, batch, operator, station, started, ended,
+                duration, failed_step, message, attempt, cert_serial, cert_fingerprint, revoked_at,
+                reprovision_reason,
+            )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------- verification
@@ -1170,45 +1519,110 @@ def _insert(db: sqlite_utils.Database, table: str, row: dict[str, Any]) -> int:
     return int(pk)
 
 
-def _unit_filter(
-    *,
-    serial_prefix: str | None,
-    result: str | None,
-    operator: str | None,
-    batch: str | None,
-    fixture: str | None,
-    failed_step: str | None,
-    since: datetime | None,
-    until: datetime | None,
-) -> tuple[str, dict[str, Any]]:
-    """A WHERE clause (on alias ``u``) and its parameters; every filter has an index to use."""
+def _unit_filter(filters: UnitFilter) -> tuple[list[str], dict[str, Any]]:
+    """Conditions (on alias ``u``) and their parameters; every filter has an index to use."""
     clauses: list[str] = []
     params: dict[str, Any] = {}
-    if serial_prefix:
+    if filters.serial_prefix:
         # GLOB (unlike LIKE) is case-sensitive, so SQLite can answer a prefix from the serial index.
         clauses.append("u.serial GLOB :serial_glob")
-        params["serial_glob"] = "".join(f"[{c}]" if c in "*?[" else c for c in serial_prefix) + "*"
-    if result is not None:
-        if result not in UNIT_STATES:
-            raise ValueError(f"result must be one of {', '.join(UNIT_STATES)}, not {result!r}")
+        params["serial_glob"] = "".join(f"[{c}]" if c in "*?[" else c for c in filters.serial_prefix) + "*"
+    if filters.result is not None:
+        if filters.result not in UNIT_STATES:
+            raise ValueError(f"result must be one of {', '.join(UNIT_STATES)}, not {filters.result!r}")
         clauses.append("u.state = :state")
-        params["state"] = result
+        params["state"] = filters.result
     for column, value in (
-        ("operator", operator),
-        ("batch", batch),
-        ("fixture", fixture),
-        ("failed_step", failed_step),
+        ("operator", filters.operator),
+        ("batch", filters.batch),
+        ("fixture", filters.fixture),
+        ("failed_step", filters.failed_step),
+        ("station", filters.station),
     ):
         if value is not None:
             clauses.append(f"u.{column} = :{column}")
             params[column] = value
-    if since is not None:
+    if filters.since is not None:
         clauses.append("u.started_at >= :since")
-        params["since"] = _timestamp(since)
-    if until is not None:
+        params["since"] = _timestamp(filters.since)
+    if filters.until is not None:
         clauses.append("u.started_at < :until")
-        params["until"] = _timestamp(until)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+        params["until"] = _timestamp(filters.until)
+    return clauses, params
+
+
+def _where(clauses: list[str]) -> str:
+    return " WHERE " + " AND ".join(clauses) if clauses else ""
+
+
+def _duration_stats(
+    db: sqlite_utils.Database, *, step: str, in_scope: str, params: dict[str, Any]
+) -> DurationStats:
+    """Count, range, mean, nearest-rank quantiles and a histogram of the passed runs of ``step``.
+
+    SQLite groups the durations by millisecond — a few thousand distinct values however many runs there were —
+    and every figure is computed from those groups in one pass, exactly.
+    """
+    # julianday() keeps milliseconds, which is all a duration in a report needs; rounding to them also keeps
+    # float noise (29.99999 for 30 s) from moving a duration into the bin below.
+    groups = [
+        (float(value), int(count))
+        for value, count in db.execute(
+            "SELECT round((julianday(s.ended_at) - julianday(s.started_at)) * 86400.0, 3) AS d, count(*) "
+            "FROM steps AS s WHERE s.step = :duration_step AND s.outcome = 'passed'"
+            + in_scope
+            + " GROUP BY d ORDER BY d",
+            {**params, "duration_step": step},
+        ).fetchall()
+    ]
+    count = sum(n for _, n in groups)
+    if not count:
+        return DurationStats(0, None, None, None, (), ())
+    low, high = groups[0][0], groups[-1][0]
+    ranks = {p: max(1, math.ceil(p * count)) for p in DURATION_QUANTILES}
+    found: dict[float, float] = {}
+    seen = 0
+    for value, n in groups:
+        seen += n
+        for p, rank in ranks.items():
+            if p not in found and seen >= rank:
+                found[p] = value
+    width, first = _histogram_grid(low, high, DURATION_HISTOGRAM_BINS)
+    bins = max(1, math.ceil((high - first) / width - 1e-9))
+    counts = [0] * bins
+    for value, n in groups:
+        # The epsilon keeps a value on a bin edge in the bin that starts there; the top edge joins the last bin.
+        counts[min(max(int((value - first) / width + 1e-9), 0), bins - 1)] += n
+    return DurationStats(
+        count=count,
+        min_s=round(low, 3),
+        max_s=round(high, 3),
+        mean_s=round(sum(value * n for value, n in groups) / count, 3),
+        quantiles=tuple((p, round(found[p], 3)) for p in DURATION_QUANTILES),
+        histogram=tuple(
+            HistogramBin(
+                low=round(first + i * width, 6), high=round(first + (i + 1) * width, 6), count=counts[i]
+            )
+            for i in range(bins)
+        ),
+    )
+
+
+def _histogram_grid(low: float, high: float, bins: int) -> tuple[float, float]:
+    """A round bin width (1, 2, 2.5 or 5 × 10^k) giving at most ``bins`` bins, and the first bin's start."""
+    span = high - low
+    if span <= 0:
+        width = 10 ** math.floor(math.log10(abs(low))) if low else 1.0
+        return width, math.floor(low / width) * width
+    raw = span / bins
+    magnitude = 10 ** math.floor(math.log10(raw))
+    width = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.floor(low / width) * width
+    # Snapping the start down can spill one bin over; the next round width fits.
+    if math.ceil((high - first) / width - 1e-9) > bins:
+        width = next(m * magnitude for m in (2, 2.5, 5, 10, 20) if m * magnitude > width)
+        first = math.floor(low / width) * width
+    return width, first
 
 
 def _unit_from_row(row: dict[str, Any]) -> Unit:
@@ -1278,13 +1692,6 @@ def _event_hash(*, prev_hash: str, seq: int, at: str, kind: str, payload: str) -
     # Newline-separated: none of the parts can contain one (hex, digits, ISO time, a kind name, compact JSON).
     material = "\n".join((prev_hash, str(seq), at, kind, payload))
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
-
-
-def _neutralise_formula(value: Any) -> Any:
-    """Keep a spreadsheet from running a cell as a formula (CSV injection): prefix such text with '."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
 
 
 def _utc_now() -> datetime:

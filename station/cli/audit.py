@@ -1,32 +1,47 @@
 """`station audit …` — prove the audit log is intact, and export it for quality records.
 
 * ``station audit verify`` walks the hash-chained journal and compares it with the tables;
-* ``station audit export`` writes units as CSV (for a spreadsheet) or JSON Lines (for programs), atomically:
-  the output file either holds the complete export or is left as it was.
+* ``station audit export`` writes units as CSV (for a spreadsheet) or JSON Lines (for programs), or a PDF
+  report of a batch or a period (for people), atomically: the output file either holds the complete export or
+  is left as it was;
+* ``station audit backup`` writes a consistent copy of the live log with SQLite's online backup (copying
+  audit.db by hand while a station runs can miss the commits still in audit.db-wal).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
-from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from station.audit import UNIT_STATES, AuditLog
+from station.audit import UNIT_STATES, AuditLog, UnitFilter
+from station.config import load_config
 from station.errors import StationError
 from station.home import StationHome
+from station.report import EXPORT_FORMATS, export_to_file
+from station.report import write_text_atomically as write_atomically
 
-EXPORT_FORMATS = ("csv", "jsonl")
+__all__ = ["EXPORT_FORMATS", "register", "run_backup", "run_export", "run_verify", "write_atomically"]
+
+BACKUP_EPILOG = """\
+example:
+  station audit backup --out /mnt/backup/audit-$(date +%F).db
+
+Safe while stations are provisioning: it copies committed records only, from one consistent moment.
+To check a backup, verify it in a scratch station home:
+  mkdir -p /tmp/check && cp /mnt/backup/audit-2026-03-31.db /tmp/check/audit.db
+  station --home /tmp/check audit verify
+To restore: stop every station program, copy the backup over HOME/audit.db and delete HOME/audit.db-wal and
+HOME/audit.db-shm if they exist.
+"""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "audit",
-        help="verify or export the audit log",
-        description="Verify that the audit log is intact, or export it.",
+        help="verify, export or back up the audit log",
+        description="Verify that the audit log is intact, export it, or back it up.",
     )
     actions = parser.add_subparsers(dest="audit_action", metavar="ACTION")
 
@@ -45,13 +60,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     export = actions.add_parser(
         "export",
-        help="export units as CSV or JSON Lines",
+        help="export units as CSV or JSON Lines, or a PDF report",
         description=(
             "Export units (oldest first) to a file. Dates without a time are local days: "
-            "--from 2026-03-01 --to 2026-03-31 covers all of March."
+            "--from 2026-03-01 --to 2026-03-31 covers all of March. A PDF is a report of the batch or period: "
+            "yield, failed attempts by step, key-generation times and a table of the units (--result narrows "
+            "only that table)."
         ),
     )
-    export.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="csv (spreadsheet) or jsonl")
+    export.add_argument(
+        "--format", required=True, choices=EXPORT_FORMATS, help="csv (spreadsheet), jsonl or pdf (report)"
+    )
     export.add_argument(
         "--out", required=True, type=Path, metavar="FILE", help="file to write (replaced whole)"
     )
@@ -63,6 +82,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export.add_argument("--result", choices=UNIT_STATES, help="only units in this state")
     export.add_argument("--steps", action="store_true", help="jsonl only: add each unit's step summary")
     export.set_defaults(handler=run_export)
+
+    backup = actions.add_parser(
+        "backup",
+        help="write a consistent copy of the audit log (safe while stations run)",
+        description="Copy the audit log with SQLite's online backup into one self-contained file, and verify\n"
+        "the copy. Never copy audit.db or audit.db-wal by hand while a station runs.",
+        epilog=BACKUP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    backup.add_argument(
+        "--out", required=True, type=Path, metavar="FILE", help="file to write (replaced whole)"
+    )
+    backup.set_defaults(handler=run_backup)
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -77,14 +109,52 @@ def run_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def run_backup(args: argparse.Namespace) -> int:
+    home = StationHome.resolve(args.home)
+    with _open_existing(home) as log:
+        written = log.backup(args.out)
+    size = (
+        f"{written.size_bytes / 1e6:.1f} MB"
+        if written.size_bytes >= 100_000
+        else f"{written.size_bytes} bytes"
+    )
+    if written.report.ok:
+        print(
+            f"backed up the audit log to {written.path} ({written.report.events} events, {size}); copy verified"
+        )
+        return 0
+    print(
+        f"backed up the audit log to {written.path} ({size}), but the log is NOT intact: {written.report.problem}"
+    )
+    print("Keep this copy and the live file as they are and report it to quality assurance.")
+    return 1
+
+
 def run_export(args: argparse.Namespace) -> int:
     if args.steps and args.format != "jsonl":
-        raise StationError("--steps is for --format jsonl only; CSV has one row per unit.")
+        raise StationError(
+            "--steps is for --format jsonl only; "
+            + ("CSV has one row per unit." if args.format == "csv" else "a PDF report has no step details.")
+        )
     since = _parse_when(args.since, option="--from", end_of_day=False)
     until = _parse_when(args.until, option="--to", end_of_day=True)
     if since is not None and until is not None and until <= since:
         raise StationError(f"--to {args.until} is not after --from {args.since}; nothing would be exported.")
     home = StationHome.resolve(args.home)
+    if args.format == "pdf":
+        # The report names the station it was made on (station.toml), read before anything is written.
+        station = load_config(home.config_file).name
+        with _open_existing(home) as log:
+            written = export_to_file(
+                log,
+                args.out,
+                fmt="pdf",
+                filters=UnitFilter(batch=args.batch, result=args.result, since=since, until=until),
+                station=station,
+            )
+        listed = f"{written.units} unit{'' if written.units == 1 else 's'}"
+        print(f"wrote a {written.pages}-page report listing {listed} to {args.out}")
+        return 0
     with _open_existing(home) as log:
 
         def write(out: TextIO) -> int:
@@ -97,39 +167,6 @@ def run_export(args: argparse.Namespace) -> int:
         count = write_atomically(args.out, write)
     print(f"exported {count} unit{'' if count == 1 else 's'} to {args.out}")
     return 0
-
-
-def write_atomically(path: Path, write: Callable[[TextIO], int]) -> int:
-    """Write a text file through a temporary file, fsync and rename; return what ``write`` returns."""
-    path = path.expanduser()
-    directory = path.parent
-    if not directory.is_dir():
-        raise StationError(
-            f"Cannot write {path}: the folder {directory} does not exist. Create it or pick another."
-        )
-    if path.is_dir():
-        raise StationError(
-            f"Cannot write {path}: it is a folder. Give a file name, e.g. {path / 'units.csv'}."
-        )
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            result = write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        # An export is meant to be handed on; it holds no secrets (see station.audit.EXPORT_FIELDS).
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    # The rename itself must reach the disk too, or a power cut could bring back the old file.
-    directory_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
-    return result
 
 
 def _open_existing(home: StationHome) -> AuditLog:

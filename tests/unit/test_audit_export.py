@@ -272,7 +272,7 @@ def test_station_audit_export_refuses_bad_input_and_keeps_the_old_file(
     assert main([*args, "--steps"]) == 1
     assert out.read_text() == "previous export\n"
     with pytest.raises(SystemExit):
-        main([*args[:-4], "--format", "pdf", "--out", str(out)])
+        main([*args[:-4], "--format", "xlsx", "--out", str(out)])
 
 
 def test_an_export_that_fails_halfway_leaves_no_partial_file(tmp_path: Path) -> None:

@@ -1,0 +1,734 @@
+"""Quality-lead outputs of the audit log: the PDF report of a batch or a period, and exports written to files.
+
+The report is a plain PDF 1.4 written here by hand — no Qt, no PDF library: the 14 standard fonts need no
+embedding, and charts are only lines and rectangles. Text uses Helvetica with WinAnsi (cp1252) encoding;
+characters outside it print as "?". The widths below are Helvetica's (from the metric-compatible URW Nimbus
+Sans AFM files), so columns can be fitted and numbers right-aligned.
+
+A report holds what an export holds and less: serials, results, failed steps, operators, batches, times and
+figures — never step output, PINs, passphrases or keys (see station.audit.EXPORT_FIELDS).
+
+Every file is written atomically (temporary file, fsync, rename, fsync of the folder): it holds either the whole
+new content or what it held before.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import TextIO
+
+from station import __version__
+from station.audit import AuditLog, Unit, UnitFilter, YieldSummary
+from station.errors import StationError
+from station.pki import write_file_atomically
+
+EXPORT_FORMATS = ("csv", "jsonl", "pdf")
+
+# The unit table stops here: a report is read by people, and a spreadsheet (CSV export) is the tool for more.
+UNIT_TABLE_CAP = 2000
+
+# A4 portrait, in PDF points (1/72 in).
+PAGE_WIDTH = 595.28
+PAGE_HEIGHT = 841.89
+MARGIN = 42.0
+CONTENT_WIDTH = PAGE_WIDTH - 2 * MARGIN
+
+Color = tuple[float, float, float]
+BLACK: Color = (0.0, 0.0, 0.0)
+GREY: Color = (0.42, 0.42, 0.42)
+LIGHT: Color = (0.93, 0.94, 0.95)
+RULE: Color = (0.75, 0.75, 0.75)
+FAIL: Color = (0.75, 0.16, 0.12)
+PASS: Color = (0.12, 0.50, 0.22)
+BAR: Color = (0.20, 0.45, 0.70)
+
+# Advance widths (1/1000 em) of cp1252 codes 32–255 in Helvetica and Helvetica-Bold; 0 = no glyph.
+_HELVETICA = (
+    278, 278, 355, 556, 556, 889, 667, 191, 333, 333, 389, 584, 278, 333, 278, 278, 556, 556, 556, 556, 556,
+    556, 556, 556, 556, 556, 278, 278, 584, 584, 584, 556, 1015, 667, 667, 722, 722, 667, 611, 778, 722, 278,
+    500, 667, 556, 833, 722, 778, 667, 778, 722, 667, 611, 722, 667, 944, 667, 667, 611, 278, 278, 278, 469,
+    556, 333, 556, 556, 500, 556, 556, 278, 556, 556, 222, 222, 500, 222, 833, 556, 556, 556, 556, 333, 500,
+    278, 556, 500, 722, 500, 500, 500, 334, 260, 334, 584, 0, 556, 0, 222, 556, 333, 1000, 556, 556, 333,
+    1000, 667, 333, 1000, 0, 611, 0, 0, 222, 222, 333, 333, 350, 556, 1000, 333, 1000, 500, 333, 944, 0, 500,
+    667, 278, 333, 556, 556, 556, 556, 260, 556, 333, 737, 370, 556, 584, 333, 737, 333, 400, 584, 333, 333,
+    333, 556, 537, 278, 333, 333, 365, 556, 834, 834, 834, 611, 667, 667, 667, 667, 667, 667, 1000, 722, 667,
+    667, 667, 667, 278, 278, 278, 278, 722, 722, 778, 778, 778, 778, 778, 584, 778, 722, 722, 722, 722, 667,
+    667, 611, 556, 556, 556, 556, 556, 556, 889, 500, 556, 556, 556, 556, 278, 278, 278, 278, 556, 556, 556,
+    556, 556, 556, 556, 584, 611, 556, 556, 556, 556, 500, 556, 500,
+)  # fmt: skip
+_HELVETICA_BOLD = (
+    278, 333, 474, 556, 556, 889, 722, 238, 333, 333, 389, 584, 278, 333, 278, 278, 556, 556, 556, 556, 556,
+    556, 556, 556, 556, 556, 333, 333, 584, 584, 584, 611, 975, 722, 722, 722, 722, 667, 611, 778, 722, 278,
+    556, 722, 611, 833, 722, 778, 667, 778, 722, 667, 611, 722, 667, 944, 667, 667, 611, 333, 278, 333, 584,
+    556, 333, 556, 611, 556, 611, 556, 333, 611, 611, 278, 278, 556, 278, 889, 611, 611, 611, 611, 389, 556,
+    333, 611, 556, 778, 556, 556, 500, 389, 280, 389, 584, 0, 556, 0, 278, 556, 500, 1000, 556, 556, 333,
+    1000, 667, 333, 1000, 0, 611, 0, 0, 278, 278, 500, 500, 350, 556, 1000, 333, 1000, 556, 333, 944, 0, 500,
+    667, 278, 333, 556, 556, 556, 556, 280, 556, 333, 737, 370, 556, 584, 333, 737, 333, 400, 584, 333, 333,
+    333, 611, 556, 278, 333, 333, 365, 556, 834, 834, 834, 611, 722, 722, 722, 722, 722, 722, 1000, 722, 667,
+    667, 667, 667, 278, 278, 278, 278, 722, 722, 778, 778, 778, 778, 778, 584, 778, 722, 722, 722, 722, 667,
+    667, 611, 556, 556, 556, 556, 556, 556, 889, 556, 556, 556, 556, 556, 278, 278, 278, 278, 611, 611, 611,
+    611, 611, 611, 611, 584, 611, 611, 611, 611, 611, 556, 611, 556,
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------- the PDF writer
+
+
+def encode_text(text: str) -> bytes:
+    """``text`` in WinAnsi (cp1252): control characters become spaces, characters it lacks become '?'."""
+    cleaned = "".join(" " if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in text)
+    return cleaned.encode("cp1252", errors="replace")
+
+
+def text_width(text: str, size: float, *, bold: bool = False) -> float:
+    """Width in points of ``text`` set in Helvetica (bold) at ``size``."""
+    widths = _HELVETICA_BOLD if bold else _HELVETICA
+    return sum(widths[b - 32] if b >= 32 else 0 for b in encode_text(text)) * size / 1000
+
+
+def fit_text(text: str, width: float, size: float, *, bold: bool = False) -> str:
+    """``text`` cut (with an ellipsis) to fit ``width`` points."""
+    if text_width(text, size, bold=bold) <= width:
+        return text
+    while text and text_width(text + "…", size, bold=bold) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def _pdf_string(text: str) -> str:
+    """A PDF literal string: WinAnsi bytes, with (, ) and \\ escaped and non-ASCII bytes as octal escapes."""
+    out = []
+    for byte in encode_text(text):
+        if byte in b"()\\":
+            out.append("\\" + chr(byte))
+        elif byte >= 128:
+            out.append(f"\\{byte:03o}")
+        else:
+            out.append(chr(byte))
+    return "(" + "".join(out) + ")"
+
+
+def _num(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".") or "0"
+
+
+class PdfPage:
+    """One page's drawing operations, in a top-down coordinate system: y grows down from the page's top."""
+
+    def __init__(self) -> None:
+        self._ops: list[str] = []
+
+    def text(
+        self,
+        x: float,
+        y: float,
+        text: str,
+        *,
+        size: float = 9.0,
+        bold: bool = False,
+        color: Color = BLACK,
+        align: str = "left",
+    ) -> None:
+        """Text with its baseline at ``y``; ``align`` right or center puts its end or middle at ``x``."""
+        if align != "left":
+            width = text_width(text, size, bold=bold)
+            x -= width if align == "right" else width / 2
+        font = "F2" if bold else "F1"
+        self._ops.append(
+            f"BT {_color(color)} rg /{font} {_num(size)} Tf {_num(x)} {_num(PAGE_HEIGHT - y)} Td "
+            f"{_pdf_string(text)} Tj ET"
+        )
+
+    def rect(self, x: float, y: float, width: float, height: float, *, fill: Color) -> None:
+        """A filled rectangle whose top-left corner is at (x, y)."""
+        self._ops.append(
+            f"{_color(fill)} rg {_num(x)} {_num(PAGE_HEIGHT - y - height)} {_num(width)} {_num(height)} re f"
+        )
+
+    def line(
+        self,
+        x1: float,
+        y1: float,
+        x2: float,
+        y2: float,
+        *,
+        color: Color = RULE,
+        width: float = 0.5,
+        dashed: bool = False,
+    ) -> None:
+        dash = "[3 2] 0 d" if dashed else "[] 0 d"
+        self._ops.append(
+            f"{_color(color)} RG {_num(width)} w {dash} {_num(x1)} {_num(PAGE_HEIGHT - y1)} m "
+            f"{_num(x2)} {_num(PAGE_HEIGHT - y2)} l S"
+        )
+
+    def content(self) -> bytes:
+        return "\n".join(self._ops).encode("ascii")
+
+
+class PdfDocument:
+    """Pages of text, lines and rectangles, serialised as a PDF 1.4 file with compressed content streams."""
+
+    def __init__(self, *, title: str, created: datetime) -> None:
+        self.title = title
+        self.created = created
+        self.pages: list[PdfPage] = []
+
+    def add_page(self) -> PdfPage:
+        page = PdfPage()
+        self.pages.append(page)
+        return page
+
+    def to_bytes(self) -> bytes:
+        # Objects 1–5 are fixed; each page then takes two: its dictionary and its content stream.
+        objects: list[bytes] = [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"",  # the page tree, once the page numbers are known
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>",
+            (
+                f"<< /Title {_pdf_text_string(self.title)} /Producer (Welma provisioning station {__version__}) "
+                f"/CreationDate ({_pdf_date(self.created)}) >>"
+            ).encode("ascii"),
+        ]
+        kids = []
+        for page in self.pages:
+            page_number = len(objects) + 1
+            kids.append(f"{page_number} 0 R")
+            objects.append(
+                (
+                    f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {_num(PAGE_WIDTH)} {_num(PAGE_HEIGHT)}] "
+                    f"/Resources << /Font << /F1 3 0 R /F2 4 0 R >> >> /Contents {page_number + 1} 0 R >>"
+                ).encode("ascii")
+            )
+            stream = zlib.compress(page.content(), 6)
+            objects.append(
+                f"<< /Length {len(stream)} /Filter /FlateDecode >>\nstream\n".encode("ascii")
+                + stream
+                + b"\nendstream"
+            )
+        objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>".encode("ascii")
+        # The binary comment line tells file-transfer tools that this file is not text.
+        out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+        offsets = []
+        for number, body in enumerate(objects, start=1):
+            offsets.append(len(out))
+            out += f"{number} 0 obj\n".encode("ascii") + body + b"\nendobj\n"
+        xref = len(out)
+        out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode("ascii")
+        for offset in offsets:
+            out += f"{offset:010d} 00000 n \n".encode("ascii")
+        out += (
+            f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info 5 0 R >>\nstartxref\n{xref}\n%%EOF\n"
+        ).encode("ascii")
+        return bytes(out)
+
+
+def _color(color: Color) -> str:
+    return " ".join(_num(c) for c in color)
+
+
+def _pdf_text_string(text: str) -> str:
+    """A PDF text string (document information) in UTF-16BE, so any character survives."""
+    return "<FEFF" + text.encode("utf-16-be").hex().upper() + ">"
+
+
+def _pdf_date(moment: datetime) -> str:
+    offset = moment.utcoffset() or timedelta()
+    sign = "-" if offset < timedelta() else "+"
+    minutes = abs(int(offset.total_seconds())) // 60
+    return f"D:{moment:%Y%m%d%H%M%S}{sign}{minutes // 60:02d}'{minutes % 60:02d}'"
+
+
+# ---------------------------------------------------------------------------------------------- the report
+
+
+@dataclass(frozen=True)
+class ReportScope:
+    """What a report covers: units started in ``[since, until)`` of ``batch`` (None: any).
+
+    ``result`` narrows only the unit table: the yield figures are always of every unit in scope, since a
+    yield of only the failed units would say nothing.
+    """
+
+    since: datetime | None = None
+    until: datetime | None = None
+    batch: str | None = None
+    result: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """A rendered report and what is in it."""
+
+    pdf: bytes
+    pages: int
+    summary: YieldSummary
+    units_in_table: int
+    units_matching: int
+
+
+# Unit table layout: (heading, width in points); widths add up to CONTENT_WIDTH.
+_UNIT_COLUMNS = (
+    ("Serial", 104.0),
+    ("Result", 56.0),
+    ("Failed step", 70.0),
+    ("Operator", 78.0),
+    ("Batch", 62.0),
+    ("Started (local time)", 88.0),
+    ("Duration", CONTENT_WIDTH - 458.0),
+)
+_ROW_HEIGHT = 13.0
+_TABLE_SIZE = 8.0
+_FOOTER_Y = PAGE_HEIGHT - 24
+
+
+def render_report(
+    audit: AuditLog,
+    scope: ReportScope,
+    *,
+    station: str,
+    now: datetime | None = None,
+    unit_cap: int = UNIT_TABLE_CAP,
+) -> Report:
+    """The PDF report of ``scope``: header, yield figures, two charts, then the units (at most ``unit_cap``)."""
+    now = (now or datetime.now().astimezone()).astimezone()
+    summary = audit.yield_summary(since=scope.since, until=scope.until, batch=scope.batch)
+    table_filter = UnitFilter(batch=scope.batch, since=scope.since, until=scope.until, result=scope.result)
+    matching = audit.count_units(table_filter)
+    units = audit.units_page(offset=0, limit=unit_cap, order_by="id", descending=False, filters=table_filter)
+
+    title = f"Provisioning report — {_scope_name(scope)}"
+    document = PdfDocument(title=title, created=now)
+    page = document.add_page()
+    y = MARGIN + 16
+    page.text(MARGIN, y, title, size=17, bold=True)
+    y += 18
+    for line in (
+        f"Station: {station}",
+        f"Period: {_period_line(scope, summary)}",
+        f"Batch: {scope.batch or 'all batches'}",
+        f"Generated {now:%Y-%m-%d %H:%M} (times are local, UTC{_utc_offset(now)}) by station {__version__}",
+    ):
+        y += 13
+        page.text(MARGIN, y, line, size=9.5, color=GREY if line.startswith("Generated") else BLACK)
+    y += 12
+    page.line(MARGIN, y, PAGE_WIDTH - MARGIN, y, color=BLACK, width=0.8)
+
+    y = _draw_yield_table(page, y + 24, summary)
+    y = _draw_failures_chart(page, y + 26, summary)
+    _draw_keygen_histogram(page, y + 26, summary)
+
+    _draw_unit_table(document, units, matching=matching, scope=scope)
+    total = len(document.pages)
+    for number, each in enumerate(document.pages, start=1):
+        each.line(MARGIN, _FOOTER_Y - 10, PAGE_WIDTH - MARGIN, _FOOTER_Y - 10)
+        each.text(MARGIN, _FOOTER_Y, f"{station} · {_scope_name(scope)}", size=7.5, color=GREY)
+        each.text(
+            PAGE_WIDTH - MARGIN, _FOOTER_Y, f"page {number} of {total}", size=7.5, color=GREY, align="right"
+        )
+    return Report(
+        pdf=document.to_bytes(),
+        pages=total,
+        summary=summary,
+        units_in_table=len(units),
+        units_matching=matching,
+    )
+
+
+def _section(page: PdfPage, y: float, heading: str) -> float:
+    page.text(MARGIN, y, heading, size=12, bold=True)
+    return y + 16
+
+
+def _draw_yield_table(page: PdfPage, y: float, summary: YieldSummary) -> float:
+    """Two columns of figures: counts on the left, rates and key-generation times on the right."""
+    y = _section(page, y, "Yield")
+    keygen = summary.keygen
+    left = [
+        ("Units started", _count(summary.units)),
+        ("Finished", _count(summary.finished)),
+        (
+            "Passed",
+            _count(summary.passed)
+            + (f" (incl. {_count(summary.superseded)} re-provisioned later)" if summary.superseded else ""),
+        ),
+        ("Failed", _count(summary.failed)),
+        ("Aborted", _count(summary.aborted)),
+        ("Still running", _count(summary.running)),
+    ]
+    right = [
+        ("Pass rate", _percent(summary.pass_rate)),
+        ("First-pass yield", _percent(summary.first_pass_yield)),
+        ("Key generations (passed)", _count(keygen.count)),
+        ("Key generation median", _seconds(keygen.quantile(0.5))),
+        ("Key generation p90 / p99", f"{_seconds(keygen.quantile(0.9))} / {_seconds(keygen.quantile(0.99))}"),
+        ("Key generation max", _seconds(keygen.max_s)),
+    ]
+    half = CONTENT_WIDTH / 2
+    for index, ((left_label, left_value), (right_label, right_value)) in enumerate(
+        zip(left, right, strict=True)
+    ):
+        row_y = y + index * 15
+        if index % 2 == 0:
+            page.rect(MARGIN, row_y - 10.5, CONTENT_WIDTH, 15, fill=LIGHT)
+        page.text(MARGIN + 6, row_y, left_label, size=9.5, color=GREY)
+        page.text(MARGIN + half - 12, row_y, left_value, size=9.5, bold=True, align="right")
+        page.text(MARGIN + half + 12, row_y, right_label, size=9.5, color=GREY)
+        page.text(MARGIN + CONTENT_WIDTH - 6, row_y, right_value, size=9.5, bold=True, align="right")
+    return y + len(left) * 15
+
+
+def _draw_failures_chart(page: PdfPage, y: float, summary: YieldSummary) -> float:
+    """Horizontal bars: failed attempts per step, most first."""
+    y = _section(page, y, "Failed attempts by step")
+    failures = list(summary.failures_by_step)
+    if not failures:
+        page.text(MARGIN, y + 4, "No attempt failed.", size=9.5, color=GREY)
+        return y + 10
+    # More steps than fit are folded into one bar; profiles have about a dozen steps, so this is rare.
+    if len(failures) > 14:
+        failures = failures[:13] + [("(other steps)", sum(count for _, count in failures[13:]))]
+    total = sum(count for _, count in failures)
+    label_width = 92.0
+    bar_space = CONTENT_WIDTH - label_width - 90
+    most = max(count for _, count in failures)
+    for index, (step, count) in enumerate(failures):
+        row_y = y + index * 15
+        page.text(MARGIN, row_y + 8, fit_text(step, label_width - 6, 9), size=9)
+        width = max(1.0, bar_space * count / most)
+        page.rect(MARGIN + label_width, row_y, width, 10, fill=FAIL)
+        page.text(
+            MARGIN + label_width + width + 5,
+            row_y + 8,
+            f"{_count(count)} ({count / total:.0%})",
+            size=8.5,
+        )
+    bottom = y + len(failures) * 15
+    page.line(MARGIN + label_width, y - 3, MARGIN + label_width, bottom, color=GREY)
+    return bottom
+
+
+def _draw_keygen_histogram(page: PdfPage, y: float, summary: YieldSummary) -> float:
+    """Vertical bars: how many passed key generations took how long; dashed lines at the median and p90."""
+    y = _section(page, y, "Key generation time (passed runs)")
+    keygen = summary.keygen
+    if not keygen.count or not keygen.histogram:
+        page.text(MARGIN, y + 4, "No key generation was recorded.", size=9.5, color=GREY)
+        return y + 10
+    axis_x = MARGIN + 40
+    plot_width = CONTENT_WIDTH - 50
+    plot_top = y + 6
+    plot_height = 140.0
+    base = plot_top + plot_height
+    bins = keygen.histogram
+    tick_step, ticks = _count_axis(max(b.count for b in bins))
+    top = tick_step * ticks
+    # Horizontal grid lines with the run counts.
+    for tick in range(ticks + 1):
+        value = tick_step * tick
+        tick_y = base - plot_height * tick / ticks
+        page.line(axis_x, tick_y, axis_x + plot_width, tick_y, color=LIGHT if tick else GREY)
+        page.text(axis_x - 5, tick_y + 3, _count(round(value)), size=7.5, color=GREY, align="right")
+    low, high = bins[0].low, bins[-1].high
+    span = high - low
+
+    def x_of(seconds: float) -> float:
+        return axis_x + plot_width * (seconds - low) / span
+
+    for each in bins:
+        if each.count:
+            height = plot_height * each.count / top
+            left = x_of(each.low)
+            page.rect(left + 0.6, base - height, x_of(each.high) - left - 1.2, height, fill=BAR)
+    # Bin edges as x labels, thinned so that they never overlap.
+    step = max(1, math.ceil(len(bins) / 10))
+    for index in range(0, len(bins) + 1, step):
+        edge = low + span * index / len(bins)
+        page.line(x_of(edge), base, x_of(edge), base + 3, color=GREY)
+        page.text(x_of(edge), base + 12, _edge_label(edge), size=7.5, color=GREY, align="center")
+    page.text(axis_x + plot_width, base + 24, "seconds", size=7.5, color=GREY, align="right")
+    page.text(axis_x - 5, plot_top - 6, "runs", size=7.5, color=GREY, align="right")
+    for p, name in ((0.5, "median"), (0.9, "p90")):
+        marker = keygen.quantile(p)
+        if marker is not None:
+            page.line(x_of(marker), plot_top, x_of(marker), base, color=BLACK, width=0.8, dashed=True)
+            page.text(
+                x_of(marker) + 3,
+                plot_top + 8 + (10 if p == 0.9 else 0),
+                f"{name} {_seconds(marker)}",
+                size=7.5,
+            )
+    return base + 24
+
+
+def _draw_unit_table(document: PdfDocument, rows: list[Unit], *, matching: int, scope: ReportScope) -> None:
+    """The units, oldest first, on as many pages as they need, with the heading row on each page."""
+    first_row_y = MARGIN + 52
+    per_page = int((_FOOTER_Y - 22 - first_row_y) // _ROW_HEIGHT)
+    chunks = [rows[i : i + per_page] for i in range(0, len(rows), per_page)] or [[]]
+    which = f"{scope.result} units" if scope.result else "units"
+    for number, chunk in enumerate(chunks):
+        page = document.add_page()
+        heading = "Units" if number == 0 else "Units (continued)"
+        page.text(MARGIN, MARGIN + 14, heading, size=12, bold=True)
+        if number == 0:
+            if matching > len(rows):
+                note = (
+                    f"The first {_count(len(rows))} of {_count(matching)} {which}, oldest first. The rest are in "
+                    f"the CSV export (station audit export --format csv)."
+                )
+            else:
+                note = (
+                    f"All {_count(matching)} {which}, oldest first." if matching else f"No {which} in scope."
+                )
+            page.text(MARGIN, MARGIN + 28, note, size=8.5, color=GREY)
+        header_y = MARGIN + 40
+        page.rect(MARGIN, header_y - 9.5, CONTENT_WIDTH, _ROW_HEIGHT, fill=LIGHT)
+        x = MARGIN
+        for column, (heading_text, width) in enumerate(_UNIT_COLUMNS):
+            if column == len(_UNIT_COLUMNS) - 1:  # the durations are right-aligned, so is their heading
+                page.text(x + width - 3, header_y, heading_text, size=_TABLE_SIZE, bold=True, align="right")
+            else:
+                page.text(x + 3, header_y, heading_text, size=_TABLE_SIZE, bold=True)
+            x += width
+        page.line(MARGIN, header_y + 3.5, PAGE_WIDTH - MARGIN, header_y + 3.5, color=GREY)
+        for index, unit in enumerate(chunk):
+            row_y = first_row_y + index * _ROW_HEIGHT
+            if index % 2 == 1:
+                page.rect(MARGIN, row_y - 9.5, CONTENT_WIDTH, _ROW_HEIGHT, fill=LIGHT)
+            cells = (
+                unit.serial,
+                unit.state,
+                unit.failed_step or "",
+                unit.operator,
+                unit.batch or "",
+                f"{unit.started_at.astimezone():%Y-%m-%d %H:%M:%S}",
+                _seconds(unit.duration_s),
+            )
+            colors = {"passed": PASS, "failed": FAIL, "aborted": FAIL}
+            x = MARGIN
+            for column, (cell, (_, width)) in enumerate(zip(cells, _UNIT_COLUMNS, strict=True)):
+                color = colors.get(unit.state, BLACK) if column == 1 else BLACK
+                if column == len(cells) - 1:
+                    page.text(x + width - 3, row_y, cell, size=_TABLE_SIZE, color=color, align="right")
+                else:
+                    page.text(
+                        x + 3, row_y, fit_text(cell, width - 6, _TABLE_SIZE), size=_TABLE_SIZE, color=color
+                    )
+                x += width
+    if matching > len(rows):
+        last_y = first_row_y + len(chunks[-1]) * _ROW_HEIGHT + 6
+        page.text(
+            MARGIN,
+            last_y,
+            f"… and {_count(matching - len(rows))} more {which}, not listed here.",
+            size=8.5,
+            color=GREY,
+        )
+
+
+# ------------------------------------------------------------------------------------------------ text
+
+
+def _scope_name(scope: ReportScope) -> str:
+    if scope.batch:
+        return f"batch {scope.batch}"
+    if scope.since is None and scope.until is None:
+        return "all units"
+    return _period_text(scope.since, scope.until)
+
+
+def _period_text(since: datetime | None, until: datetime | None) -> str:
+    """The period in local time; whole days read as "2026-03-01 to 2026-03-31" (the end day included)."""
+
+    def midnight(moment: datetime) -> bool:
+        return moment.astimezone().time() == time()
+
+    if since is None and until is None:
+        return "all time"
+    if (since is None or midnight(since)) and (until is None or midnight(until)):
+        start = f"{since.astimezone():%Y-%m-%d}" if since else "the beginning"
+        end = f"{(until.astimezone() - timedelta(days=1)):%Y-%m-%d}" if until else "now"
+        return f"{start} to {end}"
+    start = f"{since.astimezone():%Y-%m-%d %H:%M}" if since else "the beginning"
+    end = f"before {until.astimezone():%Y-%m-%d %H:%M}" if until else "now"
+    return f"{start} to {end}"
+
+
+def _period_line(scope: ReportScope, summary: YieldSummary) -> str:
+    """The period asked for, and when the units in it actually started."""
+    if summary.first_started is None or summary.last_started is None:
+        span = "no unit started"
+    else:
+        first, last = summary.first_started.astimezone(), summary.last_started.astimezone()
+        end = f"{last:%H:%M}" if last.date() == first.date() else f"{last:%Y-%m-%d %H:%M}"
+        span = f"{first:%Y-%m-%d %H:%M} to {end}"
+    if scope.since is None and scope.until is None:
+        return f"{span} (first to last unit started)"
+    return f"{_period_text(scope.since, scope.until)} (units started {span})"
+
+
+def _utc_offset(moment: datetime) -> str:
+    offset = moment.utcoffset() or timedelta()
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _count(value: int) -> str:
+    # No-break spaces group the thousands (1 000 000), the way both the plant and the spreadsheets read them.
+    return f"{value:,}".replace(",", "\u00a0")
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f} %"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, seconds = divmod(round(value), 60)
+    return f"{minutes} min {seconds:02d} s"
+
+
+def _edge_label(seconds: float) -> str:
+    return f"{seconds:.0f}" if abs(seconds - round(seconds)) < 1e-6 else f"{seconds:g}"
+
+
+def _count_axis(value: int) -> tuple[int, int]:
+    """A round grid step (1, 2, 5 × 10^k) and how many steps (at most 5) reach ``value``."""
+    for exponent in range(0, 12):
+        for multiple in (1, 2, 5):
+            step = multiple * 10**exponent
+            if step * 5 >= value:
+                return step, max(1, math.ceil(value / step))
+    raise ValueError(f"{value} runs do not fit an axis")
+
+
+# ------------------------------------------------------------------------------------------- files
+
+
+def write_text_atomically(path: Path, write: Callable[[TextIO], int]) -> int:
+    """Write a text file through a temporary file, fsync and rename; return what ``write`` returns."""
+    path = _checked_destination(path)
+    directory = path.parent
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            result = write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        # An export is meant to be handed on; it holds no secrets (see station.audit.EXPORT_FIELDS).
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    # The rename itself must reach the disk too, or a power cut could bring back the old file.
+    directory_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directory_fd)
+    finally:
+        os.close(directory_fd)
+    return result
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote: how many units (for a PDF: in its table) and, for a PDF, its pages."""
+
+    path: Path
+    units: int
+    pages: int | None = None
+
+
+def export_to_file(
+    audit: AuditLog,
+    path: Path,
+    *,
+    fmt: str,
+    filters: UnitFilter | None = None,
+    station: str = "",
+    include_steps: bool = False,
+) -> ExportResult:
+    """Export the units matching ``filters`` to ``path`` as csv, jsonl or pdf, atomically.
+
+    For a pdf, the report's scope is the filters' period and batch, and ``filters.result`` narrows its unit table;
+    the other filters (serial prefix, operator, …) do not apply to a report.
+    """
+    filters = filters or UnitFilter()
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(EXPORT_FORMATS)}, not {fmt!r}")
+    if include_steps and fmt != "jsonl":
+        raise StationError(
+            "Step summaries are for the JSON Lines export only; CSV and PDF have one row per unit."
+        )
+    if fmt == "pdf":
+        scope = ReportScope(
+            since=filters.since, until=filters.until, batch=filters.batch, result=filters.result
+        )
+        report = render_report(audit, scope, station=station)
+        destination = _checked_destination(path)
+        try:
+            write_file_atomically(destination, report.pdf, mode=0o644, replace=True)
+        except OSError as exc:
+            raise StationError(
+                f"Could not write {destination} ({exc.strerror}) — check that the folder is writable, then try again."
+            ) from None
+        return ExportResult(destination, report.units_in_table, report.pages)
+    narrowed = filters
+
+    def write(out: TextIO) -> int:
+        if fmt == "csv":
+            return audit.export_csv(
+                out,
+                serial_prefix=narrowed.serial_prefix,
+                result=narrowed.result,
+                operator=narrowed.operator,
+                batch=narrowed.batch,
+                fixture=narrowed.fixture,
+                failed_step=narrowed.failed_step,
+                station=narrowed.station,
+                since=narrowed.since,
+                until=narrowed.until,
+            )
+        return audit.export_jsonl(
+            out,
+            serial_prefix=narrowed.serial_prefix,
+            result=narrowed.result,
+            operator=narrowed.operator,
+            batch=narrowed.batch,
+            fixture=narrowed.fixture,
+            failed_step=narrowed.failed_step,
+            station=narrowed.station,
+            since=narrowed.since,
+            until=narrowed.until,
+            include_steps=include_steps,
+        )
+
+    count = write_text_atomically(path, write)
+    return ExportResult(path.expanduser(), count)
+
+
+def _checked_destination(path: Path) -> Path:
+    path = path.expanduser()
+    directory = path.parent
+    if not directory.is_dir():
+        raise StationError(
+            f"Cannot write {path}: the folder {directory} does not exist. Create it or pick another."
+        )
+    if path.is_dir():
+        raise StationError(
+            f"Cannot write {path}: it is a folder. Give a file name, e.g. {path / 'units.csv'}."
+        )
+    return path
