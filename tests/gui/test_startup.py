@@ -1,0 +1,100 @@
+"""Starting the station: no display is explained (exit 2), a missing CA is explained, a wrong CA
+passphrase is said to be wrong and asked again, and a real process reaches "ready to scan"."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from argparse import Namespace
+
+import pytest
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from station.cli.gui import display_available, gui_argv
+from tests.gui.conftest import PASSPHRASE
+from ui.app import unlock_ca
+from ui.dialogs import PassphraseDialog
+
+pytestmark = pytest.mark.gui
+
+PROCESS_TIMEOUT_S = 60
+
+
+def without_display() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+
+
+@pytest.mark.parametrize("command", [["station", "--home", "{home}", "gui"], ["ui.app", "--home", "{home}"]])
+def test_without_a_display_the_gui_explains_how_to_run_headless_and_exits_2(tmp_path, command):
+    argv = [sys.executable, "-m", *(word.format(home=tmp_path) for word in command)]
+    done = subprocess.run(argv, env=without_display(), capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S)
+    assert done.returncode == 2, done.stderr
+    assert "xvfb-run -a station-gui" in done.stderr and "QT_QPA_PLATFORM=offscreen" in done.stderr
+
+
+def test_station_gui_starts_the_window_with_the_same_home_and_never_imports_qt(tmp_path):
+    argv = gui_argv(Namespace(home=str(tmp_path), fixtures="/etc/fx.toml"))
+    assert argv == [sys.executable, "-m", "ui.app", "--home", str(tmp_path), "--fixtures", "/etc/fx.toml"]
+    assert display_available({"QT_QPA_PLATFORM": "offscreen"}) and display_available({"DISPLAY": ":99"})
+    assert not display_available({}) and not display_available({"QT_QPA_PLATFORM": "xcb"})
+    assert not display_available({"QT_QPA_PLATFORM": "wayland", "DISPLAY": ":99"})
+    probe = ("import sys, station.cli.gui; "
+             "sys.exit(any(m.split('.')[0] in ('PySide6', 'shiboken6', 'ui') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", probe], timeout=PROCESS_TIMEOUT_S).returncode == 0
+
+
+def test_a_wrong_passphrase_is_said_to_be_wrong_and_asked_again(qtbot, sim_home, station_ca):
+    dialog = PassphraseDialog(sim_home.ca_dir)
+    qtbot.addWidget(dialog)
+    dialog.open()
+    qtbot.keyClicks(dialog.field, "not the passphrase")
+    dialog.unlock_button.click()
+    assert dialog.isVisible() and dialog.ca is None
+    assert "passphrase is wrong" in dialog.problem.text()
+    assert dialog.field.text() == ""  # never left lying in the field
+    with qtbot.waitSignal(dialog.accepted, timeout=5000):
+        qtbot.keyClicks(dialog.field, PASSPHRASE)
+        dialog.unlock_button.click()
+    assert dialog.ca is not None
+
+
+def test_a_wrong_passphrase_in_the_environment_falls_back_to_the_dialog(qtbot, sim_home, station_ca, monkeypatch):
+    monkeypatch.setenv("STATION_CA_PASSPHRASE", "stale passphrase")
+    seen = []
+
+    def answer() -> None:
+        dialog = QApplication.activeModalWidget()
+        assert isinstance(dialog, PassphraseDialog)
+        seen.append(dialog.problem.text())
+        dialog.field.setText(PASSPHRASE)
+        dialog.unlock_button.click()
+
+    QTimer.singleShot(200, answer)
+    ca = unlock_ca(sim_home)
+    assert ca is not None
+    assert "STATION_CA_PASSPHRASE was not accepted" in seen[0]
+
+
+def test_a_station_without_a_ca_explains_station_ca_init(qtbot, sim_home):
+    seen = []
+
+    def answer() -> None:
+        box = QApplication.activeModalWidget()
+        assert isinstance(box, QMessageBox)
+        seen.append(box.informativeText())
+        quit_button = next(b for b in box.buttons() if "Quit" in b.text())
+        quit_button.click()
+
+    QTimer.singleShot(200, answer)
+    assert unlock_ca(sim_home) is None
+    assert f"station --home {sim_home.root} ca init" in seen[0]
+
+
+def test_a_real_process_starts_signs_in_and_is_ready_to_scan(sim_home, station_ca):
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", STATION_CA_PASSPHRASE=PASSPHRASE)
+    done = subprocess.run([sys.executable, "-m", "ui.app", "--home", str(sim_home.root), "--probe-startup", "alice"],
+                          env=env, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    assert "ready-to-scan" in done.stdout and "scan-focused=True" in done.stdout

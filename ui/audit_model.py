@@ -1,0 +1,243 @@
+"""The audit view's table of units: read from the audit log a page at a time, as the view scrolls.
+
+The model never holds more units than the view has scrolled through, and never runs SQL itself: it asks
+:meth:`station.audit.AuditLog.units_page` for the next page (filtered and sorted in SQL, on indexed columns) when
+Qt's view asks :meth:`canFetchMore` / :meth:`fetchMore`. A filter or sort change drops the rows and reads the first
+page again, so answering it costs one indexed query whatever the size of the log.
+
+Errors never escape into Qt: a failed read is reported through :attr:`AuditTableModel.failed` and the table keeps
+what it had.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
+from PySide6.QtGui import QColor
+
+from station.audit import AuditLog, Unit, UnitFilter
+from station.errors import StationError
+from ui.style import AMBER, BLUE, GREEN, GREY, RED
+
+# Rows read per query: a screenful several times over, small enough that a page costs milliseconds.
+PAGE_SIZE = 200
+
+UNIT_ROLE = Qt.ItemDataRole.UserRole + 1
+
+Index = QModelIndex | QPersistentModelIndex
+
+STATE_COLORS = {"passed": GREEN, "failed": RED, "aborted": AMBER, "running": BLUE, "superseded": GREY}
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    # The AuditLog.units_page order_by key, or None when the column cannot be sorted in SQL on an index.
+    sort_key: str | None
+    text: Callable[[Unit], str]
+
+
+def _local(unit: Unit) -> str:
+    return unit.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(unit: Unit) -> str:
+    seconds = unit.duration_s
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def _certificate(unit: Unit) -> str:
+    if unit.certificate_serial is None:
+        return ""
+    return f"{unit.certificate_serial} (revoked)" if unit.certificate_revoked_at else unit.certificate_serial
+
+
+COLUMNS = (
+    Column("Unit", "id", lambda u: str(u.id)),
+    Column("Serial", "serial", lambda u: u.serial),
+    Column("Result", "state", lambda u: u.state),
+    Column("Failed step", "failed_step", lambda u: u.failed_step or ""),
+    Column("Operator", "operator", lambda u: u.operator),
+    Column("Batch", "batch", lambda u: u.batch or ""),
+    Column("Fixture", "fixture", lambda u: u.fixture or ""),
+    Column("Station", "station", lambda u: u.station),
+    Column("Started", "started_at", _local),
+    Column("Duration", None, _duration),
+    Column("Certificate", None, _certificate),
+)
+
+
+class AuditTableModel(QAbstractTableModel):
+    """Units matching the current filters, newest first unless sorted otherwise, fetched lazily in pages.
+
+    ``max_rows`` caps how many units the model ever shows (the technician's "last 50"); ``fixed`` holds filters
+    that :meth:`set_filters` cannot widen (the technician's own station).
+    """
+
+    failed = Signal(str)  # a read failed: what to tell the person
+    refreshed = Signal()  # the rows were dropped and the first page read again
+
+    def __init__(
+        self,
+        audit: AuditLog,
+        *,
+        page_size: int = PAGE_SIZE,
+        max_rows: int | None = None,
+        fixed: UnitFilter | None = None,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        self._audit = audit
+        self._page_size = page_size
+        self._max_rows = max_rows
+        self._fixed = fixed or UnitFilter()
+        self._filters = self._fixed
+        self._order_by = "id"
+        self._descending = True
+        self._units: list[Unit] = []
+        self._exhausted = True
+
+    # -------------------------------------------------------------------------------- what to show
+
+    @property
+    def filters(self) -> UnitFilter:
+        """The filters in effect, the fixed ones included."""
+        return self._filters
+
+    @property
+    def order(self) -> tuple[str, bool]:
+        """(order_by key, descending)."""
+        return self._order_by, self._descending
+
+    def set_filters(self, filters: UnitFilter) -> None:
+        """Show the units matching ``filters`` (the fixed filters still apply) from the first page."""
+        fixed = {name: value for name, value in vars(self._fixed).items() if value is not None}
+        self._filters = replace(filters, **fixed)
+        self.refresh()
+
+    def set_order(self, order_by: str, *, descending: bool) -> None:
+        self._order_by, self._descending = order_by, descending
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Drop the rows and read the first page again (new units appear, revocations show)."""
+        self.beginResetModel()
+        self._units = []
+        self._exhausted = False
+        self.endResetModel()
+        self._fetch_page()
+        self.refreshed.emit()
+
+    def unit_at(self, row: int) -> Unit | None:
+        return self._units[row] if 0 <= row < len(self._units) else None
+
+    def row_of(self, unit_id: int) -> int | None:
+        return next((row for row, unit in enumerate(self._units) if unit.id == unit_id), None)
+
+    def replace_unit(self, unit: Unit) -> None:
+        """Show a re-read unit in place (after a revocation), without refetching the pages."""
+        row = self.row_of(unit.id)
+        if row is not None:
+            self._units[row] = unit
+            self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
+
+    # ------------------------------------------------------------------------------ Qt's interface
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008, N802 - Qt's signature
+        return 0 if parent.isValid() else len(self._units)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008, N802 - Qt's signature
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> object:
+        unit = self.unit_at(index.row()) if index.isValid() else None
+        if unit is None:
+            return None
+        column = COLUMNS[index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return column.text(unit)
+        if role == UNIT_ROLE:
+            return unit
+        if role == Qt.ItemDataRole.ForegroundRole and column.sort_key == "state":
+            return QColor(STATE_COLORS.get(unit.state, GREY))
+        if (
+            role == Qt.ItemDataRole.ToolTipRole
+            and column.sort_key in ("state", "failed_step")
+            and unit.message
+        ):
+            return unit.message
+        if role == Qt.ItemDataRole.TextAlignmentRole and column.title in ("Unit", "Duration"):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def headerData(  # noqa: N802 - Qt's name
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> object:
+        if orientation == Qt.Orientation.Horizontal and 0 <= section < len(COLUMNS):
+            if role == Qt.ItemDataRole.DisplayRole:
+                return COLUMNS[section].title
+            if role == Qt.ItemDataRole.ToolTipRole and COLUMNS[section].sort_key is None:
+                return "This column cannot be sorted"
+        return None
+
+    def canFetchMore(self, parent: Index = QModelIndex()) -> bool:  # noqa: B008, N802 - Qt's signature
+        if parent.isValid() or self._exhausted:
+            return False
+        return self._max_rows is None or len(self._units) < self._max_rows
+
+    def fetchMore(self, parent: Index = QModelIndex()) -> None:  # noqa: B008, N802 - Qt's signature
+        if self.canFetchMore(parent):
+            self._fetch_page()
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        """Sort in SQL on the column's index; columns without one (duration, certificate) are not sortable."""
+        key = COLUMNS[column].sort_key if 0 <= column < len(COLUMNS) else None
+        if key is None:
+            return
+        self.set_order(key, descending=order == Qt.SortOrder.DescendingOrder)
+
+    def sortable(self, column: int) -> bool:
+        return 0 <= column < len(COLUMNS) and COLUMNS[column].sort_key is not None
+
+    # ------------------------------------------------------------------------------------ reading
+
+    def _fetch_page(self) -> None:
+        limit = self._page_size
+        if self._max_rows is not None:
+            limit = min(limit, self._max_rows - len(self._units))
+        if limit <= 0:
+            self._exhausted = True
+            return
+        try:
+            page = self._audit.units_page(
+                offset=len(self._units),
+                limit=limit,
+                order_by=self._order_by,
+                descending=self._descending,
+                filters=self._filters,
+            )
+        except (StationError, ValueError, OSError) as exc:
+            # Stop asking until the next refresh: a view scrolled to the end would otherwise retry forever.
+            self._exhausted = True
+            self.failed.emit(f"Could not read the audit log: {exc}")
+            return
+        except Exception as exc:  # noqa: BLE001 - sqlite3 errors and the like: reported, never raised into Qt
+            self._exhausted = True
+            self.failed.emit(f"Could not read the audit log ({type(exc).__name__}: {exc})")
+            return
+        if len(page) < limit:
+            self._exhausted = True
+        if page:
+            first = len(self._units)
+            self.beginInsertRows(QModelIndex(), first, first + len(page) - 1)
+            self._units.extend(page)
+            self.endInsertRows()

@@ -1,0 +1,168 @@
+"""Dialogs: the CA passphrase at start, "no CA yet", and the admin PIN in front of the settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from station.admin import AdminLock
+from station.errors import StationError
+from station.pki import CA_FILES, CertificateAuthority
+from ui.bridge import TaskPool
+from ui.style import RED, emphasise
+
+
+def _message_label(parent: QWidget) -> QLabel:
+    label = QLabel(parent)
+    label.setTextFormat(Qt.TextFormat.PlainText)  # messages from the core are never markup
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return label
+
+
+class PassphraseDialog(QDialog):
+    """Asks for the CA passphrase until it opens the CA, or the technician quits."""
+
+    def __init__(self, ca_dir: Path, *, problem: str | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ca_dir = ca_dir
+        self.ca: CertificateAuthority | None = None
+        self.setWindowTitle("Unlock the station's CA")
+        self.setMinimumWidth(520)
+        layout = QVBoxLayout(self)
+        intro = _message_label(self)
+        intro.setText(
+            "The station signs each board's certificate with its CA, whose key is encrypted.\n"
+            "Type the CA passphrase. It is asked once and kept in memory only, until the window closes."
+        )
+        layout.addWidget(intro)
+        prompt = QLabel("CA &passphrase:", self)
+        self.field = QLineEdit(self)
+        self.field.setEchoMode(QLineEdit.EchoMode.Password)
+        self.field.setAccessibleName("CA passphrase")
+        prompt.setBuddy(self.field)
+        layout.addWidget(prompt)
+        layout.addWidget(self.field)
+        self.problem = _message_label(self)
+        emphasise(self.problem, RED)
+        layout.addWidget(self.problem)
+        self.show_problem(problem)
+        buttons = QDialogButtonBox(self)
+        self.unlock_button = buttons.addButton("&Unlock", QDialogButtonBox.ButtonRole.AcceptRole)
+        buttons.addButton("&Quit", QDialogButtonBox.ButtonRole.RejectRole)
+        self.unlock_button.setDefault(True)
+        buttons.accepted.connect(self.try_unlock)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.field.setFocus()
+
+    def show_problem(self, problem: str | None) -> None:
+        self.problem.setText(f"✗ {problem}" if problem else "")
+        self.problem.setVisible(bool(problem))
+
+    def try_unlock(self) -> None:
+        passphrase = self.field.text().encode()
+        self.field.clear()
+        if not passphrase:
+            self.show_problem("No passphrase typed — type the CA passphrase, then press Enter.")
+            return
+        try:
+            # Decrypting the key takes about a millisecond: fine on the GUI thread.
+            self.ca = CertificateAuthority.load(self.ca_dir, passphrase=passphrase)
+        except StationError as exc:
+            self.show_problem(f"Not unlocked: {exc}")
+            self.field.setFocus()
+            return
+        self.accept()
+
+
+def ca_exists(ca_dir: Path) -> bool:
+    return any((ca_dir / name).exists() for name in CA_FILES)
+
+
+def explain_missing_ca(home_root: Path, parent: QWidget | None = None) -> bool:
+    """Tell the technician there is no CA and how to make one; True if they want to check again."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Warning)
+    box.setWindowTitle("No CA on this station")
+    box.setText("This station has no certificate authority yet, so it cannot enrol boards.")
+    box.setInformativeText(
+        "An administrator creates it once, in a terminal:\n\n"
+        f"    station --home {home_root} ca init\n\n"
+        "Then press Check again (or start the station again)."
+    )
+    again = box.addButton("&Check again", QMessageBox.ButtonRole.AcceptRole)
+    box.addButton("&Quit", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(again)
+    box.exec()
+    return box.clickedButton() is again
+
+
+class AdminPinDialog(QDialog):
+    """Asks for the admin PIN; the PIN is checked on a worker (PBKDF2 takes ~0.15 s)."""
+
+    unlocked = Signal()
+
+    def __init__(self, lock: AdminLock, pool: TaskPool, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._lock = lock
+        self._pool = pool
+        self.setWindowTitle("Administrator")
+        self.setMinimumWidth(440)
+        layout = QVBoxLayout(self)
+        intro = _message_label(self)
+        intro.setText("Station settings are for administrators. Type the admin PIN to change them.")
+        layout.addWidget(intro)
+        prompt = QLabel("Admin &PIN:", self)
+        self.field = QLineEdit(self)
+        self.field.setEchoMode(QLineEdit.EchoMode.Password)
+        self.field.setAccessibleName("Admin PIN")
+        prompt.setBuddy(self.field)
+        layout.addWidget(prompt)
+        layout.addWidget(self.field)
+        self.problem = _message_label(self)
+        emphasise(self.problem, RED)
+        self.problem.hide()
+        layout.addWidget(self.problem)
+        buttons = QDialogButtonBox(self)
+        self.unlock_button: QPushButton = buttons.addButton("&Unlock", QDialogButtonBox.ButtonRole.AcceptRole)
+        buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
+        self.unlock_button.setDefault(True)
+        buttons.accepted.connect(self.check)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.field.setFocus()
+
+    def check(self) -> None:
+        pin = self.field.text()
+        self.field.clear()
+        self.unlock_button.setEnabled(False)
+        self.field.setEnabled(False)
+        self.problem.setText("Checking…")
+        emphasise(self.problem, None, bold=False)
+        self.problem.show()
+        self._pool.submit(lambda: self._lock.unlock(pin), self._accepted, self._refused)
+
+    def _accepted(self, _value: object) -> None:
+        self.unlocked.emit()
+        self.accept()
+
+    def _refused(self, error: BaseException) -> None:
+        text = str(error) if isinstance(error, StationError) else f"the PIN could not be checked ({error!r})"
+        self.problem.setText(f"✗ Refused: {text}")
+        emphasise(self.problem, RED)
+        self.problem.show()
+        self.unlock_button.setEnabled(True)
+        self.field.setEnabled(True)
+        self.field.setFocus()

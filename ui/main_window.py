@@ -1,0 +1,814 @@
+"""The technician's window: sign in, pick the fixture, scan, Provision, watch the steps, read the
+verdict, print the label.
+
+The window only watches :class:`~station.flow.FlowEvent` values (through :mod:`ui.bridge`) and sends
+commands (start, abort, resume).  Every decision — is this serial valid, which profile, what the
+label says, is this PIN right — is the core's.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShortcut, QShowEvent
+from PySide6.QtPrintSupport import QPrintDialog, QPrinter
+from PySide6.QtWidgets import (
+    QApplication,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from station.admin import AdminLock, operator_name, pin_is_set
+from station.config import Fixture
+from station.errors import StationError
+from station.flow import FlowEvent
+from station.label import LabelSheet, build_label, label_layout, lay_out
+from station.masking import Masker
+from station.pki import CertificateAuthority
+from station.steps import STEPS
+from ui.bridge import (
+    FixtureProber,
+    ProbeResult,
+    StationParts,
+    TaskPool,
+    UnitOutcome,
+    UnitPlan,
+    UnitRequest,
+    UnitRunner,
+)
+from ui.dialogs import AdminPinDialog
+from ui.label import LabelPreview, configure_printer, print_label, save_label_pdf
+from ui.progress import UnitProgress
+from ui.session import Session
+from ui.settings import SettingsDialog
+from ui.style import GREEN, LARGE_FONT_FACTOR, RED, base_font, emphasise, monospace_font
+from ui.widgets import FixtureTable, ResultPanel, ScanField, StepList
+
+# How long closing the window waits for a cancelled unit to wind down before closing anyway.
+CLOSE_WAIT_S = 20.0
+# Refresh of the running step's clock, the progress bar and the time left.
+TICK_MS = 250
+LOG_MAX_LINES = 5000
+POOL_SHUTDOWN_MS = 3000
+# Keys typed anywhere in the window that belong in the scan field (what a serial can contain).
+_SERIAL_KEY = re.compile(r"[A-Za-z0-9._:/+-]")
+
+# Units still winding down after their window closed (kept referenced so Qt does not destroy a running thread).
+_LINGERING: list[UnitRunner] = []
+
+
+def drain_lingering(timeout_ms: int) -> bool:
+    """Cancel units whose window closed before they stopped and wait for them (bounded).
+
+    True if none is left running (a QThread still running when Python exits aborts the process)."""
+    for runner in list(_LINGERING):
+        runner.abort()
+        if not runner.wait(timeout_ms):
+            return False
+    return True
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+class MainWindow(QMainWindow):
+    """One station screen: one board at a time, on the fixture selected."""
+
+    ready = Signal()  # signed in, the scan field shown and focused
+    unit_finished = Signal(object)  # UnitOutcome, once the window shows it
+
+    def __init__(self, session: Session, ca: CertificateAuthority, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.operator: str | None = None
+        self.serial: str | None = None  # the serial accepted from the scan field
+        self.progress: UnitProgress | None = None
+        self.outcome: UnitOutcome | None = None
+        self.request: UnitRequest | None = None
+        self.sheet: LabelSheet | None = None
+        self._masker = Masker(())
+        self._unit_began = 0.0
+        self._unit_active = False  # from start until the outcome is shown (the thread may take a moment longer)
+        self._closing = False
+        self._started_probing = False
+        self.pool = TaskPool(self)
+        self.prober = FixtureProber(self.pool, self)
+        self.runner = UnitRunner(StationParts(session.home, session.config, ca, session.audit), self)
+        self.admin_lock = AdminLock(session.home)
+        self._tick = QTimer(self)
+        self._tick.setInterval(TICK_MS)
+        self._tick.timeout.connect(self._refresh_running)
+        self._close_deadline = QTimer(self)
+        self._close_deadline.setSingleShot(True)
+        self._close_deadline.timeout.connect(self._close_anyway)
+
+        self.setWindowTitle(f"Welma provisioning station — {session.config.name}")
+        self.resize(1280, 800)
+        self.pages = QStackedWidget(self)
+        self.setCentralWidget(self.pages)
+        self.sign_in_page = self._build_sign_in()
+        self.station_page = self._build_station()
+        self.pages.addWidget(self.sign_in_page)
+        self.pages.addWidget(self.station_page)
+        self._build_shortcuts()
+        self.status = QLabel(self)
+        self.statusBar().addPermanentWidget(self.status, 1)
+
+        self.prober.probed.connect(self._on_probe)
+        self.runner.flow_event.connect(self._on_event)
+        self.runner.planned.connect(self._on_plan)
+        self.runner.finished.connect(self._on_finished)
+        self.runner.idle.connect(self._on_idle)
+        self.apply_settings()
+        self._update_buttons()
+
+    # -- building ---------------------------------------------------------------------------
+
+    def _build_sign_in(self) -> QWidget:
+        page = QWidget(self)
+        outer = QVBoxLayout(page)
+        outer.addStretch(2)
+        box = QWidget(page)
+        box.setMaximumWidth(560)
+        layout = QVBoxLayout(box)
+        self.title_label = QLabel("Welma provisioning station", box)
+        layout.addWidget(self.title_label)
+        layout.addWidget(QLabel(f"Station {self.session.config.name}", box))
+        layout.addSpacing(16)
+        prompt = QLabel("Sign in before provisioning: type your &name or scan your badge, then press Enter.", box)
+        prompt.setWordWrap(True)
+        layout.addWidget(prompt)
+        self.operator_field = QLineEdit(box)
+        self.operator_field.setAccessibleName("Operator name or badge")
+        self.operator_field.setPlaceholderText("Operator name or badge")
+        self.operator_field.returnPressed.connect(self.sign_in_from_field)
+        prompt.setBuddy(self.operator_field)
+        layout.addWidget(self.operator_field)
+        self.sign_in_button = QPushButton("&Sign in", box)
+        self.sign_in_button.clicked.connect(self.sign_in_from_field)
+        layout.addWidget(self.sign_in_button, 0, Qt.AlignmentFlag.AlignLeft)
+        self.sign_in_problem = QLabel(box)
+        self.sign_in_problem.setTextFormat(Qt.TextFormat.PlainText)
+        self.sign_in_problem.setWordWrap(True)
+        emphasise(self.sign_in_problem, RED)
+        layout.addWidget(self.sign_in_problem)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(box, 3)
+        row.addStretch(1)
+        outer.addLayout(row)
+        outer.addStretch(3)
+        return page
+
+    def _build_station(self) -> QWidget:
+        page = QWidget(self)
+        outer = QVBoxLayout(page)
+        outer.setContentsMargins(10, 6, 10, 6)
+
+        top = QHBoxLayout()
+        self.heading_label = QLabel(f"Welma provisioning station — {self.session.config.name}", page)
+        top.addWidget(self.heading_label)
+        top.addStretch(1)
+        self.operator_label = QLabel(page)
+        top.addWidget(self.operator_label)
+        self.settings_button = QPushButton("Se&ttings… (Ctrl+,)", page)
+        self.settings_button.clicked.connect(self.open_settings)
+        self.sign_out_button = QPushButton("Sign &out (Ctrl+L)", page)
+        self.sign_out_button.clicked.connect(self.sign_out)
+        top.addWidget(self.settings_button)
+        top.addWidget(self.sign_out_button)
+        outer.addLayout(top)
+
+        upper = QWidget(page)
+        outer.addWidget(upper, 1)
+        columns = QHBoxLayout(upper)
+        columns.setContentsMargins(0, 0, 0, 0)
+
+        left = QVBoxLayout()
+        columns.addLayout(left, 0)
+        fixture_label = QLabel("&Fixture (where the board is connected):", upper)
+        self.fixtures = FixtureTable(upper)
+        fixture_label.setBuddy(self.fixtures)
+        self.fixtures.setMinimumWidth(440)
+        self.fixtures.setMaximumHeight(150)
+        self.fixtures.itemSelectionChanged.connect(self._on_fixture_changed)
+        self.fixtures.activated.connect(lambda _index: self.focus_scan())
+        left.addWidget(fixture_label)
+        left.addWidget(self.fixtures)
+        serial_label = QLabel("&Serial (scan the board's label, or type it and press Enter):", upper)
+        self.scan = ScanField(upper)
+        self.scan.setAccessibleName("Serial")
+        self.scan.setPlaceholderText("scan the serial label")
+        self.scan.submitted.connect(self._on_scanned)
+        serial_label.setBuddy(self.scan)
+        left.addWidget(serial_label)
+        left.addWidget(self.scan)
+        self.scan_feedback = QLabel(upper)
+        self.scan_feedback.setTextFormat(Qt.TextFormat.RichText)
+        self.scan_feedback.setWordWrap(True)
+        self.scan_feedback.setMinimumHeight(40)
+        left.addWidget(self.scan_feedback)
+        buttons = QHBoxLayout()
+        self.provision_button = QPushButton("&Provision (Enter)", upper)
+        self.provision_button.clicked.connect(lambda: self.provision())
+        self.retry_button = QPushButton("&Retry (F5)", upper)
+        self.retry_button.clicked.connect(self.retry)
+        self.abort_button = QPushButton("A&bort (Esc)", upper)
+        self.abort_button.clicked.connect(self.abort)
+        for button in (self.provision_button, self.retry_button, self.abort_button):
+            button.setMinimumHeight(40)
+            buttons.addWidget(button)
+        left.addLayout(buttons)
+        self.mode_label = QLabel(upper)
+        self.mode_label.setWordWrap(True)
+        left.addWidget(self.mode_label)
+
+        label_box = QGroupBox("Label", upper)
+        label_layout_ = QVBoxLayout(label_box)
+        self.label_preview = LabelPreview(label_box)
+        label_layout_.addWidget(self.label_preview)
+        label_buttons = QHBoxLayout()
+        self.print_button = QPushButton("Pr&int label… (Ctrl+P)", label_box)
+        self.print_button.clicked.connect(self.print_label)
+        self.pdf_button = QPushButton("Save as P&DF… (Ctrl+Shift+S)", label_box)
+        self.pdf_button.clicked.connect(self.save_label_dialog)
+        label_buttons.addWidget(self.print_button)
+        label_buttons.addWidget(self.pdf_button)
+        label_layout_.addLayout(label_buttons)
+        left.addWidget(label_box)
+        left.addStretch(1)
+
+        right = QVBoxLayout()
+        columns.addLayout(right, 1)
+        self.result = ResultPanel(upper)
+        self.result.setMinimumHeight(150)
+        right.addWidget(self.result)
+        progress_row = QHBoxLayout()
+        self.progress_bar = QProgressBar(upper)
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("")
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setAccessibleName("Progress")
+        self.eta_label = QLabel(upper)
+        self.eta_label.setMinimumWidth(260)
+        progress_row.addWidget(self.progress_bar, 1)
+        progress_row.addWidget(self.eta_label)
+        right.addLayout(progress_row)
+        # Steps above, device log below; the technician can move the divider.
+        splitter = QSplitter(Qt.Orientation.Vertical, upper)
+        splitter.setChildrenCollapsible(False)
+        right.addWidget(splitter, 1)
+        self.steps = StepList(splitter)
+        log_box = QWidget(splitter)
+        log_layout = QVBoxLayout(log_box)
+        log_layout.setContentsMargins(0, 0, 0, 0)
+        log_title = QLabel("Device &log (PINs masked):", log_box)
+        self.log = QPlainTextEdit(log_box)
+        self.log.setReadOnly(True)
+        self.log.setTabChangesFocus(True)
+        self.log.setMaximumBlockCount(LOG_MAX_LINES)
+        self.log.setAccessibleName("Device log")
+        self.log.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        log_title.setBuddy(self.log)
+        log_layout.addWidget(log_title)
+        log_layout.addWidget(self.log)
+        splitter.addWidget(self.steps)
+        splitter.addWidget(log_box)
+        splitter.setStretchFactor(0, 0)
+        splitter.setStretchFactor(1, 1)
+        self.splitter = splitter
+
+        order = [self.scan, self.provision_button, self.retry_button, self.abort_button, self.fixtures,
+                 self.print_button, self.pdf_button, self.log, self.settings_button, self.sign_out_button]
+        for first, second in zip(order, order[1:], strict=False):
+            QWidget.setTabOrder(first, second)
+        return page
+
+    def _build_shortcuts(self) -> None:
+        bindings: list[tuple[str, Callable[[], object]]] = [
+            ("F5", self.retry),
+            ("Esc", self.abort),
+            ("Ctrl+Return", self.provision),
+            ("Ctrl+Enter", self.provision),
+            ("Ctrl+P", self.print_label),
+            ("Ctrl+Shift+S", self.save_label_dialog),
+            ("Ctrl+,", self.open_settings),
+            ("Ctrl+L", self.sign_out),
+            ("F6", self.focus_scan),
+        ]
+        self.shortcuts: dict[str, QShortcut] = {}
+        for key, action in bindings:
+            shortcut = QShortcut(QKeySequence(key), self)
+            shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+            shortcut.activated.connect(action)
+            self.shortcuts[key] = shortcut
+
+    # -- settings -------------------------------------------------------------------------------
+
+    def apply_settings(self) -> None:
+        """Use the administrator's current settings (font, fixtures, profile, label stock)."""
+        settings = self.session.settings
+        factor = LARGE_FONT_FACTOR if settings.large_font else 1.0
+        # Both the application's font (dialogs, widgets made later) and the window's (its widgets now).
+        font = base_font(settings.large_font)
+        QApplication.setFont(font)
+        self.setFont(font)
+        self.fixtures.horizontalHeader().setFont(font)  # item-view headers keep the font they were made with
+        self.result.set_scale(factor)
+        self.scan.setFont(monospace_font(18 * factor))
+        emphasise(self.title_label, point_size=22 * factor)
+        emphasise(self.heading_label, point_size=13 * factor)
+        self.log.setFont(monospace_font(9 * factor))
+        if self.progress is not None:  # step rows carry their own (bold or not) fonts
+            for step in self.progress.steps:
+                self.steps.show_step(step)
+        selected = self.fixtures.selected_name()
+        self.fixtures.set_fixtures(self.session.fixtures.fixtures, selected)
+        self.prober.set_fixtures(self.session.fixtures.fixtures)
+        if self._started_probing:
+            self.prober.probe_now()
+        source = self.session.fixtures
+        self.status.setText(
+            f"Fixtures: {source.origin}   ·   Label stock: {label_layout(settings.label_layout).title}"
+            "   ·   Settings are locked (administrator PIN)"
+        )
+        self.status.setToolTip(f"Fixtures file: {source.path}" if source.path else "")
+        self._show_mode()
+        if not source.fixtures:
+            self._feedback(
+                "No fixtures are configured — an administrator adds [[fixture]] tables to station.toml, "
+                "or starts the simulator with `station sim up`.", ok=False)
+        if self.outcome is not None and self.outcome.kind == "passed":
+            self._show_label(self.outcome)
+
+    def _show_mode(self) -> None:
+        fixture = self.current_fixture()
+        auto = self.session.settings.auto_start
+        self.mode_label.setText(
+            f"Profile: <b>{html.escape(self.session.profile_name(fixture))}</b> · Auto-start on scan: "
+            f"<b>{'on' if auto else 'off'}</b>"
+            + (" (a serial typed by hand: press Enter again)" if auto else " (press Enter again to start)")
+        )
+
+    # -- signing in -----------------------------------------------------------------------------
+
+    def sign_in_from_field(self) -> None:
+        self.sign_in(self.operator_field.text())
+
+    def sign_in(self, entry: str) -> bool:
+        try:
+            name = operator_name(entry)
+        except StationError as exc:
+            self.sign_in_problem.setText(f"✗ {exc}")
+            self.operator_field.selectAll()
+            return False
+        self.operator = name
+        self.operator_field.clear()
+        self.sign_in_problem.clear()
+        self.operator_label.setText(f"Operator: <b>{html.escape(name)}</b>")
+        self.pages.setCurrentWidget(self.station_page)
+        self._feedback(f"Signed in as {name}. Scan a board's serial label.", ok=True)
+        self._update_buttons()
+        self.focus_scan()
+        QTimer.singleShot(0, self._announce_ready)
+        return True
+
+    def _announce_ready(self) -> None:
+        if self.pages.currentWidget() is self.station_page:
+            self.ready.emit()
+
+    def sign_out(self) -> None:
+        if self.runner.running or self.operator is None:
+            return
+        self.operator = None
+        self.operator_label.clear()
+        self.pages.setCurrentWidget(self.sign_in_page)
+        self.operator_field.setFocus()
+        self._update_buttons()
+
+    # -- fixtures ---------------------------------------------------------------------------------
+
+    def current_fixture(self) -> Fixture | None:
+        name = self.fixtures.selected_name()
+        return next((f for f in self.session.fixtures.fixtures if f.name == name), None)
+
+    def select_fixture(self, name: str) -> None:
+        self.fixtures.select(name)
+
+    def _on_fixture_changed(self) -> None:
+        self._show_mode()
+        self.serial = None  # a serial is checked against the chosen fixture's profile
+
+    def _on_probe(self, result: ProbeResult) -> None:
+        self.fixtures.show_probe(result)
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        if not self._started_probing and not self._closing:
+            self._started_probing = True
+            self.prober.start()
+        if self.operator is None:
+            self.operator_field.setFocus()
+        else:
+            self.focus_scan()
+
+    # -- scanning ---------------------------------------------------------------------------------
+
+    def focus_scan(self) -> None:
+        if self.pages.currentWidget() is self.station_page:
+            self.scan.setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt's name
+        # A key no widget wanted (focus on a button, the table…): if it can be part of a serial, a
+        # scanner is typing — send it to the scan field so no label is lost.
+        text = event.text()
+        if (self.pages.currentWidget() is self.station_page and len(text) == 1 and _SERIAL_KEY.fullmatch(text)
+                and not event.modifiers() & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)):
+            if not self.scan.hasFocus():  # the first key of a scan replaces what the field held
+                self.scan.setFocus(Qt.FocusReason.OtherFocusReason)
+                self.scan.selectAll()
+            QApplication.sendEvent(self.scan, QKeyEvent(event.type(), event.key(), event.modifiers(), text))
+            return
+        super().keyPressEvent(event)
+
+    def _feedback(self, text: str, *, ok: bool, mark: str | None = None) -> None:
+        mark = mark or ("✓" if ok else "✗ Refused:")
+        colour = GREEN if ok else RED
+        self.scan_feedback.setText(
+            f"<span style='color:{colour}; font-weight:bold'>{html.escape(mark)}</span> {html.escape(text, quote=False)}")
+
+    def _on_scanned(self, text: str, burst: bool) -> None:
+        if self.runner.running:
+            self._feedback("a board is being provisioned — wait for its result, or press Esc to abort it", ok=False)
+            return
+        if self.serial is not None and text == self.serial:
+            self.provision()  # Enter a second time on an accepted serial
+            return
+        # Auto-start is for scans: a serial typed by hand is shown first and needs a second Enter.
+        if self.accept_scan(text, burst=burst) and self.session.settings.auto_start and burst:
+            self.provision()
+
+    def accept_scan(self, text: str, *, burst: bool = False) -> bool:
+        """Check the scanned serial against the fixture's profile; show why it is refused."""
+        self.serial = None
+        fixture = self.current_fixture()
+        if fixture is None:
+            self._feedback("no fixture is selected — choose the fixture the board is on (Alt+F), then scan again",
+                           ok=False)
+            return False
+        try:
+            serial = self.session.profile_for(fixture).validate_serial(text)
+        except StationError as exc:
+            self._feedback(str(exc), ok=False)
+            self.scan.selectAll()
+            return False
+        self.serial = serial
+        self.scan.selectAll()
+        auto = self.session.settings.auto_start and burst
+        start = "starting" if auto else "press Enter again (or Provision) to start"
+        self._feedback(f"serial {serial} for fixture {fixture.name} — {start}", ok=True)
+        if not self.runner.running and (self.request is None or self.request.serial != serial):
+            self._show_new_board(serial, fixture, starting=auto)
+        return True
+
+    def _show_new_board(self, serial: str, fixture: Fixture, *, starting: bool) -> None:
+        """A different board was scanned: the last board's steps, verdict and label leave the screen."""
+        self.outcome = None
+        self.request = None
+        self.sheet = None
+        self.label_preview.show_sheet(None)
+        self.log.clear()
+        try:
+            names = self.session.profile_for(fixture).step_names()
+        except StationError:
+            names = ()
+        self.progress = UnitProgress([(name, STEPS[name].title) for name in names])
+        self.steps.set_steps(self.progress.steps)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat(f"0 of {len(names)} steps")
+        self.eta_label.clear()
+        self.result.show_state("idle", f"Board {serial} on fixture {fixture.name}.",
+                               "" if starting else "press Enter to provision it.")
+        self._update_buttons()
+
+    # -- running a unit ---------------------------------------------------------------------------
+
+    def provision(self, *, resume: bool = False) -> bool:
+        """Start the scanned board (or, with ``resume``, continue the last failed one)."""
+        if self.runner.running or self._closing or self.operator is None:
+            return False
+        if resume:
+            if self.request is None:
+                return False
+            request = UnitRequest(self.request.serial, self.request.fixture, self.request.profile, self.operator,
+                                  resume=True)
+        else:
+            text = self.scan.text().strip()
+            if self.serial != text and not self.accept_scan(text):
+                return False
+            fixture = self.current_fixture()
+            if fixture is None or self.serial is None:
+                return False
+            try:
+                profile = self.session.profile_for(fixture)
+            except StationError as exc:
+                self._feedback(str(exc), ok=False)
+                return False
+            request = UnitRequest(self.serial, fixture, profile, self.operator)
+        self._start(request)
+        return True
+
+    def retry(self) -> None:
+        if self.outcome is not None and self.outcome.resumable and not self.runner.running:
+            self.provision(resume=True)
+
+    def abort(self) -> None:
+        if not self.runner.running:
+            return
+        self.runner.abort()
+        self.result.show_state("stopping", "Stopping after the command that is running now…",
+                               "wait; the unit ends failed and Retry (F5) continues it later.")
+        self._append_log("■ abort requested by the operator")
+        self._update_buttons()
+
+    def _start(self, request: UnitRequest) -> None:
+        same_board = self.progress is not None and self.request is not None and self.request.serial == request.serial
+        self.request = request
+        self.outcome = None
+        self._masker = Masker(request.profile.secrets)
+        if request.resume and same_board and self.progress is not None:
+            self.progress.reset_for_retry()
+        else:
+            self.progress = UnitProgress([(name, STEPS[name].title) for name in request.profile.step_names()])
+            self.log.clear()
+        self.steps.set_steps(self.progress.steps)
+        self.sheet = None
+        self.label_preview.show_sheet(None)
+        verb = "Resuming" if request.resume else "Provisioning"
+        self.result.show_state("running", f"{verb} board {request.serial} on fixture {request.fixture.name}…",
+                               "watch the steps; press Esc to abort.")
+        self._append_log(f"━━ {verb} {request.serial} on {request.fixture.name} ({request.fixture.device}), "
+                         f"profile {request.profile.name}, operator {request.operator}")
+        self._unit_began = time.monotonic()
+        self._unit_active = True
+        self._feedback(f"{verb.lower()} board {request.serial} on fixture {request.fixture.name}", ok=True)
+        self.runner.start(request)
+        self._tick.start()
+        self._refresh_running()
+        self._update_buttons()
+
+    def _on_plan(self, plan: UnitPlan) -> None:
+        if self.progress is None:
+            return
+        self.progress.plan(plan.eta_s)
+        for step in self.progress.steps:
+            self.steps.show_step(step)
+        self._refresh_running()
+
+    def _on_event(self, event: FlowEvent) -> None:
+        if self.progress is None:
+            return
+        changed = self.progress.apply(event, time.monotonic())
+        if changed is not None:
+            self.steps.show_step(changed)
+        if event.kind == "unit_started":
+            self._append_log(f"unit {event.unit_id}: {event.message}")
+        elif event.kind == "step_started":
+            usual = f" (usually {event.eta_s:.1f} s)" if event.eta_s else ""
+            retry = f" — try {event.attempt}" if event.attempt > 1 else ""
+            self._append_log(f"▶ [{event.index + 1}/{event.count}] {event.title}{usual}{retry}")
+            if self.result.state == "running":
+                self.result.detail.setText(
+                    f"Board {event.serial}: step {event.index + 1} of {event.count}, {event.title}.")
+        elif event.kind == "output":
+            self._append_log(event.message)
+        elif event.kind == "step_finished":
+            line = f"  {event.outcome} in {event.duration_s:.2f} s"
+            if event.outcome != "passed" and event.message:
+                line += f": {event.message.strip().splitlines()[-1]}"
+            self._append_log(line)
+
+    def _refresh_running(self) -> None:
+        progress = self.progress
+        if progress is None:
+            return
+        now = time.monotonic()
+        self.progress_bar.setValue(round(progress.fraction(now) * 1000))
+        self.progress_bar.setFormat(f"{progress.done_count()} of {len(progress.steps)} steps")
+        if not self.runner.running:
+            self.eta_label.setText("")
+            return
+        if progress.current is not None and progress.current.started_at is not None:
+            self.steps.show_running_time(progress.current, now - progress.current.started_at)
+        left = progress.remaining_s(now)
+        self.eta_label.setText(
+            "Time left: learning (no history yet)" if left is None else f"About {_duration(left)} left")
+
+    def _on_finished(self, outcome: UnitOutcome) -> None:
+        self._unit_active = False
+        self._tick.stop()
+        self.outcome = outcome
+        if self.progress is not None:
+            self.progress.finish(passed=outcome.kind == "passed")
+            for step in self.progress.steps:
+                self.steps.show_step(step)
+        self._refresh_running()
+        self.eta_label.setText(f"Took {_duration(time.monotonic() - self._unit_began)}")
+        message = self._masker(outcome.message)
+        if outcome.kind == "passed":
+            self.result.show_state("passed", f"Board {outcome.serial} is enrolled (unit {outcome.unit_id}).",
+                                   "stick the label on the board, then scan the next board.")
+            self._show_label(outcome)
+        elif outcome.kind == "refused":
+            next_step = ("press Retry (F5) to continue this board's unfinished unit from where it failed."
+                         if outcome.resumable else "nothing was done to the board; fix the cause, then scan again.")
+            if outcome.resumable and self.request is not None:
+                self.request = UnitRequest(outcome.serial, self.request.fixture, self.request.profile,
+                                           self.request.operator, resume=True)
+            self.result.show_state("refused", message, next_step)
+        else:
+            where = ""
+            if outcome.failed_step in STEPS and self.request is not None:
+                names = self.request.profile.step_names()
+                index = names.index(outcome.failed_step) + 1 if outcome.failed_step in names else 0
+                where = f"Failed at step {index} of {len(names)}, {STEPS[outcome.failed_step].title}: "
+            resume_from = STEPS[outcome.failed_step].resume_from if outcome.failed_step in STEPS else None
+            again = f" — it continues from “{STEPS[resume_from].title}”" if resume_from in STEPS else ""
+            next_step = (f"do what the message says, then press Retry (F5){again}. "
+                         "To give up on this board, set it aside and scan the next one.")
+            self.result.show_state("failed", where + message, next_step if outcome.resumable else
+                                   "set the board aside and call the line engineer with this message.")
+        self._append_log(f"━━ {outcome.kind.upper()}: {message}")
+        if outcome.kind == "passed":
+            self._feedback(f"board {outcome.serial} passed — label it, then scan the next board", ok=True)
+        else:
+            self._feedback(f"board {outcome.serial} did not pass — the reason is on the right", ok=False, mark="✗")
+        self.serial = None
+        self.scan.selectAll()
+        self._update_buttons()
+        if not self._closing:
+            self.focus_scan()
+        self.unit_finished.emit(outcome)
+
+    def _on_idle(self) -> None:
+        self._update_buttons()
+        if self._closing:
+            self.close()
+
+    def _append_log(self, text: str) -> None:
+        # The core masks device output already; a second pass guards against any PIN that slipped through.
+        bar = self.log.verticalScrollBar()
+        following = bar.value() >= bar.maximum() - 2
+        self.log.appendPlainText(self._masker(text.rstrip("\n")))
+        if following:  # keep showing the newest line, unless the technician scrolled back to read
+            bar.setValue(bar.maximum())
+
+    def _update_buttons(self) -> None:
+        running = self.runner.running
+        signed_in = self.operator is not None
+        self.provision_button.setEnabled(signed_in and not running and not self._closing)
+        self.retry_button.setEnabled(signed_in and not running and self.outcome is not None
+                                     and self.outcome.resumable and not self._closing)
+        self.abort_button.setEnabled(running and not self._closing and self.result.state != "stopping")
+        self.print_button.setEnabled(self.sheet is not None)
+        self.pdf_button.setEnabled(self.sheet is not None)
+        self.settings_button.setEnabled(not running)
+        self.sign_out_button.setEnabled(not running)
+
+    # -- the label --------------------------------------------------------------------------------
+
+    def _show_label(self, outcome: UnitOutcome) -> None:
+        if not outcome.certificate_fingerprint:
+            self.label_preview.show_sheet(None)
+            self.label_preview.setText("No certificate is recorded for this unit — no label.")
+            return
+        try:
+            content = build_label(outcome.serial, outcome.certificate_fingerprint)
+            self.sheet = lay_out(content, label_layout(self.session.settings.label_layout))
+        except StationError as exc:
+            self.sheet = None
+            self.label_preview.show_sheet(None)
+            self.label_preview.setText(f"✗ No label: {exc}")
+            return
+        self.label_preview.show_sheet(self.sheet)
+        self._update_buttons()
+
+    def print_label(self) -> None:
+        if self.sheet is None:
+            return
+        printer = QPrinter(QPrinter.PrinterMode.HighResolution)
+        configure_printer(printer, self.sheet)
+        dialog = QPrintDialog(printer, self)
+        dialog.setWindowTitle(f"Print label {self.sheet.content.serial}")
+        if dialog.exec() == QPrintDialog.DialogCode.Accepted and not print_label(printer, self.sheet):
+            QMessageBox.warning(self, "Label not printed",
+                                "The printer could not be started — check it is switched on and has labels, "
+                                "then press Ctrl+P again.")
+        self.focus_scan()
+
+    def save_label_dialog(self) -> None:
+        if self.sheet is None:
+            return
+        folder = self.session.home.root / "labels"
+        folder.mkdir(parents=True, exist_ok=True)
+        path, _ = QFileDialog.getSaveFileName(self, "Save label as PDF",
+                                              str(folder / f"label-{self.sheet.content.serial}.pdf"), "PDF (*.pdf)")
+        if path:
+            self.save_label(Path(path))
+        self.focus_scan()
+
+    def save_label(self, path: Path) -> None:
+        if self.sheet is not None:
+            save_label_pdf(self.sheet, path)
+            self._feedback(f"label saved to {path}", ok=True)
+
+    # -- admin ------------------------------------------------------------------------------------
+
+    def open_settings(self) -> None:
+        if self.runner.running:
+            return
+        if not pin_is_set(self.session.home):
+            QMessageBox.information(
+                self, "Settings are locked",
+                "No admin PIN is set on this station, so its settings cannot be changed here.\n\n"
+                f"An administrator sets one in a terminal:\n    station --home {self.session.home.root} admin set-pin")
+            return
+        dialog = AdminPinDialog(self.admin_lock, self.pool, self)
+        dialog.unlocked.connect(self._show_settings)
+        dialog.finished.connect(dialog.deleteLater)
+        self.pin_dialog = dialog
+        dialog.open()
+
+    def _show_settings(self) -> None:
+        dialog = SettingsDialog(self.session, self)
+        dialog.accepted.connect(self.apply_settings)
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.finished.connect(lambda _result: self.focus_scan())
+        self.settings_dialog = dialog
+        dialog.open()
+
+    # -- closing ----------------------------------------------------------------------------------
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        if not self.runner.running:
+            self._shutdown()
+            event.accept()
+            return
+        # Never close under a running worker: ask (while the unit is in progress), cancel, and close
+        # once the worker thread has ended (runner.idle), or after CLOSE_WAIT_S at the latest.
+        event.ignore()
+        if self._closing:
+            return
+        if self._unit_active:
+            answer = QMessageBox.question(
+                self, "Stop the running unit?",
+                f"Board {self.request.serial if self.request else ''} is being provisioned.\n\n"
+                "Stop it and close the window? The unit ends failed; Retry continues it later.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+            if self._unit_active:
+                self.abort()
+                self.result.show_state("stopping", "Stopping the unit, then closing the window…", "")
+        self._closing = True
+        self._close_deadline.start(round(CLOSE_WAIT_S * 1000))
+        self._update_buttons()
+        if not self.runner.running:  # it ended while the question was open
+            self.close()
+
+    def _close_anyway(self) -> None:
+        """The unit did not stop in time: close and leave its thread to finish in the background."""
+        if self.runner.running:
+            self.runner.setParent(None)
+            _LINGERING.append(self.runner)
+            self.runner.idle.connect(lambda runner=self.runner: _LINGERING.remove(runner))
+            self.runner = UnitRunner(self.runner.parts, self)
+        self.close()
+
+    def _shutdown(self) -> None:
+        self._closing = True
+        self._tick.stop()
+        self._close_deadline.stop()
+        self.prober.stop()
+        self.pool.shutdown(POOL_SHUTDOWN_MS)
