@@ -12,7 +12,7 @@ export STATION_HOME
 # Everything a line PC and the simulated devices need, in one place (see packaging/apt-packages.txt).
 APT_PACKAGES := $(shell grep -v '^\#' packaging/apt-packages.txt)
 
-.PHONY: run test setup apt venv lint pytest sim-down clean
+.PHONY: run test setup apt venv lint pytest sim-down clean dist soak
 
 run: setup
 	@test -f "$(STATION_HOME)/ca/ca.cert" || { echo "First run: create the demo station's CA (choose a passphrase of 8+ characters)"; \
@@ -39,16 +39,21 @@ venv: $(VENV)/.stamp-installed
 $(VENV)/.stamp-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,packaging]'
 	touch $@
 
 lint:
-	$(BIN)/ruff check station ui tests bench
+	$(BIN)/ruff check station ui tests bench packaging
 	$(BIN)/mypy --strict station
 	$(BIN)/lint-imports
 
 pytest:
 	$(BIN)/python -m pytest -q tests
+
+# The line PC's bundle (packaging/station.spec): dist/station/ with `station`, `station-gui`, Python, Qt and the
+# desktop integration; copy the folder to a line PC and run its install.sh (README, "Administrator's guide").
+dist: setup
+	$(BIN)/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller packaging/station.spec
 
 sim-down:
 	$(BIN)/station sim down
