@@ -36,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "set-pin",
         help="set or change the admin PIN that guards the GUI's settings",
         description="Set the admin PIN (asked twice, or taken from STATION_ADMIN_PIN).",
+        epilog="example:\n  station admin set-pin          asks for the new PIN twice",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     set_pin_parser.set_defaults(handler=run_set_pin)
 

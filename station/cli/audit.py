@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "audit",
         help="verify, export or back up the audit log",
         description="Verify that the audit log is intact, export it, or back it up.",
+        epilog="examples:\n  station audit verify\n  station audit export --format csv --out units.csv\n"
+        "  station audit backup --out /media/usb/audit-backup.db",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="audit_action", metavar="ACTION")
 
@@ -55,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "verify",
         help="check that no record was edited, deleted or added outside the station",
         description="Check the hash chain of the audit journal and that every table row matches it.",
+        epilog="example:\n  station audit verify        exit status 0 if intact, 1 with the first broken record",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     verify.set_defaults(handler=run_verify)
 
@@ -67,6 +72,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "yield, failed attempts by step, key-generation times and a table of the units (--result narrows "
             "only that table)."
         ),
+        epilog=(
+            "examples:\n"
+            "  station audit export --format csv --out march.csv --from 2026-03-01 --to 2026-03-31\n"
+            "  station audit export --format jsonl --out failed.jsonl --result failed\n"
+            "  station audit export --format pdf --out B20261126.pdf --batch B20261126-0108-3fa2"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.add_argument(
         "--format", required=True, choices=EXPORT_FORMATS, help="csv (spreadsheet), jsonl or pdf (report)"

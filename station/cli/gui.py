@@ -40,7 +40,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "gui",
         help="open the technician's window (sign in, scan, provision, label)",
         description="Open the provisioning station's window.",
-        epilog="Without a display: xvfb-run -a station gui, or QT_QPA_PLATFORM=offscreen station gui.",
+        epilog="examples:\n  station gui\n  station --home /srv/station gui --fixtures /srv/station/fixtures.toml\n"
+        "Without a display: xvfb-run -a station gui, or QT_QPA_PLATFORM=offscreen station gui.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--fixtures",

@@ -14,6 +14,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "units",
         help="list the most recent units (boards) and how they went",
         description="List units from the audit log, newest first.",
+        epilog="examples:\n  station units\n  station units --serial 2026000 --result failed --limit 20",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--limit", type=_positive_int, default=50, metavar="N", help="show at most N units (default 50)"
