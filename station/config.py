@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import socket
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,11 @@ def load_config(path: Path) -> StationConfig:
         return StationConfig(source=None)
     text = path.read_text(encoding="utf-8")
     data = _parse(path, text)
+    _refuse_unknown(path, text, data, KNOWN_KEYS)
     station = _table(path, text, data, "station")
     tls = _table(path, text, data, "tls_proof")
+    _refuse_unknown(path, text, station, KNOWN_KEYS["station"], prefix="station.")
+    _refuse_unknown(path, text, tls, KNOWN_KEYS["tls_proof"], prefix="tls_proof.")
     name = station.get("name", socket.gethostname())
     production = station.get("production", False)
     profile = station.get("default_profile", DEFAULT_PROFILE)
@@ -63,6 +67,23 @@ def load_config(path: Path) -> StationConfig:
         fixtures=_fixtures(path, text, data),
         source=path,
     )
+
+
+# A typo in station.toml must not be silently ignored: a line engineer would think it took effect.
+KNOWN_KEYS: dict[str, frozenset[str]] = {
+    "station": frozenset({"name", "production", "default_profile"}),
+    "tls_proof": frozenset({"listen_address"}),
+    "fixture": frozenset({"name", "device", "profile", "console", "hostname", "host_key"}),
+}
+
+
+def _refuse_unknown(
+    path: Path, text: str, table: dict[str, Any], known: Iterable[str], *, prefix: str = ""
+) -> None:
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise _fail(path, text, f"{prefix}{unknown[0]}",
+                    f"is not a setting the station knows (known: {', '.join(sorted(known))}) — check the spelling")
 
 
 def load_fixtures(path: Path) -> tuple[Fixture, ...]:
@@ -82,7 +103,7 @@ def _fail(path: Path, text: str, key: str, problem: str) -> ConfigError:
     leaf = key.rsplit(".", 1)[-1]
     line = next(
         (number for number, content in enumerate(text.splitlines(), 1)
-         if re.match(rf"\s*{re.escape(leaf)}\s*=", content)),
+         if re.match(rf"\s*({re.escape(leaf)}\s*=|\[+\s*{re.escape(key)}\s*\]+)", content)),
         None,
     )
     where = f"{path}, line {line}" if line else str(path)
@@ -105,6 +126,7 @@ def _fixtures(path: Path, text: str, data: dict[str, Any]) -> tuple[Fixture, ...
     for index, entry in enumerate(entries, 1):
         if not isinstance(entry, dict):
             raise _fail(path, text, "fixture", f"entry {index} must be a table")
+        _refuse_unknown(path, text, entry, KNOWN_KEYS["fixture"], prefix="fixture.")
         name, device = entry.get("name"), entry.get("device")
         if not isinstance(name, str) or not name:
             raise _fail(path, text, "name", f"fixture {index} needs a name")

@@ -34,6 +34,9 @@ def test_station_toml_with_fixtures(tmp_path):
         ('[[fixture]]\nname = "A"\ndevice = "telnet://x"\n', r"station.toml, line 3: device"),
         ('[[fixture]]\nname = "A"\ndevice = "ssh://a"\n[[fixture]]\nname = "A"\ndevice = "ssh://b"\n',
          r"used twice"),
+        ('[station]\nname = "x"\nproducton = true\n', r"station.toml, line 3: station.producton: is not a setting"),
+        ('[stations]\nname = "x"\n', r"station.toml, line 1: stations: is not a setting"),
+        ('[[fixture]]\nname = "A"\ndevice = "ssh://a"\nprofle = "x"\n', r"line 4: fixture.profle"),
     ],
 )
 def test_malformed_station_toml_names_file_and_line(tmp_path, text, expected):
