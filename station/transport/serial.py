@@ -93,8 +93,10 @@ _LINE_END = re.compile(rb"\r+\n")
 _LOGIN = re.compile(r"login: *$", re.IGNORECASE)
 _PASSWORD = re.compile(r"password: *$", re.IGNORECASE)
 _LOGIN_REFUSED = re.compile(rb"Login incorrect|Login timed out", re.IGNORECASE)
-_PRIVATE_PROMPT = re.compile(re.escape(PRIVATE_PS1.rstrip()) + r" ?$")
-_CONTINUATION_PROMPT = re.compile(re.escape(PRIVATE_PS2.rstrip()) + r" ?$")
+# Our prompts are recognised only as a whole line: while the setup line itself is echoed, a read
+# can end right after "PS2='__station_more__> " and must not be taken for the prompt.
+_PRIVATE_PROMPT = re.compile(r"^\s*" + re.escape(PRIVATE_PS1.rstrip()) + r" ?$")
+_CONTINUATION_PROMPT = re.compile(r"^\s*" + re.escape(PRIVATE_PS2.rstrip()) + r" ?$")
 DEFAULT_PROMPT_PATTERN = r"[#$] ?$"
 # What we type must never hold a control character: the tty would act on it (^C, ^D, ^U, a
 # newline ending the line early) before the shell ever parses the quotes.

@@ -43,13 +43,21 @@ def listening(address: str, port: int) -> bool:
         return probe.connect_ex((address, port)) == 0
 
 
+def command_name(pid: int) -> str | None:
+    """The process's name, or None if it ended in the meantime (a board's boot helpers are short-lived)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
 def test_down_stops_everything_the_farm_started(start_farm, ssh, sim_farm, sim_home):
     preexisting = {path for path in BOARD_ONLY_PATHS if os.path.lexists(path)}
     devices = start_farm(3, serial_console=True)
     ssh(devices[0], "sleep 60 </dev/null >/dev/null 2>&1 &")  # outlives its session
     power_pids = [int((d.state_dir / "run" / "power.pid").read_text()) for d in devices]
     processes = [p for pid in power_pids for p in descendants(ProcessRef.of(pid))]
-    commands = {Path(f"/proc/{p.pid}/comm").read_text().strip() for p in processes}
+    commands = {comm for p in processes if (comm := command_name(p.pid))}
     assert {"bash", "unshare", "sshd", "socat", "sleep"} <= commands
     assert mounts_mentioning(str(sim_home.root))  # the boards' overlays, in their namespaces
 
