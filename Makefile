@@ -47,8 +47,12 @@ lint:
 	$(BIN)/mypy --strict station
 	$(BIN)/lint-imports
 
+# The soak (1 000 units, seeded faults, random kills) runs only under `make soak`.
 pytest:
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --ignore=tests/soak tests
+
+soak: setup
+	STATION_SOAK=1 $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/soak
 
 # The line PC's bundle (packaging/station.spec): dist/station/ with `station`, `station-gui`, Python, Qt and the
 # desktop integration; copy the folder to a line PC and run its install.sh (README, "Administrator's guide").

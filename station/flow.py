@@ -23,8 +23,9 @@ from station.home import StationHome
 from station.masking import Masker
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
-from station.steps import STEPS, StepFailed, StepSkipped, UnitContext
+from station.steps import STEPS, StepFailed, StepSkipped, UnitContext, crash_point
 from station.transport import (
+    CommandFailed,
     CommandTimedOut,
     Deadline,
     DeviceAddress,
@@ -133,20 +134,26 @@ class Provisioner:
             unit = self.audit.resume_unit(unit.id)
         else:
             if restart:
-                # Start over from the first step: the failed unit is closed as aborted (kept in the log).
+                # Start over from the first step: the failed unit — or one a crash left running, which
+                # --resume would also take over — is closed as aborted (kept in the log).
                 previous = self.audit.find_unit(serial)
-                if previous is not None and previous.state == "failed":
+                if previous is not None and previous.state in ("failed", "running"):
                     self.audit.finish_unit(previous.id, result="aborted", message="restarted from the first step")
             unit = self.audit.start_unit(
                 serial=serial, profile=profile.name, device=device, operator=operator,
                 station=self.config.name, fixture=fixture, batch=batch, reprovision_reason=reprovision_reason,
             )
+        crash_point("unit_started")
+        # A board whose last unit was aborted must show the host key that unit pinned (the abort may
+        # have been the station refusing a changed key); only an explicit re-onboarding (a
+        # reprovision reason) lets a new unit pin whatever key the board has now.
+        inherited = None if unit.host_key_fingerprint or reprovision_reason else self._aborted_predecessor(unit)
         emit = self._emitter(serial, unit.id, fixture)
         emit(kind="unit_started", count=len(steps), message=f"unit {unit.id}, attempt {unit.attempt}")
         link = open_link(
             address,
             identity_file=str(self.home.ensure_station_key()),
-            pinned_host_key=unit.host_key_fingerprint,
+            pinned_host_key=unit.host_key_fingerprint or (inherited.host_key_fingerprint if inherited else None),
             cancel=cancel,
             login_user=profile.console.login_user,
             login_password=profile.console.login_password,
@@ -173,14 +180,36 @@ class Provisioner:
                     aborted = isinstance(error, HostKeyMismatch)
                     result = "aborted" if aborted else "failed"
                     message = masker(str(error))
+                    if aborted and inherited is not None and not unit.host_key_fingerprint:
+                        message += (
+                            f" (the expected key was pinned by unit {inherited.id} of this board, which was aborted: "
+                            "if the board was re-imaged, re-onboard it explicitly — provision it again with "
+                            "--reprovision and a reason)"
+                        )
                     unit = self.audit.finish_unit(unit.id, result=result, failed_step=step, message=message)
+                    crash_point("unit_finished")
                     emit(kind="unit_finished", step=step, outcome=result, message=message)
                     return UnitResult(unit, False, step, message)
         finally:
             link.close()
         unit = self.audit.finish_unit(unit.id, result="passed")
+        crash_point("unit_finished")
         emit(kind="unit_finished", outcome="passed", message=f"serial {serial} enrolled")
         return UnitResult(unit, True, None, f"serial {serial} enrolled")
+
+    def _aborted_predecessor(self, unit: Unit) -> Unit | None:
+        """The board's last earlier unit that pinned a host key, if that unit was aborted."""
+        offset = 0
+        while True:
+            # A prefix filter (the audit log's index), newest first; other serials starting alike
+            # and units that never pinned a key (refused at identify) are passed over.
+            batch = self.audit.units(serial_prefix=unit.serial, limit=50, offset=offset)
+            for earlier in batch:
+                if earlier.serial == unit.serial and earlier.id < unit.id and earlier.host_key_fingerprint:
+                    return earlier if earlier.state == "aborted" else None
+            if len(batch) < 50:
+                return None
+            offset += len(batch)
 
     def _emitter(self, serial: str, unit_id: int, fixture: str | None) -> Callable[..., None]:
         def emit(**fields: Any) -> None:
@@ -213,12 +242,18 @@ class Provisioner:
             started_at = datetime.now(UTC)
             began = time.monotonic()
             deadline = Deadline(policy.timeout_s, what=f"step {step}")
-            outcome, text, error = "passed", "", None
+            outcome, text = "passed", ""
+            error: StationError | None = None
             try:
                 # Every link call inside the step is bounded by this deadline.
                 text = spec.run(ctx, deadline)
             except StepSkipped as skipped:
                 outcome, text = "skipped", str(skipped)
+            except CommandFailed as exc:
+                # The board said no; the link names the command and its last words, and the person at
+                # the station also needs to know what to do next.
+                error = CommandFailed(f"{exc} — press Retry; if it fails again, set the board aside", exc.result)
+                outcome, text = "failed", str(error)
             except StationError as exc:
                 error = exc
                 outcome = "retrying" if attempt < attempts and _retryable(exc) else "failed"
@@ -233,6 +268,7 @@ class Provisioner:
                 ended_at=datetime.now(UTC), output_sha256=hashlib.sha256(masked.encode()).hexdigest(),
                 excerpt=masked[-EXCERPT_CHARS:], message=ctx.masker(str(error)) if error else "",
             )
+            crash_point(f"step:{step}")
             emit(kind="step_finished", step=step, title=spec.title, index=index, count=count, attempt=attempt,
                  outcome=outcome, duration_s=duration, message=masked if outcome != "passed" else "")
             if error is None:

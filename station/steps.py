@@ -10,7 +10,9 @@ own public key, and the certificate issued is an end-entity certificate.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import signal
 import socket
 import ssl
 import threading
@@ -30,6 +32,23 @@ from station.shell import command
 from station.transport import CommandResult, Deadline, DeviceLink
 
 TLS_ACCEPT_TIMEOUT_S = 20.0
+# Linux gives every boot a new random id: what tells a board that restarted from one that only
+# dropped its connection.
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+# -- test hook -------------------------------------------------------------------------------------
+# The crash-safety tests (tests/integration/test_crash_*.py) kill the station at each commit point of
+# a unit, as a power cut would: with STATION_TEST_KILL_AT=<point> in its environment the process
+# SIGKILLs itself right after the audit write named <point> has committed.  Points: unit_started,
+# host_key_pinned, step:<step> (after a step's record), certificate_recorded, device_certificate_pushed,
+# unit_finished.  Without the variable (production) it does nothing.
+KILL_AT_ENV = "STATION_TEST_KILL_AT"
+
+
+def crash_point(point: str) -> None:
+    """Test hook: die here, without any cleanup, if the crash-safety tests asked for ``point``."""
+    if os.environ.get(KILL_AT_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class StepFailed(StationError):
@@ -89,6 +108,7 @@ def identify(ctx: UnitContext, deadline: Deadline) -> str:
     key = ctx.link.host_key()
     if key is not None:
         ctx.audit.pin_host_key(ctx.unit.id, key_type=key[0], fingerprint=key[1])
+        crash_point("host_key_pinned")
         ctx.output(f"host key {key[0]} {key[1]} pinned for this unit")
     hostname = ctx.link.run(command("uname", "-n"), deadline).stdout.strip()
     found = ctx.link.run(command("command", "-v", *ctx.profile.tools), deadline, check=False).stdout
@@ -113,7 +133,15 @@ def guard(ctx: UnitContext, deadline: Deadline) -> str:
     if ctx.unit.reprovision_reason:
         lines.append(f"re-provisioning asked for: {ctx.unit.reprovision_reason}")
     path = ctx.profile.cert_path
-    if ctx.link.run(command("test", "-s", path), deadline, check=False).exit_status == 0:
+    status = ctx.link.run(command("test", "-s", path), deadline, check=False).exit_status
+    if status not in (0, 1):
+        # 1 is "no such (non-empty) file"; anything else is an error, and a board that cannot be
+        # looked at must not be wiped on the assumption that it holds nothing.
+        raise StepFailed(
+            f"the board could not tell whether it holds a device certificate (`test -s {path}` exited {status}) "
+            "— its storage may be failing; press Retry, and set the board aside if it happens again"
+        )
+    if status == 0:
         try:
             existing = x509.load_pem_x509_certificate(ctx.link.get(path, deadline))
             subject = existing.subject.rfc4514_string()
@@ -139,11 +167,25 @@ def wipe(ctx: UnitContext, deadline: Deadline) -> str:
     return ctx.run("wipe", deadline).output
 
 
+def _boot_id(ctx: UnitContext, deadline: Deadline) -> str:
+    result = ctx.link.run(command("cat", BOOT_ID_PATH), deadline, check=False)
+    return result.stdout.strip() if result.exit_status == 0 else ""
+
+
 def reboot(ctx: UnitContext, deadline: Deadline) -> str:
+    before = _boot_id(ctx, deadline)
     ctx.output("$ reboot")
     ctx.link.reboot(deadline)
+    after = _boot_id(ctx, deadline)
+    if before and after == before:
+        # The connection dropped and came back, but the board never restarted: the wiped secure
+        # storage would not be re-read.
+        raise StepFailed(
+            f"the board answered again after `reboot` but did not restart (boot id {before} unchanged) — "
+            "power-cycle it and press Retry"
+        )
     ctx.output("board is back")
-    return "rebooted and reconnected"
+    return f"rebooted and reconnected (boot id {before or 'unknown'} -> {after or 'unknown'})"
 
 
 def init_token(ctx: UnitContext, deadline: Deadline) -> str:
@@ -218,6 +260,7 @@ def sign(ctx: UnitContext, deadline: Deadline) -> str:
     pem = certificate.public_bytes(serialization.Encoding.PEM)
     # Fail closed: the certificate is in the audit log, durably, before it can leave the station.
     record = ctx.audit.record_certificate(ctx.unit.id, certificate_pem=pem)
+    crash_point("certificate_recorded")
     ctx.certificate = certificate
     ctx.output(f"issued certificate serial {record.serial_hex} for {certificate.subject.rfc4514_string()}")
     return pem.decode("ascii")
@@ -236,6 +279,7 @@ def push(ctx: UnitContext, deadline: Deadline) -> str:
     device_pem = _issued_certificate(ctx).public_bytes(serialization.Encoding.PEM)
     ca_pem = ctx.ca.certificate_pem
     ctx.link.put(device_pem, ctx.profile.cert_path, deadline)
+    crash_point("device_certificate_pushed")
     ctx.link.put(ca_pem, ctx.profile.ca_cert_path, deadline)
     readback = ctx.link.run(command("sha256sum", ctx.profile.cert_path, ctx.profile.ca_cert_path), deadline).stdout
     expected = {
@@ -327,7 +371,9 @@ STEPS: dict[str, StepSpec] = {
         StepSpec("wipe", "Wipe secure storage", wipe, "wipe"),
         StepSpec("reboot", "Reboot", reboot, "reboot"),
         StepSpec("init_token", "Initialise token", init_token, "init_token"),
-        StepSpec("init_pin", "Set user PIN", init_pin, "init_pin"),
+        # A user PIN that cannot be set may mean a token that was never initialised (init_token
+        # said yes without doing it): start again from the token, which is cheap and harmless here.
+        StepSpec("init_pin", "Set user PIN", init_pin, "init_token"),
         # A key generation cut off halfway may leave a half-made object: start again from a fresh token.
         StepSpec("keygen", "Generate key", keygen, "init_token"),
         StepSpec("csr", "Create CSR", csr, "csr"),

@@ -22,6 +22,9 @@ examples:
   station provision --serial 202600000000001 --device ssh://root@127.0.0.2:2222 \\
       --reprovision --reason "customer return, board re-imaged"
 
+A board whose last unit was aborted because its SSH host key changed keeps being refused until it is
+re-onboarded explicitly: --reprovision --reason "…" pins the key it shows now (both units stay in the log).
+
 The CA passphrase comes from STATION_CA_PASSPHRASE or is asked for.  Exit status 0 only on PASS.
 """
 
@@ -43,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     mode.add_argument("--restart", action="store_true",
                       help="abandon this serial's failed unit and start again from the first step")
     mode.add_argument("--reprovision", action="store_true",
-                      help="enrol a serial that already passed again (needs --reason; supersedes the old unit)")
+                      help="enrol a serial again (needs --reason): one that already passed (supersedes the old unit), "
+                      "or re-onboard one whose last unit was aborted for a changed host key (pins the new key)")
     parser.add_argument("--reason", help="why the board is re-provisioned (recorded in the audit log)")
     parser.set_defaults(handler=run)
 

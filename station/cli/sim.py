@@ -4,7 +4,8 @@ station sim up --count 4 [--keygen-delay S] [--boot-delay S] [--serial-console] 
                [--fault sim-02=no-boot]
 station sim status
 station sim reset sim-02
-station sim fault sim-02 drop-ssh   |   station sim fault sim-02 --clear
+station sim fault sim-02 drop-ssh   |   station sim fault sim-02 hang:--keypairgen
+station sim fault sim-02 --clear
 station sim down
 """
 
@@ -15,13 +16,17 @@ from collections.abc import Sequence
 
 from station.errors import StationError
 from station.home import StationHome
-from station.sim.farm import Farm, Fault, SimDevice
+from station.sim.farm import Farm, SimDevice
 from station.sim.layout import DEFAULT_PORT
 
 FAULT_HELP = (
     "no-boot: the device never comes back after its next reboot; "
     "drop-ssh: the next key generation drops its SSH connection midway (once); "
-    "no-module: the PKCS#11 module /usr/lib/libckteec.so.0 is missing"
+    "no-module: the PKCS#11 module /usr/lib/libckteec.so.0 is missing; "
+    "ACTION:PATTERN: a command fault on every SSH command whose line matches the extended regular "
+    "expression PATTERN (the sftp subsystem shows as sftp-server), until cleared — ACTION is drop (the "
+    "connection dies), hang (no answer, ever), fail (exit 2) or garbage (binary noise, exit 0), "
+    "e.g. hang:--keypairgen or drop:sftp-server"
 )
 
 
@@ -65,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     fault = commands.add_parser("fault", help="arm or clear a fault on a device", description=FAULT_HELP)
     fault.add_argument("name", help="device name, e.g. sim-02")
-    fault.add_argument("fault", nargs="?", choices=[f.value for f in Fault], help="the fault to arm")
+    fault.add_argument("fault", nargs="?", help="the fault to arm: no-boot, drop-ssh, no-module or ACTION:PATTERN")
     fault.add_argument("--clear", action="store_true", help="clear the device's fault")
     fault.set_defaults(handler=_fault)
 

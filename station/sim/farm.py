@@ -9,6 +9,7 @@ and reports state.  All state lives below ``HOME/sim`` (see station.sim.layout).
     farm = Farm(StationHome.resolve())
     devices = farm.up(count=2, keygen_delay=5.0)
     farm.set_fault("sim-02", "drop-ssh")
+    farm.set_fault("sim-01", "hang:^sha256sum ")   # a command fault: ACTION:PATTERN
     farm.down()
 """
 
@@ -54,6 +55,7 @@ POWER_ON_TIMEOUT_S = 5.0  # until a started power loop has written its PID
 STOP_TIMEOUT_S = 10.0  # until a power loop has stopped its board and console after SIGTERM
 KILL_TIMEOUT_S = 3.0  # until SIGKILLed leftovers are gone
 PROBE_TIMEOUT_S = 0.5  # one TCP connect + SSH banner read
+PATTERN_CHECK_TIMEOUT_S = 5.0  # bash compiling a command fault's pattern
 POLL_INTERVAL_S = 0.05
 
 # The power loops run detached from the caller, with a plain environment (no venv, no secrets).
@@ -69,6 +71,60 @@ class Fault(StrEnum):
     NO_BOOT = "no-boot"  # after the next reboot the board stays dark until the fault is cleared
     DROP_SSH = "drop-ssh"  # the next key generation drops its SSH connection midway, once
     NO_MODULE = "no-module"  # /usr/lib/libckteec.so.0 is absent (OP-TEE's "TA not found"), at once
+
+
+class CommandAction(StrEnum):
+    """What a command fault does to a matching command on the board (see gate.sh)."""
+
+    DROP = "drop"  # the SSH connection dies; the command never runs
+    HANG = "hang"  # the command never finishes and never answers
+    FAIL = "fail"  # the command does not run; it exits 2 with an error naming it on stderr
+    GARBAGE = "garbage"  # the command does not run; it prints binary noise and exits 0
+
+
+@dataclass(frozen=True)
+class CommandFault:
+    """A fault that strikes every SSH command whose line matches ``pattern``, until cleared.
+
+    Written ``ACTION:PATTERN`` on the command line (``hang:--keypairgen``, ``drop:sftp-server``,
+    ``garbage:^command -v``).  ``pattern`` is a POSIX extended regular expression (bash's ``=~``)
+    matched against the command line as the board's sshd received it; the sftp subsystem
+    (the station's put and get) is seen as ``/usr/lib/openssh/sftp-server``.
+    """
+
+    action: CommandAction
+    pattern: str
+
+    def __str__(self) -> str:
+        return f"{self.action.value}:{self.pattern}"
+
+    @classmethod
+    def parse(cls, value: str) -> CommandFault:
+        action, sep, pattern = value.partition(":")
+        if not sep or action not in {a.value for a in CommandAction}:
+            raise StationError(_unknown_fault(value))
+        if not pattern or "\n" in pattern or "\r" in pattern:
+            raise StationError(
+                f"fault {value!r}: give the commands to strike as a regular expression on one line after "
+                f"'{action}:', e.g. {action}:--keypairgen"
+            )
+        # Checked by bash itself (=~ returns 2 for a pattern it cannot compile), as the gate uses it.
+        check = subprocess.run(
+            ["bash", "-c", '[[ "" =~ $1 ]]; [ "$?" -ne 2 ]', "fault", pattern],
+            capture_output=True, timeout=PATTERN_CHECK_TIMEOUT_S, check=False,
+        )  # fmt: skip
+        if check.returncode != 0:
+            raise StationError(f"fault {value!r}: {pattern!r} is not a valid extended regular expression")
+        return cls(CommandAction(action), pattern)
+
+    def file_text(self) -> str:
+        """The fault file gate.sh reads: the action, then the pattern."""
+        return f"{self.action.value}\n{self.pattern}\n"
+
+
+AnyFault = Fault | CommandFault
+# The file of a command fault below faults/ (the other faults are empty files named after them).
+COMMAND_FAULT_FILE = "command"
 
 
 class DeviceState(StrEnum):
@@ -90,7 +146,7 @@ class SimDevice:
     host_key_fingerprint: str  # "SHA256:…", as `ssh-keygen -lf` prints it
     state_dir: Path
     state: str  # a DeviceState value
-    fault: str | None = None  # the armed Fault value, if any
+    fault: str | None = None  # the armed fault as written on the command line, if any
 
 
 @dataclass(frozen=True)
@@ -133,12 +189,24 @@ def host_key_fingerprint(public_key_line: str) -> str:
     return f"SHA256:{digest}"
 
 
-def parse_fault(value: str) -> Fault:
+def _unknown_fault(value: str) -> str:
+    choices = ", ".join(fault.value for fault in Fault)
+    actions = "|".join(action.value for action in CommandAction)
+    return (
+        f"unknown fault {value!r}: choose one of {choices}, or a command fault {actions}:PATTERN "
+        "(e.g. hang:--keypairgen)"
+    )
+
+
+def parse_fault(value: str) -> AnyFault:
+    """A fault as written on the command line: a Fault name, or ``ACTION:PATTERN`` (a CommandFault)."""
     try:
         return Fault(value)
     except ValueError:
-        choices = ", ".join(fault.value for fault in Fault)
-        raise StationError(f"unknown fault {value!r}: choose one of {choices}") from None
+        pass
+    if ":" in value:
+        return CommandFault.parse(value)
+    raise StationError(_unknown_fault(value))
 
 
 class Farm:
@@ -164,8 +232,8 @@ class Farm:
 
         The boards keep running in the background (also after this process exits) until
         :meth:`down`.  ``faults`` maps device names to faults armed from the start
-        (``{"sim-02": "no-boot"}``).  Raises StationError with what to fix when the machine
-        cannot run the simulator or an SSH address is taken.
+        (``{"sim-02": "no-boot", "sim-01": "hang:--keypairgen"}``).  Raises StationError with what
+        to fix when the machine cannot run the simulator or an SSH address is taken.
         """
         if not 1 <= count <= MAX_DEVICES:
             raise StationError(f"--count must be between 1 and {MAX_DEVICES}, not {count}")
@@ -266,7 +334,8 @@ class Farm:
         """Arm ``fault`` on board ``name`` (replacing any other), or clear its fault with None.
 
         no-boot takes effect at the board's next reboot, drop-ssh at its next key generation
-        (once), no-module immediately.
+        (once), no-module immediately; a command fault (``ACTION:PATTERN``, see
+        :class:`CommandFault`) strikes every matching SSH command from now until cleared.
         """
         device = self._existing_device(name)
         self._arm(device, parse_fault(fault) if fault is not None else None)
@@ -307,7 +376,7 @@ class Farm:
 
     # ---- preparing boards -------------------------------------------------------------------
 
-    def _parse_faults(self, faults: dict[str, str], devices: list[DeviceLayout]) -> dict[str, Fault]:
+    def _parse_faults(self, faults: dict[str, str], devices: list[DeviceLayout]) -> dict[str, AnyFault]:
         names = {device.name for device in devices}
         unknown = sorted(set(faults) - names)
         if unknown:
@@ -325,6 +394,7 @@ class Farm:
             "power.sh": self.layout.script("power.sh"),
             "console.sh": self.layout.script("console.sh"),
             "pkcs11-tool.sh": self.layout.script("pkcs11-tool.sh"),
+            "gate.sh": self.layout.script("gate.sh"),
             "reboot.sh": self.layout.usrsbin_layer / "reboot",
         }
         for directory in (self.layout.bin_dir, self.layout.usrsbin_layer, self.layout.usrlib_layer):
@@ -384,12 +454,14 @@ class Farm:
             out.write(private)
         device.host_key_pub.write_bytes(public + f" root@{device.hostname}\n".encode())
 
-    def _arm(self, device: DeviceLayout, fault: Fault | None) -> None:
-        """Fault files are what the board's tools and power loop read at runtime."""
+    def _arm(self, device: DeviceLayout, fault: AnyFault | None) -> None:
+        """Fault files are what the board's tools, its SSH gate and power loop read at runtime."""
         device.faults_dir.mkdir(parents=True, exist_ok=True)
         for existing in device.faults_dir.iterdir():
             existing.unlink()
-        if fault is not None:
+        if isinstance(fault, CommandFault):
+            write_atomically(device.faults_dir / COMMAND_FAULT_FILE, fault.file_text())
+        elif fault is not None:
             (device.faults_dir / fault.value).touch()
         if fault is Fault.NO_MODULE:
             device.module_link.unlink(missing_ok=True)
@@ -472,12 +544,18 @@ class Farm:
             )
         return device
 
-    def _armed_fault(self, device: DeviceLayout) -> Fault | None:
+    def _armed_fault(self, device: DeviceLayout) -> AnyFault | None:
         try:
             names = sorted(path.name for path in device.faults_dir.iterdir())
         except FileNotFoundError:
             return None
         for name in names:
+            if name == COMMAND_FAULT_FILE:
+                try:
+                    action, pattern = (device.faults_dir / name).read_text().splitlines()[:2]
+                    return CommandFault(CommandAction(action), pattern)
+                except (FileNotFoundError, ValueError):
+                    continue
             try:
                 return Fault(name)
             except ValueError:
@@ -506,7 +584,7 @@ class Farm:
             host_key_fingerprint=host_key_fingerprint(device.host_key_pub.read_text()),
             state_dir=device.root,
             state=state.value,
-            fault=fault.value if fault is not None else None,
+            fault=str(fault) if fault is not None else None,
         )
 
     def _wait_until_up(
@@ -573,4 +651,4 @@ def _tail(path: Path, lines: int = 5) -> str:
         return "(no boot log)"
 
 
-__all__ = ["DeviceState", "Farm", "Fault", "SimDevice", "host_key_fingerprint"]
+__all__ = ["CommandAction", "CommandFault", "DeviceState", "Farm", "Fault", "SimDevice", "host_key_fingerprint"]

@@ -45,12 +45,19 @@ mount --bind /usr/bin/pkcs11-tool /run/sim/pkcs11-tool.real
 mount --bind -o ro "$SIM_PKCS11_WRAPPER" /usr/bin/pkcs11-tool
 
 cp "$SIM_CONSOLE_SCRIPT" /run/sim/console
+# Every SSH session goes through the gate (sshd's ForceCommand), where command faults strike.
+install -m 0755 "$SIM_GATE_SCRIPT" /run/sim/gate
 install -m 0600 "$SIM_HOST_KEY" /run/ssh/ssh_host_ed25519_key
 install -m 0644 "$SIM_HOST_KEY.pub" /run/ssh/ssh_host_ed25519_key.pub
 # sshd's StrictModes rejects an authorized_keys file below a world-writable directory such as
 # /tmp, so sshd reads root-owned copies on the board's own /run.
 install -m 0600 "$SIM_AUTHORIZED_KEYS" /run/ssh/authorized_keys
 install -m 0644 "$SIM_SSHD_CONFIG" /run/ssh/sshd_config
+
+# A fresh boot id per boot, as the kernel gives a real board at every boot (the boards share the
+# host's kernel, whose own boot id never changes): what tells "rebooted" from "reconnected".
+cat /proc/sys/kernel/random/uuid >/run/boot_id
+mount --bind -o ro /run/boot_id /proc/sys/kernel/random/boot_id
 
 # Volatile directories of a board, fresh at every boot.  /root and /var/log keep sessions (shell
 # history, wtmp, lastlog) from writing to the host.

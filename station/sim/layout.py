@@ -35,6 +35,17 @@ MAX_DEVICES = 99
 DEFAULT_PORT = 2222
 MODULE_NAME = "libckteec.so.0"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+# Where init.sh installs gate.sh on the board, and the command fault it applies (see gate.sh).
+GATE_PATH = "/run/sim/gate"
+COMMAND_FAULT_PATH = "/run/sim/board/faults/command"
+# sshd's ForceCommand (run by root's shell, bash -c): with a command fault armed, every session goes
+# through the gate; without one the command runs in that same shell, as sshd would have run it —
+# no extra process, so the simulated board's per-command cost stays what it was.
+FORCE_COMMAND = (
+    f"if [ -e {COMMAND_FAULT_PATH} ]; then exec {GATE_PATH}; "
+    'elif [ -n "${SSH_ORIGINAL_COMMAND+set}" ]; then eval "$SSH_ORIGINAL_COMMAND"; '
+    "else exec -l /bin/bash; fi"
+)
 
 
 @dataclass(frozen=True)
@@ -197,6 +208,9 @@ UsePAM no
 PrintMotd no
 X11Forwarding no
 Subsystem sftp {SFTP_SERVER}
+# Every session (commands and the sftp subsystem) passes the gate, where command faults strike;
+# without one it runs $SSH_ORIGINAL_COMMAND unchanged.
+ForceCommand {FORCE_COMMAND}
 """
 
 
@@ -233,6 +247,7 @@ def render_device_env(device: DeviceLayout, *, boot_delay: float, serial_console
         "SIM_INIT": str(farm.script("init.sh")),
         "SIM_CONSOLE_SCRIPT": str(farm.script("console.sh")),
         "SIM_PKCS11_WRAPPER": str(farm.script("pkcs11-tool.sh")),
+        "SIM_GATE_SCRIPT": str(farm.script("gate.sh")),
         "SIM_CONSOLE_LINK": str(device.console_link) if serial_console else "",
         "SIM_CONSOLE_DEVICE_LINK": str(device.console_device_link) if serial_console else "",
     }
