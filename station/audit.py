@@ -37,6 +37,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -58,6 +59,8 @@ UNIT_RESULTS = ("passed", "failed", "aborted")
 STEP_OUTCOMES = ("passed", "failed", "skipped", "retrying")
 
 # How long a write waits for another process' transaction before giving up ("database is locked").
+# Below this much free space SQLite's "disk I/O error" means the disk is full.
+DISK_FULL_BYTES = 1 << 20
 BUSY_TIMEOUT_S = 5.0
 
 # Version of the schema below, kept in SQLite's user_version header field.
@@ -558,8 +561,37 @@ class AuditLog:
             except BaseException:
                 self._db.close()
                 raise
+        except sqlite3.OperationalError as exc:
+            mapped = self._unavailable(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
         finally:
             os.umask(previous_umask)
+
+    def _unavailable(self, exc: sqlite3.OperationalError) -> AuditLogUnavailable | None:
+        """What a person needs to hear when SQLite cannot write: fail closed, and say what to do."""
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return AuditLogUnavailable(
+                f"The audit log {self.path} stayed busy for {BUSY_TIMEOUT_S:g} s (another station program is "
+                f"writing to it). Nothing was recorded. Press Retry; if it repeats, close other station windows."
+            )
+        try:
+            disk_full = shutil.disk_usage(self.path.parent).free < DISK_FULL_BYTES
+        except OSError:
+            disk_full = False
+        if "full" in text or disk_full:
+            return AuditLogUnavailable(
+                f"The disk holding the audit log {self.path} is full. Nothing was recorded. Free some space, "
+                f"then press Retry."
+            )
+        if "readonly" in text or "read-only" in text or "disk I/O error" in text or "unable to open" in text:
+            return AuditLogUnavailable(
+                f"The audit log {self.path} cannot be written ({text}): the disk is read-only or failing. "
+                "Nothing was recorded and no certificate left the station. Check the disk, then press Retry."
+            )
+        return None
 
     def close(self) -> None:
         with self._lock:
@@ -1260,18 +1292,10 @@ class AuditLog:
                 db.execute(_CLAIM_WRITE_LOCK)
                 yield db
         except sqlite3.OperationalError as exc:
-            text = str(exc)
-            if "locked" in text or "busy" in text:
-                raise AuditLogUnavailable(
-                    f"The audit log {self.path} stayed busy for {BUSY_TIMEOUT_S:g} s (another station program is "
-                    f"writing to it). Nothing was recorded. Press Retry; if it repeats, close other station windows."
-                ) from exc
-            if "full" in text:
-                raise AuditLogUnavailable(
-                    f"The disk holding the audit log {self.path} is full. Nothing was recorded. Free some space, "
-                    f"then press Retry."
-                ) from exc
-            raise
+            mapped = self._unavailable(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite_utils.Database]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import socket
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from station.errors import ConfigError
 from station.profiles import DEFAULT_PROFILE
+from station.tomlfile import config_error, read_toml
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,7 @@ def load_config(path: Path) -> StationConfig:
     """Read station.toml; a missing file means every default."""
     if not path.exists():
         return StationConfig(source=None)
-    text = path.read_text(encoding="utf-8")
-    data = _parse(path, text)
+    text, data = read_toml(path)
     _refuse_unknown(path, text, data, KNOWN_KEYS)
     station = _table(path, text, data, "station")
     tls = _table(path, text, data, "tls_proof")
@@ -78,36 +77,23 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
 
 
 def _refuse_unknown(
-    path: Path, text: str, table: dict[str, Any], known: Iterable[str], *, prefix: str = ""
+    path: Path, text: str, table: dict[str, Any], known: Iterable[str], *, prefix: str = "", occurrence: int = 1
 ) -> None:
     unknown = sorted(set(table) - set(known))
     if unknown:
         raise _fail(path, text, f"{prefix}{unknown[0]}",
-                    f"is not a setting the station knows (known: {', '.join(sorted(known))}) — check the spelling")
+                    f"is not a setting the station knows (known: {', '.join(sorted(known))}) — check the spelling",
+                    occurrence=occurrence)
 
 
 def load_fixtures(path: Path) -> tuple[Fixture, ...]:
     """Fixtures from a file with ``[[fixture]]`` tables (station.toml or ``station sim``'s fixtures.toml)."""
-    text = path.read_text(encoding="utf-8")
-    return _fixtures(path, text, _parse(path, text))
+    text, data = read_toml(path)
+    return _fixtures(path, text, data)
 
 
-def _parse(path: Path, text: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc} — fix the TOML syntax there") from exc
-
-
-def _fail(path: Path, text: str, key: str, problem: str) -> ConfigError:
-    leaf = key.rsplit(".", 1)[-1]
-    line = next(
-        (number for number, content in enumerate(text.splitlines(), 1)
-         if re.match(rf"\s*({re.escape(leaf)}\s*=|\[+\s*{re.escape(key)}\s*\]+)", content)),
-        None,
-    )
-    where = f"{path}, line {line}" if line else str(path)
-    return ConfigError(f"{where}: {key}: {problem}")
+def _fail(path: Path, text: str, key: str, problem: str, *, occurrence: int = 1) -> ConfigError:
+    return config_error(path, text, key, problem, occurrence=occurrence)
 
 
 def _table(path: Path, text: str, data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -126,14 +112,15 @@ def _fixtures(path: Path, text: str, data: dict[str, Any]) -> tuple[Fixture, ...
     for index, entry in enumerate(entries, 1):
         if not isinstance(entry, dict):
             raise _fail(path, text, "fixture", f"entry {index} must be a table")
-        _refuse_unknown(path, text, entry, KNOWN_KEYS["fixture"], prefix="fixture.")
+        _refuse_unknown(path, text, entry, KNOWN_KEYS["fixture"], prefix="fixture.", occurrence=index)
         name, device = entry.get("name"), entry.get("device")
         if not isinstance(name, str) or not name:
-            raise _fail(path, text, "name", f"fixture {index} needs a name")
+            raise _fail(path, text, "fixture.name", f"fixture {index} needs a name", occurrence=index)
         if not isinstance(device, str) or not re.match(r"(ssh|serial)://", device):
-            raise _fail(path, text, "device", f"fixture {name!r} needs a device address (ssh://… or serial://…)")
+            raise _fail(path, text, "fixture.device", f"fixture {name!r} needs a device address (ssh://… or serial://…)",
+                        occurrence=index)
         if name in names:
-            raise _fail(path, text, "name", f"fixture name {name!r} is used twice")
+            raise _fail(path, text, "fixture.name", f"fixture name {name!r} is used twice", occurrence=index)
         names.add(name)
         profile = entry.get("profile")
         console = entry.get("console")

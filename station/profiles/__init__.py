@@ -10,13 +10,13 @@ serial-number pattern, PINs, paths, and each step's deadline and retry count.  T
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from station.errors import ConfigError, StationError
 from station.shell import ShellCommand
+from station.tomlfile import config_error, read_toml
 
 SHIPPED_DIR = Path(__file__).parent
 DEFAULT_PROFILE = "welma-optee"
@@ -164,11 +164,7 @@ def load_profile(name: str, profiles_dir: Path | None = None) -> DeviceProfile:
 
 
 def load_profile_file(path: Path) -> DeviceProfile:
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc} — fix the TOML syntax there") from exc
+    text, data = read_toml(path)
     return _ProfileReader(path, text, data).read()
 
 
@@ -177,17 +173,11 @@ class _ProfileReader:
 
     def __init__(self, path: Path, text: str, data: dict[str, Any]) -> None:
         self.path = path
-        self.lines = text.splitlines()
+        self.text = text
         self.data = data
 
     def fail(self, key: str, problem: str) -> ConfigError:
-        leaf = key.rsplit(".", 1)[-1]
-        line = next(
-            (number for number, text in enumerate(self.lines, 1) if re.match(rf"\s*\"?{re.escape(leaf)}\"?\s*=", text)),
-            None,
-        )
-        where = f"{self.path}, line {line}" if line else str(self.path)
-        return ConfigError(f"{where}: {key}: {problem}")
+        return config_error(self.path, self.text, key, problem)
 
     def table(self, name: str) -> dict[str, Any]:
         value = self.data.get(name, {})

@@ -162,10 +162,6 @@ def test_the_audit_disk_failing_at_sign_pushes_nothing(start_farm, sim_home, vol
         assert assert_board_certificate_recorded(device, assert_audit_sound(db)) is not None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect in station/audit.py: AuditLog._change maps only 'locked', 'busy' and 'full' SQLite errors to "
-    "AuditLogUnavailable; a read-only or failing disk ('attempt to write a readonly database', 'disk I/O "
-    "error') escapes as a raw sqlite3.OperationalError — the CLI prints a traceback instead of what to do"))
 def test_a_read_only_audit_disk_is_reported_in_plain_words(start_farm, sim_home, tmp_path):
     (device,) = start_farm(1)
     ca = CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
@@ -206,10 +202,6 @@ def test_station_provision_on_a_full_audit_disk_leaves_the_board_untouched(start
     assert units == {}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect in station/audit.py: opening the audit log on a full disk fails in _connect ('disk I/O error' "
-    "when SQLite cannot size its -shm file) with a raw sqlite3.OperationalError — `station provision` "
-    "prints a traceback instead of 'the disk is full, free some space'"))
 def test_station_provision_on_a_full_audit_disk_says_so_in_plain_words(start_farm, sim_home, tmp_path):
     (device,) = start_farm(1)
     run_, _ = provision_on_a_full_disk(sim_home, tmp_path, device)

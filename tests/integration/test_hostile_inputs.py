@@ -354,11 +354,6 @@ def test_a_broken_profile_is_named_with_its_line_by_the_cli(tmp_path, capsys, ol
     assert f"error: {path}" in err and re.search(expected, err), err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect in station/config.py and station/profiles/__init__.py: the file is read with "
-    "read_text(encoding='utf-8') outside the ConfigError handling, so bytes that are not UTF-8 (a file "
-    "saved as Latin-1 by an editor on the line PC) raise UnicodeDecodeError — a traceback that names "
-    "neither the file nor the line"))
 @pytest.mark.parametrize("which", ["station.toml", "profile"])
 def test_a_file_that_is_not_utf8_is_named_by_the_cli(tmp_path, capsys, which):
     home = StationHome(tmp_path / "home").create()
@@ -385,10 +380,6 @@ def cli_error(home: StationHome, capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect in station/profiles/__init__.py (_ProfileReader.fail) and station/config.py (_fail): the line is "
-    "found by the key's last name only, so an error in [steps.guard] retries, or in the second [[fixture]], "
-    "names the line of the first `retries =` / `device =` in the file — a wrong line"))
 @pytest.mark.parametrize("which", ["profile", "station.toml"])
 def test_an_error_in_a_later_table_names_that_tables_line(tmp_path, capsys, which):
     home = StationHome(tmp_path / "home").create()

@@ -31,7 +31,7 @@ def test_station_toml_with_fixtures(tmp_path):
     [
         ('[station]\nproduction = "yes"\n', r"station.toml, line 2: station.production"),
         ('[station\nname = "x"\n', r"station.toml: .*line 1"),
-        ('[[fixture]]\nname = "A"\ndevice = "telnet://x"\n', r"station.toml, line 3: device"),
+        ('[[fixture]]\nname = "A"\ndevice = "telnet://x"\n', r"station.toml, line 3: fixture.device"),
         ('[[fixture]]\nname = "A"\ndevice = "ssh://a"\n[[fixture]]\nname = "A"\ndevice = "ssh://b"\n',
          r"used twice"),
         ('[station]\nname = "x"\nproducton = true\n', r"station.toml, line 3: station.producton: is not a setting"),
