@@ -510,9 +510,11 @@ class SerialLink:
         while True:
             refused = status_line.search(self._buffer)
             if refused is not None and int(refused.group(1)) != 0:
+                # Read the status before _consume() clears the buffer the match points into.
+                exit_status = int(refused.group(1))
                 self._consume()
                 raise LinkError(
-                    f"the device on {self._path} refused to reboot (`reboot` exited {int(refused.group(1))}) "
+                    f"the device on {self._path} refused to reboot (`reboot` exited {exit_status}) "
                     "— power-cycle it and press Retry"
                 )
             tail = self._tail()

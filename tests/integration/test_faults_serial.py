@@ -80,11 +80,6 @@ def test_after_the_whole_console_matrix_the_audit_log_is_sound_and_no_thread_is_
     check_matrix_end(matrix)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect in station/transport/serial.py, SerialLink.reboot: the 'refused to reboot' branch calls "
-    "self._consume() and then reads the exit status again from the match object, whose bytearray was just "
-    "cleared — int(b'') raises ValueError, so the unit fails 'unexpectedly' instead of saying the board "
-    "refused to reboot"))
 def test_a_console_refusing_to_reboot_is_reported_in_plain_words(matrix: Matrix) -> None:
     record = matrix.records["reboot-fail"]
     assert record.first is not None and record.first.failed_step == "reboot"
