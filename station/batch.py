@@ -4,6 +4,10 @@ Boards on the same fixture run one after another; fixtures run in parallel, so a
 generation takes a minute delays no other fixture.  Two slots can never enrol the same serial: the
 audit log's unique index refuses the second (not a Python lock), and the refusal is reported like
 any other failure.  Progress goes out through plain callbacks; nothing here knows about Qt.
+
+:class:`SlotBoard` is the batch grid a technician fills by scanning (fixture barcode, then the board's
+serial) — the window's state of each fixture slot, its counts and yield, kept here so the rules of
+scan-to-slot live in the core and the window only shows them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from station.config import Fixture
 from station.errors import ConfigError, StationError
 from station.flow import FlowEvent, Provisioner, UnitResult
 from station.profiles import DeviceProfile
@@ -208,4 +213,272 @@ class Batch:
         return JobOutcome(
             job, result.unit.state, unit_id=result.unit.id, failed_step=result.failed_step,
             message=result.message, duration_s=time.monotonic() - began,
+        )
+
+
+# -- the batch grid: fixture slots a technician fills by scanning ------------------------------------------
+
+# A fixture's barcode may carry this prefix ("FIXTURE:sim-03") so it can never be mistaken for a serial.
+FIXTURE_SCAN_PREFIX = "FIXTURE:"
+
+SLOT_STATES = ("empty", "ready", "running", "stopping", "passed", "failed", "refused")
+# A slot whose board is done: a new serial scanned into it replaces the board.
+FINISHED_SLOT_STATES = frozenset({"passed", "failed", "refused"})
+
+
+@dataclass
+class Slot:
+    """One fixture of the batch grid and the board on it."""
+
+    fixture: Fixture
+    serial: str | None = None
+    state: str = "empty"  # one of SLOT_STATES
+    unit_id: int | None = None
+    step: str = ""
+    step_title: str = ""
+    step_index: int = 0
+    step_count: int = 0
+    attempt: int = 1
+    message: str = ""
+    failed_step: str | None = None
+    # A failed (or refused because already failed) board whose unit Retry continues.
+    resumable: bool = False
+    started_at: float | None = None  # time.monotonic() when the unit started
+    ended_at: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.fixture.name
+
+    @property
+    def active(self) -> bool:
+        """A unit runs on this fixture (or is stopping)."""
+        return self.state in ("running", "stopping")
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    """What a scan did, for the technician: accepted or refused, and why."""
+
+    accepted: bool
+    message: str
+    fixture: str | None = None  # the slot concerned
+    serial: str | None = None  # set when a board's serial was placed on a fixture
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    """The batch header's figures (refused boards count as failed: they did not pass)."""
+
+    empty: int
+    queued: int
+    running: int
+    passed: int
+    failed: int
+
+    @property
+    def finished(self) -> int:
+        return self.passed + self.failed
+
+    @property
+    def yield_fraction(self) -> float | None:
+        """Passed over finished boards; None before any board finished."""
+        return self.passed / self.finished if self.finished else None
+
+
+SerialCheck = Callable[[Fixture, str], str]
+
+
+class SlotBoard:
+    """The batch grid's state: which board sits on which fixture, scan-to-slot, counts.
+
+    A technician scans a fixture's barcode (its name, or ``FIXTURE:`` + name), then the board's
+    serial; or scans a serial alone, which goes to the highlighted next free fixture.  A serial
+    already on another fixture is refused on the spot — the audit log's unique index is the real
+    guard (another window or station may hold the board); this only spares a pointless start.
+
+    Owned by one thread (the GUI's); the units themselves run elsewhere and report back through
+    :meth:`apply` and :meth:`finish`.
+    """
+
+    def __init__(
+        self,
+        fixtures: Iterable[Fixture],
+        *,
+        batch_id: str | None = None,
+        fixture_prefix: str = FIXTURE_SCAN_PREFIX,
+    ) -> None:
+        self.slots: dict[str, Slot] = {fixture.name: Slot(fixture) for fixture in fixtures}
+        self.batch_id = batch_id or new_batch_id()
+        self.fixture_prefix = fixture_prefix
+        # A fixture scanned whose board's serial is awaited.
+        self.selected: str | None = None
+
+    # -- where a scan goes -------------------------------------------------------------------
+
+    def next_free(self) -> Slot | None:
+        """The fixture a serial scanned alone goes to: the first empty one, else the first whose
+        board is finished and passed (its board was taken off)."""
+        for wanted in ("empty", "passed"):
+            for slot in self.slots.values():
+                if slot.state == wanted:
+                    return slot
+        return None
+
+    @property
+    def highlighted(self) -> Slot | None:
+        """The slot the next serial goes to: the fixture scanned last, else the next free one."""
+        if self.selected is not None and self.selected in self.slots:
+            return self.slots[self.selected]
+        return self.next_free()
+
+    def fixture_named(self, text: str) -> str | None:
+        """The fixture a scanned text names (``sim-03`` or ``FIXTURE:sim-03``), or None."""
+        text = text.strip()
+        if self.fixture_prefix and text.upper().startswith(self.fixture_prefix.upper()):
+            text = text[len(self.fixture_prefix):].strip()
+        return text if text in self.slots else None
+
+    def scan(self, text: str, check_serial: SerialCheck) -> ScanOutcome:
+        """Take one scan: a fixture's barcode selects that fixture, a serial goes on the highlighted one.
+
+        ``check_serial(fixture, text)`` returns the serial as the fixture's profile accepts it, or
+        raises StationError saying why not (nothing is placed then).
+        """
+        text = text.strip()
+        if not text:
+            return ScanOutcome(False, "nothing was scanned — scan a fixture's barcode or a board's serial label")
+        name = self.fixture_named(text)
+        if name is not None:
+            slot = self.slots[name]
+            if slot.active:
+                return ScanOutcome(False, f"fixture {name} is provisioning board {slot.serial} — wait for its "
+                                          "result, or abort it first", fixture=name)
+            self.selected = name
+            return ScanOutcome(True, f"fixture {name} selected — now scan the serial of the board on it", fixture=name)
+        if self.fixture_prefix and text.upper().startswith(self.fixture_prefix.upper()):
+            known = ", ".join(self.slots) or "none"
+            return ScanOutcome(False, f"{text!r} names no fixture of this station (known: {known}) — check the "
+                                      "fixture's barcode")
+        target = self.highlighted
+        if target is None:
+            return ScanOutcome(False, "every fixture holds a board — scan a fixture's barcode first to put this "
+                                      "board on a fixture whose board is finished")
+        try:
+            serial = check_serial(target.fixture, text)
+        except StationError as exc:
+            return ScanOutcome(False, str(exc), fixture=target.name)
+        return self.place(target.name, serial)
+
+    def place(self, name: str, serial: str) -> ScanOutcome:
+        """Put board ``serial`` on fixture ``name`` (ready to start); refused if another fixture holds it."""
+        slot = self.slots[name]
+        holder = self.holder_of(serial)
+        if holder is not None and holder is not slot:
+            return ScanOutcome(False, f"serial {serial} is already on fixture {holder.name} — two boards cannot share "
+                                      "a serial: check both labels, then scan the right one", fixture=name)
+        if slot.active:
+            return ScanOutcome(False, f"fixture {name} is provisioning board {slot.serial} — wait for its result, "
+                                      "or abort it first", fixture=name)
+        if holder is slot and slot.state in ("ready", "failed", "refused"):
+            self.selected = None
+            what = "press Retry to continue it" if slot.resumable else "it waits for Start"
+            return ScanOutcome(True, f"board {serial} is already on fixture {name} — {what}", fixture=name,
+                               serial=serial)
+        self.slots[name] = Slot(slot.fixture, serial=serial, state="ready")
+        self.selected = None
+        return ScanOutcome(True, f"board {serial} on fixture {name}", fixture=name, serial=serial)
+
+    def holder_of(self, serial: str) -> Slot | None:
+        """The fixture that holds board ``serial`` in this grid, if any."""
+        return next((slot for slot in self.slots.values() if slot.serial == serial), None)
+
+    def clear(self, name: str) -> None:
+        """Take the board off a fixture that is not running (the slot becomes empty)."""
+        slot = self.slots[name]
+        if slot.active:
+            raise StationError(f"fixture {name} is provisioning board {slot.serial} — abort it before removing it")
+        self.slots[name] = Slot(slot.fixture)
+        if self.selected == name:
+            self.selected = None
+
+    def new_batch(self) -> str:
+        """Empty every idle fixture and draw a new batch id (running units keep theirs)."""
+        for name, slot in self.slots.items():
+            if not slot.active:
+                self.slots[name] = Slot(slot.fixture)
+        self.selected = None
+        self.batch_id = new_batch_id()
+        return self.batch_id
+
+    # -- what the units report -------------------------------------------------------------------
+
+    def startable(self) -> list[Slot]:
+        """Fixtures whose board waits for Start, in grid order."""
+        return [slot for slot in self.slots.values() if slot.state == "ready"]
+
+    def mark_started(self, name: str, now: float, *, resume: bool = False) -> Slot:
+        """A unit starts on fixture ``name`` (a Retry when ``resume``)."""
+        slot = self.slots[name]
+        if slot.serial is None or slot.active:
+            raise StationError(f"fixture {name} has no board waiting to start")
+        if resume and not slot.resumable:
+            raise StationError(f"board {slot.serial} on fixture {name} has nothing to resume")
+        slot.state, slot.started_at, slot.ended_at = "running", now, None
+        slot.message, slot.failed_step, slot.resumable = "", None, False
+        slot.step = slot.step_title = ""
+        if self.selected == name:
+            self.selected = None
+        return slot
+
+    def mark_stopping(self, name: str) -> Slot:
+        slot = self.slots[name]
+        if slot.state == "running":
+            slot.state = "stopping"
+        return slot
+
+    def apply(self, name: str, event: FlowEvent) -> Slot | None:
+        """Take a unit's progress into the fixture's slot; return the slot if what it shows changed."""
+        slot = self.slots.get(name)
+        if slot is None or not slot.active:
+            return None
+        if event.kind == "unit_started":
+            slot.unit_id, slot.step_count = event.unit_id, event.count or slot.step_count
+        elif event.kind == "step_started":
+            slot.step, slot.step_title, slot.attempt = event.step, event.title, event.attempt
+            slot.step_index, slot.step_count = event.index, event.count or slot.step_count
+        elif event.kind == "step_finished" and event.outcome == "retrying":
+            slot.message = event.message
+        else:
+            return None
+        return slot
+
+    def finish(
+        self,
+        name: str,
+        *,
+        result: str,
+        message: str,
+        now: float,
+        unit_id: int | None = None,
+        failed_step: str | None = None,
+        resumable: bool = False,
+    ) -> Slot:
+        """The unit on fixture ``name`` ended: ``result`` is passed, failed or refused (never started)."""
+        if result not in FINISHED_SLOT_STATES:
+            raise ValueError(f"result must be one of {', '.join(sorted(FINISHED_SLOT_STATES))}, not {result!r}")
+        slot = self.slots[name]
+        slot.state, slot.message, slot.ended_at = result, message, now
+        slot.unit_id = unit_id if unit_id is not None else slot.unit_id
+        slot.failed_step, slot.resumable = failed_step, resumable
+        return slot
+
+    def counts(self) -> BatchCounts:
+        states = [slot.state for slot in self.slots.values()]
+        return BatchCounts(
+            empty=states.count("empty"),
+            queued=states.count("ready"),
+            running=states.count("running") + states.count("stopping"),
+            passed=states.count("passed"),
+            failed=states.count("failed") + states.count("refused"),
         )

@@ -37,6 +37,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def prepare_qt_environment() -> None:
+    """Settings Qt reads once, before the first window is painted.
+
+    QT_NO_GUI_THREADPOOL: Qt 6 splits large raster fills across a thread pool and the GUI thread waits
+    for those helpers; with a batch of 64 units running, the helpers wait for a CPU and the window
+    froze while they did (seen as the GUI thread blocked in QLatch::waitInternal).  The window's fills
+    are small enough for the GUI thread alone.
+    """
+    os.environ.setdefault("QT_NO_GUI_THREADPOOL", "1")
+
+
 def pyside_drops_none() -> bool:
     """Whether this PySide build loses a reference to None on every void call (PySide6 6.12.0 on
     Python 3.11 does: the process then dies with "deallocating None" after a few thousand calls)."""
@@ -70,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not display_available():
         print(HEADLESS_HELP, file=sys.stderr)
         return 2
+    prepare_qt_environment()
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "station-gui"])
     assert isinstance(app, QApplication)
     app.setApplicationName(APP_NAME)

@@ -9,16 +9,25 @@ GUI thread.
 
 from __future__ import annotations
 
-import socket
+import os
+import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThread, QThreadPool, QTimer, Signal, Slot
+from PySide6.QtCore import (
+    QCoreApplication,
+    QObject,
+    QRunnable,
+    Qt,
+    QThread,
+    QThreadPool,
+    QTimer,
+    Signal,
+    Slot,
+)
 
 from station.audit import AuditLog, SerialAlreadyPassed, UnitAlreadyActive
 from station.config import Fixture, StationConfig
@@ -28,6 +37,11 @@ from station.home import StationHome
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
 from station.transport import DeviceAddress
+from station.transport.base import probe
+
+# How much lower than the GUI thread a unit's worker runs (Linux nice, per thread; the threads a unit
+# starts — paramiko's transport, the TLS proof's server — inherit it).  Raising nice needs no privilege.
+WORKER_NICENESS = 10
 
 # A probe must never hold up closing the window for long.
 PROBE_TIMEOUT_S = 1.0
@@ -121,25 +135,14 @@ class ProbeResult:
 
 
 def probe_device(fixture: Fixture, timeout_s: float = PROBE_TIMEOUT_S) -> ProbeResult:
-    """Whether the fixture's device answers: a TCP connect for SSH, the port's presence for serial."""
+    """Whether the fixture's device answers (:func:`station.transport.base.probe`); blocks up to
+    ``timeout_s``, so the window runs it on the task pool."""
     try:
         address = DeviceAddress.parse(fixture.device)
     except StationError as exc:
         return ProbeResult(fixture.name, False, str(exc))
-    if address.scheme == "serial":
-        present = Path(address.path).exists()
-        return ProbeResult(fixture.name, present, f"{address.path} {'present' if present else 'missing'}")
-    began = time.monotonic()
-    try:
-        with socket.create_connection((address.host, address.port), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        if isinstance(exc, TimeoutError):
-            reason = f"no reply within {timeout_s:g} s"
-        return ProbeResult(fixture.name, False, f"{address.host}:{address.port}: {reason}")
-    return ProbeResult(fixture.name, True,
-                       f"{address.host}:{address.port} answered in {(time.monotonic() - began) * 1000:.0f} ms")
+    answers, detail = probe(address, timeout_s)
+    return ProbeResult(fixture.name, answers, detail)
 
 
 class FixtureProber(QObject):
@@ -195,6 +198,8 @@ class UnitRequest:
     profile: DeviceProfile
     operator: str
     resume: bool = False
+    # Batch mode: the batch id recorded on the unit (a resumed unit keeps the batch it started in).
+    batch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -236,14 +241,23 @@ class UnitWorker(QObject):
     planned = Signal(object)  # UnitPlan
     finished = Signal(object)  # UnitOutcome
 
-    def __init__(self, parts: StationParts, request: UnitRequest, cancel: threading.Event) -> None:
+    def __init__(self, parts: StationParts, request: UnitRequest, cancel: threading.Event, *,
+                 forward_output: bool = True) -> None:
         super().__init__()
         self._parts = parts
         self._request = request
         self._cancel = cancel
+        self._forward_output = forward_output
+
+    def _observe(self, event: FlowEvent) -> None:
+        # Device output is most of a unit's events; a view that does not show it is spared the queued
+        # signal (and the GUI thread the work of dropping it).
+        if self._forward_output or event.kind != "output":
+            self.flow_event.emit(event)
 
     @Slot()
     def run(self) -> None:
+        yield_cpu_to_gui()
         outcome = self._provision()
         # Hand the object back to the GUI thread so it is deleted there, not in a finished thread.
         app = QCoreApplication.instance()
@@ -256,12 +270,13 @@ class UnitWorker(QObject):
         serial = request.serial
         try:
             provisioner = Provisioner(home=parts.home, config=parts.config, ca=parts.ca, audit=parts.audit,
-                                      observer=self.flow_event.emit)
+                                      observer=self._observe)
             steps = request.profile.step_names()
             self.planned.emit(UnitPlan(steps, {step: provisioner.eta(request.profile, step) for step in steps}))
             result = provisioner.provision(
                 serial=serial, device=request.fixture.device, profile=request.profile, operator=request.operator,
-                fixture=request.fixture.name, resume=request.resume, cancel=self._cancel,
+                fixture=request.fixture.name, batch=request.batch, resume=request.resume,
+                cancel=self._cancel,
             )
         except SerialAlreadyPassed as exc:
             return UnitOutcome("refused", serial, str(exc), unit_id=exc.unit.id)
@@ -283,6 +298,25 @@ class UnitWorker(QObject):
                            failed_step=result.failed_step, resumable=result.unit.state == "failed")
 
 
+def yield_cpu_to_gui(niceness: int = WORKER_NICENESS) -> bool:
+    """Lower the calling worker thread's CPU priority below the GUI thread's.
+
+    With 64 units at once, the workers and the threads they start are hundreds of runnable threads at
+    the batch's busy moments; at equal priority the GUI thread waits its turn behind all of them and
+    the window freezes for hundreds of milliseconds.  A worker waits on its board most of the time, so
+    a lower priority costs it nothing measurable.  Linux only (nice is per thread there); elsewhere,
+    or if refused, nothing changes.  Returns whether the priority was lowered.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
+    except OSError:
+        return False
+    return True
+
+
 class UnitRunner(QObject):
     """Starts units on worker threads and relays their signals, on the GUI thread."""
 
@@ -291,9 +325,11 @@ class UnitRunner(QObject):
     finished = Signal(object)  # UnitOutcome
     idle = Signal()  # the worker thread has ended
 
-    def __init__(self, parts: StationParts, parent: QObject | None = None) -> None:
+    def __init__(self, parts: StationParts, parent: QObject | None = None, *, forward_output: bool = True) -> None:
+        """``forward_output=False``: the unit's device output is not relayed (a view without a log)."""
         super().__init__(parent)
         self.parts = parts
+        self.forward_output = forward_output
         self._thread: QThread | None = None
         self._worker: UnitWorker | None = None
         self._cancel = threading.Event()
@@ -309,13 +345,16 @@ class UnitRunner(QObject):
         # No parent: the thread must outlive a window that is closed while it still winds down.
         thread = QThread()
         thread.setObjectName(f"unit-{request.serial}")
-        worker = UnitWorker(self.parts, request, self._cancel)
+        worker = UnitWorker(self.parts, request, self._cancel, forward_output=self.forward_output)
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         worker.flow_event.connect(self._relay_event)
         worker.planned.connect(self._relay_plan)
         worker.finished.connect(self._relay_finished)
-        worker.finished.connect(thread.quit)
+        # Direct: the worker thread ends its own event loop as soon as the unit is over, without waiting
+        # for the GUI thread to deliver a queued quit — so wait() on a shutdown path (which blocks the GUI
+        # thread) returns when the unit has stopped, not at its timeout.  QThread.quit is thread-safe.
+        worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)
         thread.finished.connect(self._thread_ended)
         self._thread, self._worker = thread, worker
         thread.start()

@@ -55,9 +55,12 @@ def wait_for(signal: SignalInstance, timeout_s: float, accept: Callable[..., boo
     """Run the event loop until ``signal`` carries arguments ``accept`` likes; raise after ``timeout_s``."""
     loop = QEventLoop()
     got: list[Any] = []
+    arrived = False  # a signal without arguments leaves ``got`` empty
 
     def seen(*args: Any) -> None:
-        if not got and accept(*args):
+        nonlocal arrived
+        if not arrived and accept(*args):
+            arrived = True
             got.extend(args)
             loop.quit()
 
@@ -71,7 +74,7 @@ def wait_for(signal: SignalInstance, timeout_s: float, accept: Callable[..., boo
     finally:
         timer.stop()
         signal.disconnect(seen)
-    if not got:
+    if not arrived:
         raise TimeoutError(f"nothing arrived within {timeout_s:g} s")
     return got
 

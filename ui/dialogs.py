@@ -114,16 +114,18 @@ class AdminPinDialog(QDialog):
 
     unlocked = Signal()
 
-    def __init__(self, lock: AdminLock, pool: TaskPool, parent: QWidget | None = None) -> None:
+    def __init__(self, lock: AdminLock, pool: TaskPool, parent: QWidget | None = None, *,
+                 title: str = "Administrator",
+                 intro: str = "Station settings are for administrators. Type the admin PIN to change them.") -> None:
         super().__init__(parent)
         self._lock = lock
         self._pool = pool
-        self.setWindowTitle("Administrator")
+        self.setWindowTitle(title)
         self.setMinimumWidth(440)
         layout = QVBoxLayout(self)
-        intro = _message_label(self)
-        intro.setText("Station settings are for administrators. Type the admin PIN to change them.")
-        layout.addWidget(intro)
+        intro_label = _message_label(self)
+        intro_label.setText(intro)
+        layout.addWidget(intro_label)
         prompt = QLabel("Admin &PIN:", self)
         self.field = QLineEdit(self)
         self.field.setEchoMode(QLineEdit.EchoMode.Password)

@@ -1,5 +1,7 @@
 """The technician's window: sign in, pick the fixture, scan, Provision, watch the steps, read the
-verdict, print the label.
+verdict, print the label — one board at a time, or many at once in the Batch tab, and the audit log
+in the Audit tab (a technician sees the station's recent units; a quality lead, signed in with the
+admin PIN, filters, exports and revokes).
 
 The window only watches :class:`~station.flow.FlowEvent` values (through :mod:`ui.bridge`) and sends
 commands (start, abort, resume).  Every decision — is this serial valid, which profile, what the
@@ -32,6 +34,7 @@ from PySide6.QtWidgets import (
     QSizePolicy,
     QSplitter,
     QStackedWidget,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -44,6 +47,8 @@ from station.label import LabelSheet, build_label, label_layout, lay_out
 from station.masking import Masker
 from station.pki import CertificateAuthority
 from station.steps import STEPS
+from ui.audit_view import AuditView
+from ui.batch_view import BatchView
 from ui.bridge import (
     FixtureProber,
     ProbeResult,
@@ -56,7 +61,7 @@ from ui.bridge import (
 )
 from ui.dialogs import AdminPinDialog
 from ui.label import LabelPreview, configure_printer, print_label, save_label_pdf
-from ui.progress import UnitProgress
+from ui.progress import UnitProgress, format_duration
 from ui.session import Session
 from ui.settings import SettingsDialog
 from ui.style import GREEN, LARGE_FONT_FACTOR, RED, base_font, emphasise, monospace_font
@@ -70,6 +75,10 @@ LOG_MAX_LINES = 5000
 POOL_SHUTDOWN_MS = 3000
 # Keys typed anywhere in the window that belong in the scan field (what a serial can contain).
 _SERIAL_KEY = re.compile(r"[A-Za-z0-9._:/+-]")
+
+# The window's modes (tabs), in order; Ctrl+1, Ctrl+2, Ctrl+3 switch to them.
+MODES = ("single", "batch", "audit")
+ROLE_TITLES = {"technician": "technician", "quality_lead": "quality lead"}
 
 # Units still winding down after their window closed (kept referenced so Qt does not destroy a running thread).
 _LINGERING: list[UnitRunner] = []
@@ -86,9 +95,7 @@ def drain_lingering(timeout_ms: int) -> bool:
     return True
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+_duration = format_duration
 
 
 class MainWindow(QMainWindow):
@@ -101,6 +108,8 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.session = session
         self.operator: str | None = None
+        self.role = "technician"  # or "quality_lead", after the admin PIN at sign-in
+        self.audit_view: AuditView | None = None
         self.serial: str | None = None  # the serial accepted from the scan field
         self.progress: UnitProgress | None = None
         self.outcome: UnitOutcome | None = None
@@ -139,6 +148,9 @@ class MainWindow(QMainWindow):
         self.runner.planned.connect(self._on_plan)
         self.runner.finished.connect(self._on_finished)
         self.runner.idle.connect(self._on_idle)
+        self.batch.idle.connect(self._on_idle)
+        self.batch.slot_started.connect(lambda _name: self._update_buttons())
+        self.batch.fixture_in_use = self._single_mode_uses
         self.apply_settings()
         self._update_buttons()
 
@@ -166,7 +178,15 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.operator_field)
         self.sign_in_button = QPushButton("&Sign in", box)
         self.sign_in_button.clicked.connect(self.sign_in_from_field)
-        layout.addWidget(self.sign_in_button, 0, Qt.AlignmentFlag.AlignLeft)
+        self.quality_lead_button = QPushButton("Sign in as &quality lead… (admin PIN)", box)
+        self.quality_lead_button.setToolTip("Quality leads export the audit log and revoke certificates; "
+                                            "they sign in with their name and the station's admin PIN")
+        self.quality_lead_button.clicked.connect(self.sign_in_as_quality_lead)
+        sign_in_row = QHBoxLayout()
+        sign_in_row.addWidget(self.sign_in_button)
+        sign_in_row.addWidget(self.quality_lead_button)
+        sign_in_row.addStretch(1)
+        layout.addLayout(sign_in_row)
         self.sign_in_problem = QLabel(box)
         self.sign_in_problem.setTextFormat(Qt.TextFormat.PlainText)
         self.sign_in_problem.setWordWrap(True)
@@ -199,8 +219,19 @@ class MainWindow(QMainWindow):
         top.addWidget(self.sign_out_button)
         outer.addLayout(top)
 
-        upper = QWidget(page)
-        outer.addWidget(upper, 1)
+        self.modes = QTabWidget(page)
+        # Ctrl+1/2/3 switch modes; the tab bar stays out of the Tab chain, which walks the mode's own widgets.
+        self.modes.tabBar().setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        outer.addWidget(self.modes, 1)
+        upper = QWidget(self.modes)
+        self.modes.addTab(upper, "Single board  (Ctrl+1)")
+        self.batch = BatchView(self.session, self.runner.parts, self.pool, self.modes)
+        self.modes.addTab(self.batch, "Batch — many boards at once  (Ctrl+2)")
+        self.audit_page = QWidget(self.modes)
+        audit_layout = QVBoxLayout(self.audit_page)
+        audit_layout.setContentsMargins(0, 4, 0, 0)
+        self.modes.addTab(self.audit_page, "Audit log  (Ctrl+3)")
+        self.modes.currentChanged.connect(self._on_mode_changed)
         columns = QHBoxLayout(upper)
         columns.setContentsMargins(0, 0, 0, 0)
 
@@ -316,6 +347,9 @@ class MainWindow(QMainWindow):
             ("Ctrl+,", self.open_settings),
             ("Ctrl+L", self.sign_out),
             ("F6", self.focus_scan),
+            ("Ctrl+1", lambda: self.show_mode("single")),
+            ("Ctrl+2", lambda: self.show_mode("batch")),
+            ("Ctrl+3", lambda: self.show_mode("audit")),
         ]
         self.shortcuts: dict[str, QShortcut] = {}
         for key, action in bindings:
@@ -355,6 +389,8 @@ class MainWindow(QMainWindow):
         )
         self.status.setToolTip(f"Fixtures file: {source.path}" if source.path else "")
         self._show_mode()
+        self.batch.apply_settings()
+        self.batch.setFont(font)
         if not source.fixtures:
             self._feedback(
                 "No fixtures are configured — an administrator adds [[fixture]] tables to station.toml, "
@@ -376,7 +412,11 @@ class MainWindow(QMainWindow):
     def sign_in_from_field(self) -> None:
         self.sign_in(self.operator_field.text())
 
-    def sign_in(self, entry: str) -> bool:
+    def sign_in(self, entry: str, *, role: str = "technician") -> bool:
+        """Sign ``entry`` in; ``role="quality_lead"`` only after the admin PIN was accepted
+        (:meth:`sign_in_as_quality_lead`)."""
+        if role not in ROLE_TITLES:
+            raise ValueError(f"role must be one of {', '.join(ROLE_TITLES)}, not {role!r}")
         try:
             name = operator_name(entry)
         except StationError as exc:
@@ -384,10 +424,17 @@ class MainWindow(QMainWindow):
             self.operator_field.selectAll()
             return False
         self.operator = name
+        if role != self.role:
+            self._drop_audit_view()  # built again, for the new role, when the Audit tab is opened
+        self.role = role
+        self.batch.operator = name
         self.operator_field.clear()
         self.sign_in_problem.clear()
-        self.operator_label.setText(f"Operator: <b>{html.escape(name)}</b>")
+        title = " (quality lead)" if role == "quality_lead" else ""
+        self.operator_label.setText(f"Operator: <b>{html.escape(name)}</b>{title}")
         self.pages.setCurrentWidget(self.station_page)
+        if self.mode() == "audit":
+            self._open_audit_view()
         self._feedback(f"Signed in as {name}. Scan a board's serial label.", ok=True)
         self._update_buttons()
         self.focus_scan()
@@ -398,10 +445,35 @@ class MainWindow(QMainWindow):
         if self.pages.currentWidget() is self.station_page:
             self.ready.emit()
 
+    def sign_in_as_quality_lead(self) -> None:
+        """Quality leads sign in with their name and the admin PIN (checked on a worker)."""
+        try:
+            name = operator_name(self.operator_field.text())
+        except StationError as exc:
+            self.sign_in_problem.setText(f"✗ {exc} — then press Sign in as quality lead")
+            self.operator_field.setFocus()
+            return
+        if not pin_is_set(self.session.home):
+            self.sign_in_problem.setText(
+                "✗ No admin PIN is set on this station, so nobody can sign in as quality lead here. An "
+                f"administrator sets one in a terminal: station --home {self.session.home.root} admin set-pin")
+            return
+        dialog = AdminPinDialog(
+            self.admin_lock, self.pool, self, title="Quality lead sign-in",
+            intro=f"Quality leads export the audit log and revoke certificates. Type the admin PIN to sign in "
+                  f"{name} as quality lead.")
+        dialog.unlocked.connect(lambda: self.sign_in(name, role="quality_lead"))
+        dialog.finished.connect(dialog.deleteLater)
+        self.pin_dialog = dialog
+        dialog.open()
+
     def sign_out(self) -> None:
-        if self.runner.running or self.operator is None:
+        if self._anything_running() or self.operator is None:
             return
         self.operator = None
+        self.batch.operator = None
+        self.role = "technician"
+        self._drop_audit_view()
         self.operator_label.clear()
         self.pages.setCurrentWidget(self.sign_in_page)
         self.operator_field.setFocus()
@@ -435,20 +507,63 @@ class MainWindow(QMainWindow):
 
     # -- scanning ---------------------------------------------------------------------------------
 
-    def focus_scan(self) -> None:
+    def mode(self) -> str:
+        """The tab shown: "single", "batch" or "audit"."""
+        return MODES[max(0, self.modes.currentIndex())]
+
+    def show_mode(self, mode: str) -> None:
         if self.pages.currentWidget() is self.station_page:
-            self.scan.setFocus(Qt.FocusReason.ShortcutFocusReason)
+            self.modes.setCurrentIndex(MODES.index(mode))
+
+    def current_scan_field(self) -> QLineEdit | None:
+        """Where a scanned label goes in the mode shown (the audit log has none)."""
+        return {"single": self.scan, "batch": self.batch.scan}.get(self.mode())
+
+    def focus_scan(self) -> None:
+        field = self.current_scan_field()
+        if self.pages.currentWidget() is self.station_page and field is not None:
+            field.setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    def _on_mode_changed(self, index: int) -> None:
+        if MODES[index] == "audit":
+            self._open_audit_view()
+        self.focus_scan()
+
+    # -- the audit log ----------------------------------------------------------------------------
+
+    def _open_audit_view(self) -> None:
+        """Build the audit view for the signed-in role when its tab is first shown (not at sign-in:
+        it queries the log, which would delay "ready to scan")."""
+        if self.audit_view is not None or self.operator is None:
+            return
+        view = AuditView(self.session.audit, role=self.role, station=self.session.config.name, user=self.operator,
+                         parent=self.audit_page)
+        layout = self.audit_page.layout()
+        assert layout is not None
+        layout.addWidget(view)
+        view.show()  # added to a page that is already shown
+        self.audit_view = view
+
+    def _drop_audit_view(self) -> None:
+        view, self.audit_view = self.audit_view, None
+        if view is not None:
+            view.shutdown()
+            view.hide()
+            view.setParent(None)
+            view.deleteLater()
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt's name
         # A key no widget wanted (focus on a button, the table…): if it can be part of a serial, a
         # scanner is typing — send it to the scan field so no label is lost.
         text = event.text()
-        if (self.pages.currentWidget() is self.station_page and len(text) == 1 and _SERIAL_KEY.fullmatch(text)
+        field = self.current_scan_field()
+        if (self.pages.currentWidget() is self.station_page and field is not None and len(text) == 1
+                and _SERIAL_KEY.fullmatch(text)
                 and not event.modifiers() & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)):
-            if not self.scan.hasFocus():  # the first key of a scan replaces what the field held
-                self.scan.setFocus(Qt.FocusReason.OtherFocusReason)
-                self.scan.selectAll()
-            QApplication.sendEvent(self.scan, QKeyEvent(event.type(), event.key(), event.modifiers(), text))
+            if not field.hasFocus():  # the first key of a scan replaces what the field held
+                field.setFocus(Qt.FocusReason.OtherFocusReason)
+                field.selectAll()
+            QApplication.sendEvent(field, QKeyEvent(event.type(), event.key(), event.modifiers(), text))
             return
         super().keyPressEvent(event)
 
@@ -515,7 +630,10 @@ class MainWindow(QMainWindow):
     # -- running a unit ---------------------------------------------------------------------------
 
     def provision(self, *, resume: bool = False) -> bool:
-        """Start the scanned board (or, with ``resume``, continue the last failed one)."""
+        """Start the scanned board (or, with ``resume``, continue the last failed one); in the Batch
+        tab, Ctrl+Enter starts every board waiting on its fixture."""
+        if self.mode() == "batch":
+            return not resume and self.batch.start_all() > 0
         if self.runner.running or self._closing or self.operator is None:
             return False
         if resume:
@@ -530,6 +648,10 @@ class MainWindow(QMainWindow):
             fixture = self.current_fixture()
             if fixture is None or self.serial is None:
                 return False
+            if self.batch.fixture_busy(fixture.name):
+                self._feedback(f"fixture {fixture.name} is provisioning a board of the batch — choose another "
+                               "fixture, or wait for it in the Batch tab", ok=False)
+                return False
             try:
                 profile = self.session.profile_for(fixture)
             except StationError as exc:
@@ -540,10 +662,20 @@ class MainWindow(QMainWindow):
         return True
 
     def retry(self) -> None:
+        if self.mode() == "batch":
+            name = self._focused_tile()
+            if name is not None:
+                self.batch.retry_slot(name)
+            return
         if self.outcome is not None and self.outcome.resumable and not self.runner.running:
             self.provision(resume=True)
 
     def abort(self) -> None:
+        if self.mode() == "batch":  # Esc stops only the fixture whose tile has the focus, never the batch
+            name = self._focused_tile()
+            if name is not None and self.batch.board.slots[name].active:
+                self.batch.abort_slot(name)
+            return
         if not self.runner.running:
             return
         self.runner.abort()
@@ -551,6 +683,25 @@ class MainWindow(QMainWindow):
                                "wait; the unit ends failed and Retry (F5) continues it later.")
         self._append_log("■ abort requested by the operator")
         self._update_buttons()
+
+    def _focused_tile(self) -> str | None:
+        """The fixture of the batch tile that holds the keyboard focus (one of its buttons), if any."""
+        widget = QApplication.focusWidget()
+        while widget is not None:
+            for name, tile in self.batch.tiles.items():
+                if widget is tile:
+                    return name
+            widget = widget.parentWidget()
+        return None
+
+    def _single_mode_uses(self, fixture: str) -> str | None:
+        """Why the single-board screen holds ``fixture`` (for the batch), or None."""
+        if self.runner.running and self.request is not None and self.request.fixture.name == fixture:
+            return f"the single-board screen is provisioning board {self.request.serial} on it"
+        return None
+
+    def _anything_running(self) -> bool:
+        return self.runner.running or self.batch.running
 
     def _start(self, request: UnitRequest) -> None:
         same_board = self.progress is not None and self.request is not None and self.request.serial == request.serial
@@ -673,7 +824,7 @@ class MainWindow(QMainWindow):
 
     def _on_idle(self) -> None:
         self._update_buttons()
-        if self._closing:
+        if self._closing and not self._anything_running():
             self.close()
 
     def _append_log(self, text: str) -> None:
@@ -693,8 +844,9 @@ class MainWindow(QMainWindow):
         self.abort_button.setEnabled(running and not self._closing and self.result.state != "stopping")
         self.print_button.setEnabled(self.sheet is not None)
         self.pdf_button.setEnabled(self.sheet is not None)
-        self.settings_button.setEnabled(not running)
-        self.sign_out_button.setEnabled(not running)
+        busy = running or self.batch.running
+        self.settings_button.setEnabled(not busy)
+        self.sign_out_button.setEnabled(not busy)
 
     # -- the label --------------------------------------------------------------------------------
 
@@ -746,7 +898,7 @@ class MainWindow(QMainWindow):
     # -- admin ------------------------------------------------------------------------------------
 
     def open_settings(self) -> None:
-        if self.runner.running:
+        if self._anything_running():
             return
         if not pin_is_set(self.session.home):
             QMessageBox.information(
@@ -771,7 +923,7 @@ class MainWindow(QMainWindow):
     # -- closing ----------------------------------------------------------------------------------
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
-        if not self.runner.running:
+        if not self._anything_running():
             self._shutdown()
             event.accept()
             return
@@ -780,21 +932,28 @@ class MainWindow(QMainWindow):
         event.ignore()
         if self._closing:
             return
-        if self._unit_active:
+        batch_running = self.batch.board.counts().running
+        if self._unit_active or batch_running:
+            boards = [f"board {self.request.serial if self.request else ''}"] if self._unit_active else []
+            if batch_running:
+                boards.append(f"{batch_running} board{'s' if batch_running != 1 else ''} of the batch")
             answer = QMessageBox.question(
-                self, "Stop the running unit?",
-                f"Board {self.request.serial if self.request else ''} is being provisioned.\n\n"
-                "Stop it and close the window? The unit ends failed; Retry continues it later.",
+                self, "Stop the running units?",
+                f"{' and '.join(boards).capitalize()} {'are' if len(boards) > 1 or batch_running > 1 else 'is'} "
+                "being provisioned.\n\n"
+                "Stop and close the window? Each unit ends failed; Retry continues it later.",
                 QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
             if answer != QMessageBox.StandardButton.Yes:
                 return
-            if self._unit_active:
-                self.abort()
+            if self._unit_active and self.runner.running:
+                self.runner.abort()
+                self._append_log("■ abort requested: the window is closing")
                 self.result.show_state("stopping", "Stopping the unit, then closing the window…", "")
+            self.batch.cancel_all()
         self._closing = True
         self._close_deadline.start(round(CLOSE_WAIT_S * 1000))
         self._update_buttons()
-        if not self.runner.running:  # it ended while the question was open
+        if not self._anything_running():  # it ended while the question was open
             self.close()
 
     def _close_anyway(self) -> None:
@@ -804,6 +963,9 @@ class MainWindow(QMainWindow):
             _LINGERING.append(self.runner)
             self.runner.idle.connect(lambda runner=self.runner: _LINGERING.remove(runner))
             self.runner = UnitRunner(self.runner.parts, self)
+        for runner in self.batch.detach_running():
+            _LINGERING.append(runner)
+            runner.idle.connect(lambda runner=runner: _LINGERING.remove(runner))
         self.close()
 
     def _shutdown(self) -> None:
@@ -811,4 +973,7 @@ class MainWindow(QMainWindow):
         self._tick.stop()
         self._close_deadline.stop()
         self.prober.stop()
+        self.batch.shutdown()
+        # Before the session closes the audit log the view reads from.
+        self._drop_audit_view()
         self.pool.shutdown(POOL_SHUTDOWN_MS)

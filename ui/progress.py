@@ -114,3 +114,9 @@ class UnitProgress:
             else:
                 total += step.eta_s
         return total
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s`` or ``3 min 05 s``, as the window shows times."""
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"

@@ -1,15 +1,19 @@
 """`python -m ui.screenshots`: pictures of the window in its idle, running, PASS and FAIL states,
 taken while it provisions real simulated boards, plus the label (needs root for the simulator).
+With ``--batch``: the Batch tab's grid (idle, running, finished with a failure) and the quality
+lead's audit log instead.
 
 Run it under a virtual X display so the real platform plugin draws the window::
 
     xvfb-run -a -s "-screen 0 1280x800x24" env QT_QPA_PLATFORM=xcb .venv/bin/python -m ui.screenshots
+    xvfb-run -a -s "-screen 0 1280x800x24" env QT_QPA_PLATFORM=xcb .venv/bin/python -m ui.screenshots --batch
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +27,9 @@ from ui.main_window import MainWindow
 from ui.session import Session
 
 SERIALS = ("202600000000041", "202600000000042", "202600000000043")
+BATCH_FIXTURES = 8
+# The board whose SSH connection drops during key generation in the batch pictures.
+BATCH_FAULTY = "sim-06"
 UNIT_TIMEOUT_S = 180
 
 
@@ -42,6 +49,64 @@ def provision(window: MainWindow, fixture: str, serial: str) -> None:
     window.provision()
 
 
+def batch_pictures(out: Path, suffix: str, keygen_delay: float, large_font: bool) -> int:
+    """The Batch tab while eight simulated boards go through it (one drops its connection in key
+    generation), then the quality lead's audit log on that batch's failed unit."""
+    with demo_station(BATCH_FIXTURES, keygen_delay=keygen_delay, boot_delay=0.5,
+                      faults={BATCH_FAULTY: "drop-ssh"}) as demo:
+        if large_font:
+            save_settings(demo.home, StationSettings(large_font=True))
+        session = Session.open(str(demo.home.root))
+        window = MainWindow(session, demo.ca)
+        view = window.batch
+        try:
+            window.resize(1280, 800)
+            window.show()
+            # The picture of the audit log is a quality lead's (the window asks the admin PIN for that
+            # role; here nobody types it).
+            window.sign_in("Alice Martin", role="quality_lead")
+            window.show_mode("batch")
+            # A first board, so the audit history knows how long each step takes (the time left).
+            view.handle_scan(f"FIXTURE:sim-0{BATCH_FIXTURES}")
+            view.handle_scan("202600000000100")
+            view.start_all()
+            wait_for(view.idle, UNIT_TIMEOUT_S)
+            view.new_batch()
+
+            for n in range(1, BATCH_FIXTURES):  # every fixture but the last, which is highlighted next
+                view.handle_scan(f"2026000000001{n:02d}")
+            view.handle_scan("202600000000101")  # scanned twice: refused, shown under the scan field
+            take(window, out, "batch-idle", suffix)
+
+            view.start_all()
+            started = time.monotonic()
+            while time.monotonic() - started < UNIT_TIMEOUT_S and not all(
+                    slot.step == "keygen" for slot in view.board.slots.values() if slot.active):
+                pause(0.2)
+            pause(keygen_delay / 2)
+            take(window, out, "batch-running", suffix)
+            wait_for(view.idle, UNIT_TIMEOUT_S)
+            take(window, out, "batch-finished", suffix)
+            passed = view.board.counts().passed
+
+            window.show_mode("audit")
+            audit = window.audit_view
+            assert audit is not None
+            pause(1.0)
+            for row in range(audit.model.rowCount()):
+                unit = audit.model.unit_at(row)
+                if unit is not None and unit.state == "failed":
+                    audit.select_row(row)
+                    break
+            pause(1.0)
+            take(window, out, "audit", suffix)
+        finally:
+            window.close()
+            pause(0.2)
+            session.close()
+    return 0 if passed == BATCH_FIXTURES - 1 else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ui.screenshots", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("assets/screenshots"), help="where to write the PNGs")
@@ -49,11 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="use the large-font setting (files are named *-large.png)")
     parser.add_argument("--keygen-delay", type=float, default=6.0,
                         help="seconds a simulated key generation takes (a real OP-TEE board: 6–65 s)")
+    parser.add_argument("--batch", action="store_true",
+                        help="the Batch tab (batch-idle, batch-running, batch-finished) and the audit log (audit)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-large" if args.large_font else ""
     ensure_display()
     app = QApplication.instance() or QApplication(["station-gui"])
+    if args.batch:
+        status = batch_pictures(args.out, suffix, args.keygen_delay, args.large_font)
+        app.processEvents()
+        return status
     with demo_station(3, keygen_delay=args.keygen_delay, boot_delay=0.5, faults={"sim-03": "drop-ssh"}) as demo:
         if args.large_font:
             save_settings(demo.home, StationSettings(large_font=True))

@@ -48,6 +48,17 @@ RESULT_STATES: dict[str, StateLook] = {
     "stopping": StateLook("STOPPING", "stop", AMBER),
 }
 
+# A fixture slot of the batch grid (station.batch.SLOT_STATES).
+SLOT_STATES: dict[str, StateLook] = {
+    "empty": StateLook("no board", "circle", LIGHT_GREY),
+    "ready": StateLook("READY", "circle", BLUE),
+    "running": StateLook("RUNNING", "play", BLUE),
+    "stopping": StateLook("STOPPING", "stop", AMBER),
+    "passed": StateLook("PASS", "check", GREEN),
+    "failed": StateLook("FAIL", "cross", RED),
+    "refused": StateLook("NOT STARTED", "stop", AMBER),
+}
+
 NORMAL_POINT_SIZE = 10.0
 LARGE_FONT_FACTOR = 1.4
 

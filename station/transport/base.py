@@ -7,9 +7,11 @@ from "we lost the board" (:class:`LinkLost`) from "the board took too long" (:cl
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -173,3 +175,26 @@ def open_link(
         prompt_pattern=prompt_pattern,
     )
     return link
+
+
+def probe(address: DeviceAddress, timeout_s: float) -> tuple[bool, str]:
+    """Whether a device answers at ``address``, without logging in or sending anything.
+
+    SSH: a TCP connection to the device's port is accepted within ``timeout_s`` (then closed at
+    once).  Serial console: the port's device file exists (opening it could steal a console another
+    program is using).  Returns ``(answers, what was seen)`` for a person to read; an unreachable
+    device is an answer, not an error, so this never raises for one.
+    """
+    if address.scheme == "serial":
+        present = Path(address.path).exists()
+        return present, f"{address.path} {'present' if present else 'missing'}"
+    began = time.monotonic()
+    try:
+        with socket.create_connection((address.host, address.port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            reason = f"no reply within {timeout_s:g} s"
+        return False, f"{address.host}:{address.port}: {reason}"
+    return True, f"{address.host}:{address.port} answered in {(time.monotonic() - began) * 1000:.0f} ms"

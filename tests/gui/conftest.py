@@ -18,6 +18,7 @@ from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 from PySide6.QtCore import QObject, QThread, QThreadPool, QTimer  # noqa: E402
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from station.home import StationHome  # noqa: E402
 from station.pki import CertificateAuthority  # noqa: E402
@@ -116,9 +117,12 @@ def fixtures_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def open_window(qtbot: Any) -> Iterator[Callable[..., MainWindow]]:
+def open_window(qtbot: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., MainWindow]]:
     """``open_window(home, ca, fixtures=None)``: a shown window; closed (and its session) at teardown."""
     opened: list[tuple[MainWindow, Session]] = []
+    # A test that fails while units run must not hang on the window's modal "Stop them?" question when
+    # pytest-qt closes the window; a test about that question patches it with its own answers.
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.StandardButton.Yes)
 
     def open_(home: StationHome, ca: CertificateAuthority, fixtures: Path | None = None) -> MainWindow:
         session = Session.open(str(home.root), str(fixtures) if fixtures else None)
@@ -132,6 +136,10 @@ def open_window(qtbot: Any) -> Iterator[Callable[..., MainWindow]]:
 
     yield open_
     for window, session in opened:
+        if window.batch.running:
+            window.batch.cancel_all()
+            window.batch.wait(30_000)
+            qtbot.waitUntil(lambda w=window: not w.batch.running, timeout=5000)
         if window.runner.running:
             window.runner.abort()
             window.runner.wait(30_000)

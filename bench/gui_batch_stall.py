@@ -1,0 +1,186 @@
+"""P4: the longest the GUI thread stalls while a batch of N boards runs through the batch grid.
+
+    .venv/bin/python -m bench.gui_batch_stall [--slots 64] [--keygen-delay 20] [--boot-delay 10]
+                                              [--profile FILE.pstats]
+
+Boots N simulated boards with board-like latencies, opens the real window offscreen (or on the
+display set), signs in, scans N serials into the Batch tab's grid (each into the next free fixture)
+and presses Start all.  A 5 ms QTimer records every time the GUI thread's event loop runs it; the
+largest gap between two firings is the longest stall.  Writes bench/results/gui-batch-stall.json
+with the longest stall, p99, the slots, the wall time and machine information.  ``--profile``
+writes a cProfile of the GUI thread for finding a stall's cause.
+
+On a line every board has its own CPU; here 64 simulated boards share this machine's cores with the
+station.  Each board runs in its own session (``setsid``), and with the kernel's autogroup scheduling
+(``/proc/sys/kernel/sched_autogroup_enabled``) every session gets as much CPU as the whole station
+process: at the batch's busy moments (64 reconnects after the reboot, 64 TLS proofs at the end) the
+station got about 1/65 of the cores and its GUI thread waited on the run queue for half a second
+(measured from /proc/PID/task/PID/schedstat).  So the boards' sessions are given the lowest
+autogroup weight (nice 19), as boards on their own CPUs would not compete; ``--boards-share-cpu``
+measures without that, and the JSON says which it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from bench.provision_ssh import machine  # noqa: E402
+from station.home import StationHome  # noqa: E402
+from station.pki import CertificateAuthority  # noqa: E402
+from station.sim.farm import Farm  # noqa: E402
+from ui.app import prepare_qt_environment  # noqa: E402
+from ui.demo_station import pause, wait_for  # noqa: E402
+from ui.main_window import MainWindow  # noqa: E402
+from ui.session import Session  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PROBE_INTERVAL_MS = 5
+GOAL_MS = 50.0
+PASSPHRASE = b"bench passphrase"
+BOARD_AUTOGROUP_NICE = 19
+
+
+def boards_yield_cpu(root: Path, nice: int) -> int:
+    """Give every simulated board's session (its power loop's autogroup) the weight of ``nice``;
+    returns how many sessions were changed (0 where autogroups are off)."""
+    changed = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            if not any(part.endswith(b"power.sh") for part in command) or str(root).encode() not in b" ".join(command):
+                continue
+            (proc / "autogroup").write_text(f"{nice}\n")
+            changed += 1
+        except OSError:  # gone meanwhile, or no autogroup support
+            continue
+    return changed
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    prepare_qt_environment()  # as `station gui` does
+    app = QApplication.instance() or QApplication(["station-gui"])
+    load_before = os.getloadavg()
+    root = Path(tempfile.mkdtemp(prefix="bench-gui-batch-"))
+    home = StationHome(root / "home").create()
+    farm = Farm(home)
+    try:
+        farm.up(args.slots, keygen_delay=args.keygen_delay, boot_delay=args.boot_delay, port=args.port)
+        yielded = 0 if args.boards_share_cpu else boards_yield_cpu(root, BOARD_AUTOGROUP_NICE)
+        ca = CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE)
+        session = Session.open(str(home.root))
+        window = MainWindow(session, ca)
+        ticks: list[float] = []
+        probe = QTimer()
+        probe.setInterval(PROBE_INTERVAL_MS)
+        probe.timeout.connect(lambda: ticks.append(time.perf_counter()))
+        profiler = cProfile.Profile() if args.profile else None
+        try:
+            window.resize(1280, 800)
+            window.show()
+            window.sign_in("bench")
+            window.show_mode("batch")
+            view = window.batch
+            for n in range(1, args.slots + 1):
+                view.handle_scan(f"2026{n:011d}")
+            assert view.board.counts().queued == args.slots, view.feedback.text()
+            pause(1.0)  # first fixture probes, first paints
+            probe.start()
+            if profiler is not None:
+                profiler.enable()
+            began = time.perf_counter()
+            view.start_all()
+            wait_for(view.idle, args.timeout)
+            wall = time.perf_counter() - began
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
+            probe.stop()
+            counts = view.board.counts()
+            failures = [slot.message for slot in view.board.slots.values() if slot.state != "passed"]
+        finally:
+            probe.stop()
+            window.close()
+            pause(0.2)
+            session.close()
+        app.processEvents()
+    finally:
+        farm.down()
+        shutil.rmtree(root, ignore_errors=True)
+    gaps = [(b - a) * 1000 for a, b in zip(ticks, ticks[1:], strict=False)]
+    ordered = sorted(gaps)
+    worst = sorted(range(len(gaps)), key=gaps.__getitem__, reverse=True)[:5]
+    return {
+        "benchmark": "gui-batch-stall",
+        "command": f"python -m bench.gui_batch_stall --slots {args.slots} --keygen-delay {args.keygen_delay:g} "
+                   f"--boot-delay {args.boot_delay:g}" + (" --boards-share-cpu" if args.boards_share_cpu else ""),
+        "machine": machine(),
+        "platform": QApplication.platformName(),
+        "goal_ms": GOAL_MS,
+        "slots": args.slots,
+        "keygen_delay_s": args.keygen_delay,
+        "boot_delay_s": args.boot_delay,
+        "probe_interval_ms": PROBE_INTERVAL_MS,
+        "boards_autogroup_nice": None if args.boards_share_cpu else BOARD_AUTOGROUP_NICE,
+        "board_sessions_deprioritised": yielded,
+        "autogroup_scheduling": _autogroups(),
+        # Other work on the machine shows up as stalls: the load averages before and after the batch.
+        "load_average_before": [round(value, 2) for value in load_before],
+        "load_average_after": [round(value, 2) for value in os.getloadavg()],
+        "ticks": len(ticks),
+        "longest_stall_ms": round(ordered[-1], 1),
+        "p99_stall_ms": round(ordered[int(len(ordered) * 0.99)], 1),
+        "median_gap_ms": round(statistics.median(ordered), 2),
+        "gaps_over_50ms": sum(gap > GOAL_MS for gap in gaps),
+        "worst_gaps_at_s": [{"at_s": round(ticks[i] - ticks[0], 2), "gap_ms": round(gaps[i], 1)} for i in worst],
+        # time.perf_counter() (CLOCK_MONOTONIC) of the first tick: lines the gaps up with outside samplers.
+        "probe_t0_monotonic": round(ticks[0], 4) if ticks else None,
+        "wall_s": round(wall, 2),
+        "passed": counts.passed,
+        "failed": counts.failed,
+        "failures": failures[:5],
+    }
+
+
+def _autogroups() -> bool | None:
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slots", type=int, default=64)
+    parser.add_argument("--keygen-delay", type=float, default=20.0)
+    parser.add_argument("--boot-delay", type=float, default=10.0)
+    parser.add_argument("--port", type=int, default=2371)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds the batch may take")
+    parser.add_argument("--boards-share-cpu", action="store_true",
+                        help="leave the simulated boards' sessions at the station's CPU weight")
+    parser.add_argument("--profile", help="write a cProfile of the GUI thread during the batch here")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "gui-batch-stall.json")
+    args = parser.parse_args()
+    report = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
