@@ -54,13 +54,13 @@ def figures() -> list[dict[str, Any]]:
             "gui-batch-stall")
     audit = load("audit-million")
     if audit:
-        filter_ms = audit.get("filter_latency_ms")
-        if isinstance(filter_ms, int | float):
-            add("P5", "audit view filter over 1 000 000 units (ms)", filter_ms, "≤ 100 ms", filter_ms <= 100,
-                "audit-million")
-        export_s = audit.get("csv_export_s")
-        if isinstance(export_s, int | float):
-            add("P5", "CSV export of 1 000 000 units (s)", export_s, "≤ 10 s", export_s <= 10, "audit-million")
+        worst = max(case["max_ms"] for case in audit["filter_to_first_page"].values())
+        add("P5", "audit view filter over 1 000 000 units, worst of all filters, to first page (ms)", worst,
+            "≤ 100 ms", worst <= 100, "audit-million")
+        add("P5", "audit view open to first page over 1 000 000 units (ms)",
+            audit["open_view"]["first_page_on_screen_ms"], "—", None, "audit-million")
+        export_s = audit["csv_export_all"]["seconds"]
+        add("P5", "CSV export of 1 000 000 units (s)", export_s, "≤ 10 s", export_s <= 10, "audit-million")
     startup = load("gui-startup")
     if startup:
         value = startup["cold_start_s"]
