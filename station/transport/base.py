@@ -65,6 +65,23 @@ class CommandFailed(LinkError):
         self.result = result
 
 
+def last_line(text: str) -> str:
+    """The last non-empty line of a command's output (what a person needs to see of a failure)."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def checked(result: CommandResult, program: str, *, check: bool) -> CommandResult:
+    """The result, or :class:`CommandFailed` for a non-zero exit when ``check`` — one wording for every link."""
+    if check and result.exit_status != 0:
+        raise CommandFailed(
+            f"`{program}` failed on the device with exit status {result.exit_status}: "
+            f"{last_line(result.output) or 'no output'}",
+            result,
+        )
+    return result
+
+
 class Deadline:
     """A point in time by which an operation must be over; passed down so no wait is unbounded."""
 

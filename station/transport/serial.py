@@ -47,6 +47,8 @@ from station.transport.base import (
     LinkCancelled,
     LinkError,
     LinkLost,
+    checked,
+    last_line,
 )
 
 # -- named settings ---------------------------------------------------------------------------
@@ -326,13 +328,7 @@ class SerialLink:
             exit_status=status,
             duration_s=time.monotonic() - started,
         )
-        if check and status != 0:
-            raise CommandFailed(
-                f"`{cmd.argv[0]}` failed on the device with exit status {status}: "
-                f"{_last_line(result.output) or 'no output'}",
-                result,
-            )
-        return result
+        return checked(result, cmd.argv[0], check=check)
 
     def _execute(
         self, line: str, deadline: Deadline, *, label: str, own_stdin: bool = True
@@ -427,7 +423,7 @@ class SerialLink:
             if result.exit_status != _CHECKSUM_MISMATCH:
                 raise LinkError(
                     f"could not write {remote_path} through the console {self._path} (exit status "
-                    f"{result.exit_status}: {_last_line(result.output) or 'no output'}) — check the board has "
+                    f"{result.exit_status}: {last_line(result.output) or 'no output'}) — check the board has "
                     "space and base64, then press Retry"
                 )
         raise LinkError(self._garbled("write", remote_path))
@@ -455,7 +451,7 @@ class SerialLink:
         except CommandFailed as exc:
             raise CommandFailed(
                 f"could not {verb} {path} through the console {self._path}: "
-                f"{_last_line(exc.result.output) or f'exit status {exc.result.exit_status}'}",
+                f"{last_line(exc.result.output) or f'exit status {exc.result.exit_status}'}",
                 exc.result,
             ) from exc
 
@@ -687,7 +683,3 @@ def _base64_words(data: bytes) -> list[str]:
     encoded = base64.b64encode(data).decode("ascii")
     return [encoded[i : i + TRANSFER_WORD_CHARS] for i in range(0, len(encoded), TRANSFER_WORD_CHARS)]
 
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""

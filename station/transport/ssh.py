@@ -18,7 +18,6 @@ import paramiko
 
 from station.shell import ShellCommand, command
 from station.transport.base import (
-    CommandFailed,
     CommandResult,
     CommandTimedOut,
     Deadline,
@@ -27,6 +26,7 @@ from station.transport.base import (
     LinkCancelled,
     LinkError,
     LinkLost,
+    checked,
 )
 
 # paramiko logs tracebacks of connection attempts that a booting board refuses; the station reports
@@ -230,13 +230,7 @@ class SshLink:
             exit_status=status,
             duration_s=time.monotonic() - started,
         )
-        if check and status != 0:
-            raise CommandFailed(
-                f"`{cmd.argv[0]}` failed on the device with exit status {status}: "
-                f"{_last_line(result.output) or 'no output'}",
-                result,
-            )
-        return result
+        return checked(result, cmd.argv[0], check=check)
 
     # -- files ------------------------------------------------------------------------------
 
@@ -349,7 +343,3 @@ class SshLink:
             + (f" (last attempt: {last_error})" if last_error else "")
         )
 
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
