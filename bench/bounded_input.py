@@ -23,6 +23,7 @@ import inspect
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -46,6 +47,15 @@ HERE = Path(__file__).resolve().parent
 MIB = 1024 * 1024
 # 63 letters and a newline: a 32 MiB answer is exactly 32 MiB of 64-byte lines.
 ANSWER_SCRIPT = "yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa | head -c {size}"
+
+
+def code_version() -> str:
+    """The commit measured (with "+changes" when the worktree differs from it)."""
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], cwd=HERE, capture_output=True, text=True, timeout=10, check=False)
+        return done.stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--", "station") else "")
 
 
 def rss_bytes() -> int:
@@ -154,7 +164,7 @@ def main() -> None:
     if args.out.exists():
         runs = json.loads(args.out.read_text()).get("runs", {})
     try:
-        run: dict[str, Any] = {"machine": machine(),
+        run: dict[str, Any] = {"machine": machine(), "code": code_version(),
                                "serial_answer": serial_answer(farm, args.serial_mib * MIB, args.port)}
         print(json.dumps(run["serial_answer"], indent=2), flush=True)
         if run["serial_answer"]["caps_in_code"]:
