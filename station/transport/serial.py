@@ -101,6 +101,7 @@ RAW_FACTOR = 2
 RESYNC_TIMEOUT_S = 5.0
 RESYNC_OUTPUT_BYTES = 1024 * 1024
 KERNEL_LINES_KEPT = 50
+KERNEL_LINE_KEPT_BYTES = 512
 
 # The shell's prompts once the link has set it up; unlikely in any real output.
 PRIVATE_PS1 = "__station__# "
@@ -656,7 +657,7 @@ class SerialLink:
         # never spans a newline, so none is cut in half here.
         complete = _ANSI.sub(b"", _LINE_END.sub(b"\n", text[:end]))
         for kernel_line in _KERNEL_LINE.findall(complete):
-            self._kernel_lines.append(kernel_line.decode("utf-8", "replace").strip())
+            self._kernel_lines.append(kernel_line[:KERNEL_LINE_KEPT_BYTES].decode("utf-8", "replace").strip())
             self._kernel_line_count += 1
         cleaned = _KERNEL_LINE.sub(b"", complete)
         self._buffer += cleaned
