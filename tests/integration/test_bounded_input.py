@@ -25,7 +25,10 @@ from station.batch import Batch, BatchJob
 from station.config import StationConfig
 from station.flow import Provisioner
 from station.pki import CertificateAuthority
+from station.shell import command
 from station.sim.farm import SimDevice
+from station.transport import Deadline, DeviceAddress, OutputTooLarge
+from station.transport.ssh import SshLink
 from tests.soak.kit import FAST_STEPS, PASSPHRASE, profile_copy
 
 pytestmark = pytest.mark.integration
@@ -125,3 +128,25 @@ def test_boards_that_send_too_much_fail_their_own_unit_and_the_neighbour_passes(
     assert resumed.unit.id == outcomes["stream"].unit_id
     assert audit.verify().ok
     audit.close()
+
+
+def test_over_ssh_stderr_counts_too_and_the_connection_outlives_a_refused_answer(start_farm, sim_home):
+    (device,) = start_farm(1)
+    link = SshLink(DeviceAddress.parse(device.ssh_url), identity_file=str(sim_home.ensure_station_key()),
+                   pinned_host_key=None, cancel=threading.Event())
+    link.open(Deadline(30))
+    try:
+        for stream in ("cat /dev/zero >&2", "yes out & yes err >&2"):
+            with pytest.raises(OutputTooLarge, match=r"^the board sent more than 256 KiB for `sh …`; check its image"):
+                link.run(command("sh", "-c", stream), Deadline(30), max_output=256 * 1024)
+            # Only the command's channel was closed: the same connection answers the next command.
+            assert link.run(command("echo", "still here"), Deadline(30)).stdout == "still here\n"
+        link.run(command("ln", "-sf", "/dev/zero", "/tmp/key0.csr"), Deadline(30))
+        with pytest.raises(OutputTooLarge, match=r"more than 64 KiB for the file /tmp/key0\.csr; check its image"):
+            link.get("/tmp/key0.csr", Deadline(30))
+        link.run(command("sh", "-c", "head -c 65536 /dev/zero > /tmp/key0.pub"), Deadline(30))
+        assert link.get("/tmp/key0.pub", Deadline(30)) == bytes(65536)  # exactly the cap: accepted
+        # The station's own sftp read stopped at the cap; the board is not left reading either.
+        assert link.run(command("pgrep", "-c", "-x", "cat|yes"), Deadline(30), check=False).stdout.strip() == "0"
+    finally:
+        link.close()
