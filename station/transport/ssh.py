@@ -184,8 +184,8 @@ class SshLink:
         drain_by: float | None = None
 
         def take(into: io.BytesIO, data: bytes) -> None:
-            # stdout and stderr count together.  paramiko itself holds at most one SSH window
-            # (2 MiB) per channel: the board cannot send more until we read, so this bounds it all.
+            # stdout and stderr count together.  What paramiko holds unread is at most one SSH
+            # window per channel (2 MiB): a conforming sshd sends no more until we read.
             into.write(data)
             if out.tell() + err.tell() > limit:
                 raise OutputTooLarge(program_of(cmd), limit)
