@@ -82,6 +82,7 @@ class SerialScanner:
         # Either end of a line ends a code: scanners set to CR LF or LF alone still work with "\r".
         ends = {terminator, b"\r", b"\n"} if terminator in (b"\r", b"\n", b"\r\n") else {terminator}
         buffer = b""
+        overflowed = False  # an over-long read was delivered cut; drop the rest of it up to its terminator
         while not self._stop.is_set():
             chunk = port.read(max(1, min(port.in_waiting, 1024)))
             if not chunk:
@@ -92,13 +93,17 @@ class SerialScanner:
                 if cut < 0:
                     break
                 code, buffer = buffer[:cut], buffer[cut + 1:]
-                self._deliver(code)
+                if not overflowed:
+                    self._deliver(code)
+                overflowed = False
             if len(buffer) > MAX_CODE_CHARS:
-                self._deliver(buffer[:MAX_CODE_CHARS])
+                if not overflowed:
+                    self._deliver(buffer[:MAX_CODE_CHARS])  # the scan field refuses it, saying why
+                overflowed = True
                 buffer = b""
 
     def _deliver(self, raw: bytes) -> None:
-        code = raw.decode("utf-8", errors="replace").strip()
+        code = raw[:MAX_CODE_CHARS].decode("utf-8", errors="replace").strip()
         if not code:
             return
         try:
