@@ -142,6 +142,10 @@ def _section(path: Path, text: str, data: dict[str, Any], name: str, kind: type[
 def settings_problem(settings: LabelSettings | ScannerSettings | MesSettings) -> tuple[str, str] | None:
     """(key, what is wrong and what to write instead) for a value the line parts could not use."""
     if isinstance(settings, LabelSettings):
+        from station.label import LABEL_LAYOUTS
+
+        if settings.stock not in LABEL_LAYOUTS:
+            return "stock", f"choose one of: {', '.join(LABEL_LAYOUTS)}"
         if settings.printer and not re.match(r"(zpl|ipp|ipps)://[^/\s:]+(:\d+)?(/\S*)?$", settings.printer):
             return "printer", 'must look like "zpl://HOST:9100" or "ipp://HOST:631/printers/QUEUE"'
     if isinstance(settings, MesSettings):

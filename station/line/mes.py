@@ -244,6 +244,15 @@ class MesHandOff:
     def pending(self) -> int:
         return sum(len(outbox.pending()) for outbox in self.outboxes)
 
+    def wait_delivered(self, timeout_s: float) -> bool:
+        """Give the senders up to ``timeout_s`` to empty the outboxes (a command line about to exit)."""
+        deadline = time.monotonic() + timeout_s
+        while self.pending():
+            if time.monotonic() >= deadline or any(outbox.last_problem for outbox in self.outboxes):
+                return False
+            time.sleep(0.05)
+        return True
+
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:80]

@@ -128,3 +128,21 @@ def test_a_failed_unit_has_no_label_to_reprint(audit: AuditLog, finish: Callable
                                                                                          reprint=True)
     assert not outcome.printed and "only a board that passed gets a label" in outcome.message
     assert printer.jobs() == []
+
+
+def test_station_label_print_prints_then_reprints_and_says_what_happened(
+    home: StationHome, audit: AuditLog, finish: Callable[..., Unit], printer: FakeZplPrinter,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from station.cli import main
+
+    home.config_file.write_text(f'[label]\nprinter = "{printer.url}"\ntimeout_s = 2\n', encoding="utf-8")
+    unit = finish("202600000000012")
+    command = ["--home", str(home.root), "label", "print", "--serial", unit.serial, "--by", "Zoë Ødegård"]
+    assert main(command) == 0 and main(command) == 0
+    assert capsys.readouterr().out == f"label {unit.serial} sent to {printer.url}\n" * 2
+    assert [p.reprint for p in audit.label_prints(unit.id)] == [False, True]
+    assert len(printer.jobs()) == 2
+    printer.mode = "paper_out"
+    assert main(command) == 1
+    assert "out of labels" in capsys.readouterr().out
