@@ -101,7 +101,7 @@ def test_reprint_from_the_unit_detail_reaches_the_printer_and_is_recorded(
         qtbot.waitUntil(lambda: button.isEnabled(), timeout=WAIT_MS)
         qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: "sent to" in window.line_status.text(), timeout=WAIT_MS)
-        assert len(printer.jobs()) == 1
+        assert len(printer.jobs(expect=1)) == 1
         [record] = audit.label_prints(unit.id)
         assert record.reprint and record.by == "alice" and record.printed
     finally:

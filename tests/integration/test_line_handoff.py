@@ -38,7 +38,7 @@ def test_a_batch_prints_one_label_per_pass_and_hands_every_unit_to_the_mes(start
         assert run.returncode == 1, run.stdout + run.stderr  # one unit failed
         assert "label 202600000000501 sent to" in run.stderr and "label 202600000000502 sent to" in run.stderr
 
-        jobs = printer.jobs()
+        jobs = printer.jobs(expect=2)
         assert len(jobs) == 2
         assert sorted(serial for job in jobs for serial in ("202600000000501", "202600000000502")
                       if f"^FD{serial}^FS".encode() in job) == ["202600000000501", "202600000000502"]

@@ -69,9 +69,16 @@ class FakeZplPrinter:
     def url(self) -> str:
         return f"zpl://127.0.0.1:{self.port}"
 
-    def jobs(self) -> list[bytes]:
-        with self._lock:
-            return [job for data in self.received for job in JOB.findall(data)]
+    def jobs(self, *, expect: int = 0, wait_s: float = 10.0) -> list[bytes]:
+        """Every ^XA…^XZ label received; with ``expect``, first wait (bounded) until that many have arrived —
+        the client may finish before this server has read the connection to its end."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self._lock:
+                found = [job for data in self.received for job in JOB.findall(data)]
+            if len(found) >= expect or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)
 
     def _serve(self) -> None:
         while not self._stop.is_set():

@@ -32,7 +32,7 @@ def wait_for_job(printer: FakeZplPrinter) -> bytes:
     while not printer.jobs():
         assert time.monotonic() < deadline, "the IPP job never reached the printer"
         time.sleep(0.1)
-    [job] = printer.jobs()
+    [job] = printer.jobs(expect=1)
     return job
 
 

@@ -32,7 +32,7 @@ def test_every_passed_unit_prints_exactly_one_label_and_a_failed_one_none(
         assert handoff.wait_printed(WAIT_S)
     finally:
         handoff.close()
-    jobs = printer.jobs()
+    jobs = printer.jobs(expect=2)
     assert len(jobs) == 2
     for job, serial in zip(jobs, ("202600000000001", "202600000000003"), strict=True):
         assert job.startswith(b"^XA") and job.endswith(b"^XZ")
@@ -53,7 +53,7 @@ def test_the_printed_label_scans_back_to_the_serial_and_the_certificate_fingerpr
     unit = finish("202600000000042")
     outcome = LabelDesk(config=line_config(printer=printer.url, stock=stock), audit=audit).print_unit(unit.id, by="ann")
     assert outcome.printed, outcome.message
-    [job] = printer.jobs()
+    [job] = printer.jobs(expect=1)
     layout = label_layout(stock)
     image = render_zpl(job, tmp_path / f"label-{stock}.png", width_mm=layout.width_mm, height_mm=layout.height_mm)
     fingerprint = (unit.certificate_fingerprint or "").replace(":", "").upper()
@@ -114,7 +114,7 @@ def test_a_reprint_from_the_unit_detail_is_printed_and_recorded_as_a_reprint(
         assert handoff.wait_printed(WAIT_S)
     finally:
         handoff.close()
-    assert len(printer.jobs()) == 2
+    assert len(printer.jobs(expect=2)) == 2
     first, again = audit.label_prints(unit.id)
     assert (first.reprint, again.reprint) == (False, True)
     assert again.by == "quality lead Łukasz" and again.printed
@@ -142,7 +142,7 @@ def test_station_label_print_prints_then_reprints_and_says_what_happened(
     assert main(command) == 0 and main(command) == 0
     assert capsys.readouterr().out == f"label {unit.serial} sent to {printer.url}\n" * 2
     assert [p.reprint for p in audit.label_prints(unit.id)] == [False, True]
-    assert len(printer.jobs()) == 2
+    assert len(printer.jobs(expect=2)) == 2
     printer.mode = "paper_out"
     assert main(command) == 1
     assert "out of labels" in capsys.readouterr().out

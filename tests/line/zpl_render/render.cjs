@@ -1,4 +1,6 @@
 // node render.cjs LABEL.zpl OUT.png WIDTH_MM HEIGHT_MM DOTS_PER_MM — one ZPL label to one PNG, offline.
+// Go's WebAssembly runtime needs globalThis.crypto, which Node only provides unflagged from 19 (Debian 12: 18).
+if (!globalThis.crypto) globalThis.crypto = require("node:crypto").webcrypto;
 const { ready } = require("zpl-renderer-js");
 const fs = require("node:fs");
 
