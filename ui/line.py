@@ -63,10 +63,27 @@ class ReprintButton(QPushButton):
         self.unit = unit if isinstance(unit, Unit) else None
         self.setEnabled(self.unit is not None and self.unit.state == "passed"
                         and bool(self.unit.certificate_fingerprint))
+        self.setToolTip(self.history())
+
+    def history(self) -> str:
+        """The shown unit's label prints, as the audit log recorded them (newest last)."""
+        printer = self.handoff.config.label.printer
+        if self.unit is None:
+            return f"Print the selected board's label again on {printer} (recorded)"
+        prints = self.handoff.labels.audit.label_prints(self.unit.id)
+        if not prints:
+            return f"No label printed yet for {self.unit.serial} — print it on {printer} (recorded)"
+        lines = [f"{p.at.astimezone():%Y-%m-%d %H:%M:%S}  {'reprint' if p.reprint else 'print'} by {p.by}: "
+                 f"{'printed' if p.printed else 'not printed'}" for p in prints[-10:]]
+        return f"Labels of {self.unit.serial}:\n" + "\n".join(lines)
 
     def reprint(self) -> None:
         if self.unit is not None:
             self.handoff.request_print(self.unit.id, by=self.user, reprint=True)
+
+    def refresh(self, _outcome: object = None) -> None:
+        """A label was printed (or refused): the history in the tooltip is out of date."""
+        self.setToolTip(self.history())
 
 
 def outcome_text(outcome: PrintOutcome) -> str:

@@ -554,6 +554,7 @@ class MainWindow(QMainWindow):
         if line is not None and line.labels.configured:
             reprint = ReprintButton(line, self.operator, view)
             view.unit_shown.connect(reprint.show_unit)
+            self.line.printed.connect(reprint.refresh)
             view.action_bar.addWidget(reprint)
         view.show()  # added to a page that is already shown
         self.audit_view = view

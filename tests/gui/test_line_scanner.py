@@ -104,5 +104,6 @@ def test_reprint_from_the_unit_detail_reaches_the_printer_and_is_recorded(
         assert len(printer.jobs(expect=1)) == 1
         [record] = audit.label_prints(unit.id)
         assert record.reprint and record.by == "alice" and record.printed
+        qtbot.waitUntil(lambda: "reprint by alice: printed" in button.toolTip(), timeout=WAIT_MS)
     finally:
         printer.close()
