@@ -441,11 +441,15 @@ def _draw_keygen_histogram(page: PdfPage, y: float, summary: YieldSummary) -> fl
         marker = keygen.quantile(p)
         if marker is not None:
             page.line(x_of(marker), plot_top, x_of(marker), base, color=BLACK, width=0.8, dashed=True)
+            label = f"{name} {_seconds(marker)}"
+            # Right of its line, or left of it where it would run past the margin.
+            right = x_of(marker) + 3 + text_width(label, 7.5) <= PAGE_WIDTH - MARGIN
             page.text(
-                x_of(marker) + 3,
+                x_of(marker) + (3 if right else -3),
                 plot_top + 8 + (10 if p == 0.9 else 0),
-                f"{name} {_seconds(marker)}",
+                label,
                 size=7.5,
+                align="left" if right else "right",
             )
     return base + 24
 
