@@ -29,6 +29,16 @@ class Fixture:
 
 
 @dataclass(frozen=True)
+class OrdersConfig:
+    """``[orders]``: whether a serial must belong to an open work order (station.orders) to be enrolled.
+
+    ``required`` unset means "as production": off for demos and ``make run``, on in production mode.
+    """
+
+    required: bool | None = None
+
+
+@dataclass(frozen=True)
 class StationConfig:
     name: str = field(default_factory=socket.gethostname)
     # Production refuses demo PINs and re-provisioning without a reason; demos and training run without it.
@@ -38,6 +48,12 @@ class StationConfig:
     tls_listen_address: str = ""
     fixtures: tuple[Fixture, ...] = ()
     source: Path | None = None
+    orders: OrdersConfig = OrdersConfig()
+
+    @property
+    def orders_required(self) -> bool:
+        """A serial in no open work order is refused (``[orders] required``; default: in production mode)."""
+        return self.production if self.orders.required is None else self.orders.required
 
 
 def load_config(path: Path) -> StationConfig:
@@ -59,6 +75,7 @@ def load_config(path: Path) -> StationConfig:
         if not isinstance(value, kind):
             raise _fail(path, text, key, f"must be {'true or false' if kind is bool else 'a string'}")
     return StationConfig(
+        orders=_orders(path, text, data),
         name=name,
         production=production,
         default_profile=profile,
@@ -73,7 +90,17 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "station": frozenset({"name", "production", "default_profile"}),
     "tls_proof": frozenset({"listen_address"}),
     "fixture": frozenset({"name", "device", "profile", "console", "hostname", "host_key"}),
+    "orders": frozenset({"required"}),
 }
+
+
+def _orders(path: Path, text: str, data: dict[str, Any]) -> OrdersConfig:
+    table = _table(path, text, data, "orders")
+    _refuse_unknown(path, text, table, KNOWN_KEYS["orders"], prefix="orders.")
+    required = table.get("required")
+    if required is not None and not isinstance(required, bool):
+        raise _fail(path, text, "orders.required", "must be true or false")
+    return OrdersConfig(required=required)
 
 
 def _refuse_unknown(
