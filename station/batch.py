@@ -96,9 +96,12 @@ def read_manifest(path: Path, *, fixtures: dict[str, str] | None = None) -> list
         cells = [cell.strip() for cell in row]
         if not cells or not any(cells) or cells[0].startswith("#"):
             continue
-        if number == 1 and cells[0].lower() == "serial":
-            columns = _manifest_header(path, [cell.lower() for cell in cells])
+        names = [cell.lower() for cell in cells]
+        if number == 1 and {"serial", "device"} <= set(names) <= set(MANIFEST_COLUMNS) and len(set(names)) == len(names):
+            columns = tuple(names)  # a header naming the columns, in any order
             continue
+        if number == 1 and names[0] == "serial":
+            continue  # any other header: the columns are in their usual order
         # Reordered into serial, device, fixture, order whatever order the header gave.
         cells = [cells[columns.index(name)] if name in columns and columns.index(name) < len(cells) else ""
                  for name in MANIFEST_COLUMNS]
@@ -119,14 +122,6 @@ def read_manifest(path: Path, *, fixtures: dict[str, str] | None = None) -> list
     if not jobs:
         raise ConfigError(f"{path}: the manifest lists no boards")
     return jobs
-
-
-def _manifest_header(path: Path, names: list[str]) -> tuple[str, ...]:
-    unknown = [name for name in names if name not in MANIFEST_COLUMNS]
-    if unknown or "device" not in names or len(set(names)) != len(names):
-        raise ConfigError(f"{path}, line 1: the header must name the columns serial,device and optionally "
-                          f"fixture and order, once each (found {','.join(names)})")
-    return tuple(names)
 
 
 BatchObserver = Callable[[FlowEvent], None]
