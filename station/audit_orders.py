@@ -237,13 +237,15 @@ class SqliteOrderBook:
                 raise OrderConflict(parsed.path, conflicts)
         return ImportResult(imported=tuple(imported), unchanged=tuple(unchanged))
 
+    # Reads use a private snapshot connection, never the log's lock: a window asking for progress must not wait
+    # for a unit's write.
     def orders(self, *, state: str | None = None) -> list[OrderStatus]:
-        with self.audit._lock:
-            return statuses(self.audit._db, state=state)
+        with self.audit._snapshot() as db:
+            return statuses(db, state=state)
 
     def status(self, order_id: str) -> OrderStatus:
-        with self.audit._lock:
-            rows = list(self.audit._db.query(_STATUS_SELECT + " WHERE o.order_id = ?", [order_id]))
+        with self.audit._snapshot() as db:
+            rows = list(db.query(_STATUS_SELECT + " WHERE o.order_id = ?", [order_id]))
         if not rows:
             raise StationError(f"there is no work order {order_id} — list them with: station order list")
         return _status(rows[0])
