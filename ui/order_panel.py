@@ -35,6 +35,9 @@ class OrderPanel(QGroupBox):
         self._closed = False
 
         layout = QVBoxLayout(self)
+        # Compact: the fixture list and the label below it need the column's height more.
+        layout.setContentsMargins(6, 2, 6, 4)
+        layout.setSpacing(3)
         row = QHBoxLayout()
         self.picker = QComboBox(self)
         self.picker.setAccessibleName("Work order")
@@ -145,9 +148,9 @@ class OrderPanel(QGroupBox):
         self.progress.setValue(min(status.passed, status.quantity))
         self.progress.setFormat(f"{status.order_id}: {status.passed} of {status.quantity} passed")
         due = f" · due {status.order.due.isoformat()}" if status.order.due else ""
-        words = status.progress_text()
+        words = status.progress_text() + due
         if status.complete:
             words += " — complete: pick the next order"
-        self.detail.setText(f"{status.order_id} builds {status.order.profile}, serials "
-                            f"{status.order.serials_text(limit=2)}{due}\n{words}")
+        self.detail.setText(words)
+        self.setToolTip(f"{status.order_id} builds {status.order.profile}: serials {status.order.serials_text()}")
         self.changed.emit()
