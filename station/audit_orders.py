@@ -89,6 +89,8 @@ ORDER_SCHEMA = (
     """,
     "CREATE UNIQUE INDEX IF NOT EXISTS order_places_one_per_unit ON order_places(unit_id) WHERE released_at IS NULL",
     "CREATE INDEX IF NOT EXISTS order_places_order ON order_places(order_id, unit_id)",
+    # The order of a unit (exports read it for every unit they write).
+    "CREATE INDEX IF NOT EXISTS order_places_unit ON order_places(unit_id, id)",
     """
     CREATE TRIGGER IF NOT EXISTS orders_are_never_deleted BEFORE DELETE ON orders
     BEGIN SELECT RAISE(ABORT, 'work orders are never deleted from the audit log'); END

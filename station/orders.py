@@ -262,8 +262,10 @@ class OrderRefused(StationError):
     ``profile`` (the order is for another product).
     """
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, order: Order | None = None) -> None:
         self.kind = kind
+        # The order the serial would have been counted in, when there is one.
+        self.order = order
         super().__init__(message)
 
 
@@ -352,15 +354,15 @@ def _check_open(status: OrderStatus) -> None:
         reason = f" ({status.close_reason})" if status.close_reason else ""
         raise OrderRefused("closed", f"work order {status.order_id} was closed on {when} by {status.closed_by}"
                            f"{reason}: it accepts no further board — pick an open order, or ask the quality "
-                           f"lead for a new order")
+                           f"lead for a new order", status.order)
     if status.complete:
         raise OrderRefused("complete", f"work order {status.order_id} is complete ({status.passed} of "
                            f"{status.quantity} passed): it accepts no further board — set this board aside and "
-                           f"pick the next order")
+                           f"pick the next order", status.order)
     if status.held >= status.quantity:
         raise OrderRefused("full", f"work order {status.order_id} has no free place: {status.passed} passed and "
                            f"{status.running + status.failed} still being worked on make its quantity "
-                           f"{status.quantity} — finish (Retry) or abort those boards first")
+                           f"{status.quantity} — finish (Retry) or abort those boards first", status.order)
 
 
 def _nearest_text(open_orders: list[OrderStatus], serial: str, *, exclude: str | None = None) -> str:
@@ -707,9 +709,13 @@ def order_profile(
 
     try:
         found = book.order_for(serial.strip(), order_id=order, required=required)
-    except OrderRefused:
-        profile.validate_serial(serial)
-        raise
+    except OrderRefused as refused:
+        if refused.kind not in ("complete", "full") or refused.order is None:
+            profile.validate_serial(serial)
+            raise
+        # Starting the unit decides: a re-provisioned board keeps its place, a restarted one gives its old
+        # unit's place back first — and anything else is refused there, before the board is touched.
+        found = refused.order
     if found is None or found.profile == profile.name:
         return profile
     return load_profile(found.profile, profiles_dir)

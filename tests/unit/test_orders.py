@@ -222,6 +222,11 @@ def test_places_held_by_unfinished_units_count_and_an_aborted_unit_frees_its_pla
 def test_reprovisioning_a_board_keeps_its_place_in_a_complete_order(log: AuditLog, tmp_path: Path) -> None:
     imported(log, tmp_path, "order,profile,quantity,serials\nWO-5,welma-optee,1,202600000000001\n")
     log.finish_unit(log.start_unit(serial="202600000000001", orders_required=True, **UNIT).id, result="passed")
+    # Choosing the profile does not refuse it: starting the unit decides, after the old unit gave its place back.
+    from station.orders import order_profile
+
+    assert order_profile(log.orders, "202600000000001", order=None, required=True,
+                         profile=load_profile("welma-optee"), profiles_dir=None).name == "welma-optee"
     again = log.start_unit(serial="202600000000001", orders_required=True, reprovision_reason="customer return", **UNIT)
     assert log.orders.order_of_unit(again.id) == "WO-5"
     assert log.orders.status("WO-5").held == 1 and log.verify().ok
