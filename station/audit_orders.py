@@ -87,10 +87,10 @@ ORDER_SCHEMA = (
     WHEN NEW.place > (SELECT quantity FROM orders WHERE order_id = NEW.order_id)
     BEGIN SELECT RAISE(ABORT, 'an order has no place beyond its quantity'); END
     """,
-    "CREATE UNIQUE INDEX IF NOT EXISTS order_places_one_per_unit ON order_places(unit_id) WHERE released_at IS NULL",
     "CREATE INDEX IF NOT EXISTS order_places_order ON order_places(order_id, unit_id)",
-    # The order of a unit (exports read it for every unit they write).
-    "CREATE INDEX IF NOT EXISTS order_places_unit ON order_places(unit_id, id)",
+    # A unit takes a place once, when it starts (a resumed unit keeps it): one row per unit at most. Exports read
+    # the order of every unit they write through this index.
+    "CREATE UNIQUE INDEX IF NOT EXISTS order_places_unit ON order_places(unit_id)",
     """
     CREATE TRIGGER IF NOT EXISTS orders_are_never_deleted BEFORE DELETE ON orders
     BEGIN SELECT RAISE(ABORT, 'work orders are never deleted from the audit log'); END
@@ -276,7 +276,7 @@ class SqliteOrderBook:
     def order_of_unit(self, unit_id: int) -> str | None:
         with self.audit._lock:
             row = self.audit._db.execute(
-                "SELECT order_id FROM order_places WHERE unit_id = ? ORDER BY id DESC LIMIT 1", [unit_id]
+                "SELECT order_id FROM order_places WHERE unit_id = ?", [unit_id]
             ).fetchone()
         return None if row is None else str(row[0])
 

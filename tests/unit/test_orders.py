@@ -264,8 +264,13 @@ def test_the_orders_profile_is_the_units_profile(log: AuditLog, tmp_path: Path) 
 
 def test_exports_and_queries_filter_by_order(log: AuditLog, tmp_path: Path) -> None:
     imported(log, tmp_path)
-    log.start_unit(serial="202600000000001", **UNIT)
     log.start_unit(serial="202600000000777", **UNIT)
+    log.start_unit(serial="202600000000001", **UNIT)
+    log.start_unit(serial="202600000000778", **UNIT)
+    log.start_unit(serial="202600000000101", profile="welma-optee-ec", **{k: v for k, v in UNIT.items() if k != "profile"})
+    everything = [(r["serial"], r["order_id"]) for r in log.export_records()]
+    assert everything == [("202600000000777", None), ("202600000000001", "WO-1"), ("202600000000778", None),
+                          ("202600000000101", "WO-2")]
     assert [u.serial for u in log.units_page(filters=UnitFilter(order="WO-1"))] == ["202600000000001"]
     records = list(log.export_records(UnitFilter(order="WO-1")))
     assert [(r["serial"], r["order_id"]) for r in records] == [("202600000000001", "WO-1")]
