@@ -113,24 +113,36 @@ SELECT o.*,
 FROM orders AS o
 """
 
+_BARE_SELECT = "SELECT o.*, 0 AS passed, 0 AS running, 0 AS failed, 0 AS aborted FROM orders AS o"
 
-def statuses(db: sqlite_utils.Database, *, state: str | None = None) -> list[OrderStatus]:
-    """Every order (or those in ``state``), newest first, with its progress counted from its places."""
+
+def statuses(db: sqlite_utils.Database, *, state: str | None = None, counts: bool = True) -> list[OrderStatus]:
+    """Every order (or those in ``state``), newest first, with its progress counted from its places
+    (``counts=False``: every count 0 — enough to know which order holds a serial, and much cheaper)."""
     where, params = (" WHERE o.state = ?", [state]) if state else ("", [])
-    return [_status(row) for row in db.query(_STATUS_SELECT + where + " ORDER BY o.id DESC", params)]
+    select = _STATUS_SELECT if counts else _BARE_SELECT
+    return [_status(row) for row in db.query(select + where + " ORDER BY o.id DESC", params)]
 
 
 def candidates(
     db: sqlite_utils.Database, serial: str, *, order_id: str | None, required: bool
 ) -> list[OrderStatus]:
-    """The orders :func:`station.orders.choose_order` needs to decide for ``serial``: the open ones and the one
-    named — and only when the serial is in none of them, every order (to say which closed order holds it)."""
-    found = statuses(db, state="open")
+    """What :func:`station.orders.choose_order` needs to decide for ``serial``, counted only where it matters.
+
+    The accepted case — runs for every unit, inside its start transaction — counts the places of one order
+    only; a refusal counts every order, to name the nearest ones with their progress.
+    """
     if order_id is not None:
-        return found + [status for status in _by_id(db, order_id) if not status.is_open]
-    if required and not any(serial in status.order for status in found):
+        named = _by_id(db, order_id)
+        if named and named[0].is_open and serial in named[0].order:
+            return named
         return statuses(db)
-    return found
+    holding = [status for status in statuses(db, state="open", counts=False) if serial in status.order]
+    if len(holding) == 1:
+        return _by_id(db, holding[0].order_id)
+    if holding:
+        return holding  # in several open orders: refused, whatever their progress
+    return statuses(db) if required else []
 
 
 def _by_id(db: sqlite_utils.Database, order_id: str) -> list[OrderStatus]:
