@@ -450,9 +450,11 @@ class AuditView(QWidget):
             # Two indexed reads of one unit's rows: milliseconds, so they stay on the GUI thread.
             self._steps = self.audit.steps(unit.id)
             self._certificate = self.audit.certificate_for_unit(unit.id)
+            order = self.audit.orders.order_of_unit(unit.id)
         except (StationError, OSError) as exc:
+            order = None
             self._show_error(f"Could not read unit {unit.id}: {exc}")
-        self.unit_summary.setText(_unit_text(unit))
+        self.unit_summary.setText(_unit_text(unit, order))
         self._fill_steps(self._steps)
         self._fill_certificate(unit, self._certificate)
         self.unit_shown.emit(unit)
@@ -789,7 +791,7 @@ class YieldChart(QWidget):
 # ------------------------------------------------------------------------------------------------ text
 
 
-def _unit_text(unit: Unit) -> str:
+def _unit_text(unit: Unit, order: str | None = None) -> str:
     local = unit.started_at.astimezone()
     lines = [
         f"Unit {unit.id} — board {unit.serial} — {unit.state.upper()} (attempt {unit.attempt})",
@@ -800,7 +802,7 @@ def _unit_text(unit: Unit) -> str:
             else ""
         ),
         f"Operator {unit.operator} at {unit.station}, fixture {unit.fixture or '—'}, batch {unit.batch or '—'}",
-        f"Profile {unit.profile}, device {unit.device}",
+        f"Profile {unit.profile}, device {unit.device}, work order {order or '—'}",
         "Host key: "
         + (
             f"{unit.host_key_type} {unit.host_key_fingerprint}"
