@@ -477,9 +477,9 @@ def _draw_keygen_histogram(page: PdfPage, y: float, summary: YieldSummary) -> fl
 
 @dataclass(frozen=True)
 class OrderGroup:
-    """The units of one work order within a report's scope, by how they went."""
+    """The units of one work order within a report's scope, by how they went (order None: units in no order)."""
 
-    order: OrderStatus
+    order: OrderStatus | None
     units: int
     passed: int
     failed: int
@@ -497,19 +497,30 @@ ORDER_GROUP_CAP = 40
 
 def order_groups(audit: AuditLog, scope: ReportScope) -> list[OrderGroup]:
     """The report's units grouped by work order (orders with no unit in scope are left out), newest order first."""
-    groups = []
-    for status in audit.orders.orders()[:ORDER_GROUP_CAP]:
-        if scope.order is not None and status.order_id != scope.order:
-            continue
+    groups: list[OrderGroup] = []
 
-        def count(result: str | None, order_id: str = status.order_id) -> int:
+    def group(status: OrderStatus | None) -> OrderGroup:
+        order_id = status.order_id if status else None
+
+        def count(result: str | None) -> int:
             return audit.count_units(UnitFilter(batch=scope.batch, since=scope.since, until=scope.until,
                                                 result=result, order=order_id))
 
-        units = count(None)
-        if units:
-            groups.append(OrderGroup(status, units, count("passed") + count("superseded"), count("failed"),
-                                     count("aborted")))
+        return OrderGroup(status, count(None), count("passed") + count("superseded"), count("failed"),
+                          count("aborted"))
+
+    for status in audit.orders.orders()[:ORDER_GROUP_CAP]:
+        if scope.order is None or status.order_id == scope.order:
+            found = group(status)
+            if found.units:
+                groups.append(found)
+    if groups and scope.order is None:
+        # A unit is counted in one order at most: what the orders do not hold are the units without one.
+        everything = group(None)
+        rest = OrderGroup(None, *(getattr(everything, name) - sum(getattr(g, name) for g in groups)
+                                  for name in ("units", "passed", "failed", "aborted")))
+        if rest.units:
+            groups.append(rest)
     return groups
 
 
@@ -534,9 +545,10 @@ def _draw_order_table(document: PdfDocument, groups: list[OrderGroup]) -> None:
     page.line(MARGIN, header_y + 3.5, PAGE_WIDTH - MARGIN, header_y + 3.5, color=GREY)
     for index, group in enumerate(groups):
         row_y = MARGIN + 52 + index * _ROW_HEIGHT
-        cells = (group.order.order_id, group.order.order.profile, group.order.state_text,
-                 _count(group.order.quantity), _count(group.units), _count(group.passed), _count(group.failed),
-                 _percent(group.yield_fraction))
+        order = group.order
+        cells = (order.order_id if order else "(no work order)", order.order.profile if order else "",
+                 order.state_text if order else "", _count(order.quantity) if order else "",
+                 _count(group.units), _count(group.passed), _count(group.failed), _percent(group.yield_fraction))
         x = MARGIN
         for cell, (_heading, width) in zip(cells, _ORDER_COLUMNS, strict=True):
             page.text(x + 3, row_y, fit_text(cell, width - 6, _TABLE_SIZE), size=_TABLE_SIZE)

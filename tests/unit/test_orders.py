@@ -330,3 +330,18 @@ def test_stations_racing_for_the_last_place_of_an_order_get_it_exactly_once(log:
     status = log.orders.status("WO-9")
     assert status.held == 3 and status.running == 2
     assert log.verify().ok
+
+
+def test_the_report_groups_its_units_by_order_and_the_rest(log: AuditLog, tmp_path: Path) -> None:
+    from station.report import ReportScope, order_groups, render_report
+
+    imported(log, tmp_path)
+    for serial, result in (("202600000000001", "passed"), ("202600000000002", "failed"), ("202600000000900", "passed")):
+        log.finish_unit(log.start_unit(serial=serial, **UNIT).id, result=result,
+                        failed_step="keygen" if result == "failed" else None)
+    groups = order_groups(log, ReportScope())
+    assert [(g.order.order_id if g.order else None, g.units, g.passed, g.failed, g.yield_fraction)
+            for g in groups] == [("WO-1", 2, 1, 1, 0.5), (None, 1, 1, 0, 1.0)]
+    assert [g.units for g in order_groups(log, ReportScope(order="WO-1"))] == [2]
+    report = render_report(log, ReportScope(order="WO-1"), station="st-1")
+    assert report.units_matching == 2 and report.pages == 3  # summary, by work order, units
