@@ -110,7 +110,9 @@ class OrderPanel(QGroupBox):
         picked = self.current_order_id()
         self.picker.blockSignals(True)
         self.picker.clear()
-        if len(orders) > 1:
+        # With orders not required, one open order must not refuse the boards of no order: "any" comes first.
+        offer_any = len(orders) > 1 or (orders and not self.required)
+        if offer_any:
             self.picker.addItem(BY_SERIAL, None)
         for status in orders:
             self.picker.addItem(f"{status.order_id} — {status.order.profile} — {status.passed}/{status.quantity}",
@@ -119,7 +121,7 @@ class OrderPanel(QGroupBox):
             self.picker.addItem("No open work order", None)
         index = self.picker.findData(picked) if picked else 0
         self.picker.setCurrentIndex(max(index, 0))
-        self.picker.setEnabled(len(orders) > 1)
+        self.picker.setEnabled(bool(offer_any))
         self.picker.blockSignals(False)
         self._show()
 

@@ -107,3 +107,16 @@ def test_with_one_open_order_it_is_the_current_one_and_without_any_the_strip_say
         panel.refresh()
     assert panel.current() is not None and panel.current().order_id == "WO-7"
     assert panel.progress.text() == "WO-7: 0 of 2 passed" and not panel.picker.isEnabled()
+
+
+def test_without_required_orders_one_open_order_is_shown_but_boards_of_no_order_still_start(
+    qtbot, sim_home, station_ca, passphrase_env, open_window, fixtures_file, tmp_path
+):
+    import_orders(sim_home, tmp_path, "order,profile,quantity,serials\nWO-7,welma-optee,2,202600000000007 "
+                                      "202600000000008\n")
+    window = open_window(sim_home, station_ca, fixtures_file)
+    panel = window.orders
+    qtbot.waitUntil(lambda: len(panel.open_orders) == 1, timeout=10_000)
+    assert picker_items(window) == [BY_SERIAL, "WO-7 — welma-optee — 0/2"] and panel.picker.isEnabled()
+    assert panel.current_order_id() is None and panel.current().order_id == "WO-7"
+    assert panel.progress.text() == "WO-7: 0 of 2 passed"
