@@ -345,3 +345,17 @@ def test_the_report_groups_its_units_by_order_and_the_rest(log: AuditLog, tmp_pa
     assert [g.units for g in order_groups(log, ReportScope(order="WO-1"))] == [2]
     report = render_report(log, ReportScope(order="WO-1"), station="st-1")
     assert report.units_matching == 2 and report.pages == 3  # summary, by work order, units
+
+
+def test_an_order_edited_behind_the_stations_back_is_caught_by_verify(log: AuditLog, tmp_path: Path) -> None:
+    import sqlite3
+
+    imported(log, tmp_path)
+    log.start_unit(serial="202600000000001", orders_required=True, **UNIT)
+    assert log.verify().ok
+    raw = sqlite3.connect(log.path)
+    with raw:
+        raw.execute("UPDATE orders SET quantity = 500 WHERE order_id = 'WO-1'")
+    raw.close()
+    report = log.verify()
+    assert not report.ok and "work order" in (report.problem or "") and "quantity is 500" in (report.problem or "")
