@@ -10,6 +10,9 @@ Four tables live in one SQLite file below the station home:
   :meth:`AuditLog.verify` notices rows or events edited, deleted, added or reordered behind the station's back
   (DB browser, ``sqlite3`` shell, a restored old copy of one table).
 
+Work orders add two journalled tables, ``orders`` and ``order_places`` (see :mod:`station.audit_orders`): a unit
+takes its place in its order in the transaction that starts it.
+
 This is tamper *evidence* against such edits, not a signature: somebody who knows this scheme can recompute a
 whole forged chain, and removing the newest events together with their rows is only noticed through SQLite's
 own ``sqlite_sequence`` bookkeeping. Anchoring the chain head outside the station would close that gap.
