@@ -47,6 +47,16 @@ LIMIT_RANGE_BYTES = (4096, 1024 * 1024 * 1024)
 
 
 @dataclass(frozen=True)
+class OrdersConfig:
+    """``[orders]``: whether a serial must belong to an open work order (station.orders) to be enrolled.
+
+    ``required`` unset means "as production": off for demos and ``make run``, on in production mode.
+    """
+
+    required: bool | None = None
+
+
+@dataclass(frozen=True)
 class StationConfig:
     name: str = field(default_factory=socket.gethostname)
     # Production refuses demo PINs and re-provisioning without a reason; demos and training run without it.
@@ -61,6 +71,12 @@ class StationConfig:
     label: LabelSettings = field(default_factory=lambda: LabelSettings())
     scanner: ScannerSettings = field(default_factory=lambda: ScannerSettings())
     mes: MesSettings = field(default_factory=lambda: MesSettings())
+    orders: OrdersConfig = OrdersConfig()
+
+    @property
+    def orders_required(self) -> bool:
+        """A serial in no open work order is refused (``[orders] required``; default: in production mode)."""
+        return self.production if self.orders.required is None else self.orders.required
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,7 @@ def load_config(path: Path) -> StationConfig:
         if not isinstance(value, kind):
             raise _fail(path, text, key, f"must be {'true or false' if kind is bool else 'a string'}")
     return StationConfig(
+        orders=_orders(path, text, data),
         name=name,
         production=production,
         default_profile=profile,
@@ -200,7 +217,17 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "label": frozenset(f.name for f in fields(LabelSettings)),
     "scanner": frozenset(f.name for f in fields(ScannerSettings)),
     "mes": frozenset(f.name for f in fields(MesSettings)),
+    "orders": frozenset({"required"}),
 }
+
+
+def _orders(path: Path, text: str, data: dict[str, Any]) -> OrdersConfig:
+    table = _table(path, text, data, "orders")
+    _refuse_unknown(path, text, table, KNOWN_KEYS["orders"], prefix="orders.")
+    required = table.get("required")
+    if required is not None and not isinstance(required, bool):
+        raise _fail(path, text, "orders.required", "must be true or false")
+    return OrdersConfig(required=required)
 
 
 def _refuse_unknown(

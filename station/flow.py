@@ -22,6 +22,7 @@ from station.errors import StationError
 from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.masking import Masker
+from station.orders import order_profile
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
 from station.steps import STEPS, StepFailed, StepSkipped, UnitContext, crash_point
@@ -112,8 +113,16 @@ class Provisioner:
         restart: bool = False,
         reprovision_reason: str | None = None,
         cancel: threading.Event | None = None,
+        order: str | None = None,
     ) -> UnitResult:
-        """Provision one board.  Bad input raises before anything touches a device or the audit log."""
+        """Provision one board.  Bad input raises before anything touches a device or the audit log.
+
+        ``order`` is the work order the board is built for (picked in the window, named in a manifest); without
+        it the open order holding the serial is used. The order's profile is the unit's profile.
+        """
+        if not resume:
+            profile = order_profile(self.audit.orders, serial, order=order, required=self.config.orders_required,
+                                    profile=profile, profiles_dir=self.home.profiles_dir)
         serial = profile.validate_serial(serial)
         address = DeviceAddress.parse(device)
         if self.config.production and profile.uses_demo_pins:
@@ -146,6 +155,7 @@ class Provisioner:
             unit = self.audit.start_unit(
                 serial=serial, profile=profile.name, device=device, operator=operator,
                 station=self.config.name, fixture=fixture, batch=batch, reprovision_reason=reprovision_reason,
+                order=order, orders_required=self.config.orders_required,
             )
         crash_point("unit_started")
         # A board whose last unit was aborted must show the host key that unit pinned (the abort may

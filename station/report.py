@@ -32,6 +32,7 @@ from fpdf import FPDF
 from station import __version__
 from station.audit import AuditLog, Unit, UnitFilter, YieldSummary
 from station.errors import StationError
+from station.orders import OrderStatus
 from station.pki import write_file_atomically
 
 EXPORT_FORMATS = ("csv", "jsonl", "pdf")
@@ -242,6 +243,8 @@ class ReportScope:
     until: datetime | None = None
     batch: str | None = None
     result: str | None = None
+    # Only units counted in this work order.
+    order: str | None = None
 
 
 @dataclass(frozen=True)
@@ -281,8 +284,9 @@ def render_report(
 ) -> Report:
     """The PDF report of ``scope``: header, yield figures, two charts, then the units (at most ``unit_cap``)."""
     now = (now or datetime.now().astimezone()).astimezone()
-    summary = audit.yield_summary(since=scope.since, until=scope.until, batch=scope.batch)
-    table_filter = UnitFilter(batch=scope.batch, since=scope.since, until=scope.until, result=scope.result)
+    summary = audit.yield_summary(since=scope.since, until=scope.until, batch=scope.batch, order=scope.order)
+    table_filter = UnitFilter(batch=scope.batch, since=scope.since, until=scope.until, result=scope.result,
+                              order=scope.order)
     matching = audit.count_units(table_filter)
     units = audit.units_page(offset=0, limit=unit_cap, order_by="id", descending=False, filters=table_filter)
 
@@ -296,6 +300,7 @@ def render_report(
         f"Station: {station}",
         f"Period: {_period_line(scope, summary)}",
         f"Batch: {scope.batch or 'all batches'}",
+        f"Work order: {scope.order or 'all orders'}",
         f"Generated {now:%Y-%m-%d %H:%M} (times are local, UTC{_utc_offset(now)}) by station {__version__}",
     ):
         y += 13
@@ -307,6 +312,7 @@ def render_report(
     y = _draw_failures_chart(page, y + 26, summary)
     _draw_keygen_histogram(page, y + 26, summary)
 
+    _draw_order_table(document, order_groups(audit, scope))
     _draw_unit_table(document, units, matching=matching, scope=scope)
     total = len(document.pages)
     for number, each in enumerate(document.pages, start=1):
@@ -454,6 +460,86 @@ def _draw_keygen_histogram(page: PdfPage, y: float, summary: YieldSummary) -> fl
     return base + 24
 
 
+@dataclass(frozen=True)
+class OrderGroup:
+    """The units of one work order within a report's scope, by how they went (order None: units in no order)."""
+
+    order: OrderStatus | None
+    units: int
+    passed: int
+    failed: int
+    aborted: int
+
+    @property
+    def yield_fraction(self) -> float | None:
+        finished = self.passed + self.failed + self.aborted
+        return self.passed / finished if finished else None
+
+
+# At most this many orders are grouped in a report (the newest imports); the CSV export has every unit's order.
+ORDER_GROUP_CAP = 40
+
+
+def order_groups(audit: AuditLog, scope: ReportScope) -> list[OrderGroup]:
+    """The report's units grouped by work order (orders with no unit in scope are left out), newest order first."""
+    groups: list[OrderGroup] = []
+
+    def group(status: OrderStatus | None) -> OrderGroup:
+        order_id = status.order_id if status else None
+
+        def count(result: str | None) -> int:
+            return audit.count_units(UnitFilter(batch=scope.batch, since=scope.since, until=scope.until,
+                                                result=result, order=order_id))
+
+        return OrderGroup(status, count(None), count("passed") + count("superseded"), count("failed"),
+                          count("aborted"))
+
+    for status in audit.orders.orders()[:ORDER_GROUP_CAP]:
+        if scope.order is None or status.order_id == scope.order:
+            found = group(status)
+            if found.units:
+                groups.append(found)
+    if groups and scope.order is None:
+        # A unit is counted in one order at most: what the orders do not hold are the units without one.
+        everything = group(None)
+        rest = OrderGroup(None, *(getattr(everything, name) - sum(getattr(g, name) for g in groups)
+                                  for name in ("units", "passed", "failed", "aborted")))
+        if rest.units:
+            groups.append(rest)
+    return groups
+
+
+_ORDER_COLUMNS = (("Work order", 120.0), ("Profile", 100.0), ("State", 60.0), ("Quantity", 50.0),
+                  ("Units", 40.0), ("Passed", 40.0), ("Failed", 40.0), ("Yield", CONTENT_WIDTH - 450.0))
+
+
+def _draw_order_table(document: PdfDocument, groups: list[OrderGroup]) -> None:
+    """One page: the units in scope grouped by work order (none when no unit belongs to an order)."""
+    if not groups:
+        return
+    page = document.add_page()
+    page.text(MARGIN, MARGIN + 14, "By work order", size=12, bold=True)
+    page.text(MARGIN, MARGIN + 28, "Units in this report's scope, by the work order they were counted in; the "
+              "quantity and state are the order's.", size=8.5, color=GREY)
+    header_y = MARGIN + 40
+    page.rect(MARGIN, header_y - 9.5, CONTENT_WIDTH, _ROW_HEIGHT, fill=LIGHT)
+    x = MARGIN
+    for heading_text, width in _ORDER_COLUMNS:
+        page.text(x + 3, header_y, heading_text, size=_TABLE_SIZE, bold=True)
+        x += width
+    page.line(MARGIN, header_y + 3.5, PAGE_WIDTH - MARGIN, header_y + 3.5, color=GREY)
+    for index, group in enumerate(groups):
+        row_y = MARGIN + 52 + index * _ROW_HEIGHT
+        order = group.order
+        cells = (order.order_id if order else "(no work order)", order.order.profile if order else "",
+                 order.state_text if order else "", _count(order.quantity) if order else "",
+                 _count(group.units), _count(group.passed), _count(group.failed), _percent(group.yield_fraction))
+        x = MARGIN
+        for cell, (_heading, width) in zip(cells, _ORDER_COLUMNS, strict=True):
+            page.text(x + 3, row_y, fit_text(cell, width - 6, _TABLE_SIZE), size=_TABLE_SIZE)
+            x += width
+
+
 def _draw_unit_table(document: PdfDocument, rows: list[Unit], *, matching: int, scope: ReportScope) -> None:
     """The units, oldest first, on as many pages as they need, with the heading row on each page."""
     first_row_y = MARGIN + 52
@@ -524,6 +610,8 @@ def _draw_unit_table(document: PdfDocument, rows: list[Unit], *, matching: int, 
 
 
 def _scope_name(scope: ReportScope) -> str:
+    if scope.order:
+        return f"work order {scope.order}"
     if scope.batch:
         return f"batch {scope.batch}"
     if scope.since is None and scope.until is None:
@@ -660,7 +748,8 @@ def export_to_file(
         )
     if fmt == "pdf":
         scope = ReportScope(
-            since=filters.since, until=filters.until, batch=filters.batch, result=filters.result
+            since=filters.since, until=filters.until, batch=filters.batch, result=filters.result,
+            order=filters.order,
         )
         report = render_report(audit, scope, station=station)
         destination = _checked_destination(path)
@@ -686,6 +775,7 @@ def export_to_file(
                 station=narrowed.station,
                 since=narrowed.since,
                 until=narrowed.until,
+                order=narrowed.order,
             )
         return audit.export_jsonl(
             out,
@@ -699,6 +789,7 @@ def export_to_file(
             since=narrowed.since,
             until=narrowed.until,
             include_steps=include_steps,
+            order=narrowed.order,
         )
 
     count = write_text_atomically(path, write)

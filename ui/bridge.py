@@ -201,6 +201,8 @@ class UnitRequest:
     resume: bool = False
     # Batch mode: the batch id recorded on the unit (a resumed unit keeps the batch it started in).
     batch: str | None = None
+    # The work order the technician picked (None: the open order holding the serial).
+    order: str | None = None
 
 
 @dataclass(frozen=True)
@@ -278,7 +280,7 @@ class UnitWorker(QObject):
             result = provisioner.provision(
                 serial=serial, device=request.fixture.device, profile=request.profile, operator=request.operator,
                 fixture=request.fixture.name, batch=request.batch, resume=request.resume,
-                cancel=self._cancel,
+                cancel=self._cancel, order=request.order,
             )
         except SerialAlreadyPassed as exc:
             return UnitOutcome("refused", serial, str(exc), unit_id=exc.unit.id)

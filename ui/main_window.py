@@ -62,6 +62,7 @@ from ui.bridge import (
 from ui.dialogs import AdminPinDialog
 from ui.label import LabelPreview, configure_printer, print_label, save_label_pdf
 from ui.line import LineEvents, ReprintButton
+from ui.order_panel import OrderPanel
 from ui.progress import UnitProgress, format_duration
 from ui.session import Session
 from ui.settings import SettingsDialog
@@ -160,6 +161,7 @@ class MainWindow(QMainWindow):
         self.batch.idle.connect(self._on_idle)
         self.batch.slot_started.connect(lambda _name: self._update_buttons())
         self.batch.fixture_in_use = self._single_mode_uses
+        self.unit_finished.connect(lambda _outcome: self.orders.refresh())
         self.apply_settings()
         self._update_buttons()
 
@@ -246,6 +248,9 @@ class MainWindow(QMainWindow):
 
         left = QVBoxLayout()
         columns.addLayout(left, 0)
+        self.orders = OrderPanel(self.session.audit, self.pool, required=self.session.config.orders_required,
+                                 parent=upper)
+        left.addWidget(self.orders)
         fixture_label = QLabel("&Fixture (where the board is connected):", upper)
         self.fixtures = FixtureTable(upper)
         fixture_label.setBuddy(self.fixtures)
@@ -622,6 +627,7 @@ class MainWindow(QMainWindow):
             self.scan.selectAll()
             return False
         self.serial = serial
+        self.orders.show_serial(serial)
         self.scan.selectAll()
         auto = self.session.settings.auto_start and burst
         start = "starting" if auto else "press Enter again (or Provision) to start"
@@ -680,7 +686,7 @@ class MainWindow(QMainWindow):
             except StationError as exc:
                 self._feedback(str(exc), ok=False)
                 return False
-            request = UnitRequest(self.serial, fixture, profile, self.operator)
+            request = UnitRequest(self.serial, fixture, profile, self.operator, order=self.orders.current_order_id())
         self._start(request)
         return True
 
@@ -1005,6 +1011,7 @@ class MainWindow(QMainWindow):
         self._close_deadline.stop()
         self.prober.stop()
         self.line.stop()
+        self.orders.stop()
         self.batch.shutdown()
         # Before the session closes the audit log the view reads from.
         self._drop_audit_view()
