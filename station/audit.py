@@ -46,13 +46,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import sqlite_utils
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from station.errors import StationError
+
+if TYPE_CHECKING:
+    # Imported where a connection is made: a unit's worker process uses this module's records, not SQLite.
+    import sqlite_utils
 
 UNIT_STATES = ("running", "failed", "passed", "aborted", "superseded")
 UNIT_RESULTS = ("passed", "failed", "aborted")
@@ -1175,6 +1178,8 @@ class AuditLog:
                         f"The copy of the audit log failed SQLite's integrity check ({'; '.join(damage[:3])}) — "
                         f"the disk holding {self.path} or {target.parent} may be failing. Nothing was replaced."
                     )
+                import sqlite_utils
+
                 db = sqlite_utils.Database(copy)
                 events, problem = _verify_chain(db)
                 if problem is None:
@@ -1544,6 +1549,8 @@ def _row_problem(label: str, row: dict[str, Any], recorded: dict[str, Any], seq:
 
 def _connect(path: Path, *, check_same_thread: bool) -> sqlite_utils.Database:
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=check_same_thread)
+    import sqlite_utils
+
     db = sqlite_utils.Database(conn)
     db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     # FULL: a commit is on disk when it returns — a certificate is recorded before it is pushed to the board.

@@ -38,6 +38,7 @@ from station.transport import (
     CommandTimedOut,
     Deadline,
     DeviceAddress,
+    DeviceLink,
     HostKeyMismatch,
     LinkCancelled,
     LinkLost,
@@ -98,6 +99,30 @@ class UnitResult:
     passed: bool
     failed_step: str | None
     message: str
+    # Seconds the unit waited on its board (connects, commands, transfers, reboots): the unit's wall time
+    # less this is the station's own share.
+    device_s: float = 0.0
+
+
+class _BoardClock:
+    """Adds up the time a link spends waiting on the board."""
+
+    CALLS = ("open", "run", "put", "get", "reboot")
+
+    def __init__(self, link: DeviceLink) -> None:
+        self.seconds = 0.0
+        for name in self.CALLS:
+            setattr(link, name, self._timed(getattr(link, name)))
+
+    def _timed(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - began
+
+        return timed
 
 
 def step_eta(audit: AuditLog, profile: DeviceProfile, step: str) -> float | None:
@@ -256,6 +281,7 @@ class Provisioner:
             login_password=profile.console.login_password,
             prompt_pattern=profile.console.prompt_pattern,
         )
+        board = _BoardClock(link)
         masker = Masker(profile.secrets)
         current: dict[str, str] = {"step": ""}
 
@@ -284,13 +310,13 @@ class Provisioner:
                     unit = self.audit.finish_unit(unit.id, result=result, failed_step=step, message=message)
                     crash_point("unit_finished")
                     emit(kind="unit_finished", step=step, outcome=result, message=message)
-                    return UnitResult(unit, False, step, message)
+                    return UnitResult(unit, False, step, message, board.seconds)
         finally:
             link.close()
         unit = self.audit.finish_unit(unit.id, result="passed")
         crash_point("unit_finished")
         emit(kind="unit_finished", outcome="passed", message=f"serial {serial} enrolled")
-        return UnitResult(unit, True, None, f"serial {serial} enrolled")
+        return UnitResult(unit, True, None, f"serial {serial} enrolled", board.seconds)
 
     def _aborted_predecessor(self, unit: Unit) -> Unit | None:
         """The board's last earlier unit that pinned a host key, if that unit was aborted."""

@@ -39,6 +39,8 @@ class UnitOutcome:
     fixture: str | None = None
     device: str = ""
     duration_s: float = 0.0
+    # Of that, the time the unit waited on its board (the rest is the station's own share).
+    device_s: float = 0.0
     job: int = 0
 
     @property
@@ -79,15 +81,15 @@ def refused(error: StationError, *, serial: str, fixture: str | None = None, dev
 
 
 def finished(audit: AuditLog, unit_id: int, *, serial: str, fixture: str | None = None, device: str = "",
-             duration_s: float = 0.0, job: int = 0) -> UnitOutcome:
+             duration_s: float = 0.0, device_s: float = 0.0, job: int = 0) -> UnitOutcome:
     """The outcome of a unit that ran, read back from the audit log (its state is the truth)."""
     unit = audit.unit(unit_id)
     if unit.state == "passed":
         record = audit.certificate_for_unit(unit.id)
         return UnitOutcome(Ending.PASSED, serial, f"serial {serial} enrolled", unit_id=unit.id,
                            certificate_fingerprint=record.fingerprint_sha256 if record else None, fixture=fixture,
-                           device=device, duration_s=duration_s, job=job)
+                           device=device, duration_s=duration_s, device_s=device_s, job=job)
     kind = Ending.ABORTED if unit.state == "aborted" else Ending.FAILED
     return UnitOutcome(kind, serial, unit.message or f"unit {unit.id} is {unit.state}", unit_id=unit.id,
                        failed_step=unit.failed_step, resumable=unit.state == "failed", fixture=fixture,
-                       device=device, duration_s=duration_s, job=job)
+                       device=device, duration_s=duration_s, device_s=device_s, job=job)

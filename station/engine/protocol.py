@@ -70,6 +70,7 @@ class Done:
 
     passed: bool
     problem: str = ""
+    device_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,10 @@ import multiprocessing
 import os
 import queue
 import socket
+import sys
 import threading
 import time
+import types
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -344,6 +346,7 @@ class Scheduler:
 
     def _start(self, number: int, job: UnitJob) -> bool:
         assert self._audit is not None
+        began = time.monotonic()
         provisioner = Provisioner(home=self.home, config=self.config, ca=self.ca, audit=self._audit)
         try:
             admission = provisioner.admit(
@@ -365,11 +368,11 @@ class Scheduler:
         ours, theirs = self._context.Pipe(duplex=True)
         process = self._context.Process(target=worker.main, args=(theirs, start), name=f"unit-{unit.serial}",
                                         daemon=True)
-        now = time.monotonic()
-        running = _Running(number, job, unit.id, admission.plan, process, ours, now, now + BETWEEN_STEPS_S)
+        running = _Running(number, job, unit.id, admission.plan, process, ours, began,
+                           time.monotonic() + BETWEEN_STEPS_S)
         self._running[number] = running
         try:
-            with _without_secrets():
+            with _clean_spawn():
                 process.start()
         except OSError as exc:
             theirs.close()
@@ -557,7 +560,9 @@ class Scheduler:
                                          job=running.job_id))
                 self._audit.finish_unit(unit.id, result="failed", failed_step=step, message=reason)
             outcome = finished(self._audit, running.unit_id, serial=job.serial, fixture=job.fixture,
-                               device=job.device, duration_s=time.monotonic() - running.began, job=running.job_id)
+                               device=job.device, duration_s=time.monotonic() - running.began,
+                               device_s=running.done.device_s if running.done is not None else 0.0,
+                               job=running.job_id)
         except StationError as exc:
             outcome = UnitOutcome(Ending.FAILED, job.serial, f"{reason} (and it could not be recorded: {exc})",
                                   unit_id=running.unit_id, failed_step=running.step or None, resumable=True,
@@ -579,8 +584,10 @@ class Scheduler:
             pass
 
 
-class _without_secrets:  # noqa: N801 - used as a context manager
-    """The worker is spawned with this process's environment minus anything secret (the CA passphrase)."""
+class _clean_spawn:  # noqa: N801 - used as a context manager
+    """What a worker is spawned with: this process's environment minus anything secret (the CA passphrase),
+    and no main module to re-import — spawn would otherwise run the station's own entry module again in
+    the worker (ui.app: Qt and the whole window), where only station.engine.worker is needed."""
 
     def __enter__(self) -> None:
         _environment_lock.acquire()
@@ -588,7 +595,11 @@ class _without_secrets:  # noqa: N801 - used as a context manager
                        if any(word in name.upper() for word in _SECRET_WORDS)}
         for name in self._saved:
             del os.environ[name]
+        self._main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._main is not None:
+            sys.modules["__main__"] = self._main
         os.environ.update(self._saved)
         _environment_lock.release()

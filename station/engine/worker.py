@@ -191,7 +191,7 @@ def main(connection: Connection, start: WorkerStart) -> None:
     except BaseException as exc:  # noqa: BLE001 - reported to the station, which records the unit failed
         client.send(Done(False, f"the unit's worker hit an unexpected error ({exc!r})"))
     else:
-        client.send(Done(result.passed))
+        client.send(Done(result.passed, device_s=result.device_s))
     connection.close()
 
 
