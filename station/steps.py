@@ -440,18 +440,23 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
     else:
         raise StepFailed("the station has no TLS listener for the proof — report this; press Retry")
     port = listener.listen(host, deadline.cap(TLS_ACCEPT_TIMEOUT_S))
+    client_failed = True
     try:
         result = ctx.link.run(
             ctx.profile.command("tls_client", serial=ctx.serial, server=f"{host}:{port}"), deadline, check=False
         )
+        client_failed = result.exit_status != 0
     finally:
-        presented, failure = listener.result(port, deadline.cap(TLS_ACCEPT_TIMEOUT_S))
+        # A client that failed will not connect any more: do not wait for it.
+        presented, failure = listener.result(port, 0.0 if client_failed else deadline.cap(TLS_ACCEPT_TIMEOUT_S))
     tail = ctx.masker(result.output)
     ctx.output(tail.rstrip()[-2000:])
     issued_der = issued.public_bytes(serialization.Encoding.DER)
-    if result.exit_status != 0 or failure or presented is None:
+    if client_failed or failure or presented is None:
         last = [line for line in tail.splitlines() if line.strip()][-1:] or ["no output"]
-        reason = "; ".join(failure) or f"openssl s_client exited {result.exit_status}: {last[0][:200]}"
+        # The board's own words first: they say why it did not connect.
+        reason = (f"openssl s_client exited {result.exit_status}: {last[0][:200]}" if client_failed
+                  else "; ".join(failure) or "the board presented no certificate")
         raise StepFailed(
             f"the board could not prove its identity over mutual TLS ({reason}) — check the board reaches "
             f"{host}, then press Retry"

@@ -107,6 +107,7 @@ class _Running:
     done: Done | None = None
     cancelled: bool = False
     parked: Call | None = None
+    parked_until: float = 0.0
     tls_ports: set[int] = field(default_factory=set)
 
 
@@ -417,7 +418,9 @@ class Scheduler:
     def _serve(self, running: _Running, call: Call) -> None:
         try:
             if call.service == "tls" and call.method == "result":
-                running.parked = call  # answered once the listener is done (never blocking this thread)
+                # Answered once the listener is done, or at the call's timeout (never blocking this thread).
+                running.parked = call
+                running.parked_until = time.monotonic() + float(call.args["timeout_s"])
                 return
             value = self._service(running, call)
         except StationError as exc:
@@ -455,7 +458,7 @@ class Scheduler:
             if call is None:
                 continue
             port = int(call.args["port"])
-            if self._tls.finished(port):
+            if self._tls.finished(port) or time.monotonic() >= running.parked_until:
                 running.parked = None
                 running.tls_ports.discard(port)
                 self._send(running, Reply(call.number, self._tls.result(port, 0.0)))
