@@ -37,6 +37,7 @@ from pathlib import Path
 from bench.provision_ssh import machine
 from station.config import StationConfig
 from station.engine import Scheduler, UnitJob
+from station.engine.scheduler import clean_spawn
 from station.engine.worker import die_with_station
 from station.home import StationHome
 from station.pki import CertificateAuthority
@@ -98,7 +99,8 @@ def worker_start_cost() -> dict[str, float]:
     for _ in range(WORKER_STARTS):
         cpu, began = cpu_seconds(), time.perf_counter()
         process = context.Process(target=die_with_station, args=(os.getpid(),))
-        process.start()
+        with clean_spawn():  # as the engine starts its workers
+            process.start()
         process.join()
         walls.append(time.perf_counter() - began)
         cpus.append(cpu_seconds() - cpu)

@@ -373,7 +373,7 @@ class Scheduler:
                            time.monotonic() + BETWEEN_STEPS_S)
         self._running[number] = running
         try:
-            with _clean_spawn():
+            with clean_spawn():
                 process.start()
         except OSError as exc:
             theirs.close()
@@ -587,7 +587,7 @@ class Scheduler:
             pass
 
 
-class _clean_spawn:  # noqa: N801 - used as a context manager
+class clean_spawn:  # noqa: N801 - used as a context manager
     """What a worker is spawned with: this process's environment minus anything secret (the CA passphrase),
     and no main module to re-import — spawn would otherwise run the station's own entry module again in
     the worker (ui.app: Qt and the whole window), where only station.engine.worker is needed."""
