@@ -58,6 +58,10 @@ CANCEL_DEADLINE_S = 15.0
 # A worker's address-space limit (RLIMIT_AS): well above what a unit needs (≈ 0.3 GiB of address space),
 # far below what would take the station down.
 WORKER_MEMORY_LIMIT_MIB = 1024
+# How much lower than the station's own process a unit's worker runs (Linux nice).  A worker waits on its
+# board nearly all the time; the station (a window's GUI thread, the engine thread serving 64 workers)
+# must get the CPU the moment it needs it, also while 64 interpreters start at once.
+WORKER_NICENESS = 10
 # How long a worker that said it is done may take to exit.
 WORKER_EXIT_S = 5.0
 # Environment variables a worker must not inherit (the CA passphrase and anything named like a secret).
@@ -162,10 +166,6 @@ class Scheduler:
         """Start the engine thread (once)."""
         if self._thread is not None:
             return
-        # Before any worker: the audit log (a connection of the engine's own — a window's reads never
-        # wait behind it) and the station's SSH key the workers log in with.
-        self._audit = AuditLog(self.home.audit_db)
-        self._identity_file = str(self.home.ensure_station_key())
         self._thread = threading.Thread(target=self._loop, name="station-engine", daemon=True)
         self._thread.start()
 
@@ -233,6 +233,8 @@ class Scheduler:
         finally:
             self.close()
         if self.failure is not None:
+            if isinstance(self.failure, StationError):
+                raise self.failure
             raise StationError(f"the station's engine stopped: {self.failure!r}") from self.failure
         outcomes = []
         for number, job in zip(numbers, jobs, strict=True):
@@ -253,6 +255,11 @@ class Scheduler:
     def _loop(self) -> None:
         close_by: float | None = None
         try:
+            # Before any worker, on this thread (a caller never waits for it): the audit log — a connection
+            # of the engine's own, so a window's reads never wait behind a unit's write — and the station's
+            # SSH key the workers log in with.
+            self._audit = AuditLog(self.home.audit_db)
+            self._identity_file = str(self.home.ensure_station_key())
             while True:
                 close_by = self._take_commands(close_by)
                 if close_by is not None and not self._running:
@@ -281,7 +288,11 @@ class Scheduler:
         finally:
             for running in list(self._running.values()):
                 self._terminate(running, "the station stopped while this unit ran — press Retry to continue it")
-            self._drop_queued("the station stopped before this board's turn")
+            stopped = "the station stopped before this board's turn"
+            if self.failure is not None:
+                stopped += f" ({self.failure}) — fix that, then start the board again"
+            self._take_commands(time.monotonic())  # boards submitted meanwhile: not started either
+            self._drop_queued(stopped)
             if self._audit is not None:
                 self._audit.close()
             self._wake_read.close()
@@ -375,6 +386,7 @@ class Scheduler:
         try:
             with clean_spawn():
                 process.start()
+            _lower_priority(process.pid)
         except OSError as exc:
             theirs.close()
             self._ended(running, f"the station could not start a worker for this unit ({exc}) — press Retry")
@@ -585,6 +597,16 @@ class Scheduler:
             self.observer(event)
         except Exception:  # noqa: BLE001 - a broken watcher must never break a unit
             pass
+
+
+def _lower_priority(pid: int | None) -> None:
+    """Run a just-started worker WORKER_NICENESS below the station (before its interpreter has imported much)."""
+    if pid is None or not hasattr(os, "setpriority"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS))
+    except OSError:
+        pass  # gone already, or not allowed: it runs at the station's priority
 
 
 class clean_spawn:  # noqa: N801 - used as a context manager

@@ -169,6 +169,9 @@ def limit_memory(limit_bytes: int) -> None:
 def main(connection: Connection, start: WorkerStart) -> None:
     """The worker's entry point (multiprocessing's target)."""
     die_with_station(start.parent_pid)
+    # Ctrl-C in a terminal reaches the whole process group: the station turns it into a Cancel message,
+    # which ends the unit cleanly (failed and resumable) — the worker itself ignores it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ[STATION_PID_ENV] = str(start.parent_pid)
     limit_memory(start.memory_limit_bytes)
     client = ServiceClient(connection)

@@ -179,3 +179,32 @@ def test_a_worker_inherits_no_secret(start_farm, sim_home, ca, monkeypatch):
     assert b"STATION_CA_PASSPHRASE" not in environ
     # The profile (PINs included) reaches the worker through its pipe, not its command line.
     assert f"pin-value={profile.user_pin}".encode() not in argv
+
+
+def test_ctrl_c_on_station_provision_cancels_the_unit_cleanly(start_farm, sim_home, ca):
+    (device,) = start_farm(count=1, keygen_delay=30)
+    events_file = sim_home.root / "events.jsonl"
+    args = [sys.executable, "-m", "station", "--home", str(sim_home.root), "provision", "--serial",
+            "202600000000097", "--device", device.ssh_url, "--operator", "dana", "--events", str(events_file)]
+    # Its own session, as a terminal's foreground job: Ctrl-C reaches the station and its worker alike.
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, env=dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE))
+    try:
+        end = time.monotonic() + WAIT_S
+        while not (events_file.exists() and '"step": "keygen"' in events_file.read_text()):
+            assert process.poll() is None and time.monotonic() < end, "the unit should reach key generation"
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=WAIT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, out + err
+    assert "can be resumed with --resume" in err
+    records = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert not any(alive(pid) for pid in worker_pids(records, "202600000000097"))
+    (finished,) = [r for r in records if r["kind"] == "unit_finished"]
+    assert finished["result"]["kind"] == "failed" and finished["result"]["resumable"]
+    assert "cancelled" in finished["message"]
+    with AuditLog(sim_home.audit_db) as audit:
+        assert audit.find_unit("202600000000097").state == "failed"
