@@ -51,8 +51,15 @@ from station.steps import STEPS, TlsProofListener
 # A worker still running this long after its step's deadline is terminated (the step's own deadline
 # should have ended it: this is for a worker that is stuck where no deadline reaches).
 STEP_DEADLINE_GRACE_S = 5.0
-# Between steps (connecting, recording) a unit must reach its next step within this.
-BETWEEN_STEPS_S = 60.0
+# A worker must report its unit started within this of being spawned (an interpreter start is well under a
+# second on an idle machine, tens of seconds when 64 start on a busy one), and between two steps
+# (recording, reconnecting) reach its next step within BETWEEN_STEPS_S: the bound for a worker stuck
+# where no step deadline reaches.
+WORKER_START_S = 180.0
+BETWEEN_STEPS_S = 120.0
+# Workers starting at once (spawned, not yet reporting): more would only share the same cores and all
+# reach their boards late together; the rest of the slots start as these come up.
+STARTING_AT_ONCE = 2 * (os.cpu_count() or 1)
 # How long a cancelled unit may take to record itself before its worker is terminated.
 CANCEL_DEADLINE_S = 15.0
 # A worker's address-space limit (RLIMIT_AS): well above what a unit needs (≈ 0.3 GiB of address space),
@@ -109,6 +116,8 @@ class _Running:
     attempt: int = 1
     step_started_at: datetime | None = None
     done: Done | None = None
+    done_at: float | None = None
+    reported: bool = False  # the worker has sent something: it is up
     cancelled: bool = False
     parked: Call | None = None
     parked_until: float = 0.0
@@ -279,8 +288,9 @@ class Scheduler:
                         elif ready == running.process.sentinel and running.job_id in self._running:
                             self._receive(running)  # what it sent before it ended comes first
                             if running.job_id in self._running:
-                                running.process.join(WORKER_EXIT_S)
-                                self._ended(running, self._death_reason(running))
+                                running.process.join(WORKER_EXIT_S)  # it has ended: at once
+                                done = running.done
+                                self._ended(running, done.problem if done is not None else self._death_reason(running))
                 self._answer_parked()
                 self._enforce_deadlines(close_by)
         except BaseException as exc:  # noqa: BLE001 - a broken engine must not leave workers behind
@@ -345,8 +355,11 @@ class Scheduler:
 
     def _start_ready(self) -> None:
         busy = {running.job.device for running in self._running.values()}
+        starting = sum(not running.reported for running in self._running.values())
         for device, jobs in list(self._queues.items()):
             if self.slots is not None and len(self._running) >= self.slots:
+                return
+            if starting >= STARTING_AT_ONCE:
                 return
             if device in busy or not jobs:
                 continue
@@ -355,6 +368,7 @@ class Scheduler:
                 del self._queues[device]
             if self._start(number, job):
                 busy.add(device)
+                starting += 1
 
     def _start(self, number: int, job: UnitJob) -> bool:
         assert self._audit is not None
@@ -381,7 +395,7 @@ class Scheduler:
         process = self._context.Process(target=worker.main, args=(theirs, start), name=f"unit-{unit.serial}",
                                         daemon=True)
         running = _Running(number, job, unit.id, admission.plan, process, ours, began,
-                           time.monotonic() + BETWEEN_STEPS_S)
+                           time.monotonic() + WORKER_START_S)
         self._running[number] = running
         try:
             with clean_spawn():
@@ -400,18 +414,19 @@ class Scheduler:
         try:
             while running.connection.poll():
                 message = running.connection.recv()
+                running.reported = True
                 if isinstance(message, Progress):
                     self._progress(running, message.event)
                 elif isinstance(message, Call):
                     self._serve(running, message)
                 elif isinstance(message, Done):
-                    running.done = message
-                    self._finish(running)
+                    # Its end is recorded; the process exits by itself (its sentinel ends the slot) — this
+                    # thread never waits for it, and one that lingers is terminated at the deadline.
+                    running.done, running.done_at = message, time.monotonic()
+                    running.deadline = running.done_at + WORKER_EXIT_S
                     return
         except (EOFError, OSError):
-            if running.job_id in self._running:
-                running.process.join(WORKER_EXIT_S)
-                self._ended(running, self._death_reason(running))
+            pass  # the worker closed its end: its sentinel (or the deadline) ends the slot
 
     def _progress(self, running: _Running, event: FlowEvent) -> None:
         now = time.monotonic()
@@ -425,6 +440,8 @@ class Scheduler:
             running.deadline = now + BETWEEN_STEPS_S
         if running.cancelled:
             running.deadline = min(running.deadline, now + CANCEL_DEADLINE_S)
+        if running.done is not None:
+            running.deadline = min(running.deadline, (running.done_at or now) + WORKER_EXIT_S)
         self._emit(replace(event, job=running.job_id, fixture=running.job.fixture))
 
     def _serve(self, running: _Running, call: Call) -> None:
@@ -487,6 +504,12 @@ class Scheduler:
             if close_by is not None and now >= close_by:
                 self._terminate(running, "the station closed before this unit stopped — press Retry to continue it")
             elif now >= running.deadline:
+                if running.done is not None:
+                    if running.process.is_alive():
+                        running.process.kill()
+                    running.process.join(WORKER_EXIT_S)
+                    self._ended(running, running.done.problem)
+                    continue
                 if running.cancelled:
                     reason = (f"the unit did not stop within {CANCEL_DEADLINE_S:g} s of being cancelled; the station "
                               "terminated its worker — press Retry to continue it")
@@ -495,6 +518,9 @@ class Scheduler:
                     title = STEPS[running.step].title if running.step in STEPS else running.step
                     reason = (f"step {title} did not end within its deadline of {timeout:g} s (+{self.step_grace_s:g} "
                               "s); the station terminated the unit's worker — check the board, then press Retry")
+                elif not running.reported:
+                    reason = (f"the unit's worker did not start within {WORKER_START_S:g} s; the station terminated "
+                              "it — the station's computer may be overloaded; press Retry")
                 else:
                     reason = (f"the unit made no progress for {BETWEEN_STEPS_S:g} s; the station terminated its "
                               "worker — check the board, then press Retry")
@@ -544,18 +570,10 @@ class Scheduler:
         running.process.join(WORKER_EXIT_S)
         self._ended(running, reason)
 
-    def _finish(self, running: _Running) -> None:
-        """The worker said it is done: let it exit, then take its end from the audit log."""
-        running.process.join(WORKER_EXIT_S)
-        if running.process.is_alive():
-            running.process.kill()
-            running.process.join(WORKER_EXIT_S)
-        problem = running.done.problem if running.done is not None else ""
-        self._ended(running, problem or "the unit's worker ended without recording the unit — press Retry")
-
     def _ended(self, running: _Running, reason: str) -> None:
         """Take a unit off its slot; if its worker left it running in the log, record it failed (resumable)."""
         assert self._audit is not None
+        reason = reason or "the unit's worker ended without recording the unit's end — press Retry to continue it"
         self._running.pop(running.job_id, None)
         running.connection.close()
         for port in running.tls_ports:
@@ -574,8 +592,9 @@ class Scheduler:
                                          attempt=running.attempt, message=reason, fixture=job.fixture,
                                          job=running.job_id))
                 self._audit.finish_unit(unit.id, result="failed", failed_step=step, message=reason)
+            ended = running.done_at or time.monotonic()
             outcome = finished(self._audit, running.unit_id, serial=job.serial, fixture=job.fixture,
-                               device=job.device, duration_s=time.monotonic() - running.began,
+                               device=job.device, duration_s=ended - running.began,
                                device_s=running.done.device_s if running.done is not None else 0.0,
                                job=running.job_id)
         except StationError as exc:
