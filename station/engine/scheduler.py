@@ -57,9 +57,6 @@ STEP_DEADLINE_GRACE_S = 5.0
 # where no step deadline reaches.
 WORKER_START_S = 180.0
 BETWEEN_STEPS_S = 120.0
-# Workers starting at once (spawned, not yet reporting): more would only share the same cores and all
-# reach their boards late together; the rest of the slots start as these come up.
-STARTING_AT_ONCE = 2 * (os.cpu_count() or 1)
 # How long a cancelled unit may take to record itself before its worker is terminated.
 CANCEL_DEADLINE_S = 15.0
 # A worker's address-space limit (RLIMIT_AS): well above what a unit needs (≈ 0.3 GiB of address space),
@@ -355,11 +352,8 @@ class Scheduler:
 
     def _start_ready(self) -> None:
         busy = {running.job.device for running in self._running.values()}
-        starting = sum(not running.reported for running in self._running.values())
         for device, jobs in list(self._queues.items()):
             if self.slots is not None and len(self._running) >= self.slots:
-                return
-            if starting >= STARTING_AT_ONCE:
                 return
             if device in busy or not jobs:
                 continue
@@ -368,7 +362,6 @@ class Scheduler:
                 del self._queues[device]
             if self._start(number, job):
                 busy.add(device)
-                starting += 1
 
     def _start(self, number: int, job: UnitJob) -> bool:
         assert self._audit is not None
