@@ -144,7 +144,7 @@ class Batch:
         self.batch_id = batch_id or new_batch_id()
         self.cancelled = threading.Event()
         self.scheduler = Scheduler(home=provisioner.home, config=provisioner.config, ca=provisioner.ca,
-                                   observer=provisioner.observer, slots=jobs)
+                                   observer=provisioner.observer, slots=jobs, line=provisioner.line)
         self._numbers: dict[int, BatchJob] = {}
 
     def cancel(self) -> None:

@@ -35,6 +35,7 @@ from station.engine import Scheduler, UnitJob, UnitOutcome
 from station.errors import StationError
 from station.flow import FlowEvent
 from station.home import StationHome
+from station.line.handoff import LineHandOff
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
 from station.transport import DeviceAddress
@@ -218,6 +219,7 @@ class StationParts:
     config: StationConfig
     ca: CertificateAuthority
     audit: AuditLog
+    line: LineHandOff | None = None
 
 
 class Engine(QObject):
@@ -246,7 +248,8 @@ class Engine(QObject):
         """Queue a unit; ``handler`` gets its events on the GUI thread."""
         if self._scheduler is None:
             parts = self.parts
-            self._scheduler = Scheduler(home=parts.home, config=parts.config, ca=parts.ca, observer=self._observe)
+            self._scheduler = Scheduler(home=parts.home, config=parts.config, ca=parts.ca, observer=self._observe,
+                                        line=parts.line)
             self._scheduler.start()
         number = self._scheduler.submit(job)
         self._handlers[number] = handler

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         observer = LiveProgress()
         with EventLog(args.events) as log:
             provisioner = Provisioner(home=station.home, config=station.config, ca=station.load_ca(),
-                                      audit=station.audit, observer=log.wrap(observer))
+                                      audit=station.audit, observer=log.wrap(observer), line=station.line())
             slots = args.jobs or len({job.device for job in jobs})
             batch = Batch(provisioner, profile=default, operator=args.operator or getpass.getuser(), jobs=slots,
                           batch_id=args.batch_id, profile_for=profile_for)

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             # The unit runs in its own worker process (station.engine), so Ctrl-C cancels it cleanly: the
             # unit ends failed and resumable.
             scheduler = Scheduler(home=station.home, config=station.config, ca=ca, observer=log.wrap(print_event),
-                                  slots=1)
+                                  slots=1, line=station.line())
             job = UnitJob(
                 serial=args.serial, device=args.device, profile=profile, operator=args.operator or getpass.getuser(),
                 fixture=args.fixture, resume=args.resume, restart=args.restart,

@@ -44,6 +44,7 @@ from station.engine.protocol import Call, Cancel, Done, Progress, Refusal, Reply
 from station.errors import StationError
 from station.flow import FlowEvent, Provisioner
 from station.home import StationHome
+from station.line.handoff import LineHandOff
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
 from station.steps import STEPS, TlsProofListener
@@ -135,6 +136,7 @@ class Scheduler:
         ca: CertificateAuthority,
         observer: Observer | None = None,
         slots: int | None = None,
+        line: LineHandOff | None = None,
         step_grace_s: float = STEP_DEADLINE_GRACE_S,
         memory_limit_mib: int = WORKER_MEMORY_LIMIT_MIB,
     ) -> None:
@@ -145,6 +147,8 @@ class Scheduler:
         self.ca = ca
         self.observer: Observer = observer or (lambda event: None)
         self.slots = slots
+        # Label printer and MES: told of every unit that ended, here (the workers have neither).
+        self.line = line
         self.step_grace_s = step_grace_s
         self.memory_limit_bytes = memory_limit_mib * 1024 * 1024
         self._context = multiprocessing.get_context("spawn")
@@ -585,6 +589,7 @@ class Scheduler:
                                          attempt=running.attempt, message=reason, fixture=job.fixture,
                                          job=running.job_id))
                 self._audit.finish_unit(unit.id, result="failed", failed_step=step, message=reason)
+            self._hand_off(running.unit_id)
             ended = running.done_at or time.monotonic()
             outcome = finished(self._audit, running.unit_id, serial=job.serial, fixture=job.fixture,
                                device=job.device, duration_s=ended - running.began,
@@ -595,6 +600,16 @@ class Scheduler:
                                   unit_id=running.unit_id, failed_step=running.step or None, resumable=True,
                                   fixture=job.fixture, device=job.device, job=running.job_id)
         self._settle(running.job_id, outcome)
+
+    def _hand_off(self, unit_id: int) -> None:
+        """The unit's end is recorded: hand it to the line (label on PASS, MES record), without waiting."""
+        assert self._audit is not None
+        if self.line is None:
+            return
+        try:
+            self.line.unit_finished(self._audit.unit(unit_id))
+        except Exception:  # noqa: BLE001 - the unit is recorded; the hand-off reports its own problems
+            pass
 
     def _settle(self, number: int, outcome: UnitOutcome) -> None:
         self._emit(FlowEvent(kind="unit_finished", serial=outcome.serial, unit_id=outcome.unit_id,
