@@ -25,6 +25,7 @@ import pytest
 from station.audit import AuditLog
 from station.config import StationConfig
 from station.engine import Ending, Scheduler, UnitJob
+from station.engine.scheduler import WORKER_MEMORY_LIMIT_MIB, WORKER_NICENESS
 from station.flow import FlowEvent
 from station.pki import CertificateAuthority
 from station.profiles import load_profile
@@ -159,7 +160,7 @@ def test_a_worker_hung_past_its_step_deadline_is_terminated_and_the_unit_resumes
     assert resumed.kind == Ending.PASSED, resumed.message
 
 
-def test_a_worker_inherits_no_secret(start_farm, sim_home, ca, monkeypatch):
+def test_a_worker_inherits_no_secret_and_runs_under_its_limits(start_farm, sim_home, ca, monkeypatch):
     (device,) = start_farm(count=1, keygen_delay=3)
     monkeypatch.setenv("STATION_CA_PASSPHRASE", PASSPHRASE)
     profile = load_profile("welma-optee")
@@ -171,12 +172,19 @@ def test_a_worker_inherits_no_secret(start_farm, sim_home, ca, monkeypatch):
     started = watcher.wait_for(lambda e: e.kind == "step_started" and e.step == "keygen", "key generation start")
     environ = Path(f"/proc/{started.pid}/environ").read_bytes()
     argv = Path(f"/proc/{started.pid}/cmdline").read_bytes()
+    limits = Path(f"/proc/{started.pid}/limits").read_text()
+    nice = int(Path(f"/proc/{started.pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
     assert scheduler.wait([number], WAIT_S)
     scheduler.close()
     assert scheduler.outcome(number).kind == Ending.PASSED
     assert os.environ["STATION_CA_PASSPHRASE"] == PASSPHRASE  # the station's own is untouched
     assert PASSPHRASE.encode() not in environ and PASSPHRASE.encode() not in argv
     assert b"STATION_CA_PASSPHRASE" not in environ
+    # The last line of defence against a flooding board: the worker's own address-space limit; and it
+    # runs below the station's priority.
+    (address_space,) = [line for line in limits.splitlines() if line.startswith("Max address space")]
+    assert address_space.split()[3] == str(WORKER_MEMORY_LIMIT_MIB * 2**20)
+    assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS)
     # The profile (PINs included) reaches the worker through its pipe, not its command line.
     assert f"pin-value={profile.user_pin}".encode() not in argv
 
