@@ -246,7 +246,9 @@ class Engine(QObject):
 
     def submit(self, job: UnitJob, handler: Callable[[FlowEvent], None]) -> int:
         """Queue a unit; ``handler`` gets its events on the GUI thread."""
-        if self._scheduler is None:
+        if self._scheduler is None or (self._scheduler.failure is not None and not self._scheduler.alive):
+            # First unit of this window, or the engine could not start last time (the audit log was
+            # unavailable, say): a fresh one tries again.
             parts = self.parts
             self._scheduler = Scheduler(home=parts.home, config=parts.config, ca=parts.ca, observer=self._observe,
                                         line=parts.line)

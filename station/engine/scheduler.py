@@ -186,8 +186,20 @@ class Scheduler:
             number = self._numbers
         with self._changed:
             self._submitted.add(number)
+        if self._thread is not None and not self._thread.is_alive():
+            # The engine has stopped (closed, or it could not open the audit log): say so, never hang.
+            why = f" ({self.failure})" if self.failure is not None else ""
+            self._settle(number, UnitOutcome(Ending.NOT_STARTED, job.serial, f"the station's engine has stopped{why} "
+                                             "— restart the station, then start the board again",
+                                             fixture=job.fixture, device=job.device, job=number))
+            return number
         self._command("submit", (number, job))
         return number
+
+    @property
+    def alive(self) -> bool:
+        """Whether the engine thread runs (it stops when closed, or when it could not start)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def cancel(self, job: int) -> None:
         """Stop one unit (it ends failed and resumable), or drop it if it has not started."""

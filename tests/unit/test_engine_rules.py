@@ -75,3 +75,27 @@ def test_a_units_end_is_read_back_from_the_audit_log(audit):
     closed = finished(audit, aborted.id, serial="S4")
     assert closed.kind == Ending.ABORTED and not closed.resumable and "set the board aside" in closed.next_action
     assert UnitOutcome(Ending.PASSED, "S5", "ok").passed
+
+
+def test_an_engine_that_cannot_open_the_audit_log_refuses_to_start_boards_and_never_hangs(tmp_path):
+    from station.engine import Scheduler, UnitJob
+    from station.pki import CertificateAuthority
+    from station.profiles import load_profile
+
+    home = StationHome(tmp_path / "home").create()
+    home.audit_db.mkdir(parents=True)  # a folder where the audit database should be: it cannot be opened
+    ca = CertificateAuthority.init(home.ca_dir, passphrase=b"engine rules passphrase")
+    seen = []
+    scheduler = Scheduler(home=home, config=StationConfig(name="t"), ca=ca, observer=seen.append)
+    scheduler.start()
+    first = scheduler.submit(UnitJob(serial="202600000000001", device="ssh://root@127.0.0.2:2222",
+                                     profile=load_profile("welma-optee"), operator="o"))
+    assert scheduler.wait([first], 30)
+    assert not scheduler.alive and scheduler.failure is not None
+    later = scheduler.submit(UnitJob(serial="202600000000002", device="ssh://root@127.0.0.2:2222",
+                                     profile=load_profile("welma-optee"), operator="o"))
+    for number in (first, later):
+        outcome = scheduler.outcome(number)
+        assert outcome is not None and outcome.kind == Ending.NOT_STARTED
+    assert "engine has stopped" in scheduler.outcome(later).message
+    assert [event.kind for event in seen] == ["unit_finished", "unit_finished"]
