@@ -4,12 +4,16 @@ administrator's settings and the fixtures on offer (no Qt here)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from station.admin import FixtureSource, StationSettings, load_settings, resolve_fixtures, save_settings
 from station.audit import AuditLog
 from station.config import Fixture, StationConfig, load_config
 from station.home import StationHome
 from station.profiles import DeviceProfile, available_profiles, load_profile
+
+if TYPE_CHECKING:
+    from station.fleet.forwarder import Forwarder
 
 
 @dataclass
@@ -22,6 +26,8 @@ class Session:
     # --fixtures FILE from the command line; an administrator's later choice replaces it.
     fixtures_arg: str | None = None
     _profiles: dict[str, DeviceProfile] = field(default_factory=dict)
+    # [fleet]: the background sender of this window's audit events (None without a fleet).
+    forwarder: Forwarder | None = None
 
     @classmethod
     def open(cls, home_arg: str | None, fixtures_arg: str | None = None) -> Session:
@@ -32,7 +38,12 @@ class Session:
         fixtures = resolve_fixtures(home, config, settings, fixtures_arg)
         # Opened here, on the GUI thread before any worker exists: the audit log sets a private umask.
         audit = AuditLog(home.audit_db)
-        return cls(home, config, audit, settings, fixtures, fixtures_arg)
+        session = cls(home, config, audit, settings, fixtures, fixtures_arg)
+        if config.fleet is not None:
+            from station.fleet.forwarder import start_forwarder
+
+            session.forwarder = start_forwarder(config.fleet, audit)
+        return session
 
     def profile_name(self, fixture: Fixture | None) -> str:
         return self.settings.profile_for(self.config, fixture)
@@ -59,4 +70,9 @@ class Session:
         self._profiles.clear()
 
     def close(self) -> None:
+        if self.forwarder is not None:
+            from station.fleet.forwarder import stop_forwarder
+
+            stop_forwarder(self.forwarder)
+            self.forwarder = None
         self.audit.close()
