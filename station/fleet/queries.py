@@ -163,7 +163,7 @@ def conflicts(conn: psycopg.Connection[Any]) -> list[Conflict]:
     with deadline(conn, QUERY_TIMEOUT_S, what="listing conflicts"):
         for serial, places in conn.execute(
             """
-            SELECT u.serial, string_agg(format('%%s (line %%s, unit %%s, %%s)', u.station, s.line, u.unit_id,
+            SELECT u.serial, string_agg(format('%s (line %s, unit %s, %s)', u.station, s.line, u.unit_id,
                                               to_char(u.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"')),
                                        '; ' ORDER BY u.started_at)
             FROM fleet_units u JOIN fleet_stations s ON s.name = u.station
