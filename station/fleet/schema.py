@@ -216,8 +216,10 @@ BEGIN
     END IF;
     SELECT u.station, s.line, u.serial, u.state, u.started_at INTO o
     FROM fleet_units u JOIN fleet_stations s ON s.name = u.station
+    -- A running unit elsewhere counts through its claim below: until its own guard claimed the serial it has
+    -- not touched its board, and two units that both started must not refuse each other.
     WHERE u.serial = p_serial AND u.station <> me
-      AND (u.state = 'running' OR (u.state = 'failed' AND coalesce(u.failed_step, '') <> 'guard')
+      AND ((u.state = 'failed' AND coalesce(u.failed_step, '') NOT IN ('guard', 'identify'))
            OR (u.state = 'passed' AND NOT p_reprovision))
     ORDER BY u.started_at DESC LIMIT 1;
     IF FOUND THEN
