@@ -50,7 +50,8 @@ def start_demo(home: StationHome, *, line: str = "demo") -> str:
     if cluster is None:
         target = _cluster_dir(home)
         if target.parent == ROOT_DEMO_BASE:
-            ROOT_DEMO_BASE.mkdir(parents=True, exist_ok=True, mode=0o755)
+            ROOT_DEMO_BASE.mkdir(parents=True, exist_ok=True)
+            ROOT_DEMO_BASE.chmod(0o755)  # the server's user must enter it (the station's umask is 077)
         cluster = PrivateCluster.create(target, port=free_tcp_port())
         cluster.write_admin_pgpass(passfile)
         (directory / "cluster.json").write_text(json.dumps({"directory": str(target), "port": cluster.port}))
