@@ -94,13 +94,14 @@ class FleetView(QWidget):
         splitter = QSplitter(self)
         self.units = QTreeWidget(self)
         self.units.setHeaderLabels(["Line / station / serial", "Result", "Failed step", "Operator", "Started", "Unit"])
-        self.units.setColumnWidth(0, 260)
+        for column, width in enumerate((240, 80, 90, 90, 150, 50)):
+            self.units.setColumnWidth(column, width)
         self.conflicts = QTreeWidget(self)
         self.conflicts.setHeaderLabels(["Conflict", "Detail"])
         self.conflicts.setColumnWidth(0, 90)
         splitter.addWidget(self.units)
         splitter.addWidget(self.conflicts)
-        splitter.setSizes([800, 440])
+        splitter.setSizes([720, 520])
         layout.addWidget(splitter, 1)
         for edit in (self.station_filter, self.line_filter, self.serial_filter):
             edit.returnPressed.connect(self.refresh)
@@ -197,7 +198,9 @@ class FleetView(QWidget):
     def _show_conflicts(self, found: list[Any]) -> None:
         self.conflicts.clear()
         for conflict in found:
-            self.conflicts.addTopLevelItem(QTreeWidgetItem([conflict.kind, conflict.detail]))
+            item = QTreeWidgetItem([conflict.kind, conflict.detail])
+            item.setToolTip(1, conflict.detail)  # the whole sentence: it names stations, lines and times
+            self.conflicts.addTopLevelItem(item)
 
     def _failed(self, error: BaseException) -> None:
         self.message.setStyleSheet(f"color: {RED};")

@@ -122,7 +122,8 @@ class Forwarder:
         """Send what can be sent within ``drain_s``, then end the thread. The rest waits in the local log."""
         if self._thread is None:
             return
-        self.flush(drain_s)
+        if self.status().state != "offline":  # offline: the events wait for the next program; do not hold this one
+            self.flush(drain_s)
         self._stopping.set()
         self._wake.set()
         self._thread.join(SEND_TIMEOUT_S + 2)
