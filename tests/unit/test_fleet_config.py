@@ -100,3 +100,26 @@ def test_the_status_says_state_backlog_and_age_in_words():
     assert status.summary() == "fleet OFFLINE · 42 events to send, oldest 3 min old"
     assert FleetStatus("online", 0, None, 5, 5).summary() == "fleet online · 0 events to send"
     assert [format_age(s) for s in (5, 600, 7200, 3 * 86400)] == ["5 s", "10 min", "2.0 h", "3.0 days"]
+
+
+def test_an_unreachable_fleet_refuses_or_flags_the_unit_as_the_offline_policy_says(tmp_path):
+    import socket
+    import time
+
+    from station.fleet.guard import FleetGuard, FleetRefusal
+
+    with socket.socket() as probe:  # a port with nobody listening: connection refused at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dsn = f"postgresql://fleet_st_x@127.0.0.1:{port}/fleet"
+    refusing = FleetGuard(FleetConfig(dsn=dsn, station_name="x", line="L1", offline="refuse"))
+    with pytest.raises(FleetRefusal, match=r'offline policy is "refuse".*press Retry'):
+        refusing.check_unit(serial="202600000000001", unit_id=1, reprovision=False, host_key=None)
+    flagging = FleetGuard(FleetConfig(dsn=dsn, station_name="x", line="L1", offline="allow-and-flag"))
+    began = time.monotonic()
+    verdict = flagging.check_unit(serial="202600000000001", unit_id=1, reprovision=False, host_key=None)
+    assert not verdict.checked and verdict.text.startswith("fleet: not checked")
+    # Within the back-off the next unit does not wait for another connection attempt.
+    again = flagging.check_unit(serial="202600000000002", unit_id=2, reprovision=False, host_key=None)
+    assert not again.checked and time.monotonic() - began < 4
+    assert flagging.public_key_holder("ab" * 32) is None
