@@ -104,6 +104,7 @@ class Forwarder:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: psycopg.Connection[Any] | None = None
+        self._head_checked = False
         mark, newest, backlog, oldest = audit.fleet_backlog()
         self._status = FleetStatus("starting", backlog, _parse(oldest), mark, newest)
         self._status_lock = threading.Lock()
@@ -185,6 +186,17 @@ class Forwarder:
         mark, newest, backlog, oldest = self.audit.fleet_backlog()
         self._set(backlog=backlog, oldest_unsent_at=_parse(oldest), forwarded_seq=mark, newest_seq=newest)
         conn = self._connection()
+        if not self._head_checked:
+            # A log restored from an old backup is a prefix of what the fleet holds: refuse to write new events
+            # under sequence numbers the fleet already has (they would differ) and say so at once.
+            with deadline(conn, SEND_TIMEOUT_S, what="reading this station's head in the fleet"):
+                row = conn.execute("SELECT coalesce(max(seq), 0) FROM fleet_journal WHERE station = %s",
+                                   [self.fleet.station_name]).fetchone()
+            fleet_head = int(row[0]) if row else 0
+            if fleet_head > newest:
+                raise Divergence(newest + 1, f"the fleet holds events up to {fleet_head}, the local log ends at "
+                                             f"{newest}")
+            self._head_checked = True
         events = self.audit.events_after(mark, limit=BATCH_EVENTS)
         if not events:
             self._set(state="online", message="", last_contact=datetime.now(UTC))
@@ -242,6 +254,7 @@ class Forwarder:
         return conn
 
     def _drop_connection(self) -> None:
+        self._head_checked = False
         if self._conn is not None:
             try:
                 self._conn.close()

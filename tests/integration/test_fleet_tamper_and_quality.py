@@ -88,6 +88,12 @@ def test_a_restored_old_backup_is_caught_against_the_fleet(tmp_path, fleet_db):
     assert "audit log OK" in run.stdout
     assert (f"the fleet holds event {old_head + 1} of this station but the local log ends at event {old_head} — an old "
             "backup was restored") in run.stdout
+    # The forwarder refuses to write over the fleet's newer events, and says why.
+    with station.audit() as audit:
+        from station.fleet.forwarder import Divergence
+
+        with pytest.raises(Divergence, match=f"the fleet holds events up to .*, the local log ends at {old_head}"):
+            Forwarder(station.fleet, audit).send_once()
 
 
 def test_fleet_verify_checks_every_chain_and_names_an_edited_central_event(tmp_path, fleet_db):
