@@ -216,7 +216,7 @@ def fill_ten_million(cluster: PrivateCluster, admin_pgpass: Path, events: int) -
         states = ["passed"] * 90 + ["failed"] * 7 + ["aborted"] * 2 + ["running"]
         failed_steps = ["keygen", "reboot", "tls_proof", "push"]
         with conn.cursor() as cursor, cursor.copy(
-            "COPY fleet_units (station, unit_id, serial, state, profile, device, fixture, batch, operator, attempt, "
+            "COPY fleet_units (station, unit_id, line, serial, state, profile, device, fixture, batch, operator, attempt, "
             "started_at, ended_at, failed_step, host_key_type, host_key_fingerprint, last_seq) FROM STDIN"
         ) as copy:
             lines = []
@@ -225,7 +225,7 @@ def fill_ten_million(cluster: PrivateCluster, admin_pgpass: Path, events: int) -
                 started = T0 + timedelta(seconds=2 * unit)
                 state = rng.choice(states)
                 failed = rng.choice(failed_steps) if state == "failed" else "\\N"
-                lines.append(f"gen-{station:02d}\t{unit // stations + 1}\t2026{unit:011d}\t{state}\twelma-optee\tssh://x\t"
+                lines.append(f"gen-{station:02d}\t{unit // stations + 1}\tL{station % 4 + 1}\t2026{unit:011d}\t{state}\twelma-optee\tssh://x\t"
                              f"F{unit % 8}\tB{unit // 1000:05d}\toperator-{unit % 40:02d}\t1\t{started.isoformat()}\t"
                              f"{(started + timedelta(seconds=1)).isoformat()}\t{failed}\tssh-ed25519\tSHA256:{unit:043d}\t"
                              f"{(unit // stations + 1) * EVENTS_PER_UNIT}\n")

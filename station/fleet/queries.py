@@ -216,7 +216,7 @@ class FleetFilter:
 def _where(filters: FleetFilter) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
-    for column, value in (("u.station", filters.station), ("s.line", filters.line), ("u.state", filters.result),
+    for column, value in (("u.station", filters.station), ("u.line", filters.line), ("u.state", filters.result),
                           ("u.operator", filters.operator), ("u.batch", filters.batch),
                           ("u.failed_step", filters.failed_step)):
         if value is not None:
@@ -236,11 +236,10 @@ def _where(filters: FleetFilter) -> tuple[str, list[Any]]:
 
 
 _UNIT_SELECT = """
-SELECT u.station, s.line, u.unit_id, u.serial, u.state, u.profile, u.device, u.fixture, u.batch, u.operator,
+SELECT u.station, u.line, u.unit_id, u.serial, u.state, u.profile, u.device, u.fixture, u.batch, u.operator,
        u.started_at, u.ended_at, extract(epoch FROM u.ended_at - u.started_at) AS duration_s, u.failed_step,
        u.message, u.attempt, c.serial_hex, c.fingerprint_sha256, c.revoked_at, u.reprovision_reason
 FROM fleet_units u
-JOIN fleet_stations s ON s.name = u.station
 LEFT JOIN LATERAL (SELECT serial_hex, fingerprint_sha256, revoked_at FROM fleet_certificates c
                    WHERE c.station = u.station AND c.unit_id = u.unit_id ORDER BY c.cert_id DESC LIMIT 1) c ON true
 """
@@ -252,10 +251,13 @@ def units_page(
     """One page of fleet units, newest first by default."""
     where, params = _where(filters)
     order = "DESC" if newest_first else "ASC"
+    # A serial search lists by serial (the serial index answers it at once, however old the boards); everything
+    # else newest first (the started_at indexes, with station or line and state in front, answer that).
+    ordering = (f"u.serial, u.started_at {order}, u.station, u.unit_id" if filters.serial_prefix
+                else f"u.started_at {order}, u.station {order}, u.unit_id {order}")
     with deadline(conn, QUERY_TIMEOUT_S, what="a page of fleet units"):
         rows = conn.execute(
-            _UNIT_SELECT + where + f" ORDER BY u.started_at {order}, u.station {order}, u.unit_id {order} "
-            "LIMIT %s OFFSET %s",
+            _UNIT_SELECT + where + f" ORDER BY {ordering} LIMIT %s OFFSET %s",
             [*params, limit, offset],
         ).fetchall()
     return [dict(zip(FLEET_EXPORT_FIELDS, row, strict=True)) for row in rows]
@@ -264,8 +266,7 @@ def units_page(
 def count_units(conn: psycopg.Connection[Any], filters: FleetFilter) -> int:
     where, params = _where(filters)
     with deadline(conn, QUERY_TIMEOUT_S, what="counting fleet units"):
-        row = conn.execute("SELECT count(*) FROM fleet_units u JOIN fleet_stations s ON s.name = u.station"
-                           + where, params).fetchone()
+        row = conn.execute("SELECT count(*) FROM fleet_units u" + where, params).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -299,11 +300,10 @@ def yield_by_station(conn: psycopg.Connection[Any], filters: FleetFilter) -> lis
     where, params = _where(filters)
     with deadline(conn, QUERY_TIMEOUT_S, what="yield by station"):
         rows = conn.execute(
-            "SELECT u.station, s.line, count(*), count(*) FILTER (WHERE u.state IN ('passed', 'superseded')), "
+            "SELECT u.station, u.line, count(*), count(*) FILTER (WHERE u.state IN ('passed', 'superseded')), "
             "count(*) FILTER (WHERE u.state = 'failed'), count(*) FILTER (WHERE u.state = 'aborted'), "
             "count(*) FILTER (WHERE u.state = 'running') "
-            "FROM fleet_units u JOIN fleet_stations s ON s.name = u.station" + where
-            + " GROUP BY u.station, s.line ORDER BY s.line, u.station",
+            "FROM fleet_units u" + where + " GROUP BY u.station, u.line ORDER BY u.line, u.station",
             params,
         ).fetchall()
     return [GroupYield(str(r[0]), str(r[1]), *(int(v) for v in r[2:])) for r in rows]
@@ -311,7 +311,8 @@ def yield_by_station(conn: psycopg.Connection[Any], filters: FleetFilter) -> lis
 
 def traceability(conn: psycopg.Connection[Any], serial: str) -> list[dict[str, Any]]:
     """Every attempt on every station for one board, oldest first, with each event of it."""
-    units = [u for u in reversed(units_page(conn, FleetFilter(serial_prefix=serial), limit=1000)) if u["serial"] == serial]
+    units = [u for u in units_page(conn, FleetFilter(serial_prefix=serial), limit=1000, newest_first=False)
+             if u["serial"] == serial]
     with deadline(conn, QUERY_TIMEOUT_S, what="tracing a board"):
         for unit in units:
             unit["events"] = [

@@ -64,6 +64,7 @@ CREATE INDEX fleet_journal_unit ON fleet_journal (station, unit_id, seq);
 CREATE TABLE fleet_units (
     station text NOT NULL,
     unit_id bigint NOT NULL,
+    line text NOT NULL DEFAULT '',  -- the station's line when the unit arrived (a station moved later keeps history)
     serial text NOT NULL,
     state text NOT NULL,
     profile text,
@@ -85,6 +86,8 @@ CREATE TABLE fleet_units (
 CREATE INDEX fleet_units_serial ON fleet_units (serial, started_at);
 CREATE INDEX fleet_units_started ON fleet_units (started_at, station, unit_id);
 CREATE INDEX fleet_units_state ON fleet_units (state, started_at);
+CREATE INDEX fleet_units_line ON fleet_units (line, started_at);
+CREATE INDEX fleet_units_line_state ON fleet_units (line, state, started_at);
 CREATE INDEX fleet_units_station ON fleet_units (station, started_at);
 CREATE INDEX fleet_units_batch ON fleet_units (batch, started_at);
 CREATE INDEX fleet_units_operator ON fleet_units (operator, started_at);
@@ -147,10 +150,11 @@ DECLARE
     board text;
 BEGIN
     IF p->>'table' = 'units' THEN
-        INSERT INTO fleet_units AS f (station, unit_id, serial, state, profile, device, fixture, batch, operator,
+        INSERT INTO fleet_units AS f (station, unit_id, line, serial, state, profile, device, fixture, batch, operator,
                                       attempt, started_at, ended_at, failed_step, message, host_key_type,
                                       host_key_fingerprint, reprovision_reason, last_seq)
-        VALUES (NEW.station, (p->>'pk')::bigint, r->>'serial', r->>'state', r->>'profile', r->>'device',
+        VALUES (NEW.station, (p->>'pk')::bigint,
+                coalesce((SELECT line FROM fleet_stations WHERE name = NEW.station), ''), r->>'serial', r->>'state', r->>'profile', r->>'device',
                 r->>'fixture', r->>'batch', r->>'operator', (r->>'attempt')::integer,
                 (r->>'started_at')::timestamptz, (r->>'ended_at')::timestamptz, r->>'failed_step', r->>'message',
                 r->>'host_key_type', r->>'host_key_fingerprint', r->>'reprovision_reason', NEW.seq)
