@@ -34,6 +34,7 @@ POLL_S = 0.25
 SEND_TIMEOUT_S = 10.0
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
 STOP_DRAIN_S = 3.0
+STOP_JOIN_S = 2.0
 
 # Test hook (as station.steps.crash_point): STATION_TEST_KILL_AT=fleet_committed kills the process right after
 # the fleet committed a batch and before the local mark moved.
@@ -127,9 +128,12 @@ class Forwarder:
             self.flush(drain_s)
         self._stopping.set()
         self._wake.set()
-        self._thread.join(SEND_TIMEOUT_S + 2)
+        # Bounded: a send stuck on a frozen server ends at its own deadline, and the thread is a daemon — what it
+        # had not committed is still in the local log for the next program.
+        self._thread.join(STOP_JOIN_S)
+        if not self._thread.is_alive():
+            self._drop_connection()
         self._thread = None
-        self._drop_connection()
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until every event written so far is in the fleet, at most ``timeout_s``; True if it is."""
