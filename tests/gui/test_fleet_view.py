@@ -30,8 +30,8 @@ def test_the_indicator_shows_online_then_offline_with_the_backlog(qtbot, tmp_pat
     try:
         provision_synthetic(audit, "202600000001000", station="st-a")
         qtbot.waitUntil(lambda: indicator.text() == "Fleet online · 0 to send", timeout=TIMEOUT_MS)
-        fleet_db.server.pause()
         try:
+            fleet_db.server.pause()
             provision_synthetic(audit, "202600000001001", station="st-a")
             qtbot.waitUntil(lambda: indicator.text().startswith("Fleet OFFLINE · "), timeout=TIMEOUT_MS)
             assert "to send, oldest" in indicator.text()

@@ -8,6 +8,7 @@ administrator's DSN and pgpass to reach it). Tests that stop or pause the server
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -34,15 +35,26 @@ class PgServer:
         self.cluster.start()
 
     def pause(self) -> int:
-        """SIGSTOP the postmaster and every backend: the server accepts TCP but answers nothing."""
-        pids = self._pids()
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        return len(pids)
+        """SIGSTOP the postmaster, then every backend: the server accepts TCP but answers nothing.
+
+        The postmaster first, so that no new backend is forked meanwhile; a backend that ends between listing and
+        signalling is simply gone.
+        """
+        root = self.cluster.pid()
+        if root is None:
+            raise AssertionError("the test PostgreSQL is not running")
+        os.kill(root, signal.SIGSTOP)
+        stopped = 1
+        for pid in self._pids()[1:]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                stopped += 1
+        return stopped
 
     def resume(self) -> None:
         for pid in self._pids():
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def _pids(self) -> list[int]:
         """The postmaster and its children (read from /proc: only the processes of this cluster)."""
@@ -95,8 +107,7 @@ def pg_server() -> Iterator[PgServer]:
         try:
             yield PgServer(cluster, pgpass)
         finally:
-            for pid in PgServer(cluster, pgpass)._pids():
-                os.kill(pid, signal.SIGCONT)
+            PgServer(cluster, pgpass).resume()
             cluster.stop(mode="immediate")
     finally:
         shutil.rmtree(directory, ignore_errors=True)

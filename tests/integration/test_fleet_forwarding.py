@@ -95,6 +95,33 @@ def test_the_station_role_can_insert_but_never_update_or_delete_and_never_write_
     assert len(central_events(fleet_db, "st-a")) > 0
 
 
+def test_a_quality_lead_role_reads_the_fleet_and_writes_nothing(tmp_path, fleet_db):
+    from psycopg import sql
+
+    from station.fleet.schema import role_names, scram_verifier, write_pgpass
+
+    a = make_station(tmp_path, fleet_db, "st-a")
+    with a.audit() as audit:
+        provision_synthetic(audit, "202600000000251", station="st-a")
+        Forwarder(a.fleet, audit).send_once()
+    lead = f"{fleet_db.name}_alice"
+    with fleet_db.admin() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+            sql.Identifier(lead), sql.Literal(scram_verifier("alice-pw")),
+            sql.Identifier(role_names(fleet_db.name).readers)))
+    passfile = tmp_path / "alice.pgpass"
+    write_pgpass(passfile, host="127.0.0.1", port=fleet_db.server.cluster.port, database=fleet_db.name, role=lead,
+                 password="alice-pw")
+    dsn = f"postgresql://{lead}@127.0.0.1:{fleet_db.server.cluster.port}/{fleet_db.name}"
+    with connect(dsn, passfile=passfile) as conn:
+        assert conn.execute("SELECT count(*) FROM fleet_units").fetchone()[0] == 1
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO fleet_journal (station, seq, at, kind, payload, prev_hash, hash) "
+                         "VALUES ('st-a', 999, 'x', 'x', '{}', 'x', 'x')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT * FROM fleet_check_unit('x', 1, false, NULL)")
+
+
 def test_a_crash_between_the_central_commit_and_the_local_mark_resends_without_duplicates(tmp_path, fleet_db):
     station = make_station(tmp_path, fleet_db, "st-a")
     with station.audit() as audit:
@@ -133,11 +160,11 @@ def test_nothing_is_lost_while_the_server_is_stopped_or_paused_and_the_backlog_d
     try:
         provision_synthetic(audit, "202600000000400", station="st-a")
         assert forwarder.flush(15), forwarder.status()
-        if outage == "stopped":
-            pg_server.stop()
-        else:
-            assert pg_server.pause() >= 1
         try:
+            if outage == "stopped":
+                pg_server.stop()
+            else:
+                assert pg_server.pause() >= 1
             started = time.monotonic()
             for n in range(1, 6):
                 provision_synthetic(audit, f"20260000000040{n}", station="st-a")
