@@ -28,6 +28,7 @@ from station.report import (
     PASS,
     PdfDocument,
     fit_text,
+    text_width,
 )
 
 if TYPE_CHECKING:
@@ -89,8 +90,11 @@ def render_fleet_report(
     y += 20
     page.text(MARGIN, y, f"Conflicts and flags ({len(found)})", size=12, bold=True)
     for conflict in found[:20]:
-        y += 12
-        page.text(MARGIN, y, fit_text(f"[{conflict.kind}] {conflict.detail}", CONTENT_WIDTH, 8.5), size=8.5, color=FAIL)
+        # The whole sentence matters (it names stations, lines and times): wrapped, up to three lines.
+        for line in _wrap(f"[{conflict.kind}] {conflict.detail}", CONTENT_WIDTH, 8.5)[:3]:
+            y += 11
+            page.text(MARGIN, y, fit_text(line, CONTENT_WIDTH, 8.5), size=8.5, color=FAIL)
+        y += 2
     if not found:
         y += 12
         page.text(MARGIN, y, "None.", size=8.5, color=GREY)
@@ -116,6 +120,19 @@ def render_fleet_report(
         each.text(MARGIN, _FOOTER_Y, "Fleet report", size=7.5, color=GREY)
         each.text(PAGE_WIDTH - MARGIN, _FOOTER_Y, f"page {index} of {total}", size=7.5, color=GREY, align="right")
     return document.to_bytes(), total, len(units)
+
+
+def _wrap(text: str, width: float, size: float) -> list[str]:
+    lines: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        candidate = f"{current} {word}".strip()
+        if current and text_width(candidate, size) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = candidate
+    return [*lines, current] if current else lines
 
 
 def _table_row(page: Any, y: float, cells: list[str], columns: tuple[tuple[str, float], ...], *, bold: bool = False,
