@@ -65,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     init.set_defaults(handler=run_init)
 
     status = actions.add_parser("status", help="connection state, backlog and age of the oldest unsent event",
-                                epilog="example:\n  station fleet status     exit 0 online, 3 offline",
+                                epilog="example:\n  station fleet status     exit 0 online, 3 offline, 1 local log "
+                                "differs from the fleet",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     status.set_defaults(handler=run_status)
 
@@ -285,12 +286,23 @@ def run_status(args: argparse.Namespace) -> int:
                                [fleet.station_name]).fetchone()
             version = conn.execute("SELECT coalesce(max(version), 0) FROM fleet_schema_migrations").fetchone()
             server = conn.info.parameter_status("server_version")
+            assert row is not None
+            head = conn.execute("SELECT hash FROM fleet_journal WHERE station = %s AND seq = %s",
+                                [fleet.station_name, row[1]]).fetchone()
     except (FleetUnavailable, FleetError) as exc:
         print(f"connection: OFFLINE — {exc}")
         return 3
-    assert row is not None and version is not None
+    assert version is not None
     print(f"connection: online (PostgreSQL {server}, fleet schema {version[0]}); the fleet holds {row[0]} events of "
           f"this station (up to {row[1]})")
+    if head is not None:
+        with AuditLog(home.audit_db) as audit:
+            local = audit.event_hashes(int(row[1]), int(row[1])).get(int(row[1]))
+        if local != head[0]:
+            print(f"LOCAL LOG DIFFERS from the fleet at event {row[1]} "
+                  + ("(the local log ends before it: an old backup restored?)" if local is None else "(rewritten?)")
+                  + " — run `station audit verify` and tell quality assurance; forwarding is stopped")
+            return 1
     return 0
 
 

@@ -88,6 +88,8 @@ def test_a_restored_old_backup_is_caught_against_the_fleet(tmp_path, fleet_db):
     assert "audit log OK" in run.stdout
     assert (f"the fleet holds event {old_head + 1} of this station but the local log ends at event {old_head} — an old "
             "backup was restored") in run.stdout
+    status = station_cli(station, "fleet", "status")
+    assert status.returncode == 1 and "LOCAL LOG DIFFERS from the fleet" in status.stdout
     # The forwarder refuses to write over the fleet's newer events, and says why.
     with station.audit() as audit:
         from station.fleet.forwarder import Divergence
