@@ -10,6 +10,7 @@ from station.admin import FixtureSource, StationSettings, load_settings, resolve
 from station.audit import AuditLog
 from station.config import Fixture, StationConfig, load_config
 from station.home import StationHome
+from station.line.handoff import LineHandOff
 from station.profiles import DeviceProfile, available_profiles, load_profile
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ class Session:
     _profiles: dict[str, DeviceProfile] = field(default_factory=dict)
     # [fleet]: the background sender of this window's audit events (None without a fleet).
     forwarder: Forwarder | None = None
+    # Label printer and MES hand-off ([label], [mes] in station.toml), told of every finished unit.
+    line: LineHandOff | None = None
 
     @classmethod
     def open(cls, home_arg: str | None, fixtures_arg: str | None = None) -> Session:
@@ -38,7 +41,8 @@ class Session:
         fixtures = resolve_fixtures(home, config, settings, fixtures_arg)
         # Opened here, on the GUI thread before any worker exists: the audit log sets a private umask.
         audit = AuditLog(home.audit_db)
-        session = cls(home, config, audit, settings, fixtures, fixtures_arg)
+        line = LineHandOff(config=config, home=home, audit=audit)
+        session = cls(home, config, audit, settings, fixtures, fixtures_arg, line=line)
         if config.fleet is not None:
             from station.fleet.forwarder import start_forwarder
 
@@ -70,6 +74,8 @@ class Session:
         self._profiles.clear()
 
     def close(self) -> None:
+        if self.line is not None:
+            self.line.close()
         if self.forwarder is not None:
             from station.fleet.forwarder import stop_forwarder
 

@@ -15,7 +15,8 @@ from station import __version__
 from station.errors import StationError
 
 # Modules under station/cli/ that provide commands, in the order `station --help` lists them.
-COMMAND_MODULES = ("provision", "batch", "units", "ca", "sim", "audit", "revoke", "admin", "gui", "fleet")
+COMMAND_MODULES = ("provision", "batch", "units", "ca", "sim", "audit", "revoke", "label", "admin", "gui",
+                   "fleet")
 
 EPILOG = """\
 examples:
