@@ -27,6 +27,7 @@ from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
 from station.steps import (
     STEPS,
+    FleetChecks,
     StepFailed,
     StepSkipped,
     TlsProofServer,
@@ -282,6 +283,7 @@ class Provisioner:
         cancel: threading.Event,
         tls: TlsProofServer | None = None,
         identity_file: str | None = None,
+        fleet: FleetChecks | None = None,
     ) -> UnitResult:
         """Run the admitted unit's steps on its board and record how it ended (in a worker process, the
         audit log and the CA here are the engine's proxies to the parent)."""
@@ -308,7 +310,7 @@ class Provisioner:
 
         context = UnitContext(
             serial=serial, profile=profile, link=link, ca=self.ca, audit=self.audit, unit=unit,
-            config=self.config, masker=masker, output=output, tls=tls,
+            config=self.config, masker=masker, output=output, tls=tls, fleet=fleet,
         )
         try:
             for step in admission.plan:

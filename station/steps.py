@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -33,6 +33,9 @@ from station.pki import CertificateAuthority, CsrPolicy, check_csr, parse_openss
 from station.profiles import DeviceProfile
 from station.shell import command
 from station.transport import CommandResult, Deadline, DeviceLink
+
+if TYPE_CHECKING:
+    from station.fleet.guard import GuardVerdict
 
 TLS_ACCEPT_TIMEOUT_S = 20.0
 # Linux gives every boot a new random id: what tells a board that restarted from one that only
@@ -98,6 +101,14 @@ class UnitRecorder(Protocol):
     ) -> Unit: ...
 
 
+class FleetChecks(Protocol):
+    """What a unit asks the fleet (station.fleet.guard.FleetGuard, or in a worker the engine's proxy to it)."""
+
+    def check_unit(self, *, serial: str, unit_id: int, reprovision: bool, host_key: str | None) -> GuardVerdict: ...
+
+    def public_key_holder(self, spki_sha256: str) -> str | None: ...
+
+
 class UnitSigner(Protocol):
     """What a unit needs of the CA: the :class:`~station.pki.CertificateAuthority`, or its proxy in a worker."""
 
@@ -132,6 +143,8 @@ class UnitContext:
     output: Callable[[str], None]
     # The TLS proof's listener; None: one is made here from ``ca`` (which must then be the CA itself).
     tls: TlsProofServer | None = None
+    # The fleet's checks ([fleet] configured); None: this process asks the fleet itself.
+    fleet: FleetChecks | None = None
     csr_pem: bytes | None = None
     token_public_key_der: bytes | None = None
     certificate: x509.Certificate | None = None
@@ -237,14 +250,24 @@ def work_order_check(ctx: UnitContext) -> list[str]:
     return [f"work order {order_id}: {status.progress_text()}"]
 
 
-def _fleet_guard(ctx: UnitContext) -> str:
-    """Ask the fleet (other stations) before the board is touched; see station.fleet.guard."""
-    from station.fleet.guard import FleetRefusal, fleet_guard
+def _fleet(ctx: UnitContext) -> FleetChecks:
+    """The fleet's checks: in a unit's worker the engine's proxy (the station's process asks the fleet over its
+    one connection), in-process this process's own guard."""
+    if ctx.fleet is not None:
+        return ctx.fleet
+    from station.fleet.guard import fleet_guard
 
     assert ctx.config.fleet is not None
+    return fleet_guard(ctx.config.fleet)
+
+
+def _fleet_guard(ctx: UnitContext) -> str:
+    """Ask the fleet (other stations) before the board is touched; see station.fleet.guard."""
+    from station.fleet.guard import FleetRefusal
+
     unit = ctx.audit.unit(ctx.unit.id)
     try:
-        verdict = fleet_guard(ctx.config.fleet).check_unit(
+        verdict = _fleet(ctx).check_unit(
             serial=ctx.serial, unit_id=unit.id, reprovision=bool(unit.reprovision_reason),
             host_key=unit.host_key_fingerprint,
         )
@@ -255,12 +278,11 @@ def _fleet_guard(ctx: UnitContext) -> str:
 
 
 def _fleet_public_key_holder(ctx: UnitContext, token_key_der: bytes) -> None:
-    from station.fleet.guard import FleetRefusal, fleet_guard
+    from station.fleet.guard import FleetRefusal
 
-    assert ctx.config.fleet is not None
     spki = hashlib.sha256(token_key_der).hexdigest()
     try:
-        holder = fleet_guard(ctx.config.fleet).public_key_holder(spki)
+        holder = _fleet(ctx).public_key_holder(spki)
     except FleetRefusal as exc:
         raise StepFailed(str(exc)) from None
     if holder is not None:

@@ -78,6 +78,8 @@ Observer = Callable[[FlowEvent], None]
 _AUDIT_CALLS = frozenset({"pin_host_key", "public_key_seen", "record_certificate", "certificate_for_unit",
                           "record_step", "finish_unit", "unit_work_order",
                           "unit"})
+# Questions a worker may ask the fleet (station.fleet.guard.FleetGuard).
+_FLEET_CALLS = frozenset({"check_unit", "public_key_holder"})
 # Writes whose loss in a power cut costs nothing (the unit resumes from an earlier step): committed without
 # waiting for the disk; the next ordinary commit (certificate, unit end) makes them durable too.
 _GROUPED_CALLS = frozenset({"record_step"})
@@ -171,6 +173,9 @@ class Scheduler:
         self._audit: AuditLog | None = None
         self._tls = TlsProofListener(ca)
         self._identity_file = ""
+        # Questions to the fleet, answered on a thread of their own (see _ask_fleet).
+        self._fleet_calls: queue.SimpleQueue[tuple[int, Call] | None] = queue.SimpleQueue()
+        self._fleet_thread: threading.Thread | None = None
         self.failure: BaseException | None = None
 
     # -- commands (any thread; none of them waits for a unit) -----------------------------------------
@@ -319,6 +324,8 @@ class Scheduler:
                 stopped += f" ({self.failure}) — fix that, then start the board again"
             self._take_commands(time.monotonic())  # boards submitted meanwhile: not started either
             self._drop_queued(stopped)
+            if self._fleet_thread is not None:
+                self._fleet_calls.put(None)
             if self._audit is not None:
                 self._audit.close()
             self._wake_read.close()
@@ -339,6 +346,11 @@ class Scheduler:
                                                      fixture=job.fixture, device=job.device, job=number))
                 else:
                     self._queues.setdefault(job.device, deque()).append((number, job))
+            elif kind == "reply":
+                job_id, answer = value
+                running = self._running.get(int(job_id))
+                if running is not None:
+                    self._send(running, answer)
             elif kind == "cancel":
                 self._cancel_one(int(value))
             elif kind == "cancel_all":
@@ -460,6 +472,13 @@ class Scheduler:
 
     def _serve(self, running: _Running, call: Call) -> None:
         try:
+            if call.service == "fleet" and call.method in _FLEET_CALLS:
+                if call.args.get("unit_id", running.unit_id) != running.unit_id:
+                    raise StationError(f"a worker asked the fleet about unit {call.args['unit_id']}, not its own")
+                # A question to the fleet may wait for the network (up to its own deadline): asked on the
+                # fleet thread, answered through this thread's command queue — never blocking other units.
+                self._ask_fleet(running.job_id, call)
+                return
             if call.service == "tls" and call.method == "result":
                 # Answered once the listener is done, or at the call's timeout (never blocking this thread).
                 running.parked = call
@@ -494,6 +513,33 @@ class Scheduler:
             running.tls_ports.add(port)
             return port
         raise StationError(f"unknown station service {call.service}.{call.method}")
+
+    def _ask_fleet(self, job_id: int, call: Call) -> None:
+        if self.config.fleet is None:
+            raise StationError("this station has no [fleet] configured")
+        if self._fleet_thread is None:
+            self._fleet_thread = threading.Thread(target=self._fleet_loop, name="engine-fleet", daemon=True)
+            self._fleet_thread.start()
+        self._fleet_calls.put((job_id, call))
+
+    def _fleet_loop(self) -> None:
+        """The fleet thread: one question at a time over this process's one connection to the fleet."""
+        from station.fleet.guard import fleet_guard
+
+        while True:
+            item = self._fleet_calls.get()
+            if item is None:
+                return
+            job_id, call = item
+            answer: object
+            try:
+                assert self.config.fleet is not None
+                answer = Reply(call.number, getattr(fleet_guard(self.config.fleet), call.method)(**call.args))
+            except StationError as exc:
+                answer = Refusal(call.number, str(exc))
+            except Exception as exc:  # noqa: BLE001 - the worker records its step failed with this
+                answer = Refusal(call.number, f"the station could not ask the fleet ({exc!r}) — press Retry")
+            self._command("reply", (job_id, answer))
 
     def _answer_parked(self) -> None:
         for running in list(self._running.values()):

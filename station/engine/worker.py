@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from station.audit import CertificateRecord, Unit
 from station.engine.protocol import Call, Cancel, Done, Progress, Refusal, Reply, WorkerStart
 from station.errors import StationError
+from station.fleet.guard import GuardVerdict
 from station.flow import FlowEvent, Provisioner
 from station.orders import OrderStatus
 from station.steps import STATION_PID_ENV
@@ -80,6 +81,30 @@ class ServiceClient:
             if isinstance(answer, Refusal):
                 raise StationError(answer.message)
             return answer.value
+
+
+class FleetProxy:
+    """The fleet's checks, asked by the station (the parent) over its one connection to the fleet."""
+
+    def __init__(self, client: ServiceClient) -> None:
+        self._client = client
+
+    def check_unit(self, *, serial: str, unit_id: int, reprovision: bool, host_key: str | None) -> GuardVerdict:
+        verdict: GuardVerdict = self._fleet("check_unit", serial=serial, unit_id=unit_id, reprovision=reprovision,
+                                            host_key=host_key)
+        return verdict
+
+    def public_key_holder(self, spki_sha256: str) -> str | None:
+        holder: str | None = self._fleet("public_key_holder", spki_sha256=spki_sha256)
+        return holder
+
+    def _fleet(self, method: str, **args: Any) -> Any:
+        from station.fleet.guard import FleetRefusal
+
+        try:
+            return self._client.call("fleet", method, **args)
+        except StationError as exc:
+            raise FleetRefusal(str(exc)) from None
 
 
 class AuditProxy:
@@ -197,7 +222,8 @@ def main(connection: Connection, start: WorkerStart) -> None:
                               observer=observe)
     try:
         result = provisioner.run_admitted(start.admission, profile=start.profile, cancel=client.cancel,
-                                          tls=TlsProxy(client), identity_file=start.identity_file)
+                                          tls=TlsProxy(client), identity_file=start.identity_file,
+                                          fleet=FleetProxy(client) if start.config.fleet is not None else None)
     except StationError as exc:
         client.send(Done(False, str(exc)))
     except BaseException as exc:  # noqa: BLE001 - reported to the station, which records the unit failed
