@@ -32,8 +32,11 @@ TOKEN_FILE: Final = "token.toml"
 TOKEN_KEY_TYPES: Final = ("ec-p256", "ec-p384", "rsa-3072")
 DEFAULT_KEY_LABEL: Final = "station-ca"
 _SOFTHSM_ENV: Final = "SOFTHSM2_CONF"
-# python-pkcs11 loads one PKCS#11 module per process (C_Initialize may run only once).
+# python-pkcs11 keeps one instance of each PKCS#11 module per process (C_Initialize runs once per instance).
 _LOAD_LOCK = threading.Lock()
+# The SoftHSM2 configuration each module path was initialised with: asked for another one, the module is
+# finalised and initialised again (one SoftHSM configuration at a time per process — tests use several homes).
+_INITIALISED_WITH: dict[str, Path | None] = {}
 
 
 class TokenError(StationError):
@@ -98,7 +101,12 @@ def _load_module(settings: TokenSettings) -> Any:
         if settings.softhsm2_conf is not None:
             os.environ[_SOFTHSM_ENV] = str(settings.softhsm2_conf)
         try:
-            return pkcs11.lib(str(settings.module))
+            module = str(settings.module)
+            lib = pkcs11.lib(module)
+            if module in _INITIALISED_WITH and _INITIALISED_WITH[module] != settings.softhsm2_conf:
+                lib.reinitialize()
+            _INITIALISED_WITH[module] = settings.softhsm2_conf
+            return lib
         except pkcs11.PKCS11Error as exc:
             raise TokenError(
                 f"The PKCS#11 module {settings.module} could not be loaded ({exc}) — check that it is the token's "
@@ -269,6 +277,7 @@ class TokenKey:
                     Attribute.SENSITIVE: True,
                     Attribute.EXTRACTABLE: False,
                     Attribute.SIGN: True,
+                    Attribute.DERIVE: False,  # a CA key signs, nothing else
                 }
                 public_template = {Attribute.TOKEN: True, Attribute.VERIFY: True}
                 key_id = os.urandom(8)

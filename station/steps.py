@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from station.audit import AuditLog, Unit
+from station.audit import AuditLog, CertificateRecord, Unit
+from station.audit_checkpoints import CheckpointSigner
 from station.config import StationConfig
 from station.errors import StationError
 from station.masking import Masker
-from station.pki import CertificateAuthority, CsrPolicy, check_csr, parse_openssl_subject
+from station.pki import CertificateAuthority, CsrPolicy, check_csr, device_subject
 from station.profiles import DeviceProfile
 from station.shell import command
 from station.transport import CommandResult, Deadline, DeviceLink
@@ -103,7 +104,16 @@ class StepSpec:
 # -- identify and guard -----------------------------------------------------------------------
 
 
+def expected_subject(ctx: UnitContext) -> x509.Name:
+    """The device certificate's subject: the profile's template and the scanned serial (never the CSR's)."""
+    return device_subject(ctx.profile.settings["subject"], serial=ctx.profile.validate_serial(ctx.serial))
+
+
 def identify(ctx: UnitContext, deadline: Deadline) -> str:
+    # Before anything touches the board: a CA that may not sign any more refuses the unit here.
+    ctx.ca.quota(ctx.audit.certificates_issued_since).check()
+    # Unit endings and revocations are signed with the CA's key (in the token) from here on.
+    ctx.audit.attach_checkpoint_signer(CheckpointSigner.for_certificate(ctx.ca.certificate, ctx.ca.sign_bytes))
     ctx.link.open(deadline)
     key = ctx.link.host_key()
     if key is not None:
@@ -147,7 +157,7 @@ def guard(ctx: UnitContext, deadline: Deadline) -> str:
             subject = existing.subject.rfc4514_string()
         except ValueError:
             subject = "(unreadable)"
-        expected = parse_openssl_subject(ctx.profile.subject_for(ctx.serial)).rfc4514_string()
+        expected = expected_subject(ctx).rfc4514_string()
         if subject != expected and not ctx.unit.reprovision_reason:
             raise StepFailed(
                 f"this board already holds a device certificate for {subject}, but the scanned serial is "
@@ -245,7 +255,7 @@ def check_csr_step(ctx: UnitContext, deadline: Deadline) -> str:
         ) from exc
     request = check_csr(
         ctx.csr_pem,
-        expected_subject=parse_openssl_subject(ctx.profile.subject_for(ctx.serial)),
+        expected_subject=expected_subject(ctx),
         policy=CsrPolicy(),
         token_public_key=token_key,
         public_key_seen=ctx.audit.public_key_seen,
@@ -256,13 +266,28 @@ def check_csr_step(ctx: UnitContext, deadline: Deadline) -> str:
 def sign(ctx: UnitContext, deadline: Deadline) -> str:
     assert ctx.csr_pem is not None
     request = x509.load_pem_x509_csr(ctx.csr_pem)
-    certificate = ctx.ca.issue_device_certificate(request, validity_days=ctx.profile.validity_days)
+    settings = ctx.profile.settings
+    records: list[CertificateRecord] = []
+    certificate = ctx.ca.issue_device_certificate(
+        request,
+        validity_days=ctx.profile.validity_days,
+        subject=expected_subject(ctx),
+        crl_url=settings.get("crl_url", ""),
+        ca_issuers_url=settings.get("ca_issuers_url", ""),
+        ocsp_url=settings.get("ocsp_url", ""),
+        issued_since=ctx.audit.certificates_issued_since,
+        # Fail closed: the certificate is in the audit log, durably, before it can leave the station (and
+        # under the CA's lock, so parallel units cannot overshoot the issuance quota).
+        record=lambda issued: records.append(ctx.audit.record_certificate(
+            ctx.unit.id, certificate_pem=issued.public_bytes(serialization.Encoding.PEM))),
+    )  # fmt: skip
     pem = certificate.public_bytes(serialization.Encoding.PEM)
-    # Fail closed: the certificate is in the audit log, durably, before it can leave the station.
-    record = ctx.audit.record_certificate(ctx.unit.id, certificate_pem=pem)
     crash_point("certificate_recorded")
     ctx.certificate = certificate
-    ctx.output(f"issued certificate serial {record.serial_hex} for {certificate.subject.rfc4514_string()}")
+    ctx.output(f"issued certificate serial {records[0].serial_hex} for {certificate.subject.rfc4514_string()}")
+    quota = ctx.ca.quota(ctx.audit.certificates_issued_since)
+    if quota.maximum is not None or quota.maximum_per_day is not None:
+        ctx.output(f"station CA quota: {quota.describe()}")
     return pem.decode("ascii")
 
 
@@ -381,7 +406,9 @@ STEPS: dict[str, StepSpec] = {
         StepSpec("fetch_csr", "Fetch CSR", fetch_csr, "csr"),
         StepSpec("check_csr", "Check CSR", check_csr_step, "csr"),
         StepSpec("sign", "Sign certificate", sign, "csr"),
-        StepSpec("push", "Push certificates", push, "push"),
-        StepSpec("tls_proof", "Mutual TLS proof", tls_proof, "tls_proof"),
+        # A unit that fails after signing has its certificate revoked as it ends (AuditLog.finish_unit): a
+        # resume makes a new key and certificate instead of pushing a revoked one.
+        StepSpec("push", "Push certificates", push, "init_token"),
+        StepSpec("tls_proof", "Mutual TLS proof", tls_proof, "init_token"),
     )
 }

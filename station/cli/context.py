@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from station.audit import AuditLog
-from station.cli.ca import read_passphrase
+from station.audit_checkpoints import CheckpointSigner
+from station.cli.ca import load_station_ca
 from station.config import StationConfig, load_config
 from station.home import StationHome
 from station.pki import CertificateAuthority
@@ -18,7 +19,10 @@ class StationContext:
     audit: AuditLog
 
     def load_ca(self) -> CertificateAuthority:
-        return CertificateAuthority.load(self.home.ca_dir, passphrase=read_passphrase(new=False))
+        """The station CA, unlocked (token PIN or file passphrase); it signs the audit log's checkpoints too."""
+        ca = load_station_ca(self.home)
+        self.audit.attach_checkpoint_signer(CheckpointSigner.for_certificate(ca.certificate, ca.sign_bytes))
+        return ca
 
     def close(self) -> None:
         self.audit.close()
