@@ -288,6 +288,7 @@ def sign(ctx: UnitContext, deadline: Deadline) -> str:
     quota = ctx.ca.quota(ctx.audit.certificates_issued_since)
     if quota.maximum is not None or quota.maximum_per_day is not None:
         ctx.output(f"station CA quota: {quota.describe()}")
+        return f"station CA quota: {quota.describe()}\n{pem.decode('ascii')}"
     return pem.decode("ascii")
 
 
