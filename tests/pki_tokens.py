@@ -60,11 +60,13 @@ def secret_file(path: Path, text: str) -> Path:
 
 def station(home: Path, *args: str, timeout: float = 180, env: dict[str, str] | None = None,
             ) -> subprocess.CompletedProcess[str]:
-    """The real `station` command line; no PIN or passphrase in its environment."""
-    clean = {k: v for k, v in (env or os.environ).items() if k not in ("STATION_CA_PASSPHRASE", "SOFTHSM2_CONF")}
+    """The real `station` command line; no PIN or passphrase in its environment unless ``env`` puts one there."""
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k not in ("STATION_CA_PASSPHRASE", "SOFTHSM2_CONF")}
+    # A new session: no controlling terminal, so a prompt fails at once instead of waiting on /dev/tty.
     return subprocess.run(
         [sys.executable, "-m", "station", "--home", str(home), *args],
-        capture_output=True, text=True, timeout=timeout, env=clean, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
 
 
