@@ -20,12 +20,12 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-# scrypt cost: N = 2**14, r = 8, p = 8 → 16 MiB of memory per lane and ≈ 0.25 s per guess on a line PC (a
+# scrypt cost: N = 2**14, r = 8, p = 4 → 16 MiB of memory per lane and ≈ 0.1–0.2 s per guess on a line PC (a
 # GPU gets no shortcut: each guess needs the memory).  One unlock per station start.  Larger N would not open
 # with `openssl pkey` any more (OpenSSL 3.0 caps scrypt at 32 MiB), and the tutorial's tools must read the keys.
 SCRYPT_N: Final = 1 << 14
 SCRYPT_R: Final = 8
-SCRYPT_P: Final = 8
+SCRYPT_P: Final = 4
 
 # AlgorithmIdentifier DER of the two signature algorithms the station signs with.
 ECDSA_SHA256: Final = bytes.fromhex("300a06082a8648ce3d040302")
