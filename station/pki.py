@@ -735,9 +735,13 @@ class CertificateAuthority:
         return x509.load_pem_x509_certificates(self._chain_pem)
 
     def sign_bytes(self, data: bytes) -> bytes:
-        """Sign ``data`` with the CA key (audit checkpoints); the signature verifies with :attr:`certificate`."""
-        with self._lock:
-            return sign_bytes(self._ca_key, data)
+        """Sign ``data`` with the CA key (audit checkpoints); the signature verifies with :attr:`certificate`.
+
+        Deliberately not under the CA's lock: the audit log calls this inside its own transaction, and the
+        sign step records a certificate (audit lock) while holding the CA's lock — taking the CA's lock here
+        would deadlock the two.  A token key serialises its own operations; a key in memory needs no lock.
+        """
+        return sign_bytes(self._ca_key, data)
 
     @property
     def certificate(self) -> x509.Certificate:

@@ -367,3 +367,36 @@ def test_the_demo_file_ca_uses_scrypt_and_station_ca_init_still_works_without_a_
     shown = station(tmp_path / "demo", "ca", "show")
     assert shown.returncode == 0 and "key protection" not in shown.stdout
     assert re.search(r"CA certificate: .*ca\.cert", shown.stdout)
+
+
+def test_recording_a_replacement_certificate_signs_the_supersession_without_deadlocking(tmp_path):
+    # The sign step records under the CA's lock; recording a replacement revokes the old certificate, which the
+    # audit log signs in the same transaction with the same CA. That must not wait on the CA's own lock.
+    import threading
+
+    ca = CertificateAuthority.init(tmp_path / "ca", passphrase=b"demo station passphrase")
+    audit = AuditLog(tmp_path / "audit.db")
+    audit.attach_checkpoint_signer(CheckpointSigner.for_certificate(ca.certificate, ca.sign_bytes))
+    serial = "202600000000400"
+    first = audit.start_unit(serial=serial, profile="p", device="d", operator="o", station="s")
+    issue(ca, serial, record=lambda cert: audit.record_certificate(
+        first.id, certificate_pem=cert.public_bytes(serialization.Encoding.PEM)))
+    audit.finish_unit(first.id, result="passed")
+    second = audit.start_unit(serial=serial, profile="p", device="d", operator="o", station="s",
+                              reprovision_reason="customer return")
+    done = threading.Event()
+
+    def replace() -> None:
+        issue(ca, serial, record=lambda cert: audit.record_certificate(
+            second.id, certificate_pem=cert.public_bytes(serialization.Encoding.PEM)))
+        done.set()
+
+    worker = threading.Thread(target=replace, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert done.is_set(), "recording the replacement certificate deadlocked"
+    old = audit.certificate_for_unit(first.id)
+    assert old is not None and old.revocation_reason == "superseded"
+    report = audit.verify(trusted=[ca.certificate], require_signed_since=ca.certificate.not_valid_before_utc)
+    assert report.ok and report.checkpoints and report.checkpoints >= 2, report
+    audit.close()
