@@ -400,3 +400,24 @@ def test_recording_a_replacement_certificate_signs_the_supersession_without_dead
     report = audit.verify(trusted=[ca.certificate], require_signed_since=ca.certificate.not_valid_before_utc)
     assert report.ok and report.checkpoints and report.checkpoints >= 2, report
     audit.close()
+
+
+def test_a_quality_leads_revocation_is_signed_with_the_token(hierarchy, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in ("ca", "softhsm2.conf", "softhsm-tokens", "station.toml", "token.pin"):
+        os.symlink(hierarchy["line3"] / name, home / name)
+    with AuditLog(home / "audit.db") as audit:
+        ca = open_ca(home)
+        try:
+            audit.attach_checkpoint_signer(CheckpointSigner.for_certificate(ca.certificate, ca.sign_bytes))
+            unit = audit.start_unit(serial="202600000000500", profile="p", device="d", operator="o", station="s")
+            issue(ca, unit.serial, record=lambda cert: audit.record_certificate(
+                unit.id, certificate_pem=cert.public_bytes(serialization.Encoding.PEM)))
+            audit.finish_unit(unit.id, result="passed")
+        finally:
+            ca.close()
+    revoked = station(home, "revoke", "--serial", "202600000000500", "--reason", "keyCompromise", "--by", "qa")
+    assert revoked.returncode == 0, revoked.stderr
+    verified = station(home, "audit", "verify")
+    assert verified.returncode == 0 and "signed checkpoint(s) verified" in verified.stdout, verified.stdout
