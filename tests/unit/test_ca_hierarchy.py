@@ -421,3 +421,60 @@ def test_a_quality_leads_revocation_is_signed_with_the_token(hierarchy, tmp_path
     assert revoked.returncode == 0, revoked.stderr
     verified = station(home, "audit", "verify")
     assert verified.returncode == 0 and "signed checkpoint(s) verified" in verified.stdout, verified.stdout
+
+
+def test_the_crl_is_published_to_a_folder_and_put_to_a_url_on_a_schedule(hierarchy, tmp_path):
+    import http.server
+    import threading
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Content-Type"], body))
+            self.send_response(201)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/crl/line-3.crl"
+        put = station(hierarchy["line3"], "ca", "crl", "--publish", url, "--next-update-days", "2")
+        assert put.returncode == 0, put.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    (path, kind, body) = received[0]
+    assert path == "/crl/line-3.crl" and kind == "application/pkix-crl"
+    crl = x509.load_der_x509_crl(body)
+    issuing = x509.load_pem_x509_certificates(hierarchy["chain3"].read_bytes())[0]
+    assert crl.is_signature_valid(issuing.public_key())
+    assert timedelta(days=2) <= crl.next_update_utc - crl.last_update_utc <= timedelta(days=2, minutes=6)
+
+    folder = tmp_path / "www"
+    folder.mkdir()
+    scheduled = subprocess.Popen(
+        [*station_argv(hierarchy["line3"]), "ca", "crl", "--publish", str(folder), "--every", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert scheduled.stdout is not None
+        first = scheduled.stdout.readline()
+        second = scheduled.stdout.readline()
+    finally:
+        scheduled.terminate()
+        scheduled.wait(timeout=30)
+    assert "crl.pem" in first and "Next publication in 60 minute(s)" in second + scheduled.stdout.read()
+    pem = x509.load_pem_x509_crl((folder / "crl.pem").read_bytes())
+    assert pem.public_bytes(serialization.Encoding.DER) == (folder / "crl.der").read_bytes()
+
+
+def station_argv(home: Path) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "station", "--home", str(home)]
