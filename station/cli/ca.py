@@ -515,6 +515,8 @@ def run_root_sign_station(args: argparse.Namespace) -> int:
     from station.pki_root import DEFAULT_PERMITTED_DNS, DEFAULT_PERMITTED_IP, root_uses_token, sign_station
 
     root_dir: Path = args.root.resolve()
+    if args.out.exists():  # before signing: the root must not issue a certificate that is then not delivered
+        raise StationError(f"{args.out} already exists — choose another --out; nothing was signed or overwritten.")
     csr_pem = _read_input(args.csr, "CSR")
     passphrase: bytes | None = None
     pin: str | None = None

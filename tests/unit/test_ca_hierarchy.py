@@ -478,3 +478,30 @@ def station_argv(home: Path) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "station", "--home", str(home)]
+
+
+def test_an_offline_root_with_its_key_in_a_token_signs_a_station_ca(hierarchy, tmp_path):
+    from tests.pki_tokens import SOFTHSM_MODULE, init_token, private_softhsm
+
+    conf = private_softhsm(tmp_path)
+    init_token(conf, "ROOT")
+    pin_file = secret_file(tmp_path / "root.pin", PIN)
+    made = station(tmp_path / "h", "ca", "root", "init", "--out", str(tmp_path / "root"), "--key-storage", "pkcs11",
+                   "--pkcs11-module", str(SOFTHSM_MODULE), "--token-label", "ROOT", "--softhsm2-conf", str(conf),
+                   "--pin-file", str(pin_file))
+    assert made.returncode == 0, made.stderr
+    assert not (tmp_path / "root" / "root.key").exists()  # the key is in the token only
+    chain = tmp_path / "chain.pem"
+    signed = station(tmp_path / "h", "ca", "root", "sign-station", "--root", str(tmp_path / "root"),
+                     "--csr", str(hierarchy["line3"] / "ca" / "station-ca.csr"), "--name", "LINE-9", "--days", "30",
+                     "--out", str(chain), "--pin-file", str(pin_file))
+    assert signed.returncode == 0, signed.stderr
+    issuing, root = x509.load_pem_x509_certificates(chain.read_bytes())
+    issuing.verify_directly_issued_by(root)
+    root.verify_directly_issued_by(root)
+    assert issuing.not_valid_after_utc - issuing.not_valid_before_utc <= timedelta(days=30, minutes=6)
+    again = station(tmp_path / "h", "ca", "root", "sign-station", "--root", str(tmp_path / "root"),
+                    "--csr", str(hierarchy["line3"] / "ca" / "station-ca.csr"), "--name", "LINE-9",
+                    "--out", str(chain), "--pin-file", str(pin_file))
+    assert again.returncode != 0 and "already exists" in again.stderr and "nothing was signed" in again.stderr
+    assert len(list((tmp_path / "root" / "issued").glob("*.pem"))) == 1
