@@ -7,10 +7,19 @@ replacement: the CA certificate is ``CA:TRUE, pathlen:0`` (it can sign end entit
 device certificate is an end entity (``CA:FALSE`` critical, ``digitalSignature`` and TLS
 ``clientAuth`` only).
 
-A CA directory holds four files, named as in the tutorial so an operator can follow it with the
-openssl command line: ``ca.key``/``ca.cert`` (the CA) and ``system.key``/``system.cert`` (the TLS
-server the devices connect to).  Private keys are encrypted PKCS#8 PEM under the CA passphrase and
-created with mode 0600; a decrypted key never touches the disk.
+Two kinds of CA directory:
+
+* the **demo CA** (``station ca init`` without a token): four files, named as in the tutorial so an operator
+  can follow it with the openssl command line: ``ca.key``/``ca.cert`` (a self-signed CA) and
+  ``system.key``/``system.cert`` (the TLS server the devices connect to).  Private keys are PKCS#8 under the
+  CA passphrase with scrypt (:mod:`station.pki_der`), created with mode 0600; a decrypted key never touches
+  the disk;
+* a **station CA in a PKCS#11 token** (production): ``token.toml`` says where the key is
+  (:mod:`station.pki_token`), ``station-ca.csr`` went to the offline root (:mod:`station.pki_root`), and
+  ``ca.cert`` holds the chain it issued (this CA, then the root) — what devices install.  Its TLS server key
+  lives in memory only, certified by the token at start-up.
+
+Either way :class:`CertificateAuthority` is the one interface the sign step uses.
 
 Before a CSR is signed it must pass :func:`check_csr`: the device is not trusted to ask only for
 what it should, so the station decides everything in the certificate except the public key.
