@@ -34,6 +34,7 @@ import re
 import secrets
 import ssl
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -486,6 +487,12 @@ def _reason_flag(reason: str) -> x509.ReasonFlags | None:
     return None
 
 
+def _close_descriptors(descriptors: list[int]) -> None:
+    for fd in descriptors:
+        os.close(fd)
+    descriptors.clear()
+
+
 class CertificateAuthority:
     """The station's CA with its keys decrypted in memory.
 
@@ -516,9 +523,12 @@ class CertificateAuthority:
         self._chain_pem = chain_pem or ca_cert.public_bytes(serialization.Encoding.PEM)
         self._lock = threading.Lock()
         self.max_certificates_per_day: int | None = None
-        # A token CA has no system.key file: its TLS server key lives in memory for the life of the process,
-        # handed to OpenSSL through memory-only files (memfd), its certificate signed by the token at load.
+        # The TLS server key, decrypted once at load, is handed to OpenSSL through memory-only files (memfd) for
+        # every TLS proof: decrypting system.key per unit would cost a scrypt derivation each time.  A token CA
+        # has no system.key file at all: its key lives in memory only, certified by the token at load.
         self._memory_files: list[int] = []
+        # Closes the memory files when the CA is closed or garbage-collected, whichever comes first.
+        self._release = weakref.finalize(self, _close_descriptors, self._memory_files)
         self._system_files: tuple[str, str] | None = None
         if system_key is not None:
             key_pem = system_key.private_bytes(
@@ -537,9 +547,7 @@ class CertificateAuthority:
         """Log out of the token and forget the in-memory TLS key (a file CA has nothing to close)."""
         if isinstance(self._ca_key, TokenKey):
             self._ca_key.close()
-        for fd in self._memory_files:
-            os.close(fd)
-        self._memory_files.clear()
+        self._release()
 
     def __repr__(self) -> str:
         return f"CertificateAuthority({str(self._directory)!r}, subject={self._ca_cert.subject.rfc4514_string()!r})"
@@ -668,7 +676,8 @@ class CertificateAuthority:
             for path in written:
                 path.unlink(missing_ok=True)
             raise
-        return cls(directory, ca_key=ca_key, ca_cert=ca_cert, system_cert=system_cert, passphrase=passphrase)
+        return cls(directory, ca_key=ca_key, ca_cert=ca_cert, system_cert=system_cert, passphrase=passphrase,
+                   system_key=system_key)
 
     @classmethod
     def load(cls, directory: Path, *, passphrase: bytes | None = None, pin: str | None = None) -> CertificateAuthority:
@@ -715,7 +724,8 @@ class CertificateAuthority:
                 f"{directory / SYSTEM_CERT_FILE} was not issued by {directory / CA_CERT_FILE} ({exc}) — "
                 "restore the CA directory from a backup."
             ) from None
-        return cls(directory, ca_key=ca_key, ca_cert=ca_cert, system_cert=system_cert, passphrase=passphrase)
+        return cls(directory, ca_key=ca_key, ca_cert=ca_cert, system_cert=system_cert, passphrase=passphrase,
+                   system_key=system_key)
 
     # --- what it is ---------------------------------------------------------------------------
 
@@ -790,7 +800,7 @@ class CertificateAuthority:
     def ssl_server_context(self, *, require_client_cert: bool = True) -> ssl.SSLContext:
         """A TLS server context presenting system.cert that accepts only clients certified by this CA.
 
-        The encrypted system.key is decrypted by OpenSSL in memory with the passphrase held here.
+        The system key decrypted at load is read by OpenSSL from a memory-only file (never from disk in clear).
         With ``require_client_cert=False`` a client certificate is still asked for and verified if
         one is sent, but a client without one is let in.
         """
