@@ -128,7 +128,8 @@ EXPORT_FIELDS = (
 )
 
 # Tables whose every row is journalled by events; all have an INTEGER PRIMARY KEY named id.
-AUDITED_TABLES = {"units": "unit", "steps": "step record", "certificates": "certificate record"}
+AUDITED_TABLES = {"units": "unit", "steps": "step record", "certificates": "certificate record",
+                  "label_prints": "label print"}
 
 _SCHEMA = (
     """
@@ -209,6 +210,20 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS certificates_unit ON certificates(unit_id, id)",
     "CREATE INDEX IF NOT EXISTS certificates_serial ON certificates(serial_hex)",
     "CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates(revoked_at) WHERE revoked_at IS NOT NULL",
+    # Every label sent (or not sent) to a label printer for a unit: automatic prints on PASS and reprints.
+    """
+    CREATE TABLE IF NOT EXISTS label_prints (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        unit_id INTEGER NOT NULL REFERENCES units(id),
+        at TEXT NOT NULL,
+        by TEXT NOT NULL,
+        printer TEXT NOT NULL,
+        reprint INTEGER NOT NULL CHECK (reprint IN (0, 1)),
+        printed INTEGER NOT NULL CHECK (printed IN (0, 1)),
+        message TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS label_prints_unit ON label_prints(unit_id, id)",
     # The issuance quota counts certificates by issue time.
     "CREATE INDEX IF NOT EXISTS certificates_issued_at ON certificates(issued_at)",
     """
@@ -372,6 +387,20 @@ class CertificateRecord:
     revoked_at: datetime | None
     revocation_reason: str | None
     revoked_by: str | None = None
+
+
+@dataclass(frozen=True)
+class LabelPrint:
+    """A label sent to a label printer for a unit (``printed`` False: the printer refused, ``message`` says why)."""
+
+    id: int
+    unit_id: int
+    at: datetime
+    by: str
+    printer: str
+    reprint: bool
+    printed: bool
+    message: str
 
 
 @dataclass(frozen=True)
@@ -1072,6 +1101,24 @@ class AuditLog:
             self._append_event(db, at=at, kind="certificate.revoked", table="certificates", pk=cert_id)
             return self._certificate(db, cert_id)
 
+    def record_label_print(
+        self, unit_id: int, *, by: str, printer: str, reprint: bool, printed: bool, message: str
+    ) -> LabelPrint:
+        """Journal one label sent to (or refused by) a label printer for unit ``unit_id``."""
+        with self._change() as db:
+            self._unit(db, unit_id)
+            at = self._now_text()
+            pk = _insert(db, "label_prints", {"unit_id": unit_id, "at": at, "by": by, "printer": printer,
+                                              "reprint": int(reprint), "printed": int(printed), "message": message})
+            self._append_event(db, at=at, kind="label.reprinted" if reprint else "label.printed",
+                               table="label_prints", pk=pk)
+            return _label_print_from_row(db.table("label_prints").get(pk))
+
+    def label_prints(self, unit_id: int) -> list[LabelPrint]:
+        """The unit's label prints, oldest first."""
+        with self._lock:
+            rows = self._db.query("SELECT * FROM label_prints WHERE unit_id = ? ORDER BY id", [unit_id])
+            return [_label_print_from_row(row) for row in rows]
     def certificates_issued_since(self, moment: datetime) -> int:
         """How many certificates were recorded at or after ``moment`` (the issuance quota's count)."""
         with self._lock:
@@ -1779,6 +1826,12 @@ def _step_from_row(row: dict[str, Any]) -> StepRecord:
         excerpt=row["excerpt"],
         message=row["message"],
     )
+
+
+def _label_print_from_row(row: dict[str, Any]) -> LabelPrint:
+    return LabelPrint(id=row["id"], unit_id=row["unit_id"], at=_parse_time(row["at"]), by=row["by"],
+                      printer=row["printer"], reprint=bool(row["reprint"]), printed=bool(row["printed"]),
+                      message=row["message"])
 
 
 def _certificate_from_row(row: dict[str, Any]) -> CertificateRecord:

@@ -20,6 +20,7 @@ from station.audit import AuditLog, Unit
 from station.config import StationConfig
 from station.errors import StationError
 from station.home import StationHome
+from station.line.handoff import LineHandOff
 from station.masking import Masker
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
@@ -83,12 +84,15 @@ class Provisioner:
         ca: CertificateAuthority,
         audit: AuditLog,
         observer: Observer | None = None,
+        line: LineHandOff | None = None,
     ) -> None:
         self.home = home
         self.config = config
         self.ca = ca
         self.audit = audit
         self.observer: Observer = observer or (lambda event: None)
+        # Label printer and MES: told of every finished unit, in _finished (the one place a unit ends).
+        self.line = line
 
     def eta(self, profile: DeviceProfile, step: str) -> float | None:
         """Median of the recent passed durations of this step on this profile, if any were recorded."""
@@ -186,16 +190,25 @@ class Provisioner:
                             "if the board was re-imaged, re-onboard it explicitly — provision it again with "
                             "--reprovision and a reason)"
                         )
-                    unit = self.audit.finish_unit(unit.id, result=result, failed_step=step, message=message)
-                    crash_point("unit_finished")
+                    unit = self._finished(self.audit.finish_unit(unit.id, result=result, failed_step=step,
+                                                                 message=message))
                     emit(kind="unit_finished", step=step, outcome=result, message=message)
                     return UnitResult(unit, False, step, message)
         finally:
             link.close()
-        unit = self.audit.finish_unit(unit.id, result="passed")
-        crash_point("unit_finished")
+        unit = self._finished(self.audit.finish_unit(unit.id, result="passed"))
         emit(kind="unit_finished", outcome="passed", message=f"serial {serial} enrolled")
         return UnitResult(unit, True, None, f"serial {serial} enrolled")
+
+    def _finished(self, unit: Unit) -> Unit:
+        """The unit's end is recorded: hand it to the line (label on PASS, MES record), without waiting."""
+        crash_point("unit_finished")
+        if self.line is not None:
+            try:
+                self.line.unit_finished(unit)
+            except Exception:  # noqa: BLE001 - the unit is recorded; the hand-off reports its own problems
+                pass
+        return unit
 
     def _aborted_predecessor(self, unit: Unit) -> Unit | None:
         """The board's last earlier unit that pinned a host key, if that unit was aborted."""

@@ -212,6 +212,7 @@ class AuditView(QWidget):
         bar.addWidget(self.message, 1)
         bar.addWidget(refresh)
         self.export_buttons: dict[str, QPushButton] = {}
+        self.action_bar = bar  # where the window adds actions of its own (the line's "Reprint label")
         self.revoke_button: QPushButton | None = None
         if self.is_quality_lead:
             for fmt, title in (("csv", "Export CSV…"), ("jsonl", "Export JSONL…"), ("pdf", "PDF report…")):

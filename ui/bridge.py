@@ -34,6 +34,7 @@ from station.config import Fixture, StationConfig
 from station.errors import StationError
 from station.flow import FlowEvent, Provisioner
 from station.home import StationHome
+from station.line.handoff import LineHandOff
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
 from station.transport import DeviceAddress
@@ -232,6 +233,7 @@ class StationParts:
     config: StationConfig
     ca: CertificateAuthority
     audit: AuditLog
+    line: LineHandOff | None = None
 
 
 class UnitWorker(QObject):
@@ -270,7 +272,7 @@ class UnitWorker(QObject):
         serial = request.serial
         try:
             provisioner = Provisioner(home=parts.home, config=parts.config, ca=parts.ca, audit=parts.audit,
-                                      observer=self._observe)
+                                      observer=self._observe, line=parts.line)
             steps = request.profile.step_names()
             self.planned.emit(UnitPlan(steps, {step: provisioner.eta(request.profile, step) for step in steps}))
             result = provisioner.provision(

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         jobs = read_manifest(Path(args.manifest), fixtures=fixtures)
         profile = load_profile(args.profile or station.config.default_profile, station.home.profiles_dir)
         provisioner = Provisioner(home=station.home, config=station.config, ca=station.load_ca(),
-                                  audit=station.audit, observer=LiveProgress())
+                                  audit=station.audit, observer=LiveProgress(), line=station.line())
         slots = args.jobs or len({job.device for job in jobs})
         batch = Batch(provisioner, profile=profile, operator=args.operator or getpass.getuser(), jobs=slots,
                       batch_id=args.batch_id)

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         profile.validate_serial(args.serial)  # before the passphrase prompt, before any device
         provisioner = Provisioner(
             home=station.home, config=station.config, ca=station.load_ca(), audit=station.audit,
-            observer=print_event,
+            observer=print_event, line=station.line(),
         )
         cancel = threading.Event()
         outcome: list[object] = []
