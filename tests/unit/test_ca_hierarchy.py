@@ -464,12 +464,11 @@ def test_the_crl_is_published_to_a_folder_and_put_to_a_url_on_a_schedule(hierarc
     )  # fmt: skip
     try:
         assert scheduled.stdout is not None
-        first = scheduled.stdout.readline()
-        second = scheduled.stdout.readline()
+        lines = [scheduled.stdout.readline() for _ in range(3)]  # the CRL, its next update, the next run
     finally:
         scheduled.terminate()
         scheduled.wait(timeout=30)
-    assert "crl.pem" in first and "Next publication in 60 minute(s)" in second + scheduled.stdout.read()
+    assert "crl.pem" in lines[0] and "Next publication in 60 minute(s)" in lines[2], lines
     pem = x509.load_pem_x509_crl((folder / "crl.pem").read_bytes())
     assert pem.public_bytes(serialization.Encoding.DER) == (folder / "crl.der").read_bytes()
 
