@@ -172,6 +172,16 @@ def _mapped_errors(settings: TokenSettings, doing: str) -> Iterator[None]:
             f"Token {label!r} holds no private key labelled {settings.key_label!r} — this is not the token "
             f"`station ca init` used; plug in the right one. Nothing was {doing}."
         ) from None
+    except (p11.FunctionFailed, p11.GeneralError, p11.DeviceError) as exc:
+        if doing != "created":
+            raise TokenError(
+                f"Token {label!r} failed ({type(exc).__name__}) — check the HSM and try again. Nothing was {doing}."
+            ) from None
+        # SoftHSM answers a full token directory with CKR_FUNCTION_FAILED; HSMs with DEVICE_ERROR/MEMORY.
+        raise TokenError(
+            f"Token {label!r} is full or failing: it could not store the new key ({type(exc).__name__}) — free "
+            f"space on it (delete unused objects with the HSM's tool) or use an empty token. Nothing was {doing}."
+        ) from None
     except pkcs11.PKCS11Error as exc:
         raise TokenError(
             f"Token {label!r} refused ({type(exc).__name__} {exc}) — check the HSM (free space, PIN, state). "
