@@ -54,6 +54,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from station.audit_checkpoints import SCHEMA as CHECKPOINT_SCHEMA
+from station.audit_checkpoints import (
+    SIGNED_KINDS,
+    CheckpointReport,
+    CheckpointSigner,
+    verify_checkpoints,
+    write_checkpoint,
+)
 from station.audit_orders import (
     ORDER_SCHEMA,
     ORDER_TABLES,
@@ -87,6 +95,9 @@ GENESIS_HASH = "0" * 64
 # Revocation reason recorded when a board's newer certificate replaces an older one (an RFC 5280 reason name,
 # so the CRL carries the reason code).
 SUPERSEDED_REASON = "superseded"
+# Revocation reason of the certificate of a unit that ended failed or aborted (given up, restarted, set aside):
+# the board may hold it, but the line did not accept that board with it.
+UNIT_ENDED_REASON = "cessationOfOperation"
 
 # What :meth:`AuditLog.units_page` can sort by, and the column each sorts on. Every one has an index that ends
 # with the unit id, so ORDER BY <column>, id reads the index in order instead of sorting the table.
@@ -229,6 +240,8 @@ _SCHEMA = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS label_prints_unit ON label_prints(unit_id, id)",
+    # The issuance quota counts certificates by issue time.
+    "CREATE INDEX IF NOT EXISTS certificates_issued_at ON certificates(issued_at)",
     """
     CREATE TABLE IF NOT EXISTS events (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -422,6 +435,9 @@ class VerifyReport:
     ok: bool
     events: int
     problem: str | None
+    # Signed checkpoints checked (None: signatures were not checked) and the last event they cover.
+    checkpoints: int | None = None
+    last_signed_seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -596,6 +612,9 @@ class AuditLog:
         self._clock = clock or _utc_now
         # One connection shared by worker threads: every use of it holds this lock (never re-entered).
         self._lock = threading.Lock()
+        # Signs the chain's head after every unit ending and revocation (station.audit_checkpoints), if attached.
+        self._signer: CheckpointSigner | None = None
+        self._signature_due = False
         # The file (and its -wal/-shm companions, which SQLite creates with the file's mode) must be private
         # from birth; umask is process-wide, so AuditLogs are best opened before worker threads start.
         previous_umask = os.umask(0o077)
@@ -788,11 +807,14 @@ class AuditLog:
         result: str,
         failed_step: str | None = None,
         message: str | None = None,
+        revocation_reason: str | None = None,
     ) -> Unit:
         """End a unit as passed, failed or aborted.
 
         A running unit can end any way; a failed unit can only be aborted (the board is given up or will be
-        started over).
+        started over).  A unit ending failed or aborted has its certificates revoked in the same transaction
+        (``revocation_reason``, else ``cessationOfOperation``): whichever executor ends the unit, a board set
+        aside keeps no valid identity.  Resuming it makes a new key and certificate.
         """
         if result not in UNIT_RESULTS:
             raise ValueError(f"result must be one of {', '.join(UNIT_RESULTS)}, not {result!r}")
@@ -815,7 +837,25 @@ class AuditLog:
             self._append_event(db, at=at, kind=f"unit.{result}", table="units", pk=unit_id)
             if result == "aborted":
                 release_place(db, unit_id=unit_id, at=at, journal=self._append_event)
+            if result != "passed":
+                # Same transaction: a board the line set aside never holds a certificate that is still valid.
+                self._revoke_unit_certificates(
+                    db, unit, at=at, reason=revocation_reason or UNIT_ENDED_REASON, by=f"station (unit {result})"
+                )
             return self._unit(db, unit_id)
+
+    def _revoke_unit_certificates(
+        self, db: sqlite_utils.Database, unit: Unit, *, at: str, reason: str, by: str
+    ) -> None:
+        """Revoke every still-valid certificate issued to ``unit`` (it ended failed or aborted)."""
+        rows = db.execute(
+            "SELECT id FROM certificates WHERE unit_id = ? AND revoked_at IS NULL ORDER BY id", [unit.id]
+        ).fetchall()
+        for (cert_id,) in rows:
+            db.table("certificates").update(
+                cert_id, {"revoked_at": at, "revocation_reason": reason, "revoked_by": by}
+            )
+            self._append_event(db, at=at, kind="certificate.revoked", table="certificates", pk=int(cert_id))
 
     def pin_host_key(self, unit_id: int, *, key_type: str, fingerprint: str) -> None:
         """Remember the SSH host key the device showed; a different key later in the same unit is refused."""
@@ -1136,6 +1176,28 @@ class AuditLog:
         with self._lock:
             rows = self._db.query("SELECT * FROM label_prints WHERE unit_id = ? ORDER BY id", [unit_id])
             return [_label_print_from_row(row) for row in rows]
+    def certificates_issued_since(self, moment: datetime) -> int:
+        """How many certificates were recorded at or after ``moment`` (the issuance quota's count)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT count(*) FROM certificates WHERE issued_at >= ?", [_timestamp(moment)]
+            ).fetchone()
+        return int(row[0])
+
+    # ------------------------------------------------------------------------------- signed checkpoints
+
+    def attach_checkpoint_signer(self, signer: CheckpointSigner | None) -> None:
+        """Sign the chain's head with ``signer`` after every unit ending and revocation, in the same transaction."""
+        with self._lock:
+            self._signer = signer
+
+    def checkpoint(self) -> int | None:
+        """Sign the chain's current head now (e.g. after changes made without the token); return its sequence."""
+        if self._signer is None:
+            raise StationError("No signing key is attached to the audit log — unlock the station CA first.")
+        with self._change() as db:
+            self._signature_due = False
+            return write_checkpoint(db, self._signer, at=self._now_text())
 
     def revoked_certificates(self) -> list[RevokedCertificate]:
         """Every revoked certificate, in the order of revocation (what the CRL lists)."""
@@ -1214,17 +1276,32 @@ class AuditLog:
 
     # ------------------------------------------------------------------------------------- integrity
 
-    def verify(self) -> VerifyReport:
+    def verify(
+        self,
+        *,
+        trusted: list[x509.Certificate] | None = None,
+        require_signed_since: datetime | None = None,
+    ) -> VerifyReport:
         """Check the event chain, then that the tables hold exactly what the events recorded.
 
-        Runs on its own connection and snapshot, so workers keep writing meanwhile; memory stays flat however
-        long the log is.
+        With ``trusted`` (the station CA's certificate chain) the signed checkpoints are checked too — and with
+        ``require_signed_since``, that every unit ending and revocation since then is signed
+        (:func:`station.audit_checkpoints.verify_checkpoints`).  Runs on its own connection and snapshot, so
+        workers keep writing meanwhile; memory stays flat however long the log is.
         """
+        signed: CheckpointReport | None = None
         with self._snapshot() as db:
             events, problem = _verify_chain(db)
             if problem is None:
                 problem = _verify_tables(db)
-        return VerifyReport(ok=problem is None, events=events, problem=problem)
+            if problem is None and trusted is not None:
+                signed = verify_checkpoints(db, trusted, require_signed_since=require_signed_since)
+                problem = signed.problem
+        return VerifyReport(
+            ok=problem is None, events=events, problem=problem,
+            checkpoints=signed.checkpoints if signed else None,
+            last_signed_seq=signed.last_signed_seq if signed else None,
+        )  # fmt: skip
 
     def backup(self, path: Path) -> AuditBackup:
         """Write a consistent copy of the whole log to ``path`` with SQLite's online backup; ``path`` is replaced
@@ -1393,7 +1470,7 @@ class AuditLog:
                 )
             with self._db.atomic() as db:
                 db.execute(_CLAIM_WRITE_LOCK)
-                for statement in (*_SCHEMA, *ORDER_SCHEMA):
+                for statement in (*_SCHEMA, *ORDER_SCHEMA, *CHECKPOINT_SCHEMA):
                     db.execute(statement)
 
     @contextmanager
@@ -1402,7 +1479,10 @@ class AuditLog:
         try:
             with self._lock, self._db.atomic() as db:
                 db.execute(_CLAIM_WRITE_LOCK)
+                self._signature_due = False
                 yield db
+                if self._signature_due and self._signer is not None:
+                    self._sign_head(db)
         except sqlite3.OperationalError as exc:
             mapped = self._unavailable(exc)
             if mapped is None:
@@ -1419,6 +1499,14 @@ class AuditLog:
                 yield db
         finally:
             db.close()
+
+    def _sign_head(self, db: sqlite_utils.Database) -> None:
+        try:
+            write_checkpoint(db, self._signer, at=self._now_text())  # type: ignore[arg-type]
+        except StationError:
+            # The token went away: the change itself must not be lost. The next checkpoint signs this head too
+            # (it covers everything before it); until then `station audit verify` reports it unsigned.
+            pass
 
     def _now_text(self) -> str:
         return _timestamp(self._clock())
@@ -1442,6 +1530,8 @@ class AuditLog:
         payload = _canonical_json({"table": table, "pk": pk, "unit_id": unit_id, "row": row})
         head = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev_hash = (int(head[0]) + 1, str(head[1])) if head else (1, GENESIS_HASH)
+        if kind in SIGNED_KINDS:
+            self._signature_due = True
         db.table("events").insert(
             {
                 "seq": seq,

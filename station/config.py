@@ -268,6 +268,8 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "scanner": frozenset(f.name for f in fields(ScannerSettings)),
     "mes": frozenset(f.name for f in fields(MesSettings)),
     "orders": frozenset({"required"}),
+    "ca": frozenset({"pin_file", "max_certificates_per_day", "crl_next_update_days", "crl_publish",
+                     "crl_publish_every_minutes"}),
 }
 
 
@@ -278,6 +280,52 @@ def _orders(path: Path, text: str, data: dict[str, Any]) -> OrdersConfig:
     if required is not None and not isinstance(required, bool):
         raise _fail(path, text, "orders.required", "must be true or false")
     return OrdersConfig(required=required)
+
+
+
+@dataclass(frozen=True)
+class CaSettings:
+    """``[ca]`` of station.toml: how the station CA is unlocked, limited and published."""
+
+    # A file holding the token PIN (mode 0600 or 0400, owned by the station's user); else the PIN is asked for.
+    pin_file: Path | None = None
+    max_certificates_per_day: int | None = None
+    crl_next_update_days: int = 7
+    # Where `station ca crl --publish` puts the CRL: a directory, or an http(s) URL it is PUT to.
+    crl_publish: str = ""
+    crl_publish_every_minutes: int | None = None
+
+
+def load_ca_settings(path: Path) -> CaSettings:
+    """Read ``[ca]`` of station.toml (every default when the file or the table is missing)."""
+    if not path.exists():
+        return CaSettings()
+    text, data = read_toml(path)
+    table = _table(path, text, data, "ca")
+    _refuse_unknown(path, text, table, KNOWN_KEYS["ca"], prefix="ca.")
+    pin_file = table.get("pin_file")
+    if pin_file is not None and (not isinstance(pin_file, str) or not pin_file):
+        raise _fail(path, text, "ca.pin_file", "must be the path of the file holding the token PIN")
+    numbers: dict[str, int | None] = {}
+    for key, minimum in (("max_certificates_per_day", 1), ("crl_next_update_days", 1),
+                         ("crl_publish_every_minutes", 1)):
+        value = table.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+            raise _fail(path, text, f"ca.{key}", f"must be a whole number of at least {minimum}")
+        numbers[key] = value
+    publish = table.get("crl_publish", "")
+    if not isinstance(publish, str):
+        raise _fail(path, text, "ca.crl_publish", "must be a directory or an http(s) URL")
+    pin_path = Path(pin_file).expanduser() if pin_file else None
+    if pin_path is not None and not pin_path.is_absolute():
+        pin_path = path.parent / pin_path
+    return CaSettings(
+        pin_file=pin_path,
+        max_certificates_per_day=numbers["max_certificates_per_day"],
+        crl_next_update_days=numbers["crl_next_update_days"] or 7,
+        crl_publish=publish,
+        crl_publish_every_minutes=numbers["crl_publish_every_minutes"],
+    )
 
 
 def _refuse_unknown(

@@ -28,6 +28,7 @@ from station.profiles import DeviceProfile
 from station.steps import (
     STEPS,
     FleetChecks,
+    StationSigner,
     StepFailed,
     StepSkipped,
     TlsProofServer,
@@ -239,6 +240,9 @@ class Provisioner:
         if not operator.strip():
             raise StationError("no operator is signed in — sign in (name or badge) before provisioning")
         audit = self._log()
+        if isinstance(self.ca, CertificateAuthority):
+            # Before anything touches the board: a CA that may not sign any more refuses the unit here.
+            StationSigner(self.ca, audit).admit()
         steps = profile.step_names()
         start_at = 0
         if resume:
@@ -309,7 +313,8 @@ class Provisioner:
             emit(kind="output", step=current["step"], message=text)
 
         context = UnitContext(
-            serial=serial, profile=profile, link=link, ca=self.ca, audit=self.audit, unit=unit,
+            serial=serial, profile=profile, link=link, audit=self.audit, unit=unit,
+            ca=StationSigner(self.ca, self._log()) if isinstance(self.ca, CertificateAuthority) else self.ca,
             config=self.config, masker=masker, output=output, tls=tls, fleet=fleet,
         )
         try:

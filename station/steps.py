@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from station.audit import CertificateRecord, Unit
+from station.audit import AuditLog, CertificateRecord, Unit
+from station.audit_checkpoints import CheckpointSigner
 from station.config import StationConfig
 from station.errors import StationError
 from station.masking import Masker
 from station.orders import OrderStatus
-from station.pki import CertificateAuthority, CsrPolicy, check_csr, parse_openssl_subject
+from station.pki import CertificateAuthority, CsrPolicy, check_csr, device_subject
 from station.profiles import DeviceProfile
 from station.shell import command
 from station.transport import CommandResult, Deadline, DeviceLink
@@ -109,15 +110,67 @@ class FleetChecks(Protocol):
     def public_key_holder(self, spki_sha256: str) -> str | None: ...
 
 
+@dataclass(frozen=True)
+class UnitIssuance:
+    """A device certificate issued to a unit and already recorded in the audit log."""
+
+    certificate_pem: bytes
+    serial_hex: str
+    # The station CA's issuance quota after this certificate (None: the CA has no limit).
+    quota: str | None = None
+
+
 class UnitSigner(Protocol):
-    """What a unit needs of the CA: the :class:`~station.pki.CertificateAuthority`, or its proxy in a worker."""
+    """What a unit needs of the CA: :class:`StationSigner` (the CA and the audit log together), or its proxy in
+    a worker process."""
 
     @property
     def certificate_pem(self) -> bytes: ...
 
-    def issue_device_certificate(
-        self, csr: x509.CertificateSigningRequest, *, validity_days: int
-    ) -> x509.Certificate: ...
+    def issue_for_unit(
+        self, *, unit_id: int, csr_pem: bytes, profile: DeviceProfile, serial: str
+    ) -> UnitIssuance: ...
+
+
+class StationSigner:
+    """The station CA and its audit log, as the sign step needs them: a certificate is issued under the CA's lock
+    together with the quota check and its audit record, so parallel units can neither overshoot the quota nor
+    let a certificate leave the station unrecorded.  Lives where the CA key is (the engine's parent)."""
+
+    def __init__(self, ca: CertificateAuthority, audit: AuditLog) -> None:
+        self.ca = ca
+        self.audit = audit
+
+    @property
+    def certificate_pem(self) -> bytes:
+        return self.ca.certificate_pem
+
+    def admit(self) -> None:
+        """Before a unit touches its board: refuse it when the CA may not sign any more, and have the log sign
+        unit endings and revocations with the CA's key from here on."""
+        self.ca.quota(self.audit.certificates_issued_since).check()
+        self.audit.attach_checkpoint_signer(CheckpointSigner.for_certificate(self.ca.certificate, self.ca.sign_bytes))
+
+    def issue_for_unit(self, *, unit_id: int, csr_pem: bytes, profile: DeviceProfile, serial: str) -> UnitIssuance:
+        request = x509.load_pem_x509_csr(csr_pem)
+        settings = profile.settings
+        records: list[CertificateRecord] = []
+        certificate = self.ca.issue_device_certificate(
+            request,
+            validity_days=profile.validity_days,
+            subject=device_subject(settings["subject"], serial=profile.validate_serial(serial)),
+            crl_url=settings.get("crl_url", ""),
+            ca_issuers_url=settings.get("ca_issuers_url", ""),
+            ocsp_url=settings.get("ocsp_url", ""),
+            issued_since=self.audit.certificates_issued_since,
+            # Fail closed: the certificate is in the audit log, durably, before it can leave the station.
+            record=lambda issued: records.append(self.audit.record_certificate(
+                unit_id, certificate_pem=issued.public_bytes(serialization.Encoding.PEM))),
+        )  # fmt: skip
+        quota = self.ca.quota(self.audit.certificates_issued_since)
+        limited = quota.maximum is not None or quota.maximum_per_day is not None
+        return UnitIssuance(certificate.public_bytes(serialization.Encoding.PEM), records[0].serial_hex,
+                            quota.describe() if limited else None)
 
 
 class TlsProofServer(Protocol):
@@ -176,6 +229,11 @@ class StepSpec:
 # -- identify and guard -----------------------------------------------------------------------
 
 
+def expected_subject(ctx: UnitContext) -> x509.Name:
+    """The device certificate's subject: the profile's template and the scanned serial (never the CSR's)."""
+    return device_subject(ctx.profile.settings["subject"], serial=ctx.profile.validate_serial(ctx.serial))
+
+
 def identify(ctx: UnitContext, deadline: Deadline) -> str:
     ctx.link.open(deadline)
     key = ctx.link.host_key()
@@ -221,7 +279,7 @@ def guard(ctx: UnitContext, deadline: Deadline) -> str:
             subject = existing.subject.rfc4514_string()
         except ValueError:
             subject = "(unreadable)"
-        expected = parse_openssl_subject(ctx.profile.subject_for(ctx.serial)).rfc4514_string()
+        expected = expected_subject(ctx).rfc4514_string()
         if subject != expected and not ctx.unit.reprovision_reason:
             raise StepFailed(
                 f"this board already holds a device certificate for {subject}, but the scanned serial is "
@@ -385,7 +443,7 @@ def check_csr_step(ctx: UnitContext, deadline: Deadline) -> str:
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
     request = check_csr(
         ctx.csr_pem,
-        expected_subject=parse_openssl_subject(ctx.profile.subject_for(ctx.serial)),
+        expected_subject=expected_subject(ctx),
         policy=CsrPolicy(),
         token_public_key=token_key,
         public_key_seen=ctx.audit.public_key_seen,
@@ -395,15 +453,17 @@ def check_csr_step(ctx: UnitContext, deadline: Deadline) -> str:
 
 def sign(ctx: UnitContext, deadline: Deadline) -> str:
     assert ctx.csr_pem is not None
-    request = x509.load_pem_x509_csr(ctx.csr_pem)
-    certificate = ctx.ca.issue_device_certificate(request, validity_days=ctx.profile.validity_days)
-    pem = certificate.public_bytes(serialization.Encoding.PEM)
-    # Fail closed: the certificate is in the audit log, durably, before it can leave the station.
-    record = ctx.audit.record_certificate(ctx.unit.id, certificate_pem=pem)
+    issuance = ctx.ca.issue_for_unit(unit_id=ctx.unit.id, csr_pem=ctx.csr_pem, profile=ctx.profile,
+                                     serial=ctx.serial)
     crash_point("certificate_recorded")
+    certificate = x509.load_pem_x509_certificate(issuance.certificate_pem)
     ctx.certificate = certificate
-    ctx.output(f"issued certificate serial {record.serial_hex} for {certificate.subject.rfc4514_string()}")
-    return pem.decode("ascii")
+    ctx.output(f"issued certificate serial {issuance.serial_hex} for {certificate.subject.rfc4514_string()}")
+    pem = issuance.certificate_pem.decode("ascii")
+    if issuance.quota is not None:
+        ctx.output(f"station CA quota: {issuance.quota}")
+        return f"station CA quota: {issuance.quota}\n{pem}"
+    return pem
 
 
 def _issued_certificate(ctx: UnitContext) -> x509.Certificate:
@@ -572,7 +632,9 @@ STEPS: dict[str, StepSpec] = {
         StepSpec("fetch_csr", "Fetch CSR", fetch_csr, "csr"),
         StepSpec("check_csr", "Check CSR", check_csr_step, "csr"),
         StepSpec("sign", "Sign certificate", sign, "csr"),
-        StepSpec("push", "Push certificates", push, "push"),
-        StepSpec("tls_proof", "Mutual TLS proof", tls_proof, "tls_proof"),
+        # A unit that fails after signing has its certificate revoked as it ends (AuditLog.finish_unit): a
+        # resume makes a new key and certificate instead of pushing a revoked one.
+        StepSpec("push", "Push certificates", push, "init_token"),
+        StepSpec("tls_proof", "Mutual TLS proof", tls_proof, "init_token"),
     )
 }

@@ -63,6 +63,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     verify.set_defaults(handler=run_verify)
 
+    checkpoint = actions.add_parser(
+        "checkpoint",
+        help="sign the audit journal's current head with the station CA (token)",
+        description="Sign the head of the hash chain with the station CA's key, e.g. after `station revoke`.",
+        epilog="example:\n  station audit checkpoint     asks for the token PIN (or reads [ca] pin_file)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    checkpoint.set_defaults(handler=run_checkpoint)
+
     export = actions.add_parser(
         "export",
         help="export units as CSV or JSON Lines, or a PDF report",
@@ -117,12 +126,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_verify(args: argparse.Namespace) -> int:
     home = StationHome.resolve(args.home)
+    from station.cli.ca import audit_trust
+
+    trusted, required = audit_trust(home)
     with _open_existing(home) as log:
-        report = log.verify()
+        report = log.verify(trusted=trusted, require_signed_since=required)
         # With [fleet], the fleet's copy is the outside anchor: a rewritten chain or an old backup differs from it.
         fleet_verdict = _compare_with_fleet(home, log)
     if report.ok:
-        print(f"audit log OK: {report.events} events")
+        signed = ""
+        if report.checkpoints is not None:
+            signed = (f"; {report.checkpoints} signed checkpoint(s) verified against the station CA"
+                      + (f", the last covering event {report.last_signed_seq}" if report.last_signed_seq else ""))
+        print(f"audit log OK: {report.events} events{signed}")
     else:
         print(f"audit log {home.audit_db} is NOT intact: {report.problem}")
     if fleet_verdict is not None:
@@ -150,6 +166,28 @@ def _compare_with_fleet(home: StationHome, log: AuditLog) -> tuple[bool, str] | 
                       f"{config.fleet.station_name} are the local log's "
                       f"({comparison.local_events - comparison.fleet_events} not forwarded yet)")
     return False, f"DIFFERS FROM THE FLEET: {comparison.problem}"
+
+
+def run_checkpoint(args: argparse.Namespace) -> int:
+    from station.audit_checkpoints import CheckpointSigner
+    from station.cli.ca import load_station_ca
+
+    home = StationHome.resolve(args.home)
+    with _open_existing(home) as log:
+        report = log.verify()
+        if not report.ok:
+            raise StationError(
+                f"The audit log does not verify ({report.problem}) — refusing to sign it; report it to quality "
+                "assurance."
+            )
+        ca = load_station_ca(home)
+        try:
+            log.attach_checkpoint_signer(CheckpointSigner.for_certificate(ca.certificate, ca.sign_bytes))
+            seq = log.checkpoint()
+        finally:
+            ca.close()
+    print(f"signed the audit journal up to event {seq} with {ca.certificate.subject.rfc4514_string()}")
+    return 0
 
 
 def run_backup(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from station.audit import AuditLog
-from station.cli.ca import read_passphrase
+from station.audit_checkpoints import CheckpointSigner
+from station.cli.ca import load_station_ca
 from station.config import StationConfig, load_config
 from station.home import StationHome
 from station.line.handoff import LineHandOff
@@ -27,7 +28,10 @@ class StationContext:
     _line: LineHandOff | None = field(default=None, repr=False)
 
     def load_ca(self) -> CertificateAuthority:
-        return CertificateAuthority.load(self.home.ca_dir, passphrase=read_passphrase(new=False))
+        """The station CA, unlocked (token PIN or file passphrase); it signs the audit log's checkpoints too."""
+        ca = load_station_ca(self.home)
+        self.audit.attach_checkpoint_signer(CheckpointSigner.for_certificate(ca.certificate, ca.sign_bytes))
+        return ca
 
     def line(self) -> LineHandOff:
         """The label printer and MES hand-off ([label], [mes]); their words go to stderr."""

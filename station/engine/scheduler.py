@@ -33,9 +33,6 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from station.audit import AuditLog
 from station.config import StationConfig
 from station.engine import worker
@@ -47,7 +44,7 @@ from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
-from station.steps import STEPS, TlsProofListener
+from station.steps import STEPS, StationSigner, TlsProofListener
 
 # A worker still running this long after its step's deadline is terminated (the step's own deadline
 # should have ended it: this is for a worker that is stuck where no deadline reaches).
@@ -505,9 +502,12 @@ class Scheduler:
                     return method(**args)
             return method(**args)
         if call.service == "ca" and call.method == "issue":
-            request = x509.load_pem_x509_csr(bytes(args["csr_pem"]))
-            certificate = self.ca.issue_device_certificate(request, validity_days=int(args["validity_days"]))
-            return certificate.public_bytes(serialization.Encoding.PEM)
+            if args.get("unit_id") != running.unit_id:
+                raise StationError(f"a worker asked for a certificate for unit {args.get('unit_id')}, not its own")
+            return StationSigner(self.ca, self._audit).issue_for_unit(
+                unit_id=running.unit_id, csr_pem=bytes(args["csr_pem"]), profile=running.job.profile,
+                serial=running.job.serial,
+            )
         if call.service == "tls" and call.method == "listen":
             port = self._tls.listen(str(args["host"]), float(args["timeout_s"]))
             running.tls_ports.add(port)

@@ -21,16 +21,14 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from station.audit import CertificateRecord, Unit
 from station.engine.protocol import Call, Cancel, Done, Progress, Refusal, Reply, WorkerStart
 from station.errors import StationError
 from station.fleet.guard import GuardVerdict
 from station.flow import FlowEvent, Provisioner
 from station.orders import OrderStatus
-from station.steps import STATION_PID_ENV
+from station.profiles import DeviceProfile
+from station.steps import STATION_PID_ENV, UnitIssuance
 
 # How long a worker waits for the station to answer one service call (the station answers in
 # milliseconds; this only bounds a station that is gone or wedged).
@@ -157,10 +155,10 @@ class SignerProxy:
     def certificate_pem(self) -> bytes:
         return self._certificate_pem
 
-    def issue_device_certificate(self, csr: x509.CertificateSigningRequest, *, validity_days: int) -> x509.Certificate:
-        pem: bytes = self._client.call("ca", "issue", csr_pem=csr.public_bytes(serialization.Encoding.PEM),
-                                       validity_days=validity_days)
-        return x509.load_pem_x509_certificate(pem)
+    def issue_for_unit(self, *, unit_id: int, csr_pem: bytes, profile: DeviceProfile, serial: str) -> UnitIssuance:
+        # The station signs for the unit it runs here, with that unit's profile and serial (not sent back).
+        issuance: UnitIssuance = self._client.call("ca", "issue", unit_id=unit_id, csr_pem=csr_pem)
+        return issuance
 
 
 class TlsProxy:
