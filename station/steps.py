@@ -9,6 +9,7 @@ own public key, and the certificate issued is an end-entity certificate.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -16,6 +17,7 @@ import signal
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,6 +34,8 @@ from station.shell import command
 from station.transport import CommandResult, Deadline, DeviceLink
 
 TLS_ACCEPT_TIMEOUT_S = 20.0
+# With a fixed TLS-proof port, a unit finding it taken (another unit's proof) tries again this often.
+TLS_PORT_WAIT_S = 0.2
 # Linux gives every boot a new random id: what tells a board that restarted from one that only
 # dropped its connection.
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -124,6 +128,17 @@ def identify(ctx: UnitContext, deadline: Deadline) -> str:
             f"the board {hostname} has no PKCS#11 module at {module} (OP-TEE's PKCS#11 TA or libckteec is "
             "missing: \"TA not found\") — flash an image with secure storage enabled, then press Retry"
         )
+    if "pkcs11-tool" in ctx.profile.tools:
+        # The module file can be there while OP-TEE's PKCS#11 TA is not (or tee-supplicant is not
+        # running): libckteec then fails at C_Initialize/C_OpenSession with "TA not found".
+        slots = ctx.link.run(command("pkcs11-tool", "--module", module, "--list-slots"), deadline, check=False)
+        if slots.exit_status != 0:
+            said = [line.strip() for line in slots.output.splitlines() if line.strip()][-1:] or ["no output"]
+            raise StepFailed(
+                f"the board {hostname} has {module}, but it cannot reach a PKCS#11 token (`pkcs11-tool "
+                f"--list-slots` exited {slots.exit_status}: {said[0][:200]}) — OP-TEE's PKCS#11 TA is missing "
+                "(\"TA not found\") or tee-supplicant is not running; flash an image with the PKCS#11 TA, then press Retry"
+            )
     return f"hostname {hostname}; tools {', '.join(ctx.profile.tools)}; module {module}"
 
 
@@ -306,10 +321,12 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
         raise StepSkipped("skipped (serial only): the profile says this board has no network path to the station")
     issued = _issued_certificate(ctx)
     host = ctx.config.tls_listen_address or ctx.link.local_address() or "127.0.0.1"
+    # The board may reach us under another address (NAT, QEMU's 10.0.2.100): [tls_proof] dial_address.
+    dial = ctx.config.tls_dial_address or host
     context = ctx.ca.ssl_server_context(require_client_cert=True)
     presented: list[bytes] = []
     failure: list[str] = []
-    with socket.create_server((host, 0)) as server:
+    with _tls_listener(host, ctx.config.tls_port, deadline) as server:
         server.settimeout(deadline.cap(TLS_ACCEPT_TIMEOUT_S))
         port = server.getsockname()[1]
 
@@ -341,7 +358,7 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
         listener.start()
         try:
             result = ctx.link.run(
-                ctx.profile.command("tls_client", serial=ctx.serial, server=f"{host}:{port}"), deadline, check=False
+                ctx.profile.command("tls_client", serial=ctx.serial, server=f"{dial}:{port}"), deadline, check=False
             )
         finally:
             listener.join(deadline.cap(TLS_ACCEPT_TIMEOUT_S))
@@ -353,14 +370,33 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
         reason = "; ".join(failure) or f"openssl s_client exited {result.exit_status}: {last[0][:200]}"
         raise StepFailed(
             f"the board could not prove its identity over mutual TLS ({reason}) — check the board reaches "
-            f"{host}, then press Retry"
+            f"{dial}:{port} (station.toml [tls_proof] dial_address, port), then press Retry"
         )
     if presented[0] != issued_der:
         raise StepFailed(
             "the board presented a certificate other than the one just issued — the certificate on the "
             "board is not ours; press Retry to push it again"
         )
-    return f"mutual TLS with {host}:{port}: the board presented certificate {issued.serial_number:x}\n{tail}"
+    return f"mutual TLS with {host}:{port} (dialled as {dial}:{port}): the board presented certificate {issued.serial_number:x}\n{tail}"
+
+
+def _tls_listener(host: str, port: int, deadline: Deadline) -> socket.socket:
+    """The TLS proof's listening socket; a fixed port ([tls_proof] port) is shared by units one at a time."""
+    while True:
+        try:
+            return socket.create_server((host, port))
+        except OSError as exc:
+            if port == 0 or exc.errno != errno.EADDRINUSE:
+                raise StepFailed(
+                    f"the station cannot listen on {host}:{port} for the TLS proof ({exc.strerror or exc}) — check "
+                    "[tls_proof] listen_address and port in station.toml, then press Retry"
+                ) from exc
+            if deadline.remaining() < TLS_PORT_WAIT_S:
+                raise StepFailed(
+                    f"the TLS-proof port {host}:{port} stayed in use (another unit or program holds it) — "
+                    "press Retry, or choose another [tls_proof] port in station.toml"
+                ) from exc
+            time.sleep(TLS_PORT_WAIT_S)
 
 
 STEPS: dict[str, StepSpec] = {

@@ -1,0 +1,66 @@
+"""Settings and wording the OP-TEE board made necessary: the TLS proof's dial address and fixed port,
+PKCS#11 return values in words, the board image's cache key."""
+
+from __future__ import annotations
+
+import pytest
+
+from station.config import load_config
+from station.errors import ConfigError, StationError
+from station.sim import optee_build
+from station.sim.optee_farm import OpteeFault, _parse_fault
+from station.transport.base import CommandFailed, CommandResult, checked, pkcs11_words
+
+
+def test_tls_proof_dial_address_and_port_are_read_from_station_toml(tmp_path):
+    path = tmp_path / "station.toml"
+    path.write_text('[tls_proof]\nlisten_address = "127.0.0.1"\ndial_address = "10.0.2.100"\nport = 8443\n')
+    config = load_config(path)
+    assert (config.tls_listen_address, config.tls_dial_address, config.tls_port) == ("127.0.0.1", "10.0.2.100", 8443)
+
+
+def test_tls_proof_defaults_are_the_listen_address_and_a_free_port(tmp_path):
+    path = tmp_path / "station.toml"
+    path.write_text("[tls_proof]\n")
+    config = load_config(path)
+    assert (config.tls_dial_address, config.tls_port) == ("", 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[tls_proof]\nport = 70000\n", r"line 2: tls_proof\.port: must be a TCP port"),
+        ("[tls_proof]\nport = \"8443\"\n", r"line 2: tls_proof\.port"),
+        ("[tls_proof]\nport = true\n", r"line 2: tls_proof\.port"),
+        ("[tls_proof]\ndial_address = 10\n", r"line 2: tls_proof\.dial_address"),
+        ("[tls_proof]\ndial = \"10.0.2.100\"\n", r"tls_proof\.dial: .*dial_address"),
+    ],
+)
+def test_bad_tls_proof_settings_name_the_line(tmp_path, text, expected):
+    path = tmp_path / "station.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=expected):
+        load_config(path)
+
+
+def test_a_wrong_pin_is_said_in_words_not_as_pkcs11_tools_last_line():
+    output = "Using slot 0 with a present token (0x0)\nerror: PKCS11 function C_Login failed: rv = CKR_PIN_INCORRECT (0xa0)\nAborting.\n"
+    assert pkcs11_words(output).startswith("CKR_PIN_INCORRECT: the token refused the PIN")
+    result = CommandResult(command="pkcs11-tool …", stdout=output, stderr="", exit_status=1, duration_s=0.1)
+    with pytest.raises(CommandFailed, match="CKR_PIN_INCORRECT: the token refused the PIN"):
+        checked(result, "pkcs11-tool", check=True)
+    assert pkcs11_words("rv = CKR_SOMETHING_NEW (0x1234)") == ""
+
+
+def test_optee_faults_are_named_and_unknown_ones_refused():
+    assert _parse_fault("no-ta") is OpteeFault.NO_TA
+    assert _parse_fault("abrupt-reset") is OpteeFault.ABRUPT_RESET
+    with pytest.raises(StationError, match="no-ta, abrupt-reset"):
+        _parse_fault("no-boot")
+
+
+def test_the_cache_key_covers_the_pinned_tarballs_and_refuses_a_changed_one(tmp_path):
+    assert optee_build.cache_key(None) == optee_build.cache_key(tmp_path)  # absent tarballs: pinned names count
+    (tmp_path / "optee_os-4.10.0.tar.xz").write_bytes(b"not the release")
+    with pytest.raises(StationError, match="not the pinned"):
+        optee_build.cache_key(tmp_path)
