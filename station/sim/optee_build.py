@@ -87,6 +87,7 @@ BUILD_TOOLS = RUN_TOOLS + (
     HostTool("cmake", "cmake", _which("cmake")),
     HostTool("make", "make", _which("make")),
     HostTool("cpio", "cpio", _which("cpio")),
+    HostTool("lz4", "lz4", _which("lz4")),
     HostTool("mmdebstrap", "mmdebstrap", _which("mmdebstrap")),
     HostTool("arch-test", "arch-test", _which("arch-test")),
     HostTool("qemu-user-static", "qemu-aarch64-static", _which("qemu-aarch64-static")),
@@ -283,3 +284,10 @@ def _build(image: BoardImage, sources: Path | None, root: Path, progress: Callab
             + "\n".join(log_path.read_text(errors="replace").splitlines()[-5:])
         )
     progress(f"OP-TEE board built in {time.monotonic() - started:.0f} s")
+    # Older images (other inputs) are not booted again: ~150 MB each.  A running board read its
+    # firmware, kernel and initramfs into memory at start, so removing them does not disturb it.
+    for stale in root.iterdir():
+        if stale != image.directory and stale.is_dir() and len(stale.name) == 16 and all(
+            ch in "0123456789abcdef" for ch in stale.name
+        ):
+            shutil.rmtree(stale, ignore_errors=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import socket
 import subprocess
 import time
@@ -134,7 +135,7 @@ def test_a_unit_over_ssh_passes_with_the_tls_proof_through_the_dial_address(boar
 
     # The real TA: three fixed slots, token serial 0000000000000000, key0 sensitive and never extractable.
     slots = board.ssh(f"pkcs11-tool --module {MODULE} --list-slots").stdout
-    assert "serial num  : 0000000000000000" in slots and "OP-TEE" in slots
+    assert re.search(r"serial num\s*:\s*0{16}\s*$", slots, re.M) and "OP-TEE PKCS11 TA" in slots, slots
     objects = board.ssh(f"pkcs11-tool --module {MODULE} --list-objects --login --pin 0000").stdout
     private = objects[objects.index("Private Key Object") :]
     assert "label:      key0" in private
@@ -153,12 +154,14 @@ def test_the_tutorials_step_5_passes_against_a_tls_server_on_the_station(board: 
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex((HOST_STATION_ADDRESS, board.tls_port)) == 0:
-                    break
-            time.sleep(0.1)
+        # s_server prints ACCEPT once it listens (a probe connection would use up its -naccept 1).
+        assert server.stdout is not None
+        ready_by = time.monotonic() + 30
+        seen = ""
+        while "ACCEPT" not in seen:
+            assert time.monotonic() < ready_by, f"openssl s_server did not start: {seen}"
+            if select.select([server.stdout], [], [], 1.0)[0]:
+                seen += server.stdout.readline()
         client = board.ssh(
             f"PKCS11_MODULE_PATH={MODULE} openssl s_client -connect {GUEST_STATION_ADDRESS}:{board.tls_port} "
             "-engine pkcs11 -keyform engine -key 'pkcs11:object=key0;pin-value=0000' -CAfile /var/lib/ca.cert "
@@ -167,7 +170,8 @@ def test_the_tutorials_step_5_passes_against_a_tls_server_on_the_station(board: 
         )
         assert client.returncode == 0, client.stdout + client.stderr
         assert "Verify return code: 0 (ok)" in client.stdout
-        server_out, _ = server.communicate(timeout=30)
+        rest, _ = server.communicate(timeout=30)
+        server_out = seen + rest
     finally:
         server.kill()
         server.wait(timeout=10)
