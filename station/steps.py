@@ -133,7 +133,9 @@ def identify(ctx: UnitContext, deadline: Deadline) -> str:
         # running): libckteec then fails at C_Initialize/C_OpenSession with "TA not found".
         slots = ctx.link.run(command("pkcs11-tool", "--module", module, "--list-slots"), deadline, check=False)
         if slots.exit_status != 0:
-            said = [line.strip() for line in slots.output.splitlines() if line.strip()][-1:] or ["no output"]
+            # pkcs11-tool ends with "Aborting."; the line naming the failed call is the one that helps.
+            lines = [line.strip() for line in slots.output.splitlines() if line.strip()]
+            said = [line for line in lines if "CKR_" in line or "error" in line.lower()][:1] or lines[-1:] or ["no output"]
             raise StepFailed(
                 f"the board {hostname} has {module}, but it cannot reach a PKCS#11 token (`pkcs11-tool "
                 f"--list-slots` exited {slots.exit_status}: {said[0][:200]}) — OP-TEE's PKCS#11 TA is missing "

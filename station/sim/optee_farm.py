@@ -11,7 +11,8 @@ and port, a fixtures entry per board, a serial console pty (the VM's real consol
       devices/optee-01/
         ssh_host_ed25519_key[.pub]      the board's host key (on its read-only board disk)
         board.img                       ext4 "welma-board": hostname, host key, authorized_keys
-        tee.img                         ext4 "welma-tee": persistent /var/lib/tee (secure storage)
+        tee.img                         ext4 "welma-tee": the persistent /var/lib (secure storage /var/lib/tee,
+                                        the certificates); recreated empty by `sim reset`
         faults.img                      raw: the faults armed on the board (read by its scripts)
         console -> /dev/pts/N           the serial console (ttyAMA0); console.log keeps what it said
         secure.log                      OP-TEE's own (secure-world) console
@@ -222,7 +223,7 @@ class OpteeFarm:
         return result
 
     def reset(self, name: str) -> None:
-        """Factory-fresh secure storage (a new, empty /var/lib/tee disk), then a reset of the VM.
+        """Factory-fresh board (a new, empty /var/lib disk: no token store, no certificates), then a VM reset.
 
         The VM is paused while its disk is recreated, then reset and resumed: the console pty and
         the forwards stay, as for a board power-cycled on its fixture.

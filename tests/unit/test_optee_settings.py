@@ -64,3 +64,33 @@ def test_the_cache_key_covers_the_pinned_tarballs_and_refuses_a_changed_one(tmp_
     (tmp_path / "optee_os-4.10.0.tar.xz").write_bytes(b"not the release")
     with pytest.raises(StationError, match="not the pinned"):
         optee_build.cache_key(tmp_path)
+
+
+def test_a_missing_host_package_is_named_with_the_line_that_installs_it():
+    tools = (
+        optee_build.HostTool("qemu-system-arm", "qemu-system-aarch64", lambda: False),
+        optee_build.HostTool("e2fsprogs", "mkfs.ext4", lambda: True),
+        optee_build.HostTool("mmdebstrap", "mmdebstrap", lambda: False),
+    )
+    message = optee_build.missing_tools(tools)
+    assert message is not None
+    assert "qemu-system-aarch64 (qemu-system-arm)" in message and "mkfs.ext4" not in message
+    assert message.endswith("apt-get install mmdebstrap qemu-system-arm")
+    assert optee_build.missing_tools(tools[1:2]) is None
+
+
+def test_faults_are_written_where_the_running_board_reads_them(tmp_path):
+    from station.home import StationHome
+    from station.sim.optee_farm import FAULTS_DISK_BYTES, FAULTS_MAGIC, OpteeFarm
+
+    farm = OpteeFarm(StationHome(tmp_path / "home").create())
+    board = farm.board(1)
+    board.root.mkdir(parents=True)
+    farm._write_faults(board, OpteeFault.ABRUPT_RESET)
+    data = board.file("faults.img").read_bytes()
+    # A raw disk of one block: the magic line the board's init looks for, then one fault per line.
+    assert len(data) == FAULTS_DISK_BYTES and data.startswith(FAULTS_MAGIC + b"abrupt-reset\n")
+    assert farm._armed(board) == "abrupt-reset"
+    farm._write_faults(board, None)
+    assert farm._armed(board) is None and len(board.file("faults.img").read_bytes()) == FAULTS_DISK_BYTES
+    assert farm.board_named("optee-01") == board and farm.board_named("sim-01") is None

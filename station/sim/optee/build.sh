@@ -114,7 +114,7 @@ initramfs() {
   for m in kernel/drivers/tee kernel/drivers/char/hw_random/optee-rng.ko \
            kernel/drivers/net/virtio_net.ko kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko \
            kernel/drivers/virtio/virtio_mmio.ko kernel/drivers/block/virtio_blk.ko \
-           kernel/fs/ext4 kernel/fs/jbd2 kernel/fs/mbcache.ko kernel/lib/crc16.ko kernel/crypto/crc32c_generic.ko; do
+           kernel/fs/ext4 kernel/fs/jbd2 kernel/fs/overlayfs kernel/fs/mbcache.ko kernel/lib/crc16.ko kernel/crypto/crc32c_generic.ko; do
     mkdir -p $R/lib/modules/$KVER/$(dirname $m); cp -a $K/$m $R/lib/modules/$KVER/$(dirname $m)/
   done
   cp $K/modules.builtin* $K/modules.order $R/lib/modules/$KVER/ 2>/dev/null || true

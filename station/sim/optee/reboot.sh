@@ -6,6 +6,6 @@ if [ -e /run/welma-faults ] && dd if=/run/welma-faults bs=4096 count=1 iflag=dir
   ( sleep 0.3; sync; echo b > /proc/sysrq-trigger ) >/dev/null 2>&1 </dev/null &
   exit 0
 fi
-( sleep 0.3; pkill -TERM sshd; pkill tee-supplicant; sleep 0.5; sync; umount /var/lib/tee 2>/dev/null
+( sleep 0.3; pkill -TERM sshd; pkill tee-supplicant; sleep 0.5; sync; umount /var/lib /run/persist 2>/dev/null
   echo b > /proc/sysrq-trigger ) >/dev/null 2>&1 </dev/null &
 exit 0
