@@ -20,14 +20,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from station.audit import AuditLog, Unit
+from station.audit import CertificateRecord, Unit
 from station.config import StationConfig
 from station.errors import StationError
 from station.masking import Masker
+from station.orders import OrderStatus
 from station.pki import CertificateAuthority, CsrPolicy, check_csr, parse_openssl_subject
 from station.profiles import DeviceProfile
 from station.shell import command
@@ -36,6 +39,7 @@ from station.transport import CommandResult, Deadline, DeviceLink
 TLS_ACCEPT_TIMEOUT_S = 20.0
 # With a fixed TLS-proof port, a unit finding it taken (another unit's proof) tries again this often.
 TLS_PORT_WAIT_S = 0.2
+TLS_PORT_BUSY = "the TLS-proof port"
 # Linux gives every boot a new random id: what tells a board that restarted from one that only
 # dropped its connection.
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -49,9 +53,19 @@ BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 KILL_AT_ENV = "STATION_TEST_KILL_AT"
 
 
+# Set in a unit's worker process (station.engine.worker): the station is its parent process.
+STATION_PID_ENV = "STATION_ENGINE_PARENT_PID"
+
+
 def crash_point(point: str) -> None:
-    """Test hook: die here, without any cleanup, if the crash-safety tests asked for ``point``."""
+    """Test hook: die here, without any cleanup, if the crash-safety tests asked for ``point``.
+
+    In a unit's worker process the whole station dies, as in a power cut: the parent (which holds the
+    audit log and the CA) first, then the worker itself."""
     if os.environ.get(KILL_AT_ENV) == point:
+        parent = os.environ.get(STATION_PID_ENV)
+        if parent and parent.isdigit() and int(parent) == os.getppid():
+            os.kill(int(parent), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -63,6 +77,49 @@ class StepSkipped(Exception):  # noqa: N818 - an outcome, not an error
     """The step does not apply to this board (recorded as skipped, with the reason)."""
 
 
+class UnitRecorder(Protocol):
+    """What a unit writes to and reads from the audit log: the :class:`~station.audit.AuditLog` itself, or
+    in a worker process the engine's proxy to the parent that owns it."""
+
+    def pin_host_key(self, unit_id: int, *, key_type: str, fingerprint: str) -> None: ...
+
+    def public_key_seen(self, spki_sha256: str) -> bool: ...
+
+    def record_certificate(self, unit_id: int, *, certificate_pem: bytes) -> CertificateRecord: ...
+
+    def certificate_for_unit(self, unit_id: int) -> CertificateRecord | None: ...
+
+    def unit_work_order(self, unit_id: int) -> OrderStatus | None: ...
+
+    def record_step(
+        self, unit_id: int, *, step: str, attempt: int, outcome: str, started_at: datetime, ended_at: datetime,
+        output_sha256: str | None = None, excerpt: str = "", message: str = "",
+    ) -> None: ...
+
+    def finish_unit(
+        self, unit_id: int, *, result: str, failed_step: str | None = None, message: str | None = None
+    ) -> Unit: ...
+
+
+class UnitSigner(Protocol):
+    """What a unit needs of the CA: the :class:`~station.pki.CertificateAuthority`, or its proxy in a worker."""
+
+    @property
+    def certificate_pem(self) -> bytes: ...
+
+    def issue_device_certificate(
+        self, csr: x509.CertificateSigningRequest, *, validity_days: int
+    ) -> x509.Certificate: ...
+
+
+class TlsProofServer(Protocol):
+    """Where the TLS proof's listener runs (:class:`TlsProofListener`, or the engine's parent)."""
+
+    def listen(self, host: str, timeout_s: float, port: int = 0) -> int: ...
+
+    def result(self, port: int, timeout_s: float) -> tuple[bytes | None, list[str]]: ...
+
+
 @dataclass
 class UnitContext:
     """What the steps of one unit share: the board, its profile, the CA and the audit log."""
@@ -70,12 +127,14 @@ class UnitContext:
     serial: str
     profile: DeviceProfile
     link: DeviceLink
-    ca: CertificateAuthority
-    audit: AuditLog
+    ca: UnitSigner
+    audit: UnitRecorder
     unit: Unit
     config: StationConfig
     masker: Masker
     output: Callable[[str], None]
+    # The TLS proof's listener; None: one is made here from ``ca`` (which must then be the CA itself).
+    tls: TlsProofServer | None = None
     csr_pem: bytes | None = None
     token_public_key_der: bytes | None = None
     certificate: x509.Certificate | None = None
@@ -85,7 +144,7 @@ class UnitContext:
         """Run the profile's command ``name`` for this board and show its (masked) output."""
         cmd = self.profile.command(name, serial=self.serial, **extra)
         self.output(f"$ {self.masker(cmd.render())}")
-        result = self.link.run(cmd, deadline)
+        result = self.link.run(cmd, deadline, max_output=self.config.limits.command_output_bytes)
         if result.output.strip():
             self.output(self.masker(result.output.rstrip()))
         return result
@@ -147,6 +206,7 @@ def identify(ctx: UnitContext, deadline: Deadline) -> str:
 def guard(ctx: UnitContext, deadline: Deadline) -> str:
     """Refuse a board that already carries a certificate for another serial (a swapped label)."""
     lines = [f"serial {ctx.serial} matches {ctx.profile.serial_pattern.pattern}"]
+    lines += work_order_check(ctx)
     if ctx.unit.reprovision_reason:
         lines.append(f"re-provisioning asked for: {ctx.unit.reprovision_reason}")
     path = ctx.profile.cert_path
@@ -173,6 +233,22 @@ def guard(ctx: UnitContext, deadline: Deadline) -> str:
             )
         lines.append(f"board already holds a certificate for {subject}; it will be replaced")
     return "\n".join(lines)
+
+
+def work_order_check(ctx: UnitContext) -> list[str]:
+    """The unit's work order (its place was taken when the unit started): still open on a resumed attempt?"""
+    status = ctx.audit.unit_work_order(ctx.unit.id)
+    if status is None:
+        return ["no work order required" if not ctx.config.orders_required else "no work order (unit started "
+                "before orders were required)"]
+    order_id = status.order_id
+    if status.state == "closed":
+        raise StepFailed(
+            f"work order {order_id} was closed ({status.close_reason or 'no reason given'}) while this board was "
+            "unfinished: it is not enrolled — set the board aside and abort its unit (station provision --restart "
+            "refuses it too)"
+        )
+    return [f"work order {order_id}: {status.progress_text()}"]
 
 
 # -- secure storage on the board -----------------------------------------------------------
@@ -244,9 +320,12 @@ def csr(ctx: UnitContext, deadline: Deadline) -> str:
 
 
 def fetch_csr(ctx: UnitContext, deadline: Deadline) -> str:
-    ctx.csr_pem = ctx.link.get(ctx.profile.csr_path, deadline)
+    # Both reads are capped (station.toml [limits] file_bytes): a CSR path that is a symlink to
+    # /dev/zero fails the unit with "the board sent more than …", it is not read for ever.
+    cap = ctx.config.limits.file_bytes
+    ctx.csr_pem = ctx.link.get(ctx.profile.csr_path, deadline, max_bytes=cap)
     ctx.run("read_public_key", deadline)
-    ctx.token_public_key_der = ctx.link.get(ctx.profile.pubkey_path, deadline)
+    ctx.token_public_key_der = ctx.link.get(ctx.profile.pubkey_path, deadline, max_bytes=cap)
     ctx.output(ctx.csr_pem.decode("ascii", "replace").rstrip())
     return ctx.csr_pem.decode("ascii", "replace") + hashlib.sha256(ctx.token_public_key_der).hexdigest()
 
@@ -317,20 +396,39 @@ def push(ctx: UnitContext, deadline: Deadline) -> str:
     return readback
 
 
-def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
-    """The tutorial's step 5: the board connects with its token key; we check it shows our certificate."""
-    if not ctx.profile.device_has_network:
-        raise StepSkipped("skipped (serial only): the profile says this board has no network path to the station")
-    issued = _issued_certificate(ctx)
-    host = ctx.config.tls_listen_address or ctx.link.local_address() or "127.0.0.1"
-    # The board may reach us under another address (NAT, QEMU's 10.0.2.100): [tls_proof] dial_address.
-    dial = ctx.config.tls_dial_address or host
-    context = ctx.ca.ssl_server_context(require_client_cert=True)
-    presented: list[bytes] = []
-    failure: list[str] = []
-    with _tls_listener(host, ctx.config.tls_port, deadline) as server:
-        server.settimeout(deadline.cap(TLS_ACCEPT_TIMEOUT_S))
-        port = server.getsockname()[1]
+class TlsProofListener:
+    """The station's side of the TLS proof: a one-connection TLS server that requires a client certificate
+    from this CA and remembers the certificate the board presented.
+
+    It runs where the CA lives — in the engine's parent process, which serves it to a unit's worker
+    (:mod:`station.engine`) — so the station's TLS key never enters a worker.
+    """
+
+    def __init__(self, ca: CertificateAuthority) -> None:
+        self._ca = ca
+        self._open: dict[int, tuple[socket.socket, threading.Thread, list[bytes], list[str]]] = {}
+        self._lock = threading.Lock()
+
+    def listen(self, host: str, timeout_s: float, port: int = 0) -> int:
+        """Start listening on ``host`` (``port``, or a free one if 0); the port is returned at once.
+
+        A fixed port held by another unit's proof raises StationError starting with TLS_PORT_BUSY
+        at once (the caller tries again): this runs in the station's service thread, which never waits.
+        """
+        context = self._ca.ssl_server_context(require_client_cert=True)
+        try:
+            server = socket.create_server((host, port))
+        except OSError as exc:
+            if port and exc.errno == errno.EADDRINUSE:
+                raise StationError(f"{TLS_PORT_BUSY} {host}:{port} is in use") from exc
+            raise StationError(
+                f"the station cannot listen on {host}:{port} for the TLS proof ({exc.strerror or exc}) — check "
+                "[tls_proof] listen_address and port in station.toml, then press Retry"
+            ) from exc
+        server.settimeout(timeout_s)
+        port = int(server.getsockname()[1])
+        presented: list[bytes] = []
+        failure: list[str] = []
 
         def serve() -> None:
             try:
@@ -339,7 +437,7 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
                 failure.append(f"no connection from the board ({exc})")
                 return
             with connection:
-                connection.settimeout(deadline.cap(TLS_ACCEPT_TIMEOUT_S))
+                connection.settimeout(timeout_s)
                 try:
                     tls = context.wrap_socket(connection, server_side=True)
                 except (ssl.SSLError, OSError) as exc:
@@ -356,25 +454,69 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
                     except (ssl.SSLError, OSError):
                         pass
 
-        listener = threading.Thread(target=serve, name=f"tls-proof-{ctx.serial}", daemon=True)
+        listener = threading.Thread(target=serve, name=f"tls-proof-{port}", daemon=True)
+        with self._lock:
+            self._open[port] = (server, listener, presented, failure)
         listener.start()
+        return port
+
+    def finished(self, port: int) -> bool:
+        """Whether the listener on ``port`` is done (or unknown): its result will not block."""
+        with self._lock:
+            entry = self._open.get(port)
+        return entry is None or not entry[1].is_alive()
+
+    def result(self, port: int, timeout_s: float) -> tuple[bytes | None, list[str]]:
+        """Wait (bounded) for the listener on ``port``; the certificate presented (DER) and any failure."""
+        with self._lock:
+            entry = self._open.pop(port, None)
+        if entry is None:
+            return None, [f"no TLS listener on port {port}"]
+        server, listener, presented, failure = entry
         try:
-            result = ctx.link.run(
-                ctx.profile.command("tls_client", serial=ctx.serial, server=f"{dial}:{port}"), deadline, check=False
-            )
+            listener.join(timeout_s)
         finally:
-            listener.join(deadline.cap(TLS_ACCEPT_TIMEOUT_S))
+            server.close()
+        return (presented[0] if presented else None), list(failure)
+
+
+def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
+    """The tutorial's step 5: the board connects with its token key; we check it shows our certificate."""
+    if not ctx.profile.device_has_network:
+        raise StepSkipped("skipped (serial only): the profile says this board has no network path to the station")
+    issued = _issued_certificate(ctx)
+    host = ctx.config.tls_listen_address or ctx.link.local_address() or "127.0.0.1"
+    # The board may reach us under another address (NAT, QEMU's 10.0.2.100): [tls_proof] dial_address.
+    dial = ctx.config.tls_dial_address or host
+    if ctx.tls is not None:
+        listener = ctx.tls
+    elif isinstance(ctx.ca, CertificateAuthority):
+        listener = TlsProofListener(ctx.ca)
+    else:
+        raise StepFailed("the station has no TLS listener for the proof — report this; press Retry")
+    port = _listen(listener, host, ctx.config.tls_port, deadline)
+    client_failed = True
+    try:
+        result = ctx.link.run(
+            ctx.profile.command("tls_client", serial=ctx.serial, server=f"{dial}:{port}"), deadline, check=False
+        )
+        client_failed = result.exit_status != 0
+    finally:
+        # A client that failed will not connect any more: do not wait for it.
+        presented, failure = listener.result(port, 0.0 if client_failed else deadline.cap(TLS_ACCEPT_TIMEOUT_S))
     tail = ctx.masker(result.output)
     ctx.output(tail.rstrip()[-2000:])
     issued_der = issued.public_bytes(serialization.Encoding.DER)
-    if result.exit_status != 0 or failure or not presented:
+    if client_failed or failure or presented is None:
         last = [line for line in tail.splitlines() if line.strip()][-1:] or ["no output"]
-        reason = "; ".join(failure) or f"openssl s_client exited {result.exit_status}: {last[0][:200]}"
+        # The board's own words first: they say why it did not connect.
+        reason = (f"openssl s_client exited {result.exit_status}: {last[0][:200]}" if client_failed
+                  else "; ".join(failure) or "the board presented no certificate")
         raise StepFailed(
             f"the board could not prove its identity over mutual TLS ({reason}) — check the board reaches "
             f"{dial}:{port} (station.toml [tls_proof] dial_address, port), then press Retry"
         )
-    if presented[0] != issued_der:
+    if presented != issued_der:
         raise StepFailed(
             "the board presented a certificate other than the one just issued — the certificate on the "
             "board is not ours; press Retry to push it again"
@@ -382,17 +524,14 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
     return f"mutual TLS with {host}:{port} (dialled as {dial}:{port}): the board presented certificate {issued.serial_number:x}\n{tail}"
 
 
-def _tls_listener(host: str, port: int, deadline: Deadline) -> socket.socket:
-    """The TLS proof's listening socket; a fixed port ([tls_proof] port) is shared by units one at a time."""
+def _listen(listener: TlsProofServer, host: str, port: int, deadline: Deadline) -> int:
+    """The proof's port; a fixed one ([tls_proof] port) is shared by units one at a time."""
     while True:
         try:
-            return socket.create_server((host, port))
-        except OSError as exc:
-            if port == 0 or exc.errno != errno.EADDRINUSE:
-                raise StepFailed(
-                    f"the station cannot listen on {host}:{port} for the TLS proof ({exc.strerror or exc}) — check "
-                    "[tls_proof] listen_address and port in station.toml, then press Retry"
-                ) from exc
+            return listener.listen(host, deadline.cap(TLS_ACCEPT_TIMEOUT_S), port=port)
+        except StationError as exc:
+            if not str(exc).startswith(TLS_PORT_BUSY):
+                raise StepFailed(str(exc)) from exc
             if deadline.remaining() < TLS_PORT_WAIT_S:
                 raise StepFailed(
                     f"the TLS-proof port {host}:{port} stayed in use (another unit or program holds it) — "

@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
+from station import __version__
 from station.cli.ca import PASSPHRASE_ENV
 from station.cli.gui import HEADLESS_HELP, display_available
 from station.errors import StationError
 from station.home import StationHome
 from station.pki import CertificateAuthority
 from ui.dialogs import PassphraseDialog, ca_exists, explain_missing_ca
-from ui.main_window import CLOSE_WAIT_S, MainWindow, drain_lingering
+from ui.main_window import MainWindow
 from ui.session import Session
 
 APP_NAME = "Welma provisioning station"
@@ -29,6 +30,7 @@ APP_NAME = "Welma provisioning station"
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="station-gui", description="The provisioning station's window.")
+    parser.add_argument("--version", action="version", version=f"station-gui {__version__}")
     parser.add_argument("--home", help="station home (default: $STATION_HOME or ~/.local/share/welma-station)")
     parser.add_argument("--fixtures", metavar="FILE",
                         help="fixtures file with [[fixture]] tables (default: station.toml's, else HOME/sim/fixtures.toml)")
@@ -107,12 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         window.activateWindow()
         if args.probe_startup:
             _probe_startup(window, args.probe_startup, started)
-        status = app.exec()
-        if not drain_lingering(round(CLOSE_WAIT_S * 1000)):
-            print("error: a unit did not stop after the window closed; its board is left mid-step — "
-                  "resume it with Retry (or `station provision --resume`)", file=sys.stderr, flush=True)
-            os._exit(1)  # a running QThread would make Qt abort the interpreter's shutdown
-        return status
+        # Closing the window stopped the engine: no unit's worker outlives it.
+        return app.exec()
     finally:
         session.close()
 
@@ -131,4 +129,7 @@ def _probe_startup(window: MainWindow, operator: str, started: float) -> None:
 
 
 if __name__ == "__main__":
+    import multiprocessing
+
+    multiprocessing.freeze_support()  # units run in spawned worker processes (see packaging/bundle_entry.py)
     sys.exit(main())

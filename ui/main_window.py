@@ -43,13 +43,14 @@ from station.admin import AdminLock, operator_name, pin_is_set
 from station.config import Fixture
 from station.errors import StationError
 from station.flow import FlowEvent
-from station.label import LabelSheet, build_label, label_layout, lay_out
+from station.label import LabelSheet, build_label, label_file_name, label_layout, lay_out
 from station.masking import Masker
 from station.pki import CertificateAuthority
 from station.steps import STEPS
 from ui.audit_view import AuditView
 from ui.batch_view import BatchView
 from ui.bridge import (
+    Engine,
     FixtureProber,
     ProbeResult,
     StationParts,
@@ -61,6 +62,8 @@ from ui.bridge import (
 )
 from ui.dialogs import AdminPinDialog
 from ui.label import LabelPreview, configure_printer, print_label, save_label_pdf
+from ui.line import LineEvents, ReprintButton
+from ui.order_panel import OrderPanel
 from ui.progress import UnitProgress, format_duration
 from ui.session import Session
 from ui.settings import SettingsDialog
@@ -80,20 +83,9 @@ _SERIAL_KEY = re.compile(r"[A-Za-z0-9._:/+-]")
 MODES = ("single", "batch", "audit")
 ROLE_TITLES = {"technician": "technician", "quality_lead": "quality lead"}
 
-# Units still winding down after their window closed (kept referenced so Qt does not destroy a running thread).
-_LINGERING: list[UnitRunner] = []
-
-
-def drain_lingering(timeout_ms: int) -> bool:
-    """Cancel units whose window closed before they stopped and wait for them (bounded).
-
-    True if none is left running (a QThread still running when Python exits aborts the process)."""
-    for runner in list(_LINGERING):
-        runner.abort()
-        if not runner.wait(timeout_ms):
-            return False
-    return True
-
+# Closing with units that did not stop within CLOSE_WAIT_S: how long the engine gives them before it
+# terminates their workers (each unit recorded failed and resumable).
+CLOSE_TERMINATE_S = 2.0
 
 _duration = format_duration
 
@@ -122,7 +114,9 @@ class MainWindow(QMainWindow):
         self._started_probing = False
         self.pool = TaskPool(self)
         self.prober = FixtureProber(self.pool, self)
-        self.runner = UnitRunner(StationParts(session.home, session.config, ca, session.audit), self)
+        # One engine for the single-board page and the batch grid: each unit in its own worker process.
+        self.engine = Engine(StationParts(session.home, session.config, ca, session.audit, session.line), self)
+        self.runner = UnitRunner(self.engine, self)
         self.admin_lock = AdminLock(session.home)
         self._tick = QTimer(self)
         self._tick.setInterval(TICK_MS)
@@ -142,6 +136,14 @@ class MainWindow(QMainWindow):
         self._build_shortcuts()
         self.status = QLabel(self)
         self.statusBar().addPermanentWidget(self.status, 1)
+        # The line: a serial scanner feeds the scan field; label printer and MES speak in the status bar.
+        self.line = LineEvents(session.line, session.config.scanner, self)
+        self.line_status = QLabel(self)
+        self.statusBar().addPermanentWidget(self.line_status)
+        self.line.scanned.connect(self.deliver_scan)
+        self.line.scanner_state.connect(lambda _connected, text: self.line_status.setText(text))
+        self.line.message.connect(self.line_status.setText)
+        self.line.start()
 
         self.prober.probed.connect(self._on_probe)
         self.runner.flow_event.connect(self._on_event)
@@ -151,6 +153,7 @@ class MainWindow(QMainWindow):
         self.batch.idle.connect(self._on_idle)
         self.batch.slot_started.connect(lambda _name: self._update_buttons())
         self.batch.fixture_in_use = self._single_mode_uses
+        self.unit_finished.connect(lambda _outcome: self.orders.refresh())
         self.apply_settings()
         self._update_buttons()
 
@@ -225,7 +228,7 @@ class MainWindow(QMainWindow):
         outer.addWidget(self.modes, 1)
         upper = QWidget(self.modes)
         self.modes.addTab(upper, "Single board  (Ctrl+1)")
-        self.batch = BatchView(self.session, self.runner.parts, self.pool, self.modes)
+        self.batch = BatchView(self.session, self.engine, self.pool, self.modes)
         self.modes.addTab(self.batch, "Batch — many boards at once  (Ctrl+2)")
         self.audit_page = QWidget(self.modes)
         audit_layout = QVBoxLayout(self.audit_page)
@@ -237,6 +240,9 @@ class MainWindow(QMainWindow):
 
         left = QVBoxLayout()
         columns.addLayout(left, 0)
+        self.orders = OrderPanel(self.session.audit, self.pool, required=self.session.config.orders_required,
+                                 parent=upper)
+        left.addWidget(self.orders)
         fixture_label = QLabel("&Fixture (where the board is connected):", upper)
         self.fixtures = FixtureTable(upper)
         fixture_label.setBuddy(self.fixtures)
@@ -541,6 +547,12 @@ class MainWindow(QMainWindow):
         layout = self.audit_page.layout()
         assert layout is not None
         layout.addWidget(view)
+        line = self.session.line
+        if line is not None and line.labels.configured:
+            reprint = ReprintButton(line, self.operator, view)
+            view.unit_shown.connect(reprint.show_unit)
+            self.line.printed.connect(reprint.refresh)
+            view.action_bar.addWidget(reprint)
         view.show()  # added to a page that is already shown
         self.audit_view = view
 
@@ -566,6 +578,14 @@ class MainWindow(QMainWindow):
             QApplication.sendEvent(field, QKeyEvent(event.type(), event.key(), event.modifiers(), text))
             return
         super().keyPressEvent(event)
+
+    def deliver_scan(self, code: str) -> None:
+        """A code from the serial scanner: handled exactly like a keyboard-wedge scan in the mode shown."""
+        field = self.current_scan_field()
+        if self.pages.currentWidget() is not self.station_page or not isinstance(field, ScanField):
+            self.line_status.setText(f"scanned {code!r} — sign in and show Single or Batch to scan boards")
+            return
+        field.feed(code)
 
     def _feedback(self, text: str, *, ok: bool, mark: str | None = None) -> None:
         mark = mark or ("✓" if ok else "✗ Refused:")
@@ -599,6 +619,7 @@ class MainWindow(QMainWindow):
             self.scan.selectAll()
             return False
         self.serial = serial
+        self.orders.show_serial(serial)
         self.scan.selectAll()
         auto = self.session.settings.auto_start and burst
         start = "starting" if auto else "press Enter again (or Provision) to start"
@@ -657,7 +678,7 @@ class MainWindow(QMainWindow):
             except StationError as exc:
                 self._feedback(str(exc), ok=False)
                 return False
-            request = UnitRequest(self.serial, fixture, profile, self.operator)
+            request = UnitRequest(self.serial, fixture, profile, self.operator, order=self.orders.current_order_id())
         self._start(request)
         return True
 
@@ -869,6 +890,13 @@ class MainWindow(QMainWindow):
     def print_label(self) -> None:
         if self.sheet is None:
             return
+        line = self.session.line
+        if line is not None and line.labels.configured and self.outcome is not None and self.outcome.unit_id:
+            # The line's label printer ([label] printer): no dialog; the outcome shows in the status bar.
+            line.request_print(self.outcome.unit_id, by=self.operator or "",
+                               reprint=bool(self.session.audit.label_prints(self.outcome.unit_id)))
+            self.line_status.setText(f"printing label {self.sheet.content.serial}…")
+            return
         printer = QPrinter(QPrinter.PrinterMode.HighResolution)
         configure_printer(printer, self.sheet)
         dialog = QPrintDialog(printer, self)
@@ -882,10 +910,11 @@ class MainWindow(QMainWindow):
     def save_label_dialog(self) -> None:
         if self.sheet is None:
             return
-        folder = self.session.home.root / "labels"
+        settings = self.session.config.label
+        folder = Path(settings.folder).expanduser() if settings.folder else self.session.home.root / "labels"
         folder.mkdir(parents=True, exist_ok=True)
-        path, _ = QFileDialog.getSaveFileName(self, "Save label as PDF",
-                                              str(folder / f"label-{self.sheet.content.serial}.pdf"), "PDF (*.pdf)")
+        path, _ = QFileDialog.getSaveFileName(self, "Save label as PDF", str(folder / label_file_name(
+            settings.file_name, self.sheet.content.serial, self.sheet.content.issued_on)), "PDF (*.pdf)")
         if path:
             self.save_label(Path(path))
         self.focus_scan()
@@ -927,8 +956,8 @@ class MainWindow(QMainWindow):
             self._shutdown()
             event.accept()
             return
-        # Never close under a running worker: ask (while the unit is in progress), cancel, and close
-        # once the worker thread has ended (runner.idle), or after CLOSE_WAIT_S at the latest.
+        # Never close under a running unit: ask (while the unit is in progress), cancel, and close once
+        # it has recorded its end (runner.idle), or after CLOSE_WAIT_S, when the engine terminates it.
         event.ignore()
         if self._closing:
             return
@@ -957,15 +986,9 @@ class MainWindow(QMainWindow):
             self.close()
 
     def _close_anyway(self) -> None:
-        """The unit did not stop in time: close and leave its thread to finish in the background."""
-        if self.runner.running:
-            self.runner.setParent(None)
-            _LINGERING.append(self.runner)
-            self.runner.idle.connect(lambda runner=self.runner: _LINGERING.remove(runner))
-            self.runner = UnitRunner(self.runner.parts, self)
-        for runner in self.batch.detach_running():
-            _LINGERING.append(runner)
-            runner.idle.connect(lambda runner=runner: _LINGERING.remove(runner))
+        """The units did not stop in time: the engine terminates their workers (each unit recorded failed
+        and resumable), then the window closes."""
+        self.engine.shutdown(CLOSE_TERMINATE_S)
         self.close()
 
     def _shutdown(self) -> None:
@@ -973,7 +996,10 @@ class MainWindow(QMainWindow):
         self._tick.stop()
         self._close_deadline.stop()
         self.prober.stop()
+        self.line.stop()
+        self.orders.stop()
         self.batch.shutdown()
+        self.engine.shutdown(CLOSE_TERMINATE_S)
         # Before the session closes the audit log the view reads from.
         self._drop_audit_view()
         self.pool.shutdown(POOL_SHUTDOWN_MS)
