@@ -94,3 +94,36 @@ def test_faults_are_written_where_the_running_board_reads_them(tmp_path):
     farm._write_faults(board, None)
     assert farm._armed(board) is None and len(board.file("faults.img").read_bytes()) == FAULTS_DISK_BYTES
     assert farm.board_named("optee-01") == board and farm.board_named("sim-01") is None
+
+
+def test_a_fixed_tls_proof_port_held_by_another_unit_is_waited_for_then_used(tmp_path):
+    import socket
+
+    from station.pki import CertificateAuthority
+    from station.steps import TLS_PORT_BUSY, StepFailed, TlsProofListener, _listen
+    from station.transport.base import Deadline
+
+    listener = TlsProofListener(CertificateAuthority.init(tmp_path / "ca", passphrase=b"unit test passphrase"))
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        with pytest.raises(StationError, match=f"^{TLS_PORT_BUSY} 127.0.0.1:{port} is in use"):
+            listener.listen("127.0.0.1", 1.0, port=port)
+        with pytest.raises(StepFailed, match="stayed in use .* choose another \\[tls_proof\\] port"):
+            _listen(listener, "127.0.0.1", port, Deadline(0.5))
+
+    class BusyTwice:
+        calls = 0
+
+        def listen(self, host, timeout_s, port=0):
+            self.calls += 1
+            if self.calls <= 2:
+                raise StationError(f"{TLS_PORT_BUSY} {host}:{port} is in use")
+            return port
+
+        def result(self, port, timeout_s):  # pragma: no cover - not used here
+            return None, []
+
+    busy = BusyTwice()
+    assert _listen(busy, "127.0.0.1", 8443, Deadline(5.0)) == 8443 and busy.calls == 3
+    assert listener.listen("127.0.0.1", 1.0, port=port) == port  # free again: the fixed port itself
+    listener.result(port, 0.0)
