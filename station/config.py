@@ -29,6 +29,26 @@ class Fixture:
     console: str | None = None
 
 
+# What a station does when the fleet database cannot be reached at the guard step.
+OFFLINE_POLICIES = ("allow-and-flag", "refuse")
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """``[fleet]``: the central PostgreSQL database that is the fleet's system of record.
+
+    ``dsn`` names the server, database and this station's own role — never a password (that is in the
+    station home's pgpass file, written by ``station fleet init``).
+    """
+
+    dsn: str
+    station_name: str
+    line: str
+    offline: str = "allow-and-flag"
+    # The station role's password, written by `station fleet init` (HOME/fleet/pgpass, 0600).
+    passfile: Path | None = None
+
+
 @dataclass(frozen=True)
 class BoardInputLimits:
     """station.toml [limits]: how much one board may send the station (every byte is bounded).
@@ -72,6 +92,8 @@ class StationConfig:
     tls_port: int = 0
     fixtures: tuple[Fixture, ...] = ()
     source: Path | None = None
+    # [fleet]: None = this station keeps its record locally only (the default; no database server needed).
+    fleet: FleetConfig | None = None
     limits: BoardInputLimits = field(default_factory=BoardInputLimits)
     # The line around the station (station/line/): label printer, serial scanner, MES hand-off.
     label: LabelSettings = field(default_factory=lambda: LabelSettings())
@@ -151,6 +173,7 @@ def load_config(path: Path) -> StationConfig:
         tls_port=port,
         fixtures=_fixtures(path, text, data),
         source=path,
+        fleet=_fleet(path, text, data, default_name=name),
         limits=_limits(path, text, data),
         label=_section(path, text, data, "label", LabelSettings),
         scanner=_section(path, text, data, "scanner", ScannerSettings),
@@ -221,10 +244,37 @@ def settings_problem(settings: LabelSettings | ScannerSettings | MesSettings) ->
     return None
 
 
+def _fleet(path: Path, text: str, data: dict[str, Any], *, default_name: str) -> FleetConfig | None:
+    if "fleet" not in data:
+        return None
+    fleet = _table(path, text, data, "fleet")
+    _refuse_unknown(path, text, fleet, KNOWN_KEYS["fleet"], prefix="fleet.")
+    values: dict[str, str] = {}
+    for key, default in (("dsn", None), ("station_name", default_name), ("line", ""), ("offline", "allow-and-flag")):
+        value = fleet.get(key, default)
+        if value is None:
+            raise _fail(path, text, "fleet", "needs dsn = \"postgresql://…\" (run station fleet init --dsn …)")
+        if not isinstance(value, str):
+            raise _fail(path, text, f"fleet.{key}", "must be a string")
+        values[key] = value
+    if not re.match(r"(postgresql|postgres)://", values["dsn"]):
+        raise _fail(path, text, "fleet.dsn", "must be a URL postgresql://user@host:port/database")
+    if re.search(r"://[^/@]*:[^/@]*@", values["dsn"]):
+        raise _fail(path, text, "fleet.dsn", "must not contain a password — station fleet init keeps it in the "
+                    "station home's pgpass file; remove it from station.toml")
+    if values["offline"] not in OFFLINE_POLICIES:
+        raise _fail(path, text, "fleet.offline", f"must be one of {', '.join(OFFLINE_POLICIES)}")
+    if not values["station_name"].strip():
+        raise _fail(path, text, "fleet.station_name", "must not be empty")
+    return FleetConfig(dsn=values["dsn"], station_name=values["station_name"], line=values["line"],
+                       offline=values["offline"], passfile=path.parent / "fleet" / "pgpass")
+
+
 # A typo in station.toml must not be silently ignored: a line engineer would think it took effect.
 KNOWN_KEYS: dict[str, frozenset[str]] = {
     "station": frozenset({"name", "production", "default_profile"}),
     "tls_proof": frozenset({"listen_address", "dial_address", "port"}),
+    "fleet": frozenset({"dsn", "station_name", "line", "offline"}),
     "limits": frozenset({"command_output_bytes", "file_bytes"}),
     "fixture": frozenset({"name", "device", "profile", "console", "hostname", "host_key"}),
     "label": frozenset(f.name for f in fields(LabelSettings)),

@@ -91,6 +91,8 @@ class UnitRecorder(Protocol):
 
     def unit_work_order(self, unit_id: int) -> OrderStatus | None: ...
 
+    def unit(self, unit_id: int) -> Unit: ...
+
     def record_step(
         self, unit_id: int, *, step: str, attempt: int, outcome: str, started_at: datetime, ended_at: datetime,
         output_sha256: str | None = None, excerpt: str = "", message: str = "",
@@ -232,6 +234,8 @@ def guard(ctx: UnitContext, deadline: Deadline) -> str:
                 "re-provision it with a reason"
             )
         lines.append(f"board already holds a certificate for {subject}; it will be replaced")
+    if ctx.config.fleet is not None:
+        lines.append(_fleet_guard(ctx))
     return "\n".join(lines)
 
 
@@ -249,6 +253,39 @@ def work_order_check(ctx: UnitContext) -> list[str]:
             "refuses it too)"
         )
     return [f"work order {order_id}: {status.progress_text()}"]
+
+
+def _fleet_guard(ctx: UnitContext) -> str:
+    """Ask the fleet (other stations) before the board is touched; see station.fleet.guard."""
+    from station.fleet.guard import FleetRefusal, fleet_guard
+
+    assert ctx.config.fleet is not None
+    unit = ctx.audit.unit(ctx.unit.id)
+    try:
+        verdict = fleet_guard(ctx.config.fleet).check_unit(
+            serial=ctx.serial, unit_id=unit.id, reprovision=bool(unit.reprovision_reason),
+            host_key=unit.host_key_fingerprint,
+        )
+    except FleetRefusal as exc:
+        raise StepFailed(str(exc)) from None
+    ctx.output(verdict.text)
+    return verdict.text
+
+
+def _fleet_public_key_holder(ctx: UnitContext, token_key_der: bytes) -> None:
+    from station.fleet.guard import FleetRefusal, fleet_guard
+
+    assert ctx.config.fleet is not None
+    spki = hashlib.sha256(token_key_der).hexdigest()
+    try:
+        holder = fleet_guard(ctx.config.fleet).public_key_holder(spki)
+    except FleetRefusal as exc:
+        raise StepFailed(str(exc)) from None
+    if holder is not None:
+        raise StepFailed(
+            f"the token's public key was already certified in the fleet for {holder} — a key must never be "
+            "certified twice (a cloned token?); set the board aside and tell quality assurance"
+        )
 
 
 # -- secure storage on the board -----------------------------------------------------------
@@ -339,6 +376,9 @@ def check_csr_step(ctx: UnitContext, deadline: Deadline) -> str:
         raise StepFailed(
             "the token's public key read back from the board is not a valid key — press Retry to generate it again"
         ) from exc
+    if ctx.config.fleet is not None:
+        _fleet_public_key_holder(ctx, token_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
     request = check_csr(
         ctx.csr_pem,
         expected_subject=parse_openssl_subject(ctx.profile.subject_for(ctx.serial)),

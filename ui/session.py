@@ -4,6 +4,7 @@ administrator's settings and the fixtures on offer (no Qt here)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from station.admin import FixtureSource, StationSettings, load_settings, resolve_fixtures, save_settings
 from station.audit import AuditLog
@@ -11,6 +12,9 @@ from station.config import Fixture, StationConfig, load_config
 from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.profiles import DeviceProfile, available_profiles, load_profile
+
+if TYPE_CHECKING:
+    from station.fleet.forwarder import Forwarder
 
 
 @dataclass
@@ -23,6 +27,8 @@ class Session:
     # --fixtures FILE from the command line; an administrator's later choice replaces it.
     fixtures_arg: str | None = None
     _profiles: dict[str, DeviceProfile] = field(default_factory=dict)
+    # [fleet]: the background sender of this window's audit events (None without a fleet).
+    forwarder: Forwarder | None = None
     # Label printer and MES hand-off ([label], [mes] in station.toml), told of every finished unit.
     line: LineHandOff | None = None
 
@@ -36,7 +42,12 @@ class Session:
         # Opened here, on the GUI thread before any worker exists: the audit log sets a private umask.
         audit = AuditLog(home.audit_db)
         line = LineHandOff(config=config, home=home, audit=audit)
-        return cls(home, config, audit, settings, fixtures, fixtures_arg, line=line)
+        session = cls(home, config, audit, settings, fixtures, fixtures_arg, line=line)
+        if config.fleet is not None:
+            from station.fleet.forwarder import start_forwarder
+
+            session.forwarder = start_forwarder(config.fleet, audit)
+        return session
 
     def profile_name(self, fixture: Fixture | None) -> str:
         return self.settings.profile_for(self.config, fixture)
@@ -65,4 +76,9 @@ class Session:
     def close(self) -> None:
         if self.line is not None:
             self.line.close()
+        if self.forwarder is not None:
+            from station.fleet.forwarder import stop_forwarder
+
+            stop_forwarder(self.forwarder)
+            self.forwarder = None
         self.audit.close()

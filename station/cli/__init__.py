@@ -16,7 +16,7 @@ from station.errors import StationError
 
 # Modules under station/cli/ that provide commands, in the order `station --help` lists them.
 COMMAND_MODULES = (
-    "provision", "batch", "units", "order", "ca", "sim", "audit", "revoke", "label", "admin", "gui",
+    "provision", "batch", "units", "order", "ca", "sim", "audit", "revoke", "label", "admin", "gui", "fleet",
 )
 
 EPILOG = """\

@@ -95,6 +95,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export.add_argument("--order", metavar="ID", help="only units of this work order")
     export.add_argument("--result", choices=UNIT_STATES, help="only units in this state")
     export.add_argument("--steps", action="store_true", help="jsonl only: add each unit's step summary")
+    export.add_argument("--fleet", action="store_true", help="every station of the fleet ([fleet] or --dsn)")
+    export.add_argument("--station", help="--fleet: only this station's units")
+    export.add_argument("--line", help="--fleet: only units of stations on this line")
+    export.add_argument("--dsn", help="--fleet: connect with this DSN (a quality lead's role)")
     export.set_defaults(handler=run_export)
 
     backup = actions.add_parser(
@@ -115,12 +119,37 @@ def run_verify(args: argparse.Namespace) -> int:
     home = StationHome.resolve(args.home)
     with _open_existing(home) as log:
         report = log.verify()
+        # With [fleet], the fleet's copy is the outside anchor: a rewritten chain or an old backup differs from it.
+        fleet_verdict = _compare_with_fleet(home, log)
     if report.ok:
         print(f"audit log OK: {report.events} events")
+    else:
+        print(f"audit log {home.audit_db} is NOT intact: {report.problem}")
+    if fleet_verdict is not None:
+        print(fleet_verdict[1])
+    if report.ok and (fleet_verdict is None or fleet_verdict[0]):
         return 0
-    print(f"audit log {home.audit_db} is NOT intact: {report.problem}")
     print("Keep a copy of this file as it is and report it to quality assurance.")
     return 1
+
+
+def _compare_with_fleet(home: StationHome, log: AuditLog) -> tuple[bool, str] | None:
+    config = load_config(home.config_file)
+    if config.fleet is None:
+        return None
+    from station.fleet.connection import FleetError, FleetUnavailable, connect
+    from station.fleet.queries import compare_with_fleet
+
+    try:
+        with connect(config.fleet.dsn, passfile=config.fleet.passfile, statement_timeout_s=600) as conn:
+            comparison = compare_with_fleet(log, conn, config.fleet.station_name)
+    except (FleetUnavailable, FleetError) as exc:
+        return True, f"fleet comparison not made: {exc}"
+    if comparison.ok:
+        return True, (f"matches the fleet: the fleet's {comparison.fleet_events} events of station "
+                      f"{config.fleet.station_name} are the local log's "
+                      f"({comparison.local_events - comparison.fleet_events} not forwarded yet)")
+    return False, f"DIFFERS FROM THE FLEET: {comparison.problem}"
 
 
 def run_backup(args: argparse.Namespace) -> int:
@@ -145,6 +174,12 @@ def run_backup(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    if getattr(args, "fleet", False):
+        from station.cli.fleet import run_fleet_export
+
+        return run_fleet_export(args)
+    if getattr(args, "station", None) or getattr(args, "line", None) or getattr(args, "dsn", None):
+        raise StationError("--station, --line and --dsn are for the fleet export: add --fleet.")
     if args.steps and args.format != "jsonl":
         raise StationError(
             "--steps is for --format jsonl only; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from station.audit import AuditLog
 from station.cli.ca import read_passphrase
@@ -12,12 +13,17 @@ from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.pki import CertificateAuthority
 
+if TYPE_CHECKING:
+    from station.fleet.forwarder import Forwarder
+
 
 @dataclass
 class StationContext:
     home: StationHome
     config: StationConfig
     audit: AuditLog
+    # [fleet]: this process's sender of audit events to the fleet (None without a fleet).
+    forwarder: Forwarder | None = None
     _line: LineHandOff | None = field(default=None, repr=False)
 
     def load_ca(self) -> CertificateAuthority:
@@ -39,10 +45,20 @@ class StationContext:
                 print(f"{self._line.mes.pending()} MES record(s) kept in {self.home.root / 'mes'}; they are sent "
                       "the next time the station runs", file=sys.stderr)
             self._line.close()
+        if self.forwarder is not None:
+            from station.fleet.forwarder import stop_forwarder
+
+            stop_forwarder(self.forwarder)
+            self.forwarder = None
         self.audit.close()
 
 
 def open_station(home_arg: str | None) -> StationContext:
     home = StationHome.resolve(home_arg).create()
     config = load_config(home.config_file)
-    return StationContext(home=home, config=config, audit=AuditLog(home.audit_db))
+    context = StationContext(home=home, config=config, audit=AuditLog(home.audit_db))
+    if config.fleet is not None:
+        from station.fleet.forwarder import start_forwarder
+
+        context.forwarder = start_forwarder(config.fleet, context.audit)
+    return context

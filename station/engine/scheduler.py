@@ -76,7 +76,8 @@ _environment_lock = threading.Lock()
 Observer = Callable[[FlowEvent], None]
 # Audit writes a worker may ask for, each only for its own unit.
 _AUDIT_CALLS = frozenset({"pin_host_key", "public_key_seen", "record_certificate", "certificate_for_unit",
-                          "record_step", "finish_unit", "unit_work_order"})
+                          "record_step", "finish_unit", "unit_work_order",
+                          "unit"})
 # Writes whose loss in a power cut costs nothing (the unit resumes from an earlier step): committed without
 # waiting for the disk; the next ordinary commit (certificate, unit end) makes them durable too.
 _GROUPED_CALLS = frozenset({"record_step"})

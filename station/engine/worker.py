@@ -103,6 +103,10 @@ class AuditProxy:
         record: CertificateRecord | None = self._client.call("audit", "certificate_for_unit", unit_id=unit_id)
         return record
 
+    def unit(self, unit_id: int) -> Unit:
+        unit: Unit = self._client.call("audit", "unit", unit_id=unit_id)
+        return unit
+
     def unit_work_order(self, unit_id: int) -> OrderStatus | None:
         status: OrderStatus | None = self._client.call("audit", "unit_work_order", unit_id=unit_id)
         return status
