@@ -84,6 +84,12 @@ class StationConfig:
     default_profile: str = DEFAULT_PROFILE
     # Address the TLS proof listens on; empty = the address the device reached us from.
     tls_listen_address: str = ""
+    # Address the board dials for the TLS proof when it is not the listen address (NAT, a second
+    # network card, QEMU user networking: 10.0.2.100); empty = the listen address.
+    tls_dial_address: str = ""
+    # Fixed TCP port of the TLS proof, so a forward or a firewall rule can name it (units then use it
+    # one at a time); 0 = a free port per unit.
+    tls_port: int = 0
     fixtures: tuple[Fixture, ...] = ()
     source: Path | None = None
     # [fleet]: None = this station keeps its record locally only (the default; no database server needed).
@@ -148,16 +154,23 @@ def load_config(path: Path) -> StationConfig:
     production = station.get("production", False)
     profile = station.get("default_profile", DEFAULT_PROFILE)
     listen = tls.get("listen_address", "")
+    dial = tls.get("dial_address", "")
+    port = tls.get("port", 0)
     for key, value, kind in (("station.name", name, str), ("station.production", production, bool),
-                             ("station.default_profile", profile, str), ("tls_proof.listen_address", listen, str)):
+                             ("station.default_profile", profile, str), ("tls_proof.listen_address", listen, str),
+                             ("tls_proof.dial_address", dial, str)):
         if not isinstance(value, kind):
             raise _fail(path, text, key, f"must be {'true or false' if kind is bool else 'a string'}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise _fail(path, text, "tls_proof.port", "must be a TCP port number (1-65535), or 0 for a free port per unit")
     return StationConfig(
         orders=_orders(path, text, data),
         name=name,
         production=production,
         default_profile=profile,
         tls_listen_address=listen,
+        tls_dial_address=dial,
+        tls_port=port,
         fixtures=_fixtures(path, text, data),
         source=path,
         fleet=_fleet(path, text, data, default_name=name),
@@ -260,7 +273,7 @@ def _fleet(path: Path, text: str, data: dict[str, Any], *, default_name: str) ->
 # A typo in station.toml must not be silently ignored: a line engineer would think it took effect.
 KNOWN_KEYS: dict[str, frozenset[str]] = {
     "station": frozenset({"name", "production", "default_profile"}),
-    "tls_proof": frozenset({"listen_address"}),
+    "tls_proof": frozenset({"listen_address", "dial_address", "port"}),
     "fleet": frozenset({"dsn", "station_name", "line", "offline"}),
     "limits": frozenset({"command_output_bytes", "file_bytes"}),
     "fixture": frozenset({"name", "device", "profile", "console", "hostname", "host_key"}),

@@ -9,6 +9,7 @@ own public key, and the certificate issued is an end-entity certificate.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -16,6 +17,7 @@ import signal
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
     from station.fleet.guard import GuardVerdict
 
 TLS_ACCEPT_TIMEOUT_S = 20.0
+# With a fixed TLS-proof port, a unit finding it taken (another unit's proof) tries again this often.
+TLS_PORT_WAIT_S = 0.2
+TLS_PORT_BUSY = "the TLS-proof port"
 # Linux gives every boot a new random id: what tells a board that restarted from one that only
 # dropped its connection.
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -176,7 +181,7 @@ class StationSigner:
 class TlsProofServer(Protocol):
     """Where the TLS proof's listener runs (:class:`TlsProofListener`, or the engine's parent)."""
 
-    def listen(self, host: str, timeout_s: float) -> int: ...
+    def listen(self, host: str, timeout_s: float, port: int = 0) -> int: ...
 
     def result(self, port: int, timeout_s: float) -> tuple[bytes | None, list[str]]: ...
 
@@ -255,6 +260,19 @@ def identify(ctx: UnitContext, deadline: Deadline) -> str:
             f"the board {hostname} has no PKCS#11 module at {module} (OP-TEE's PKCS#11 TA or libckteec is "
             "missing: \"TA not found\") — flash an image with secure storage enabled, then press Retry"
         )
+    if "pkcs11-tool" in ctx.profile.tools:
+        # The module file can be there while OP-TEE's PKCS#11 TA is not (or tee-supplicant is not
+        # running): libckteec then fails at C_Initialize/C_OpenSession with "TA not found".
+        slots = ctx.link.run(command("pkcs11-tool", "--module", module, "--list-slots"), deadline, check=False)
+        if slots.exit_status != 0:
+            # pkcs11-tool ends with "Aborting."; the line naming the failed call is the one that helps.
+            lines = [line.strip() for line in slots.output.splitlines() if line.strip()]
+            said = [line for line in lines if "CKR_" in line or "error" in line.lower()][:1] or lines[-1:] or ["no output"]
+            raise StepFailed(
+                f"the board {hostname} has {module}, but it cannot reach a PKCS#11 token (`pkcs11-tool "
+                f"--list-slots` exited {slots.exit_status}: {said[0][:200]}) — OP-TEE's PKCS#11 TA is missing "
+                "(\"TA not found\") or tee-supplicant is not running; flash an image with the PKCS#11 TA, then press Retry"
+            )
     return f"hostname {hostname}; tools {', '.join(ctx.profile.tools)}; module {module}"
 
 
@@ -513,10 +531,22 @@ class TlsProofListener:
         self._open: dict[int, tuple[socket.socket, threading.Thread, list[bytes], list[str]]] = {}
         self._lock = threading.Lock()
 
-    def listen(self, host: str, timeout_s: float) -> int:
-        """Start listening on ``host`` (a free port); the port is returned at once."""
+    def listen(self, host: str, timeout_s: float, port: int = 0) -> int:
+        """Start listening on ``host`` (``port``, or a free one if 0); the port is returned at once.
+
+        A fixed port held by another unit's proof raises StationError starting with TLS_PORT_BUSY
+        at once (the caller tries again): this runs in the station's service thread, which never waits.
+        """
         context = self._ca.ssl_server_context(require_client_cert=True)
-        server = socket.create_server((host, 0))
+        try:
+            server = socket.create_server((host, port))
+        except OSError as exc:
+            if port and exc.errno == errno.EADDRINUSE:
+                raise StationError(f"{TLS_PORT_BUSY} {host}:{port} is in use") from exc
+            raise StationError(
+                f"the station cannot listen on {host}:{port} for the TLS proof ({exc.strerror or exc}) — check "
+                "[tls_proof] listen_address and port in station.toml, then press Retry"
+            ) from exc
         server.settimeout(timeout_s)
         port = int(server.getsockname()[1])
         presented: list[bytes] = []
@@ -578,17 +608,19 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
         raise StepSkipped("skipped (serial only): the profile says this board has no network path to the station")
     issued = _issued_certificate(ctx)
     host = ctx.config.tls_listen_address or ctx.link.local_address() or "127.0.0.1"
+    # The board may reach us under another address (NAT, QEMU's 10.0.2.100): [tls_proof] dial_address.
+    dial = ctx.config.tls_dial_address or host
     if ctx.tls is not None:
         listener = ctx.tls
     elif isinstance(ctx.ca, CertificateAuthority):
         listener = TlsProofListener(ctx.ca)
     else:
         raise StepFailed("the station has no TLS listener for the proof — report this; press Retry")
-    port = listener.listen(host, deadline.cap(TLS_ACCEPT_TIMEOUT_S))
+    port = _listen(listener, host, ctx.config.tls_port, deadline)
     client_failed = True
     try:
         result = ctx.link.run(
-            ctx.profile.command("tls_client", serial=ctx.serial, server=f"{host}:{port}"), deadline, check=False
+            ctx.profile.command("tls_client", serial=ctx.serial, server=f"{dial}:{port}"), deadline, check=False
         )
         client_failed = result.exit_status != 0
     finally:
@@ -604,14 +636,30 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
                   else "; ".join(failure) or "the board presented no certificate")
         raise StepFailed(
             f"the board could not prove its identity over mutual TLS ({reason}) — check the board reaches "
-            f"{host}, then press Retry"
+            f"{dial}:{port} (station.toml [tls_proof] dial_address, port), then press Retry"
         )
     if presented != issued_der:
         raise StepFailed(
             "the board presented a certificate other than the one just issued — the certificate on the "
             "board is not ours; press Retry to push it again"
         )
-    return f"mutual TLS with {host}:{port}: the board presented certificate {issued.serial_number:x}\n{tail}"
+    return f"mutual TLS with {host}:{port} (dialled as {dial}:{port}): the board presented certificate {issued.serial_number:x}\n{tail}"
+
+
+def _listen(listener: TlsProofServer, host: str, port: int, deadline: Deadline) -> int:
+    """The proof's port; a fixed one ([tls_proof] port) is shared by units one at a time."""
+    while True:
+        try:
+            return listener.listen(host, deadline.cap(TLS_ACCEPT_TIMEOUT_S), port=port)
+        except StationError as exc:
+            if not str(exc).startswith(TLS_PORT_BUSY):
+                raise StepFailed(str(exc)) from exc
+            if deadline.remaining() < TLS_PORT_WAIT_S:
+                raise StepFailed(
+                    f"the TLS-proof port {host}:{port} stayed in use (another unit or program holds it) — "
+                    "press Retry, or choose another [tls_proof] port in station.toml"
+                ) from exc
+            time.sleep(TLS_PORT_WAIT_S)
 
 
 STEPS: dict[str, StepSpec] = {

@@ -509,7 +509,7 @@ class Scheduler:
                 serial=running.job.serial,
             )
         if call.service == "tls" and call.method == "listen":
-            port = self._tls.listen(str(args["host"]), float(args["timeout_s"]))
+            port = self._tls.listen(str(args["host"]), float(args["timeout_s"]), port=int(args.get("port", 0)))
             running.tls_ports.add(port)
             return port
         raise StationError(f"unknown station service {call.service}.{call.method}")

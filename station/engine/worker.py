@@ -167,8 +167,8 @@ class TlsProxy:
     def __init__(self, client: ServiceClient) -> None:
         self._client = client
 
-    def listen(self, host: str, timeout_s: float) -> int:
-        return int(self._client.call("tls", "listen", host=host, timeout_s=timeout_s))
+    def listen(self, host: str, timeout_s: float, port: int = 0) -> int:
+        return int(self._client.call("tls", "listen", host=host, timeout_s=timeout_s, port=port))
 
     def result(self, port: int, timeout_s: float) -> tuple[bytes | None, list[str]]:
         presented, failure = self._client.call("tls", "result", port=port, timeout_s=timeout_s)
