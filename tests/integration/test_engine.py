@@ -32,7 +32,15 @@ from station.engine.scheduler import WORKER_MEMORY_LIMIT_MIB, WORKER_NICENESS, w
 from station.flow import FlowEvent
 from station.pki import CertificateAuthority
 from station.profiles import load_profile
-from tests.integration.engine_events import expected_shape, unit_shape, worker_pids
+from tests.integration.engine_events import (
+    carries,
+    descendants,
+    expected_shape,
+    forkserver,
+    parent_of,
+    unit_shape,
+    worker_pids,
+)
 from tests.soak.kit import FAST_STEPS, profile_copy
 
 pytestmark = pytest.mark.integration
@@ -98,27 +106,6 @@ def test_cli_batch_runs_each_unit_in_a_worker_and_reports_every_event(start_farm
         (finished,) = [r for r in records if r["serial"] == serial and r["kind"] == "unit_finished"]
         assert finished["result"]["kind"] == "passed" and finished["result"]["certificate_fingerprint"]
     assert worker_pids(records, serials[0]) != worker_pids(records, serials[1])
-
-
-def parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def descendants(root: int) -> set[int]:
-    """Every live process below ``root`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                children.setdefault(parent_of(int(entry.name)), []).append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 def test_a_worker_killed_mid_keygen_fails_only_its_unit(start_farm, sim_home, ca):
@@ -241,11 +228,8 @@ def test_ctrl_c_on_station_provision_cancels_the_unit_cleanly(start_farm, sim_ho
         # Below the station: its fork server (single-threaded, no secret), the worker it forked, and
         # multiprocessing's resource tracker — none carries the passphrase.
         below = descendants(process.pid)
-        assert below
-        for pid in below:
-            assert PASSPHRASE.encode() not in Path(f"/proc/{pid}/environ").read_bytes()
-            assert PASSPHRASE.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
-        assert any(b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in below)
+        assert forkserver(below) is not None
+        assert not [pid for pid in below if carries(pid, PASSPHRASE)]
         os.killpg(process.pid, signal.SIGINT)
         out, err = process.communicate(timeout=WAIT_S)
     finally:
