@@ -181,6 +181,7 @@ class Scheduler:
         self._submitted: set[int] = set()
         self._changed = threading.Condition()
         self._stopping = False
+        self._stopped = False  # the engine thread takes no more commands (it is ending)
         self._thread: threading.Thread | None = None
         self._audit: AuditLog | None = None
         self._tls = TlsProofListener(ca)
@@ -203,14 +204,18 @@ class Scheduler:
             number = self._numbers
         with self._changed:
             self._submitted.add(number)
-        if self._thread is not None and not self._thread.is_alive():
+            # Decided under the lock the ending engine thread takes before its last look at the commands:
+            # a board is either seen by it or refused here — never queued where nobody reads.
+            stopped = self._stopped or (self._thread is not None and not self._thread.is_alive())
+            if not stopped:
+                self._command("submit", (number, job))
+        if stopped:
             # The engine has stopped (closed, or it could not open the audit log): say so, never hang.
             why = f" ({self.failure})" if self.failure is not None else ""
             self._settle(number, UnitOutcome(Ending.NOT_STARTED, job.serial, f"the station's engine has stopped{why} "
                                              "— restart the station, then start the board again",
                                              fixture=job.fixture, device=job.device, job=number))
             return number
-        self._command("submit", (number, job))
         return number
 
     @property
@@ -332,6 +337,8 @@ class Scheduler:
             stopped = "the station stopped before this board's turn"
             if self.failure is not None:
                 stopped += f" ({self.failure}) — fix that, then start the board again"
+            with self._changed:
+                self._stopped = True
             self._take_commands(time.monotonic())  # boards submitted meanwhile: not started either
             self._drop_queued(stopped)
             if self._audit is not None:
