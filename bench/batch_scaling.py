@@ -1,6 +1,7 @@
 """Batch scaling (P3, P7): wall time of N boards in parallel divided by one board's, on board-like devices.
 
     .venv/bin/python -m bench.batch_scaling [--slots 1 8 32 64] [--keygen-delay 20] [--boot-delay 10]
+                                            [--start-methods forkserver spawn] [--worker-starts 5]
 
 Boots max(slots) simulated devices with board-like latencies (OP-TEE key generation and boot take
 seconds), runs one batch per slot count through the station's engine (station.engine: each unit in its
@@ -15,8 +16,17 @@ own worker process; each board factory-fresh), and records per slot count:
   the machine was;
 * the peak memory of the station (this process plus its live workers, resident), sampled every 0.25 s;
 
-and once, the cost of starting one unit worker (spawn to exit of a worker that imports what a unit
-needs).  Results go to bench/results/batch-scaling.json with machine information.
+and once, the cost of starting one unit worker (start to exit of a worker that has what a unit needs
+imported: a spawned interpreter importing it, or a fork of the fork server that imported it once).
+
+With several ``--start-methods`` (how the engine starts a unit's worker: forkserver, its default, or
+spawn), every slot count and every worker start runs once per method, the methods interleaved, so that
+the ratio between them is measured under the same load (the machine is shared).  The station's CPU counts
+this process, its children and — for forkserver — the fork server and the workers it forked and reaped;
+the memory sampler's own CPU is left out.  Peak memory is given as the sum of resident sizes (RSS, which
+counts the pages forked workers share with the server once per worker) and as the proportional set size
+(PSS, shared pages split between their sharers: what the processes really cost the machine).
+Results go to bench/results/batch-scaling.json (or ``--out``) with machine information.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import resource
 import shutil
@@ -37,7 +48,7 @@ from pathlib import Path
 from bench.provision_ssh import machine
 from station.config import StationConfig
 from station.engine import Scheduler, UnitJob
-from station.engine.scheduler import clean_spawn
+from station.engine.scheduler import START_METHODS, clean_spawn, worker_context
 from station.engine.worker import die_with_station
 from station.home import StationHome
 from station.pki import CertificateAuthority
@@ -50,13 +61,44 @@ HERE = Path(__file__).resolve().parent
 WORKER_STARTS = 5
 
 
+def forkserver_pid() -> int | None:
+    """The station's fork server, if it runs (multiprocessing keeps its pid privately)."""
+    pid = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
+    return pid if isinstance(pid, int) else None
+
+
+def process_cpu_seconds(pid: int, *, children: bool) -> float:
+    """A process's CPU seconds from /proc (its own, plus its ended and reaped children's)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    ticks = sum(int(value) for value in fields[11:15 if children else 13])  # utime stime [cutime cstime]
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds() -> float:
-    """CPU seconds of the station: this process and its (ended, reaped) unit workers."""
+    """CPU seconds of the station: this process, its (ended, reaped) children — spawned unit workers —
+    and the fork server with the unit workers it forked (and reaped)."""
     total = 0.0
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         usage = resource.getrusage(who)
         total += usage.ru_utime + usage.ru_stime
+    server = forkserver_pid()
+    if server is not None:
+        total += process_cpu_seconds(server, children=True)
     return total
+
+
+def proportional_bytes(pid: int) -> int:
+    """A process's proportional set size (pages it shares with others split between them)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
 
 
 def resident_bytes(pid: int) -> int:
@@ -72,6 +114,8 @@ class MemoryPeak:
     def __init__(self, interval_s: float = 0.25) -> None:
         self.peak = 0
         self.peak_workers = 0
+        self.peak_pss = 0
+        self.sampler_cpu_s = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, args=(interval_s,), daemon=True)
 
@@ -86,26 +130,50 @@ class MemoryPeak:
     def _sample(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
             workers = [child.pid for child in multiprocessing.active_children() if child.pid]
-            total = resident_bytes(os.getpid()) + sum(resident_bytes(pid) for pid in workers)
+            server = forkserver_pid()
+            station = [os.getpid(), *([server] if server is not None else []), *workers]
+            total = sum(resident_bytes(pid) for pid in station)
             if total > self.peak:
                 self.peak, self.peak_workers = total, len(workers)
+            self.peak_pss = max(self.peak_pss, sum(proportional_bytes(pid) for pid in station))
+        self.sampler_cpu_s = time.thread_time()  # this thread's own: not the station's
 
 
-def worker_start_cost() -> dict[str, float]:
-    """Wall and CPU of starting one unit worker: a spawned interpreter importing what a unit needs
-    (station.engine.worker: paramiko, cryptography, the steps), then exiting."""
-    context = multiprocessing.get_context("spawn")
-    walls, cpus = [], []
-    for _ in range(WORKER_STARTS):
-        cpu, began = cpu_seconds(), time.perf_counter()
-        process = context.Process(target=die_with_station, args=(os.getpid(),))
-        with clean_spawn():  # as the engine starts its workers
-            process.start()
-        process.join()
-        walls.append(time.perf_counter() - began)
-        cpus.append(cpu_seconds() - cpu)
-    return {"wall_s_median": round(statistics.median(walls), 3), "cpu_s_median": round(statistics.median(cpus), 3),
-            "starts": WORKER_STARTS}
+def start_one_worker(method: str) -> tuple[float, float]:
+    """Wall and station CPU of starting one unit worker with ``method`` — a spawned interpreter importing
+    what a unit needs (station.engine.worker: paramiko, cryptography, the steps), or a fork of the fork
+    server that has imported it — up to its exit."""
+    context = worker_context(method)
+    cpu, began = cpu_seconds(), time.perf_counter()
+    process = context.Process(target=die_with_station, args=(os.getpid(),))
+    with clean_spawn():  # as the engine starts its workers
+        process.start()
+    process.join()
+    return time.perf_counter() - began, cpu_seconds() - cpu
+
+
+def worker_start_costs(methods: list[str], starts: int) -> dict[str, dict[str, float]]:
+    """The cost of a worker start per method, the methods interleaved; for forkserver also the one-off
+    cost of starting the fork server (its interpreter and imports) with the first worker."""
+    costs: dict[str, dict[str, float]] = {}
+    if "forkserver" in methods:
+        multiprocessing.forkserver._forkserver._stop()  # measure a cold start
+        wall, cpu = start_one_worker("forkserver")
+        costs["forkserver"] = {"server_start_and_first_worker_wall_s": round(wall, 3),
+                               "server_start_and_first_worker_cpu_s": round(cpu, 3)}
+    samples: dict[str, list[tuple[float, float]]] = {method: [] for method in methods}
+    for _ in range(starts):
+        for method in methods:
+            samples[method].append(start_one_worker(method))
+    for method, measured in samples.items():
+        costs.setdefault(method, {}).update({
+            "wall_s_median": round(statistics.median(wall for wall, _ in measured), 4),
+            "cpu_s_median": round(statistics.median(cpu for _, cpu in measured), 4),
+            # The workers' CPU is read from /proc in 10 ms ticks: the mean over many starts resolves a fork.
+            "cpu_s_mean": round(statistics.fmean(cpu for _, cpu in measured), 4),
+            "starts": starts,
+        })
+    return costs
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -128,7 +196,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=2370)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "batch-scaling.json")
     parser.add_argument("--conditions", default="", help="a note on the machine's state, kept in the results")
+    parser.add_argument("--start-methods", nargs="+", choices=START_METHODS,
+                        default=[worker_context().get_start_method()],
+                        help="how units' workers start (several: compared, interleaved in one run)")
+    parser.add_argument("--worker-starts", type=int, default=WORKER_STARTS)
     args = parser.parse_args()
+    methods: list[str] = args.start_methods
 
     root = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     home = StationHome(root / "home").create()
@@ -139,21 +212,22 @@ def main() -> None:
                           port=args.port)
         ca = CertificateAuthority.init(home.ca_dir, passphrase=b"bench passphrase")
         profile = load_profile("welma-optee")
-        start_cost = worker_start_cost()
-        print({"worker_start": start_cost}, flush=True)
+        start_costs = worker_start_costs(methods, args.worker_starts)
+        print({"worker_start": start_costs}, flush=True)
         serial = 0
-        for slots in args.slots:
+        for slots, method in [(slots, method) for slots in args.slots for method in methods]:
             jobs = []
             for device in devices[:slots]:
                 serial += 1
                 jobs.append(UnitJob(serial=f"2026{serial:011d}", device=device.ssh_url, profile=profile,
                                     operator="bench", fixture=device.name, stream_output=False))
-            scheduler = Scheduler(home=home, config=StationConfig(name="bench"), ca=ca, slots=slots)
+            scheduler = Scheduler(home=home, config=StationConfig(name="bench"), ca=ca, slots=slots,
+                                  start_method=method)
             cpu, busy, began = cpu_seconds(), machine_busy_seconds(), time.perf_counter()
             with MemoryPeak() as memory:
                 outcomes = scheduler.run(jobs)
             wall = time.perf_counter() - began
-            used = cpu_seconds() - cpu
+            used = cpu_seconds() - cpu - memory.sampler_cpu_s
             # What the simulated boards burn shares this machine's cores with the station; on a real
             # line every board has its own CPU.  Recording it shows where the batch's extra time goes.
             boards = machine_busy_seconds() - busy - used
@@ -161,7 +235,8 @@ def main() -> None:
             share_s = [outcome.duration_s - outcome.device_s for outcome in outcomes]
             share = [(o.duration_s - o.device_s) / o.duration_s for o in outcomes]
             rows.append({
-                "slots": slots, "wall_s": round(wall, 3), "cpu_s_per_unit": round(used / slots, 4),
+                "slots": slots, "start_method": method, "wall_s": round(wall, 3),
+                "cpu_s_per_unit": round(used / slots, 4),
                 "unit_wall_s_median": round(statistics.median(o.duration_s for o in outcomes), 3),
                 "station_share_s_median": round(statistics.median(share_s), 3),
                 "station_share_s_p95": round(quantile(share_s, 0.95), 3),
@@ -169,6 +244,7 @@ def main() -> None:
                 "station_share_p95": round(quantile(share, 0.95), 4),
                 "peak_station_memory_mib": round(memory.peak / 2**20, 1),
                 "workers_at_peak": memory.peak_workers,
+                "peak_station_pss_mib": round(memory.peak_pss / 2**20, 1),
                 "board_cpu_s_per_unit": round(boards / slots, 3),
                 "machine_busy_fraction": round((boards + used) / (wall * (os.cpu_count() or 1)), 3),
             })
@@ -179,21 +255,40 @@ def main() -> None:
     finally:
         farm.down()
         shutil.rmtree(root, ignore_errors=True)
-    single = next(row["wall_s"] for row in rows if row["slots"] == min(args.slots))
-    for row in rows:
-        row["ratio_to_one_slot"] = round(row["wall_s"] / single, 3)
+    for method in methods:
+        single = next(row["wall_s"] for row in rows if row["slots"] == min(args.slots)
+                      and row["start_method"] == method)
+        for row in rows:
+            if row["start_method"] == method:
+                row["ratio_to_one_slot"] = round(row["wall_s"] / single, 3)
     report = {
         "benchmark": "batch-scaling",
         "command": f"python -m bench.batch_scaling --slots {' '.join(map(str, args.slots))} "
-                   f"--keygen-delay {args.keygen_delay:g} --boot-delay {args.boot_delay:g}",
+                   f"--keygen-delay {args.keygen_delay:g} --boot-delay {args.boot_delay:g} "
+                   f"--start-methods {' '.join(methods)} --worker-starts {args.worker_starts}",
         "machine": machine(),
         "load_average_after": [round(value, 2) for value in os.getloadavg()],
         "conditions": args.conditions,
-        "engine": "station.engine: one spawned worker process per unit",
+        "engine": "station.engine: one worker process per unit",
+        "start_method": methods[0],
         "goals": {"ratio_at_64": 1.10, "cpu_s_per_unit": 0.1, "station_share_at_64": 0.05},
-        "worker_start": start_cost,
+        "worker_start": {"start_method": methods[0], **start_costs[methods[0]]},
+        "worker_start_by_method": start_costs,
         "results": rows,
     }
+    if len(methods) > 1:
+        # Same run, same load: the first method's figures over the second's, per slot count.
+        first, second = methods[:2]
+        by = {(row["slots"], row["start_method"]): row for row in rows}
+        report["ratios"] = {
+            f"{first}/{second}": {
+                "worker_start_wall": round(start_costs[first]["wall_s_median"] / start_costs[second]["wall_s_median"], 3),
+                "worker_start_cpu": round(start_costs[first]["cpu_s_median"] / start_costs[second]["cpu_s_median"], 3),
+                **{f"{key}_at_{slots}": round(by[slots, first][key] / by[slots, second][key], 3)
+                   for slots in args.slots
+                   for key in ("cpu_s_per_unit", "peak_station_memory_mib", "peak_station_pss_mib", "wall_s")},
+            }
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

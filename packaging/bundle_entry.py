@@ -52,8 +52,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    # Each unit runs in a worker process started with multiprocessing's spawn method: in the bundle the
-    # worker is this executable again, and freeze_support() turns it into the worker (then exits).
+    # Each unit runs in a worker process forked by multiprocessing's fork server (or spawned, with
+    # STATION_WORKER_START=spawn): in the bundle the fork server (and the resource tracker, and a spawned
+    # worker) is this executable again, and freeze_support() turns it into that (then exits) — before this
+    # script imports the window or the CLI, so neither is ever loaded there.
     import multiprocessing
 
     multiprocessing.freeze_support()

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
@@ -61,6 +62,20 @@ KILL_AT_ENV = "STATION_TEST_KILL_AT"
 STATION_PID_ENV = "STATION_ENGINE_PARENT_PID"
 
 
+def station_is_ancestor(station_pid: int) -> bool:
+    """Whether ``station_pid`` is this process's parent, or its parent's parent: a unit's worker is started by
+    the station (spawn) or forked by the station's fork server, the station's own child (forkserver)."""
+    parent = os.getppid()
+    if parent == station_pid:
+        return True
+    try:
+        stat = Path(f"/proc/{parent}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(")") + 2:].split()  # after "pid (name) ": state, ppid, …
+    return len(fields) > 1 and fields[1] == str(station_pid)
+
+
 def crash_point(point: str) -> None:
     """Test hook: die here, without any cleanup, if the crash-safety tests asked for ``point``.
 
@@ -68,7 +83,7 @@ def crash_point(point: str) -> None:
     audit log and the CA) first, then the worker itself."""
     if os.environ.get(KILL_AT_ENV) == point:
         parent = os.environ.get(STATION_PID_ENV)
-        if parent and parent.isdigit() and int(parent) == os.getppid():
+        if parent and parent.isdigit() and station_is_ancestor(int(parent)):
             os.kill(int(parent), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
 

@@ -143,5 +143,5 @@ def _probe_startup(window: MainWindow, operator: str, started: float) -> None:
 if __name__ == "__main__":
     import multiprocessing
 
-    multiprocessing.freeze_support()  # units run in spawned worker processes (see packaging/bundle_entry.py)
+    multiprocessing.freeze_support()  # units run in worker processes (see packaging/bundle_entry.py)
     sys.exit(main())

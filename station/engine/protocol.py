@@ -33,6 +33,10 @@ class WorkerStart:
     stream_output: bool
     memory_limit_bytes: int
     parent_pid: int
+    # The station's environment (secrets removed) and directory when the unit started: a worker forked by
+    # the fork server would otherwise see the server's, frozen when the server started.
+    environment: dict[str, str] = field(default_factory=dict)
+    cwd: str = ""
 
 
 @dataclass(frozen=True)

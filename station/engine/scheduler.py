@@ -3,7 +3,9 @@ single-board page and its batch grid alike.
 
 One fixture slot per device: the boards of one device run one after another, devices run in parallel (at
 most ``slots`` at once).  Each unit runs in its own worker process (:mod:`station.engine.worker`), started
-with multiprocessing's *spawn* method.  This process keeps what must not leave the station — the CA key
+with multiprocessing's *forkserver* method: forked by the station's fork server, a freshly executed,
+single-threaded interpreter without Qt that has imported what a unit needs once (*spawn*, a fresh
+interpreter per unit, where forkserver is unavailable or ``STATION_WORKER_START=spawn``).  This process keeps what must not leave the station — the CA key
 and signing, the audit writes, host-key pinning (an audit write), the TLS proof's listener — and serves it
 to the workers over their pipes (:mod:`station.engine.protocol`).
 
@@ -18,6 +20,7 @@ a queue: they never wait for a unit.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import queue
 import socket
@@ -30,6 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, wait
+from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -66,6 +70,15 @@ WORKER_MEMORY_LIMIT_MIB = 1024
 WORKER_NICENESS = 10
 # How long a worker that said it is done may take to exit.
 WORKER_EXIT_S = 5.0
+# How a unit's worker starts: a fork of the fork server (cheap: the server has imported the worker's modules
+# once) or a fresh interpreter per unit (spawn).  STATION_WORKER_START chooses; forkserver where available.
+START_METHOD_ENV = "STATION_WORKER_START"
+START_METHODS = ("forkserver", "spawn")
+# What the fork server imports once, before it forks any worker: the worker and what a unit then imports on
+# first use (the SSH link — paramiko, nacl — the serial link, cryptography's OpenSSL backend, the IDNA codec
+# a connect uses); without them every forked worker imports them again (~0.06 CPU-s, as much as its unit).
+FORKSERVER_PRELOAD = ["station.engine.worker", "station.transport.ssh", "station.transport.serial",
+                      "cryptography.hazmat.backends.openssl", "encodings.idna"]
 # Environment variables a worker must not inherit (the CA passphrase and anything named like a secret).
 _SECRET_WORDS = ("PASSPHRASE", "PASSWORD", "SECRET", "_PIN")
 _environment_lock = threading.Lock()
@@ -141,6 +154,7 @@ class Scheduler:
         line: LineHandOff | None = None,
         step_grace_s: float = STEP_DEADLINE_GRACE_S,
         memory_limit_mib: int = WORKER_MEMORY_LIMIT_MIB,
+        start_method: str | None = None,
     ) -> None:
         if slots is not None and slots < 1:
             raise StationError("--jobs must be at least 1")
@@ -153,7 +167,8 @@ class Scheduler:
         self.line = line
         self.step_grace_s = step_grace_s
         self.memory_limit_bytes = memory_limit_mib * 1024 * 1024
-        self._context = multiprocessing.get_context("spawn")
+        self._context = worker_context(start_method)
+        self.start_method = self._context.get_start_method()
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_read.setblocking(False)
@@ -166,6 +181,7 @@ class Scheduler:
         self._submitted: set[int] = set()
         self._changed = threading.Condition()
         self._stopping = False
+        self._stopped = False  # the engine thread takes no more commands (it is ending)
         self._thread: threading.Thread | None = None
         self._audit: AuditLog | None = None
         self._tls = TlsProofListener(ca)
@@ -191,14 +207,18 @@ class Scheduler:
             number = self._numbers
         with self._changed:
             self._submitted.add(number)
-        if self._thread is not None and not self._thread.is_alive():
+            # Decided under the lock the ending engine thread takes before its last look at the commands:
+            # a board is either seen by it or refused here — never queued where nobody reads.
+            stopped = self._stopped or (self._thread is not None and not self._thread.is_alive())
+            if not stopped:
+                self._command("submit", (number, job))
+        if stopped:
             # The engine has stopped (closed, or it could not open the audit log): say so, never hang.
             why = f" ({self.failure})" if self.failure is not None else ""
             self._settle(number, UnitOutcome(Ending.NOT_STARTED, job.serial, f"the station's engine has stopped{why} "
                                              "— restart the station, then start the board again",
                                              fixture=job.fixture, device=job.device, job=number))
             return number
-        self._command("submit", (number, job))
         return number
 
     @property
@@ -287,6 +307,7 @@ class Scheduler:
             # SSH key the workers log in with.
             self._audit = AuditLog(self.home.audit_db)
             self._identity_file = str(self.home.ensure_station_key())
+            self._warm_up()
             while True:
                 close_by = self._take_commands(close_by)
                 if close_by is not None and not self._running:
@@ -319,6 +340,8 @@ class Scheduler:
             stopped = "the station stopped before this board's turn"
             if self.failure is not None:
                 stopped += f" ({self.failure}) — fix that, then start the board again"
+            with self._changed:
+                self._stopped = True
             self._take_commands(time.monotonic())  # boards submitted meanwhile: not started either
             self._drop_queued(stopped)
             if self._fleet_thread is not None:
@@ -378,6 +401,19 @@ class Scheduler:
 
     # -- starting -----------------------------------------------------------------------------------
 
+    def _warm_up(self) -> None:
+        """Start the fork server now (it imports the worker's modules while the first unit is admitted)."""
+        if self.start_method != "forkserver":
+            return
+        try:
+            with clean_spawn():  # the server's environment is what every worker it forks starts with
+                multiprocessing.forkserver.ensure_running()
+        except OSError:
+            return  # the first unit's start tries again and reports what went wrong
+        # Its imports (and every worker it forks) below the station's priority, as the workers run.
+        server = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
+        _lower_priority(server if isinstance(server, int) else None)
+
     def _start_ready(self) -> None:
         busy = {running.job.device for running in self._running.values()}
         for device, jobs in list(self._queues.items()):
@@ -413,6 +449,7 @@ class Scheduler:
             job=number, admission=admission, profile=job.profile, config=self.config, home=self.home,
             identity_file=self._identity_file, ca_certificate_pem=self.ca.certificate_pem,
             stream_output=job.stream_output, memory_limit_bytes=self.memory_limit_bytes, parent_pid=os.getpid(),
+            environment=worker_environment(), cwd=os.getcwd(),
         )
         ours, theirs = self._context.Pipe(duplex=True)
         process = self._context.Process(target=worker.main, args=(theirs, start), name=f"unit-{unit.serial}",
@@ -699,15 +736,42 @@ def _lower_priority(pid: int | None) -> None:
         pass  # gone already, or not allowed: it runs at the station's priority
 
 
+def worker_context(method: str | None = None) -> ForkServerContext | SpawnContext:
+    """The multiprocessing context units' workers start with: ``method``, else STATION_WORKER_START, else
+    forkserver where the platform has it (spawn elsewhere)."""
+    chosen = method or os.environ.get(START_METHOD_ENV) or ""
+    available = multiprocessing.get_all_start_methods()
+    if chosen and (chosen not in START_METHODS or chosen not in available):
+        raise StationError(f"{START_METHOD_ENV}={chosen!r} is not a way to start a unit's worker here — "
+                           f"use one of: {', '.join(m for m in START_METHODS if m in available)}")
+    if not chosen:
+        chosen = "forkserver" if "forkserver" in available else "spawn"
+    if chosen == "spawn":
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # Only the worker's modules: never __main__ (the station's entry module: the CLI, or ui.app and Qt).
+    context.set_forkserver_preload(FORKSERVER_PRELOAD)
+    return context
+
+
+def worker_environment() -> dict[str, str]:
+    """This process's environment minus anything secret: what a unit's worker runs with."""
+    return {name: value for name, value in os.environ.items() if not _secret(name)}
+
+
+def _secret(name: str) -> bool:
+    return any(word in name.upper() for word in _SECRET_WORDS)
+
+
 class clean_spawn:  # noqa: N801 - used as a context manager
-    """What a worker is spawned with: this process's environment minus anything secret (the CA passphrase),
-    and no main module to re-import — spawn would otherwise run the station's own entry module again in
-    the worker (ui.app: Qt and the whole window), where only station.engine.worker is needed."""
+    """What a worker — or the fork server, whose environment its workers start with — is started with: this
+    process's environment minus anything secret (the CA passphrase), and no main module to re-import — spawn
+    would otherwise run the station's own entry module again in the worker (ui.app: Qt and the whole
+    window), where only station.engine.worker is needed."""
 
     def __enter__(self) -> None:
         _environment_lock.acquire()
-        self._saved = {name: value for name, value in os.environ.items()
-                       if any(word in name.upper() for word in _SECRET_WORDS)}
+        self._saved = {name: value for name, value in os.environ.items() if _secret(name)}
         for name in self._saved:
             del os.environ[name]
         self._main = sys.modules.get("__main__")

@@ -1,7 +1,10 @@
 """A unit's worker process: runs the steps of one unit against its board.
 
-Started by :class:`station.engine.scheduler.Scheduler` with multiprocessing's *spawn* method (a fresh
-interpreter: nothing is inherited from a station process that has Qt or threads).  The worker holds the
+Started by :class:`station.engine.scheduler.Scheduler` with multiprocessing's *forkserver* method: a fork
+of the station's fork server — a freshly executed, single-threaded interpreter that never imports Qt and has
+already imported this module — so nothing is inherited from a station process that has Qt or threads, and a
+start costs a fork, not an interpreter start (*spawn*, a fresh interpreter per unit, where forkserver is
+unavailable).  The worker holds the
 board's link and nothing the station must keep to itself: it signs nothing and writes no audit record —
 it asks the station over its pipe (:mod:`station.engine.protocol`).  It dies with the station
 (``PR_SET_PDEATHSIG``, and when its pipe closes) and lives under a memory limit (``RLIMIT_AS``), so a
@@ -28,7 +31,7 @@ from station.fleet.guard import GuardVerdict
 from station.flow import FlowEvent, Provisioner
 from station.orders import OrderStatus
 from station.profiles import DeviceProfile
-from station.steps import STATION_PID_ENV, UnitIssuance
+from station.steps import STATION_PID_ENV, UnitIssuance, station_is_ancestor
 
 # How long a worker waits for the station to answer one service call (the station answers in
 # milliseconds; this only bounds a station that is gone or wedged).
@@ -176,14 +179,17 @@ class TlsProxy:
 
 
 def die_with_station(parent_pid: int) -> None:
-    """SIGKILL this process when the station's process ends (Linux), and stop now if it already has."""
+    """SIGKILL this process when its parent ends (Linux), and stop now if the station already has.
+
+    The parent is the station (spawn) or the station's fork server (forkserver), which exits as soon as the
+    station's end of its pipe closes — when the station ends, however it ends."""
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):
             pass
-    if os.getppid() != parent_pid:
+    if not station_is_ancestor(parent_pid):
         os._exit(EXIT_STATION_GONE)
 
 
@@ -204,6 +210,14 @@ def main(connection: Connection, start: WorkerStart) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the station turns it into a Cancel message,
     # which ends the unit cleanly (failed and resumable) — the worker itself ignores it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if start.environment:
+        os.environ.clear()
+        os.environ.update(start.environment)
+    if start.cwd:
+        try:
+            os.chdir(start.cwd)
+        except OSError:
+            pass  # gone since: the unit uses absolute paths only
     os.environ[STATION_PID_ENV] = str(start.parent_pid)
     limit_memory(start.memory_limit_bytes)
     client = ServiceClient(connection)

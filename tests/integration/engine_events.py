@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from station.profiles import DeviceProfile
@@ -47,3 +48,43 @@ def worker_pids(events: Iterable[Any], serial: str) -> set[int]:
             pids.add(int(get("pid")))
     assert os.getpid() not in pids
     return pids
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below ``root`` (from /proc): a station's fork server, its workers, its trackers."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(parent_of(int(entry.name)), []).append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def carries(pid: int, secret: str) -> bool:
+    """Whether a process's command line or environment holds ``secret`` (or it is gone: then it holds nothing)."""
+    try:
+        return any(secret.encode() in Path(f"/proc/{pid}/{part}").read_bytes() for part in ("cmdline", "environ"))
+    except OSError:
+        return False
+
+
+def forkserver(pids: Iterable[int]) -> int | None:
+    """Which of ``pids`` is a multiprocessing fork server."""
+    for pid in pids:
+        try:
+            if b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except OSError:
+            pass
+    return None

@@ -5,13 +5,16 @@
 * a worker SIGKILLed mid-keygen → that unit failed and resumable, the other boards PASS, no process left;
 * a worker that hangs in a step past its deadline → terminated by the station (not asked), the unit failed
   and resumable, and resumed to PASS;
-* the worker's environment and command line carry no secret.
+* the worker's environment and command line carry no secret, nor do the fork server's that forks it;
+* workers are forks of the station's fork server (never of the station itself), and the server ends with
+  the station.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import subprocess
@@ -25,11 +28,19 @@ import pytest
 from station.audit import AuditLog
 from station.config import StationConfig
 from station.engine import Ending, Scheduler, UnitJob
-from station.engine.scheduler import WORKER_MEMORY_LIMIT_MIB, WORKER_NICENESS
+from station.engine.scheduler import WORKER_MEMORY_LIMIT_MIB, WORKER_NICENESS, worker_environment
 from station.flow import FlowEvent
 from station.pki import CertificateAuthority
 from station.profiles import load_profile
-from tests.integration.engine_events import expected_shape, unit_shape, worker_pids
+from tests.integration.engine_events import (
+    carries,
+    descendants,
+    expected_shape,
+    forkserver,
+    parent_of,
+    unit_shape,
+    worker_pids,
+)
 from tests.soak.kit import FAST_STEPS, profile_copy
 
 pytestmark = pytest.mark.integration
@@ -163,6 +174,8 @@ def test_a_worker_hung_past_its_step_deadline_is_terminated_and_the_unit_resumes
 def test_a_worker_inherits_no_secret_and_runs_under_its_limits(start_farm, sim_home, ca, monkeypatch):
     (device,) = start_farm(count=1, keygen_delay=3)
     monkeypatch.setenv("STATION_CA_PASSPHRASE", PASSPHRASE)
+    # A fork server started by an earlier test would not have seen the passphrase: start this one under it.
+    multiprocessing.forkserver._forkserver._stop()
     profile = load_profile("welma-optee")
     watcher = Watcher()
     scheduler = Scheduler(home=sim_home, config=StationConfig(name="engine"), ca=ca, observer=watcher)
@@ -172,6 +185,12 @@ def test_a_worker_inherits_no_secret_and_runs_under_its_limits(start_farm, sim_h
     started = watcher.wait_for(lambda e: e.kind == "step_started" and e.step == "keygen", "key generation start")
     environ = Path(f"/proc/{started.pid}/environ").read_bytes()
     argv = Path(f"/proc/{started.pid}/cmdline").read_bytes()
+    # The worker is a fork of the fork server — the station's child, not the station — which carries no
+    # secret either (every worker it forks starts from its environment).
+    server = parent_of(started.pid)
+    assert server != os.getpid() and parent_of(server) == os.getpid()
+    server_environ = Path(f"/proc/{server}/environ").read_bytes()
+    server_argv = Path(f"/proc/{server}/cmdline").read_bytes()
     limits = Path(f"/proc/{started.pid}/limits").read_text()
     nice = int(Path(f"/proc/{started.pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
     assert scheduler.wait([number], WAIT_S)
@@ -180,6 +199,10 @@ def test_a_worker_inherits_no_secret_and_runs_under_its_limits(start_farm, sim_h
     assert os.environ["STATION_CA_PASSPHRASE"] == PASSPHRASE  # the station's own is untouched
     assert PASSPHRASE.encode() not in environ and PASSPHRASE.encode() not in argv
     assert b"STATION_CA_PASSPHRASE" not in environ
+    assert PASSPHRASE.encode() not in server_environ and PASSPHRASE.encode() not in server_argv
+    assert b"STATION_CA_PASSPHRASE" not in server_environ and b"multiprocessing.forkserver" in server_argv
+    # …and the environment the worker runs with (the station's, sent through its pipe) has none.
+    assert "STATION_CA_PASSPHRASE" not in worker_environment() and "HOME" in worker_environment()
     # The last line of defence against a flooding board: the worker's own address-space limit; and it
     # runs below the station's priority.
     (address_space,) = [line for line in limits.splitlines() if line.startswith("Max address space")]
@@ -202,6 +225,11 @@ def test_ctrl_c_on_station_provision_cancels_the_unit_cleanly(start_farm, sim_ho
         while not (events_file.exists() and '"step": "keygen"' in events_file.read_text()):
             assert process.poll() is None and time.monotonic() < end, "the unit should reach key generation"
             time.sleep(0.2)
+        # Below the station: its fork server (single-threaded, no secret), the worker it forked, and
+        # multiprocessing's resource tracker — none carries the passphrase.
+        below = descendants(process.pid)
+        assert forkserver(below) is not None
+        assert not [pid for pid in below if carries(pid, PASSPHRASE)]
         os.killpg(process.pid, signal.SIGINT)
         out, err = process.communicate(timeout=WAIT_S)
     finally:
@@ -211,6 +239,11 @@ def test_ctrl_c_on_station_provision_cancels_the_unit_cleanly(start_farm, sim_ho
     assert "can be resumed with --resume" in err
     records = [json.loads(line) for line in events_file.read_text().splitlines()]
     assert not any(alive(pid) for pid in worker_pids(records, "202600000000097"))
+    # The fork server and the resource tracker end with the station (their pipe from it closes).
+    end = time.monotonic() + 10
+    while any(alive(pid) for pid in below) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in below)
     (finished,) = [r for r in records if r["kind"] == "unit_finished"]
     assert finished["result"]["kind"] == "failed" and finished["result"]["resumable"]
     assert "cancelled" in finished["message"]

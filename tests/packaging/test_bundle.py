@@ -7,11 +7,13 @@ The bundle is built once for this module into a temporary folder (about 20 s), n
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from station import __version__
 from station.home import StationHome
 from station.sim.farm import Farm
 from tests.integration.conftest import free_port
+from tests.integration.engine_events import carries, descendants, forkserver, parent_of, worker_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "packaging" / "station.spec"
@@ -184,13 +187,36 @@ def test_the_bundle_provisions_a_simulated_board(
     station = bundle / "station"
     port = str(free_port(1))
     assert run(station, "ca", "init", env=env).returncode == 0
-    up = run(station, "sim", "up", "--count", "1", "--port", port, "--boot-delay", "0.2", env=env)
+    up = run(station, "sim", "up", "--count", "1", "--port", port, "--boot-delay", "0.2", "--keygen-delay", "2",
+             env=env)  # fmt: skip
     assert up.returncode == 0, up.stderr
 
-    provisioned = run(station, "provision", "--serial", SERIAL, "--device", f"ssh://root@127.0.0.2:{port}",
-                      "--operator", "bundle test", env=env, timeout=PROVISION_TIMEOUT_S)  # fmt: skip
-    assert provisioned.returncode == 0, provisioned.stdout + provisioned.stderr
-    assert f"PASS: serial {SERIAL} enrolled" in provisioned.stdout
+    events = Path(env["STATION_HOME"]) / "events.jsonl"
+    process = subprocess.Popen(
+        [str(station), "provision", "--serial", SERIAL, "--device", f"ssh://root@127.0.0.2:{port}",
+         "--operator", "bundle test", "--events", str(events)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        # Mid-keygen: the unit's worker is a fork of the bundle's fork server (the bundle's executable
+        # started as multiprocessing's server, never the window's or the CLI's code), and nothing below the
+        # station carries the CA passphrase.
+        end = time.monotonic() + PROVISION_TIMEOUT_S
+        while not (events.exists() and '"step": "keygen"' in events.read_text()):
+            assert process.poll() is None and time.monotonic() < end, "the unit should reach key generation"
+            time.sleep(0.1)
+        below = descendants(process.pid)
+        server = forkserver(below)
+        assert server is not None and parent_of(server) == process.pid, below
+        workers = worker_pids([json.loads(line) for line in events.read_text().splitlines()], SERIAL)
+        assert workers and all(parent_of(pid) == server for pid in workers)
+        assert not [pid for pid in below if carries(pid, PASSPHRASE)]
+        out, err = process.communicate(timeout=PROVISION_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, out + err
+    assert f"PASS: serial {SERIAL} enrolled" in out
 
     verified = run(station, "audit", "verify", env=env)
     assert verified.returncode == 0 and verified.stdout.startswith("audit log OK"), verified.stdout

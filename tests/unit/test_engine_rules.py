@@ -3,6 +3,7 @@ reads as one outcome, and what the person at the station does next."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -91,6 +92,9 @@ def test_an_engine_that_cannot_open_the_audit_log_refuses_to_start_boards_and_ne
     first = scheduler.submit(UnitJob(serial="202600000000001", device="ssh://root@127.0.0.2:2222",
                                      profile=load_profile("welma-optee"), operator="o"))
     assert scheduler.wait([first], 30)
+    end = time.monotonic() + 30
+    while scheduler.alive and time.monotonic() < end:  # its thread ends just after settling the board
+        time.sleep(0.01)
     assert not scheduler.alive and scheduler.failure is not None
     later = scheduler.submit(UnitJob(serial="202600000000002", device="ssh://root@127.0.0.2:2222",
                                      profile=load_profile("welma-optee"), operator="o"))
@@ -99,3 +103,31 @@ def test_an_engine_that_cannot_open_the_audit_log_refuses_to_start_boards_and_ne
         assert outcome is not None and outcome.kind == Ending.NOT_STARTED
     assert "engine has stopped" in scheduler.outcome(later).message
     assert [event.kind for event in seen] == ["unit_finished", "unit_finished"]
+
+
+def test_workers_are_forks_of_the_fork_server_unless_told_to_spawn(monkeypatch):
+    from station.engine.scheduler import FORKSERVER_PRELOAD, START_METHOD_ENV, worker_context
+
+    monkeypatch.delenv(START_METHOD_ENV, raising=False)
+    assert worker_context().get_start_method() == "forkserver"
+    # The server imports what a unit needs, never the station's entry module (the CLI, or the window and Qt).
+    assert "station.engine.worker" in FORKSERVER_PRELOAD and "__main__" not in FORKSERVER_PRELOAD
+    assert not [name for name in FORKSERVER_PRELOAD if name.startswith(("ui", "PySide6"))]
+    monkeypatch.setenv(START_METHOD_ENV, "spawn")
+    assert worker_context().get_start_method() == "spawn"
+    assert worker_context("forkserver").get_start_method() == "forkserver"
+    monkeypatch.setenv(START_METHOD_ENV, "fork")
+    with pytest.raises(StationError, match="STATION_WORKER_START='fork' is not a way to start a unit's worker here"):
+        worker_context()
+
+
+def test_a_workers_environment_is_the_stations_without_its_secrets(monkeypatch):
+    from station.engine.scheduler import worker_environment
+
+    monkeypatch.setenv("STATION_CA_PASSPHRASE", "s3cret passphrase")
+    monkeypatch.setenv("STATION_ADMIN_PIN", "1234")
+    monkeypatch.setenv("STATION_NOTE", "kept")
+    environment = worker_environment()
+    assert environment["STATION_NOTE"] == "kept"
+    assert "STATION_CA_PASSPHRASE" not in environment and "STATION_ADMIN_PIN" not in environment
+    assert "s3cret passphrase" not in environment.values()
