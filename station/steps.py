@@ -629,6 +629,8 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
         listener = ctx.tls
     elif isinstance(ctx.ca, CertificateAuthority):
         listener = TlsProofListener(ctx.ca)
+    elif isinstance(ctx.ca, StationSigner):  # the in-process path (Provisioner.provision): the CA is here
+        listener = TlsProofListener(ctx.ca.ca)
     else:
         raise StepFailed("the station has no TLS listener for the proof — report this; press Retry")
     port = _listen(listener, host, ctx.config.tls_port, deadline)

@@ -12,8 +12,10 @@ sources, and cached::
 
 The key covers the pinned tarballs' checksums and the build and board scripts, so only the first
 set-up (or a change of those) pays the ~2.5 minutes.  ``OPTEE_SOURCES`` names a directory of the
-pinned release tarballs; by default ``shared/optee-qemu/src`` beside (or above) the checkout, else
-the pinned tags are cloned from upstream.
+pinned release tarballs (each checked against its pinned SHA-256); by default ``shared/optee-qemu/src``
+beside (or above) the checkout.  A tarball it lacks is downloaded as upstream's tag archive (GitHub)
+into ``downloads/`` of the cache and verified against the pinned digest of its contents before use
+(:class:`PinnedSource`); nothing is cloned unverified.
 """
 
 from __future__ import annotations
@@ -23,21 +25,72 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tarfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from station.errors import StationError
 
+
+@dataclass(frozen=True)
+class PinnedSource:
+    """One pinned source the firmware is built from: the kit's release tarball, or upstream's tag archive.
+
+    ``sha256`` is the kit's ``.tar.xz`` (``OPTEE_SOURCES``).  Upstream's tag archive (``url``, a
+    ``.tar.gz``) is not byte-identical to it, so a download is verified by ``tree_sha256``: the digest
+    of what the archive holds (see :func:`tree_digest`), computed from the kit's tarball.  That a
+    download of ``url`` gives this same tree could not be checked where it was pinned (no access to
+    GitHub); a mismatch stops the build and says so.
+    """
+
+    tarball: str
+    sha256: str
+    url: str
+    tree_sha256: str
+    workdir: str  # build.sh's directory for it under work/
+
+    @property
+    def download(self) -> str:
+        """The name a download is kept under in the cache (what build.sh looks for in OPTEE_DOWNLOADS)."""
+        return self.tarball.removesuffix(".tar.xz") + ".tar.gz"
+
+
+PINNED_SOURCES = (
+    PinnedSource(
+        "optee_os-4.10.0.tar.xz",
+        "0fda61bc359b34793224ae384317fa8e7419f78e30f55e7b678a963a189d2249",
+        "https://github.com/OP-TEE/optee_os/archive/refs/tags/4.10.0.tar.gz",
+        "f030e7fea4197836e61b69107bbcf3983c9810504f2ea7e455aa8945f4215e70",
+        "optee_os",
+    ),
+    PinnedSource(
+        "optee_client-4.10.0.tar.xz",
+        "bb493eb5fdc5627cd5912647a472103df382641f9e069ee821cb1503c6fd8504",
+        "https://github.com/OP-TEE/optee_client/archive/refs/tags/4.10.0.tar.gz",
+        "7e1902f0f74fe60d563eaa9db1db93ceeccc559051350e05a9f6666c17730f86",
+        "optee_client",
+    ),
+    PinnedSource(
+        "trusted-firmware-a-lts-v2.14.6.tar.xz",
+        "18c2841ef27b3606203d238b8647d615bd1cba2bb6404295ceb01354b08f27fb",
+        "https://github.com/ARM-software/arm-trusted-firmware/archive/refs/tags/lts-v2.14.6.tar.gz",
+        "0649e3ba419770e6e8567cfa22c69562d80fca6dce651f9b18b88f26aa7f59d5",
+        "tfa",
+    ),
+)
 # The pinned release tarballs (the kit in shared/optee-qemu/src) and their SHA-256.
-PINNED_TARBALLS = {
-    "optee_os-4.10.0.tar.xz": "0fda61bc359b34793224ae384317fa8e7419f78e30f55e7b678a963a189d2249",
-    "optee_client-4.10.0.tar.xz": "bb493eb5fdc5627cd5912647a472103df382641f9e069ee821cb1503c6fd8504",
-    "trusted-firmware-a-lts-v2.14.6.tar.xz": "18c2841ef27b3606203d238b8647d615bd1cba2bb6404295ceb01354b08f27fb",
-}
+PINNED_TARBALLS = {source.tarball: source.sha256 for source in PINNED_SOURCES}
+# A download is bounded: its size, its time, and what it unpacks to when verified.
+DOWNLOAD_MAX_BYTES = 256 << 20
+DOWNLOAD_TIMEOUT_S = 900.0
+DOWNLOAD_CONNECT_TIMEOUT_S = 60.0
+TREE_MAX_BYTES = 2 << 30
 # The board's scripts: part of the cache key (a change rebuilds the initramfs).
 BOARD_SCRIPTS = ("build.sh", "init.sh", "reboot.sh")
 ARTIFACTS = ("flash.bin", "Image", "rootfs.cpio")
@@ -166,21 +219,142 @@ def _script(name: str) -> bytes:
     return resources.files("station.sim").joinpath("optee", name).read_bytes()
 
 
+def verify_tarball(path: Path, expected: str) -> None:
+    """The kit's tarball is the pinned one (SHA-256), or a clear error naming it."""
+    actual = _sha256(path)
+    if actual != expected:
+        raise StationError(
+            f"{path} has SHA-256 {actual}, not the pinned {expected} — replace it with the release tarball "
+            "(shared/optee-qemu/src), or set OPTEE_SOURCES to a directory without it to download it from upstream"
+        )
+
+
+def tree_digest(path: Path, *, max_bytes: int = TREE_MAX_BYTES) -> str:
+    """SHA-256 of what a source archive holds, whatever its compression and top directory's name.
+
+    One line per entry, sorted by path (the top directory stripped): ``F path x|- sha256`` for a file
+    (``x``: executable), ``L path target`` for a symbolic link, ``H path target`` for a hard link;
+    directories are left out (git archives have no empty ones).
+    """
+    rows: list[str] = []
+    unpacked = 0
+    try:
+        with tarfile.open(path) as archive:
+            for member in archive:
+                _, _, inner = member.name.partition("/")
+                inner = inner.rstrip("/")
+                if not inner or member.isdir():
+                    continue
+                if member.issym():
+                    rows.append(f"L {inner} {member.linkname}")
+                elif member.islnk():
+                    rows.append(f"H {inner} {member.linkname}")
+                elif member.isfile():
+                    unpacked += member.size
+                    if unpacked > max_bytes:
+                        raise StationError(f"{path} unpacks to more than {max_bytes} bytes: not a pinned source")
+                    digest = hashlib.sha256()
+                    handle = archive.extractfile(member)
+                    assert handle is not None
+                    while block := handle.read(1 << 20):
+                        digest.update(block)
+                    rows.append(f"F {inner} {'x' if member.mode & 0o111 else '-'} {digest.hexdigest()}")
+                else:
+                    rows.append(f"O {inner} {member.type.decode(errors='replace')}")
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise StationError(f"{path} is not a readable source archive ({error})") from None
+    digest = hashlib.sha256()
+    for row in sorted(rows):
+        digest.update(row.encode("utf-8", errors="surrogateescape") + b"\n")
+    return digest.hexdigest()
+
+
+def verify_download(source: PinnedSource, path: Path) -> None:
+    """A downloaded tag archive holds the pinned tree, or a clear error naming the file and the URL."""
+    actual = tree_digest(path)
+    if actual != source.tree_sha256:
+        raise StationError(
+            f"{path} (downloaded from {source.url}) does not hold the pinned sources: its content digest is "
+            f"{actual}, not {source.tree_sha256} (computed from {source.tarball}). Put the release tarball "
+            f"{source.tarball} in a directory and set OPTEE_SOURCES to it"
+        )
+
+
+def download(
+    source: PinnedSource,
+    directory: Path,
+    *,
+    opener: Callable[..., Any] = urllib.request.urlopen,
+    progress: Callable[[str], None] = print,
+) -> Path:
+    """Fetch upstream's tag archive into ``directory`` (bounded in size and time) and verify it."""
+    target = directory / source.download
+    if target.is_file():
+        try:
+            verify_download(source, target)
+            return target
+        except StationError:
+            target.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    progress(f"Downloading {source.url} (no {source.tarball} in OPTEE_SOURCES) …")
+    deadline = time.monotonic() + DOWNLOAD_TIMEOUT_S
+    received = 0
+    try:
+        with opener(source.url, timeout=DOWNLOAD_CONNECT_TIMEOUT_S) as response, open(partial, "wb") as out:
+            while block := response.read(1 << 16):
+                received += len(block)
+                if received > DOWNLOAD_MAX_BYTES:
+                    raise StationError(f"{source.url} sent more than {DOWNLOAD_MAX_BYTES} bytes: not a pinned source")
+                if time.monotonic() > deadline:
+                    raise StationError(f"downloading {source.url} took over {DOWNLOAD_TIMEOUT_S:g} s")
+                out.write(block)
+    except (OSError, ValueError) as error:
+        partial.unlink(missing_ok=True)
+        raise StationError(
+            f"could not download {source.url} ({error}); put the release tarball {source.tarball} in a directory "
+            "and set OPTEE_SOURCES to it"
+        ) from None
+    except StationError:
+        partial.unlink(missing_ok=True)
+        raise
+    try:
+        verify_download(source, partial)
+    except StationError:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, target)
+    return target
+
+
 def cache_key(sources: Path | None) -> str:
     """Checksum of every input: the pinned tarballs (verified when present) and the board scripts."""
     digest = hashlib.sha256()
     for name, expected in sorted(PINNED_TARBALLS.items()):
         if sources is not None and (sources / name).is_file():
-            actual = _sha256(sources / name)
-            if actual != expected:
-                raise StationError(
-                    f"{sources / name} has SHA-256 {actual}, not the pinned {expected} — replace it with the "
-                    "release tarball, or unset OPTEE_SOURCES to clone the pinned tags"
-                )
+            verify_tarball(sources / name, expected)
         digest.update(f"{name} {expected}\n".encode())
     for name in BOARD_SCRIPTS:
         digest.update(name.encode() + b"\0" + _script(name))
     return digest.hexdigest()[:16]
+
+
+def fetch_missing(
+    sources: Path | None, root: Path, progress: Callable[[str], None] = print, **kwargs: Any
+) -> Path:
+    """Download (and verify) every pinned source the build still needs that OPTEE_SOURCES lacks.
+
+    Returns the downloads directory (build.sh's OPTEE_DOWNLOADS).  A source already unpacked in
+    the cache's work directory by an earlier build is not fetched again.
+    """
+    downloads = root / "downloads"
+    for source in PINNED_SOURCES:
+        if sources is not None and (sources / source.tarball).is_file():
+            continue
+        if (root / "work" / source.workdir / ".extracted").is_file():
+            continue
+        download(source, downloads, progress=progress, **kwargs)
+    return downloads
 
 
 @dataclass(frozen=True)
@@ -253,6 +427,7 @@ def _build(image: BoardImage, sources: Path | None, root: Path, progress: Callab
     }
     if sources is not None:
         env["OPTEE_SOURCES"] = str(sources)
+    env["OPTEE_DOWNLOADS"] = str(fetch_missing(sources, root, progress))
     log_path = root / "build.log"
     started = time.monotonic()
     with open(log_path, "w", encoding="utf-8") as log:

@@ -10,7 +10,10 @@ and port, a fixtures entry per board, a serial console pty (the VM's real consol
       farm.json                         what `up` asked for and the QEMU processes it started
       devices/optee-01/
         ssh_host_ed25519_key[.pub]      the board's host key (on its read-only board disk)
-        board.img                       ext4 "welma-board": hostname, host key, authorized_keys
+        soc_id                          the board's SoC unique id (station.sim.silicon: kept across reboots,
+                                        `sim reset` and down/up, like fuses)
+        board.img                       ext4 "welma-board": hostname, host key, authorized_keys, soc_id
+                                        (shown by the guest as the device tree's serial-number)
         tee.img                         ext4 "welma-tee": the persistent /var/lib (secure storage /var/lib/tee,
                                         the certificates); recreated empty by `sim reset`
         faults.img                      raw: the faults armed on the board (read by its scripts)
@@ -45,6 +48,7 @@ from station.sim.fixtures import write_atomically, write_fixtures
 from station.sim.layout import DEFAULT_PORT, FIRST_HOST_OCTET
 from station.sim.optee_build import RUN_TOOLS, BoardImage, ensure_built, missing_tools
 from station.sim.process import ProcessRef, wait_gone
+from station.sim.silicon import read_soc_id
 
 MAX_BOARDS = 8  # each is a CPU-heavy TCG machine; a line PC's test bench needs a few
 DEFAULT_TLS_PROOF_PORT = 8443
@@ -291,6 +295,7 @@ class OpteeFarm:
         from station.sim.farm import generate_host_key
 
         board.root.mkdir(parents=True, exist_ok=True)
+        soc_id = read_soc_id(board.root)
         key = board.file("ssh_host_ed25519_key")
         if not key.exists():
             generate_host_key(key, board.file("ssh_host_ed25519_key.pub"), board.hostname)
@@ -300,6 +305,8 @@ class OpteeFarm:
             stage = Path(staging)
             (stage / "hostname").write_text(board.hostname + "\n")
             (stage / "authorized_keys").write_text(station_key)
+            # init.sh shows it at /sys/firmware/devicetree/base/serial-number (= /proc/device-tree/serial-number).
+            (stage / "soc_id").write_text(soc_id + "\n")
             shutil.copy(key, stage / "ssh_host_ed25519_key")
             shutil.copy(board.file("ssh_host_ed25519_key.pub"), stage / "ssh_host_ed25519_key.pub")
             _mkfs(board.file("board.img"), "welma-board", BOARD_DISK_MB, populate=stage)

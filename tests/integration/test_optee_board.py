@@ -31,6 +31,7 @@ from station.profiles import DeviceProfile, load_profile, load_profile_file
 from station.sim.farm import Farm, SimDevice
 from station.sim.optee_farm import GUEST_STATION_ADDRESS, HOST_STATION_ADDRESS
 from station.sim.process import ProcessRef
+from station.sim.silicon import read_soc_id
 from tests.integration.conftest import free_port
 
 # The OP-TEE tests: one marker to select (-m optee) or leave out (-m "not optee") the QEMU part of CI.
@@ -98,6 +99,19 @@ class Board:
                 return done.stdout.strip()
             time.sleep(1.0)
         raise AssertionError(f"the OP-TEE board did not come back with a new boot id within {BACK_TIMEOUT_S:g} s")
+
+    def soc_id_shown(self) -> bytes:
+        """What the board shows as its SoC id: the device tree's serial-number, raw (NUL-terminated)."""
+        done = subprocess.run(
+            ["ssh", "-F", "/dev/null", "-i", str(self.home.ssh_key),
+             "-o", f"UserKnownHostsFile={self.home.root / 'test_known_hosts'}",
+             "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes", "-o", "ConnectTimeout=60",
+             "-o", "LogLevel=ERROR", "-p", str(self.device.port), f"root@{self.device.address}",
+             "cat /proc/device-tree/serial-number"],
+            capture_output=True, timeout=SSH_TIMEOUT_S, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
 
     def reboot(self) -> None:
         before = self.boot_id()
@@ -186,9 +200,19 @@ def test_the_tutorials_step_5_passes_against_a_tls_server_on_the_station(board: 
     assert "serial:202600000000101" in server_out
 
 
+def test_the_board_shows_its_persistent_soc_id_in_the_device_tree(board: Board) -> None:
+    soc_id = read_soc_id(board.device.state_dir)
+    assert re.fullmatch(r"[0-9A-F]{16}", soc_id)
+    # As a real device tree has it: the string and its terminating NUL.
+    assert board.soc_id_shown() == soc_id.encode() + b"\0"
+
+
 def test_token_and_key_survive_a_reboot_of_the_vm(board: Board) -> None:
     host_key = board.device.host_key_fingerprint
+    soc_id = board.soc_id_shown()
     board.reboot()
+    # The SoC id is fuses: the same after a real reboot of the VM.
+    assert board.soc_id_shown() == soc_id == read_soc_id(board.device.state_dir).encode() + b"\0"
     objects = board.ssh(f"pkcs11-tool --module {MODULE} --list-objects --login --pin 0000").stdout
     assert "label:      key0" in objects and "never extractable" in objects
     assert next(d for d in board.farm.status() if d.name == board.device.name).host_key_fingerprint == host_key
@@ -265,6 +289,8 @@ def test_sim_reset_makes_the_board_factory_fresh_and_keeps_its_host_key(board: B
     assert "token0" not in slots and "uninitialized" in slots
     # (/var/lib/tee is not empty: opening the fresh TA wrote its own files, dirf.db and one per token.)
     assert board.ssh("test -e /var/lib/key0.cert || echo no-certificate").stdout.split() == ["no-certificate"]
+    # Factory-fresh storage, same silicon: the SoC id is unchanged.
+    assert board.soc_id_shown() == read_soc_id(board.device.state_dir).encode() + b"\0"
     # Same host key: accept-new refuses a changed key for a host it knows, so the ssh above proves it.
     assert next(d for d in board.farm.status() if d.name == board.device.name).state == "up"
 

@@ -3,6 +3,8 @@ PKCS#11 return values in words, the board image's cache key."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from station.config import load_config
@@ -127,3 +129,131 @@ def test_a_fixed_tls_proof_port_held_by_another_unit_is_waited_for_then_used(tmp
     assert _listen(busy, "127.0.0.1", 8443, Deadline(5.0)) == 8443 and busy.calls == 3
     assert listener.listen("127.0.0.1", 1.0, port=port) == port  # free again: the fixed port itself
     listener.result(port, 0.0)
+
+
+# ---- pinned sources: the kit's tarballs and upstream's tag archives ---------------------------------
+
+
+def _repack(source: Path, target: Path, *, top: str, mode: str, change: bytes | None = None) -> None:
+    """Write source's entries under another top directory and compression (as GitHub's tag archive differs
+    from the kit's .tar.xz); ``change`` appended to the first regular file tampers with it."""
+    import io
+    import tarfile
+
+    with tarfile.open(source) as old, tarfile.open(target, f"w:{mode}") as new:
+        changed = False
+        for member in old:
+            data = old.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
+            _, _, inner = member.name.partition("/")
+            member.name = f"{top}/{inner}" if inner else top
+            if data is not None and change is not None and not changed:
+                data, changed = data + change, True
+            if data is not None:
+                member.size = len(data)
+            new.addfile(member, io.BytesIO(data) if data is not None else None)
+
+
+def _kit() -> Path:
+    sources = optee_build.default_sources()
+    assert sources is not None, "the kit's sources (shared/optee-qemu/src) are needed, as in CI"
+    return sources
+
+
+def test_the_pins_are_the_kits_tarballs_checksums_and_content_digests():
+    sources = _kit()
+    for source in optee_build.PINNED_SOURCES:
+        assert optee_build._sha256(sources / source.tarball) == source.sha256
+        assert optee_build.tree_digest(sources / source.tarball) == source.tree_sha256
+        optee_build.verify_tarball(sources / source.tarball, source.sha256)
+
+
+def test_a_local_tarball_with_another_checksum_is_refused_naming_the_file(tmp_path):
+    bad = tmp_path / "optee_os-4.10.0.tar.xz"
+    bad.write_bytes(b"not the release")
+    with pytest.raises(StationError) as caught:
+        optee_build.verify_tarball(bad, optee_build.PINNED_TARBALLS[bad.name])
+    assert str(bad) in str(caught.value) and "not the pinned" in str(caught.value)
+
+
+def test_upstream_tag_archive_urls_and_download_names_are_the_pinned_tags():
+    by_name = {source.workdir: source for source in optee_build.PINNED_SOURCES}
+    assert by_name["optee_os"].url == "https://github.com/OP-TEE/optee_os/archive/refs/tags/4.10.0.tar.gz"
+    assert by_name["optee_client"].url == "https://github.com/OP-TEE/optee_client/archive/refs/tags/4.10.0.tar.gz"
+    assert by_name["tfa"].url == (
+        "https://github.com/ARM-software/arm-trusted-firmware/archive/refs/tags/lts-v2.14.6.tar.gz"
+    )
+    # What build.sh looks for in OPTEE_DOWNLOADS (its src(): optee_os-$REF, optee_client-$REF, trusted-firmware-a-$REF).
+    assert [s.download for s in optee_build.PINNED_SOURCES] == [
+        "optee_os-4.10.0.tar.gz", "optee_client-4.10.0.tar.gz", "trusted-firmware-a-lts-v2.14.6.tar.gz",
+    ]  # fmt: skip
+    script = (Path(optee_build.__file__).parent / "optee" / "build.sh").read_text()
+    assert '"${OPTEE_DOWNLOADS:-/nonexistent}/$t.tar.gz"' in script and "git clone" not in script
+
+
+def test_the_content_digest_ignores_compression_and_top_directory_but_not_content(tmp_path):
+    kit = _kit() / "optee_client-4.10.0.tar.xz"
+    same = tmp_path / "github.tar.gz"
+    _repack(kit, same, top="optee_client-4.10.0-github", mode="gz")
+    assert optee_build._sha256(same) != optee_build._sha256(kit)
+    assert optee_build.tree_digest(same) == optee_build.tree_digest(kit)
+    tampered = tmp_path / "tampered.tar.gz"
+    _repack(kit, tampered, top="optee_client-4.10.0", mode="gz", change=b"\n# backdoor\n")
+    assert optee_build.tree_digest(tampered) != optee_build.tree_digest(kit)
+
+
+class _Served:
+    """A fake opener serving one body (unit tests only: GitHub is not reachable from this machine)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.urls: list[str] = []
+
+    def __call__(self, url: str, timeout: float):  # noqa: ANN204
+        import io
+
+        self.urls.append(url)
+        assert timeout > 0
+        return io.BytesIO(self.body)
+
+
+def test_a_download_is_verified_and_kept_under_the_name_build_sh_reads(tmp_path):
+    source = next(s for s in optee_build.PINNED_SOURCES if s.workdir == "optee_client")
+    archive = tmp_path / "served.tar.gz"
+    _repack(_kit() / source.tarball, archive, top="optee_client-4.10.0", mode="gz")
+    served = _Served(archive.read_bytes())
+    path = optee_build.download(source, tmp_path / "downloads", opener=served, progress=lambda _: None)
+    assert path == tmp_path / "downloads" / "optee_client-4.10.0.tar.gz" and path.is_file()
+    assert served.urls == [source.url]
+    # Already there and verified: not fetched again.
+    optee_build.download(source, tmp_path / "downloads", opener=served, progress=lambda _: None)
+    assert served.urls == [source.url]
+
+
+def test_a_tampered_download_is_refused_and_nothing_is_kept(tmp_path):
+    source = next(s for s in optee_build.PINNED_SOURCES if s.workdir == "optee_client")
+    archive = tmp_path / "served.tar.gz"
+    _repack(_kit() / source.tarball, archive, top="optee_client-4.10.0", mode="gz", change=b"x")
+    with pytest.raises(StationError) as caught:
+        optee_build.download(source, tmp_path / "downloads", opener=_Served(archive.read_bytes()), progress=lambda _: None)
+    message = str(caught.value)
+    assert source.url in message and "optee_client-4.10.0.tar.gz" in message and "OPTEE_SOURCES" in message
+    assert list((tmp_path / "downloads").iterdir()) == []
+    with pytest.raises(StationError, match="not a readable source archive"):
+        optee_build.download(source, tmp_path / "downloads", opener=_Served(b"<html>404</html>"), progress=lambda _: None)
+    assert list((tmp_path / "downloads").iterdir()) == []
+
+
+def test_only_the_sources_missing_and_not_yet_unpacked_are_fetched(tmp_path):
+    sources = tmp_path / "src"
+    sources.mkdir()
+    kit = _kit()
+    (sources / "optee_os-4.10.0.tar.xz").symlink_to(kit / "optee_os-4.10.0.tar.xz")
+    root = tmp_path / "cache"
+    (root / "work" / "tfa").mkdir(parents=True)
+    (root / "work" / "tfa" / ".extracted").touch()
+    archive = tmp_path / "served.tar.gz"
+    _repack(kit / "optee_client-4.10.0.tar.xz", archive, top="optee_client-4.10.0", mode="gz")
+    served = _Served(archive.read_bytes())
+    downloads = optee_build.fetch_missing(sources, root, lambda _: None, opener=served)
+    assert served.urls == ["https://github.com/OP-TEE/optee_client/archive/refs/tags/4.10.0.tar.gz"]
+    assert sorted(p.name for p in downloads.iterdir()) == ["optee_client-4.10.0.tar.gz"]

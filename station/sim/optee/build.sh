@@ -9,34 +9,32 @@
 # which checks the host first and keys the output directory by the checksums of the inputs.
 # Usage: build.sh WORK OUT        WORK keeps sources, downloads and the userland between builds;
 #                                 OUT receives flash.bin, Image, rootfs.cpio, then a "complete" stamp.
-# Env:   OPTEE_SOURCES (directory of the pinned release tarballs; else git clones of the pinned tags)
+# Env:   OPTEE_SOURCES (directory of the pinned release tarballs, *.tar.xz), OPTEE_DOWNLOADS (upstream's tag
+#        archives, *.tar.gz, fetched and verified by optee_build.py when OPTEE_SOURCES lacks one)
 #        OPTEE_REF=4.10.0  TFA_REF=lts-v2.14.6  JOBS=2
 set -eu
 HERE="$(cd "$(dirname "$0")" && pwd)"
 WORK=$1; OUT=$2
 mkdir -p "$WORK" "$OUT" "$WORK/debs"; WORK="$(cd "$WORK" && pwd)"; OUT="$(cd "$OUT" && pwd)"
 DEBS=$WORK/debs
-OPTEE_OS_GIT=${OPTEE_OS_GIT:-https://github.com/OP-TEE/optee_os.git}
-OPTEE_CLIENT_GIT=${OPTEE_CLIENT_GIT:-https://github.com/OP-TEE/optee_client.git}
-TFA_GIT=${TFA_GIT:-https://github.com/ARM-software/arm-trusted-firmware.git}
 OPTEE_REF=${OPTEE_REF:-4.10.0}; TFA_REF=${TFA_REF:-lts-v2.14.6}; JOBS=${JOBS:-2}
 KPKG=linux-image-arm64
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin   # Debian's python3 (pyelftools), not a venv's
 NICE="nice -n 19"
 log() { echo "[optee build $(date -u +%H:%M:%S)] $*"; }
 fail() { echo "optee build: $*" >&2; exit 1; }
-# Sources: the pinned release tarballs in $OPTEE_SOURCES when present, else a git clone of the pinned tag.
-src() { # src <git> <ref> <dir>
-  [ -f "$WORK/$3/.extracted" ] && return 0
-  rm -rf "$WORK/$3"
-  case $3 in optee_os) t=optee_os-$2;; optee_client) t=optee_client-$2;; tfa) t=trusted-firmware-a-$2;; esac
-  if [ -n "${OPTEE_SOURCES:-}" ] && [ -f "$OPTEE_SOURCES/$t.tar.xz" ]; then
-    mkdir -p "$WORK/$3" && tar -xJf "$OPTEE_SOURCES/$t.tar.xz" -C "$WORK/$3" --strip-components=1
-  else
-    log "no $t.tar.xz in OPTEE_SOURCES=${OPTEE_SOURCES:-}: cloning $1 at $2"
-    git clone -q --depth 1 --branch "$2" "$1" "$WORK/$3" || fail "could not clone $1 at $2"
-  fi
-  touch "$WORK/$3/.extracted"
+# Sources: the pinned release tarballs, in $OPTEE_SOURCES (the kit's .tar.xz) or $OPTEE_DOWNLOADS (upstream's
+# tag archives, .tar.gz); optee_build.py verified their checksums before starting this script.
+src() { # src <ref> <dir>
+  [ -f "$WORK/$2/.extracted" ] && return 0
+  rm -rf "$WORK/$2"
+  case $2 in optee_os) t=optee_os-$1;; optee_client) t=optee_client-$1;; tfa) t=trusted-firmware-a-$1;; esac
+  for f in "${OPTEE_SOURCES:-/nonexistent}/$t.tar.xz" "${OPTEE_DOWNLOADS:-/nonexistent}/$t.tar.gz" ""; do
+    [ -z "$f" ] && fail "no $t.tar.xz in OPTEE_SOURCES=${OPTEE_SOURCES:-} nor $t.tar.gz in OPTEE_DOWNLOADS=${OPTEE_DOWNLOADS:-}"
+    [ -f "$f" ] && break
+  done
+  mkdir -p "$WORK/$2" && tar -xf "$f" -C "$WORK/$2" --strip-components=1 || fail "could not extract $f"
+  touch "$WORK/$2/.extracted"
 }
 debs() {
   [ -f $DEBS/.done ] && return 0
@@ -53,8 +51,8 @@ debs() {
 }
 firmware() {
   debs
-  src "$OPTEE_OS_GIT" "$OPTEE_REF" optee_os
-  src "$TFA_GIT" "$TFA_REF" tfa
+  src "$OPTEE_REF" optee_os
+  src "$TFA_REF" tfa
   log "OP-TEE OS $OPTEE_REF + PKCS#11 TA"; cd $WORK/optee_os
   $NICE make -j$JOBS CROSS_COMPILE=aarch64-linux-gnu- CROSS_COMPILE_core=aarch64-linux-gnu- \
     CROSS_COMPILE_ta_arm64=aarch64-linux-gnu- PLATFORM=vexpress-qemu_armv8a CFG_ARM64_core=y \
@@ -77,7 +75,7 @@ firmware() {
   cp $WORK/optee_os/out/arm/ta/pkcs11/fd02c9da-306c-48c7-a49c-bbd827ae86ee.ta $WORK/
 }
 client() {
-  src "$OPTEE_CLIENT_GIT" "$OPTEE_REF" optee_client
+  src "$OPTEE_REF" optee_client
   log "optee_client $OPTEE_REF"; cd $WORK/optee_client; rm -rf build; mkdir build; cd build
   { $NICE cmake .. -DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc -DCMAKE_SYSTEM_NAME=Linux \
     -DCMAKE_SYSTEM_PROCESSOR=aarch64 -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_BUILD_TYPE=Release \

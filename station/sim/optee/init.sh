@@ -1,7 +1,7 @@
 #!/bin/sh
 # PID 1 of a simulated OP-TEE board (`station sim up --kind optee`), installed as /init of the initramfs.
 # The board's identity comes from its read-only board disk (label welma-board: hostname, SSH host key,
-# authorized_keys); its /var/lib (secure storage /var/lib/tee, certificates) from its persistent disk (label welma-tee).
+# authorized_keys, SoC id); its /var/lib (secure storage /var/lib/tee, certificates) from its persistent disk (label welma-tee).
 # Faults (faults disk, or the kernel argument welma.no_ta=1): no-ta boots without the PKCS#11 TA (OP-TEE's
 # real "TA not found"); abrupt-reset is read by reboot.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -37,6 +37,19 @@ if mount -t ext4 -L welma-tee /run/persist; then
 fi
 mkdir -p /var/lib/tee
 [ -s /run/board/hostname ] && hostname "$(cat /run/board/hostname)"
+# The board's SoC unique id (its "fuses", from the board disk) as a real device tree carries it: a
+# NUL-terminated serial-number property. QEMU's virt machine has none, so the kernel's view of the device
+# tree is copied to a tmpfs, the property added, and the copy bound read-only over
+# /sys/firmware/devicetree/base (/proc/device-tree links there).
+DT=/sys/firmware/devicetree/base
+if [ -s /run/board/soc_id ] && [ -d $DT ]; then
+  mkdir -p /run/devicetree && mount -t tmpfs -o mode=755 devicetree /run/devicetree \
+    && cp -a $DT/. /run/devicetree/ \
+    && printf '%s\000' "$(cat /run/board/soc_id)" >/run/devicetree/serial-number \
+    && mount --bind /run/devicetree $DT && mount -o remount,bind,ro $DT \
+    && echo "welma-init: SoC id at $DT/serial-number" \
+    || echo "welma-init: could not show the SoC id at $DT/serial-number"
+fi
 if [ -s /run/board/ssh_host_ed25519_key ]; then
   install -m 600 /run/board/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key
   install -m 644 /run/board/ssh_host_ed25519_key.pub /etc/ssh/ssh_host_ed25519_key.pub
