@@ -48,6 +48,7 @@ from station.sim.layout import (
     render_sshd_config,
 )
 from station.sim.process import ProcessRef, wait_gone
+from station.sim.silicon import new_soc_id, read_soc_id
 
 # Deadlines (seconds).  A board boots in well under a second; the margins are for loaded machines.
 BOOT_TIMEOUT_S = 30.0  # from power-on (or reset) until the board's sshd answers
@@ -147,6 +148,7 @@ class SimDevice:
     state_dir: Path
     state: str  # a DeviceState value
     fault: str | None = None  # the armed fault as written on the command line, if any
+    soc_id: str = ""  # the board's SoC unique id (station/sim/silicon.py)
 
 
 @dataclass(frozen=True)
@@ -330,6 +332,25 @@ class Farm:
         if self._armed_fault(device) is not Fault.NO_BOOT:
             self._wait_until_up([device], settings, timeout_s=BOOT_TIMEOUT_S, after="reset")
 
+    def swap(self, name: str) -> SimDevice:
+        """Put a factory-fresh board on fixture ``name``: new SoC id, new host key, empty storage.
+
+        The board taken off the fixture is gone for good (its id and key are not kept); the fixtures
+        file shows the new host key, as an administrator's inventory would after checking it.
+        Returns the new board once it answers (or as down, when the farm is not running).
+        """
+        device = self._existing_device(name)
+        new_soc_id(device.root)
+        self._generate_host_key(device)
+        # The power cut of a reset takes the old board off; the next boot installs the new key and id.
+        self.reset(name)
+        settings = self._load_settings()
+        if settings is not None and self.layout.fixtures_file.exists():
+            write_fixtures(self.layout.fixtures_file, self.status())
+        if settings is None:
+            return self._describe(device, FarmSettings(0, DEFAULT_PORT, 0, 0, False, {}), DeviceState.DOWN)
+        return self._describe(device, settings, self._state_of(device, settings))
+
     def set_fault(self, name: str, fault: str | None) -> None:
         """Arm ``fault`` on board ``name`` (replacing any other), or clear its fault with None.
 
@@ -430,6 +451,7 @@ class Farm:
         device.varlib_upper.chmod(0o755)  # the root of the board's merged /var/lib
         if not device.host_key.exists():
             self._generate_host_key(device)
+        read_soc_id(device.root)  # a board is born with its fuses
         write_atomically(device.authorized_keys, station_key)
         write_atomically(device.sshd_config, render_sshd_config(device, port))
         write_atomically(device.softhsm_conf, render_softhsm_conf())
@@ -585,6 +607,7 @@ class Farm:
             state_dir=device.root,
             state=state.value,
             fault=str(fault) if fault is not None else None,
+            soc_id=read_soc_id(device.root),
         )
 
     def _wait_until_up(
