@@ -114,10 +114,18 @@ EXPORT_FIELDS = (
     "certificate_fingerprint",
     "revoked_at",
     "reprovision_reason",
+    "soc_id",
 )
 
 # Tables whose every row is journalled by events; all have an INTEGER PRIMARY KEY named id.
-AUDITED_TABLES = {"units": "unit", "steps": "step record", "certificates": "certificate record"}
+AUDITED_TABLES = {
+    "units": "unit",
+    "steps": "step record",
+    "certificates": "certificate record",
+    # Board identity (station/identity_log.py): what silicon each unit ran on, and the fixtures' host keys.
+    "unit_identity": "board identity record",
+    "fixture_host_keys": "fixture host-key record",
+}
 
 _SCHEMA = (
     """
@@ -198,6 +206,33 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS certificates_unit ON certificates(unit_id, id)",
     "CREATE INDEX IF NOT EXISTS certificates_serial ON certificates(serial_hex)",
     "CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates(revoked_at) WHERE revoked_at IS NOT NULL",
+    # Board identity (station/identity_log.py): the SoC unique id a unit read from the board, and each
+    # pin of a fixture's host key (the inventory's history; the fixture file holds the current key).
+    """
+    CREATE TABLE IF NOT EXISTS unit_identity (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        unit_id INTEGER NOT NULL REFERENCES units(id),
+        soc_id TEXT NOT NULL,
+        soc_id_source TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS unit_identity_unit ON unit_identity(unit_id, id)",
+    "CREATE INDEX IF NOT EXISTS unit_identity_soc ON unit_identity(soc_id, unit_id)",
+    "CREATE INDEX IF NOT EXISTS units_host_key ON units(host_key_fingerprint) WHERE host_key_fingerprint IS NOT NULL",
+    """
+    CREATE TABLE IF NOT EXISTS fixture_host_keys (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        fixture TEXT NOT NULL,
+        device TEXT NOT NULL,
+        key_type TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        previous_fingerprint TEXT,
+        file TEXT NOT NULL,
+        pinned_by TEXT NOT NULL,
+        pinned_at TEXT NOT NULL
+    )
+    """,
     """
     CREATE TABLE IF NOT EXISTS events (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -279,7 +314,8 @@ def _export_select(*, neutralise: bool) -> str:
                     "started_at", "ended_at", "failed_step", "message", "attempt")  # fmt: skip
     return (
         f"SELECT {', '.join(column(name) for name in unit_columns)}, "
-        f"c.serial_hex, c.fingerprint_sha256, c.revoked_at, {column('reprovision_reason')} "
+        f"c.serial_hex, c.fingerprint_sha256, c.revoked_at, {column('reprovision_reason')}, "
+        "(SELECT i.soc_id FROM unit_identity AS i WHERE i.unit_id = u.id ORDER BY i.id DESC LIMIT 1) "
         "FROM units AS u "
         "LEFT JOIN certificates AS c ON c.id = (SELECT max(id) FROM certificates WHERE unit_id = u.id)"
     )
@@ -1325,7 +1361,8 @@ class AuditLog:
     def _append_event(self, db: sqlite_utils.Database, *, at: str, kind: str, table: str, pk: int) -> None:
         """Journal the row ``table``/``pk`` as it now is; must run inside the change that wrote it."""
         row = db.table(table).get(pk)
-        unit_id = pk if table == "units" else int(row["unit_id"])
+        # Fixture host-key records belong to no unit.
+        unit_id = pk if table == "units" else None if row.get("unit_id") is None else int(row["unit_id"])
         payload = _canonical_json({"table": table, "pk": pk, "unit_id": unit_id, "row": row})
         head = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev_hash = (int(head[0]) + 1, str(head[1])) if head else (1, GENESIS_HASH)
@@ -1389,13 +1426,13 @@ class AuditLog:
         )
         for (
             unit_id, serial, state, profile, device, fixture, batch, operator, station, started, ended,
-            failed_step, message, attempt, cert_serial, cert_fingerprint, revoked_at, reprovision_reason,
+            failed_step, message, attempt, cert_serial, cert_fingerprint, revoked_at, reprovision_reason, soc_id,
         ) in cursor:  # fmt: skip
             duration = None if ended is None else round((parse(ended) - parse(started)).total_seconds(), 3)
             yield (
                 unit_id, serial, state, profile, device, fixture, batch, operator, station, started, ended,
                 duration, failed_step, message, attempt, cert_serial, cert_fingerprint, revoked_at,
-                reprovision_reason,
+                reprovision_reason, soc_id,
             )  # fmt: skip
 
 

@@ -26,6 +26,31 @@ class Fixture:
     device: str
     profile: str | None = None
     console: str | None = None
+    # The SSH host key the board on this fixture must show ("SHA256:…"), from the inventory
+    # (`station fixtures pin NAME` writes it); None: not in the inventory.
+    host_key: str | None = None
+
+
+# What a board whose fixture has no host key in the inventory gets (station/identity.py FirstContact).
+FIRST_CONTACT_CHOICES = ("pin-per-unit", "require-inventory")
+HOST_KEY_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """[identity]: how the station treats boards it does not know yet."""
+
+    first_contact: str = "pin-per-unit"
+
+
+def _identity(path: Path, text: str, data: dict[str, Any]) -> IdentityConfig:
+    table = _table(path, text, data, "identity")
+    _refuse_unknown(path, text, table, KNOWN_KEYS["identity"], prefix="identity.")
+    first_contact = table.get("first_contact", "pin-per-unit")
+    if first_contact not in FIRST_CONTACT_CHOICES:
+        raise _fail(path, text, "identity.first_contact",
+                    f"must be one of {', '.join(repr(choice) for choice in FIRST_CONTACT_CHOICES)}")
+    return IdentityConfig(first_contact=first_contact)
 
 
 @dataclass(frozen=True)
@@ -38,6 +63,7 @@ class StationConfig:
     tls_listen_address: str = ""
     fixtures: tuple[Fixture, ...] = ()
     source: Path | None = None
+    identity: IdentityConfig = field(default_factory=lambda: IdentityConfig())
 
 
 def load_config(path: Path) -> StationConfig:
@@ -65,6 +91,7 @@ def load_config(path: Path) -> StationConfig:
         tls_listen_address=listen,
         fixtures=_fixtures(path, text, data),
         source=path,
+        identity=_identity(path, text, data),
     )
 
 
@@ -73,6 +100,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "station": frozenset({"name", "production", "default_profile"}),
     "tls_proof": frozenset({"listen_address"}),
     "fixture": frozenset({"name", "device", "profile", "console", "hostname", "host_key"}),
+    "identity": frozenset({"first_contact"}),
 }
 
 
@@ -124,6 +152,12 @@ def _fixtures(path: Path, text: str, data: dict[str, Any]) -> tuple[Fixture, ...
         names.add(name)
         profile = entry.get("profile")
         console = entry.get("console")
+        host_key = entry.get("host_key")
+        if host_key is not None and (not isinstance(host_key, str) or not HOST_KEY_FINGERPRINT.fullmatch(host_key)):
+            raise _fail(path, text, "fixture.host_key",
+                        f"fixture {name!r}: host_key must be a fingerprint as ssh-keygen -lf prints it "
+                        "(SHA256: and 43 characters) — or run `station fixtures pin NAME` to write it",
+                        occurrence=index)
         fixtures.append(Fixture(name=name, device=device, profile=profile if isinstance(profile, str) else None,
-                                console=console if isinstance(console, str) else None))
+                                console=console if isinstance(console, str) else None, host_key=host_key))
     return tuple(fixtures)

@@ -167,7 +167,7 @@ class Provisioner:
 
         context = UnitContext(
             serial=serial, profile=profile, link=link, ca=self.ca, audit=self.audit, unit=unit,
-            config=self.config, masker=masker, output=output,
+            config=self.config, masker=masker, output=output, home=self.home,
         )
         # Identify and guard run on every attempt (a resumed unit must prove it is the same board).
         plan = [step for index, step in enumerate(steps) if step in ("identify", "guard") or index >= start_at]

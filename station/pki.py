@@ -614,11 +614,13 @@ class CertificateAuthority:
         *,
         validity_days: int,
         now: datetime | None = None,
+        subject_serial_number: str | None = None,
     ) -> x509.Certificate:
         """Sign an end-entity TLS client certificate for a device from its (already checked) CSR.
 
         Only the subject and the public key come from the CSR; everything else is the station's
-        decision.  Run :func:`check_csr` first: this method re-checks only proof of possession.
+        decision.  ``subject_serial_number`` (the board's SoC unique id, when the profile asks) is added
+        to the subject as a serialNumber attribute.  Run :func:`check_csr` first: this method re-checks only proof of possession.
         The certificate never outlives the CA certificate (``notAfter`` is clamped to the CA's).
         """
         _check_validity_days(validity_days)
@@ -642,9 +644,14 @@ class CertificateAuthority:
                 f"The station CA certificate expired on {ca_not_after:%Y-%m-%d %H:%M} UTC — no device can "
                 "be certified with it. Set up a new CA (`station ca init` in a new home, or `station ca import`)."
             )
+        subject = csr.subject
+        if subject_serial_number is not None:
+            subject = x509.Name(
+                [*subject, x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.SERIAL_NUMBER, subject_serial_number)])]
+            )
         builder = (
             x509.CertificateBuilder()
-            .subject_name(csr.subject)
+            .subject_name(subject)
             .issuer_name(self._ca_cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())  # 159 random bits: unguessable, unique

@@ -21,15 +21,26 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from station.audit import AuditLog, Unit
 from station.config import StationConfig
 from station.errors import StationError
+from station.home import StationHome
+from station.identity import (
+    Basis,
+    SocIdUnreadable,
+    find_fixture,
+    host_key_mismatch_advice,
+    known_fixtures,
+    read_soc_id,
+)
+from station.identity_log import IdentityLog, when
 from station.masking import Masker
 from station.pki import CertificateAuthority, CsrPolicy, check_csr, parse_openssl_subject
 from station.profiles import DeviceProfile
 from station.shell import command
-from station.transport import CommandResult, Deadline, DeviceLink
+from station.transport import CommandResult, Deadline, DeviceLink, HostKeyMismatch
 
 TLS_ACCEPT_TIMEOUT_S = 20.0
 # Linux gives every boot a new random id: what tells a board that restarted from one that only
@@ -76,6 +87,10 @@ class UnitContext:
     token_public_key_der: bytes | None = None
     certificate: x509.Certificate | None = None
     notes: list[str] = field(default_factory=list)
+    # Where fixture definitions (the host-key inventory) are looked up; None: station.toml's only.
+    home: StationHome | None = None
+    soc_id: str | None = None
+    host_key_in_inventory: bool = False
 
     def run(self, name: str, deadline: Deadline, **extra: str) -> CommandResult:
         """Run the profile's command ``name`` for this board and show its (masked) output."""
@@ -106,6 +121,7 @@ class StepSpec:
 def identify(ctx: UnitContext, deadline: Deadline) -> str:
     ctx.link.open(deadline)
     key = ctx.link.host_key()
+    lines = [_check_host_key(ctx, key)]
     if key is not None:
         ctx.audit.pin_host_key(ctx.unit.id, key_type=key[0], fingerprint=key[1])
         crash_point("host_key_pinned")
@@ -124,7 +140,111 @@ def identify(ctx: UnitContext, deadline: Deadline) -> str:
             f"the board {hostname} has no PKCS#11 module at {module} (OP-TEE's PKCS#11 TA or libckteec is "
             "missing: \"TA not found\") — flash an image with secure storage enabled, then press Retry"
         )
-    return f"hostname {hostname}; tools {', '.join(ctx.profile.tools)}; module {module}"
+    lines.insert(0, f"hostname {hostname}; tools {', '.join(ctx.profile.tools)}; module {module}")
+    lines.append(_read_soc_id(ctx, deadline))
+    return "\n".join(lines)
+
+
+def _check_host_key(ctx: UnitContext, key: tuple[str, str] | None) -> str:
+    """Compare the host key the board showed with its fixture's inventory — before any command runs."""
+    if key is None:
+        return "no SSH host key on this link (serial console): the SoC id is the board's identity"
+    settings_file = None
+    if ctx.home is not None:
+        from station.admin import load_settings  # the admin's fixtures file, as the window uses it
+
+        try:
+            settings_file = load_settings(ctx.home).fixtures_file
+        except StationError:
+            settings_file = None
+    fixtures = known_fixtures(ctx.home.root if ctx.home else None, ctx.config, settings_file=settings_file)
+    known = find_fixture(fixtures, name=ctx.unit.fixture, device=ctx.unit.device)
+    fixture_name = known.fixture.name if known else (ctx.unit.fixture or ctx.unit.device)
+    expected = known.fixture.host_key if known else None
+    if expected is not None:
+        if key[1] != expected:
+            raise HostKeyMismatch(
+                f"the board on fixture {fixture_name} answered with host key {key[0]} {key[1]}, but the fixture's "
+                f"inventory ({known.file if known and known.file else known.origin if known else '?'}) holds "
+                f"{expected} — {host_key_mismatch_advice(fixture_name)}"
+            )
+        ctx.host_key_in_inventory = True
+        return f"{Basis.VERIFIED}: host key {key[1]} is the one fixture {fixture_name}'s inventory holds"
+    if ctx.config.identity.first_contact == "require-inventory":
+        raise HostKeyMismatch(
+            f"fixture {fixture_name} has no host key in the inventory and this station requires one "
+            f"(first_contact = \"require-inventory\"); the board answered with {key[0]} {key[1]} — nothing was "
+            f"run on it. An administrator checks the key on the board's console (ssh-keygen -lf "
+            f"/etc/ssh/ssh_host_ed25519_key.pub) and runs `station fixtures pin {fixture_name}`; until then, "
+            "set the board aside"
+        )
+    return (
+        f"host key {key[1]} is not in an inventory (fixture {fixture_name}): pinned for this unit only "
+        "(first_contact = \"pin-per-unit\")"
+    )
+
+
+def _read_soc_id(ctx: UnitContext, deadline: Deadline) -> str:
+    identities = IdentityLog(ctx.audit)
+    earlier = identities.soc_id_of(ctx.unit.id)
+    try:
+        soc = read_soc_id(ctx.link, ctx.profile.identity, deadline)
+    except SocIdUnreadable as exc:
+        raise StepFailed(str(exc)) from None
+    if soc is None:
+        ctx.output("SoC unique id: none (the profile does not require one)")
+        return "SoC unique id: none (not required by the profile)"
+    if earlier is not None and earlier.soc_id != soc.value:
+        # A resumed unit must continue on the board it started on.
+        raise StepFailed(
+            f"this is not the board unit {ctx.unit.id} started on: its SoC id was {earlier.soc_id}, the board on "
+            f"the fixture now has {soc.value} — put the unit's board back on the fixture and press Retry, or set "
+            "this board aside"
+        )
+    identities.record_soc_id(ctx.unit.id, soc_id=soc.value, source=soc.source)
+    ctx.soc_id = soc.value
+    ctx.output(f"SoC unique id {soc.value} ({Basis.REPORTED}, read from {soc.source})")
+    return f"SoC unique id {soc.value} ({Basis.REPORTED}, read from {soc.source})"
+
+
+def _set_aside(previous_serial: str) -> str:
+    return (
+        "set the board aside with its label and call the quality lead; scan the next board. "
+        f"If the label is wrong, the board stays {previous_serial}; enrolling it under a new serial needs a "
+        "re-provision with a reason (station provision … --reprovision --reason)"
+    )
+
+
+def _identity_guard(ctx: UnitContext) -> list[str]:
+    """The same board under another label, or this label on another board: refused unless re-provisioned."""
+    identities = IdentityLog(ctx.audit)
+    reason = ctx.unit.reprovision_reason
+    lines: list[str] = []
+    if ctx.soc_id:
+        for other in identities.passed_units_with_soc_id(ctx.soc_id, other_than_serial=ctx.serial)[:1]:
+            found = (f"this board (SoC id {ctx.soc_id}) is already enrolled as serial {other.serial} "
+                     f"(unit {other.id}, {when(other)}), but its label was scanned as {ctx.serial}")
+            if not reason:
+                raise StepFailed(f"{found} — {_set_aside(other.serial)}")
+            lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
+        for other in identities.passed_units_of_serial_on_other_soc(ctx.serial, ctx.soc_id)[:1]:
+            earlier = identities.soc_id_of(other.id)
+            found = (f"serial {ctx.serial} is already enrolled on another board (SoC id "
+                     f"{earlier.soc_id if earlier else '?'}, unit {other.id}, {when(other)}); this board's SoC id is "
+                     f"{ctx.soc_id}")
+            if not reason:
+                raise StepFailed(f"{found} — two boards carry the same label: {_set_aside(ctx.serial)}")
+            lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
+        lines.append(f"{Basis.VERIFIED}: SoC id {ctx.soc_id} is enrolled under no other serial")
+    key = ctx.link.host_key()
+    if key is not None:
+        for other in identities.passed_units_with_host_key(key[1], other_than_serial=ctx.serial)[:1]:
+            found = (f"this board's host key {key[1]} belongs to serial {other.serial} (unit {other.id}, "
+                     f"{when(other)}), but its label was scanned as {ctx.serial} — a swapped label")
+            if not reason:
+                raise StepFailed(f"{found} — {_set_aside(other.serial)}")
+            lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
+    return lines
 
 
 def guard(ctx: UnitContext, deadline: Deadline) -> str:
@@ -132,6 +252,7 @@ def guard(ctx: UnitContext, deadline: Deadline) -> str:
     lines = [f"serial {ctx.serial} matches {ctx.profile.serial_pattern.pattern}"]
     if ctx.unit.reprovision_reason:
         lines.append(f"re-provisioning asked for: {ctx.unit.reprovision_reason}")
+    lines += _identity_guard(ctx)
     path = ctx.profile.cert_path
     status = ctx.link.run(command("test", "-s", path), deadline, check=False).exit_status
     if status not in (0, 1):
@@ -144,15 +265,17 @@ def guard(ctx: UnitContext, deadline: Deadline) -> str:
     if status == 0:
         try:
             existing = x509.load_pem_x509_certificate(ctx.link.get(path, deadline))
-            subject = existing.subject.rfc4514_string()
+            # The serialNumber attribute is the SoC id the station adds itself (profile [identity]).
+            subject = x509.Name(
+                [rdn for rdn in existing.subject.rdns if all(a.oid != NameOID.SERIAL_NUMBER for a in rdn)]
+            ).rfc4514_string()
         except ValueError:
             subject = "(unreadable)"
         expected = parse_openssl_subject(ctx.profile.subject_for(ctx.serial)).rfc4514_string()
         if subject != expected and not ctx.unit.reprovision_reason:
             raise StepFailed(
                 f"this board already holds a device certificate for {subject}, but the scanned serial is "
-                f"{ctx.serial} — check the label matches the board; to enrol it again under this serial, "
-                "re-provision it with a reason"
+                f"{ctx.serial} — check the label matches the board: {_set_aside(subject)}"
             )
         lines.append(f"board already holds a certificate for {subject}; it will be replaced")
     return "\n".join(lines)
@@ -256,7 +379,15 @@ def check_csr_step(ctx: UnitContext, deadline: Deadline) -> str:
 def sign(ctx: UnitContext, deadline: Deadline) -> str:
     assert ctx.csr_pem is not None
     request = x509.load_pem_x509_csr(ctx.csr_pem)
-    certificate = ctx.ca.issue_device_certificate(request, validity_days=ctx.profile.validity_days)
+    in_subject = ctx.profile.identity.soc_id_in_certificate == "subject-serialNumber"
+    if in_subject and not ctx.soc_id:
+        raise StepFailed(
+            "the profile puts the SoC id in the certificate, but none was read from this board — press Retry "
+            "(identify reads it again); set the board aside if it happens again"
+        )
+    certificate = ctx.ca.issue_device_certificate(
+        request, validity_days=ctx.profile.validity_days, subject_serial_number=ctx.soc_id if in_subject else None
+    )
     pem = certificate.public_bytes(serialization.Encoding.PEM)
     # Fail closed: the certificate is in the audit log, durably, before it can leave the station.
     record = ctx.audit.record_certificate(ctx.unit.id, certificate_pem=pem)
