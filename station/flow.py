@@ -23,7 +23,7 @@ from station.home import StationHome
 from station.masking import Masker
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
-from station.steps import STEPS, StepFailed, StepSkipped, UnitContext, crash_point
+from station.steps import STEPS, StepFailed, StepSkipped, UnitContext, UnitRefused, crash_point
 from station.transport import (
     CommandFailed,
     CommandTimedOut,
@@ -177,7 +177,8 @@ class Provisioner:
                 index = steps.index(step)
                 error = self._run_step(context, step, index, len(steps), cancel, emit)
                 if error is not None:
-                    aborted = isinstance(error, HostKeyMismatch)
+                    # A changed host key, or a board refused as not this serial's: nothing more to try.
+                    aborted = isinstance(error, HostKeyMismatch | UnitRefused)
                     result = "aborted" if aborted else "failed"
                     message = masker(str(error))
                     if aborted and inherited is not None and not unit.host_key_fingerprint:

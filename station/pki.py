@@ -647,7 +647,7 @@ class CertificateAuthority:
         subject = csr.subject
         if subject_serial_number is not None:
             subject = x509.Name(
-                [*subject, x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.SERIAL_NUMBER, subject_serial_number)])]
+                [*subject.rdns, x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.SERIAL_NUMBER, subject_serial_number)])]
             )
         builder = (
             x509.CertificateBuilder()

@@ -66,6 +66,13 @@ class StepFailed(StationError):
     """A step found the board in a state it must not continue from; the message says what to do."""
 
 
+class UnitRefused(StepFailed):
+    """This board must not be enrolled under this serial; nothing was done to it and the unit ends aborted.
+
+    Aborted, not failed: Retry could only repeat the refusal, and the serial stays free for its right board.
+    """
+
+
 class StepSkipped(Exception):  # noqa: N818 - an outcome, not an error
     """The step does not apply to this board (recorded as skipped, with the reason)."""
 
@@ -122,10 +129,7 @@ def identify(ctx: UnitContext, deadline: Deadline) -> str:
     ctx.link.open(deadline)
     key = ctx.link.host_key()
     lines = [_check_host_key(ctx, key)]
-    if key is not None:
-        ctx.audit.pin_host_key(ctx.unit.id, key_type=key[0], fingerprint=key[1])
-        crash_point("host_key_pinned")
-        ctx.output(f"host key {key[0]} {key[1]} pinned for this unit")
+    ctx.output(lines[0])
     hostname = ctx.link.run(command("uname", "-n"), deadline).stdout.strip()
     found = ctx.link.run(command("command", "-v", *ctx.profile.tools), deadline, check=False).stdout
     missing = [tool for tool in ctx.profile.tools if not re.search(rf"(^|/){re.escape(tool)}\s*$", found, re.M)]
@@ -225,7 +229,7 @@ def _identity_guard(ctx: UnitContext) -> list[str]:
             found = (f"this board (SoC id {ctx.soc_id}) is already enrolled as serial {other.serial} "
                      f"(unit {other.id}, {when(other)}), but its label was scanned as {ctx.serial}")
             if not reason:
-                raise StepFailed(f"{found} — {_set_aside(other.serial)}")
+                raise UnitRefused(f"{found} — {_set_aside(other.serial)}")
             lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
         for other in identities.passed_units_of_serial_on_other_soc(ctx.serial, ctx.soc_id)[:1]:
             earlier = identities.soc_id_of(other.id)
@@ -233,7 +237,7 @@ def _identity_guard(ctx: UnitContext) -> list[str]:
                      f"{earlier.soc_id if earlier else '?'}, unit {other.id}, {when(other)}); this board's SoC id is "
                      f"{ctx.soc_id}")
             if not reason:
-                raise StepFailed(f"{found} — two boards carry the same label: {_set_aside(ctx.serial)}")
+                raise UnitRefused(f"{found} — two boards carry the same label: {_set_aside(ctx.serial)}")
             lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
         lines.append(f"{Basis.VERIFIED}: SoC id {ctx.soc_id} is enrolled under no other serial")
     key = ctx.link.host_key()
@@ -242,13 +246,14 @@ def _identity_guard(ctx: UnitContext) -> list[str]:
             found = (f"this board's host key {key[1]} belongs to serial {other.serial} (unit {other.id}, "
                      f"{when(other)}), but its label was scanned as {ctx.serial} — a swapped label")
             if not reason:
-                raise StepFailed(f"{found} — {_set_aside(other.serial)}")
+                raise UnitRefused(f"{found} — {_set_aside(other.serial)}")
             lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
     return lines
 
 
 def guard(ctx: UnitContext, deadline: Deadline) -> str:
-    """Refuse a board that already carries a certificate for another serial (a swapped label)."""
+    """Refuse a board that is not this serial's: its SoC id or host key belongs to another serial's enrolled
+    unit, this serial was enrolled on another SoC, or the board carries another serial's certificate."""
     lines = [f"serial {ctx.serial} matches {ctx.profile.serial_pattern.pattern}"]
     if ctx.unit.reprovision_reason:
         lines.append(f"re-provisioning asked for: {ctx.unit.reprovision_reason}")
@@ -273,11 +278,18 @@ def guard(ctx: UnitContext, deadline: Deadline) -> str:
             subject = "(unreadable)"
         expected = parse_openssl_subject(ctx.profile.subject_for(ctx.serial)).rfc4514_string()
         if subject != expected and not ctx.unit.reprovision_reason:
-            raise StepFailed(
+            raise UnitRefused(
                 f"this board already holds a device certificate for {subject}, but the scanned serial is "
                 f"{ctx.serial} — check the label matches the board: {_set_aside(subject)}"
             )
         lines.append(f"board already holds a certificate for {subject}; it will be replaced")
+    # The board is accepted for this serial: from here on it must keep showing this key.  (Pinned only
+    # now, so a refused board leaves nothing that a later unit of this serial would inherit.)
+    key = ctx.link.host_key()
+    if key is not None:
+        ctx.audit.pin_host_key(ctx.unit.id, key_type=key[0], fingerprint=key[1])
+        crash_point("host_key_pinned")
+        ctx.output(f"host key {key[0]} {key[1]} pinned for this unit")
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from station import __version__
 from station.errors import StationError
 
 # Modules under station/cli/ that provide commands, in the order `station --help` lists them.
-COMMAND_MODULES = ("provision", "batch", "units", "ca", "sim", "audit", "revoke", "admin", "gui")
+COMMAND_MODULES = ("provision", "batch", "units", "ca", "sim", "audit", "revoke", "admin", "gui", "fixtures")
 
 EPILOG = """\
 examples:

@@ -1,0 +1,186 @@
+"""Board identity on real simulated boards: the silicon and the host key tell which board is on the fixture.
+
+A board enrolled under one serial and scanned again under another label is refused by its SoC unique
+id (and, where the profile reads none, by its host key); a factory-fresh board put on the fixture
+(`station sim swap`) then takes the second serial.  A fixture whose inventory holds another host key
+is aborted before any command runs, until an administrator pins the key the board answers with.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from station.audit import AuditLog
+from station.config import StationConfig, load_config
+from station.flow import FlowEvent, Provisioner
+from station.home import StationHome
+from station.identity_log import IdentityLog
+from station.pki import CertificateAuthority
+from station.profiles import DeviceProfile
+from station.sim.farm import Farm
+from tests.soak.kit import (
+    PASSPHRASE,
+    assert_audit_sound,
+    certificate_on_board,
+    profile_copy,
+    station_cli,
+)
+
+pytestmark = pytest.mark.integration
+
+FIRST, SECOND = "202600000001701", "202600000001702"
+WRONG_KEY = "SHA256:" + "A" * 43
+
+
+def provision(home: StationHome, audit: AuditLog, ca: CertificateAuthority, profile: DeviceProfile, serial: str,
+              device: str, events: list[FlowEvent] | None = None, **options: object):
+    provisioner = Provisioner(home=home, config=StationConfig(name="identity"), ca=ca, audit=audit,
+                              observer=events.append if events is not None else None)
+    return provisioner.provision(serial=serial, device=device, profile=profile, operator="ines", **options)  # type: ignore[arg-type]
+
+
+def subject_serial_number(pem: bytes) -> str | None:
+    values = x509.load_pem_x509_certificate(pem).subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+    return str(values[0].value) if values else None
+
+
+def test_the_same_board_under_a_second_label_is_refused_by_its_soc_id_until_another_board_is_put_there(
+        start_farm, sim_farm: Farm, sim_home: StationHome):
+    (device,) = start_farm(1)
+    ca = CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
+    profile = profile_copy(sim_home, "identity", replace={
+        'soc_id_in_certificate = "none"': 'soc_id_in_certificate = "subject-serialNumber"'})
+    with AuditLog(sim_home.audit_db) as audit:
+        events: list[FlowEvent] = []
+        first = provision(sim_home, audit, ca, profile, FIRST, device.ssh_url, events)
+        assert first.passed, first.message
+        # Recorded per unit, shown while it runs, and in the certificate's subject as the profile asks.
+        assert IdentityLog(audit).soc_id_of(first.unit.id).soc_id == device.soc_id
+        assert any(f"SoC unique id {device.soc_id} (reported by the board" in e.message for e in events)
+        on_board = certificate_on_board(device)
+        assert on_board is not None and subject_serial_number(on_board) == device.soc_id
+
+        # The same board, scanned under another label: refused by the silicon, nothing done to it.
+        second = provision(sim_home, audit, ca, profile, SECOND, device.ssh_url)
+        assert not second.passed and second.failed_step == "guard" and second.unit.state == "aborted"
+        assert f"SoC id {device.soc_id}" in second.message and f"enrolled as serial {FIRST}" in second.message
+        assert SECOND in second.message and "set the board aside" in second.message
+        assert audit.certificate_for_unit(second.unit.id) is None
+        assert certificate_on_board(device) == on_board  # the first enrollment is untouched
+
+        # A factory-fresh board on the fixture: new silicon, new host key, empty storage.
+        fresh = sim_farm.swap(device.name)
+        assert fresh.soc_id != device.soc_id and fresh.host_key_fingerprint != device.host_key_fingerprint
+        assert certificate_on_board(fresh) is None
+        again = provision(sim_home, audit, ca, profile, SECOND, fresh.ssh_url)
+        assert again.passed, again.message
+        assert subject_serial_number(certificate_on_board(fresh)) == fresh.soc_id
+
+        # The exports carry the SoC id of each unit.
+        out = io.StringIO()
+        audit.export_jsonl(out)
+        rows = {(row["serial"], row["state"]): row["soc_id"] for row in map(json.loads, out.getvalue().splitlines())}
+        assert rows[(FIRST, "passed")] == device.soc_id and rows[(SECOND, "passed")] == fresh.soc_id
+        assert rows[(SECOND, "aborted")] == device.soc_id
+    assert_audit_sound(sim_home.audit_db)
+
+
+def test_where_no_soc_id_is_read_the_host_key_catches_the_swapped_label(start_farm, sim_home: StationHome):
+    (device,) = start_farm(1)
+    ca = CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
+    profile = profile_copy(sim_home, "no-soc-id", replace={
+        "soc_id_required = true": "soc_id_required = false\nsoc_id_command = [\"cat\", \"/nonexistent/soc-id\"]"})
+    with AuditLog(sim_home.audit_db) as audit:
+        assert provision(sim_home, audit, ca, profile, FIRST, device.ssh_url).passed
+        second = provision(sim_home, audit, ca, profile, SECOND, device.ssh_url)
+    assert not second.passed and second.unit.state == "aborted" and second.failed_step == "guard"
+    assert f"host key {device.host_key_fingerprint} belongs to serial {FIRST}" in second.message
+    assert "swapped label" in second.message
+
+
+@pytest.mark.parametrize("how", ["read fails", "empty"])
+def test_a_board_that_gives_no_soc_id_is_stopped_at_identify_with_a_clear_error(
+        how: str, start_farm, sim_farm: Farm, sim_home: StationHome):
+    (device,) = start_farm(1)
+    ca = CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
+    if how == "read fails":
+        profile = profile_copy(sim_home, "soc-fails")
+        sim_farm.set_fault(device.name, "fail:serial.number")  # every read of the id fails on the board
+    else:
+        profile = profile_copy(sim_home, "soc-empty", replace={
+            "soc_id_required = true": "soc_id_required = true\nsoc_id_command = [\"cat\", \"/dev/null\"]"})
+    with AuditLog(sim_home.audit_db) as audit:
+        result = provision(sim_home, audit, ca, profile, FIRST, device.ssh_url)
+    assert not result.passed and result.failed_step == "identify"
+    assert "did not give its SoC unique id" in result.message
+    assert ("exit 2" in result.message) if how == "read fails" else ("/dev/null: empty" in result.message)
+    assert "set the board aside" in result.message.lower()
+    assert certificate_on_board(device) is None
+
+
+def test_a_fixture_with_a_wrong_host_key_is_aborted_before_any_command_until_it_is_pinned(
+        start_farm, sim_farm: Farm, sim_home: StationHome):
+    (device,) = start_farm(1)
+    CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
+    profile_copy(sim_home, "inventory")
+    sim_home.config_file.write_text(
+        "# the line's fixtures\n[station]\nname = \"line-3\"\n\n"
+        f"[[fixture]]\nname = \"bench-1\"\ndevice = \"{device.ssh_url}\"\nhost_key = \"{WRONG_KEY}\"  # typed by hand\n"
+    )
+    # Any command reaching the board would fail: the refusal must come before the first one.
+    sim_farm.set_fault(device.name, "fail:.")
+    refused = station_cli(sim_home, "provision", "--serial", FIRST, "--device", device.ssh_url, "--fixture", "bench-1",
+                          "--profile", "inventory")
+    assert refused.returncode == 1 and "ABORTED" in refused.stdout, refused.stdout + refused.stderr
+    assert device.host_key_fingerprint in refused.stdout and WRONG_KEY in refused.stdout
+    assert "station fixtures pin bench-1" in refused.stdout and "nothing was run on the board" in refused.stdout
+    with AuditLog(sim_home.audit_db) as audit:
+        unit = audit.units(serial_prefix=FIRST)[0]
+        assert unit.state == "aborted" and unit.failed_step == "identify" and unit.host_key_fingerprint is None
+        assert [step.step for step in audit.steps(unit.id)] == ["identify"]
+        assert audit.certificate_for_unit(unit.id) is None
+    sim_farm.set_fault(device.name, None)
+
+    # The administrator checked the key on the board's console and pins it.
+    wrong = station_cli(sim_home, "fixtures", "pin", "bench-1", "--expect", WRONG_KEY)
+    assert wrong.returncode == 1 and "nothing was pinned" in wrong.stderr
+    pinned = station_cli(sim_home, "fixtures", "pin", "bench-1", "--expect", device.host_key_fingerprint)
+    assert pinned.returncode == 0, pinned.stdout + pinned.stderr
+    text = sim_home.config_file.read_text()
+    assert f'host_key = "{device.host_key_fingerprint}"' in text and WRONG_KEY not in text
+    assert "# the line's fixtures" in text  # the file was edited, not rewritten
+    assert load_config(sim_home.config_file).fixtures[0].host_key == device.host_key_fingerprint
+    listing = station_cli(sim_home, "fixtures", "list")
+    assert "bench-1" in listing.stdout and device.host_key_fingerprint in listing.stdout
+    with AuditLog(sim_home.audit_db) as audit:
+        (pin,) = IdentityLog(audit).host_key_pins("bench-1")
+        assert (pin.fingerprint, pin.previous_fingerprint) == (device.host_key_fingerprint, WRONG_KEY)
+
+    passed = station_cli(sim_home, "provision", "--serial", FIRST, "--device", device.ssh_url, "--fixture", "bench-1",
+                         "--profile", "inventory")
+    assert passed.returncode == 0 and "PASS" in passed.stdout, passed.stdout + passed.stderr
+    with AuditLog(sim_home.audit_db) as audit:
+        unit = audit.find_unit(FIRST)
+        identify = next(step for step in audit.steps(unit.id) if step.step == "identify")
+    assert f"verified by the station: host key {device.host_key_fingerprint} is the one fixture bench-1" in identify.excerpt
+    assert_audit_sound(sim_home.audit_db)
+
+
+def test_require_inventory_refuses_a_fixture_nobody_pinned(start_farm, sim_home: StationHome):
+    (device,) = start_farm(1)
+    CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
+    profile_copy(sim_home, "inventory")
+    sim_home.config_file.write_text(
+        "[identity]\nfirst_contact = \"require-inventory\"\n\n"
+        f"[[fixture]]\nname = \"bench-2\"\ndevice = \"{device.ssh_url}\"\n"
+    )
+    refused = station_cli(sim_home, "provision", "--serial", FIRST, "--device", device.ssh_url, "--fixture", "bench-2",
+                          "--profile", "inventory")
+    assert refused.returncode == 1 and "ABORTED" in refused.stdout
+    assert "no host key in the inventory" in refused.stdout and "station fixtures pin bench-2" in refused.stdout
+    assert certificate_on_board(device) is None
