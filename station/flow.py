@@ -22,8 +22,16 @@ from station.errors import StationError
 from station.home import StationHome
 from station.masking import Masker
 from station.pki import CertificateAuthority
-from station.profiles import DeviceProfile
-from station.steps import STEPS, StepFailed, StepSkipped, UnitContext, UnitRefused, crash_point
+from station.profiles import MIN_PRODUCTION_PIN_LENGTH, DeviceProfile
+from station.steps import (
+    STEPS,
+    StepFailed,
+    StepSkipped,
+    UnitContext,
+    UnitRefused,
+    crash_point,
+    disable_test_hooks,
+)
 from station.transport import (
     CommandFailed,
     CommandTimedOut,
@@ -89,6 +97,8 @@ class Provisioner:
         self.ca = ca
         self.audit = audit
         self.observer: Observer = observer or (lambda event: None)
+        if config.production:
+            disable_test_hooks()  # a station in production mode cannot be made to kill itself
 
     def eta(self, profile: DeviceProfile, step: str) -> float | None:
         """Median of the recent passed durations of this step on this profile, if any were recorded."""
@@ -112,10 +122,13 @@ class Provisioner:
         """Provision one board.  Bad input raises before anything touches a device or the audit log."""
         serial = profile.validate_serial(serial)
         address = DeviceAddress.parse(device)
-        if self.config.production and profile.uses_demo_pins:
+        problems = profile.production_pin_problems() if self.config.production else []
+        if problems:
+            demo = "uses the tutorial's demo PINs; " if profile.uses_demo_pins else ""
             raise StationError(
-                f"profile {profile.name} uses the tutorial's demo PINs, which a station in production mode "
-                "refuses — set so_pin and user_pin in the profile to the plant's own values"
+                f"profile {profile.name} {demo}{'; '.join(problems)} — a station in production mode refuses "
+                "guessable PINs: set so_pin and user_pin in the profile to the plant's own values (at least "
+                f"{MIN_PRODUCTION_PIN_LENGTH} characters, not one repeated character, not a sequence)"
             )
         if not operator.strip():
             raise StationError("no operator is signed in — sign in (name or badge) before provisioning")

@@ -56,9 +56,17 @@ BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 KILL_AT_ENV = "STATION_TEST_KILL_AT"
 
 
+_test_hooks = {"enabled": True}
+
+
+def disable_test_hooks() -> None:
+    """Production mode: the test hook is ignored for the rest of this process, whatever the environment says."""
+    _test_hooks["enabled"] = False
+
+
 def crash_point(point: str) -> None:
     """Test hook: die here, without any cleanup, if the crash-safety tests asked for ``point``."""
-    if os.environ.get(KILL_AT_ENV) == point:
+    if _test_hooks["enabled"] and os.environ.get(KILL_AT_ENV) == point:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

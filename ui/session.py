@@ -9,6 +9,7 @@ from station.admin import FixtureSource, StationSettings, load_settings, resolve
 from station.audit import AuditLog
 from station.config import Fixture, StationConfig, load_config
 from station.home import StationHome
+from station.permissions import secure_home
 from station.profiles import DeviceProfile, available_profiles, load_profile
 
 
@@ -21,6 +22,8 @@ class Session:
     fixtures: FixtureSource
     # --fixtures FILE from the command line; an administrator's later choice replaces it.
     fixtures_arg: str | None = None
+    # What the start-up permission check changed, in words (station/permissions.py), for the window to show.
+    startup_notes: list[str] = field(default_factory=list)
     _profiles: dict[str, DeviceProfile] = field(default_factory=dict)
 
     @classmethod
@@ -28,11 +31,12 @@ class Session:
         """Open the station home (created if missing); raises StationError saying what to fix."""
         home = StationHome.resolve(home_arg).create()
         config = load_config(home.config_file)
+        notes = secure_home(home)
         settings = load_settings(home)
         fixtures = resolve_fixtures(home, config, settings, fixtures_arg)
         # Opened here, on the GUI thread before any worker exists: the audit log sets a private umask.
         audit = AuditLog(home.audit_db)
-        return cls(home, config, audit, settings, fixtures, fixtures_arg)
+        return cls(home, config, audit, settings, fixtures, fixtures_arg, startup_notes=notes)
 
     def profile_name(self, fixture: Fixture | None) -> str:
         return self.settings.profile_for(self.config, fixture)

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         fixtures = {fixture.name: fixture.device for fixture in station.config.fixtures}
         sim_fixtures = station.home.sim_dir / "fixtures.toml"
-        if sim_fixtures.exists():
+        if sim_fixtures.exists() and not station.config.production:  # no simulated boards in production
             for fixture in load_fixtures(sim_fixtures):
                 fixtures.setdefault(fixture.name, fixture.device)
         jobs = read_manifest(Path(args.manifest), fixtures=fixtures)

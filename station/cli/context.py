@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from station.audit import AuditLog
 from station.cli.ca import read_passphrase
 from station.config import StationConfig, load_config
 from station.home import StationHome
+from station.permissions import secure_home
 from station.pki import CertificateAuthority
 
 
@@ -27,4 +29,6 @@ class StationContext:
 def open_station(home_arg: str | None) -> StationContext:
     home = StationHome.resolve(home_arg).create()
     config = load_config(home.config_file)
+    for change in secure_home(home):
+        print(f"station: {change}", file=sys.stderr)
     return StationContext(home=home, config=config, audit=AuditLog(home.audit_db))

@@ -32,6 +32,8 @@ COMMAND_NAMES = (
 KEY_TYPES = ("rsa:2048", "rsa:3072", "rsa:4096", "EC:prime256v1", "EC:secp384r1")
 # The tutorial's demo PINs: fine for a demo, refused by a station in production mode.
 DEMO_PINS = frozenset({"00000000", "0000", "1234", "123456", "12345678"})
+# A station in production mode takes only PINs that are not guessable from the tutorial or a keypad.
+MIN_PRODUCTION_PIN_LENGTH = 6
 MAX_SERIAL_LENGTH = 64
 _SERIAL_SAFE = re.compile(r"[A-Za-z0-9._:/+-]+")
 _STRING_SETTINGS = (
@@ -131,6 +133,17 @@ class DeviceProfile:
     def uses_demo_pins(self) -> bool:
         return bool({self.settings["so_pin"], self.settings["user_pin"]} & DEMO_PINS)
 
+    def production_pin_problems(self) -> list[str]:
+        """Why this profile's PINs are not fit for production (empty when they are)."""
+        problems = []
+        for key in ("so_pin", "user_pin"):
+            problem = pin_weakness(self.settings[key])
+            if problem:
+                problems.append(f"{key} {problem}")
+        if self.settings["so_pin"] and self.settings["so_pin"] == self.settings["user_pin"]:
+            problems.append("so_pin and user_pin are the same")
+        return problems
+
     def step_names(self) -> tuple[str, ...]:
         """The enrollment as this profile runs it (the step list is data)."""
         names = list(STEP_NAMES)
@@ -181,6 +194,20 @@ class DeviceProfile:
         values["subject"] = self.subject_for(serial)
         values.update(extra)
         return values
+
+
+def pin_weakness(pin: str) -> str | None:
+    """What makes ``pin`` guessable (a demo value, too short, one repeated character, a run), or None."""
+    if pin in DEMO_PINS:
+        return "is one of the tutorial's demo PINs"
+    if len(pin) < MIN_PRODUCTION_PIN_LENGTH:
+        return f"is shorter than {MIN_PRODUCTION_PIN_LENGTH} characters"
+    if len(set(pin)) == 1:
+        return "repeats one character (like 1111 or 0000)"
+    steps = {ord(b) - ord(a) for a, b in zip(pin, pin[1:], strict=False)}
+    if steps in ({1}, {-1}):
+        return "is a sequence (like 123456 or 654321)"
+    return None
 
 
 def available_profiles(profiles_dir: Path | None = None) -> list[str]:

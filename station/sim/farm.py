@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from station.errors import StationError
 from station.home import StationHome
 from station.sim import preflight
-from station.sim.fixtures import write_atomically, write_fixtures
+from station.sim.fixtures import refresh_fixtures, write_atomically, write_fixtures
 from station.sim.layout import (
     DEFAULT_PORT,
     MAX_DEVICES,
@@ -346,7 +346,7 @@ class Farm:
         self.reset(name)
         settings = self._load_settings()
         if settings is not None and self.layout.fixtures_file.exists():
-            write_fixtures(self.layout.fixtures_file, self.status())
+            refresh_fixtures(self.layout.fixtures_file, self.status)
         if settings is None:
             return self._describe(device, FarmSettings(0, DEFAULT_PORT, 0, 0, False, {}), DeviceState.DOWN)
         return self._describe(device, settings, self._state_of(device, settings))
