@@ -1,0 +1,80 @@
+"""On a simulated fixture the window demos any number of boards: after PASS or FAIL, "Next board" puts a
+factory-fresh board on the fixture.  A board scanned under a second label is refused, and the advice shown
+(set it aside, scan the next board) is something the technician can do from the window."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from station.audit import AuditLog
+from station.identity_log import IdentityLog
+from station.sim.farm import Farm
+from tests.gui.technician import run_unit, scan, sign_in
+from ui.app import unlock_ca
+
+pytestmark = [pytest.mark.gui, pytest.mark.integration]
+
+BOARDS = 6
+
+
+def serial(n: int) -> str:
+    return f"2026000000019{n:02d}"
+
+
+def press_next_board(qtbot, window) -> None:
+    panel = window.identity
+    qtbot.waitUntil(lambda: panel.next_button.isVisible() and panel.next_button.isEnabled(), timeout=5_000)
+    with qtbot.waitSignal(panel.board_swapped, timeout=60_000):
+        qtbot.mouseClick(panel.next_button, Qt.MouseButton.LeftButton)
+    assert window.scan.hasFocus()
+
+
+def test_six_boards_in_a_row_on_one_simulated_fixture_via_next_board(
+        qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window):
+    start_farm(count=1)
+    window = open_window(sim_home, unlock_ca(sim_home))
+    sign_in(qtbot, window, "dana")
+    window.select_fixture("sim-01")
+    seen_soc_ids = set()
+    for n in range(1, BOARDS + 1):
+        scan(qtbot, window, serial(n))
+        outcome = run_unit(qtbot, window, lambda: qtbot.keyClick(window.scan, Qt.Key.Key_Return))
+        assert outcome.kind == "passed", f"board {n}: {outcome.message}"
+        # The window says what the station verified and what is only the board's word.
+        text = window.identity.text.text()
+        assert "verified by the station" in text and "reported by the board" in text
+        assert "SoC unique id" in text
+        seen_soc_ids.add(next(d for d in Farm(sim_home).status()).soc_id)
+        press_next_board(qtbot, window)
+    assert len(seen_soc_ids) == BOARDS  # six different boards
+    with AuditLog(sim_home.audit_db) as audit:
+        units = audit.units(limit=20)
+        assert sorted(u.serial for u in units) == [serial(n) for n in range(1, BOARDS + 1)]
+        assert {u.state for u in units} == {"passed"}
+        assert {IdentityLog(audit).soc_id_of(u.id).soc_id for u in units} == seen_soc_ids
+
+
+def test_a_guard_refusal_gives_advice_the_technician_can_follow_from_the_window(
+        qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window):
+    start_farm(count=1)
+    window = open_window(sim_home, unlock_ca(sim_home))
+    sign_in(qtbot, window, "dana")
+    window.select_fixture("sim-01")
+    scan(qtbot, window, serial(1))
+    assert run_unit(qtbot, window, lambda: qtbot.keyClick(window.scan, Qt.Key.Key_Return)).kind == "passed"
+
+    # The same board is scanned under another label (the technician did not take it off).
+    scan(qtbot, window, serial(2))
+    refused = run_unit(qtbot, window, lambda: qtbot.keyClick(window.scan, Qt.Key.Key_Return))
+    assert refused.kind == "failed" and refused.failed_step == "guard" and not refused.resumable
+    shown = window.result.detail.text() + " " + window.result.next_step.text()
+    assert f"enrolled as serial {serial(1)}" in shown and "set the board aside" in shown
+    assert "scan the next board" in shown
+    assert not window.retry_button.isEnabled()  # nothing advises Retry, and Retry is not offered
+
+    # Following the advice: the board goes aside (Next board), the next board is scanned, and it passes.
+    press_next_board(qtbot, window)
+    scan(qtbot, window, serial(2))
+    again = run_unit(qtbot, window, lambda: qtbot.keyClick(window.scan, Qt.Key.Key_Return))
+    assert again.kind == "passed", again.message
