@@ -187,6 +187,7 @@ class Basis(StrEnum):
 class Claim:
     what: str
     basis: Basis
+    short: str  # a few words, for the window
 
 
 def trust_summary(
@@ -198,36 +199,39 @@ def trust_summary(
 ) -> list[Claim]:
     """What the station may claim about a unit, given the steps that passed, and on whose word."""
     done = set(passed_steps)
+    token_basis = Basis.VERIFIED if attested else Basis.REPORTED
     claims: list[Claim] = []
     if host_key_in_inventory:
         claims.append(Claim("the board answering is the one whose host key the fixture's inventory holds",
-                            Basis.VERIFIED))
+                            Basis.VERIFIED, "host key = fixture inventory"))
     elif "identify" in done:
         claims.append(Claim("the SSH host key seen first was pinned for this unit (not in an inventory)",
-                            Basis.VERIFIED))
+                            Basis.VERIFIED, "host key pinned for this unit"))
     if soc_id:
         claims.append(Claim(f"SoC unique id {soc_id} (read from the board's fuses by the board's own kernel)",
-                            Basis.REPORTED))
-        claims.append(Claim("the SoC id is enrolled under no other serial, and this serial under no other SoC",
-                            Basis.VERIFIED))
+                            Basis.REPORTED, f"SoC id {soc_id}"))
+        if "guard" in done:
+            claims.append(Claim("the SoC id is enrolled under no other serial, and this serial under no other SoC",
+                                Basis.VERIFIED, "SoC id and serial enrolled nowhere else"))
     if "keygen" in done:
         claims.append(Claim("the key is sensitive, never extractable and was generated in the token",
-                            Basis.VERIFIED if attested else Basis.REPORTED))
+                            token_basis, "key flags (never extractable, local)"))
     if "fetch_csr" in done:
-        claims.append(Claim("the public key read from the token is the token's key",
-                            Basis.VERIFIED if attested else Basis.REPORTED))
+        claims.append(Claim("the public key read from the token is the token's key", token_basis,
+                            "token's public key"))
     if "check_csr" in done:
         claims.append(Claim("CSR signature, subject, key equal to the token's reported key, key never certified "
-                            "before", Basis.VERIFIED))
+                            "before", Basis.VERIFIED, "CSR signature, subject, key, no reuse"))
     if "push" in done:
-        claims.append(Claim("certificates read back from the board with the digests written", Basis.VERIFIED))
+        claims.append(Claim("certificates read back from the board with the digests written", Basis.VERIFIED,
+                            "certificates read back"))
     if "tls_proof" in done:
         claims.append(Claim("the board holds the private key of the certificate issued (mutual TLS)",
-                            Basis.VERIFIED))
+                            Basis.VERIFIED, "holds the certified key (mutual TLS)"))
     return claims
 
 
 def render_claims(claims: Iterable[Claim]) -> str:
-    """The claims as lines, grouped verified first: what the audit, the window and exports show."""
+    """The claims as lines, grouped verified first: what the audit and the unit detail show."""
     ordered = sorted(claims, key=lambda claim: claim.basis != Basis.VERIFIED)
     return "\n".join(f"{claim.basis}: {claim.what}" for claim in ordered)

@@ -80,10 +80,13 @@ class BoardIdentityPanel(QGroupBox):
     def on_finished(self, outcome: UnitOutcome) -> None:
         self.outcome = outcome
         claims = trust_summary(self.passed_steps, host_key_in_inventory=self.in_inventory, soc_id=self.soc_id)
-        lines = [html.escape(line) for line in render_claims(claims).splitlines()]
-        lines = [line.replace(str(Basis.VERIFIED), f"<b>✔ {Basis.VERIFIED}</b>", 1)
-                 .replace(str(Basis.REPORTED), f"<i>☐ {Basis.REPORTED}</i>", 1) for line in lines]
-        self.text.setText("<br>".join(lines) or "Nothing was learnt about this board.")
+        self.setToolTip(render_claims(claims))  # the long form
+        parts = []
+        for basis, mark in ((Basis.VERIFIED, "✔"), (Basis.REPORTED, "☐")):
+            shorts = [html.escape(claim.short) for claim in claims if claim.basis == basis]
+            if shorts:
+                parts.append(f"<b>{mark} {str(basis).capitalize()}:</b> {' · '.join(shorts)}")
+        self.text.setText("<br>".join(parts) or "Nothing was learnt about this board.")
         self._offer_next_board()
 
     # -- the simulator's next board ----------------------------------------------------------
