@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from station.attestation import AttestationFailed, load_vendor_root, verify_x509_chain
 from station.audit import AuditLog, Unit
 from station.config import StationConfig
 from station.errors import StationError
@@ -39,7 +40,7 @@ from station.identity_log import IdentityLog, when
 from station.masking import Masker
 from station.pki import CertificateAuthority, CsrPolicy, check_csr, parse_openssl_subject
 from station.profiles import DeviceProfile
-from station.shell import command
+from station.shell import ShellCommand, command
 from station.transport import CommandResult, Deadline, DeviceLink, HostKeyMismatch
 
 TLS_ACCEPT_TIMEOUT_S = 20.0
@@ -106,6 +107,7 @@ class UnitContext:
     home: StationHome | None = None
     soc_id: str | None = None
     host_key_in_inventory: bool = False
+    attested: bool = False
 
     def run(self, name: str, deadline: Deadline, **extra: str) -> CommandResult:
         """Run the profile's command ``name`` for this board and show its (masked) output."""
@@ -361,7 +363,9 @@ def keygen(ctx: UnitContext, deadline: Deadline) -> str:
             f"the private key {label} is not protected as it must be (Access: {', '.join(sorted(flags)) or 'none'}; "
             f"needed: {', '.join(sorted(needed))}) — this secure storage cannot be trusted; set the board aside"
         )
-    return f"{generated}\n{listing}"
+    # The station cannot look inside the token: these flags are what the board prints (README "What the
+    # station can and cannot prove"); only an attestation ([attestation] in the profile) would prove them.
+    return f"{Basis.REPORTED}: key flags {', '.join(sorted(flags))}\n{generated}\n{listing}"
 
 
 def csr(ctx: UnitContext, deadline: Deadline) -> str:
@@ -393,7 +397,31 @@ def check_csr_step(ctx: UnitContext, deadline: Deadline) -> str:
         token_public_key=token_key,
         public_key_seen=ctx.audit.public_key_seen,
     )
-    return f"CSR accepted: subject {request.subject.rfc4514_string()}, key matches the token's key {ctx.profile.key_label}"
+    lines = [
+        f"{Basis.VERIFIED}: CSR signature, subject {request.subject.rfc4514_string()}, key never certified before, "
+        f"key equal to the token's key {ctx.profile.key_label}",
+        _attest(ctx, token_key, deadline),
+    ]
+    ctx.output(lines[-1])
+    return "\n".join(lines)
+
+
+def _attest(ctx: UnitContext, token_key: object, deadline: Deadline) -> str:
+    """Verify the board's key attestation when the profile declares one; otherwise say what stays unproven."""
+    settings = ctx.profile.attestation
+    if settings.format == "none":
+        return (f"{Basis.REPORTED}: the token's public key and its flags (no attestation: profile "
+                f"{ctx.profile.name} declares none)")
+    statement = ctx.link.run(ShellCommand(settings.command), deadline).stdout
+    spki = token_key.public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    try:
+        proved = verify_x509_chain(statement.encode("utf-8", "replace"), vendor_root=load_vendor_root(
+            settings.vendor_root), token_public_key_der=spki)
+    except AttestationFailed as exc:
+        raise UnitRefused(f"{exc} — nothing was signed; set the board aside and call the quality lead") from None
+    ctx.attested = True
+    return f"{Basis.VERIFIED}: {proved}"
 
 
 def sign(ctx: UnitContext, deadline: Deadline) -> str:
@@ -448,7 +476,7 @@ def push(ctx: UnitContext, deadline: Deadline) -> str:
                 "the board's storage may be failing; press Retry, and set the board aside if it happens again"
             )
         ctx.output(f"{path}: sha256 {digest} verified")
-    return readback
+    return f"{Basis.VERIFIED}: certificates read back with the digests written\n{readback}"
 
 
 def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
@@ -511,7 +539,8 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
             "the board presented a certificate other than the one just issued — the certificate on the "
             "board is not ours; press Retry to push it again"
         )
-    return f"mutual TLS with {host}:{port}: the board presented certificate {issued.serial_number:x}\n{tail}"
+    return (f"{Basis.VERIFIED}: the board holds the certified key — mutual TLS with {host}:{port}, it presented "
+            f"certificate {issued.serial_number:x}\n{tail}")
 
 
 STEPS: dict[str, StepSpec] = {

@@ -40,6 +40,7 @@ class BoardIdentityPanel(QGroupBox):
         self.current_fixture = current_fixture
         self.soc_id: str | None = None
         self.in_inventory = False
+        self.attested = False
         self.passed_steps: list[str] = []
         self.outcome: UnitOutcome | None = None
         self.swapping = False
@@ -65,6 +66,7 @@ class BoardIdentityPanel(QGroupBox):
     def on_event(self, event: FlowEvent) -> None:
         if event.kind == "unit_started":
             self.soc_id, self.in_inventory, self.passed_steps, self.outcome = None, False, [], None
+            self.attested = False
             self.next_button.setVisible(False)
             self.text.setText(f"Board {html.escape(event.serial)}: identifying…")
         elif event.kind == "output":
@@ -74,12 +76,15 @@ class BoardIdentityPanel(QGroupBox):
                 self.text.setText(f"SoC unique id <b>{html.escape(self.soc_id)}</b> ({Basis.REPORTED})")
             elif event.message.startswith(f"{Basis.VERIFIED}: host key"):
                 self.in_inventory = True
+            elif event.message.startswith(f"{Basis.VERIFIED}: the token key is attested"):
+                self.attested = True
         elif event.kind == "step_finished" and event.outcome == "passed":
             self.passed_steps.append(event.step)
 
     def on_finished(self, outcome: UnitOutcome) -> None:
         self.outcome = outcome
-        claims = trust_summary(self.passed_steps, host_key_in_inventory=self.in_inventory, soc_id=self.soc_id)
+        claims = trust_summary(self.passed_steps, host_key_in_inventory=self.in_inventory, soc_id=self.soc_id,
+                               attested=self.attested)
         self.setToolTip(render_claims(claims))  # the long form
         parts = []
         for basis, mark in ((Basis.VERIFIED, "✔"), (Basis.REPORTED, "☐")):

@@ -184,3 +184,90 @@ def test_require_inventory_refuses_a_fixture_nobody_pinned(start_farm, sim_home:
     assert refused.returncode == 1 and "ABORTED" in refused.stdout
     assert "no host key in the inventory" in refused.stdout and "station fixtures pin bench-2" in refused.stdout
     assert certificate_on_board(device) is None
+
+
+def _attestation_chain(token_spki_der: bytes, signer_key, root_key) -> bytes:
+    """What a vendor's secure element would print: leaf (certifying the key) then the vendor's signer."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    now = datetime.now(UTC)
+
+    def cert(subject: str, public_key, issuer: str, key, ca: bool) -> x509.Certificate:
+        return (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                .public_key(public_key).serial_number(x509.random_serial_number())
+                .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=1))
+                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+                .sign(key, hashes.SHA256()))
+
+    leaf = cert("token key", serialization.load_der_public_key(token_spki_der), "SE Signer", signer_key, False)
+    signer = cert("SE Signer", signer_key.public_key(), "SE Vendor Root", root_key, True)
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, signer))
+
+
+def test_a_profile_with_attestation_signs_only_a_key_the_vendor_chain_certifies(
+        start_farm, sim_farm: Farm, sim_home: StationHome, tmp_path):
+    import base64
+    import datetime as dt
+    import subprocess
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    (device,) = start_farm(1)
+    ca = CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
+    root_key, signer_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    root = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SE Vendor Root")]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SE Vendor Root")]))
+            .public_key(root_key.public_key()).serial_number(1)
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(root_key, hashes.SHA256()))
+    vendor_root = tmp_path / "vendor-root.pem"
+    vendor_root.write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    profile = profile_copy(sim_home, "attested", replace={
+        '[attestation]\nformat = "none"':
+            '[attestation]\nformat = "x509-chain"\ncommand = ["cat", "/var/lib/attestation.pem"]\n'
+            f'vendor_root = "{vendor_root}"'})
+    lie = {"on": False}
+
+    def ssh(board, command: str) -> subprocess.CompletedProcess[str]:
+        # The plain OpenSSH client; the board is replaced below, so no known_hosts (this is the test's back door).
+        return subprocess.run(
+            ["ssh", "-F", "/dev/null", "-i", str(sim_home.ssh_key), "-o", "StrictHostKeyChecking=no",
+             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
+             "-p", str(board.port), f"root@{board.address}", command],
+            capture_output=True, text=True, timeout=30, check=True)
+
+    def secure_element_attests(event: FlowEvent) -> None:
+        # Between fetching the token key and checking the CSR, the "secure element" certifies the key it
+        # made — or, on a lying board, some other key.
+        if event.kind == "step_started" and event.step == "check_csr":
+            public = base64.b64decode(ssh(device, "base64 -w0 /tmp/key0.pub").stdout)
+            spki = serialization.load_der_public_key(public).public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            if lie["on"]:
+                spki = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            chain = _attestation_chain(spki, signer_key, root_key).decode()
+            ssh(device, f"printf '%s' '{chain}' > /var/lib/attestation.pem")
+
+    with AuditLog(sim_home.audit_db) as audit:
+        provisioner = Provisioner(home=sim_home, config=StationConfig(name="identity"), ca=ca, audit=audit,
+                                  observer=secure_element_attests)
+        honest = provisioner.provision(serial=FIRST, device=device.ssh_url, profile=profile, operator="ines")
+        assert honest.passed, honest.message
+        check = next(s for s in audit.steps(honest.unit.id) if s.step == "check_csr")
+        assert "verified by the station: the token key is attested by CN=SE Signer" in check.excerpt
+
+        device = sim_farm.swap(device.name)
+        lie["on"] = True
+        lying = provisioner.provision(serial=SECOND, device=device.ssh_url, profile=profile, operator="ines")
+    assert not lying.passed and lying.failed_step == "check_csr" and lying.unit.state == "aborted"
+    assert "certifies another key than the token's key" in lying.message and "nothing was signed" in lying.message
+    assert certificate_on_board(device) is None
