@@ -29,6 +29,6 @@ class StationContext:
 def open_station(home_arg: str | None) -> StationContext:
     home = StationHome.resolve(home_arg).create()
     config = load_config(home.config_file)
-    for change in secure_home(home):
+    for change in secure_home(home):  # already done by `station` itself; here for other callers
         print(f"station: {change}", file=sys.stderr)
     return StationContext(home=home, config=config, audit=AuditLog(home.audit_db))
