@@ -271,3 +271,21 @@ def test_a_profile_with_attestation_signs_only_a_key_the_vendor_chain_certifies(
     assert not lying.passed and lying.failed_step == "check_csr" and lying.unit.state == "aborted"
     assert "certifies another key than the token's key" in lying.message and "nothing was signed" in lying.message
     assert certificate_on_board(device) is None
+
+
+def test_a_relabelled_board_is_accepted_only_when_re_provisioned_with_a_reason_which_is_audited(
+        start_farm, sim_home: StationHome):
+    (device,) = start_farm(1)
+    ca = CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
+    profile = profile_copy(sim_home, "relabel")
+    reason = "label reprinted: the first one was damaged"
+    with AuditLog(sim_home.audit_db) as audit:
+        assert provision(sim_home, audit, ca, profile, FIRST, device.ssh_url).passed
+        assert not provision(sim_home, audit, ca, profile, SECOND, device.ssh_url).passed
+        relabelled = provision(sim_home, audit, ca, profile, SECOND, device.ssh_url, reprovision_reason=reason)
+        assert relabelled.passed, relabelled.message
+        assert relabelled.unit.reprovision_reason == reason
+        guard = next(s for s in audit.steps(relabelled.unit.id) if s.step == "guard")
+        assert f"enrolled as serial {FIRST}" in guard.excerpt and f"accepted: re-provisioned with reason {reason!r}" \
+            in guard.excerpt
+    assert_audit_sound(sim_home.audit_db)
