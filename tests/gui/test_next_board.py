@@ -43,8 +43,10 @@ def test_six_boards_in_a_row_on_one_simulated_fixture_via_next_board(
         assert outcome.kind == "passed", f"board {n}: {outcome.message}"
         # The window says what the station verified and what is only the board's word.
         text = window.identity.text.text()
-        assert "verified by the station" in text and "reported by the board" in text
-        assert "SoC unique id" in text
+        assert "Verified by the station:" in text and "Reported by the board:" in text
+        assert "holds the certified key (mutual TLS)" in text.split("Reported")[0]  # what the station proved
+        assert "key flags (never extractable, local)" in text.split("Reported")[1]  # the board's word
+        assert "SoC id " in text
         seen_soc_ids.add(next(d for d in Farm(sim_home).status()).soc_id)
         press_next_board(qtbot, window)
     assert len(seen_soc_ids) == BOARDS  # six different boards
