@@ -12,6 +12,7 @@ from station.identity_log import IdentityLog
 from station.sim.farm import Farm
 from tests.gui.technician import run_unit, scan, sign_in
 from ui.app import unlock_ca
+from ui.audit_view import identity_text
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
 
@@ -55,6 +56,12 @@ def test_six_boards_in_a_row_on_one_simulated_fixture_via_next_board(
         assert sorted(u.serial for u in units) == [serial(n) for n in range(1, BOARDS + 1)]
         assert {u.state for u in units} == {"passed"}
         assert {IdentityLog(audit).soc_id_of(u.id).soc_id for u in units} == seen_soc_ids
+        # The unit detail of the audit log says the same, in the long form.
+        detail = identity_text(IdentityLog(audit).soc_id_of(units[0].id), audit.steps(units[0].id))
+    assert "(reported by the board, read from /sys/firmware/devicetree/base/serial-number)" in detail
+    assert ("verified by the station: the board answering is the one whose host key the fixture's inventory "
+            "holds") in detail
+    assert "reported by the board: the key is sensitive, never extractable" in detail
 
 
 def test_a_guard_refusal_gives_advice_the_technician_can_follow_from_the_window(

@@ -289,3 +289,34 @@ def test_a_relabelled_board_is_accepted_only_when_re_provisioned_with_a_reason_w
         assert f"enrolled as serial {FIRST}" in guard.excerpt and f"accepted: re-provisioned with reason {reason!r}" \
             in guard.excerpt
     assert_audit_sound(sim_home.audit_db)
+
+
+def test_a_simulated_boards_soc_id_survives_reboot_reset_and_restart_and_only_swap_replaces_it(
+        start_farm, sim_farm: Farm, sim_home: StationHome, ssh, wait_for_state):
+    (device,) = start_farm(1)
+
+    def board_soc_id(board) -> str:
+        shown = ssh(board, "cat /sys/firmware/devicetree/base/serial-number", strict=False).stdout
+        assert shown.endswith("\x00")  # a device-tree string, as on a real board
+        return shown.rstrip("\x00")
+
+    assert board_soc_id(device) == device.soc_id and len(device.soc_id) == 16
+    ssh(device, "reboot", check=False)
+    wait_for_state(device.name, "up")
+    assert board_soc_id(device) == device.soc_id
+    reset = station_cli(sim_home, "sim", "reset", device.name)
+    assert reset.returncode == 0, reset.stderr
+    assert board_soc_id(device) == device.soc_id
+    (device,) = start_farm(1)  # down and up again
+    assert board_soc_id(device) == device.soc_id
+
+    swapped = station_cli(sim_home, "sim", "swap", device.name)
+    assert swapped.returncode == 0, swapped.stderr
+    (fresh,) = Farm(sim_home).status()
+    assert fresh.soc_id != device.soc_id and fresh.soc_id in swapped.stdout
+    assert fresh.host_key_fingerprint != device.host_key_fingerprint and fresh.host_key_fingerprint in swapped.stdout
+    assert f'host_key = "{fresh.host_key_fingerprint}"' in (sim_home.sim_dir / "fixtures.toml").read_text()
+    status = station_cli(sim_home, "sim", "status")
+    assert "SOC ID" in status.stdout and fresh.soc_id in status.stdout
+    new_ssh = station_cli(sim_home, "fixtures", "list")
+    assert fresh.host_key_fingerprint in new_ssh.stdout
