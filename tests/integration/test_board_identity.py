@@ -320,3 +320,30 @@ def test_a_simulated_boards_soc_id_survives_reboot_reset_and_restart_and_only_sw
     assert "SOC ID" in status.stdout and fresh.soc_id in status.stdout
     new_ssh = station_cli(sim_home, "fixtures", "list")
     assert fresh.host_key_fingerprint in new_ssh.stdout
+
+
+@pytest.mark.parametrize("link", ["ssh", "serial"])
+def test_a_unit_resumed_on_another_board_is_stopped_at_identify(
+        link: str, start_farm, sim_farm: Farm, sim_home: StationHome):
+    (device,) = start_farm(1, serial_console=link == "serial")
+    ca = CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
+    profile = profile_copy(sim_home, "resume-elsewhere", steps={
+        "identify": (15.0, 1), "guard": (10.0, 0), "wipe": (10.0, 0), "reboot": (30.0, 0), "init_token": (10.0, 0),
+        "init_pin": (10.0, 0), "keygen": (10.0, 0), "csr": (10.0, 0), "fetch_csr": (10.0, 1),
+        "check_csr": (5.0, 0), "sign": (5.0, 0), "push": (10.0, 1), "tls_proof": (10.0, 1)})
+    url = device.ssh_url if link == "ssh" else f"serial://{device.console_path}"
+    sim_farm.set_fault(device.name, "fail:--keypairgen")
+    with AuditLog(sim_home.audit_db) as audit:
+        failed = provision(sim_home, audit, ca, profile, FIRST, url)
+        assert failed.failed_step is not None and failed.unit.state == "failed", failed.message
+        sim_farm.set_fault(device.name, None)
+        fresh = sim_farm.swap(device.name)  # the label now sits on another board
+        resumed = provision(sim_home, audit, ca, profile, FIRST, url, resume=True)
+    assert not resumed.passed and resumed.failed_step == "identify"
+    if link == "ssh":
+        # The board's host key changed too: the link refuses it before the SoC id is even read.
+        assert "host key" in resumed.message and fresh.host_key_fingerprint in resumed.message
+    else:
+        # A console has no host key: the silicon tells the boards apart.
+        assert f"its SoC id was {device.soc_id}" in resumed.message and fresh.soc_id in resumed.message
+    assert certificate_on_board(fresh) is None
