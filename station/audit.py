@@ -234,6 +234,22 @@ _SCHEMA = (
     )
     """,
     """
+    CREATE TRIGGER IF NOT EXISTS unit_identity_is_append_only_update BEFORE UPDATE ON unit_identity
+    BEGIN SELECT RAISE(ABORT, 'board identity records are append-only'); END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS unit_identity_is_append_only_delete BEFORE DELETE ON unit_identity
+    BEGIN SELECT RAISE(ABORT, 'board identity records are append-only'); END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS fixture_host_keys_are_append_only_update BEFORE UPDATE ON fixture_host_keys
+    BEGIN SELECT RAISE(ABORT, 'fixture host-key records are append-only'); END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS fixture_host_keys_are_append_only_delete BEFORE DELETE ON fixture_host_keys
+    BEGIN SELECT RAISE(ABORT, 'fixture host-key records are append-only'); END
+    """,
+    """
     CREATE TABLE IF NOT EXISTS events (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         at TEXT NOT NULL,

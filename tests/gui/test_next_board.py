@@ -87,3 +87,15 @@ def test_a_guard_refusal_gives_advice_the_technician_can_follow_from_the_window(
     scan(qtbot, window, serial(2))
     again = run_unit(qtbot, window, lambda: qtbot.keyClick(window.scan, Qt.Key.Key_Return))
     assert again.kind == "passed", again.message
+
+
+def test_the_window_says_which_files_it_made_private_at_start(
+        sim_home, station_ca, passphrase_env, open_window, fixtures_file):
+    AuditLog(sim_home.audit_db).close()
+    sim_home.audit_db.chmod(0o644)
+    sim_home.root.chmod(0o755)
+    window = open_window(sim_home, station_ca, fixtures_file)
+    text = window.identity.text.text()
+    assert "audit.db was open to other users (mode 0644)" in text and "made private" in text
+    assert sim_home.audit_db.stat().st_mode & 0o077 == 0 and sim_home.root.stat().st_mode & 0o077 == 0
+    assert not window.identity.next_button.isVisible()  # no simulated fixture here

@@ -157,3 +157,34 @@ def test_a_chain_for_another_key_or_from_another_root_is_refused(vendor) -> None
         verify_x509_chain(_pem(leaf, not_ca), vendor_root=root, token_public_key_der=spki)
     with pytest.raises(AttestationFailed, match="no PEM certificate"):
         verify_x509_chain(b"Access: sensitive, never extractable\n", vendor_root=root, token_public_key_der=spki)
+
+
+def test_identity_records_are_in_the_hash_chain_and_an_edited_soc_id_is_caught(tmp_path: Path) -> None:
+    import sqlite3
+
+    from station.audit import AuditLog
+    from station.identity_log import IdentityLog
+    from tests.unit.test_audit import start
+
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        unit = start(log, "202600000000001")
+        identities = IdentityLog(log)
+        identities.record_soc_id(unit.id, soc_id="0123ABCD4567EF89", source="/proc/device-tree/serial-number")
+        identities.record_soc_id(unit.id, soc_id="0123ABCD4567EF89", source="/proc/device-tree/serial-number")
+        identities.record_host_key_pin(fixture="A1", device="ssh://root@h:22", key_type="ssh-ed25519",
+                                       fingerprint=KEY, previous=None, file="/x/station.toml", by="admin")
+        assert log.verify().ok
+        assert identities.soc_id_of(unit.id).soc_id == "0123ABCD4567EF89"
+        assert [pin.fingerprint for pin in identities.host_key_pins("A1")] == [KEY]
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT count(*) FROM unit_identity").fetchone()[0] == 1  # the same id is recorded once
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        raw.execute("UPDATE unit_identity SET soc_id = 'FFFFFFFFFFFFFFFF'")
+    raw.execute("DROP TRIGGER unit_identity_is_append_only_update")  # as a determined editor would
+    raw.execute("UPDATE unit_identity SET soc_id = 'FFFFFFFFFFFFFFFF'")
+    raw.commit()
+    raw.close()
+    with AuditLog(path) as log:
+        report = log.verify()
+    assert not report.ok and "board identity record 1 was edited outside the station" in report.problem
