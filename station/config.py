@@ -16,6 +16,7 @@ from typing import Any
 from station.errors import ConfigError
 from station.profiles import DEFAULT_PROFILE
 from station.tomlfile import config_error, read_toml
+from station.transport.base import MAX_COMMAND_OUTPUT_BYTES, MAX_FILE_BYTES
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,23 @@ def _identity(path: Path, text: str, data: dict[str, Any]) -> IdentityConfig:
 
 
 @dataclass(frozen=True)
+class BoardInputLimits:
+    """station.toml [limits]: how much one board may send the station (every byte is bounded).
+
+    A command's output over ``command_output_bytes`` or a file read from the board (the CSR, the
+    token's public key) over ``file_bytes`` fails that unit with "the board sent more than …".
+    """
+
+    command_output_bytes: int = MAX_COMMAND_OUTPUT_BYTES
+    file_bytes: int = MAX_FILE_BYTES
+
+
+# Below this a normal answer (a key listing, a CSR) would not fit; above it one board could take
+# the station's memory.
+LIMIT_RANGE_BYTES = (4096, 1024 * 1024 * 1024)
+
+
+@dataclass(frozen=True)
 class StationConfig:
     name: str = field(default_factory=socket.gethostname)
     # Production refuses demo PINs and re-provisioning without a reason; demos and training run without it.
@@ -63,6 +81,7 @@ class StationConfig:
     tls_listen_address: str = ""
     fixtures: tuple[Fixture, ...] = ()
     source: Path | None = None
+    limits: BoardInputLimits = field(default_factory=BoardInputLimits)
     identity: IdentityConfig = field(default_factory=lambda: IdentityConfig())
 
 
@@ -91,14 +110,31 @@ def load_config(path: Path) -> StationConfig:
         tls_listen_address=listen,
         fixtures=_fixtures(path, text, data),
         source=path,
+        limits=_limits(path, text, data),
         identity=_identity(path, text, data),
     )
+
+
+def _limits(path: Path, text: str, data: dict[str, Any]) -> BoardInputLimits:
+    """The [limits] section: whole numbers of bytes within LIMIT_RANGE_BYTES."""
+    table = _table(path, text, data, "limits")
+    _refuse_unknown(path, text, table, KNOWN_KEYS["limits"], prefix="limits.")
+    defaults = BoardInputLimits()
+    values: dict[str, int] = {}
+    low, high = LIMIT_RANGE_BYTES
+    for key in sorted(KNOWN_KEYS["limits"]):
+        value = table.get(key, getattr(defaults, key))
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _fail(path, text, f"limits.{key}", f"must be a whole number of bytes from {low} to {high}")
+        values[key] = value
+    return BoardInputLimits(**values)
 
 
 # A typo in station.toml must not be silently ignored: a line engineer would think it took effect.
 KNOWN_KEYS: dict[str, frozenset[str]] = {
     "station": frozenset({"name", "production", "default_profile"}),
     "tls_proof": frozenset({"listen_address"}),
+    "limits": frozenset({"command_output_bytes", "file_bytes"}),
     "fixture": frozenset({"name", "device", "profile", "console", "hostname", "host_key"}),
     "identity": frozenset({"first_contact"}),
 }

@@ -113,7 +113,7 @@ class UnitContext:
         """Run the profile's command ``name`` for this board and show its (masked) output."""
         cmd = self.profile.command(name, serial=self.serial, **extra)
         self.output(f"$ {self.masker(cmd.render())}")
-        result = self.link.run(cmd, deadline)
+        result = self.link.run(cmd, deadline, max_output=self.config.limits.command_output_bytes)
         if result.output.strip():
             self.output(self.masker(result.output.rstrip()))
         return result
@@ -374,9 +374,12 @@ def csr(ctx: UnitContext, deadline: Deadline) -> str:
 
 
 def fetch_csr(ctx: UnitContext, deadline: Deadline) -> str:
-    ctx.csr_pem = ctx.link.get(ctx.profile.csr_path, deadline)
+    # Both reads are capped (station.toml [limits] file_bytes): a CSR path that is a symlink to
+    # /dev/zero fails the unit with "the board sent more than …", it is not read for ever.
+    cap = ctx.config.limits.file_bytes
+    ctx.csr_pem = ctx.link.get(ctx.profile.csr_path, deadline, max_bytes=cap)
     ctx.run("read_public_key", deadline)
-    ctx.token_public_key_der = ctx.link.get(ctx.profile.pubkey_path, deadline)
+    ctx.token_public_key_der = ctx.link.get(ctx.profile.pubkey_path, deadline, max_bytes=cap)
     ctx.output(ctx.csr_pem.decode("ascii", "replace").rstrip())
     return ctx.csr_pem.decode("ascii", "replace") + hashlib.sha256(ctx.token_public_key_der).hexdigest()
 

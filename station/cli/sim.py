@@ -26,7 +26,7 @@ FAULT_HELP = (
     "no-module: the PKCS#11 module /usr/lib/libckteec.so.0 is missing; "
     "ACTION:PATTERN: a command fault on every SSH command whose line matches the extended regular "
     "expression PATTERN (the sftp subsystem shows as sftp-server), until cleared — ACTION is drop (the "
-    "connection dies), hang (no answer, ever), fail (exit 2) or garbage (binary noise, exit 0), "
+    "connection dies), hang (no answer, ever), fail (exit 2), garbage (binary noise, exit 0) or stream (/dev/zero without end), "
     "e.g. hang:--keypairgen or drop:sftp-server"
 )
 

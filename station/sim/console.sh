@@ -26,6 +26,7 @@ cd
 #   hang     the command never finishes (until the station presses Ctrl-C)
 #   fail     the command does not run; an error naming it, exit status 2
 #   garbage  the command does not run; binary noise and a long line, exit status 0
+#   stream   the command does not run; /dev/zero streams in its place until the station presses Ctrl-C
 __sim_status=
 __sim_gate() {
     local fault=/run/sim/board/faults/command action pattern
@@ -50,6 +51,10 @@ __sim_gate() {
             printf -- '-----BEGIN CERTIFICATE REQUEST-----\n!!not base64!!\n'
             head -c 65536 /dev/zero | tr '\000' 'A'
             printf '\n'
+            return 1
+            ;;
+        stream)
+            cat /dev/zero
             return 1
             ;;
     esac

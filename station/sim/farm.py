@@ -81,6 +81,7 @@ class CommandAction(StrEnum):
     HANG = "hang"  # the command never finishes and never answers
     FAIL = "fail"  # the command does not run; it exits 2 with an error naming it on stderr
     GARBAGE = "garbage"  # the command does not run; it prints binary noise and exits 0
+    STREAM = "stream"  # the command does not run; /dev/zero streams in its place, without end
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class CommandFault:
     """A fault that strikes every SSH command whose line matches ``pattern``, until cleared.
 
     Written ``ACTION:PATTERN`` on the command line (``hang:--keypairgen``, ``drop:sftp-server``,
-    ``garbage:^command -v``).  ``pattern`` is a POSIX extended regular expression (bash's ``=~``)
+    ``garbage:^command -v``, ``stream:--keypairgen``).  ``pattern`` is a POSIX extended regular expression (bash's ``=~``)
     matched against the command line as the board's sshd received it; the sftp subsystem
     (the station's put and get) is seen as ``/usr/lib/openssh/sftp-server``.
     """

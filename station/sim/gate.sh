@@ -13,6 +13,7 @@
 #   hang     the command never finishes and never answers (no output, no exit status)
 #   fail     the command does not run; it exits 2 with an error naming the command on stderr
 #   garbage  the command does not run; it prints binary noise and a very long line, and exits 0
+#   stream   the command does not run; /dev/zero streams in its place until the station hangs up
 board=/run/sim/board
 fault=$board/faults/command
 
@@ -63,6 +64,7 @@ if [ -r "$fault" ]; then
                 garbage
                 exit 0
                 ;;
+            stream) exec cat /dev/zero ;;
         esac
     fi
 fi

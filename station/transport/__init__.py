@@ -11,6 +11,7 @@ from station.transport.base import (
     LinkCancelled,
     LinkError,
     LinkLost,
+    OutputTooLarge,
     open_link,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "LinkCancelled",
     "LinkError",
     "LinkLost",
+    "OutputTooLarge",
     "open_link",
 ]

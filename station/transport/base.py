@@ -39,6 +39,45 @@ class HostKeyMismatch(LinkError):
     """The device presented a host key different from the one pinned for this unit."""
 
 
+class OutputTooLarge(LinkError):
+    """The board sent more than the station accepts for one command or one file.
+
+    Not retried: a board that streams without end (a broken tool, a path that is a device file)
+    would only do it again.  The link has stopped what was sending before this is raised.
+    """
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(
+            f"the board sent more than {format_size(limit)} for {what}; check its image (re-flash it, or "
+            "set the board aside), then press Retry"
+        )
+        self.what = what
+        self.limit = limit
+
+
+# -- how much a board may send --------------------------------------------------------------
+# Named settings (station.toml [limits] overrides the first two for the profile's commands and
+# files).  Every byte a board sends is counted against one of these before it is kept.
+MAX_COMMAND_OUTPUT_BYTES = 4 * 1024 * 1024
+# A CSR or a DER public key is a few hundred bytes; a certificate a few KiB.
+MAX_FILE_BYTES = 64 * 1024
+# Reads from a board are done in pieces of this size, the deadline looked at between pieces.
+READ_CHUNK_BYTES = 65536
+
+
+def format_size(size: int) -> str:
+    """``4 MiB``, ``64 KiB``, ``1.5 MiB``, ``100 bytes``: a size as a person reads it."""
+    for unit, scale in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.4g} {unit}"
+    return f"{size} bytes"
+
+
+def program_of(cmd: ShellCommand) -> str:
+    """How a message names a command: its program, never its arguments (they may hold a PIN)."""
+    return f"`{cmd.argv[0]} …`" if len(cmd.argv) > 1 else f"`{cmd.argv[0]}`"
+
+
 @dataclass(frozen=True)
 class CommandResult:
     """What a device command produced (after the link normalised line endings)."""
@@ -148,14 +187,21 @@ class DeviceLink(Protocol):
     def open(self, deadline: Deadline) -> None:
         """Connect (and log in); raises :class:`LinkLost` or :class:`HostKeyMismatch`."""
 
-    def run(self, cmd: ShellCommand, deadline: Deadline, *, check: bool = True) -> CommandResult:
-        """Run one command; with ``check`` a non-zero exit raises :class:`CommandFailed`."""
+    def run(
+        self, cmd: ShellCommand, deadline: Deadline, *, check: bool = True, max_output: int | None = None
+    ) -> CommandResult:
+        """Run one command; with ``check`` a non-zero exit raises :class:`CommandFailed`.
+
+        More than ``max_output`` bytes of output (stdout and stderr together; default
+        :data:`MAX_COMMAND_OUTPUT_BYTES`) stops the command and raises :class:`OutputTooLarge`.
+        """
 
     def put(self, data: bytes, remote_path: str, deadline: Deadline, *, mode: int = 0o644) -> None:
         """Write a file on the device atomically (temporary name, then rename)."""
 
-    def get(self, remote_path: str, deadline: Deadline) -> bytes:
-        """Read a file from the device."""
+    def get(self, remote_path: str, deadline: Deadline, *, max_bytes: int | None = None) -> bytes:
+        """Read a file from the device; a file longer than ``max_bytes`` (default
+        :data:`MAX_FILE_BYTES`) raises :class:`OutputTooLarge` without being read further."""
 
     def reboot(self, deadline: Deadline) -> None:
         """Reboot the device, see it go down, and reconnect once it is back."""

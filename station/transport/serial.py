@@ -16,7 +16,12 @@ printk lines, with no framing and no exit status.  This link turns it into the
 * files travel as base64 text with a SHA-256 checked on the far side, in lines kept well under
   the tty's 4095-byte canonical line limit;
 * every wait has one deadline for the whole operation, never one per byte, so a console that
-  dribbles a byte every half second still times out on time.
+  dribbles a byte every half second still times out on time;
+* every byte is bounded: a command's answer is found by an incremental marker search
+  (:class:`~station.transport.markers.MarkerScanner`, linear time) and may not pass its cap; a
+  line that never ends is passed on in pieces; only a short tail is kept while waiting for a
+  prompt.  A command that answers too much is stopped with Ctrl-C and the shell resynchronised,
+  or, if it cannot be, the console is closed so the unit fails cleanly and can be resumed.
 
 stderr is merged into stdout (``2>&1`` inside the wrapper): a console has one stream, so
 :attr:`CommandResult.stderr` is always empty here.
@@ -39,6 +44,8 @@ import serial
 
 from station.shell import ShellCommand, UnsafeArgument, command
 from station.transport.base import (
+    MAX_COMMAND_OUTPUT_BYTES,
+    MAX_FILE_BYTES,
     CommandFailed,
     CommandResult,
     CommandTimedOut,
@@ -47,9 +54,12 @@ from station.transport.base import (
     LinkCancelled,
     LinkError,
     LinkLost,
+    OutputTooLarge,
     checked,
     last_line,
+    program_of,
 )
+from station.transport.markers import MarkerScanner
 
 # -- named settings ---------------------------------------------------------------------------
 
@@ -76,7 +86,22 @@ TRANSFER_ATTEMPTS = 2
 READ_CHUNK_BYTES = 65536
 # Text kept for prompt matching and error messages while waiting through a boot log.
 TAIL_KEPT_BYTES = 8192
+# A line still arriving is held back (its end may hold a prompt or an escape sequence) up to this
+# length; beyond it, all but its last PENDING_KEPT_BYTES are passed on as output.
+PENDING_MAX_BYTES = 8192
+PENDING_KEPT_BYTES = 256
+# How much of the console's last line the prompt patterns look at (prompts are short).
+TAIL_WINDOW_BYTES = 4096
+# Everything received while one command runs (markers, kernel lines, escapes included) may be at
+# most this many times its output cap: a board streaming something that never becomes output
+# (no begin marker, only escapes) is stopped too.
+RAW_FACTOR = 2
+# After a command was stopped for answering too much: how long the shell may take to answer a
+# `true` again, and how much stale output may still come in the meantime.
+RESYNC_TIMEOUT_S = 5.0
+RESYNC_OUTPUT_BYTES = 1024 * 1024
 KERNEL_LINES_KEPT = 50
+KERNEL_LINE_KEPT_BYTES = 512
 
 # The shell's prompts once the link has set it up; unlikely in any real output.
 PRIVATE_PS1 = "__station__# "
@@ -126,6 +151,12 @@ _PUT_FINISH = (
     'chmod "$4" "$2" && mv -f "$2" "$5"'
 )
 _CHECKSUM_MISMATCH = 3
+# Reading a file: at most $2 bytes of "$1", copied once so the digest and the base64 lines are of
+# the same bytes; prints the digest line, then the base64 lines.  head's error names a missing file.
+_GET = (
+    't=$(mktemp) || exit 2; head -c "$2" -- "$1" >"$t" && sha256sum <"$t" && base64 <"$t"; '
+    's=$?; rm -f "$t"; exit $s'
+)
 
 
 class SerialLink:
@@ -167,6 +198,7 @@ class SerialLink:
         self._buffer = bytearray()
         # The raw bytes after the last newline: a prompt, or a line still arriving.
         self._pending = b""
+        self._received = 0  # raw bytes read from the port, ever (what the caps count)
         self._kernel_lines: deque[str] = deque(maxlen=KERNEL_LINES_KEPT)
         self._kernel_line_count = 0
 
@@ -305,6 +337,7 @@ class SerialLink:
                 self._write(b"\r", deadline, during="logging in")
                 continue
             self._wait_for_output(deadline, during="logging in", on_timeout=on_timeout)
+            self._trim()  # a console chattering before its prompt must not grow the buffer
         status, _ = self._execute(_SETUP, deadline, label="the console setup", own_stdin=False)
         if status != 0:
             raise LinkError(
@@ -316,11 +349,16 @@ class SerialLink:
 
     # -- commands ---------------------------------------------------------------------------
 
-    def run(self, cmd: ShellCommand, deadline: Deadline, *, check: bool = True) -> CommandResult:
+    def run(
+        self, cmd: ShellCommand, deadline: Deadline, *, check: bool = True, max_output: int | None = None
+    ) -> CommandResult:
         self._check_cancel()
         line = cmd.render()
         started = time.monotonic()
-        status, output = self._execute(line, deadline, label=f"`{cmd.argv[0]}`")
+        status, output = self._execute(
+            line, deadline, label=f"`{cmd.argv[0]}`", what=program_of(cmd),
+            max_output=MAX_COMMAND_OUTPUT_BYTES if max_output is None else max_output,
+        )
         result = CommandResult(
             command=line,
             stdout=output,
@@ -331,30 +369,40 @@ class SerialLink:
         return checked(result, cmd.argv[0], check=check)
 
     def _execute(
-        self, line: str, deadline: Deadline, *, label: str, own_stdin: bool = True
+        self,
+        line: str,
+        deadline: Deadline,
+        *,
+        label: str,
+        own_stdin: bool = True,
+        what: str = "",
+        max_output: int = MAX_COMMAND_OUTPUT_BYTES,
+        resync: bool = True,
     ) -> tuple[int, str]:
         """Type one wrapped command line and return (exit status, output between the markers)."""
         if self._port is None:
             raise LinkLost(f"the serial console on {self._path} is not open — press Retry")
         nonce = secrets.token_hex(6)
-        markers = re.compile(
-            rb"__BEGIN_" + nonce.encode() + rb"__\n(.*?)__RC_" + nonce.encode() + rb"_(\d+)__", re.DOTALL
-        )
         # Whatever is still buffered belongs to an earlier command (or a boot log): drop it so
-        # the search below only ever scans this command's output.
+        # the search below only ever sees this command's output.
         self._consume()
         self._write_line(_wrap(line, nonce, own_stdin=own_stdin), deadline, during=label)
-        rc_token = b"__RC_" + nonce.encode() + b"_"
+        scanner = MarkerScanner(nonce)
+        received_before = self._received
         while True:
-            # The cheap substring test keeps a long output from being rescanned by the regex on
-            # every read.
-            if rc_token in self._buffer:
-                found = markers.search(self._buffer)
-                if found is not None:
-                    output = bytes(found.group(1)).decode("utf-8", "replace")
-                    status = int(found.group(2))
-                    del self._buffer[: found.end()]  # leftover bytes stay for whoever reads next
-                    return status, output
+            if scanner.done:
+                assert scanner.status is not None
+                # Leftover bytes stay for whoever reads next.
+                self._buffer[:] = scanner.leftover
+                if scanner.output_size > max_output:
+                    raise OutputTooLarge(what or label, max_output)
+                return scanner.status, scanner.output.decode("utf-8", "replace")
+            if scanner.output_size > max_output or self._received - received_before > RAW_FACTOR * max_output:
+                if resync:
+                    self._resync(deadline)
+                else:
+                    self.close()
+                raise OutputTooLarge(what or label, max_output)
             tail = self._tail()
             if own_stdin and _LOGIN.search(tail):
                 # The shell is gone and a getty asks for a login: the board restarted under us
@@ -372,12 +420,35 @@ class SerialLink:
                     "— the command was interrupted; report this, it is a defect in the station"
                 )
             try:
-                self._wait_for_output(deadline, during=label, on_timeout=self._command_timeout(label))
+                received = self._wait_for_output(deadline, during=label, on_timeout=self._command_timeout(label))
             except (CommandTimedOut, LinkCancelled):
                 # Stop the command so the shell is free for the next one (its output is dropped
                 # by that command's marker search).
                 self._interrupt()
                 raise
+            scanner.feed(received)
+            self._trim()  # the scanner holds the answer; the buffer only the tail for the prompts
+
+    def _resync(self, deadline: Deadline) -> None:
+        """Stop a command that answers too much and see the shell answer again — or give the console up.
+
+        Ctrl-C stops the command; what it already sent is read and dropped; then `true` must come
+        back with its markers within RESYNC_TIMEOUT_S.  A console that keeps streaming (Ctrl-C
+        ignored, a runaway kernel) is closed instead: the unit fails cleanly and is resumed later
+        with a fresh login.
+        """
+        self._interrupt()
+        try:
+            self._drain(deadline)
+            probe = Deadline(max(0.1, min(RESYNC_TIMEOUT_S, deadline.remaining())), what="resync")
+            status, _ = self._execute(
+                "true", probe, label="the resync after too much output", max_output=RESYNC_OUTPUT_BYTES,
+                resync=False,
+            )
+            if status != 0:
+                self.close()
+        except LinkError:
+            self.close()
 
     def _command_timeout(self, label: str) -> Callable[[Deadline], LinkError]:
         def error(deadline: Deadline) -> LinkError:
@@ -428,26 +499,39 @@ class SerialLink:
                 )
         raise LinkError(self._garbled("write", remote_path))
 
-    def get(self, remote_path: str, deadline: Deadline) -> bytes:
-        """Read a file through the console as base64, checked against the board's own sha256sum."""
+    def get(self, remote_path: str, deadline: Deadline, *, max_bytes: int | None = None) -> bytes:
+        """Read a file through the console as base64, checked against the board's own sha256sum.
+
+        The board reads at most one byte more than the cap (``head -c``), once, into a temporary
+        file that its sha256sum and base64 both read: a path that is a symlink to /dev/zero costs
+        the board and the station a bounded amount, and the digest is of exactly the bytes sent.
+        """
         self._check_cancel()
+        limit = MAX_FILE_BYTES if max_bytes is None else max_bytes
+        # base64 is 4/3 of the data, plus a newline every 76 characters and the digest line.
+        answer_cap = 2 * (limit + 1) + 4096
         for _ in range(TRANSFER_ATTEMPTS):
-            digest_line = self._transfer_step(
-                command("sha256sum", remote_path), deadline, "read", remote_path
+            answer = self._transfer_step(
+                command("sh", "-c", _GET, "station-get", remote_path, str(limit + 1)),
+                deadline, "read", remote_path, max_output=answer_cap,
             )
-            encoded = self._transfer_step(command("base64", remote_path), deadline, "read", remote_path)
+            digest_line, _, encoded = answer.partition("\n")
             expected = digest_line.split()[0] if digest_line.split() else ""
             try:
                 data = base64.b64decode("".join(encoded.split()), validate=True)
             except (binascii.Error, ValueError):
                 data = None
             if data is not None and hashlib.sha256(data).hexdigest() == expected:
+                if len(data) > limit:
+                    raise OutputTooLarge(f"the file {remote_path}", limit)
                 return data
         raise LinkError(self._garbled("read", remote_path))
 
-    def _transfer_step(self, cmd: ShellCommand, deadline: Deadline, verb: str, path: str) -> str:
+    def _transfer_step(
+        self, cmd: ShellCommand, deadline: Deadline, verb: str, path: str, *, max_output: int | None = None
+    ) -> str:
         try:
-            return self.run(cmd, deadline).stdout
+            return self.run(cmd, deadline, max_output=max_output).stdout
         except CommandFailed as exc:
             raise CommandFailed(
                 f"could not {verb} {path} through the console {self._path}: "
@@ -540,8 +624,9 @@ class SerialLink:
 
     def _wait_for_output(
         self, deadline: Deadline, *, during: str, on_timeout: Callable[[Deadline], LinkError]
-    ) -> None:
-        """Wait (at most one poll interval) for bytes, feed them in; raise on timeout or cancel."""
+    ) -> bytes:
+        """Wait (at most one poll interval) for bytes, feed them in and return the complete lines
+        they made (cleaned); raise on timeout or cancel."""
         self._check_cancel()
         if deadline.expired():
             raise on_timeout(deadline)
@@ -550,32 +635,53 @@ class SerialLink:
             readable, _, _ = select.select([port.fileno()], [], [], deadline.cap(POLL_INTERVAL_S))
             if readable:
                 # timeout=0 on the port: read returns what is there now, never blocks.
-                self._feed(bytes(port.read(READ_CHUNK_BYTES)))
+                return self._feed(bytes(port.read(READ_CHUNK_BYTES)))
         except (serial.SerialException, OSError, ValueError) as exc:
             raise self._lost(during, exc) from exc
+        return b""
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes) -> bytes:
+        """Take raw bytes from the port; append the complete lines they make (cleaned) to the
+        buffer and return them.  Each byte is looked at a bounded number of times."""
+        self._received += len(data)
         text = self._pending + data
         end = text.rfind(b"\n") + 1
+        if len(text) - end > PENDING_MAX_BYTES:
+            # A line that does not end (a stream without newlines, line noise): pass it on in
+            # pieces, holding back only its last bytes (the start of an escape sequence, a prompt).
+            end = len(text) - PENDING_KEPT_BYTES
         self._pending = text[end:]
-        if len(self._pending) > READ_CHUNK_BYTES:
-            # A console that never sends a newline (line noise, a dribbler): keep the tail only.
-            self._pending = self._pending[-TAIL_KEPT_BYTES:]
         if not end:
-            return
-        # Complete lines only: an escape sequence or a kernel line never spans a newline, so none
-        # is cut in half here.
+            return b""
+        # Complete lines (or a piece of a very long one): an escape sequence or a kernel line
+        # never spans a newline, so none is cut in half here.
         complete = _ANSI.sub(b"", _LINE_END.sub(b"\n", text[:end]))
         for kernel_line in _KERNEL_LINE.findall(complete):
-            self._kernel_lines.append(kernel_line.decode("utf-8", "replace").strip())
+            self._kernel_lines.append(kernel_line[:KERNEL_LINE_KEPT_BYTES].decode("utf-8", "replace").strip())
             self._kernel_line_count += 1
-        self._buffer += _KERNEL_LINE.sub(b"", complete)
+        cleaned = _KERNEL_LINE.sub(b"", complete)
+        self._buffer += cleaned
+        return cleaned
 
     def _tail(self) -> str:
-        """The console's last, unfinished line (a prompt, if any), as text without escapes."""
-        start = self._buffer.rfind(b"\n") + 1
-        last = bytes(self._buffer[start:]) + self._pending
-        return _ANSI.sub(b"", last.replace(b"\r", b"")).decode("utf-8", "replace")
+        """The console's last, unfinished line (a prompt, if any), as text without escapes.
+
+        Only its last TAIL_WINDOW_BYTES are looked at, so a line that never ends costs the same on
+        every read; a line cut there starts with "…", so no whole-line prompt pattern matches it.
+        """
+        pending = self._pending[-TAIL_WINDOW_BYTES:]
+        cut = len(self._pending) > TAIL_WINDOW_BYTES
+        last = pending
+        if not cut:
+            start = max(0, len(self._buffer) - (TAIL_WINDOW_BYTES - len(pending)))
+            newline = self._buffer.rfind(b"\n", start)
+            if newline >= 0:
+                last = bytes(self._buffer[newline + 1 :]) + pending
+            else:
+                last = bytes(self._buffer[start:]) + pending
+                cut = start > 0
+        text = _ANSI.sub(b"", last.replace(b"\r", b"")).decode("utf-8", "replace")
+        return f"…{text}" if cut else text
 
     def _consume(self) -> None:
         """Forget everything received so far: what follows answers what we type next."""

@@ -18,6 +18,9 @@ import paramiko
 
 from station.shell import ShellCommand, command
 from station.transport.base import (
+    MAX_COMMAND_OUTPUT_BYTES,
+    MAX_FILE_BYTES,
+    READ_CHUNK_BYTES,
     CommandResult,
     CommandTimedOut,
     Deadline,
@@ -26,7 +29,9 @@ from station.transport.base import (
     LinkCancelled,
     LinkError,
     LinkLost,
+    OutputTooLarge,
     checked,
+    program_of,
 )
 
 # paramiko logs tracebacks of connection attempts that a booting board refuses; the station reports
@@ -157,8 +162,11 @@ class SshLink:
 
     # -- commands ---------------------------------------------------------------------------
 
-    def run(self, cmd: ShellCommand, deadline: Deadline, *, check: bool = True) -> CommandResult:
+    def run(
+        self, cmd: ShellCommand, deadline: Deadline, *, check: bool = True, max_output: int | None = None
+    ) -> CommandResult:
         self._check_cancel()
+        limit = MAX_COMMAND_OUTPUT_BYTES if max_output is None else max_output
         transport = self._active()
         line = cmd.render()
         started = time.monotonic()
@@ -174,13 +182,21 @@ class SshLink:
         out = io.BytesIO()
         err = io.BytesIO()
         drain_by: float | None = None
+
+        def take(into: io.BytesIO, data: bytes) -> None:
+            # stdout and stderr count together.  What paramiko holds unread is at most one SSH
+            # window per channel (2 MiB): a conforming sshd sends no more until we read.
+            into.write(data)
+            if out.tell() + err.tell() > limit:
+                raise OutputTooLarge(program_of(cmd), limit)
+
         try:
             while True:
                 if channel.recv_ready():
-                    out.write(channel.recv(65536))
+                    take(out, channel.recv(READ_CHUNK_BYTES))
                     continue
                 if channel.recv_stderr_ready():
-                    err.write(channel.recv_stderr(65536))
+                    take(err, channel.recv_stderr(READ_CHUNK_BYTES))
                     continue
                 if channel.exit_status_ready():
                     if channel.eof_received or channel.closed:
@@ -210,11 +226,13 @@ class SshLink:
                     select.select([channel], [], [], deadline.cap(POLL_INTERVAL_S))
             # Drain what arrived together with the EOF.
             while channel.recv_ready():
-                out.write(channel.recv(65536))
+                take(out, channel.recv(READ_CHUNK_BYTES))
             while channel.recv_stderr_ready():
-                err.write(channel.recv_stderr(65536))
+                take(err, channel.recv_stderr(READ_CHUNK_BYTES))
             status = channel.exit_status
         finally:
+            # Closing the channel is what stops a command we gave up on (too much output, deadline,
+            # cancel): sshd closes its pipes and the command dies of SIGPIPE; the connection stays.
             channel.close()
         if status == -1:
             # paramiko marks the status ready when the channel closes without one: the session
@@ -246,11 +264,24 @@ class SshLink:
         except (OSError, paramiko.SSHException, paramiko.SFTPError, EOFError) as exc:
             raise self._transfer_error("write", remote_path, exc, deadline) from exc
 
-    def get(self, remote_path: str, deadline: Deadline) -> bytes:
+    def get(self, remote_path: str, deadline: Deadline, *, max_bytes: int | None = None) -> bytes:
         self._check_cancel()
+        limit = MAX_FILE_BYTES if max_bytes is None else max_bytes
         try:
             with self._sftp(deadline) as sftp, sftp.open(remote_path, "rb") as handle:
-                return bytes(handle.read())
+                # In pieces, never "read to the end": the path may be a symlink to /dev/zero, whose
+                # end never comes (and whose size stat reports as 0).  One byte past the cap is
+                # enough to know the file is too long.
+                data = bytearray()
+                while len(data) <= limit:
+                    self._check_cancel()
+                    if deadline.expired():
+                        raise TimeoutError(remote_path)
+                    piece = handle.read(min(READ_CHUNK_BYTES, limit + 1 - len(data)))
+                    if not piece:
+                        return bytes(data)
+                    data += piece
+                raise OutputTooLarge(f"the file {remote_path}", limit)
         except (OSError, paramiko.SSHException, paramiko.SFTPError, EOFError) as exc:
             raise self._transfer_error("read", remote_path, exc, deadline) from exc
 

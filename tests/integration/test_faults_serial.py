@@ -4,8 +4,8 @@ The board's console shell applies the command faults (a DEBUG trap in the simula
 console, see station/sim/console.sh): drop kills the console session (the login prompt comes
 back), hang never answers until the station presses Ctrl-C, fail exits 2 naming the command,
 garbage prints binary noise and claims success.  Over the console, files travel as base64 lines
-(`sh -c … station-put …` to write, `sha256sum` and `base64` to read), so those are the targets of
-fetch_csr and push.  See test_faults_ssh for the promises checked for every case.
+(`sh -c … station-put …` to write, `sh -c … station-get …` — head, sha256sum and base64 — to read),
+so those are the targets of fetch_csr and push.  See test_faults_ssh for the promises checked for every case.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ TARGETS = {
     "init_pin": "--init-pin",
     "keygen": "--keypairgen",
     "csr": " openssl req ",
-    "fetch_csr": "^base64 /tmp/",
+    "fetch_csr": "^sh -c .* station-get /tmp/",
     "push": "^sh -c .* station-put ",
     "tls_proof": " openssl s_client ",
 }

@@ -335,7 +335,7 @@ def test_a_command_fault_armed_from_the_cli_strikes_only_matching_commands(start
     assert ssh(device, "uname -n").stdout.strip() == device.hostname
     refused = station_cli(sim_home, "sim", "fault", device.name, "melt:x")
     assert refused.returncode == 1 and "ACTION:PATTERN" not in refused.stdout
-    assert "drop|hang|fail|garbage:PATTERN" in refused.stderr
+    assert "drop|hang|fail|garbage|stream:PATTERN" in refused.stderr
 
 
 def test_a_hang_fault_from_python_leaves_the_board_usable_for_other_commands(start_farm, sim_farm, ssh):

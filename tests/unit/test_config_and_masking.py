@@ -76,3 +76,25 @@ def test_bad_device_addresses_say_how_to_write_them(url):
 
     with pytest.raises(StationError, match="write it like|use ssh://|invalid port"):
         DeviceAddress.parse(url)
+
+
+def test_how_much_a_board_may_send_is_a_setting_with_safe_defaults(tmp_path):
+    defaults = load_config(tmp_path / "station.toml").limits
+    assert (defaults.command_output_bytes, defaults.file_bytes) == (4 * 1024 * 1024, 64 * 1024)
+    path = tmp_path / "station.toml"
+    path.write_text("[limits]\ncommand_output_bytes = 16777216\n")
+    limits = load_config(path).limits
+    assert (limits.command_output_bytes, limits.file_bytes) == (16 * 1024 * 1024, 64 * 1024)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[limits]\nfile_bytes = 0\n", r"station\.toml, line 2: limits\.file_bytes: must be a whole number of bytes"),
+    ("[limits]\n\ncommand_output_bytes = \"4 MiB\"\n", r"line 3: limits\.command_output_bytes: must be a whole"),
+    ("[limits]\ncommand_output_bytes = 1099511627776\n", r"from 4096 to 1073741824"),
+    ("[limits]\nfile_size = 65536\n", r"limits\.file_size: is not a setting the station knows"),
+])
+def test_a_bad_limit_names_file_line_and_range(tmp_path, text, expected):
+    path = tmp_path / "station.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=expected):
+        load_config(path)

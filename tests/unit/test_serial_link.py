@@ -27,6 +27,7 @@ from station.transport import (
     LinkCancelled,
     LinkError,
     LinkLost,
+    OutputTooLarge,
     open_link,
 )
 from station.transport.serial import SerialLink
@@ -373,6 +374,69 @@ def test_reading_a_missing_file_says_which(console, links):
         link.get("/nonexistent/key0.csr", Deadline(10))
     with pytest.raises(CommandFailed, match=r"could not write /nonexistent/dir/x through the console"):
         link.put(b"x", "/nonexistent/dir/x", Deadline(10))
+
+
+# -- a board that sends too much ------------------------------------------------------------------
+
+
+def test_a_line_longer_than_the_held_back_tail_arrives_intact(console, links):
+    # 100 KiB without a newline, then the next line: passed on in pieces, nothing dropped.
+    console.start(GETTY)
+    link = connect(console, links)
+    out = run(link, "sh", "-c", "head -c 102400 /dev/zero | tr '\\0' x; echo; echo end").stdout
+    assert out == "x" * 102400 + "\nend\n"
+
+
+@pytest.mark.parametrize("stream", [
+    pytest.param("yes 'a line of an endless answer'", id="endless-lines"),
+    pytest.param("cat /dev/zero", id="endless-zeros-no-newline"),
+    pytest.param("head -c 1048576 /dev/zero | tr '\\0' y | fold -w 64", id="one-mib-answer"),
+])
+def test_an_answer_over_the_cap_is_refused_and_the_shell_answers_again(console, links, stream):
+    console.start(GETTY)
+    link = connect(console, links)
+    with pytest.raises(OutputTooLarge) as refused:
+        link.run(command("sh", "-c", stream), Deadline(30, what="step keygen"), max_output=256 * 1024)
+    assert str(refused.value) == (
+        "the board sent more than 256 KiB for `sh …`; check its image (re-flash it, or set the board aside), "
+        "then press Retry"
+    )
+    # Ctrl-C stopped it and the shell was resynchronised: the next command gets its own answer.
+    assert run(link, "echo", "still here").stdout == "still here\n"
+
+
+def test_a_stream_that_ctrl_c_cannot_stop_closes_the_console(console, links):
+    console.start(GETTY)
+    link = connect(console, links)
+    unstoppable = "trap '' INT; exec yes 'ignoring Ctrl-C'"
+    with pytest.raises(OutputTooLarge, match=r"more than 64 KiB for `sh …`"):
+        link.run(command("sh", "-c", unstoppable), Deadline(30), max_output=64 * 1024)
+    # The link gave the console up rather than read a stream for ever: the unit fails cleanly.
+    with pytest.raises(LinkLost, match=r"is not open"):
+        run(link, "true")
+
+
+def test_the_default_cap_holds_a_few_mib(console, links):
+    console.start(GETTY)
+    link = connect(console, links)
+    out = run(link, "sh", "-c", "head -c 3145728 /dev/zero | tr '\\0' z | fold -w 128", seconds=60).stdout
+    assert out == "\n".join(["z" * 128] * (3145728 // 128))  # fold adds no newline at the end
+
+
+def test_a_file_that_is_a_link_to_dev_zero_is_read_only_up_to_its_cap(console, links):
+    console.start(GETTY)
+    link = connect(console, links)
+    csr = console.home / "key0.csr"
+    csr.symlink_to("/dev/zero")
+    with pytest.raises(OutputTooLarge) as refused:
+        link.get(str(csr), Deadline(20))
+    assert str(refused.value).startswith(f"the board sent more than 64 KiB for the file {csr}; check its image")
+    small = console.home / "key0.pub"
+    small.write_bytes(b"k" * 65536)  # exactly the cap: accepted
+    assert link.get(str(small), Deadline(20)) == b"k" * 65536
+    with pytest.raises(OutputTooLarge, match=r"more than 1 KiB for the file"):
+        link.get(str(small), Deadline(20), max_bytes=1024)
+    assert run(link, "echo", "ok").stdout == "ok\n"
 
 
 # -- reboot -------------------------------------------------------------------------------------
