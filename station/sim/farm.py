@@ -472,10 +472,13 @@ class Farm:
         public = key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
-        fd = os.open(device.host_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # Replaced whole (temporary file, then rename): `sim swap` runs while other swaps read every board's key.
+        temporary = device.host_key.with_name(f".{device.host_key.name}.{os.getpid()}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(private)
-        device.host_key_pub.write_bytes(public + f" root@{device.hostname}\n".encode())
+        os.replace(temporary, device.host_key)
+        write_atomically(device.host_key_pub, public.decode("ascii") + f" root@{device.hostname}\n")
 
     def _arm(self, device: DeviceLayout, fault: AnyFault | None) -> None:
         """Fault files are what the board's tools, its SSH gate and power loop read at runtime."""
