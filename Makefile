@@ -12,7 +12,7 @@ export STATION_HOME
 # Everything a line PC and the simulated devices need, in one place (see packaging/apt-packages.txt).
 APT_PACKAGES := $(shell grep -v '^\#' packaging/apt-packages.txt)
 
-.PHONY: run test setup apt venv lint pytest sim-down clean dist soak
+.PHONY: run test setup apt venv lint pytest sim-down clean dist soak zpl-renderer
 
 run: setup
 	@test -f "$(STATION_HOME)/ca/ca.cert" || { echo "First run: create the demo station's CA (choose a passphrase of 8+ characters)"; \
@@ -21,7 +21,7 @@ run: setup
 	$(BIN)/station sim up --count 4
 	$(BIN)/station gui
 
-test: setup lint pytest
+test: setup zpl-renderer lint pytest
 
 setup: apt venv
 
@@ -41,6 +41,16 @@ $(VENV)/.stamp-installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev,packaging]'
 	touch $@
+
+# The tests render ZPL labels offline with zpl-renderer-js (IngridHQ's zebrash as WebAssembly), pinned by
+# tests/line/zpl_render/package-lock.json.  Debian's npm only where no npm exists (NodeSource's nodejs has its own).
+ZPL_RENDERER := tests/line/zpl_render
+zpl-renderer: $(ZPL_RENDERER)/node_modules/.package-lock.json
+
+$(ZPL_RENDERER)/node_modules/.package-lock.json: $(ZPL_RENDERER)/package-lock.json
+	@command -v npm >/dev/null || { echo "Installing system packages: npm"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm; }
+	npm ci --prefix $(ZPL_RENDERER) --no-audit --no-fund --loglevel=error
 
 lint:
 	$(BIN)/ruff check station ui tests bench packaging

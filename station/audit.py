@@ -10,6 +10,9 @@ Four tables live in one SQLite file below the station home:
   :meth:`AuditLog.verify` notices rows or events edited, deleted, added or reordered behind the station's back
   (DB browser, ``sqlite3`` shell, a restored old copy of one table).
 
+Work orders add two journalled tables, ``orders`` and ``order_places`` (see :mod:`station.audit_orders`): a unit
+takes its place in its order in the transaction that starts it.
+
 This is tamper *evidence* against such edits, not a signature: somebody who knows this scheme can recompute a
 whole forged chain, and removing the newest events together with their rows is only noticed through SQLite's
 own ``sqlite_sequence`` bookkeeping. Anchoring the chain head outside the station would close that gap.
@@ -52,6 +55,14 @@ import sqlite_utils
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from station.audit_orders import (
+    ORDER_SCHEMA,
+    ORDER_TABLES,
+    SqliteOrderBook,
+    claim_place,
+    order_unit_clause,
+    release_place,
+)
 from station.errors import StationError
 
 UNIT_STATES = ("running", "failed", "passed", "aborted", "superseded")
@@ -114,18 +125,15 @@ EXPORT_FIELDS = (
     "certificate_fingerprint",
     "revoked_at",
     "reprovision_reason",
+    "order_id",
     "soc_id",
 )
 
 # Tables whose every row is journalled by events; all have an INTEGER PRIMARY KEY named id.
-AUDITED_TABLES = {
-    "units": "unit",
-    "steps": "step record",
-    "certificates": "certificate record",
-    # Board identity (station/identity_log.py): what silicon each unit ran on, and the fixtures' host keys.
-    "unit_identity": "board identity record",
-    "fixture_host_keys": "fixture host-key record",
-}
+AUDITED_TABLES = {"units": "unit", "steps": "step record", "certificates": "certificate record",
+                  "label_prints": "label print", **ORDER_TABLES,
+                  # Board identity (station/identity_log.py): the silicon each unit ran on, the fixtures' host keys.
+                  "unit_identity": "board identity record", "fixture_host_keys": "fixture host-key record"}
 
 _SCHEMA = (
     """
@@ -206,6 +214,20 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS certificates_unit ON certificates(unit_id, id)",
     "CREATE INDEX IF NOT EXISTS certificates_serial ON certificates(serial_hex)",
     "CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates(revoked_at) WHERE revoked_at IS NOT NULL",
+    # Every label sent (or not sent) to a label printer for a unit: automatic prints on PASS and reprints.
+    """
+    CREATE TABLE IF NOT EXISTS label_prints (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        unit_id INTEGER NOT NULL REFERENCES units(id),
+        at TEXT NOT NULL,
+        by TEXT NOT NULL,
+        printer TEXT NOT NULL,
+        reprint INTEGER NOT NULL CHECK (reprint IN (0, 1)),
+        printed INTEGER NOT NULL CHECK (printed IN (0, 1)),
+        message TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS label_prints_unit ON label_prints(unit_id, id)",
     # Board identity (station/identity_log.py): the SoC unique id a unit read from the board, and each
     # pin of a fixture's host key (the inventory's history; the fixture file holds the current key).
     """
@@ -330,8 +352,7 @@ def _export_select(*, neutralise: bool) -> str:
                     "started_at", "ended_at", "failed_step", "message", "attempt")  # fmt: skip
     return (
         f"SELECT {', '.join(column(name) for name in unit_columns)}, "
-        f"c.serial_hex, c.fingerprint_sha256, c.revoked_at, {column('reprovision_reason')}, "
-        "(SELECT i.soc_id FROM unit_identity AS i WHERE i.unit_id = u.id ORDER BY i.id DESC LIMIT 1) "
+        f"c.serial_hex, c.fingerprint_sha256, c.revoked_at, {column('reprovision_reason')} "
         "FROM units AS u "
         "LEFT JOIN certificates AS c ON c.id = (SELECT max(id) FROM certificates WHERE unit_id = u.id)"
     )
@@ -414,6 +435,20 @@ class CertificateRecord:
 
 
 @dataclass(frozen=True)
+class LabelPrint:
+    """A label sent to a label printer for a unit (``printed`` False: the printer refused, ``message`` says why)."""
+
+    id: int
+    unit_id: int
+    at: datetime
+    by: str
+    printer: str
+    reprint: bool
+    printed: bool
+    message: str
+
+
+@dataclass(frozen=True)
 class RevokedCertificate:
     """What a CRL needs of one revoked certificate."""
 
@@ -456,6 +491,8 @@ class UnitFilter:
     station: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    # Units counted in this work order (see station.orders).
+    order: str | None = None
 
 
 @dataclass(frozen=True)
@@ -649,6 +686,11 @@ class AuditLog:
         with self._lock:
             self._db.close()
 
+    @property
+    def orders(self) -> SqliteOrderBook:
+        """The work orders recorded in this log (station.orders)."""
+        return SqliteOrderBook(self)
+
     def __enter__(self) -> AuditLog:
         return self
 
@@ -668,12 +710,18 @@ class AuditLog:
         fixture: str | None = None,
         batch: str | None = None,
         reprovision_reason: str | None = None,
+        order: str | None = None,
+        orders_required: bool = False,
     ) -> Unit:
         """Record that provisioning of board ``serial`` starts now; return the new running unit.
 
         Refused with :class:`SerialAlreadyPassed` when the board already passed and no reprovision reason is
         given, and with :class:`UnitAlreadyActive` while the board has a running or failed unit. With a
         reason, the passed unit becomes 'superseded' by the new one in the same transaction.
+
+        The unit takes a place in its work order (``order``, or the open order holding the serial) in the same
+        transaction; :class:`station.orders.OrderRefused` (nothing recorded) when it may not — no open order
+        holds the serial while ``orders_required``, the order is closed, complete or for another profile.
         """
         for name, value in (
             ("serial", serial),
@@ -717,7 +765,10 @@ class AuditLog:
                 if superseded is not None:
                     db.table("units").update(superseded, {"superseded_by": unit_id})
                     self._append_event(db, at=at, kind="unit.superseded", table="units", pk=superseded)
+                    release_place(db, unit_id=superseded, at=at, journal=self._append_event)
                 self._append_event(db, at=at, kind="unit.started", table="units", pk=unit_id)
+                claim_place(db, unit_id=unit_id, serial=serial, profile=profile, order_id=order,
+                            required=orders_required, at=at, journal=self._append_event)
                 return self._unit(db, unit_id)
         except sqlite3.IntegrityError as exc:
             if "units.serial" not in str(exc):
@@ -781,6 +832,8 @@ class AuditLog:
                 unit_id, {"state": result, "ended_at": at, "failed_step": failed_step, "message": message}
             )
             self._append_event(db, at=at, kind=f"unit.{result}", table="units", pk=unit_id)
+            if result == "aborted":
+                release_place(db, unit_id=unit_id, at=at, journal=self._append_event)
             return self._unit(db, unit_id)
 
     def pin_host_key(self, unit_id: int, *, key_type: str, fingerprint: str) -> None:
@@ -1084,6 +1137,25 @@ class AuditLog:
             self._append_event(db, at=at, kind="certificate.revoked", table="certificates", pk=cert_id)
             return self._certificate(db, cert_id)
 
+    def record_label_print(
+        self, unit_id: int, *, by: str, printer: str, reprint: bool, printed: bool, message: str
+    ) -> LabelPrint:
+        """Journal one label sent to (or refused by) a label printer for unit ``unit_id``."""
+        with self._change() as db:
+            self._unit(db, unit_id)
+            at = self._now_text()
+            pk = _insert(db, "label_prints", {"unit_id": unit_id, "at": at, "by": by, "printer": printer,
+                                              "reprint": int(reprint), "printed": int(printed), "message": message})
+            self._append_event(db, at=at, kind="label.reprinted" if reprint else "label.printed",
+                               table="label_prints", pk=pk)
+            return _label_print_from_row(db.table("label_prints").get(pk))
+
+    def label_prints(self, unit_id: int) -> list[LabelPrint]:
+        """The unit's label prints, oldest first."""
+        with self._lock:
+            rows = self._db.query("SELECT * FROM label_prints WHERE unit_id = ? ORDER BY id", [unit_id])
+            return [_label_print_from_row(row) for row in rows]
+
     def revoked_certificates(self) -> list[RevokedCertificate]:
         """Every revoked certificate, in the order of revocation (what the CRL lists)."""
         with self._lock:
@@ -1110,13 +1182,14 @@ class AuditLog:
         since: datetime | None = None,
         until: datetime | None = None,
         batch: str | None = None,
+        order: str | None = None,
     ) -> YieldSummary:
         """How the units started in ``[since, until)`` (and of ``batch``, if given) went; see YieldSummary.
 
         Everything is counted in SQL, on its own connection and snapshot, so a summary of a million units
         neither loads them into memory nor holds up the workers writing meanwhile.
         """
-        clauses, params = _unit_filter(UnitFilter(batch=batch, since=since, until=until))
+        clauses, params = _unit_filter(UnitFilter(batch=batch, since=since, until=until, order=order))
         # Steps are narrowed to the units in scope with IN (subquery), not a join: SQLite then either probes
         # the steps index per unit id or checks ids against a list, and never scans steps once per unit.
         in_scope = f" AND s.unit_id IN (SELECT u.id FROM units AS u{_where(clauses)})" if clauses else ""
@@ -1256,6 +1329,7 @@ class AuditLog:
         since: datetime | None = None,
         until: datetime | None = None,
         station: str | None = None,
+        order: str | None = None,
     ) -> int:
         """Write matching units, oldest first, as CSV for a spreadsheet; return how many.
 
@@ -1276,6 +1350,7 @@ class AuditLog:
             station=station,
             since=since,
             until=until,
+            order=order,
         )
         for row in self._export_rows(filters, for_csv=True):
             writer.writerow(row)
@@ -1296,6 +1371,7 @@ class AuditLog:
         until: datetime | None = None,
         station: str | None = None,
         include_steps: bool = False,
+        order: str | None = None,
     ) -> int:
         """Write matching units, oldest first, as JSON Lines (raw values); return how many.
 
@@ -1314,6 +1390,7 @@ class AuditLog:
                 station=station,
                 since=since,
                 until=until,
+                order=order,
             ),
             include_steps=include_steps,
         ):
@@ -1333,7 +1410,7 @@ class AuditLog:
                 )
             with self._db.atomic() as db:
                 db.execute(_CLAIM_WRITE_LOCK)
-                for statement in _SCHEMA:
+                for statement in (*_SCHEMA, *ORDER_SCHEMA):
                     db.execute(statement)
 
     @contextmanager
@@ -1377,8 +1454,8 @@ class AuditLog:
     def _append_event(self, db: sqlite_utils.Database, *, at: str, kind: str, table: str, pk: int) -> None:
         """Journal the row ``table``/``pk`` as it now is; must run inside the change that wrote it."""
         row = db.table(table).get(pk)
-        # Fixture host-key records belong to no unit.
-        unit_id = pk if table == "units" else None if row.get("unit_id") is None else int(row["unit_id"])
+        # Orders and fixture host-key records belong to no unit; every other journalled row does.
+        unit_id = pk if table == "units" else row.get("unit_id")
         payload = _canonical_json({"table": table, "pk": pk, "unit_id": unit_id, "row": row})
         head = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev_hash = (int(head[0]) + 1, str(head[1])) if head else (1, GENESIS_HASH)
@@ -1440,15 +1517,30 @@ class AuditLog:
         cursor = db.conn.execute(
             _export_select(neutralise=for_csv) + _where(clauses) + " ORDER BY u.id", params
         )
+        # Each unit's work order, merged in by unit id (both sides sorted): a lookup per unit would cost a
+        # quarter more on a million units.
+        places = db.conn.execute("SELECT unit_id, order_id FROM order_places ORDER BY unit_id")
+        place = places.fetchone()
+        # Each unit's SoC id (its latest record), merged in the same way.
+        identities = db.conn.execute("SELECT unit_id, soc_id FROM unit_identity ORDER BY unit_id, id")
+        identity = identities.fetchone()
         for (
             unit_id, serial, state, profile, device, fixture, batch, operator, station, started, ended,
-            failed_step, message, attempt, cert_serial, cert_fingerprint, revoked_at, reprovision_reason, soc_id,
+            failed_step, message, attempt, cert_serial, cert_fingerprint, revoked_at, reprovision_reason,
         ) in cursor:  # fmt: skip
+            while place is not None and place[0] < unit_id:
+                place = places.fetchone()
+            order_id = place[1] if place is not None and place[0] == unit_id else None
+            soc_id = None
+            while identity is not None and identity[0] <= unit_id:
+                if identity[0] == unit_id:
+                    soc_id = identity[1]
+                identity = identities.fetchone()
             duration = None if ended is None else round((parse(ended) - parse(started)).total_seconds(), 3)
             yield (
                 unit_id, serial, state, profile, device, fixture, batch, operator, station, started, ended,
                 duration, failed_step, message, attempt, cert_serial, cert_fingerprint, revoked_at,
-                reprovision_reason, soc_id,
+                reprovision_reason, order_id, soc_id,
             )  # fmt: skip
 
 
@@ -1619,6 +1711,9 @@ def _unit_filter(filters: UnitFilter) -> tuple[list[str], dict[str, Any]]:
         if value is not None:
             clauses.append(f"u.{column} = :{column}")
             params[column] = value
+    if filters.order is not None:
+        clauses.append(order_unit_clause("order"))
+        params["order"] = filters.order
     if filters.since is not None:
         clauses.append("u.started_at >= :since")
         params["since"] = _timestamp(filters.since)
@@ -1741,6 +1836,12 @@ def _step_from_row(row: dict[str, Any]) -> StepRecord:
         excerpt=row["excerpt"],
         message=row["message"],
     )
+
+
+def _label_print_from_row(row: dict[str, Any]) -> LabelPrint:
+    return LabelPrint(id=row["id"], unit_id=row["unit_id"], at=_parse_time(row["at"]), by=row["by"],
+                      printer=row["printer"], reprint=bool(row["reprint"]), printed=bool(row["printed"]),
+                      message=row["message"])
 
 
 def _certificate_from_row(row: dict[str, Any]) -> CertificateRecord:

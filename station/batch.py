@@ -26,6 +26,9 @@ from station.errors import ConfigError, StationError
 from station.flow import FlowEvent, Provisioner, UnitResult
 from station.profiles import DeviceProfile
 
+# A manifest's columns, in this order unless a header row names them.
+MANIFEST_COLUMNS = ("serial", "device", "fixture", "order")
+
 # How long Cancel may take for every slot to record its unit as failed-and-resumable.
 CANCEL_DEADLINE_S = 15.0
 
@@ -38,6 +41,8 @@ class BatchJob:
     device: str
     fixture: str | None = None
     line: int = 0
+    # The work order the board is built for (station.orders); None: the open order holding the serial.
+    order: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,9 +80,10 @@ def new_batch_id() -> str:
 
 
 def read_manifest(path: Path, *, fixtures: dict[str, str] | None = None) -> list[BatchJob]:
-    """Rows ``serial,device[,fixture]`` (a header row is allowed).
+    """Rows ``serial,device[,fixture[,order]]`` (a header row is allowed, and then names the columns).
 
-    ``device`` is a device address or the name of a known fixture; errors name the file and line.
+    ``device`` is a device address or the name of a known fixture; ``order`` a work order id; errors name the
+    file and line.
     """
     fixtures = fixtures or {}
     try:
@@ -85,16 +91,25 @@ def read_manifest(path: Path, *, fixtures: dict[str, str] | None = None) -> list
     except OSError as exc:
         raise ConfigError(f"cannot read the manifest {path}: {exc.strerror or exc}") from exc
     jobs = []
+    columns: tuple[str, ...] = MANIFEST_COLUMNS
     for number, row in enumerate(csv.reader(text.splitlines()), 1):
         cells = [cell.strip() for cell in row]
         if not cells or not any(cells) or cells[0].startswith("#"):
             continue
-        if number == 1 and cells[0].lower() == "serial":
+        names = [cell.lower() for cell in cells]
+        if number == 1 and {"serial", "device"} <= set(names) <= set(MANIFEST_COLUMNS) and len(set(names)) == len(names):
+            columns = tuple(names)  # a header naming the columns, in any order
             continue
+        if number == 1 and names[0] == "serial":
+            continue  # any other header: the columns are in their usual order
+        # Reordered into serial, device, fixture, order whatever order the header gave.
+        cells = [cells[columns.index(name)] if name in columns and columns.index(name) < len(cells) else ""
+                 for name in MANIFEST_COLUMNS]
         if len(cells) < 2 or not cells[1]:
             raise ConfigError(f"{path}, line {number}: expected serial,device[,fixture], got {row!r}")
         serial, device = cells[0], cells[1]
         fixture = cells[2] if len(cells) > 2 and cells[2] else None
+        order = cells[3] or None
         if "://" not in device:
             if device not in fixtures:
                 raise ConfigError(
@@ -103,7 +118,7 @@ def read_manifest(path: Path, *, fixtures: dict[str, str] | None = None) -> list
                 )
             fixture = fixture or device
             device = fixtures[device]
-        jobs.append(BatchJob(serial=serial, device=device, fixture=fixture, line=number))
+        jobs.append(BatchJob(serial=serial, device=device, fixture=fixture, line=number, order=order))
     if not jobs:
         raise ConfigError(f"{path}: the manifest lists no boards")
     return jobs
@@ -203,7 +218,7 @@ class Batch:
         try:
             result: UnitResult = self.provisioner.provision(
                 serial=job.serial, device=job.device, profile=self.profile, operator=self.operator,
-                fixture=job.fixture, batch=self.batch_id, cancel=cancel,
+                fixture=job.fixture, batch=self.batch_id, cancel=cancel, order=job.order,
             )
         except StationError as refused:
             # Invalid serial, serial already passed or active in another slot (the unique index), …

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from station.errors import ConfigError
 from station.profiles import DEFAULT_PROFILE
@@ -72,6 +72,16 @@ LIMIT_RANGE_BYTES = (4096, 1024 * 1024 * 1024)
 
 
 @dataclass(frozen=True)
+class OrdersConfig:
+    """``[orders]``: whether a serial must belong to an open work order (station.orders) to be enrolled.
+
+    ``required`` unset means "as production": off for demos and ``make run``, on in production mode.
+    """
+
+    required: bool | None = None
+
+
+@dataclass(frozen=True)
 class StationConfig:
     name: str = field(default_factory=socket.gethostname)
     # Production refuses demo PINs and re-provisioning without a reason; demos and training run without it.
@@ -82,7 +92,50 @@ class StationConfig:
     fixtures: tuple[Fixture, ...] = ()
     source: Path | None = None
     limits: BoardInputLimits = field(default_factory=BoardInputLimits)
+    # The line around the station (station/line/): label printer, serial scanner, MES hand-off.
+    label: LabelSettings = field(default_factory=lambda: LabelSettings())
+    scanner: ScannerSettings = field(default_factory=lambda: ScannerSettings())
+    mes: MesSettings = field(default_factory=lambda: MesSettings())
+    orders: OrdersConfig = OrdersConfig()
     identity: IdentityConfig = field(default_factory=lambda: IdentityConfig())
+
+    @property
+    def orders_required(self) -> bool:
+        """A serial in no open work order is refused (``[orders] required``; default: in production mode)."""
+        return self.production if self.orders.required is None else self.orders.required
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """``[label]``: where labels go — a ZPL printer (``zpl://HOST:9100``), an IPP queue (``ipp://…``) or a file."""
+
+    printer: str = ""
+    stock: str = "62x29"
+    print_on_pass: bool = False
+    timeout_s: float = 5.0
+    # Where "Save PDF…" proposes to save, and the file name it proposes ({serial} and {date} are filled in).
+    folder: str = ""
+    file_name: str = "label-{serial}.pdf"
+
+
+@dataclass(frozen=True)
+class ScannerSettings:
+    """``[scanner]``: a serial (RS-232 / USB-CDC) barcode scanner beside the keyboard wedge."""
+
+    device: str = ""
+    baud: int = 9600
+    terminator: str = "\r"
+    reopen_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class MesSettings:
+    """``[mes]``: where a JSON record of every finished unit goes (HTTP endpoint and/or drop folder)."""
+
+    url: str = ""
+    drop_folder: str = ""
+    timeout_s: float = 5.0
+    retry_s: float = 5.0
 
 
 def load_config(path: Path) -> StationConfig:
@@ -104,6 +157,7 @@ def load_config(path: Path) -> StationConfig:
         if not isinstance(value, kind):
             raise _fail(path, text, key, f"must be {'true or false' if kind is bool else 'a string'}")
     return StationConfig(
+        orders=_orders(path, text, data),
         name=name,
         production=production,
         default_profile=profile,
@@ -111,6 +165,9 @@ def load_config(path: Path) -> StationConfig:
         fixtures=_fixtures(path, text, data),
         source=path,
         limits=_limits(path, text, data),
+        label=_section(path, text, data, "label", LabelSettings),
+        scanner=_section(path, text, data, "scanner", ScannerSettings),
+        mes=_section(path, text, data, "mes", MesSettings),
         identity=_identity(path, text, data),
     )
 
@@ -130,14 +187,75 @@ def _limits(path: Path, text: str, data: dict[str, Any]) -> BoardInputLimits:
     return BoardInputLimits(**values)
 
 
+_Section = TypeVar("_Section", LabelSettings, ScannerSettings, MesSettings)
+
+
+def _section(path: Path, text: str, data: dict[str, Any], name: str, kind: type[_Section]) -> _Section:
+    """A flat settings table read into its dataclass: every key known, every value of the default's type."""
+    table = _table(path, text, data, name)
+    defaults = kind()
+    known = [f.name for f in fields(kind)]
+    _refuse_unknown(path, text, table, known, prefix=f"{name}.")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        default = getattr(defaults, key)
+        if isinstance(default, bool):
+            ok, wanted = isinstance(value, bool), "true or false"
+        elif isinstance(default, int | float):
+            ok, wanted = isinstance(value, int | float) and not isinstance(value, bool) and value > 0, \
+                "a positive number"
+            value = type(default)(value) if ok else value
+        else:
+            ok, wanted = isinstance(value, str), "a string"
+        if not ok:
+            raise _fail(path, text, f"{name}.{key}", f"must be {wanted}")
+        values[key] = value
+    settings = kind(**values)
+    problem = settings_problem(settings)
+    if problem:
+        key, words = problem
+        raise _fail(path, text, f"{name}.{key}", words)
+    return settings
+
+
+def settings_problem(settings: LabelSettings | ScannerSettings | MesSettings) -> tuple[str, str] | None:
+    """(key, what is wrong and what to write instead) for a value the line parts could not use."""
+    if isinstance(settings, LabelSettings):
+        from station.label import LABEL_LAYOUTS
+
+        if settings.stock not in LABEL_LAYOUTS:
+            return "stock", f"choose one of: {', '.join(LABEL_LAYOUTS)}"
+        if settings.printer and not re.match(r"(zpl|ipp|ipps)://[^/\s:]+(:\d+)?(/\S*)?$", settings.printer):
+            return "printer", 'must look like "zpl://HOST:9100" or "ipp://HOST:631/printers/QUEUE"'
+    if isinstance(settings, MesSettings):
+        if settings.url and not re.match(r"https?://\S+$", settings.url):
+            return "url", 'must be an http:// or https:// address, e.g. "http://mes.plant.local/api/units"'
+    if isinstance(settings, ScannerSettings) and settings.terminator not in ("\r", "\n", "\r\n", "\t"):
+        return "terminator", r'must be "\r", "\n", "\r\n" or "\t" (what the scanner sends after a code)'
+    return None
+
+
 # A typo in station.toml must not be silently ignored: a line engineer would think it took effect.
 KNOWN_KEYS: dict[str, frozenset[str]] = {
     "station": frozenset({"name", "production", "default_profile"}),
     "tls_proof": frozenset({"listen_address"}),
     "limits": frozenset({"command_output_bytes", "file_bytes"}),
     "fixture": frozenset({"name", "device", "profile", "console", "hostname", "host_key"}),
+    "label": frozenset(f.name for f in fields(LabelSettings)),
+    "scanner": frozenset(f.name for f in fields(ScannerSettings)),
+    "mes": frozenset(f.name for f in fields(MesSettings)),
+    "orders": frozenset({"required"}),
     "identity": frozenset({"first_contact"}),
 }
+
+
+def _orders(path: Path, text: str, data: dict[str, Any]) -> OrdersConfig:
+    table = _table(path, text, data, "orders")
+    _refuse_unknown(path, text, table, KNOWN_KEYS["orders"], prefix="orders.")
+    required = table.get("required")
+    if required is not None and not isinstance(required, bool):
+        raise _fail(path, text, "orders.required", "must be true or false")
+    return OrdersConfig(required=required)
 
 
 def _refuse_unknown(

@@ -20,7 +20,9 @@ from station.audit import AuditLog, Unit
 from station.config import StationConfig
 from station.errors import StationError
 from station.home import StationHome
+from station.line.handoff import LineHandOff
 from station.masking import Masker
+from station.orders import order_profile
 from station.pki import CertificateAuthority
 from station.profiles import MIN_PRODUCTION_PIN_LENGTH, DeviceProfile
 from station.steps import (
@@ -91,12 +93,15 @@ class Provisioner:
         ca: CertificateAuthority,
         audit: AuditLog,
         observer: Observer | None = None,
+        line: LineHandOff | None = None,
     ) -> None:
         self.home = home
         self.config = config
         self.ca = ca
         self.audit = audit
         self.observer: Observer = observer or (lambda event: None)
+        # Label printer and MES: told of every finished unit, in _finished (the one place a unit ends).
+        self.line = line
         if config.production:
             disable_test_hooks()  # a station in production mode cannot be made to kill itself
 
@@ -118,8 +123,16 @@ class Provisioner:
         restart: bool = False,
         reprovision_reason: str | None = None,
         cancel: threading.Event | None = None,
+        order: str | None = None,
     ) -> UnitResult:
-        """Provision one board.  Bad input raises before anything touches a device or the audit log."""
+        """Provision one board.  Bad input raises before anything touches a device or the audit log.
+
+        ``order`` is the work order the board is built for (picked in the window, named in a manifest); without
+        it the open order holding the serial is used. The order's profile is the unit's profile.
+        """
+        if not resume:
+            profile = order_profile(self.audit.orders, serial, order=order, required=self.config.orders_required,
+                                    profile=profile, profiles_dir=self.home.profiles_dir)
         serial = profile.validate_serial(serial)
         address = DeviceAddress.parse(device)
         problems = profile.production_pin_problems() if self.config.production else []
@@ -155,6 +168,7 @@ class Provisioner:
             unit = self.audit.start_unit(
                 serial=serial, profile=profile.name, device=device, operator=operator,
                 station=self.config.name, fixture=fixture, batch=batch, reprovision_reason=reprovision_reason,
+                order=order, orders_required=self.config.orders_required,
             )
         crash_point("unit_started")
         # A board whose last unit was aborted must show the host key that unit pinned (the abort may
@@ -200,16 +214,25 @@ class Provisioner:
                             "if the board was re-imaged, re-onboard it explicitly — provision it again with "
                             "--reprovision and a reason)"
                         )
-                    unit = self.audit.finish_unit(unit.id, result=result, failed_step=step, message=message)
-                    crash_point("unit_finished")
+                    unit = self._finished(self.audit.finish_unit(unit.id, result=result, failed_step=step,
+                                                                 message=message))
                     emit(kind="unit_finished", step=step, outcome=result, message=message)
                     return UnitResult(unit, False, step, message)
         finally:
             link.close()
-        unit = self.audit.finish_unit(unit.id, result="passed")
-        crash_point("unit_finished")
+        unit = self._finished(self.audit.finish_unit(unit.id, result="passed"))
         emit(kind="unit_finished", outcome="passed", message=f"serial {serial} enrolled")
         return UnitResult(unit, True, None, f"serial {serial} enrolled")
+
+    def _finished(self, unit: Unit) -> Unit:
+        """The unit's end is recorded: hand it to the line (label on PASS, MES record), without waiting."""
+        crash_point("unit_finished")
+        if self.line is not None:
+            try:
+                self.line.unit_finished(unit)
+            except Exception:  # noqa: BLE001 - the unit is recorded; the hand-off reports its own problems
+                pass
+        return unit
 
     def _aborted_predecessor(self, unit: Unit) -> Unit | None:
         """The board's last earlier unit that pinned a host key, if that unit was aborted."""

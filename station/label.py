@@ -134,6 +134,17 @@ def short_fingerprint(fingerprint_sha256: str, *, length: int = SHORT_FINGERPRIN
     return ":".join(digits[i : i + 2] for i in range(0, length * 2, 2)).upper()
 
 
+def label_file_name(pattern: str, serial: str, issued_on: date) -> str:
+    """The file name a saved label gets (``[label] file_name``; ``{serial}`` and ``{date}`` filled in)."""
+    safe_serial = re.sub(r"[^A-Za-z0-9._-]", "_", serial)
+    try:
+        name = pattern.format(serial=safe_serial, date=issued_on.isoformat())
+    except (KeyError, IndexError, ValueError):
+        name = f"label-{safe_serial}.pdf"
+    name = name.replace("/", "_").strip() or f"label-{safe_serial}.pdf"
+    return name if name.lower().endswith(".pdf") else name + ".pdf"
+
+
 def code128_modules(serial: str) -> str:
     """The serial's Code128 symbol as a string of modules (``1`` dark, ``0`` light), stop bar included."""
     if not serial or not serial.isascii() or not serial.isprintable():

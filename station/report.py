@@ -1,9 +1,12 @@
 """Quality-lead outputs of the audit log: the PDF report of a batch or a period, and exports written to files.
 
-The report is a plain PDF 1.4 written here by hand — no Qt, no PDF library: the 14 standard fonts need no
-embedding, and charts are only lines and rectangles. Text uses Helvetica with WinAnsi (cp1252) encoding;
-characters outside it print as "?". The widths below are Helvetica's (from the metric-compatible URW Nimbus
-Sans AFM files), so columns can be fitted and numbers right-aligned.
+The report is drawn with fpdf2 (a maintained, pure-Python PDF library) in DejaVu Sans, embedded and
+subset, with a CJK font (Noto Sans CJK, else Droid Sans Fallback) as fallback for characters DejaVu lacks — so
+every operator's name prints as typed ("王芳", "Łukasz Żółć") and copies back out of the PDF as text.
+fpdf2 over reportlab: it is typed, has a single small dependency set (fontTools, Pillow, defusedxml), embeds
+and subsets TrueType/OpenType (incl. CFF-based CJK collections) with per-glyph font fallback out of the box,
+releases often, and needs no C extension; reportlab's open-source edition needs a hand-written font fallback
+for mixed scripts.
 
 A report holds what an export holds and less: serials, results, failed steps, operators, batches, times and
 figures — never step output, PINs, passphrases or keys (see station.audit.EXPORT_FIELDS).
@@ -17,16 +20,19 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-import zlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import TextIO
 
+from fpdf import FPDF
+
 from station import __version__
 from station.audit import AuditLog, Unit, UnitFilter, YieldSummary
 from station.errors import StationError
+from station.orders import OrderStatus
 from station.pki import write_file_atomically
 
 EXPORT_FORMATS = ("csv", "jsonl", "pdf")
@@ -49,48 +55,67 @@ FAIL: Color = (0.75, 0.16, 0.12)
 PASS: Color = (0.12, 0.50, 0.22)
 BAR: Color = (0.20, 0.45, 0.70)
 
-# Advance widths (1/1000 em) of cp1252 codes 32–255 in Helvetica and Helvetica-Bold; 0 = no glyph.
-_HELVETICA = (
-    278, 278, 355, 556, 556, 889, 667, 191, 333, 333, 389, 584, 278, 333, 278, 278, 556, 556, 556, 556, 556,
-    556, 556, 556, 556, 556, 278, 278, 584, 584, 584, 556, 1015, 667, 667, 722, 722, 667, 611, 778, 722, 278,
-    500, 667, 556, 833, 722, 778, 667, 778, 722, 667, 611, 722, 667, 944, 667, 667, 611, 278, 278, 278, 469,
-    556, 333, 556, 556, 500, 556, 556, 278, 556, 556, 222, 222, 500, 222, 833, 556, 556, 556, 556, 333, 500,
-    278, 556, 500, 722, 500, 500, 500, 334, 260, 334, 584, 0, 556, 0, 222, 556, 333, 1000, 556, 556, 333,
-    1000, 667, 333, 1000, 0, 611, 0, 0, 222, 222, 333, 333, 350, 556, 1000, 333, 1000, 500, 333, 944, 0, 500,
-    667, 278, 333, 556, 556, 556, 556, 260, 556, 333, 737, 370, 556, 584, 333, 737, 333, 400, 584, 333, 333,
-    333, 556, 537, 278, 333, 333, 365, 556, 834, 834, 834, 611, 667, 667, 667, 667, 667, 667, 1000, 722, 667,
-    667, 667, 667, 278, 278, 278, 278, 722, 722, 778, 778, 778, 778, 778, 584, 778, 722, 722, 722, 722, 667,
-    667, 611, 556, 556, 556, 556, 556, 556, 889, 500, 556, 556, 556, 556, 278, 278, 278, 278, 556, 556, 556,
-    556, 556, 556, 556, 584, 611, 556, 556, 556, 556, 500, 556, 500,
-)  # fmt: skip
-_HELVETICA_BOLD = (
-    278, 333, 474, 556, 556, 889, 722, 238, 333, 333, 389, 584, 278, 333, 278, 278, 556, 556, 556, 556, 556,
-    556, 556, 556, 556, 556, 333, 333, 584, 584, 584, 611, 975, 722, 722, 722, 722, 667, 611, 778, 722, 278,
-    556, 722, 611, 833, 722, 778, 667, 778, 722, 667, 611, 722, 667, 944, 667, 667, 611, 333, 278, 333, 584,
-    556, 333, 556, 611, 556, 611, 556, 333, 611, 611, 278, 278, 556, 278, 889, 611, 611, 611, 611, 389, 556,
-    333, 611, 556, 778, 556, 556, 500, 389, 280, 389, 584, 0, 556, 0, 278, 556, 500, 1000, 556, 556, 333,
-    1000, 667, 333, 1000, 0, 611, 0, 0, 278, 278, 500, 500, 350, 556, 1000, 333, 1000, 556, 333, 944, 0, 500,
-    667, 278, 333, 556, 556, 556, 556, 280, 556, 333, 737, 370, 556, 584, 333, 737, 333, 400, 584, 333, 333,
-    333, 611, 556, 278, 333, 333, 365, 556, 834, 834, 834, 611, 722, 722, 722, 722, 722, 722, 1000, 722, 667,
-    667, 667, 667, 278, 278, 278, 278, 722, 722, 778, 778, 778, 778, 778, 584, 778, 722, 722, 722, 722, 667,
-    667, 611, 556, 556, 556, 556, 556, 556, 889, 556, 556, 556, 556, 556, 278, 278, 278, 278, 611, 611, 611,
-    611, 611, 611, 611, 584, 611, 611, 611, 611, 611, 556, 611, 556,
-)  # fmt: skip
+# Fonts the report embeds (Debian: fonts-dejavu-core, fonts-noto-cjk or fonts-droid-fallback).
+FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/local/share/fonts"))
+REGULAR_FONT = "DejaVuSans.ttf"
+BOLD_FONT = "DejaVuSans-Bold.ttf"
+# (path, index in a font collection): the first one found covers Chinese, Japanese and Korean names.
+CJK_FONTS = (
+    (Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"), 0),
+    (Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"), 0),
+)
 
 
-# ---------------------------------------------------------------------------------------- the PDF writer
+class ReportFontsMissing(StationError):
+    """The fonts the report embeds are not installed."""
 
 
-def encode_text(text: str) -> bytes:
-    """``text`` in WinAnsi (cp1252): control characters become spaces, characters it lacks become '?'."""
-    cleaned = "".join(" " if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in text)
-    return cleaned.encode("cp1252", errors="replace")
+def _font_path(name: str) -> Path:
+    for folder in FONT_DIRS:
+        if (folder / name).is_file():
+            return folder / name
+    raise ReportFontsMissing(
+        f"the report font {name} is not installed — install the Debian package fonts-dejavu-core "
+        "(make setup does), then export again"
+    )
+
+
+def _new_pdf() -> FPDF:
+    """An A4 document in points with the report's fonts: "Sans" (regular, bold) and the CJK fallback."""
+    pdf = FPDF(orientation="portrait", unit="pt", format="A4")
+    pdf.set_auto_page_break(False)
+    pdf.set_margins(0, 0, 0)
+    pdf.c_margin = 0
+    pdf.add_font("Sans", "", str(_font_path(REGULAR_FONT)))
+    pdf.add_font("Sans", "B", str(_font_path(BOLD_FONT)))
+    fallback = []
+    for path, index in CJK_FONTS:
+        if path.is_file():
+            pdf.add_font("CJK", "", str(path), collection_font_number=index)
+            fallback.append("CJK")
+            break
+    if fallback:
+        pdf.set_fallback_fonts(fallback, exact_match=False)
+    return pdf
+
+
+_measure: FPDF | None = None
+_measure_lock = threading.Lock()
+
+
+def clean_text(text: str) -> str:
+    """``text`` as the report prints it: control characters become spaces."""
+    return "".join(" " if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in text)
 
 
 def text_width(text: str, size: float, *, bold: bool = False) -> float:
-    """Width in points of ``text`` set in Helvetica (bold) at ``size``."""
-    widths = _HELVETICA_BOLD if bold else _HELVETICA
-    return sum(widths[b - 32] if b >= 32 else 0 for b in encode_text(text)) * size / 1000
+    """Width in points of ``text`` set in the report's font (bold) at ``size``."""
+    global _measure
+    with _measure_lock:
+        if _measure is None:
+            _measure = _new_pdf()
+        _measure.set_font("Sans", "B" if bold else "", size)
+        return float(_measure.get_string_width(clean_text(text)))
 
 
 def fit_text(text: str, width: float, size: float, *, bold: bool = False) -> str:
@@ -102,28 +127,14 @@ def fit_text(text: str, width: float, size: float, *, bold: bool = False) -> str
     return text + "…"
 
 
-def _pdf_string(text: str) -> str:
-    """A PDF literal string: WinAnsi bytes, with (, ) and \\ escaped and non-ASCII bytes as octal escapes."""
-    out = []
-    for byte in encode_text(text):
-        if byte in b"()\\":
-            out.append("\\" + chr(byte))
-        elif byte >= 128:
-            out.append(f"\\{byte:03o}")
-        else:
-            out.append(chr(byte))
-    return "(" + "".join(out) + ")"
-
-
-def _num(value: float) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".") or "0"
+_Op = Callable[[FPDF], None]
 
 
 class PdfPage:
     """One page's drawing operations, in a top-down coordinate system: y grows down from the page's top."""
 
     def __init__(self) -> None:
-        self._ops: list[str] = []
+        self._ops: list[_Op] = []
 
     def text(
         self,
@@ -137,20 +148,31 @@ class PdfPage:
         align: str = "left",
     ) -> None:
         """Text with its baseline at ``y``; ``align`` right or center puts its end or middle at ``x``."""
+        text = clean_text(text)
+        if not text.strip():
+            return
         if align != "left":
             width = text_width(text, size, bold=bold)
             x -= width if align == "right" else width / 2
-        font = "F2" if bold else "F1"
-        self._ops.append(
-            f"BT {_color(color)} rg /{font} {_num(size)} Tf {_num(x)} {_num(PAGE_HEIGHT - y)} Td "
-            f"{_pdf_string(text)} Tj ET"
-        )
+
+        def draw(pdf: FPDF) -> None:
+            pdf.set_font("Sans", "B" if bold else "", size)
+            pdf.set_text_color(*_rgb(color))
+            # cell(), not text(): only cells switch to the fallback font for glyphs DejaVu lacks. A cell of
+            # height h puts the baseline 0.5 h + 0.3 size below its top.
+            pdf.set_xy(x, y - 0.8 * size)
+            pdf.cell(h=size, text=text)
+
+        self._ops.append(draw)
 
     def rect(self, x: float, y: float, width: float, height: float, *, fill: Color) -> None:
         """A filled rectangle whose top-left corner is at (x, y)."""
-        self._ops.append(
-            f"{_color(fill)} rg {_num(x)} {_num(PAGE_HEIGHT - y - height)} {_num(width)} {_num(height)} re f"
-        )
+
+        def draw(pdf: FPDF) -> None:
+            pdf.set_fill_color(*_rgb(fill))
+            pdf.rect(x, y, width, height, style="F")
+
+        self._ops.append(draw)
 
     def line(
         self,
@@ -163,18 +185,21 @@ class PdfPage:
         width: float = 0.5,
         dashed: bool = False,
     ) -> None:
-        dash = "[3 2] 0 d" if dashed else "[] 0 d"
-        self._ops.append(
-            f"{_color(color)} RG {_num(width)} w {dash} {_num(x1)} {_num(PAGE_HEIGHT - y1)} m "
-            f"{_num(x2)} {_num(PAGE_HEIGHT - y2)} l S"
-        )
+        def draw(pdf: FPDF) -> None:
+            pdf.set_draw_color(*_rgb(color))
+            pdf.set_line_width(width)
+            pdf.set_dash_pattern(dash=3, gap=2) if dashed else pdf.set_dash_pattern()
+            pdf.line(x1, y1, x2, y2)
 
-    def content(self) -> bytes:
-        return "\n".join(self._ops).encode("ascii")
+        self._ops.append(draw)
+
+    def draw(self, pdf: FPDF) -> None:
+        for op in self._ops:
+            op(pdf)
 
 
 class PdfDocument:
-    """Pages of text, lines and rectangles, serialised as a PDF 1.4 file with compressed content streams."""
+    """Pages of text, lines and rectangles, written as one PDF by fpdf2 with the fonts embedded."""
 
     def __init__(self, *, title: str, created: datetime) -> None:
         self.title = title
@@ -187,64 +212,20 @@ class PdfDocument:
         return page
 
     def to_bytes(self) -> bytes:
-        # Objects 1–5 are fixed; each page then takes two: its dictionary and its content stream.
-        objects: list[bytes] = [
-            b"<< /Type /Catalog /Pages 2 0 R >>",
-            b"",  # the page tree, once the page numbers are known
-            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>",
-            (
-                f"<< /Title {_pdf_text_string(self.title)} /Producer (Welma provisioning station {__version__}) "
-                f"/CreationDate ({_pdf_date(self.created)}) >>"
-            ).encode("ascii"),
-        ]
-        kids = []
+        pdf = _new_pdf()
+        pdf.set_title(self.title)
+        pdf.set_creator(f"Welma provisioning station {__version__}")
+        pdf.set_producer(f"Welma provisioning station {__version__} (fpdf2)")
+        pdf.set_creation_date(self.created)
         for page in self.pages:
-            page_number = len(objects) + 1
-            kids.append(f"{page_number} 0 R")
-            objects.append(
-                (
-                    f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {_num(PAGE_WIDTH)} {_num(PAGE_HEIGHT)}] "
-                    f"/Resources << /Font << /F1 3 0 R /F2 4 0 R >> >> /Contents {page_number + 1} 0 R >>"
-                ).encode("ascii")
-            )
-            stream = zlib.compress(page.content(), 6)
-            objects.append(
-                f"<< /Length {len(stream)} /Filter /FlateDecode >>\nstream\n".encode("ascii")
-                + stream
-                + b"\nendstream"
-            )
-        objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>".encode("ascii")
-        # The binary comment line tells file-transfer tools that this file is not text.
-        out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-        offsets = []
-        for number, body in enumerate(objects, start=1):
-            offsets.append(len(out))
-            out += f"{number} 0 obj\n".encode("ascii") + body + b"\nendobj\n"
-        xref = len(out)
-        out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode("ascii")
-        for offset in offsets:
-            out += f"{offset:010d} 00000 n \n".encode("ascii")
-        out += (
-            f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info 5 0 R >>\nstartxref\n{xref}\n%%EOF\n"
-        ).encode("ascii")
-        return bytes(out)
+            pdf.add_page()
+            page.draw(pdf)
+        return bytes(pdf.output())
 
 
-def _color(color: Color) -> str:
-    return " ".join(_num(c) for c in color)
-
-
-def _pdf_text_string(text: str) -> str:
-    """A PDF text string (document information) in UTF-16BE, so any character survives."""
-    return "<FEFF" + text.encode("utf-16-be").hex().upper() + ">"
-
-
-def _pdf_date(moment: datetime) -> str:
-    offset = moment.utcoffset() or timedelta()
-    sign = "-" if offset < timedelta() else "+"
-    minutes = abs(int(offset.total_seconds())) // 60
-    return f"D:{moment:%Y%m%d%H%M%S}{sign}{minutes // 60:02d}'{minutes % 60:02d}'"
+def _rgb(color: Color) -> tuple[int, int, int]:
+    r, g, b = (round(c * 255) for c in color)
+    return r, g, b
 
 
 # ---------------------------------------------------------------------------------------------- the report
@@ -262,6 +243,8 @@ class ReportScope:
     until: datetime | None = None
     batch: str | None = None
     result: str | None = None
+    # Only units counted in this work order.
+    order: str | None = None
 
 
 @dataclass(frozen=True)
@@ -277,16 +260,17 @@ class Report:
 
 # Unit table layout: (heading, width in points); widths add up to CONTENT_WIDTH.
 _UNIT_COLUMNS = (
-    ("Serial", 104.0),
-    ("Result", 56.0),
-    ("Failed step", 70.0),
-    ("Operator", 78.0),
-    ("Batch", 62.0),
-    ("Started (local time)", 88.0),
-    ("Duration", CONTENT_WIDTH - 458.0),
+    ("Serial", 98.0),
+    ("Result", 46.0),
+    ("Failed step", 66.0),
+    ("Operator", 82.0),
+    ("Batch", 56.0),
+    ("Started (local time)", 104.0),
+    ("Duration", CONTENT_WIDTH - 452.0),
 )
 _ROW_HEIGHT = 13.0
-_TABLE_SIZE = 8.0
+# DejaVu Sans runs about 8 % wider than Helvetica: 7.5 pt keeps a full local time in its column.
+_TABLE_SIZE = 7.5
 _FOOTER_Y = PAGE_HEIGHT - 24
 
 
@@ -300,8 +284,9 @@ def render_report(
 ) -> Report:
     """The PDF report of ``scope``: header, yield figures, two charts, then the units (at most ``unit_cap``)."""
     now = (now or datetime.now().astimezone()).astimezone()
-    summary = audit.yield_summary(since=scope.since, until=scope.until, batch=scope.batch)
-    table_filter = UnitFilter(batch=scope.batch, since=scope.since, until=scope.until, result=scope.result)
+    summary = audit.yield_summary(since=scope.since, until=scope.until, batch=scope.batch, order=scope.order)
+    table_filter = UnitFilter(batch=scope.batch, since=scope.since, until=scope.until, result=scope.result,
+                              order=scope.order)
     matching = audit.count_units(table_filter)
     units = audit.units_page(offset=0, limit=unit_cap, order_by="id", descending=False, filters=table_filter)
 
@@ -315,6 +300,7 @@ def render_report(
         f"Station: {station}",
         f"Period: {_period_line(scope, summary)}",
         f"Batch: {scope.batch or 'all batches'}",
+        f"Work order: {scope.order or 'all orders'}",
         f"Generated {now:%Y-%m-%d %H:%M} (times are local, UTC{_utc_offset(now)}) by station {__version__}",
     ):
         y += 13
@@ -326,6 +312,7 @@ def render_report(
     y = _draw_failures_chart(page, y + 26, summary)
     _draw_keygen_histogram(page, y + 26, summary)
 
+    _draw_order_table(document, order_groups(audit, scope))
     _draw_unit_table(document, units, matching=matching, scope=scope)
     total = len(document.pages)
     for number, each in enumerate(document.pages, start=1):
@@ -460,13 +447,97 @@ def _draw_keygen_histogram(page: PdfPage, y: float, summary: YieldSummary) -> fl
         marker = keygen.quantile(p)
         if marker is not None:
             page.line(x_of(marker), plot_top, x_of(marker), base, color=BLACK, width=0.8, dashed=True)
+            label = f"{name} {_seconds(marker)}"
+            # Right of its line, or left of it where it would run past the margin.
+            right = x_of(marker) + 3 + text_width(label, 7.5) <= PAGE_WIDTH - MARGIN
             page.text(
-                x_of(marker) + 3,
+                x_of(marker) + (3 if right else -3),
                 plot_top + 8 + (10 if p == 0.9 else 0),
-                f"{name} {_seconds(marker)}",
+                label,
                 size=7.5,
+                align="left" if right else "right",
             )
     return base + 24
+
+
+@dataclass(frozen=True)
+class OrderGroup:
+    """The units of one work order within a report's scope, by how they went (order None: units in no order)."""
+
+    order: OrderStatus | None
+    units: int
+    passed: int
+    failed: int
+    aborted: int
+
+    @property
+    def yield_fraction(self) -> float | None:
+        finished = self.passed + self.failed + self.aborted
+        return self.passed / finished if finished else None
+
+
+# At most this many orders are grouped in a report (the newest imports); the CSV export has every unit's order.
+ORDER_GROUP_CAP = 40
+
+
+def order_groups(audit: AuditLog, scope: ReportScope) -> list[OrderGroup]:
+    """The report's units grouped by work order (orders with no unit in scope are left out), newest order first."""
+    groups: list[OrderGroup] = []
+
+    def group(status: OrderStatus | None) -> OrderGroup:
+        order_id = status.order_id if status else None
+
+        def count(result: str | None) -> int:
+            return audit.count_units(UnitFilter(batch=scope.batch, since=scope.since, until=scope.until,
+                                                result=result, order=order_id))
+
+        return OrderGroup(status, count(None), count("passed") + count("superseded"), count("failed"),
+                          count("aborted"))
+
+    for status in audit.orders.orders()[:ORDER_GROUP_CAP]:
+        if scope.order is None or status.order_id == scope.order:
+            found = group(status)
+            if found.units:
+                groups.append(found)
+    if groups and scope.order is None:
+        # A unit is counted in one order at most: what the orders do not hold are the units without one.
+        everything = group(None)
+        rest = OrderGroup(None, *(getattr(everything, name) - sum(getattr(g, name) for g in groups)
+                                  for name in ("units", "passed", "failed", "aborted")))
+        if rest.units:
+            groups.append(rest)
+    return groups
+
+
+_ORDER_COLUMNS = (("Work order", 120.0), ("Profile", 100.0), ("State", 60.0), ("Quantity", 50.0),
+                  ("Units", 40.0), ("Passed", 40.0), ("Failed", 40.0), ("Yield", CONTENT_WIDTH - 450.0))
+
+
+def _draw_order_table(document: PdfDocument, groups: list[OrderGroup]) -> None:
+    """One page: the units in scope grouped by work order (none when no unit belongs to an order)."""
+    if not groups:
+        return
+    page = document.add_page()
+    page.text(MARGIN, MARGIN + 14, "By work order", size=12, bold=True)
+    page.text(MARGIN, MARGIN + 28, "Units in this report's scope, by the work order they were counted in; the "
+              "quantity and state are the order's.", size=8.5, color=GREY)
+    header_y = MARGIN + 40
+    page.rect(MARGIN, header_y - 9.5, CONTENT_WIDTH, _ROW_HEIGHT, fill=LIGHT)
+    x = MARGIN
+    for heading_text, width in _ORDER_COLUMNS:
+        page.text(x + 3, header_y, heading_text, size=_TABLE_SIZE, bold=True)
+        x += width
+    page.line(MARGIN, header_y + 3.5, PAGE_WIDTH - MARGIN, header_y + 3.5, color=GREY)
+    for index, group in enumerate(groups):
+        row_y = MARGIN + 52 + index * _ROW_HEIGHT
+        order = group.order
+        cells = (order.order_id if order else "(no work order)", order.order.profile if order else "",
+                 order.state_text if order else "", _count(order.quantity) if order else "",
+                 _count(group.units), _count(group.passed), _count(group.failed), _percent(group.yield_fraction))
+        x = MARGIN
+        for cell, (_heading, width) in zip(cells, _ORDER_COLUMNS, strict=True):
+            page.text(x + 3, row_y, fit_text(cell, width - 6, _TABLE_SIZE), size=_TABLE_SIZE)
+            x += width
 
 
 def _draw_unit_table(document: PdfDocument, rows: list[Unit], *, matching: int, scope: ReportScope) -> None:
@@ -539,6 +610,8 @@ def _draw_unit_table(document: PdfDocument, rows: list[Unit], *, matching: int, 
 
 
 def _scope_name(scope: ReportScope) -> str:
+    if scope.order:
+        return f"work order {scope.order}"
     if scope.batch:
         return f"batch {scope.batch}"
     if scope.since is None and scope.until is None:
@@ -675,7 +748,8 @@ def export_to_file(
         )
     if fmt == "pdf":
         scope = ReportScope(
-            since=filters.since, until=filters.until, batch=filters.batch, result=filters.result
+            since=filters.since, until=filters.until, batch=filters.batch, result=filters.result,
+            order=filters.order,
         )
         report = render_report(audit, scope, station=station)
         destination = _checked_destination(path)
@@ -701,6 +775,7 @@ def export_to_file(
                 station=narrowed.station,
                 since=narrowed.since,
                 until=narrowed.until,
+                order=narrowed.order,
             )
         return audit.export_jsonl(
             out,
@@ -714,6 +789,7 @@ def export_to_file(
             since=narrowed.since,
             until=narrowed.until,
             include_steps=include_steps,
+            order=narrowed.order,
         )
 
     count = write_text_atomically(path, write)

@@ -265,6 +265,7 @@ def guard(ctx: UnitContext, deadline: Deadline) -> str:
     """Refuse a board that is not this serial's: its SoC id or host key belongs to another serial's enrolled
     unit, this serial was enrolled on another SoC, or the board carries another serial's certificate."""
     lines = [f"serial {ctx.serial} matches {ctx.profile.serial_pattern.pattern}"]
+    lines += work_order_check(ctx)
     if ctx.unit.reprovision_reason:
         lines.append(f"re-provisioning asked for: {ctx.unit.reprovision_reason}")
     lines += _identity_guard(ctx)
@@ -301,6 +302,23 @@ def guard(ctx: UnitContext, deadline: Deadline) -> str:
         crash_point("host_key_pinned")
         ctx.output(f"host key {key[0]} {key[1]} pinned for this unit")
     return "\n".join(lines)
+
+
+def work_order_check(ctx: UnitContext) -> list[str]:
+    """The unit's work order (its place was taken when the unit started): still open on a resumed attempt?"""
+    book = ctx.audit.orders
+    order_id = book.order_of_unit(ctx.unit.id)
+    if order_id is None:
+        return ["no work order required" if not ctx.config.orders_required else "no work order (unit started "
+                "before orders were required)"]
+    status = book.status(order_id)
+    if status.state == "closed":
+        raise StepFailed(
+            f"work order {order_id} was closed ({status.close_reason or 'no reason given'}) while this board was "
+            "unfinished: it is not enrolled — set the board aside and abort its unit (station provision --restart "
+            "refuses it too)"
+        )
+    return [f"work order {order_id}: {status.progress_text()}"]
 
 
 # -- secure storage on the board -----------------------------------------------------------

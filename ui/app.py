@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
+from station import __version__
 from station.cli.ca import PASSPHRASE_ENV
 from station.cli.gui import HEADLESS_HELP, display_available
 from station.errors import StationError
@@ -29,6 +30,7 @@ APP_NAME = "Welma provisioning station"
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="station-gui", description="The provisioning station's window.")
+    parser.add_argument("--version", action="version", version=f"station-gui {__version__}")
     parser.add_argument("--home", help="station home (default: $STATION_HOME or ~/.local/share/welma-station)")
     parser.add_argument("--fixtures", metavar="FILE",
                         help="fixtures file with [[fixture]] tables (default: station.toml's, else HOME/sim/fixtures.toml)")

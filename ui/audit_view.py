@@ -164,6 +164,7 @@ class AuditView(QWidget):
         self.operator_edit = self._line_edit("operator")
         self.batch_edit = self._line_edit("batch")
         self.fixture_edit = self._line_edit("fixture")
+        self.order_edit = self._line_edit("work order")
         self.result_combo = self._combo(UNIT_STATES)
         self.step_combo = self._combo(STEP_NAMES)
         clear = QPushButton("Clear filters", self)
@@ -174,6 +175,7 @@ class AuditView(QWidget):
             (self.until_check, self.until_edit),
             (QLabel("Serial", self), self.serial_edit),
             (QLabel("Result", self), self.result_combo),
+            (QLabel("Order", self), self.order_edit),
         ]
         second: list[tuple[QWidget, QWidget]] = [
             (QLabel("Operator", self), self.operator_edit),
@@ -214,6 +216,7 @@ class AuditView(QWidget):
         bar.addWidget(self.message, 1)
         bar.addWidget(refresh)
         self.export_buttons: dict[str, QPushButton] = {}
+        self.action_bar = bar  # where the window adds actions of its own (the line's "Reprint label")
         self.revoke_button: QPushButton | None = None
         if self.is_quality_lead:
             for fmt, title in (("csv", "Export CSV…"), ("jsonl", "Export JSONL…"), ("pdf", "PDF report…")):
@@ -329,6 +332,7 @@ class AuditView(QWidget):
             failed_step=choice(self.step_combo),
             since=since,
             until=until,
+            order=text(self.order_edit),
         )
 
     def apply_filters(self, *, force: bool = False) -> None:
@@ -344,14 +348,14 @@ class AuditView(QWidget):
 
     def clear_filters(self) -> None:
         widgets = (self.since_check, self.until_check, self.serial_edit, self.operator_edit, self.batch_edit,
-                   self.fixture_edit, self.result_combo, self.step_combo)  # fmt: skip
+                   self.fixture_edit, self.result_combo, self.step_combo, self.order_edit)  # fmt: skip
         for widget in widgets:
             widget.blockSignals(True)
         self.since_check.setChecked(False)
         self.until_check.setChecked(False)
         self.since_edit.setEnabled(False)
         self.until_edit.setEnabled(False)
-        for edit in (self.serial_edit, self.operator_edit, self.batch_edit, self.fixture_edit):
+        for edit in (self.serial_edit, self.operator_edit, self.batch_edit, self.fixture_edit, self.order_edit):
             edit.clear()
         self.result_combo.setCurrentIndex(0)
         self.step_combo.setCurrentIndex(0)
@@ -397,7 +401,7 @@ class AuditView(QWidget):
         if self.yield_chart is None:
             return
         filters = self.model.filters
-        scope = (filters.since, filters.until, filters.batch)
+        scope = (filters.since, filters.until, filters.batch, filters.order)
         if scope == self._yield_scope:
             return  # the yield ignores serial, result, operator… filters: nothing to recompute
         self._yield_scope = scope
@@ -410,7 +414,8 @@ class AuditView(QWidget):
             chart.set_summary(summary, _scope_text(filters))
 
         self._submit(
-            partial(self.audit.yield_summary, since=filters.since, until=filters.until, batch=filters.batch),
+            partial(self.audit.yield_summary, since=filters.since, until=filters.until, batch=filters.batch,
+                    order=filters.order),
             shown,
         )
 
@@ -448,11 +453,13 @@ class AuditView(QWidget):
             # Two indexed reads of one unit's rows: milliseconds, so they stay on the GUI thread.
             self._steps = self.audit.steps(unit.id)
             self._certificate = self.audit.certificate_for_unit(unit.id)
+            order = self.audit.orders.order_of_unit(unit.id)
             identity = IdentityLog(self.audit).soc_id_of(unit.id)
         except (StationError, OSError) as exc:
+            order = None
             identity = None
             self._show_error(f"Could not read unit {unit.id}: {exc}")
-        self.unit_summary.setText(_unit_text(unit) + "\n" + identity_text(identity, self._steps))
+        self.unit_summary.setText(_unit_text(unit, order) + "\n" + identity_text(identity, self._steps))
         self._fill_steps(self._steps)
         self._fill_certificate(unit, self._certificate)
         self.unit_shown.emit(unit)
@@ -789,7 +796,7 @@ class YieldChart(QWidget):
 # ------------------------------------------------------------------------------------------------ text
 
 
-def _unit_text(unit: Unit) -> str:
+def _unit_text(unit: Unit, order: str | None = None) -> str:
     local = unit.started_at.astimezone()
     lines = [
         f"Unit {unit.id} — board {unit.serial} — {unit.state.upper()} (attempt {unit.attempt})",
@@ -800,7 +807,7 @@ def _unit_text(unit: Unit) -> str:
             else ""
         ),
         f"Operator {unit.operator} at {unit.station}, fixture {unit.fixture or '—'}, batch {unit.batch or '—'}",
-        f"Profile {unit.profile}, device {unit.device}",
+        f"Profile {unit.profile}, device {unit.device}, work order {order or '—'}",
         "Host key: "
         + (
             f"{unit.host_key_type} {unit.host_key_fingerprint}"
@@ -835,6 +842,8 @@ def identity_text(identity: IdentityRecord | None, steps: list[StepRecord]) -> s
 
 def _scope_text(filters: UnitFilter) -> str:
     parts = [f"batch {filters.batch}"] if filters.batch else []
+    if filters.order:
+        parts.append(f"work order {filters.order}")
     if filters.since is not None:
         parts.append(f"from {filters.since.astimezone():%Y-%m-%d}")
     if filters.until is not None:

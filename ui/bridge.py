@@ -34,6 +34,7 @@ from station.config import Fixture, StationConfig
 from station.errors import StationError
 from station.flow import FlowEvent, Provisioner
 from station.home import StationHome
+from station.line.handoff import LineHandOff
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
 from station.transport import DeviceAddress
@@ -200,6 +201,8 @@ class UnitRequest:
     resume: bool = False
     # Batch mode: the batch id recorded on the unit (a resumed unit keeps the batch it started in).
     batch: str | None = None
+    # The work order the technician picked (None: the open order holding the serial).
+    order: str | None = None
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,7 @@ class StationParts:
     config: StationConfig
     ca: CertificateAuthority
     audit: AuditLog
+    line: LineHandOff | None = None
 
 
 class UnitWorker(QObject):
@@ -270,13 +274,13 @@ class UnitWorker(QObject):
         serial = request.serial
         try:
             provisioner = Provisioner(home=parts.home, config=parts.config, ca=parts.ca, audit=parts.audit,
-                                      observer=self._observe)
+                                      observer=self._observe, line=parts.line)
             steps = request.profile.step_names()
             self.planned.emit(UnitPlan(steps, {step: provisioner.eta(request.profile, step) for step in steps}))
             result = provisioner.provision(
                 serial=serial, device=request.fixture.device, profile=request.profile, operator=request.operator,
                 fixture=request.fixture.name, batch=request.batch, resume=request.resume,
-                cancel=self._cancel,
+                cancel=self._cancel, order=request.order,
             )
         except SerialAlreadyPassed as exc:
             return UnitOutcome("refused", serial, str(exc), unit_id=exc.unit.id)

@@ -43,7 +43,7 @@ from station.admin import AdminLock, operator_name, pin_is_set
 from station.config import Fixture
 from station.errors import StationError
 from station.flow import FlowEvent
-from station.label import LabelSheet, build_label, label_layout, lay_out
+from station.label import LabelSheet, build_label, label_file_name, label_layout, lay_out
 from station.masking import Masker
 from station.pki import CertificateAuthority
 from station.steps import STEPS
@@ -62,6 +62,8 @@ from ui.bridge import (
 from ui.dialogs import AdminPinDialog
 from ui.identity_panel import BoardIdentityPanel
 from ui.label import LabelPreview, configure_printer, print_label, save_label_pdf
+from ui.line import LineEvents, ReprintButton
+from ui.order_panel import OrderPanel
 from ui.progress import UnitProgress, format_duration
 from ui.session import Session
 from ui.settings import SettingsDialog
@@ -123,7 +125,7 @@ class MainWindow(QMainWindow):
         self._started_probing = False
         self.pool = TaskPool(self)
         self.prober = FixtureProber(self.pool, self)
-        self.runner = UnitRunner(StationParts(session.home, session.config, ca, session.audit), self)
+        self.runner = UnitRunner(StationParts(session.home, session.config, ca, session.audit, session.line), self)
         self.admin_lock = AdminLock(session.home)
         self._tick = QTimer(self)
         self._tick.setInterval(TICK_MS)
@@ -143,6 +145,14 @@ class MainWindow(QMainWindow):
         self._build_shortcuts()
         self.status = QLabel(self)
         self.statusBar().addPermanentWidget(self.status, 1)
+        # The line: a serial scanner feeds the scan field; label printer and MES speak in the status bar.
+        self.line = LineEvents(session.line, session.config.scanner, self)
+        self.line_status = QLabel(self)
+        self.statusBar().addPermanentWidget(self.line_status)
+        self.line.scanned.connect(self.deliver_scan)
+        self.line.scanner_state.connect(lambda _connected, text: self.line_status.setText(text))
+        self.line.message.connect(self.line_status.setText)
+        self.line.start()
 
         self.prober.probed.connect(self._on_probe)
         self.runner.flow_event.connect(self._on_event)
@@ -157,6 +167,7 @@ class MainWindow(QMainWindow):
         self.batch.idle.connect(self._on_idle)
         self.batch.slot_started.connect(lambda _name: self._update_buttons())
         self.batch.fixture_in_use = self._single_mode_uses
+        self.unit_finished.connect(lambda _outcome: self.orders.refresh())
         self.apply_settings()
         self._update_buttons()
 
@@ -243,6 +254,9 @@ class MainWindow(QMainWindow):
 
         left = QVBoxLayout()
         columns.addLayout(left, 0)
+        self.orders = OrderPanel(self.session.audit, self.pool, required=self.session.config.orders_required,
+                                 parent=upper)
+        left.addWidget(self.orders)
         fixture_label = QLabel("&Fixture (where the board is connected):", upper)
         self.fixtures = FixtureTable(upper)
         fixture_label.setBuddy(self.fixtures)
@@ -549,6 +563,12 @@ class MainWindow(QMainWindow):
         layout = self.audit_page.layout()
         assert layout is not None
         layout.addWidget(view)
+        line = self.session.line
+        if line is not None and line.labels.configured:
+            reprint = ReprintButton(line, self.operator, view)
+            view.unit_shown.connect(reprint.show_unit)
+            self.line.printed.connect(reprint.refresh)
+            view.action_bar.addWidget(reprint)
         view.show()  # added to a page that is already shown
         self.audit_view = view
 
@@ -574,6 +594,14 @@ class MainWindow(QMainWindow):
             QApplication.sendEvent(field, QKeyEvent(event.type(), event.key(), event.modifiers(), text))
             return
         super().keyPressEvent(event)
+
+    def deliver_scan(self, code: str) -> None:
+        """A code from the serial scanner: handled exactly like a keyboard-wedge scan in the mode shown."""
+        field = self.current_scan_field()
+        if self.pages.currentWidget() is not self.station_page or not isinstance(field, ScanField):
+            self.line_status.setText(f"scanned {code!r} — sign in and show Single or Batch to scan boards")
+            return
+        field.feed(code)
 
     def _feedback(self, text: str, *, ok: bool, mark: str | None = None) -> None:
         mark = mark or ("✓" if ok else "✗ Refused:")
@@ -607,6 +635,7 @@ class MainWindow(QMainWindow):
             self.scan.selectAll()
             return False
         self.serial = serial
+        self.orders.show_serial(serial)
         self.scan.selectAll()
         auto = self.session.settings.auto_start and burst
         start = "starting" if auto else "press Enter again (or Provision) to start"
@@ -665,7 +694,7 @@ class MainWindow(QMainWindow):
             except StationError as exc:
                 self._feedback(str(exc), ok=False)
                 return False
-            request = UnitRequest(self.serial, fixture, profile, self.operator)
+            request = UnitRequest(self.serial, fixture, profile, self.operator, order=self.orders.current_order_id())
         self._start(request)
         return True
 
@@ -877,6 +906,13 @@ class MainWindow(QMainWindow):
     def print_label(self) -> None:
         if self.sheet is None:
             return
+        line = self.session.line
+        if line is not None and line.labels.configured and self.outcome is not None and self.outcome.unit_id:
+            # The line's label printer ([label] printer): no dialog; the outcome shows in the status bar.
+            line.request_print(self.outcome.unit_id, by=self.operator or "",
+                               reprint=bool(self.session.audit.label_prints(self.outcome.unit_id)))
+            self.line_status.setText(f"printing label {self.sheet.content.serial}…")
+            return
         printer = QPrinter(QPrinter.PrinterMode.HighResolution)
         configure_printer(printer, self.sheet)
         dialog = QPrintDialog(printer, self)
@@ -890,10 +926,11 @@ class MainWindow(QMainWindow):
     def save_label_dialog(self) -> None:
         if self.sheet is None:
             return
-        folder = self.session.home.root / "labels"
+        settings = self.session.config.label
+        folder = Path(settings.folder).expanduser() if settings.folder else self.session.home.root / "labels"
         folder.mkdir(parents=True, exist_ok=True)
-        path, _ = QFileDialog.getSaveFileName(self, "Save label as PDF",
-                                              str(folder / f"label-{self.sheet.content.serial}.pdf"), "PDF (*.pdf)")
+        path, _ = QFileDialog.getSaveFileName(self, "Save label as PDF", str(folder / label_file_name(
+            settings.file_name, self.sheet.content.serial, self.sheet.content.issued_on)), "PDF (*.pdf)")
         if path:
             self.save_label(Path(path))
         self.focus_scan()
@@ -981,6 +1018,8 @@ class MainWindow(QMainWindow):
         self._tick.stop()
         self._close_deadline.stop()
         self.prober.stop()
+        self.line.stop()
+        self.orders.stop()
         self.batch.shutdown()
         # Before the session closes the audit log the view reads from.
         self._drop_audit_view()

@@ -1,7 +1,7 @@
 """`python -m ui.screenshots`: pictures of the window in its idle, running, PASS and FAIL states,
 taken while it provisions real simulated boards, plus the label (needs root for the simulator).
 With ``--batch``: the Batch tab's grid (idle, running, finished with a failure) and the quality
-lead's audit log instead.
+lead's audit log instead. With ``--orders``: the window building a work order (order-running).
 
 Run it under a virtual X display so the real platform plugin draws the window::
 
@@ -20,7 +20,10 @@ from pathlib import Path
 from PySide6.QtWidgets import QApplication
 
 from station.admin import StationSettings, save_settings
+from station.audit import AuditLog
 from station.flow import FlowEvent
+from station.orders import read_order_file
+from station.profiles import load_profile
 from ui.demo_station import demo_station, ensure_display, pause, wait_for
 from ui.label import label_png
 from ui.main_window import MainWindow
@@ -107,6 +110,46 @@ def batch_pictures(out: Path, suffix: str, keygen_delay: float, large_font: bool
     return 0 if passed == BATCH_FIXTURES - 1 else 1
 
 
+def order_pictures(out: Path, suffix: str, keygen_delay: float) -> int:
+    """The window while the third board of a five-board work order runs (two other orders open)."""
+    with demo_station(3, keygen_delay=keygen_delay, boot_delay=0.5) as demo:
+        demo.home.config_file.write_text('[station]\nname = "line-1"\n\n[orders]\nrequired = true\n')
+        orders = demo.home.root / "orders.csv"
+        orders.write_text("order,profile,quantity,serials,due\n"
+                          "WO-2026-0142,welma-optee,5,202600000000041-202600000000045,2026-12-18\n"
+                          "WO-2026-0143,welma-optee,3,202600000000201-202600000000203,2026-12-22\n")
+        with AuditLog(demo.home.audit_db) as log:
+            log.orders.import_orders(read_order_file(orders, profiles=lambda name: load_profile(name)),
+                                     by="Q. Lead")
+        session = Session.open(str(demo.home.root))
+        window = MainWindow(session, demo.ca)
+        try:
+            window.resize(1280, 800)
+            window.show()
+            window.sign_in("Alice Martin")
+            wait_for(window.orders.changed, 10, lambda: len(window.orders.open_orders) == 2)
+            window.orders.pick("WO-2026-0142")
+            for fixture, serial in (("sim-01", "202600000000041"), ("sim-02", "202600000000042")):
+                provision(window, fixture, serial)
+                wait_for(window.unit_finished, UNIT_TIMEOUT_S)
+                while window.runner.running:  # the unit's thread ends just after its outcome
+                    pause(0.1)
+            pause(1.0)
+            provision(window, "sim-03", "202600000000043")
+            wait_for(window.runner.flow_event, UNIT_TIMEOUT_S,
+                     lambda event: isinstance(event, FlowEvent) and event.kind == "step_started"
+                     and event.step == "keygen")
+            pause(keygen_delay / 2)
+            take(window, out, "order-running", suffix)
+            (outcome,) = wait_for(window.unit_finished, UNIT_TIMEOUT_S)
+            pause(1.0)
+        finally:
+            window.close()
+            pause(0.2)
+            session.close()
+    return 0 if outcome.kind == "passed" else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ui.screenshots", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("assets/screenshots"), help="where to write the PNGs")
@@ -116,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds a simulated key generation takes (a real OP-TEE board: 6–65 s)")
     parser.add_argument("--batch", action="store_true",
                         help="the Batch tab (batch-idle, batch-running, batch-finished) and the audit log (audit)")
+    parser.add_argument("--orders", action="store_true", help="the window building a work order (order-running)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-large" if args.large_font else ""
@@ -123,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(["station-gui"])
     if args.batch:
         status = batch_pictures(args.out, suffix, args.keygen_delay, args.large_font)
+        app.processEvents()
+        return status
+    if args.orders:
+        status = order_pictures(args.out, suffix, args.keygen_delay)
         app.processEvents()
         return status
     with demo_station(3, keygen_delay=args.keygen_delay, boot_delay=0.5, faults={"sim-03": "drop-ssh"}) as demo:

@@ -9,6 +9,7 @@ from station.admin import FixtureSource, StationSettings, load_settings, resolve
 from station.audit import AuditLog
 from station.config import Fixture, StationConfig, load_config
 from station.home import StationHome
+from station.line.handoff import LineHandOff
 from station.permissions import secure_home
 from station.profiles import DeviceProfile, available_profiles, load_profile
 
@@ -25,6 +26,8 @@ class Session:
     # What the start-up permission check changed, in words (station/permissions.py), for the window to show.
     startup_notes: list[str] = field(default_factory=list)
     _profiles: dict[str, DeviceProfile] = field(default_factory=dict)
+    # Label printer and MES hand-off ([label], [mes] in station.toml), told of every finished unit.
+    line: LineHandOff | None = None
 
     @classmethod
     def open(cls, home_arg: str | None, fixtures_arg: str | None = None) -> Session:
@@ -36,7 +39,8 @@ class Session:
         fixtures = resolve_fixtures(home, config, settings, fixtures_arg)
         # Opened here, on the GUI thread before any worker exists: the audit log sets a private umask.
         audit = AuditLog(home.audit_db)
-        return cls(home, config, audit, settings, fixtures, fixtures_arg, startup_notes=notes)
+        line = LineHandOff(config=config, home=home, audit=audit)
+        return cls(home, config, audit, settings, fixtures, fixtures_arg, line=line, startup_notes=notes)
 
     def profile_name(self, fixture: Fixture | None) -> str:
         return self.settings.profile_for(self.config, fixture)
@@ -63,4 +67,6 @@ class Session:
         self._profiles.clear()
 
     def close(self) -> None:
+        if self.line is not None:
+            self.line.close()
         self.audit.close()

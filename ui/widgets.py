@@ -57,6 +57,12 @@ class ScanField(QLineEdit):
             self._stamps.append(now)
         super().keyPressEvent(event)
 
+    def feed(self, code: str) -> None:
+        """A code from a serial scanner: it goes through exactly what a keyboard-wedge burst goes through."""
+        self.setText(code[: self.maxLength()])
+        self._stamps.clear()
+        self.submitted.emit(self.text().strip(), True)
+
     def was_burst(self) -> bool:
         stamps = self._stamps
         if len(stamps) < BURST_MIN_CHARS or len(stamps) < len(self.text().strip()):

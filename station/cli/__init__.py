@@ -17,7 +17,9 @@ from station.home import StationHome
 from station.permissions import secure_home
 
 # Modules under station/cli/ that provide commands, in the order `station --help` lists them.
-COMMAND_MODULES = ("provision", "batch", "units", "ca", "sim", "audit", "revoke", "admin", "gui", "fixtures")
+COMMAND_MODULES = (
+    "provision", "batch", "units", "order", "ca", "sim", "audit", "revoke", "label", "admin", "gui", "fixtures",
+)
 
 EPILOG = """\
 examples:

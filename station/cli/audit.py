@@ -76,7 +76,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "examples:\n"
             "  station audit export --format csv --out march.csv --from 2026-03-01 --to 2026-03-31\n"
             "  station audit export --format jsonl --out failed.jsonl --result failed\n"
-            "  station audit export --format pdf --out B20261126.pdf --batch B20261126-0108-3fa2"
+            "  station audit export --format pdf --out B20261126.pdf --batch B20261126-0108-3fa2\n"
+            "  station audit export --format pdf --out WO-2026-0142.pdf --order WO-2026-0142"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -91,6 +92,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--to", dest="until", metavar="DATE", help="units started up to DATE (a day: inclusive)"
     )
     export.add_argument("--batch", metavar="ID", help="only units of this batch")
+    export.add_argument("--order", metavar="ID", help="only units of this work order")
     export.add_argument("--result", choices=UNIT_STATES, help="only units in this state")
     export.add_argument("--steps", action="store_true", help="jsonl only: add each unit's step summary")
     export.set_defaults(handler=run_export)
@@ -161,7 +163,8 @@ def run_export(args: argparse.Namespace) -> int:
                 log,
                 args.out,
                 fmt="pdf",
-                filters=UnitFilter(batch=args.batch, result=args.result, since=since, until=until),
+                filters=UnitFilter(batch=args.batch, result=args.result, since=since, until=until,
+                                   order=args.order),
                 station=station,
             )
         listed = f"{written.units} unit{'' if written.units == 1 else 's'}"
@@ -171,9 +174,12 @@ def run_export(args: argparse.Namespace) -> int:
 
         def write(out: TextIO) -> int:
             if args.format == "csv":
-                return log.export_csv(out, batch=args.batch, result=args.result, since=since, until=until)
+                return log.export_csv(
+                    out, batch=args.batch, result=args.result, since=since, until=until, order=args.order
+                )
             return log.export_jsonl(
-                out, batch=args.batch, result=args.result, since=since, until=until, include_steps=args.steps
+                out, batch=args.batch, result=args.result, since=since, until=until, include_steps=args.steps,
+                order=args.order,
             )
 
         count = write_atomically(args.out, write)

@@ -13,10 +13,13 @@ from station.flow import FlowEvent, Provisioner
 from station.profiles import load_profile
 
 EXAMPLE = """\
-manifest (CSV, header optional): serial,device[,fixture]
-  serial,device,fixture
-  202600000000001,ssh://root@127.0.0.2:2222,A1
-  202600000000002,sim-02
+manifest (CSV, header optional): serial,device[,fixture[,order]]
+  serial,device,fixture,order
+  202600000000001,ssh://root@127.0.0.2:2222,A1,WO-2026-0142
+  202600000000002,sim-02,,WO-2026-0142
+
+The order column (optional) names the work order each board is built for; empty means the open order
+holding the serial (see station order --help). A header row may list the columns in any order.
 
 The device column is an address or a fixture name from station.toml or the simulator's fixtures file.
 
@@ -33,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Provision every board listed in a manifest, fixtures in parallel.",
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--manifest", required=True, help="CSV file with serial,device[,fixture]")
+    parser.add_argument("--manifest", required=True, help="CSV file with serial,device[,fixture[,order]]")
     parser.add_argument("--jobs", type=int, default=None, help="fixtures worked at once (default: all)")
     parser.add_argument("--profile", help="device profile (default: station.toml's default_profile)")
     parser.add_argument("--operator", help="who provisions (default: the login name)")
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         jobs = read_manifest(Path(args.manifest), fixtures=fixtures)
         profile = load_profile(args.profile or station.config.default_profile, station.home.profiles_dir)
         provisioner = Provisioner(home=station.home, config=station.config, ca=station.load_ca(),
-                                  audit=station.audit, observer=LiveProgress())
+                                  audit=station.audit, observer=LiveProgress(), line=station.line())
         slots = args.jobs or len({job.device for job in jobs})
         batch = Batch(provisioner, profile=profile, operator=args.operator or getpass.getuser(), jobs=slots,
                       batch_id=args.batch_id)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from station.audit import AuditLog
 from station.cli.ca import read_passphrase
 from station.config import StationConfig, load_config
 from station.home import StationHome
+from station.line.handoff import LineHandOff
 from station.permissions import secure_home
 from station.pki import CertificateAuthority
 
@@ -18,11 +19,27 @@ class StationContext:
     home: StationHome
     config: StationConfig
     audit: AuditLog
+    _line: LineHandOff | None = field(default=None, repr=False)
 
     def load_ca(self) -> CertificateAuthority:
         return CertificateAuthority.load(self.home.ca_dir, passphrase=read_passphrase(new=False))
 
+    def line(self) -> LineHandOff:
+        """The label printer and MES hand-off ([label], [mes]); their words go to stderr."""
+        if self._line is None:
+            self._line = LineHandOff(config=self.config, home=self.home, audit=self.audit,
+                                     notify=lambda message: print(message, file=sys.stderr, flush=True))
+        return self._line
+
     def close(self) -> None:
+        if self._line is not None:
+            # Labels already queued are printed (each bounded by [label] timeout_s); MES records stay in
+            # the outbox for the next run if the MES did not take them yet.
+            self._line.wait_printed(self.config.label.timeout_s * 2 + 1)
+            if not self._line.mes.wait_delivered(self.config.mes.timeout_s):
+                print(f"{self._line.mes.pending()} MES record(s) kept in {self.home.root / 'mes'}; they are sent "
+                      "the next time the station runs", file=sys.stderr)
+            self._line.close()
         self.audit.close()
 
 

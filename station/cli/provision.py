@@ -41,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--profile", help="device profile (default: station.toml's default_profile)")
     parser.add_argument("--operator", default=None, help="who provisions (default: the login name)")
     parser.add_argument("--fixture", help="fixture name recorded with the unit")
+    parser.add_argument("--order", metavar="ID",
+                        help="the work order the board is built for (default: the open order holding the serial)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue this serial's failed unit from its failed step")
     mode.add_argument("--restart", action="store_true",
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         profile.validate_serial(args.serial)  # before the passphrase prompt, before any device
         provisioner = Provisioner(
             home=station.home, config=station.config, ca=station.load_ca(), audit=station.audit,
-            observer=print_event,
+            observer=print_event, line=station.line(),
         )
         cancel = threading.Event()
         outcome: list[object] = []
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                     serial=args.serial, device=args.device, profile=profile,
                     operator=args.operator or getpass.getuser(), fixture=args.fixture,
                     resume=args.resume, restart=args.restart, reprovision_reason=args.reason if args.reprovision else None,
-                    cancel=cancel,
+                    cancel=cancel, order=args.order,
                 ))
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread below
                 outcome.append(exc)

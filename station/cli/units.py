@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 
-from station.audit import UNIT_STATES, AuditLog, Unit
+from station.audit import UNIT_STATES, AuditLog, Unit, UnitFilter
 from station.home import StationHome
 
 
@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--serial", metavar="PREFIX", help="only boards whose serial starts with PREFIX")
     parser.add_argument("--result", choices=UNIT_STATES, help="only units in this state")
+    parser.add_argument("--order", metavar="ID", help="only units counted in this work order")
     parser.set_defaults(handler=run)
 
 
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"No units recorded yet (no audit log at {home.audit_db}).")
         return 0
     with AuditLog(home.audit_db) as log:
-        units = log.units(limit=args.limit, serial_prefix=args.serial, result=args.result)
+        units = log.units_page(limit=args.limit, filters=UnitFilter(
+            serial_prefix=args.serial, result=args.result, order=args.order))
     if not units:
         print("No units match.")
         return 0

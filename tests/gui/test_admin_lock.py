@@ -18,9 +18,10 @@ PIN = "2468"
 
 
 def editable_setting_widgets(window):
-    """Inputs in the main window other than the scan and sign-in fields (there must be none)."""
+    """Inputs in the main window other than the scan and sign-in fields and the work order the technician
+    picks (there must be none)."""
     inputs = [*window.findChildren(QCheckBox), *window.findChildren(QComboBox), *window.findChildren(QLineEdit)]
-    return [w for w in inputs if w.isVisible() and w not in (window.scan, window.operator_field)
+    return [w for w in inputs if w.isVisible() and w not in (window.scan, window.operator_field, window.orders.picker)
             and w.window() is window]
 
 

@@ -216,13 +216,23 @@ def test_production_mode_refuses_the_tutorials_demo_pins_and_takes_the_plants_ow
     assert station_cli(sim_home, "ca", "init").returncode == 0
     plant_profile(sim_home)
     sim_home.config_file.write_text('[station]\nname = "line-1"\nproduction = true\n')
-    demo = station_cli(sim_home, "provision", "--serial", "202600000000301", "--device", device.ssh_url,
+    # Production mode enrols only boards of an open work order (the order's profile is the unit's).
+    demo_order = sim_home.root / "demo-order.csv"
+    demo_order.write_text("order,profile,quantity,serials\nWO-300,welma-optee,1,202600000000300\n")
+    assert station_cli(sim_home, "order", "import", str(demo_order), "--by", "Q. Lead").returncode == 0
+    demo = station_cli(sim_home, "provision", "--serial", "202600000000300", "--device", device.ssh_url,
                        "--profile", "welma-optee")
     assert demo.returncode == 1 and "Traceback" not in demo.stderr
     assert "uses the tutorial's demo PINs" in demo.stderr and "production mode" in demo.stderr
     assert "Identify board" not in demo.stdout
     with AuditLog(sim_home.audit_db) as log:
         assert log.units() == []
+    unordered = station_cli(sim_home, "provision", "--serial", "202600000000301", "--device", device.ssh_url,
+                            "--profile", PROFILE)
+    assert unordered.returncode == 1 and "belongs to no open work order" in unordered.stderr
+    order = sim_home.root / "order.csv"
+    order.write_text(f"order,profile,quantity,serials\nWO-301,{PROFILE},1,202600000000301\n")
+    assert station_cli(sim_home, "order", "import", str(order), "--by", "Q. Lead").returncode == 0
     plant = station_cli(sim_home, "provision", "--serial", "202600000000301", "--device", device.ssh_url,
                         "--profile", PROFILE)
     assert plant.returncode == 0, plant.stdout + plant.stderr

@@ -188,3 +188,34 @@ def test_identity_records_are_in_the_hash_chain_and_an_edited_soc_id_is_caught(t
     with AuditLog(path) as log:
         report = log.verify()
     assert not report.ok and "board identity record 1 was edited outside the station" in report.problem
+
+
+def test_the_mes_record_of_a_finished_unit_carries_its_soc_id(tmp_path: Path) -> None:
+    import json
+    import time
+
+    from station.audit import AuditLog
+    from station.config import MesSettings, StationConfig
+    from station.home import StationHome
+    from station.identity_log import IdentityLog
+    from station.line.handoff import LineHandOff
+    from tests.unit.test_audit import start
+
+    home = StationHome(tmp_path / "home").create()
+    inbox = tmp_path / "mes-inbox"
+    inbox.mkdir()
+    config = StationConfig(name="l1", mes=MesSettings(drop_folder=str(inbox), retry_s=0.1))
+    with AuditLog(home.audit_db) as audit:
+        unit = start(audit, "202600000000001")
+        IdentityLog(audit).record_soc_id(unit.id, soc_id="0123ABCD4567EF89", source="/proc/device-tree/serial-number")
+        unit = audit.finish_unit(unit.id, result="failed", failed_step="keygen")
+        line = LineHandOff(config=config, home=home, audit=audit)
+        try:
+            line.unit_finished(unit)
+            deadline = time.monotonic() + 10
+            while not list(inbox.glob("*.json")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            line.close()
+    (record,) = [json.loads(path.read_text()) for path in inbox.glob("*.json")]
+    assert record["serial"] == "202600000000001" and record["soc_id"] == "0123ABCD4567EF89"

@@ -1,0 +1,1 @@
+"""The line around the station: label printers, serial barcode scanners and the MES hand-off."""
