@@ -125,8 +125,8 @@ EXPORT_FIELDS = (
     "certificate_fingerprint",
     "revoked_at",
     "reprovision_reason",
-    "order_id",
     "soc_id",
+    "order_id",
 )
 
 # Tables whose every row is journalled by events; all have an INTEGER PRIMARY KEY named id.
@@ -1540,7 +1540,7 @@ class AuditLog:
             yield (
                 unit_id, serial, state, profile, device, fixture, batch, operator, station, started, ended,
                 duration, failed_step, message, attempt, cert_serial, cert_fingerprint, revoked_at,
-                reprovision_reason, order_id, soc_id,
+                reprovision_reason, soc_id, order_id,
             )  # fmt: skip
 
 

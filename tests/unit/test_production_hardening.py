@@ -10,7 +10,7 @@ import pytest
 
 from station import steps
 from station.audit import AuditLog
-from station.config import StationConfig
+from station.config import OrdersConfig, StationConfig
 from station.errors import StationError
 from station.flow import Provisioner
 from station.home import StationHome
@@ -37,8 +37,9 @@ def test_a_production_station_refuses_a_profile_with_1111_class_pins_before_touc
     base = load_profile("welma-optee-ec")
     weak = type(base)(**{**base.__dict__, "settings": {**base.settings, "so_pin": "11111111", "user_pin": "1111"}})
     with AuditLog(home.audit_db) as audit:
-        provisioner = Provisioner(home=home, config=StationConfig(name="p", production=True), ca=None,  # type: ignore[arg-type]
-                                  audit=audit)
+        # Work orders not required here: the PINs are what is refused.
+        config = StationConfig(name="p", production=True, orders=OrdersConfig(required=False))
+        provisioner = Provisioner(home=home, config=config, ca=None, audit=audit)  # type: ignore[arg-type]
         with pytest.raises(StationError) as refused:
             provisioner.provision(serial="202600000000001", device="ssh://root@127.0.0.9:1", profile=weak,
                                   operator="ines")
