@@ -5,7 +5,9 @@
 
 Boots N simulated boards with board-like latencies, opens the real window offscreen (or on the
 display set), signs in, scans N serials into the Batch tab's grid (each into the next free fixture)
-and presses Start all.  A 5 ms QTimer records every time the GUI thread's event loop runs it; the
+and presses Start all.  The units run through the station's engine (station.engine), each in its own
+worker process; the window only receives their events.  The peak resident memory of the station (the
+window's process plus its unit workers) is sampled during the batch too.  A 5 ms QTimer records every time the GUI thread's event loop runs it; the
 largest gap between two firings is the longest stall.  Writes bench/results/gui-batch-stall.json
 with the longest stall, p99, the slots, the wall time and machine information.  ``--profile``
 writes a cProfile of the GUI thread for finding a stall's cause.
@@ -38,6 +40,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from PySide6.QtCore import QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from bench.batch_scaling import MemoryPeak  # noqa: E402
 from bench.provision_ssh import machine  # noqa: E402
 from station.home import StationHome  # noqa: E402
 from station.pki import CertificateAuthority  # noqa: E402
@@ -104,8 +107,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if profiler is not None:
                 profiler.enable()
             began = time.perf_counter()
-            view.start_all()
-            wait_for(view.idle, args.timeout)
+            with MemoryPeak() as memory:
+                view.start_all()
+                wait_for(view.idle, args.timeout)
             wall = time.perf_counter() - began
             if profiler is not None:
                 profiler.disable()
@@ -130,6 +134,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": f"python -m bench.gui_batch_stall --slots {args.slots} --keygen-delay {args.keygen_delay:g} "
                    f"--boot-delay {args.boot_delay:g}" + (" --boards-share-cpu" if args.boards_share_cpu else ""),
         "machine": machine(),
+        "conditions": args.conditions,
+        "engine": "station.engine: one spawned worker process per unit",
+        "peak_station_memory_mib": round(memory.peak / 2**20, 1),
+        "workers_at_peak": memory.peak_workers,
         "platform": QApplication.platformName(),
         "goal_ms": GOAL_MS,
         "slots": args.slots,
@@ -175,6 +183,7 @@ def main() -> None:
                         help="leave the simulated boards' sessions at the station's CPU weight")
     parser.add_argument("--profile", help="write a cProfile of the GUI thread during the batch here")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "gui-batch-stall.json")
+    parser.add_argument("--conditions", default="", help="a note on the machine's state, kept in the results")
     args = parser.parse_args()
     report = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)

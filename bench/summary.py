@@ -47,6 +47,22 @@ def figures() -> list[dict[str, Any]]:
             met = row["ratio_to_one_slot"] <= 1.10 if row["slots"] == 64 else None
             add("P3", f"batch wall ÷ one-slot wall at {row['slots']} slots", row["ratio_to_one_slot"],
                 "≤ 1.10 at 64", met, "batch-scaling")
+            if "station_share_median" in row:  # measured since the engine (one worker process per unit)
+                share_met = row["station_share_p95"] <= 0.05 if row["slots"] == 64 else None
+                add("P3", f"station's own share of a unit's wall at {row['slots']} slots, median / p95",
+                    f"{row['station_share_median']} / {row['station_share_p95']}", "≤ 5 % at 64", share_met,
+                    "batch-scaling")
+                add("P7", f"station CPU s per unit, workers included, at {row['slots']} slots",
+                    row["cpu_s_per_unit"], "no worse than before the engine (0.056–0.15)", None, "batch-scaling")
+        if "worker_start" in batch:
+            start = batch["worker_start"]
+            add("P7", "cost of starting one unit worker (spawn), wall s / CPU s",
+                f"{start['wall_s_median']} / {start['cpu_s_median']}", "—", None, "batch-scaling")
+        peak = max((row for row in batch["results"] if "peak_station_memory_mib" in row),
+                   key=lambda row: row["slots"], default=None)
+        if peak is not None:
+            add("mem", f"peak station memory (process + unit workers) at {peak['slots']} slots (MiB)",
+                peak["peak_station_memory_mib"], "—", None, "batch-scaling")
     stall = load("gui-batch-stall")
     if stall:
         value = stall["longest_stall_ms"]

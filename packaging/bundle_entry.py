@@ -52,4 +52,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    # Each unit runs in a worker process started with multiprocessing's spawn method: in the bundle the
+    # worker is this executable again, and freeze_support() turns it into the worker (then exits).
+    import multiprocessing
+
+    multiprocessing.freeze_support()
     sys.exit(main())

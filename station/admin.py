@@ -194,9 +194,9 @@ class StationSettings:
 
     def profile_for(self, config: StationConfig, fixture: Fixture | None) -> str:
         """The profile a board on ``fixture`` is provisioned with."""
-        if fixture is not None and fixture.profile:
-            return fixture.profile
-        return self.profile or config.default_profile
+        from station.engine.selection import choose_profile
+
+        return choose_profile(config, fixture, setting=self.profile)
 
 
 def settings_path(home: StationHome) -> Path:

@@ -49,9 +49,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import sqlite_utils
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
@@ -64,6 +63,11 @@ from station.audit_orders import (
     release_place,
 )
 from station.errors import StationError
+from station.orders import OrderStatus
+
+if TYPE_CHECKING:
+    # Imported where a connection is made: a unit's worker process uses this module's records, not SQLite.
+    import sqlite_utils
 
 UNIT_STATES = ("running", "failed", "passed", "aborted", "superseded")
 UNIT_RESULTS = ("passed", "failed", "aborted")
@@ -691,11 +695,34 @@ class AuditLog:
         """The work orders recorded in this log (station.orders)."""
         return SqliteOrderBook(self)
 
+    def unit_work_order(self, unit_id: int) -> OrderStatus | None:
+        """The work order a unit holds a place in, as it stands now (None: the unit is in no order)."""
+        book = self.orders
+        order_id = book.order_of_unit(unit_id)
+        return None if order_id is None else book.status(order_id)
+
     def __enter__(self) -> AuditLog:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @contextmanager
+    def grouped_commits(self) -> Iterator[None]:
+        """Changes made inside commit without waiting for the disk (SQLite ``synchronous=NORMAL`` in WAL mode).
+
+        They survive the station's process being killed at once (they are in the WAL); a power cut may lose
+        them until the next ordinary (``synchronous=FULL``) commit, which writes them to disk with it.  The
+        engine groups a unit's step records this way, so a unit costs a few disk flushes (start, host key,
+        certificate — before it leaves the station —, end) instead of one per record.
+        """
+        with self._lock:
+            self._db.execute("PRAGMA synchronous = NORMAL")
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._db.execute("PRAGMA synchronous = FULL")
 
     # ----------------------------------------------------------------------------------------- units
 
@@ -1283,6 +1310,8 @@ class AuditLog:
                         f"The copy of the audit log failed SQLite's integrity check ({'; '.join(damage[:3])}) — "
                         f"the disk holding {self.path} or {target.parent} may be failing. Nothing was replaced."
                     )
+                import sqlite_utils
+
                 db = sqlite_utils.Database(copy)
                 events, problem = _verify_chain(db)
                 if problem is None:
@@ -1672,6 +1701,8 @@ def _row_problem(label: str, row: dict[str, Any], recorded: dict[str, Any], seq:
 
 def _connect(path: Path, *, check_same_thread: bool) -> sqlite_utils.Database:
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=check_same_thread)
+    import sqlite_utils
+
     db = sqlite_utils.Database(conn)
     db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     # FULL: a commit is on disk when it returns — a certificate is recorded before it is pushed to the board.

@@ -22,15 +22,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from station.config import Fixture
+from station.engine.scheduler import (
+    CANCEL_DEADLINE_S,  # noqa: E402,F401 - how long Cancel may take
+    Scheduler,
+    UnitJob,
+)
 from station.errors import ConfigError, StationError
-from station.flow import FlowEvent, Provisioner, UnitResult
+from station.flow import FlowEvent, Provisioner
+from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
 
 # A manifest's columns, in this order unless a header row names them.
 MANIFEST_COLUMNS = ("serial", "device", "fixture", "order")
-
-# How long Cancel may take for every slot to record its unit as failed-and-resumable.
-CANCEL_DEADLINE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,11 @@ BatchObserver = Callable[[FlowEvent], None]
 
 
 class Batch:
-    """Runs a list of jobs with at most ``jobs`` fixture slots working at once."""
+    """Runs a list of jobs with at most ``jobs`` fixture slots working at once, through the engine
+    (:class:`station.engine.Scheduler`: each unit in its own worker process).
+
+    ``provisioner`` supplies the station's parts (home, station.toml, CA) and the observer of every event;
+    ``profile_for`` picks a job's profile (default: ``profile`` for every job)."""
 
     def __init__(
         self,
@@ -138,97 +145,51 @@ class Batch:
         operator: str,
         jobs: int,
         batch_id: str | None = None,
+        profile_for: Callable[[BatchJob], DeviceProfile] | None = None,
     ) -> None:
         if jobs < 1:
             raise StationError("--jobs must be at least 1")
+        if not isinstance(provisioner.ca, CertificateAuthority):
+            raise TypeError("a batch needs the station's CA itself")
         self.provisioner = provisioner
         self.profile = profile
+        self.profile_for = profile_for or (lambda job: profile)
         self.operator = operator
         self.jobs = jobs
         self.batch_id = batch_id or new_batch_id()
         self.cancelled = threading.Event()
-        # One cancel event per fixture slot, so an operator can abort one board and leave the rest.
-        self._slot_cancel: dict[str, threading.Event] = {}
-        self._lock = threading.Lock()
+        self.scheduler = Scheduler(home=provisioner.home, config=provisioner.config, ca=provisioner.ca,
+                                   observer=provisioner.observer, slots=jobs, line=provisioner.line)
+        self._numbers: dict[int, BatchJob] = {}
 
     def cancel(self) -> None:
         """Stop every slot: running units end failed and resumable, queued boards are not started."""
         self.cancelled.set()
-        with self._lock:
-            events = list(self._slot_cancel.values())
-        for event in events:
-            event.set()
+        self.scheduler.cancel_all()
 
     def cancel_slot(self, device: str) -> None:
         """Abort the board running on one fixture (its unit ends failed and resumable)."""
-        with self._lock:
-            event = self._slot_cancel.get(device)
-        if event is not None:
-            event.set()
+        for number, job in list(self._numbers.items()):
+            if job.device == device and self.scheduler.outcome(number) is None:
+                self.scheduler.cancel(number)
 
     def run(self, jobs: Iterable[BatchJob]) -> BatchReport:
         """Provision every job; returns when all slots are done (or cancelled)."""
         report = BatchReport(self.batch_id)
         began = time.monotonic()
-        # One queue per device: a fixture holds one board at a time.
-        queues: dict[str, list[BatchJob]] = {}
-        for job in jobs:
-            queues.setdefault(job.device, []).append(job)
-        pending = list(queues.values())
-        workers: list[threading.Thread] = []
-        slots = threading.Semaphore(self.jobs)
-
-        def slot(queue: list[BatchJob]) -> None:
-            with slots:
-                for job in queue:
-                    with self._lock:
-                        cancel = self._slot_cancel[job.device] = threading.Event()
-                    if self.cancelled.is_set():
-                        outcome = JobOutcome(job, "not started", message="batch cancelled before this board started")
-                    else:
-                        outcome = self._run_job(job, cancel)
-                    with self._lock:
-                        report.outcomes.append(outcome)
-
-        for index, queue in enumerate(pending):
-            worker = threading.Thread(target=slot, args=(queue,), name=f"slot-{index + 1}", daemon=True)
-            worker.start()
-            workers.append(worker)
-        try:
-            for worker in workers:
-                while worker.is_alive():
-                    worker.join(0.2)
-        except KeyboardInterrupt:
-            self.cancel()
-            self.join(workers)
-            raise
+        listed = list(jobs)
+        units = [
+            UnitJob(serial=job.serial, device=job.device, profile=self.profile_for(job), operator=self.operator,
+                    fixture=job.fixture, batch=self.batch_id, order=job.order, stream_output=False)
+            for job in listed
+        ]
+        outcomes = self.scheduler.run(units)
+        for job, outcome in zip(listed, outcomes, strict=True):
+            report.outcomes.append(JobOutcome(job, str(outcome.kind), unit_id=outcome.unit_id,
+                                              failed_step=outcome.failed_step, message=outcome.message,
+                                              duration_s=outcome.duration_s))
         report.wall_s = time.monotonic() - began
-        order = {id(job): position for position, job in enumerate(job for queue in pending for job in queue)}
-        report.outcomes.sort(key=lambda outcome: order.get(id(outcome.job), 0))
         return report
-
-    def join(self, workers: list[threading.Thread]) -> None:
-        """Wait (bounded) for cancelled slots to record their units."""
-        end = time.monotonic() + CANCEL_DEADLINE_S
-        for worker in workers:
-            worker.join(max(0.0, end - time.monotonic()))
-
-    def _run_job(self, job: BatchJob, cancel: threading.Event) -> JobOutcome:
-        began = time.monotonic()
-        try:
-            result: UnitResult = self.provisioner.provision(
-                serial=job.serial, device=job.device, profile=self.profile, operator=self.operator,
-                fixture=job.fixture, batch=self.batch_id, cancel=cancel, order=job.order,
-            )
-        except StationError as refused:
-            # Invalid serial, serial already passed or active in another slot (the unique index), …
-            self.provisioner.observer(FlowEvent(kind="unit_finished", serial=job.serial, outcome="refused",
-                                                message=str(refused), fixture=job.fixture))
-            return JobOutcome(job, "refused", message=str(refused), duration_s=time.monotonic() - began)
-        return JobOutcome(
-            job, result.unit.state, unit_id=result.unit.id, failed_step=result.failed_step,
-            message=result.message, duration_s=time.monotonic() - began,
-        )
 
 
 # -- the batch grid: fixture slots a technician fills by scanning ------------------------------------------

@@ -12,9 +12,9 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from station.audit import AuditLog, Unit
 from station.config import StationConfig
@@ -29,8 +29,11 @@ from station.steps import (
     STEPS,
     StepFailed,
     StepSkipped,
+    TlsProofServer,
     UnitContext,
+    UnitRecorder,
     UnitRefused,
+    UnitSigner,
     crash_point,
     disable_test_hooks,
 )
@@ -39,11 +42,15 @@ from station.transport import (
     CommandTimedOut,
     Deadline,
     DeviceAddress,
+    DeviceLink,
     HostKeyMismatch,
     LinkCancelled,
     LinkLost,
     open_link,
 )
+
+if TYPE_CHECKING:
+    from station.engine.outcome import UnitOutcome
 
 EXCERPT_CHARS = 2000
 
@@ -52,7 +59,8 @@ EXCERPT_CHARS = 2000
 class FlowEvent:
     """One thing that happened to a unit, for whoever is watching (CLI, GUI, batch)."""
 
-    kind: str  # unit_started | step_started | output | step_finished | unit_finished
+    # unit_planned | unit_started | step_started | output | step_finished | unit_finished
+    kind: str
     serial: str
     unit_id: int | None = None
     step: str = ""
@@ -65,9 +73,30 @@ class FlowEvent:
     eta_s: float | None = None
     message: str = ""
     fixture: str | None = None
+    # Set by the engine (station.engine): which submitted job this is, the process the unit runs in, the
+    # step medians of a unit about to start ("unit_planned"), and how the unit ended ("unit_finished").
+    job: int = 0
+    pid: int | None = None
+    etas: dict[str, float | None] | None = None
+    result: UnitOutcome | None = None
 
 
 Observer = Callable[[FlowEvent], None]
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A unit admitted to run: recorded as running, with the steps it will run (a resumed unit skips what
+    it need not redo) and what the audit history says each step usually takes."""
+
+    unit: Unit
+    device: str
+    fixture: str | None
+    plan: tuple[str, ...]
+    inherited: Unit | None = None
+    etas: dict[str, float | None] = field(default_factory=dict)
+    # The profile the unit runs with: a work order's profile replaces the one asked for.
+    profile: DeviceProfile | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +105,42 @@ class UnitResult:
     passed: bool
     failed_step: str | None
     message: str
+    # Seconds the unit waited on its board (connects, commands, transfers, reboots): the unit's wall time
+    # less this is the station's own share.
+    device_s: float = 0.0
+
+
+class _BoardClock:
+    """Adds up the time a link spends waiting on the board."""
+
+    CALLS = ("open", "run", "put", "get", "reboot")
+
+    def __init__(self, link: DeviceLink) -> None:
+        self.seconds = 0.0
+        for name in self.CALLS:
+            setattr(link, name, self._timed(getattr(link, name)))
+
+    def _timed(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - began
+
+        return timed
+
+
+def step_eta(audit: AuditLog, profile: DeviceProfile, step: str) -> float | None:
+    """What a step usually takes on this profile: the median of its recent passed runs (None: no history).
+    The one rule for every ETA the CLI and the window show."""
+    durations = audit.step_durations(profile=profile.name, step=step, limit=30)
+    return statistics.median(durations) if durations else None
+
+
+def step_etas(audit: AuditLog, profile: DeviceProfile) -> dict[str, float | None]:
+    """:func:`step_eta` of every step of the profile."""
+    return {step: step_eta(audit, profile, step) for step in profile.step_names()}
 
 
 def _retryable(error: BaseException) -> bool:
@@ -90,11 +155,13 @@ class Provisioner:
         *,
         home: StationHome,
         config: StationConfig,
-        ca: CertificateAuthority,
-        audit: AuditLog,
+        ca: CertificateAuthority | UnitSigner,
+        audit: AuditLog | UnitRecorder,
         observer: Observer | None = None,
         line: LineHandOff | None = None,
     ) -> None:
+        """``ca`` and ``audit`` are the station's own, or (in a unit's worker process, which only runs
+        :meth:`run_admitted`) the engine's proxies to them."""
         self.home = home
         self.config = config
         self.ca = ca
@@ -107,8 +174,12 @@ class Provisioner:
 
     def eta(self, profile: DeviceProfile, step: str) -> float | None:
         """Median of the recent passed durations of this step on this profile, if any were recorded."""
-        durations = self.audit.step_durations(profile=profile.name, step=step, limit=30)
-        return statistics.median(durations) if durations else None
+        return step_eta(self._log(), profile, step)
+
+    def _log(self) -> AuditLog:
+        if not isinstance(self.audit, AuditLog):
+            raise TypeError("admitting a unit needs the audit log itself, not a worker's proxy")
+        return self.audit
 
     def provision(
         self,
@@ -125,16 +196,44 @@ class Provisioner:
         cancel: threading.Event | None = None,
         order: str | None = None,
     ) -> UnitResult:
-        """Provision one board.  Bad input raises before anything touches a device or the audit log.
+        """Provision one board in this process.  Bad input raises before anything touches a device or the audit log.
+
+        The station's own programs run units through :mod:`station.engine` (each in a worker process);
+        this in-process path is the same two halves, :meth:`admit` then :meth:`run_admitted`."""
+        admission = self.admit(
+            serial=serial, device=device, profile=profile, operator=operator, fixture=fixture, batch=batch,
+            resume=resume, restart=restart, reprovision_reason=reprovision_reason, order=order,
+        )
+        return self.run_admitted(admission, profile=admission.profile or profile, cancel=cancel or threading.Event())
+
+    def admit(
+        self,
+        *,
+        serial: str,
+        device: str,
+        profile: DeviceProfile,
+        operator: str,
+        fixture: str | None = None,
+        batch: str | None = None,
+        resume: bool = False,
+        restart: bool = False,
+        reprovision_reason: str | None = None,
+        order: str | None = None,
+    ) -> Admission:
+        """Decide whether and where a unit starts (the resume rules), and record its start.
+
+        Raises StationError (nothing touched a board) for bad input, a board already passed, or one whose
+        unit is active elsewhere.  Runs where the audit log is written: the engine's parent process.
 
         ``order`` is the work order the board is built for (picked in the window, named in a manifest); without
-        it the open order holding the serial is used. The order's profile is the unit's profile.
+        it the open order holding the serial is used. The order's profile is the unit's profile (returned in
+        the admission).
         """
         if not resume:
-            profile = order_profile(self.audit.orders, serial, order=order, required=self.config.orders_required,
+            profile = order_profile(self._log().orders, serial, order=order, required=self.config.orders_required,
                                     profile=profile, profiles_dir=self.home.profiles_dir)
         serial = profile.validate_serial(serial)
-        address = DeviceAddress.parse(device)
+        DeviceAddress.parse(device)
         problems = profile.production_pin_problems() if self.config.production else []
         if problems:
             demo = "uses the tutorial's demo PINs; " if profile.uses_demo_pins else ""
@@ -145,11 +244,11 @@ class Provisioner:
             )
         if not operator.strip():
             raise StationError("no operator is signed in — sign in (name or badge) before provisioning")
-        cancel = cancel or threading.Event()
+        audit = self._log()
         steps = profile.step_names()
         start_at = 0
         if resume:
-            unit = self.audit.find_unit(serial)
+            unit = audit.find_unit(serial)
             if unit is None or unit.state not in ("failed", "running"):
                 state = "no unit" if unit is None else f"unit {unit.id} is {unit.state}"
                 raise StationError(
@@ -157,15 +256,15 @@ class Provisioner:
                 )
             resume_step = STEPS[unit.failed_step].resume_from if unit.failed_step in STEPS else "identify"
             start_at = steps.index(resume_step) if resume_step in steps else 0
-            unit = self.audit.resume_unit(unit.id)
+            unit = audit.resume_unit(unit.id)
         else:
             if restart:
                 # Start over from the first step: the failed unit — or one a crash left running, which
                 # --resume would also take over — is closed as aborted (kept in the log).
-                previous = self.audit.find_unit(serial)
+                previous = audit.find_unit(serial)
                 if previous is not None and previous.state in ("failed", "running"):
-                    self.audit.finish_unit(previous.id, result="aborted", message="restarted from the first step")
-            unit = self.audit.start_unit(
+                    audit.finish_unit(previous.id, result="aborted", message="restarted from the first step")
+            unit = audit.start_unit(
                 serial=serial, profile=profile.name, device=device, operator=operator,
                 station=self.config.name, fixture=fixture, batch=batch, reprovision_reason=reprovision_reason,
                 order=order, orders_required=self.config.orders_required,
@@ -175,17 +274,39 @@ class Provisioner:
         # have been the station refusing a changed key); only an explicit re-onboarding (a
         # reprovision reason) lets a new unit pin whatever key the board has now.
         inherited = None if unit.host_key_fingerprint or reprovision_reason else self._aborted_predecessor(unit)
+        # Identify and guard run on every attempt (a resumed unit must prove it is the same board).
+        plan = tuple(step for index, step in enumerate(steps) if step in ("identify", "guard") or index >= start_at)
+        return Admission(
+            unit=unit, device=device, fixture=fixture, plan=plan, inherited=inherited,
+            etas=step_etas(audit, profile), profile=profile,
+        )
+
+    def run_admitted(
+        self,
+        admission: Admission,
+        *,
+        profile: DeviceProfile,
+        cancel: threading.Event,
+        tls: TlsProofServer | None = None,
+        identity_file: str | None = None,
+    ) -> UnitResult:
+        """Run the admitted unit's steps on its board and record how it ended (in a worker process, the
+        audit log and the CA here are the engine's proxies to the parent)."""
+        unit, inherited = admission.unit, admission.inherited
+        serial, fixture = unit.serial, admission.fixture
+        steps = profile.step_names()
         emit = self._emitter(serial, unit.id, fixture)
         emit(kind="unit_started", count=len(steps), message=f"unit {unit.id}, attempt {unit.attempt}")
         link = open_link(
-            address,
-            identity_file=str(self.home.ensure_station_key()),
+            DeviceAddress.parse(admission.device),
+            identity_file=identity_file or str(self.home.ensure_station_key()),
             pinned_host_key=unit.host_key_fingerprint or (inherited.host_key_fingerprint if inherited else None),
             cancel=cancel,
             login_user=profile.console.login_user,
             login_password=profile.console.login_password,
             prompt_pattern=profile.console.prompt_pattern,
         )
+        board = _BoardClock(link)
         masker = Masker(profile.secrets)
         current: dict[str, str] = {"step": ""}
 
@@ -194,15 +315,13 @@ class Provisioner:
 
         context = UnitContext(
             serial=serial, profile=profile, link=link, ca=self.ca, audit=self.audit, unit=unit,
-            config=self.config, masker=masker, output=output, home=self.home,
+            config=self.config, masker=masker, output=output, tls=tls, home=self.home,
         )
-        # Identify and guard run on every attempt (a resumed unit must prove it is the same board).
-        plan = [step for index, step in enumerate(steps) if step in ("identify", "guard") or index >= start_at]
         try:
-            for step in plan:
+            for step in admission.plan:
                 current["step"] = step
                 index = steps.index(step)
-                error = self._run_step(context, step, index, len(steps), cancel, emit)
+                error = self._run_step(context, step, index, len(steps), cancel, emit, admission.etas.get(step))
                 if error is not None:
                     # A changed host key, or a board refused as not this serial's: nothing more to try.
                     aborted = isinstance(error, HostKeyMismatch | UnitRefused)
@@ -217,12 +336,12 @@ class Provisioner:
                     unit = self._finished(self.audit.finish_unit(unit.id, result=result, failed_step=step,
                                                                  message=message))
                     emit(kind="unit_finished", step=step, outcome=result, message=message)
-                    return UnitResult(unit, False, step, message)
+                    return UnitResult(unit, False, step, message, board.seconds)
         finally:
             link.close()
         unit = self._finished(self.audit.finish_unit(unit.id, result="passed"))
         emit(kind="unit_finished", outcome="passed", message=f"serial {serial} enrolled")
-        return UnitResult(unit, True, None, f"serial {serial} enrolled")
+        return UnitResult(unit, True, None, f"serial {serial} enrolled", board.seconds)
 
     def _finished(self, unit: Unit) -> Unit:
         """The unit's end is recorded: hand it to the line (label on PASS, MES record), without waiting."""
@@ -240,7 +359,7 @@ class Provisioner:
         while True:
             # A prefix filter (the audit log's index), newest first; other serials starting alike
             # and units that never pinned a key (refused at identify) are passed over.
-            batch = self.audit.units(serial_prefix=unit.serial, limit=50, offset=offset)
+            batch = self._log().units(serial_prefix=unit.serial, limit=50, offset=offset)
             for earlier in batch:
                 if earlier.serial == unit.serial and earlier.id < unit.id and earlier.host_key_fingerprint:
                     return earlier if earlier.state == "aborted" else None
@@ -265,11 +384,11 @@ class Provisioner:
         count: int,
         cancel: threading.Event,
         emit: Callable[..., None],
+        eta: float | None,
     ) -> StationError | None:
         """Run one step with its retries; return the error that failed it, or None."""
         spec = STEPS[step]
         policy = ctx.profile.policy(step)
-        eta = self.eta(ctx.profile, step)
         attempts = policy.retries + 1
         for attempt in range(1, attempts + 1):
             if cancel.is_set():

@@ -18,13 +18,15 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from station.attestation import AttestationFailed, load_vendor_root, verify_x509_chain
-from station.audit import AuditLog, Unit
+from station.audit import CertificateRecord, Unit
 from station.config import StationConfig
 from station.errors import StationError
 from station.home import StationHome
@@ -38,6 +40,7 @@ from station.identity import (
 )
 from station.identity_log import IdentityLog, when
 from station.masking import Masker
+from station.orders import OrderStatus
 from station.pki import CertificateAuthority, CsrPolicy, check_csr, parse_openssl_subject
 from station.profiles import DeviceProfile
 from station.shell import ShellCommand, command
@@ -58,6 +61,8 @@ KILL_AT_ENV = "STATION_TEST_KILL_AT"
 
 
 _test_hooks = {"enabled": True}
+# Set in a unit's worker process (station.engine.worker): the station is its parent process.
+STATION_PID_ENV = "STATION_ENGINE_PARENT_PID"
 
 
 def disable_test_hooks() -> None:
@@ -66,8 +71,15 @@ def disable_test_hooks() -> None:
 
 
 def crash_point(point: str) -> None:
-    """Test hook: die here, without any cleanup, if the crash-safety tests asked for ``point``."""
+    """Test hook: die here, without any cleanup, if the crash-safety tests asked for ``point``.
+
+    In a unit's worker process the whole station dies, as in a power cut: the parent (which holds the
+    audit log and the CA) first, then the worker itself.  Ignored in production mode
+    (:func:`disable_test_hooks`, in the station and in every worker)."""
     if _test_hooks["enabled"] and os.environ.get(KILL_AT_ENV) == point:
+        parent = os.environ.get(STATION_PID_ENV)
+        if parent and parent.isdigit() and int(parent) == os.getppid():
+            os.kill(int(parent), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -86,6 +98,49 @@ class StepSkipped(Exception):  # noqa: N818 - an outcome, not an error
     """The step does not apply to this board (recorded as skipped, with the reason)."""
 
 
+class UnitRecorder(Protocol):
+    """What a unit writes to and reads from the audit log: the :class:`~station.audit.AuditLog` itself, or
+    in a worker process the engine's proxy to the parent that owns it."""
+
+    def pin_host_key(self, unit_id: int, *, key_type: str, fingerprint: str) -> None: ...
+
+    def public_key_seen(self, spki_sha256: str) -> bool: ...
+
+    def record_certificate(self, unit_id: int, *, certificate_pem: bytes) -> CertificateRecord: ...
+
+    def certificate_for_unit(self, unit_id: int) -> CertificateRecord | None: ...
+
+    def unit_work_order(self, unit_id: int) -> OrderStatus | None: ...
+
+    def record_step(
+        self, unit_id: int, *, step: str, attempt: int, outcome: str, started_at: datetime, ended_at: datetime,
+        output_sha256: str | None = None, excerpt: str = "", message: str = "",
+    ) -> None: ...
+
+    def finish_unit(
+        self, unit_id: int, *, result: str, failed_step: str | None = None, message: str | None = None
+    ) -> Unit: ...
+
+
+class UnitSigner(Protocol):
+    """What a unit needs of the CA: the :class:`~station.pki.CertificateAuthority`, or its proxy in a worker."""
+
+    @property
+    def certificate_pem(self) -> bytes: ...
+
+    def issue_device_certificate(
+        self, csr: x509.CertificateSigningRequest, *, validity_days: int
+    ) -> x509.Certificate: ...
+
+
+class TlsProofServer(Protocol):
+    """Where the TLS proof's listener runs (:class:`TlsProofListener`, or the engine's parent)."""
+
+    def listen(self, host: str, timeout_s: float) -> int: ...
+
+    def result(self, port: int, timeout_s: float) -> tuple[bytes | None, list[str]]: ...
+
+
 @dataclass
 class UnitContext:
     """What the steps of one unit share: the board, its profile, the CA and the audit log."""
@@ -93,12 +148,14 @@ class UnitContext:
     serial: str
     profile: DeviceProfile
     link: DeviceLink
-    ca: CertificateAuthority
-    audit: AuditLog
+    ca: UnitSigner
+    audit: UnitRecorder
     unit: Unit
     config: StationConfig
     masker: Masker
     output: Callable[[str], None]
+    # The TLS proof's listener; None: one is made here from ``ca`` (which must then be the CA itself).
+    tls: TlsProofServer | None = None
     csr_pem: bytes | None = None
     token_public_key_der: bytes | None = None
     certificate: x509.Certificate | None = None
@@ -306,12 +363,11 @@ def guard(ctx: UnitContext, deadline: Deadline) -> str:
 
 def work_order_check(ctx: UnitContext) -> list[str]:
     """The unit's work order (its place was taken when the unit started): still open on a resumed attempt?"""
-    book = ctx.audit.orders
-    order_id = book.order_of_unit(ctx.unit.id)
-    if order_id is None:
+    status = ctx.audit.unit_work_order(ctx.unit.id)
+    if status is None:
         return ["no work order required" if not ctx.config.orders_required else "no work order (unit started "
                 "before orders were required)"]
-    status = book.status(order_id)
+    order_id = status.order_id
     if status.state == "closed":
         raise StepFailed(
             f"work order {order_id} was closed ({status.close_reason or 'no reason given'}) while this board was "
@@ -500,18 +556,27 @@ def push(ctx: UnitContext, deadline: Deadline) -> str:
     return f"{Basis.VERIFIED}: certificates read back with the digests written\n{readback}"
 
 
-def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
-    """The tutorial's step 5: the board connects with its token key; we check it shows our certificate."""
-    if not ctx.profile.device_has_network:
-        raise StepSkipped("skipped (serial only): the profile says this board has no network path to the station")
-    issued = _issued_certificate(ctx)
-    host = ctx.config.tls_listen_address or ctx.link.local_address() or "127.0.0.1"
-    context = ctx.ca.ssl_server_context(require_client_cert=True)
-    presented: list[bytes] = []
-    failure: list[str] = []
-    with socket.create_server((host, 0)) as server:
-        server.settimeout(deadline.cap(TLS_ACCEPT_TIMEOUT_S))
-        port = server.getsockname()[1]
+class TlsProofListener:
+    """The station's side of the TLS proof: a one-connection TLS server that requires a client certificate
+    from this CA and remembers the certificate the board presented.
+
+    It runs where the CA lives — in the engine's parent process, which serves it to a unit's worker
+    (:mod:`station.engine`) — so the station's TLS key never enters a worker.
+    """
+
+    def __init__(self, ca: CertificateAuthority) -> None:
+        self._ca = ca
+        self._open: dict[int, tuple[socket.socket, threading.Thread, list[bytes], list[str]]] = {}
+        self._lock = threading.Lock()
+
+    def listen(self, host: str, timeout_s: float) -> int:
+        """Start listening on ``host`` (a free port); the port is returned at once."""
+        context = self._ca.ssl_server_context(require_client_cert=True)
+        server = socket.create_server((host, 0))
+        server.settimeout(timeout_s)
+        port = int(server.getsockname()[1])
+        presented: list[bytes] = []
+        failure: list[str] = []
 
         def serve() -> None:
             try:
@@ -520,7 +585,7 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
                 failure.append(f"no connection from the board ({exc})")
                 return
             with connection:
-                connection.settimeout(deadline.cap(TLS_ACCEPT_TIMEOUT_S))
+                connection.settimeout(timeout_s)
                 try:
                     tls = context.wrap_socket(connection, server_side=True)
                 except (ssl.SSLError, OSError) as exc:
@@ -537,25 +602,67 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
                     except (ssl.SSLError, OSError):
                         pass
 
-        listener = threading.Thread(target=serve, name=f"tls-proof-{ctx.serial}", daemon=True)
+        listener = threading.Thread(target=serve, name=f"tls-proof-{port}", daemon=True)
+        with self._lock:
+            self._open[port] = (server, listener, presented, failure)
         listener.start()
+        return port
+
+    def finished(self, port: int) -> bool:
+        """Whether the listener on ``port`` is done (or unknown): its result will not block."""
+        with self._lock:
+            entry = self._open.get(port)
+        return entry is None or not entry[1].is_alive()
+
+    def result(self, port: int, timeout_s: float) -> tuple[bytes | None, list[str]]:
+        """Wait (bounded) for the listener on ``port``; the certificate presented (DER) and any failure."""
+        with self._lock:
+            entry = self._open.pop(port, None)
+        if entry is None:
+            return None, [f"no TLS listener on port {port}"]
+        server, listener, presented, failure = entry
         try:
-            result = ctx.link.run(
-                ctx.profile.command("tls_client", serial=ctx.serial, server=f"{host}:{port}"), deadline, check=False
-            )
+            listener.join(timeout_s)
         finally:
-            listener.join(deadline.cap(TLS_ACCEPT_TIMEOUT_S))
+            server.close()
+        return (presented[0] if presented else None), list(failure)
+
+
+def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
+    """The tutorial's step 5: the board connects with its token key; we check it shows our certificate."""
+    if not ctx.profile.device_has_network:
+        raise StepSkipped("skipped (serial only): the profile says this board has no network path to the station")
+    issued = _issued_certificate(ctx)
+    host = ctx.config.tls_listen_address or ctx.link.local_address() or "127.0.0.1"
+    if ctx.tls is not None:
+        listener = ctx.tls
+    elif isinstance(ctx.ca, CertificateAuthority):
+        listener = TlsProofListener(ctx.ca)
+    else:
+        raise StepFailed("the station has no TLS listener for the proof — report this; press Retry")
+    port = listener.listen(host, deadline.cap(TLS_ACCEPT_TIMEOUT_S))
+    client_failed = True
+    try:
+        result = ctx.link.run(
+            ctx.profile.command("tls_client", serial=ctx.serial, server=f"{host}:{port}"), deadline, check=False
+        )
+        client_failed = result.exit_status != 0
+    finally:
+        # A client that failed will not connect any more: do not wait for it.
+        presented, failure = listener.result(port, 0.0 if client_failed else deadline.cap(TLS_ACCEPT_TIMEOUT_S))
     tail = ctx.masker(result.output)
     ctx.output(tail.rstrip()[-2000:])
     issued_der = issued.public_bytes(serialization.Encoding.DER)
-    if result.exit_status != 0 or failure or not presented:
+    if client_failed or failure or presented is None:
         last = [line for line in tail.splitlines() if line.strip()][-1:] or ["no output"]
-        reason = "; ".join(failure) or f"openssl s_client exited {result.exit_status}: {last[0][:200]}"
+        # The board's own words first: they say why it did not connect.
+        reason = (f"openssl s_client exited {result.exit_status}: {last[0][:200]}" if client_failed
+                  else "; ".join(failure) or "the board presented no certificate")
         raise StepFailed(
             f"the board could not prove its identity over mutual TLS ({reason}) — check the board reaches "
             f"{host}, then press Retry"
         )
-    if presented[0] != issued_der:
+    if presented != issued_der:
         raise StepFailed(
             "the board presented a certificate other than the one just issued — the certificate on the "
             "board is not ours; press Retry to push it again"

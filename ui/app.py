@@ -22,7 +22,7 @@ from station.errors import StationError
 from station.home import StationHome
 from station.pki import CertificateAuthority
 from ui.dialogs import PassphraseDialog, ca_exists, explain_missing_ca
-from ui.main_window import CLOSE_WAIT_S, MainWindow, drain_lingering
+from ui.main_window import MainWindow
 from ui.session import Session
 
 APP_NAME = "Welma provisioning station"
@@ -109,12 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         window.activateWindow()
         if args.probe_startup:
             _probe_startup(window, args.probe_startup, started)
-        status = app.exec()
-        if not drain_lingering(round(CLOSE_WAIT_S * 1000)):
-            print("error: a unit did not stop after the window closed; its board is left mid-step — "
-                  "resume it with Retry (or `station provision --resume`)", file=sys.stderr, flush=True)
-            os._exit(1)  # a running QThread would make Qt abort the interpreter's shutdown
-        return status
+        # Closing the window stopped the engine: no unit's worker outlives it.
+        return app.exec()
     finally:
         session.close()
 
@@ -133,4 +129,7 @@ def _probe_startup(window: MainWindow, operator: str, started: float) -> None:
 
 
 if __name__ == "__main__":
+    import multiprocessing
+
+    multiprocessing.freeze_support()  # units run in spawned worker processes (see packaging/bundle_entry.py)
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""Batch mode: a grid of fixture slots, each provisioning its own board on its own worker thread.
+"""Batch mode: a grid of fixture slots, each provisioning its own board in its own worker process.
 
 The technician scans a fixture's barcode and then the board's serial (or a serial alone, which goes to
 the highlighted next free fixture), presses Start all — or lets auto-start start each board as it is
@@ -7,15 +7,16 @@ with the reason, Retry and Abort.  The header counts queued, running, passed and
 yield and the time left from the audit history's step medians.
 
 Where a board goes and what counts as a duplicate is :class:`station.batch.SlotBoard`'s business;
-each unit runs in a :class:`ui.bridge.UnitRunner` of its own, so no fixture waits for another and the
-GUI thread only receives queued signals.
+each fixture has a :class:`ui.bridge.UnitRunner` of its own over the window's one engine (each unit in
+its own worker process), so no fixture waits for another and the GUI thread only receives queued signals.
 
 With 64 fixtures the GUI thread must do little, and only when something changed (bench/gui_batch_stall.py
 measures it): a unit's device output is not even sent here; a unit's event only marks its tile dirty,
 and a timer repaints dirty tiles and the header four times a second (the running bars' slow creep once a
 second); a tile remembers what it shows and calls Qt only for what changed; its progress bar schedules
 its repaint instead of repainting at once (QProgressBar.setValue does); tiles have a fixed size, so a new
-text never lays the grid out again; Start all ramps the fixtures up START_STAGGER_MS apart.
+text never lays the grid out again.  The units' work is in other processes: Start all starts every
+fixture at once.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ from PySide6.QtWidgets import (
 from station.batch import CANCEL_DEADLINE_S, FIXTURE_SCAN_PREFIX, ScanOutcome, Slot, SlotBoard
 from station.config import Fixture
 from station.errors import StationError
-from station.flow import FlowEvent, Provisioner
+from station.flow import FlowEvent, step_etas
 from station.steps import STEPS
-from ui.bridge import StationParts, TaskPool, UnitOutcome, UnitPlan, UnitRequest, UnitRunner
+from ui.bridge import Engine, TaskPool, UnitOutcome, UnitPlan, UnitRequest, UnitRunner
 from ui.icons import state_pixmap
 from ui.progress import UnitProgress, format_duration
 from ui.session import Session
@@ -61,14 +62,11 @@ PROGRESS_TICKS = 4
 TILE_WIDTH = 300
 TILE_SPACING = 8
 ICON_SIZE = 22
-# Start all ramps the fixtures up this far apart: 64 boards started in the same instant reboot, generate
-# keys and come back for their certificates in the same instant too, and that burst is what froze the
-# window (and is what a bench power supply sees when every board reboots at once).
-START_STAGGER_MS = 50
 REASON_CHARS = 300
 REASON_LINES = 4
 
-_OUTCOME_STATE = {"passed": "passed", "failed": "failed", "refused": "refused", "crashed": "failed"}
+_OUTCOME_STATE = {"passed": "passed", "failed": "failed", "aborted": "failed", "refused": "refused",
+                  "not started": "refused"}
 
 
 class SlotProgress(QWidget):
@@ -308,7 +306,7 @@ class BatchView(QWidget):
     def __init__(
         self,
         session: Session,
-        parts: StationParts,
+        engine: Engine,
         pool: TaskPool,
         parent: QWidget | None = None,
         *,
@@ -316,7 +314,7 @@ class BatchView(QWidget):
     ) -> None:
         super().__init__(parent)
         self.session = session
-        self.parts = parts
+        self.engine = engine
         self.pool = pool
         self.operator: str | None = None
         self.fixture_prefix = fixture_prefix
@@ -338,10 +336,6 @@ class BatchView(QWidget):
         self._tick = QTimer(self)
         self._tick.setInterval(TICK_MS)
         self._tick.timeout.connect(self._on_tick)
-        self._ramp: list[str] = []  # fixtures Start all has yet to start
-        self._ramp_timer = QTimer(self)
-        self._ramp_timer.setInterval(START_STAGGER_MS)
-        self._ramp_timer.timeout.connect(self._start_next)
         self._cancel_deadline = QTimer(self)
         self._cancel_deadline.setSingleShot(True)
         self._cancel_deadline.timeout.connect(self._cancel_overdue)
@@ -496,8 +490,8 @@ class BatchView(QWidget):
 
     @property
     def running(self) -> bool:
-        """Whether any slot's worker thread is still running, or Start all has boards left to start."""
-        return bool(self._ramp) or any(runner.running for runner in self.runners.values())
+        """Whether any slot's unit is still running."""
+        return any(runner.running for runner in self.runners.values())
 
     def fixture_busy(self, name: str) -> bool:
         slot = self.board.slots.get(name)
@@ -507,7 +501,7 @@ class BatchView(QWidget):
     def _runner(self, name: str) -> UnitRunner:
         runner = self.runners.get(name)
         if runner is None:
-            runner = UnitRunner(self.parts, self, forward_output=False)  # a tile has no room for a log
+            runner = UnitRunner(self.engine, self, forward_output=False)  # a tile has no room for a log
             runner.flow_event.connect(partial(self._on_event, name))
             runner.planned.connect(partial(self._on_plan, name))
             runner.finished.connect(partial(self._on_finished, name))
@@ -516,31 +510,16 @@ class BatchView(QWidget):
         return runner
 
     def start_all(self) -> int:
-        """Start every board that waits on its fixture, START_STAGGER_MS apart (the first at once);
-        returns how many are being started."""
-        waiting = [slot.name for slot in self.board.startable() if slot.name not in self._ramp]
+        """Start every board that waits on its fixture; returns how many were started."""
+        waiting = [slot.name for slot in self.board.startable()]
         if not waiting or self.operator is None or self._closing:
             if not waiting:
                 self._feedback("no board waits to start — scan boards onto fixtures first", ok=False)
             return 0
-        first, rest = waiting[0], waiting[1:]
-        self.start_slot(first)
-        self._ramp.extend(rest)
-        if self._ramp and not self._ramp_timer.isActive():
-            self._ramp_timer.start()
-        self._feedback(f"starting {len(waiting)} board{'s' if len(waiting) != 1 else ''} — batch "
+        started = sum(self.start_slot(name) for name in waiting)
+        self._feedback(f"starting {started} board{'s' if started != 1 else ''} — batch "
                        f"{self.board.batch_id}", ok=True)
-        return len(waiting)
-
-    def _start_next(self) -> None:
-        while self._ramp:
-            name = self._ramp.pop(0)
-            slot = self.board.slots.get(name)
-            if slot is not None and slot.state == "ready" and self.start_slot(name):
-                break  # one per tick
-        if not self._ramp:
-            self._ramp_timer.stop()
-            self._emit_idle_if_done()
+        return started
 
     def start_slot(self, name: str, *, resume: bool = False) -> bool:
         """Start (or with ``resume``, continue) the board on fixture ``name`` on its own worker."""
@@ -610,8 +589,6 @@ class BatchView(QWidget):
     def cancel_all(self) -> int:
         """Stop every running board within CANCEL_DEADLINE_S (each unit ends failed and resumable);
         boards waiting to start stay where they are.  Returns how many were asked to stop."""
-        self._ramp.clear()  # boards not started yet stay ready on their fixtures
-        self._ramp_timer.stop()
         asked = 0
         for name, slot in self.board.slots.items():
             runner = self.runners.get(name)
@@ -640,26 +617,16 @@ class BatchView(QWidget):
         return batch_id
 
     def wait(self, timeout_ms: int) -> bool:
-        """Block until every slot's worker thread has ended (bounded); for shutdown paths and tests."""
+        """Run the event loop until every slot's unit is over (bounded); for shutdown paths and tests."""
         end = time.monotonic() + timeout_ms / 1000
         for runner in list(self.runners.values()):
             if not runner.wait(max(0, round((end - time.monotonic()) * 1000))):
                 return False
         return True
 
-    def detach_running(self) -> list[UnitRunner]:
-        """Hand over the runners still winding down (the window closes without them)."""
-        running = [runner for runner in self.runners.values() if runner.running]
-        for runner in running:
-            runner.setParent(None)
-        self.runners = {name: runner for name, runner in self.runners.items() if not runner.running}
-        return running
-
     def shutdown(self) -> None:
         """The window closes: stop the timers and start nothing more."""
         self._closing = True
-        self._ramp.clear()
-        self._ramp_timer.stop()
         self._tick.stop()
         self._cancel_deadline.stop()
 
@@ -719,11 +686,10 @@ class BatchView(QWidget):
         if profile.name in self._plans or profile.name in self._plans_in_flight:
             return
         self._plans_in_flight.add(profile.name)
-        parts = self.parts
+        audit = self.session.audit  # the window's own connection: no unit's write holds its lock
 
         def medians() -> dict[str, float | None]:
-            provisioner = Provisioner(home=parts.home, config=parts.config, ca=parts.ca, audit=parts.audit)
-            return {step: provisioner.eta(profile, step) for step in profile.step_names()}
+            return step_etas(audit, profile)
 
         def known(plan: object) -> None:
             self._plans_in_flight.discard(profile.name)

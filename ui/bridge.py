@@ -1,17 +1,17 @@
 """The one place where the core's plain callbacks become queued Qt signals.
 
-Nothing that can block runs on the GUI thread: a unit runs in a :class:`UnitWorker` on its own
-QThread (one per unit), short jobs (fixture probes, the admin PIN check) run on a
-:class:`TaskPool`.  Workers never touch widgets: they emit signals, which Qt queues to the GUI
-thread because the receiving object lives there.  Errors come back as values, never raised on the
-GUI thread.
+Nothing that can block runs on the GUI thread: a unit runs in its own worker process under the
+station's engine (:class:`Engine`, over :mod:`station.engine`), short jobs (fixture probes, the admin
+PIN check) run on a :class:`TaskPool`.  Neither touches widgets: they emit signals, which Qt queues to
+the GUI thread because the receiving object lives there.  Errors come back as values, never raised on
+the GUI thread.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,20 +19,21 @@ from typing import Any
 
 from PySide6.QtCore import (
     QCoreApplication,
+    QEventLoop,
     QObject,
     QRunnable,
     Qt,
-    QThread,
     QThreadPool,
     QTimer,
     Signal,
     Slot,
 )
 
-from station.audit import AuditLog, SerialAlreadyPassed, UnitAlreadyActive
+from station.audit import AuditLog
 from station.config import Fixture, StationConfig
+from station.engine import Scheduler, UnitJob, UnitOutcome
 from station.errors import StationError
-from station.flow import FlowEvent, Provisioner
+from station.flow import FlowEvent
 from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.pki import CertificateAuthority
@@ -40,9 +41,8 @@ from station.profiles import DeviceProfile
 from station.transport import DeviceAddress
 from station.transport.base import probe
 
-# How much lower than the GUI thread a unit's worker runs (Linux nice, per thread; the threads a unit
-# starts — paramiko's transport, the TLS proof's server — inherit it).  Raising nice needs no privilege.
-WORKER_NICENESS = 10
+__all__ = ["Engine", "FixtureProber", "ProbeResult", "StationParts", "TaskPool", "UnitOutcome", "UnitPlan",
+           "UnitRequest", "UnitRunner"]
 
 # A probe must never hold up closing the window for long.
 PROBE_TIMEOUT_S = 1.0
@@ -214,20 +214,6 @@ class UnitPlan:
 
 
 @dataclass(frozen=True)
-class UnitOutcome:
-    """How a unit ended, for the window: passed / failed / refused (never started) / crashed."""
-
-    kind: str
-    serial: str
-    message: str
-    unit_id: int | None = None
-    failed_step: str | None = None
-    certificate_fingerprint: str | None = None
-    # A failed unit that Retry can continue (a refused start of a board whose last unit failed, too).
-    resumable: bool = False
-
-
-@dataclass(frozen=True)
 class StationParts:
     """What a unit needs from the station, shared by every unit of this window."""
 
@@ -238,155 +224,131 @@ class StationParts:
     line: LineHandOff | None = None
 
 
-class UnitWorker(QObject):
-    """Runs one unit on its QThread; reports only through signals."""
+class Engine(QObject):
+    """The window's engine: one :class:`station.engine.Scheduler` shared by the single-board page and the
+    batch grid (each unit in its own worker process).
 
-    flow_event = Signal(object)  # FlowEvent
-    planned = Signal(object)  # UnitPlan
-    finished = Signal(object)  # UnitOutcome
+    The scheduler calls back on its own thread; events wait in a deque (its lock is held for an append or
+    a swap, never across anything slow) and reach the GUI thread as one queued signal per burst, where
+    they go to the runner that submitted the unit.  The GUI thread only submits and cancels: it never
+    waits for a unit, and no lock a unit's audit write holds is ever taken here.
+    """
 
-    def __init__(self, parts: StationParts, request: UnitRequest, cancel: threading.Event, *,
-                 forward_output: bool = True) -> None:
-        super().__init__()
-        self._parts = parts
-        self._request = request
-        self._cancel = cancel
-        self._forward_output = forward_output
+    _arrived = Signal()
+    delivered = Signal(object)  # every unit's every event (FlowEvent), on the GUI thread, as handed out
 
-    def _observe(self, event: FlowEvent) -> None:
-        # Device output is most of a unit's events; a view that does not show it is spared the queued
-        # signal (and the GUI thread the work of dropping it).
-        if self._forward_output or event.kind != "output":
-            self.flow_event.emit(event)
+    def __init__(self, parts: StationParts, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.parts = parts
+        self._scheduler: Scheduler | None = None
+        self._pending: deque[FlowEvent] = deque()
+        self._pending_lock = threading.Lock()
+        self._handlers: dict[int, Callable[[FlowEvent], None]] = {}
+        self._arrived.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
+
+    def submit(self, job: UnitJob, handler: Callable[[FlowEvent], None]) -> int:
+        """Queue a unit; ``handler`` gets its events on the GUI thread."""
+        if self._scheduler is None or (self._scheduler.failure is not None and not self._scheduler.alive):
+            # First unit of this window, or the engine could not start last time (the audit log was
+            # unavailable, say): a fresh one tries again.
+            parts = self.parts
+            self._scheduler = Scheduler(home=parts.home, config=parts.config, ca=parts.ca, observer=self._observe,
+                                        line=parts.line)
+            self._scheduler.start()
+        number = self._scheduler.submit(job)
+        self._handlers[number] = handler
+        return number
+
+    def cancel(self, number: int) -> None:
+        if self._scheduler is not None:
+            self._scheduler.cancel(number)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._handlers)
+
+    def shutdown(self, timeout_s: float = 2.0) -> None:
+        """Stop the engine: units still running are cancelled, then terminated after ``timeout_s`` (each
+        recorded failed and resumable); no worker process outlives this.  For closing the window only."""
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler.close(timeout_s)
+        self._deliver()
+
+    def _observe(self, event: FlowEvent) -> None:  # the engine thread
+        with self._pending_lock:
+            first = not self._pending
+            self._pending.append(event)
+        if first:
+            self._arrived.emit()
 
     @Slot()
-    def run(self) -> None:
-        yield_cpu_to_gui()
-        outcome = self._provision()
-        # Hand the object back to the GUI thread so it is deleted there, not in a finished thread.
-        app = QCoreApplication.instance()
-        if app is not None:
-            self.moveToThread(app.thread())
-        self.finished.emit(outcome)
-
-    def _provision(self) -> UnitOutcome:
-        request, parts = self._request, self._parts
-        serial = request.serial
-        try:
-            provisioner = Provisioner(home=parts.home, config=parts.config, ca=parts.ca, audit=parts.audit,
-                                      observer=self._observe, line=parts.line)
-            steps = request.profile.step_names()
-            self.planned.emit(UnitPlan(steps, {step: provisioner.eta(request.profile, step) for step in steps}))
-            result = provisioner.provision(
-                serial=serial, device=request.fixture.device, profile=request.profile, operator=request.operator,
-                fixture=request.fixture.name, batch=request.batch, resume=request.resume,
-                cancel=self._cancel, order=request.order,
-            )
-        except SerialAlreadyPassed as exc:
-            return UnitOutcome("refused", serial, str(exc), unit_id=exc.unit.id)
-        except UnitAlreadyActive as exc:
-            resumable = exc.unit is not None and exc.unit.state == "failed"
-            return UnitOutcome("refused", serial, str(exc), unit_id=exc.unit.id if exc.unit else None,
-                               failed_step=exc.unit.failed_step if exc.unit else None, resumable=resumable)
-        except StationError as exc:
-            return UnitOutcome("refused", serial, str(exc))
-        except Exception as exc:  # noqa: BLE001 - reported to the technician, never raised on the GUI thread
-            return UnitOutcome("crashed", serial,
-                               f"the station hit an unexpected error ({exc!r}) — press Retry; if it happens again, "
-                               "call the line engineer with this message")
-        if result.passed:
-            record = parts.audit.certificate_for_unit(result.unit.id)
-            return UnitOutcome("passed", serial, result.message, unit_id=result.unit.id,
-                               certificate_fingerprint=record.fingerprint_sha256 if record else None)
-        return UnitOutcome("failed", serial, result.message, unit_id=result.unit.id,
-                           failed_step=result.failed_step, resumable=result.unit.state == "failed")
-
-
-def yield_cpu_to_gui(niceness: int = WORKER_NICENESS) -> bool:
-    """Lower the calling worker thread's CPU priority below the GUI thread's.
-
-    With 64 units at once, the workers and the threads they start are hundreds of runnable threads at
-    the batch's busy moments; at equal priority the GUI thread waits its turn behind all of them and
-    the window freezes for hundreds of milliseconds.  A worker waits on its board most of the time, so
-    a lower priority costs it nothing measurable.  Linux only (nice is per thread there); elsewhere,
-    or if refused, nothing changes.  Returns whether the priority was lowered.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        thread = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
-    except OSError:
-        return False
-    return True
+    def _deliver(self) -> None:
+        with self._pending_lock:
+            events, self._pending = self._pending, deque()
+        for event in events:
+            handler = self._handlers.get(event.job)
+            if event.kind == "unit_finished":
+                self._handlers.pop(event.job, None)
+            if handler is not None:
+                handler(event)
+            self.delivered.emit(event)
 
 
 class UnitRunner(QObject):
-    """Starts units on worker threads and relays their signals, on the GUI thread."""
+    """One place that runs one unit at a time (the single-board page, or one fixture of the batch grid):
+    submits it to the window's :class:`Engine` and relays its events as signals on the GUI thread."""
 
     flow_event = Signal(object)  # FlowEvent
     planned = Signal(object)  # UnitPlan
     finished = Signal(object)  # UnitOutcome
-    idle = Signal()  # the worker thread has ended
+    idle = Signal()  # the unit is over and its worker process has ended
 
-    def __init__(self, parts: StationParts, parent: QObject | None = None, *, forward_output: bool = True) -> None:
-        """``forward_output=False``: the unit's device output is not relayed (a view without a log)."""
+    def __init__(self, engine: Engine, parent: QObject | None = None, *, forward_output: bool = True) -> None:
+        """``forward_output=False``: the unit's device output is not even sent (a view without a log)."""
         super().__init__(parent)
-        self.parts = parts
+        self.engine = engine
         self.forward_output = forward_output
-        self._thread: QThread | None = None
-        self._worker: UnitWorker | None = None
-        self._cancel = threading.Event()
+        self._job: int | None = None
+
+    @property
+    def parts(self) -> StationParts:
+        return self.engine.parts
 
     @property
     def running(self) -> bool:
-        return self._thread is not None
+        return self._job is not None
 
     def start(self, request: UnitRequest) -> None:
-        if self._thread is not None:
-            raise RuntimeError("a unit is already running in this window")
-        self._cancel = threading.Event()
-        # No parent: the thread must outlive a window that is closed while it still winds down.
-        thread = QThread()
-        thread.setObjectName(f"unit-{request.serial}")
-        worker = UnitWorker(self.parts, request, self._cancel, forward_output=self.forward_output)
-        worker.moveToThread(thread)
-        thread.started.connect(worker.run)
-        worker.flow_event.connect(self._relay_event)
-        worker.planned.connect(self._relay_plan)
-        worker.finished.connect(self._relay_finished)
-        # Direct: the worker thread ends its own event loop as soon as the unit is over, without waiting
-        # for the GUI thread to deliver a queued quit — so wait() on a shutdown path (which blocks the GUI
-        # thread) returns when the unit has stopped, not at its timeout.  QThread.quit is thread-safe.
-        worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-        thread.finished.connect(self._thread_ended)
-        self._thread, self._worker = thread, worker
-        thread.start()
+        if self._job is not None:
+            raise RuntimeError("a unit is already running here")
+        job = UnitJob(serial=request.serial, device=request.fixture.device, profile=request.profile,
+                      operator=request.operator, fixture=request.fixture.name, batch=request.batch,
+                      resume=request.resume, order=request.order, stream_output=self.forward_output)
+        self._job = self.engine.submit(job, self._on_event)
 
     def abort(self) -> None:
-        """Ask the running unit to stop; it ends failed (resumable) at its next check."""
-        self._cancel.set()
+        """Ask the running unit to stop; it ends failed (resumable) at its next check — or is terminated
+        by the engine if it does not within the cancel deadline."""
+        if self._job is not None:
+            self.engine.cancel(self._job)
 
     def wait(self, timeout_ms: int) -> bool:
-        """Block until the worker thread has ended (bounded); only for shutdown paths and tests."""
-        return self._thread.wait(timeout_ms) if self._thread is not None else True
+        """Run the event loop until the unit is over (bounded); only for shutdown paths and tests."""
+        end = time.monotonic() + timeout_ms / 1000
+        while self._job is not None and time.monotonic() < end:
+            QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+            time.sleep(0.01)
+        return self._job is None
 
-    @Slot(object)
-    def _relay_event(self, event: FlowEvent) -> None:
-        self.flow_event.emit(event)
-
-    @Slot(object)
-    def _relay_plan(self, plan: UnitPlan) -> None:
-        self.planned.emit(plan)
-
-    @Slot(object)
-    def _relay_finished(self, outcome: UnitOutcome) -> None:
-        self.finished.emit(outcome)
-
-    @Slot()
-    def _thread_ended(self) -> None:
-        thread, self._thread, self._worker = self._thread, None, None
-        if thread is not None:
-            thread.wait()  # already finished: returns at once; makes the C++ side safe to delete
-            thread.deleteLater()
-        self.idle.emit()
+    def _on_event(self, event: FlowEvent) -> None:
+        if event.kind == "unit_planned":
+            steps = tuple(event.etas or {})
+            self.planned.emit(UnitPlan(steps, dict(event.etas or {})))
+        elif event.kind == "unit_finished":
+            self._job = None
+            if event.result is not None:
+                self.finished.emit(event.result)
+            self.idle.emit()
+        else:
+            self.flow_event.emit(event)

@@ -109,7 +109,7 @@ class BoardIdentityPanel(QGroupBox):
 
     def _offer_next_board(self) -> None:
         fixture = self.current_fixture()
-        show = self.outcome is not None and self.outcome.kind in ("passed", "failed", "refused") \
+        show = self.outcome is not None and self.outcome.kind in ("passed", "failed", "aborted", "refused") \
             and self.simulated_name(fixture) is not None and not self.swapping
         self.next_button.setVisible(show)
         self.next_button.setEnabled(show)

@@ -50,6 +50,7 @@ from station.steps import STEPS
 from ui.audit_view import AuditView
 from ui.batch_view import BatchView
 from ui.bridge import (
+    Engine,
     FixtureProber,
     ProbeResult,
     StationParts,
@@ -83,20 +84,9 @@ _SERIAL_KEY = re.compile(r"[A-Za-z0-9._:/+-]")
 MODES = ("single", "batch", "audit")
 ROLE_TITLES = {"technician": "technician", "quality_lead": "quality lead"}
 
-# Units still winding down after their window closed (kept referenced so Qt does not destroy a running thread).
-_LINGERING: list[UnitRunner] = []
-
-
-def drain_lingering(timeout_ms: int) -> bool:
-    """Cancel units whose window closed before they stopped and wait for them (bounded).
-
-    True if none is left running (a QThread still running when Python exits aborts the process)."""
-    for runner in list(_LINGERING):
-        runner.abort()
-        if not runner.wait(timeout_ms):
-            return False
-    return True
-
+# Closing with units that did not stop within CLOSE_WAIT_S: how long the engine gives them before it
+# terminates their workers (each unit recorded failed and resumable).
+CLOSE_TERMINATE_S = 2.0
 
 _duration = format_duration
 
@@ -125,7 +115,9 @@ class MainWindow(QMainWindow):
         self._started_probing = False
         self.pool = TaskPool(self)
         self.prober = FixtureProber(self.pool, self)
-        self.runner = UnitRunner(StationParts(session.home, session.config, ca, session.audit, session.line), self)
+        # One engine for the single-board page and the batch grid: each unit in its own worker process.
+        self.engine = Engine(StationParts(session.home, session.config, ca, session.audit, session.line), self)
+        self.runner = UnitRunner(self.engine, self)
         self.admin_lock = AdminLock(session.home)
         self._tick = QTimer(self)
         self._tick.setInterval(TICK_MS)
@@ -242,7 +234,7 @@ class MainWindow(QMainWindow):
         outer.addWidget(self.modes, 1)
         upper = QWidget(self.modes)
         self.modes.addTab(upper, "Single board  (Ctrl+1)")
-        self.batch = BatchView(self.session, self.runner.parts, self.pool, self.modes)
+        self.batch = BatchView(self.session, self.engine, self.pool, self.modes)
         self.modes.addTab(self.batch, "Batch — many boards at once  (Ctrl+2)")
         self.audit_page = QWidget(self.modes)
         audit_layout = QVBoxLayout(self.audit_page)
@@ -972,8 +964,8 @@ class MainWindow(QMainWindow):
             self._shutdown()
             event.accept()
             return
-        # Never close under a running worker: ask (while the unit is in progress), cancel, and close
-        # once the worker thread has ended (runner.idle), or after CLOSE_WAIT_S at the latest.
+        # Never close under a running unit: ask (while the unit is in progress), cancel, and close once
+        # it has recorded its end (runner.idle), or after CLOSE_WAIT_S, when the engine terminates it.
         event.ignore()
         if self._closing:
             return
@@ -1002,15 +994,9 @@ class MainWindow(QMainWindow):
             self.close()
 
     def _close_anyway(self) -> None:
-        """The unit did not stop in time: close and leave its thread to finish in the background."""
-        if self.runner.running:
-            self.runner.setParent(None)
-            _LINGERING.append(self.runner)
-            self.runner.idle.connect(lambda runner=self.runner: _LINGERING.remove(runner))
-            self.runner = UnitRunner(self.runner.parts, self)
-        for runner in self.batch.detach_running():
-            _LINGERING.append(runner)
-            runner.idle.connect(lambda runner=runner: _LINGERING.remove(runner))
+        """The units did not stop in time: the engine terminates their workers (each unit recorded failed
+        and resumable), then the window closes."""
+        self.engine.shutdown(CLOSE_TERMINATE_S)
         self.close()
 
     def _shutdown(self) -> None:
@@ -1021,6 +1007,7 @@ class MainWindow(QMainWindow):
         self.line.stop()
         self.orders.stop()
         self.batch.shutdown()
+        self.engine.shutdown(CLOSE_TERMINATE_S)
         # Before the session closes the audit log the view reads from.
         self._drop_audit_view()
         self.pool.shutdown(POOL_SHUTDOWN_MS)

@@ -6,11 +6,10 @@ import argparse
 import getpass
 import sys
 
-from station.batch import Batch, BatchReport, read_manifest
-from station.config import load_fixtures
-from station.errors import StationError
+from station.batch import Batch, BatchJob, BatchReport, read_manifest
+from station.cli.events import EventLog
 from station.flow import FlowEvent, Provisioner
-from station.profiles import load_profile
+from station.profiles import DeviceProfile, load_profile
 
 EXAMPLE = """\
 manifest (CSV, header optional): serial,device[,fixture[,order]]
@@ -25,6 +24,10 @@ The device column is an address or a fixture name from station.toml or the simul
 
 examples:
   station batch --manifest boards.csv --jobs 8
+  station batch --manifest boards.csv --events progress.jsonl
+
+Each board runs in its own worker process; a fixture's profile is --profile, else the fixture's own
+(station.toml), else default_profile.
 
 Exit status 0 only if every board passed.  Ctrl-C cancels: running units end failed and resumable.
 """
@@ -41,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--profile", help="device profile (default: station.toml's default_profile)")
     parser.add_argument("--operator", help="who provisions (default: the login name)")
     parser.add_argument("--batch-id", help="batch id recorded on every unit (default: generated)")
+    parser.add_argument("--events", metavar="FILE",
+                        help="also write every progress event as one JSON line to FILE (for a line's MES or a log)")
     parser.set_defaults(handler=run)
 
 
@@ -84,31 +89,39 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from station.cli.context import open_station
+    from station.engine import choose_profile, known_fixtures
 
     station = open_station(args.home)
     try:
-        fixtures = {fixture.name: fixture.device for fixture in station.config.fixtures}
-        sim_fixtures = station.home.sim_dir / "fixtures.toml"
-        if sim_fixtures.exists() and not station.config.production:  # no simulated boards in production
-            for fixture in load_fixtures(sim_fixtures):
-                fixtures.setdefault(fixture.name, fixture.device)
-        jobs = read_manifest(Path(args.manifest), fixtures=fixtures)
-        profile = load_profile(args.profile or station.config.default_profile, station.home.profiles_dir)
-        provisioner = Provisioner(home=station.home, config=station.config, ca=station.load_ca(),
-                                  audit=station.audit, observer=LiveProgress(), line=station.line())
-        slots = args.jobs or len({job.device for job in jobs})
-        batch = Batch(provisioner, profile=profile, operator=args.operator or getpass.getuser(), jobs=slots,
-                      batch_id=args.batch_id)
-        print(f"batch {batch.batch_id}: {len(jobs)} boards on {len({job.device for job in jobs})} fixtures, "
-              f"{slots} at once", flush=True)
-        try:
-            report = batch.run(jobs)
-        except KeyboardInterrupt:
-            print("cancelled: running units were left failed and can be resumed", file=sys.stderr)
-            return 130
+        fixtures = known_fixtures(station.home, station.config)
+        jobs = read_manifest(Path(args.manifest), fixtures={name: f.device for name, f in fixtures.items()})
+        profiles: dict[str, DeviceProfile] = {}
+
+        def profile_for(job: BatchJob) -> DeviceProfile:
+            # The one rule the window uses too: --profile, else the fixture's own, else the station default.
+            name = choose_profile(station.config, fixtures.get(job.fixture or ""), explicit=args.profile)
+            if name not in profiles:
+                profiles[name] = load_profile(name, station.home.profiles_dir)
+            return profiles[name]
+
+        for job in jobs:
+            profile_for(job)  # an unknown profile is refused before the passphrase prompt
+        default = profile_for(jobs[0])
+        observer = LiveProgress()
+        with EventLog(args.events) as log:
+            provisioner = Provisioner(home=station.home, config=station.config, ca=station.load_ca(),
+                                      audit=station.audit, observer=log.wrap(observer), line=station.line())
+            slots = args.jobs or len({job.device for job in jobs})
+            batch = Batch(provisioner, profile=default, operator=args.operator or getpass.getuser(), jobs=slots,
+                          batch_id=args.batch_id, profile_for=profile_for)
+            print(f"batch {batch.batch_id}: {len(jobs)} boards on {len({job.device for job in jobs})} fixtures, "
+                  f"{slots} at once", flush=True)
+            try:
+                report = batch.run(jobs)
+            except KeyboardInterrupt:
+                print("cancelled: running units were left failed and can be resumed", file=sys.stderr)
+                return 130
         print_summary(report)
         return 0 if report.all_passed else 1
-    except StationError:
-        raise
     finally:
         station.close()

@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-import threading
 
+from station.cli.events import EventLog
+from station.engine.outcome import Ending
 from station.errors import StationError
-from station.flow import FlowEvent, Provisioner, UnitResult
+from station.flow import FlowEvent
 from station.profiles import load_profile
-
-# How long Ctrl-C waits for the unit to record its cancellation.
-CANCEL_DEADLINE_S = 10.0
 
 EXAMPLE = """\
 examples:
@@ -51,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                       help="enrol a serial again (needs --reason): one that already passed (supersedes the old unit), "
                       "or re-onboard one whose last unit was aborted for a changed host key (pins the new key)")
     parser.add_argument("--reason", help="why the board is re-provisioned (recorded in the audit log)")
+    parser.add_argument("--events", metavar="FILE",
+                        help="also write every progress event as one JSON line to FILE (for a line's MES or a log)")
     parser.set_defaults(handler=run)
 
 
@@ -68,13 +68,14 @@ def print_event(event: FlowEvent) -> None:
         if event.outcome != "passed" and event.message:
             line += f": {event.message.splitlines()[0]}"
         print(line, flush=True)
-    elif event.kind == "unit_finished":
+    elif event.kind == "unit_finished" and event.outcome not in (Ending.REFUSED, Ending.NOT_STARTED):
         verdict = "PASS" if event.outcome == "passed" else event.outcome.upper()
         print(f"{verdict}: {event.message}", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
     from station.cli.context import open_station
+    from station.engine import Scheduler, UnitJob, choose_profile, known_fixtures
 
     if args.reprovision and not (args.reason and args.reason.strip()):
         raise StationError("--reprovision needs --reason TEXT: say why the board is enrolled again")
@@ -82,41 +83,28 @@ def run(args: argparse.Namespace) -> int:
         raise StationError("--reason is only used with --reprovision")
     station = open_station(args.home)
     try:
-        profile = load_profile(args.profile or station.config.default_profile, station.home.profiles_dir)
+        fixture = known_fixtures(station.home, station.config).get(args.fixture or "")
+        profile = load_profile(choose_profile(station.config, fixture, explicit=args.profile),
+                               station.home.profiles_dir)
         profile.validate_serial(args.serial)  # before the passphrase prompt, before any device
-        provisioner = Provisioner(
-            home=station.home, config=station.config, ca=station.load_ca(), audit=station.audit,
-            observer=print_event, line=station.line(),
-        )
-        cancel = threading.Event()
-        outcome: list[object] = []
-
-        def work() -> None:
+        ca = station.load_ca()
+        with EventLog(args.events) as log:
+            # The unit runs in its own worker process (station.engine), so Ctrl-C cancels it cleanly: the
+            # unit ends failed and resumable.
+            scheduler = Scheduler(home=station.home, config=station.config, ca=ca, observer=log.wrap(print_event),
+                                  slots=1, line=station.line())
+            job = UnitJob(
+                serial=args.serial, device=args.device, profile=profile, operator=args.operator or getpass.getuser(),
+                fixture=args.fixture, resume=args.resume, restart=args.restart,
+                reprovision_reason=args.reason if args.reprovision else None, order=args.order,
+            )
             try:
-                outcome.append(provisioner.provision(
-                    serial=args.serial, device=args.device, profile=profile,
-                    operator=args.operator or getpass.getuser(), fixture=args.fixture,
-                    resume=args.resume, restart=args.restart, reprovision_reason=args.reason if args.reprovision else None,
-                    cancel=cancel, order=args.order,
-                ))
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread below
-                outcome.append(exc)
-
-        # The unit runs on a worker so Ctrl-C can cancel it cleanly: the unit ends failed and resumable.
-        worker = threading.Thread(target=work, name=f"unit-{args.serial}")
-        worker.start()
-        try:
-            while worker.is_alive():
-                worker.join(0.2)
-        except KeyboardInterrupt:
-            cancel.set()
-            print("cancelling: the unit will be left failed and can be resumed with --resume", file=sys.stderr)
-            worker.join(CANCEL_DEADLINE_S)
-            return 130
-        result = outcome[0]
-        if isinstance(result, BaseException):
-            raise result
-        assert isinstance(result, UnitResult)
-        return 0 if result.passed else 1
+                (outcome,) = scheduler.run([job])
+            except KeyboardInterrupt:
+                print("cancelling: the unit will be left failed and can be resumed with --resume", file=sys.stderr)
+                return 130
+        if outcome.kind in (Ending.REFUSED, Ending.NOT_STARTED):
+            raise StationError(outcome.message)
+        return 0 if outcome.passed else 1
     finally:
         station.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -77,7 +78,8 @@ def test_cancel_mid_batch_leaves_units_failed_and_resumable_or_passed_and_no_thr
     worker.join(20)
     assert not worker.is_alive()
     assert time.monotonic() - cancelled_at < 5, "cancel must stop every slot within its deadline"
-    assert not [thread for thread in threading.enumerate() if thread.name.startswith("slot-")]
+    assert not [thread for thread in threading.enumerate() if thread.name == "station-engine"]
+    assert not multiprocessing.active_children(), "no unit's worker process may outlive the batch"
     (report,) = reports
     assert {outcome.result for outcome in report.outcomes} <= {"failed", "passed"}
     for outcome in report.outcomes:

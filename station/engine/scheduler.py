@@ -1,0 +1,673 @@
+"""The slot scheduler: the one executor of units, for `station provision`, `station batch`, the window's
+single-board page and its batch grid alike.
+
+One fixture slot per device: the boards of one device run one after another, devices run in parallel (at
+most ``slots`` at once).  Each unit runs in its own worker process (:mod:`station.engine.worker`), started
+with multiprocessing's *spawn* method.  This process keeps what must not leave the station — the CA key
+and signing, the audit writes, host-key pinning (an audit write), the TLS proof's listener — and serves it
+to the workers over their pipes (:mod:`station.engine.protocol`).
+
+Everything runs on one engine thread: it starts units, answers their calls, forwards their progress to the
+observer as plain :class:`~station.flow.FlowEvent` values, and enforces deadlines.  A worker still busy
+past its step's deadline plus a grace is terminated — not asked — and its unit recorded failed and
+resumable; so is a worker that dies (a crash, the memory limit, a kill).  Nothing another unit does can
+stop this thread for longer than one audit write, and callers (a window's GUI thread) only put commands on
+a queue: they never wait for a unit.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import socket
+import sys
+import threading
+import time
+import types
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from station.audit import AuditLog
+from station.config import StationConfig
+from station.engine import worker
+from station.engine.outcome import Ending, UnitOutcome, finished, refused
+from station.engine.protocol import Call, Cancel, Done, Progress, Refusal, Reply, WorkerStart
+from station.errors import StationError
+from station.flow import FlowEvent, Provisioner
+from station.home import StationHome
+from station.line.handoff import LineHandOff
+from station.pki import CertificateAuthority
+from station.profiles import DeviceProfile
+from station.steps import STEPS, TlsProofListener
+
+# A worker still running this long after its step's deadline is terminated (the step's own deadline
+# should have ended it: this is for a worker that is stuck where no deadline reaches).
+STEP_DEADLINE_GRACE_S = 5.0
+# A worker must report its unit started within this of being spawned (an interpreter start is well under a
+# second on an idle machine, tens of seconds when 64 start on a busy one), and between two steps
+# (recording, reconnecting) reach its next step within BETWEEN_STEPS_S: the bound for a worker stuck
+# where no step deadline reaches.
+WORKER_START_S = 180.0
+BETWEEN_STEPS_S = 120.0
+# How long a cancelled unit may take to record itself before its worker is terminated.
+CANCEL_DEADLINE_S = 15.0
+# A worker's address-space limit (RLIMIT_AS): well above what a unit needs (≈ 0.3 GiB of address space),
+# far below what would take the station down.
+WORKER_MEMORY_LIMIT_MIB = 1024
+# How much lower than the station's own process a unit's worker runs (Linux nice).  A worker waits on its
+# board nearly all the time; the station (a window's GUI thread, the engine thread serving 64 workers)
+# must get the CPU the moment it needs it, also while 64 interpreters start at once.
+WORKER_NICENESS = 10
+# How long a worker that said it is done may take to exit.
+WORKER_EXIT_S = 5.0
+# Environment variables a worker must not inherit (the CA passphrase and anything named like a secret).
+_SECRET_WORDS = ("PASSPHRASE", "PASSWORD", "SECRET", "_PIN")
+_environment_lock = threading.Lock()
+
+Observer = Callable[[FlowEvent], None]
+# Audit writes a worker may ask for, each only for its own unit.
+_AUDIT_CALLS = frozenset({"pin_host_key", "public_key_seen", "record_certificate", "certificate_for_unit",
+                          "record_step", "finish_unit", "unit_work_order"})
+# Writes whose loss in a power cut costs nothing (the unit resumes from an earlier step): committed without
+# waiting for the disk; the next ordinary commit (certificate, unit end) makes them durable too.
+_GROUPED_CALLS = frozenset({"record_step"})
+
+
+@dataclass(frozen=True)
+class UnitJob:
+    """One board to provision: what the technician scanned (or the manifest lists) and how to start it."""
+
+    serial: str
+    device: str
+    profile: DeviceProfile
+    operator: str
+    fixture: str | None = None
+    batch: str | None = None
+    resume: bool = False
+    restart: bool = False
+    reprovision_reason: str | None = None
+    # The work order the board is built for (None: the open order holding the serial, if any).
+    order: str | None = None
+    # Device output as "output" events (a log pane shows it; a batch tile has no room for it).
+    stream_output: bool = True
+
+
+@dataclass
+class _Running:
+    job_id: int
+    job: UnitJob
+    unit_id: int
+    plan: tuple[str, ...]
+    process: BaseProcess
+    connection: Connection
+    began: float
+    deadline: float
+    step: str = ""
+    last_step: str = ""
+    attempt: int = 1
+    step_started_at: datetime | None = None
+    done: Done | None = None
+    done_at: float | None = None
+    reported: bool = False  # the worker has sent something: it is up
+    cancelled: bool = False
+    parked: Call | None = None
+    parked_until: float = 0.0
+    tls_ports: set[int] = field(default_factory=set)
+
+
+class Scheduler:
+    """Runs :class:`UnitJob`\\ s, each in its own worker process; see the module's description.
+
+    ``observer`` is called on the engine thread with every event (keep it short: a window queues it).
+    """
+
+    def __init__(
+        self,
+        *,
+        home: StationHome,
+        config: StationConfig,
+        ca: CertificateAuthority,
+        observer: Observer | None = None,
+        slots: int | None = None,
+        line: LineHandOff | None = None,
+        step_grace_s: float = STEP_DEADLINE_GRACE_S,
+        memory_limit_mib: int = WORKER_MEMORY_LIMIT_MIB,
+    ) -> None:
+        if slots is not None and slots < 1:
+            raise StationError("--jobs must be at least 1")
+        self.home = home
+        self.config = config
+        self.ca = ca
+        self.observer: Observer = observer or (lambda event: None)
+        self.slots = slots
+        # Label printer and MES: told of every unit that ended, here (the workers have neither).
+        self.line = line
+        self.step_grace_s = step_grace_s
+        self.memory_limit_bytes = memory_limit_mib * 1024 * 1024
+        self._context = multiprocessing.get_context("spawn")
+        self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_read.setblocking(False)
+        self._wake_write.setblocking(False)
+        self._numbers = 0
+        self._numbers_lock = threading.Lock()
+        self._queues: dict[str, deque[tuple[int, UnitJob]]] = {}
+        self._running: dict[int, _Running] = {}
+        self._outcomes: dict[int, UnitOutcome] = {}
+        self._submitted: set[int] = set()
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._audit: AuditLog | None = None
+        self._tls = TlsProofListener(ca)
+        self._identity_file = ""
+        self.failure: BaseException | None = None
+
+    # -- commands (any thread; none of them waits for a unit) -----------------------------------------
+
+    def start(self) -> None:
+        """Start the engine thread (once)."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="station-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: UnitJob) -> int:
+        """Queue a unit on its device's slot; returns the job number its events carry."""
+        with self._numbers_lock:
+            self._numbers += 1
+            number = self._numbers
+        with self._changed:
+            self._submitted.add(number)
+        if self._thread is not None and not self._thread.is_alive():
+            # The engine has stopped (closed, or it could not open the audit log): say so, never hang.
+            why = f" ({self.failure})" if self.failure is not None else ""
+            self._settle(number, UnitOutcome(Ending.NOT_STARTED, job.serial, f"the station's engine has stopped{why} "
+                                             "— restart the station, then start the board again",
+                                             fixture=job.fixture, device=job.device, job=number))
+            return number
+        self._command("submit", (number, job))
+        return number
+
+    @property
+    def alive(self) -> bool:
+        """Whether the engine thread runs (it stops when closed, or when it could not start)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def cancel(self, job: int) -> None:
+        """Stop one unit (it ends failed and resumable), or drop it if it has not started."""
+        self._command("cancel", job)
+
+    def cancel_all(self) -> None:
+        """Stop every running unit (each ends failed and resumable); queued boards are not started."""
+        self._command("cancel_all", None)
+
+    def outcome(self, job: int) -> UnitOutcome | None:
+        with self._changed:
+            return self._outcomes.get(job)
+
+    def wait(self, jobs: Iterable[int], timeout_s: float | None = None) -> bool:
+        """Block until every one of ``jobs`` has an outcome (bounded by ``timeout_s``); not for a GUI thread."""
+        wanted = set(jobs)
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._changed:
+            while not wanted <= self._outcomes.keys():
+                if self._thread is None or not self._thread.is_alive():
+                    return False
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._changed.wait(0.2 if left is None else min(0.2, left))
+        return True
+
+    @property
+    def busy(self) -> bool:
+        with self._changed:
+            return bool(self._submitted - self._outcomes.keys())
+
+    def close(self, timeout_s: float = CANCEL_DEADLINE_S) -> None:
+        """Cancel what runs, wait (bounded) for the units to record themselves, terminate what is left
+        (recorded failed and resumable), and stop the engine thread.  No worker outlives this."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._command("close", time.monotonic() + timeout_s)
+        thread.join(timeout_s + WORKER_EXIT_S + 5)
+
+    def run(self, jobs: Iterable[UnitJob]) -> list[UnitOutcome]:
+        """Run ``jobs`` to their ends (the CLI's way); Ctrl-C cancels them and is raised again."""
+        jobs = list(jobs)
+        self.start()
+        numbers = [self.submit(job) for job in jobs]
+        try:
+            self.wait(numbers)
+        except KeyboardInterrupt:
+            self.cancel_all()
+            self.wait(numbers, CANCEL_DEADLINE_S + WORKER_EXIT_S)
+            raise
+        finally:
+            self.close()
+        if self.failure is not None:
+            if isinstance(self.failure, StationError):
+                raise self.failure
+            raise StationError(f"the station's engine stopped: {self.failure!r}") from self.failure
+        outcomes = []
+        for number, job in zip(numbers, jobs, strict=True):
+            outcome = self.outcome(number)
+            outcomes.append(outcome or UnitOutcome(Ending.NOT_STARTED, job.serial, "the station stopped first",
+                                                   fixture=job.fixture, device=job.device, job=number))
+        return outcomes
+
+    def _command(self, kind: str, value: Any) -> None:
+        self._commands.put((kind, value))
+        try:
+            self._wake_write.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already awake (the buffer is full of wake-ups) or closing
+
+    # -- the engine thread ---------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        close_by: float | None = None
+        try:
+            # Before any worker, on this thread (a caller never waits for it): the audit log — a connection
+            # of the engine's own, so a window's reads never wait behind a unit's write — and the station's
+            # SSH key the workers log in with.
+            self._audit = AuditLog(self.home.audit_db)
+            self._identity_file = str(self.home.ensure_station_key())
+            while True:
+                close_by = self._take_commands(close_by)
+                if close_by is not None and not self._running:
+                    break
+                if close_by is None:
+                    self._start_ready()
+                waiting: list[Any] = [self._wake_read]
+                for running in self._running.values():
+                    waiting += [running.connection, running.process.sentinel]
+                for ready in wait(waiting, self._timeout(close_by)):
+                    if ready is self._wake_read:
+                        self._drain_wake()
+                        continue
+                    for running in list(self._running.values()):
+                        if ready is running.connection:
+                            self._receive(running)
+                        elif ready == running.process.sentinel and running.job_id in self._running:
+                            self._receive(running)  # what it sent before it ended comes first
+                            if running.job_id in self._running:
+                                running.process.join(WORKER_EXIT_S)  # it has ended: at once
+                                done = running.done
+                                self._ended(running, done.problem if done is not None else self._death_reason(running))
+                self._answer_parked()
+                self._enforce_deadlines(close_by)
+        except BaseException as exc:  # noqa: BLE001 - a broken engine must not leave workers behind
+            self.failure = exc
+        finally:
+            for running in list(self._running.values()):
+                self._terminate(running, "the station stopped while this unit ran — press Retry to continue it")
+            stopped = "the station stopped before this board's turn"
+            if self.failure is not None:
+                stopped += f" ({self.failure}) — fix that, then start the board again"
+            self._take_commands(time.monotonic())  # boards submitted meanwhile: not started either
+            self._drop_queued(stopped)
+            if self._audit is not None:
+                self._audit.close()
+            self._wake_read.close()
+            self._wake_write.close()
+            with self._changed:
+                self._changed.notify_all()
+
+    def _take_commands(self, close_by: float | None) -> float | None:
+        while True:
+            try:
+                kind, value = self._commands.get_nowait()
+            except queue.Empty:
+                return close_by
+            if kind == "submit":
+                number, job = value
+                if close_by is not None:
+                    self._settle(number, UnitOutcome(Ending.NOT_STARTED, job.serial, "the station is closing",
+                                                     fixture=job.fixture, device=job.device, job=number))
+                else:
+                    self._queues.setdefault(job.device, deque()).append((number, job))
+            elif kind == "cancel":
+                self._cancel_one(int(value))
+            elif kind == "cancel_all":
+                self._drop_queued("the batch was cancelled before this board started")
+                for running in self._running.values():
+                    self._ask_to_stop(running)
+            elif kind == "close":
+                self._drop_queued("the station is closing")
+                for running in self._running.values():
+                    self._ask_to_stop(running)
+                close_by = float(value) if close_by is None else min(close_by, float(value))
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_read.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _timeout(self, close_by: float | None) -> float:
+        now = time.monotonic()
+        soonest = min((running.deadline for running in self._running.values()), default=now + 1.0)
+        if close_by is not None:
+            soonest = min(soonest, close_by)
+        if any(running.parked is not None for running in self._running.values()):
+            soonest = min(soonest, now + 0.05)
+        return max(0.0, min(soonest - now, 1.0))
+
+    # -- starting -----------------------------------------------------------------------------------
+
+    def _start_ready(self) -> None:
+        busy = {running.job.device for running in self._running.values()}
+        for device, jobs in list(self._queues.items()):
+            if self.slots is not None and len(self._running) >= self.slots:
+                return
+            if device in busy or not jobs:
+                continue
+            number, job = jobs.popleft()
+            if not jobs:
+                del self._queues[device]
+            if self._start(number, job):
+                busy.add(device)
+
+    def _start(self, number: int, job: UnitJob) -> bool:
+        assert self._audit is not None
+        began = time.monotonic()
+        provisioner = Provisioner(home=self.home, config=self.config, ca=self.ca, audit=self._audit)
+        try:
+            admission = provisioner.admit(
+                serial=job.serial, device=job.device, profile=job.profile, operator=job.operator,
+                fixture=job.fixture, batch=job.batch, resume=job.resume, restart=job.restart,
+                reprovision_reason=job.reprovision_reason, order=job.order,
+            )
+        except StationError as exc:
+            self._settle(number, refused(exc, serial=job.serial, fixture=job.fixture, device=job.device, job=number))
+            return False
+        unit = admission.unit
+        if admission.profile is not None and admission.profile is not job.profile:
+            job = replace(job, profile=admission.profile)  # the work order's profile
+        self._emit(FlowEvent(kind="unit_planned", serial=unit.serial, unit_id=unit.id, fixture=job.fixture,
+                             count=len(job.profile.step_names()), etas=dict(admission.etas), job=number))
+        start = WorkerStart(
+            job=number, admission=admission, profile=job.profile, config=self.config, home=self.home,
+            identity_file=self._identity_file, ca_certificate_pem=self.ca.certificate_pem,
+            stream_output=job.stream_output, memory_limit_bytes=self.memory_limit_bytes, parent_pid=os.getpid(),
+        )
+        ours, theirs = self._context.Pipe(duplex=True)
+        process = self._context.Process(target=worker.main, args=(theirs, start), name=f"unit-{unit.serial}",
+                                        daemon=True)
+        running = _Running(number, job, unit.id, admission.plan, process, ours, began,
+                           time.monotonic() + WORKER_START_S)
+        self._running[number] = running
+        try:
+            with clean_spawn():
+                process.start()
+            _lower_priority(process.pid)
+        except OSError as exc:
+            theirs.close()
+            self._ended(running, f"the station could not start a worker for this unit ({exc}) — press Retry")
+            return True
+        theirs.close()
+        return True
+
+    # -- a running unit -----------------------------------------------------------------------------
+
+    def _receive(self, running: _Running) -> None:
+        try:
+            while running.connection.poll():
+                message = running.connection.recv()
+                running.reported = True
+                if isinstance(message, Progress):
+                    self._progress(running, message.event)
+                elif isinstance(message, Call):
+                    self._serve(running, message)
+                elif isinstance(message, Done):
+                    # Its end is recorded; the process exits by itself (its sentinel ends the slot) — this
+                    # thread never waits for it, and one that lingers is terminated at the deadline.
+                    running.done, running.done_at = message, time.monotonic()
+                    running.deadline = running.done_at + WORKER_EXIT_S
+                    return
+        except (EOFError, OSError):
+            pass  # the worker closed its end: its sentinel (or the deadline) ends the slot
+
+    def _progress(self, running: _Running, event: FlowEvent) -> None:
+        now = time.monotonic()
+        if event.kind == "step_started":
+            running.step, running.attempt = event.step, event.attempt
+            running.step_started_at = datetime.now(UTC)
+            timeout = running.job.profile.policy(event.step).timeout_s
+            running.deadline = now + timeout + self.step_grace_s
+        elif event.kind == "step_finished":
+            running.last_step, running.step = running.step or event.step, ""
+            running.deadline = now + BETWEEN_STEPS_S
+        if running.cancelled:
+            running.deadline = min(running.deadline, now + CANCEL_DEADLINE_S)
+        if running.done is not None:
+            running.deadline = min(running.deadline, (running.done_at or now) + WORKER_EXIT_S)
+        self._emit(replace(event, job=running.job_id, fixture=running.job.fixture))
+
+    def _serve(self, running: _Running, call: Call) -> None:
+        try:
+            if call.service == "tls" and call.method == "result":
+                # Answered once the listener is done, or at the call's timeout (never blocking this thread).
+                running.parked = call
+                running.parked_until = time.monotonic() + float(call.args["timeout_s"])
+                return
+            value = self._service(running, call)
+        except StationError as exc:
+            self._send(running, Refusal(call.number, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - the worker records its step failed with this
+            self._send(running, Refusal(call.number, f"the station could not serve {call.service}.{call.method} "
+                                                     f"({exc!r}) — press Retry; report it if it repeats"))
+        else:
+            self._send(running, Reply(call.number, value))
+
+    def _service(self, running: _Running, call: Call) -> Any:
+        assert self._audit is not None
+        args = call.args
+        if call.service == "audit" and call.method in _AUDIT_CALLS:
+            if "unit_id" in args and args["unit_id"] != running.unit_id:
+                raise StationError(f"a worker asked to write unit {args['unit_id']}, not its own")
+            method = getattr(self._audit, call.method)
+            if call.method in _GROUPED_CALLS:
+                with self._audit.grouped_commits():
+                    return method(**args)
+            return method(**args)
+        if call.service == "ca" and call.method == "issue":
+            request = x509.load_pem_x509_csr(bytes(args["csr_pem"]))
+            certificate = self.ca.issue_device_certificate(request, validity_days=int(args["validity_days"]))
+            return certificate.public_bytes(serialization.Encoding.PEM)
+        if call.service == "tls" and call.method == "listen":
+            port = self._tls.listen(str(args["host"]), float(args["timeout_s"]))
+            running.tls_ports.add(port)
+            return port
+        raise StationError(f"unknown station service {call.service}.{call.method}")
+
+    def _answer_parked(self) -> None:
+        for running in list(self._running.values()):
+            call = running.parked
+            if call is None:
+                continue
+            port = int(call.args["port"])
+            if self._tls.finished(port) or time.monotonic() >= running.parked_until:
+                running.parked = None
+                running.tls_ports.discard(port)
+                self._send(running, Reply(call.number, self._tls.result(port, 0.0)))
+
+    def _send(self, running: _Running, message: object) -> None:
+        try:
+            running.connection.send(message)
+        except (OSError, ValueError):
+            pass  # the worker is gone; its sentinel tells the rest
+
+    def _enforce_deadlines(self, close_by: float | None) -> None:
+        now = time.monotonic()
+        for running in list(self._running.values()):
+            if close_by is not None and now >= close_by:
+                self._terminate(running, "the station closed before this unit stopped — press Retry to continue it")
+            elif now >= running.deadline:
+                if running.done is not None:
+                    if running.process.is_alive():
+                        running.process.kill()
+                    running.process.join(WORKER_EXIT_S)
+                    self._ended(running, running.done.problem)
+                    continue
+                if running.cancelled:
+                    reason = (f"the unit did not stop within {CANCEL_DEADLINE_S:g} s of being cancelled; the station "
+                              "terminated its worker — press Retry to continue it")
+                elif running.step:
+                    timeout = running.job.profile.policy(running.step).timeout_s
+                    title = STEPS[running.step].title if running.step in STEPS else running.step
+                    reason = (f"step {title} did not end within its deadline of {timeout:g} s (+{self.step_grace_s:g} "
+                              "s); the station terminated the unit's worker — check the board, then press Retry")
+                elif not running.reported:
+                    reason = (f"the unit's worker did not start within {WORKER_START_S:g} s; the station terminated "
+                              "it — the station's computer may be overloaded; press Retry")
+                else:
+                    reason = (f"the unit made no progress for {BETWEEN_STEPS_S:g} s; the station terminated its "
+                              "worker — check the board, then press Retry")
+                self._terminate(running, reason)
+
+    def _ask_to_stop(self, running: _Running) -> None:
+        if running.cancelled:
+            return
+        running.cancelled = True
+        running.deadline = min(running.deadline, time.monotonic() + CANCEL_DEADLINE_S)
+        self._send(running, Cancel())
+
+    def _cancel_one(self, number: int) -> None:
+        running = self._running.get(number)
+        if running is not None:
+            self._ask_to_stop(running)
+            return
+        for device, jobs in self._queues.items():
+            for entry in list(jobs):
+                if entry[0] == number:
+                    jobs.remove(entry)
+                    job = entry[1]
+                    self._settle(number, UnitOutcome(Ending.NOT_STARTED, job.serial, "cancelled before it started",
+                                                     fixture=job.fixture, device=device, job=number))
+                    return
+
+    def _drop_queued(self, message: str) -> None:
+        queues, self._queues = self._queues, {}
+        for device, jobs in queues.items():
+            for number, job in jobs:
+                self._settle(number, UnitOutcome(Ending.NOT_STARTED, job.serial, message, fixture=job.fixture,
+                                                 device=device, job=number))
+
+    # -- ending ---------------------------------------------------------------------------------------
+
+    def _death_reason(self, running: _Running) -> str:
+        code = running.process.exitcode
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
+        where = f" during step {STEPS[running.step].title}" if running.step in STEPS else ""
+        return (f"the unit's worker process {how}{where} — the station recorded the unit as failed; press Retry "
+                "to continue it")
+
+    def _terminate(self, running: _Running, reason: str) -> None:
+        """Stop a worker now (SIGKILL: it is not asked) and record its unit failed and resumable."""
+        if running.process.is_alive():
+            running.process.kill()
+        running.process.join(WORKER_EXIT_S)
+        self._ended(running, reason)
+
+    def _ended(self, running: _Running, reason: str) -> None:
+        """Take a unit off its slot; if its worker left it running in the log, record it failed (resumable)."""
+        assert self._audit is not None
+        reason = reason or "the unit's worker ended without recording the unit's end — press Retry to continue it"
+        self._running.pop(running.job_id, None)
+        running.connection.close()
+        for port in running.tls_ports:
+            self._tls.result(port, 0.0)
+        job = running.job
+        try:
+            unit = self._audit.unit(running.unit_id)
+            if unit.state == "running":
+                step = running.step or running.last_step or (running.plan[0] if running.plan else "identify")
+                if running.step:
+                    started = running.step_started_at or datetime.now(UTC)
+                    self._audit.record_step(unit.id, step=step, attempt=running.attempt, outcome="failed",
+                                            started_at=started, ended_at=datetime.now(UTC), message=reason)
+                    self._emit(FlowEvent(kind="step_finished", serial=job.serial, unit_id=unit.id, step=step,
+                                         title=STEPS[step].title if step in STEPS else step, outcome="failed",
+                                         attempt=running.attempt, message=reason, fixture=job.fixture,
+                                         job=running.job_id))
+                self._audit.finish_unit(unit.id, result="failed", failed_step=step, message=reason)
+            self._hand_off(running.unit_id)
+            ended = running.done_at or time.monotonic()
+            outcome = finished(self._audit, running.unit_id, serial=job.serial, fixture=job.fixture,
+                               device=job.device, duration_s=ended - running.began,
+                               device_s=running.done.device_s if running.done is not None else 0.0,
+                               job=running.job_id)
+        except StationError as exc:
+            outcome = UnitOutcome(Ending.FAILED, job.serial, f"{reason} (and it could not be recorded: {exc})",
+                                  unit_id=running.unit_id, failed_step=running.step or None, resumable=True,
+                                  fixture=job.fixture, device=job.device, job=running.job_id)
+        self._settle(running.job_id, outcome)
+
+    def _hand_off(self, unit_id: int) -> None:
+        """The unit's end is recorded: hand it to the line (label on PASS, MES record), without waiting."""
+        assert self._audit is not None
+        if self.line is None:
+            return
+        try:
+            self.line.unit_finished(self._audit.unit(unit_id))
+        except Exception:  # noqa: BLE001 - the unit is recorded; the hand-off reports its own problems
+            pass
+
+    def _settle(self, number: int, outcome: UnitOutcome) -> None:
+        self._emit(FlowEvent(kind="unit_finished", serial=outcome.serial, unit_id=outcome.unit_id,
+                             step=outcome.failed_step or "", outcome=str(outcome.kind), message=outcome.message,
+                             fixture=outcome.fixture, duration_s=outcome.duration_s, job=number, result=outcome))
+        with self._changed:
+            self._outcomes[number] = outcome
+            self._changed.notify_all()
+
+    def _emit(self, event: FlowEvent) -> None:
+        try:
+            self.observer(event)
+        except Exception:  # noqa: BLE001 - a broken watcher must never break a unit
+            pass
+
+
+def _lower_priority(pid: int | None) -> None:
+    """Run a just-started worker WORKER_NICENESS below the station (before its interpreter has imported much)."""
+    if pid is None or not hasattr(os, "setpriority"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS))
+    except OSError:
+        pass  # gone already, or not allowed: it runs at the station's priority
+
+
+class clean_spawn:  # noqa: N801 - used as a context manager
+    """What a worker is spawned with: this process's environment minus anything secret (the CA passphrase),
+    and no main module to re-import — spawn would otherwise run the station's own entry module again in
+    the worker (ui.app: Qt and the whole window), where only station.engine.worker is needed."""
+
+    def __enter__(self) -> None:
+        _environment_lock.acquire()
+        self._saved = {name: value for name, value in os.environ.items()
+                       if any(word in name.upper() for word in _SECRET_WORDS)}
+        for name in self._saved:
+            del os.environ[name]
+        self._main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._main is not None:
+            sys.modules["__main__"] = self._main
+        os.environ.update(self._saved)
+        _environment_lock.release()

@@ -1,0 +1,211 @@
+"""A unit's worker process: runs the steps of one unit against its board.
+
+Started by :class:`station.engine.scheduler.Scheduler` with multiprocessing's *spawn* method (a fresh
+interpreter: nothing is inherited from a station process that has Qt or threads).  The worker holds the
+board's link and nothing the station must keep to itself: it signs nothing and writes no audit record —
+it asks the station over its pipe (:mod:`station.engine.protocol`).  It dies with the station
+(``PR_SET_PDEATHSIG``, and when its pipe closes) and lives under a memory limit (``RLIMIT_AS``), so a
+board that floods it takes down only its own unit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import queue
+import resource
+import signal
+import sys
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from station.audit import CertificateRecord, Unit
+from station.engine.protocol import Call, Cancel, Done, Progress, Refusal, Reply, WorkerStart
+from station.errors import StationError
+from station.flow import FlowEvent, Provisioner
+from station.orders import OrderStatus
+from station.steps import STATION_PID_ENV
+
+# How long a worker waits for the station to answer one service call (the station answers in
+# milliseconds; this only bounds a station that is gone or wedged).
+SERVICE_TIMEOUT_S = 120.0
+PR_SET_PDEATHSIG = 1
+EXIT_STATION_GONE = 3
+
+
+class ServiceClient:
+    """The worker's end of the pipe: calls to the station, progress to it, Cancel from it."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._send_lock = threading.Lock()
+        self._replies: queue.SimpleQueue[Reply | Refusal] = queue.SimpleQueue()
+        self._numbers = itertools.count(1)
+        self.cancel = threading.Event()
+        threading.Thread(target=self._read, name="station-pipe", daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self._connection.recv()
+            except (EOFError, OSError):
+                # The station is gone: nobody can record what this unit does any more.
+                os._exit(EXIT_STATION_GONE)
+            if isinstance(message, Cancel):
+                self.cancel.set()
+            elif isinstance(message, Reply | Refusal):
+                self._replies.put(message)
+
+    def send(self, message: object) -> None:
+        with self._send_lock:
+            self._connection.send(message)
+
+    def call(self, service: str, method: str, **args: Any) -> Any:
+        number = next(self._numbers)
+        self.send(Call(number, service, method, args))
+        while True:
+            try:
+                answer = self._replies.get(timeout=SERVICE_TIMEOUT_S)
+            except queue.Empty:
+                raise StationError(
+                    f"the station did not answer ({service}.{method}) within {SERVICE_TIMEOUT_S:g} s — press Retry"
+                ) from None
+            if answer.number != number:
+                continue  # the answer to a call given up on
+            if isinstance(answer, Refusal):
+                raise StationError(answer.message)
+            return answer.value
+
+
+class AuditProxy:
+    """The audit log as a unit's steps see it, written by the station (the parent) on the worker's behalf."""
+
+    def __init__(self, client: ServiceClient) -> None:
+        self._client = client
+
+    def pin_host_key(self, unit_id: int, *, key_type: str, fingerprint: str) -> None:
+        self._client.call("audit", "pin_host_key", unit_id=unit_id, key_type=key_type, fingerprint=fingerprint)
+
+    def public_key_seen(self, spki_sha256: str) -> bool:
+        return bool(self._client.call("audit", "public_key_seen", spki_sha256=spki_sha256))
+
+    def record_certificate(self, unit_id: int, *, certificate_pem: bytes) -> CertificateRecord:
+        record: CertificateRecord = self._client.call("audit", "record_certificate", unit_id=unit_id,
+                                                      certificate_pem=certificate_pem)
+        return record
+
+    def certificate_for_unit(self, unit_id: int) -> CertificateRecord | None:
+        record: CertificateRecord | None = self._client.call("audit", "certificate_for_unit", unit_id=unit_id)
+        return record
+
+    def unit_work_order(self, unit_id: int) -> OrderStatus | None:
+        status: OrderStatus | None = self._client.call("audit", "unit_work_order", unit_id=unit_id)
+        return status
+
+    def record_step(self, unit_id: int, **fields: Any) -> None:
+        self._client.call("audit", "record_step", unit_id=unit_id, **fields)
+
+    def finish_unit(self, unit_id: int, *, result: str, failed_step: str | None = None,
+                    message: str | None = None) -> Unit:
+        unit: Unit = self._client.call("audit", "finish_unit", unit_id=unit_id, result=result,
+                                       failed_step=failed_step, message=message)
+        return unit
+
+
+class SignerProxy:
+    """The CA as a unit sees it: the station signs; the CA key never enters the worker."""
+
+    def __init__(self, client: ServiceClient, certificate_pem: bytes) -> None:
+        self._client = client
+        self._certificate_pem = certificate_pem
+
+    @property
+    def certificate_pem(self) -> bytes:
+        return self._certificate_pem
+
+    def issue_device_certificate(self, csr: x509.CertificateSigningRequest, *, validity_days: int) -> x509.Certificate:
+        pem: bytes = self._client.call("ca", "issue", csr_pem=csr.public_bytes(serialization.Encoding.PEM),
+                                       validity_days=validity_days)
+        return x509.load_pem_x509_certificate(pem)
+
+
+class TlsProxy:
+    """The TLS proof's listener, which runs in the station (it holds the station's TLS key)."""
+
+    def __init__(self, client: ServiceClient) -> None:
+        self._client = client
+
+    def listen(self, host: str, timeout_s: float) -> int:
+        return int(self._client.call("tls", "listen", host=host, timeout_s=timeout_s))
+
+    def result(self, port: int, timeout_s: float) -> tuple[bytes | None, list[str]]:
+        presented, failure = self._client.call("tls", "result", port=port, timeout_s=timeout_s)
+        return presented, list(failure)
+
+
+def die_with_station(parent_pid: int) -> None:
+    """SIGKILL this process when the station's process ends (Linux), and stop now if it already has."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(EXIT_STATION_GONE)
+
+
+def limit_memory(limit_bytes: int) -> None:
+    """The last line of defence against a board that floods its unit: past this, allocations fail
+    (MemoryError fails the step) in this worker only."""
+    if limit_bytes <= 0:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+    except (ValueError, OSError):
+        pass
+
+
+def main(connection: Connection, start: WorkerStart) -> None:
+    """The worker's entry point (multiprocessing's target)."""
+    die_with_station(start.parent_pid)
+    # Ctrl-C in a terminal reaches the whole process group: the station turns it into a Cancel message,
+    # which ends the unit cleanly (failed and resumable) — the worker itself ignores it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ[STATION_PID_ENV] = str(start.parent_pid)
+    limit_memory(start.memory_limit_bytes)
+    client = ServiceClient(connection)
+    pid = os.getpid()
+
+    def observe(event: FlowEvent) -> None:
+        # The station announces the unit's end itself (with its outcome); output only if someone shows it.
+        if event.kind == "unit_finished" or (event.kind == "output" and not start.stream_output):
+            return
+        client.send(Progress(_stamped(event, start.job, pid)))
+
+    provisioner = Provisioner(home=start.home, config=start.config,
+                              ca=SignerProxy(client, start.ca_certificate_pem), audit=AuditProxy(client),
+                              observer=observe)
+    try:
+        result = provisioner.run_admitted(start.admission, profile=start.profile, cancel=client.cancel,
+                                          tls=TlsProxy(client), identity_file=start.identity_file)
+    except StationError as exc:
+        client.send(Done(False, str(exc)))
+    except BaseException as exc:  # noqa: BLE001 - reported to the station, which records the unit failed
+        client.send(Done(False, f"the unit's worker hit an unexpected error ({exc!r})"))
+    else:
+        client.send(Done(result.passed, device_s=result.device_s))
+    # Nothing is left to flush (the link is closed, the end recorded): leave at once rather than through
+    # the interpreter's shutdown, which a busy machine can stretch to a noticeable fraction of a unit.
+    os._exit(0)
+
+
+def _stamped(event: FlowEvent, job: int, pid: int) -> FlowEvent:
+    from dataclasses import replace
+
+    return replace(event, job=job, pid=pid)

@@ -1,0 +1,101 @@
+"""The engine's rules that need no board: which profile a fixture gets, how a refusal or a unit's end
+reads as one outcome, and what the person at the station does next."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from station.audit import AuditLog, SerialAlreadyPassed, UnitAlreadyActive
+from station.config import Fixture, StationConfig
+from station.engine import Ending, choose_profile, known_fixtures
+from station.engine.outcome import UnitOutcome, finished, refused
+from station.errors import StationError
+from station.home import StationHome
+
+
+def test_one_rule_picks_a_fixtures_profile():
+    config = StationConfig(name="t", default_profile="welma-optee")
+    plain, own = Fixture("a", "ssh://root@127.0.0.2:2222"), Fixture("b", "ssh://root@127.0.0.3:2222", "welma-optee-ec")
+    assert choose_profile(config, plain) == "welma-optee"
+    assert choose_profile(config, None, setting="custom") == "custom"
+    assert choose_profile(config, own, setting="custom") == "welma-optee-ec"
+    assert choose_profile(config, own, explicit="forced", setting="custom") == "forced"
+
+
+def test_known_fixtures_are_station_tomls_then_the_simulators(tmp_path):
+    home = StationHome(tmp_path / "home").create()
+    home.sim_dir.mkdir(parents=True, exist_ok=True)
+    (home.sim_dir / "fixtures.toml").write_text(
+        '[[fixture]]\nname = "a"\ndevice = "ssh://root@127.0.0.9:2222"\n\n'
+        '[[fixture]]\nname = "sim-02"\ndevice = "ssh://root@127.0.0.3:2222"\n')
+    config = StationConfig(name="t", fixtures=(Fixture("a", "ssh://root@127.0.0.2:2222"),))
+    fixtures = known_fixtures(home, config)
+    assert fixtures["a"].device == "ssh://root@127.0.0.2:2222"  # station.toml wins
+    assert fixtures["sim-02"].device == "ssh://root@127.0.0.3:2222"
+
+
+@pytest.fixture
+def audit(tmp_path):
+    with AuditLog(tmp_path / "audit.db", clock=lambda: datetime(2026, 11, 30, tzinfo=UTC)) as log:
+        yield log
+
+
+def start(audit: AuditLog, serial: str):
+    return audit.start_unit(serial=serial, profile="p", device="ssh://root@127.0.0.2:2222", operator="o",
+                            station="s")
+
+
+def test_refusals_read_as_one_outcome(audit):
+    unit = start(audit, "S1")
+    audit.finish_unit(unit.id, result="failed", failed_step="keygen", message="boom")
+    failed_unit = audit.unit(unit.id)
+    active = refused(UnitAlreadyActive("S1", failed_unit), serial="S1")
+    assert active.kind == Ending.REFUSED and active.resumable and active.failed_step == "keygen"
+    assert "Retry" in active.next_action
+    plain = refused(StationError("bad serial"), serial="S?")
+    assert plain.kind == "refused" and not plain.resumable and "scan again" in plain.next_action
+    other = start(audit, "S2")
+    passed = audit.finish_unit(other.id, result="passed")
+    again = refused(SerialAlreadyPassed(passed), serial="S2")
+    assert again.unit_id == other.id and not again.resumable
+
+
+def test_a_units_end_is_read_back_from_the_audit_log(audit):
+    unit = start(audit, "S3")
+    audit.finish_unit(unit.id, result="failed", failed_step="keygen", message="the token said no")
+    outcome = finished(audit, unit.id, serial="S3", duration_s=3.0, device_s=2.5)
+    assert (outcome.kind, outcome.failed_step, outcome.resumable) == (Ending.FAILED, "keygen", True)
+    # A key generation cut off halfway continues from a fresh token.
+    assert "Initialise token" in outcome.next_action
+    assert outcome.duration_s - outcome.device_s == pytest.approx(0.5)
+    aborted = start(audit, "S4")
+    audit.finish_unit(aborted.id, result="aborted", failed_step="identify", message="host key changed")
+    closed = finished(audit, aborted.id, serial="S4")
+    assert closed.kind == Ending.ABORTED and not closed.resumable and "set the board aside" in closed.next_action
+    assert UnitOutcome(Ending.PASSED, "S5", "ok").passed
+
+
+def test_an_engine_that_cannot_open_the_audit_log_refuses_to_start_boards_and_never_hangs(tmp_path):
+    from station.engine import Scheduler, UnitJob
+    from station.pki import CertificateAuthority
+    from station.profiles import load_profile
+
+    home = StationHome(tmp_path / "home").create()
+    home.audit_db.mkdir(parents=True)  # a folder where the audit database should be: it cannot be opened
+    ca = CertificateAuthority.init(home.ca_dir, passphrase=b"engine rules passphrase")
+    seen = []
+    scheduler = Scheduler(home=home, config=StationConfig(name="t"), ca=ca, observer=seen.append)
+    scheduler.start()
+    first = scheduler.submit(UnitJob(serial="202600000000001", device="ssh://root@127.0.0.2:2222",
+                                     profile=load_profile("welma-optee"), operator="o"))
+    assert scheduler.wait([first], 30)
+    assert not scheduler.alive and scheduler.failure is not None
+    later = scheduler.submit(UnitJob(serial="202600000000002", device="ssh://root@127.0.0.2:2222",
+                                     profile=load_profile("welma-optee"), operator="o"))
+    for number in (first, later):
+        outcome = scheduler.outcome(number)
+        assert outcome is not None and outcome.kind == Ending.NOT_STARTED
+    assert "engine has stopped" in scheduler.outcome(later).message
+    assert [event.kind for event in seen] == ["unit_finished", "unit_finished"]
