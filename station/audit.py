@@ -69,6 +69,8 @@ if TYPE_CHECKING:
     # Imported where a connection is made: a unit's worker process uses this module's records, not SQLite.
     import sqlite_utils
 
+    from station.identity_log import IdentityConflicts, IdentityRecord
+
 UNIT_STATES = ("running", "failed", "passed", "aborted", "superseded")
 UNIT_RESULTS = ("passed", "failed", "aborted")
 STEP_OUTCOMES = ("passed", "failed", "skipped", "retrying")
@@ -700,6 +702,28 @@ class AuditLog:
         book = self.orders
         order_id = book.order_of_unit(unit_id)
         return None if order_id is None else book.status(order_id)
+
+    # -- board identity (station/identity_log.py): what a unit's steps ask, also from a worker ----------
+
+    def record_soc_id(self, unit_id: int, *, soc_id: str, source: str) -> None:
+        """Record the SoC unique id unit ``unit_id`` read from its board (once per distinct id)."""
+        from station.identity_log import IdentityLog
+
+        IdentityLog(self).record_soc_id(unit_id, soc_id=soc_id, source=source)
+
+    def unit_soc_id(self, unit_id: int) -> IdentityRecord | None:
+        """The SoC id unit ``unit_id`` last recorded (None: none yet)."""
+        from station.identity_log import IdentityLog
+
+        return IdentityLog(self).soc_id_of(unit_id)
+
+    def identity_conflicts(
+        self, unit_id: int, *, soc_id: str | None, host_key_fingerprint: str | None
+    ) -> IdentityConflicts:
+        """Other enrolments that unit ``unit_id``'s board (SoC id, host key) or serial clash with."""
+        from station.identity_log import IdentityLog
+
+        return IdentityLog(self).conflicts(unit_id, soc_id=soc_id, host_key_fingerprint=host_key_fingerprint)
 
     def __enter__(self) -> AuditLog:
         return self

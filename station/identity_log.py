@@ -38,6 +38,19 @@ class HostKeyPin:
     pinned_at: datetime
 
 
+@dataclass(frozen=True)
+class IdentityConflicts:
+    """What the audit log says about a unit's board against the other enrolments (answer of
+    :meth:`AuditLog.identity_conflicts`, the one question a unit's guard asks — in a worker, over its pipe)."""
+
+    # Passed units of other serials that ran on this SoC: the same board under another label.
+    same_soc_other_serial: tuple[Unit, ...] = ()
+    # Passed units of this serial on another SoC, each with that SoC id: this label on another board.
+    same_serial_other_soc: tuple[tuple[Unit, str | None], ...] = ()
+    # Passed units of other serials whose board showed this SSH host key.
+    same_host_key_other_serial: tuple[Unit, ...] = ()
+
+
 def when(unit: Unit) -> str:
     """When a unit ended (or started), as a person reads it."""
     return _local_text(unit.ended_at or unit.started_at)
@@ -96,6 +109,23 @@ class IdentityLog:
         return self._units(
             "WHERE u.host_key_fingerprint = ? AND u.state = 'passed' AND u.serial <> ? ORDER BY u.id DESC LIMIT 5",
             [fingerprint, other_than_serial],
+        )
+
+    def conflicts(self, unit_id: int, *, soc_id: str | None, host_key_fingerprint: str | None) -> IdentityConflicts:
+        """Everything the guard checks for unit ``unit_id``'s board (its serial is the unit's own)."""
+        serial = self.audit.unit(unit_id).serial
+        same_label: list[tuple[Unit, str | None]] = []
+        if soc_id:
+            for other in self.passed_units_of_serial_on_other_soc(serial, soc_id):
+                earlier = self.soc_id_of(other.id)
+                same_label.append((other, earlier.soc_id if earlier else None))
+        return IdentityConflicts(
+            same_soc_other_serial=tuple(self.passed_units_with_soc_id(soc_id, other_than_serial=serial))
+            if soc_id else (),
+            same_serial_other_soc=tuple(same_label),
+            same_host_key_other_serial=tuple(
+                self.passed_units_with_host_key(host_key_fingerprint, other_than_serial=serial)
+            ) if host_key_fingerprint else (),
         )
 
     def record_host_key_pin(

@@ -38,7 +38,7 @@ from station.identity import (
     known_fixtures,
     read_soc_id,
 )
-from station.identity_log import IdentityLog, when
+from station.identity_log import IdentityConflicts, IdentityRecord, when
 from station.masking import Masker
 from station.orders import OrderStatus
 from station.pki import CertificateAuthority, CsrPolicy, check_csr, parse_openssl_subject
@@ -112,6 +112,14 @@ class UnitRecorder(Protocol):
 
     def unit_work_order(self, unit_id: int) -> OrderStatus | None: ...
 
+    def record_soc_id(self, unit_id: int, *, soc_id: str, source: str) -> None: ...
+
+    def unit_soc_id(self, unit_id: int) -> IdentityRecord | None: ...
+
+    def identity_conflicts(
+        self, unit_id: int, *, soc_id: str | None, host_key_fingerprint: str | None
+    ) -> IdentityConflicts: ...
+
     def record_step(
         self, unit_id: int, *, step: str, attempt: int, outcome: str, started_at: datetime, ended_at: datetime,
         output_sha256: str | None = None, excerpt: str = "", message: str = "",
@@ -129,7 +137,7 @@ class UnitSigner(Protocol):
     def certificate_pem(self) -> bytes: ...
 
     def issue_device_certificate(
-        self, csr: x509.CertificateSigningRequest, *, validity_days: int
+        self, csr: x509.CertificateSigningRequest, *, validity_days: int, subject_serial_number: str | None = None
     ) -> x509.Certificate: ...
 
 
@@ -256,8 +264,7 @@ def _check_host_key(ctx: UnitContext, key: tuple[str, str] | None) -> str:
 
 
 def _read_soc_id(ctx: UnitContext, deadline: Deadline) -> str:
-    identities = IdentityLog(ctx.audit)
-    earlier = identities.soc_id_of(ctx.unit.id)
+    earlier = ctx.audit.unit_soc_id(ctx.unit.id)
     try:
         soc = read_soc_id(ctx.link, ctx.profile.identity, deadline)
     except SocIdUnreadable as exc:
@@ -272,7 +279,7 @@ def _read_soc_id(ctx: UnitContext, deadline: Deadline) -> str:
             f"the fixture now has {soc.value} — put the unit's board back on the fixture and press Retry, or set "
             "this board aside"
         )
-    identities.record_soc_id(ctx.unit.id, soc_id=soc.value, source=soc.source)
+    ctx.audit.record_soc_id(ctx.unit.id, soc_id=soc.value, source=soc.source)
     ctx.soc_id = soc.value
     ctx.output(f"SoC unique id {soc.value} ({Basis.REPORTED}, read from {soc.source})")
     return f"SoC unique id {soc.value} ({Basis.REPORTED}, read from {soc.source})"
@@ -288,28 +295,29 @@ def _set_aside(previous_serial: str) -> str:
 
 def _identity_guard(ctx: UnitContext) -> list[str]:
     """The same board under another label, or this label on another board: refused unless re-provisioned."""
-    identities = IdentityLog(ctx.audit)
     reason = ctx.unit.reprovision_reason
     lines: list[str] = []
+    key = ctx.link.host_key()
+    # One question to the audit log (in a worker, to the station over its pipe), about this unit's own serial.
+    conflicts = ctx.audit.identity_conflicts(ctx.unit.id, soc_id=ctx.soc_id,
+                                             host_key_fingerprint=key[1] if key is not None else None)
     if ctx.soc_id:
-        for other in identities.passed_units_with_soc_id(ctx.soc_id, other_than_serial=ctx.serial)[:1]:
+        for other in conflicts.same_soc_other_serial[:1]:
             found = (f"this board (SoC id {ctx.soc_id}) is already enrolled as serial {other.serial} "
                      f"(unit {other.id}, {when(other)}), but its label was scanned as {ctx.serial}")
             if not reason:
                 raise UnitRefused(f"{found} — {_set_aside(other.serial)}")
             lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
-        for other in identities.passed_units_of_serial_on_other_soc(ctx.serial, ctx.soc_id)[:1]:
-            earlier = identities.soc_id_of(other.id)
+        for other, other_soc_id in conflicts.same_serial_other_soc[:1]:
             found = (f"serial {ctx.serial} is already enrolled on another board (SoC id "
-                     f"{earlier.soc_id if earlier else '?'}, unit {other.id}, {when(other)}); this board's SoC id is "
+                     f"{other_soc_id or '?'}, unit {other.id}, {when(other)}); this board's SoC id is "
                      f"{ctx.soc_id}")
             if not reason:
                 raise UnitRefused(f"{found} — two boards carry the same label: {_set_aside(ctx.serial)}")
             lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
         lines.append(f"{Basis.VERIFIED}: SoC id {ctx.soc_id} is enrolled under no other serial")
-    key = ctx.link.host_key()
     if key is not None:
-        for other in identities.passed_units_with_host_key(key[1], other_than_serial=ctx.serial)[:1]:
+        for other in conflicts.same_host_key_other_serial[:1]:
             found = (f"this board's host key {key[1]} belongs to serial {other.serial} (unit {other.id}, "
                      f"{when(other)}), but its label was scanned as {ctx.serial} — a swapped label")
             if not reason:

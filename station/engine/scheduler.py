@@ -76,7 +76,8 @@ _environment_lock = threading.Lock()
 Observer = Callable[[FlowEvent], None]
 # Audit writes a worker may ask for, each only for its own unit.
 _AUDIT_CALLS = frozenset({"pin_host_key", "public_key_seen", "record_certificate", "certificate_for_unit",
-                          "record_step", "finish_unit", "unit_work_order"})
+                          "record_step", "finish_unit", "unit_work_order", "record_soc_id", "unit_soc_id",
+                          "identity_conflicts"})
 # Writes whose loss in a power cut costs nothing (the unit resumes from an earlier step): committed without
 # waiting for the disk; the next ordinary commit (certificate, unit end) makes them durable too.
 _GROUPED_CALLS = frozenset({"record_step"})
@@ -486,7 +487,17 @@ class Scheduler:
             return method(**args)
         if call.service == "ca" and call.method == "issue":
             request = x509.load_pem_x509_csr(bytes(args["csr_pem"]))
-            certificate = self.ca.issue_device_certificate(request, validity_days=int(args["validity_days"]))
+            soc_id = args.get("subject_serial_number")
+            if soc_id is not None:
+                # Only the SoC id this unit recorded goes into its certificate (the worker cannot name another).
+                recorded = self._audit.unit_soc_id(running.unit_id)
+                if recorded is None or recorded.soc_id != soc_id:
+                    raise StationError(f"a worker asked to certify SoC id {soc_id}, which unit {running.unit_id} "
+                                       "did not record — press Retry")
+            certificate = self.ca.issue_device_certificate(
+                request, validity_days=int(args["validity_days"]),
+                subject_serial_number=str(soc_id) if soc_id is not None else None,
+            )
             return certificate.public_bytes(serialization.Encoding.PEM)
         if call.service == "tls" and call.method == "listen":
             port = self._tls.listen(str(args["host"]), float(args["timeout_s"]))

@@ -28,6 +28,7 @@ from station.audit import CertificateRecord, Unit
 from station.engine.protocol import Call, Cancel, Done, Progress, Refusal, Reply, WorkerStart
 from station.errors import StationError
 from station.flow import FlowEvent, Provisioner
+from station.identity_log import IdentityConflicts, IdentityRecord
 from station.orders import OrderStatus
 from station.steps import STATION_PID_ENV
 
@@ -107,6 +108,19 @@ class AuditProxy:
         status: OrderStatus | None = self._client.call("audit", "unit_work_order", unit_id=unit_id)
         return status
 
+    def record_soc_id(self, unit_id: int, *, soc_id: str, source: str) -> None:
+        self._client.call("audit", "record_soc_id", unit_id=unit_id, soc_id=soc_id, source=source)
+
+    def unit_soc_id(self, unit_id: int) -> IdentityRecord | None:
+        record: IdentityRecord | None = self._client.call("audit", "unit_soc_id", unit_id=unit_id)
+        return record
+
+    def identity_conflicts(self, unit_id: int, *, soc_id: str | None,
+                           host_key_fingerprint: str | None) -> IdentityConflicts:
+        conflicts: IdentityConflicts = self._client.call("audit", "identity_conflicts", unit_id=unit_id,
+                                                         soc_id=soc_id, host_key_fingerprint=host_key_fingerprint)
+        return conflicts
+
     def record_step(self, unit_id: int, **fields: Any) -> None:
         self._client.call("audit", "record_step", unit_id=unit_id, **fields)
 
@@ -128,9 +142,10 @@ class SignerProxy:
     def certificate_pem(self) -> bytes:
         return self._certificate_pem
 
-    def issue_device_certificate(self, csr: x509.CertificateSigningRequest, *, validity_days: int) -> x509.Certificate:
+    def issue_device_certificate(self, csr: x509.CertificateSigningRequest, *, validity_days: int,
+                                 subject_serial_number: str | None = None) -> x509.Certificate:
         pem: bytes = self._client.call("ca", "issue", csr_pem=csr.public_bytes(serialization.Encoding.PEM),
-                                       validity_days=validity_days)
+                                       validity_days=validity_days, subject_serial_number=subject_serial_number)
         return x509.load_pem_x509_certificate(pem)
 
 
