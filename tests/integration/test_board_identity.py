@@ -347,3 +347,42 @@ def test_a_unit_resumed_on_another_board_is_stopped_at_identify(
         # A console has no host key: the silicon tells the boards apart.
         assert f"its SoC id was {device.soc_id}" in resumed.message and fresh.soc_id in resumed.message
     assert certificate_on_board(fresh) is None
+
+
+def test_in_the_engine_a_units_worker_reads_records_and_certifies_the_soc_id_through_the_station(
+        start_farm, sim_farm: Farm, sim_home: StationHome):
+    """The station's own path: each unit in a worker process, which asks the station (its parent) for every
+    identity record and check — the same refusal and the same certificate as in one process."""
+    from station.engine import Ending, Scheduler, UnitJob
+
+    (device,) = start_farm(1)
+    ca = CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
+    profile = profile_copy(sim_home, "identity-engine", replace={
+        'soc_id_in_certificate = "none"': 'soc_id_in_certificate = "subject-serialNumber"'})
+    events: list[FlowEvent] = []
+
+    def run(serial: str, url: str):
+        scheduler = Scheduler(home=sim_home, config=StationConfig(name="identity"), ca=ca, observer=events.append)
+        (outcome,) = scheduler.run([UnitJob(serial=serial, device=url, profile=profile, operator="ines",
+                                            fixture=device.name)])
+        return outcome
+
+    first = run(FIRST, device.ssh_url)
+    assert first.kind == Ending.PASSED, first.message
+    assert {event.pid for event in events if event.kind == "step_started"} - {None} != set()
+    on_board = certificate_on_board(device)
+    assert on_board is not None and subject_serial_number(on_board) == device.soc_id
+
+    second = run(SECOND, device.ssh_url)
+    assert second.kind == Ending.ABORTED and second.failed_step == "guard", second.message
+    assert f"SoC id {device.soc_id}" in second.message and f"enrolled as serial {FIRST}" in second.message
+
+    fresh = sim_farm.swap(device.name)
+    again = run(SECOND, fresh.ssh_url)
+    assert again.kind == Ending.PASSED, again.message
+    assert subject_serial_number(certificate_on_board(fresh)) == fresh.soc_id
+    with AuditLog(sim_home.audit_db) as audit:
+        assert audit.unit_soc_id(first.unit_id).soc_id == device.soc_id
+        assert audit.unit_soc_id(second.unit_id).soc_id == device.soc_id
+        assert audit.unit_soc_id(again.unit_id).soc_id == fresh.soc_id
+    assert_audit_sound(sim_home.audit_db)
