@@ -26,12 +26,18 @@ test: setup zpl-renderer lint pytest
 setup: apt venv
 
 # Install only what is missing, so a machine that has everything does not touch the network.
+# The OP-TEE boards (station sim up --kind optee) boot Debian's arm64 kernel and u-boot: dpkg needs
+# the arm64 architecture (added once, then the package lists are refreshed).
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	arm64=$$(dpkg --print-foreign-architectures | grep -qx arm64 || echo add); \
+	if [ -n "$$missing$$arm64" ] && [ "$$(id -u)" != 0 ]; then \
+	  echo "error: installing system packages (or adding dpkg's arm64 architecture) needs root (run as root or with sudo)"; exit 1; fi; \
+	if [ -n "$$arm64" ]; then echo "Adding dpkg's arm64 architecture (for the OP-TEE boards' kernel)"; dpkg --add-architecture arm64; fi; \
+	if [ -n "$$missing$$arm64" ]; then apt-get update -qq; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing system packages:" $$missing; \
-	  if [ "$$(id -u)" != 0 ]; then echo "error: installing system packages needs root (run as root or with sudo)"; exit 1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 venv: $(VENV)/.stamp-installed

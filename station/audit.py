@@ -54,6 +54,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from station.audit_checkpoints import SCHEMA as CHECKPOINT_SCHEMA
+from station.audit_checkpoints import (
+    SIGNED_KINDS,
+    CheckpointReport,
+    CheckpointSigner,
+    verify_checkpoints,
+    write_checkpoint,
+)
 from station.audit_orders import (
     ORDER_SCHEMA,
     ORDER_TABLES,
@@ -89,6 +97,9 @@ GENESIS_HASH = "0" * 64
 # Revocation reason recorded when a board's newer certificate replaces an older one (an RFC 5280 reason name,
 # so the CRL carries the reason code).
 SUPERSEDED_REASON = "superseded"
+# Revocation reason of the certificate of a unit that ended failed or aborted (given up, restarted, set aside):
+# the board may hold it, but the line did not accept that board with it.
+UNIT_ENDED_REASON = "cessationOfOperation"
 
 # What :meth:`AuditLog.units_page` can sort by, and the column each sorts on. Every one has an index that ends
 # with the unit id, so ORDER BY <column>, id reads the index in order instead of sorting the table.
@@ -277,6 +288,8 @@ _SCHEMA = (
     CREATE TRIGGER IF NOT EXISTS fixture_host_keys_are_append_only_delete BEFORE DELETE ON fixture_host_keys
     BEGIN SELECT RAISE(ABORT, 'fixture host-key records are append-only'); END
     """,
+    # The issuance quota counts certificates by issue time.
+    "CREATE INDEX IF NOT EXISTS certificates_issued_at ON certificates(issued_at)",
     """
     CREATE TABLE IF NOT EXISTS events (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -470,6 +483,9 @@ class VerifyReport:
     ok: bool
     events: int
     problem: str | None
+    # Signed checkpoints checked (None: signatures were not checked) and the last event they cover.
+    checkpoints: int | None = None
+    last_signed_seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -644,6 +660,9 @@ class AuditLog:
         self._clock = clock or _utc_now
         # One connection shared by worker threads: every use of it holds this lock (never re-entered).
         self._lock = threading.Lock()
+        # Signs the chain's head after every unit ending and revocation (station.audit_checkpoints), if attached.
+        self._signer: CheckpointSigner | None = None
+        self._signature_due = False
         # The file (and its -wal/-shm companions, which SQLite creates with the file's mode) must be private
         # from birth; umask is process-wide, so AuditLogs are best opened before worker threads start.
         previous_umask = os.umask(0o077)
@@ -858,11 +877,14 @@ class AuditLog:
         result: str,
         failed_step: str | None = None,
         message: str | None = None,
+        revocation_reason: str | None = None,
     ) -> Unit:
         """End a unit as passed, failed or aborted.
 
         A running unit can end any way; a failed unit can only be aborted (the board is given up or will be
-        started over).
+        started over).  A unit ending failed or aborted has its certificates revoked in the same transaction
+        (``revocation_reason``, else ``cessationOfOperation``): whichever executor ends the unit, a board set
+        aside keeps no valid identity.  Resuming it makes a new key and certificate.
         """
         if result not in UNIT_RESULTS:
             raise ValueError(f"result must be one of {', '.join(UNIT_RESULTS)}, not {result!r}")
@@ -885,7 +907,25 @@ class AuditLog:
             self._append_event(db, at=at, kind=f"unit.{result}", table="units", pk=unit_id)
             if result == "aborted":
                 release_place(db, unit_id=unit_id, at=at, journal=self._append_event)
+            if result != "passed":
+                # Same transaction: a board the line set aside never holds a certificate that is still valid.
+                self._revoke_unit_certificates(
+                    db, unit, at=at, reason=revocation_reason or UNIT_ENDED_REASON, by=f"station (unit {result})"
+                )
             return self._unit(db, unit_id)
+
+    def _revoke_unit_certificates(
+        self, db: sqlite_utils.Database, unit: Unit, *, at: str, reason: str, by: str
+    ) -> None:
+        """Revoke every still-valid certificate issued to ``unit`` (it ended failed or aborted)."""
+        rows = db.execute(
+            "SELECT id FROM certificates WHERE unit_id = ? AND revoked_at IS NULL ORDER BY id", [unit.id]
+        ).fetchall()
+        for (cert_id,) in rows:
+            db.table("certificates").update(
+                cert_id, {"revoked_at": at, "revocation_reason": reason, "revoked_by": by}
+            )
+            self._append_event(db, at=at, kind="certificate.revoked", table="certificates", pk=int(cert_id))
 
     def pin_host_key(self, unit_id: int, *, key_type: str, fingerprint: str) -> None:
         """Remember the SSH host key the device showed; a different key later in the same unit is refused."""
@@ -1206,6 +1246,28 @@ class AuditLog:
         with self._lock:
             rows = self._db.query("SELECT * FROM label_prints WHERE unit_id = ? ORDER BY id", [unit_id])
             return [_label_print_from_row(row) for row in rows]
+    def certificates_issued_since(self, moment: datetime) -> int:
+        """How many certificates were recorded at or after ``moment`` (the issuance quota's count)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT count(*) FROM certificates WHERE issued_at >= ?", [_timestamp(moment)]
+            ).fetchone()
+        return int(row[0])
+
+    # ------------------------------------------------------------------------------- signed checkpoints
+
+    def attach_checkpoint_signer(self, signer: CheckpointSigner | None) -> None:
+        """Sign the chain's head with ``signer`` after every unit ending and revocation, in the same transaction."""
+        with self._lock:
+            self._signer = signer
+
+    def checkpoint(self) -> int | None:
+        """Sign the chain's current head now (e.g. after changes made without the token); return its sequence."""
+        if self._signer is None:
+            raise StationError("No signing key is attached to the audit log — unlock the station CA first.")
+        with self._change() as db:
+            self._signature_due = False
+            return write_checkpoint(db, self._signer, at=self._now_text())
 
     def revoked_certificates(self) -> list[RevokedCertificate]:
         """Every revoked certificate, in the order of revocation (what the CRL lists)."""
@@ -1284,17 +1346,32 @@ class AuditLog:
 
     # ------------------------------------------------------------------------------------- integrity
 
-    def verify(self) -> VerifyReport:
+    def verify(
+        self,
+        *,
+        trusted: list[x509.Certificate] | None = None,
+        require_signed_since: datetime | None = None,
+    ) -> VerifyReport:
         """Check the event chain, then that the tables hold exactly what the events recorded.
 
-        Runs on its own connection and snapshot, so workers keep writing meanwhile; memory stays flat however
-        long the log is.
+        With ``trusted`` (the station CA's certificate chain) the signed checkpoints are checked too — and with
+        ``require_signed_since``, that every unit ending and revocation since then is signed
+        (:func:`station.audit_checkpoints.verify_checkpoints`).  Runs on its own connection and snapshot, so
+        workers keep writing meanwhile; memory stays flat however long the log is.
         """
+        signed: CheckpointReport | None = None
         with self._snapshot() as db:
             events, problem = _verify_chain(db)
             if problem is None:
                 problem = _verify_tables(db)
-        return VerifyReport(ok=problem is None, events=events, problem=problem)
+            if problem is None and trusted is not None:
+                signed = verify_checkpoints(db, trusted, require_signed_since=require_signed_since)
+                problem = signed.problem
+        return VerifyReport(
+            ok=problem is None, events=events, problem=problem,
+            checkpoints=signed.checkpoints if signed else None,
+            last_signed_seq=signed.last_signed_seq if signed else None,
+        )  # fmt: skip
 
     def backup(self, path: Path) -> AuditBackup:
         """Write a consistent copy of the whole log to ``path`` with SQLite's online backup; ``path`` is replaced
@@ -1463,7 +1540,7 @@ class AuditLog:
                 )
             with self._db.atomic() as db:
                 db.execute(_CLAIM_WRITE_LOCK)
-                for statement in (*_SCHEMA, *ORDER_SCHEMA):
+                for statement in (*_SCHEMA, *ORDER_SCHEMA, *CHECKPOINT_SCHEMA):
                     db.execute(statement)
 
     @contextmanager
@@ -1472,7 +1549,10 @@ class AuditLog:
         try:
             with self._lock, self._db.atomic() as db:
                 db.execute(_CLAIM_WRITE_LOCK)
+                self._signature_due = False
                 yield db
+                if self._signature_due and self._signer is not None:
+                    self._sign_head(db)
         except sqlite3.OperationalError as exc:
             mapped = self._unavailable(exc)
             if mapped is None:
@@ -1489,6 +1569,14 @@ class AuditLog:
                 yield db
         finally:
             db.close()
+
+    def _sign_head(self, db: sqlite_utils.Database) -> None:
+        try:
+            write_checkpoint(db, self._signer, at=self._now_text())  # type: ignore[arg-type]
+        except StationError:
+            # The token went away: the change itself must not be lost. The next checkpoint signs this head too
+            # (it covers everything before it); until then `station audit verify` reports it unsigned.
+            pass
 
     def _now_text(self) -> str:
         return _timestamp(self._clock())
@@ -1512,6 +1600,8 @@ class AuditLog:
         payload = _canonical_json({"table": table, "pk": pk, "unit_id": unit_id, "row": row})
         head = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev_hash = (int(head[0]) + 1, str(head[1])) if head else (1, GENESIS_HASH)
+        if kind in SIGNED_KINDS:
+            self._signature_due = True
         db.table("events").insert(
             {
                 "seq": seq,
@@ -1523,6 +1613,51 @@ class AuditLog:
                 "hash": _event_hash(prev_hash=prev_hash, seq=seq, at=at, kind=kind, payload=payload),
             }
         )
+
+    # ------------------------------------------------------------------------ fleet store-and-forward
+
+    def events_after(self, seq: int, *, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` journal events with a sequence number above ``seq``, in order (the fleet forwarder's
+        read; its own snapshot, so it never waits for or holds up the workers)."""
+        with self._snapshot() as db:
+            return list(
+                db.query(
+                    "SELECT seq, at, kind, unit_id, payload, prev_hash, hash FROM events WHERE seq > ? "
+                    "ORDER BY seq LIMIT ?",
+                    [seq, limit],
+                )
+            )
+
+    def event_hashes(self, first: int, last: int) -> dict[int, str]:
+        """The hashes of events ``first``..``last`` (for comparing the local journal with the fleet's copy)."""
+        with self._snapshot() as db:
+            return {
+                int(seq): str(digest)
+                for seq, digest in db.execute(
+                    "SELECT seq, hash FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq", [first, last]
+                ).fetchall()
+            }
+
+    def fleet_backlog(self) -> tuple[int, int, int, str | None]:
+        """(forwarded up to, newest event, events not yet forwarded, time of the oldest of those)."""
+        with self._snapshot() as db:
+            mark = _fleet_mark(db)
+            head = db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+            newest = int(head[0])
+            oldest = db.execute("SELECT at FROM events WHERE seq > ? ORDER BY seq LIMIT 1", [mark]).fetchone()
+        return mark, newest, max(0, newest - mark), (str(oldest[0]) if oldest else None)
+
+    def set_fleet_mark(self, seq: int) -> None:
+        """Remember that the fleet holds every event up to ``seq``. Never moves back; a crash before this commit
+        only means the events are sent again, which the fleet ignores (idempotent by station and sequence)."""
+        with self._change() as db:
+            _create_fleet_outbox(db)
+            db.execute(
+                "INSERT INTO fleet_outbox (id, forwarded_seq, updated_at) VALUES (1, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET forwarded_seq = max(forwarded_seq, excluded.forwarded_seq), "
+                "updated_at = excluded.updated_at",
+                [seq, self._now_text()],
+            )
 
     def export_records(
         self, filters: UnitFilter | None = None, *, include_steps: bool = False
@@ -1595,6 +1730,30 @@ class AuditLog:
                 duration, failed_step, message, attempt, cert_serial, cert_fingerprint, revoked_at,
                 reprovision_reason, soc_id, order_id,
             )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ fleet outbox
+
+# Not journalled and not part of verify(): how far the fleet forwarder got. A new table (created on first use,
+# so older logs need no migration); the journal itself is never changed by forwarding.
+_FLEET_OUTBOX = """
+CREATE TABLE IF NOT EXISTS fleet_outbox (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    forwarded_seq INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+)
+"""
+
+
+def _create_fleet_outbox(db: sqlite_utils.Database) -> None:
+    db.execute(_FLEET_OUTBOX)
+
+
+def _fleet_mark(db: sqlite_utils.Database) -> int:
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'fleet_outbox'").fetchone() is None:
+        return 0
+    row = db.execute("SELECT forwarded_seq FROM fleet_outbox WHERE id = 1").fetchone()
+    return int(row[0]) if row else 0
 
 
 # --------------------------------------------------------------------------------------- verification

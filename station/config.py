@@ -54,6 +54,26 @@ def _identity(path: Path, text: str, data: dict[str, Any]) -> IdentityConfig:
     return IdentityConfig(first_contact=first_contact)
 
 
+# What a station does when the fleet database cannot be reached at the guard step.
+OFFLINE_POLICIES = ("allow-and-flag", "refuse")
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """``[fleet]``: the central PostgreSQL database that is the fleet's system of record.
+
+    ``dsn`` names the server, database and this station's own role — never a password (that is in the
+    station home's pgpass file, written by ``station fleet init``).
+    """
+
+    dsn: str
+    station_name: str
+    line: str
+    offline: str = "allow-and-flag"
+    # The station role's password, written by `station fleet init` (HOME/fleet/pgpass, 0600).
+    passfile: Path | None = None
+
+
 @dataclass(frozen=True)
 class BoardInputLimits:
     """station.toml [limits]: how much one board may send the station (every byte is bounded).
@@ -89,8 +109,16 @@ class StationConfig:
     default_profile: str = DEFAULT_PROFILE
     # Address the TLS proof listens on; empty = the address the device reached us from.
     tls_listen_address: str = ""
+    # Address the board dials for the TLS proof when it is not the listen address (NAT, a second
+    # network card, QEMU user networking: 10.0.2.100); empty = the listen address.
+    tls_dial_address: str = ""
+    # Fixed TCP port of the TLS proof, so a forward or a firewall rule can name it (units then use it
+    # one at a time); 0 = a free port per unit.
+    tls_port: int = 0
     fixtures: tuple[Fixture, ...] = ()
     source: Path | None = None
+    # [fleet]: None = this station keeps its record locally only (the default; no database server needed).
+    fleet: FleetConfig | None = None
     limits: BoardInputLimits = field(default_factory=BoardInputLimits)
     # The line around the station (station/line/): label printer, serial scanner, MES hand-off.
     label: LabelSettings = field(default_factory=lambda: LabelSettings())
@@ -152,18 +180,26 @@ def load_config(path: Path) -> StationConfig:
     production = station.get("production", False)
     profile = station.get("default_profile", DEFAULT_PROFILE)
     listen = tls.get("listen_address", "")
+    dial = tls.get("dial_address", "")
+    port = tls.get("port", 0)
     for key, value, kind in (("station.name", name, str), ("station.production", production, bool),
-                             ("station.default_profile", profile, str), ("tls_proof.listen_address", listen, str)):
+                             ("station.default_profile", profile, str), ("tls_proof.listen_address", listen, str),
+                             ("tls_proof.dial_address", dial, str)):
         if not isinstance(value, kind):
             raise _fail(path, text, key, f"must be {'true or false' if kind is bool else 'a string'}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise _fail(path, text, "tls_proof.port", "must be a TCP port number (1-65535), or 0 for a free port per unit")
     return StationConfig(
         orders=_orders(path, text, data),
         name=name,
         production=production,
         default_profile=profile,
         tls_listen_address=listen,
+        tls_dial_address=dial,
+        tls_port=port,
         fixtures=_fixtures(path, text, data),
         source=path,
+        fleet=_fleet(path, text, data, default_name=name),
         limits=_limits(path, text, data),
         label=_section(path, text, data, "label", LabelSettings),
         scanner=_section(path, text, data, "scanner", ScannerSettings),
@@ -235,10 +271,37 @@ def settings_problem(settings: LabelSettings | ScannerSettings | MesSettings) ->
     return None
 
 
+def _fleet(path: Path, text: str, data: dict[str, Any], *, default_name: str) -> FleetConfig | None:
+    if "fleet" not in data:
+        return None
+    fleet = _table(path, text, data, "fleet")
+    _refuse_unknown(path, text, fleet, KNOWN_KEYS["fleet"], prefix="fleet.")
+    values: dict[str, str] = {}
+    for key, default in (("dsn", None), ("station_name", default_name), ("line", ""), ("offline", "allow-and-flag")):
+        value = fleet.get(key, default)
+        if value is None:
+            raise _fail(path, text, "fleet", "needs dsn = \"postgresql://…\" (run station fleet init --dsn …)")
+        if not isinstance(value, str):
+            raise _fail(path, text, f"fleet.{key}", "must be a string")
+        values[key] = value
+    if not re.match(r"(postgresql|postgres)://", values["dsn"]):
+        raise _fail(path, text, "fleet.dsn", "must be a URL postgresql://user@host:port/database")
+    if re.search(r"://[^/@]*:[^/@]*@", values["dsn"]):
+        raise _fail(path, text, "fleet.dsn", "must not contain a password — station fleet init keeps it in the "
+                    "station home's pgpass file; remove it from station.toml")
+    if values["offline"] not in OFFLINE_POLICIES:
+        raise _fail(path, text, "fleet.offline", f"must be one of {', '.join(OFFLINE_POLICIES)}")
+    if not values["station_name"].strip():
+        raise _fail(path, text, "fleet.station_name", "must not be empty")
+    return FleetConfig(dsn=values["dsn"], station_name=values["station_name"], line=values["line"],
+                       offline=values["offline"], passfile=path.parent / "fleet" / "pgpass")
+
+
 # A typo in station.toml must not be silently ignored: a line engineer would think it took effect.
 KNOWN_KEYS: dict[str, frozenset[str]] = {
     "station": frozenset({"name", "production", "default_profile"}),
-    "tls_proof": frozenset({"listen_address"}),
+    "tls_proof": frozenset({"listen_address", "dial_address", "port"}),
+    "fleet": frozenset({"dsn", "station_name", "line", "offline"}),
     "limits": frozenset({"command_output_bytes", "file_bytes"}),
     "fixture": frozenset({"name", "device", "profile", "console", "hostname", "host_key"}),
     "label": frozenset(f.name for f in fields(LabelSettings)),
@@ -246,6 +309,8 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "mes": frozenset(f.name for f in fields(MesSettings)),
     "orders": frozenset({"required"}),
     "identity": frozenset({"first_contact"}),
+    "ca": frozenset({"pin_file", "max_certificates_per_day", "crl_next_update_days", "crl_publish",
+                     "crl_publish_every_minutes"}),
 }
 
 
@@ -256,6 +321,52 @@ def _orders(path: Path, text: str, data: dict[str, Any]) -> OrdersConfig:
     if required is not None and not isinstance(required, bool):
         raise _fail(path, text, "orders.required", "must be true or false")
     return OrdersConfig(required=required)
+
+
+
+@dataclass(frozen=True)
+class CaSettings:
+    """``[ca]`` of station.toml: how the station CA is unlocked, limited and published."""
+
+    # A file holding the token PIN (mode 0600 or 0400, owned by the station's user); else the PIN is asked for.
+    pin_file: Path | None = None
+    max_certificates_per_day: int | None = None
+    crl_next_update_days: int = 7
+    # Where `station ca crl --publish` puts the CRL: a directory, or an http(s) URL it is PUT to.
+    crl_publish: str = ""
+    crl_publish_every_minutes: int | None = None
+
+
+def load_ca_settings(path: Path) -> CaSettings:
+    """Read ``[ca]`` of station.toml (every default when the file or the table is missing)."""
+    if not path.exists():
+        return CaSettings()
+    text, data = read_toml(path)
+    table = _table(path, text, data, "ca")
+    _refuse_unknown(path, text, table, KNOWN_KEYS["ca"], prefix="ca.")
+    pin_file = table.get("pin_file")
+    if pin_file is not None and (not isinstance(pin_file, str) or not pin_file):
+        raise _fail(path, text, "ca.pin_file", "must be the path of the file holding the token PIN")
+    numbers: dict[str, int | None] = {}
+    for key, minimum in (("max_certificates_per_day", 1), ("crl_next_update_days", 1),
+                         ("crl_publish_every_minutes", 1)):
+        value = table.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+            raise _fail(path, text, f"ca.{key}", f"must be a whole number of at least {minimum}")
+        numbers[key] = value
+    publish = table.get("crl_publish", "")
+    if not isinstance(publish, str):
+        raise _fail(path, text, "ca.crl_publish", "must be a directory or an http(s) URL")
+    pin_path = Path(pin_file).expanduser() if pin_file else None
+    if pin_path is not None and not pin_path.is_absolute():
+        pin_path = path.parent / pin_path
+    return CaSettings(
+        pin_file=pin_path,
+        max_certificates_per_day=numbers["max_certificates_per_day"],
+        crl_next_update_days=numbers["crl_next_update_days"] or 7,
+        crl_publish=publish,
+        crl_publish_every_minutes=numbers["crl_publish_every_minutes"],
+    )
 
 
 def _refuse_unknown(

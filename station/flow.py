@@ -27,6 +27,8 @@ from station.pki import CertificateAuthority
 from station.profiles import MIN_PRODUCTION_PIN_LENGTH, DeviceProfile
 from station.steps import (
     STEPS,
+    FleetChecks,
+    StationSigner,
     StepFailed,
     StepSkipped,
     TlsProofServer,
@@ -245,6 +247,9 @@ class Provisioner:
         if not operator.strip():
             raise StationError("no operator is signed in — sign in (name or badge) before provisioning")
         audit = self._log()
+        if isinstance(self.ca, CertificateAuthority):
+            # Before anything touches the board: a CA that may not sign any more refuses the unit here.
+            StationSigner(self.ca, audit).admit()
         steps = profile.step_names()
         start_at = 0
         if resume:
@@ -289,6 +294,7 @@ class Provisioner:
         cancel: threading.Event,
         tls: TlsProofServer | None = None,
         identity_file: str | None = None,
+        fleet: FleetChecks | None = None,
     ) -> UnitResult:
         """Run the admitted unit's steps on its board and record how it ended (in a worker process, the
         audit log and the CA here are the engine's proxies to the parent)."""
@@ -314,8 +320,9 @@ class Provisioner:
             emit(kind="output", step=current["step"], message=text)
 
         context = UnitContext(
-            serial=serial, profile=profile, link=link, ca=self.ca, audit=self.audit, unit=unit,
-            config=self.config, masker=masker, output=output, tls=tls, home=self.home,
+            serial=serial, profile=profile, link=link, audit=self.audit, unit=unit,
+            ca=StationSigner(self.ca, self._log()) if isinstance(self.ca, CertificateAuthority) else self.ca,
+            config=self.config, masker=masker, output=output, tls=tls, fleet=fleet, home=self.home,
         )
         try:
             for step in admission.plan:

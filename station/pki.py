@@ -7,10 +7,19 @@ replacement: the CA certificate is ``CA:TRUE, pathlen:0`` (it can sign end entit
 device certificate is an end entity (``CA:FALSE`` critical, ``digitalSignature`` and TLS
 ``clientAuth`` only).
 
-A CA directory holds four files, named as in the tutorial so an operator can follow it with the
-openssl command line: ``ca.key``/``ca.cert`` (the CA) and ``system.key``/``system.cert`` (the TLS
-server the devices connect to).  Private keys are encrypted PKCS#8 PEM under the CA passphrase and
-created with mode 0600; a decrypted key never touches the disk.
+Two kinds of CA directory:
+
+* the **demo CA** (``station ca init`` without a token): four files, named as in the tutorial so an operator
+  can follow it with the openssl command line: ``ca.key``/``ca.cert`` (a self-signed CA) and
+  ``system.key``/``system.cert`` (the TLS server the devices connect to).  Private keys are PKCS#8 under the
+  CA passphrase with scrypt (:mod:`station.pki_der`), created with mode 0600; a decrypted key never touches
+  the disk;
+* a **station CA in a PKCS#11 token** (production): ``token.toml`` says where the key is
+  (:mod:`station.pki_token`), ``station-ca.csr`` went to the offline root (:mod:`station.pki_root`), and
+  ``ca.cert`` holds the chain it issued (this CA, then the root) — what devices install.  Its TLS server key
+  lives in memory only, certified by the token at start-up.
+
+Either way :class:`CertificateAuthority` is the one interface the sign step uses.
 
 Before a CSR is signed it must pass :func:`check_csr`: the device is not trusted to ask only for
 what it should, so the station decides everything in the certificate except the public key.
@@ -25,6 +34,7 @@ import re
 import secrets
 import ssl
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,9 +45,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from station.errors import ConfigError, StationError
+from station.pki_der import bit_string, encrypt_pkcs8_scrypt, pkcs8_kdf, sequence, tlv, with_signature
+from station.pki_token import TOKEN_FILE, TokenKey, TokenSettings
 
 __all__ = [
     "CA_CERT_FILE",
@@ -50,9 +62,12 @@ __all__ = [
     "CertificateAuthority",
     "CsrPolicy",
     "CsrRejected",
+    "IssuanceQuota",
+    "QuotaReached",
     "RevokedEntry",
     "check_csr",
     "describe_key_type",
+    "device_subject",
     "fingerprint_sha256",
     "parse_openssl_subject",
     "read_certificate",
@@ -68,10 +83,20 @@ SYSTEM_CERT_FILE: Final = "system.cert"
 # The last CRL number used; CRL numbers must only ever grow (RFC 5280 §5.2.3).
 CRL_NUMBER_FILE: Final = "crlnumber"
 CA_FILES: Final = (CA_KEY_FILE, CA_CERT_FILE, SYSTEM_KEY_FILE, SYSTEM_CERT_FILE)
+# A station CA whose key is in a token: token.toml says where, its CSR waits for the offline root, and
+# ca.cert then holds the issuing CA's certificate followed by the root's (what devices install), root.cert the root.
+STATION_CSR_FILE: Final = "station-ca.csr"
+ROOT_CERT_FILE: Final = "root.cert"
+TOKEN_CA_FILES: Final = (TOKEN_FILE, STATION_CSR_FILE, CA_CERT_FILE, ROOT_CERT_FILE)
+# The issuance limit the offline root wrote into a station CA's certificate (a private, non-critical extension
+# holding one DER INTEGER): the station cannot raise it without a new certificate from the root.
+MAX_CERTIFICATES_OID: Final = x509.ObjectIdentifier("2.25.117464839311722437950592338519330417913.1")
+# The share of the quota after which every signature comes with a warning.
+QUOTA_WARNING_SHARE: Final = 0.9
 
 KEY_TYPES: Final = ("ec-p256", "rsa-2048", "rsa-3072")
-# The passphrase guards the CA key at rest; cryptography's PKCS#8 encryption uses PBKDF2 with a
-# modest iteration count, so the passphrase itself has to carry the strength.
+# The passphrase guards the CA key at rest, behind scrypt (station.pki_der): memory-hard, so a guess costs
+# 128 MiB and a third of a second; a short passphrase would still fall to a dictionary.
 MIN_PASSPHRASE_LENGTH: Final = 8
 # Boards often boot with a clock that is a little behind the station's (no RTC battery, NTP not yet
 # synchronised).  Back-dating notBefore / thisUpdate keeps a fresh certificate or CRL valid for them.
@@ -170,6 +195,8 @@ def write_file_atomically(path: Path, data: bytes, *, mode: int, replace: bool) 
 def _generate_key(key_type: str) -> _SigningKey:
     if key_type == "ec-p256":
         return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "ec-p384":  # the offline root's default
+        return ec.generate_private_key(ec.SECP384R1())
     if key_type in ("rsa-2048", "rsa-3072"):
         return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
     raise StationError(f"Unknown CA key type {key_type!r} — choose one of: {', '.join(KEY_TYPES)}.")
@@ -245,7 +272,7 @@ def _authority_key_identifier(ca_cert: x509.Certificate) -> x509.AuthorityKeyIde
 
 
 def _system_certificate(
-    ca_key: _SigningKey,
+    ca_key: _SigningKey | TokenKey,
     ca_cert: x509.Certificate,
     system_key: _SigningKey,
     *,
@@ -275,7 +302,7 @@ def _system_certificate(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(system_key.public_key()), critical=False)
         .add_extension(_authority_key_identifier(ca_cert), critical=False)
     )
-    return builder.sign(ca_key, _HASH)
+    return _sign_certificate(builder, ca_key)
 
 
 def _system_key_type_for(ca_public_key: PublicKeyTypes) -> str:
@@ -285,11 +312,115 @@ def _system_key_type_for(ca_public_key: PublicKeyTypes) -> str:
 
 
 def _encrypted_pem(key: _SigningKey, passphrase: bytes) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(passphrase),
+    """PKCS#8 under PBES2 with scrypt (never cryptography's default PBKDF2 at 2048 iterations)."""
+    der = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    return encrypt_pkcs8_scrypt(der, passphrase)
+
+
+def key_file_kdf(path: Path) -> str:
+    """How a CA key file is protected: ``scrypt`` (current), ``pbkdf2`` (written before scrypt), ``none``."""
+    try:
+        return pkcs8_kdf(path.read_bytes())
+    except OSError:
+        return "missing"
+
+
+# ---------------------------------------------------------------------------------------------
+# Signing with a key in memory or in a token
+# ---------------------------------------------------------------------------------------------
+
+_Signer = _SigningKey | TokenKey
+_STAND_INS: dict[str, _SigningKey] = {}
+_STAND_IN_LOCK = threading.Lock()
+
+
+def _stand_in(public_key: PublicKeyTypes) -> _SigningKey:
+    """A throw-away key of the same algorithm family: what cryptography signs the draft with.
+
+    The to-be-signed part does not depend on the signing key (issuer and key identifiers are set explicitly),
+    only the signature algorithm does, so the draft's TBS is exactly what the token then signs.
+    """
+    family = "rsa" if isinstance(public_key, rsa.RSAPublicKey) else "ec"
+    with _STAND_IN_LOCK:
+        if family not in _STAND_INS:
+            _STAND_INS[family] = _generate_key("rsa-2048" if family == "rsa" else "ec-p256")
+        return _STAND_INS[family]
+
+
+def _check_signature(public_key: PublicKeyTypes, signature: bytes, data: bytes) -> None:
+    try:
+        if isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(signature, data, ec.ECDSA(_HASH))
+        elif isinstance(public_key, rsa.RSAPublicKey):
+            from cryptography.hazmat.primitives.asymmetric import padding
+
+            public_key.verify(signature, data, padding.PKCS1v15(), _HASH)
+        else:
+            raise TypeError(type(public_key).__name__)
+    except Exception:
+        raise StationError(
+            "The token returned a signature that does not verify with the CA's public key — the token or its "
+            "driver is faulty; nothing was issued. Check the HSM, then try again."
+        ) from None
+
+
+def _sign_certificate(builder: x509.CertificateBuilder, signer: _Signer) -> x509.Certificate:
+    if not isinstance(signer, TokenKey):
+        return builder.sign(signer, _HASH)
+    draft = builder.sign(_stand_in(signer.public_key()), _HASH)
+    signature = signer.sign(draft.tbs_certificate_bytes)
+    _check_signature(signer.public_key(), signature, draft.tbs_certificate_bytes)
+    der = with_signature(draft.public_bytes(serialization.Encoding.DER), signature)
+    return x509.load_der_x509_certificate(der)
+
+
+def _sign_crl(
+    builder: x509.CertificateRevocationListBuilder, signer: _Signer
+) -> x509.CertificateRevocationList:
+    if not isinstance(signer, TokenKey):
+        return builder.sign(signer, _HASH)
+    draft = builder.sign(_stand_in(signer.public_key()), _HASH)
+    signature = signer.sign(draft.tbs_certlist_bytes)
+    _check_signature(signer.public_key(), signature, draft.tbs_certlist_bytes)
+    return x509.load_der_x509_crl(with_signature(draft.public_bytes(serialization.Encoding.DER), signature))
+
+
+def sign_bytes(signer: _Signer, data: bytes) -> bytes:
+    """A plain signature over ``data`` (SHA-256; ECDSA or RSA PKCS#1 v1.5), e.g. for an audit checkpoint."""
+    if isinstance(signer, TokenKey):
+        return signer.sign(data)
+    if isinstance(signer, ec.EllipticCurvePrivateKey):
+        return signer.sign(data, ec.ECDSA(_HASH))
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    return signer.sign(data, padding.PKCS1v15(), _HASH)
+
+
+def verify_bytes(public_key: PublicKeyTypes, signature: bytes, data: bytes) -> bool:
+    """True if ``signature`` is :func:`sign_bytes`'s signature over ``data`` by the key of ``public_key``."""
+    try:
+        _check_signature(public_key, signature, data)
+    except StationError:
+        return False
+    return True
+
+
+def certification_request(signer: _Signer, subject: x509.Name) -> x509.CertificateSigningRequest:
+    """A PKCS#10 request for the signer's key, signed by that key (in the token, if it is there)."""
+    if not isinstance(signer, TokenKey):
+        return x509.CertificateSigningRequestBuilder().subject_name(subject).sign(signer, _HASH)
+    spki = signer.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    # CertificationRequestInfo: version 0, subject, key, no attributes ([0] IMPLICIT SET OF, empty).
+    info = sequence(bytes([0x02, 0x01, 0x00]), subject.public_bytes(), spki, tlv(0xA0, b""))
+    der = sequence(info, signer.algorithm_der, bit_string(signer.sign(info)))
+    request = x509.load_der_x509_csr(der)
+    if not request.is_signature_valid:
+        raise StationError("The token's signature on the CA's request does not verify — the token is faulty.")
+    return request
 
 
 def _check_new_passphrase(passphrase: bytes) -> None:
@@ -304,7 +435,7 @@ def _check_new_passphrase(passphrase: bytes) -> None:
 
 def refuse_existing_ca(directory: Path) -> None:
     """Raise if ``directory`` already holds any CA file (ask before prompting for a new passphrase)."""
-    existing = [name for name in CA_FILES if (directory / name).exists()]
+    existing = [name for name in (*CA_FILES, TOKEN_FILE, STATION_CSR_FILE) if (directory / name).exists()]
     if existing:
         raise StationError(
             f"A CA already exists in {directory} ({', '.join(existing)}) — refusing to overwrite it. "
@@ -356,6 +487,12 @@ def _reason_flag(reason: str) -> x509.ReasonFlags | None:
     return None
 
 
+def _close_descriptors(descriptors: list[int]) -> None:
+    for fd in descriptors:
+        os.close(fd)
+    descriptors.clear()
+
+
 class CertificateAuthority:
     """The station's CA with its keys decrypted in memory.
 
@@ -368,10 +505,12 @@ class CertificateAuthority:
         self,
         directory: Path,
         *,
-        ca_key: _SigningKey,
+        ca_key: _Signer,
         ca_cert: x509.Certificate,
         system_cert: x509.Certificate,
-        passphrase: bytes,
+        passphrase: bytes | None,
+        chain_pem: bytes | None = None,
+        system_key: _SigningKey | None = None,
     ) -> None:
         self._directory = directory
         self._ca_key = ca_key
@@ -380,7 +519,35 @@ class CertificateAuthority:
         self._authority_key_id = _authority_key_identifier(ca_cert)
         # Kept only in memory, to hand the encrypted system.key to OpenSSL in ssl_server_context().
         self._passphrase = passphrase
+        # What devices install as ca.cert: this CA alone (self-signed demo CA) or this CA followed by the root.
+        self._chain_pem = chain_pem or ca_cert.public_bytes(serialization.Encoding.PEM)
         self._lock = threading.Lock()
+        self.max_certificates_per_day: int | None = None
+        # The TLS server key, decrypted once at load, is handed to OpenSSL through memory-only files (memfd) for
+        # every TLS proof: decrypting system.key per unit would cost a scrypt derivation each time.  A token CA
+        # has no system.key file at all: its key lives in memory only, certified by the token at load.
+        self._memory_files: list[int] = []
+        # Closes the memory files when the CA is closed or garbage-collected, whichever comes first.
+        self._release = weakref.finalize(self, _close_descriptors, self._memory_files)
+        self._system_files: tuple[str, str] | None = None
+        if system_key is not None:
+            key_pem = system_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            cert_pem = system_cert.public_bytes(serialization.Encoding.PEM) + self._chain_pem
+            self._system_files = (self._memory_file("system.cert", cert_pem), self._memory_file("system.key", key_pem))
+
+    def _memory_file(self, name: str, data: bytes) -> str:
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        os.write(fd, data)
+        self._memory_files.append(fd)
+        return f"/proc/self/fd/{fd}"
+
+    def close(self) -> None:
+        """Log out of the token and forget the in-memory TLS key (a file CA has nothing to close)."""
+        if isinstance(self._ca_key, TokenKey):
+            self._ca_key.close()
+        self._release()
 
     def __repr__(self) -> str:
         return f"CertificateAuthority({str(self._directory)!r}, subject={self._ca_cert.subject.rfc4514_string()!r})"
@@ -509,15 +676,25 @@ class CertificateAuthority:
             for path in written:
                 path.unlink(missing_ok=True)
             raise
-        return cls(directory, ca_key=ca_key, ca_cert=ca_cert, system_cert=system_cert, passphrase=passphrase)
+        return cls(directory, ca_key=ca_key, ca_cert=ca_cert, system_cert=system_cert, passphrase=passphrase,
+                   system_key=system_key)
 
     @classmethod
-    def load(cls, directory: Path, *, passphrase: bytes) -> CertificateAuthority:
-        """Open the CA in ``directory``, decrypting its keys with ``passphrase``.
+    def load(cls, directory: Path, *, passphrase: bytes | None = None, pin: str | None = None) -> CertificateAuthority:
+        """Open the CA in ``directory``: log in to its token with ``pin``, or decrypt its key files with ``passphrase``.
 
         Refuses key files that group or others can read or write: a CA key that leaked once
         can sign devices forever, so the station will not use one that may have.
         """
+        if (directory / TOKEN_FILE).exists():
+            if pin is None:
+                raise StationError(
+                    f"The station CA in {directory} has its key in a PKCS#11 token — give the token's PIN "
+                    "(prompt, or [ca] pin_file in station.toml)."
+                )
+            return cls._load_token(directory, pin=pin)
+        if passphrase is None:
+            raise StationError(f"The CA in {directory} is an encrypted key file — its passphrase is needed.")
         missing = [name for name in CA_FILES if not (directory / name).exists()]
         if missing:
             raise StationError(
@@ -547,7 +724,8 @@ class CertificateAuthority:
                 f"{directory / SYSTEM_CERT_FILE} was not issued by {directory / CA_CERT_FILE} ({exc}) — "
                 "restore the CA directory from a backup."
             ) from None
-        return cls(directory, ca_key=ca_key, ca_cert=ca_cert, system_cert=system_cert, passphrase=passphrase)
+        return cls(directory, ca_key=ca_key, ca_cert=ca_cert, system_cert=system_cert, passphrase=passphrase,
+                   system_key=system_key)
 
     # --- what it is ---------------------------------------------------------------------------
 
@@ -556,13 +734,42 @@ class CertificateAuthority:
         return self._directory
 
     @property
+    def in_token(self) -> bool:
+        """True when the CA's key is in a PKCS#11 token (False: an encrypted key file, the demo CA)."""
+        return isinstance(self._ca_key, TokenKey)
+
+    @property
+    def key_storage(self) -> str:
+        if isinstance(self._ca_key, TokenKey):
+            return self._ca_key.description
+        return f"encrypted file {self.key_path} ({key_file_kdf(self.key_path)})"
+
+    @property
+    def chain_pem(self) -> bytes:
+        """This CA's certificate followed by its issuers' up to the root (one certificate for the demo CA)."""
+        return self._chain_pem
+
+    @property
+    def chain(self) -> list[x509.Certificate]:
+        return x509.load_pem_x509_certificates(self._chain_pem)
+
+    def sign_bytes(self, data: bytes) -> bytes:
+        """Sign ``data`` with the CA key (audit checkpoints); the signature verifies with :attr:`certificate`.
+
+        Deliberately not under the CA's lock: the audit log calls this inside its own transaction, and the
+        sign step records a certificate (audit lock) while holding the CA's lock — taking the CA's lock here
+        would deadlock the two.  A token key serialises its own operations; a key in memory needs no lock.
+        """
+        return sign_bytes(self._ca_key, data)
+
+    @property
     def certificate(self) -> x509.Certificate:
         return self._ca_cert
 
     @property
     def certificate_pem(self) -> bytes:
-        """The CA certificate to install on devices (the tutorial's ``ca.cert``)."""
-        return self._ca_cert.public_bytes(serialization.Encoding.PEM)
+        """What devices install as the tutorial's ``ca.cert``: this CA and, for a station CA, the root above it."""
+        return self._chain_pem
 
     @property
     def certificate_path(self) -> Path:
@@ -593,18 +800,21 @@ class CertificateAuthority:
     def ssl_server_context(self, *, require_client_cert: bool = True) -> ssl.SSLContext:
         """A TLS server context presenting system.cert that accepts only clients certified by this CA.
 
-        The encrypted system.key is decrypted by OpenSSL in memory with the passphrase held here.
+        The system key decrypted at load is read by OpenSSL from a memory-only file (never from disk in clear).
         With ``require_client_cert=False`` a client certificate is still asked for and verified if
         one is sent, but a client without one is let in.
         """
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(
-            certfile=self.system_certificate_path,
-            keyfile=self.system_key_path,
-            password=self._passphrase,
-        )
-        context.load_verify_locations(cafile=self.certificate_path)
+        if self._system_files is not None:
+            context.load_cert_chain(certfile=self._system_files[0], keyfile=self._system_files[1])
+        else:
+            context.load_cert_chain(
+                certfile=self.system_certificate_path,
+                keyfile=self.system_key_path,
+                password=self._passphrase,
+            )
+        context.load_verify_locations(cadata=self._chain_pem.decode("ascii"))
         context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
         return context
 
@@ -613,15 +823,28 @@ class CertificateAuthority:
         csr: x509.CertificateSigningRequest,
         *,
         validity_days: int,
+        subject: x509.Name | None = None,
+        crl_url: str = "",
+        ca_issuers_url: str = "",
+        ocsp_url: str = "",
+        issued_since: Callable[[datetime], int] | None = None,
+        record: Callable[[x509.Certificate], object] | None = None,
         now: datetime | None = None,
         subject_serial_number: str | None = None,
     ) -> x509.Certificate:
         """Sign an end-entity TLS client certificate for a device from its (already checked) CSR.
 
-        Only the subject and the public key come from the CSR; everything else is the station's
-        decision.  ``subject_serial_number`` (the board's SoC unique id, when the profile asks) is added
-        to the subject as a serialNumber attribute.  Run :func:`check_csr` first: this method re-checks only proof of possession.
-        The certificate never outlives the CA certificate (``notAfter`` is clamped to the CA's).
+        Only the public key comes from the CSR; the subject is ``subject`` — built by :func:`device_subject`
+        from the profile's template and the scanned serial, never the CSR's own encoding (the CSR's is used
+        only when no subject is given, for callers of the older interface).  Everything else is the station's
+        decision.  Run :func:`check_csr` first: this method re-checks only proof of possession.  The
+        certificate never outlives the CA certificate (``notAfter`` is clamped to the CA's).
+
+        With ``issued_since`` (how many certificates the audit log holds since a moment) the issuance quota is
+        checked, and with ``record`` (the audit log's write) the certificate is recorded, both under the same
+        lock as the signature: parallel units can neither overshoot the quota nor sign without a record.
+        ``subject_serial_number`` (the board's SoC unique id, when the profile asks) is added to the subject as a
+        serialNumber attribute.
         """
         _check_validity_days(validity_days)
         if not csr.is_signature_valid:
@@ -644,7 +867,7 @@ class CertificateAuthority:
                 f"The station CA certificate expired on {ca_not_after:%Y-%m-%d %H:%M} UTC — no device can "
                 "be certified with it. Set up a new CA (`station ca init` in a new home, or `station ca import`)."
             )
-        subject = csr.subject
+        subject = subject if subject is not None else csr.subject
         if subject_serial_number is not None:
             subject = x509.Name(
                 [*subject.rdns, x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.SERIAL_NUMBER, subject_serial_number)])]
@@ -655,7 +878,7 @@ class CertificateAuthority:
             .issuer_name(self._ca_cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())  # 159 random bits: unguessable, unique
-            .not_valid_before(now - CLOCK_SKEW_ALLOWANCE)
+            .not_valid_before(max(now - CLOCK_SKEW_ALLOWANCE, self._ca_cert.not_valid_before_utc))
             .not_valid_after(min(now + timedelta(days=validity_days), ca_not_after))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_end_entity_key_usage(public_key), critical=True)
@@ -663,9 +886,36 @@ class CertificateAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(self._authority_key_id, critical=False)
         )
+        for extension in _distribution_extensions(crl_url, ca_issuers_url, ocsp_url):
+            builder = builder.add_extension(extension, critical=False)
         # One signature at a time: the CA key object is shared by all fixture slots.
         with self._lock:
-            return builder.sign(self._ca_key, _HASH)
+            if issued_since is not None:
+                self.quota(issued_since, now=now).check()
+            certificate = _sign_certificate(builder, self._ca_key)
+            if record is not None:
+                record(certificate)
+            return certificate
+
+    # --- issuance quota -----------------------------------------------------------------------
+
+    @property
+    def max_certificates(self) -> int | None:
+        """The total number of certificates the offline root allowed this CA to issue (None: no limit)."""
+        return max_certificates_of(self._ca_cert)
+
+    def quota(self, issued_since: Callable[[datetime], int], *, now: datetime | None = None) -> IssuanceQuota:
+        """How many certificates this CA has issued and may still issue (counted in the audit log)."""
+        now = _now(now)
+        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        # Every certificate the station recorded since this CA came to be was signed by it.
+        born = self._ca_cert.not_valid_before_utc
+        return IssuanceQuota(
+            issued=issued_since(born),
+            maximum=self.max_certificates,
+            issued_today=issued_since(max(day_start, born)) if self.max_certificates_per_day else 0,
+            maximum_per_day=self.max_certificates_per_day,
+        )
 
     def crl(
         self,
@@ -682,6 +932,8 @@ class CertificateAuthority:
         if next_update_days < 1:
             raise StationError(f"A CRL valid for {next_update_days} days is not possible — give at least 1.")
         now = _now(now)
+        # Never promise a next CRL beyond the CA's own life (RFC 5280: nextUpdate within the issuer's validity).
+        next_update = min(now + timedelta(days=next_update_days), self._ca_cert.not_valid_after_utc)
         entries: dict[int, RevokedEntry] = {}
         for entry in revoked:
             earlier = entries.get(entry.serial_number)
@@ -693,7 +945,7 @@ class CertificateAuthority:
                 x509.CertificateRevocationListBuilder()
                 .issuer_name(self._ca_cert.subject)
                 .last_update(now - CLOCK_SKEW_ALLOWANCE)
-                .next_update(now + timedelta(days=next_update_days))
+                .next_update(next_update)
                 .add_extension(x509.CRLNumber(number), critical=False)
                 .add_extension(self._authority_key_id, critical=False)
             )
@@ -708,7 +960,7 @@ class CertificateAuthority:
                 if flag is not None:
                     revoked_builder = revoked_builder.add_extension(x509.CRLReason(flag), critical=False)
                 builder = builder.add_revoked_certificate(revoked_builder.build())
-            return builder.sign(self._ca_key, _HASH).public_bytes(serialization.Encoding.PEM)
+            return _sign_crl(builder, self._ca_key).public_bytes(serialization.Encoding.PEM)
 
     def _next_crl_number(self) -> int:
         path = self._directory / CRL_NUMBER_FILE
@@ -724,6 +976,239 @@ class CertificateAuthority:
         number = last + 1
         write_file_atomically(path, f"{number}\n".encode("ascii"), mode=0o600, replace=True)
         return number
+
+
+    # --- a station CA whose key is in a token -------------------------------------------------
+
+    @classmethod
+    def init_in_token(
+        cls,
+        directory: Path,
+        *,
+        settings: TokenSettings,
+        pin: str,
+        common_name: str = "Welma Station CA",
+        key_type: str = "ec-p256",
+    ) -> Path:
+        """Create the station CA's key inside the token and write its CSR for the offline root; return the CSR's path.
+
+        Nothing is signed by this CA until `station ca import-chain` installs the certificate the root issued.
+        """
+        refuse_existing_ca(directory)
+        key = TokenKey.generate(settings, pin=pin, key_type=key_type)
+        try:
+            request = certification_request(key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        finally:
+            key.close()
+        _make_private_directory(directory)
+        write_file_atomically(directory / TOKEN_FILE, settings.to_toml().encode("utf-8"), mode=0o600, replace=False)
+        csr_path = directory / STATION_CSR_FILE
+        write_file_atomically(csr_path, request.public_bytes(serialization.Encoding.PEM), mode=0o644, replace=False)
+        return csr_path
+
+    @classmethod
+    def import_chain(cls, directory: Path, chain_pem: bytes, *, now: datetime | None = None) -> list[x509.Certificate]:
+        """Install the certificate chain the offline root issued for this station's token CA.
+
+        The first certificate must be for the key whose CSR `station ca init` wrote, a CA that may sign end
+        entities only (pathLen 0), and the chain must end in a self-signed root, every link verifying.  Needs no
+        PIN: the key is compared with the one in the CSR.
+        """
+        now = _now(now)
+        if not (directory / TOKEN_FILE).exists():
+            raise StationError(
+                f"{directory} holds no token CA waiting for its chain — run `station ca init --pkcs11-module … "
+                "--token-label …` first."
+            )
+        if (directory / CA_CERT_FILE).exists():
+            raise StationError(
+                f"{directory / CA_CERT_FILE} already exists — this station's CA chain is installed; refusing to "
+                "replace it. To renew, start a new CA (new token key) with `station ca init` in a new home."
+            )
+        try:
+            chain = x509.load_pem_x509_certificates(chain_pem)
+        except ValueError:
+            raise StationError(
+                "The chain file holds no readable PEM certificate — give the CHAIN.pem that "
+                "`station ca root sign-station` wrote."
+            ) from None
+        request = x509.load_pem_x509_csr((directory / STATION_CSR_FILE).read_bytes())
+        if not _same_key(chain[0].public_key(), request.public_key()):
+            raise StationError(
+                "The first certificate of the chain is not for this station's token key (not the key of "
+                f"{directory / STATION_CSR_FILE}) — the root signed another station's request; send this "
+                "station's CSR to the root again."
+            )
+        _check_station_chain(chain, now=now)
+        pem = b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in chain)
+        write_file_atomically(directory / CA_CERT_FILE, pem, mode=0o644, replace=False)
+        write_file_atomically(
+            directory / ROOT_CERT_FILE, chain[-1].public_bytes(serialization.Encoding.PEM), mode=0o644, replace=True
+        )
+        return chain
+
+    @classmethod
+    def _load_token(cls, directory: Path, *, pin: str, now: datetime | None = None) -> CertificateAuthority:
+        settings = TokenSettings.read(directory / TOKEN_FILE)
+        if not (directory / CA_CERT_FILE).exists():
+            raise StationError(
+                f"The station CA in {directory} has its key in token {settings.token_label!r} but no certificate "
+                f"yet — take {directory / STATION_CSR_FILE} to the offline root (`station ca root sign-station`), "
+                "then `station ca import-chain CHAIN.pem`."
+            )
+        chain_pem = (directory / CA_CERT_FILE).read_bytes()
+        chain = x509.load_pem_x509_certificates(chain_pem)
+        now = _now(now)
+        key = TokenKey.open(settings, pin=pin)
+        try:
+            if not _same_key(key.public_key(), chain[0].public_key()):
+                raise StationError(
+                    f"The key in token {settings.token_label!r} is not the key of {directory / CA_CERT_FILE} — "
+                    "this is another station's token; plug in this station's own."
+                )
+            system_key = _generate_key("ec-p256")
+            system_cert = _system_certificate(
+                key, chain[0], system_key, common_name="system", validity_days=30, now=now
+            )
+        except BaseException:
+            key.close()
+            raise
+        return cls(
+            directory, ca_key=key, ca_cert=chain[0], system_cert=system_cert, passphrase=None,
+            chain_pem=chain_pem, system_key=system_key,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class IssuanceQuota:
+    """How many device certificates a CA issued and may still issue, in total and today."""
+
+    issued: int
+    maximum: int | None
+    issued_today: int = 0
+    maximum_per_day: int | None = None
+
+    @property
+    def remaining(self) -> int | None:
+        left = [limit - used for limit, used in ((self.maximum, self.issued),
+                                                  (self.maximum_per_day, self.issued_today)) if limit is not None]
+        return max(0, min(left)) if left else None  # fmt: skip
+
+    @property
+    def near_limit(self) -> bool:
+        """At or beyond 90 % of either limit: time to ask the root for the next station CA."""
+        return any(limit is not None and used >= QUOTA_WARNING_SHARE * limit
+                   for limit, used in ((self.maximum, self.issued), (self.maximum_per_day, self.issued_today)))
+
+    def describe(self) -> str:
+        parts = []
+        if self.maximum is not None:
+            parts.append(f"{self.issued} of {self.maximum} certificates issued")
+        else:
+            parts.append(f"{self.issued} certificates issued (no total limit)")
+        if self.maximum_per_day is not None:
+            parts.append(f"{self.issued_today} of {self.maximum_per_day} today")
+        if self.remaining is not None:
+            parts.append(f"{self.remaining} remaining")
+        text = ", ".join(parts)
+        return text + (" — WARNING: 90 % of the quota is used; ask for the next station CA now" if self.near_limit else "")
+
+    def check(self) -> None:
+        if self.maximum is not None and self.issued >= self.maximum:
+            raise QuotaReached(
+                f"The station CA has issued {self.issued} of the {self.maximum} certificates the offline root "
+                "allowed — no more boards can be enrolled with it. Nothing was signed and the board was not "
+                "touched; have the root issue a new station CA (`station ca init` on a new token, "
+                "`station ca root sign-station`), then retry."
+            )
+        if self.maximum_per_day is not None and self.issued_today >= self.maximum_per_day:
+            raise QuotaReached(
+                f"The station CA has issued today's {self.maximum_per_day} certificates ([ca] "
+                "max_certificates_per_day in station.toml) — nothing was signed and the board was not touched; "
+                "continue tomorrow (UTC) or have an administrator raise the daily limit."
+            )
+
+
+class QuotaReached(StationError):
+    """The issuing CA may not sign another certificate now; nothing was signed."""
+
+
+def max_certificates_of(cert: x509.Certificate) -> int | None:
+    """The issuance limit the root wrote into a station CA certificate, if any."""
+    try:
+        value = cert.extensions.get_extension_for_oid(MAX_CERTIFICATES_OID).value
+    except x509.ExtensionNotFound:
+        return None
+    data = value.value if isinstance(value, x509.UnrecognizedExtension) else b""
+    if len(data) < 3 or data[0] != 0x02 or data[1] != len(data) - 2:
+        raise StationError(f"The CA certificate's issuance limit extension is malformed ({data.hex()}).")
+    return int.from_bytes(data[2:], "big")
+
+
+def _distribution_extensions(crl_url: str, ca_issuers_url: str, ocsp_url: str) -> list[x509.ExtensionType]:
+    extensions: list[x509.ExtensionType] = []
+    if crl_url:
+        extensions.append(
+            x509.CRLDistributionPoints(
+                [x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)]
+            )
+        )
+    access = []
+    if ocsp_url:
+        access.append(x509.AccessDescription(AuthorityInformationAccessOID.OCSP,
+                                             x509.UniformResourceIdentifier(ocsp_url)))
+    if ca_issuers_url:
+        access.append(x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
+                                             x509.UniformResourceIdentifier(ca_issuers_url)))
+    if access:
+        extensions.append(x509.AuthorityInformationAccess(access))
+    return extensions
+
+
+def _check_station_chain(chain: list[x509.Certificate], *, now: datetime) -> None:
+    """A station CA chain: issuing CA (pathLen 0) … root (self-signed), every link signed by the next."""
+    issuing, root = chain[0], chain[-1]
+    constraints = _basic_constraints(issuing)
+    if constraints is None or not constraints.ca or constraints.path_length != 0:
+        raise StationError(
+            "The station CA certificate must be a CA limited to end entities (basicConstraints CA:TRUE, "
+            "pathlen:0) — have the root issue it with `station ca root sign-station`."
+        )
+    if root.issuer != root.subject:
+        raise StationError(
+            "The chain does not end in a self-signed root — give the whole CHAIN.pem (station CA first, root last)."
+        )
+    for child, parent in zip(chain, chain[1:] + [root], strict=True):
+        try:
+            child.verify_directly_issued_by(parent)
+        except Exception:
+            raise StationError(
+                f"{child.subject.rfc4514_string()} is not signed by {parent.subject.rfc4514_string()} — the chain "
+                "is damaged or mixed up; export it again from the root."
+            ) from None
+    for cert in chain:
+        if not cert.not_valid_before_utc - CLOCK_SKEW_ALLOWANCE <= now < cert.not_valid_after_utc:
+            raise StationError(
+                f"{cert.subject.rfc4514_string()} is valid from {cert.not_valid_before_utc:%Y-%m-%d} to "
+                f"{cert.not_valid_after_utc:%Y-%m-%d}, which does not include now — check the clock or renew it."
+            )
+
+
+def _basic_constraints(cert: x509.Certificate) -> x509.BasicConstraints | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def device_subject(template: str, *, serial: str, utf8: bool = False, **fields: str) -> x509.Name:
+    """The subject of a device certificate: the profile's ``-subj`` template filled in with the scanned serial.
+
+    The one place a device's subject is built — for the CSR check and for the certificate — so the certificate
+    carries the station's own encoding (UTF8String), never whatever the device's CSR used.  ``fields`` fills
+    further ``{placeholders}`` a profile's template may have (e.g. an identifier read from the SoC).
+    """
+    return parse_openssl_subject(template.format(serial=serial, **fields), utf8=utf8)
 
 
 def _same_key(a: PublicKeyTypes, b: PublicKeyTypes) -> bool:

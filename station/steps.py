@@ -9,6 +9,7 @@ own public key, and the certificate issued is an end-entity certificate.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -16,17 +17,19 @@ import signal
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from station.attestation import AttestationFailed, load_vendor_root, verify_x509_chain
-from station.audit import CertificateRecord, Unit
+from station.audit import AuditLog, CertificateRecord, Unit
+from station.audit_checkpoints import CheckpointSigner
 from station.config import StationConfig
 from station.errors import StationError
 from station.home import StationHome
@@ -41,12 +44,18 @@ from station.identity import (
 from station.identity_log import IdentityConflicts, IdentityRecord, when
 from station.masking import Masker
 from station.orders import OrderStatus
-from station.pki import CertificateAuthority, CsrPolicy, check_csr, parse_openssl_subject
+from station.pki import CertificateAuthority, CsrPolicy, check_csr, device_subject
 from station.profiles import DeviceProfile
 from station.shell import ShellCommand, command
 from station.transport import CommandResult, Deadline, DeviceLink, HostKeyMismatch
 
+if TYPE_CHECKING:
+    from station.fleet.guard import GuardVerdict
+
 TLS_ACCEPT_TIMEOUT_S = 20.0
+# With a fixed TLS-proof port, a unit finding it taken (another unit's proof) tries again this often.
+TLS_PORT_WAIT_S = 0.2
+TLS_PORT_BUSY = "the TLS-proof port"
 # Linux gives every boot a new random id: what tells a board that restarted from one that only
 # dropped its connection.
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -112,6 +121,8 @@ class UnitRecorder(Protocol):
 
     def unit_work_order(self, unit_id: int) -> OrderStatus | None: ...
 
+    def unit(self, unit_id: int) -> Unit: ...
+
     def record_soc_id(self, unit_id: int, *, soc_id: str, source: str) -> None: ...
 
     def unit_soc_id(self, unit_id: int) -> IdentityRecord | None: ...
@@ -130,21 +141,92 @@ class UnitRecorder(Protocol):
     ) -> Unit: ...
 
 
+class FleetChecks(Protocol):
+    """What a unit asks the fleet (station.fleet.guard.FleetGuard, or in a worker the engine's proxy to it)."""
+
+    def check_unit(self, *, serial: str, unit_id: int, reprovision: bool, host_key: str | None) -> GuardVerdict: ...
+
+    def public_key_holder(self, spki_sha256: str) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class UnitIssuance:
+    """A device certificate issued to a unit and already recorded in the audit log."""
+
+    certificate_pem: bytes
+    serial_hex: str
+    # The station CA's issuance quota after this certificate (None: the CA has no limit).
+    quota: str | None = None
+
+
 class UnitSigner(Protocol):
-    """What a unit needs of the CA: the :class:`~station.pki.CertificateAuthority`, or its proxy in a worker."""
+    """What a unit needs of the CA: :class:`StationSigner` (the CA and the audit log together), or its proxy in
+    a worker process."""
 
     @property
     def certificate_pem(self) -> bytes: ...
 
-    def issue_device_certificate(
-        self, csr: x509.CertificateSigningRequest, *, validity_days: int, subject_serial_number: str | None = None
-    ) -> x509.Certificate: ...
+    def issue_for_unit(
+        self, *, unit_id: int, csr_pem: bytes, profile: DeviceProfile, serial: str
+    ) -> UnitIssuance: ...
+
+
+class StationSigner:
+    """The station CA and its audit log, as the sign step needs them: a certificate is issued under the CA's lock
+    together with the quota check and its audit record, so parallel units can neither overshoot the quota nor
+    let a certificate leave the station unrecorded.  Lives where the CA key is (the engine's parent)."""
+
+    def __init__(self, ca: CertificateAuthority, audit: AuditLog) -> None:
+        self.ca = ca
+        self.audit = audit
+
+    @property
+    def certificate_pem(self) -> bytes:
+        return self.ca.certificate_pem
+
+    def admit(self) -> None:
+        """Before a unit touches its board: refuse it when the CA may not sign any more, and have the log sign
+        unit endings and revocations with the CA's key from here on."""
+        self.ca.quota(self.audit.certificates_issued_since).check()
+        self.audit.attach_checkpoint_signer(CheckpointSigner.for_certificate(self.ca.certificate, self.ca.sign_bytes))
+
+    def issue_for_unit(self, *, unit_id: int, csr_pem: bytes, profile: DeviceProfile, serial: str) -> UnitIssuance:
+        request = x509.load_pem_x509_csr(csr_pem)
+        settings = profile.settings
+        records: list[CertificateRecord] = []
+        soc_id = None
+        if profile.identity.soc_id_in_certificate == "subject-serialNumber":
+            # The SoC id the unit recorded at identify (board identity, issue 17), looked up here, where it is kept.
+            recorded = self.audit.unit_soc_id(unit_id)
+            if recorded is None:
+                raise StepFailed(
+                    f"the profile puts the SoC id in the certificate, but unit {unit_id} recorded none — press Retry "
+                    "(identify reads it again); set the board aside if it happens again"
+                )
+            soc_id = recorded.soc_id
+        certificate = self.ca.issue_device_certificate(
+            request,
+            validity_days=profile.validity_days,
+            subject=device_subject(settings["subject"], serial=profile.validate_serial(serial)),
+            crl_url=settings.get("crl_url", ""),
+            ca_issuers_url=settings.get("ca_issuers_url", ""),
+            ocsp_url=settings.get("ocsp_url", ""),
+            issued_since=self.audit.certificates_issued_since,
+            # Fail closed: the certificate is in the audit log, durably, before it can leave the station.
+            record=lambda issued: records.append(self.audit.record_certificate(
+                unit_id, certificate_pem=issued.public_bytes(serialization.Encoding.PEM))),
+            subject_serial_number=soc_id,
+        )  # fmt: skip
+        quota = self.ca.quota(self.audit.certificates_issued_since)
+        limited = quota.maximum is not None or quota.maximum_per_day is not None
+        return UnitIssuance(certificate.public_bytes(serialization.Encoding.PEM), records[0].serial_hex,
+                            quota.describe() if limited else None)
 
 
 class TlsProofServer(Protocol):
     """Where the TLS proof's listener runs (:class:`TlsProofListener`, or the engine's parent)."""
 
-    def listen(self, host: str, timeout_s: float) -> int: ...
+    def listen(self, host: str, timeout_s: float, port: int = 0) -> int: ...
 
     def result(self, port: int, timeout_s: float) -> tuple[bytes | None, list[str]]: ...
 
@@ -164,6 +246,8 @@ class UnitContext:
     output: Callable[[str], None]
     # The TLS proof's listener; None: one is made here from ``ca`` (which must then be the CA itself).
     tls: TlsProofServer | None = None
+    # The fleet's checks ([fleet] configured); None: this process asks the fleet itself.
+    fleet: FleetChecks | None = None
     csr_pem: bytes | None = None
     token_public_key_der: bytes | None = None
     certificate: x509.Certificate | None = None
@@ -200,6 +284,11 @@ class StepSpec:
 # -- identify and guard -----------------------------------------------------------------------
 
 
+def expected_subject(ctx: UnitContext) -> x509.Name:
+    """The device certificate's subject: the profile's template and the scanned serial (never the CSR's)."""
+    return device_subject(ctx.profile.settings["subject"], serial=ctx.profile.validate_serial(ctx.serial))
+
+
 def identify(ctx: UnitContext, deadline: Deadline) -> str:
     ctx.link.open(deadline)
     key = ctx.link.host_key()
@@ -219,6 +308,19 @@ def identify(ctx: UnitContext, deadline: Deadline) -> str:
             f"the board {hostname} has no PKCS#11 module at {module} (OP-TEE's PKCS#11 TA or libckteec is "
             "missing: \"TA not found\") — flash an image with secure storage enabled, then press Retry"
         )
+    if "pkcs11-tool" in ctx.profile.tools:
+        # The module file can be there while OP-TEE's PKCS#11 TA is not (or tee-supplicant is not
+        # running): libckteec then fails at C_Initialize/C_OpenSession with "TA not found".
+        slots = ctx.link.run(command("pkcs11-tool", "--module", module, "--list-slots"), deadline, check=False)
+        if slots.exit_status != 0:
+            # pkcs11-tool ends with "Aborting."; the line naming the failed call is the one that helps.
+            said_lines = [line.strip() for line in slots.output.splitlines() if line.strip()]
+            said = [line for line in said_lines if "CKR_" in line or "error" in line.lower()][:1] or said_lines[-1:] or ["no output"]
+            raise StepFailed(
+                f"the board {hostname} has {module}, but it cannot reach a PKCS#11 token (`pkcs11-tool "
+                f"--list-slots` exited {slots.exit_status}: {said[0][:200]}) — OP-TEE's PKCS#11 TA is missing "
+                "(\"TA not found\") or tee-supplicant is not running; flash an image with the PKCS#11 TA, then press Retry"
+            )
     lines.insert(0, f"hostname {hostname}; tools {', '.join(ctx.profile.tools)}; module {module}")
     lines.append(_read_soc_id(ctx, deadline))
     return "\n".join(lines)
@@ -352,7 +454,7 @@ def guard(ctx: UnitContext, deadline: Deadline) -> str:
             ).rfc4514_string()
         except ValueError:
             subject = "(unreadable)"
-        expected = parse_openssl_subject(ctx.profile.subject_for(ctx.serial)).rfc4514_string()
+        expected = expected_subject(ctx).rfc4514_string()
         if subject != expected and not ctx.unit.reprovision_reason:
             raise UnitRefused(
                 f"this board already holds a device certificate for {subject}, but the scanned serial is "
@@ -366,6 +468,9 @@ def guard(ctx: UnitContext, deadline: Deadline) -> str:
         ctx.audit.pin_host_key(ctx.unit.id, key_type=key[0], fingerprint=key[1])
         crash_point("host_key_pinned")
         ctx.output(f"host key {key[0]} {key[1]} pinned for this unit")
+    # The fleet (other stations) is asked last, with the host key this unit has just pinned.
+    if ctx.config.fleet is not None:
+        lines.append(_fleet_guard(ctx))
     return "\n".join(lines)
 
 
@@ -383,6 +488,48 @@ def work_order_check(ctx: UnitContext) -> list[str]:
             "refuses it too)"
         )
     return [f"work order {order_id}: {status.progress_text()}"]
+
+
+def _fleet(ctx: UnitContext) -> FleetChecks:
+    """The fleet's checks: in a unit's worker the engine's proxy (the station's process asks the fleet over its
+    one connection), in-process this process's own guard."""
+    if ctx.fleet is not None:
+        return ctx.fleet
+    from station.fleet.guard import fleet_guard
+
+    assert ctx.config.fleet is not None
+    return fleet_guard(ctx.config.fleet)
+
+
+def _fleet_guard(ctx: UnitContext) -> str:
+    """Ask the fleet (other stations) before the board is touched; see station.fleet.guard."""
+    from station.fleet.guard import FleetRefusal
+
+    unit = ctx.audit.unit(ctx.unit.id)
+    try:
+        verdict = _fleet(ctx).check_unit(
+            serial=ctx.serial, unit_id=unit.id, reprovision=bool(unit.reprovision_reason),
+            host_key=unit.host_key_fingerprint,
+        )
+    except FleetRefusal as exc:
+        raise StepFailed(str(exc)) from None
+    ctx.output(verdict.text)
+    return verdict.text
+
+
+def _fleet_public_key_holder(ctx: UnitContext, token_key_der: bytes) -> None:
+    from station.fleet.guard import FleetRefusal
+
+    spki = hashlib.sha256(token_key_der).hexdigest()
+    try:
+        holder = _fleet(ctx).public_key_holder(spki)
+    except FleetRefusal as exc:
+        raise StepFailed(str(exc)) from None
+    if holder is not None:
+        raise StepFailed(
+            f"the token's public key was already certified in the fleet for {holder} — a key must never be "
+            "certified twice (a cloned token?); set the board aside and tell quality assurance"
+        )
 
 
 # -- secure storage on the board -----------------------------------------------------------
@@ -475,9 +622,12 @@ def check_csr_step(ctx: UnitContext, deadline: Deadline) -> str:
         raise StepFailed(
             "the token's public key read back from the board is not a valid key — press Retry to generate it again"
         ) from exc
+    if ctx.config.fleet is not None:
+        _fleet_public_key_holder(ctx, token_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
     request = check_csr(
         ctx.csr_pem,
-        expected_subject=parse_openssl_subject(ctx.profile.subject_for(ctx.serial)),
+        expected_subject=expected_subject(ctx),
         policy=CsrPolicy(),
         token_public_key=token_key,
         public_key_seen=ctx.audit.public_key_seen,
@@ -511,23 +661,24 @@ def _attest(ctx: UnitContext, token_key: object, deadline: Deadline) -> str:
 
 def sign(ctx: UnitContext, deadline: Deadline) -> str:
     assert ctx.csr_pem is not None
-    request = x509.load_pem_x509_csr(ctx.csr_pem)
     in_subject = ctx.profile.identity.soc_id_in_certificate == "subject-serialNumber"
     if in_subject and not ctx.soc_id:
         raise StepFailed(
             "the profile puts the SoC id in the certificate, but none was read from this board — press Retry "
             "(identify reads it again); set the board aside if it happens again"
         )
-    certificate = ctx.ca.issue_device_certificate(
-        request, validity_days=ctx.profile.validity_days, subject_serial_number=ctx.soc_id if in_subject else None
-    )
-    pem = certificate.public_bytes(serialization.Encoding.PEM)
-    # Fail closed: the certificate is in the audit log, durably, before it can leave the station.
-    record = ctx.audit.record_certificate(ctx.unit.id, certificate_pem=pem)
+    # The station adds the SoC id this unit recorded at identify (StationSigner), never one the worker names.
+    issuance = ctx.ca.issue_for_unit(unit_id=ctx.unit.id, csr_pem=ctx.csr_pem, profile=ctx.profile,
+                                     serial=ctx.serial)
     crash_point("certificate_recorded")
+    certificate = x509.load_pem_x509_certificate(issuance.certificate_pem)
     ctx.certificate = certificate
-    ctx.output(f"issued certificate serial {record.serial_hex} for {certificate.subject.rfc4514_string()}")
-    return pem.decode("ascii")
+    ctx.output(f"issued certificate serial {issuance.serial_hex} for {certificate.subject.rfc4514_string()}")
+    pem = issuance.certificate_pem.decode("ascii")
+    if issuance.quota is not None:
+        ctx.output(f"station CA quota: {issuance.quota}")
+        return f"station CA quota: {issuance.quota}\n{pem}"
+    return pem
 
 
 def _issued_certificate(ctx: UnitContext) -> x509.Certificate:
@@ -577,10 +728,22 @@ class TlsProofListener:
         self._open: dict[int, tuple[socket.socket, threading.Thread, list[bytes], list[str]]] = {}
         self._lock = threading.Lock()
 
-    def listen(self, host: str, timeout_s: float) -> int:
-        """Start listening on ``host`` (a free port); the port is returned at once."""
+    def listen(self, host: str, timeout_s: float, port: int = 0) -> int:
+        """Start listening on ``host`` (``port``, or a free one if 0); the port is returned at once.
+
+        A fixed port held by another unit's proof raises StationError starting with TLS_PORT_BUSY
+        at once (the caller tries again): this runs in the station's service thread, which never waits.
+        """
         context = self._ca.ssl_server_context(require_client_cert=True)
-        server = socket.create_server((host, 0))
+        try:
+            server = socket.create_server((host, port))
+        except OSError as exc:
+            if port and exc.errno == errno.EADDRINUSE:
+                raise StationError(f"{TLS_PORT_BUSY} {host}:{port} is in use") from exc
+            raise StationError(
+                f"the station cannot listen on {host}:{port} for the TLS proof ({exc.strerror or exc}) — check "
+                "[tls_proof] listen_address and port in station.toml, then press Retry"
+            ) from exc
         server.settimeout(timeout_s)
         port = int(server.getsockname()[1])
         presented: list[bytes] = []
@@ -642,17 +805,19 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
         raise StepSkipped("skipped (serial only): the profile says this board has no network path to the station")
     issued = _issued_certificate(ctx)
     host = ctx.config.tls_listen_address or ctx.link.local_address() or "127.0.0.1"
+    # The board may reach us under another address (NAT, QEMU's 10.0.2.100): [tls_proof] dial_address.
+    dial = ctx.config.tls_dial_address or host
     if ctx.tls is not None:
         listener = ctx.tls
     elif isinstance(ctx.ca, CertificateAuthority):
         listener = TlsProofListener(ctx.ca)
     else:
         raise StepFailed("the station has no TLS listener for the proof — report this; press Retry")
-    port = listener.listen(host, deadline.cap(TLS_ACCEPT_TIMEOUT_S))
+    port = _listen(listener, host, ctx.config.tls_port, deadline)
     client_failed = True
     try:
         result = ctx.link.run(
-            ctx.profile.command("tls_client", serial=ctx.serial, server=f"{host}:{port}"), deadline, check=False
+            ctx.profile.command("tls_client", serial=ctx.serial, server=f"{dial}:{port}"), deadline, check=False
         )
         client_failed = result.exit_status != 0
     finally:
@@ -668,15 +833,31 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
                   else "; ".join(failure) or "the board presented no certificate")
         raise StepFailed(
             f"the board could not prove its identity over mutual TLS ({reason}) — check the board reaches "
-            f"{host}, then press Retry"
+            f"{dial}:{port} (station.toml [tls_proof] dial_address, port), then press Retry"
         )
     if presented != issued_der:
         raise StepFailed(
             "the board presented a certificate other than the one just issued — the certificate on the "
             "board is not ours; press Retry to push it again"
         )
-    return (f"{Basis.VERIFIED}: the board holds the certified key — mutual TLS with {host}:{port}, it presented "
-            f"certificate {issued.serial_number:x}\n{tail}")
+    return (f"{Basis.VERIFIED}: the board holds the certified key — mutual TLS with {host}:{port} (dialled as "
+            f"{dial}:{port}), it presented certificate {issued.serial_number:x}\n{tail}")
+
+
+def _listen(listener: TlsProofServer, host: str, port: int, deadline: Deadline) -> int:
+    """The proof's port; a fixed one ([tls_proof] port) is shared by units one at a time."""
+    while True:
+        try:
+            return listener.listen(host, deadline.cap(TLS_ACCEPT_TIMEOUT_S), port=port)
+        except StationError as exc:
+            if not str(exc).startswith(TLS_PORT_BUSY):
+                raise StepFailed(str(exc)) from exc
+            if deadline.remaining() < TLS_PORT_WAIT_S:
+                raise StepFailed(
+                    f"the TLS-proof port {host}:{port} stayed in use (another unit or program holds it) — "
+                    "press Retry, or choose another [tls_proof] port in station.toml"
+                ) from exc
+            time.sleep(TLS_PORT_WAIT_S)
 
 
 STEPS: dict[str, StepSpec] = {
@@ -697,7 +878,9 @@ STEPS: dict[str, StepSpec] = {
         StepSpec("fetch_csr", "Fetch CSR", fetch_csr, "csr"),
         StepSpec("check_csr", "Check CSR", check_csr_step, "csr"),
         StepSpec("sign", "Sign certificate", sign, "csr"),
-        StepSpec("push", "Push certificates", push, "push"),
-        StepSpec("tls_proof", "Mutual TLS proof", tls_proof, "tls_proof"),
+        # A unit that fails after signing has its certificate revoked as it ends (AuditLog.finish_unit): a
+        # resume makes a new key and certificate instead of pushing a revoked one.
+        StepSpec("push", "Push certificates", push, "init_token"),
+        StepSpec("tls_proof", "Mutual TLS proof", tls_proof, "init_token"),
     )
 }

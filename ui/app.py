@@ -16,11 +16,13 @@ from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from station import __version__
-from station.cli.ca import PASSPHRASE_ENV
+from station.cli.ca import PASSPHRASE_ENV, load_station_ca
 from station.cli.gui import HEADLESS_HELP, display_available
+from station.config import load_ca_settings
 from station.errors import StationError
 from station.home import StationHome
 from station.pki import CertificateAuthority
+from station.pki_token import TOKEN_FILE
 from ui.dialogs import PassphraseDialog, ca_exists, explain_missing_ca
 from ui.main_window import MainWindow
 from ui.session import Session
@@ -66,6 +68,16 @@ def unlock_ca(home: StationHome) -> CertificateAuthority | None:
         if not explain_missing_ca(home.root):
             return None
     problem = None
+    if (home.ca_dir / TOKEN_FILE).exists():
+        # A CA in a token: the PIN comes from [ca] pin_file or the dialog, never from the environment.
+        if load_ca_settings(home.config_file).pin_file is not None:
+            try:
+                return load_station_ca(home)
+            except StationError as exc:
+                problem = f"the token could not be unlocked with [ca] pin_file: {exc}"
+        dialog = PassphraseDialog(home.ca_dir, problem=problem)
+        dialog.exec()
+        return dialog.ca
     from_env = os.environ.get(PASSPHRASE_ENV)
     if from_env:
         try:

@@ -44,7 +44,8 @@ class PassphraseDialog(QDialog):
         intro = _message_label(self)
         intro.setText(
             "The station signs each board's certificate with its CA, whose key is encrypted.\n"
-            "Type the CA passphrase. It is asked once and kept in memory only, until the window closes."
+            "Type the CA passphrase (or the token PIN of a station CA in a token). It is asked once and kept in\n"
+            "memory only, until the window closes."
         )
         layout.addWidget(intro)
         prompt = QLabel("CA &passphrase:", self)
@@ -78,8 +79,9 @@ class PassphraseDialog(QDialog):
             self.show_problem("No passphrase typed — type the CA passphrase, then press Enter.")
             return
         try:
-            # Decrypting the key takes about a millisecond: fine on the GUI thread.
-            self.ca = CertificateAuthority.load(self.ca_dir, passphrase=passphrase)
+            # Decrypting the keys (scrypt) or logging in to the token takes a fraction of a second, once.
+            # A station CA in a token takes what was typed as its PIN; a file CA as its passphrase.
+            self.ca = CertificateAuthority.load(self.ca_dir, passphrase=passphrase, pin=passphrase.decode())
         except StationError as exc:
             self.show_problem(f"Not unlocked: {exc}")
             self.field.setFocus()

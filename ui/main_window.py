@@ -137,6 +137,11 @@ class MainWindow(QMainWindow):
         self._build_shortcuts()
         self.status = QLabel(self)
         self.statusBar().addPermanentWidget(self.status, 1)
+        if session.forwarder is not None:  # [fleet]: connection, backlog and age of the oldest unsent event
+            from ui.fleet_view import FleetIndicator
+
+            self.fleet_indicator = FleetIndicator(session.forwarder, self)
+            self.statusBar().addPermanentWidget(self.fleet_indicator)
         # The line: a serial scanner feeds the scan field; label printer and MES speak in the status bar.
         self.line = LineEvents(session.line, session.config.scanner, self)
         self.line_status = QLabel(self)
@@ -554,17 +559,28 @@ class MainWindow(QMainWindow):
                          parent=self.audit_page)
         layout = self.audit_page.layout()
         assert layout is not None
-        layout.addWidget(view)
+        shown: QWidget = view
+        if self.session.config.fleet is not None and self.role == "quality_lead":  # a "Whole fleet" scope
+            from ui.fleet_view import ScopedAuditView
+
+            shown = self.fleet_scope = ScopedAuditView(view, self.session.config.fleet, self.audit_page)
+        layout.addWidget(shown)
         line = self.session.line
         if line is not None and line.labels.configured:
             reprint = ReprintButton(line, self.operator, view)
             view.unit_shown.connect(reprint.show_unit)
             self.line.printed.connect(reprint.refresh)
             view.action_bar.addWidget(reprint)
-        view.show()  # added to a page that is already shown
+        shown.show()  # added to a page that is already shown
         self.audit_view = view
 
     def _drop_audit_view(self) -> None:
+        scope, self.fleet_scope = getattr(self, "fleet_scope", None), None
+        if scope is not None:
+            scope.shutdown()
+            scope.hide()
+            scope.setParent(None)
+            scope.deleteLater()
         view, self.audit_view = self.audit_view, None
         if view is not None:
             view.shutdown()

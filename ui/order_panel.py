@@ -56,7 +56,9 @@ class OrderPanel(QGroupBox):
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self.refresh)
         self._timer.start()
-        self._show()
+        # Nothing to pick, and nothing to say about orders, until they are read (off the GUI thread).
+        self.picker.setEnabled(False)
+        self.detail.setText("Reading the work orders…")
         self.refresh()
 
     # -- what the window asks --------------------------------------------------------------------

@@ -4,6 +4,7 @@ administrator's settings and the fixtures on offer (no Qt here)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from station.admin import FixtureSource, StationSettings, load_settings, resolve_fixtures, save_settings
 from station.audit import AuditLog
@@ -12,6 +13,9 @@ from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.permissions import secure_home
 from station.profiles import DeviceProfile, available_profiles, load_profile
+
+if TYPE_CHECKING:
+    from station.fleet.forwarder import Forwarder
 
 
 @dataclass
@@ -26,6 +30,8 @@ class Session:
     # What the start-up permission check changed, in words (station/permissions.py), for the window to show.
     startup_notes: list[str] = field(default_factory=list)
     _profiles: dict[str, DeviceProfile] = field(default_factory=dict)
+    # [fleet]: the background sender of this window's audit events (None without a fleet).
+    forwarder: Forwarder | None = None
     # Label printer and MES hand-off ([label], [mes] in station.toml), told of every finished unit.
     line: LineHandOff | None = None
 
@@ -40,7 +46,12 @@ class Session:
         # Opened here, on the GUI thread before any worker exists: the audit log sets a private umask.
         audit = AuditLog(home.audit_db)
         line = LineHandOff(config=config, home=home, audit=audit)
-        return cls(home, config, audit, settings, fixtures, fixtures_arg, line=line, startup_notes=notes)
+        session = cls(home, config, audit, settings, fixtures, fixtures_arg, line=line, startup_notes=notes)
+        if config.fleet is not None:
+            from station.fleet.forwarder import start_forwarder
+
+            session.forwarder = start_forwarder(config.fleet, audit)
+        return session
 
     def profile_name(self, fixture: Fixture | None) -> str:
         return self.settings.profile_for(self.config, fixture)
@@ -69,4 +80,9 @@ class Session:
     def close(self) -> None:
         if self.line is not None:
             self.line.close()
+        if self.forwarder is not None:
+            from station.fleet.forwarder import stop_forwarder
+
+            stop_forwarder(self.forwarder)
+            self.forwarder = None
         self.audit.close()

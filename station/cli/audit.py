@@ -63,6 +63,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     verify.set_defaults(handler=run_verify)
 
+    checkpoint = actions.add_parser(
+        "checkpoint",
+        help="sign the audit journal's current head with the station CA (token)",
+        description="Sign the head of the hash chain with the station CA's key, e.g. after `station revoke`.",
+        epilog="example:\n  station audit checkpoint     asks for the token PIN (or reads [ca] pin_file)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    checkpoint.set_defaults(handler=run_checkpoint)
+
     export = actions.add_parser(
         "export",
         help="export units as CSV or JSON Lines, or a PDF report",
@@ -95,6 +104,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export.add_argument("--order", metavar="ID", help="only units of this work order")
     export.add_argument("--result", choices=UNIT_STATES, help="only units in this state")
     export.add_argument("--steps", action="store_true", help="jsonl only: add each unit's step summary")
+    export.add_argument("--fleet", action="store_true", help="every station of the fleet ([fleet] or --dsn)")
+    export.add_argument("--station", help="--fleet: only this station's units")
+    export.add_argument("--line", help="--fleet: only units of stations on this line")
+    export.add_argument("--dsn", help="--fleet: connect with this DSN (a quality lead's role)")
     export.set_defaults(handler=run_export)
 
     backup = actions.add_parser(
@@ -113,14 +126,68 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_verify(args: argparse.Namespace) -> int:
     home = StationHome.resolve(args.home)
+    from station.cli.ca import audit_trust
+
+    trusted, required = audit_trust(home)
     with _open_existing(home) as log:
-        report = log.verify()
+        report = log.verify(trusted=trusted, require_signed_since=required)
+        # With [fleet], the fleet's copy is the outside anchor: a rewritten chain or an old backup differs from it.
+        fleet_verdict = _compare_with_fleet(home, log)
     if report.ok:
-        print(f"audit log OK: {report.events} events")
+        signed = ""
+        if report.checkpoints is not None:
+            signed = (f"; {report.checkpoints} signed checkpoint(s) verified against the station CA"
+                      + (f", the last covering event {report.last_signed_seq}" if report.last_signed_seq else ""))
+        print(f"audit log OK: {report.events} events{signed}")
+    else:
+        print(f"audit log {home.audit_db} is NOT intact: {report.problem}")
+    if fleet_verdict is not None:
+        print(fleet_verdict[1])
+    if report.ok and (fleet_verdict is None or fleet_verdict[0]):
         return 0
-    print(f"audit log {home.audit_db} is NOT intact: {report.problem}")
     print("Keep a copy of this file as it is and report it to quality assurance.")
     return 1
+
+
+def _compare_with_fleet(home: StationHome, log: AuditLog) -> tuple[bool, str] | None:
+    config = load_config(home.config_file)
+    if config.fleet is None:
+        return None
+    from station.fleet.connection import FleetError, FleetUnavailable, connect
+    from station.fleet.queries import compare_with_fleet
+
+    try:
+        with connect(config.fleet.dsn, passfile=config.fleet.passfile, statement_timeout_s=600) as conn:
+            comparison = compare_with_fleet(log, conn, config.fleet.station_name)
+    except (FleetUnavailable, FleetError) as exc:
+        return True, f"fleet comparison not made: {exc}"
+    if comparison.ok:
+        return True, (f"matches the fleet: the fleet's {comparison.fleet_events} events of station "
+                      f"{config.fleet.station_name} are the local log's "
+                      f"({comparison.local_events - comparison.fleet_events} not forwarded yet)")
+    return False, f"DIFFERS FROM THE FLEET: {comparison.problem}"
+
+
+def run_checkpoint(args: argparse.Namespace) -> int:
+    from station.audit_checkpoints import CheckpointSigner
+    from station.cli.ca import load_station_ca
+
+    home = StationHome.resolve(args.home)
+    with _open_existing(home) as log:
+        report = log.verify()
+        if not report.ok:
+            raise StationError(
+                f"The audit log does not verify ({report.problem}) — refusing to sign it; report it to quality "
+                "assurance."
+            )
+        ca = load_station_ca(home)
+        try:
+            log.attach_checkpoint_signer(CheckpointSigner.for_certificate(ca.certificate, ca.sign_bytes))
+            seq = log.checkpoint()
+        finally:
+            ca.close()
+    print(f"signed the audit journal up to event {seq} with {ca.certificate.subject.rfc4514_string()}")
+    return 0
 
 
 def run_backup(args: argparse.Namespace) -> int:
@@ -145,6 +212,12 @@ def run_backup(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    if getattr(args, "fleet", False):
+        from station.cli.fleet import run_fleet_export
+
+        return run_fleet_export(args)
+    if getattr(args, "station", None) or getattr(args, "line", None) or getattr(args, "dsn", None):
+        raise StationError("--station, --line and --dsn are for the fleet export: add --fleet.")
     if args.steps and args.format != "jsonl":
         raise StationError(
             "--steps is for --format jsonl only; "

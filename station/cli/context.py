@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from station.audit import AuditLog
-from station.cli.ca import read_passphrase
+from station.audit_checkpoints import CheckpointSigner
+from station.cli.ca import load_station_ca
 from station.config import StationConfig, load_config
 from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.permissions import secure_home
 from station.pki import CertificateAuthority
+
+if TYPE_CHECKING:
+    from station.fleet.forwarder import Forwarder
 
 
 @dataclass
@@ -19,10 +24,15 @@ class StationContext:
     home: StationHome
     config: StationConfig
     audit: AuditLog
+    # [fleet]: this process's sender of audit events to the fleet (None without a fleet).
+    forwarder: Forwarder | None = None
     _line: LineHandOff | None = field(default=None, repr=False)
 
     def load_ca(self) -> CertificateAuthority:
-        return CertificateAuthority.load(self.home.ca_dir, passphrase=read_passphrase(new=False))
+        """The station CA, unlocked (token PIN or file passphrase); it signs the audit log's checkpoints too."""
+        ca = load_station_ca(self.home)
+        self.audit.attach_checkpoint_signer(CheckpointSigner.for_certificate(ca.certificate, ca.sign_bytes))
+        return ca
 
     def line(self) -> LineHandOff:
         """The label printer and MES hand-off ([label], [mes]); their words go to stderr."""
@@ -40,6 +50,11 @@ class StationContext:
                 print(f"{self._line.mes.pending()} MES record(s) kept in {self.home.root / 'mes'}; they are sent "
                       "the next time the station runs", file=sys.stderr)
             self._line.close()
+        if self.forwarder is not None:
+            from station.fleet.forwarder import stop_forwarder
+
+            stop_forwarder(self.forwarder)
+            self.forwarder = None
         self.audit.close()
 
 
@@ -48,4 +63,9 @@ def open_station(home_arg: str | None) -> StationContext:
     config = load_config(home.config_file)
     for change in secure_home(home):  # already done by `station` itself; here for other callers
         print(f"station: {change}", file=sys.stderr)
-    return StationContext(home=home, config=config, audit=AuditLog(home.audit_db))
+    context = StationContext(home=home, config=config, audit=AuditLog(home.audit_db))
+    if config.fleet is not None:
+        from station.fleet.forwarder import start_forwarder
+
+        context.forwarder = start_forwarder(config.fleet, context.audit)
+    return context

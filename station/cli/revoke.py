@@ -11,8 +11,11 @@ import argparse
 import getpass
 
 from station.audit import AuditLog
+from station.audit_checkpoints import CheckpointSigner
+from station.cli.ca import load_station_ca
 from station.errors import StationError
 from station.home import StationHome
+from station.pki_token import TOKEN_FILE
 
 EPILOG = """\
 examples:
@@ -56,7 +59,16 @@ def run(args: argparse.Namespace) -> int:
             f"Check --home or STATION_HOME."
         )
     with AuditLog(home.audit_db) as log:
-        record = log.revoke(serial=serial, reason=reason, by=by)
+        ca = None
+        if (home.ca_dir / TOKEN_FILE).exists():
+            # A station CA in a token signs every revocation in the transaction that records it.
+            ca = load_station_ca(home)
+            log.attach_checkpoint_signer(CheckpointSigner.for_certificate(ca.certificate, ca.sign_bytes))
+        try:
+            record = log.revoke(serial=serial, reason=reason, by=by)
+        finally:
+            if ca is not None:
+                ca.close()
     home_option = f"--home {args.home} " if args.home else ""
     print(
         f"Revoked certificate {record.serial_hex} of board {serial} (unit {record.unit_id}, {record.subject}): "

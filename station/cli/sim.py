@@ -2,6 +2,7 @@
 
 station sim up --count 4 [--keygen-delay S] [--boot-delay S] [--serial-console] [--port P]
                [--fault sim-02=no-boot]
+station sim up --kind optee [--count N] [--tls-proof-port P] [--fault optee-01=no-ta]
 station sim status
 station sim reset sim-02
 station sim swap sim-02
@@ -17,8 +18,9 @@ from collections.abc import Sequence
 
 from station.errors import StationError
 from station.home import StationHome
-from station.sim.farm import Farm, SimDevice
+from station.sim.farm import KINDS, Farm, SimDevice
 from station.sim.layout import DEFAULT_PORT
+from station.sim.optee_farm import DEFAULT_TLS_PROOF_PORT, GUEST_STATION_ADDRESS, HOST_STATION_ADDRESS
 
 FAULT_HELP = (
     "no-boot: the device never comes back after its next reboot; "
@@ -27,7 +29,9 @@ FAULT_HELP = (
     "ACTION:PATTERN: a command fault on every SSH command whose line matches the extended regular "
     "expression PATTERN (the sftp subsystem shows as sftp-server), until cleared — ACTION is drop (the "
     "connection dies), hang (no answer, ever), fail (exit 2), garbage (binary noise, exit 0) or stream (/dev/zero without end), "
-    "e.g. hang:--keypairgen or drop:sftp-server"
+    "e.g. hang:--keypairgen or drop:sftp-server. "
+    "OP-TEE boards (optee-NN): no-ta: from the next boot the PKCS#11 TA is missing (OP-TEE's real \"TA not "
+    "found\"); abrupt-reset: `reboot` resets the VM without closing any connection (as a watchdog or reboot -f)"
 )
 
 
@@ -41,7 +45,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     commands = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
 
     up = commands.add_parser("up", help="boot N simulated devices in the background")
-    up.add_argument("--count", type=int, default=2, help="number of devices (default: 2)")
+    up.add_argument(
+        "--kind", choices=KINDS, default="softhsm",
+        help="softhsm: namespaces with sshd and SoftHSM2 (fast, the default); optee: QEMU virtual machines running "
+        "TF-A, OP-TEE OS 4.10.0 with its PKCS#11 TA and Debian (real timing; built once, ~2.5 min, then cached)",
+    )  # fmt: skip
+    up.add_argument("--count", type=int, default=None, help="number of devices (default: 2; 1 for --kind optee)")
+    up.add_argument(
+        "--tls-proof-port", type=int, default=DEFAULT_TLS_PROOF_PORT, metavar="P",
+        help="--kind optee: the station's TLS-proof port the boards are forwarded to, as 10.0.2.100:P "
+        f"(default: {DEFAULT_TLS_PROOF_PORT}; set [tls_proof] port, dial_address in station.toml to match)",
+    )  # fmt: skip
     up.add_argument(
         "--keygen-delay", type=float, default=0.0, metavar="S",
         help="extra seconds each key generation takes, like OP-TEE on a real board (default: 0)",
@@ -82,7 +96,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     fault = commands.add_parser("fault", help="arm or clear a fault on a device", description=FAULT_HELP)
     fault.add_argument("name", help="device name, e.g. sim-02")
-    fault.add_argument("fault", nargs="?", help="the fault to arm: no-boot, drop-ssh, no-module or ACTION:PATTERN")
+    fault.add_argument(
+        "fault", nargs="?",
+        help="the fault to arm: no-boot, drop-ssh, no-module or ACTION:PATTERN; OP-TEE boards: no-ta, abrupt-reset",
+    )  # fmt: skip
     fault.add_argument("--clear", action="store_true", help="clear the device's fault")
     fault.set_defaults(handler=_fault)
 
@@ -117,8 +134,13 @@ def _ssh_address(device: SimDevice) -> str:
 
 def _up(args: argparse.Namespace) -> int:
     farm = _farm(args)
+    if args.kind == "optee" and (args.keygen_delay or args.boot_delay != 1.0):
+        raise StationError("--keygen-delay and --boot-delay are for SoftHSM2 boards; an OP-TEE board's timing is real")
+    count = args.count if args.count is not None else (1 if args.kind == "optee" else 2)
     devices = farm.up(
-        args.count,
+        count,
+        kind=args.kind,
+        tls_proof_port=args.tls_proof_port,
         keygen_delay=args.keygen_delay,
         boot_delay=args.boot_delay,
         serial_console=args.serial_console,
@@ -135,6 +157,12 @@ def _up(args: argparse.Namespace) -> int:
     if armed:
         print(f"faults armed: {', '.join(armed)}")
     print(f"fixtures: {farm.layout.fixtures_file}")
+    if args.kind == "optee":
+        print(
+            "TLS proof: the boards reach the station only through a forward; put in station.toml:\n"
+            f'  [tls_proof]\n  listen_address = "{HOST_STATION_ADDRESS}"\n  dial_address = "{GUEST_STATION_ADDRESS}"\n'
+            f"  port = {args.tls_proof_port}"
+        )
     return 0
 
 

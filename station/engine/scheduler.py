@@ -33,9 +33,6 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from station.audit import AuditLog
 from station.config import StationConfig
 from station.engine import worker
@@ -47,7 +44,7 @@ from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
-from station.steps import STEPS, TlsProofListener
+from station.steps import STEPS, StationSigner, TlsProofListener
 
 # A worker still running this long after its step's deadline is terminated (the step's own deadline
 # should have ended it: this is for a worker that is stuck where no deadline reaches).
@@ -76,8 +73,10 @@ _environment_lock = threading.Lock()
 Observer = Callable[[FlowEvent], None]
 # Audit writes a worker may ask for, each only for its own unit.
 _AUDIT_CALLS = frozenset({"pin_host_key", "public_key_seen", "record_certificate", "certificate_for_unit",
-                          "record_step", "finish_unit", "unit_work_order", "record_soc_id", "unit_soc_id",
-                          "identity_conflicts"})
+                          "record_step", "finish_unit", "unit_work_order", "unit", "record_soc_id",
+                          "unit_soc_id", "identity_conflicts"})
+# Questions a worker may ask the fleet (station.fleet.guard.FleetGuard).
+_FLEET_CALLS = frozenset({"check_unit", "public_key_holder"})
 # Writes whose loss in a power cut costs nothing (the unit resumes from an earlier step): committed without
 # waiting for the disk; the next ordinary commit (certificate, unit end) makes them durable too.
 _GROUPED_CALLS = frozenset({"record_step"})
@@ -171,6 +170,9 @@ class Scheduler:
         self._audit: AuditLog | None = None
         self._tls = TlsProofListener(ca)
         self._identity_file = ""
+        # Questions to the fleet, answered on a thread of their own (see _ask_fleet).
+        self._fleet_calls: queue.SimpleQueue[tuple[int, Call] | None] = queue.SimpleQueue()
+        self._fleet_thread: threading.Thread | None = None
         self.failure: BaseException | None = None
 
     # -- commands (any thread; none of them waits for a unit) -----------------------------------------
@@ -319,6 +321,8 @@ class Scheduler:
                 stopped += f" ({self.failure}) — fix that, then start the board again"
             self._take_commands(time.monotonic())  # boards submitted meanwhile: not started either
             self._drop_queued(stopped)
+            if self._fleet_thread is not None:
+                self._fleet_calls.put(None)
             if self._audit is not None:
                 self._audit.close()
             self._wake_read.close()
@@ -339,6 +343,11 @@ class Scheduler:
                                                      fixture=job.fixture, device=job.device, job=number))
                 else:
                     self._queues.setdefault(job.device, deque()).append((number, job))
+            elif kind == "reply":
+                job_id, answer = value
+                running = self._running.get(int(job_id))
+                if running is not None:
+                    self._send(running, answer)
             elif kind == "cancel":
                 self._cancel_one(int(value))
             elif kind == "cancel_all":
@@ -460,6 +469,13 @@ class Scheduler:
 
     def _serve(self, running: _Running, call: Call) -> None:
         try:
+            if call.service == "fleet" and call.method in _FLEET_CALLS:
+                if call.args.get("unit_id", running.unit_id) != running.unit_id:
+                    raise StationError(f"a worker asked the fleet about unit {call.args['unit_id']}, not its own")
+                # A question to the fleet may wait for the network (up to its own deadline): asked on the
+                # fleet thread, answered through this thread's command queue — never blocking other units.
+                self._ask_fleet(running.job_id, call)
+                return
             if call.service == "tls" and call.method == "result":
                 # Answered once the listener is done, or at the call's timeout (never blocking this thread).
                 running.parked = call
@@ -486,24 +502,44 @@ class Scheduler:
                     return method(**args)
             return method(**args)
         if call.service == "ca" and call.method == "issue":
-            request = x509.load_pem_x509_csr(bytes(args["csr_pem"]))
-            soc_id = args.get("subject_serial_number")
-            if soc_id is not None:
-                # Only the SoC id this unit recorded goes into its certificate (the worker cannot name another).
-                recorded = self._audit.unit_soc_id(running.unit_id)
-                if recorded is None or recorded.soc_id != soc_id:
-                    raise StationError(f"a worker asked to certify SoC id {soc_id}, which unit {running.unit_id} "
-                                       "did not record — press Retry")
-            certificate = self.ca.issue_device_certificate(
-                request, validity_days=int(args["validity_days"]),
-                subject_serial_number=str(soc_id) if soc_id is not None else None,
+            if args.get("unit_id") != running.unit_id:
+                raise StationError(f"a worker asked for a certificate for unit {args.get('unit_id')}, not its own")
+            return StationSigner(self.ca, self._audit).issue_for_unit(
+                unit_id=running.unit_id, csr_pem=bytes(args["csr_pem"]), profile=running.job.profile,
+                serial=running.job.serial,
             )
-            return certificate.public_bytes(serialization.Encoding.PEM)
         if call.service == "tls" and call.method == "listen":
-            port = self._tls.listen(str(args["host"]), float(args["timeout_s"]))
+            port = self._tls.listen(str(args["host"]), float(args["timeout_s"]), port=int(args.get("port", 0)))
             running.tls_ports.add(port)
             return port
         raise StationError(f"unknown station service {call.service}.{call.method}")
+
+    def _ask_fleet(self, job_id: int, call: Call) -> None:
+        if self.config.fleet is None:
+            raise StationError("this station has no [fleet] configured")
+        if self._fleet_thread is None:
+            self._fleet_thread = threading.Thread(target=self._fleet_loop, name="engine-fleet", daemon=True)
+            self._fleet_thread.start()
+        self._fleet_calls.put((job_id, call))
+
+    def _fleet_loop(self) -> None:
+        """The fleet thread: one question at a time over this process's one connection to the fleet."""
+        from station.fleet.guard import fleet_guard
+
+        while True:
+            item = self._fleet_calls.get()
+            if item is None:
+                return
+            job_id, call = item
+            answer: object
+            try:
+                assert self.config.fleet is not None
+                answer = Reply(call.number, getattr(fleet_guard(self.config.fleet), call.method)(**call.args))
+            except StationError as exc:
+                answer = Refusal(call.number, str(exc))
+            except Exception as exc:  # noqa: BLE001 - the worker records its step failed with this
+                answer = Refusal(call.number, f"the station could not ask the fleet ({exc!r}) — press Retry")
+            self._command("reply", (job_id, answer))
 
     def _answer_parked(self) -> None:
         for running in list(self._running.values()):

@@ -21,16 +21,15 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from station.audit import CertificateRecord, Unit
 from station.engine.protocol import Call, Cancel, Done, Progress, Refusal, Reply, WorkerStart
 from station.errors import StationError
+from station.fleet.guard import GuardVerdict
 from station.flow import FlowEvent, Provisioner
 from station.identity_log import IdentityConflicts, IdentityRecord
 from station.orders import OrderStatus
-from station.steps import STATION_PID_ENV
+from station.profiles import DeviceProfile
+from station.steps import STATION_PID_ENV, UnitIssuance
 
 # How long a worker waits for the station to answer one service call (the station answers in
 # milliseconds; this only bounds a station that is gone or wedged).
@@ -83,6 +82,30 @@ class ServiceClient:
             return answer.value
 
 
+class FleetProxy:
+    """The fleet's checks, asked by the station (the parent) over its one connection to the fleet."""
+
+    def __init__(self, client: ServiceClient) -> None:
+        self._client = client
+
+    def check_unit(self, *, serial: str, unit_id: int, reprovision: bool, host_key: str | None) -> GuardVerdict:
+        verdict: GuardVerdict = self._fleet("check_unit", serial=serial, unit_id=unit_id, reprovision=reprovision,
+                                            host_key=host_key)
+        return verdict
+
+    def public_key_holder(self, spki_sha256: str) -> str | None:
+        holder: str | None = self._fleet("public_key_holder", spki_sha256=spki_sha256)
+        return holder
+
+    def _fleet(self, method: str, **args: Any) -> Any:
+        from station.fleet.guard import FleetRefusal
+
+        try:
+            return self._client.call("fleet", method, **args)
+        except StationError as exc:
+            raise FleetRefusal(str(exc)) from None
+
+
 class AuditProxy:
     """The audit log as a unit's steps see it, written by the station (the parent) on the worker's behalf."""
 
@@ -103,6 +126,10 @@ class AuditProxy:
     def certificate_for_unit(self, unit_id: int) -> CertificateRecord | None:
         record: CertificateRecord | None = self._client.call("audit", "certificate_for_unit", unit_id=unit_id)
         return record
+
+    def unit(self, unit_id: int) -> Unit:
+        unit: Unit = self._client.call("audit", "unit", unit_id=unit_id)
+        return unit
 
     def unit_work_order(self, unit_id: int) -> OrderStatus | None:
         status: OrderStatus | None = self._client.call("audit", "unit_work_order", unit_id=unit_id)
@@ -142,11 +169,10 @@ class SignerProxy:
     def certificate_pem(self) -> bytes:
         return self._certificate_pem
 
-    def issue_device_certificate(self, csr: x509.CertificateSigningRequest, *, validity_days: int,
-                                 subject_serial_number: str | None = None) -> x509.Certificate:
-        pem: bytes = self._client.call("ca", "issue", csr_pem=csr.public_bytes(serialization.Encoding.PEM),
-                                       validity_days=validity_days, subject_serial_number=subject_serial_number)
-        return x509.load_pem_x509_certificate(pem)
+    def issue_for_unit(self, *, unit_id: int, csr_pem: bytes, profile: DeviceProfile, serial: str) -> UnitIssuance:
+        # The station signs for the unit it runs here, with that unit's profile and serial (not sent back).
+        issuance: UnitIssuance = self._client.call("ca", "issue", unit_id=unit_id, csr_pem=csr_pem)
+        return issuance
 
 
 class TlsProxy:
@@ -155,8 +181,8 @@ class TlsProxy:
     def __init__(self, client: ServiceClient) -> None:
         self._client = client
 
-    def listen(self, host: str, timeout_s: float) -> int:
-        return int(self._client.call("tls", "listen", host=host, timeout_s=timeout_s))
+    def listen(self, host: str, timeout_s: float, port: int = 0) -> int:
+        return int(self._client.call("tls", "listen", host=host, timeout_s=timeout_s, port=port))
 
     def result(self, port: int, timeout_s: float) -> tuple[bytes | None, list[str]]:
         presented, failure = self._client.call("tls", "result", port=port, timeout_s=timeout_s)
@@ -208,7 +234,8 @@ def main(connection: Connection, start: WorkerStart) -> None:
                               observer=observe)
     try:
         result = provisioner.run_admitted(start.admission, profile=start.profile, cancel=client.cancel,
-                                          tls=TlsProxy(client), identity_file=start.identity_file)
+                                          tls=TlsProxy(client), identity_file=start.identity_file,
+                                          fleet=FleetProxy(client) if start.config.fleet is not None else None)
     except StationError as exc:
         client.send(Done(False, str(exc)))
     except BaseException as exc:  # noqa: BLE001 - reported to the station, which records the unit failed

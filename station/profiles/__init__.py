@@ -39,6 +39,8 @@ _SERIAL_SAFE = re.compile(r"[A-Za-z0-9._:/+-]+")
 _STRING_SETTINGS = (
     "description", "subject", "so_pin", "user_pin", "module", "storage_dir", "token_label", "key_label",
     "key_id", "key_type", "csr_path", "pubkey_path", "cert_path", "ca_cert_path",
+    # Optional URLs the station writes into each device certificate (CRL distribution point, AIA).
+    "crl_url", "ca_issuers_url", "ocsp_url",
 )
 
 

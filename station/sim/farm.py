@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -47,8 +48,12 @@ from station.sim.layout import (
     render_softhsm_conf,
     render_sshd_config,
 )
+from station.sim.optee_farm import DEFAULT_TLS_PROOF_PORT, OpteeFarm
 from station.sim.process import ProcessRef, wait_gone
 from station.sim.silicon import new_soc_id, read_soc_id
+
+# The kinds of simulated board: namespaces + SoftHSM2 (fast, the default) or QEMU + real OP-TEE.
+KINDS = ("softhsm", "optee")
 
 # Deadlines (seconds).  A board boots in well under a second; the margins are for loaded machines.
 BOOT_TIMEOUT_S = 30.0  # from power-on (or reset) until the board's sshd answers
@@ -150,6 +155,7 @@ class SimDevice:
     state: str  # a DeviceState value
     fault: str | None = None  # the armed fault as written on the command line, if any
     soc_id: str = ""  # the board's SoC unique id (station/sim/silicon.py)
+    kind: str = "softhsm"  # "softhsm" (namespaces + SoftHSM2) or "optee" (a QEMU VM running OP-TEE)
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,7 @@ class Farm:
     def __init__(self, home: StationHome) -> None:
         self.home = home
         self.layout = FarmLayout(home)
+        self.optee = OpteeFarm(home)
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -230,14 +237,36 @@ class Farm:
         serial_console: bool = False,
         port: int = DEFAULT_PORT,
         faults: dict[str, str] | None = None,
+        kind: str = "softhsm",
+        tls_proof_port: int = DEFAULT_TLS_PROOF_PORT,
+        progress: Callable[[str], None] = print,
     ) -> list[SimDevice]:
         """Boot ``count`` boards and return once every one accepts SSH connections.
+
+        ``kind="optee"`` boots QEMU virtual machines running the real OP-TEE stack instead
+        (see station.sim.optee_farm; ``keygen_delay``, ``boot_delay`` and ``serial_console`` do not
+        apply: their timing is real and they always have a console).
 
         The boards keep running in the background (also after this process exits) until
         :meth:`down`.  ``faults`` maps device names to faults armed from the start
         (``{"sim-02": "no-boot", "sim-01": "hang:--keypairgen"}``).  Raises StationError with what
         to fix when the machine cannot run the simulator or an SSH address is taken.
         """
+        if kind not in KINDS:
+            raise StationError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        if kind == "optee":
+            if self._running_power_loops():
+                raise StationError(
+                    f"SoftHSM2 boards are already running in {self.home.root}; stop them first with `station sim down`"
+                )
+            optee: list[SimDevice] = self.optee.up(
+                count, port=port, tls_proof_port=tls_proof_port, faults=faults, progress=progress
+            )
+            return optee
+        if self.optee.running():
+            raise StationError(
+                f"OP-TEE boards are already running in {self.home.root}; stop them first with `station sim down`"
+            )
         if not 1 <= count <= MAX_DEVICES:
             raise StationError(f"--count must be between 1 and {MAX_DEVICES}, not {count}")
         if not 1 <= port <= 65535:
@@ -298,12 +327,13 @@ class Farm:
         return result
 
     def status(self) -> list[SimDevice]:
-        """The boards of the farm last started in this home, with their current state."""
+        """The boards of the farms last started in this home (both kinds), with their current state."""
+        optee: list[SimDevice] = self.optee.status()
         settings = self._load_settings()
         if settings is None:
-            return []
+            return optee
         devices = [self.layout.device(index) for index in range(1, settings.count + 1)]
-        return [self._describe(device, settings, self._state_of(device, settings)) for device in devices]
+        return [self._describe(device, settings, self._state_of(device, settings)) for device in devices] + optee
 
     def reset(self, name: str) -> None:
         """Make a board factory-fresh (empty token store, no /var/lib certificates) and reboot it.
@@ -311,6 +341,9 @@ class Farm:
         Returns once the board is back (unless a no-boot fault keeps it down).  For a board that
         is not running, the reset is applied at its next power-on.
         """
+        if name.startswith("optee-"):
+            self.optee.reset(name)
+            return
         device = self._existing_device(name)
         device.run_dir.mkdir(parents=True, exist_ok=True)
         device.run_file("reset").touch()
@@ -358,12 +391,17 @@ class Farm:
         no-boot takes effect at the board's next reboot, drop-ssh at its next key generation
         (once), no-module immediately; a command fault (``ACTION:PATTERN``, see
         :class:`CommandFault`) strikes every matching SSH command from now until cleared.
+        OP-TEE boards (``optee-NN``) have their own faults (station.sim.optee_farm.OpteeFault).
         """
+        if name.startswith("optee-"):
+            self.optee.set_fault(name, fault)
+            return
         device = self._existing_device(name)
         self._arm(device, parse_fault(fault) if fault is not None else None)
 
     def down(self) -> None:
         """Power off every board of this home and stop every process the farm started, by PID."""
+        self.optee.down()
         settings = self._load_settings()
         loops: dict[str, ProcessRef] = {}
         for name, power in (settings.power if settings is not None else {}).items():
@@ -651,6 +689,19 @@ class Farm:
                     f"{device.boot_log}:\n{_tail(device.boot_log)}"
                 )
             time.sleep(POLL_INTERVAL_S)
+
+
+def generate_host_key(private_path: Path, public_path: Path, hostname: str) -> None:
+    """An ed25519 SSH host key pair in OpenSSH format (the private file readable by its owner only)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(private)
+    public_path.write_bytes(public + f" root@{hostname}\n".encode())
 
 
 def _ssh_answers(address: str, port: int) -> bool:

@@ -7,6 +7,7 @@ from "we lost the board" (:class:`LinkLost`) from "the board took too long" (:cl
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -110,12 +111,40 @@ def last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
+# PKCS#11 return values a token (OP-TEE's TA, SoftHSM2) gives the station's commands, in words.
+# pkcs11-tool prints "error: PKCS11 function C_Login failed: rv = CKR_PIN_INCORRECT (0xa0)" and then
+# "Aborting.", so the code is looked for in the whole output, not only its last line.
+PKCS11_ERRORS = {
+    "CKR_PIN_INCORRECT": "the token refused the PIN: the SO PIN or user PIN in the profile is not this token's",
+    "CKR_PIN_LOCKED": "the token's PIN is locked after too many wrong tries: wipe the secure storage to start again",
+    "CKR_USER_PIN_NOT_INITIALIZED": "the token has no user PIN yet (it was initialised again since)",
+    "CKR_USER_NOT_LOGGED_IN": "the command needs a login to the token that it did not get",
+    "CKR_TOKEN_NOT_PRESENT": "no token is present in the slot",
+    "CKR_TOKEN_NOT_RECOGNIZED": "the token was not recognised",
+    "CKR_DEVICE_ERROR": "the secure world reported a device error (OP-TEE's TA missing or tee-supplicant not running?)",
+    "CKR_DEVICE_MEMORY": "the secure storage is full",
+    "CKR_GENERAL_ERROR": "the PKCS#11 module reported a general error",
+    "CKR_FUNCTION_FAILED": "the token could not carry out the operation",
+    "CKR_SLOT_ID_INVALID": "the slot asked for does not exist on this token",
+}
+_CKR = re.compile(r"\bCKR_[A-Z_]+\b")
+
+
+def pkcs11_words(output: str) -> str:
+    """What the first known PKCS#11 return value in ``output`` means, or ""."""
+    for code in _CKR.findall(output):
+        if code in PKCS11_ERRORS:
+            return f"{code}: {PKCS11_ERRORS[code]}"
+    return ""
+
+
 def checked(result: CommandResult, program: str, *, check: bool) -> CommandResult:
     """The result, or :class:`CommandFailed` for a non-zero exit when ``check`` — one wording for every link."""
     if check and result.exit_status != 0:
+        words = pkcs11_words(result.output)
         raise CommandFailed(
             f"`{program}` failed on the device with exit status {result.exit_status}: "
-            f"{last_line(result.output) or 'no output'}",
+            f"{words or last_line(result.output) or 'no output'}",
             result,
         )
     return result

@@ -72,6 +72,8 @@ QUIET_PERIOD_S = 0.2
 DRAIN_LIMIT_S = 1.0
 # How long a board may take to show it is going down after `reboot` before we call it stuck.
 SHUTDOWN_TIMEOUT_S = 30.0
+# After a reboot, a prompt-like end of the boot log counts once the console has been quiet this long.
+PROMPT_SETTLE_S = 0.5
 # Login prompts answered in one attempt to log in (a getty that ate our wake-up CR asks twice).
 LOGIN_ATTEMPTS = 3
 # close() types `exit` so the next session starts from a fresh login; it never waits longer.
@@ -612,13 +614,27 @@ class SerialLink:
             )
 
         # Wait through the boot log for a login prompt (or a shell prompt on an auto-login console).
+        # A boot log arrives in pieces (slowly, from an emulated board): a line cut off at "…#" or
+        # "…login: " is a prompt only if the console then stays quiet, waiting for input.
         while True:
             tail = self._tail()
-            if _LOGIN.search(tail) or (self._prompt.search(tail) and not _PRIVATE_PROMPT.search(tail)):
+            if (_LOGIN.search(tail) or (self._prompt.search(tail) and not _PRIVATE_PROMPT.search(tail))) and (
+                self._settled(deadline, not_back)
+            ):
                 break
             self._wait_for_output(deadline, during="the reboot", on_timeout=not_back)
             self._trim()
         self._log_in(deadline, on_timeout=not_back)
+
+    def _settled(self, deadline: Deadline, on_timeout: Callable[[Deadline], LinkError]) -> bool:
+        """True if nothing more arrives for PROMPT_SETTLE_S (a prompt waits; a line being printed goes on)."""
+        seen = (len(self._buffer), self._tail())
+        settle_by = time.monotonic() + PROMPT_SETTLE_S
+        while time.monotonic() < settle_by:
+            self._wait_for_output(deadline, during="the reboot", on_timeout=on_timeout)
+            if (len(self._buffer), self._tail()) != seen:
+                return False
+        return True
 
     # -- the byte stream --------------------------------------------------------------------
 

@@ -50,6 +50,14 @@ POLL_INTERVAL_S = 0.1
 EXIT_DRAIN_TIMEOUT_S = 2.0
 # How long a board may take to drop its connections after `reboot` before we call it stuck.
 SHUTDOWN_TIMEOUT_S = 30.0
+# A board can reset without closing its connections (a watchdog, `reboot -f`, a power glitch; QEMU
+# keeps the host side of a connection open across a guest reset), so after `reboot` the link is not
+# trusted to drop: every LIVENESS_INTERVAL_S a session-open request must be answered (opened or
+# refused) within LIVENESS_TIMEOUT_S, and LIVENESS_MISSES unanswered in a row mean the board is down.
+# The reboot step then compares boot ids, so a slow board wrongly taken for down cannot pass.
+LIVENESS_INTERVAL_S = 1.0
+LIVENESS_TIMEOUT_S = 2.0
+LIVENESS_MISSES = 2
 # Refused connects cost nothing; a short cap means the board is used as soon as its sshd is up.
 RECONNECT_BACKOFF_S = (0.2, 0.3, 0.5)
 
@@ -328,9 +336,12 @@ class SshLink:
             channel.shutdown_write()
         except (paramiko.SSHException, OSError, EOFError):
             pass  # the board may already be going down: that is what we asked for
-        # See it go down: the transport drops once the board's sshd is gone.
+        # See it go down: the transport drops once the board's sshd is gone, or the board stops
+        # answering on a connection it never closed.
         waited = min(SHUTDOWN_TIMEOUT_S, deadline.remaining())
         down_by = time.monotonic() + waited
+        next_probe = time.monotonic() + LIVENESS_INTERVAL_S
+        misses = 0
         while transport.is_active():
             self._check_cancel()
             # A board that answers `reboot` with an error stays up: say so now, not at the deadline.
@@ -341,6 +352,12 @@ class SshLink:
                     f"the device at {self.address.host} refused to reboot (`reboot` exited {status}) — "
                     "power-cycle it and press Retry"
                 )
+            if time.monotonic() >= next_probe:
+                misses = 0 if self._answers(transport, deadline) else misses + 1
+                if misses >= LIVENESS_MISSES:
+                    break  # reset under an open connection: down without saying so
+                next_probe = time.monotonic() + LIVENESS_INTERVAL_S
+                continue
             if time.monotonic() > down_by:
                 self.close()
                 raise CommandTimedOut(
@@ -350,6 +367,18 @@ class SshLink:
             time.sleep(POLL_INTERVAL_S)
         self.close()
         self.wait_until_back(deadline)
+
+    @staticmethod
+    def _answers(transport: paramiko.Transport, deadline: Deadline) -> bool:
+        """True if the board answers a session-open request in time (a refusal is an answer too)."""
+        try:
+            probe = transport.open_session(timeout=deadline.cap(LIVENESS_TIMEOUT_S) or 0.1)
+        except paramiko.ChannelException:
+            return True  # the board's sshd said no: it is alive
+        except (paramiko.SSHException, OSError, EOFError):
+            return False
+        probe.close()
+        return True
 
     def wait_until_back(self, deadline: Deadline) -> None:
         """Reconnect with backoff until the board answers or the boot deadline passes."""

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from station.home import StationHome  # noqa: E402
 from station.pki import CertificateAuthority  # noqa: E402
+from tests.helpers.postgres import fleet_db, pg_server  # noqa: E402,F401
 from tests.integration.conftest import sim_farm, sim_home, start_farm  # noqa: E402,F401
 from ui.main_window import MainWindow  # noqa: E402
 from ui.session import Session  # noqa: E402

@@ -133,3 +133,7 @@ def wait_for_state(sim_farm: Farm) -> Callable[..., SimDevice]:
             time.sleep(0.05)
 
     return wait
+
+
+# The fleet tests' real PostgreSQL (initdb + pg_ctl on a free port, as a non-root user).
+from tests.helpers.postgres import fleet_db, pg_server  # noqa: E402, F401
