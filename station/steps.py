@@ -809,8 +809,9 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
     dial = ctx.config.tls_dial_address or host
     if ctx.tls is not None:
         listener = ctx.tls
-    elif isinstance(ctx.ca, CertificateAuthority):
-        listener = TlsProofListener(ctx.ca)
+    elif isinstance(ctx.ca, CertificateAuthority | StationSigner):
+        # In one process (Provisioner.provision): the station's own CA, wrapped by run_admitted in a StationSigner.
+        listener = TlsProofListener(ctx.ca if isinstance(ctx.ca, CertificateAuthority) else ctx.ca.ca)
     else:
         raise StepFailed("the station has no TLS listener for the proof — report this; press Retry")
     port = _listen(listener, host, ctx.config.tls_port, deadline)
