@@ -107,7 +107,7 @@ def main() -> None:
         profile = load_profile("welma-optee")
         for index in range(args.units):
             # Station unit.
-            farm.reset(device.name)
+            farm.swap(device.name)  # another board: each serial needs its own silicon
             durations.clear()
             began, cpu = time.perf_counter(), cpu_seconds()
             device_time.seconds = 0.0
@@ -121,7 +121,7 @@ def main() -> None:
             for step, seconds in durations.items():
                 station_steps.setdefault(step, []).append(seconds)
             # The tutorial by hand on the same board.
-            farm.reset(device.name)
+            farm.swap(device.name)  # another board: each serial needs its own silicon
             began, children = time.perf_counter(), cpu_seconds(resource.RUSAGE_CHILDREN)
             run = subprocess.run(
                 ["bash", str(HERE / "baseline" / "tutorial.sh"), device.address, str(device.port),

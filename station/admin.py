@@ -271,6 +271,7 @@ def resolve_fixtures(
     if config.fixtures:
         return FixtureSource(config.fixtures, "station.toml", config.source)
     sim_file = home.sim_dir / "fixtures.toml"
-    if sim_file.is_file():
+    # Production mode never falls back to simulated boards.
+    if not config.production and sim_file.is_file():
         return FixtureSource(load_fixtures(sim_file), "simulated farm", sim_file)
     return FixtureSource((), "none")

@@ -77,6 +77,8 @@ if TYPE_CHECKING:
     # Imported where a connection is made: a unit's worker process uses this module's records, not SQLite.
     import sqlite_utils
 
+    from station.identity_log import IdentityConflicts, IdentityRecord
+
 UNIT_STATES = ("running", "failed", "passed", "aborted", "superseded")
 UNIT_RESULTS = ("passed", "failed", "aborted")
 STEP_OUTCOMES = ("passed", "failed", "skipped", "retrying")
@@ -140,12 +142,15 @@ EXPORT_FIELDS = (
     "certificate_fingerprint",
     "revoked_at",
     "reprovision_reason",
+    "soc_id",
     "order_id",
 )
 
 # Tables whose every row is journalled by events; all have an INTEGER PRIMARY KEY named id.
 AUDITED_TABLES = {"units": "unit", "steps": "step record", "certificates": "certificate record",
-                  "label_prints": "label print", **ORDER_TABLES}
+                  "label_prints": "label print", **ORDER_TABLES,
+                  # Board identity (station/identity_log.py): the silicon each unit ran on, the fixtures' host keys.
+                  "unit_identity": "board identity record", "fixture_host_keys": "fixture host-key record"}
 
 _SCHEMA = (
     """
@@ -240,6 +245,49 @@ _SCHEMA = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS label_prints_unit ON label_prints(unit_id, id)",
+    # Board identity (station/identity_log.py): the SoC unique id a unit read from the board, and each
+    # pin of a fixture's host key (the inventory's history; the fixture file holds the current key).
+    """
+    CREATE TABLE IF NOT EXISTS unit_identity (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        unit_id INTEGER NOT NULL REFERENCES units(id),
+        soc_id TEXT NOT NULL,
+        soc_id_source TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS unit_identity_unit ON unit_identity(unit_id, id)",
+    "CREATE INDEX IF NOT EXISTS unit_identity_soc ON unit_identity(soc_id, unit_id)",
+    "CREATE INDEX IF NOT EXISTS units_host_key ON units(host_key_fingerprint) WHERE host_key_fingerprint IS NOT NULL",
+    """
+    CREATE TABLE IF NOT EXISTS fixture_host_keys (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        fixture TEXT NOT NULL,
+        device TEXT NOT NULL,
+        key_type TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        previous_fingerprint TEXT,
+        file TEXT NOT NULL,
+        pinned_by TEXT NOT NULL,
+        pinned_at TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS unit_identity_is_append_only_update BEFORE UPDATE ON unit_identity
+    BEGIN SELECT RAISE(ABORT, 'board identity records are append-only'); END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS unit_identity_is_append_only_delete BEFORE DELETE ON unit_identity
+    BEGIN SELECT RAISE(ABORT, 'board identity records are append-only'); END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS fixture_host_keys_are_append_only_update BEFORE UPDATE ON fixture_host_keys
+    BEGIN SELECT RAISE(ABORT, 'fixture host-key records are append-only'); END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS fixture_host_keys_are_append_only_delete BEFORE DELETE ON fixture_host_keys
+    BEGIN SELECT RAISE(ABORT, 'fixture host-key records are append-only'); END
+    """,
     # The issuance quota counts certificates by issue time.
     "CREATE INDEX IF NOT EXISTS certificates_issued_at ON certificates(issued_at)",
     """
@@ -673,6 +721,28 @@ class AuditLog:
         book = self.orders
         order_id = book.order_of_unit(unit_id)
         return None if order_id is None else book.status(order_id)
+
+    # -- board identity (station/identity_log.py): what a unit's steps ask, also from a worker ----------
+
+    def record_soc_id(self, unit_id: int, *, soc_id: str, source: str) -> None:
+        """Record the SoC unique id unit ``unit_id`` read from its board (once per distinct id)."""
+        from station.identity_log import IdentityLog
+
+        IdentityLog(self).record_soc_id(unit_id, soc_id=soc_id, source=source)
+
+    def unit_soc_id(self, unit_id: int) -> IdentityRecord | None:
+        """The SoC id unit ``unit_id`` last recorded (None: none yet)."""
+        from station.identity_log import IdentityLog
+
+        return IdentityLog(self).soc_id_of(unit_id)
+
+    def identity_conflicts(
+        self, unit_id: int, *, soc_id: str | None, host_key_fingerprint: str | None
+    ) -> IdentityConflicts:
+        """Other enrolments that unit ``unit_id``'s board (SoC id, host key) or serial clash with."""
+        from station.identity_log import IdentityLog
+
+        return IdentityLog(self).conflicts(unit_id, soc_id=soc_id, host_key_fingerprint=host_key_fingerprint)
 
     def __enter__(self) -> AuditLog:
         return self
@@ -1525,7 +1595,7 @@ class AuditLog:
     def _append_event(self, db: sqlite_utils.Database, *, at: str, kind: str, table: str, pk: int) -> None:
         """Journal the row ``table``/``pk`` as it now is; must run inside the change that wrote it."""
         row = db.table(table).get(pk)
-        # Orders belong to no unit; every other journalled row does.
+        # Orders and fixture host-key records belong to no unit; every other journalled row does.
         unit_id = pk if table == "units" else row.get("unit_id")
         payload = _canonical_json({"table": table, "pk": pk, "unit_id": unit_id, "row": row})
         head = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
@@ -1639,6 +1709,9 @@ class AuditLog:
         # quarter more on a million units.
         places = db.conn.execute("SELECT unit_id, order_id FROM order_places ORDER BY unit_id")
         place = places.fetchone()
+        # Each unit's SoC id (its latest record), merged in the same way.
+        identities = db.conn.execute("SELECT unit_id, soc_id FROM unit_identity ORDER BY unit_id, id")
+        identity = identities.fetchone()
         for (
             unit_id, serial, state, profile, device, fixture, batch, operator, station, started, ended,
             failed_step, message, attempt, cert_serial, cert_fingerprint, revoked_at, reprovision_reason,
@@ -1646,11 +1719,16 @@ class AuditLog:
             while place is not None and place[0] < unit_id:
                 place = places.fetchone()
             order_id = place[1] if place is not None and place[0] == unit_id else None
+            soc_id = None
+            while identity is not None and identity[0] <= unit_id:
+                if identity[0] == unit_id:
+                    soc_id = identity[1]
+                identity = identities.fetchone()
             duration = None if ended is None else round((parse(ended) - parse(started)).total_seconds(), 3)
             yield (
                 unit_id, serial, state, profile, device, fixture, batch, operator, station, started, ended,
                 duration, failed_step, message, attempt, cert_serial, cert_fingerprint, revoked_at,
-                reprovision_reason, order_id,
+                reprovision_reason, soc_id, order_id,
             )  # fmt: skip
 
 

@@ -27,6 +27,31 @@ class Fixture:
     device: str
     profile: str | None = None
     console: str | None = None
+    # The SSH host key the board on this fixture must show ("SHA256:…"), from the inventory
+    # (`station fixtures pin NAME` writes it); None: not in the inventory.
+    host_key: str | None = None
+
+
+# What a board whose fixture has no host key in the inventory gets (station/identity.py FirstContact).
+FIRST_CONTACT_CHOICES = ("pin-per-unit", "require-inventory")
+HOST_KEY_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """[identity]: how the station treats boards it does not know yet."""
+
+    first_contact: str = "pin-per-unit"
+
+
+def _identity(path: Path, text: str, data: dict[str, Any]) -> IdentityConfig:
+    table = _table(path, text, data, "identity")
+    _refuse_unknown(path, text, table, KNOWN_KEYS["identity"], prefix="identity.")
+    first_contact = table.get("first_contact", "pin-per-unit")
+    if first_contact not in FIRST_CONTACT_CHOICES:
+        raise _fail(path, text, "identity.first_contact",
+                    f"must be one of {', '.join(repr(choice) for choice in FIRST_CONTACT_CHOICES)}")
+    return IdentityConfig(first_contact=first_contact)
 
 
 # What a station does when the fleet database cannot be reached at the guard step.
@@ -100,6 +125,7 @@ class StationConfig:
     scanner: ScannerSettings = field(default_factory=lambda: ScannerSettings())
     mes: MesSettings = field(default_factory=lambda: MesSettings())
     orders: OrdersConfig = OrdersConfig()
+    identity: IdentityConfig = field(default_factory=lambda: IdentityConfig())
 
     @property
     def orders_required(self) -> bool:
@@ -178,6 +204,7 @@ def load_config(path: Path) -> StationConfig:
         label=_section(path, text, data, "label", LabelSettings),
         scanner=_section(path, text, data, "scanner", ScannerSettings),
         mes=_section(path, text, data, "mes", MesSettings),
+        identity=_identity(path, text, data),
     )
 
 
@@ -281,6 +308,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "scanner": frozenset(f.name for f in fields(ScannerSettings)),
     "mes": frozenset(f.name for f in fields(MesSettings)),
     "orders": frozenset({"required"}),
+    "identity": frozenset({"first_contact"}),
     "ca": frozenset({"pin_file", "max_certificates_per_day", "crl_next_update_days", "crl_publish",
                      "crl_publish_every_minutes"}),
 }
@@ -389,6 +417,12 @@ def _fixtures(path: Path, text: str, data: dict[str, Any]) -> tuple[Fixture, ...
         names.add(name)
         profile = entry.get("profile")
         console = entry.get("console")
+        host_key = entry.get("host_key")
+        if host_key is not None and (not isinstance(host_key, str) or not HOST_KEY_FINGERPRINT.fullmatch(host_key)):
+            raise _fail(path, text, "fixture.host_key",
+                        f"fixture {name!r}: host_key must be a fingerprint as ssh-keygen -lf prints it "
+                        "(SHA256: and 43 characters) — or run `station fixtures pin NAME` to write it",
+                        occurrence=index)
         fixtures.append(Fixture(name=name, device=device, profile=profile if isinstance(profile, str) else None,
-                                console=console if isinstance(console, str) else None))
+                                console=console if isinstance(console, str) else None, host_key=host_key))
     return tuple(fixtures)

@@ -24,7 +24,7 @@ from station.line.handoff import LineHandOff
 from station.masking import Masker
 from station.orders import order_profile
 from station.pki import CertificateAuthority
-from station.profiles import DeviceProfile
+from station.profiles import MIN_PRODUCTION_PIN_LENGTH, DeviceProfile
 from station.steps import (
     STEPS,
     FleetChecks,
@@ -34,8 +34,10 @@ from station.steps import (
     TlsProofServer,
     UnitContext,
     UnitRecorder,
+    UnitRefused,
     UnitSigner,
     crash_point,
+    disable_test_hooks,
 )
 from station.transport import (
     CommandFailed,
@@ -169,6 +171,8 @@ class Provisioner:
         self.observer: Observer = observer or (lambda event: None)
         # Label printer and MES: told of every finished unit, in _finished (the one place a unit ends).
         self.line = line
+        if config.production:
+            disable_test_hooks()  # a station in production mode cannot be made to kill itself
 
     def eta(self, profile: DeviceProfile, step: str) -> float | None:
         """Median of the recent passed durations of this step on this profile, if any were recorded."""
@@ -232,10 +236,13 @@ class Provisioner:
                                     profile=profile, profiles_dir=self.home.profiles_dir)
         serial = profile.validate_serial(serial)
         DeviceAddress.parse(device)
-        if self.config.production and profile.uses_demo_pins:
+        problems = profile.production_pin_problems() if self.config.production else []
+        if problems:
+            demo = "uses the tutorial's demo PINs; " if profile.uses_demo_pins else ""
             raise StationError(
-                f"profile {profile.name} uses the tutorial's demo PINs, which a station in production mode "
-                "refuses — set so_pin and user_pin in the profile to the plant's own values"
+                f"profile {profile.name} {demo}{'; '.join(problems)} — a station in production mode refuses "
+                "guessable PINs: set so_pin and user_pin in the profile to the plant's own values (at least "
+                f"{MIN_PRODUCTION_PIN_LENGTH} characters, not one repeated character, not a sequence)"
             )
         if not operator.strip():
             raise StationError("no operator is signed in — sign in (name or badge) before provisioning")
@@ -315,7 +322,7 @@ class Provisioner:
         context = UnitContext(
             serial=serial, profile=profile, link=link, audit=self.audit, unit=unit,
             ca=StationSigner(self.ca, self._log()) if isinstance(self.ca, CertificateAuthority) else self.ca,
-            config=self.config, masker=masker, output=output, tls=tls, fleet=fleet,
+            config=self.config, masker=masker, output=output, tls=tls, fleet=fleet, home=self.home,
         )
         try:
             for step in admission.plan:
@@ -323,7 +330,8 @@ class Provisioner:
                 index = steps.index(step)
                 error = self._run_step(context, step, index, len(steps), cancel, emit, admission.etas.get(step))
                 if error is not None:
-                    aborted = isinstance(error, HostKeyMismatch)
+                    # A changed host key, or a board refused as not this serial's: nothing more to try.
+                    aborted = isinstance(error, HostKeyMismatch | UnitRefused)
                     result = "aborted" if aborted else "failed"
                     message = masker(str(error))
                     if aborted and inherited is not None and not unit.host_key_fingerprint:

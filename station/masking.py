@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterable
 
 MASK = "****"
@@ -16,7 +17,13 @@ class Masker:
     def __init__(self, secrets: Iterable[str]) -> None:
         # Longest first, so a PIN that contains another PIN is masked whole.  A secret is masked only
         # as a whole word: PIN "0000" must not turn serial 202600000000001 into "2026****0000001".
-        ordered = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+        # A secret is also masked as the shell quoting (station/shell.py) writes it into a command line:
+        # whole (shlex.quote) and inside a quoted word (each ' becomes '"'"').
+        variants = set()
+        for secret in secrets:
+            if secret:
+                variants |= {secret, shlex.quote(secret), secret.replace("'", "'\"'\"'")}
+        ordered = sorted(variants, key=len, reverse=True)
         self._pattern = (
             re.compile("|".join(rf"(?<![0-9A-Za-z]){re.escape(secret)}(?![0-9A-Za-z])" for secret in ordered))
             if ordered else None

@@ -830,6 +830,7 @@ class CertificateAuthority:
         issued_since: Callable[[datetime], int] | None = None,
         record: Callable[[x509.Certificate], object] | None = None,
         now: datetime | None = None,
+        subject_serial_number: str | None = None,
     ) -> x509.Certificate:
         """Sign an end-entity TLS client certificate for a device from its (already checked) CSR.
 
@@ -842,6 +843,8 @@ class CertificateAuthority:
         With ``issued_since`` (how many certificates the audit log holds since a moment) the issuance quota is
         checked, and with ``record`` (the audit log's write) the certificate is recorded, both under the same
         lock as the signature: parallel units can neither overshoot the quota nor sign without a record.
+        ``subject_serial_number`` (the board's SoC unique id, when the profile asks) is added to the subject as a
+        serialNumber attribute.
         """
         _check_validity_days(validity_days)
         if not csr.is_signature_valid:
@@ -864,9 +867,14 @@ class CertificateAuthority:
                 f"The station CA certificate expired on {ca_not_after:%Y-%m-%d %H:%M} UTC — no device can "
                 "be certified with it. Set up a new CA (`station ca init` in a new home, or `station ca import`)."
             )
+        subject = subject if subject is not None else csr.subject
+        if subject_serial_number is not None:
+            subject = x509.Name(
+                [*subject.rdns, x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.SERIAL_NUMBER, subject_serial_number)])]
+            )
         builder = (
             x509.CertificateBuilder()
-            .subject_name(subject if subject is not None else csr.subject)
+            .subject_name(subject)
             .issuer_name(self._ca_cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())  # 159 random bits: unguessable, unique

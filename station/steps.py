@@ -26,17 +26,29 @@ from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
+from station.attestation import AttestationFailed, load_vendor_root, verify_x509_chain
 from station.audit import AuditLog, CertificateRecord, Unit
 from station.audit_checkpoints import CheckpointSigner
 from station.config import StationConfig
 from station.errors import StationError
+from station.home import StationHome
+from station.identity import (
+    Basis,
+    SocIdUnreadable,
+    find_fixture,
+    host_key_mismatch_advice,
+    known_fixtures,
+    read_soc_id,
+)
+from station.identity_log import IdentityConflicts, IdentityRecord, when
 from station.masking import Masker
 from station.orders import OrderStatus
 from station.pki import CertificateAuthority, CsrPolicy, check_csr, device_subject
 from station.profiles import DeviceProfile
-from station.shell import command
-from station.transport import CommandResult, Deadline, DeviceLink
+from station.shell import ShellCommand, command
+from station.transport import CommandResult, Deadline, DeviceLink, HostKeyMismatch
 
 if TYPE_CHECKING:
     from station.fleet.guard import GuardVerdict
@@ -58,6 +70,7 @@ BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 KILL_AT_ENV = "STATION_TEST_KILL_AT"
 
 
+_test_hooks = {"enabled": True}
 # Set in a unit's worker process (station.engine.worker): the station is its parent process.
 STATION_PID_ENV = "STATION_ENGINE_PARENT_PID"
 
@@ -76,12 +89,18 @@ def station_is_ancestor(station_pid: int) -> bool:
     return len(fields) > 1 and fields[1] == str(station_pid)
 
 
+def disable_test_hooks() -> None:
+    """Production mode: the test hook is ignored for the rest of this process, whatever the environment says."""
+    _test_hooks["enabled"] = False
+
+
 def crash_point(point: str) -> None:
     """Test hook: die here, without any cleanup, if the crash-safety tests asked for ``point``.
 
     In a unit's worker process the whole station dies, as in a power cut: the parent (which holds the
-    audit log and the CA) first, then the worker itself."""
-    if os.environ.get(KILL_AT_ENV) == point:
+    audit log and the CA) first, then the worker itself.  Ignored in production mode
+    (:func:`disable_test_hooks`, in the station and in every worker)."""
+    if _test_hooks["enabled"] and os.environ.get(KILL_AT_ENV) == point:
         parent = os.environ.get(STATION_PID_ENV)
         if parent and parent.isdigit() and station_is_ancestor(int(parent)):
             os.kill(int(parent), signal.SIGKILL)
@@ -90,6 +109,13 @@ def crash_point(point: str) -> None:
 
 class StepFailed(StationError):
     """A step found the board in a state it must not continue from; the message says what to do."""
+
+
+class UnitRefused(StepFailed):
+    """This board must not be enrolled under this serial; nothing was done to it and the unit ends aborted.
+
+    Aborted, not failed: Retry could only repeat the refusal, and the serial stays free for its right board.
+    """
 
 
 class StepSkipped(Exception):  # noqa: N818 - an outcome, not an error
@@ -111,6 +137,14 @@ class UnitRecorder(Protocol):
     def unit_work_order(self, unit_id: int) -> OrderStatus | None: ...
 
     def unit(self, unit_id: int) -> Unit: ...
+
+    def record_soc_id(self, unit_id: int, *, soc_id: str, source: str) -> None: ...
+
+    def unit_soc_id(self, unit_id: int) -> IdentityRecord | None: ...
+
+    def identity_conflicts(
+        self, unit_id: int, *, soc_id: str | None, host_key_fingerprint: str | None
+    ) -> IdentityConflicts: ...
 
     def record_step(
         self, unit_id: int, *, step: str, attempt: int, outcome: str, started_at: datetime, ended_at: datetime,
@@ -175,6 +209,16 @@ class StationSigner:
         request = x509.load_pem_x509_csr(csr_pem)
         settings = profile.settings
         records: list[CertificateRecord] = []
+        soc_id = None
+        if profile.identity.soc_id_in_certificate == "subject-serialNumber":
+            # The SoC id the unit recorded at identify (board identity, issue 17), looked up here, where it is kept.
+            recorded = self.audit.unit_soc_id(unit_id)
+            if recorded is None:
+                raise StepFailed(
+                    f"the profile puts the SoC id in the certificate, but unit {unit_id} recorded none — press Retry "
+                    "(identify reads it again); set the board aside if it happens again"
+                )
+            soc_id = recorded.soc_id
         certificate = self.ca.issue_device_certificate(
             request,
             validity_days=profile.validity_days,
@@ -186,6 +230,7 @@ class StationSigner:
             # Fail closed: the certificate is in the audit log, durably, before it can leave the station.
             record=lambda issued: records.append(self.audit.record_certificate(
                 unit_id, certificate_pem=issued.public_bytes(serialization.Encoding.PEM))),
+            subject_serial_number=soc_id,
         )  # fmt: skip
         quota = self.ca.quota(self.audit.certificates_issued_since)
         limited = quota.maximum is not None or quota.maximum_per_day is not None
@@ -222,6 +267,11 @@ class UnitContext:
     token_public_key_der: bytes | None = None
     certificate: x509.Certificate | None = None
     notes: list[str] = field(default_factory=list)
+    # Where fixture definitions (the host-key inventory) are looked up; None: station.toml's only.
+    home: StationHome | None = None
+    soc_id: str | None = None
+    host_key_in_inventory: bool = False
+    attested: bool = False
 
     def run(self, name: str, deadline: Deadline, **extra: str) -> CommandResult:
         """Run the profile's command ``name`` for this board and show its (masked) output."""
@@ -257,10 +307,8 @@ def expected_subject(ctx: UnitContext) -> x509.Name:
 def identify(ctx: UnitContext, deadline: Deadline) -> str:
     ctx.link.open(deadline)
     key = ctx.link.host_key()
-    if key is not None:
-        ctx.audit.pin_host_key(ctx.unit.id, key_type=key[0], fingerprint=key[1])
-        crash_point("host_key_pinned")
-        ctx.output(f"host key {key[0]} {key[1]} pinned for this unit")
+    lines = [_check_host_key(ctx, key)]
+    ctx.output(lines[0])
     hostname = ctx.link.run(command("uname", "-n"), deadline).stdout.strip()
     found = ctx.link.run(command("command", "-v", *ctx.profile.tools), deadline, check=False).stdout
     missing = [tool for tool in ctx.profile.tools if not re.search(rf"(^|/){re.escape(tool)}\s*$", found, re.M)]
@@ -281,22 +329,128 @@ def identify(ctx: UnitContext, deadline: Deadline) -> str:
         slots = ctx.link.run(command("pkcs11-tool", "--module", module, "--list-slots"), deadline, check=False)
         if slots.exit_status != 0:
             # pkcs11-tool ends with "Aborting."; the line naming the failed call is the one that helps.
-            lines = [line.strip() for line in slots.output.splitlines() if line.strip()]
-            said = [line for line in lines if "CKR_" in line or "error" in line.lower()][:1] or lines[-1:] or ["no output"]
+            said_lines = [line.strip() for line in slots.output.splitlines() if line.strip()]
+            said = [line for line in said_lines if "CKR_" in line or "error" in line.lower()][:1] or said_lines[-1:] or ["no output"]
             raise StepFailed(
                 f"the board {hostname} has {module}, but it cannot reach a PKCS#11 token (`pkcs11-tool "
                 f"--list-slots` exited {slots.exit_status}: {said[0][:200]}) — OP-TEE's PKCS#11 TA is missing "
                 "(\"TA not found\") or tee-supplicant is not running; flash an image with the PKCS#11 TA, then press Retry"
             )
-    return f"hostname {hostname}; tools {', '.join(ctx.profile.tools)}; module {module}"
+    lines.insert(0, f"hostname {hostname}; tools {', '.join(ctx.profile.tools)}; module {module}")
+    lines.append(_read_soc_id(ctx, deadline))
+    return "\n".join(lines)
+
+
+def _check_host_key(ctx: UnitContext, key: tuple[str, str] | None) -> str:
+    """Compare the host key the board showed with its fixture's inventory — before any command runs."""
+    if key is None:
+        return "no SSH host key on this link (serial console): the SoC id is the board's identity"
+    settings_file = None
+    if ctx.home is not None:
+        from station.admin import load_settings  # the admin's fixtures file, as the window uses it
+
+        try:
+            settings_file = load_settings(ctx.home).fixtures_file
+        except StationError:
+            settings_file = None
+    fixtures = known_fixtures(ctx.home.root if ctx.home else None, ctx.config, settings_file=settings_file)
+    known = find_fixture(fixtures, name=ctx.unit.fixture, device=ctx.unit.device)
+    fixture_name = known.fixture.name if known else (ctx.unit.fixture or ctx.unit.device)
+    expected = known.fixture.host_key if known else None
+    if expected is not None:
+        if key[1] != expected:
+            raise HostKeyMismatch(
+                f"the board on fixture {fixture_name} answered with host key {key[0]} {key[1]}, but the fixture's "
+                f"inventory ({known.file if known and known.file else known.origin if known else '?'}) holds "
+                f"{expected} — {host_key_mismatch_advice(fixture_name)}"
+            )
+        ctx.host_key_in_inventory = True
+        return f"{Basis.VERIFIED}: host key {key[1]} is the one fixture {fixture_name}'s inventory holds"
+    if ctx.config.identity.first_contact == "require-inventory":
+        raise HostKeyMismatch(
+            f"fixture {fixture_name} has no host key in the inventory and this station requires one "
+            f"(first_contact = \"require-inventory\"); the board answered with {key[0]} {key[1]} — nothing was "
+            f"run on it. An administrator checks the key on the board's console (ssh-keygen -lf "
+            f"/etc/ssh/ssh_host_ed25519_key.pub) and runs `station fixtures pin {fixture_name}`; until then, "
+            "set the board aside"
+        )
+    return (
+        f"host key {key[1]} is not in an inventory (fixture {fixture_name}): pinned for this unit only "
+        "(first_contact = \"pin-per-unit\")"
+    )
+
+
+def _read_soc_id(ctx: UnitContext, deadline: Deadline) -> str:
+    earlier = ctx.audit.unit_soc_id(ctx.unit.id)
+    try:
+        soc = read_soc_id(ctx.link, ctx.profile.identity, deadline)
+    except SocIdUnreadable as exc:
+        raise StepFailed(str(exc)) from None
+    if soc is None:
+        ctx.output("SoC unique id: none (the profile does not require one)")
+        return "SoC unique id: none (not required by the profile)"
+    if earlier is not None and earlier.soc_id != soc.value:
+        # A resumed unit must continue on the board it started on.
+        raise StepFailed(
+            f"this is not the board unit {ctx.unit.id} started on: its SoC id was {earlier.soc_id}, the board on "
+            f"the fixture now has {soc.value} — put the unit's board back on the fixture and press Retry, or set "
+            "this board aside"
+        )
+    ctx.audit.record_soc_id(ctx.unit.id, soc_id=soc.value, source=soc.source)
+    ctx.soc_id = soc.value
+    ctx.output(f"SoC unique id {soc.value} ({Basis.REPORTED}, read from {soc.source})")
+    return f"SoC unique id {soc.value} ({Basis.REPORTED}, read from {soc.source})"
+
+
+def _set_aside(previous_serial: str) -> str:
+    return (
+        "set the board aside with its label and call the quality lead; scan the next board. "
+        f"If the label is wrong, the board stays {previous_serial}; enrolling it under a new serial needs a "
+        "re-provision with a reason (station provision … --reprovision --reason)"
+    )
+
+
+def _identity_guard(ctx: UnitContext) -> list[str]:
+    """The same board under another label, or this label on another board: refused unless re-provisioned."""
+    reason = ctx.unit.reprovision_reason
+    lines: list[str] = []
+    key = ctx.link.host_key()
+    # One question to the audit log (in a worker, to the station over its pipe), about this unit's own serial.
+    conflicts = ctx.audit.identity_conflicts(ctx.unit.id, soc_id=ctx.soc_id,
+                                             host_key_fingerprint=key[1] if key is not None else None)
+    if ctx.soc_id:
+        for other in conflicts.same_soc_other_serial[:1]:
+            found = (f"this board (SoC id {ctx.soc_id}) is already enrolled as serial {other.serial} "
+                     f"(unit {other.id}, {when(other)}), but its label was scanned as {ctx.serial}")
+            if not reason:
+                raise UnitRefused(f"{found} — {_set_aside(other.serial)}")
+            lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
+        for other, other_soc_id in conflicts.same_serial_other_soc[:1]:
+            found = (f"serial {ctx.serial} is already enrolled on another board (SoC id "
+                     f"{other_soc_id or '?'}, unit {other.id}, {when(other)}); this board's SoC id is "
+                     f"{ctx.soc_id}")
+            if not reason:
+                raise UnitRefused(f"{found} — two boards carry the same label: {_set_aside(ctx.serial)}")
+            lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
+        lines.append(f"{Basis.VERIFIED}: SoC id {ctx.soc_id} is enrolled under no other serial")
+    if key is not None:
+        for other in conflicts.same_host_key_other_serial[:1]:
+            found = (f"this board's host key {key[1]} belongs to serial {other.serial} (unit {other.id}, "
+                     f"{when(other)}), but its label was scanned as {ctx.serial} — a swapped label")
+            if not reason:
+                raise UnitRefused(f"{found} — {_set_aside(other.serial)}")
+            lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
+    return lines
 
 
 def guard(ctx: UnitContext, deadline: Deadline) -> str:
-    """Refuse a board that already carries a certificate for another serial (a swapped label)."""
+    """Refuse a board that is not this serial's: its SoC id or host key belongs to another serial's enrolled
+    unit, this serial was enrolled on another SoC, or the board carries another serial's certificate."""
     lines = [f"serial {ctx.serial} matches {ctx.profile.serial_pattern.pattern}"]
     lines += work_order_check(ctx)
     if ctx.unit.reprovision_reason:
         lines.append(f"re-provisioning asked for: {ctx.unit.reprovision_reason}")
+    lines += _identity_guard(ctx)
     path = ctx.profile.cert_path
     status = ctx.link.run(command("test", "-s", path), deadline, check=False).exit_status
     if status not in (0, 1):
@@ -309,17 +463,27 @@ def guard(ctx: UnitContext, deadline: Deadline) -> str:
     if status == 0:
         try:
             existing = x509.load_pem_x509_certificate(ctx.link.get(path, deadline))
-            subject = existing.subject.rfc4514_string()
+            # The serialNumber attribute is the SoC id the station adds itself (profile [identity]).
+            subject = x509.Name(
+                [rdn for rdn in existing.subject.rdns if all(a.oid != NameOID.SERIAL_NUMBER for a in rdn)]
+            ).rfc4514_string()
         except ValueError:
             subject = "(unreadable)"
         expected = expected_subject(ctx).rfc4514_string()
         if subject != expected and not ctx.unit.reprovision_reason:
-            raise StepFailed(
+            raise UnitRefused(
                 f"this board already holds a device certificate for {subject}, but the scanned serial is "
-                f"{ctx.serial} — check the label matches the board; to enrol it again under this serial, "
-                "re-provision it with a reason"
+                f"{ctx.serial} — check the label matches the board: {_set_aside(subject)}"
             )
         lines.append(f"board already holds a certificate for {subject}; it will be replaced")
+    # The board is accepted for this serial: from here on it must keep showing this key.  (Pinned only
+    # now, so a refused board leaves nothing that a later unit of this serial would inherit.)
+    key = ctx.link.host_key()
+    if key is not None:
+        ctx.audit.pin_host_key(ctx.unit.id, key_type=key[0], fingerprint=key[1])
+        crash_point("host_key_pinned")
+        ctx.output(f"host key {key[0]} {key[1]} pinned for this unit")
+    # The fleet (other stations) is asked last, with the host key this unit has just pinned.
     if ctx.config.fleet is not None:
         lines.append(_fleet_guard(ctx))
     return "\n".join(lines)
@@ -443,7 +607,9 @@ def keygen(ctx: UnitContext, deadline: Deadline) -> str:
             f"the private key {label} is not protected as it must be (Access: {', '.join(sorted(flags)) or 'none'}; "
             f"needed: {', '.join(sorted(needed))}) — this secure storage cannot be trusted; set the board aside"
         )
-    return f"{generated}\n{listing}"
+    # The station cannot look inside the token: these flags are what the board prints (README "What the
+    # station can and cannot prove"); only an attestation ([attestation] in the profile) would prove them.
+    return f"{Basis.REPORTED}: key flags {', '.join(sorted(flags))}\n{generated}\n{listing}"
 
 
 def csr(ctx: UnitContext, deadline: Deadline) -> str:
@@ -481,11 +647,42 @@ def check_csr_step(ctx: UnitContext, deadline: Deadline) -> str:
         token_public_key=token_key,
         public_key_seen=ctx.audit.public_key_seen,
     )
-    return f"CSR accepted: subject {request.subject.rfc4514_string()}, key matches the token's key {ctx.profile.key_label}"
+    lines = [
+        f"{Basis.VERIFIED}: CSR signature, subject {request.subject.rfc4514_string()}, key never certified before, "
+        f"key equal to the token's key {ctx.profile.key_label}",
+        _attest(ctx, token_key, deadline),
+    ]
+    ctx.output(lines[-1])
+    return "\n".join(lines)
+
+
+def _attest(ctx: UnitContext, token_key: object, deadline: Deadline) -> str:
+    """Verify the board's key attestation when the profile declares one; otherwise say what stays unproven."""
+    settings = ctx.profile.attestation
+    if settings.format == "none":
+        return (f"{Basis.REPORTED}: the token's public key and its flags (no attestation: profile "
+                f"{ctx.profile.name} declares none)")
+    statement = ctx.link.run(ShellCommand(settings.command), deadline).stdout
+    spki = token_key.public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    try:
+        proved = verify_x509_chain(statement.encode("utf-8", "replace"), vendor_root=load_vendor_root(
+            settings.vendor_root), token_public_key_der=spki)
+    except AttestationFailed as exc:
+        raise UnitRefused(f"{exc} — nothing was signed; set the board aside and call the quality lead") from None
+    ctx.attested = True
+    return f"{Basis.VERIFIED}: {proved}"
 
 
 def sign(ctx: UnitContext, deadline: Deadline) -> str:
     assert ctx.csr_pem is not None
+    in_subject = ctx.profile.identity.soc_id_in_certificate == "subject-serialNumber"
+    if in_subject and not ctx.soc_id:
+        raise StepFailed(
+            "the profile puts the SoC id in the certificate, but none was read from this board — press Retry "
+            "(identify reads it again); set the board aside if it happens again"
+        )
+    # The station adds the SoC id this unit recorded at identify (StationSigner), never one the worker names.
     issuance = ctx.ca.issue_for_unit(unit_id=ctx.unit.id, csr_pem=ctx.csr_pem, profile=ctx.profile,
                                      serial=ctx.serial)
     crash_point("certificate_recorded")
@@ -530,7 +727,7 @@ def push(ctx: UnitContext, deadline: Deadline) -> str:
                 "the board's storage may be failing; press Retry, and set the board aside if it happens again"
             )
         ctx.output(f"{path}: sha256 {digest} verified")
-    return readback
+    return f"{Basis.VERIFIED}: certificates read back with the digests written\n{readback}"
 
 
 class TlsProofListener:
@@ -627,10 +824,9 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
     dial = ctx.config.tls_dial_address or host
     if ctx.tls is not None:
         listener = ctx.tls
-    elif isinstance(ctx.ca, CertificateAuthority):
-        listener = TlsProofListener(ctx.ca)
-    elif isinstance(ctx.ca, StationSigner):  # the in-process path (Provisioner.provision): the CA is here
-        listener = TlsProofListener(ctx.ca.ca)
+    elif isinstance(ctx.ca, CertificateAuthority | StationSigner):
+        # In one process (Provisioner.provision): the station's own CA, wrapped by run_admitted in a StationSigner.
+        listener = TlsProofListener(ctx.ca if isinstance(ctx.ca, CertificateAuthority) else ctx.ca.ca)
     else:
         raise StepFailed("the station has no TLS listener for the proof — report this; press Retry")
     port = _listen(listener, host, ctx.config.tls_port, deadline)
@@ -660,7 +856,8 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
             "the board presented a certificate other than the one just issued — the certificate on the "
             "board is not ours; press Retry to push it again"
         )
-    return f"mutual TLS with {host}:{port} (dialled as {dial}:{port}): the board presented certificate {issued.serial_number:x}\n{tail}"
+    return (f"{Basis.VERIFIED}: the board holds the certified key — mutual TLS with {host}:{port} (dialled as "
+            f"{dial}:{port}), it presented certificate {issued.serial_number:x}\n{tail}")
 
 
 def _listen(listener: TlsProofServer, host: str, port: int, deadline: Deadline) -> int:

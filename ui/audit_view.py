@@ -48,6 +48,8 @@ from PySide6.QtWidgets import (
 from station.audit import UNIT_STATES, AuditLog, CertificateRecord, StepRecord, Unit, UnitFilter, YieldSummary
 from station.certificate_text import certificate_text
 from station.errors import StationError
+from station.identity import Basis, render_claims, trust_summary
+from station.identity_log import IdentityLog, IdentityRecord
 from station.pki import write_file_atomically
 from station.profiles import STEP_NAMES
 from station.report import ExportResult, export_to_file
@@ -452,10 +454,12 @@ class AuditView(QWidget):
             self._steps = self.audit.steps(unit.id)
             self._certificate = self.audit.certificate_for_unit(unit.id)
             order = self.audit.orders.order_of_unit(unit.id)
+            identity = IdentityLog(self.audit).soc_id_of(unit.id)
         except (StationError, OSError) as exc:
             order = None
+            identity = None
             self._show_error(f"Could not read unit {unit.id}: {exc}")
-        self.unit_summary.setText(_unit_text(unit, order))
+        self.unit_summary.setText(_unit_text(unit, order) + "\n" + identity_text(identity, self._steps))
         self._fill_steps(self._steps)
         self._fill_certificate(unit, self._certificate)
         self.unit_shown.emit(unit)
@@ -819,6 +823,20 @@ def _unit_text(unit: Unit, order: str | None = None) -> str:
         lines.append(f"Re-provisioned: {unit.reprovision_reason}")
     if unit.superseded_by is not None:
         lines.append(f"Superseded by unit {unit.superseded_by}")
+    return "\n".join(lines)
+
+
+def identity_text(identity: IdentityRecord | None, steps: list[StepRecord]) -> str:
+    """The board's SoC id and the trust summary: what the station verified, what the board reported."""
+    passed = [step.step for step in steps if step.outcome == "passed"]
+    in_inventory = any(step.step == "identify" and f"{Basis.VERIFIED}: host key" in step.excerpt for step in steps)
+    lines = [f"SoC unique id: {identity.soc_id} ({Basis.REPORTED}, read from {identity.source})"
+             if identity else "SoC unique id: not recorded"]
+    attested = any(step.step == "check_csr" and f"{Basis.VERIFIED}: the token key is attested" in step.excerpt
+                   for step in steps)
+    claims = trust_summary(passed, host_key_in_inventory=in_inventory, soc_id=identity.soc_id if identity else None,
+                           attested=attested)
+    lines += [f"  {line}" for line in render_claims(claims).splitlines()]
     return "\n".join(lines)
 
 

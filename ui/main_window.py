@@ -61,6 +61,7 @@ from ui.bridge import (
     UnitRunner,
 )
 from ui.dialogs import AdminPinDialog
+from ui.identity_panel import BoardIdentityPanel
 from ui.label import LabelPreview, configure_printer, print_label, save_label_pdf
 from ui.line import LineEvents, ReprintButton
 from ui.order_panel import OrderPanel
@@ -155,6 +156,11 @@ class MainWindow(QMainWindow):
         self.runner.planned.connect(self._on_plan)
         self.runner.finished.connect(self._on_finished)
         self.runner.idle.connect(self._on_idle)
+        self.runner.flow_event.connect(self.identity.on_event)
+        self.unit_finished.connect(self.identity.on_finished)
+        self.identity.board_swapped.connect(lambda _board: self.result.show_state(
+            "idle", "A factory-fresh board is on the fixture.", "scan its serial label, then press Enter."))
+        self.identity.board_swapped.connect(lambda _board: self.focus_scan())
         self.batch.idle.connect(self._on_idle)
         self.batch.slot_started.connect(lambda _name: self._update_buttons())
         self.batch.fixture_in_use = self._single_mode_uses
@@ -298,6 +304,8 @@ class MainWindow(QMainWindow):
         label_buttons.addWidget(self.pdf_button)
         label_layout_.addLayout(label_buttons)
         left.addWidget(label_box)
+        self.identity = BoardIdentityPanel(self.session, self.pool, self.current_fixture, upper)
+        left.addWidget(self.identity)
         left.addStretch(1)
 
         right = QVBoxLayout()

@@ -11,6 +11,7 @@ from station.audit import AuditLog
 from station.config import Fixture, StationConfig, load_config
 from station.home import StationHome
 from station.line.handoff import LineHandOff
+from station.permissions import secure_home
 from station.profiles import DeviceProfile, available_profiles, load_profile
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ class Session:
     fixtures: FixtureSource
     # --fixtures FILE from the command line; an administrator's later choice replaces it.
     fixtures_arg: str | None = None
+    # What the start-up permission check changed, in words (station/permissions.py), for the window to show.
+    startup_notes: list[str] = field(default_factory=list)
     _profiles: dict[str, DeviceProfile] = field(default_factory=dict)
     # [fleet]: the background sender of this window's audit events (None without a fleet).
     forwarder: Forwarder | None = None
@@ -37,12 +40,13 @@ class Session:
         """Open the station home (created if missing); raises StationError saying what to fix."""
         home = StationHome.resolve(home_arg).create()
         config = load_config(home.config_file)
+        notes = secure_home(home)
         settings = load_settings(home)
         fixtures = resolve_fixtures(home, config, settings, fixtures_arg)
         # Opened here, on the GUI thread before any worker exists: the audit log sets a private umask.
         audit = AuditLog(home.audit_db)
         line = LineHandOff(config=config, home=home, audit=audit)
-        session = cls(home, config, audit, settings, fixtures, fixtures_arg, line=line)
+        session = cls(home, config, audit, settings, fixtures, fixtures_arg, line=line, startup_notes=notes)
         if config.fleet is not None:
             from station.fleet.forwarder import start_forwarder
 

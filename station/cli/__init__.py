@@ -13,10 +13,13 @@ from collections.abc import Sequence
 
 from station import __version__
 from station.errors import StationError
+from station.home import StationHome
+from station.permissions import secure_home
 
 # Modules under station/cli/ that provide commands, in the order `station --help` lists them.
 COMMAND_MODULES = (
-    "provision", "batch", "units", "order", "ca", "sim", "audit", "revoke", "label", "admin", "gui", "fleet",
+    "provision", "batch", "units", "order", "ca", "sim", "audit", "revoke", "label", "admin", "gui", "fixtures",
+    "fleet",
 )
 
 EPILOG = """\
@@ -62,6 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        home = StationHome.resolve(getattr(args, "home", None))
+        if home.root.is_dir():
+            # Every command starts by making the home, the audit log and kept exports private again, in words.
+            for change in secure_home(home):
+                print(f"station: {change}", file=sys.stderr)
         return int(handler(args))
     except StationError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ from station.cli.ca import load_station_ca
 from station.config import StationConfig, load_config
 from station.home import StationHome
 from station.line.handoff import LineHandOff
+from station.permissions import secure_home
 from station.pki import CertificateAuthority
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class StationContext:
 def open_station(home_arg: str | None) -> StationContext:
     home = StationHome.resolve(home_arg).create()
     config = load_config(home.config_file)
+    for change in secure_home(home):  # already done by `station` itself; here for other callers
+        print(f"station: {change}", file=sys.stderr)
     context = StationContext(home=home, config=config, audit=AuditLog(home.audit_db))
     if config.fleet is not None:
         from station.fleet.forwarder import start_forwarder

@@ -5,6 +5,7 @@ station sim up --count 4 [--keygen-delay S] [--boot-delay S] [--serial-console] 
 station sim up --kind optee [--count N] [--tls-proof-port P] [--fault optee-01=no-ta]
 station sim status
 station sim reset sim-02
+station sim swap sim-02
 station sim fault sim-02 drop-ssh   |   station sim fault sim-02 hang:--keypairgen
 station sim fault sim-02 --clear
 station sim down
@@ -81,6 +82,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     reset.add_argument("name", help="device name, e.g. sim-01")
     reset.set_defaults(handler=_reset)
+
+    swap = commands.add_parser(
+        "swap",
+        help="put a factory-fresh board on a fixture (new SoC id, new host key, empty storage)",
+        description="Take the board off a fixture and put a factory-fresh one there: a new SoC unique id, "
+        "a new SSH host key (written to the fixtures file) and empty secure storage. `reset` keeps the "
+        "board (its SoC id and host key, like fuses); `swap` replaces it, so the next serial can be "
+        "enrolled on the same fixture.",
+    )
+    swap.add_argument("name", help="device name, e.g. sim-01")
+    swap.set_defaults(handler=_swap)
 
     fault = commands.add_parser("fault", help="arm or clear a fault on a device", description=FAULT_HELP)
     fault.add_argument("name", help="device name, e.g. sim-02")
@@ -160,7 +172,7 @@ def _status(args: argparse.Namespace) -> int:
     if not devices:
         print(f"no simulated devices in {farm.home.root} (start some with `station sim up`)")
         return 0
-    rows = [["NAME", "STATE", "SSH", "HOSTNAME", "CONSOLE", "FAULT", "HOST KEY"]]
+    rows = [["NAME", "STATE", "SSH", "HOSTNAME", "CONSOLE", "FAULT", "SOC ID", "HOST KEY"]]
     rows += [
         [
             d.name,
@@ -169,6 +181,7 @@ def _status(args: argparse.Namespace) -> int:
             d.hostname,
             str(d.console_path) if d.console_path else "-",
             d.fault or "-",
+            d.soc_id or "-",
             d.host_key_fingerprint,
         ]
         for d in devices
@@ -188,6 +201,13 @@ def _reset(args: argparse.Namespace) -> int:
         )
     else:
         print(f"{args.name}: factory-fresh (empty token store, no certificates) and rebooted")
+    return 0
+
+
+def _swap(args: argparse.Namespace) -> int:
+    device = _farm(args).swap(args.name)
+    where = "" if device.state == "up" else f" (it is {device.state}; it boots with them)"
+    print(f"{args.name}: factory-fresh board — SoC id {device.soc_id}, host key {device.host_key_fingerprint}{where}")
     return 0
 
 

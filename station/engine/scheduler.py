@@ -86,8 +86,8 @@ _environment_lock = threading.Lock()
 Observer = Callable[[FlowEvent], None]
 # Audit writes a worker may ask for, each only for its own unit.
 _AUDIT_CALLS = frozenset({"pin_host_key", "public_key_seen", "record_certificate", "certificate_for_unit",
-                          "record_step", "finish_unit", "unit_work_order",
-                          "unit"})
+                          "record_step", "finish_unit", "unit_work_order", "unit", "record_soc_id",
+                          "unit_soc_id", "identity_conflicts"})
 # Questions a worker may ask the fleet (station.fleet.guard.FleetGuard).
 _FLEET_CALLS = frozenset({"check_unit", "public_key_holder"})
 # Writes whose loss in a power cut costs nothing (the unit resumes from an earlier step): committed without

@@ -24,10 +24,11 @@ def choose_profile(
 
 
 def known_fixtures(home: StationHome, config: StationConfig) -> dict[str, Fixture]:
-    """Fixtures by name: station.toml's ``[[fixture]]`` tables, then the simulator's fixtures file."""
+    """Fixtures by name: station.toml's ``[[fixture]]`` tables, then the simulator's fixtures file (not in
+    production mode: no simulated boards there)."""
     fixtures = {fixture.name: fixture for fixture in config.fixtures}
     sim_fixtures = home.sim_dir / "fixtures.toml"
-    if sim_fixtures.exists():
+    if sim_fixtures.exists() and not config.production:
         for fixture in load_fixtures(sim_fixtures):
             fixtures.setdefault(fixture.name, fixture)
     return fixtures

@@ -29,6 +29,7 @@ from station.engine.protocol import Call, Cancel, Done, Progress, Refusal, Reply
 from station.errors import StationError
 from station.fleet.guard import GuardVerdict
 from station.flow import FlowEvent, Provisioner
+from station.identity_log import IdentityConflicts, IdentityRecord
 from station.orders import OrderStatus
 from station.profiles import DeviceProfile
 from station.steps import STATION_PID_ENV, UnitIssuance, station_is_ancestor
@@ -136,6 +137,19 @@ class AuditProxy:
     def unit_work_order(self, unit_id: int) -> OrderStatus | None:
         status: OrderStatus | None = self._client.call("audit", "unit_work_order", unit_id=unit_id)
         return status
+
+    def record_soc_id(self, unit_id: int, *, soc_id: str, source: str) -> None:
+        self._client.call("audit", "record_soc_id", unit_id=unit_id, soc_id=soc_id, source=source)
+
+    def unit_soc_id(self, unit_id: int) -> IdentityRecord | None:
+        record: IdentityRecord | None = self._client.call("audit", "unit_soc_id", unit_id=unit_id)
+        return record
+
+    def identity_conflicts(self, unit_id: int, *, soc_id: str | None,
+                           host_key_fingerprint: str | None) -> IdentityConflicts:
+        conflicts: IdentityConflicts = self._client.call("audit", "identity_conflicts", unit_id=unit_id,
+                                                         soc_id=soc_id, host_key_fingerprint=host_key_fingerprint)
+        return conflicts
 
     def record_step(self, unit_id: int, **fields: Any) -> None:
         self._client.call("audit", "record_step", unit_id=unit_id, **fields)

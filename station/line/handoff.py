@@ -15,6 +15,7 @@ from collections.abc import Callable
 from station.audit import AuditLog, Unit
 from station.config import StationConfig
 from station.home import StationHome
+from station.identity_log import IdentityLog
 from station.line.labels import LabelDesk, PrintOutcome
 from station.line.mes import MesHandOff
 
@@ -27,6 +28,7 @@ class LineHandOff:
     def __init__(self, *, config: StationConfig, home: StationHome, audit: AuditLog,
                  notify: Notify | None = None) -> None:
         self.config = config
+        self.audit = audit
         self.labels = LabelDesk(config=config, audit=audit)
         self.mes = MesHandOff(config.mes, home.root / "mes", notify=self._notify)
         self.notify: Notify = notify or (lambda message: None)
@@ -44,7 +46,8 @@ class LineHandOff:
     def unit_finished(self, unit: Unit) -> None:
         """The unit has ended (passed, failed or aborted): queue its label and its MES record."""
         try:
-            self.mes.unit_finished(unit)
+            identity = IdentityLog(self.audit).soc_id_of(unit.id) if self.mes.configured else None
+            self.mes.unit_finished(unit, soc_id=identity.soc_id if identity else None)
         except OSError as exc:
             self._notify(f"MES record of board {unit.serial} could not be kept ({exc.strerror or exc}) — "
                          "free disk space in the station home")

@@ -232,10 +232,10 @@ class MesHandOff:
         for outbox in self.outboxes:
             outbox.stop()
 
-    def unit_finished(self, unit: Unit) -> FinishedUnitRecord | None:
+    def unit_finished(self, unit: Unit, *, soc_id: str | None = None) -> FinishedUnitRecord | None:
         if not self.outboxes:
             return None
-        record = FinishedUnitRecord.of(unit)
+        record = FinishedUnitRecord.of(unit, soc_id=soc_id)
         data = record.to_json()
         for outbox in self.outboxes:
             outbox.put(f"unit-{unit.id}-{unit.serial}", data)

@@ -32,6 +32,8 @@ COMMAND_NAMES = (
 KEY_TYPES = ("rsa:2048", "rsa:3072", "rsa:4096", "EC:prime256v1", "EC:secp384r1")
 # The tutorial's demo PINs: fine for a demo, refused by a station in production mode.
 DEMO_PINS = frozenset({"00000000", "0000", "1234", "123456", "12345678"})
+# A station in production mode takes only PINs that are not guessable from the tutorial or a keypad.
+MIN_PRODUCTION_PIN_LENGTH = 6
 MAX_SERIAL_LENGTH = 64
 _SERIAL_SAFE = re.compile(r"[A-Za-z0-9._:/+-]+")
 _STRING_SETTINGS = (
@@ -59,6 +61,43 @@ class ConsoleSettings:
     prompt_pattern: str = r"[#$] ?$"
 
 
+# Where a Welma board shows its SoC unique id, tried in order.  i.MX 8M: OCOTP fuses via soc0;
+# STM32MP: the device tree (/proc/device-tree links to /sys/firmware/devicetree/base).
+DEFAULT_SOC_ID_PATHS = (
+    "/sys/devices/soc0/serial_number",
+    "/proc/device-tree/serial-number",
+    "/sys/firmware/devicetree/base/serial-number",
+)
+SOC_ID_IN_CERTIFICATE = ("none", "subject-serialNumber")
+ATTESTATION_FORMATS = ("none", "x509-chain")
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    """How the station reads the board's SoC unique id, and what it does with it ([identity])."""
+
+    soc_id_paths: tuple[str, ...] = DEFAULT_SOC_ID_PATHS
+    # A command printing the id (one element per shell word); when set it is used instead of the paths.
+    soc_id_command: tuple[str, ...] = ()
+    soc_id_required: bool = True
+    # "subject-serialNumber": the station adds serialNumber=<SoC id> to the certificate's subject.
+    soc_id_in_certificate: str = "none"
+
+
+@dataclass(frozen=True)
+class AttestationSettings:
+    """A key-attestation statement the station verifies before signing ([attestation]).
+
+    ``x509-chain``: the command prints a PEM chain, leaf first, whose leaf certifies the token key and
+    which chains to ``vendor_root`` (as YubiKey PIV and Microchip ATECC/TA100 devices provide).
+    OP-TEE's PKCS#11 TA has no attestation, so the shipped profiles use "none".
+    """
+
+    format: str = "none"
+    command: tuple[str, ...] = ()
+    vendor_root: str = ""
+
+
 @dataclass(frozen=True)
 class DeviceProfile:
     """One kind of board, loaded from a TOML file."""
@@ -76,6 +115,8 @@ class DeviceProfile:
     steps: dict[str, StepPolicy]
     commands: dict[str, tuple[str, ...]]
     command_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    attestation: AttestationSettings = field(default_factory=AttestationSettings)
 
     def __getattr__(self, name: str) -> str:
         # profile.user_pin, profile.module, … read the string settings.
@@ -93,6 +134,17 @@ class DeviceProfile:
     @property
     def uses_demo_pins(self) -> bool:
         return bool({self.settings["so_pin"], self.settings["user_pin"]} & DEMO_PINS)
+
+    def production_pin_problems(self) -> list[str]:
+        """Why this profile's PINs are not fit for production (empty when they are)."""
+        problems = []
+        for key in ("so_pin", "user_pin"):
+            problem = pin_weakness(self.settings[key])
+            if problem:
+                problems.append(f"{key} {problem}")
+        if self.settings["so_pin"] and self.settings["so_pin"] == self.settings["user_pin"]:
+            problems.append("so_pin and user_pin are the same")
+        return problems
 
     def step_names(self) -> tuple[str, ...]:
         """The enrollment as this profile runs it (the step list is data)."""
@@ -144,6 +196,20 @@ class DeviceProfile:
         values["subject"] = self.subject_for(serial)
         values.update(extra)
         return values
+
+
+def pin_weakness(pin: str) -> str | None:
+    """What makes ``pin`` guessable (a demo value, too short, one repeated character, a run), or None."""
+    if pin in DEMO_PINS:
+        return "is one of the tutorial's demo PINs"
+    if len(pin) < MIN_PRODUCTION_PIN_LENGTH:
+        return f"is shorter than {MIN_PRODUCTION_PIN_LENGTH} characters"
+    if len(set(pin)) == 1:
+        return "repeats one character (like 1111 or 0000)"
+    steps = {ord(b) - ord(a) for a, b in zip(pin, pin[1:], strict=False)}
+    if steps in ({1}, {-1}):
+        return "is a sequence (like 123456 or 654321)"
+    return None
 
 
 def available_profiles(profiles_dir: Path | None = None) -> list[str]:
@@ -241,9 +307,58 @@ class _ProfileReader:
             steps=self.step_policies(),
             commands=self.command_templates(),
             command_env=self.command_envs(),
+            identity=self.identity(),
+            attestation=self.attestation(),
         )
         self.check_templates(built)
         return built
+
+    def words(self, table: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = table.get(key.rsplit(".", 1)[-1], list(default))
+        if not isinstance(value, list) or not all(isinstance(word, str) and word for word in value):
+            raise self.fail(key, "must be a list of non-empty strings")
+        return tuple(value)
+
+    def choice(self, table: dict[str, Any], key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = table.get(key.rsplit(".", 1)[-1], default)
+        if value not in choices:
+            raise self.fail(key, f"must be one of {', '.join(repr(choice) for choice in choices)}")
+        return str(value)
+
+    def identity(self) -> IdentitySettings:
+        table = self.table("identity")
+        known = {"soc_id_paths", "soc_id_command", "soc_id_required", "soc_id_in_certificate"}
+        for key in table:
+            if key not in known:
+                raise self.fail(f"identity.{key}", f"is not an identity setting (known: {', '.join(sorted(known))})")
+        settings = IdentitySettings(
+            soc_id_paths=self.words(table, "identity.soc_id_paths", DEFAULT_SOC_ID_PATHS),
+            soc_id_command=self.words(table, "identity.soc_id_command", ()),
+            soc_id_required=self.boolean(table, "identity.soc_id_required", True),
+            soc_id_in_certificate=self.choice(table, "identity.soc_id_in_certificate", "none", SOC_ID_IN_CERTIFICATE),
+        )
+        if not settings.soc_id_paths and not settings.soc_id_command:
+            raise self.fail("identity.soc_id_paths", "is empty and no soc_id_command is given — name where the id is")
+        return settings
+
+    def attestation(self) -> AttestationSettings:
+        table = self.table("attestation")
+        known = {"format", "command", "vendor_root"}
+        for key in table:
+            if key not in known:
+                raise self.fail(f"attestation.{key}", f"is not an attestation setting (known: {', '.join(sorted(known))})")
+        settings = AttestationSettings(
+            format=self.choice(table, "attestation.format", "none", ATTESTATION_FORMATS),
+            command=self.words(table, "attestation.command", ()),
+            vendor_root=str(table.get("vendor_root", "")),
+        )
+        if settings.format != "none":
+            if not settings.command:
+                raise self.fail("attestation.command", f"is required with format {settings.format!r}")
+            root = Path(settings.vendor_root).expanduser()
+            if not settings.vendor_root or not root.is_absolute():
+                raise self.fail("attestation.vendor_root", "must be the absolute path of the vendor's root certificate (PEM)")
+        return settings
 
     def integer(self, table: dict[str, Any], key: str, default: int, *, minimum: int) -> int:
         value = table.get(key.rsplit(".", 1)[-1], default)

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from station.errors import StationError
 from station.home import StationHome
 from station.sim import preflight
-from station.sim.fixtures import write_atomically, write_fixtures
+from station.sim.fixtures import refresh_fixtures, write_atomically, write_fixtures
 from station.sim.layout import (
     DEFAULT_PORT,
     MAX_DEVICES,
@@ -50,6 +50,7 @@ from station.sim.layout import (
 )
 from station.sim.optee_farm import DEFAULT_TLS_PROOF_PORT, OpteeFarm
 from station.sim.process import ProcessRef, wait_gone
+from station.sim.silicon import new_soc_id, read_soc_id
 
 # The kinds of simulated board: namespaces + SoftHSM2 (fast, the default) or QEMU + real OP-TEE.
 KINDS = ("softhsm", "optee")
@@ -153,6 +154,7 @@ class SimDevice:
     state_dir: Path
     state: str  # a DeviceState value
     fault: str | None = None  # the armed fault as written on the command line, if any
+    soc_id: str = ""  # the board's SoC unique id (station/sim/silicon.py)
     kind: str = "softhsm"  # "softhsm" (namespaces + SoftHSM2) or "optee" (a QEMU VM running OP-TEE)
 
 
@@ -364,6 +366,25 @@ class Farm:
         if self._armed_fault(device) is not Fault.NO_BOOT:
             self._wait_until_up([device], settings, timeout_s=BOOT_TIMEOUT_S, after="reset")
 
+    def swap(self, name: str) -> SimDevice:
+        """Put a factory-fresh board on fixture ``name``: new SoC id, new host key, empty storage.
+
+        The board taken off the fixture is gone for good (its id and key are not kept); the fixtures
+        file shows the new host key, as an administrator's inventory would after checking it.
+        Returns the new board once it answers (or as down, when the farm is not running).
+        """
+        device = self._existing_device(name)
+        new_soc_id(device.root)
+        self._generate_host_key(device)
+        # The power cut of a reset takes the old board off; the next boot installs the new key and id.
+        self.reset(name)
+        settings = self._load_settings()
+        if settings is not None and self.layout.fixtures_file.exists():
+            refresh_fixtures(self.layout.fixtures_file, self.status)
+        if settings is None:
+            return self._describe(device, FarmSettings(0, DEFAULT_PORT, 0, 0, False, {}), DeviceState.DOWN)
+        return self._describe(device, settings, self._state_of(device, settings))
+
     def set_fault(self, name: str, fault: str | None) -> None:
         """Arm ``fault`` on board ``name`` (replacing any other), or clear its fault with None.
 
@@ -469,6 +490,7 @@ class Farm:
         device.varlib_upper.chmod(0o755)  # the root of the board's merged /var/lib
         if not device.host_key.exists():
             self._generate_host_key(device)
+        read_soc_id(device.root)  # a board is born with its fuses
         write_atomically(device.authorized_keys, station_key)
         write_atomically(device.sshd_config, render_sshd_config(device, port))
         write_atomically(device.softhsm_conf, render_softhsm_conf())
@@ -481,7 +503,20 @@ class Farm:
 
     def _generate_host_key(self, device: DeviceLayout) -> None:
         """The board's SSH host key: created once, kept across reboots and `up`s like a real board's."""
-        generate_host_key(device.host_key, device.host_key_pub, device.hostname)
+        key = ed25519.Ed25519PrivateKey.generate()
+        private = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        # Replaced whole (temporary file, then rename): `sim swap` runs while other swaps read every board's key.
+        temporary = device.host_key.with_name(f".{device.host_key.name}.{os.getpid()}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(private)
+        os.replace(temporary, device.host_key)
+        write_atomically(device.host_key_pub, public.decode("ascii") + f" root@{device.hostname}\n")
 
     def _arm(self, device: DeviceLayout, fault: AnyFault | None) -> None:
         """Fault files are what the board's tools, its SSH gate and power loop read at runtime."""
@@ -614,6 +649,7 @@ class Farm:
             state_dir=device.root,
             state=state.value,
             fault=str(fault) if fault is not None else None,
+            soc_id=read_soc_id(device.root),
         )
 
     def _wait_until_up(

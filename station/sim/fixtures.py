@@ -12,9 +12,12 @@ The rest of the station (batch fixture slots, the GUI, demos) reads it to find t
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Iterable
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -58,7 +61,8 @@ def render_fixtures(devices: Iterable[FixtureDevice]) -> str:
 def write_atomically(path: Path, text: str) -> None:
     """Write a file so a reader sees the old or the new content, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
+    # A name of its own: boards swapped in parallel rewrite the same file.
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     with open(temporary, "w", encoding="utf-8") as out:
         out.write(text)
         out.flush()
@@ -68,3 +72,20 @@ def write_atomically(path: Path, text: str) -> None:
 
 def write_fixtures(path: Path, devices: Iterable[FixtureDevice]) -> None:
     write_atomically(path, render_fixtures(devices))
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def refresh_fixtures(path: Path, devices: Callable[[], Iterable[FixtureDevice]]) -> None:
+    """Rewrite the fixtures file from ``devices()`` read under a lock, so parallel swaps never write a stale key."""
+    with _locked(path):
+        write_fixtures(path, devices())

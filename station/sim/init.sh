@@ -54,6 +54,14 @@ install -m 0644 "$SIM_HOST_KEY.pub" /run/ssh/ssh_host_ed25519_key.pub
 install -m 0600 "$SIM_AUTHORIZED_KEYS" /run/ssh/authorized_keys
 install -m 0644 "$SIM_SSHD_CONFIG" /run/ssh/sshd_config
 
+# The SoC unique id, as a real board's device tree shows it (a NUL-terminated string, read-only).
+# /sys/firmware holds only ACPI/DMI tables on this PC, which no board program reads.
+mount -t tmpfs -o mode=0755,size=64k,nosuid,nodev,noexec tmpfs /sys/firmware
+mkdir -p /sys/firmware/devicetree/base
+printf '%s\0' "$(tr -d '[:space:]' <"$SIM_SOC_ID_FILE")" >/sys/firmware/devicetree/base/serial-number
+chmod 0444 /sys/firmware/devicetree/base/serial-number
+mount -o remount,ro /sys/firmware
+
 # A fresh boot id per boot, as the kernel gives a real board at every boot (the boards share the
 # host's kernel, whose own boot id never changes): what tells "rebooted" from "reconnected".
 cat /proc/sys/kernel/random/uuid >/run/boot_id

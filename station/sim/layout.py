@@ -12,6 +12,7 @@ the scripts in this package never disagree about a path::
       layers/usr-sbin/     read-only overlay layer: reboot
       devices/sim-01/      one board (SimDevice.state_dir)
         ssh_host_ed25519_key[.pub]   persistent host key
+        soc_id             the SoC unique id ("fuses"; replaced only by `station sim swap`)
         var-lib/upper, var-lib/work  persistent /var/lib (token store, certificates)
         board/             bind-mounted at /run/sim/board: faults/, keygen-delay, libckteec.so.0
         run/               power loop: pids, state, power-off and reset flags
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from station.home import StationHome
+from station.sim.silicon import soc_id_path
 
 # The board the tutorial uses; simulated boards are named after it.
 BOARD_MODEL = "sm2s-imx8plus-mbep5"
@@ -243,6 +245,7 @@ def render_device_env(device: DeviceLayout, *, boot_delay: float, serial_console
         "SIM_SOFTHSM_CONF": str(device.softhsm_conf),
         "SIM_SSHD_CONFIG": str(device.sshd_config),
         "SIM_HOST_KEY": str(device.host_key),
+        "SIM_SOC_ID_FILE": str(soc_id_path(device.root)),
         "SIM_AUTHORIZED_KEYS": str(device.authorized_keys),
         "SIM_INIT": str(farm.script("init.sh")),
         "SIM_CONSOLE_SCRIPT": str(farm.script("console.sh")),

@@ -441,6 +441,7 @@ class OpteeFarm:
             state_dir=board.root,
             state=state,
             fault=self._armed(board),
+            soc_id=read_soc_id(board.root),
             kind="optee",
         )
 

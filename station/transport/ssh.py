@@ -403,3 +403,29 @@ class SshLink:
             + (f" (last attempt: {last_error})" if last_error else "")
         )
 
+
+
+def fetch_host_key(address: DeviceAddress, deadline: Deadline) -> tuple[str, str]:
+    """(key type, SHA256 fingerprint) of the host key the device at ``address`` shows; nothing else is done.
+
+    Key exchange only — no login, no command — so an administrator can see the key of a board the
+    station does not trust yet (``station fixtures pin``).
+    """
+    where = f"{address.host}:{address.port}"
+    try:
+        sock = socket.create_connection((address.host, address.port), timeout=deadline.cap(CONNECT_TIMEOUT_S) or 0.1)
+    except OSError as exc:
+        raise LinkLost(
+            f"cannot connect to the device at {where} ({exc.strerror or exc}) — check that the board is powered, "
+            "booted and cabled to this fixture"
+        ) from exc
+    transport = paramiko.Transport(sock)
+    transport.banner_timeout = deadline.cap(BANNER_TIMEOUT_S)
+    try:
+        transport.start_client(timeout=deadline.cap(BANNER_TIMEOUT_S) or 0.1)
+        key = transport.get_remote_server_key()
+        return key.get_name(), key.fingerprint
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise LinkLost(f"the device at {where} did not complete an SSH key exchange ({exc})") from exc
+    finally:
+        transport.close()

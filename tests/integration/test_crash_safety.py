@@ -151,7 +151,7 @@ def after_the_kill(record: KillRecord, home: StationHome, device: SimDevice, *, 
 def kill_at_point(index: int, point: str, device: SimDevice, farm: Farm, home: StationHome) -> KillRecord:
     record = KillRecord(point, serial=f"20268{index:010d}")
     try:
-        farm.reset(device.name)
+        farm.swap(device.name)  # another, factory-fresh board: a new serial needs new silicon
         killed = station_cli(home, *provision_args(record.serial, device), env={"STATION_TEST_KILL_AT": point})
         record.killed_status, record.killed_output = killed.returncode, killed.stdout + killed.stderr
         after_the_kill(record, home, device, restart=index % 2 == 1)
@@ -163,7 +163,7 @@ def kill_at_point(index: int, point: str, device: SimDevice, farm: Farm, home: S
 def kill_at_random(index: int, delay_s: float, device: SimDevice, farm: Farm, home: StationHome) -> KillRecord:
     record = KillRecord(f"random-{index}-{delay_s:.2f}s", serial=f"20267{index:010d}")
     try:
-        farm.reset(device.name)
+        farm.swap(device.name)  # another, factory-fresh board: a new serial needs new silicon
         process = station_popen(home, provision_args(record.serial, device))
         assert process.stdout is not None
         seen = ""

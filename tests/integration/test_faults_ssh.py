@@ -159,7 +159,7 @@ def run_case(index: int, case: Case, device: SimDevice, farm: Farm, home: Statio
 
     serial = f"20269{index:010d}"
     try:
-        farm.reset(device.name)  # a factory-fresh board for every case
+        farm.swap(device.name)  # another factory-fresh board (new SoC id) for every case
         record.first = provisioner(observe).provision(serial=serial, device=url, profile=profile, operator="matrix")
         farm.set_fault(device.name, None)  # the technician fixes the board
         if case.fault == "no-boot":

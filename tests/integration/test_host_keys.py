@@ -102,17 +102,25 @@ def test_a_key_that_changes_mid_unit_aborts_it_until_the_board_is_re_onboarded(s
                           PROFILE, "--restart")
     assert restart.returncode == 1 and "ABORTED" in restart.stdout
 
-    # Explicit re-onboarding: a reason, recorded; the new key is pinned; the board is enrolled.
+    # Explicit re-onboarding: the administrator pins the key the board now shows in the fixture's inventory
+    # (a reason alone does not override the inventory) ...
+    without_pin = station_cli(sim_home, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--profile",
+                              PROFILE, "--reprovision", "--reason", "board re-imaged: new SSH host key")
+    assert without_pin.returncode == 1 and f"station fixtures pin {device.name}" in without_pin.stdout
+    pinned = station_cli(sim_home, "fixtures", "pin", device.name, "--expect", changed[0])
+    assert pinned.returncode == 0 and f"now expects {changed[0]}" in pinned.stdout, pinned.stdout + pinned.stderr
+    # ... then a reason, recorded; the new key is pinned for the unit; the board is enrolled.
     onboard = station_cli(sim_home, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--profile",
                           PROFILE, "--reprovision", "--reason", "board re-imaged: new SSH host key")
     assert onboard.returncode == 0, onboard.stdout + onboard.stderr
     with AuditLog(sim_home.audit_db) as audit:
         units = sorted((u for u in audit.units(serial_prefix=SERIAL) if u.serial == SERIAL), key=lambda u: u.id)
-    assert [u.state for u in units] == ["aborted", "aborted", "aborted", "passed"]
+    assert [u.state for u in units] == ["aborted", "aborted", "aborted", "aborted", "passed"]
     assert units[0].host_key_fingerprint == device.host_key_fingerprint  # the key first pinned
-    assert units[1].host_key_fingerprint is None and units[2].host_key_fingerprint is None  # refused at identify
-    assert units[3].host_key_fingerprint == changed[0]  # the re-onboarded key
-    assert units[3].reprovision_reason == "board re-imaged: new SSH host key"
+    # refused at identify, before any command: nothing pinned for these units
+    assert all(u.host_key_fingerprint is None for u in units[1:4])
+    assert units[4].host_key_fingerprint == changed[0]  # the re-onboarded key
+    assert units[4].reprovision_reason == "board re-imaged: new SSH host key"
     facts = assert_audit_sound(sim_home.audit_db)
     assert assert_board_certificate_recorded(device, facts) is not None
 

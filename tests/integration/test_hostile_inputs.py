@@ -86,7 +86,7 @@ class Bench:
         def work(job: Callable[[SimDevice], object]) -> object:
             device = free.get()
             try:
-                self.farm.reset(device.name)  # a factory-fresh board for every unit
+                self.farm.swap(device.name)  # another factory-fresh board (new SoC id) for every unit
                 return job(device)
             except BaseException:  # noqa: BLE001 - reported by the test that owns the job
                 return traceback.format_exc()

@@ -116,7 +116,7 @@ def test_only_the_boards_of_an_open_order_are_enrolled_up_to_its_quantity(start_
     second.write_text('{"orders": [{"order": "WO-2026-0150", "profile": "welma-optee", "quantity": 3,\n'
                       '  "serials": ["202600000000101-202600000000103"]}]}\n')
     assert station(sim_home, "order", "import", str(second), "--by", "Q. Lead").returncode == 0
-    sim_farm.reset(devices[1].name)  # a factory-fresh board for the new order
+    sim_farm.swap(devices[1].name)  # another, factory-fresh board for the new order (a new serial needs new silicon)
     passed = station(sim_home, "provision", "--serial", "202600000000101", "--device", devices[1].ssh_url,
                      "--operator", "ana")
     assert passed.returncode == 0, passed.stdout + passed.stderr

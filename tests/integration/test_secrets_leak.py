@@ -30,7 +30,7 @@ from tests.soak.kit import PASSPHRASE, certificate_on_board, profile_copy, stati
 pytestmark = pytest.mark.integration
 
 SO_PIN = "48213377"
-USER_PIN = "5821"
+USER_PIN = "582194"
 PROFILE = "plant-pins"
 
 

@@ -101,7 +101,7 @@ class Plan:
                 pem = certificate_on_board(device)
                 board.certificate_at_end = fingerprint(pem) if pem else None
                 board.finished = True
-                self.farm.reset(device.name)  # the next board on this fixture is a fresh one
+                self.farm.swap(device.name)  # the next board on this fixture is another, factory-fresh one
         except Exception as exc:  # noqa: BLE001 - the flow swallows observer errors; keep them
             with self.lock:
                 self.errors.append(f"{event.serial} {event.kind} {event.step}: {exc!r}")

@@ -88,7 +88,8 @@ def expected_rows(path: Path, where: str = "") -> list[dict[str, Any]]:
                u.started_at, u.ended_at, u.failed_step, u.message, u.attempt,
                c.serial_hex AS certificate_serial, c.fingerprint_sha256 AS certificate_fingerprint,
                c.revoked_at, u.reprovision_reason,
-               (SELECT p.order_id FROM order_places p WHERE p.unit_id = u.id) AS order_id
+               (SELECT p.order_id FROM order_places p WHERE p.unit_id = u.id) AS order_id,
+               (SELECT i.soc_id FROM unit_identity i WHERE i.unit_id = u.id ORDER BY i.id DESC LIMIT 1) AS soc_id
         FROM units u LEFT JOIN certificates c ON c.unit_id = u.id {where} ORDER BY u.id
         """
     ).fetchall()

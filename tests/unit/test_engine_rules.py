@@ -35,6 +35,9 @@ def test_known_fixtures_are_station_tomls_then_the_simulators(tmp_path):
     fixtures = known_fixtures(home, config)
     assert fixtures["a"].device == "ssh://root@127.0.0.2:2222"  # station.toml wins
     assert fixtures["sim-02"].device == "ssh://root@127.0.0.3:2222"
+    # Production mode: no simulated boards.
+    production = StationConfig(name="t", production=True, fixtures=(Fixture("a", "ssh://root@127.0.0.2:2222"),))
+    assert list(known_fixtures(home, production)) == ["a"]
 
 
 @pytest.fixture
@@ -131,3 +134,34 @@ def test_a_workers_environment_is_the_stations_without_its_secrets(monkeypatch):
     assert environment["STATION_NOTE"] == "kept"
     assert "STATION_CA_PASSPHRASE" not in environment and "STATION_ADMIN_PIN" not in environment
     assert "s3cret passphrase" not in environment.values()
+
+
+def test_a_worker_asks_the_station_about_its_own_units_identity_only(tmp_path, audit):
+    """Board identity over the pipe (issue 17 on the engine): typed calls, each for the worker's own unit."""
+    import pickle
+    from types import SimpleNamespace
+
+    from station.engine.protocol import Call
+    from station.engine.scheduler import Scheduler
+
+    home = StationHome(tmp_path / "home").create()
+    scheduler = Scheduler(home=home, config=StationConfig(name="t"), ca=object())  # type: ignore[arg-type]
+    scheduler._audit = audit
+    mine, other = start(audit, "202600000000011"), start(audit, "202600000000012")
+    running = SimpleNamespace(unit_id=mine.id)
+
+    def ask(method: str, **args: object) -> object:
+        answer = scheduler._service(running, Call(1, "audit", method, args))  # type: ignore[arg-type]
+        return pickle.loads(pickle.dumps(answer))  # what the pipe carries back
+
+    ask("record_soc_id", unit_id=mine.id, soc_id="0123ABCD", source="/sys/devices/soc0/serial_number")
+    assert ask("unit_soc_id", unit_id=mine.id).soc_id == "0123ABCD"
+    conflicts = ask("identity_conflicts", unit_id=mine.id, soc_id="0123ABCD", host_key_fingerprint=None)
+    assert conflicts.same_soc_other_serial == () and conflicts.same_host_key_other_serial == ()
+    for method, args in (("record_soc_id", {"soc_id": "FFFF", "source": "x"}), ("unit_soc_id", {}),
+                         ("identity_conflicts", {"soc_id": "0123ABCD", "host_key_fingerprint": None})):
+        with pytest.raises(StationError, match="not its own"):
+            ask(method, unit_id=other.id, **args)
+    assert audit.unit_soc_id(other.id) is None
+    scheduler._wake_read.close()
+    scheduler._wake_write.close()
