@@ -304,8 +304,6 @@ class MainWindow(QMainWindow):
         label_buttons.addWidget(self.pdf_button)
         label_layout_.addLayout(label_buttons)
         left.addWidget(label_box)
-        self.identity = BoardIdentityPanel(self.session, self.pool, self.current_fixture, upper)
-        left.addWidget(self.identity)
         left.addStretch(1)
 
         right = QVBoxLayout()
@@ -325,6 +323,10 @@ class MainWindow(QMainWindow):
         progress_row.addWidget(self.progress_bar, 1)
         progress_row.addWidget(self.eta_label)
         right.addLayout(progress_row)
+        # What the station verified and what only the board says, beside the steps that found it out (the left
+        # column has no room left for it on a 1280 × 800 screen).
+        self.identity = BoardIdentityPanel(self.session, self.pool, self.current_fixture, upper)
+        right.addWidget(self.identity)
         # Steps above, device log below; the technician can move the divider.
         splitter = QSplitter(Qt.Orientation.Vertical, upper)
         splitter.setChildrenCollapsible(False)

@@ -134,6 +134,9 @@ class OrderPanel(QGroupBox):
 
     def _show(self) -> None:
         status = self.current()
+        # Without open orders there is nothing to pick and no progress to show: the words alone say so.
+        self.picker.setVisible(bool(self.open_orders))
+        self.progress.setVisible(status is not None)
         if status is None:
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
