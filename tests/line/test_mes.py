@@ -109,7 +109,7 @@ def test_records_land_whole_in_a_drop_folder_even_after_it_was_unavailable(
         wait_until(lambda: handoff.mes.outboxes[0].last_problem is not None, "the drop folder to be refused")
         assert "cannot write to the drop folder" in (handoff.mes.outboxes[0].last_problem or "")
         drop.unlink()
-        drop.mkdir()
+        drop.mkdir(exist_ok=True)  # the outbox may have made the folder itself on its next try
         wait_until(lambda: handoff.mes.pending() == 0, "the drop folder to take the records")
     finally:
         handoff.close()
