@@ -249,9 +249,10 @@ def main() -> None:
                 "machine_busy_fraction": round((boards + used) / (wall * (os.cpu_count() or 1)), 3),
             })
             print(rows[-1], flush=True)
-            # Factory-fresh boards for the next round; resets wait for the boot delay, so run them together.
+            # Factory-fresh boards (new silicon: a board enrolled once is refused under another serial) for the
+            # next round; swaps wait for the boot delay, so run them together.
             with ThreadPoolExecutor(max_workers=len(devices)) as pool:
-                list(pool.map(farm.reset, [device.name for device in devices[:slots]]))
+                list(pool.map(farm.swap, [device.name for device in devices[:slots]]))
     finally:
         farm.down()
         shutil.rmtree(root, ignore_errors=True)

@@ -44,9 +44,9 @@ def figures() -> list[dict[str, Any]]:
     batch = load("batch-scaling")
     if batch:
         # A run comparing start methods holds rows for each: the table shows the engine's (the first).
-        rows = [row for row in batch["results"] if row.get("start_method", batch.get("start_method"))
-                == batch.get("start_method")]
-        for row in rows:
+        engine_rows = [row for row in batch["results"] if row.get("start_method", batch.get("start_method"))
+                       == batch.get("start_method")]
+        for row in engine_rows:
             met = row["ratio_to_one_slot"] <= 1.10 if row["slots"] == 64 else None
             add("P3", f"batch wall ÷ one-slot wall at {row['slots']} slots", row["ratio_to_one_slot"],
                 "≤ 1.10 at 64", met, "batch-scaling")
@@ -61,7 +61,7 @@ def figures() -> list[dict[str, Any]]:
             start = batch["worker_start"]
             add("P7", f"cost of starting one unit worker ({start.get('start_method', 'spawn')}), wall s / CPU s",
                 f"{start['wall_s_median']} / {start['cpu_s_median']}", "—", None, "batch-scaling")
-        peak = max((row for row in rows if "peak_station_memory_mib" in row),
+        peak = max((row for row in engine_rows if "peak_station_memory_mib" in row),
                    key=lambda row: row["slots"], default=None)
         if peak is not None:
             add("mem", f"peak station memory (process + unit workers) at {peak['slots']} slots (MiB)",
