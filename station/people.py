@@ -80,6 +80,8 @@ class PeopleAction(StrEnum):
     SIGNED_IN = "signed_in"
     SIGN_IN_FAILED = "sign_in_failed"
     SIGNED_OUT = "signed_out"
+    # `station admin set-pin`: the shared admin PIN of demo mode was set or replaced.
+    ADMIN_PIN_SET = "admin_pin_set"
 
 
 def role_from_word(word: str) -> Role:
