@@ -33,7 +33,7 @@ from station import __version__
 from station.audit import AuditLog, Unit, UnitFilter, YieldSummary
 from station.errors import StationError
 from station.orders import OrderStatus
-from station.pki import write_file_atomically
+from station.outputs import EXPORT_MODE, write_export
 
 EXPORT_FORMATS = ("csv", "jsonl", "pdf")
 
@@ -701,8 +701,8 @@ def write_text_atomically(path: Path, write: Callable[[TextIO], int]) -> int:
             result = write(out)
             out.flush()
             os.fsync(out.fileno())
-        # An export is meant to be handed on; it holds no secrets (see station.audit.EXPORT_FIELDS).
-        os.chmod(temporary, 0o644)
+        # An export holds no secrets (see station.audit.EXPORT_FIELDS) but names operators: owner and group only.
+        os.chmod(temporary, EXPORT_MODE)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -754,7 +754,7 @@ def export_to_file(
         report = render_report(audit, scope, station=station)
         destination = _checked_destination(path)
         try:
-            write_file_atomically(destination, report.pdf, mode=0o644, replace=True)
+            write_export(destination, report.pdf)
         except OSError as exc:
             raise StationError(
                 f"Could not write {destination} ({exc.strerror}) — check that the folder is writable, then try again."
