@@ -237,6 +237,7 @@ class PersonSignInDialog(QDialog):
         self.problem.setText(f"✗ {text}")
         emphasise(self.problem, RED)
         self.problem.show()
+        self.adjustSize()  # a lockout message runs to three lines: show all of it
         self.sign_in_button.setEnabled(True)
         self.field.setEnabled(True)
         self.field.setFocus()

@@ -133,8 +133,10 @@ def test_an_administrator_enrols_lists_resets_unlocks_and_removes_people_with_se
     audit_bytes = StationHome(home).audit_db.read_bytes()
     store_bytes = people_path(StationHome(home)).read_bytes()
     printed = "".join(run.stdout + run.stderr for run in (added, badge, listed, again, weak, unlocked, removed))
+    every_file = b"".join(path.read_bytes() for path in home.rglob("*") if path.is_file())  # logs included
     for secret in (QUINN_PIN, ADA_BADGE, "135792"):
         assert secret.encode() not in audit_bytes and secret.encode() not in store_bytes and secret not in printed
+        assert secret.encode() not in every_file
 
 
 def test_an_ordinary_account_is_refused_unless_an_enrolled_administrator_vouches_for_it(
