@@ -453,8 +453,9 @@ class People:
                 ) from None
             if right:
                 conn.execute("UPDATE people SET failed_attempts = 0, locked_until = NULL WHERE key = ?", [row["key"]])
-                session = SignedIn(person=person, role=role, started_at=now,
-                                   expires_at=now + self.settings.session_minutes * 60, account=account)
+                started = self._clock()  # after the (slow) check: the whole session is the person's
+                session = SignedIn(person=person, role=role, started_at=started,
+                                   expires_at=started + self.settings.session_minutes * 60, account=account)
                 if record_success:
                     self._record(PeopleAction.SIGNED_IN, person=person, role=role, by=person, account=account,
                                  detail=f"until {clock_text(session.expires_at)}")

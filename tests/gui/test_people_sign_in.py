@@ -73,7 +73,7 @@ def test_a_quality_lead_signs_in_with_their_own_credential_for_a_limited_time_an
 
 
 def test_the_session_ends_by_itself_and_the_window_says_so(qtbot, sim_home, station_ca, fixtures_file, open_window):
-    enrol(sim_home, "Quinn", Role.QUALITY, QUINN_PIN, session_minutes=0.03)  # 1.8 s
+    enrol(sim_home, "Quinn", Role.QUALITY, QUINN_PIN, session_minutes=0.05)  # 3 s
     window = open_window(sim_home, station_ca, fixtures_file)
     dialog = open_credential_dialog(qtbot, window, "Quinn")
     with qtbot.waitSignal(dialog.signed_in, timeout=15_000):
