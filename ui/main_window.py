@@ -416,7 +416,8 @@ class MainWindow(QMainWindow):
         source = self.session.fixtures
         self.status.setText(
             f"Fixtures: {source.origin}   ·   Label stock: {label_layout(settings.label_layout).title}"
-            "   ·   Settings are locked (administrator PIN)"
+            + ("   ·   Settings are locked (an administrator signs in with their own credential)"
+               if self.session.config.production else "   ·   Settings are locked (administrator PIN)")
         )
         self.status.setToolTip(f"Fixtures file: {source.path}" if source.path else "")
         self._show_mode()
