@@ -179,6 +179,8 @@ class PeopleSettings:
     lockout_minutes: float = 15.0
     # The demo-mode option: quality leads sign in with any name and the one admin PIN. Refused in production.
     shared_admin_pin: bool = False
+    # The PAM service that checks the password of people enrolled by OS account (`station people add --pam`).
+    pam_service: str = "login"
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,10 @@ def _people(path: Path, text: str, data: dict[str, Any], *, production: bool) ->
     values: dict[str, Any] = {}
     for key in sorted(KNOWN_KEYS["people"]):
         value = table.get(key, getattr(defaults, key))
-        if key == "shared_admin_pin":
+        if key == "pam_service":
+            if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+                raise _fail(path, text, "people.pam_service", 'must be the name of a file in /etc/pam.d, such as "login"')
+        elif key == "shared_admin_pin":
             if not isinstance(value, bool):
                 raise _fail(path, text, "people.shared_admin_pin", "must be true or false")
             if value and production:
@@ -209,7 +214,7 @@ def _people(path: Path, text: str, data: dict[str, Any], *, production: bool) ->
                 raise _fail(path, text, "people.max_failed_attempts", "must be a whole number from 1 to 100")
         elif isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 24 * 60:
             raise _fail(path, text, f"people.{key}", "must be a number of minutes above 0 and at most 1440 (a day)")
-        values[key] = value if key in ("shared_admin_pin", "max_failed_attempts") else float(value)
+        values[key] = value if key in ("shared_admin_pin", "max_failed_attempts", "pam_service") else float(value)
     return PeopleSettings(**values)
 
 

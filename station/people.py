@@ -21,8 +21,10 @@ fleet, and credential hashes must go nowhere.
 from __future__ import annotations
 
 import os
+import pwd
 import sqlite3
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,6 +46,8 @@ MIN_PIN_LENGTH = 4
 MIN_BADGE_LENGTH = 6
 MAX_SECRET_LENGTH = 128
 BUSY_TIMEOUT_S = 10.0
+# PAM may ask a directory server (sssd, LDAP): a sign-in waits this long for its answer, then is refused.
+PAM_TIMEOUT_S = 15.0
 
 # `station people add NAME --role quality|admin|technician`: the words people type for each role.
 ROLE_WORDS = {"technician": Role.TECHNICIAN, "quality": Role.QUALITY, "admin": Role.ADMIN}
@@ -66,6 +70,8 @@ class CredentialKind(StrEnum):
 
     PIN = "pin"
     BADGE = "badge"
+    # The password of the person's own OS account, checked through PAM (nothing stored but the login name).
+    PAM = "pam"
 
 
 class PeopleAction(StrEnum):
@@ -346,6 +352,31 @@ class People:
             row = self._existing(conn, display)
         return _person(row)
 
+    def enrol_os_account(self, login: str, role: Role, *, by: Actor, name: str | None = None) -> Person:
+        """Enrol a person who signs in with their own OS account's password (checked through PAM at each
+        sign-in; the store keeps only the login name).  Administrators only."""
+        self._need_administrator(by, "enrolling a person")
+        try:
+            pwd.getpwnam(login)
+        except KeyError:
+            raise PeopleError(f"there is no OS account {login!r} on this PC — create it first (useradd), or enrol "
+                              "the person with a PIN or badge instead") from None
+        display = operator_name(name or login)
+        now = self._clock()
+        with self._connect(write=True) as conn:
+            existing = self._row(conn, display)
+            if existing is not None:
+                raise PeopleError(f"{existing['name']} is already enrolled (as {Role(existing['role']).words})")
+            conn.execute(
+                "INSERT INTO people (key, name, role, kind, credential, failed_attempts, locked_until, enrolled_at, "
+                "enrolled_by, changed_at) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?, ?)",
+                [_key(display), display, role.value, CredentialKind.PAM.value, login, now, by.name, now],
+            )
+            self._record(PeopleAction.ENROLLED, person=display, role=role, by=by, account=by.account,
+                         detail=f"credential: OS account {login} (PAM)")
+            row = self._existing(conn, display)
+        return _person(row)
+
     def change(self, name: str, new_secret: str, *, by: Actor, old_secret: str | None = None,
                kind: CredentialKind | None = None) -> Person:
         """Change ``name``'s credential: with their old one (a wrong one counts as a failed attempt), or by
@@ -356,7 +387,7 @@ class People:
             self.verify(name, old_secret, account=by.account, record_success=False)
         with self._connect(write=True) as conn:
             row = self._existing(conn, name)
-            new_kind = kind or CredentialKind(row["kind"])
+            new_kind = _settable_kind(row, kind)
             check_new_secret(new_secret, new_kind, name=row["name"])
             if old_secret is not None and new_secret == old_secret:
                 raise PeopleError("the new credential is the old one — choose another")
@@ -376,7 +407,7 @@ class People:
         self._need_administrator(by, "resetting a credential")
         with self._connect(write=True) as conn:
             row = self._existing(conn, name)
-            new_kind = kind or CredentialKind(row["kind"])
+            new_kind = _settable_kind(row, kind)
             check_new_secret(new_secret, new_kind, name=row["name"])
             conn.execute(
                 "UPDATE people SET credential = ?, kind = ?, failed_attempts = 0, locked_until = NULL, "
@@ -445,7 +476,10 @@ class People:
                     locked_until=locked_until,
                 )
             try:
-                right = pin_matches(secret, row["credential"])
+                if row["kind"] == CredentialKind.PAM.value:
+                    right = os_password_matches(row["credential"], secret, service=self.settings.pam_service)
+                else:
+                    right = pin_matches(secret, row["credential"])
             except AdminPinError:
                 raise SignInRefused(
                     f"the stored credential of {person} is damaged — an administrator resets it "
@@ -515,6 +549,43 @@ def bootstrap_actor(home: StationHome, people: People, uid: int) -> Actor | None
         return None
     name = account_name(uid)
     return Actor(name=name, account=name, administrator=True)
+
+
+def _settable_kind(row: sqlite3.Row, kind: CredentialKind | None) -> CredentialKind:
+    """The kind of a credential the station sets (PIN or badge); an OS account's password is the OS's."""
+    chosen = kind or CredentialKind(row["kind"])
+    if chosen is CredentialKind.PAM:
+        raise PeopleError(
+            f"{row['name']} signs in with the OS account {row['credential']}'s password — change it with `passwd` "
+            "(or give them a PIN: add --badge for a badge code, or remove and enrol them again)"
+        )
+    return chosen
+
+
+def os_password_matches(login: str, password: str, *, service: str = "login",
+                        timeout_s: float = PAM_TIMEOUT_S) -> bool:
+    """Whether ``password`` is OS account ``login``'s, asked through PAM (``/etc/pam.d/SERVICE``).
+
+    pam_unix reads /etc/shadow: the checking process must be root or in the ``shadow`` group (the station
+    service's account on a line PC).  A PAM stack that does not answer within ``timeout_s`` counts as a
+    refusal (the thread is left to finish by itself; PAM calls cannot be interrupted).
+    """
+    import pam
+
+    answer: list[bool] = []
+
+    def ask() -> None:
+        answer.append(bool(pam.pam().authenticate(login, password, service=service, resetcreds=False)))
+
+    worker = threading.Thread(target=ask, name="pam-check", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive() or not answer:
+        if worker.is_alive():
+            raise PeopleError(f"the operating system did not answer within {timeout_s:g} s whether the password of "
+                              f"{login} is right — try again; if it repeats, check the PC's login service (PAM)")
+        return False
+    return answer[0]
 
 
 def _person(row: sqlite3.Row) -> Person:

@@ -42,6 +42,7 @@ examples:
   station people unlock Quinn                        ends a lockout early
   station people remove Quinn
   station people reset Quinn --as Ada                Ada (an enrolled administrator) types her credential first
+  station people add "Quinn Lee" --role quality --os-account qlee   Quinn signs in with qlee's OS password (PAM)
 
 Enrolling, resetting, removing and unlocking need an administrator: root, a member of the welma-admin
 group, or --as NAME of an enrolled administrator.  Credentials are stored hashed (PBKDF2-HMAC-SHA256,
@@ -76,6 +77,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     add = command("add", "enrol a person with a role and a credential", run_add, badge=True)
     add.add_argument("--role", required=True, choices=list(ROLE_WORDS), help="what the person may do")
+    add.add_argument("--os-account", metavar="LOGIN",
+                     help="the person signs in with the password of this OS account (checked through PAM); no PIN "
+                          "is stored")
     command("list", "list the people enrolled (no credentials)", run_list, person=False, acting=False)
     command("change", "change a person's credential (needs their old one, or an administrator)", run_change,
             badge=True)
@@ -148,7 +152,12 @@ def _kind(args: argparse.Namespace) -> CredentialKind | None:
 
 
 def _words(kind: CredentialKind) -> str:
-    return "badge code" if kind is CredentialKind.BADGE else "PIN"
+    return {CredentialKind.BADGE: "badge code", CredentialKind.PAM: "OS password"}.get(kind, "PIN")
+
+
+def _refuse_os_password(name: str, kind: CredentialKind) -> None:
+    if kind is CredentialKind.PAM:
+        raise PeopleError(f"{name} signs in with their OS account's password — they change it with `passwd`")
 
 
 # -- the commands --------------------------------------------------------------------------------------
@@ -158,6 +167,13 @@ def run_add(args: argparse.Namespace) -> int:
     reader = SecretReader()
     role = ROLE_WORDS[args.role]
     actor = _actor(args, home, people, reader, "enrolling a person", bootstrap_role=role)
+    if args.os_account:
+        if args.badge:
+            raise StationError("--os-account and --badge exclude each other: choose one way to sign in")
+        person = people.enrol_os_account(args.os_account, role, by=actor, name=args.name)
+        print(f"{person.name} enrolled as {person.role.words} (signs in with the password of OS account "
+              f"{args.os_account}); recorded by {actor.name}")
+        return 0
     kind = _kind(args) or CredentialKind.PIN
     secret = reader.read(f"{_words(kind).capitalize()} for {args.name}: ", confirm=True, check=(kind, args.name))
     person = people.enrol(args.name, role, secret, by=actor, kind=kind)
@@ -195,6 +211,7 @@ def run_change(args: argparse.Namespace) -> int:
     current = people.get(args.name)
     if current is None:
         raise PeopleError(f"{args.name} is not enrolled at this station — see `station people list`")
+    _refuse_os_password(current.name, current.kind)
     account = account_name(os.getuid())
     os_admin = Actor.for_account(os.getuid())
     if args.acting_as or os_admin.administrator:
@@ -216,6 +233,7 @@ def run_reset(args: argparse.Namespace) -> int:
     current = people.get(args.name)
     if current is None:
         raise PeopleError(f"{args.name} is not enrolled at this station — see `station people list`")
+    _refuse_os_password(current.name, current.kind)
     kind = _kind(args) or current.kind
     new = reader.read(f"New {_words(kind)} for {current.name}: ", confirm=True, check=(kind, current.name))
     people.reset(args.name, new, by=actor, kind=kind)
