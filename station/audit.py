@@ -73,6 +73,7 @@ from station.audit_orders import (
 from station.audit_people import PEOPLE_SCHEMA, PEOPLE_TABLES
 from station.errors import StationError
 from station.orders import OrderStatus
+from station.states import StepOutcome, UnitState
 
 if TYPE_CHECKING:
     # Imported where a connection is made: a unit's worker process uses this module's records, not SQLite.
@@ -395,7 +396,7 @@ class Unit:
     batch: str | None
     operator: str
     station: str
-    state: str
+    state: UnitState
     attempt: int
     started_at: datetime
     ended_at: datetime | None
@@ -425,7 +426,7 @@ class StepRecord:
     unit_id: int
     step: str
     attempt: int
-    outcome: str
+    outcome: StepOutcome
     started_at: datetime
     ended_at: datetime
     output_sha256: str | None
@@ -2024,7 +2025,7 @@ def _unit_from_row(row: dict[str, Any]) -> Unit:
         batch=row["batch"],
         operator=row["operator"],
         station=row["station"],
-        state=row["state"],
+        state=UnitState(row["state"]),
         attempt=row["attempt"],
         started_at=_parse_time(row["started_at"]),
         ended_at=_parse_optional_time(row["ended_at"]),
@@ -2046,7 +2047,7 @@ def _step_from_row(row: dict[str, Any]) -> StepRecord:
         unit_id=row["unit_id"],
         step=row["step"],
         attempt=row["attempt"],
-        outcome=row["outcome"],
+        outcome=StepOutcome(row["outcome"]),
         started_at=_parse_time(row["started_at"]),
         ended_at=_parse_time(row["ended_at"]),
         output_sha256=row["output_sha256"],
