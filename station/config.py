@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 from station.errors import ConfigError
 from station.profiles import DEFAULT_PROFILE
 from station.tomlfile import config_error, read_toml
+from station.tomlfile import refuse_unknown as _refuse_unknown
 from station.transport.base import MAX_COMMAND_OUTPUT_BYTES, MAX_FILE_BYTES
 
 
@@ -432,16 +432,6 @@ def load_ca_settings(path: Path) -> CaSettings:
         crl_publish=publish,
         crl_publish_every_minutes=numbers["crl_publish_every_minutes"],
     )
-
-
-def _refuse_unknown(
-    path: Path, text: str, table: dict[str, Any], known: Iterable[str], *, prefix: str = "", occurrence: int = 1
-) -> None:
-    unknown = sorted(set(table) - set(known))
-    if unknown:
-        raise _fail(path, text, f"{prefix}{unknown[0]}",
-                    f"is not a setting the station knows (known: {', '.join(sorted(known))}) — check the spelling",
-                    occurrence=occurrence)
 
 
 def load_fixtures(path: Path) -> tuple[Fixture, ...]:

@@ -1340,10 +1340,26 @@ class CsrPolicy:
     # A CSR for one key and one CN is < 2 KiB; anything much larger is not what the token made.
     max_pem_bytes: int = 16384
 
+    @classmethod
+    def for_key_type(cls, key_type: str) -> CsrPolicy:
+        """The policy for a profile's ``key_type`` (``rsa:2048``, ``EC:prime256v1`` …): only the key the profile's
+        keygen makes is certified, so a token that made another kind of key is caught before signing."""
+        kind, _, size = key_type.partition(":")
+        if kind.lower() == "rsa" and size.isdigit():
+            return cls(rsa_key_sizes=frozenset({int(size)}), ec_curves=frozenset())
+        if kind.upper() == "EC" and size:
+            # pkcs11-tool names the NIST P-256 curve prime256v1; cryptography names it secp256r1.
+            return cls(rsa_key_sizes=frozenset(), ec_curves=frozenset({_CURVE_NAMES.get(size, size)}))
+        raise ValueError(f"key type {key_type!r} is not RSA:<bits> or EC:<curve>")
+
     def allowed_keys(self) -> str:
         sizes = "/".join(str(size) for size in sorted(self.rsa_key_sizes))
         curves = "/".join(sorted(self.ec_curves))
-        return f"RSA {sizes} or EC {curves}"
+        kinds = ([f"RSA {sizes}"] if sizes else []) + ([f"EC {curves}"] if curves else [])
+        return " or ".join(kinds)
+
+
+_CURVE_NAMES = {"prime256v1": "secp256r1"}
 
 
 _REPROVISION = "wipe the unit's token and provision it again"

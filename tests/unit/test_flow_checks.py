@@ -123,3 +123,21 @@ def test_cancel_between_two_calls_of_a_step_fails_that_step(flow):
     assert result.failed_step == "keygen" and "cancelled by the operator" in result.message
     assert flow.outcomes(result.unit, "keygen") == ["failed"]
     assert not flow.board.runs("--list-objects")
+
+
+def test_a_csr_for_another_key_than_the_profiles_key_type_is_refused_before_signing(flow, recorded_keygen):
+    # The profile asks for RSA-3072; the board's token made (the recorded) RSA-2048 key.
+    flow.profile = replace(flow.profile, settings={**flow.profile.settings, "key_type": "rsa:3072"})
+    flow.board.fail("--keypairgen", answer=recorded_keygen)
+    result = flow.provision()
+    assert not result.passed and result.failed_step == "check_csr"
+    assert "RSA-2048" in result.message and "certifies RSA 3072 —" in result.message
+    assert flow.audit.certificate_for_unit(result.unit.id) is None
+
+
+@pytest.fixture
+def recorded_keygen() -> Exchange:
+    from tests.helpers.transcripts import Transcript
+
+    (exchange,) = Transcript.load("welma-optee-unit-a").runs("--keypairgen")
+    return exchange
