@@ -72,6 +72,7 @@ from station.audit_orders import (
 )
 from station.audit_people import PEOPLE_SCHEMA, PEOPLE_TABLES
 from station.errors import StationError
+from station.files import fsync_directory
 from station.orders import OrderStatus
 from station.states import StepOutcome, UnitState
 
@@ -1437,11 +1438,7 @@ class AuditLog:
                              Path(f"{temporary}-shm")):  # fmt: skip
                 leftover.unlink(missing_ok=True)
         # The rename itself must reach the disk too, or a power cut could bring back the old backup.
-        directory = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_directory(target.parent)
         return AuditBackup(
             path=target,
             size_bytes=target.stat().st_size,

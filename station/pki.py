@@ -31,7 +31,6 @@ import hashlib
 import ipaddress
 import os
 import re
-import secrets
 import ssl
 import threading
 import weakref
@@ -48,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from station.errors import ConfigError, StationError
+from station.files import write_file_atomically  # re-exported: many modules import it from here
 from station.pki_der import bit_string, encrypt_pkcs8_scrypt, pkcs8_kdf, sequence, tlv, with_signature
 from station.pki_token import TOKEN_FILE, TokenKey, TokenSettings
 
@@ -152,39 +152,6 @@ def read_certificate(path: Path) -> x509.Certificate:
         raise StationError(
             f"{path} is not a readable PEM certificate — restore it from a backup of the CA directory."
         ) from None
-
-
-def write_file_atomically(path: Path, data: bytes, *, mode: int, replace: bool) -> None:
-    """Write ``data`` to ``path`` so that readers see either nothing/the old file or the whole new one.
-
-    The content goes to a temporary file in the same directory, created with ``mode`` from the
-    start (never a moment with wider permissions), flushed with fsync, then moved into place.
-    Without ``replace`` the move is ``os.link``, which fails if ``path`` exists: two stations
-    initialising the same directory cannot overwrite each other's key.
-    """
-    directory = path.parent
-    tmp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # the umask may have narrowed it; keys must be exactly 0600
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the new directory entry itself durable
-    finally:
-        os.close(dir_fd)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,8 +18,6 @@ new content or what it held before.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from typing import TextIO
 
 from fpdf import FPDF
 
-from station import __version__
+from station import __version__, files
 from station.audit import AuditLog, Unit, UnitFilter, YieldSummary
 from station.errors import StationError
 from station.orders import OrderStatus
@@ -692,28 +690,9 @@ def _count_axis(value: int) -> tuple[int, int]:
 
 
 def write_text_atomically(path: Path, write: Callable[[TextIO], int]) -> int:
-    """Write a text file through a temporary file, fsync and rename; return what ``write`` returns."""
-    path = _checked_destination(path)
-    directory = path.parent
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            result = write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        # An export holds no secrets (see station.audit.EXPORT_FIELDS) but names operators: owner and group only.
-        os.chmod(temporary, EXPORT_MODE)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    # The rename itself must reach the disk too, or a power cut could bring back the old file.
-    directory_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
-    return result
+    """Write an export through :func:`station.files.write_text_atomically`; return what ``write`` returns."""
+    # An export holds no secrets (see station.audit.EXPORT_FIELDS) but names operators: owner and group only.
+    return files.write_text_atomically(_checked_destination(path), write, mode=EXPORT_MODE)
 
 
 @dataclass(frozen=True)
