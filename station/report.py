@@ -29,6 +29,8 @@ from fpdf import FPDF
 
 from station import __version__, files
 from station.audit import AuditLog, Unit, UnitFilter, YieldSummary
+from station.display import format_duration as _seconds
+from station.display import format_percent as _percent
 from station.errors import StationError
 from station.orders import OrderStatus
 from station.outputs import EXPORT_MODE, write_export
@@ -657,19 +659,6 @@ def _utc_offset(moment: datetime) -> str:
 def _count(value: int) -> str:
     # No-break spaces group the thousands (1 000 000), the way both the plant and the spreadsheets read them.
     return f"{value:,}".replace(",", "\u00a0")
-
-
-def _percent(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f} %"
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if value < 60:
-        return f"{value:.1f} s"
-    minutes, seconds = divmod(round(value), 60)
-    return f"{minutes} min {seconds:02d} s"
 
 
 def _edge_label(seconds: float) -> str:
