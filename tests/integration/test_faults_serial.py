@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from station.sim.farm import Farm, SimDevice
+from tests.helpers.kit import wait_until_up
 from tests.integration.test_faults_ssh import (
     Case,
     Matrix,
@@ -24,7 +25,6 @@ from tests.integration.test_faults_ssh import (
     matrix_cases,
     run_matrix,
 )
-from tests.soak.kit import wait_until_up
 
 pytestmark = pytest.mark.integration
 

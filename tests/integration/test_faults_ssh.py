@@ -37,7 +37,7 @@ from station.home import StationHome
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
 from station.sim.farm import CommandFault, Farm, SimDevice, parse_fault
-from tests.soak.kit import (
+from tests.helpers.kit import (
     PASSPHRASE,
     assert_audit_sound,
     assert_board_certificate_recorded,

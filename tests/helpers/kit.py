@@ -1,4 +1,4 @@
-"""What the reliability tests share: fast test profiles, a farm per module, and the station's invariants.
+"""What the reliability tests (tests/soak, and the fault, crash and hostile-input tests) share: fast test profiles, a farm per module, and the station's invariants.
 
 The fault matrix, crash, hostile-input, secrets, host-key and soak tests all check the same few
 promises after whatever they did to a unit:
@@ -33,6 +33,7 @@ from station.audit import AuditLog
 from station.home import StationHome
 from station.profiles import STEP_NAMES, DeviceProfile, load_profile, load_profile_file
 from station.sim.farm import Farm, SimDevice
+from tests.integration.conftest import free_port
 
 PASSPHRASE = "reliability tests' CA passphrase"
 # Waits of the tests themselves (not of the station).
@@ -100,12 +101,6 @@ def serial_numbers(prefix: str, count: int) -> list[str]:
 
 
 # -- the farm ------------------------------------------------------------------------------
-
-
-def free_port(count: int) -> int:
-    from tests.integration.conftest import free_port as conftest_free_port
-
-    return conftest_free_port(count)
 
 
 @contextmanager
