@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from station.config import Fixture
+from station.engine.outcome import Ending
 from station.engine.scheduler import (
     CANCEL_DEADLINE_S,  # noqa: E402,F401 - how long Cancel may take
     Scheduler,
@@ -67,7 +68,7 @@ class BatchReport:
 
     @property
     def passed(self) -> int:
-        return sum(outcome.result == "passed" for outcome in self.outcomes)
+        return sum(outcome.result == Ending.PASSED for outcome in self.outcomes)
 
     @property
     def failed(self) -> int:

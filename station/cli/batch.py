@@ -74,8 +74,8 @@ def print_summary(report: BatchReport) -> None:
     for outcome in report.outcomes:
         rows.append((
             outcome.job.serial, outcome.job.fixture or outcome.job.device, outcome.result.upper()
-            if outcome.result != "passed" else "PASS", outcome.failed_step or "", f"{outcome.duration_s:.1f} s",
-            (outcome.message.splitlines() or [""])[0][:90] if outcome.result != "passed" else "",
+            if outcome.result != Ending.PASSED else "PASS", outcome.failed_step or "", f"{outcome.duration_s:.1f} s",
+            (outcome.message.splitlines() or [""])[0][:90] if outcome.result != Ending.PASSED else "",
         ))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     print()
