@@ -94,7 +94,8 @@ class FleetView(QWidget):
         splitter = QSplitter(self)
         self.groups = QTreeWidget(self)
         self.groups.setHeaderLabels(["Line / station", "Units", "Pass rate"])
-        self.groups.setColumnWidth(0, 150)
+        for column, width in enumerate((130, 55)):
+            self.groups.setColumnWidth(column, width)
         self.groups.setToolTip("Click a line or a station to see only its units; click All stations for the fleet.")
         self.groups.itemClicked.connect(self._group_clicked)
         self.tabs = QTabWidget(self)
@@ -239,7 +240,10 @@ class FleetView(QWidget):
 
     def _show_groups(self, groups: list[Any]) -> None:
         self.groups.clear()
-        everything = QTreeWidgetItem(["All stations", _count(sum(g.units for g in groups)), ""])
+        units = sum(g.units for g in groups)
+        finished = units - sum(g.running for g in groups)
+        everything = QTreeWidgetItem(["All stations", _count(units),
+                                      _percent(sum(g.passed for g in groups) / finished if finished else None)])
         everything.setData(0, Qt.ItemDataRole.UserRole, (None, None))
         self.groups.addTopLevelItem(everything)
         lines: dict[str, list[Any]] = {}
