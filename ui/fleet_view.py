@@ -80,8 +80,9 @@ class FleetView(QWidget):
     def __init__(self, fleet: FleetConfig, parent: QWidget | None = None, *, page_rows: int = PAGE_ROWS) -> None:
         super().__init__(parent)
         self.fleet = fleet
-        # One thread: pages, summaries and traces reach the server one at a time, in the order asked.
+        # Summaries and traces on one thread, pages on another: a slow fleet-wide yield never holds up scrolling.
         self.pool = TaskPool(self, max_threads=1)
+        self.page_pool = TaskPool(self, max_threads=1)
         self._generation = 0
         self._total: int | None = None
         self._conflict_count = 0
@@ -99,7 +100,7 @@ class FleetView(QWidget):
         self.groups.setToolTip("Click a line or a station to see only its units; click All stations for the fleet.")
         self.groups.itemClicked.connect(self._group_clicked)
         self.tabs = QTabWidget(self)
-        self.model = FleetUnitsModel(fleet, self.pool, page_rows=page_rows, parent=self)
+        self.model = FleetUnitsModel(fleet, self.page_pool, page_rows=page_rows, parent=self)
         self.model.page_loaded.connect(lambda _rows: self._show_count())
         self.model.failed.connect(self._failed)
         self.table = QTableView(self)
@@ -322,7 +323,8 @@ class FleetView(QWidget):
         self.message.setText(str(error))
 
     def shutdown(self, timeout_ms: int = 3000) -> bool:
-        return self.pool.shutdown(timeout_ms)
+        pages = self.page_pool.shutdown(timeout_ms)
+        return self.pool.shutdown(timeout_ms) and pages
 
 
 class ScopedAuditView(QWidget):

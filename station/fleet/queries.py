@@ -367,7 +367,9 @@ def yield_summary(conn: psycopg.Connection[Any], filters: FleetFilter) -> YieldS
 
     clauses, params = _clauses(filters)
     scope = "".join(f" AND {clause}" for clause in clauses)
-    joined = "FROM fleet_steps s JOIN fleet_units u ON u.station = s.station AND u.unit_id = s.unit_id"
+    # The whole fleet needs no join: every step row belongs to a unit (both are derived from one journal).
+    joined = ("FROM fleet_steps s JOIN fleet_units u ON u.station = s.station AND u.unit_id = s.unit_id" if clauses
+              else "FROM fleet_steps s")
     with deadline(conn, QUERY_TIMEOUT_S, what="the fleet's yield"):
         groups = conn.execute(
             "SELECT u.state, u.attempt, count(*), min(u.started_at), max(u.started_at) FROM fleet_units u WHERE true"

@@ -276,7 +276,8 @@ CREATE TABLE fleet_steps (
     PRIMARY KEY (station, step_id)
 );
 CREATE INDEX fleet_steps_unit ON fleet_steps (station, unit_id);
-CREATE INDEX fleet_steps_step_outcome ON fleet_steps (step, outcome);
+-- outcome first: "failed attempts by step" asks for outcome = 'failed' of any step.
+CREATE INDEX fleet_steps_outcome_step ON fleet_steps (outcome, step);
 
 CREATE FUNCTION fleet_journal_steps() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = public, pg_temp AS $$
