@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QDate, QModelIndex, Qt, QTimer
@@ -19,6 +21,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDateEdit,
+    QFileDialog,
     QGridLayout,
     QHBoxLayout,
     QHeaderView,
@@ -38,12 +41,14 @@ from PySide6.QtWidgets import (
 from station.config import FleetConfig
 from station.fleet.forwarder import Forwarder, format_age
 from station.fleet.queries import FleetFilter
-from ui.audit_view import YieldChart, _count, _day, _local_midnight, _percent
+from ui.audit_view import EXPORT_FILTERS, YieldChart, _count, _day, _local_midnight, _percent
 from ui.bridge import TaskPool
 from ui.fleet_model import PAGE_ROWS, FleetUnitsModel
 from ui.style import GREEN, GREY, RED
 
 STATUS_INTERVAL_MS = 1000
+# A fleet-wide export streams every matching unit: minutes, not the 5 s of a page.
+EXPORT_TIMEOUT_S = 600.0
 RESULTS = ("any result", "passed", "failed", "running", "aborted", "superseded")
 
 
@@ -80,17 +85,28 @@ class FleetView(QWidget):
     def __init__(self, fleet: FleetConfig, parent: QWidget | None = None, *, page_rows: int = PAGE_ROWS) -> None:
         super().__init__(parent)
         self.fleet = fleet
-        # Summaries and traces on one thread, pages on another: a slow fleet-wide yield never holds up scrolling.
+        # Summaries and traces on one thread, pages on another, exports on a third: a slow fleet-wide yield never
+        # holds up scrolling, nor a long export the rest.
         self.pool = TaskPool(self, max_threads=1)
         self.page_pool = TaskPool(self, max_threads=1)
+        self.export_pool = TaskPool(self, max_threads=1)
         self._generation = 0
         self._total: int | None = None
         self._conflict_count = 0
         layout = QVBoxLayout(self)
         layout.addLayout(self._build_filter_bar())
+        row = QHBoxLayout()
         self.message = QLabel(self)
         self.message.setWordWrap(True)
-        layout.addWidget(self.message)
+        row.addWidget(self.message, 1)
+        # The same exports as the local scope's, of the fleet's units matching the filters.
+        self.export_buttons: dict[str, QPushButton] = {}
+        for fmt, title in (("csv", "Export CSV…"), ("jsonl", "Export JSONL…"), ("pdf", "PDF report…")):
+            button = QPushButton(title, self)
+            button.clicked.connect(partial(self.export, fmt))
+            row.addWidget(button)
+            self.export_buttons[fmt] = button
+        layout.addLayout(row)
 
         splitter = QSplitter(self)
         self.groups = QTreeWidget(self)
@@ -310,6 +326,46 @@ class FleetView(QWidget):
 
         self.pool.submit(work, done, self._failed)
 
+    def export(self, fmt: str, path: Path | None = None) -> bool:
+        """Export the fleet's units matching the filters (a PDF: the fleet report), off the GUI thread; asks where
+        when ``path`` is None. Returns whether an export was started."""
+        if fmt not in EXPORT_FILTERS:
+            raise ValueError(f"unknown export format {fmt!r}")
+        if path is None:
+            chosen, _ = QFileDialog.getSaveFileName(self, "Export the fleet", f"fleet-units.{fmt}", EXPORT_FILTERS[fmt])
+            if not chosen:
+                return False
+            path = Path(chosen)
+        filters, fleet, destination = self._filters(), self.fleet, path
+
+        def work() -> object:
+            from station.fleet.connection import connect
+            from station.fleet.report import export_fleet_to_file
+
+            with connect(fleet.dsn, passfile=fleet.passfile, statement_timeout_s=EXPORT_TIMEOUT_S) as conn:
+                return export_fleet_to_file(conn, destination, fmt=fmt, filters=filters)
+
+        def done(result: Any) -> None:
+            self._set_exporting(False)
+            pages = f", {result.pages} pages" if result.pages else ""
+            self.message.setStyleSheet("")
+            self.message.setText(f"Exported {_count(result.units)} fleet units to {result.path}{pages}.")
+
+        def failed(error: BaseException) -> None:
+            self._set_exporting(False)
+            self._failed(f"The export to {destination} failed: {error} — nothing was written there; try again "
+                         f"when the fleet answers, or pick a folder you can write to.")
+
+        if not self.export_pool.submit(work, done, failed):
+            return False
+        self._set_exporting(True)
+        self.message.setText(f"Exporting the fleet's units to {destination}…")
+        return True
+
+    def _set_exporting(self, busy: bool) -> None:
+        for button in self.export_buttons.values():
+            button.setEnabled(not busy)
+
     def _show_conflicts(self, found: list[Any]) -> None:
         self.conflicts.clear()
         for conflict in found:
@@ -324,7 +380,8 @@ class FleetView(QWidget):
 
     def shutdown(self, timeout_ms: int = 3000) -> bool:
         pages = self.page_pool.shutdown(timeout_ms)
-        return self.pool.shutdown(timeout_ms) and pages
+        exports = self.export_pool.shutdown(timeout_ms)
+        return self.pool.shutdown(timeout_ms) and pages and exports
 
 
 class ScopedAuditView(QWidget):

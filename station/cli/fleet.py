@@ -428,21 +428,15 @@ def run_report(args: argparse.Namespace) -> int:
 
 def run_fleet_export(args: argparse.Namespace) -> int:
     """`station audit export --fleet`: the same formats, over every station of the fleet."""
-    from station.fleet.queries import export_csv, export_jsonl
-    from station.fleet.report import render_fleet_report
-    from station.pki import write_file_atomically
-    from station.report import write_text_atomically
+    from station.fleet.report import export_fleet_to_file
 
     filters = filters_from(args)
     with open_fleet(args) as conn:
-        if args.format == "pdf":
-            pdf, pages, units = render_fleet_report(conn, filters)
-            write_file_atomically(args.out.expanduser(), pdf, mode=0o644, replace=True)
-            print(f"wrote a {pages}-page fleet report listing {units} units to {args.out}")
-            return 0
-        count = write_text_atomically(args.out, lambda out: (export_csv if args.format == "csv" else export_jsonl)(
-            conn, filters, out))
-    print(f"exported {count} fleet unit{'' if count == 1 else 's'} to {args.out}")
+        done = export_fleet_to_file(conn, args.out, fmt=args.format, filters=filters)
+    if done.pages is not None:
+        print(f"wrote a {done.pages}-page fleet report listing {done.units} units to {args.out}")
+    else:
+        print(f"exported {done.units} fleet unit{'' if done.units == 1 else 's'} to {args.out}")
     return 0
 
 

@@ -5,7 +5,10 @@ conflicts, and one board traced across stations. Real PostgreSQL, real widgets o
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import subprocess
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -127,6 +130,18 @@ def test_the_whole_fleet_scope_has_the_yield_and_keygen_charts_by_line_and_stati
         assert view.model.rowCount() == 1 and view.model.unit_at(0)["station"] == "st-b"
         view.tabs.setCurrentWidget(view.yield_chart)
         assert not view.yield_chart.grab().isNull()
+
+        # The exports of the local scope, of the fleet's units the filters show (line L2 now).
+        assert view.export("csv", tmp_path / "l2.csv")
+        qtbot.waitUntil(lambda: "Exported 1 fleet units to" in view.message.text(), timeout=TIMEOUT_MS)
+        rows = list(csv.DictReader(io.StringIO((tmp_path / "l2.csv").read_text(encoding="utf-8-sig"))))
+        assert [(r["station"], r["line"], r["serial"]) for r in rows] == [("st-b", "L2", "202600000002000")]
+        assert view.export("pdf", tmp_path / "l2.pdf")
+        qtbot.waitUntil(lambda: "l2.pdf" in view.message.text() and "pages" in view.message.text(),
+                        timeout=TIMEOUT_MS)
+        text = subprocess.run(["pdftotext", str(tmp_path / "l2.pdf"), "-"], capture_output=True, text=True,
+                              timeout=60, check=True).stdout
+        assert "Fleet provisioning report" in text and "st-b" in text and "st-a" not in text.split("Units")[-1]
     finally:
         scoped.shutdown()
 
