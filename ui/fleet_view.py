@@ -10,12 +10,13 @@ forwarder's cached status only (no I/O on the GUI thread).
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QDate, QModelIndex, Qt, QTimer
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -139,8 +140,9 @@ class FleetView(QWidget):
         self.conflicts.setHeaderLabels(["Conflict", "Detail"])
         self.conflicts.setColumnWidth(0, 90)
         self.units = QTreeWidget(self)  # the trace: one board's attempts on every station, each with its events
-        self.units.setHeaderLabels(["Station / event", "Result", "Failed step", "Operator", "Started", "Unit"])
-        for column, width in enumerate((240, 80, 90, 90, 150, 50)):
+        self.units.setHeaderLabels(["Station / step / event", "Result", "Failed step / time", "Operator", "Started",
+                                    "Unit"])
+        for column, width in enumerate((240, 80, 130, 90, 150, 50)):
             self.units.setColumnWidth(column, width)
         self.tabs.addTab(self.table, "Units")
         self.tabs.addTab(self.yield_chart, "Yield")
@@ -315,8 +317,19 @@ class FleetView(QWidget):
                 if unit["certificate_serial"]:
                     revoked = " (revoked)" if unit["revoked_at"] else ""
                     item.setToolTip(0, f"certificate {unit['certificate_serial']}{revoked}")
+                for step in unit["steps"]:
+                    seconds = step["duration_s"]
+                    child = QTreeWidgetItem([f"{step['step']} (try {step['attempt']})", step["outcome"],
+                                             "" if seconds is None else f"{seconds:.1f} s", "",
+                                             _when(step["started_at"]), ""])
+                    if step["outcome"] == "failed":
+                        child.setForeground(1, QColor(RED))
+                    item.addChild(child)
+                events = QTreeWidgetItem([f"{len(unit['events'])} events in the journal"])
                 for event in unit["events"]:
-                    item.addChild(QTreeWidgetItem([f"event {event['seq']}", event["kind"], "", "", event["at"], ""]))
+                    events.addChild(QTreeWidgetItem([f"event {event['seq']}", event["kind"], "", "",
+                                                     _when(datetime.fromisoformat(event["at"])), ""]))
+                item.addChild(events)
                 self.units.addTopLevelItem(item)
                 item.setExpanded(True)
             self.tabs.setCurrentWidget(self.units)

@@ -405,7 +405,7 @@ def yield_summary(conn: psycopg.Connection[Any], filters: FleetFilter) -> YieldS
 
 
 def traceability(conn: psycopg.Connection[Any], serial: str) -> list[dict[str, Any]]:
-    """Every attempt on every station for one board, oldest first, with each event of it."""
+    """Every attempt on every station for one board, oldest first, with each event and step attempt of it."""
     units = [u for u in units_page(conn, FleetFilter(serial_prefix=serial), limit=1000, newest_first=False)
              if u["serial"] == serial]
     with deadline(conn, QUERY_TIMEOUT_S, what="tracing a board"):
@@ -414,6 +414,15 @@ def traceability(conn: psycopg.Connection[Any], serial: str) -> list[dict[str, A
                 {"seq": seq, "at": at, "kind": kind}
                 for seq, at, kind in conn.execute(
                     "SELECT seq, at, kind FROM fleet_journal WHERE station = %s AND unit_id = %s ORDER BY seq",
+                    [unit["station"], unit["unit_id"]],
+                ).fetchall()
+            ]
+            unit["steps"] = [
+                {"step": step, "attempt": attempt, "outcome": outcome, "started_at": started,
+                 "duration_s": None if seconds is None else float(seconds)}
+                for step, attempt, outcome, started, seconds in conn.execute(
+                    "SELECT step, attempt, outcome, started_at, extract(epoch FROM ended_at - started_at) "
+                    "FROM fleet_steps WHERE station = %s AND unit_id = %s ORDER BY step_id",
                     [unit["station"], unit["unit_id"]],
                 ).fetchall()
             ]

@@ -106,6 +106,19 @@ def main() -> int:
             path = args.out / "fleet-yield-line.png"
             scoped.grab().save(str(path))
             print(f"wrote {path}")
+            failed = next(view.model.unit_at(row) for row in range(view.model.rowCount())
+                          if view.model.unit_at(row)["state"] == "failed")  # a board of line L2 that failed
+            view.line_filter.setText("")
+            view.serial_filter.setText(failed["serial"])
+            view.trace()
+            for _ in range(100):
+                pause(0.1)
+                if "attempt(s) on" in view.message.text():
+                    break
+            pause(0.4)
+            path = args.out / "fleet-trace.png"
+            scoped.grab().save(str(path))
+            print(f"wrote {path}")
             scoped.shutdown()
             local.shutdown()
         app.processEvents()

@@ -204,6 +204,10 @@ def test_a_board_is_traced_across_stations_from_the_units_table(qtbot, tmp_path,
         assert view.tabs.currentWidget() is view.units
         stations = {view.units.topLevelItem(i).text(0) for i in range(view.units.topLevelItemCount())}
         assert stations == {"st-a (line L1)", "st-b (line L2)"}
-        assert all(view.units.topLevelItem(i).childCount() >= 2 for i in range(2))  # each attempt's events
+        for index in range(2):  # each attempt: its step attempts, then its events
+            attempt = view.units.topLevelItem(index)
+            assert (attempt.child(0).text(0), attempt.child(0).text(1)) == ("keygen (try 1)", "passed")
+            events = attempt.child(attempt.childCount() - 1)
+            assert events.text(0).endswith("events in the journal") and events.childCount() >= 3
     finally:
         view.shutdown()
