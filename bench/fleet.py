@@ -377,6 +377,8 @@ def main() -> int:
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "postgresql": "private cluster (initdb + pg_ctl), fsync on, loopback TCP",
+        # A shared machine: how busy it was says how far the times are from a quiet run's.
+        "load_average_at_start": [round(v, 1) for v in os.getloadavg()],
     }
     try:
         cluster.start()
@@ -397,6 +399,7 @@ def main() -> int:
     finally:
         cluster.stop(mode="fast")
         shutil.rmtree(work, ignore_errors=True)
+    results["load_average_at_end"] = [round(v, 1) for v in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -282,8 +282,9 @@ CREATE INDEX fleet_steps_outcome_step ON fleet_steps (outcome, step);
 CREATE FUNCTION fleet_journal_steps() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = public, pg_temp AS $$
 DECLARE
-    p jsonb := NEW.payload::jsonb;
-    r jsonb := p->'row';
+    -- json, not jsonb: a few fields read once, where converting the whole row to jsonb costs more.
+    p json := NEW.payload::json;
+    r json := p->'row';
 BEGIN
     IF p->>'table' = 'steps' THEN
         INSERT INTO fleet_steps AS f (station, step_id, unit_id, step, attempt, outcome, started_at, ended_at, last_seq)
