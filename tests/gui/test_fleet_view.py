@@ -89,7 +89,9 @@ def _fleet_of_two_lines(tmp_path, fleet_db):  # type: ignore[no-untyped-def]
     return a, b
 
 
-def test_the_whole_fleet_scope_has_the_yield_and_keygen_charts_by_line_and_station(qtbot, tmp_path, fleet_db):
+def test_the_whole_fleet_scope_has_the_yield_and_keygen_charts_by_line_and_station(
+    qtbot, tmp_path, fleet_db, monkeypatch
+):
     a, _b = _fleet_of_two_lines(tmp_path, fleet_db)
     scoped = ScopedAuditView(QLabel("this station"), a.fleet)  # the local audit view has its own tests
     qtbot.addWidget(scoped)
@@ -142,6 +144,13 @@ def test_the_whole_fleet_scope_has_the_yield_and_keygen_charts_by_line_and_stati
         text = subprocess.run(["pdftotext", str(tmp_path / "l2.pdf"), "-"], capture_output=True, text=True,
                               timeout=60, check=True).stdout
         assert "Fleet provisioning report" in text and "st-b" in text and "st-a" not in text.split("Units")[-1]
+        # The button asks where (the dialog answered here) and exports there.
+        monkeypatch.setattr("ui.fleet_view.QFileDialog.getSaveFileName",
+                            lambda *_args, **_kwargs: (str(tmp_path / "button.jsonl"), ""))
+        view.export_buttons["jsonl"].click()
+        qtbot.waitUntil(lambda: "button.jsonl" in view.message.text() and "Exported" in view.message.text(),
+                        timeout=TIMEOUT_MS)
+        assert len((tmp_path / "button.jsonl").read_text().splitlines()) == 1
     finally:
         scoped.shutdown()
 
