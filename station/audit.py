@@ -1962,6 +1962,12 @@ def _duration_stats(
             {**params, "duration_step": step},
         ).fetchall()
     ]
+    return duration_stats(groups)
+
+
+def duration_stats(groups: list[tuple[float, int]]) -> DurationStats:
+    """The figures of durations given as (seconds, how many) sorted by seconds — shared by the local log and the
+    fleet (station.fleet.queries), so that both scopes compute quantiles and histogram bins the same way."""
     count = sum(n for _, n in groups)
     if not count:
         return DurationStats(0, None, None, None, (), ())
