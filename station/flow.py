@@ -22,7 +22,7 @@ from station.errors import StationError
 from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.masking import Masker
-from station.orders import order_profile
+from station.orders import OrderBook, order_profile
 from station.pki import CertificateAuthority
 from station.profiles import MIN_PRODUCTION_PIN_LENGTH, DeviceProfile
 from station.steps import (
@@ -183,6 +183,14 @@ class Provisioner:
             raise TypeError("admitting a unit needs the audit log itself, not a worker's proxy")
         return self.audit
 
+    def _orders(self) -> OrderBook:
+        """The work orders units are counted in: the fleet's with [fleet] (station.fleet.orders), else the log's."""
+        if self.config.fleet is None:
+            return self._log().orders
+        from station.fleet.orders import order_book
+
+        return order_book(self._log(), self.config)
+
     def provision(
         self,
         *,
@@ -231,8 +239,9 @@ class Provisioner:
         it the open order holding the serial is used. The order's profile is the unit's profile (returned in
         the admission).
         """
+        book = self._orders()
         if not resume:
-            profile = order_profile(self._log().orders, serial, order=order, required=self.config.orders_required,
+            profile = order_profile(book, serial, order=order, required=self.config.orders_required,
                                     profile=profile, profiles_dir=self.home.profiles_dir)
         serial = profile.validate_serial(serial)
         DeviceAddress.parse(device)
@@ -273,6 +282,7 @@ class Provisioner:
                 serial=serial, profile=profile.name, device=device, operator=operator,
                 station=self.config.name, fixture=fixture, batch=batch, reprovision_reason=reprovision_reason,
                 order=order, orders_required=self.config.orders_required,
+                take_place=getattr(book, "take_place", None),
             )
         crash_point("unit_started")
         # A board whose last unit was aborted must show the host key that unit pinned (the abort may
