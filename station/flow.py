@@ -22,7 +22,7 @@ from station.errors import StationError
 from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.masking import Masker
-from station.orders import OrderBook, order_profile
+from station.orders import OrderBook, OrderRefused, order_profile
 from station.pki import CertificateAuthority
 from station.profiles import MIN_PRODUCTION_PIN_LENGTH, DeviceProfile
 from station.steps import (
@@ -149,6 +149,20 @@ def _retryable(error: BaseException) -> bool:
     return isinstance(error, LinkLost | CommandTimedOut) and not isinstance(error, HostKeyMismatch)
 
 
+def _check_order_still_open(book: OrderBook, unit: Unit) -> None:
+    """A unit is resumed only while its work order is open (with [fleet]: as the fleet says — closed on another
+    station counts): refused here, before anything touches the board."""
+    order_id = book.order_of_unit(unit.id)
+    if order_id is None:
+        return
+    status = book.status(order_id)
+    if status.state == "closed":
+        raise OrderRefused(
+            "closed", f"work order {order_id} was closed ({status.close_reason or 'no reason given'}) while board "
+            f"{unit.serial} was unfinished: it is not enrolled — set the board aside and abort its unit (station "
+            f"provision --restart refuses it too)", status.order)
+
+
 class Provisioner:
     """Runs units on boards: one call to :meth:`provision` takes one board from scan to PASS or FAIL."""
 
@@ -268,6 +282,7 @@ class Provisioner:
                 raise StationError(
                     f"there is nothing to resume for serial {serial} ({state}) — provision it without --resume"
                 )
+            _check_order_still_open(book, unit)
             resume_step = STEPS[unit.failed_step].resume_from if unit.failed_step in STEPS else "identify"
             start_at = steps.index(resume_step) if resume_step in steps else 0
             unit = audit.resume_unit(unit.id)

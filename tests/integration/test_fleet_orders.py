@@ -69,7 +69,7 @@ def test_two_stations_sharing_a_fleet_never_exceed_an_orders_quantity_together(t
     b = make_station(tmp_path, fleet_db, "st-b", line="L2")
     quantity, per_station = 3, 3
     imported = cli(a, "order", "import", str(write_order(tmp_path / "wo.csv", quantity=quantity,
-                                                         count=2 * per_station)), "--by", "Q. Lead")
+                                                         count=2 * per_station + 1)), "--by", "Q. Lead")
     assert imported.returncode == 0, imported.stdout + imported.stderr
     assert central(fleet_db, "SELECT order_id, quantity, imported_station FROM fleet_orders") == [(ORDER, 3, "st-a")]
     # Station B never imported it: it reads it from the fleet.
@@ -117,8 +117,17 @@ def test_two_stations_sharing_a_fleet_never_exceed_an_orders_quantity_together(t
             assert board(s.home, device, "ls", CANARY).strip() == CANARY
             assert board(s.home, device, "cat", "/proc/sys/kernel/random/boot_id") == boot_id
 
-    for s in (a, b):
-        sync(s)
+        # Once the passes reached the fleet, a further board is refused on B as the order being complete.
+        for s in (a, b):
+            sync(s)
+        s, device, boot_id = boards[refused[-1]]
+        late = cli(s, "provision", "--serial", str(FIRST + 2 * per_station), "--device", device.ssh_url,
+                   "--operator", "ann", "--order", ORDER)
+        assert late.returncode == 1, late.stdout + late.stderr
+        assert f"work order {ORDER} is complete ({quantity} of {quantity} passed across the fleet)" in late.stderr
+        assert "Identify board" not in late.stdout
+        assert board(s.home, device, "cat", "/proc/sys/kernel/random/boot_id") == boot_id
+
     assert central(fleet_db, "SELECT count(*) FROM fleet_order_places WHERE order_id = %s AND released_at IS NULL",
                    ORDER) == [(quantity,)]
     (count,), = central(fleet_db, "SELECT count(*) FROM fleet_units WHERE state = 'passed'")
