@@ -216,4 +216,6 @@ def test_fleet_init_writes_a_fleet_section_without_any_password(tmp_path, fleet_
     with fleet_db.admin() as conn:
         row = conn.execute("SELECT line, ca_fingerprint, role_name FROM fleet_stations WHERE name = 'st-a'").fetchone()
         version = conn.execute("SELECT max(version) FROM fleet_schema_migrations").fetchone()[0]
-    assert row[0] == "L7" and len(row[1]) == 64 and version == 1
+    from station.fleet.schema import MIGRATIONS
+
+    assert row[0] == "L7" and len(row[1]) == 64 and version == MIGRATIONS[-1].version
