@@ -252,13 +252,14 @@ class MainWindow(QMainWindow):
 
         left = QVBoxLayout()
         columns.addLayout(left, 0)
-        self.orders = OrderPanel(self.session.audit, self.pool, required=self.session.config.orders_required,
-                                 parent=upper)
+        read_orders = None
         if self.session.config.fleet is not None:  # the fleet's orders and progress (station/fleet/orders.py)
             from station.fleet.orders import order_book
 
             book = order_book(self.session.audit, self.session.config)
-            self.orders.read_orders = lambda: book.orders(state="open")
+            read_orders = lambda: book.orders(state="open")  # noqa: E731 - one line, read on the task pool
+        self.orders = OrderPanel(self.session.audit, self.pool, required=self.session.config.orders_required,
+                                 parent=upper, read_orders=read_orders)
         left.addWidget(self.orders)
         fixture_label = QLabel("&Fixture (where the board is connected):", upper)
         self.fixtures = FixtureTable(upper)

@@ -26,14 +26,16 @@ class OrderPanel(QGroupBox):
 
     changed = Signal()  # new figures shown (tests wait on it)
 
-    def __init__(self, audit: AuditLog, pool: TaskPool, *, required: bool, parent: QWidget | None = None) -> None:
+    def __init__(self, audit: AuditLog, pool: TaskPool, *, required: bool, parent: QWidget | None = None,
+                 read_orders: Callable[[], list[OrderStatus]] | None = None) -> None:
         super().__init__("Work &order", parent)
         self.audit = audit
         self.pool = pool
         self.required = required
         self.open_orders: list[OrderStatus] = []
         # How the open orders are read (on the task pool): this station's, or the fleet's with [fleet].
-        self.read_orders: Callable[[], list[OrderStatus]] = lambda: self.audit.orders.orders(state="open")
+        self.read_orders: Callable[[], list[OrderStatus]] = read_orders or (
+            lambda: self.audit.orders.orders(state="open"))
         self.last_serial: str | None = None
         self._loading = False
         self._closed = False

@@ -167,9 +167,11 @@ class FleetOrderBook:
         try:
             found = self._central()
         except (FleetUnavailable, FleetError) as exc:
-            if self.fleet.offline == "refuse":
+            # This station's copy of the orders: a board that needs no order is left to the guard's fleet check.
+            local = self.local.order_for(serial, order_id=order_id, required=required)
+            if self.fleet.offline == "refuse" and (local is not None or order_id is not None or required):
                 raise OrderRefused("offline", self._offline_refusal(exc)) from None
-            return self.local.order_for(serial, order_id=order_id, required=required)
+            return local
         chosen = choose_order(found, serial, order_id=order_id, required=required)
         return chosen.order if chosen else None
 

@@ -238,8 +238,10 @@ def test_offline_refuse_refuses_and_allow_and_flag_is_listed_as_an_over_filled_o
     for s in (a, b):
         sync(s)
     conflicts = cli(a, "fleet", "conflicts")
-    assert f"work order {ORDER} over-filled: 2 places held for a quantity of 1" in conflicts.stdout, conflicts.stdout
-    assert "station st-b" in conflicts.stdout
+    flagged = [line for line in conflicts.stdout.splitlines() if line.startswith("[order] ")]
+    assert len(flagged) == 1, conflicts.stdout
+    assert f"work order {ORDER} over-filled: 2 places held for a quantity of 1" in flagged[0]
+    assert "on station st-b" in flagged[0] and "1 conflict," in conflicts.stdout
     # Online again, the order refuses a further board everywhere.
     with AuditLog(c.home.audit_db) as log, pytest.raises(OrderRefused, match="has no free place|is complete"):
         log.start_unit(serial=str(FIRST + 2), profile="welma-optee", device="ssh://root@127.0.0.2:2222",
