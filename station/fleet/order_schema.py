@@ -58,14 +58,22 @@ CREATE TABLE fleet_order_places (
 );
 CREATE INDEX fleet_order_places_unit ON fleet_order_places (station, unit_id);
 
+-- The state of the unit holding a place, as the journal tells it: 'running' until the unit arrives; 'aborted' when
+-- the unit with that id is another serial's (a station's start that the fleet granted but that rolled back
+-- locally: the id went to the station's next unit).
+CREATE FUNCTION fleet_order_holder_state(p_station text, p_unit_id bigint, p_serial text) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    SELECT coalesce((SELECT CASE WHEN u.serial = p_serial THEN u.state ELSE 'aborted' END FROM fleet_units u
+                     WHERE u.station = p_station AND u.unit_id = p_unit_id), 'running')
+$$;
+
 -- Places that count: not released, and whose unit the journal has not (yet) shown aborted or superseded.
 CREATE FUNCTION fleet_order_held(p_order text) RETURNS TABLE (held integer, passed integer)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-    SELECT count(*)::integer, (count(*) FILTER (WHERE u.state = 'passed'))::integer
+    SELECT count(*)::integer, (count(*) FILTER (WHERE h.state = 'passed'))::integer
     FROM fleet_order_places p
-    LEFT JOIN fleet_units u ON u.station = p.station AND u.unit_id = p.unit_id
-    WHERE p.order_id = p_order AND p.released_at IS NULL
-      AND coalesce(u.state, 'running') NOT IN ('aborted', 'superseded')
+    CROSS JOIN LATERAL (SELECT fleet_order_holder_state(p.station, p.unit_id, p.serial) AS state) h
+    WHERE p.order_id = p_order AND p.released_at IS NULL AND h.state NOT IN ('aborted', 'superseded')
 $$;
 
 CREATE FUNCTION fleet_order_station() RETURNS text
@@ -154,7 +162,7 @@ BEGIN
     SELECT h.held, h.passed INTO n_held, n_passed FROM fleet_order_held(p_order) h;
     SELECT * INTO p FROM fleet_order_places WHERE order_id = p_order AND serial = p_serial;
     IF FOUND AND p.released_at IS NULL THEN
-        SELECT u.state INTO holder_state FROM fleet_units u WHERE u.station = p.station AND u.unit_id = p.unit_id;
+        holder_state := fleet_order_holder_state(p.station, p.unit_id, p.serial);
         IF p.station = me THEN
             -- This station's own unit of the serial (resumed, restarted, re-provisioned): its local rules decided.
             UPDATE fleet_order_places SET unit_id = p_unit_id WHERE order_id = p_order AND serial = p_serial;
@@ -162,10 +170,9 @@ BEGIN
                                 NULL::text, NULL::timestamptz, NULL::text, NULL::text;
             RETURN;
         END IF;
-        IF NOT (coalesce(holder_state, 'running') IN ('aborted', 'superseded')
-                OR (holder_state = 'passed' AND p_reprovision)) THEN
+        IF NOT (holder_state IN ('aborted', 'superseded') OR (holder_state = 'passed' AND p_reprovision)) THEN
             RETURN QUERY SELECT false, 'held'::text, o.quantity, n_held, n_passed, p.station, p.unit_id,
-                                coalesce(holder_state, 'running'), NULL::timestamptz, NULL::text, NULL::text;
+                                holder_state, NULL::timestamptz, NULL::text, NULL::text;
             RETURN;
         END IF;
         IF holder_state = 'passed' THEN
@@ -216,8 +223,7 @@ BEGIN
         RETURN NULL;
     END IF;
     IF FOUND AND p.released_at IS NULL
-       AND coalesce((SELECT state FROM fleet_units WHERE station = p.station AND unit_id = p.unit_id), 'running')
-           NOT IN ('aborted', 'superseded') THEN
+       AND fleet_order_holder_state(p.station, p.unit_id, p.serial) NOT IN ('aborted', 'superseded') THEN
         INSERT INTO fleet_flags (station, unit_id, serial, reason)
         VALUES (NEW.station, v_unit, v_serial,
                 format('work order %s: took a place while the fleet was unreachable, but serial %s already held '
@@ -245,11 +251,11 @@ CREATE TRIGGER fleet_journal_order_places AFTER INSERT ON fleet_journal
     FOR EACH ROW WHEN (NEW.kind IN ('order.place_taken', 'order.place_released'))
     EXECUTE FUNCTION fleet_journal_order_places();
 
-REVOKE ALL ON FUNCTION fleet_order_held(text), fleet_order_station(),
+REVOKE ALL ON FUNCTION fleet_order_held(text), fleet_order_holder_state(text, bigint, text), fleet_order_station(),
     fleet_import_order(text, text, integer, date, text, text, text, text, text), fleet_close_order(text, text, text),
     fleet_take_order_place(text, text, bigint, boolean), fleet_journal_order_places() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fleet_import_order(text, text, integer, date, text, text, text, text, text),
     fleet_close_order(text, text, text), fleet_take_order_place(text, text, bigint, boolean) TO @writers@;
-GRANT EXECUTE ON FUNCTION fleet_order_held(text) TO @writers@, @readers@;
+GRANT EXECUTE ON FUNCTION fleet_order_held(text), fleet_order_holder_state(text, bigint, text) TO @writers@, @readers@;
 GRANT SELECT ON fleet_orders, fleet_order_closures, fleet_order_places TO @writers@, @readers@;
 """

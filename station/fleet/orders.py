@@ -48,14 +48,14 @@ if TYPE_CHECKING:
 _STATUSES = """
 SELECT o.order_id, o.content, o.source_file, o.file_sha256, o.imported_by, o.imported_at,
        c.closed_at, c.closed_by, c.reason,
-       count(p.serial) FILTER (WHERE p.released_at IS NULL AND u.state = 'passed'),
-       count(p.serial) FILTER (WHERE p.released_at IS NULL AND coalesce(u.state, 'running') = 'running'),
-       count(p.serial) FILTER (WHERE p.released_at IS NULL AND u.state = 'failed'),
-       count(p.serial) FILTER (WHERE u.state = 'aborted')
+       count(p.serial) FILTER (WHERE p.released_at IS NULL AND h.state = 'passed'),
+       count(p.serial) FILTER (WHERE p.released_at IS NULL AND h.state = 'running'),
+       count(p.serial) FILTER (WHERE p.released_at IS NULL AND h.state = 'failed'),
+       count(p.serial) FILTER (WHERE h.state = 'aborted')
 FROM fleet_orders o
 LEFT JOIN fleet_order_closures c ON c.order_id = o.order_id
 LEFT JOIN fleet_order_places p ON p.order_id = o.order_id
-LEFT JOIN fleet_units u ON u.station = p.station AND u.unit_id = p.unit_id
+LEFT JOIN LATERAL (SELECT fleet_order_holder_state(p.station, p.unit_id, p.serial) AS state) h ON true
 {where}
 GROUP BY o.order_id, c.order_id
 ORDER BY o.imported_at DESC, o.order_id DESC

@@ -246,3 +246,35 @@ def test_offline_refuse_refuses_and_allow_and_flag_is_listed_as_an_over_filled_o
     with AuditLog(c.home.audit_db) as log, pytest.raises(OrderRefused, match="has no free place|is complete"):
         log.start_unit(serial=str(FIRST + 2), profile="welma-optee", device="ssh://root@127.0.0.2:2222",
                        operator="ann", station="st-c", take_place=FleetOrderBook(log, c.fleet).take_place)
+
+
+def test_a_place_granted_to_a_start_that_rolled_back_stops_counting_once_its_unit_id_is_reused(tmp_path, fleet_db):
+    from station.fleet.forwarder import Forwarder
+
+    a = make_station(tmp_path, fleet_db, "st-a")
+    order_file = write_order(tmp_path / "wo.csv", quantity=1, count=3)
+    unit = {"profile": "welma-optee", "device": "ssh://root@127.0.0.2:2222", "operator": "ann", "station": "st-a"}
+    with AuditLog(a.home.audit_db) as log:
+        book = FleetOrderBook(log, a.fleet)
+        book.import_orders(parsed(a, order_file), by="Q. Lead")
+
+        def granted_then_lost(**place):
+            book.take_place(**place)
+            raise RuntimeError("the local commit failed after the fleet granted the place")
+
+        with pytest.raises(RuntimeError):
+            log.start_unit(serial=str(FIRST), take_place=granted_then_lost, **unit)
+        assert log.count_units() == 0
+        assert central(fleet_db, "SELECT serial FROM fleet_order_places") == [(str(FIRST),)]
+        # Until the fleet knows better, that place counts: the order's only place is taken.
+        with pytest.raises(OrderRefused, match="has no free place"):
+            log.start_unit(serial=str(FIRST + 1), take_place=book.take_place, **unit)
+        # The station's next unit (a board of no order) gets the unit id; once it reached the fleet, the lost
+        # start's place no longer counts and the order's board is granted.
+        other = log.start_unit(serial="202600000099999", take_place=book.take_place, **unit)
+        log.finish_unit(other.id, result="passed")
+        while Forwarder(a.fleet, log).send_once():
+            pass
+        started = log.start_unit(serial=str(FIRST + 1), take_place=book.take_place, **unit)
+        assert started.id == other.id + 1 and log.orders.order_of_unit(started.id) == ORDER
+    assert central(fleet_db, "SELECT unit_id FROM fleet_order_places WHERE serial = %s", str(FIRST)) == [(other.id,)]
