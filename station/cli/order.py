@@ -35,6 +35,8 @@ appears once in a file; the quantity is at least the number of single serials an
 serials. A file with any problem is refused whole (file and line named) and nothing is imported.
 Importing the same order again changes nothing; the same order id with other content is refused with the
 differences shown.
+With [fleet] in station.toml the orders go to the fleet database (all or none; the fleet must answer): every
+station sees them, and list/show/close read and change the fleet's orders.
 
 example:
   station order import WO-2026-0142.csv --by "Q. Lead"
