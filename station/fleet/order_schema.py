@@ -13,9 +13,9 @@ builds it). Stations change them only through three ``SECURITY DEFINER`` functio
 
 A place is released when its unit is aborted or superseded: the station journals that (``order.place_released``)
 and a trigger on ``fleet_journal`` applies it. The same trigger receives the places a station took while it could
-not reach the fleet (``[fleet] offline = "allow-and-flag"``): it records them, and if the order is then over-filled
-(or the serial already counted for another station) it adds a row to ``fleet_flags`` — ``station fleet conflicts``
-lists it.
+not reach the fleet (``[fleet] offline = "allow-and-flag"``): it records them, and if the order is then over-filled,
+was closed before, or the serial already counted for another station, it adds a row to ``fleet_flags`` —
+``station fleet conflicts`` lists it.
 """
 
 from __future__ import annotations
@@ -203,6 +203,7 @@ DECLARE
     v_unit bigint := (r->>'unit_id')::bigint;
     quantity_of integer;
     p fleet_order_places%ROWTYPE;
+    cl fleet_order_closures%ROWTYPE;
     n_held integer;
 BEGIN
     SELECT quantity INTO quantity_of FROM fleet_orders WHERE order_id = v_order FOR UPDATE;
@@ -231,6 +232,16 @@ BEGIN
                        p.unit_id))
         ON CONFLICT DO NOTHING;
         RETURN NULL;
+    END IF;
+    SELECT * INTO cl FROM fleet_order_closures WHERE order_id = v_order;
+    IF FOUND AND cl.closed_at <= (r->>'taken_at')::timestamptz THEN
+        INSERT INTO fleet_flags (station, unit_id, serial, reason)
+        VALUES (NEW.station, v_unit, v_serial,
+                format('work order %s was closed (%s UTC, by %s on station %s: %s) before this unit took a place in '
+                       'it while the fleet was unreachable (offline = allow-and-flag)', v_order,
+                       to_char(cl.closed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), cl.closed_by, cl.station,
+                       cl.reason))
+        ON CONFLICT DO NOTHING;
     END IF;
     INSERT INTO fleet_order_places (order_id, serial, station, unit_id, offline)
     VALUES (v_order, v_serial, NEW.station, v_unit, true)

@@ -216,6 +216,8 @@ def test_offline_refuse_refuses_and_allow_and_flag_is_listed_as_an_over_filled_o
         log.finish_unit(unit.id, result="passed")
 
     unreachable = f":{fleet_db.server.cluster.port}/"
+    closing = cli(a, "order", "close", ORDER, "--reason", "enough built", "--by", "Q. Lead")
+    assert closing.returncode == 0, closing.stdout + closing.stderr
     # offline = refuse: the unit is refused with what to do, nothing recorded.
     with AuditLog(c.home.audit_db) as log:
         book = FleetOrderBook(log, replace(c.fleet, dsn=c.fleet.dsn.replace(unreachable, ":1/")))
@@ -227,7 +229,8 @@ def test_offline_refuse_refuses_and_allow_and_flag_is_listed_as_an_over_filled_o
                            operator="ann", station="st-c", take_place=book.take_place)
         assert log.count_units() == 0
 
-    # offline = allow-and-flag: the place is taken locally; the fleet flags the over-filled order on arrival.
+    # offline = allow-and-flag: the place is taken locally (its copy of the order does not know it was closed);
+    # the fleet flags the over-filled, closed order on arrival.
     with AuditLog(b.home.audit_db) as log:
         book = FleetOrderBook(log, replace(b.fleet, dsn=b.fleet.dsn.replace(unreachable, ":1/")))
         assert book.order_for(str(FIRST + 1)) is not None
@@ -239,11 +242,13 @@ def test_offline_refuse_refuses_and_allow_and_flag_is_listed_as_an_over_filled_o
         sync(s)
     conflicts = cli(a, "fleet", "conflicts")
     flagged = [line for line in conflicts.stdout.splitlines() if line.startswith("[order] ")]
-    assert len(flagged) == 1, conflicts.stdout
-    assert f"work order {ORDER} over-filled: 2 places held for a quantity of 1" in flagged[0]
-    assert "on station st-b" in flagged[0] and "1 conflict," in conflicts.stdout
-    # Online again, the order refuses a further board everywhere.
-    with AuditLog(c.home.audit_db) as log, pytest.raises(OrderRefused, match="has no free place|is complete"):
+    assert len(flagged) == 2 and "2 conflicts," in conflicts.stdout, conflicts.stdout
+    assert all("on station st-b" in line for line in flagged)
+    assert any(f"work order {ORDER} over-filled: 2 places held for a quantity of 1" in line for line in flagged)
+    assert any(f"work order {ORDER} was closed (" in line and "by Q. Lead on station st-a: enough built) before "
+               "this unit took a place" in line for line in flagged)
+    # Online again, the closed order refuses a further board everywhere.
+    with AuditLog(c.home.audit_db) as log, pytest.raises(OrderRefused, match=f"work order {ORDER} was closed"):
         log.start_unit(serial=str(FIRST + 2), profile="welma-optee", device="ssh://root@127.0.0.2:2222",
                        operator="ann", station="st-c", take_place=FleetOrderBook(log, c.fleet).take_place)
 
