@@ -21,11 +21,13 @@ orders always need the fleet (no board waits for them; an order changed on one s
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from station.errors import StationError
 from station.fleet.connection import FleetError, FleetUnavailable
-from station.fleet.guard import fleet_guard
+from station.fleet.guard import FleetGuard
 from station.orders import (
     ImportResult,
     Order,
@@ -60,6 +62,27 @@ LEFT JOIN LATERAL (SELECT fleet_order_holder_state(p.station, p.unit_id, p.seria
 GROUP BY o.order_id, c.order_id
 ORDER BY o.imported_at DESC, o.order_id DESC
 """
+
+
+# A unit's admission reads the fleet's orders to choose one (a pre-check: the place itself is decided by
+# fleet_take_order_place); within this many seconds a burst of admissions shares one read.
+STATUS_TTL_S = 1.0
+
+_guards: dict[tuple[str, str], FleetGuard] = {}
+_cache: dict[tuple[str, str], tuple[float, list[OrderStatus]]] = {}
+_lock = threading.Lock()
+_cache_lock = threading.Lock()
+
+
+def _guard(fleet: FleetConfig) -> FleetGuard:
+    """This process's connection for work orders — its own, so that order reads and places never wait behind
+    (or hold up) the guard step's fleet checks; same deadlines and offline back-off."""
+    key = (fleet.dsn, fleet.station_name)
+    with _lock:
+        guard = _guards.get(key)
+        if guard is None or guard.fleet != fleet:
+            guard = _guards[key] = FleetGuard(fleet)
+        return guard
 
 
 def order_book(audit: AuditLog, config: StationConfig) -> OrderBook:
@@ -112,7 +135,7 @@ class FleetOrderBook:
             return imported, unchanged, conflicts
 
         try:
-            imported, unchanged, conflicts = fleet_guard(self.fleet).run(work, what="importing work orders")
+            imported, unchanged, conflicts = _guard(self.fleet).run(work, what="importing work orders")
         except (FleetUnavailable, FleetError) as exc:
             raise StationError(
                 f"{exc} Work orders live in the fleet ([fleet] in station.toml): nothing was imported — import the "
@@ -146,7 +169,7 @@ class FleetOrderBook:
         if not by.strip() or not reason.strip():
             raise StationError("closing an order needs who closes it (--by) and why (--reason)")
         try:
-            row = fleet_guard(self.fleet).run(
+            row = _guard(self.fleet).run(
                 lambda conn: conn.execute("SELECT * FROM fleet_close_order(%s, %s, %s)",
                                           [order_id, by.strip(), reason.strip()]).fetchone(),
                 what="closing a work order",
@@ -165,7 +188,7 @@ class FleetOrderBook:
 
     def order_for(self, serial: str, *, order_id: str | None = None, required: bool = False) -> Order | None:
         try:
-            found = self._central()
+            found = self._central_recent()
         except (FleetUnavailable, FleetError) as exc:
             # This station's copy of the orders: a board that needs no order is left to the guard's fleet check.
             local = self.local.order_for(serial, order_id=order_id, required=required)
@@ -184,7 +207,7 @@ class FleetOrderBook:
         """Take (or keep) ``serial``'s place in ``order_id`` in the fleet for unit ``unit_id``; raise
         :class:`OrderRefused` when the fleet refuses — or cannot be asked and the offline policy is "refuse"."""
         try:
-            row = fleet_guard(self.fleet).run(
+            row = _guard(self.fleet).run(
                 lambda conn: conn.execute("SELECT * FROM fleet_take_order_place(%s, %s, %s, %s)",
                                           [order_id, serial, unit_id, reprovision]).fetchone(),
                 what="taking a place in the work order",
@@ -223,13 +246,24 @@ class FleetOrderBook:
 
     def _central(self, order_id: str | None = None) -> list[OrderStatus]:
         where, params = ("WHERE o.order_id = %s", [order_id]) if order_id else ("", [])
-        rows = fleet_guard(self.fleet).run(
+        rows = _guard(self.fleet).run(
             lambda conn: conn.execute(_STATUSES.format(where=where), params).fetchall(),  # noqa: S608 - fixed text
             what="reading the work orders",
         )
         found = [_status(tuple(row)) for row in rows]
         self.local.mirror(found)
         return found
+
+    def _central_recent(self) -> list[OrderStatus]:
+        """The fleet's orders as read at most STATUS_TTL_S ago (admissions in a burst share one read)."""
+        key = (self.fleet.dsn, self.fleet.station_name)
+        with _cache_lock:
+            hit = _cache.get(key)
+            if hit is not None and time.monotonic() - hit[0] < STATUS_TTL_S:
+                return hit[1]
+            found = self._central()
+            _cache[key] = (time.monotonic(), found)
+            return found
 
     def _offline_refusal(self, exc: StationError) -> str:
         return (f"{exc} This station's offline policy is \"refuse\": work orders are counted by the fleet, and no "
