@@ -65,6 +65,7 @@ from station.audit_checkpoints import (
 from station.audit_orders import (
     ORDER_SCHEMA,
     ORDER_TABLES,
+    PlaceTaker,
     SqliteOrderBook,
     claim_place,
     order_unit_clause,
@@ -787,6 +788,7 @@ class AuditLog:
         reprovision_reason: str | None = None,
         order: str | None = None,
         orders_required: bool = False,
+        take_place: PlaceTaker | None = None,
     ) -> Unit:
         """Record that provisioning of board ``serial`` starts now; return the new running unit.
 
@@ -797,6 +799,8 @@ class AuditLog:
         The unit takes a place in its work order (``order``, or the open order holding the serial) in the same
         transaction; :class:`station.orders.OrderRefused` (nothing recorded) when it may not — no open order
         holds the serial while ``orders_required``, the order is closed, complete or for another profile.
+        ``take_place`` (with ``[fleet]``: station.fleet.orders) takes the place in the fleet too, inside the same
+        transaction — refused there, nothing is recorded here either.
         """
         for name, value in (
             ("serial", serial),
@@ -843,7 +847,8 @@ class AuditLog:
                     release_place(db, unit_id=superseded, at=at, journal=self._append_event)
                 self._append_event(db, at=at, kind="unit.started", table="units", pk=unit_id)
                 claim_place(db, unit_id=unit_id, serial=serial, profile=profile, order_id=order,
-                            required=orders_required, at=at, journal=self._append_event)
+                            required=orders_required, at=at, journal=self._append_event, central=take_place,
+                            reprovision=reason is not None)
                 return self._unit(db, unit_id)
         except sqlite3.IntegrityError as exc:
             if "units.serial" not in str(exc):

@@ -99,6 +99,8 @@ ORDER_SCHEMA = (
 
 # Journals one row as it now is, inside the transaction that wrote it (AuditLog._append_event).
 Journal = Callable[..., None]
+# Takes the unit's place in the fleet too (station.fleet.orders.FleetOrderBook.take_place), or raises OrderRefused.
+PlaceTaker = Callable[..., None]
 
 _STATUS_SELECT = """
 SELECT o.*,
@@ -159,6 +161,8 @@ def claim_place(
     required: bool,
     at: str,
     journal: Journal,
+    central: PlaceTaker | None = None,
+    reprovision: bool = False,
 ) -> str | None:
     """Give the new unit a place in its order (inside AuditLog.start_unit's transaction); return the order id.
 
@@ -187,6 +191,9 @@ def claim_place(
         raise OrderRefused("full", f"work order {chosen.order_id}: another station took place {place} of "
                            f"{chosen.quantity} at the same moment — scan the board again") from exc
     journal(db, at=at, kind="order.place_taken", table="order_places", pk=int(pk or 0))
+    if central is not None:
+        # The fleet decides across stations (station.fleet.orders); refused there, this transaction rolls back.
+        central(order_id=chosen.order_id, serial=serial, unit_id=unit_id, reprovision=reprovision)
     return chosen.order_id
 
 
@@ -278,6 +285,44 @@ class SqliteOrderBook:
                                                     "close_reason": reason.strip()})
             self.audit._append_event(db, at=at, kind="order.closed", table="orders", pk=int(row[0]))
         return self.status(order_id)
+
+    def mirror(self, fleet_orders: list[OrderStatus]) -> None:
+        """Record in this log the orders the fleet holds that it lacks, and the closures it has not seen
+        (station.fleet.orders): units, exports and the window then work from the local log as without the fleet.
+        An order recorded here with other content is left as it is (the fleet decides places)."""
+        with self.audit._snapshot() as db:
+            local = {str(row["order_id"]): str(row["state"])
+                     for row in db.query("SELECT order_id, state FROM orders")}
+        due = [status for status in fleet_orders
+               if status.order_id not in local or (status.state == "closed" and local[status.order_id] == "open")]
+        if not due:
+            return
+        with self.audit._change() as db:
+            at = self.audit._now_text()
+            for status in due:
+                row = db.execute("SELECT id, state FROM orders WHERE order_id = ?", [status.order_id]).fetchone()
+                if row is None:
+                    content = status.order.content()
+                    pk = int(db.table("orders").insert({
+                        "order_id": status.order_id,
+                        "profile": status.order.profile,
+                        "quantity": status.quantity,
+                        "due": content["due"],
+                        "content": json.dumps(content, sort_keys=True, separators=(",", ":")),
+                        "content_sha256": status.order.content_sha256,
+                        "source_file": status.source_file,
+                        "file_sha256": status.file_sha256,
+                        "imported_by": f"{status.imported_by} (through the fleet)",
+                        "imported_at": at,
+                        "state": "open",
+                    }).last_pk or 0)
+                    self.audit._append_event(db, at=at, kind="order.imported", table="orders", pk=pk)
+                    row = (pk, "open")
+                if status.state == "closed" and row[1] == "open":
+                    db.table("orders").update(int(row[0]), {
+                        "state": "closed", "closed_at": at, "closed_by": f"{status.closed_by} (through the fleet)",
+                        "close_reason": status.close_reason or "closed in the fleet"})
+                    self.audit._append_event(db, at=at, kind="order.closed", table="orders", pk=int(row[0]))
 
     def order_for(self, serial: str, *, order_id: str | None = None, required: bool = False) -> Order | None:
         with self.audit._lock:

@@ -22,7 +22,7 @@ from station.errors import StationError
 from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.masking import Masker
-from station.orders import order_profile
+from station.orders import OrderBook, OrderRefused, order_profile
 from station.pki import CertificateAuthority
 from station.profiles import MIN_PRODUCTION_PIN_LENGTH, DeviceProfile
 from station.states import RESUMABLE_UNIT_STATES, EventKind, StepOutcome, UnitState
@@ -149,6 +149,25 @@ def _retryable(error: BaseException) -> bool:
     return isinstance(error, LinkLost | CommandTimedOut) and not isinstance(error, HostKeyMismatch)
 
 
+def _check_order_still_open(book: OrderBook, unit: Unit) -> None:
+    """A unit is resumed only while its work order is open (with [fleet]: as the fleet says — closed on another
+    station counts): refused here, before anything touches the board."""
+    order_id = book.order_of_unit(unit.id)
+    if order_id is None:
+        return
+    try:
+        status = book.status(order_id)
+    except OrderRefused:
+        raise
+    except StationError:
+        return  # an order of this station only (from before it joined the fleet): the guard step reads its copy
+    if status.state == "closed":
+        raise OrderRefused(
+            "closed", f"work order {order_id} was closed ({status.close_reason or 'no reason given'}) while board "
+            f"{unit.serial} was unfinished: it is not enrolled — set the board aside and abort its unit (station "
+            f"provision --restart refuses it too)", status.order)
+
+
 class Provisioner:
     """Runs units on boards: one call to :meth:`provision` takes one board from scan to PASS or FAIL."""
 
@@ -182,6 +201,14 @@ class Provisioner:
         if not isinstance(self.audit, AuditLog):
             raise TypeError("admitting a unit needs the audit log itself, not a worker's proxy")
         return self.audit
+
+    def _orders(self) -> OrderBook:
+        """The work orders units are counted in: the fleet's with [fleet] (station.fleet.orders), else the log's."""
+        if self.config.fleet is None:
+            return self._log().orders
+        from station.fleet.orders import order_book
+
+        return order_book(self._log(), self.config)
 
     def provision(
         self,
@@ -231,8 +258,9 @@ class Provisioner:
         it the open order holding the serial is used. The order's profile is the unit's profile (returned in
         the admission).
         """
+        book = self._orders()
         if not resume:
-            profile = order_profile(self._log().orders, serial, order=order, required=self.config.orders_required,
+            profile = order_profile(book, serial, order=order, required=self.config.orders_required,
                                     profile=profile, profiles_dir=self.home.profiles_dir)
         serial = profile.validate_serial(serial)
         DeviceAddress.parse(device)
@@ -259,6 +287,7 @@ class Provisioner:
                 raise StationError(
                     f"there is nothing to resume for serial {serial} ({state}) — provision it without --resume"
                 )
+            _check_order_still_open(book, unit)
             resume_step = STEPS[unit.failed_step].resume_from if unit.failed_step in STEPS else "identify"
             start_at = steps.index(resume_step) if resume_step in steps else 0
             unit = audit.resume_unit(unit.id)
@@ -273,6 +302,7 @@ class Provisioner:
                 serial=serial, profile=profile.name, device=device, operator=operator,
                 station=self.config.name, fixture=fixture, batch=batch, reprovision_reason=reprovision_reason,
                 order=order, orders_required=self.config.orders_required,
+                take_place=getattr(book, "take_place", None),
             )
         crash_point("unit_started")
         # A board whose last unit was aborted must show the host key that unit pinned (the abort may

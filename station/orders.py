@@ -259,7 +259,8 @@ class OrderRefused(StationError):
     ``kind``: ``no-order`` (the serial is in no open order), ``unknown`` (no such order), ``closed``,
     ``complete`` (the order reached its quantity), ``full`` (every place held by a unit still being worked on),
     ``not-in-order`` (the serial is not one of the named order's), ``ambiguous`` (in several open orders),
-    ``profile`` (the order is for another product).
+    ``profile`` (the order is for another product); with the fleet (station.fleet.orders) also ``held`` (the
+    serial's place is held on another station) and ``offline`` (the fleet did not answer, offline = "refuse").
     """
 
     def __init__(self, kind: str, message: str, order: Order | None = None) -> None:
@@ -273,10 +274,12 @@ class OrderRefused(StationError):
 
 
 class OrderBook(Protocol):
-    """What the station asks of the place orders are kept: the audit log (SQLite) or, later, the fleet.
+    """What the station asks of the place orders are kept: the audit log (SQLite, station.audit_orders) or, with
+    ``[fleet]``, the fleet (PostgreSQL, station.fleet.orders).
 
     Claiming a place for a unit is part of starting the unit (it must commit or fail with the unit's record), so
-    it is not here: the local store claims inside :meth:`station.audit.AuditLog.start_unit`'s transaction.
+    it is not here: the local store claims inside :meth:`station.audit.AuditLog.start_unit`'s transaction, and the
+    fleet's ``take_place`` is the hook that transaction calls.
     """
 
     def import_orders(self, parsed: OrderFile, *, by: str) -> ImportResult:

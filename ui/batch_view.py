@@ -320,6 +320,8 @@ class BatchView(QWidget):
         self.fixture_prefix = fixture_prefix
         # Another mode may be using a fixture (the single-board screen): it says which, or None.
         self.fixture_in_use: Callable[[str], str | None] = lambda name: None
+        # The work order the technician picked in the window (None: the open order holding each serial).
+        self.picked_order: Callable[[], str | None] = lambda: None
         self.board = SlotBoard(session.fixtures.fixtures, fixture_prefix=fixture_prefix)
         self.runners: dict[str, UnitRunner] = {}
         self.progress: dict[str, UnitProgress] = {}
@@ -546,7 +548,8 @@ class BatchView(QWidget):
                 self.board.finish(name, result="refused", message=str(exc), now=time.monotonic())
                 self._show_now(name)
                 return False
-            request = UnitRequest(slot.serial, slot.fixture, profile, self.operator, batch=self.board.batch_id)
+            request = UnitRequest(slot.serial, slot.fixture, profile, self.operator, batch=self.board.batch_id,
+                                  order=self.picked_order())
         self.board.mark_started(name, time.monotonic(), resume=resume)
         progress = self.progress.get(name)
         if resume and progress is not None and previous is not None and previous.serial == slot.serial:

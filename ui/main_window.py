@@ -174,6 +174,7 @@ class MainWindow(QMainWindow):
         self.batch.idle.connect(self._on_idle)
         self.batch.slot_started.connect(lambda _name: self._update_buttons())
         self.batch.fixture_in_use = self._single_mode_uses
+        self.batch.picked_order = lambda: self.orders.current_order_id()
         self.unit_finished.connect(lambda _outcome: self.orders.refresh())
         self.apply_settings()
         self._update_buttons()
@@ -261,8 +262,14 @@ class MainWindow(QMainWindow):
 
         left = QVBoxLayout()
         columns.addLayout(left, 0)
+        read_orders = None
+        if self.session.config.fleet is not None:  # the fleet's orders and progress (station/fleet/orders.py)
+            from station.fleet.orders import order_book
+
+            book = order_book(self.session.audit, self.session.config)
+            read_orders = lambda: book.orders(state="open")  # noqa: E731 - one line, read on the task pool
         self.orders = OrderPanel(self.session.audit, self.pool, required=self.session.config.orders_required,
-                                 parent=upper)
+                                 parent=upper, read_orders=read_orders)
         left.addWidget(self.orders)
         fixture_label = QLabel("&Fixture (where the board is connected):", upper)
         self.fixtures = FixtureTable(upper)

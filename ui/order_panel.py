@@ -7,6 +7,8 @@ pick the one on the bench. Reading the orders runs on the window's task pool, ne
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
 
@@ -24,12 +26,16 @@ class OrderPanel(QGroupBox):
 
     changed = Signal()  # new figures shown (tests wait on it)
 
-    def __init__(self, audit: AuditLog, pool: TaskPool, *, required: bool, parent: QWidget | None = None) -> None:
+    def __init__(self, audit: AuditLog, pool: TaskPool, *, required: bool, parent: QWidget | None = None,
+                 read_orders: Callable[[], list[OrderStatus]] | None = None) -> None:
         super().__init__("Work &order", parent)
         self.audit = audit
         self.pool = pool
         self.required = required
         self.open_orders: list[OrderStatus] = []
+        # How the open orders are read (on the task pool): this station's, or the fleet's with [fleet].
+        self.read_orders: Callable[[], list[OrderStatus]] = read_orders or (
+            lambda: self.audit.orders.orders(state="open"))
         self.last_serial: str | None = None
         self._loading = False
         self._closed = False
@@ -98,7 +104,7 @@ class OrderPanel(QGroupBox):
         if self._loading or self._closed:
             return
         self._loading = True
-        self.pool.submit(lambda: self.audit.orders.orders(state="open"), self._loaded, self._failed)
+        self.pool.submit(self.read_orders, self._loaded, self._failed)
 
     def stop(self) -> None:
         self._closed = True

@@ -1,7 +1,8 @@
 """`station order …` — the work orders this station may build: import from the ERP/MES, list, show, close.
 
 Orders live in the audit log (who imported them, when, from which file and its SHA-256, who closed them and why),
-so ``station audit verify`` covers them too. See station/orders.py for the file formats.
+so ``station audit verify`` covers them too. See station/orders.py for the file formats. With ``[fleet]`` they
+live in the fleet too and these commands read and change the fleet's (station/fleet/orders.py).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import getpass
 from pathlib import Path
 
 from station.audit import AuditLog
+from station.config import load_config
 from station.errors import StationError
 from station.home import StationHome
-from station.orders import OrderStatus, read_order_file
+from station.orders import OrderBook, OrderStatus, read_order_file
 from station.profiles import DeviceProfile, available_profiles, load_profile
 
 IMPORT_EPILOG = """\
@@ -33,6 +35,8 @@ appears once in a file; the quantity is at least the number of single serials an
 serials. A file with any problem is refused whole (file and line named) and nothing is imported.
 Importing the same order again changes nothing; the same order id with other content is refused with the
 differences shown.
+With [fleet] in station.toml the orders go to the fleet database (all or none; the fleet must answer): every
+station sees them, and list/show/close read and change the fleet's orders.
 
 example:
   station order import WO-2026-0142.csv --by "Q. Lead"
@@ -100,9 +104,10 @@ def run_import(args: argparse.Namespace) -> int:
 
     parsed = read_order_file(args.file, profiles=profile)
     with AuditLog(home.audit_db) as log:
-        result = log.orders.import_orders(parsed, by=args.by or _login_name())
+        book = _book(home, log)
+        result = book.import_orders(parsed, by=args.by or _login_name())
         for order_id in result.imported:
-            print(f"imported order {order_id}: {log.orders.status(order_id).summary()}")
+            print(f"imported order {order_id}: {book.status(order_id).summary()}")
     for order_id in result.unchanged:
         print(f"order {order_id} was already imported with the same content — unchanged")
     print(f"{args.file}: {len(result.imported)} imported, {len(result.unchanged)} unchanged "
@@ -113,7 +118,9 @@ def run_import(args: argparse.Namespace) -> int:
 def run_list(args: argparse.Namespace) -> int:
     home = StationHome.resolve(args.home).create()
     with AuditLog(home.audit_db) as log:
-        orders = log.orders.orders(state="open" if args.open else None)
+        book = _book(home, log)
+        orders = book.orders(state="open" if args.open else None)
+    _say_offline(book)
     if not orders:
         print("no work order" + (" is open" if args.open else " was imported") +
               " — import one with: station order import FILE")
@@ -135,7 +142,9 @@ def run_list(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     home = StationHome.resolve(args.home).create()
     with AuditLog(home.audit_db) as log:
-        status = log.orders.status(args.order_id)
+        book = _book(home, log)
+        status = book.status(args.order_id)
+    _say_offline(book)
     print(describe(status))
     return 0
 
@@ -143,9 +152,28 @@ def run_show(args: argparse.Namespace) -> int:
 def run_close(args: argparse.Namespace) -> int:
     home = StationHome.resolve(args.home).create()
     with AuditLog(home.audit_db) as log:
-        status = log.orders.close(args.order_id, by=args.by or _login_name(), reason=args.reason)
+        status = _book(home, log).close(args.order_id, by=args.by or _login_name(), reason=args.reason)
     print(f"closed work order {status.order_id} ({status.progress_text()}); no further board is enrolled on it")
     return 0
+
+
+def _book(home: StationHome, log: AuditLog) -> OrderBook:
+    """The fleet's orders with [fleet] in station.toml, else this station's."""
+    config = load_config(home.config_file)
+    if config.fleet is None:
+        return log.orders
+    from station.fleet.orders import order_book
+
+    return order_book(log, config)
+
+
+def _say_offline(book: OrderBook) -> None:
+    reason = getattr(book, "offline_reason", None)
+    if reason:
+        import sys
+
+        print(f"warning: {reason} Showing this station's copy of the work orders (progress counts this station's "
+              f"units only).", file=sys.stderr)
 
 
 def describe(status: OrderStatus) -> str:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from station.errors import StationError
 from station.fleet.connection import FleetError, FleetUnavailable, connect, deadline
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     import psycopg
 
     from station.config import FleetConfig
+
+T = TypeVar("T")
 
 CHECK_TIMEOUT_S = 3.0
 # After a failed connection the guard does not try again for this long (each unit would otherwise wait for the
@@ -113,6 +116,15 @@ class FleetGuard:
         )
 
     def _ask(self, query: str, params: list[Any]) -> tuple[Any, ...] | None:
+        def one(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
+            row = conn.execute(query, params).fetchone()
+            return None if row is None else tuple(row)
+
+        return self.run(one, what="the guard's fleet check")
+
+    def run(self, work: Callable[[psycopg.Connection[Any]], T], *, what: str) -> T:
+        """Run ``work`` on this process's fleet connection, within the check deadline (:class:`FleetUnavailable`
+        past it or while the fleet was just found unreachable; :class:`FleetError` when it refuses)."""
         with self._lock:
             if time.monotonic() < self._offline_until:
                 raise FleetUnavailable(self._offline_reason)
@@ -120,9 +132,8 @@ class FleetGuard:
                 if self._conn is None or self._conn.closed:
                     self._conn = connect(self.fleet.dsn, passfile=self.fleet.passfile,
                                          connect_timeout_s=int(CHECK_TIMEOUT_S))
-                with deadline(self._conn, CHECK_TIMEOUT_S, what="the guard's fleet check"):
-                    row = self._conn.execute(query, params).fetchone()
-                return None if row is None else tuple(row)
+                with deadline(self._conn, CHECK_TIMEOUT_S, what=what):
+                    return work(self._conn)
             except FleetUnavailable as exc:
                 self._close()
                 self._offline_until = time.monotonic() + OFFLINE_BACKOFF_S
@@ -136,7 +147,7 @@ class FleetGuard:
 
                 self._close()
                 if isinstance(exc, psycopg.Error):
-                    raise FleetError(f"The fleet database refused the guard's check: {exc}") from None
+                    raise FleetError(f"The fleet database refused {what}: {exc}") from None
                 raise
 
     def _close(self) -> None:

@@ -190,7 +190,9 @@ def conflicts(conn: psycopg.Connection[Any]) -> list[Conflict]:
         for station, unit_id, serial, reason, flagged_at in conn.execute(
             "SELECT station, unit_id, serial, reason, flagged_at FROM fleet_flags ORDER BY flagged_at"
         ).fetchall():
-            found.append(Conflict("unchecked", serial or "?", f"unit {unit_id} on station {station}: {reason} "
+            # Work-order flags (station/fleet/order_schema.py) are conflicts: an order over-filled while offline.
+            kind = "order" if reason.startswith("work order ") else "unchecked"
+            found.append(Conflict(kind, serial or "?", f"unit {unit_id} on station {station}: {reason} "
                                   f"(arrived {flagged_at.astimezone():%Y-%m-%d %H:%M})"))
     return found
 

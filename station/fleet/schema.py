@@ -24,6 +24,7 @@ from typing import Any
 
 from station.errors import StationError
 from station.fleet.connection import FleetError
+from station.fleet.order_schema import V2_DESCRIPTION, V2_SQL
 
 MIGRATION_LOCK = 0x77656C6D  # "welm": pg_advisory_xact_lock key for migrations
 
@@ -316,6 +317,7 @@ GRANT SELECT ON fleet_steps TO @writers@, @readers@;
 # Append-only list: a later migration (e.g. central work orders) is version 2, and so on.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "stations, journal, derived units/certificates, claims, flags, roles", _V1),
+    Migration(2, V2_DESCRIPTION, V2_SQL),  # work orders (station/fleet/order_schema.py)
     Migration(3, "step attempts of every station (fleet_steps), for the fleet's yield", _V3),
 )
 

@@ -120,3 +120,28 @@ def test_without_required_orders_one_open_order_is_shown_but_boards_of_no_order_
     assert picker_items(window) == [BY_SERIAL, "WO-7 — welma-optee — 0/2"] and panel.picker.isEnabled()
     assert panel.current_order_id() is None and panel.current().order_id == "WO-7"
     assert panel.progress.text() == "WO-7: 0 of 2 passed"
+
+
+def test_the_batch_grid_builds_the_order_picked_in_the_window(
+    qtbot, sim_home, station_ca, passphrase_env, open_window, fixtures_file, tmp_path
+):
+    import_orders(sim_home, tmp_path)
+    window = open_window(sim_home, station_ca, fixtures_file)
+    sign_in(qtbot, window, "alice")
+    panel = window.orders
+    qtbot.waitUntil(lambda: len(panel.open_orders) == 2, timeout=10_000)
+    assert panel.pick("WO-2026-0143")
+    qtbot.keyClick(window, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)
+    view = window.batch
+    # A board of the other order, scanned into the grid: refused when its unit starts, because the grid builds
+    # the picked order (without the pick it would count in WO-2026-0142) — before anything touches the board.
+    qtbot.keyClicks(view.scan, "202600000000001")
+    qtbot.keyClick(view.scan, Qt.Key.Key_Return)
+    finished = []
+    view.slot_finished.connect(lambda name, outcome: finished.append(outcome))
+    with qtbot.waitSignal(view.idle, timeout=30_000):
+        qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    (outcome,) = finished
+    assert outcome.kind == "refused", outcome.message
+    assert "202600000000001 is not one of order WO-2026-0143's serials" in outcome.message
+    assert window.session.audit.find_unit("202600000000001") is None

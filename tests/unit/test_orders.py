@@ -359,3 +359,26 @@ def test_an_order_edited_behind_the_stations_back_is_caught_by_verify(log: Audit
     raw.close()
     report = log.verify()
     assert not report.ok and "work order" in (report.problem or "") and "quantity is 500" in (report.problem or "")
+
+
+def test_a_unit_whose_order_was_closed_meanwhile_is_refused_at_resume_before_any_step(
+        log: AuditLog, tmp_path: Path) -> None:
+    from station.config import StationConfig
+    from station.flow import Provisioner
+    from station.home import StationHome
+
+    imported(log, tmp_path)
+    unit = log.start_unit(serial="202600000000001", **UNIT)
+    log.finish_unit(unit.id, result="failed", failed_step="keygen", message="keygen failed")
+    log.orders.close("WO-1", by="Q. Lead", reason="cancelled by planning")
+    provisioner = Provisioner(home=StationHome(tmp_path / "home").create(), config=StationConfig(name="st-1"),
+                              ca=None, audit=log)  # type: ignore[arg-type]
+    with pytest.raises(OrderRefused) as refused:
+        # admit() decides before run_admitted() opens the link: no step (identify included) runs.
+        provisioner.admit(serial="202600000000001", device=UNIT["device"], profile=load_profile("welma-optee"),
+                          operator="ana", resume=True)
+    assert refused.value.kind == "closed"
+    assert "work order WO-1 was closed (cancelled by planning) while board 202600000000001 was unfinished" in str(
+        refused.value)
+    again = log.find_unit("202600000000001")
+    assert again is not None and again.state == "failed" and again.attempt == 1  # not resumed
