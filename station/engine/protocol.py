@@ -37,6 +37,8 @@ class WorkerStart:
     # the fork server would otherwise see the server's, frozen when the server started.
     environment: dict[str, str] = field(default_factory=dict)
     cwd: str = ""
+    # How far below the station the CPU group of the worker's own session runs (autogroup nice).
+    niceness: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class Done:
     passed: bool
     problem: str = ""
     device_s: float = 0.0
+    # How long the unit waited for the station's answers to its calls (part of the station's share).
+    service_s: float = 0.0
 
 
 @dataclass(frozen=True)
