@@ -37,8 +37,6 @@ class WorkerStart:
     # the fork server would otherwise see the server's, frozen when the server started.
     environment: dict[str, str] = field(default_factory=dict)
     cwd: str = ""
-    # How far below the station the CPU group of the worker's own session runs (autogroup nice).
-    niceness: int = 0
 
 
 @dataclass(frozen=True)

@@ -457,7 +457,7 @@ class Scheduler:
             job=number, admission=admission, profile=job.profile, config=self.config, home=self.home,
             identity_file=self._identity_file, ca_certificate_pem=self.ca.certificate_pem,
             stream_output=job.stream_output, memory_limit_bytes=self.memory_limit_bytes, parent_pid=os.getpid(),
-            environment=worker_environment(), cwd=os.getcwd(), niceness=WORKER_NICENESS,
+            environment=worker_environment(), cwd=os.getcwd(),
         )
         ours, theirs = self._context.Pipe(duplex=True)
         process = self._context.Process(target=worker.main, args=(theirs, start), name=f"unit-{unit.serial}",

@@ -218,26 +218,22 @@ def die_with_station(parent_pid: int) -> None:
         os._exit(EXIT_STATION_GONE)
 
 
-def own_cpu_group(niceness: int) -> None:
+def own_cpu_group() -> None:
     """Leave the station's session, so that the kernel charges this worker's CPU to a group of its own.
 
     With autogroup scheduling (Linux's default on desktops) every session is one CPU group, and a group
     that has run a lot waits behind the others: 64 workers left in the window's session spent its share,
     and in a burst (64 TLS proofs at once) the window's GUI thread then sat runnable for seconds
-    (measured from /proc/PID/task/TID/schedstat, bench/gui_batch_stall.py).  In a session of its own the
-    worker's group runs ``niceness`` below the station (as the worker's own nice does where autogroups are
-    off).  Ctrl-C in the station's terminal no longer reaches it (it ignored it anyway: the station turns
-    it into a Cancel); it still dies with the station (PDEATHSIG, pipe EOF).
+    (measured from /proc/PID/task/TID/schedstat, bench/gui_batch_stall.py).  The worker's group keeps the
+    default weight: lowered (autogroup nice 10), a unit crawls on a machine where other programs run.
+    Where autogroups are off, the worker's own nice keeps it below the station.  Ctrl-C in the station's
+    terminal no longer reaches it (it ignored it anyway: the station turns it into a Cancel); it still
+    dies with the station (PDEATHSIG, pipe EOF).
     """
     try:
         os.setsid()
     except OSError:
-        return  # already a session leader: nothing to leave
-    try:
-        with open("/proc/self/autogroup", "w") as group:
-            group.write(f"{niceness}\n")
-    except OSError:
-        pass  # no autogroups here (or not allowed): the worker's nice still applies
+        pass  # already a session leader: nothing to leave
 
 
 def limit_memory(limit_bytes: int) -> None:
@@ -254,7 +250,7 @@ def limit_memory(limit_bytes: int) -> None:
 def main(connection: Connection, start: WorkerStart) -> None:
     """The worker's entry point (multiprocessing's target)."""
     die_with_station(start.parent_pid)
-    own_cpu_group(start.niceness)
+    own_cpu_group()
     # Ctrl-C in a terminal reaches the whole process group: the station turns it into a Cancel message,
     # which ends the unit cleanly (failed and resumable) — the worker itself ignores it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
