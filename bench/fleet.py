@@ -9,9 +9,11 @@
 2. Fleet checks: ``--procs`` station processes (each its own registered role) ask the guard's questions for
    ``--checks`` units each, all at once: wall per unit added by the checks (fleet_check_unit + the public-key
    question), compared with a unit's wall from bench/results/provision-ssh.json.
-3. Central filter → first page over ``--events`` journal events: the journal and the derived units table are
-   filled with COPY (16 events per unit, as a real unit writes), then each quality-lead filter is timed to its
-   first page (goal 100 ms).
+3. Central filter → first page over ``--events`` journal events: the journal and the derived units and steps
+   tables are filled with COPY (16 events per unit, as a real unit writes), then each quality-lead filter is timed
+   to its first page (goal 100 ms).
+4. The GUI's whole-fleet scope over the same fill: the yield summary and groups per scope, and a page deep in the
+   listing by keyset (as scrolling asks) against OFFSET.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from station.config import FleetConfig
 from station.fleet.cluster import PrivateCluster
 from station.fleet.connection import connect
 from station.fleet.forwarder import Forwarder
-from station.fleet.queries import FleetFilter, units_page
+from station.fleet.queries import FleetFilter, page_key, units_page, yield_by_station, yield_summary
 from station.fleet.schema import migrate, register_station, station_role, write_pgpass
 
 HERE = Path(__file__).resolve().parent
@@ -233,13 +235,91 @@ def fill_ten_million(cluster: PrivateCluster, admin_pgpass: Path, events: int) -
                     copy.write("".join(lines))
                     lines.clear()
             copy.write("".join(lines))
+        steps_began = time.perf_counter()
+        steps = copy_steps(conn, units, stations, random.Random(15))
+        steps_s = time.perf_counter() - steps_began
         conn.execute("ANALYZE fleet_journal")
         conn.execute("ANALYZE fleet_units")
+        conn.execute("ANALYZE fleet_steps")
         (count,) = conn.execute("SELECT count(*) FROM fleet_journal").fetchone() or (0,)
     fill_s = time.perf_counter() - began
-    print(f"  COPY {count} events + {units} units in {fill_s:.0f} s (journal {journal_s:.0f} s)", flush=True)
-    return {"events": int(count), "units": units, "stations": stations, "fill_s": round(fill_s, 1),
-            "journal_copy_s": round(journal_s, 1)}
+    print(f"  COPY {count} events + {units} units + {steps} steps in {fill_s:.0f} s (journal {journal_s:.0f} s, "
+          f"steps {steps_s:.0f} s)", flush=True)
+    return {"events": int(count), "units": units, "stations": stations, "steps": steps, "fill_s": round(fill_s, 1),
+            "journal_copy_s": round(journal_s, 1), "steps_copy_s": round(steps_s, 1)}
+
+
+def copy_steps(conn: Any, units: int, stations: int, rng: random.Random) -> int:
+    """The step attempts of every unit (fleet_steps, migration 3): all 13 steps passed, or up to a failed one;
+    key generation 20–60 s. The journal's own trigger would derive them; COPY is how 10 M events fit in minutes."""
+    count = 0
+    states = dict(conn.execute("SELECT station || ':' || unit_id, coalesce(failed_step, '') FROM fleet_units").fetchall())
+    with conn.cursor() as cursor, cursor.copy(
+        "COPY fleet_steps (station, step_id, unit_id, step, attempt, outcome, started_at, ended_at, last_seq) FROM STDIN"
+    ) as copy:
+        lines = []
+        for unit in range(units):
+            station, unit_id = unit % stations, unit // stations + 1
+            started = T0 + timedelta(seconds=2 * unit)
+            failed = states.get(f"gen-{station:02d}:{unit_id}", "")
+            for index, step in enumerate(STEPS):
+                seconds = rng.uniform(20, 60) if step == "keygen" else 1.0
+                outcome = "failed" if step == failed else "passed"
+                lines.append(f"gen-{station:02d}\t{unit_id * len(STEPS) + index}\t{unit_id}\t{step}\t1\t{outcome}\t"
+                             f"{started.isoformat()}\t{(started + timedelta(seconds=seconds)).isoformat()}\t"
+                             f"{unit_id * EVENTS_PER_UNIT}\n")
+                count += 1
+                if step == failed:
+                    break
+            if len(lines) >= 100_000:
+                copy.write("".join(lines))
+                lines.clear()
+        copy.write("".join(lines))
+    return count
+
+
+def measure_yield_and_deep_pages(cluster: PrivateCluster, admin_pgpass: Path, units: int) -> dict[str, Any]:
+    """What the GUI's whole-fleet scope asks besides the first page: the yield summary (the chart) and the groups
+    by line and station, per scope; and a page deep in the listing by keyset (what scrolling asks) vs OFFSET."""
+    middle = T0 + timedelta(seconds=units)
+    scopes = {
+        "whole fleet": FleetFilter(),
+        "one line": FleetFilter(line="L2"),
+        "one station": FleetFilter(station="gen-03"),
+        "one line, one week": FleetFilter(line="L3", since=middle, until=middle + timedelta(days=7)),
+    }
+    results: dict[str, Any] = {}
+    with connect(cluster.admin_dsn(DATABASE), passfile=admin_pgpass, statement_timeout_s=600) as conn:
+        for name, filters in scopes.items():
+            timings, group_timings = [], []
+            for _ in range(3):
+                began = time.perf_counter()
+                summary = yield_summary(conn, filters)
+                timings.append((time.perf_counter() - began) * 1000)
+                began = time.perf_counter()
+                yield_by_station(conn, filters)
+                group_timings.append((time.perf_counter() - began) * 1000)
+            results[f"yield summary, {name}"] = {
+                "median_ms": round(statistics.median(timings), 1), "units": summary.units,
+                "keygen_n": summary.keygen.count, "groups_median_ms": round(statistics.median(group_timings), 1)}
+            print(f"  yield {name}: {results[f'yield summary, {name}']}", flush=True)
+        for depth in sorted({min(d, units // 2) for d in (10_000, 100_000)}):
+            everything = FleetFilter()
+            (key_row,) = units_page(conn, everything, offset=depth - 1, limit=1)
+            key = page_key(everything, key_row)
+            keyset, offset = [], []
+            for _ in range(REPEATS):
+                began = time.perf_counter()
+                rows = units_page(conn, everything, after=key, limit=200)
+                keyset.append((time.perf_counter() - began) * 1000)
+                began = time.perf_counter()
+                units_page(conn, everything, offset=depth, limit=200)
+                offset.append((time.perf_counter() - began) * 1000)
+            results[f"page of 200 after unit {depth}"] = {
+                "keyset_median_ms": round(statistics.median(keyset), 1),
+                "offset_median_ms": round(statistics.median(offset), 1), "rows": len(rows)}
+            print(f"  deep page {depth}: {results[f'page of 200 after unit {depth}']}", flush=True)
+    return results
 
 
 def measure_filters(cluster: PrivateCluster, admin_pgpass: Path, units: int) -> dict[str, Any]:
@@ -297,6 +377,8 @@ def main() -> int:
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "postgresql": "private cluster (initdb + pg_ctl), fsync on, loopback TCP",
+        # A shared machine: how busy it was says how far the times are from a quiet run's.
+        "load_average_at_start": [round(v, 1) for v in os.getloadavg()],
     }
     try:
         cluster.start()
@@ -312,9 +394,12 @@ def main() -> int:
         results["central_filter_to_first_page"] = measure_filters(cluster, admin_pgpass, results["central_fill"]["units"])
         worst = max(v["median_ms"] for k, v in results["central_filter_to_first_page"].items() if "max_ms" in v)
         results["central_filter_worst_median_ms"] = worst
+        print("== whole-fleet scope: yield summary and deep pages", flush=True)
+        results["fleet_scope"] = measure_yield_and_deep_pages(cluster, admin_pgpass, results["central_fill"]["units"])
     finally:
         cluster.stop(mode="fast")
         shutil.rmtree(work, ignore_errors=True)
+    results["load_average_at_end"] = [round(v, 1) for v in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

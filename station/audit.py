@@ -70,8 +70,11 @@ from station.audit_orders import (
     order_unit_clause,
     release_place,
 )
+from station.audit_people import PEOPLE_SCHEMA, PEOPLE_TABLES
 from station.errors import StationError
+from station.files import fsync_directory
 from station.orders import OrderStatus
+from station.states import StepOutcome, UnitState
 
 if TYPE_CHECKING:
     # Imported where a connection is made: a unit's worker process uses this module's records, not SQLite.
@@ -150,7 +153,9 @@ EXPORT_FIELDS = (
 AUDITED_TABLES = {"units": "unit", "steps": "step record", "certificates": "certificate record",
                   "label_prints": "label print", **ORDER_TABLES,
                   # Board identity (station/identity_log.py): the silicon each unit ran on, the fixtures' host keys.
-                  "unit_identity": "board identity record", "fixture_host_keys": "fixture host-key record"}
+                  "unit_identity": "board identity record", "fixture_host_keys": "fixture host-key record",
+                  # People (station/people.py): enrolments, credential changes, lockouts, sign-ins.
+                  **PEOPLE_TABLES}
 
 _SCHEMA = (
     """
@@ -392,7 +397,7 @@ class Unit:
     batch: str | None
     operator: str
     station: str
-    state: str
+    state: UnitState
     attempt: int
     started_at: datetime
     ended_at: datetime | None
@@ -422,7 +427,7 @@ class StepRecord:
     unit_id: int
     step: str
     attempt: int
-    outcome: str
+    outcome: StepOutcome
     started_at: datetime
     ended_at: datetime
     output_sha256: str | None
@@ -1454,11 +1459,7 @@ class AuditLog:
                              Path(f"{temporary}-shm")):  # fmt: skip
                 leftover.unlink(missing_ok=True)
         # The rename itself must reach the disk too, or a power cut could bring back the old backup.
-        directory = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_directory(target.parent)
         return AuditBackup(
             path=target,
             size_bytes=target.stat().st_size,
@@ -1561,7 +1562,7 @@ class AuditLog:
                 )
             with self._db.atomic() as db:
                 db.execute(_CLAIM_WRITE_LOCK)
-                for statement in (*_SCHEMA, *ORDER_SCHEMA, *CHECKPOINT_SCHEMA):
+                for statement in (*_SCHEMA, *ORDER_SCHEMA, *CHECKPOINT_SCHEMA, *PEOPLE_SCHEMA):
                     db.execute(statement)
 
     @contextmanager
@@ -2021,6 +2022,12 @@ def _duration_stats(
             {**params, "duration_step": step},
         ).fetchall()
     ]
+    return duration_stats(groups)
+
+
+def duration_stats(groups: list[tuple[float, int]]) -> DurationStats:
+    """The figures of durations given as (seconds, how many) sorted by seconds — shared by the local log and the
+    fleet (station.fleet.queries), so that both scopes compute quantiles and histogram bins the same way."""
     count = sum(n for _, n in groups)
     if not count:
         return DurationStats(0, None, None, None, (), ())
@@ -2081,7 +2088,7 @@ def _unit_from_row(row: dict[str, Any]) -> Unit:
         batch=row["batch"],
         operator=row["operator"],
         station=row["station"],
-        state=row["state"],
+        state=UnitState(row["state"]),
         attempt=row["attempt"],
         started_at=_parse_time(row["started_at"]),
         ended_at=_parse_optional_time(row["ended_at"]),
@@ -2103,7 +2110,7 @@ def _step_from_row(row: dict[str, Any]) -> StepRecord:
         unit_id=row["unit_id"],
         step=row["step"],
         attempt=row["attempt"],
-        outcome=row["outcome"],
+        outcome=StepOutcome(row["outcome"]),
         started_at=_parse_time(row["started_at"]),
         ended_at=_parse_time(row["ended_at"]),
         output_sha256=row["output_sha256"],

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import getpass
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QDate, QItemSelection, QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QCloseEvent, QColor, QGuiApplication, QPainter, QPaintEvent, QPen
@@ -47,6 +48,7 @@ from PySide6.QtWidgets import (
 
 from station.audit import UNIT_STATES, AuditLog, CertificateRecord, StepRecord, Unit, UnitFilter, YieldSummary
 from station.certificate_text import certificate_text
+from station.display import format_percent as _percent
 from station.errors import StationError
 from station.identity import Basis, render_claims, trust_summary
 from station.identity_log import IdentityLog, IdentityRecord
@@ -55,7 +57,10 @@ from station.profiles import STEP_NAMES
 from station.report import ExportResult, export_to_file
 from ui.audit_model import COLUMNS, AuditTableModel
 from ui.bridge import TaskPool
-from ui.style import GREY, RED, monospace_font
+from ui.style import AMBER, GREEN, GREY, RED, monospace_font
+
+if TYPE_CHECKING:
+    from station.fleet.queries import GroupYield
 
 ROLES = ("technician", "quality_lead")
 # A technician looks up what just happened at the bench, not the plant's history.
@@ -698,16 +703,26 @@ class AuditView(QWidget):
 
 
 class YieldChart(QWidget):
-    """The yield of the filters' period and batch: key figures, failed attempts by step, key-generation times."""
+    """The yield of the filters' period and batch: key figures, failed attempts by step, key-generation times.
+
+    One chart for both scopes of the audit view: the local log's summary, or the fleet's (the same YieldSummary
+    from station.fleet.queries) with ``groups`` — the pass rate of each line and station — drawn above the rest.
+    """
+
+    # Pass-rate bars shown at most; the rest are named in one line (the groups list beside the chart has them all).
+    MAX_GROUPS = 8
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.summary: YieldSummary | None = None
+        self.groups: tuple[GroupYield, ...] = ()
         self.note = "Summarising…"
         self.setMinimumSize(360, 320)
 
-    def set_summary(self, summary: YieldSummary | None, note: str) -> None:
-        self.summary, self.note = summary, note
+    def set_summary(
+        self, summary: YieldSummary | None, note: str, groups: Sequence[GroupYield] = ()
+    ) -> None:
+        self.summary, self.note, self.groups = summary, note, tuple(groups)
         self.update()
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
@@ -739,6 +754,8 @@ class YieldChart(QWidget):
             f"{_percent(summary.pass_rate)} · first-pass yield {_percent(summary.first_pass_yield)}"
         )
         painter.drawText(QPointF(10, y), rates)
+        if self.groups:
+            y = self._paint_groups(painter, y + line * 1.5, width)
 
         y += line * 1.5
         painter.drawText(QPointF(10, y), "Failed attempts by step")
@@ -791,6 +808,35 @@ class YieldChart(QWidget):
         painter.drawText(QPointF(10, base + line - 2), f"{bins[0].low:g} s")
         right = f"{bins[-1].high:g} s"
         painter.drawText(QPointF(width - 10 - metrics.horizontalAdvance(right), base + line - 2), right)
+
+
+    def _paint_groups(self, painter: QPainter, y: float, width: float) -> float:
+        """Pass rate by line and station, one bar each; returns where the next section starts."""
+        metrics = painter.fontMetrics()
+        line = metrics.height() + 4
+        painter.drawText(QPointF(10, y), "Pass rate by line and station")
+        y += 6
+        label_width = 150.0
+        bar_space = max(40.0, width - label_width - 130)
+        for group in self.groups[: self.MAX_GROUPS]:
+            rate = group.pass_rate
+            painter.drawText(QPointF(10, y + metrics.ascent()), f"{group.line or '—'} / {group.station}")
+            painter.fillRect(QRectF(10 + label_width, y + 2, bar_space, metrics.height() - 4), QColor("#e3e3e3"))
+            if rate is not None:
+                painter.fillRect(
+                    QRectF(10 + label_width, y + 2, max(1.0, bar_space * rate), metrics.height() - 4),
+                    QColor(GREEN if rate >= 0.95 else AMBER if rate >= 0.8 else RED),
+                )
+            painter.drawText(QPointF(16 + label_width + bar_space, y + metrics.ascent()),
+                             f"{_percent(rate)} of {_count(group.units)}")
+            y += line
+        hidden = len(self.groups) - self.MAX_GROUPS
+        if hidden > 0:
+            painter.setPen(QColor(GREY))
+            painter.drawText(QPointF(10, y + metrics.ascent()), f"… and {hidden} more stations")
+            painter.setPen(self.palette().text().color())
+            y += line
+        return y
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -853,10 +899,6 @@ def _scope_text(filters: UnitFilter) -> str:
 
 def _count(value: int) -> str:
     return f"{value:,}".replace(",", " ")
-
-
-def _percent(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f} %"
 
 
 def _day(edit: QDateEdit) -> date:

@@ -5,6 +5,7 @@
 * ``status`` / ``sync`` — the store-and-forward backlog, and sending it now;
 * ``verify`` (every station's chain), ``conflicts``, ``units``, ``trace`` (one board across the fleet) and
   ``report`` (PDF) for quality leads;
+* ``grant-quality NAME`` — a quality lead's own login role that reads the fleet and writes nothing;
 * ``demo`` — a private PostgreSQL cluster for demos and training, started and stopped by the station.
 """
 
@@ -31,6 +32,7 @@ examples:
   station fleet conflicts
   station fleet trace --serial 202600000000001
   station fleet report --from 2026-03-01 --to 2026-03-31 --out march-fleet.pdf
+  PGPASSFILE=~/admin.pgpass station fleet grant-quality alice --dsn postgresql://fleet_admin@db.plant.example/fleet
   station fleet demo              start a private PostgreSQL for a demo (station fleet demo --stop ends it)
 """
 
@@ -113,6 +115,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     report.add_argument("--line")
     report.add_argument("--out", type=Path, required=True, metavar="FILE")
     report.set_defaults(handler=run_report)
+
+    grant = actions.add_parser(
+        "grant-quality", help="give a quality lead a login of their own that can read the fleet, not write it",
+        description="Create (or give a new password to) the PostgreSQL login role NAME, member of the fleet's "
+        "reader group only (SELECT; sessions read-only). Connects with an administrator's DSN, its password from "
+        "PGPASSFILE. The quality lead's password is asked twice at a prompt, or read as one line from standard "
+        "input when that is not a terminal — never from the command line.",
+        epilog="examples:\n  PGPASSFILE=~/admin.pgpass station fleet grant-quality alice --dsn "
+        "postgresql://fleet_admin@db:5432/fleet\n  PGPASSFILE=~/admin.pgpass station fleet grant-quality alice "
+        "--dsn postgresql://fleet_admin@db:5432/fleet --revoke",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    grant.add_argument("name", metavar="NAME", help="the quality lead's role name (lower case, e.g. alice)")
+    grant.add_argument("--dsn", required=True, help="administrator's postgresql://user@host:port/database (no password)")
+    grant.add_argument("--revoke", action="store_true", help="take the reading rights and the login away instead")
+    grant.set_defaults(handler=run_grant_quality)
 
     demo = actions.add_parser(
         "demo", help="start (or --stop) a private PostgreSQL cluster for demos and training",
@@ -398,33 +416,66 @@ def run_trace(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     from station.fleet.report import render_fleet_report
-    from station.pki import write_file_atomically
+    from station.outputs import write_export
 
     filters = filters_from(args)
     with open_fleet(args) as conn:
         pdf, pages, units = render_fleet_report(conn, filters)
-    write_file_atomically(args.out.expanduser(), pdf, mode=0o644, replace=True)
+    write_export(args.out.expanduser(), pdf)
     print(f"wrote a {pages}-page fleet report listing {units} units to {args.out}")
     return 0
 
 
 def run_fleet_export(args: argparse.Namespace) -> int:
     """`station audit export --fleet`: the same formats, over every station of the fleet."""
-    from station.fleet.queries import export_csv, export_jsonl
-    from station.fleet.report import render_fleet_report
-    from station.pki import write_file_atomically
-    from station.report import write_text_atomically
+    from station.fleet.report import export_fleet_to_file
 
     filters = filters_from(args)
     with open_fleet(args) as conn:
-        if args.format == "pdf":
-            pdf, pages, units = render_fleet_report(conn, filters)
-            write_file_atomically(args.out.expanduser(), pdf, mode=0o644, replace=True)
-            print(f"wrote a {pages}-page fleet report listing {units} units to {args.out}")
-            return 0
-        count = write_text_atomically(args.out, lambda out: (export_csv if args.format == "csv" else export_jsonl)(
-            conn, filters, out))
-    print(f"exported {count} fleet unit{'' if count == 1 else 's'} to {args.out}")
+        done = export_fleet_to_file(conn, args.out, fmt=args.format, filters=filters)
+    if done.pages is not None:
+        print(f"wrote a {done.pages}-page fleet report listing {done.units} units to {args.out}")
+    else:
+        print(f"exported {done.units} fleet unit{'' if done.units == 1 else 's'} to {args.out}")
+    return 0
+
+
+def read_new_password(name: str) -> str:
+    """The quality lead's new password: typed twice at a prompt, or one line of standard input (a script, a
+    password manager's pipe) — so that it is never in an argv or the shell's history."""
+    import getpass
+    import sys
+
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"New password for {name}: ")
+        if getpass.getpass("Again: ") != first:
+            raise StationError("The two passwords differ — nothing was changed. Run the command again.")
+        return first
+    line = sys.stdin.readline()
+    if not line:
+        raise StationError("No password on standard input — type it at the prompt (run the command in a terminal) "
+                           "or pipe it in as one line. Nothing was changed.")
+    return line.rstrip("\r\n")
+
+
+def run_grant_quality(args: argparse.Namespace) -> int:
+    from station.fleet.connection import connect, redact
+    from station.fleet.quality import check_password, check_role_name, grant_quality, revoke_quality
+
+    name = check_role_name(args.name)
+    passfile = os.environ.get("PGPASSFILE")
+    if args.revoke:
+        with connect(args.dsn, passfile=Path(passfile) if passfile else None, statement_timeout_s=60) as conn:
+            revoke_quality(conn, name)
+        print(f"{name} can no longer log in or read the fleet")
+        return 0
+    password = check_password(read_new_password(name))
+    with connect(args.dsn, passfile=Path(passfile) if passfile else None, statement_timeout_s=60) as conn:
+        grant = grant_quality(conn, name, password)
+    print(f"{'created' if grant.created else 'new password for'} {grant.role}: member of {grant.group} (reads the "
+          f"fleet, writes nothing)")
+    print(f"the quality lead connects with  --dsn \"{redact(station_dsn(args.dsn, grant.role))}\"  and their "
+          f"password in their own ~/.pgpass (0600)")
     return 0
 
 

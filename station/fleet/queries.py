@@ -18,7 +18,7 @@ from station.fleet.connection import deadline
 if TYPE_CHECKING:
     import psycopg
 
-    from station.audit import AuditLog
+    from station.audit import AuditLog, YieldSummary
 
 GENESIS_HASH = "0" * 64
 VERIFY_TIMEOUT_S = 600.0
@@ -214,6 +214,11 @@ class FleetFilter:
 
 
 def _where(filters: FleetFilter) -> tuple[str, list[Any]]:
+    clauses, params = _clauses(filters)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _clauses(filters: FleetFilter) -> tuple[list[str], list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (("u.station", filters.station), ("u.line", filters.line), ("u.state", filters.result),
@@ -232,7 +237,7 @@ def _where(filters: FleetFilter) -> tuple[str, list[Any]]:
     if filters.until is not None:
         clauses.append("u.started_at < %s")
         params.append(filters.until)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+    return clauses, params
 
 
 _UNIT_SELECT = """
@@ -245,16 +250,62 @@ LEFT JOIN LATERAL (SELECT serial_hex, fingerprint_sha256, revoked_at FROM fleet_
 """
 
 
-def units_page(
-    conn: psycopg.Connection[Any], filters: FleetFilter, *, offset: int = 0, limit: int = 100, newest_first: bool = True
-) -> list[dict[str, Any]]:
-    """One page of fleet units, newest first by default."""
-    where, params = _where(filters)
-    order = "DESC" if newest_first else "ASC"
+# A page's position in the listing: the values of the ordering columns of its last row (keyset pagination —
+# the next page starts right after it through the same index, however deep, where OFFSET would count every
+# skipped row again).
+PageKey = tuple[Any, ...]
+
+
+def _ordering(filters: FleetFilter, newest_first: bool) -> list[tuple[str, str, bool]]:
+    """(column, field, descending) of the listing's order, unique per unit."""
     # A serial search lists by serial (the serial index answers it at once, however old the boards); everything
     # else newest first (the started_at indexes, with station or line and state in front, answer that).
-    ordering = (f"u.serial, u.started_at {order}, u.station, u.unit_id" if filters.serial_prefix
-                else f"u.started_at {order}, u.station {order}, u.unit_id {order}")
+    tail = [("u.started_at", "started_at", newest_first), ("u.station", "station", newest_first),
+            ("u.unit_id", "unit_id", newest_first)]
+    return [("u.serial", "serial", False), *tail] if filters.serial_prefix else tail
+
+
+def page_key(filters: FleetFilter, unit: dict[str, Any], *, newest_first: bool = True) -> PageKey:
+    """The key of ``unit`` (a row of :func:`units_page`): pass it as ``after`` to get the rows that follow it."""
+    return tuple(unit[field] for _column, field, _descending in _ordering(filters, newest_first))
+
+
+def _after(order: list[tuple[str, str, bool]], key: PageKey) -> tuple[str, list[Any]]:
+    """Rows strictly after ``key`` in ``order``: a row comparison per run of columns sorted the same way (so
+    PostgreSQL can seek the index), nested for a direction change (serial up, then time down)."""
+    runs: list[tuple[list[str], list[Any], bool]] = []
+    for (column, _field, descending), value in zip(order, key, strict=True):
+        if runs and runs[-1][2] == descending:
+            runs[-1][0].append(column)
+            runs[-1][1].append(value)
+        else:
+            runs.append(([column], [value], descending))
+    text = ""
+    params: list[Any] = []
+    for columns, values, descending in reversed(runs):
+        row = f"({', '.join(columns)})"
+        marks = f"({', '.join(['%s'] * len(values))})"
+        strict = f"{row} {'<' if descending else '>'} {marks}"
+        if text:
+            text, params = f"({strict} OR ({row} = {marks} AND {text}))", [*values, *values, *params]
+        else:
+            text, params = strict, list(values)
+    return text, params
+
+
+def units_page(
+    conn: psycopg.Connection[Any], filters: FleetFilter, *, offset: int = 0, limit: int = 100,
+    newest_first: bool = True, after: PageKey | None = None,
+) -> list[dict[str, Any]]:
+    """One page of fleet units, newest first by default; the page after ``after`` (see :func:`page_key`)."""
+    clauses, params = _clauses(filters)
+    order = _ordering(filters, newest_first)
+    if after is not None:
+        clause, values = _after(order, after)
+        clauses.append(clause)
+        params += values
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    ordering = ", ".join(f"{column} {'DESC' if descending else 'ASC'}" for column, _field, descending in order)
     with deadline(conn, QUERY_TIMEOUT_S, what="a page of fleet units"):
         rows = conn.execute(
             _UNIT_SELECT + where + f" ORDER BY {ordering} LIMIT %s OFFSET %s",
@@ -309,8 +360,52 @@ def yield_by_station(conn: psycopg.Connection[Any], filters: FleetFilter) -> lis
     return [GroupYield(str(r[0]), str(r[1]), *(int(v) for v in r[2:])) for r in rows]
 
 
+def yield_summary(conn: psycopg.Connection[Any], filters: FleetFilter) -> YieldSummary:
+    """The fleet's yield for ``filters`` as the same :class:`~station.audit.YieldSummary` the local log gives
+    (pass rate, first-pass yield, failed attempts by step, key-generation times), so that one chart draws both."""
+    from station.audit import KEYGEN_STEP, YieldSummary, duration_stats
+
+    clauses, params = _clauses(filters)
+    scope = "".join(f" AND {clause}" for clause in clauses)
+    # The whole fleet needs no join: every step row belongs to a unit (both are derived from one journal).
+    joined = ("FROM fleet_steps s JOIN fleet_units u ON u.station = s.station AND u.unit_id = s.unit_id" if clauses
+              else "FROM fleet_steps s")
+    with deadline(conn, QUERY_TIMEOUT_S, what="the fleet's yield"):
+        groups = conn.execute(
+            "SELECT u.state, u.attempt, count(*), min(u.started_at), max(u.started_at) FROM fleet_units u WHERE true"
+            + scope + " GROUP BY u.state, u.attempt", params,
+        ).fetchall()
+        failures = conn.execute(
+            f"SELECT s.step, count(*) {joined} WHERE s.outcome = 'failed'{scope} "
+            "GROUP BY s.step ORDER BY count(*) DESC, s.step", params,
+        ).fetchall()
+        # Milliseconds, as the local log rounds them: a few thousand groups however many key generations.
+        durations = conn.execute(
+            f"SELECT round(extract(epoch FROM s.ended_at - s.started_at)::numeric, 3) AS d, count(*) {joined} "
+            f"WHERE s.step = %s AND s.outcome = 'passed' AND s.ended_at IS NOT NULL{scope} GROUP BY d ORDER BY d",
+            [KEYGEN_STEP, *params],
+        ).fetchall()
+    by_state: dict[str, int] = {}
+    first_attempt = 0
+    for state, attempt, count, _first, _last in groups:
+        by_state[state] = by_state.get(state, 0) + int(count)
+        if state in ("passed", "superseded") and attempt == 1:
+            first_attempt += int(count)
+    starts = [g[3] for g in groups if g[3] is not None] + [g[4] for g in groups if g[4] is not None]
+    return YieldSummary(
+        since=filters.since, until=filters.until, batch=filters.batch,
+        units=sum(by_state.values()), running=by_state.get("running", 0),
+        passed=by_state.get("passed", 0) + by_state.get("superseded", 0), passed_first_attempt=first_attempt,
+        failed=by_state.get("failed", 0), aborted=by_state.get("aborted", 0),
+        superseded=by_state.get("superseded", 0),
+        first_started=min(starts) if starts else None, last_started=max(starts) if starts else None,
+        failures_by_step=tuple((str(step), int(count)) for step, count in failures),
+        keygen=duration_stats([(float(value), int(count)) for value, count in durations if value is not None]),
+    )
+
+
 def traceability(conn: psycopg.Connection[Any], serial: str) -> list[dict[str, Any]]:
-    """Every attempt on every station for one board, oldest first, with each event of it."""
+    """Every attempt on every station for one board, oldest first, with each event and step attempt of it."""
     units = [u for u in units_page(conn, FleetFilter(serial_prefix=serial), limit=1000, newest_first=False)
              if u["serial"] == serial]
     with deadline(conn, QUERY_TIMEOUT_S, what="tracing a board"):
@@ -319,6 +414,15 @@ def traceability(conn: psycopg.Connection[Any], serial: str) -> list[dict[str, A
                 {"seq": seq, "at": at, "kind": kind}
                 for seq, at, kind in conn.execute(
                     "SELECT seq, at, kind FROM fleet_journal WHERE station = %s AND unit_id = %s ORDER BY seq",
+                    [unit["station"], unit["unit_id"]],
+                ).fetchall()
+            ]
+            unit["steps"] = [
+                {"step": step, "attempt": attempt, "outcome": outcome, "started_at": started,
+                 "duration_s": None if seconds is None else float(seconds)}
+                for step, attempt, outcome, started, seconds in conn.execute(
+                    "SELECT step, attempt, outcome, started_at, extract(epoch FROM ended_at - started_at) "
+                    "FROM fleet_steps WHERE station = %s AND unit_id = %s ORDER BY step_id",
                     [unit["station"], unit["unit_id"]],
                 ).fetchall()
             ]

@@ -4,7 +4,9 @@ writer (station.report), no Qt."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from station import __version__
@@ -120,6 +122,32 @@ def render_fleet_report(
         each.text(MARGIN, _FOOTER_Y, "Fleet report", size=7.5, color=GREY)
         each.text(PAGE_WIDTH - MARGIN, _FOOTER_Y, f"page {index} of {total}", size=7.5, color=GREY, align="right")
     return document.to_bytes(), total, len(units)
+
+
+@dataclass(frozen=True)
+class FleetExport:
+    path: Path
+    units: int
+    pages: int | None  # a PDF's pages; None for CSV and JSON Lines
+
+
+def export_fleet_to_file(conn: psycopg.Connection[Any], path: Path, *, fmt: str, filters: FleetFilter) -> FleetExport:
+    """The fleet's units matching ``filters`` into ``path`` (written atomically): "csv", "jsonl" or "pdf" (the
+    report). One function for ``station audit export --fleet`` and the window's whole-fleet scope."""
+    from station.fleet.queries import export_csv, export_jsonl
+    from station.outputs import write_export
+    from station.report import write_text_atomically
+
+    path = path.expanduser()
+    if fmt == "pdf":
+        pdf, pages, units = render_fleet_report(conn, filters)
+        write_export(path, pdf)
+        return FleetExport(path, units, pages)
+    if fmt not in ("csv", "jsonl"):
+        raise ValueError(f"unknown export format {fmt!r}")
+    writer = export_csv if fmt == "csv" else export_jsonl
+    count = write_text_atomically(path, lambda out: writer(conn, filters, out))
+    return FleetExport(path, count, None)
 
 
 def _wrap(text: str, width: float, size: float) -> list[str]:

@@ -259,9 +259,64 @@ GRANT SELECT ON fleet_stations, fleet_journal, fleet_units, fleet_certificates, 
 GRANT INSERT ON fleet_journal TO @writers@;
 """
 
+# Migration 3 (#15, the GUI's whole-fleet yield): every step attempt of every station, derived from the journal
+# like fleet_units — what the yield's "failed attempts by step" and key-generation times are counted from. Its own
+# trigger and function (fleet_journal_apply stays as migrations 1 and 2 left it); existing journals are backfilled.
+_V3 = r"""
+CREATE TABLE fleet_steps (
+    station text NOT NULL,
+    step_id bigint NOT NULL,
+    unit_id bigint NOT NULL,
+    step text NOT NULL,
+    attempt integer,
+    outcome text NOT NULL,
+    started_at timestamptz,
+    ended_at timestamptz,
+    last_seq bigint NOT NULL,
+    PRIMARY KEY (station, step_id)
+);
+CREATE INDEX fleet_steps_unit ON fleet_steps (station, unit_id);
+-- outcome first: "failed attempts by step" asks for outcome = 'failed' of any step.
+CREATE INDEX fleet_steps_outcome_step ON fleet_steps (outcome, step);
+
+CREATE FUNCTION fleet_journal_steps() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = public, pg_temp AS $$
+DECLARE
+    -- json, not jsonb: a few fields read once, where converting the whole row to jsonb costs more.
+    p json := NEW.payload::json;
+    r json := p->'row';
+BEGIN
+    IF p->>'table' = 'steps' THEN
+        INSERT INTO fleet_steps AS f (station, step_id, unit_id, step, attempt, outcome, started_at, ended_at, last_seq)
+        VALUES (NEW.station, (p->>'pk')::bigint, (r->>'unit_id')::bigint, r->>'step', (r->>'attempt')::integer,
+                r->>'outcome', (r->>'started_at')::timestamptz, (r->>'ended_at')::timestamptz, NEW.seq)
+        ON CONFLICT (station, step_id) DO UPDATE SET
+            outcome = EXCLUDED.outcome, started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at,
+            attempt = EXCLUDED.attempt, last_seq = EXCLUDED.last_seq
+        WHERE f.last_seq < EXCLUDED.last_seq;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER fleet_journal_steps AFTER INSERT ON fleet_journal
+    FOR EACH ROW WHEN (NEW.payload LIKE '%"table":"steps"%') EXECUTE FUNCTION fleet_journal_steps();
+
+INSERT INTO fleet_steps (station, step_id, unit_id, step, attempt, outcome, started_at, ended_at, last_seq)
+SELECT DISTINCT ON (j.station, (j.payload::jsonb->>'pk')::bigint)
+       j.station, (j.payload::jsonb->>'pk')::bigint, (j.payload::jsonb->'row'->>'unit_id')::bigint,
+       j.payload::jsonb->'row'->>'step', (j.payload::jsonb->'row'->>'attempt')::integer,
+       j.payload::jsonb->'row'->>'outcome', (j.payload::jsonb->'row'->>'started_at')::timestamptz,
+       (j.payload::jsonb->'row'->>'ended_at')::timestamptz, j.seq
+FROM fleet_journal j WHERE j.payload::jsonb->>'table' = 'steps'
+ORDER BY j.station, (j.payload::jsonb->>'pk')::bigint, j.seq DESC;
+
+GRANT SELECT ON fleet_steps TO @writers@, @readers@;
+"""
+
 # Append-only list: a later migration (e.g. central work orders) is version 2, and so on.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "stations, journal, derived units/certificates, claims, flags, roles", _V1),
+    Migration(3, "step attempts of every station (fleet_steps), for the fleet's yield", _V3),
 )
 
 

@@ -16,6 +16,7 @@ import pytest
 from station.fleet.connection import connect
 from station.fleet.forwarder import Forwarder, start_forwarder, stop_forwarder
 from station.fleet.guard import FleetGuard
+from station.fleet.schema import MIGRATIONS
 from tests.helpers.fleet import make_station, provision_synthetic
 
 pytestmark = pytest.mark.integration
@@ -216,4 +217,4 @@ def test_fleet_init_writes_a_fleet_section_without_any_password(tmp_path, fleet_
     with fleet_db.admin() as conn:
         row = conn.execute("SELECT line, ca_fingerprint, role_name FROM fleet_stations WHERE name = 'st-a'").fetchone()
         version = conn.execute("SELECT max(version) FROM fleet_schema_migrations").fetchone()[0]
-    assert row[0] == "L7" and len(row[1]) == 64 and version == 1
+    assert row[0] == "L7" and len(row[1]) == 64 and version == MIGRATIONS[-1].version

@@ -8,7 +8,7 @@ import pytest
 from station.admin import StationSettings, resolve_fixtures
 from station.audit import AuditLog
 from station.config import load_config
-from tests.soak.kit import certificate_on_board, profile_copy, station_cli
+from tests.helpers.kit import certificate_on_board, profile_copy, station_cli
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from station.audit import AuditLog
 from station.home import StationHome
 from station.sim.farm import SimDevice
-from tests.soak.kit import PASSPHRASE, certificate_on_board, profile_copy, station_cli
+from tests.helpers.kit import PASSPHRASE, certificate_on_board, profile_copy, station_cli
 
 pytestmark = pytest.mark.integration
 
