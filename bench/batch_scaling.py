@@ -11,7 +11,9 @@ own worker process; each board factory-fresh), and records per slot count:
 * the station's own share of each unit's wall — the unit's wall (from its admission to its recorded end,
   worker start included) less the time its worker waited on the board (connects, commands, transfers,
   the reboot and its boot gap) — median and p95, as seconds and as a fraction of the unit's wall: this
-  separates the station's delay from the simulated boards competing for the same cores;
+  separates the station's delay from the simulated boards competing for the same cores; and of that share,
+  the time units waited for the station's services to answer their calls (``service_wait_s``: the engine's
+  own latency — the rest is the workers' own CPU and start);
 * the station's CPU seconds per unit (this process and its unit workers), the boards' CPU and how busy
   the machine was;
 * the peak memory of the station (this process plus its live workers, resident), sampled every 0.25 s;
@@ -223,6 +225,7 @@ def main() -> None:
                                     operator="bench", fixture=device.name, stream_output=False))
             scheduler = Scheduler(home=home, config=StationConfig(name="bench"), ca=ca, slots=slots,
                                   start_method=method)
+            load_before = os.getloadavg()
             cpu, busy, began = cpu_seconds(), machine_busy_seconds(), time.perf_counter()
             with MemoryPeak() as memory:
                 outcomes = scheduler.run(jobs)
@@ -242,6 +245,13 @@ def main() -> None:
                 "station_share_s_p95": round(quantile(share_s, 0.95), 3),
                 "station_share_median": round(statistics.median(share), 4),
                 "station_share_p95": round(quantile(share, 0.95), 4),
+                # Of the station's share, the time units waited for the station's services (the engine's
+                # answers to their audit, CA and TLS calls); the rest is the worker's own time and start.
+                "service_wait_s_median": round(statistics.median(o.service_s for o in outcomes), 3),
+                "service_wait_s_p95": round(quantile([o.service_s for o in outcomes], 0.95), 3),
+                # Others share this machine: its load when the round began and ended.
+                "load_average_before": [round(value, 2) for value in load_before],
+                "load_average_after": [round(value, 2) for value in os.getloadavg()],
                 "peak_station_memory_mib": round(memory.peak / 2**20, 1),
                 "workers_at_peak": memory.peak_workers,
                 "peak_station_pss_mib": round(memory.peak_pss / 2**20, 1),

@@ -10,7 +10,10 @@ worker process; the window only receives their events.  The peak resident memory
 window's process plus its unit workers) is sampled during the batch too.  A 5 ms QTimer records every time the GUI thread's event loop runs it; the
 largest gap between two firings is the longest stall.  Writes bench/results/gui-batch-stall.json
 with the longest stall, p99, the slots, the wall time and machine information.  ``--profile``
-writes a cProfile of the GUI thread for finding a stall's cause.
+writes a cProfile of the GUI thread for finding a stall's cause.  Each of the longest gaps is split, from
+the GUI thread's /proc schedstat read at every tick, into the time it sat runnable waiting for a CPU
+(``run_queue_ms``: the machine's load — the boards, other programs), on a CPU (``gui_cpu_ms``) and neither
+(``other_ms``: the GIL, a lock, or idle); ``longest_stall_less_run_queue_ms`` is what the station answers for.
 
 On a line every board has its own CPU; here 64 simulated boards share this machine's cores with the
 station.  Each board runs in its own session (``setsid``), and with the kernel's autogroup scheduling
@@ -31,6 +34,7 @@ import os
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -89,9 +93,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         session = Session.open(str(home.root))
         window = MainWindow(session, ca)
         ticks: list[float] = []
+        scheduling: list[bytes] = []  # the GUI thread's /proc schedstat at each tick
+        schedstat = f"/proc/self/task/{threading.get_native_id()}/schedstat"
+
+        def tick() -> None:
+            ticks.append(time.perf_counter())
+            scheduling.append(_read(schedstat))
+
         probe = QTimer()
         probe.setInterval(PROBE_INTERVAL_MS)
-        probe.timeout.connect(lambda: ticks.append(time.perf_counter()))
+        probe.timeout.connect(tick)
         profiler = cProfile.Profile() if args.profile else None
         try:
             window.resize(1280, 800)
@@ -129,6 +140,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     gaps = [(b - a) * 1000 for a, b in zip(ticks, ticks[1:], strict=False)]
     ordered = sorted(gaps)
     worst = sorted(range(len(gaps)), key=gaps.__getitem__, reverse=True)[:5]
+    parts = _gap_parts(scheduling, gaps)
+    # What the station can answer for: a gap less the time the GUI thread sat runnable waiting for a CPU
+    # (other processes' load: the simulated boards, and anything else on a shared machine).
+    own = [gap - (parts[i]["run_queue_ms"] if i < len(parts) else 0.0) for i, gap in enumerate(gaps)]
+    worst_own = max(range(len(own)), key=own.__getitem__) if own else 0
     return {
         "benchmark": "gui-batch-stall",
         "command": f"python -m bench.gui_batch_stall --slots {args.slots} --keygen-delay {args.keygen_delay:g} "
@@ -155,7 +171,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "p99_stall_ms": round(ordered[int(len(ordered) * 0.99)], 1),
         "median_gap_ms": round(statistics.median(ordered), 2),
         "gaps_over_50ms": sum(gap > GOAL_MS for gap in gaps),
-        "worst_gaps_at_s": [{"at_s": round(ticks[i] - ticks[0], 2), "gap_ms": round(gaps[i], 1)} for i in worst],
+        "worst_gaps_at_s": [{"at_s": round(ticks[i] - ticks[0], 2), "gap_ms": round(gaps[i], 1),
+                             **(parts[i] if i < len(parts) else {})} for i in worst],
+        # Each gap split from the GUI thread's /proc/self/task/TID/schedstat: run_queue_ms runnable but not
+        # on a CPU (the machine's load), gui_cpu_ms on a CPU (the window's own work), other_ms neither
+        # (waiting for the GIL or a lock, or idle in the event loop up to the probe interval).
+        "longest_stall_less_run_queue_ms": round(own[worst_own], 1) if own else None,
+        "longest_stall_less_run_queue": ({"at_s": round(ticks[worst_own] - ticks[0], 2),
+                                          "gap_ms": round(gaps[worst_own], 1), **parts[worst_own]}
+                                         if own and worst_own < len(parts) else None),
+        "run_queue_ms_total": round(sum(part["run_queue_ms"] for part in parts), 1),
         # time.perf_counter() (CLOCK_MONOTONIC) of the first tick: lines the gaps up with outside samplers.
         "probe_t0_monotonic": round(ticks[0], 4) if ticks else None,
         "wall_s": round(wall, 2),
@@ -163,6 +188,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "failed": counts.failed,
         "failures": failures[:5],
     }
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError:
+        return b""
+
+
+def _gap_parts(scheduling: list[bytes], gaps: list[float]) -> list[dict[str, float]]:
+    """Per gap between two ticks: the GUI thread's CPU time, run-queue wait, and the rest (ms)."""
+    parts = []
+    for before, after, gap in zip(scheduling, scheduling[1:], gaps, strict=False):
+        try:
+            cpu_a, queue_a = (int(value) for value in before.split()[:2])
+            cpu_b, queue_b = (int(value) for value in after.split()[:2])
+        except ValueError:
+            cpu_a = queue_a = cpu_b = queue_b = 0
+        cpu, waited = (cpu_b - cpu_a) / 1e6, (queue_b - queue_a) / 1e6
+        parts.append({"gui_cpu_ms": round(cpu, 1), "run_queue_ms": round(waited, 1),
+                      "other_ms": round(max(0.0, gap - cpu - waited), 1)})
+    return parts
 
 
 def _autogroups() -> bool | None:

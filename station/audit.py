@@ -669,6 +669,10 @@ class AuditLog:
         # Signs the chain's head after every unit ending and revocation (station.audit_checkpoints), if attached.
         self._signer: CheckpointSigner | None = None
         self._signature_due = False
+        # Each journalled table's primary key column (see _journal_row).
+        self._primary_keys: dict[str, str] = {}
+        # Threads inside grouped_commits(); the connection's synchronous setting is made theirs per change.
+        self._grouping = threading.local()
         # The file (and its -wal/-shm companions, which SQLite creates with the file's mode) must be private
         # from birth; umask is process-wide, so AuditLogs are best opened before worker threads start.
         previous_umask = os.umask(0o077)
@@ -758,20 +762,37 @@ class AuditLog:
 
     @contextmanager
     def grouped_commits(self) -> Iterator[None]:
-        """Changes made inside commit without waiting for the disk (SQLite ``synchronous=NORMAL`` in WAL mode).
+        """Changes this thread makes inside commit without waiting for the disk (SQLite ``synchronous=NORMAL``
+        in WAL mode); other threads' changes meanwhile commit as ever (``synchronous=FULL``).
 
         They survive the station's process being killed at once (they are in the WAL); a power cut may lose
-        them until the next ordinary (``synchronous=FULL``) commit, which writes them to disk with it.  The
-        engine groups a unit's step records this way, so a unit costs a few disk flushes (start, host key,
-        certificate — before it leaves the station —, end) instead of one per record.
+        them until the next ordinary (``synchronous=FULL``) commit or :meth:`make_durable`, which write them to
+        disk.  The engine groups the calls of many units this way and makes them durable with one flush
+        before it answers any of them (a certificate leaves the station only after its record is on disk);
+        step records need no flush of their own at all.
         """
-        with self._lock:
-            self._db.execute("PRAGMA synchronous = NORMAL")
+        previous = getattr(self._grouping, "active", False)
+        self._grouping.active = True
         try:
             yield
         finally:
-            with self._lock:
-                self._db.execute("PRAGMA synchronous = FULL")
+            self._grouping.active = previous
+
+    def make_durable(self) -> None:
+        """Write every change committed so far to disk — what a ``synchronous=FULL`` commit does for its own
+        (in WAL mode: flush the WAL file; a checkpoint flushes the database file itself)."""
+        try:
+            descriptor = os.open(self.path.with_name(self.path.name + "-wal"), os.O_RDONLY)
+        except FileNotFoundError:
+            return  # no WAL: every commit has been checkpointed into the (flushed) database file
+        except OSError as exc:
+            raise self._unavailable(sqlite3.OperationalError(f"disk I/O error ({exc})")) or exc from exc
+        try:
+            os.fsync(descriptor)
+        except OSError as exc:
+            raise self._unavailable(sqlite3.OperationalError(f"disk I/O error ({exc})")) or exc from exc
+        finally:
+            os.close(descriptor)
 
     # ----------------------------------------------------------------------------------------- units
 
@@ -1552,13 +1573,21 @@ class AuditLog:
     @contextmanager
     def _change(self) -> Iterator[sqlite_utils.Database]:
         """One transaction for one change: its rows and their events commit together, or not at all."""
+        grouped = getattr(self._grouping, "active", False)
         try:
-            with self._lock, self._db.atomic() as db:
-                db.execute(_CLAIM_WRITE_LOCK)
-                self._signature_due = False
-                yield db
-                if self._signature_due and self._signer is not None:
-                    self._sign_head(db)
+            with self._lock:
+                if grouped:
+                    self._db.execute("PRAGMA synchronous = NORMAL")
+                try:
+                    with self._db.atomic() as db:
+                        db.execute(_CLAIM_WRITE_LOCK)
+                        self._signature_due = False
+                        yield db
+                        if self._signature_due and self._signer is not None:
+                            self._sign_head(db)
+                finally:
+                    if grouped:
+                        self._db.execute("PRAGMA synchronous = FULL")
         except sqlite3.OperationalError as exc:
             mapped = self._unavailable(exc)
             if mapped is None:
@@ -1600,7 +1629,7 @@ class AuditLog:
 
     def _append_event(self, db: sqlite_utils.Database, *, at: str, kind: str, table: str, pk: int) -> None:
         """Journal the row ``table``/``pk`` as it now is; must run inside the change that wrote it."""
-        row = db.table(table).get(pk)
+        row = self._journal_row(db, table, pk)
         # Orders and fixture host-key records belong to no unit; every other journalled row does.
         unit_id = pk if table == "units" else row.get("unit_id")
         payload = _canonical_json({"table": table, "pk": pk, "unit_id": unit_id, "row": row})
@@ -1608,7 +1637,9 @@ class AuditLog:
         seq, prev_hash = (int(head[0]) + 1, str(head[1])) if head else (1, GENESIS_HASH)
         if kind in SIGNED_KINDS:
             self._signature_due = True
-        db.table("events").insert(
+        _insert(
+            db,
+            "events",
             {
                 "seq": seq,
                 "at": at,
@@ -1617,8 +1648,25 @@ class AuditLog:
                 "payload": payload,
                 "prev_hash": prev_hash,
                 "hash": _event_hash(prev_hash=prev_hash, seq=seq, at=at, kind=kind, payload=payload),
-            }
+            },
         )
+
+    def _journal_row(self, db: sqlite_utils.Database, table: str, pk: int) -> dict[str, Any]:
+        """The row as ``db.table(table).get(pk)`` gives it, without sqlite-utils' schema look-ups on every
+        call (its primary key's name is looked up once per table): the engine journals every unit's rows."""
+        key = self._primary_keys.get(table)
+        if key is None:
+            keys = db.table(table).pks
+            if len(keys) != 1:
+                return dict(db.table(table).get(pk))
+            key = self._primary_keys.setdefault(table, keys[0])
+        cursor = db.execute(f"SELECT * FROM [{table}] WHERE [{key}] = ?", [pk])
+        values = cursor.fetchone()
+        if values is None:
+            from sqlite_utils.db import NotFoundError
+
+            raise NotFoundError(f"no row {pk} in {table}")
+        return dict(zip([column[0] for column in cursor.description], values, strict=True))
 
     # ------------------------------------------------------------------------ fleet store-and-forward
 
@@ -1900,8 +1948,20 @@ def _connect(path: Path, *, check_same_thread: bool) -> sqlite_utils.Database:
     return db
 
 
+# Values SQLite stores as given (sqlite-utils would convert anything else, e.g. a dict to JSON text).
+_PLAIN_VALUES = (str, int, float, bytes, type(None))
+
+
 def _insert(db: sqlite_utils.Database, table: str, row: dict[str, Any]) -> int:
     """Insert one row; return its id."""
+    if all(isinstance(value, _PLAIN_VALUES) for value in row.values()):
+        # What sqlite-utils' insert would run, without its schema look-ups (a few per row).
+        columns = ", ".join(f"[{name}]" for name in row)
+        cursor = db.execute(f"INSERT INTO [{table}] ({columns}) VALUES ({', '.join('?' * len(row))})",
+                            list(row.values()))
+        if cursor.lastrowid is None:
+            raise RuntimeError(f"SQLite returned no id for the new {table} row")
+        return int(cursor.lastrowid)
     pk = db.table(table).insert(row).last_pk
     if pk is None:
         raise RuntimeError(f"SQLite returned no id for the new {table} row")

@@ -43,6 +43,8 @@ class UnitOutcome:
     # Of that, the time the unit waited on its board (the rest is the station's own share).
     device_s: float = 0.0
     job: int = 0
+    # Of the station's share, the time the unit waited for the station's services to answer its calls.
+    service_s: float = 0.0
 
     @property
     def passed(self) -> bool:

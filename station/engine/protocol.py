@@ -75,6 +75,8 @@ class Done:
     passed: bool
     problem: str = ""
     device_s: float = 0.0
+    # How long the unit waited for the station's answers to its calls (part of the station's share).
+    service_s: float = 0.0
 
 
 @dataclass(frozen=True)

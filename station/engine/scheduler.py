@@ -9,12 +9,15 @@ interpreter per unit, where forkserver is unavailable or ``STATION_WORKER_START=
 and signing, the audit writes, host-key pinning (an audit write), the TLS proof's listener — and serves it
 to the workers over their pipes (:mod:`station.engine.protocol`).
 
-Everything runs on one engine thread: it starts units, answers their calls, forwards their progress to the
-observer as plain :class:`~station.flow.FlowEvent` values, and enforces deadlines.  A worker still busy
-past its step's deadline plus a grace is terminated — not asked — and its unit recorded failed and
-resumable; so is a worker that dies (a crash, the memory limit, a kill).  Nothing another unit does can
-stop this thread for longer than one audit write, and callers (a window's GUI thread) only put commands on
-a queue: they never wait for a unit.
+One engine thread starts units, reads their pipes, forwards their progress to the observer as plain
+:class:`~station.flow.FlowEvent` values, and enforces deadlines; their calls to the audit log, the CA and
+the TLS listener are answered on the service desk's thread (:mod:`station.engine.services`: in arrival
+order, many units' audit writes made durable by one flush before any answer leaves), questions to the
+fleet on a thread of their own.  A worker still busy past its step's deadline plus a grace is terminated
+— not asked — and its unit recorded failed and resumable; so is a worker that dies (a crash, the memory
+limit, a kill).  Nothing another unit does can stop the engine thread for longer than one audit write
+(a unit's start or end), and callers (a window's GUI thread) only put commands on a queue: they never
+wait for a unit.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import queue
+import selectors
 import socket
 import sys
 import threading
@@ -32,7 +36,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -42,6 +46,7 @@ from station.config import StationConfig
 from station.engine import worker
 from station.engine.outcome import Ending, UnitOutcome, finished, refused
 from station.engine.protocol import Call, Cancel, Done, Progress, Refusal, Reply, WorkerStart
+from station.engine.services import ServiceDesk
 from station.errors import StationError
 from station.flow import FlowEvent, Provisioner
 from station.home import StationHome
@@ -90,9 +95,6 @@ _AUDIT_CALLS = frozenset({"pin_host_key", "public_key_seen", "record_certificate
                           "unit_soc_id", "identity_conflicts"})
 # Questions a worker may ask the fleet (station.fleet.guard.FleetGuard).
 _FLEET_CALLS = frozenset({"check_unit", "public_key_holder"})
-# Writes whose loss in a power cut costs nothing (the unit resumes from an earlier step): committed without
-# waiting for the disk; the next ordinary commit (certificate, unit end) makes them durable too.
-_GROUPED_CALLS = frozenset({"record_step"})
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class _Running:
     parked: Call | None = None
     parked_until: float = 0.0
     tls_ports: set[int] = field(default_factory=set)
+    send_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Scheduler:
@@ -183,7 +186,11 @@ class Scheduler:
         self._stopping = False
         self._stopped = False  # the engine thread takes no more commands (it is ending)
         self._thread: threading.Thread | None = None
+        # What the engine thread waits on: the wake-up socket, and each running unit's pipe and process
+        # sentinel — registered once per unit (epoll), not rebuilt on every round as 2 × 64 descriptors.
+        self._selector = selectors.DefaultSelector()
         self._audit: AuditLog | None = None
+        self._desk: ServiceDesk[_Running] | None = None
         self._tls = TlsProofListener(ca)
         self._identity_file = ""
         # Questions to the fleet, answered on a thread of their own (see _ask_fleet).
@@ -305,7 +312,9 @@ class Scheduler:
             # Before any worker, on this thread (a caller never waits for it): the audit log — a connection
             # of the engine's own, so a window's reads never wait behind a unit's write — and the station's
             # SSH key the workers log in with.
+            self._selector.register(self._wake_read, selectors.EVENT_READ, None)
             self._audit = AuditLog(self.home.audit_db)
+            self._desk = ServiceDesk(self._audit, self._desk_service, self._send)
             self._identity_file = str(self.home.ensure_station_key())
             self._warm_up()
             while True:
@@ -314,22 +323,18 @@ class Scheduler:
                     break
                 if close_by is None:
                     self._start_ready()
-                waiting: list[Any] = [self._wake_read]
-                for running in self._running.values():
-                    waiting += [running.connection, running.process.sentinel]
-                for ready in wait(waiting, self._timeout(close_by)):
-                    if ready is self._wake_read:
+                for key, _ in self._selector.select(self._timeout(close_by)):
+                    if key.data is None:
                         self._drain_wake()
                         continue
-                    for running in list(self._running.values()):
-                        if ready is running.connection:
-                            self._receive(running)
-                        elif ready == running.process.sentinel and running.job_id in self._running:
-                            self._receive(running)  # what it sent before it ended comes first
-                            if running.job_id in self._running:
-                                running.process.join(WORKER_EXIT_S)  # it has ended: at once
-                                done = running.done
-                                self._ended(running, done.problem if done is not None else self._death_reason(running))
+                    unit: _Running = key.data[0]
+                    if self._running.get(unit.job_id) is not unit:
+                        continue  # taken off its slot by an earlier event of this round
+                    self._receive(unit)  # what it sent before it ended comes first
+                    if key.data[1] and self._running.get(unit.job_id) is unit:  # its sentinel: the worker ended
+                        unit.process.join(WORKER_EXIT_S)  # it has ended: at once
+                        done = unit.done
+                        self._ended(unit, done.problem if done is not None else self._death_reason(unit))
                 self._answer_parked()
                 self._enforce_deadlines(close_by)
         except BaseException as exc:  # noqa: BLE001 - a broken engine must not leave workers behind
@@ -346,8 +351,11 @@ class Scheduler:
             self._drop_queued(stopped)
             if self._fleet_thread is not None:
                 self._fleet_calls.put(None)
+            if self._desk is not None:
+                self._desk.close(WORKER_EXIT_S)
             if self._audit is not None:
                 self._audit.close()
+            self._selector.close()
             self._wake_read.close()
             self._wake_write.close()
             with self._changed:
@@ -466,6 +474,8 @@ class Scheduler:
             self._ended(running, f"the station could not start a worker for this unit ({exc}) — press Retry")
             return True
         theirs.close()
+        self._selector.register(ours, selectors.EVENT_READ, (running, False))
+        self._selector.register(process.sentinel, selectors.EVENT_READ, (running, True))
         return True
 
     # -- a running unit -----------------------------------------------------------------------------
@@ -518,14 +528,20 @@ class Scheduler:
                 running.parked = call
                 running.parked_until = time.monotonic() + float(call.args["timeout_s"])
                 return
-            value = self._service(running, call)
+            # Audit, CA and listener calls: answered on the service desk's thread, in arrival order.
+            assert self._desk is not None
+            self._desk.put(running, call)
         except StationError as exc:
             self._send(running, Refusal(call.number, str(exc)))
         except Exception as exc:  # noqa: BLE001 - the worker records its step failed with this
             self._send(running, Refusal(call.number, f"the station could not serve {call.service}.{call.method} "
                                                      f"({exc!r}) — press Retry; report it if it repeats"))
-        else:
-            self._send(running, Reply(call.number, value))
+
+    def _desk_service(self, running: _Running, call: Call) -> Any:
+        """One call's answer, on the service desk's thread (its commits grouped, flushed before it is sent)."""
+        if self._running.get(running.job_id) is not running:
+            raise StationError("the unit has ended (its worker was stopped); nothing was recorded for this call")
+        return self._service(running, call)
 
     def _service(self, running: _Running, call: Call) -> Any:
         assert self._audit is not None
@@ -533,11 +549,7 @@ class Scheduler:
         if call.service == "audit" and call.method in _AUDIT_CALLS:
             if "unit_id" in args and args["unit_id"] != running.unit_id:
                 raise StationError(f"a worker asked to write unit {args['unit_id']}, not its own")
-            method = getattr(self._audit, call.method)
-            if call.method in _GROUPED_CALLS:
-                with self._audit.grouped_commits():
-                    return method(**args)
-            return method(**args)
+            return getattr(self._audit, call.method)(**args)
         if call.service == "ca" and call.method == "issue":
             if args.get("unit_id") != running.unit_id:
                 raise StationError(f"a worker asked for a certificate for unit {args.get('unit_id')}, not its own")
@@ -590,10 +602,12 @@ class Scheduler:
                 self._send(running, Reply(call.number, self._tls.result(port, 0.0)))
 
     def _send(self, running: _Running, message: object) -> None:
-        try:
-            running.connection.send(message)
-        except (OSError, ValueError):
-            pass  # the worker is gone; its sentinel tells the rest
+        """Send to a unit's worker (from the engine thread or the service desk's: one message at a time)."""
+        with running.send_lock:
+            try:
+                running.connection.send(message)
+            except (OSError, ValueError):
+                pass  # the worker is gone; its sentinel tells the rest
 
     def _enforce_deadlines(self, close_by: float | None) -> None:
         now = time.monotonic()
@@ -672,7 +686,9 @@ class Scheduler:
         assert self._audit is not None
         reason = reason or "the unit's worker ended without recording the unit's end — press Retry to continue it"
         self._running.pop(running.job_id, None)
-        running.connection.close()
+        self._unwatch(running)
+        with running.send_lock:  # never while the service desk sends on it (its descriptor could be reused)
+            running.connection.close()
         for port in running.tls_ports:
             self._tls.result(port, 0.0)
         job = running.job
@@ -695,11 +711,21 @@ class Scheduler:
                                device=job.device, duration_s=ended - running.began,
                                device_s=running.done.device_s if running.done is not None else 0.0,
                                job=running.job_id)
+            if running.done is not None:
+                outcome = replace(outcome, service_s=running.done.service_s)
         except StationError as exc:
             outcome = UnitOutcome(Ending.FAILED, job.serial, f"{reason} (and it could not be recorded: {exc})",
                                   unit_id=running.unit_id, failed_step=running.step or None, resumable=True,
                                   fixture=job.fixture, device=job.device, job=running.job_id)
         self._settle(running.job_id, outcome)
+
+    def _unwatch(self, running: _Running) -> None:
+        """Stop waiting on a unit's pipe and sentinel (before either closes)."""
+        try:
+            self._selector.unregister(running.connection)
+            self._selector.unregister(running.process.sentinel)
+        except (KeyError, ValueError):
+            pass  # never watched: its worker did not start
 
     def _hand_off(self, unit_id: int) -> None:
         """The unit's end is recorded: hand it to the line (label on PASS, MES record), without waiting."""

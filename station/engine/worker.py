@@ -21,6 +21,7 @@ import resource
 import signal
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -50,6 +51,8 @@ class ServiceClient:
         self._replies: queue.SimpleQueue[Reply | Refusal] = queue.SimpleQueue()
         self._numbers = itertools.count(1)
         self.cancel = threading.Event()
+        # How long this unit has waited for the station to answer its calls (bench/batch_scaling.py).
+        self.waited_s = 0.0
         threading.Thread(target=self._read, name="station-pipe", daemon=True).start()
 
     def _read(self) -> None:
@@ -69,6 +72,14 @@ class ServiceClient:
             self._connection.send(message)
 
     def call(self, service: str, method: str, **args: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return self._call(service, method, args)
+        finally:
+            if (service, method) != ("tls", "result"):  # that one waits for the board to connect
+                self.waited_s += time.perf_counter() - began
+
+    def _call(self, service: str, method: str, args: dict[str, Any]) -> Any:
         number = next(self._numbers)
         self.send(Call(number, service, method, args))
         while True:
@@ -207,6 +218,24 @@ def die_with_station(parent_pid: int) -> None:
         os._exit(EXIT_STATION_GONE)
 
 
+def own_cpu_group() -> None:
+    """Leave the station's session, so that the kernel charges this worker's CPU to a group of its own.
+
+    With autogroup scheduling (Linux's default on desktops) every session is one CPU group, and a group
+    that has run a lot waits behind the others: 64 workers left in the window's session spent its share,
+    and in a burst (64 TLS proofs at once) the window's GUI thread then sat runnable for seconds
+    (measured from /proc/PID/task/TID/schedstat, bench/gui_batch_stall.py).  The worker's group keeps the
+    default weight: lowered (autogroup nice 10), a unit crawls on a machine where other programs run.
+    Where autogroups are off, the worker's own nice keeps it below the station.  Ctrl-C in the station's
+    terminal no longer reaches it (it ignored it anyway: the station turns it into a Cancel); it still
+    dies with the station (PDEATHSIG, pipe EOF).
+    """
+    try:
+        os.setsid()
+    except OSError:
+        pass  # already a session leader: nothing to leave
+
+
 def limit_memory(limit_bytes: int) -> None:
     """The last line of defence against a board that floods its unit: past this, allocations fail
     (MemoryError fails the step) in this worker only."""
@@ -221,6 +250,7 @@ def limit_memory(limit_bytes: int) -> None:
 def main(connection: Connection, start: WorkerStart) -> None:
     """The worker's entry point (multiprocessing's target)."""
     die_with_station(start.parent_pid)
+    own_cpu_group()
     # Ctrl-C in a terminal reaches the whole process group: the station turns it into a Cancel message,
     # which ends the unit cleanly (failed and resumable) — the worker itself ignores it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -251,11 +281,11 @@ def main(connection: Connection, start: WorkerStart) -> None:
                                           tls=TlsProxy(client), identity_file=start.identity_file,
                                           fleet=FleetProxy(client) if start.config.fleet is not None else None)
     except StationError as exc:
-        client.send(Done(False, str(exc)))
+        client.send(Done(False, str(exc), service_s=client.waited_s))
     except BaseException as exc:  # noqa: BLE001 - reported to the station, which records the unit failed
-        client.send(Done(False, f"the unit's worker hit an unexpected error ({exc!r})"))
+        client.send(Done(False, f"the unit's worker hit an unexpected error ({exc!r})", service_s=client.waited_s))
     else:
-        client.send(Done(result.passed, device_s=result.device_s))
+        client.send(Done(result.passed, device_s=result.device_s, service_s=client.waited_s))
     # Nothing is left to flush (the link is closed, the end recorded): leave at once rather than through
     # the interpreter's shutdown, which a busy machine can stretch to a noticeable fraction of a unit.
     os._exit(0)

@@ -1,0 +1,123 @@
+"""The engine's service desk (station.engine.services): many units' calls answered in one group, made durable
+by one flush before any answer leaves; a failed flush lets no answer that depends on it out."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from datetime import UTC, datetime
+
+import pytest
+
+from station.audit import AuditLog, AuditLogUnavailable
+from station.engine.protocol import Call, Refusal, Reply
+from station.engine.services import ServiceDesk
+
+WAIT_S = 10.0
+
+
+@pytest.fixture
+def audit(tmp_path):
+    with AuditLog(tmp_path / "audit.db", clock=lambda: datetime(2026, 12, 1, tzinfo=UTC)) as log:
+        yield log
+
+
+def start(audit: AuditLog, serial: str) -> int:
+    return audit.start_unit(serial=serial, profile="p", device="ssh://root@127.0.0.2:2222", operator="o",
+                            station="s").id
+
+
+def test_grouped_commits_belong_to_the_thread_that_asked(audit):
+    """One thread's grouped (not yet flushed) commits never make another thread's commits undurable."""
+    seen: dict[str, int] = {}
+
+    def mode(name: str) -> None:
+        with audit._change() as db:
+            seen[name] = int(db.execute("PRAGMA synchronous").fetchone()[0])
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def grouped() -> None:
+        with audit.grouped_commits():
+            mode("grouped")
+            inside.set()
+            leave.wait(WAIT_S)
+
+    thread = threading.Thread(target=grouped)
+    thread.start()
+    assert inside.wait(WAIT_S)
+    mode("another thread meanwhile")
+    leave.set()
+    thread.join(WAIT_S)
+    mode("after")
+    # 1 = NORMAL (the WAL is not flushed at commit), 2 = FULL.
+    assert seen == {"grouped": 1, "another thread meanwhile": 2, "after": 2}
+
+
+def test_many_units_calls_are_flushed_once_and_answered_only_after_the_flush(audit, monkeypatch):
+    units = [start(audit, f"2026000000000{n:02d}") for n in range(4)]
+    journal: list[tuple[str, int]] = []
+    monkeypatch.setattr(audit, "make_durable", lambda: journal.append(("flush", 0)))
+    taken, release = threading.Event(), threading.Event()
+
+    def answer(unit: int, call: Call) -> object:
+        if call.number == 1:
+            taken.set()
+            release.wait(WAIT_S)  # the other units' calls queue up meanwhile: they form the next group
+        audit.pin_host_key(unit, key_type="ssh-ed25519", fingerprint=f"SHA256:{call.number}")
+        journal.append(("answered", call.number))
+        return call.number
+
+    sent: queue.SimpleQueue[Reply | Refusal] = queue.SimpleQueue()
+
+    def send(unit: int, message: object) -> None:
+        assert isinstance(message, Reply | Refusal)
+        journal.append(("sent", message.number))
+        sent.put(message)
+
+    desk: ServiceDesk[int] = ServiceDesk(audit, answer, send)
+    desk.put(units[0], Call(1, "audit", "pin_host_key"))
+    assert taken.wait(WAIT_S)
+    for number, unit in enumerate(units[1:], start=2):
+        desk.put(unit, Call(number, "audit", "pin_host_key"))
+    release.set()
+    replies = [sent.get(timeout=WAIT_S) for _ in units]
+    desk.close(WAIT_S)
+    assert all(isinstance(reply, Reply) for reply in replies)
+    assert journal == [("answered", 1), ("flush", 0), ("sent", 1),
+                       ("answered", 2), ("answered", 3), ("answered", 4), ("flush", 0),
+                       ("sent", 2), ("sent", 3), ("sent", 4)]
+    assert [audit.unit(unit).host_key_fingerprint for unit in units] == [f"SHA256:{n}" for n in range(1, 5)]
+
+
+def test_a_failed_flush_lets_no_write_answer_out(audit, monkeypatch):
+    """A certificate whose record may not be on disk never leaves the station; reads are still answered."""
+    unit = start(audit, "202600000000042")
+
+    def flush() -> None:
+        raise AuditLogUnavailable("The disk holding the audit log is full. Nothing was recorded.")
+
+    monkeypatch.setattr(audit, "make_durable", flush)
+    sent: queue.SimpleQueue[Reply | Refusal] = queue.SimpleQueue()
+    desk: ServiceDesk[int] = ServiceDesk(audit, lambda unit, call: f"answer {call.number}",
+                                         lambda unit, message: sent.put(message))  # type: ignore[arg-type]
+    desk.put(unit, Call(1, "audit", "unit", {"unit_id": unit}))
+    desk.put(unit, Call(2, "ca", "issue", {"unit_id": unit}))
+    answers = {message.number: message for message in (sent.get(timeout=WAIT_S), sent.get(timeout=WAIT_S))}
+    desk.close(WAIT_S)
+    assert answers[1] == Reply(1, "answer 1")
+    refusal = answers[2]
+    assert isinstance(refusal, Refusal)
+    assert "could not write the audit log to disk" in refusal.message
+    assert "The disk holding the audit log is full" in refusal.message and "press Retry" in refusal.message
+
+
+def test_make_durable_flushes_what_grouped_commits_wrote(audit):
+    """A real flush of the WAL after grouped commits (and none needed before anything was written)."""
+    unit = start(audit, "202600000000043")
+    with audit.grouped_commits():
+        audit.pin_host_key(unit, key_type="ssh-ed25519", fingerprint="SHA256:x")
+    audit.make_durable()
+    assert audit.path.with_name(audit.path.name + "-wal").stat().st_size > 0
+    with AuditLog(audit.path) as other:
+        assert other.unit(unit).host_key_fingerprint == "SHA256:x"
