@@ -70,6 +70,7 @@ from station.audit_orders import (
     order_unit_clause,
     release_place,
 )
+from station.audit_service import SERVICE_SCHEMA, SERVICE_TABLES
 from station.errors import StationError
 from station.orders import OrderStatus
 
@@ -150,7 +151,9 @@ EXPORT_FIELDS = (
 AUDITED_TABLES = {"units": "unit", "steps": "step record", "certificates": "certificate record",
                   "label_prints": "label print", **ORDER_TABLES,
                   # Board identity (station/identity_log.py): the silicon each unit ran on, the fixtures' host keys.
-                  "unit_identity": "board identity record", "fixture_host_keys": "fixture host-key record"}
+                  "unit_identity": "board identity record", "fixture_host_keys": "fixture host-key record",
+                  # The station service (station/audit_service.py): who asked for what, who ran each unit.
+                  **SERVICE_TABLES}
 
 _SCHEMA = (
     """
@@ -1540,7 +1543,7 @@ class AuditLog:
                 )
             with self._db.atomic() as db:
                 db.execute(_CLAIM_WRITE_LOCK)
-                for statement in (*_SCHEMA, *ORDER_SCHEMA, *CHECKPOINT_SCHEMA):
+                for statement in (*_SCHEMA, *ORDER_SCHEMA, *CHECKPOINT_SCHEMA, *SERVICE_SCHEMA):
                     db.execute(statement)
 
     @contextmanager

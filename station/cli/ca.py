@@ -215,6 +215,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     show.set_defaults(handler=run_show)
 
+    from station.cli.serve import run_ca_unlock
+
+    unlock = commands.add_parser(
+        "unlock",
+        help="unlock the CA in the station service (administrator)",
+        description="Ask for the CA passphrase (or the token PIN) and send it to the station service over its "
+        "socket; the service loads the key once and keeps no copy of the passphrase.",
+        formatter_class=_RAW,
+    )
+    unlock.set_defaults(handler=run_ca_unlock)
+
     imp = commands.add_parser(
         "import",
         help="adopt an existing CA key and certificate",
