@@ -161,6 +161,8 @@ def flow_event(record: dict[str, Any]) -> FlowEvent:
 
 # Commands that are served by the service itself (they ask it directly) or that are the service.
 _SERVED = frozenset({"provision", "batch", "abort", "units", "revoke", "serve"})
+# Actions served by the service itself (the command asks it directly when one runs).
+_SERVED_ACTIONS = frozenset({("audit", "export")})
 
 
 def guard(args: argparse.Namespace) -> None:
@@ -173,7 +175,7 @@ def guard(args: argparse.Namespace) -> None:
     if not command or command in _SERVED:
         return
     action = getattr(args, f"{command}_action", None) or getattr(args, f"{command}_command", None)
-    if command == "ca" and action == "unlock":
+    if (command == "ca" and action == "unlock") or (command, action) in _SERVED_ACTIONS:
         return
     op = op_for_command(command, action)
     if op is None:

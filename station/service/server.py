@@ -141,7 +141,7 @@ class StationService:
         self._handlers: dict[str, Callable[[Connection, dict[str, Any]], Any]] = {
             "whoami": self._whoami, "sign_in": self._sign_in, "ca_unlock": self._ca_unlock,
             "provision": self._provision, "retry": self._provision, "batch": self._batch, "abort": self._abort,
-            "units": self._units, "follow": self._follow, "revoke": self._revoke,
+            "units": self._units, "follow": self._follow, "revoke": self._revoke, "audit_export": self._export,
         }
         self._unlock_from_credentials(credential)
 
@@ -472,6 +472,40 @@ class StationService:
         record = self.station.audit.revoke(serial=serial, reason=reason, by=by)
         return {"serial_hex": record.serial_hex, "unit_id": record.unit_id, "subject": record.subject, "by": by}
 
+    def _export(self, conn: Connection, args: dict[str, Any]) -> Any:
+        """An export made here (the service reads the audit log) and sent to the client in chunks: the client
+        writes its file itself, as its own user (mode 0640) — the service writes no file where a client says."""
+        import base64
+        import hashlib
+        import shutil
+        import tempfile
+        from datetime import datetime
+
+        from station.audit import UnitFilter
+        from station.report import export_to_file
+
+        fmt = str(args.get("format"))
+
+        def when(key: str) -> datetime | None:
+            value = args.get(key)
+            return datetime.fromisoformat(value) if value else None
+
+        filters = UnitFilter(batch=args.get("batch"), result=args.get("result"), since=when("since"),
+                             until=when("until"), order=args.get("order"))
+        scratch = Path(tempfile.mkdtemp(prefix="export-", dir=self.socket_path.parent
+                                        if self.socket_path.parent.is_relative_to(self.home.root) else None))
+        try:
+            written = export_to_file(self.station.audit, scratch / f"export.{fmt}", fmt=fmt, filters=filters,
+                                     station=self.config.name, include_steps=bool(args.get("steps")))
+            data = written.path.read_bytes()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        chunks = [data[at:at + frames.CHUNK_BYTES] for at in range(0, len(data), frames.CHUNK_BYTES)] or [b""]
+        followups = [{"chunk": base64.b64encode(chunk).decode("ascii"), "index": index}
+                     for index, chunk in enumerate(chunks)]
+        return Followed({"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "chunks": len(chunks),
+                         "units": written.units, "pages": written.pages}, followups)
+
     # -- the socket --------------------------------------------------------------------------------------
 
     def dispatch(self, conn: Connection, request: dict[str, Any]) -> dict[str, Any]:
@@ -509,6 +543,10 @@ class StationService:
             traceback.print_exc()
             return {"id": ident, "ok": False, "error": f"the station service failed on {name}: {exc!r} — see its "
                     "log"}
+        if isinstance(result, Followed):
+            for message in result.followups:
+                conn.push(message)  # before the answer: the client keeps them until it has the answer
+            return {"id": ident, "ok": True, "result": result.result, "followups": len(result.followups)}
         return {"id": ident, "ok": True, "result": result}
 
     def _record(self, conn: Connection, op: Op, *, allowed_: bool, detail: dict[str, Any]) -> int | None:
@@ -633,6 +671,14 @@ class StationService:
         self.station.close()
         if self._lock_file is not None:
             os.close(self._lock_file)
+
+
+@dataclass
+class Followed:
+    """An answer followed by more messages (an export's chunks)."""
+
+    result: Any
+    followups: list[dict[str, Any]]
 
 
 class CaLocked(StationError):

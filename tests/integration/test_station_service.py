@@ -200,6 +200,18 @@ def test_roles_are_os_groups_enforced_by_the_service(accounts: Accounts, line_pc
     (asked,) = [row for row in requests(pc.home) if row["op"] == "revoke" and row["allowed"]]
     assert asked["account"] == quality and "keyCompromise" in asked["detail"]
 
+    # The quality lead exports CSV and a PDF report: made by the service, written by the quality lead's own
+    # command as its own file, mode 0640 (it names operators); the audit names who exported.
+    out = pc.base / "out"
+    for fmt in ("csv", "pdf"):
+        exported = as_user(pc, quality, "audit", "export", "--format", fmt, "--out", str(out / f"units.{fmt}"))
+        assert exported.returncode == 0, exported.stdout + exported.stderr
+        written = out / f"units.{fmt}"
+        assert oct(written.stat().st_mode & 0o777) == "0o640" and written.stat().st_uid == _uid(quality)
+    assert serial in (out / "units.csv").read_text() and (out / "units.pdf").read_bytes().startswith(b"%PDF")
+    exports = [row for row in requests(pc.home) if row["op"] == "audit_export" and row["allowed"]]
+    assert [row["account"] for row in exports] == [quality, quality]
+
     # The service: its own account, not dumpable (its /proc files are root's), no core dumps, and no secret in
     # its environment or in any process below it (fork server, workers).
     pid = service_pid(pc.socket)
