@@ -123,11 +123,11 @@ def _ca_secret(kind: dict[str, Any], *, production: bool) -> str | None:
 def run_ca_unlock(args: argparse.Namespace) -> int:
     """`station ca unlock`: ask for the CA passphrase (or token PIN) and send it to the service."""
     with service(args, start=True) as client:
+        client.call("authorize", {"op": "ca_unlock"})  # an administrator's: refused (and recorded) for others
         whoami = client.call("whoami")
         if whoami["ca_unlocked"]:
             print("the station's CA is already unlocked")
             return 0
-        client.call("authorize", {"op": "ca_unlock"})
         from station.pki_token import TOKEN_FILE
 
         home = StationHome.resolve(getattr(args, "home", None))

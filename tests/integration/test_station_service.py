@@ -163,6 +163,7 @@ def test_roles_are_os_groups_enforced_by_the_service(accounts: Accounts, line_pc
         "crl": (("ca", "crl", "--out", "/tmp/never.crl"), Role.QUALITY),
         "admin_set_pin": (("admin", "set-pin"), Role.ADMIN),
         "fixtures": (("fixtures", "pin", "sim-01", "--yes"), Role.ADMIN),
+        "ca_unlock": (("ca", "unlock"), Role.ADMIN),
     }
     for op, (argv, role) in refused.items():
         run = as_user(pc, tech, *argv)
@@ -299,12 +300,14 @@ def test_units_survive_the_cli_and_a_second_client_follows_them(start_farm, sim_
 
 def test_the_service_killed_mid_batch_leaves_a_sound_log_and_resumable_units(start_farm, sim_home, ca) -> None:
     devices = start_farm(3, keygen_delay=6)
-    credential = sim_home.root.parent / "ca-passphrase"
-    credential.write_text(PASSPHRASE + "\n")
-    credential.chmod(0o600)
     socket_path = home_socket(sim_home)
     events = sim_home.root / "events.jsonl"
-    with running_service(sim_home, socket_path, credential=credential) as service:
+    with running_service(sim_home, socket_path) as service:
+        # Started locked: an administrator (root here) unlocks it over the socket, the passphrase asked for (a
+        # demo station takes it from STATION_CA_PASSPHRASE).
+        unlocked = subprocess.run(station(sim_home, "ca", "unlock"), capture_output=True, text=True, timeout=60,
+                                  env=cli_env())
+        assert unlocked.returncode == 0 and "unlocked" in unlocked.stdout, unlocked.stdout + unlocked.stderr
         batch = subprocess.Popen(
             station(sim_home, "batch", "--manifest", str(manifest(sim_home, devices, 202600000001600)), "--events",
                     str(events)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
