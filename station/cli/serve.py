@@ -38,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="the socket to serve (default: HOME/run/station.sock)")
     parser.add_argument("--credential", type=Path,
                         help="a file (mode 0600, owned by the service) holding the CA passphrase or token PIN")
+    parser.add_argument("--log", type=Path, help="once serving, write output to this file (appended)")
     parser.add_argument("--exit-when-idle", action="store_true",
                         help="end once no client is connected and no unit runs (how the CLI starts one)")
     parser.set_defaults(handler=run_serve)
@@ -59,7 +60,7 @@ def run_serve(args: argparse.Namespace) -> int:
     home = StationHome.resolve(args.home).create()
     path = Path(args.socket) if getattr(args, "socket", None) else home_socket(home)
     try:
-        return serve(home, path, exit_when_idle=args.exit_when_idle, credential=args.credential)
+        return serve(home, path, exit_when_idle=args.exit_when_idle, credential=args.credential, log=args.log)
     except ServiceRunning as exc:
         print(f"station service: {exc}; nothing to do", file=sys.stderr)
         return 0

@@ -155,20 +155,31 @@ def _production(home: StationHome) -> bool:
     from station.config import load_config
 
     try:
+        if not os.access(home.root, os.R_OK | os.X_OK) and home.root.exists():
+            return True  # a home this user cannot read is a line PC's: never start a service on it
+        # A broken station.toml is said here, with its file and line, before any service starts.
         return load_config(home.config_file).production
-    except (StationError, OSError):
-        return True  # a home this user cannot read is a line PC's: never start a service on it
+    except PermissionError:
+        return True
 
 
 def start_service(home: StationHome, path: Path) -> subprocess.Popen[bytes]:
-    """A per-user service on ``home`` for this command (and any other while it runs); it ends when idle."""
+    """A per-user service on ``home`` for this command (and any other while it runs); it ends when idle.  Until
+    it serves, its stderr comes to this command (a start-up error is said here); then it writes to its log."""
     home.create()
-    log = home.log_dir / "service.log"
     command = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "station"]
-    command += ["--home", str(home.root), "serve", "--socket", str(path), "--exit-when-idle"]
-    with open(log, "ab") as out:
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                env=_service_environment(), start_new_session=True)
+    command += ["--home", str(home.root), "serve", "--socket", str(path), "--exit-when-idle",
+                "--log", str(home.log_dir / "service.log")]
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=_service_environment(), start_new_session=True)
+
+
+def _start_error(process: subprocess.Popen[bytes]) -> str:
+    """What a service that could not start said (its ``error: …`` lines), bounded."""
+    assert process.stderr is not None
+    said = process.stderr.read(64 * 1024).decode("utf-8", "replace")
+    errors = [line.removeprefix("error: ") for line in said.splitlines() if line.startswith("error: ")]
+    return " ".join(errors) or said.strip()[-2000:] or f"it ended with status {process.returncode}"
 
 
 def connect(home_arg: str | None, socket_arg: str | None = None, *, start: bool = True) -> ServiceClient | None:
@@ -193,17 +204,21 @@ def connect(home_arg: str | None, socket_arg: str | None = None, *, start: bool 
           "On a line PC, run the welma-station system service instead (README, administrator guide).",
           file=sys.stderr, flush=True)
     end = time.monotonic() + START_DEADLINE_S
-    while True:
-        try:
-            return ServiceClient.connect(path)
-        except OSError as exc:
-            if process.poll() is not None and process.returncode != 0:
-                raise ServiceUnavailable(f"the station service could not start (exit {process.returncode}); "
-                                         f"see {home.log_dir / 'service.log'}") from exc
-            if time.monotonic() > end:
-                raise ServiceUnavailable(f"the station service started for {home.root} did not answer on {path} "
-                                         f"within {START_DEADLINE_S:g} s; see {home.log_dir / 'service.log'}") from exc
-            time.sleep(0.05)
+    try:
+        while True:
+            try:
+                return ServiceClient.connect(path)
+            except OSError as exc:
+                if process.poll() is not None and process.returncode != 0:
+                    raise ServiceUnavailable(_start_error(process)) from exc
+                # (status 0: another command's service won the socket and this one ended: keep trying it)
+                if time.monotonic() > end:
+                    raise ServiceUnavailable(f"the station service started for {home.root} did not answer on "
+                                             f"{path} within {START_DEADLINE_S:g} s") from exc
+                time.sleep(0.05)
+    finally:
+        if process.stderr is not None:
+            process.stderr.close()
 
 
 def _account() -> str:

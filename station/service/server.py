@@ -694,8 +694,9 @@ class ServiceRunning(StationError):
 
 
 def serve(home: StationHome, socket_path: Path, *, exit_when_idle: bool = False,
-          credential: Path | None = None) -> int:
-    """Run the service until SIGTERM/SIGINT (or, started for one command, until idle)."""
+          credential: Path | None = None, log: Path | None = None) -> int:
+    """Run the service until SIGTERM/SIGINT (or, started for one command, until idle).  With ``log``, its output
+    goes there once it serves (before that, a start-up error goes to whoever started it)."""
     for problem in harden_process():
         print(f"station service: {problem}", file=sys.stderr, flush=True)
     service = StationService(home, socket_path, exit_when_idle=exit_when_idle, credential=credential)
@@ -704,9 +705,24 @@ def serve(home: StationHome, socket_path: Path, *, exit_when_idle: bool = False,
     except ServiceRunning:
         service.close()
         raise
+    if log is not None:
+        _redirect_output(log)
     signal.signal(signal.SIGTERM, lambda signum, frame: service.stop())
     signal.signal(signal.SIGINT, lambda signum, frame: service.stop())
     print(f"station service: serving {home.root} on {socket_path} as {account_name(os.geteuid())} "
           f"(pid {os.getpid()})", file=sys.stderr, flush=True)
     service.serve_forever()
     return 0
+
+
+def _redirect_output(log: Path) -> None:
+    """stdout and stderr to ``log`` (appended; /dev/null when it cannot be opened, e.g. a full disk)."""
+    try:
+        descriptor = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError:
+        descriptor = os.open(os.devnull, os.O_WRONLY)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(descriptor, 1)
+    os.dup2(descriptor, 2)
+    os.close(descriptor)
