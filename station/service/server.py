@@ -699,6 +699,14 @@ def serve(home: StationHome, socket_path: Path, *, exit_when_idle: bool = False,
     goes there once it serves (before that, a start-up error goes to whoever started it)."""
     for problem in harden_process():
         print(f"station service: {problem}", file=sys.stderr, flush=True)
+    # A secret in the environment is never used by the service, and no child of it (openssl, the fork server)
+    # inherits it: the CA is unlocked from a credential file, a token's pin_file or `station ca unlock`.
+    from station.engine.scheduler import _secret
+
+    for name in [name for name in os.environ if _secret(name)]:
+        del os.environ[name]
+        print(f"station service: {name} in the environment is ignored (removed): unlock the CA with a credential "
+              "file or `station ca unlock`", file=sys.stderr, flush=True)
     service = StationService(home, socket_path, exit_when_idle=exit_when_idle, credential=credential)
     try:
         service.listen()
