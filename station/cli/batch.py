@@ -127,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
                     if cancelling_until is not None and time.monotonic() > cancelling_until:
                         break
                     continue
+                if "notice" in message:
+                    print(message["notice"], file=sys.stderr, flush=True)
                 if "batch_done" in message and message["batch_done"]["batch_id"] == started["group"]:
                     done = message["batch_done"]
                 elif "event" in message:

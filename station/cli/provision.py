@@ -32,6 +32,10 @@ asked for, sent to the service.  Exit status 0 only on PASS.
 """
 
 
+# How long the command waits after its unit for the label to print and the MES to take the record.
+SETTLE_S = 60.0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "provision", help="enrol one board (wipe, token, key, CSR, certificate, TLS proof)",
@@ -112,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
                     if cancelling_until is not None and time.monotonic() > cancelling_until:
                         break
                     continue
+                if "notice" in message:
+                    print(message["notice"], file=sys.stderr, flush=True)
                 record = message.get("event")
                 if record is None or record.get("job") != job:
                     continue
@@ -127,6 +133,14 @@ def run(args: argparse.Namespace) -> int:
                 cancelling_until = time.monotonic() + CANCEL_DEADLINE_S + 10
         if cancelling_until is not None:
             return 130
+        # The label and the MES record of the unit, as they go (the service says when they are settled).
+        settled_by = time.monotonic() + SETTLE_S
+        while outcome is not None and time.monotonic() < settled_by:
+            message = client.next_message(wait_s=max(0.1, settled_by - time.monotonic()))
+            if message is None or message.get("done") == started["group"]:
+                break
+            if "notice" in message:
+                print(message["notice"], file=sys.stderr, flush=True)
     if outcome is None:
         raise StationError("the station service ended before the unit did — see `station units`")
     if outcome.kind in (Ending.REFUSED, Ending.NOT_STARTED):

@@ -201,9 +201,45 @@ class StationService:
                                                                                          ca.sign_bytes))
             self.ca = ca
             self.scheduler = Scheduler(home=self.home, config=self.config, ca=ca, observer=self._on_event,
-                                       line=self.station.line())
+                                       line=self._line())
             self.scheduler.start()
         print("station service: the CA is unlocked; units can run", file=sys.stderr, flush=True)
+
+    def _line(self) -> Any:
+        """The label printer and MES hand-off; what it says goes to the log and to the clients watching units."""
+        from station.line.handoff import LineHandOff
+
+        if self.station._line is None:
+            self.station._line = LineHandOff(config=self.config, home=self.home, audit=self.station.audit,
+                                             notify=self._notice)
+        return self.station._line
+
+    def _notice(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+        with self._lock:
+            watchers = {conn for group in self._groups.values() if not group.done for conn in group.subscribers}
+            watchers |= {conn for conn in self._connections if conn.follows}
+        for conn in watchers:
+            conn.push({"notice": text})
+
+    def _settled(self) -> None:
+        """Wait (bounded) until the labels of ended units are printed and the MES took their records, as a
+        command did before it exited; what stays queued is said (the service keeps sending it)."""
+        line = self.station._line
+        if line is None:
+            return
+        line.wait_printed(self.config.label.timeout_s * 2 + 1)
+        if not line.mes.wait_delivered(self.config.mes.timeout_s):
+            self._notice(f"{line.mes.pending()} MES record(s) kept in {self.home.root / 'mes'}; the station service "
+                         "keeps sending them")
+
+    def _finish_unit_group(self, group: Group) -> None:
+        self._settled()
+        with self._lock:
+            group.done = True
+            watchers = set(group.subscribers)
+        for conn in watchers:
+            conn.push({"done": group.id})
 
     def _config_stamp(self) -> tuple[int, int] | None:
         try:
@@ -234,7 +270,7 @@ class StationService:
                     line.close()
                     self.station._line = None
                 self.scheduler = Scheduler(home=self.home, config=config, ca=self.ca, observer=self._on_event,
-                                           line=self.station.line())
+                                           line=self._line())
                 self.scheduler.start()
         print("station service: station.toml changed; read it again", file=sys.stderr, flush=True)
 
@@ -260,6 +296,9 @@ class StationService:
                 self._last_event.pop(event.job, None)
                 if group is not None and event.result is not None:
                     group.outcomes[event.job] = message["event"]["result"]
+                    if group.id.startswith("unit-"):
+                        threading.Thread(target=self._finish_unit_group, args=(group,), name="service-settle",
+                                         daemon=True).start()
             else:
                 self._running_jobs.add(event.job)
                 if event.kind != "output":
@@ -418,6 +457,7 @@ class StationService:
             outcomes.append({"serial": job.serial, "device": job.device, "fixture": job.fixture, "line": job.line,
                              "result": "not started", "unit_id": None, "failed_step": None,
                              "message": "the batch was cancelled before this board's turn", "duration_s": 0.0})
+        self._settled()
         message = {"batch_done": {"batch_id": group.id, "outcomes": outcomes, "wall_s": time.monotonic() - began}}
         with self._lock:
             group.done = True
