@@ -167,7 +167,8 @@ def start_service(home: StationHome, path: Path) -> subprocess.Popen[bytes]:
     """A per-user service on ``home`` for this command (and any other while it runs); it ends when idle.  Until
     it serves, its stderr comes to this command (a start-up error is said here); then it writes to its log."""
     home.create()
-    command = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "station"]
+    # (In the bundle, sys.executable is the bundle's program, which takes `-m station` too.)
+    command = [sys.executable, "-m", "station"]
     command += ["--home", str(home.root), "serve", "--socket", str(path), "--exit-when-idle",
                 "--log", str(home.log_dir / "service.log")]
     return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
