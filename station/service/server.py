@@ -142,6 +142,7 @@ class StationService:
             "whoami": self._whoami, "sign_in": self._sign_in, "ca_unlock": self._ca_unlock,
             "provision": self._provision, "retry": self._provision, "batch": self._batch, "abort": self._abort,
             "units": self._units, "follow": self._follow, "revoke": self._revoke, "audit_export": self._export,
+            "crl": self._crl,
         }
         self._unlock_from_credentials(credential)
 
@@ -511,6 +512,18 @@ class StationService:
             f"{conn.caller.account} (for {typed})"
         record = self.station.audit.revoke(serial=serial, reason=reason, by=by)
         return {"serial_hex": record.serial_hex, "unit_id": record.unit_id, "subject": record.subject, "by": by}
+
+    def _crl(self, conn: Connection, args: dict[str, Any]) -> Any:
+        """A CRL signed with the unlocked CA, from a log that verifies; the client writes and publishes it."""
+        from station.cli.ca import revoked_from_audit
+        from station.config import load_ca_settings
+
+        self._engine()  # the CA is unlocked (else: say how to unlock it)
+        settings = load_ca_settings(self.home.config_file)
+        days = int(args.get("next_update_days") or settings.crl_next_update_days)
+        pem = self.ca.crl(revoked_from_audit(self.home), next_update_days=days)
+        return {"pem": pem.decode("ascii"), "publish": settings.crl_publish,
+                "every": settings.crl_publish_every_minutes}
 
     def _export(self, conn: Connection, args: dict[str, Any]) -> Any:
         """An export made here (the service reads the audit log) and sent to the client in chunks: the client

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from station.audit import AuditLog
 from station.home import StationHome
@@ -212,6 +213,12 @@ def test_roles_are_os_groups_enforced_by_the_service(accounts: Accounts, line_pc
     assert serial in (out / "units.csv").read_text() and (out / "units.pdf").read_bytes().startswith(b"%PDF")
     exports = [row for row in requests(pc.home) if row["op"] == "audit_export" and row["allowed"]]
     assert [row["account"] for row in exports] == [quality, quality]
+
+    # … and publishes the CRL (signed by the service's CA, written by the quality lead's command) listing it.
+    crl = as_user(pc, quality, "ca", "crl", "--out", str(out / "crl.pem"))
+    assert crl.returncode == 0, crl.stdout + crl.stderr
+    listed = x509.load_pem_x509_crl((out / "crl.pem").read_bytes())
+    assert listed.get_revoked_certificate_by_serial_number(int(record.serial_hex, 16)) is not None
 
     # The service: its own account, not dumpable (its /proc files are root's), no core dumps, and no secret in
     # its environment or in any process below it (fork server, workers).
