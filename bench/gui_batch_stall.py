@@ -41,12 +41,12 @@ from PySide6.QtCore import QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from bench.batch_scaling import MemoryPeak  # noqa: E402
+from bench.demo_station import pause, wait_for  # noqa: E402
 from bench.provision_ssh import machine  # noqa: E402
 from station.home import StationHome  # noqa: E402
 from station.pki import CertificateAuthority  # noqa: E402
 from station.sim.farm import Farm  # noqa: E402
 from ui.app import prepare_qt_environment  # noqa: E402
-from ui.demo_station import pause, wait_for  # noqa: E402
 from ui.main_window import MainWindow  # noqa: E402
 from ui.session import Session  # noqa: E402
 

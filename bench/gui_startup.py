@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.gui_startup [--runs 7] [--out bench/results/gui-startup.json]
 
 Each run spawns ``python -m ui.app --probe-startup`` afresh against a throw-away station with two
-simulated boards (ui.measure's startup measurement): from just before the process is spawned until
+simulated boards (bench.measure's startup measurement): from just before the process is spawned until
 the window is shown, the operator signed in and the scan field focused.  Offscreen unless a display
 is set.  Needs root for the simulator.
 """
@@ -26,8 +26,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "gui-startup.json")
     args = parser.parse_args()
-    from ui.demo_station import ensure_display
-    from ui.measure import measure_startup
+    from bench.demo_station import ensure_display
+    from bench.measure import measure_startup
 
     ensure_display()
     measured = measure_startup(args.runs)

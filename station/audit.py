@@ -70,9 +70,12 @@ from station.audit_orders import (
     order_unit_clause,
     release_place,
 )
+from station.audit_people import PEOPLE_SCHEMA, PEOPLE_TABLES
 from station.audit_service import SERVICE_SCHEMA, SERVICE_TABLES
 from station.errors import StationError
+from station.files import fsync_directory
 from station.orders import OrderStatus
+from station.states import StepOutcome, UnitState
 
 if TYPE_CHECKING:
     # Imported where a connection is made: a unit's worker process uses this module's records, not SQLite.
@@ -152,6 +155,8 @@ AUDITED_TABLES = {"units": "unit", "steps": "step record", "certificates": "cert
                   "label_prints": "label print", **ORDER_TABLES,
                   # Board identity (station/identity_log.py): the silicon each unit ran on, the fixtures' host keys.
                   "unit_identity": "board identity record", "fixture_host_keys": "fixture host-key record",
+                  # People (station/people.py): enrolments, credential changes, lockouts, sign-ins.
+                  **PEOPLE_TABLES,
                   # The station service (station/audit_service.py): who asked for what, who ran each unit.
                   **SERVICE_TABLES}
 
@@ -395,7 +400,7 @@ class Unit:
     batch: str | None
     operator: str
     station: str
-    state: str
+    state: UnitState
     attempt: int
     started_at: datetime
     ended_at: datetime | None
@@ -425,7 +430,7 @@ class StepRecord:
     unit_id: int
     step: str
     attempt: int
-    outcome: str
+    outcome: StepOutcome
     started_at: datetime
     ended_at: datetime
     output_sha256: str | None
@@ -1436,11 +1441,7 @@ class AuditLog:
                              Path(f"{temporary}-shm")):  # fmt: skip
                 leftover.unlink(missing_ok=True)
         # The rename itself must reach the disk too, or a power cut could bring back the old backup.
-        directory = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_directory(target.parent)
         return AuditBackup(
             path=target,
             size_bytes=target.stat().st_size,
@@ -1543,7 +1544,7 @@ class AuditLog:
                 )
             with self._db.atomic() as db:
                 db.execute(_CLAIM_WRITE_LOCK)
-                for statement in (*_SCHEMA, *ORDER_SCHEMA, *CHECKPOINT_SCHEMA, *SERVICE_SCHEMA):
+                for statement in (*_SCHEMA, *ORDER_SCHEMA, *CHECKPOINT_SCHEMA, *PEOPLE_SCHEMA, *SERVICE_SCHEMA):
                     db.execute(statement)
 
     @contextmanager
@@ -2024,7 +2025,7 @@ def _unit_from_row(row: dict[str, Any]) -> Unit:
         batch=row["batch"],
         operator=row["operator"],
         station=row["station"],
-        state=row["state"],
+        state=UnitState(row["state"]),
         attempt=row["attempt"],
         started_at=_parse_time(row["started_at"]),
         ended_at=_parse_optional_time(row["ended_at"]),
@@ -2046,7 +2047,7 @@ def _step_from_row(row: dict[str, Any]) -> StepRecord:
         unit_id=row["unit_id"],
         step=row["step"],
         attempt=row["attempt"],
-        outcome=row["outcome"],
+        outcome=StepOutcome(row["outcome"]),
         started_at=_parse_time(row["started_at"]),
         ended_at=_parse_time(row["ended_at"]),
         output_sha256=row["output_sha256"],

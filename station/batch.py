@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from station.config import Fixture
+from station.engine.outcome import Ending
 from station.engine.scheduler import (
     CANCEL_DEADLINE_S,  # noqa: E402,F401 - how long Cancel may take
     Scheduler,
@@ -31,6 +32,7 @@ from station.errors import ConfigError, StationError
 from station.flow import FlowEvent, Provisioner
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
+from station.states import SlotState
 
 # A manifest's columns, in this order unless a header row names them.
 MANIFEST_COLUMNS = ("serial", "device", "fixture", "order")
@@ -66,7 +68,7 @@ class BatchReport:
 
     @property
     def passed(self) -> int:
-        return sum(outcome.result == "passed" for outcome in self.outcomes)
+        return sum(outcome.result == Ending.PASSED for outcome in self.outcomes)
 
     @property
     def failed(self) -> int:
@@ -205,9 +207,9 @@ class Batch:
 # A fixture's barcode may carry this prefix ("FIXTURE:sim-03") so it can never be mistaken for a serial.
 FIXTURE_SCAN_PREFIX = "FIXTURE:"
 
-SLOT_STATES = ("empty", "ready", "running", "stopping", "passed", "failed", "refused")
+SLOT_STATES = tuple(SlotState)
 # A slot whose board is done: a new serial scanned into it replaces the board.
-FINISHED_SLOT_STATES = frozenset({"passed", "failed", "refused"})
+FINISHED_SLOT_STATES = frozenset({SlotState.PASSED, SlotState.FAILED, SlotState.REFUSED})
 
 
 @dataclass
@@ -216,7 +218,7 @@ class Slot:
 
     fixture: Fixture
     serial: str | None = None
-    state: str = "empty"  # one of SLOT_STATES
+    state: SlotState = SlotState.EMPTY
     unit_id: int | None = None
     step: str = ""
     step_title: str = ""
@@ -237,7 +239,7 @@ class Slot:
     @property
     def active(self) -> bool:
         """A unit runs on this fixture (or is stopping)."""
-        return self.state in ("running", "stopping")
+        return self.state in (SlotState.RUNNING, SlotState.STOPPING)
 
 
 @dataclass(frozen=True)
@@ -303,7 +305,7 @@ class SlotBoard:
     def next_free(self) -> Slot | None:
         """The fixture a serial scanned alone goes to: the first empty one, else the first whose
         board is finished and passed (its board was taken off)."""
-        for wanted in ("empty", "passed"):
+        for wanted in (SlotState.EMPTY, SlotState.PASSED):
             for slot in self.slots.values():
                 if slot.state == wanted:
                     return slot
@@ -364,12 +366,12 @@ class SlotBoard:
         if slot.active:
             return ScanOutcome(False, f"fixture {name} is provisioning board {slot.serial} — wait for its result, "
                                       "or abort it first", fixture=name)
-        if holder is slot and slot.state in ("ready", "failed", "refused"):
+        if holder is slot and slot.state in (SlotState.READY, SlotState.FAILED, SlotState.REFUSED):
             self.selected = None
             what = "press Retry to continue it" if slot.resumable else "it waits for Start"
             return ScanOutcome(True, f"board {serial} is already on fixture {name} — {what}", fixture=name,
                                serial=serial)
-        self.slots[name] = Slot(slot.fixture, serial=serial, state="ready")
+        self.slots[name] = Slot(slot.fixture, serial=serial, state=SlotState.READY)
         self.selected = None
         return ScanOutcome(True, f"board {serial} on fixture {name}", fixture=name, serial=serial)
 
@@ -399,7 +401,7 @@ class SlotBoard:
 
     def startable(self) -> list[Slot]:
         """Fixtures whose board waits for Start, in grid order."""
-        return [slot for slot in self.slots.values() if slot.state == "ready"]
+        return [slot for slot in self.slots.values() if slot.state == SlotState.READY]
 
     def mark_started(self, name: str, now: float, *, resume: bool = False) -> Slot:
         """A unit starts on fixture ``name`` (a Retry when ``resume``)."""
@@ -408,7 +410,7 @@ class SlotBoard:
             raise StationError(f"fixture {name} has no board waiting to start")
         if resume and not slot.resumable:
             raise StationError(f"board {slot.serial} on fixture {name} has nothing to resume")
-        slot.state, slot.started_at, slot.ended_at = "running", now, None
+        slot.state, slot.started_at, slot.ended_at = SlotState.RUNNING, now, None
         slot.message, slot.failed_step, slot.resumable = "", None, False
         slot.step = slot.step_title = ""
         if self.selected == name:
@@ -417,8 +419,8 @@ class SlotBoard:
 
     def mark_stopping(self, name: str) -> Slot:
         slot = self.slots[name]
-        if slot.state == "running":
-            slot.state = "stopping"
+        if slot.state == SlotState.RUNNING:
+            slot.state = SlotState.STOPPING
         return slot
 
     def apply(self, name: str, event: FlowEvent) -> Slot | None:
@@ -452,7 +454,7 @@ class SlotBoard:
         if result not in FINISHED_SLOT_STATES:
             raise ValueError(f"result must be one of {', '.join(sorted(FINISHED_SLOT_STATES))}, not {result!r}")
         slot = self.slots[name]
-        slot.state, slot.message, slot.ended_at = result, message, now
+        slot.state, slot.message, slot.ended_at = SlotState(result), message, now
         slot.unit_id = unit_id if unit_id is not None else slot.unit_id
         slot.failed_step, slot.resumable = failed_step, resumable
         return slot
@@ -460,9 +462,9 @@ class SlotBoard:
     def counts(self) -> BatchCounts:
         states = [slot.state for slot in self.slots.values()]
         return BatchCounts(
-            empty=states.count("empty"),
-            queued=states.count("ready"),
-            running=states.count("running") + states.count("stopping"),
-            passed=states.count("passed"),
-            failed=states.count("failed") + states.count("refused"),
+            empty=states.count(SlotState.EMPTY),
+            queued=states.count(SlotState.READY),
+            running=states.count(SlotState.RUNNING) + states.count(SlotState.STOPPING),
+            passed=states.count(SlotState.PASSED),
+            failed=states.count(SlotState.FAILED) + states.count(SlotState.REFUSED),
         )

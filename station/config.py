@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 from station.errors import ConfigError
 from station.profiles import DEFAULT_PROFILE
 from station.tomlfile import config_error, read_toml
+from station.tomlfile import refuse_unknown as _refuse_unknown
 from station.transport.base import MAX_COMMAND_OUTPUT_BYTES, MAX_FILE_BYTES
 
 
@@ -126,6 +126,9 @@ class StationConfig:
     mes: MesSettings = field(default_factory=lambda: MesSettings())
     orders: OrdersConfig = OrdersConfig()
     identity: IdentityConfig = field(default_factory=lambda: IdentityConfig())
+    # [people] (station/people.py): kiosk sign-in sessions and lockout; [output]: the technician's files.
+    people: PeopleSettings = field(default_factory=lambda: PeopleSettings())
+    output: OutputSettings = field(default_factory=lambda: OutputSettings())
 
     @property
     def orders_required(self) -> bool:
@@ -164,6 +167,64 @@ class MesSettings:
     drop_folder: str = ""
     timeout_s: float = 5.0
     retry_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class PeopleSettings:
+    """``[people]``: how long a quality lead's or administrator's sign-in lasts, when failed attempts lock
+    a person out, and whether the shared admin PIN of demos is still accepted."""
+
+    session_minutes: float = 15.0
+    max_failed_attempts: int = 5
+    lockout_minutes: float = 15.0
+    # The demo-mode option: quality leads sign in with any name and the one admin PIN. Refused in production.
+    shared_admin_pin: bool = False
+    # The PAM service that checks the password of people enrolled by OS account (`station people add --pam`).
+    pam_service: str = "login"
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """``[output]``: the folder the technician's labels and PDFs go to (never the station home)."""
+
+    # Empty: ~/welma-station-output of the account running the window.
+    folder: str = ""
+
+
+def _people(path: Path, text: str, data: dict[str, Any], *, production: bool) -> PeopleSettings:
+    table = _table(path, text, data, "people")
+    _refuse_unknown(path, text, table, KNOWN_KEYS["people"], prefix="people.")
+    defaults = PeopleSettings()
+    values: dict[str, Any] = {}
+    for key in sorted(KNOWN_KEYS["people"]):
+        value = table.get(key, getattr(defaults, key))
+        if key == "pam_service":
+            if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+                raise _fail(path, text, "people.pam_service", 'must be the name of a file in /etc/pam.d, such as "login"')
+        elif key == "shared_admin_pin":
+            if not isinstance(value, bool):
+                raise _fail(path, text, "people.shared_admin_pin", "must be true or false")
+            if value and production:
+                raise _fail(path, text, "people.shared_admin_pin",
+                            "the shared admin PIN is a demo-mode option and is refused in production mode — remove "
+                            "it and enrol each quality lead and administrator with `station people add NAME --role "
+                            "quality|admin`")
+        elif key == "max_failed_attempts":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+                raise _fail(path, text, "people.max_failed_attempts", "must be a whole number from 1 to 100")
+        elif isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 24 * 60:
+            raise _fail(path, text, f"people.{key}", "must be a number of minutes above 0 and at most 1440 (a day)")
+        values[key] = value if key in ("shared_admin_pin", "max_failed_attempts", "pam_service") else float(value)
+    return PeopleSettings(**values)
+
+
+def _output(path: Path, text: str, data: dict[str, Any]) -> OutputSettings:
+    table = _table(path, text, data, "output")
+    _refuse_unknown(path, text, table, KNOWN_KEYS["output"], prefix="output.")
+    folder = table.get("folder", "")
+    if not isinstance(folder, str):
+        raise _fail(path, text, "output.folder", "must be a string (a folder path)")
+    return OutputSettings(folder=folder)
 
 
 def load_config(path: Path) -> StationConfig:
@@ -205,6 +266,8 @@ def load_config(path: Path) -> StationConfig:
         scanner=_section(path, text, data, "scanner", ScannerSettings),
         mes=_section(path, text, data, "mes", MesSettings),
         identity=_identity(path, text, data),
+        people=_people(path, text, data, production=production),
+        output=_output(path, text, data),
     )
 
 
@@ -309,6 +372,8 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "mes": frozenset(f.name for f in fields(MesSettings)),
     "orders": frozenset({"required"}),
     "identity": frozenset({"first_contact"}),
+    "people": frozenset(f.name for f in fields(PeopleSettings)),
+    "output": frozenset({"folder"}),
     "ca": frozenset({"pin_file", "max_certificates_per_day", "crl_next_update_days", "crl_publish",
                      "crl_publish_every_minutes"}),
 }
@@ -367,16 +432,6 @@ def load_ca_settings(path: Path) -> CaSettings:
         crl_publish=publish,
         crl_publish_every_minutes=numbers["crl_publish_every_minutes"],
     )
-
-
-def _refuse_unknown(
-    path: Path, text: str, table: dict[str, Any], known: Iterable[str], *, prefix: str = "", occurrence: int = 1
-) -> None:
-    unknown = sorted(set(table) - set(known))
-    if unknown:
-        raise _fail(path, text, f"{prefix}{unknown[0]}",
-                    f"is not a setting the station knows (known: {', '.join(sorted(known))}) — check the spelling",
-                    occurrence=occurrence)
 
 
 def load_fixtures(path: Path) -> tuple[Fixture, ...]:

@@ -12,7 +12,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from station.masking import Masker
 from station.orders import order_profile
 from station.pki import CertificateAuthority
 from station.profiles import MIN_PRODUCTION_PIN_LENGTH, DeviceProfile
+from station.states import RESUMABLE_UNIT_STATES, EventKind, StepOutcome, UnitState
 from station.steps import (
     STEPS,
     FleetChecks,
@@ -61,8 +62,7 @@ EXCERPT_CHARS = 2000
 class FlowEvent:
     """One thing that happened to a unit, for whoever is watching (CLI, GUI, batch)."""
 
-    # unit_planned | unit_started | step_started | output | step_finished | unit_finished
-    kind: str
+    kind: EventKind
     serial: str
     unit_id: int | None = None
     step: str = ""
@@ -254,7 +254,7 @@ class Provisioner:
         start_at = 0
         if resume:
             unit = audit.find_unit(serial)
-            if unit is None or unit.state not in ("failed", "running"):
+            if unit is None or unit.state not in RESUMABLE_UNIT_STATES:
                 state = "no unit" if unit is None else f"unit {unit.id} is {unit.state}"
                 raise StationError(
                     f"there is nothing to resume for serial {serial} ({state}) — provision it without --resume"
@@ -267,8 +267,8 @@ class Provisioner:
                 # Start over from the first step: the failed unit — or one a crash left running, which
                 # --resume would also take over — is closed as aborted (kept in the log).
                 previous = audit.find_unit(serial)
-                if previous is not None and previous.state in ("failed", "running"):
-                    audit.finish_unit(previous.id, result="aborted", message="restarted from the first step")
+                if previous is not None and previous.state in RESUMABLE_UNIT_STATES:
+                    audit.finish_unit(previous.id, result=UnitState.ABORTED, message="restarted from the first step")
             unit = audit.start_unit(
                 serial=serial, profile=profile.name, device=device, operator=operator,
                 station=self.config.name, fixture=fixture, batch=batch, reprovision_reason=reprovision_reason,
@@ -332,7 +332,7 @@ class Provisioner:
                 if error is not None:
                     # A changed host key, or a board refused as not this serial's: nothing more to try.
                     aborted = isinstance(error, HostKeyMismatch | UnitRefused)
-                    result = "aborted" if aborted else "failed"
+                    result = UnitState.ABORTED if aborted else UnitState.FAILED
                     message = masker(str(error))
                     if aborted and inherited is not None and not unit.host_key_fingerprint:
                         message += (
@@ -346,8 +346,8 @@ class Provisioner:
                     return UnitResult(unit, False, step, message, board.seconds)
         finally:
             link.close()
-        unit = self._finished(self.audit.finish_unit(unit.id, result="passed"))
-        emit(kind="unit_finished", outcome="passed", message=f"serial {serial} enrolled")
+        unit = self._finished(self.audit.finish_unit(unit.id, result=UnitState.PASSED))
+        emit(kind="unit_finished", outcome=UnitState.PASSED, message=f"serial {serial} enrolled")
         return UnitResult(unit, True, None, f"serial {serial} enrolled", board.seconds)
 
     def _finished(self, unit: Unit) -> Unit:
@@ -369,7 +369,7 @@ class Provisioner:
             batch = self._log().units(serial_prefix=unit.serial, limit=50, offset=offset)
             for earlier in batch:
                 if earlier.serial == unit.serial and earlier.id < unit.id and earlier.host_key_fingerprint:
-                    return earlier if earlier.state == "aborted" else None
+                    return earlier if earlier.state == UnitState.ABORTED else None
             if len(batch) < 50:
                 return None
             offset += len(batch)
@@ -377,7 +377,7 @@ class Provisioner:
     def _emitter(self, serial: str, unit_id: int, fixture: str | None) -> Callable[..., None]:
         def emit(**fields: Any) -> None:
             try:
-                self.observer(replace(FlowEvent(kind="", serial=serial, unit_id=unit_id, fixture=fixture), **fields))
+                self.observer(FlowEvent(serial=serial, unit_id=unit_id, fixture=fixture, **fields))
             except Exception:  # noqa: BLE001 - a broken watcher must never break a unit
                 pass
 
@@ -405,25 +405,25 @@ class Provisioner:
             started_at = datetime.now(UTC)
             began = time.monotonic()
             deadline = Deadline(policy.timeout_s, what=f"step {step}")
-            outcome, text = "passed", ""
+            outcome, text = StepOutcome.PASSED, ""
             error: StationError | None = None
             try:
                 # Every link call inside the step is bounded by this deadline.
                 text = spec.run(ctx, deadline)
             except StepSkipped as skipped:
-                outcome, text = "skipped", str(skipped)
+                outcome, text = StepOutcome.SKIPPED, str(skipped)
             except CommandFailed as exc:
                 # The board said no; the link names the command and its last words, and the person at
                 # the station also needs to know what to do next.
                 error = CommandFailed(f"{exc} — press Retry; if it fails again, set the board aside", exc.result)
-                outcome, text = "failed", str(error)
+                outcome, text = StepOutcome.FAILED, str(error)
             except StationError as exc:
                 error = exc
-                outcome = "retrying" if attempt < attempts and _retryable(exc) else "failed"
+                outcome = StepOutcome.RETRYING if attempt < attempts and _retryable(exc) else StepOutcome.FAILED
                 text = str(exc)
             except Exception as exc:  # noqa: BLE001 - recorded as a failure, never lost
                 error = StepFailed(f"step {step} failed unexpectedly: {exc!r} — press Retry; report it if it repeats")
-                outcome, text = "failed", str(error)
+                outcome, text = StepOutcome.FAILED, str(error)
             duration = time.monotonic() - began
             masked = ctx.masker(text)
             self.audit.record_step(
@@ -433,10 +433,10 @@ class Provisioner:
             )
             crash_point(f"step:{step}")
             emit(kind="step_finished", step=step, title=spec.title, index=index, count=count, attempt=attempt,
-                 outcome=outcome, duration_s=duration, message=masked if outcome != "passed" else "")
+                 outcome=outcome, duration_s=duration, message=masked if outcome != StepOutcome.PASSED else "")
             if error is None:
                 return None
-            if outcome == "failed":
+            if outcome == StepOutcome.FAILED:
                 return error
             if isinstance(error, LinkLost) and step != "identify":
                 ctx.link.close()  # reopened below; the host key must still match the pinned one

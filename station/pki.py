@@ -31,7 +31,6 @@ import hashlib
 import ipaddress
 import os
 import re
-import secrets
 import ssl
 import threading
 import weakref
@@ -48,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from station.errors import ConfigError, StationError
+from station.files import write_file_atomically  # re-exported: many modules import it from here
 from station.pki_der import bit_string, encrypt_pkcs8_scrypt, pkcs8_kdf, sequence, tlv, with_signature
 from station.pki_token import TOKEN_FILE, TokenKey, TokenSettings
 
@@ -152,39 +152,6 @@ def read_certificate(path: Path) -> x509.Certificate:
         raise StationError(
             f"{path} is not a readable PEM certificate — restore it from a backup of the CA directory."
         ) from None
-
-
-def write_file_atomically(path: Path, data: bytes, *, mode: int, replace: bool) -> None:
-    """Write ``data`` to ``path`` so that readers see either nothing/the old file or the whole new one.
-
-    The content goes to a temporary file in the same directory, created with ``mode`` from the
-    start (never a moment with wider permissions), flushed with fsync, then moved into place.
-    Without ``replace`` the move is ``os.link``, which fails if ``path`` exists: two stations
-    initialising the same directory cannot overwrite each other's key.
-    """
-    directory = path.parent
-    tmp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # the umask may have narrowed it; keys must be exactly 0600
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the new directory entry itself durable
-    finally:
-        os.close(dir_fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1340,10 +1307,26 @@ class CsrPolicy:
     # A CSR for one key and one CN is < 2 KiB; anything much larger is not what the token made.
     max_pem_bytes: int = 16384
 
+    @classmethod
+    def for_key_type(cls, key_type: str) -> CsrPolicy:
+        """The policy for a profile's ``key_type`` (``rsa:2048``, ``EC:prime256v1`` …): only the key the profile's
+        keygen makes is certified, so a token that made another kind of key is caught before signing."""
+        kind, _, size = key_type.partition(":")
+        if kind.lower() == "rsa" and size.isdigit():
+            return cls(rsa_key_sizes=frozenset({int(size)}), ec_curves=frozenset())
+        if kind.upper() == "EC" and size:
+            # pkcs11-tool names the NIST P-256 curve prime256v1; cryptography names it secp256r1.
+            return cls(rsa_key_sizes=frozenset(), ec_curves=frozenset({_CURVE_NAMES.get(size, size)}))
+        raise ValueError(f"key type {key_type!r} is not RSA:<bits> or EC:<curve>")
+
     def allowed_keys(self) -> str:
         sizes = "/".join(str(size) for size in sorted(self.rsa_key_sizes))
         curves = "/".join(sorted(self.ec_curves))
-        return f"RSA {sizes} or EC {curves}"
+        kinds = ([f"RSA {sizes}"] if sizes else []) + ([f"EC {curves}"] if curves else [])
+        return " or ".join(kinds)
+
+
+_CURVE_NAMES = {"prime256v1": "secp256r1"}
 
 
 _REPROVISION = "wipe the unit's token and provision it again"

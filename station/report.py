@@ -18,8 +18,6 @@ new content or what it held before.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,11 +27,13 @@ from typing import TextIO
 
 from fpdf import FPDF
 
-from station import __version__
+from station import __version__, files
 from station.audit import AuditLog, Unit, UnitFilter, YieldSummary
+from station.display import format_duration as _seconds
+from station.display import format_percent as _percent
 from station.errors import StationError
 from station.orders import OrderStatus
-from station.pki import write_file_atomically
+from station.outputs import EXPORT_MODE, write_export
 
 EXPORT_FORMATS = ("csv", "jsonl", "pdf")
 
@@ -661,19 +661,6 @@ def _count(value: int) -> str:
     return f"{value:,}".replace(",", "\u00a0")
 
 
-def _percent(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f} %"
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if value < 60:
-        return f"{value:.1f} s"
-    minutes, seconds = divmod(round(value), 60)
-    return f"{minutes} min {seconds:02d} s"
-
-
 def _edge_label(seconds: float) -> str:
     return f"{seconds:.0f}" if abs(seconds - round(seconds)) < 1e-6 else f"{seconds:g}"
 
@@ -692,28 +679,9 @@ def _count_axis(value: int) -> tuple[int, int]:
 
 
 def write_text_atomically(path: Path, write: Callable[[TextIO], int]) -> int:
-    """Write a text file through a temporary file, fsync and rename; return what ``write`` returns."""
-    path = _checked_destination(path)
-    directory = path.parent
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            result = write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        # An export is meant to be handed on; it holds no secrets (see station.audit.EXPORT_FIELDS).
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    # The rename itself must reach the disk too, or a power cut could bring back the old file.
-    directory_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
-    return result
+    """Write an export through :func:`station.files.write_text_atomically`; return what ``write`` returns."""
+    # An export holds no secrets (see station.audit.EXPORT_FIELDS) but names operators: owner and group only.
+    return files.write_text_atomically(_checked_destination(path), write, mode=EXPORT_MODE)
 
 
 @dataclass(frozen=True)
@@ -754,7 +722,7 @@ def export_to_file(
         report = render_report(audit, scope, station=station)
         destination = _checked_destination(path)
         try:
-            write_file_atomically(destination, report.pdf, mode=0o644, replace=True)
+            write_export(destination, report.pdf)
         except OSError as exc:
             raise StationError(
                 f"Could not write {destination} ({exc.strerror}) — check that the folder is writable, then try again."

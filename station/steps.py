@@ -643,7 +643,7 @@ def check_csr_step(ctx: UnitContext, deadline: Deadline) -> str:
     request = check_csr(
         ctx.csr_pem,
         expected_subject=expected_subject(ctx),
-        policy=CsrPolicy(),
+        policy=CsrPolicy.for_key_type(ctx.profile.key_type),
         token_public_key=token_key,
         public_key_seen=ctx.audit.public_key_seen,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,15 @@ def config_error(path: Path, text: str, dotted_key: str, problem: str, *, occurr
     line = find_line(text, dotted_key, occurrence=occurrence)
     where = f"{path}, line {line}" if line else str(path)
     return ConfigError(f"{where}: {shown_as or dotted_key}: {problem}")
+
+
+def refuse_unknown(
+    path: Path, text: str, table: dict[str, Any], known: Iterable[str], *, prefix: str = "", occurrence: int = 1
+) -> None:
+    """A key or table the reader does not know is an error naming its line: a typo (``timout_s = 90``) must
+    not silently keep the default."""
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise config_error(path, text, f"{prefix}{unknown[0]}",
+                           f"is not a setting the station knows (known: {', '.join(sorted(known))}) — check the spelling",
+                           occurrence=occurrence)

@@ -36,7 +36,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--home", help="station home (default: $STATION_HOME or ~/.local/share/welma-station)")
     parser.add_argument("--fixtures", metavar="FILE",
                         help="fixtures file with [[fixture]] tables (default: station.toml's, else HOME/sim/fixtures.toml)")
-    # For measurements (python -m ui.measure): sign in as this operator, report "ready to scan", quit.
+    # For measurements (python -m bench.measure): sign in as this operator, report "ready to scan", quit.
     parser.add_argument("--probe-startup", metavar="OPERATOR", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

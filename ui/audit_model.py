@@ -18,6 +18,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersisten
 from PySide6.QtGui import QColor
 
 from station.audit import AuditLog, Unit, UnitFilter
+from station.display import format_duration
 from station.errors import StationError
 from ui.style import AMBER, BLUE, GREEN, GREY, RED
 
@@ -44,13 +45,7 @@ def _local(unit: Unit) -> str:
 
 
 def _duration(unit: Unit) -> str:
-    seconds = unit.duration_s
-    if seconds is None:
-        return "—"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes} min {rest:02d} s"
+    return format_duration(unit.duration_s)
 
 
 def _certificate(unit: Unit) -> str:

@@ -47,6 +47,7 @@ from PySide6.QtWidgets import (
 
 from station.audit import UNIT_STATES, AuditLog, CertificateRecord, StepRecord, Unit, UnitFilter, YieldSummary
 from station.certificate_text import certificate_text
+from station.display import format_percent as _percent
 from station.errors import StationError
 from station.identity import Basis, render_claims, trust_summary
 from station.identity_log import IdentityLog, IdentityRecord
@@ -853,10 +854,6 @@ def _scope_text(filters: UnitFilter) -> str:
 
 def _count(value: int) -> str:
     return f"{value:,}".replace(",", " ")
-
-
-def _percent(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f} %"
 
 
 def _day(edit: QDateEdit) -> date:

@@ -1,4 +1,5 @@
-"""Dialogs: the CA passphrase at start, "no CA yet", and the admin PIN in front of the settings."""
+"""Dialogs: the CA passphrase at start, "no CA yet", the admin PIN in front of the settings, and a
+person's own credential when they sign in as quality lead or administrator."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from PySide6.QtWidgets import (
 
 from station.admin import AdminLock
 from station.errors import StationError
+from station.people import People, SignedIn
 from station.pki import CA_FILES, CertificateAuthority
 from ui.bridge import TaskPool
 from ui.style import RED, emphasise
@@ -168,5 +170,74 @@ class AdminPinDialog(QDialog):
         emphasise(self.problem, RED)
         self.problem.show()
         self.unlock_button.setEnabled(True)
+        self.field.setEnabled(True)
+        self.field.setFocus()
+
+
+class PersonSignInDialog(QDialog):
+    """Asks a quality lead or administrator for their OWN credential (PIN or badge code), checked by
+    :mod:`station.people` on a worker (PBKDF2); emits ``signed_in`` with their time-limited session."""
+
+    signed_in = Signal(object)  # station.people.SignedIn
+
+    def __init__(self, people: People, pool: TaskPool, name: str, account: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._people = people
+        self._pool = pool
+        self.name = name
+        self._account = account
+        self.setWindowTitle("Quality lead sign-in")
+        self.setMinimumWidth(460)
+        layout = QVBoxLayout(self)
+        intro = _message_label(self)
+        intro.setText(f"Signing in {name}. Type your own PIN or scan your badge — the one an administrator "
+                      "enrolled for you (station people add).")
+        layout.addWidget(intro)
+        prompt = QLabel("Your &PIN or badge:", self)
+        self.field = QLineEdit(self)
+        self.field.setEchoMode(QLineEdit.EchoMode.Password)
+        self.field.setAccessibleName("Your PIN or badge")
+        prompt.setBuddy(self.field)
+        layout.addWidget(prompt)
+        layout.addWidget(self.field)
+        self.problem = _message_label(self)
+        emphasise(self.problem, RED)
+        self.problem.hide()
+        layout.addWidget(self.problem)
+        buttons = QDialogButtonBox(self)
+        self.sign_in_button: QPushButton = buttons.addButton("&Sign in", QDialogButtonBox.ButtonRole.AcceptRole)
+        buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
+        self.sign_in_button.setDefault(True)
+        buttons.accepted.connect(self.check)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.field.setFocus()
+
+    def check(self) -> None:
+        secret = self.field.text()
+        self.field.clear()
+        if not secret:
+            self._refused(StationError("type your PIN or scan your badge, then press Enter"))
+            return
+        self.sign_in_button.setEnabled(False)
+        self.field.setEnabled(False)
+        self.problem.setText("Checking…")
+        emphasise(self.problem, None, bold=False)
+        self.problem.show()
+        name, account, people = self.name, self._account, self._people
+        self._pool.submit(lambda: people.verify(name, secret, account=account), self._accepted, self._refused)
+
+    def _accepted(self, session: object) -> None:
+        assert isinstance(session, SignedIn)
+        self.signed_in.emit(session)
+        self.accept()
+
+    def _refused(self, error: BaseException) -> None:
+        text = str(error) if isinstance(error, StationError) else f"the credential could not be checked ({error!r})"
+        self.problem.setText(f"✗ {text}")
+        emphasise(self.problem, RED)
+        self.problem.show()
+        self.adjustSize()  # a lockout message runs to three lines: show all of it
+        self.sign_in_button.setEnabled(True)
         self.field.setEnabled(True)
         self.field.setFocus()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMarginsF, QRectF, QSizeF, Qt
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMarginsF, QRectF, QSizeF, Qt, QUrl
 from PySide6.QtGui import (
     QColor,
     QFont,
@@ -23,7 +23,7 @@ from PySide6.QtGui import (
     QPixmap,
 )
 from PySide6.QtPrintSupport import QPrinter
-from PySide6.QtWidgets import QFrame, QLabel, QSizePolicy, QWidget
+from PySide6.QtWidgets import QFileDialog, QFrame, QLabel, QSizePolicy, QWidget
 
 from station.label import LabelSheet
 
@@ -108,7 +108,20 @@ def label_png(sheet: LabelSheet, *, dpi: int = PNG_DPI) -> bytes:
 
 def save_label_pdf(sheet: LabelSheet, path: Path, *, dpi: int = 1200) -> None:
     """One PDF page the size of the label stock (vector bars and text)."""
-    writer = QPdfWriter(str(path))
+    path.write_bytes(label_pdf(sheet, dpi=dpi))
+
+
+def label_pdf(sheet: LabelSheet, *, dpi: int = 1200) -> bytes:
+    """The label as the bytes of a one-page PDF (written by :func:`station.outputs.save_output`)."""
+    data = QByteArray()
+    buffer = QBuffer(data)
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    _paint_pdf(sheet, QPdfWriter(buffer), dpi)
+    buffer.close()
+    return bytes(data.data())
+
+
+def _paint_pdf(sheet: LabelSheet, writer: QPdfWriter, dpi: int) -> None:
     writer.setTitle(f"Label {sheet.content.serial}")
     writer.setCreator("Welma provisioning station")
     writer.setResolution(dpi)
@@ -118,6 +131,29 @@ def save_label_pdf(sheet: LabelSheet, path: Path, *, dpi: int = 1200) -> None:
         paint_label(painter, sheet, writer.resolution() / 25.4)
     finally:
         painter.end()
+
+
+class OutputFileDialog(QFileDialog):
+    """A save dialog rooted at the technician's output folder: it shows only that folder's tree (the
+    sidebar offers nothing else, and wandering out brings it back).  What is typed is still checked by
+    :func:`station.outputs.check_output_path` before anything is written."""
+
+    def __init__(self, parent: QWidget | None, title: str, folder: Path, proposed: Path) -> None:
+        super().__init__(parent, title, str(folder), "PDF (*.pdf)")
+        self.folder = folder
+        self.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+        self.setFileMode(QFileDialog.FileMode.AnyFile)
+        self.setOption(QFileDialog.Option.DontUseNativeDialog)  # a native dialog cannot be kept in the folder
+        self.setSidebarUrls([QUrl.fromLocalFile(str(folder))])
+        self.setHistory([])
+        self.setDirectory(str(folder))
+        self.selectFile(proposed.name)
+        self.directoryEntered.connect(self._stay_inside)
+
+    def _stay_inside(self, directory: str) -> None:
+        entered = Path(directory).resolve()
+        if entered != self.folder and self.folder not in entered.parents:
+            self.setDirectory(str(self.folder))
 
 
 def configure_printer(printer: QPrinter, sheet: LabelSheet) -> None:

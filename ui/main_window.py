@@ -1,7 +1,7 @@
 """The technician's window: sign in, pick the fixture, scan, Provision, watch the steps, read the
 verdict, print the label — one board at a time, or many at once in the Batch tab, and the audit log
-in the Audit tab (a technician sees the station's recent units; a quality lead, signed in with the
-admin PIN, filters, exports and revokes).
+in the Audit tab (a technician sees the station's recent units; a quality lead, signed in with their
+own credential for a limited time, filters, exports and revokes).
 
 The window only watches :class:`~station.flow.FlowEvent` values (through :mod:`ui.bridge`) and sends
 commands (start, abort, resume).  Every decision — is this serial valid, which profile, what the
@@ -11,6 +11,7 @@ label says, is this PIN right — is the core's.
 from __future__ import annotations
 
 import html
+import os
 import re
 import time
 from collections.abc import Callable
@@ -21,7 +22,6 @@ from PySide6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShortcut, QShow
 from PySide6.QtPrintSupport import QPrintDialog, QPrinter
 from PySide6.QtWidgets import (
     QApplication,
-    QFileDialog,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -45,7 +45,10 @@ from station.errors import StationError
 from station.flow import FlowEvent
 from station.label import LabelSheet, build_label, label_file_name, label_layout, lay_out
 from station.masking import Masker
+from station.outputs import ensure_output_folder, free_name, output_folder, save_output
+from station.people import People, SignedIn, clock_text
 from station.pki import CertificateAuthority
+from station.roles import Role, account_name
 from station.steps import STEPS
 from ui.audit_view import AuditView
 from ui.batch_view import BatchView
@@ -60,9 +63,9 @@ from ui.bridge import (
     UnitRequest,
     UnitRunner,
 )
-from ui.dialogs import AdminPinDialog
+from ui.dialogs import AdminPinDialog, PersonSignInDialog
 from ui.identity_panel import BoardIdentityPanel
-from ui.label import LabelPreview, configure_printer, print_label, save_label_pdf
+from ui.label import LabelPreview, OutputFileDialog, configure_printer, label_pdf, print_label
 from ui.line import LineEvents, ReprintButton
 from ui.order_panel import OrderPanel
 from ui.progress import UnitProgress, format_duration
@@ -119,6 +122,13 @@ class MainWindow(QMainWindow):
         self.engine = Engine(StationParts(session.home, session.config, ca, session.audit, session.line), self)
         self.runner = UnitRunner(self.engine, self)
         self.admin_lock = AdminLock(session.home)
+        # Quality leads and administrators sign in with their own credential (station/people.py): a session
+        # that ends by itself; their lockout is kept in the station home, so reopening the window keeps it.
+        self.people = People(session.home, session.audit, settings=session.config.people)
+        self.elevated: SignedIn | None = None
+        self._elevated_ends = QTimer(self)
+        self._elevated_ends.setSingleShot(True)
+        self._elevated_ends.timeout.connect(lambda: self.end_elevated_session(expired=True))
         self._tick = QTimer(self)
         self._tick.setInterval(TICK_MS)
         self._tick.timeout.connect(self._refresh_running)
@@ -192,9 +202,9 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.operator_field)
         self.sign_in_button = QPushButton("&Sign in", box)
         self.sign_in_button.clicked.connect(self.sign_in_from_field)
-        self.quality_lead_button = QPushButton("Sign in as &quality lead… (admin PIN)", box)
-        self.quality_lead_button.setToolTip("Quality leads export the audit log and revoke certificates; "
-                                            "they sign in with their name and the station's admin PIN")
+        self.quality_lead_button = QPushButton("Sign in as &quality lead…", box)
+        self.quality_lead_button.setToolTip("Quality leads (and administrators) export the audit log and revoke "
+                                            "certificates; they type their name, then their own PIN or badge")
         self.quality_lead_button.clicked.connect(self.sign_in_as_quality_lead)
         sign_in_row = QHBoxLayout()
         sign_in_row.addWidget(self.sign_in_button)
@@ -406,7 +416,8 @@ class MainWindow(QMainWindow):
         source = self.session.fixtures
         self.status.setText(
             f"Fixtures: {source.origin}   ·   Label stock: {label_layout(settings.label_layout).title}"
-            "   ·   Settings are locked (administrator PIN)"
+            + ("   ·   Settings are locked (an administrator signs in with their own credential)"
+               if self.session.config.production else "   ·   Settings are locked (administrator PIN)")
         )
         self.status.setToolTip(f"Fixtures file: {source.path}" if source.path else "")
         self._show_mode()
@@ -467,13 +478,63 @@ class MainWindow(QMainWindow):
             self.ready.emit()
 
     def sign_in_as_quality_lead(self) -> None:
-        """Quality leads sign in with their name and the admin PIN (checked on a worker)."""
+        """Quality leads and administrators sign in with their name and their own credential (checked on a
+        worker by station.people); the shared admin PIN only where [people] shared_admin_pin allows it (demos)."""
         try:
             name = operator_name(self.operator_field.text())
         except StationError as exc:
             self.sign_in_problem.setText(f"✗ {exc} — then press Sign in as quality lead")
             self.operator_field.setFocus()
             return
+        if self.session.config.people.shared_admin_pin and not self.session.config.production:
+            try:
+                enrolled = self.people.get(name) is not None
+            except StationError:
+                enrolled = False
+            if not enrolled:
+                self._sign_in_with_shared_pin(name)
+                return
+        dialog = PersonSignInDialog(self.people, self.pool, name, account_name(os.getuid()), self)
+        dialog.signed_in.connect(self._signed_in_elevated)
+        dialog.finished.connect(dialog.deleteLater)
+        self.person_dialog = dialog
+        dialog.open()
+
+    def _signed_in_elevated(self, session: SignedIn) -> None:
+        if not session.role.allows(Role.QUALITY):
+            self.sign_in_problem.setText(
+                f"✗ {session.person} is enrolled as {session.role.words} — press Sign in (technicians need no PIN)")
+            return
+        if self.sign_in(session.person, role="quality_lead"):
+            self.elevated = session
+            self._elevated_ends.start(max(1, round(session.remaining_s() * 1000)))
+            self.operator_label.setText(
+                f"Operator: <b>{html.escape(session.person)}</b> ({session.role.words} until "
+                f"{clock_text(session.expires_at)})")
+
+    def end_elevated_session(self, *, expired: bool = False) -> None:
+        """The quality lead's or administrator's session ends (signed out, or its time is up): the window
+        drops back to the sign-in page — or, with units running, to a technician's view."""
+        session, self.elevated = self.elevated, None
+        self._elevated_ends.stop()
+        if session is None:
+            return
+        people = self.people
+        self.pool.submit(lambda: people.sign_out(session, expired=expired), lambda _done: None)
+        if expired:
+            words = (f"{session.person}'s {session.role.words} session ended at {clock_text(session.expires_at)} — "
+                     "sign in again")
+            if self._anything_running():
+                self._drop_audit_view()
+                self.role = "technician"
+                self.operator_label.setText(f"Operator: <b>{html.escape(session.person)}</b> (session ended)")
+                self._feedback(words, ok=False, mark="✗")
+            else:
+                self.sign_out()
+                self.sign_in_problem.setText(f"✗ {words}")
+
+    def _sign_in_with_shared_pin(self, name: str) -> None:
+        """Demo mode only ([people] shared_admin_pin = true): any name and the station's admin PIN."""
         if not pin_is_set(self.session.home):
             self.sign_in_problem.setText(
                 "✗ No admin PIN is set on this station, so nobody can sign in as quality lead here. An "
@@ -491,6 +552,8 @@ class MainWindow(QMainWindow):
     def sign_out(self) -> None:
         if self._anything_running() or self.operator is None:
             return
+        if self.elevated is not None:
+            self.end_elevated_session()
         self.operator = None
         self.batch.operator = None
         self.role = "technician"
@@ -934,26 +997,49 @@ class MainWindow(QMainWindow):
         self.focus_scan()
 
     def save_label_dialog(self) -> None:
+        """Save the label as a PDF in the technician's output folder ([output] folder) — never elsewhere."""
         if self.sheet is None:
             return
+        try:
+            folder = ensure_output_folder(self.session.config, self.session.home)
+        except StationError as exc:
+            self._feedback(f"label not saved: {exc}", ok=False, mark="✗")
+            return
         settings = self.session.config.label
-        folder = Path(settings.folder).expanduser() if settings.folder else self.session.home.root / "labels"
-        folder.mkdir(parents=True, exist_ok=True)
-        path, _ = QFileDialog.getSaveFileName(self, "Save label as PDF", str(folder / label_file_name(
-            settings.file_name, self.sheet.content.serial, self.sheet.content.issued_on)), "PDF (*.pdf)")
-        if path:
-            self.save_label(Path(path))
+        proposed = free_name(folder, label_file_name(settings.file_name, self.sheet.content.serial,
+                                                     self.sheet.content.issued_on))
+        dialog = self.label_save_dialog = OutputFileDialog(self, "Save label as PDF", folder, proposed)
+        if dialog.exec() == OutputFileDialog.DialogCode.Accepted and dialog.selectedFiles():
+            self.save_label(Path(dialog.selectedFiles()[0]))
         self.focus_scan()
 
-    def save_label(self, path: Path) -> None:
-        if self.sheet is not None:
-            save_label_pdf(self.sheet, path)
-            self._feedback(f"label saved to {path}", ok=True)
+    def save_label(self, path: Path) -> bool:
+        """Write the label PDF to ``path`` if it is a new file in the output folder; say why not otherwise."""
+        if self.sheet is None:
+            return False
+        try:
+            folder = output_folder(self.session.config, self.session.home)
+            saved = save_output(path, label_pdf(self.sheet), folder=folder, home=self.session.home, suffix=".pdf")
+        except StationError as exc:
+            self._feedback(f"label not saved: {exc}", ok=False, mark="✗")
+            return False
+        self._feedback(f"label saved to {saved}", ok=True)
+        return True
 
     # -- admin ------------------------------------------------------------------------------------
 
     def open_settings(self) -> None:
         if self._anything_running():
+            return
+        if self.elevated is not None and self.elevated.role.allows(Role.ADMIN) and not self.elevated.expired():
+            self._show_settings()  # an administrator signed in with their own credential
+            return
+        if self.session.config.production:
+            QMessageBox.information(
+                self, "Settings are locked",
+                "Settings are for administrators. Sign out, type your name, press Sign in as quality lead and use "
+                "your own administrator credential (an administrator enrols you with `station people add NAME "
+                "--role admin`).")
             return
         if not pin_is_set(self.session.home):
             QMessageBox.information(
@@ -1019,6 +1105,7 @@ class MainWindow(QMainWindow):
 
     def _shutdown(self) -> None:
         self._closing = True
+        self._elevated_ends.stop()
         self._tick.stop()
         self._close_deadline.stop()
         self.prober.stop()

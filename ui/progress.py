@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from station import display
 from station.flow import FlowEvent
 
 DONE_STATES = frozenset({"passed", "skipped"})
@@ -117,6 +118,5 @@ class UnitProgress:
 
 
 def format_duration(seconds: float) -> str:
-    """``42 s`` or ``3 min 05 s``, as the window shows times."""
-    seconds = max(0, round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+    """``42 s`` or ``3 min 05 s``, as the window shows running times (whole seconds: a tenth ticking is noise)."""
+    return display.format_duration(seconds, decimals=0)

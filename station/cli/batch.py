@@ -9,9 +9,11 @@ import time
 
 from station.batch import Batch, BatchJob, BatchReport, JobOutcome, read_manifest
 from station.cli.events import EventLog
+from station.engine.outcome import Ending
 from station.errors import StationError
 from station.flow import FlowEvent, Provisioner
 from station.profiles import DeviceProfile, load_profile
+from station.states import StepOutcome
 
 EXAMPLE = """\
 manifest (CSV, header optional): serial,device[,fixture[,order]]
@@ -61,12 +63,12 @@ class LiveProgress:
 
     def __call__(self, event: FlowEvent) -> None:
         where = event.fixture or event.serial
-        if event.kind == "step_finished" and event.outcome in ("passed", "skipped"):
+        if event.kind == "step_finished" and event.outcome in (StepOutcome.PASSED, StepOutcome.SKIPPED):
             print(f"[{where}] {event.serial} {event.title}: {event.outcome} in {event.duration_s:.2f} s", flush=True)
         elif event.kind == "step_finished":
             print(f"[{where}] {event.serial} {event.title}: {event.outcome.upper()}", flush=True)
         elif event.kind == "unit_finished":
-            verdict = "PASS" if event.outcome == "passed" else event.outcome.upper()
+            verdict = "PASS" if event.outcome == Ending.PASSED else event.outcome.upper()
             print(f"[{where}] {event.serial} {verdict} {event.message.splitlines()[0] if event.message else ''}",
                   flush=True)
 
@@ -76,8 +78,8 @@ def print_summary(report: BatchReport) -> None:
     for outcome in report.outcomes:
         rows.append((
             outcome.job.serial, outcome.job.fixture or outcome.job.device, outcome.result.upper()
-            if outcome.result != "passed" else "PASS", outcome.failed_step or "", f"{outcome.duration_s:.1f} s",
-            (outcome.message.splitlines() or [""])[0][:90] if outcome.result != "passed" else "",
+            if outcome.result != Ending.PASSED else "PASS", outcome.failed_step or "", f"{outcome.duration_s:.1f} s",
+            (outcome.message.splitlines() or [""])[0][:90] if outcome.result != Ending.PASSED else "",
         ))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     print()

@@ -398,12 +398,12 @@ def run_trace(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     from station.fleet.report import render_fleet_report
-    from station.pki import write_file_atomically
+    from station.outputs import write_export
 
     filters = filters_from(args)
     with open_fleet(args) as conn:
         pdf, pages, units = render_fleet_report(conn, filters)
-    write_file_atomically(args.out.expanduser(), pdf, mode=0o644, replace=True)
+    write_export(args.out.expanduser(), pdf)
     print(f"wrote a {pages}-page fleet report listing {units} units to {args.out}")
     return 0
 
@@ -412,14 +412,14 @@ def run_fleet_export(args: argparse.Namespace) -> int:
     """`station audit export --fleet`: the same formats, over every station of the fleet."""
     from station.fleet.queries import export_csv, export_jsonl
     from station.fleet.report import render_fleet_report
-    from station.pki import write_file_atomically
+    from station.outputs import write_export
     from station.report import write_text_atomically
 
     filters = filters_from(args)
     with open_fleet(args) as conn:
         if args.format == "pdf":
             pdf, pages, units = render_fleet_report(conn, filters)
-            write_file_atomically(args.out.expanduser(), pdf, mode=0o644, replace=True)
+            write_export(args.out.expanduser(), pdf)
             print(f"wrote a {pages}-page fleet report listing {units} units to {args.out}")
             return 0
         count = write_text_atomically(args.out, lambda out: (export_csv if args.format == "csv" else export_jsonl)(

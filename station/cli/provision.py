@@ -12,6 +12,7 @@ from station.engine.outcome import Ending
 from station.errors import StationError
 from station.flow import FlowEvent
 from station.profiles import load_profile
+from station.states import StepOutcome
 
 EXAMPLE = """\
 examples:
@@ -72,13 +73,14 @@ def print_event(event: FlowEvent) -> None:
         retry = f" — attempt {event.attempt}" if event.attempt > 1 else ""
         print(f"  [{event.index + 1:2}/{event.count}] {event.title}…{eta}{retry}", flush=True)
     elif event.kind == "step_finished":
-        word = {"passed": "ok", "skipped": "skipped", "retrying": "retrying", "failed": "FAILED"}[event.outcome]
+        word = {StepOutcome.PASSED: "ok", StepOutcome.SKIPPED: "skipped", StepOutcome.RETRYING: "retrying",
+                StepOutcome.FAILED: "FAILED"}[StepOutcome(event.outcome)]
         line = f"         {word} in {event.duration_s:.2f} s"
-        if event.outcome != "passed" and event.message:
+        if event.outcome != StepOutcome.PASSED and event.message:
             line += f": {event.message.splitlines()[0]}"
         print(line, flush=True)
     elif event.kind == "unit_finished" and event.outcome not in (Ending.REFUSED, Ending.NOT_STARTED):
-        verdict = "PASS" if event.outcome == "passed" else event.outcome.upper()
+        verdict = "PASS" if event.outcome == Ending.PASSED else event.outcome.upper()
         print(f"{verdict}: {event.message}", flush=True)
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from station.audit import UNIT_STATES, AuditLog, Unit, UnitFilter
+from station.display import format_duration as _duration
 from station.home import StationHome
 
 
@@ -127,14 +128,3 @@ def _local(moment: datetime) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"

@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from station.audit import AuditLog, SerialAlreadyPassed, UnitAlreadyActive
 from station.errors import StationError
+from station.states import UnitState
 from station.steps import STEPS
 
 
@@ -75,7 +76,7 @@ def refused(error: StationError, *, serial: str, fixture: str | None = None, dev
         unit = error.unit
         return UnitOutcome(Ending.REFUSED, serial, str(error), unit_id=unit.id if unit else None,
                            failed_step=unit.failed_step if unit else None,
-                           resumable=unit is not None and unit.state == "failed", fixture=fixture, device=device,
+                           resumable=unit is not None and unit.state == UnitState.FAILED, fixture=fixture, device=device,
                            job=job)
     return UnitOutcome(Ending.REFUSED, serial, str(error), fixture=fixture, device=device, job=job)
 
@@ -84,12 +85,12 @@ def finished(audit: AuditLog, unit_id: int, *, serial: str, fixture: str | None 
              duration_s: float = 0.0, device_s: float = 0.0, job: int = 0) -> UnitOutcome:
     """The outcome of a unit that ran, read back from the audit log (its state is the truth)."""
     unit = audit.unit(unit_id)
-    if unit.state == "passed":
+    if unit.state == UnitState.PASSED:
         record = audit.certificate_for_unit(unit.id)
         return UnitOutcome(Ending.PASSED, serial, f"serial {serial} enrolled", unit_id=unit.id,
                            certificate_fingerprint=record.fingerprint_sha256 if record else None, fixture=fixture,
                            device=device, duration_s=duration_s, device_s=device_s, job=job)
-    kind = Ending.ABORTED if unit.state == "aborted" else Ending.FAILED
+    kind = Ending.ABORTED if unit.state == UnitState.ABORTED else Ending.FAILED
     return UnitOutcome(kind, serial, unit.message or f"unit {unit.id} is {unit.state}", unit_id=unit.id,
-                       failed_step=unit.failed_step, resumable=unit.state == "failed", fixture=fixture,
+                       failed_step=unit.failed_step, resumable=unit.state == UnitState.FAILED, fixture=fixture,
                        device=device, duration_s=duration_s, device_s=device_s, job=job)

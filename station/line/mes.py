@@ -15,7 +15,6 @@ but its answer was lost, the retry carries the same id, so the MES can tell a re
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 from station.audit import Unit
 from station.config import MesSettings
 from station.errors import StationError
-from station.pki import write_file_atomically
+from station.files import fsync_directory, write_file_atomically
 
 RECORD_FORMAT = "welma-station/unit-finished/1"
 MAX_RETRY_S = 60.0
@@ -154,7 +153,7 @@ class Outbox:
                 self.last_problem = str(exc)
                 return False
             path.unlink()
-            _fsync_dir(self.folder)
+            fsync_directory(self.folder)
             if self.last_problem is not None:
                 self.last_problem = None
                 self.notify(f"MES {self.name}: delivering again")
@@ -256,11 +255,3 @@ class MesHandOff:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:80]
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

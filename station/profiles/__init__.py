@@ -16,7 +16,7 @@ from typing import Any
 
 from station.errors import ConfigError, StationError
 from station.shell import ShellCommand
-from station.tomlfile import config_error, read_toml
+from station.tomlfile import config_error, read_toml, refuse_unknown
 
 SHIPPED_DIR = Path(__file__).parent
 DEFAULT_PROFILE = "welma-optee"
@@ -42,6 +42,15 @@ _STRING_SETTINGS = (
     # Optional URLs the station writes into each device certificate (CRL distribution point, AIA).
     "crl_url", "ca_issuers_url", "ocsp_url",
 )
+# What a profile file may hold; anything else is refused with its file and line (a typo such as
+# ``timout_s = 90`` must not silently keep the default).
+PROFILE_TABLES = ("profile", "console", "identity", "attestation", "steps", "commands")
+PROFILE_KEYS = (
+    "name", "serial_pattern", "validity_days", "reboot_after_wipe", "tls_proof", "device_has_network", "tools",
+    *_STRING_SETTINGS,
+)
+CONSOLE_KEYS = ("login_user", "login_password", "prompt_pattern")
+STEP_KEYS = ("timeout_s", "retries")
 
 
 class InvalidSerial(StationError):
@@ -118,12 +127,75 @@ class DeviceProfile:
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     attestation: AttestationSettings = field(default_factory=AttestationSettings)
 
-    def __getattr__(self, name: str) -> str:
-        # profile.user_pin, profile.module, … read the string settings.
-        settings = self.__dict__.get("settings", {})
-        if name in settings:
-            return str(settings[name])
-        raise AttributeError(name)
+    # The [profile] strings, typed (``settings`` keeps them all for filling command placeholders).
+
+    @property
+    def description(self) -> str:
+        return self.settings["description"]
+
+    @property
+    def subject(self) -> str:
+        return self.settings["subject"]
+
+    @property
+    def so_pin(self) -> str:
+        return self.settings["so_pin"]
+
+    @property
+    def user_pin(self) -> str:
+        return self.settings["user_pin"]
+
+    @property
+    def module(self) -> str:
+        return self.settings["module"]
+
+    @property
+    def storage_dir(self) -> str:
+        return self.settings["storage_dir"]
+
+    @property
+    def token_label(self) -> str:
+        return self.settings["token_label"]
+
+    @property
+    def key_label(self) -> str:
+        return self.settings["key_label"]
+
+    @property
+    def key_id(self) -> str:
+        return self.settings["key_id"]
+
+    @property
+    def key_type(self) -> str:
+        return self.settings["key_type"]
+
+    @property
+    def csr_path(self) -> str:
+        return self.settings["csr_path"]
+
+    @property
+    def pubkey_path(self) -> str:
+        return self.settings["pubkey_path"]
+
+    @property
+    def cert_path(self) -> str:
+        return self.settings["cert_path"]
+
+    @property
+    def ca_cert_path(self) -> str:
+        return self.settings["ca_cert_path"]
+
+    @property
+    def crl_url(self) -> str:
+        return self.settings["crl_url"]
+
+    @property
+    def ca_issuers_url(self) -> str:
+        return self.settings["ca_issuers_url"]
+
+    @property
+    def ocsp_url(self) -> str:
+        return self.settings["ocsp_url"]
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -253,8 +325,13 @@ class _ProfileReader:
             raise self.fail(name, "must be a table")
         return value
 
+    def refuse_unknown(self, table: dict[str, Any], known: tuple[str, ...], prefix: str = "") -> None:
+        refuse_unknown(self.path, self.text, table, known, prefix=prefix)
+
     def read(self) -> DeviceProfile:
+        self.refuse_unknown(self.data, PROFILE_TABLES)
         profile = self.table("profile")
+        self.refuse_unknown(profile, PROFILE_KEYS, "profile.")
         settings: dict[str, str] = {}
         for key in _STRING_SETTINGS:
             value = profile.get(key, "")
@@ -284,6 +361,7 @@ class _ProfileReader:
         if not isinstance(tools, list) or not all(isinstance(tool, str) for tool in tools):
             raise self.fail("profile.tools", "must be a list of program names")
         console_table = self.table("console")
+        self.refuse_unknown(console_table, CONSOLE_KEYS, "console.")
         console = ConsoleSettings(
             login_user=str(console_table.get("login_user", "root")),
             login_password=str(console_table.get("login_password", "")),
@@ -382,6 +460,7 @@ class _ProfileReader:
             table = steps.get(step, {})
             if not isinstance(table, dict):
                 raise self.fail(f"steps.{step}", "must be a table with timeout_s and retries")
+            self.refuse_unknown(table, STEP_KEYS, f"steps.{step}.")
             timeout = table.get("timeout_s", 60)
             if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
                 raise self.fail(f"steps.{step}.timeout_s", "must be a positive number of seconds")
@@ -390,6 +469,7 @@ class _ProfileReader:
         return policies
 
     def command_templates(self) -> dict[str, tuple[str, ...]]:
+        self.refuse_unknown(self.table("commands"), (*COMMAND_NAMES, "env"), "commands.")
         table = {key: value for key, value in self.table("commands").items() if key != "env"}
         commands = {}
         for name in COMMAND_NAMES:

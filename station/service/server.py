@@ -330,14 +330,19 @@ class StationService:
                 "home": str(self.home.root)}
 
     def _sign_in(self, conn: Connection, args: dict[str, Any]) -> Any:
-        """The seam for kiosk sign-in: station.people checks a person's own credential when it exists;
-        until then the service knows only the OS account."""
-        try:
-            import station.people as people  # type: ignore[import-not-found,unused-ignore]
-        except ModuleNotFoundError:
-            return {"signed_in": conn.caller.account, "how": "os-account",
-                    "note": "per-person sign-in is not installed in this build: the OS account is recorded"}
-        return people.sign_in(self, conn.caller, args)  # pragma: no cover - provided by station.people
+        """A person signs in at a kiosk window with their own credential, checked here (station.people: the
+        lockout is kept in the store and outlives restarts).  The answer is their time-limited session; the
+        secret is never recorded (service_requests keeps the name only)."""
+        from station.people import People
+
+        name = str(args.get("name") or "").strip()
+        secret = args.get("secret")
+        if not name or not isinstance(secret, str):
+            return {"signed_in": conn.caller.account, "how": "os-account"}
+        people = People(self.home, self.station.audit, settings=self.config.people)
+        session = people.verify(name, secret, account=conn.caller.account)
+        return {"signed_in": session.person, "how": "person", "role": session.role.value,
+                "expires_at": session.expires_at, "account": conn.caller.account}
 
     def _ca_unlock(self, conn: Connection, args: dict[str, Any]) -> Any:
         secret = args.get("secret")

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from station.errors import StationError
+from station.files import write_file_atomically
 from station.home import StationHome
 from station.sim import preflight
 from station.sim.fixtures import refresh_fixtures, write_atomically, write_fixtures
@@ -511,11 +512,7 @@ class Farm:
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
         # Replaced whole (temporary file, then rename): `sim swap` runs while other swaps read every board's key.
-        temporary = device.host_key.with_name(f".{device.host_key.name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(private)
-        os.replace(temporary, device.host_key)
+        write_file_atomically(device.host_key, private, mode=0o600)
         write_atomically(device.host_key_pub, public.decode("ascii") + f" root@{device.hostname}\n")
 
     def _arm(self, device: DeviceLayout, fault: AnyFault | None) -> None:

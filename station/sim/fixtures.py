@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
-import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
+
+from station.files import write_file_atomically
 
 
 class FixtureDevice(Protocol):
@@ -61,13 +61,8 @@ def render_fixtures(devices: Iterable[FixtureDevice]) -> str:
 def write_atomically(path: Path, text: str) -> None:
     """Write a file so a reader sees the old or the new content, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A name of its own: boards swapped in parallel rewrite the same file.
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    with open(temporary, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
+    # A temporary name of its own per write: boards swapped in parallel rewrite the same file.
+    write_file_atomically(path, text.encode("utf-8"), mode=0o644)
 
 
 def write_fixtures(path: Path, devices: Iterable[FixtureDevice]) -> None:

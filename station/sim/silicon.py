@@ -12,9 +12,10 @@ another kind passes :func:`read_soc_id`'s value to its board its own way.
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
+
+from station.files import write_file_atomically
 
 SOC_ID_FILE = "soc_id"
 # Where the board shows it: the device tree node a real STM32MP/i.MX device tree carries.
@@ -41,10 +42,5 @@ def new_soc_id(state_dir: Path) -> str:
     """Give the board new silicon (a factory-fresh board on the fixture); return its id."""
     value = secrets.token_hex(SOC_ID_BYTES).upper()
     state_dir.mkdir(parents=True, exist_ok=True)
-    temporary = soc_id_path(state_dir).with_name(f".{SOC_ID_FILE}.tmp")
-    with open(temporary, "w", encoding="ascii") as out:
-        out.write(value + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, soc_id_path(state_dir))
+    write_file_atomically(soc_id_path(state_dir), f"{value}\n".encode("ascii"), mode=0o644)
     return value

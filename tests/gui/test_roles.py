@@ -1,5 +1,6 @@
 """Who sees what of the audit log in the window: a technician sees the station's recent units and
-cannot reach export or revoke; a quality lead signs in with the admin PIN and can."""
+cannot reach export or revoke; a quality lead signs in (with their own credential — tests/gui/
+test_people_sign_in.py — or, in demo mode, with the shared admin PIN) and can."""
 
 from __future__ import annotations
 
@@ -53,9 +54,10 @@ def test_a_technician_sees_the_station_s_recent_units_and_cannot_reach_export_or
     assert not (tmp_path / "units.csv").exists()
 
 
-def test_quality_lead_sign_in_needs_the_admin_pin_and_then_exports(
+def test_in_demo_mode_quality_lead_sign_in_may_use_the_shared_admin_pin_and_then_exports(
     qtbot, sim_home, station_ca, fixtures_file, open_window, tmp_path
 ):
+    sim_home.config_file.write_text("[people]\nshared_admin_pin = true\n")  # the explicit demo-mode option
     window = open_window(sim_home, station_ca, fixtures_file)
     record_units(sim_home, "line-2")  # another station's units too: a quality lead sees the whole log
 

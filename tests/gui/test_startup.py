@@ -9,11 +9,11 @@ import sys
 from argparse import Namespace
 
 import pytest
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QMessageBox
 
 from station.cli.gui import display_available, gui_argv
 from tests.gui.conftest import PASSPHRASE
+from tests.helpers.modal import answering_modal
 from ui.app import unlock_ca
 from ui.dialogs import PassphraseDialog
 
@@ -64,15 +64,14 @@ def test_a_wrong_passphrase_in_the_environment_falls_back_to_the_dialog(qtbot, s
     monkeypatch.setenv("STATION_CA_PASSPHRASE", "stale passphrase")
     seen = []
 
-    def answer() -> None:
-        dialog = QApplication.activeModalWidget()
-        assert isinstance(dialog, PassphraseDialog)
+    def answer(dialog: PassphraseDialog) -> None:
         seen.append(dialog.problem.text())
         dialog.field.setText(PASSPHRASE)
         dialog.unlock_button.click()
 
-    QTimer.singleShot(200, answer)
-    ca = unlock_ca(sim_home)
+    with answering_modal(PassphraseDialog, answer) as problems:
+        ca = unlock_ca(sim_home)
+    assert problems == []
     assert ca is not None
     assert "STATION_CA_PASSPHRASE was not accepted" in seen[0]
 
@@ -80,15 +79,14 @@ def test_a_wrong_passphrase_in_the_environment_falls_back_to_the_dialog(qtbot, s
 def test_a_station_without_a_ca_explains_station_ca_init(qtbot, sim_home):
     seen = []
 
-    def answer() -> None:
-        box = QApplication.activeModalWidget()
-        assert isinstance(box, QMessageBox)
+    def answer(box: QMessageBox) -> None:
         seen.append(box.informativeText())
         quit_button = next(b for b in box.buttons() if "Quit" in b.text())
         quit_button.click()
 
-    QTimer.singleShot(200, answer)
-    assert unlock_ca(sim_home) is None
+    with answering_modal(QMessageBox, answer) as problems:
+        assert unlock_ca(sim_home) is None
+    assert problems == []
     assert f"station --home {sim_home.root} ca init" in seen[0]
 
 

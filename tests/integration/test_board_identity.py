@@ -23,7 +23,7 @@ from station.identity_log import IdentityLog
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
 from station.sim.farm import Farm
-from tests.soak.kit import (
+from tests.helpers.kit import (
     PASSPHRASE,
     assert_audit_sound,
     certificate_on_board,

@@ -29,7 +29,7 @@ from station.shell import command
 from station.sim.farm import SimDevice
 from station.transport import Deadline, DeviceAddress, OutputTooLarge
 from station.transport.ssh import SshLink
-from tests.soak.kit import FAST_STEPS, PASSPHRASE, profile_copy
+from tests.helpers.kit import FAST_STEPS, PASSPHRASE, profile_copy
 
 pytestmark = pytest.mark.integration
 

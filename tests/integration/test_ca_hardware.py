@@ -17,6 +17,7 @@ from cryptography import x509
 
 from station.audit import AuditLog
 from station.home import StationHome
+from tests.helpers.processes import wait_for_s_server
 from tests.integration.conftest import free_port
 from tests.pki_tokens import (
     PIN,
@@ -114,7 +115,7 @@ def test_a_unit_is_signed_by_the_issuing_ca_in_a_token_and_passes_the_tutorials_
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        time.sleep(0.5)
+        started = wait_for_s_server(server)
         client = ssh(
             device,
             f"PKCS11_MODULE_PATH=/usr/lib/libckteec.so.0 openssl s_client -connect 127.0.0.1:{port} -engine pkcs11 "
@@ -124,7 +125,8 @@ def test_a_unit_is_signed_by_the_issuing_ca_in_a_token_and_passes_the_tutorials_
         )
         assert client.returncode == 0, client.stdout + client.stderr
         assert "Verify return code: 0 (ok)" in client.stdout
-        server_out, _ = server.communicate(timeout=20)
+        rest, _ = server.communicate(timeout=20)
+        server_out = started + rest
     finally:
         server.kill()
         server.wait(timeout=10)

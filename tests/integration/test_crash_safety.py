@@ -35,7 +35,7 @@ from station.audit import AuditLog
 from station.home import StationHome
 from station.pki import CertificateAuthority
 from station.sim.farm import Farm, SimDevice
-from tests.soak.kit import (
+from tests.helpers.kit import (
     PASSPHRASE,
     assert_audit_sound,
     assert_board_certificate_recorded,
@@ -43,7 +43,7 @@ from tests.soak.kit import (
     profile_copy,
     running_farm,
 )
-from tests.soak.kit import station_cli as kit_station_cli
+from tests.helpers.kit import station_cli as kit_station_cli
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from station.sim.farm import Farm, SimDevice
+from tests.helpers.kit import wait_until_up
 from tests.integration.test_faults_ssh import (
     Case,
     Matrix,
@@ -24,7 +25,6 @@ from tests.integration.test_faults_ssh import (
     matrix_cases,
     run_matrix,
 )
-from tests.soak.kit import wait_until_up
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,7 @@ def test_a_console_fault_fails_the_unit_in_time_and_it_resumes_to_pass(matrix: M
 
 
 def test_after_the_whole_console_matrix_the_audit_log_is_sound_and_no_thread_is_left(matrix: Matrix) -> None:
-    assert len(matrix.records) == len(CASES) == 49
+    assert len(matrix.records) == len(CASES)
     check_matrix_end(matrix)
 
 

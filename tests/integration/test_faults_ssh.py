@@ -37,7 +37,7 @@ from station.home import StationHome
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
 from station.sim.farm import CommandFault, Farm, SimDevice, parse_fault
-from tests.soak.kit import (
+from tests.helpers.kit import (
     PASSPHRASE,
     assert_audit_sound,
     assert_board_certificate_recorded,
@@ -284,7 +284,7 @@ def test_a_link_fault_fails_the_unit_in_time_and_it_resumes_to_pass(matrix: Matr
 
 
 def test_after_the_whole_matrix_the_audit_log_is_sound_and_no_thread_is_left(matrix: Matrix) -> None:
-    assert len(matrix.records) == len(CASES) == 49
+    assert len(matrix.records) == len(CASES)
     check_matrix_end(matrix)
 
 

@@ -19,7 +19,7 @@ from station.flow import FlowEvent, Provisioner
 from station.home import StationHome
 from station.pki import CertificateAuthority
 from station.sim.farm import Farm, SimDevice, host_key_fingerprint
-from tests.soak.kit import (
+from tests.helpers.kit import (
     PASSPHRASE,
     assert_audit_sound,
     assert_board_certificate_recorded,

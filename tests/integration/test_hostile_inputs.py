@@ -35,7 +35,7 @@ from station.home import StationHome
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile, load_profile
 from station.sim.farm import Farm, SimDevice
-from tests.soak.kit import (
+from tests.helpers.kit import (
     PASSPHRASE,
     assert_audit_sound,
     assert_board_certificate_recorded,

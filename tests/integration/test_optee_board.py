@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import socket
 import subprocess
 import time
@@ -32,6 +31,7 @@ from station.sim.farm import Farm, SimDevice
 from station.sim.optee_farm import GUEST_STATION_ADDRESS, HOST_STATION_ADDRESS
 from station.sim.process import ProcessRef
 from station.sim.silicon import read_soc_id
+from tests.helpers.processes import wait_for_s_server
 from tests.integration.conftest import free_port
 
 # The OP-TEE tests: one marker to select (-m optee) or leave out (-m "not optee") the QEMU part of CI.
@@ -176,14 +176,7 @@ def test_the_tutorials_step_5_passes_against_a_tls_server_on_the_station(board: 
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     try:
-        # s_server prints ACCEPT once it listens (a probe connection would use up its -naccept 1).
-        assert server.stdout is not None
-        ready_by = time.monotonic() + 30
-        seen = ""
-        while "ACCEPT" not in seen:
-            assert time.monotonic() < ready_by, f"openssl s_server did not start: {seen}"
-            if select.select([server.stdout], [], [], 1.0)[0]:
-                seen += server.stdout.readline()
+        seen = wait_for_s_server(server)
         client = board.ssh(
             f"PKCS11_MODULE_PATH={MODULE} openssl s_client -connect {GUEST_STATION_ADDRESS}:{board.tls_port} "
             "-engine pkcs11 -keyform engine -key 'pkcs11:object=key0;pin-value=0000' -CAfile /var/lib/ca.cert "

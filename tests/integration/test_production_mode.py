@@ -9,8 +9,8 @@ from station.admin import StationSettings, resolve_fixtures
 from station.audit import AuditLog
 from station.config import load_config
 from station.service.client import home_socket
+from tests.helpers.kit import PASSPHRASE, certificate_on_board, profile_copy, station_cli
 from tests.helpers.service import running_service
-from tests.soak.kit import PASSPHRASE, certificate_on_board, profile_copy, station_cli
 
 pytestmark = pytest.mark.integration
 

@@ -24,6 +24,7 @@ from station.flow import FlowEvent, Provisioner
 from station.home import StationHome
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile, load_profile, load_profile_file
+from tests.helpers.deadlines import assert_within_deadline
 
 pytestmark = pytest.mark.integration
 
@@ -229,7 +230,8 @@ def test_a_console_that_never_shows_a_prompt_fails_within_its_deadline(sim_home,
     assert not result.passed and result.failed_step == "identify"
     assert f"the console on {dead_end} showed no login or shell prompt within 3 s" in result.message
     assert "press Retry" in result.message
-    assert elapsed < 2 * 3 + 3  # two attempts of 3 s each, plus the station's own work
+    # Two attempts (identify is retried once here) of the 3 s connect deadline each, plus the station's own work.
+    assert elapsed < 2 * 3 + 3
 
 
 def test_a_board_that_stays_dark_after_reboot_fails_the_reboot_step_then_resumes(start_farm, sim_farm, sim_home, ca):
@@ -241,7 +243,8 @@ def test_a_board_that_stays_dark_after_reboot_fails_the_reboot_step_then_resumes
     started = time.monotonic()
     dark = provisioner(sim_home, ca).provision(serial=SERIAL, device=url, profile=profile, operator="erin")
     assert not dark.passed and dark.failed_step == "reboot"
-    assert time.monotonic() - started < 5 + 5
+    # The reboot step's 5 s deadline, and the steps before it on a console.
+    assert_within_deadline(started, 5, "a board that stays dark", slack_s=5)
     assert dark.message.startswith(f"Device on {device.console_path} did not show its login prompt within 5 s "
                                    "after reboot")
     assert "check power and the console cable, then press Retry" in dark.message

@@ -21,6 +21,7 @@ from station.config import StationConfig
 from station.flow import Provisioner
 from station.pki import CertificateAuthority
 from station.profiles import load_profile, load_profile_file
+from tests.helpers.processes import wait_for_s_server
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +99,7 @@ def test_a_board_is_enrolled_and_proves_it_with_the_tutorials_own_tls_server(sta
         env=dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE),
     )
     try:
-        time.sleep(0.5)
+        started = wait_for_s_server(server)
         client = ssh(
             sim_home, device, "PKCS11_MODULE_PATH=/usr/lib/libckteec.so.0", "openssl", "s_client",
             "-connect", f"127.0.0.1:{port}", "-engine", "pkcs11", "-keyform", "engine",
@@ -107,7 +108,8 @@ def test_a_board_is_enrolled_and_proves_it_with_the_tutorials_own_tls_server(sta
         )
         assert client.returncode == 0, client.stdout + client.stderr
         assert "Verify return code: 0 (ok)" in client.stdout
-        server_out, _ = server.communicate(timeout=20)
+        rest, _ = server.communicate(timeout=20)
+        server_out = started + rest
     finally:
         server.kill()
         server.wait(timeout=10)

@@ -26,8 +26,8 @@ from station.audit import AuditLog
 from station.home import StationHome
 from station.service.client import home_socket
 from station.sim.farm import SimDevice
+from tests.helpers.kit import PASSPHRASE, certificate_on_board, profile_copy, station_cli
 from tests.helpers.service import running_service
-from tests.soak.kit import PASSPHRASE, certificate_on_board, profile_copy, station_cli
 
 pytestmark = pytest.mark.integration
 

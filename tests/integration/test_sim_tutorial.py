@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
-import select
 import shlex
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.processes import read_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,21 +36,6 @@ def workstation(command: str, cwd: Path, stdin: str | None = None) -> subprocess
     )
     assert done.returncode == 0, f"{command}\n{done.stderr}"
     return done
-
-
-def read_until(process: subprocess.Popen[bytes], marker: bytes, timeout_s: float) -> bytes:
-    """Read the process's stdout until ``marker`` appears (a connect probe would use up -naccept 1)."""
-    assert process.stdout is not None
-    seen = b""
-    deadline = time.monotonic() + timeout_s
-    while marker not in seen:
-        remaining = deadline - time.monotonic()
-        ready, _, _ = select.select([process.stdout], [], [], max(remaining, 0))
-        assert ready, f"no {marker!r} within {timeout_s:g} s: {seen!r}"
-        chunk = os.read(process.stdout.fileno(), 4096)
-        assert chunk, f"process ended before {marker!r}: {seen!r}"
-        seen += chunk
-    return seen
 
 
 def test_steps_2_and_3_run_verbatim_and_the_key_never_leaves_the_token(start_farm, ssh, wait_for_state):

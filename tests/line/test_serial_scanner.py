@@ -12,16 +12,17 @@ import pytest
 
 from station.config import ScannerSettings
 from station.line.scanner import MAX_CODE_CHARS, SerialScanner
+from tests.helpers.processes import wait_until as wait_for
 from tests.line.pty_scanner import PtyScanner
 
 WAIT_S = 10.0
+REOPEN_S = 0.1
+# What is under test is "reported once, not once per attempt": stay away for a few reopen attempts.
+AWAY_FOR_REOPENS_S = 3 * REOPEN_S
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    wait_for(condition, what, WAIT_S, poll_s=0.02)
 
 
 class Reads:
@@ -47,7 +48,7 @@ def device(tmp_path: Path) -> Iterator[PtyScanner]:
 
 
 def start(device: PtyScanner, reads: Reads, **settings: object) -> SerialScanner:
-    scanner = SerialScanner(ScannerSettings(device=str(device.path), reopen_s=0.1, **settings),  # type: ignore[arg-type]
+    scanner = SerialScanner(ScannerSettings(device=str(device.path), reopen_s=REOPEN_S, **settings),  # type: ignore[arg-type]
                             on_scan=reads.scan, on_state=reads.state)
     scanner.start()
     wait_until(lambda: scanner.connected, "the scanner to open")
@@ -88,7 +89,7 @@ def test_an_unplugged_scanner_is_reported_and_reopened_when_it_is_back(device: P
         device.unplug()
         wait_until(lambda: not scanner.connected, "the unplug to be noticed")
         assert "was unplugged" in reads.states[-1][1] and "reopens it by itself" in reads.states[-1][1]
-        time.sleep(0.3)  # a few reopen attempts while it is away: reported once, not once per attempt
+        time.sleep(AWAY_FOR_REOPENS_S)
         assert [connected for connected, _ in reads.states] == [True, False]
         device.plug()
         wait_until(lambda: scanner.connected, "the scanner to be reopened")

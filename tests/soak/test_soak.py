@@ -35,8 +35,7 @@ from station.flow import FlowEvent, Provisioner
 from station.home import StationHome
 from station.pki import CertificateAuthority
 from station.sim.farm import Farm, SimDevice
-from tests.integration.test_faults_ssh import CASES, Case
-from tests.soak.kit import (
+from tests.helpers.kit import (
     PASSPHRASE,
     assert_audit_sound,
     assert_no_new_threads,
@@ -47,6 +46,7 @@ from tests.soak.kit import (
     sha256_hex,
     wait_until_up,
 )
+from tests.integration.test_faults_ssh import CASES, Case
 
 pytestmark = [pytest.mark.soak, pytest.mark.integration, pytest.mark.timeout(6 * 3600)]
 

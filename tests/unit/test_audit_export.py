@@ -246,7 +246,7 @@ def test_station_audit_export_writes_csv_and_jsonl(
         == 0
     )
     assert [json.loads(line)["serial"] for line in jsonl_file.read_text().splitlines()] == ["202600000000002"]
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith((".partial", ".tmp"))] == []
 
 
 def test_station_audit_export_selects_local_days_and_batches(db_path: Path, tmp_path: Path) -> None:

@@ -395,3 +395,19 @@ def test_any_escaped_printable_value_round_trips(value: str) -> None:
     name = parse_openssl_subject(f"/CN={escaped}/")
 
     assert name.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == value
+
+
+@pytest.mark.parametrize(("key_type", "allowed"), [
+    ("rsa:2048", "RSA 2048"), ("rsa:4096", "RSA 4096"), ("EC:prime256v1", "EC secp256r1"),
+    ("EC:secp384r1", "EC secp384r1"),
+])
+def test_the_policy_follows_the_profiles_key_type(key_type, allowed):
+    assert CsrPolicy.for_key_type(key_type).allowed_keys() == allowed
+
+
+def test_every_key_type_a_profile_may_name_has_a_policy():
+    from station.profiles import KEY_TYPES
+
+    for key_type in KEY_TYPES:
+        policy = CsrPolicy.for_key_type(key_type)
+        assert len(policy.rsa_key_sizes) + len(policy.ec_curves) == 1

@@ -1,5 +1,6 @@
 """Device profiles: the tutorial's command lines, serial validation, and errors that name file and line."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,25 @@ def test_semantic_errors_name_file_line_and_key(tmp_path, old, new, expected):
     with pytest.raises(ConfigError, match=expected) as error:
         load_profile_file(write_variant(tmp_path, old, new))
     assert "broken.toml" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        # The issue's own example: a misspelt deadline must not silently keep the 60 s default.
+        ("[steps.keygen]\n", "[steps.keygen]\ntimout_s = 90\n", "steps.keygen.timout_s"),
+        ('key_label = "key0"', 'key_label = "key0"\nkey_lable = "key1"', "profile.key_lable"),
+        ('login_user = "root"', 'login_user = "root"\nlogin_pasword = "x"', "console.login_pasword"),
+        ("[commands]\n", '[commands]\nkeygne = ["true"]\n', "commands.keygne"),
+        ("[console]\n", "[consoel]\nx = 1\n[console]\n", "consoel"),
+    ],
+)
+def test_an_unknown_key_is_refused_with_file_line_and_key(tmp_path, old, new, key):
+    path = write_variant(tmp_path, old, new)
+    line = next(number for number, text in enumerate(path.read_text().splitlines(), 1)
+                if text.startswith(key.rsplit(".", 1)[-1]) or text == f"[{key}]")
+    with pytest.raises(ConfigError, match=rf"broken\.toml, line {line}: {re.escape(key)}: is not a setting"):
+        load_profile_file(path)
 
 
 def test_line_engineers_copy_wins_over_the_shipped_profile(tmp_path):

@@ -228,6 +228,8 @@ def test_export_to_file_writes_every_format_through_one_entry(home: Path, tmp_pa
     records = [json.loads(line) for line in (tmp_path / "u.jsonl").read_text().splitlines()]
     assert [r["steps"][-1]["step"] for r in records] == ["push", "push"]
     assert (tmp_path / "u.pdf").read_bytes().startswith(b"%PDF")
+    # They name operators: readable by their owner and group only, whatever the umask.
+    assert {(tmp_path / name).stat().st_mode & 0o777 for name in ("u.csv", "u.jsonl", "u.pdf")} == {0o640}
 
 
 def test_report_times_are_local_and_say_so(home: Path, tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from station.transport import (
     open_link,
 )
 from station.transport.serial import SerialLink
+from tests.helpers.deadlines import assert_within_deadline
 from tests.unit.pty_console import CORRUPTING_BASE64, DRIBBLE, GETTY, SILENT, PtyConsole
 
 pytestmark = pytest.mark.timeout(60)
@@ -258,7 +259,7 @@ def test_a_dribbling_command_times_out_at_its_deadline_and_the_link_recovers(con
     started = time.monotonic()
     with pytest.raises(CommandTimedOut, match=r"`sh` on the console .* did not finish within 2 s \(step keygen\)"):
         link.run(command("sh", "-c", DRIBBLE), Deadline(2, what="step keygen"))
-    assert time.monotonic() - started < 3
+    assert_within_deadline(started, 2, "a dribbling command")
     assert run(link, "echo", "still here").stdout == "still here\n"  # Ctrl-C stopped the dribbler
 
 
@@ -267,7 +268,7 @@ def test_a_dribbling_console_without_a_prompt_fails_within_its_deadline(console,
     started = time.monotonic()
     with pytest.raises(LinkLost, match=r"no login or shell prompt within 3 s.*'\.\.\.*'.*baud rate \(115200\)"):
         connect(console, links, seconds=3)
-    assert time.monotonic() - started < 4
+    assert_within_deadline(started, 3, "connecting to a dribbling console")
 
 
 def test_a_silent_console_fails_within_its_deadline(console, links):
@@ -275,7 +276,7 @@ def test_a_silent_console_fails_within_its_deadline(console, links):
     started = time.monotonic()
     with pytest.raises(LinkLost, match="no login or shell prompt within 2 s"):
         connect(console, links, seconds=2)
-    assert time.monotonic() - started < 3
+    assert_within_deadline(started, 2, "connecting to a silent console")
 
 
 def test_pulling_the_cable_mid_command_is_a_lost_link(console, links):
@@ -285,7 +286,8 @@ def test_pulling_the_cable_mid_command_is_a_lost_link(console, links):
     started = time.monotonic()
     with pytest.raises(LinkLost, match=r"closed in the middle of `sleep`.*check the cable, then press Retry"):
         run(link, "sleep", "5")
-    assert time.monotonic() - started < 2
+    # Noticed when the cable goes (after 0.5 s), not when the 5 s command would have ended.
+    assert_within_deadline(started, 0.5, "noticing the pulled cable", slack_s=1.5)
     with pytest.raises(LinkLost, match="not open"):
         run(link, "true")
 
@@ -297,7 +299,8 @@ def test_a_board_that_restarts_mid_command_is_reported_at_once(console, links):
     with pytest.raises(LinkLost, match=r"restarted in the middle of `sh` \(its login prompt came back\)"):
         # A watchdog reset: the shell dies, the board boots, the getty asks for a login.
         run(link, "sh", "-c", 'touch "$BOARD_DIR/rebooting"; kill -KILL $PPID; sleep 30', seconds=60)
-    assert time.monotonic() - started < 5
+    # At once: when the login prompt comes back (boot delay 0.2 s), not at the command's 60 s deadline.
+    assert_within_deadline(started, 4, "noticing the restart")
     link.close()
     again = connect(console, links)
     assert run(again, "echo", "back").stdout == "back\n"
@@ -315,7 +318,8 @@ def test_cancel_stops_a_running_command(console, links):
     started = time.monotonic()
     with pytest.raises(LinkCancelled):
         run(link, "sleep", "5")
-    assert time.monotonic() - started < 1.5
+    # Cancel is pressed after 0.3 s; the 5 s command is not waited for.
+    assert_within_deadline(started, 0.3, "stopping at Cancel", slack_s=1.2)
     cancel.clear()
     assert run(link, "echo", "free").stdout == "free\n"
 
@@ -326,11 +330,11 @@ def test_nothing_with_a_control_character_is_ever_typed(console, links):
     # ShellCommand checks its arguments; a redirect is the station's own text and takes another path.
     with pytest.raises(UnsafeArgument, match="control character"):
         link.run(command("true", redirect=">/dev/null\nreboot"), Deadline(5))
-    time.sleep(0.5)
-    assert not (console.directory / "rebooting").exists()
     with pytest.raises(UnsafeArgument, match="under 2048 bytes"):
         run(link, "echo", "x" * 3000)
+    # The console answers in order: once this echo is back, anything typed before it has been run.
     assert run(link, "echo", "ok").stdout == "ok\n"
+    assert not (console.directory / "rebooting").exists()
 
 
 # -- files ----------------------------------------------------------------------------------------
@@ -461,7 +465,7 @@ def test_a_board_that_does_not_come_back_fails_within_the_reboot_deadline(consol
     started = time.monotonic()
     with pytest.raises(LinkLost) as lost:
         link.reboot(Deadline(3, what="step reboot"))
-    assert time.monotonic() - started < 4
+    assert_within_deadline(started, 3, "a reboot whose board does not come back")
     assert str(lost.value).startswith(f"Device on {console.station_path} did not show its login prompt within 3 s "
                                       "after reboot")
     assert str(lost.value).endswith("check power and the console cable, then press Retry")

@@ -8,8 +8,6 @@ import pytest
 from station.flow import FlowEvent
 from ui.progress import UnitProgress
 
-pytestmark = pytest.mark.gui
-
 STEPS = [("identify", "Identify board"), ("wipe", "Wipe secure storage"), ("keygen", "Generate key")]
 
 

@@ -10,8 +10,6 @@ from station.config import Fixture
 from station.errors import StationError
 from station.flow import FlowEvent
 
-pytestmark = pytest.mark.gui
-
 FIXTURES = [Fixture(f"sim-0{n}", f"ssh://root@127.0.0.{n + 1}:2222") for n in range(1, 5)]
 
 

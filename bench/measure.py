@@ -1,4 +1,4 @@
-"""`python -m ui.measure`: two numbers about the window, measured on real simulated boards.
+"""`python -m bench.measure`: two numbers about the window, measured on real simulated boards.
 
 * ``startup`` — cold start to "ready to scan": from just before ``python -m ui.app`` is spawned to
   the moment the window is shown, the operator signed in and the scan field has focus (the app
@@ -9,7 +9,7 @@
 Timings belong in bench/, not in tests: this prints them (and JSON with ``--json``).
 Needs root for the simulator.  Example::
 
-    xvfb-run -a -s "-screen 0 1280x800x24" env QT_QPA_PLATFORM=xcb .venv/bin/python -m ui.measure startup stall
+    xvfb-run -a -s "-screen 0 1280x800x24" env QT_QPA_PLATFORM=xcb .venv/bin/python -m bench.measure startup stall
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from ui.demo_station import DEMO_PASSPHRASE, demo_station, ensure_display, pause, wait_for
+from bench.demo_station import DEMO_PASSPHRASE, demo_station, ensure_display, pause, wait_for
 from ui.main_window import MainWindow
 from ui.session import Session
 
@@ -103,7 +103,7 @@ def measure_stall(keygen_delay: float) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ui.measure", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.measure", description=__doc__.splitlines()[0])
     parser.add_argument("what", nargs="+", choices=("startup", "stall"))
     parser.add_argument("--runs", type=int, default=5, help="cold starts to time (default 5)")
     parser.add_argument("--keygen-delay", type=float, default=0.0, help="simulated key generation time (s)")

@@ -1,12 +1,12 @@
-"""`python -m ui.screenshots`: pictures of the window in its idle, running, PASS and FAIL states,
+"""`python -m bench.screenshots`: pictures of the window in its idle, running, PASS and FAIL states,
 taken while it provisions real simulated boards, plus the label (needs root for the simulator).
 With ``--batch``: the Batch tab's grid (idle, running, finished with a failure) and the quality
 lead's audit log instead. With ``--orders``: the window building a work order (order-running).
 
 Run it under a virtual X display so the real platform plugin draws the window::
 
-    xvfb-run -a -s "-screen 0 1280x800x24" env QT_QPA_PLATFORM=xcb .venv/bin/python -m ui.screenshots
-    xvfb-run -a -s "-screen 0 1280x800x24" env QT_QPA_PLATFORM=xcb .venv/bin/python -m ui.screenshots --batch
+    xvfb-run -a -s "-screen 0 1280x800x24" env QT_QPA_PLATFORM=xcb .venv/bin/python -m bench.screenshots
+    xvfb-run -a -s "-screen 0 1280x800x24" env QT_QPA_PLATFORM=xcb .venv/bin/python -m bench.screenshots --batch
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QApplication
 
+from bench.demo_station import demo_station, ensure_display, pause, wait_for
 from station.admin import StationSettings, save_settings
 from station.audit import AuditLog
 from station.flow import FlowEvent
 from station.orders import read_order_file
 from station.profiles import load_profile
-from ui.demo_station import demo_station, ensure_display, pause, wait_for
 from ui.label import label_png
 from ui.main_window import MainWindow
 from ui.session import Session
@@ -151,7 +151,7 @@ def order_pictures(out: Path, suffix: str, keygen_delay: float) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ui.screenshots", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.screenshots", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("assets/screenshots"), help="where to write the PNGs")
     parser.add_argument("--large-font", action="store_true",
                         help="use the large-font setting (files are named *-large.png)")
