@@ -1,12 +1,15 @@
 #!/bin/sh
 # Install the station's bundle (the folder this script is in, made by `make dist`) on a line PC. Run as root:
 #
-#   ./install.sh [--apt] [--kiosk] [--prefix DIR]
+#   ./install.sh [--apt] [--kiosk] [--service] [--prefix DIR]
 #
 #   (always)  the bundle to PREFIX (default /opt/welma-station), `station` and `station-gui` on the PATH
 #             (/usr/local/bin), the desktop entry and its icon
 #   --apt     also the system packages a line PC needs (the runtime section of share/apt-packages.txt)
 #   --kiosk   also start the station full screen at every desktop login (/etc/xdg/autostart)
+#   --service also the station service: the welma-station account owning /var/lib/welma-station (0700),
+#             the groups welma-tech, welma-quality, welma-admin, the systemd unit welma-station.service
+#             (enabled; start it once the CA exists: see README, "the station service")
 #
 # DESTDIR=/some/dir stages the same files below that directory instead (packaging tests, package builds).
 # Installing again replaces the previous version; the station homes (CA, audit log) are never touched.
@@ -15,12 +18,14 @@ set -eu
 prefix=/opt/welma-station
 apt=no
 kiosk=no
+service=no
 while [ $# -gt 0 ]; do
     case $1 in
         --apt) apt=yes ;;
         --kiosk) kiosk=yes ;;
+        --service) service=yes ;;
         --prefix) [ $# -ge 2 ] || { echo "install.sh: --prefix needs a directory" >&2; exit 2; }; prefix=$2; shift ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -86,4 +91,30 @@ if [ "$kiosk" = yes ]; then
         "$bundle/share/kiosk/welma-station-kiosk.desktop" >"$autostart/welma-station-kiosk.desktop"
     chmod 644 "$autostart/welma-station-kiosk.desktop"
     echo "kiosk: the station opens full screen at every desktop login (remove $autostart/welma-station-kiosk.desktop to stop)"
+fi
+
+if [ "$service" = yes ]; then
+    units="$dest/etc/systemd/system"
+    mkdir -p "$units"
+    sed -e "s|/opt/welma-station/|$prefix/|g" "$bundle/share/welma-station.service" >"$units/welma-station.service"
+    chmod 644 "$units/welma-station.service"
+    if [ -z "$dest" ]; then
+        for group in welma-tech welma-quality welma-admin; do
+            getent group "$group" >/dev/null || groupadd --system "$group"
+        done
+        if ! getent passwd welma-station >/dev/null; then
+            useradd --system --user-group --home-dir /var/lib/welma-station --no-create-home \
+                --shell /usr/sbin/nologin --comment "Welma provisioning station service" welma-station
+        fi
+        install -d -o welma-station -g welma-station -m 0700 /var/lib/welma-station
+        install -d -o root -g root -m 0700 /etc/welma-station
+        if command -v systemctl >/dev/null 2>&1; then
+            systemctl daemon-reload
+            systemctl enable welma-station.service
+        fi
+    else
+        echo "service: DESTDIR set — the account welma-station, the groups welma-tech, welma-quality, welma-admin and /var/lib/welma-station (0700) are made on the line PC itself"
+    fi
+    echo "service: welma-station.service installed; create the CA as welma-station (runuser -u welma-station -- station --home /var/lib/welma-station ca init), then systemctl start welma-station and station ca unlock"
+    echo "service: give people their role with usermod -aG welma-tech|welma-quality|welma-admin NAME"
 fi

@@ -72,6 +72,7 @@ from station.audit_orders import (
     release_place,
 )
 from station.audit_people import PEOPLE_SCHEMA, PEOPLE_TABLES
+from station.audit_service import SERVICE_SCHEMA, SERVICE_TABLES
 from station.errors import StationError
 from station.files import fsync_directory
 from station.orders import OrderStatus
@@ -156,7 +157,9 @@ AUDITED_TABLES = {"units": "unit", "steps": "step record", "certificates": "cert
                   # Board identity (station/identity_log.py): the silicon each unit ran on, the fixtures' host keys.
                   "unit_identity": "board identity record", "fixture_host_keys": "fixture host-key record",
                   # People (station/people.py): enrolments, credential changes, lockouts, sign-ins.
-                  **PEOPLE_TABLES}
+                  **PEOPLE_TABLES,
+                  # The station service (station/audit_service.py): who asked for what, who ran each unit.
+                  **SERVICE_TABLES}
 
 _SCHEMA = (
     """
@@ -1567,7 +1570,7 @@ class AuditLog:
                 )
             with self._db.atomic() as db:
                 db.execute(_CLAIM_WRITE_LOCK)
-                for statement in (*_SCHEMA, *ORDER_SCHEMA, *CHECKPOINT_SCHEMA, *PEOPLE_SCHEMA):
+                for statement in (*_SCHEMA, *ORDER_SCHEMA, *CHECKPOINT_SCHEMA, *PEOPLE_SCHEMA, *SERVICE_SCHEMA):
                     db.execute(statement)
 
     @contextmanager

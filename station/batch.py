@@ -90,11 +90,19 @@ def read_manifest(path: Path, *, fixtures: dict[str, str] | None = None) -> list
     ``device`` is a device address or the name of a known fixture; ``order`` a work order id; errors name the
     file and line.
     """
-    fixtures = fixtures or {}
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError(f"cannot read the manifest {path}: {exc.strerror or exc}") from exc
+    return read_manifest_text(text, source=str(path), fixtures=fixtures)
+
+
+def read_manifest_text(text: str, *, source: str, fixtures: dict[str, str] | None = None) -> list[BatchJob]:
+    """:func:`read_manifest` of a manifest's text (the station service gets it from its client); errors name
+    ``source`` and the line."""
+    path = source
+    fixtures = fixtures or {}
+    text = text.removeprefix("\ufeff")
     jobs = []
     columns: tuple[str, ...] = MANIFEST_COLUMNS
     for number, row in enumerate(csv.reader(text.splitlines()), 1):

@@ -8,6 +8,7 @@ editing another command's code.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,7 +20,7 @@ from station.permissions import secure_home
 # Modules under station/cli/ that provide commands, in the order `station --help` lists them.
 COMMAND_MODULES = (
     "provision", "batch", "units", "order", "ca", "sim", "audit", "revoke", "label", "admin", "gui", "fixtures",
-    "fleet", "people",
+    "fleet", "people", "serve",
 )
 
 EPILOG = """\
@@ -42,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--home",
         help="station home directory holding all state (default: $STATION_HOME or ~/.local/share/welma-station)",
+    )
+    parser.add_argument(
+        "--socket",
+        help="the station service's socket (default: $STATION_SOCKET, the system service's "
+        "/run/welma-station/station.sock when no home is named, else HOME/run/station.sock)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     import importlib
@@ -66,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         home = StationHome.resolve(getattr(args, "home", None))
-        if home.root.is_dir():
+        from station.cli.serve import guard
+
+        guard(args)  # next to a station service, the service says whether this caller's role allows it
+        if home.root.is_dir() and _owned(home):
             # Every command starts by making the home, the audit log and kept exports private again, in words.
             for change in secure_home(home):
                 print(f"station: {change}", file=sys.stderr)
@@ -77,6 +86,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _owned(home: StationHome) -> bool:
+    """A home this user owns (a station service's home, owned by its account, is not this command's to fix)."""
+    try:
+        return home.root.stat().st_uid == os.geteuid()
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import time
 
-from station.batch import Batch, BatchJob, BatchReport, read_manifest
+from station.batch import Batch, BatchJob, BatchReport, JobOutcome, read_manifest
 from station.cli.events import EventLog
 from station.engine.outcome import Ending
+from station.errors import StationError
 from station.flow import FlowEvent, Provisioner
 from station.profiles import DeviceProfile, load_profile
 from station.states import StepOutcome
@@ -31,6 +33,8 @@ examples:
 Each board runs in its own worker process; a fixture's profile is --profile, else the fixture's own
 (station.toml), else default_profile.
 
+The boards run in the station service (started for you outside production mode when none runs):
+killing this command leaves them running (`station units --follow` shows them).
 Exit status 0 only if every board passed.  Ctrl-C cancels: running units end failed and resumable.
 """
 
@@ -88,6 +92,72 @@ def print_summary(report: BatchReport) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from station.cli.serve import in_process
+
+    if in_process(args):
+        return run_in_process(args)
+    """The batch runs in the station service (started for this user if none runs); this command sends the
+    manifest and prints the progress.  Ctrl-C cancels the batch; a killed command leaves it running."""
+    from pathlib import Path
+
+    from station.cli.serve import call_unlocking, flow_event, service
+    from station.engine import CANCEL_DEADLINE_S
+    from station.errors import ConfigError
+
+    manifest = Path(args.manifest)
+    try:
+        text = manifest.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the manifest {manifest}: {exc.strerror or exc}") from exc
+    if args.jobs is not None and args.jobs < 1:
+        raise StationError("--jobs must be at least 1")
+    request = {"manifest": text, "manifest_name": str(manifest), "jobs": args.jobs, "profile": args.profile,
+               "operator": args.operator or getpass.getuser(), "batch_id": args.batch_id}
+    observer = LiveProgress()
+    with EventLog(args.events) as log, service(args) as client:
+        show = log.wrap(observer)
+        started = call_unlocking(client, "batch", request)
+        print(f"batch {started['batch_id']}: {started['boards']} boards on {started['fixtures']} fixtures, "
+              f"{started['slots']} at once", flush=True)
+        done = None
+        cancelling_until: float | None = None
+        while done is None:
+            try:
+                message = client.next_message(wait_s=None if cancelling_until is None else
+                                              max(0.1, cancelling_until - time.monotonic()))
+                if message is None:
+                    if cancelling_until is not None and time.monotonic() > cancelling_until:
+                        break
+                    continue
+                if "notice" in message:
+                    print(message["notice"], file=sys.stderr, flush=True)
+                if "batch_done" in message and message["batch_done"]["batch_id"] == started["group"]:
+                    done = message["batch_done"]
+                elif "event" in message:
+                    show(flow_event(message["event"]))
+            except KeyboardInterrupt:
+                if cancelling_until is not None:
+                    break
+                client.call("abort", {"group": started["group"]})
+                cancelling_until = time.monotonic() + CANCEL_DEADLINE_S + 10
+        if cancelling_until is not None:
+            print("cancelled: running units were left failed and can be resumed", file=sys.stderr)
+            return 130
+    if done is None:
+        raise StationError("the station service ended before the batch did — see `station units`")
+    report = BatchReport(done["batch_id"], wall_s=float(done["wall_s"]))
+    for row in done["outcomes"]:
+        report.outcomes.append(JobOutcome(
+            BatchJob(row["serial"], row["device"], row["fixture"], line=int(row["line"] or 0)), row["result"],
+            unit_id=row["unit_id"], failed_step=row["failed_step"], message=row["message"] or "",
+            duration_s=float(row["duration_s"] or 0.0)))
+    print_summary(report)
+    return 0 if report.all_passed else 1
+
+
+def run_in_process(args: argparse.Namespace) -> int:
+    """The way before the station service, kept for STATION_IN_PROCESS=1 (tests of the audit's crash safety,
+    debugging): the units run under this command and end with it."""
     from pathlib import Path
 
     from station.cli.context import open_station

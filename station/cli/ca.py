@@ -24,6 +24,7 @@ import urllib.request
 import warnings
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -214,6 +215,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=_RAW,
     )
     show.set_defaults(handler=run_show)
+
+    from station.cli.serve import run_ca_unlock
+
+    unlock = commands.add_parser(
+        "unlock",
+        help="unlock the CA in the station service (administrator)",
+        description="Ask for the CA passphrase (or the token PIN) and send it to the station service over its "
+        "socket; the service loads the key once and keeps no copy of the passphrase.",
+        formatter_class=_RAW,
+    )
+    unlock.set_defaults(handler=run_ca_unlock)
 
     imp = commands.add_parser(
         "import",
@@ -570,6 +582,12 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_crl(args: argparse.Namespace) -> int:
+    from station.service.client import connect
+
+    client = connect(args.home, getattr(args, "socket", None), start=False)
+    if client is not None:
+        with client:
+            return _served_crl(client, args)
     home = StationHome.resolve(args.home)
     settings = load_ca_settings(home.config_file)
     publish = args.publish or settings.crl_publish
@@ -594,8 +612,32 @@ def run_crl(args: argparse.Namespace) -> int:
         ca.close()
 
 
+def _served_crl(client: Any, args: argparse.Namespace) -> int:
+    """The CRL signed by the station service (which holds the CA, and checks the caller is a quality lead),
+    written and published here, by this user."""
+    try:
+        while True:
+            answer = client.call("crl", {"next_update_days": args.next_update_days})
+            publish = args.publish or answer["publish"] or ""
+            if args.out is None and not publish:
+                raise StationError("Say where the CRL goes: --out FILE, --publish DIR|URL, or [ca] crl_publish in "
+                                   "station.toml.")
+            _deliver_crl(answer["pem"].encode("ascii"), args.out, publish)
+            every = args.every or (answer["every"] if args.publish is None and publish else None)
+            if every is None:
+                return 0
+            print(f"Next publication in {every} minute(s); Ctrl-C stops.", flush=True)
+            time.sleep(every * 60)
+    except KeyboardInterrupt:
+        print("Stopped publishing.")
+        return 0
+
+
 def _write_crl(home: StationHome, ca: CertificateAuthority, out: Path | None, publish: str, next_update_days: int) -> None:
-    pem = ca.crl(revoked_from_audit(home), next_update_days=next_update_days)
+    _deliver_crl(ca.crl(revoked_from_audit(home), next_update_days=next_update_days), out, publish)
+
+
+def _deliver_crl(pem: bytes, out: Path | None, publish: str) -> None:
     crl = x509.load_pem_x509_crl(pem)
     places = []
     if out is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import time
 
 from station.cli.events import EventLog
 from station.engine.outcome import Ending
@@ -24,8 +25,16 @@ examples:
 A board whose last unit was aborted because its SSH host key changed keeps being refused until it is
 re-onboarded explicitly: --reprovision --reason "…" pins the key it shows now (both units stay in the log).
 
-The CA passphrase comes from STATION_CA_PASSPHRASE or is asked for.  Exit status 0 only on PASS.
+The board runs in the station service (`station serve`); with none running, one is started for you
+(outside production mode) and ends by itself when idle.  Ctrl-C aborts the unit (failed, resumable);
+closing the terminal leaves it running in the service (`station units`, `station units --follow`).
+A locked CA is unlocked first: the passphrase from STATION_CA_PASSPHRASE (not in production mode) or
+asked for, sent to the service.  Exit status 0 only on PASS.
 """
+
+
+# How long the command waits after its unit for the label to print and the MES to take the record.
+SETTLE_S = 60.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -76,6 +85,74 @@ def print_event(event: FlowEvent) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from station.cli.serve import in_process
+
+    if in_process(args):
+        return run_in_process(args)
+    """The board runs in the station service (started for this user if none runs): this command asks for it
+    and prints its progress.  Ctrl-C aborts the unit (failed, resumable); a killed command leaves it running."""
+    from station.cli.serve import call_unlocking, flow_event, service
+    from station.engine import CANCEL_DEADLINE_S
+
+    if args.reprovision and not (args.reason and args.reason.strip()):
+        raise StationError("--reprovision needs --reason TEXT: say why the board is enrolled again")
+    if args.reason and not args.reprovision:
+        raise StationError("--reason is only used with --reprovision")
+    request = {
+        "serial": args.serial, "device": args.device, "profile": args.profile,
+        "operator": args.operator or getpass.getuser(), "fixture": args.fixture, "resume": args.resume,
+        "restart": args.restart, "reprovision_reason": args.reason if args.reprovision else None,
+        "order": args.order,
+    }
+    with EventLog(args.events) as log, service(args) as client:
+        show = log.wrap(print_event)
+        started = call_unlocking(client, "retry" if args.resume else "provision", request)
+        job = started["job"]
+        outcome = None
+        cancelling_until: float | None = None
+        while outcome is None:
+            try:
+                message = client.next_message(wait_s=None if cancelling_until is None else
+                                              max(0.1, cancelling_until - time.monotonic()))
+                if message is None:
+                    if cancelling_until is not None and time.monotonic() > cancelling_until:
+                        break
+                    continue
+                if "notice" in message:
+                    print(message["notice"], file=sys.stderr, flush=True)
+                record = message.get("event")
+                if record is None or record.get("job") != job:
+                    continue
+                event = flow_event(record)
+                show(event)
+                if event.kind == "unit_finished":
+                    outcome = event.result
+            except KeyboardInterrupt:
+                if cancelling_until is not None:
+                    break
+                print("cancelling: the unit will be left failed and can be resumed with --resume", file=sys.stderr)
+                client.call("abort", {"jobs": [job]})
+                cancelling_until = time.monotonic() + CANCEL_DEADLINE_S + 10
+        if cancelling_until is not None:
+            return 130
+        # The label and the MES record of the unit, as they go (the service says when they are settled).
+        settled_by = time.monotonic() + SETTLE_S
+        while outcome is not None and time.monotonic() < settled_by:
+            message = client.next_message(wait_s=max(0.1, settled_by - time.monotonic()))
+            if message is None or message.get("done") == started["group"]:
+                break
+            if "notice" in message:
+                print(message["notice"], file=sys.stderr, flush=True)
+    if outcome is None:
+        raise StationError("the station service ended before the unit did — see `station units`")
+    if outcome.kind in (Ending.REFUSED, Ending.NOT_STARTED):
+        raise StationError(outcome.message)
+    return 0 if outcome.passed else 1
+
+
+def run_in_process(args: argparse.Namespace) -> int:
+    """The way before the station service, kept for STATION_IN_PROCESS=1 (tests of the audit's crash safety,
+    debugging): the units run under this command and end with it."""
     from station.cli.context import open_station
     from station.engine import Scheduler, UnitJob, choose_profile, known_fixtures
 

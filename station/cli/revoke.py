@@ -52,6 +52,15 @@ def run(args: argparse.Namespace) -> int:
         raise StationError("--reason is empty — say why the certificate is revoked (e.g. keyCompromise).")
     if not by:
         raise StationError("Who revokes is not known — give your name with --by NAME.")
+    from station.service.client import connect
+
+    client = connect(args.home, getattr(args, "socket", None), start=False)
+    if client is not None:
+        # The station service owns the audit log: it records the OS account the kernel names for this caller.
+        with client:
+            answer = client.call("revoke", {"serial": serial, "reason": reason, "by": args.by})
+        _say_revoked(args, serial, reason, answer["by"], answer["serial_hex"], answer["unit_id"], answer["subject"])
+        return 0
     home = StationHome.resolve(args.home)
     if not home.audit_db.exists():
         raise StationError(
@@ -69,14 +78,19 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if ca is not None:
                 ca.close()
+    _say_revoked(args, serial, reason, by, record.serial_hex, record.unit_id, record.subject)
+    return 0
+
+
+def _say_revoked(args: argparse.Namespace, serial: str, reason: str, by: str, serial_hex: str, unit_id: int,
+                 subject: str) -> None:
     home_option = f"--home {args.home} " if args.home else ""
     print(
-        f"Revoked certificate {record.serial_hex} of board {serial} (unit {record.unit_id}, {record.subject}): "
+        f"Revoked certificate {serial_hex} of board {serial} (unit {unit_id}, {subject}): "
         f"{reason} — recorded for {by}.\n"
         f"Servers and devices learn of it only from a new CRL. Publish one now:\n"
         f"  station {home_option}ca crl --out FILE"
     )
-    return 0
 
 
 def _login_name() -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import datetime
+from typing import Any
 
 from station.audit import UNIT_STATES, AuditLog, Unit, UnitFilter
 from station.display import format_duration as _duration
@@ -24,10 +26,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--serial", metavar="PREFIX", help="only boards whose serial starts with PREFIX")
     parser.add_argument("--result", choices=UNIT_STATES, help="only units in this state")
     parser.add_argument("--order", metavar="ID", help="only units counted in this work order")
+    parser.add_argument("--follow", action="store_true",
+                        help="then watch the units running in the station service, live, until they end "
+                        "(Ctrl-C stops watching, not the units)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from station.cli.serve import service
+    from station.service.client import connect
+
+    # A running station service answers (it owns the home); with none, the home is read here.
+    client = service(args, start=False) if args.follow else connect(args.home, getattr(args, "socket", None),
+                                                                     start=False)
+    if client is not None:
+        with client:
+            page = client.call("units", {"limit": args.limit, "serial": args.serial, "result": args.result,
+                                         "order": args.order})
+            print(page["text"] if page["count"] else "No units match.")
+            if args.follow:
+                return follow(client)
+        return 0
     home = StationHome.resolve(args.home)
     if not home.audit_db.exists():
         print(f"No units recorded yet (no audit log at {home.audit_db}).")
@@ -39,6 +58,37 @@ def run(args: argparse.Namespace) -> int:
         print("No units match.")
         return 0
     print(format_table(units))
+    return 0
+
+
+def follow(client: Any) -> int:
+    """Print the running units' progress until none runs (Ctrl-C stops watching; the units go on)."""
+    from station.cli.batch import LiveProgress
+    from station.cli.serve import flow_event
+
+    show = LiveProgress()
+    running = {record["job"]: record for record in client.call("follow")["running"]}
+    for record in running.values():
+        print(f"[{record.get('fixture') or record['serial']}] {record['serial']} running: {record.get('title') or ''}",
+              flush=True)
+    try:
+        while True:
+            message = client.next_message(wait_s=None if running else 2.0)
+            if message is None:
+                break
+            record = message.get("event")
+            if record is None:
+                continue
+            event = flow_event(record)
+            running[event.job] = record
+            if event.kind == "unit_finished":
+                running.pop(event.job, None)
+            if event.kind == "step_started":
+                print(f"[{event.fixture or event.serial}] {event.serial} {event.title}…", flush=True)
+            show(event)
+    except KeyboardInterrupt:
+        print("stopped watching; the units go on in the station service", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -42,8 +42,8 @@ from tests.helpers.kit import (
     audit_facts,
     profile_copy,
     running_farm,
-    station_cli,
 )
+from tests.helpers.kit import station_cli as kit_station_cli
 
 pytestmark = pytest.mark.integration
 
@@ -108,8 +108,18 @@ def provision_args(serial: str, device: SimDevice, *extra: str) -> list[str]:
             "--operator", "crash-test", *extra]
 
 
+# The kills land in the process that writes the audit log: here the command itself (STATION_IN_PROCESS=1, the
+# units run under it as before the station service).  The service killed mid-batch: tests/integration/
+# test_station_service.py.
+IN_PROCESS = {"STATION_IN_PROCESS": "1"}
+
+
+def station_cli(home: StationHome, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return kit_station_cli(home, *args, env={**IN_PROCESS, **(env or {})})
+
+
 def station_popen(home: StationHome, args: list[str]) -> subprocess.Popen[str]:
-    env = dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE)
+    env = dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE, **IN_PROCESS)
     env.pop("STATION_TEST_KILL_AT", None)
     return subprocess.Popen([sys.executable, "-m", "station", "--home", str(home.root), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

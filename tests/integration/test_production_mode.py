@@ -8,7 +8,9 @@ import pytest
 from station.admin import StationSettings, resolve_fixtures
 from station.audit import AuditLog
 from station.config import load_config
-from tests.helpers.kit import certificate_on_board, profile_copy, station_cli
+from station.service.client import home_socket
+from tests.helpers.kit import PASSPHRASE, certificate_on_board, profile_copy, station_cli
+from tests.helpers.service import running_service
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +27,20 @@ def test_production_mode_ignores_the_kill_hook_and_refuses_1111_class_pins(start
     # Work orders (required in production by default) are another issue's refusal: not asked for here.
     sim_home.config_file.write_text('[station]\nname = "line-1"\nproduction = true\n\n[orders]\nrequired = false\n')
 
+    # In production mode the CLI starts no service: it says how to start the system one.
+    alone = station_cli(sim_home, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--profile", "plant")
+    assert alone.returncode == 1 and "systemctl start welma-station" in alone.stderr, alone.stderr
+    # The service unlocks its CA from a credential file (never its environment in production mode); the
+    # crash-safety hook in its environment is ignored.
+    credential = sim_home.root.parent / "ca-passphrase"
+    credential.write_text(PASSPHRASE + "\n")
+    credential.chmod(0o600)
+    with running_service(sim_home, home_socket(sim_home), credential=credential,
+                         env={"STATION_TEST_KILL_AT": "unit_started"}):
+        production_units(sim_home, device)
+
+
+def production_units(sim_home, device):
     weak = station_cli(sim_home, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--profile", "weak")
     assert weak.returncode == 1 and "Traceback" not in weak.stderr
     assert "repeats one character (like 1111 or 0000)" in weak.stderr and "production mode" in weak.stderr

@@ -24,8 +24,10 @@ from cryptography.hazmat.primitives import serialization
 
 from station.audit import AuditLog
 from station.home import StationHome
+from station.service.client import home_socket
 from station.sim.farm import SimDevice
 from tests.helpers.kit import PASSPHRASE, certificate_on_board, profile_copy, station_cli
+from tests.helpers.service import running_service
 
 pytestmark = pytest.mark.integration
 
@@ -216,6 +218,15 @@ def test_production_mode_refuses_the_tutorials_demo_pins_and_takes_the_plants_ow
     assert station_cli(sim_home, "ca", "init").returncode == 0
     plant_profile(sim_home)
     sim_home.config_file.write_text('[station]\nname = "line-1"\nproduction = true\n')
+    # In production mode the units run in the station service, its CA unlocked from a credential file.
+    credential = sim_home.root.parent / "ca-passphrase"
+    credential.write_text(PASSPHRASE + "\n")
+    credential.chmod(0o600)
+    with running_service(sim_home, home_socket(sim_home), credential=credential):
+        production_day(sim_home, device)
+
+
+def production_day(sim_home: StationHome, device: SimDevice) -> None:
     # Production mode enrols only boards of an open work order (the order's profile is the unit's).
     demo_order = sim_home.root / "demo-order.csv"
     demo_order.write_text("order,profile,quantity,serials\nWO-300,welma-optee,1,202600000000300\n")

@@ -198,16 +198,16 @@ def test_the_bundle_provisions_a_simulated_board(
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
-        # Mid-keygen: the unit's worker is a fork of the bundle's fork server (the bundle's executable
-        # started as multiprocessing's server, never the window's or the CLI's code), and nothing below the
-        # station carries the CA passphrase.
+        # Mid-keygen: the unit runs in the station service the CLI started (the bundle's executable again), its
+        # worker a fork of the service's fork server (the bundle's executable started as multiprocessing's
+        # server, never the window's or the CLI's code), and nothing below the station carries the passphrase.
         end = time.monotonic() + PROVISION_TIMEOUT_S
         while not (events.exists() and '"step": "keygen"' in events.read_text()):
             assert process.poll() is None and time.monotonic() < end, "the unit should reach key generation"
             time.sleep(0.1)
         below = descendants(process.pid)
         server = forkserver(below)
-        assert server is not None and parent_of(server) == process.pid, below
+        assert server is not None and parent_of(parent_of(server)) == process.pid, below
         workers = worker_pids([json.loads(line) for line in events.read_text().splitlines()], SERIAL)
         assert workers and all(parent_of(pid) == server for pid in workers)
         assert not [pid for pid in below if carries(pid, PASSPHRASE)]

@@ -1,0 +1,91 @@
+"""Which role each request to the station service needs: the one table the service enforces.
+
+A request is refused unless the caller (identified by the kernel, SO_PEERCRED) holds the role named here,
+or a stronger one (:mod:`station.roles`: roles nest, root is an administrator).  The refusal names the
+role needed and is recorded in the audit log (``service_requests``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from station.roles import Role
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    # None: anyone who can reach the socket (who am I, sign in).
+    role: Role | None
+    words: str
+    # Recorded in service_requests when allowed too (refusals are always recorded).
+    recorded: bool = True
+
+
+_TABLE = (
+    # Anyone
+    Op("whoami", None, "say who the service sees", recorded=False),
+    Op("sign_in", None, "sign in at a kiosk window"),
+    # Technician: provision, batch, retry, abort, labels, this station's recent units.
+    Op("provision", Role.TECHNICIAN, "provision a board"),
+    Op("batch", Role.TECHNICIAN, "run a batch of boards"),
+    Op("retry", Role.TECHNICIAN, "retry a failed board"),
+    Op("abort", Role.TECHNICIAN, "abort a running board"),
+    Op("labels", Role.TECHNICIAN, "print a board's label"),
+    Op("units", Role.TECHNICIAN, "list this station's recent units", recorded=False),
+    Op("follow", Role.TECHNICIAN, "watch the running units", recorded=False),
+    # Quality lead: audit views, exports, reports, backup, revoke, CRL.
+    Op("audit_view", Role.QUALITY, "view the audit log"),
+    Op("audit_export", Role.QUALITY, "export the audit log"),
+    Op("audit_verify", Role.QUALITY, "verify the audit log"),
+    Op("audit_checkpoint", Role.QUALITY, "sign the audit log's head"),
+    Op("report", Role.QUALITY, "make a yield report"),
+    Op("backup", Role.QUALITY, "back up the audit log"),
+    Op("revoke", Role.QUALITY, "revoke a certificate"),
+    Op("crl", Role.QUALITY, "publish the certificate revocation list"),
+    # Administrator: settings, profiles, fixtures, CA operations, production mode.
+    Op("settings", Role.ADMIN, "change the station's settings"),
+    Op("profiles", Role.ADMIN, "change device profiles"),
+    Op("fixtures", Role.ADMIN, "change fixtures"),
+    Op("ca", Role.ADMIN, "operate the station's CA"),
+    Op("ca_unlock", Role.ADMIN, "unlock the station's CA"),
+    Op("production_mode", Role.ADMIN, "change production mode"),
+    Op("admin_set_pin", Role.ADMIN, "set the admin PIN"),
+)
+
+OPS: dict[str, Op] = {op.name: op for op in _TABLE}
+
+
+def refusal(op: Op, account: str) -> str:
+    """The words of a refusal: what was asked, the role it needs, and what to do."""
+    assert op.role is not None
+    return (f"refused: {account} may not {op.words} — that needs the {op.role.words} role (OS group "
+            f"{op.role.value}); ask an administrator to add {account} to {op.role.value}, or ask someone who has it")
+
+
+# Which op a command line needs when it runs next to a service (station.cli): (command, action) → op.
+# A command group with None as its action maps every action of it.
+COMMAND_OPS: dict[tuple[str, str | None], str] = {
+    ("provision", None): "provision",
+    ("batch", None): "batch",
+    ("abort", None): "abort",
+    ("units", None): "units",
+    ("label", None): "labels",
+    ("revoke", None): "revoke",
+    ("audit", "export"): "audit_export",
+    ("audit", "verify"): "audit_verify",
+    ("audit", "backup"): "backup",
+    ("audit", "checkpoint"): "audit_checkpoint",
+    ("ca", "crl"): "crl",
+    ("ca", "unlock"): "ca_unlock",
+    ("ca", None): "ca",
+    ("admin", None): "admin_set_pin",
+    ("fixtures", "list"): "units",
+    ("fixtures", None): "fixtures",
+}
+
+
+def op_for_command(command: str, action: str | None) -> Op | None:
+    """The op a command needs (None: a command the service does not guard, e.g. the simulator)."""
+    name = COMMAND_OPS.get((command, action)) or COMMAND_OPS.get((command, None))
+    return OPS[name] if name else None
