@@ -22,6 +22,7 @@ import signal
 import sqlite3
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from station.home import StationHome
 from station.people import Actor, People
 from station.pki import CertificateAuthority
 from station.roles import Role
-from tests.helpers.service import account_python, running_service
+from tests.helpers.service import account_python, running_service, service_pid
 
 pytestmark = pytest.mark.integration
 
@@ -162,8 +163,14 @@ def test_kiosk_sign_in_lockout_outlives_the_service_and_sessions_name_both(stati
         answers = ask(st, st.tech, *wrong)
         assert all("error" in answer for answer in answers), answers
         assert "2 tries left" in answers[0]["error"] and "locked out" in answers[2]["error"], answers
+        served_by = service_pid(st.socket)
+        assert served_by is not None
         os.killpg(service.pid, signal.SIGKILL)  # the service dies; the lockout is the store's, not its memory
         service.wait(10)
+        end = time.monotonic() + 30
+        while Path(f"/proc/{served_by}").exists():  # (runuser is reaped before its child is gone)
+            assert time.monotonic() < end, "the killed service should be gone"
+            time.sleep(0.05)
     with serving(st):
         (still,) = ask(st, st.tech, ("sign_in", {"name": "Quinn Lee", "secret": QUINN_PIN}))
         assert "locked out" in still.get("error", ""), still
