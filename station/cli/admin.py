@@ -88,6 +88,19 @@ def _read_new_pin() -> str:
 
 
 def run_set_pin(args: argparse.Namespace) -> int:
+    from station.cli.served import running_service
+
+    client = running_service(args)
+    if client is not None:
+        # The station service owns the home: an administrator account's command sends the new PIN over the
+        # socket (never in argv); others are refused by the service, which records it.
+        with client:
+            client.call("authorize", {"op": "admin_set_pin"})
+            if client.call("whoami")["production"]:
+                client.call("admin_set_pin", {})  # the service says why production mode refuses it
+            answer = client.call("admin_set_pin", {"pin": _read_new_pin()})
+        print(f"admin PIN {'changed' if answer['replaced'] else 'set'} ({answer['path']})")
+        return 0
     home = StationHome.resolve(args.home)
     if load_config(home.config_file).production:
         raise StationError(

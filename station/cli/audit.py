@@ -125,28 +125,47 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from station.cli.served import running_service
+
+    client = running_service(args)
+    if client is not None:
+        # The station service owns the log: it verifies it and says what this command prints.
+        with client:
+            answer = client.call("audit_verify")
+        for line in answer["lines"]:
+            print(line)
+        return int(answer["status"])
     home = StationHome.resolve(args.home)
+    with _open_existing(home) as log:
+        lines, status = verify_lines(home, log)
+    for line in lines:
+        print(line)
+    return status
+
+
+def verify_lines(home: StationHome, log: AuditLog) -> tuple[list[str], int]:
+    """What `station audit verify` says about ``log`` (the lines it prints) and its exit status."""
     from station.cli.ca import audit_trust
 
     trusted, required = audit_trust(home)
-    with _open_existing(home) as log:
-        report = log.verify(trusted=trusted, require_signed_since=required)
-        # With [fleet], the fleet's copy is the outside anchor: a rewritten chain or an old backup differs from it.
-        fleet_verdict = _compare_with_fleet(home, log)
+    report = log.verify(trusted=trusted, require_signed_since=required)
+    # With [fleet], the fleet's copy is the outside anchor: a rewritten chain or an old backup differs from it.
+    fleet_verdict = _compare_with_fleet(home, log)
+    lines = []
     if report.ok:
         signed = ""
         if report.checkpoints is not None:
             signed = (f"; {report.checkpoints} signed checkpoint(s) verified against the station CA"
                       + (f", the last covering event {report.last_signed_seq}" if report.last_signed_seq else ""))
-        print(f"audit log OK: {report.events} events{signed}")
+        lines.append(f"audit log OK: {report.events} events{signed}")
     else:
-        print(f"audit log {home.audit_db} is NOT intact: {report.problem}")
+        lines.append(f"audit log {home.audit_db} is NOT intact: {report.problem}")
     if fleet_verdict is not None:
-        print(fleet_verdict[1])
+        lines.append(fleet_verdict[1])
     if report.ok and (fleet_verdict is None or fleet_verdict[0]):
-        return 0
-    print("Keep a copy of this file as it is and report it to quality assurance.")
-    return 1
+        return lines, 0
+    lines.append("Keep a copy of this file as it is and report it to quality assurance.")
+    return lines, 1
 
 
 def _compare_with_fleet(home: StationHome, log: AuditLog) -> tuple[bool, str] | None:
@@ -171,6 +190,17 @@ def _compare_with_fleet(home: StationHome, log: AuditLog) -> tuple[bool, str] | 
 def run_checkpoint(args: argparse.Namespace) -> int:
     from station.audit_checkpoints import CheckpointSigner
     from station.cli.ca import load_station_ca
+    from station.cli.served import running_service
+
+    client = running_service(args)
+    if client is not None:
+        # The station service holds the unlocked CA: it signs the head of the log it owns.
+        from station.cli.serve import call_unlocking
+
+        with client:
+            answer = call_unlocking(client, "audit_checkpoint", {})
+        print(f"signed the audit journal up to event {answer['seq']} with {answer['subject']}")
+        return 0
 
     home = StationHome.resolve(args.home)
     with _open_existing(home) as log:
@@ -191,22 +221,30 @@ def run_checkpoint(args: argparse.Namespace) -> int:
 
 
 def run_backup(args: argparse.Namespace) -> int:
+    from station.cli.served import received_file, running_service, write_private
+
+    client = running_service(args)
+    if client is not None:
+        # The station service copies (and verifies) the log it owns; this command writes the copy as this
+        # user's own file, mode 0640 (it names operators).
+        with client:
+            answer = client.call("backup")
+            write_private(args.out, received_file(client, answer, what="backup"))
+        return _said_backup(args.out, size_bytes=answer["size"], events=answer["events"], ok=answer["ok"],
+                            problem=answer["problem"])
     home = StationHome.resolve(args.home)
     with _open_existing(home) as log:
         written = log.backup(args.out)
-    size = (
-        f"{written.size_bytes / 1e6:.1f} MB"
-        if written.size_bytes >= 100_000
-        else f"{written.size_bytes} bytes"
-    )
-    if written.report.ok:
-        print(
-            f"backed up the audit log to {written.path} ({written.report.events} events, {size}); copy verified"
-        )
+    return _said_backup(written.path, size_bytes=written.size_bytes, events=written.report.events,
+                        ok=written.report.ok, problem=written.report.problem)
+
+
+def _said_backup(path: Path, *, size_bytes: int, events: int, ok: bool, problem: str | None) -> int:
+    size = f"{size_bytes / 1e6:.1f} MB" if size_bytes >= 100_000 else f"{size_bytes} bytes"
+    if ok:
+        print(f"backed up the audit log to {path} ({events} events, {size}); copy verified")
         return 0
-    print(
-        f"backed up the audit log to {written.path} ({size}), but the log is NOT intact: {written.report.problem}"
-    )
+    print(f"backed up the audit log to {path} ({size}), but the log is NOT intact: {problem}")
     print("Keep this copy and the live file as they are and report it to quality assurance.")
     return 1
 
@@ -269,38 +307,13 @@ def run_export(args: argparse.Namespace) -> int:
 def _served_export(client: Any, args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:
     """The export made by the station service (which owns the audit log) and written here, by this user, mode
     0640 (it names operators): the service records which OS account asked for it."""
-    import base64
-    import hashlib
-    import os
+    from station.cli.served import received_file, write_private
 
     answer = client.call("audit_export", {
         "format": args.format, "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None, "batch": args.batch, "result": args.result,
         "order": args.order, "steps": args.steps})
-    parts: dict[int, bytes] = {}
-    while len(parts) < answer["chunks"]:
-        message = client.next_message(wait_s=60)
-        if message is None:
-            raise StationError("the station service stopped sending the export — run the command again")
-        if "chunk" in message:
-            parts[int(message["index"])] = base64.b64decode(message["chunk"])
-    data = b"".join(parts[index] for index in range(answer["chunks"]))
-    if len(data) != answer["size"] or hashlib.sha256(data).hexdigest() != answer["sha256"]:
-        raise StationError("the export arrived damaged from the station service — run the command again")
-    out = Path(args.out)
-    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o640)
-        os.replace(temporary, out)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise StationError(f"Could not write {out} ({exc.strerror}) — check that the folder is writable, then "
-                           "try again.") from None
+    write_private(Path(args.out), received_file(client, answer, what="export"))
     count = answer["units"]
     if args.format == "pdf":
         listed = f"{count} unit{'' if count == 1 else 's'}"

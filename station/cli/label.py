@@ -38,7 +38,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from station.cli.context import open_station
+    from station.cli.served import running_service
     from station.line.labels import LabelDesk
+
+    client = running_service(args)
+    if client is not None:
+        # The station service prints it (it owns the log and the printer settings) and records who asked.
+        with client:
+            answer = client.call("labels", {"serial": args.serial.strip(), "by": args.by})
+        print(answer["message"])
+        return 0 if answer["printed"] else 1
 
     station = open_station(args.home)
     try:

@@ -163,7 +163,10 @@ def flow_event(record: dict[str, Any]) -> FlowEvent:
 # Commands that are served by the service itself (they ask it directly) or that are the service.
 _SERVED = frozenset({"provision", "batch", "abort", "units", "revoke", "serve"})
 # Actions served by the service itself (the command asks it directly when one runs).
-_SERVED_ACTIONS = frozenset({("audit", "export"), ("ca", "crl")})
+_SERVED_ACTIONS = frozenset({("audit", "export"), ("ca", "crl"), ("audit", "verify"), ("audit", "backup"),
+                             ("admin", "set-pin"), ("settings", "production"),
+                             ("audit", "checkpoint"), ("fixtures", "list"), ("label", "print"),
+                             ("fixtures", "pin")})
 
 
 def guard(args: argparse.Namespace) -> None:

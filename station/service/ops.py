@@ -26,6 +26,9 @@ _TABLE = (
     # Anyone
     Op("whoami", None, "say who the service sees", recorded=False),
     Op("sign_in", None, "sign in at a kiosk window"),
+    Op("sign_out", None, "sign out of a kiosk window"),
+    # Needs the person's old credential, or an administrator (checked by station.people).
+    Op("people_change", None, "change a person's credential"),
     # Technician: provision, batch, retry, abort, labels, this station's recent units.
     Op("provision", Role.TECHNICIAN, "provision a board"),
     Op("batch", Role.TECHNICIAN, "run a batch of boards"),
@@ -34,6 +37,7 @@ _TABLE = (
     Op("labels", Role.TECHNICIAN, "print a board's label"),
     Op("units", Role.TECHNICIAN, "list this station's recent units", recorded=False),
     Op("follow", Role.TECHNICIAN, "watch the running units", recorded=False),
+    Op("fixtures_list", Role.TECHNICIAN, "list the fixtures", recorded=False),
     # Quality lead: audit views, exports, reports, backup, revoke, CRL.
     Op("audit_view", Role.QUALITY, "view the audit log"),
     Op("audit_export", Role.QUALITY, "export the audit log"),
@@ -54,6 +58,9 @@ _TABLE = (
 )
 
 OPS: dict[str, Op] = {op.name: op for op in _TABLE}
+
+# Arguments of a request that are secrets: never recorded (service_requests keeps the rest of the request).
+SECRET_ARGS = frozenset({"secret", "pin", "old_secret", "new_secret", "session"})
 
 
 def refusal(op: Op, account: str) -> str:
@@ -80,7 +87,9 @@ COMMAND_OPS: dict[tuple[str, str | None], str] = {
     ("ca", "unlock"): "ca_unlock",
     ("ca", None): "ca",
     ("admin", None): "admin_set_pin",
-    ("fixtures", "list"): "units",
+    ("settings", "production"): "production_mode",
+    ("settings", None): "settings",
+    ("fixtures", "list"): "fixtures_list",
     ("fixtures", None): "fixtures",
 }
 

@@ -36,7 +36,8 @@ from station.home import StationHome
 from station.roles import Role, account_name, allowed, roles_of
 from station.service import frames
 from station.service.hardening import harden_process
-from station.service.ops import OPS, Op, refusal
+from station.service.ops import OPS, SECRET_ARGS, Op, refusal
+from station.service.sessions import SessionError, Sessions
 
 # How many messages may wait for one client before it is dropped as not reading.
 CLIENT_QUEUE_LIMIT = 20000
@@ -142,8 +143,13 @@ class StationService:
             "whoami": self._whoami, "sign_in": self._sign_in, "ca_unlock": self._ca_unlock,
             "provision": self._provision, "retry": self._provision, "batch": self._batch, "abort": self._abort,
             "units": self._units, "follow": self._follow, "revoke": self._revoke, "audit_export": self._export,
-            "crl": self._crl,
+            "crl": self._crl, "sign_out": self._sign_out, "people_change": self._people_change,
+            "audit_verify": self._audit_verify, "backup": self._backup, "admin_set_pin": self._admin_set_pin,
+            "production_mode": self._production_mode, "audit_checkpoint": self._audit_checkpoint,
+            "labels": self._labels, "fixtures_list": self._fixtures_list, "fixtures": self._fixtures,
         }
+        # Kiosk sessions (station.service.sessions): token → a person signed in, bound to the caller's uid.
+        self.sessions = Sessions()
         self._unlock_from_credentials(credential)
 
     # -- the CA ------------------------------------------------------------------------------------------
@@ -333,16 +339,48 @@ class StationService:
         """A person signs in at a kiosk window with their own credential, checked here (station.people: the
         lockout is kept in the store and outlives restarts).  The answer is their time-limited session; the
         secret is never recorded (service_requests keeps the name only)."""
-        from station.people import People
 
         name = str(args.get("name") or "").strip()
         secret = args.get("secret")
         if not name or not isinstance(secret, str):
             return {"signed_in": conn.caller.account, "how": "os-account"}
-        people = People(self.home, self.station.audit, settings=self.config.people)
+        people = self._people()
         session = people.verify(name, secret, account=conn.caller.account)
+        token = self.sessions.open(session, uid=conn.caller.uid)
         return {"signed_in": session.person, "how": "person", "role": session.role.value,
-                "expires_at": session.expires_at, "account": conn.caller.account}
+                "expires_at": session.expires_at, "account": conn.caller.account, "session": token}
+
+    def _people(self) -> Any:
+        from station.people import People
+
+        return People(self.home, self.station.audit, settings=self.config.people)
+
+    def _sign_out(self, conn: Connection, args: dict[str, Any]) -> Any:
+        signed = self.sessions.close(str(args.get("_session_token") or ""), uid=conn.caller.uid)
+        if signed is not None:
+            self._people().sign_out(signed)
+        return {"signed_out": signed.person if signed else None}
+
+    def _actor(self, conn: Connection, args: dict[str, Any]) -> Any:
+        """Who acts: the person signed in at this kiosk (their role), else the OS account (its groups)."""
+        from station.people import Actor
+
+        signed = args.get("_signed_in")
+        if signed is not None:
+            return Actor.for_person(signed, account=conn.caller.account)
+        return Actor(name=conn.caller.account, account=conn.caller.account,
+                     administrator=allowed(conn.roles, Role.ADMIN))
+
+    def _people_change(self, conn: Connection, args: dict[str, Any]) -> Any:
+        """A person's credential changed: with their old one, or by an administrator (an OS account in
+        welma-admin, or an administrator signed in at this kiosk)."""
+        name = str(args.get("name") or "").strip()
+        new = args.get("new_secret")
+        old = args.get("old_secret")
+        if not name or not isinstance(new, str) or (old is not None and not isinstance(old, str)):
+            raise StationError("a credential change needs the person's name and the new credential (text)")
+        person = self._people().change(name, new, by=self._actor(conn, args), old_secret=old)
+        return {"person": person.name, "kind": person.kind.value}
 
     def _ca_unlock(self, conn: Connection, args: dict[str, Any]) -> Any:
         secret = args.get("secret")
@@ -512,6 +550,8 @@ class StationService:
         if not reason:
             raise StationError("--reason is empty — say why the certificate is revoked (e.g. keyCompromise).")
         typed = str(args.get("by") or "").strip()
+        if args.get("_signed_in") is not None and not typed:
+            typed = args["_signed_in"].person
         # Who revokes is the OS account the kernel named; a typed name is kept beside it, never instead.
         by = conn.caller.account if not typed or typed == conn.caller.account else \
             f"{conn.caller.account} (for {typed})"
@@ -530,11 +570,122 @@ class StationService:
         return {"pem": pem.decode("ascii"), "publish": settings.crl_publish,
                 "every": settings.crl_publish_every_minutes}
 
+    def _audit_verify(self, conn: Connection, args: dict[str, Any]) -> Any:
+        """`station audit verify` made here (the service owns the log); the client prints what it says."""
+        from station.cli.audit import verify_lines
+
+        lines, status = verify_lines(self.home, self.station.audit)
+        return {"lines": lines, "status": status}
+
+    def _audit_checkpoint(self, conn: Connection, args: dict[str, Any]) -> Any:
+        """`station audit checkpoint`: the head of a log that verifies, signed with the unlocked CA."""
+        self._engine()  # the CA is unlocked (else: say how to unlock it)
+        report = self.station.audit.verify()
+        if not report.ok:
+            raise StationError(f"The audit log does not verify ({report.problem}) — refusing to sign it; report it "
+                               "to quality assurance.")
+        seq = self.station.audit.checkpoint()
+        return {"seq": seq, "subject": self.ca.certificate.subject.rfc4514_string()}
+
+    def _labels(self, conn: Connection, args: dict[str, Any]) -> Any:
+        """`station label print`: the board's label printed (or reprinted) by the service, recorded by whom."""
+        from station.line.labels import LabelDesk
+
+        self._fresh_config()
+        serial = str(args.get("serial") or "").strip()
+        unit = self.station.audit.find_unit(serial)
+        if unit is None:
+            raise StationError(f"no unit of board {serial} is in the audit log — check the serial (station units)")
+        typed = str(args.get("by") or "").strip()
+        signed = args.get("_signed_in")
+        by = typed or (signed.person if signed is not None else conn.caller.account)
+        desk = LabelDesk(config=self.config, audit=self.station.audit)
+        outcome = desk.print_unit(unit.id, by=by, reprint=bool(self.station.audit.label_prints(unit.id)))
+        return {"message": outcome.message, "printed": outcome.printed}
+
+    def _fixtures_list(self, conn: Connection, args: dict[str, Any]) -> Any:
+        """`station fixtures list`: the lines it prints, made from the home the service owns."""
+        from station.cli.fixtures import fixture_lines
+
+        self._fresh_config()
+        return {"lines": fixture_lines(self.station)}
+
+    def _fixtures(self, conn: Connection, args: dict[str, Any]) -> Any:
+        """`station fixtures pin`: ``fetch`` reads the key the fixture's board answers with; ``pin`` writes it
+        (only if the board still answers with the key the administrator confirmed) and records it."""
+        from station.cli.fixtures import fixture_key, pin_fixture_key
+
+        self._fresh_config()
+        name = str(args.get("name") or "")
+        known, key_type, fingerprint = fixture_key(self.station, name)
+        if args.get("action") == "fetch":
+            return {"device": known.fixture.device, "pinned": known.fixture.host_key, "key_type": key_type,
+                    "fingerprint": fingerprint, "file": str(known.file)}
+        if args.get("action") != "pin":
+            raise StationError("a fixtures request is fetch or pin")
+        if args.get("fingerprint") != fingerprint:
+            raise StationError(f"the board now shows {fingerprint}, not the key you confirmed — nothing was pinned; "
+                               "check the fixture's cabling and run the command again")
+        typed = str(args.get("by") or "").strip()
+        signed = args.get("_signed_in")
+        by = typed or (signed.person if signed is not None else conn.caller.account)
+        return {"message": pin_fixture_key(self.station, known, key_type, fingerprint, by=by)}
+
+    def _backup(self, conn: Connection, args: dict[str, Any]) -> Any:
+        """A consistent, verified copy of the audit log made here and sent in chunks: the client writes its file
+        itself, as its own user, mode 0640."""
+        import shutil
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(prefix="backup-"))
+        try:
+            written = self.station.audit.backup(scratch / "audit-backup.db")
+            data = written.path.read_bytes()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return _file_answer(data, {"events": written.report.events, "ok": written.report.ok,
+                                   "problem": written.report.problem})
+
+    def _admin_set_pin(self, conn: Connection, args: dict[str, Any]) -> Any:
+        """`station admin set-pin` for an administrator: the PIN is set here (the home is the service's)."""
+        from station.admin import pin_is_set, set_pin
+        from station.audit_people import record_people_event
+        from station.people import PeopleAction
+
+        self._fresh_config()
+        if self.config.production:
+            raise StationError(
+                "this station is in production mode, which refuses the shared admin PIN (a demo-mode option) — enrol "
+                "each quality lead and administrator with their own credential: station people add NAME --role "
+                "quality|admin"
+            )
+        pin = args.get("pin")
+        if not isinstance(pin, str):
+            raise StationError("the new admin PIN is needed")
+        replacing = pin_is_set(self.home)
+        set_pin(self.home, pin)
+        actor = self._actor(conn, args)
+        record_people_event(self.station.audit, action=PeopleAction.ADMIN_PIN_SET.value, person="",
+                            role=Role.ADMIN.value, by=actor.name, account=actor.account,
+                            detail="by an administrator account" if replacing else "first PIN")
+        return {"replaced": replacing, "path": str(self.home.root / "admin.pin")}
+
+    def _production_mode(self, conn: Connection, args: dict[str, Any]) -> Any:
+        """Production mode read, or turned on/off in station.toml (the service reads the file again)."""
+        from station.station_settings import set_production
+
+        self._fresh_config()
+        was = self.config.production
+        wanted = args.get("on")
+        if wanted is None:
+            return {"production": was, "changed": False}
+        set_production(self.home.config_file, bool(wanted))
+        self._fresh_config()
+        return {"production": self.config.production, "changed": was != self.config.production}
+
     def _export(self, conn: Connection, args: dict[str, Any]) -> Any:
         """An export made here (the service reads the audit log) and sent to the client in chunks: the client
         writes its file itself, as its own user (mode 0640) — the service writes no file where a client says."""
-        import base64
-        import hashlib
         import shutil
         import tempfile
         from datetime import datetime
@@ -558,11 +709,7 @@ class StationService:
             data = written.path.read_bytes()
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        chunks = [data[at:at + frames.CHUNK_BYTES] for at in range(0, len(data), frames.CHUNK_BYTES)] or [b""]
-        followups = [{"chunk": base64.b64encode(chunk).decode("ascii"), "index": index}
-                     for index, chunk in enumerate(chunks)]
-        return Followed({"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "chunks": len(chunks),
-                         "units": written.units, "pages": written.pages}, followups)
+        return _file_answer(data, {"units": written.units, "pages": written.pages})
 
     # -- the socket --------------------------------------------------------------------------------------
 
@@ -572,6 +719,8 @@ class StationService:
         args = request.get("args") or {}
         if not isinstance(name, str) or not isinstance(args, dict):
             return {"id": ident, "ok": False, "error": "a request needs an op (text) and args (an object)"}
+        # Keys starting with "_" are the service's own (who signed in, the request's record): never a client's.
+        args = {key: value for key, value in args.items() if not str(key).startswith("_")}
         if name == "authorize":
             name = str(args.get("op"))
             check_only = True
@@ -580,13 +729,27 @@ class StationService:
         op = OPS.get(name)
         if op is None or (not check_only and name not in self._handlers):
             return {"id": ident, "ok": False, "error": f"the station service has no request {name!r}"}
-        detail = {key: value for key, value in args.items() if key not in ("secret", "manifest")}
+        token = args.pop("session", None)
+        detail = {key: value for key, value in args.items() if key not in SECRET_ARGS and key != "manifest"}
         if check_only:
             detail["checked_only"] = True
-        if op.role is not None and not allowed(conn.roles, op.role):
+        roles = conn.roles
+        if token is not None:
+            # A kiosk window's signed-in person: their role joins the OS account's for this request; both are
+            # recorded (the account that asked, the person who signed in).
+            try:
+                signed = self.sessions.check(str(token), uid=conn.caller.uid, people=self._people())
+            except (SessionError, StationError) as exc:
+                self._record(conn, op, allowed_=False, detail={**detail, "session": "refused"})
+                return {"id": ident, "ok": False, "code": "session", "error": str(exc)}
+            roles = roles | {signed.role}
+            detail["signed_in"] = signed.person
+            args["_signed_in"] = signed
+            args["_session_token"] = str(token)
+        if op.role is not None and not allowed(roles, op.role):
             self._record(conn, op, allowed_=False, detail=detail)
-            return {"id": ident, "ok": False, "code": "refused", "error": refusal(op, conn.caller.account),
-                    "role": op.role.value}
+            who = conn.caller.account + (f" (signed in: {detail['signed_in']})" if "signed_in" in detail else "")
+            return {"id": ident, "ok": False, "code": "refused", "error": refusal(op, who), "role": op.role.value}
         if op.recorded:
             args["_request_id"] = self._record(conn, op, allowed_=True, detail=detail)
         if check_only:
@@ -737,6 +900,18 @@ class Followed:
 
     result: Any
     followups: list[dict[str, Any]]
+
+
+def _file_answer(data: bytes, result: dict[str, Any]) -> Followed:
+    """A file's content as an answer (size, digest) followed by its chunks; the client writes the file."""
+    import base64
+    import hashlib
+
+    chunks = [data[at:at + frames.CHUNK_BYTES] for at in range(0, len(data), frames.CHUNK_BYTES)] or [b""]
+    followups = [{"chunk": base64.b64encode(chunk).decode("ascii"), "index": index}
+                 for index, chunk in enumerate(chunks)]
+    return Followed({**result, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                     "chunks": len(chunks)}, followups)
 
 
 class CaLocked(StationError):

@@ -82,7 +82,7 @@ def test_not_json_is_a_frame_error() -> None:
 
 
 # The role table as the issue states it (technician ⊂ quality lead ⊂ administrator; root is an administrator).
-TECHNICIAN_OPS = {"provision", "batch", "retry", "abort", "labels", "units", "follow"}
+TECHNICIAN_OPS = {"provision", "batch", "retry", "abort", "labels", "units", "follow", "fixtures_list"}
 QUALITY_OPS = {"audit_view", "audit_export", "audit_verify", "audit_checkpoint", "report", "backup", "revoke", "crl"}
 ADMIN_OPS = {"settings", "profiles", "fixtures", "ca", "ca_unlock", "production_mode", "admin_set_pin"}
 

@@ -1,0 +1,54 @@
+"""What CLI commands served by the station service share: the running service (if any), and files the
+service sends that the command writes itself, as the caller's own file, mode 0640."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from station.errors import StationError
+
+
+def running_service(args: argparse.Namespace) -> Any:
+    """A connection to the station service of this command's --home / --socket when one answers, else None
+    (the command then works on the home itself, as before the service)."""
+    from station.service.client import connect
+
+    return connect(getattr(args, "home", None), getattr(args, "socket", None), start=False)
+
+
+def received_file(client: Any, answer: dict[str, Any], *, what: str) -> bytes:
+    """The chunks of a file the service answered with, checked against the size and digest it announced."""
+    parts: dict[int, bytes] = {}
+    while len(parts) < answer["chunks"]:
+        message = client.next_message(wait_s=60)
+        if message is None:
+            raise StationError(f"the station service stopped sending the {what} — run the command again")
+        if "chunk" in message:
+            parts[int(message["index"])] = base64.b64decode(message["chunk"])
+    data = b"".join(parts[index] for index in range(answer["chunks"]))
+    if len(data) != answer["size"] or hashlib.sha256(data).hexdigest() != answer["sha256"]:
+        raise StationError(f"the {what} arrived damaged from the station service — run the command again")
+    return data
+
+
+def write_private(out: Path, data: bytes) -> None:
+    """``data`` to ``out`` whole (or ``out`` left as it was), mode 0640, owned by the caller."""
+    out = out.expanduser()
+    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o640)
+        os.replace(temporary, out)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise StationError(f"Could not write {out} ({exc.strerror}) — check that the folder is writable, then "
+                           "try again.") from None
