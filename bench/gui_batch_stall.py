@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         yielded = 0 if args.boards_share_cpu else boards_yield_cpu(root, BOARD_AUTOGROUP_NICE)
         ca = CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE)
         session = Session.open(str(home.root))
-        window = MainWindow(session, ca)
+        window = MainWindow(session, ca, ca_secret=PASSPHRASE.decode())  # for the station service the window starts
         ticks: list[float] = []
         scheduling: list[bytes] = []  # the GUI thread's /proc schedstat at each tick
         schedstat = f"/proc/self/task/{threading.get_native_id()}/schedstat"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QApplication
 
-from bench.demo_station import demo_station, ensure_display, pause, wait_for
+from bench.demo_station import DEMO_PASSPHRASE, demo_station, ensure_display, pause, wait_for
 from station.admin import StationSettings, save_settings
 from station.audit import AuditLog
 from station.flow import FlowEvent
@@ -60,7 +60,7 @@ def batch_pictures(out: Path, suffix: str, keygen_delay: float, large_font: bool
         if large_font:
             save_settings(demo.home, StationSettings(large_font=True))
         session = Session.open(str(demo.home.root))
-        window = MainWindow(session, demo.ca)
+        window = MainWindow(session, demo.ca, ca_secret=DEMO_PASSPHRASE)
         view = window.batch
         try:
             window.resize(1280, 800)
@@ -122,7 +122,7 @@ def order_pictures(out: Path, suffix: str, keygen_delay: float) -> int:
             log.orders.import_orders(read_order_file(orders, profiles=lambda name: load_profile(name)),
                                      by="Q. Lead")
         session = Session.open(str(demo.home.root))
-        window = MainWindow(session, demo.ca)
+        window = MainWindow(session, demo.ca, ca_secret=DEMO_PASSPHRASE)
         try:
             window.resize(1280, 800)
             window.show()
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.large_font:
             save_settings(demo.home, StationSettings(large_font=True))
         session = Session.open(str(demo.home.root))
-        window = MainWindow(session, demo.ca)
+        window = MainWindow(session, demo.ca, ca_secret=DEMO_PASSPHRASE)
         try:
             window.resize(1280, 800)
             window.show()

@@ -64,29 +64,35 @@ def pyside_drops_none() -> bool:
 
 def unlock_ca(home: StationHome) -> CertificateAuthority | None:
     """The CA, from STATION_CA_PASSPHRASE or the passphrase dialog; None if the technician quits."""
+    return unlock_ca_with_secret(home)[0]
+
+
+def unlock_ca_with_secret(home: StationHome) -> tuple[CertificateAuthority | None, str | None]:
+    """The CA and, when the technician typed it in the dialog, what they typed (the window sends it once to a
+    station service whose CA is locked; from the environment or a PIN file the service is told otherwise)."""
     while not ca_exists(home.ca_dir):
         if not explain_missing_ca(home.root):
-            return None
+            return None, None
     problem = None
     if (home.ca_dir / TOKEN_FILE).exists():
         # A CA in a token: the PIN comes from [ca] pin_file or the dialog, never from the environment.
         if load_ca_settings(home.config_file).pin_file is not None:
             try:
-                return load_station_ca(home)
+                return load_station_ca(home), None
             except StationError as exc:
                 problem = f"the token could not be unlocked with [ca] pin_file: {exc}"
         dialog = PassphraseDialog(home.ca_dir, problem=problem)
         dialog.exec()
-        return dialog.ca
+        return dialog.ca, dialog.secret
     from_env = os.environ.get(PASSPHRASE_ENV)
     if from_env:
         try:
-            return CertificateAuthority.load(home.ca_dir, passphrase=from_env.encode())
+            return CertificateAuthority.load(home.ca_dir, passphrase=from_env.encode()), None
         except StationError as exc:
             problem = f"the passphrase in {PASSPHRASE_ENV} was not accepted: {exc}"
     dialog = PassphraseDialog(home.ca_dir, problem=problem)
     dialog.exec()
-    return dialog.ca
+    return dialog.ca, dialog.secret
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,16 +118,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        ca = unlock_ca(session.home)
+        ca, secret = unlock_ca_with_secret(session.home)
         if ca is None:
             return 1
-        window = MainWindow(session, ca)
+        window = MainWindow(session, ca, ca_secret=secret)
+        del secret
         window.show()
         window.raise_()
         window.activateWindow()
         if args.probe_startup:
             _probe_startup(window, args.probe_startup, started)
-        # Closing the window stopped the engine: no unit's worker outlives it.
+        # The units run in the station service (started for this user when none answered): closing or killing
+        # the window leaves them running; a window opened later shows them.
         return app.exec()
     finally:
         session.close()

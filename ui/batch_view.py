@@ -341,6 +341,9 @@ class BatchView(QWidget):
         self._cancel_deadline = QTimer(self)
         self._cancel_deadline.setSingleShot(True)
         self._cancel_deadline.timeout.connect(self._cancel_overdue)
+        # Units running in the station service that this window did not start (its window was closed or
+        # killed, or another window's): a unit on one of this grid's fixtures shows on its tile, live.
+        engine.foreign.connect(self.adopt)
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 4, 0, 0)
@@ -560,6 +563,36 @@ class BatchView(QWidget):
             self.progress[name] = progress
         self.requests[name] = request
         runner.start(request)
+        if not self._tick.isActive():
+            self._tick.start()
+        self._show_now(name)
+        self.slot_started.emit(name)
+        return True
+
+    def adopt(self, event: FlowEvent) -> bool:
+        """Show on its fixture's tile a unit running in the station service that this window did not start;
+        True if the tile now follows it (its events, Abort, and Retry once it ended)."""
+        name = event.fixture
+        if self._closing or event.kind in ("unit_finished", "output") or name is None or name not in self.tiles:
+            return False
+        slot = self.board.slots[name]
+        runner = self._runner(name)
+        if runner.running or slot.active:
+            return False
+        if slot.serial != event.serial and not self.board.place(name, event.serial).accepted:
+            return False
+        self.board.mark_started(name, time.monotonic())
+        try:
+            profile = self.session.profile_for(slot.fixture)
+        except StationError:
+            profile = None
+        if profile is not None:
+            progress = UnitProgress([(step, STEPS[step].title) for step in profile.step_names()])
+            progress.plan(self._plans.get(profile.name, {}))
+            self.progress[name] = progress
+            self.requests[name] = UnitRequest(event.serial, slot.fixture, profile, self.operator or "")
+        runner.attach(event.job)
+        self._on_event(name, event)
         if not self._tick.isActive():
             self._tick.start()
         self._show_now(name)

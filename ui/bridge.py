@@ -9,6 +9,9 @@ the GUI thread.
 
 from __future__ import annotations
 
+import itertools
+import os
+import queue
 import threading
 import time
 from collections import deque
@@ -31,17 +34,25 @@ from PySide6.QtCore import (
 
 from station.audit import AuditLog
 from station.config import Fixture, StationConfig
-from station.engine import Scheduler, UnitJob, UnitOutcome
+from station.engine import Ending, Scheduler, UnitJob, UnitOutcome
 from station.errors import StationError
 from station.flow import FlowEvent
 from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
+from station.service.client import (
+    CaLockedError,
+    ServiceClient,
+    ServiceUnavailable,
+    connect,
+    find_socket,
+)
+from station.service.frames import FrameError
 from station.transport import DeviceAddress
 from station.transport.base import probe
 
-__all__ = ["Engine", "FixtureProber", "ProbeResult", "StationParts", "TaskPool", "UnitOutcome", "UnitPlan",
+__all__ = ["IN_PROCESS_ENV", "Engine", "FixtureProber", "ProbeResult", "StationParts", "TaskPool", "UnitOutcome", "UnitPlan",
            "UnitRequest", "UnitRunner"]
 
 # A probe must never hold up closing the window for long.
@@ -224,75 +235,376 @@ class StationParts:
     line: LineHandOff | None = None
 
 
-class Engine(QObject):
-    """The window's engine: one :class:`station.engine.Scheduler` shared by the single-board page and the
-    batch grid (each unit in its own worker process).
+# STATION_IN_PROCESS=1 (outside production mode): the window hosts its own engine, as before the service.
+IN_PROCESS_ENV = "STATION_IN_PROCESS"
+PASSPHRASE_ENV = "STATION_CA_PASSPHRASE"
+# How long the link thread waits for an event before it looks for a request to send.
+LINK_POLL_S = 0.05
+# How long between attempts to reach a service that does not answer (or went away).
+RECONNECT_S = 2.0
+# How long closing the window waits for the link thread (it never waits on the GUI thread for more).
+LINK_STOP_S = 1.0
+# At most this many messages taken from the socket before the link looks at its requests again.
+LINK_BURST = 500
 
-    The scheduler calls back on its own thread; events wait in a deque (its lock is held for an append or
-    a swap, never across anything slow) and reach the GUI thread as one queued signal per burst, where
-    they go to the runner that submitted the unit.  The GUI thread only submits and cancels: it never
-    waits for a unit, and no lock a unit's audit write holds is ever taken here.
+
+def in_process_requested(config: StationConfig) -> bool:
+    """Whether this window runs its units itself (STATION_IN_PROCESS=1, never in production mode)."""
+    return os.environ.get(IN_PROCESS_ENV) == "1" and not config.production
+
+
+def _flow_event(record: dict[str, Any]) -> FlowEvent:
+    from station.cli.serve import flow_event
+
+    return flow_event(record)
+
+
+def _unit_request(job: UnitJob) -> dict[str, Any]:
+    """What the service's ``provision``/``retry`` request takes for a unit (as `station provision` sends it)."""
+    return {"serial": job.serial, "device": job.device, "profile": job.profile.name, "operator": job.operator,
+            "fixture": job.fixture, "resume": job.resume, "batch": job.batch, "order": job.order,
+            "stream_output": job.stream_output}
+
+
+class _ServiceLink:
+    """The window's one connection to the station service, owned by one plain thread: it connects (and, when
+    a unit is asked for and no service answers, starts a per-user one on the same home, as the CLI does),
+    follows every unit's events (``follow``: the service's running units first), and sends the window's
+    requests.  Every socket call has a deadline (station.service.client); nothing here touches Qt: what the
+    GUI thread must know goes through ``post``."""
+
+    def __init__(self, home: StationHome, post: Callable[[tuple[Any, ...]], None],
+                 secret: Callable[[], str | None]) -> None:
+        self.home = home
+        self._post = post
+        self._secret = secret
+        self._requests: queue.SimpleQueue[tuple[str, dict[str, Any], int]] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="station-service-link", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def send(self, op: str, args: dict[str, Any], ticket: int = 0) -> None:
+        self._requests.put((op, args, ticket))
+        self._wake.set()
+
+    def stop(self, timeout_s: float) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout_s)
+
+    def _connect(self, *, start: bool) -> ServiceClient | None:
+        path, _system = find_socket(str(self.home.root))
+        try:
+            return ServiceClient.connect(path)
+        except OSError as exc:
+            if not start:
+                return None
+            reason = exc.strerror or str(exc)
+        try:
+            client = connect(str(self.home.root), start=True)
+        except StationError as exc:
+            self._post(("status", f"✗ no station service: {exc}"))
+            self._refuse_all(str(exc))
+            return None
+        if client is not None:
+            self._post(("status", f"no station service was running for {self.home.root} ({reason}); started one "
+                                  f"for {_account()} — units run there and go on if this window closes"))
+        return client
+
+    def _run(self) -> None:
+        client: ServiceClient | None = None
+        said_none = False
+        while not self._stop.is_set():
+            if client is None:
+                asked = not self._requests.empty()
+                client = self._connect(start=asked)
+                if client is None:
+                    if asked:  # no service, and none could be started: what was asked ends refused, said why
+                        self._refuse_all("no station service answers and none could be started for this window")
+                    elif not said_none:
+                        said_none = True
+                        self._post(("status", "no station service runs on this home yet — the first board started "
+                                              "here starts one"))
+                    self._wake.wait(RECONNECT_S)
+                    self._wake.clear()
+                    continue
+                try:
+                    running = client.call("follow")["running"]
+                except StationError as exc:
+                    client.close()
+                    client = None
+                    self._post(("status", f"✗ the station service did not let this window watch its units: {exc}"))
+                    self._wake.wait(RECONNECT_S)
+                    self._wake.clear()
+                    continue
+                self._post(("connected", str(client.path), [_flow_event(record) for record in running]))
+            try:
+                self._exchange(client)
+            except StationError as exc:  # the service went away (or broke a frame): its units are in the audit log
+                client.close()
+                client = None
+                self._post(("lost", str(exc)))
+                self._stop.wait(RECONNECT_S)
+        if client is not None:
+            client.close()
+
+    def _refuse_all(self, why: str) -> None:
+        while True:
+            try:
+                _op, _args, ticket = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            self._post(("refused", ticket, why))
+
+    def _exchange(self, client: ServiceClient) -> None:
+        while True:
+            try:
+                op, args, ticket = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            self._request(client, op, args, ticket)
+        message = client.next_message(wait_s=LINK_POLL_S)
+        taken = 0
+        while message is not None and taken < LINK_BURST:
+            taken += 1
+            record = message.get("event")
+            if record is not None:
+                self._post(("event", _flow_event(record)))
+            elif "notice" in message:
+                self._post(("notice", str(message["notice"])))
+            # (frames.receive reads nothing with a zero wait: a millisecond takes what already came)
+            message = client.next_message(wait_s=0.001) if self._requests.empty() else None
+
+    def _request(self, client: ServiceClient, op: str, args: dict[str, Any], ticket: int) -> None:
+        try:
+            try:
+                result = client.call(op, args)
+            except CaLockedError:
+                secret = self._secret()
+                if secret is None:
+                    raise StationError("the station's CA is locked in the station service — an administrator "
+                                       "runs `station ca unlock`, then press Retry") from None
+                client.call("ca_unlock", {"secret": secret})
+                del secret
+                result = client.call(op, args)
+        except (ServiceUnavailable, FrameError):
+            raise
+        except StationError as exc:
+            self._post(("refused", ticket, str(exc)))
+            return
+        self._post(("answer", ticket, result))
+
+
+def _account() -> str:
+    from station.roles import account_name
+
+    return account_name(os.geteuid())
+
+
+class Engine(QObject):
+    """The window's door to the station's engine.  The units run in the **station service** (`station serve`,
+    one per home; the window starts a per-user one when a unit is asked for and none answers, as the CLI does),
+    so closing or killing the window leaves them running, and a window opened later — or a second one — shows
+    them (:attr:`foreign`).  With STATION_IN_PROCESS=1 (outside production mode) the window hosts its own
+    :class:`station.engine.Scheduler` as before.
+
+    Each submitted unit gets a *ticket* at once (the service's job number comes back later, on the link
+    thread).  Events wait in a deque (its lock is held for an append or a swap, never across anything slow)
+    and reach the GUI thread as one queued signal per burst, where they go to the runner that submitted or
+    attached the unit.  The GUI thread only submits and cancels: it never waits on the socket or on a unit.
     """
 
     _arrived = Signal()
     delivered = Signal(object)  # every unit's every event (FlowEvent), on the GUI thread, as handed out
+    # An event of a unit running in the service that no runner of this window started or attached (a unit of a
+    # window that was closed or killed, or of another window, or of `station batch`).
+    foreign = Signal(object)
+    service_status = Signal(str)  # what the window says about the service, in words (status bar)
+    notice = Signal(str)  # what the service's line hand-off says (a label printed, MES records kept)
 
-    def __init__(self, parts: StationParts, parent: QObject | None = None) -> None:
+    def __init__(self, parts: StationParts, parent: QObject | None = None, *, ca_secret: str | None = None) -> None:
         super().__init__(parent)
         self.parts = parts
+        self.in_process = in_process_requested(parts.config)
+        self._ca_secret = ca_secret
         self._scheduler: Scheduler | None = None
-        self._pending: deque[FlowEvent] = deque()
+        self._link: _ServiceLink | None = None
+        self._pending: deque[tuple[Any, ...]] = deque()
         self._pending_lock = threading.Lock()
-        self._handlers: dict[int, Callable[[FlowEvent], None]] = {}
+        self._tickets = itertools.count(1)
+        self._handlers: dict[int, Callable[[FlowEvent], None]] = {}  # ticket → handler
+        self._units: dict[int, UnitJob] = {}  # ticket → what was asked (for an outcome the service could not give)
+        self._job_of: dict[int, int] = {}  # ticket → the engine's job number
+        self._ticket_of: dict[int, int] = {}  # the engine's job number → ticket
+        self._abort_asked: set[int] = set()  # tickets cancelled before the service answered
+        self.service_socket: str | None = None
+        self.service_text = "" if not self.in_process else \
+            f"{IN_PROCESS_ENV}=1: units run in this window and end with it (no station service)"
+        # Units running in the service that this window did not start: job number → last event.
+        self.running_elsewhere: dict[int, FlowEvent] = {}
         self._arrived.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
 
-    def submit(self, job: UnitJob, handler: Callable[[FlowEvent], None]) -> int:
-        """Queue a unit; ``handler`` gets its events on the GUI thread."""
-        if self._scheduler is None or (self._scheduler.failure is not None and not self._scheduler.alive):
-            # First unit of this window, or the engine could not start last time (the audit log was
-            # unavailable, say): a fresh one tries again.
-            parts = self.parts
-            self._scheduler = Scheduler(home=parts.home, config=parts.config, ca=parts.ca, observer=self._observe,
-                                        line=parts.line)
-            self._scheduler.start()
-        number = self._scheduler.submit(job)
-        self._handlers[number] = handler
-        return number
+    def watch(self) -> None:
+        """Follow the station service's units (a running one only; none is started until a unit is asked for)."""
+        if self.in_process or self._link is not None:
+            return
+        self._link = _ServiceLink(self.parts.home, self._post, self._secret)
+        self._link.start()
 
-    def cancel(self, number: int) -> None:
-        if self._scheduler is not None:
-            self._scheduler.cancel(number)
+    def _secret(self) -> str | None:  # the link thread: the CA secret for a service whose CA is locked
+        if self._ca_secret is not None:
+            return self._ca_secret
+        if not self.parts.config.production:
+            return os.environ.get(PASSPHRASE_ENV) or None
+        return None
+
+    def submit(self, job: UnitJob, handler: Callable[[FlowEvent], None]) -> int:
+        """Queue a unit; ``handler`` gets its events on the GUI thread.  Returns its ticket."""
+        ticket = next(self._tickets)
+        self._handlers[ticket] = handler
+        self._units[ticket] = job
+        if self.in_process:
+            if self._scheduler is None or (self._scheduler.failure is not None and not self._scheduler.alive):
+                # First unit of this window, or the engine could not start last time (the audit log was
+                # unavailable, say): a fresh one tries again.
+                parts = self.parts
+                self._scheduler = Scheduler(home=parts.home, config=parts.config, ca=parts.ca,
+                                            observer=self._observe, line=parts.line)
+                self._scheduler.start()
+            self._bind(ticket, self._scheduler.submit(job))
+            return ticket
+        self.watch()
+        assert self._link is not None
+        self._link.send("retry" if job.resume else "provision", _unit_request(job), ticket)
+        return ticket
+
+    def attach(self, job: int, handler: Callable[[FlowEvent], None]) -> int:
+        """Watch a unit already running in the service (:attr:`foreign`) as if submitted here; its ticket."""
+        ticket = next(self._tickets)
+        self._handlers[ticket] = handler
+        self._bind(ticket, job)
+        self.running_elsewhere.pop(job, None)
+        return ticket
+
+    def _bind(self, ticket: int, job: int) -> None:
+        self._job_of[ticket] = job
+        self._ticket_of[job] = ticket
+
+    def cancel(self, ticket: int) -> None:
+        job = self._job_of.get(ticket)
+        if self.in_process:
+            if self._scheduler is not None and job is not None:
+                self._scheduler.cancel(job)
+        elif job is None:
+            self._abort_asked.add(ticket)  # sent as soon as the service says which job it is
+        elif self._link is not None:
+            self._link.send("abort", {"jobs": [job]})
 
     @property
     def busy(self) -> bool:
         return bool(self._handlers)
 
     def shutdown(self, timeout_s: float = 2.0) -> None:
-        """Stop the engine: units still running are cancelled, then terminated after ``timeout_s`` (each
-        recorded failed and resumable); no worker process outlives this.  For closing the window only."""
+        """The window closes.  In-process: units still running are cancelled, then terminated after
+        ``timeout_s`` (each recorded failed and resumable).  With the service: the units go on there; this
+        window only stops watching (bounded)."""
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None:
             scheduler.close(timeout_s)
+        link, self._link = self._link, None
+        if link is not None:
+            link.stop(LINK_STOP_S)
         self._deliver()
 
     def _observe(self, event: FlowEvent) -> None:  # the engine thread
+        self._post(("event", event))
+
+    def _post(self, item: tuple[Any, ...]) -> None:  # any thread
         with self._pending_lock:
             first = not self._pending
-            self._pending.append(event)
+            self._pending.append(item)
         if first:
-            self._arrived.emit()
+            try:
+                self._arrived.emit()
+            except RuntimeError:  # the window is gone (the link thread outlived it by a moment)
+                pass
 
     @Slot()
     def _deliver(self) -> None:
         with self._pending_lock:
-            events, self._pending = self._pending, deque()
-        for event in events:
-            handler = self._handlers.get(event.job)
+            items, self._pending = self._pending, deque()
+        for item in items:
+            kind = item[0]
+            if kind == "event":
+                self._event(item[1])
+            elif kind == "answer":
+                _kind, ticket, result = item
+                if ticket in self._handlers and isinstance(result, dict) and "job" in result:
+                    self._bind(ticket, int(result["job"]))
+                    if ticket in self._abort_asked:
+                        self._abort_asked.discard(ticket)
+                        self.cancel(ticket)
+            elif kind == "refused":
+                _kind, ticket, message = item
+                if ticket in self._handlers:
+                    self._finish(ticket, Ending.REFUSED, message)
+            elif kind == "connected":
+                _kind, path, running = item
+                self.service_socket = path
+                if not self.service_text.startswith("no station service was running"):
+                    self._say(f"units run in the station service ({path})")
+                for event in running:
+                    self._event(event)
+            elif kind == "lost":
+                self._say(f"✗ {item[1]}")
+                self.running_elsewhere.clear()
+                for ticket in list(self._handlers):
+                    self._finish(ticket, Ending.FAILED, f"{item[1]} — the unit is left unfinished in the audit "
+                                 "log; press Retry to continue it", resumable=True)
+            elif kind == "status":
+                self._say(item[1])
+            elif kind == "notice":
+                self.notice.emit(item[1])
+
+    def _say(self, text: str) -> None:
+        self.service_text = text
+        self.service_status.emit(text)
+
+    def _finish(self, ticket: int, kind: Ending, message: str, *, resumable: bool = False) -> None:
+        """A unit the service could not run (refused, or the service went away): its end, as an event."""
+        job = self._units.get(ticket)
+        serial = job.serial if job is not None else ""
+        fixture = job.fixture if job is not None else None
+        outcome = UnitOutcome(kind, serial, message, fixture=fixture, device=job.device if job else "",
+                              resumable=resumable)
+        number = self._job_of.get(ticket, -ticket)
+        self._ticket_of.setdefault(number, ticket)
+        self._event(FlowEvent(kind="unit_finished", serial=serial, fixture=fixture, job=number, message=message,
+                              result=outcome))
+
+    def _event(self, event: FlowEvent) -> None:
+        ticket = self._ticket_of.get(event.job)
+        if ticket is None:
             if event.kind == "unit_finished":
-                self._handlers.pop(event.job, None)
-            if handler is not None:
-                handler(event)
+                self.running_elsewhere.pop(event.job, None)
+            elif event.kind != "output":
+                self.running_elsewhere[event.job] = event
             self.delivered.emit(event)
+            self.foreign.emit(event)
+            return
+        handler = self._handlers.get(ticket)
+        if event.kind == "unit_finished":
+            self._handlers.pop(ticket, None)
+            self._units.pop(ticket, None)
+            self._ticket_of.pop(event.job, None)
+            self._job_of.pop(ticket, None)
+            self._abort_asked.discard(ticket)
+        if handler is not None:
+            handler(event)
+        self.delivered.emit(event)
 
 
 class UnitRunner(QObject):
@@ -326,6 +638,12 @@ class UnitRunner(QObject):
                       operator=request.operator, fixture=request.fixture.name, batch=request.batch,
                       resume=request.resume, order=request.order, stream_output=self.forward_output)
         self._job = self.engine.submit(job, self._on_event)
+
+    def attach(self, job: int) -> None:
+        """Show a unit already running in the station service (started by a window that was closed, say)."""
+        if self._job is not None:
+            raise RuntimeError("a unit is already running here")
+        self._job = self.engine.attach(job, self._on_event)
 
     def abort(self) -> None:
         """Ask the running unit to stop; it ends failed (resumable) at its next check — or is terminated

@@ -40,6 +40,8 @@ class PassphraseDialog(QDialog):
         super().__init__(parent)
         self.ca_dir = ca_dir
         self.ca: CertificateAuthority | None = None
+        # What unlocked it, for the window to hand once to a station service whose CA is still locked.
+        self.secret: str | None = None
         self.setWindowTitle("Unlock the station's CA")
         self.setMinimumWidth(520)
         layout = QVBoxLayout(self)
@@ -88,6 +90,7 @@ class PassphraseDialog(QDialog):
             self.show_problem(f"Not unlocked: {exc}")
             self.field.setFocus()
             return
+        self.secret = passphrase.decode()
         self.accept()
 
 

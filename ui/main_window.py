@@ -100,7 +100,8 @@ class MainWindow(QMainWindow):
     ready = Signal()  # signed in, the scan field shown and focused
     unit_finished = Signal(object)  # UnitOutcome, once the window shows it
 
-    def __init__(self, session: Session, ca: CertificateAuthority, parent: QWidget | None = None) -> None:
+    def __init__(self, session: Session, ca: CertificateAuthority, parent: QWidget | None = None, *,
+                 ca_secret: str | None = None) -> None:
         super().__init__(parent)
         self.session = session
         self.operator: str | None = None
@@ -115,11 +116,15 @@ class MainWindow(QMainWindow):
         self._unit_began = 0.0
         self._unit_active = False  # from start until the outcome is shown (the thread may take a moment longer)
         self._closing = False
+        self._leaving_units = False  # closing without waiting for the units (they go on, or were terminated)
         self._started_probing = False
         self.pool = TaskPool(self)
         self.prober = FixtureProber(self.pool, self)
-        # One engine for the single-board page and the batch grid: each unit in its own worker process.
-        self.engine = Engine(StationParts(session.home, session.config, ca, session.audit, session.line), self)
+        # One engine for the single-board page and the batch grid: each unit in its own worker process of the
+        # station service (started for this user when none answers), so units outlive the window.
+        # ``ca_secret``: what the technician typed to unlock the CA here, sent once to a service whose CA is locked.
+        self.engine = Engine(StationParts(session.home, session.config, ca, session.audit, session.line), self,
+                             ca_secret=ca_secret)
         self.runner = UnitRunner(self.engine, self)
         self.admin_lock = AdminLock(session.home)
         # Quality leads and administrators sign in with their own credential (station/people.py): a session
@@ -160,6 +165,13 @@ class MainWindow(QMainWindow):
         self.line.scanner_state.connect(lambda _connected, text: self.line_status.setText(text))
         self.line.message.connect(self.line_status.setText)
         self.line.start()
+        # Where the units run: the station service (started for this user if needed), said in the status bar.
+        self.service_status = QLabel(self.engine.service_text, self)
+        self.service_status.setObjectName("service_status")
+        self.statusBar().addPermanentWidget(self.service_status)
+        self.engine.service_status.connect(self.service_status.setText)
+        self.engine.notice.connect(self.line_status.setText)
+        self.engine.watch()  # units already running in the service (a window closed or killed) show live
 
         self.prober.probed.connect(self._on_probe)
         self.runner.flow_event.connect(self._on_event)
@@ -1071,7 +1083,7 @@ class MainWindow(QMainWindow):
     # -- closing ----------------------------------------------------------------------------------
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
-        if not self._anything_running():
+        if not self._anything_running() or self._leaving_units:
             self._shutdown()
             event.accept()
             return
@@ -1085,12 +1097,22 @@ class MainWindow(QMainWindow):
             boards = [f"board {self.request.serial if self.request else ''}"] if self._unit_active else []
             if batch_running:
                 boards.append(f"{batch_running} board{'s' if batch_running != 1 else ''} of the batch")
+            in_service = not self.engine.in_process
             answer = QMessageBox.question(
                 self, "Stop the running units?",
                 f"{' and '.join(boards).capitalize()} {'are' if len(boards) > 1 or batch_running > 1 else 'is'} "
                 "being provisioned.\n\n"
-                "Stop and close the window? Each unit ends failed; Retry continues it later.",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+                "Yes: stop them and close the window — each unit ends failed; Retry continues it later.\n"
+                + ("Close: close the window and leave them running in the station service — a window opened "
+                   "later shows them.\n" if in_service else "")
+                + "No: keep the window open.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
+                | (QMessageBox.StandardButton.Close if in_service else QMessageBox.StandardButton.NoButton),
+                QMessageBox.StandardButton.No)
+            if answer == QMessageBox.StandardButton.Close and in_service:
+                self._leave_running()
+                event.accept()
+                return
             if answer != QMessageBox.StandardButton.Yes:
                 return
             if self._unit_active and self.runner.running:
@@ -1104,10 +1126,18 @@ class MainWindow(QMainWindow):
         if not self._anything_running():  # it ended while the question was open
             self.close()
 
+    def _leave_running(self) -> None:
+        """Close, leaving the units running in the station service (this window only stops watching them)."""
+        self._leaving_units = True
+        self._shutdown()
+
     def _close_anyway(self) -> None:
         """The units did not stop in time: the engine terminates their workers (each unit recorded failed
         and resumable), then the window closes."""
         self.engine.shutdown(CLOSE_TERMINATE_S)
+        # In-process, the engine terminated them (each recorded failed and resumable); in the station service,
+        # its own cancel deadline does: this window stops watching.
+        self._leaving_units = True
         self.close()
 
     def _shutdown(self) -> None:

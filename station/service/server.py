@@ -401,7 +401,11 @@ class StationService:
         return UnitJob(serial=serial, device=str(args["device"]), profile=profile,
                        operator=str(args.get("operator") or conn.caller.account), fixture=args.get("fixture"),
                        resume=bool(args.get("resume")), restart=bool(args.get("restart")),
-                       reprovision_reason=args.get("reprovision_reason"), order=args.get("order"))
+                       reprovision_reason=args.get("reprovision_reason"), order=args.get("order"),
+                       # The window's batch grid runs its boards one by one: each keeps the grid's batch id, and a
+                       # tile (no log) does not want the device output.
+                       batch=str(args["batch"]) if args.get("batch") else None,
+                       stream_output=bool(args.get("stream_output", True)))
 
     def _provision(self, conn: Connection, args: dict[str, Any]) -> Any:
         self._fresh_config()

@@ -11,7 +11,9 @@ import os
 # Before anything imports Qt: without a display Qt would abort the whole test process.
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
+import signal  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -22,7 +24,9 @@ from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from station.home import StationHome  # noqa: E402
 from station.pki import CertificateAuthority  # noqa: E402
+from station.service.client import home_socket  # noqa: E402
 from tests.helpers.postgres import fleet_db, pg_server  # noqa: E402,F401
+from tests.helpers.service import service_pid  # noqa: E402
 from tests.integration.conftest import sim_farm, sim_home, start_farm  # noqa: E402,F401
 from ui.main_window import MainWindow  # noqa: E402
 from ui.session import Session  # noqa: E402
@@ -31,6 +35,8 @@ PASSPHRASE = "gui test passphrase"
 SERIAL = "202600000000001"
 # Grace for threads that were told to quit just before the test ended.
 THREAD_GRACE_MS = 2000
+# A station service the window started ends by itself once idle (its last client gone, its last unit ended).
+SERVICE_END_S = 30.0
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -127,7 +133,9 @@ def open_window(qtbot: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
 
     def open_(home: StationHome, ca: CertificateAuthority, fixtures: Path | None = None) -> MainWindow:
         session = Session.open(str(home.root), str(fixtures) if fixtures else None)
-        window = MainWindow(session, ca)
+        # The units run in the station service the window starts (its CA locked): the test CA's passphrase goes
+        # to it as if typed in the window's unlock dialog.
+        window = MainWindow(session, ca, ca_secret=PASSPHRASE)
         qtbot.addWidget(window)
         with qtbot.waitActive(window):
             window.show()
@@ -147,3 +155,33 @@ def open_window(qtbot: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
             qtbot.waitUntil(lambda w=window: not w.runner.running, timeout=5000)
         window.close()
         session.close()
+    for home in {session.home.root for _window, session in opened}:
+        stop_service(StationHome(home))
+
+
+def stop_service(home: StationHome) -> None:
+    """The station service a window started on ``home``: it ends by itself once idle; stopped if it does not."""
+    pid = service_pid(home_socket(home))
+    if pid is None:
+        return
+    end = time.monotonic() + SERVICE_END_S
+    while _alive(pid) and time.monotonic() < end:
+        time.sleep(0.1)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGTERM)
+        pytest.fail(f"the station service (pid {pid}) did not end by itself once the windows closed")
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs; a service this test process started and that ended is reaped here."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[1].split()[0] != "Z":
+        return True
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return False

@@ -1,0 +1,48 @@
+"""A window in a process of its own, for tests that kill it: ``python -m tests.gui.window_process HOME OPERATOR
+SERIAL…`` opens the station's window on HOME (offscreen), signs OPERATOR in, scans each SERIAL onto the next
+free fixture of the Batch tab (the CA passphrase from $STATION_CA_PASSPHRASE), presses Start all, and prints ``running <n>`` once every board is at key
+generation — then waits to be killed."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from ui.app import unlock_ca  # noqa: E402
+from ui.main_window import MainWindow  # noqa: E402
+from ui.session import Session  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    home, operator, *serials = argv
+    app = QApplication([sys.argv[0]])
+    session = Session.open(home)
+    ca = unlock_ca(session.home)
+    assert ca is not None
+    window = MainWindow(session, ca)  # the service's CA is unlocked with $STATION_CA_PASSPHRASE
+    window.show()
+    assert window.sign_in(operator)
+    window.show_mode("batch")
+    for serial in serials:
+        outcome = window.batch.handle_scan(serial)
+        assert outcome.accepted, outcome.message
+    assert window.batch.start_all() == len(serials)
+    said = False
+
+    def report(_event: object) -> None:
+        nonlocal said
+        slots = [slot for slot in window.batch.board.slots.values() if slot.serial in serials]
+        if not said and len(slots) == len(serials) and all(slot.step == "keygen" for slot in slots):
+            said = True
+            print(f"running {len(slots)} service {window.engine.service_text}", flush=True)
+
+    window.engine.delivered.connect(report)
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
