@@ -149,7 +149,7 @@ class StationService:
     # -- the CA ------------------------------------------------------------------------------------------
 
     def _ca_kind(self) -> dict[str, Any]:
-        from station.pki_token import TOKEN_FILE, TokenSettings
+        from station.pki.token import TOKEN_FILE, TokenSettings
 
         token_file = self.home.ca_dir / TOKEN_FILE
         if token_file.exists():
