@@ -71,7 +71,6 @@ def _basic_constraints(cert: x509.Certificate) -> x509.BasicConstraints | None:
         return None
 
 
-
 def _same_key(a: PublicKeyTypes, b: PublicKeyTypes) -> bool:
     fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return a.public_bytes(*fmt) == b.public_bytes(*fmt)

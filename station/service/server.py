@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from station.audit_service import Caller, ServiceRecords
+from station.audit.service import Caller, ServiceRecords
 from station.batch import BatchJob, new_batch_id, read_manifest_text
 from station.cli.events import event_record
 from station.errors import StationError
@@ -178,7 +178,7 @@ class StationService:
 
     def unlock(self, secret: str | None) -> None:
         """Load the CA key once (the secret is not kept), then start the engine that uses it."""
-        from station.audit_checkpoints import CheckpointSigner
+        from station.audit.checkpoints import CheckpointSigner
         from station.cli.ca import read_token_pin
         from station.config import load_ca_settings
         from station.engine import Scheduler
