@@ -31,6 +31,13 @@ its earlier ones (reason ``superseded``) in the same transaction.
 Quality leads read the log through filtered, paged queries (:meth:`AuditLog.units_page`,
 :meth:`AuditLog.count_units`) and :meth:`AuditLog.yield_summary`, all aggregated in SQL on indexed columns so
 that they stay fast on a log of a million units.
+
+The package, one module per idea: :mod:`~station.audit.log` (:class:`AuditLog` and its writes) composed of
+:mod:`~station.audit.core` (connection, lock, transactions, the journal), :mod:`~station.audit.queries`,
+:mod:`~station.audit.stats`, :mod:`~station.audit.verify`, :mod:`~station.audit.export` and
+:mod:`~station.audit.fleet`; :mod:`~station.audit.schema` (DDL) and :mod:`~station.audit.records` (record types);
+the journalled tables of orders, people and the service, and signed checkpoints, beside them.  Every name is
+re-exported here; a test that patches a module constant (``BUSY_TIMEOUT_S``) patches the module that reads it.
 """
 
 
