@@ -23,6 +23,12 @@ Either way :class:`CertificateAuthority` is the one interface the sign step uses
 
 Before a CSR is signed it must pass :func:`check_csr`: the device is not trusted to ask only for
 what it should, so the station decides everything in the certificate except the public key.
+
+The package, one module per idea: :mod:`~station.pki.ca` (:class:`CertificateAuthority`), :mod:`~station.pki.certs`
+(file names, fingerprints, key generation, certificate building, signing), :mod:`~station.pki.ca_load` (loading and
+importing a CA), :mod:`~station.pki.directory`, :mod:`~station.pki.crl`, :mod:`~station.pki.quota`,
+:mod:`~station.pki.csr_policy`, :mod:`~station.pki.subject`; the token, the offline root and hand-made DER in
+:mod:`~station.pki.token`, :mod:`~station.pki.root` and :mod:`~station.pki.der`.  Every name is re-exported here.
 """
 
 from __future__ import annotations
