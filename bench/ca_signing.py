@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from station.pki import CertificateAuthority, RevokedEntry, device_subject
-from station.pki_root import init_root, sign_station
-from station.pki_token import TokenSettings
+from station.pki.root import init_root, sign_station
+from station.pki.token import TokenSettings
 
 HERE = Path(__file__).resolve().parent
 MODULES = ("/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so", "/usr/lib/softhsm/libsofthsm2.so")

@@ -7,7 +7,7 @@ belongs to no open order can be refused before anything touches its board (``[or
 takes one *place* of its order: an order never has more units holding a place than its quantity.
 
 This module is the orders' vocabulary and file formats, and :class:`OrderBook` — what the rest of the station
-asks of an order store. The station's own store keeps orders in the audit log (:mod:`station.audit_orders`,
+asks of an order store. The station's own store keeps orders in the audit log (:mod:`station.audit.orders`,
 SQLite); a fleet store (PostgreSQL, shared by every station) implements the same protocol.
 """
 
@@ -274,7 +274,7 @@ class OrderRefused(StationError):
 
 
 class OrderBook(Protocol):
-    """What the station asks of the place orders are kept: the audit log (SQLite, station.audit_orders) or, with
+    """What the station asks of the place orders are kept: the audit log (SQLite, station.audit.orders) or, with
     ``[fleet]``, the fleet (PostgreSQL, station.fleet.orders).
 
     Claiming a place for a unit is part of starting the unit (it must commit or fail with the unit's record), so

@@ -11,7 +11,7 @@ reset it.  An administrator can unlock early.
 Who may do what here is decided by the :class:`Actor` making the request: changing one's own credential
 needs the old one; enrolling, resetting, removing and unlocking need an administrator (an OS account in
 ``welma-admin`` or root, or an enrolled administrator who signed in).  Every change, lockout and sign-in
-is journalled in the audit log (:mod:`station.audit_people`) naming who did it and from which OS
+is journalled in the audit log (:mod:`station.audit.people`) naming who did it and from which OS
 account — never the secret.
 
 The store is not the audit log on purpose: the audit log is exported, backed up and forwarded to a
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from station.admin import AdminPinError, hash_pin, operator_name, pin_matches
 from station.audit import AuditLog
-from station.audit_people import record_people_event
+from station.audit.people import record_people_event
 from station.config import PeopleSettings
 from station.errors import StationError
 from station.home import StationHome

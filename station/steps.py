@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 
 from station.attestation import AttestationFailed, load_vendor_root, verify_x509_chain
 from station.audit import AuditLog, CertificateRecord, Unit
-from station.audit_checkpoints import CheckpointSigner
+from station.audit.checkpoints import CheckpointSigner
 from station.config import StationConfig
 from station.errors import StationError
 from station.home import StationHome

@@ -22,7 +22,7 @@ from station.config import load_ca_settings
 from station.errors import StationError
 from station.home import StationHome
 from station.pki import CertificateAuthority
-from station.pki_token import TOKEN_FILE
+from station.pki.token import TOKEN_FILE
 from ui.dialogs import PassphraseDialog, ca_exists, explain_missing_ca
 from ui.main_window import MainWindow
 from ui.session import Session

@@ -15,7 +15,7 @@ import sys
 
 from station.admin import check_new_pin, pin_is_set, set_pin, verify_pin
 from station.audit import AuditLog
-from station.audit_people import record_people_event
+from station.audit.people import record_people_event
 from station.config import load_config
 from station.errors import StationError
 from station.home import StationHome

@@ -188,7 +188,7 @@ def _compare_with_fleet(home: StationHome, log: AuditLog) -> tuple[bool, str] | 
 
 
 def run_checkpoint(args: argparse.Namespace) -> int:
-    from station.audit_checkpoints import CheckpointSigner
+    from station.audit.checkpoints import CheckpointSigner
     from station.cli.ca import load_station_ca
     from station.cli.served import running_service
 

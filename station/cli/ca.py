@@ -47,7 +47,7 @@ from station.pki import (
     refuse_existing_ca,
     write_file_atomically,
 )
-from station.pki_token import TOKEN_FILE, TOKEN_KEY_TYPES, TokenSettings
+from station.pki.token import TOKEN_FILE, TOKEN_KEY_TYPES, TokenSettings
 
 PASSPHRASE_ENV = "STATION_CA_PASSPHRASE"
 
@@ -494,7 +494,7 @@ def run_import_chain(args: argparse.Namespace) -> int:
 
 
 def run_root_init(args: argparse.Namespace) -> int:
-    from station.pki_root import init_root
+    from station.pki.root import init_root
 
     token = _token_settings(args, None)
     if token is not None:
@@ -524,7 +524,7 @@ def run_root_init(args: argparse.Namespace) -> int:
 
 
 def run_root_sign_station(args: argparse.Namespace) -> int:
-    from station.pki_root import DEFAULT_PERMITTED_DNS, DEFAULT_PERMITTED_IP, root_uses_token, sign_station
+    from station.pki.root import DEFAULT_PERMITTED_DNS, DEFAULT_PERMITTED_IP, root_uses_token, sign_station
 
     root_dir: Path = args.root.resolve()
     if args.out.exists():  # before signing: the root must not issue a certificate that is then not delivered

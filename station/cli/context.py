@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from station.audit import AuditLog
-from station.audit_checkpoints import CheckpointSigner
+from station.audit.checkpoints import CheckpointSigner
 from station.cli.ca import load_station_ca
 from station.config import StationConfig, load_config
 from station.home import StationHome

@@ -11,11 +11,11 @@ import argparse
 import getpass
 
 from station.audit import AuditLog
-from station.audit_checkpoints import CheckpointSigner
+from station.audit.checkpoints import CheckpointSigner
 from station.cli.ca import load_station_ca
 from station.errors import StationError
 from station.home import StationHome
-from station.pki_token import TOKEN_FILE
+from station.pki.token import TOKEN_FILE
 
 EPILOG = """\
 examples:

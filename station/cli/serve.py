@@ -129,7 +129,7 @@ def run_ca_unlock(args: argparse.Namespace) -> int:
         if whoami["ca_unlocked"]:
             print("the station's CA is already unlocked")
             return 0
-        from station.pki_token import TOKEN_FILE
+        from station.pki.token import TOKEN_FILE
 
         home = StationHome.resolve(getattr(args, "home", None))
         try:

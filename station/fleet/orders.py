@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from station.audit import AuditLog
-    from station.audit_orders import SqliteOrderBook
+    from station.audit.orders import SqliteOrderBook
     from station.config import FleetConfig, StationConfig
     from station.orders import OrderBook
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from station.audit_service import Caller, ServiceRecords
+from station.audit.service import Caller, ServiceRecords
 from station.batch import BatchJob, new_batch_id, read_manifest_text
 from station.cli.events import event_record
 from station.errors import StationError
@@ -155,7 +155,7 @@ class StationService:
     # -- the CA ------------------------------------------------------------------------------------------
 
     def _ca_kind(self) -> dict[str, Any]:
-        from station.pki_token import TOKEN_FILE, TokenSettings
+        from station.pki.token import TOKEN_FILE, TokenSettings
 
         token_file = self.home.ca_dir / TOKEN_FILE
         if token_file.exists():
@@ -184,7 +184,7 @@ class StationService:
 
     def unlock(self, secret: str | None) -> None:
         """Load the CA key once (the secret is not kept), then start the engine that uses it."""
-        from station.audit_checkpoints import CheckpointSigner
+        from station.audit.checkpoints import CheckpointSigner
         from station.cli.ca import read_token_pin
         from station.config import load_ca_settings
         from station.engine import Scheduler

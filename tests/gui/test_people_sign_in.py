@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 
 from station.admin import set_pin
 from station.audit import AuditLog
-from station.audit_people import people_events
+from station.audit.people import people_events
 from station.people import Actor, People
 from station.roles import Role
 from tests.gui.technician import sign_in

@@ -18,7 +18,7 @@ import pytest
 
 from station.admin import set_pin, verify_pin
 from station.audit import AuditLog
-from station.audit_people import people_events
+from station.audit.people import people_events
 from station.home import StationHome
 from station.people import people_path
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from station.audit import AuditLog
-from station.audit_people import people_events
+from station.audit.people import people_events
 from station.config import PeopleSettings
 from station.home import StationHome
 from station.people import (

@@ -153,7 +153,7 @@ def test_roles_are_os_groups_enforced_by_the_service(accounts: Accounts, line_pc
     with AuditLog(pc.home.audit_db) as log:
         unit = log.find_unit(serial)
         assert unit is not None and unit.state == "passed"
-        from station.audit_service import ServiceRecords
+        from station.audit.service import ServiceRecords
 
         assert ServiceRecords(log).unit_accounts(unit.id) == [tech]
 

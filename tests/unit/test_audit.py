@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from station import audit as audit_module
 from station.audit import (
     AuditLog,
     AuditLogUnavailable,
@@ -29,6 +28,7 @@ from station.audit import (
     SerialAlreadyPassed,
     UnitAlreadyActive,
 )
+from station.audit import core as audit_module
 from station.cli import main
 from station.errors import StationError
 

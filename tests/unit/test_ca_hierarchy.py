@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from station.audit import AuditLog, _canonical_json, _event_hash
-from station.audit_checkpoints import CheckpointSigner
+from station.audit.checkpoints import CheckpointSigner
 from station.cli.ca import load_station_ca
 from station.home import StationHome
 from station.pki import (

@@ -13,7 +13,7 @@ import pytest
 
 from station.admin import PIN_SCHEME, pin_matches
 from station.audit import AuditLog
-from station.audit_people import people_events
+from station.audit.people import people_events
 from station.config import PeopleSettings, load_config
 from station.errors import ConfigError
 from station.home import StationHome

@@ -1,6 +1,6 @@
 """The offline root CA: created once on a machine kept off the line, it certifies each station's issuing CA.
 
-A root directory holds ``root.cert`` and either ``root.key`` (PKCS#8 under scrypt, see :mod:`station.pki_der`)
+A root directory holds ``root.cert`` and either ``root.key`` (PKCS#8 under scrypt, see :mod:`station.pki.der`)
 or ``token.toml`` (the root key in a PKCS#11 token), plus ``issued/`` — a copy of every station CA certificate
 it signed, named by serial, as the ceremony's record.  The root signs station CAs only: ``pathLen 0`` below
 it, name constraints (the station's TLS names) and a validity inside the root's, and optionally an issuance
@@ -38,8 +38,8 @@ from station.pki import (
     read_certificate,
     write_file_atomically,
 )
-from station.pki_der import integer
-from station.pki_token import TOKEN_FILE, TokenKey, TokenSettings
+from station.pki.der import integer
+from station.pki.token import TOKEN_FILE, TokenKey, TokenSettings
 
 ROOT_KEY_FILE: Final = "root.key"
 ISSUED_DIR: Final = "issued"

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from station.errors import StationError
-from station.pki_der import ECDSA_SHA256, RSA_SHA256, ecdsa_signature
+from station.pki.der import ECDSA_SHA256, RSA_SHA256, ecdsa_signature
 
 TOKEN_FILE: Final = "token.toml"
 TOKEN_KEY_TYPES: Final = ("ec-p256", "ec-p384", "rsa-3072")
