@@ -653,7 +653,7 @@ class StationService:
     def _admin_set_pin(self, conn: Connection, args: dict[str, Any]) -> Any:
         """`station admin set-pin` for an administrator: the PIN is set here (the home is the service's)."""
         from station.admin import pin_is_set, set_pin
-        from station.audit_people import record_people_event
+        from station.audit.people import record_people_event
         from station.people import PeopleAction
 
         self._fresh_config()
