@@ -424,9 +424,10 @@ class Scheduler:
                 multiprocessing.forkserver.ensure_running()
         except OSError:
             return  # the first unit's start tries again and reports what went wrong
-        # Its imports (and every worker it forks) below the station's priority, as the workers run.
-        server = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
-        _lower_priority(server if isinstance(server, int) else None)
+        # The server itself stays at the station's priority: the engine thread waits for it to fork each worker
+        # (Process.start reads the new pid from it), and a server niced below 64 busy boards made every start
+        # wait tens of milliseconds for a core — while the engine thread forwarded no call.  Each worker is
+        # lowered as soon as it is started (_start).
 
     def _start_ready(self) -> None:
         """Admit every board whose slot is free, then start their workers.  The admissions' records are made
