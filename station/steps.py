@@ -808,7 +808,7 @@ class TlsProofListener:
         with self._lock:
             self._open[port] = proof
             self._added.append(proof)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():  # none yet, idle-ended, or broken
                 self._wake = socket.socketpair()
                 for end in self._wake:
                     end.setblocking(False)
