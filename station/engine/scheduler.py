@@ -26,6 +26,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import queue
+import select
 import selectors
 import socket
 import sys
@@ -48,7 +49,7 @@ from station.engine.outcome import Ending, UnitOutcome, finished, refused
 from station.engine.protocol import Call, Cancel, Done, Progress, Refusal, Reply, WorkerStart
 from station.engine.services import ServiceDesk
 from station.errors import StationError
-from station.flow import FlowEvent, Provisioner
+from station.flow import Admission, FlowEvent, Provisioner
 from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.pki import CertificateAuthority
@@ -73,6 +74,8 @@ WORKER_MEMORY_LIMIT_MIB = 1024
 # board nearly all the time; the station (a window's GUI thread, the engine thread serving 64 workers)
 # must get the CPU the moment it needs it, also while 64 interpreters start at once.
 WORKER_NICENESS = 10
+# Messages read from one worker's pipe in a row before the engine thread looks at the others again.
+READ_BURST = 16
 # How long a worker that said it is done may take to exit.
 WORKER_EXIT_S = 5.0
 # How a unit's worker starts: a fork of the fork server (cheap: the server has imported the worker's modules
@@ -137,6 +140,7 @@ class _Running:
     parked: Call | None = None
     parked_until: float = 0.0
     tls_ports: set[int] = field(default_factory=set)
+    poller: select.poll | None = None  # its pipe, for "is another message there?" (see _read_ready)
     send_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -330,8 +334,10 @@ class Scheduler:
                     unit: _Running = key.data[0]
                     if self._running.get(unit.job_id) is not unit:
                         continue  # taken off its slot by an earlier event of this round
-                    self._receive(unit)  # what it sent before it ended comes first
-                    if key.data[1] and self._running.get(unit.job_id) is unit:  # its sentinel: the worker ended
+                    if not key.data[1]:
+                        self._read_ready(unit)
+                    elif self._running.get(unit.job_id) is unit:  # its sentinel: the worker ended
+                        self._drain(unit)  # what it sent before it ended comes first
                         unit.process.join(WORKER_EXIT_S)  # it has ended: at once
                         done = unit.done
                         self._ended(unit, done.problem if done is not None else self._death_reason(unit))
@@ -418,36 +424,73 @@ class Scheduler:
                 multiprocessing.forkserver.ensure_running()
         except OSError:
             return  # the first unit's start tries again and reports what went wrong
-        # Its imports (and every worker it forks) below the station's priority, as the workers run.
-        server = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
-        _lower_priority(server if isinstance(server, int) else None)
+        # The server itself stays at the station's priority: the engine thread waits for it to fork each worker
+        # (Process.start reads the new pid from it), and a server niced below 64 busy boards made every start
+        # wait tens of milliseconds for a core — while the engine thread forwarded no call.  Each worker is
+        # lowered as soon as it is started (_start).
 
     def _start_ready(self) -> None:
-        busy = {running.job.device for running in self._running.values()}
-        for device, jobs in list(self._queues.items()):
-            if self.slots is not None and len(self._running) >= self.slots:
-                return
-            if device in busy or not jobs:
-                continue
-            number, job = jobs.popleft()
-            if not jobs:
-                del self._queues[device]
-            if self._start(number, job):
-                busy.add(device)
-
-    def _start(self, number: int, job: UnitJob) -> bool:
+        """Admit every board whose slot is free, then start their workers.  The admissions' records are made
+        durable by one flush for all of them (a burst of 64 boards is one disk flush, not 64 with the audit
+        log's lock held through each) — before any of their workers starts: a unit's start is on disk before
+        anything touches its board, as with one ``synchronous=FULL`` commit per unit."""
         assert self._audit is not None
-        began = time.monotonic()
+        busy = {running.job.device for running in self._running.values()}
+        admitted: list[tuple[int, UnitJob, Admission, float]] = []
+        with self._audit.grouped_commits():
+            for device, jobs in list(self._queues.items()):
+                if self.slots is not None and len(self._running) + len(admitted) >= self.slots:
+                    break
+                if device in busy or not jobs:
+                    continue
+                number, job = jobs.popleft()
+                if not jobs:
+                    del self._queues[device]
+                began = time.monotonic()
+                admission = self._admit(number, job)
+                if admission is not None:
+                    admitted.append((number, job, admission, began))
+                    busy.add(device)
+        if not admitted:
+            return
+        try:
+            self._audit.make_durable()
+        except Exception as exc:  # noqa: BLE001 - no worker may start on a start that may not be on disk
+            problem = (f"the station could not write the audit log to disk ({exc}) — the board was not touched; "
+                       "check the disk, then press Retry")
+            for number, job, admission, _began in admitted:
+                self._not_started(number, job, admission, problem)
+            return
+        for number, job, admission, began in admitted:
+            self._start(number, job, admission, began)
+
+    def _admit(self, number: int, job: UnitJob) -> Admission | None:
+        """Record a unit's start (the resume rules decided in one place); None when refused (settled)."""
+        assert self._audit is not None
         provisioner = Provisioner(home=self.home, config=self.config, ca=self.ca, audit=self._audit)
         try:
-            admission = provisioner.admit(
+            return provisioner.admit(
                 serial=job.serial, device=job.device, profile=job.profile, operator=job.operator,
                 fixture=job.fixture, batch=job.batch, resume=job.resume, restart=job.restart,
                 reprovision_reason=job.reprovision_reason, order=job.order,
             )
         except StationError as exc:
             self._settle(number, refused(exc, serial=job.serial, fixture=job.fixture, device=job.device, job=number))
-            return False
+            return None
+
+    def _not_started(self, number: int, job: UnitJob, admission: Admission, problem: str) -> None:
+        """An admitted unit whose start could not be made durable: failed (resumable), its board untouched."""
+        assert self._audit is not None
+        unit = admission.unit
+        step = admission.plan[0] if admission.plan else "identify"
+        try:
+            self._audit.finish_unit(unit.id, result="failed", failed_step=step, message=problem)
+        except StationError:
+            pass  # the log is unavailable: the outcome says so; a resume finds the unit running or failed
+        self._settle(number, UnitOutcome(Ending.FAILED, job.serial, problem, unit_id=unit.id, failed_step=step,
+                                         resumable=True, fixture=job.fixture, device=job.device, job=number))
+
+    def _start(self, number: int, job: UnitJob, admission: Admission, began: float) -> None:
         unit = admission.unit
         if admission.profile is not None and admission.profile is not job.profile:
             job = replace(job, profile=admission.profile)  # the work order's profile
@@ -472,31 +515,54 @@ class Scheduler:
         except OSError as exc:
             theirs.close()
             self._ended(running, f"the station could not start a worker for this unit ({exc}) — press Retry")
-            return True
+            return
         theirs.close()
         self._selector.register(ours, selectors.EVENT_READ, (running, False))
         self._selector.register(process.sentinel, selectors.EVENT_READ, (running, True))
-        return True
 
     # -- a running unit -----------------------------------------------------------------------------
 
-    def _receive(self, running: _Running) -> None:
+    def _receive(self, running: _Running) -> bool:
+        """Read one message, when epoll said the pipe is readable (level-triggered: another message waiting
+        makes the next select return at once).  No ``Connection.poll()`` here — it builds a selector per call,
+        the engine thread's main cost in a burst; a worker writes each message whole, so this read does not
+        wait for it.  False when there is nothing more to read (the worker's end is closed, or it is done)."""
         try:
-            while running.connection.poll():
-                message = running.connection.recv()
-                running.reported = True
-                if isinstance(message, Progress):
-                    self._progress(running, message.event)
-                elif isinstance(message, Call):
-                    self._serve(running, message)
-                elif isinstance(message, Done):
-                    # Its end is recorded; the process exits by itself (its sentinel ends the slot) — this
-                    # thread never waits for it, and one that lingers is terminated at the deadline.
-                    running.done, running.done_at = message, time.monotonic()
-                    running.deadline = running.done_at + WORKER_EXIT_S
-                    return
+            message = running.connection.recv()
         except (EOFError, OSError):
-            pass  # the worker closed its end: its sentinel (or the deadline) ends the slot
+            return False  # the worker closed its end: its sentinel (or the deadline) ends the slot
+        running.reported = True
+        if isinstance(message, Progress):
+            self._progress(running, message.event)
+        elif isinstance(message, Call):
+            self._serve(running, message)
+        elif isinstance(message, Done):
+            # Its end is recorded; the process exits by itself (its sentinel ends the slot) — this
+            # thread never waits for it, and one that lingers is terminated at the deadline.
+            running.done, running.done_at = message, time.monotonic()
+            running.deadline = running.done_at + WORKER_EXIT_S
+            return False
+        return True
+
+    def _read_ready(self, running: _Running) -> None:
+        """What a worker sent, when epoll said its pipe is readable: a message, then more while its pipe's own
+        poll object (made once per unit: a ``poll(0)`` system call) says they are there — at most
+        READ_BURST, so that a chatty worker does not keep the other slots waiting."""
+        poller = running.poller
+        if poller is None:
+            poller = running.poller = select.poll()
+            poller.register(running.connection.fileno(), select.POLLIN)
+        for _ in range(READ_BURST):
+            if not self._receive(running) or not poller.poll(0):
+                return
+
+    def _drain(self, running: _Running) -> None:
+        """What an ended worker sent before it ended (its pipe may still be held open by nobody: poll first)."""
+        try:
+            while running.connection.poll() and self._receive(running):
+                pass
+        except (EOFError, OSError):
+            pass
 
     def _progress(self, running: _Running, event: FlowEvent) -> None:
         now = time.monotonic()

@@ -5,10 +5,12 @@ The engine thread only moves messages (starts units, reads their pipes, forwards
 deadlines); the calls that cost — audit writes, certificate signing, opening a TLS proof's listener — wait
 here in arrival order.  The desk takes every call waiting (up to :data:`GROUP_MAX`), runs them one after
 another with their commits not waiting for the disk (:meth:`station.audit.AuditLog.grouped_commits`), then
-flushes the audit log once (:meth:`~station.audit.AuditLog.make_durable`) and only then answers: every answer
+flushes the audit log once (:meth:`~station.audit.AuditLog.make_durable`) and only then answers the writes: every answer
 — a certificate above all — leaves the station after the records it depends on are on disk, as one
 ``synchronous=FULL`` commit per call did, for one flush per group instead of one per call.  If that flush
 fails, every write of the group is refused (the units fail the step and can be retried); nothing is sent.
+Calls that need no flush (reads, step records, opening a listener: :data:`UNFLUSHED_CALLS`) are answered as
+soon as they are computed, without waiting for the group's other calls or its flush.
 
 A unit's own calls are answered in its order (a worker waits for each answer before it calls again).
 """
@@ -80,18 +82,21 @@ class ServiceDesk(Generic[Unit]):
         answers: list[tuple[Unit, Call, Reply | Refusal]] = []
         with self._audit.grouped_commits():
             for unit, call in group:
-                answers.append((unit, call, self._answer_one(unit, call)))
-        writes = [(unit, call) for unit, call, answer in answers
-                  if isinstance(answer, Reply) and (call.service, call.method) not in UNFLUSHED_CALLS]
-        if writes:
+                answer = self._answer_one(unit, call)
+                if (call.service, call.method) in UNFLUSHED_CALLS:
+                    # Depends on no flush: answered at once, not after the rest of the group and its flush (a
+                    # unit's calls are one at a time, so what such a call reads of the unit's own records was
+                    # made durable before that unit's earlier answers left).
+                    self._send(unit, answer)
+                else:
+                    answers.append((unit, call, answer))
+        if any(isinstance(answer, Reply) for _unit, _call, answer in answers):
             try:
                 self._audit.make_durable()
             except Exception as exc:  # noqa: BLE001 - no answer that depends on the lost writes may leave
                 problem = (f"the station could not write the audit log to disk ({exc}) — nothing that depends "
                            "on it left the station; check the disk, then press Retry")
-                answers = [(unit, call, Refusal(call.number, problem)
-                            if (call.service, call.method) not in UNFLUSHED_CALLS else answer)
-                           for unit, call, answer in answers]
+                answers = [(unit, call, Refusal(call.number, problem)) for unit, call, _answer in answers]
         for unit, _call, answer in answers:
             self._send(unit, answer)
 

@@ -121,3 +121,39 @@ def test_make_durable_flushes_what_grouped_commits_wrote(audit):
     assert audit.path.with_name(audit.path.name + "-wal").stat().st_size > 0
     with AuditLog(audit.path) as other:
         assert other.unit(unit).host_key_fingerprint == "SHA256:x"
+
+
+def test_a_call_that_needs_no_flush_is_answered_at_once_not_after_the_groups_flush(audit, monkeypatch):
+    """A step record or a read in a group with writes leaves before the flush; the writes only after it."""
+    units = [start(audit, f"2026000000001{n:02d}") for n in range(3)]
+    journal: list[tuple[str, int]] = []
+    monkeypatch.setattr(audit, "make_durable", lambda: journal.append(("flush", 0)))
+    taken, release = threading.Event(), threading.Event()
+
+    def answer(unit: int, call: Call) -> object:
+        if call.number == 1:
+            taken.set()
+            release.wait(WAIT_S)
+        journal.append(("answered", call.number))
+        return call.number
+
+    sent: queue.SimpleQueue[Reply | Refusal] = queue.SimpleQueue()
+
+    def send(unit: int, message: object) -> None:
+        assert isinstance(message, Reply | Refusal)
+        journal.append(("sent", message.number))
+        sent.put(message)
+
+    desk: ServiceDesk[int] = ServiceDesk(audit, answer, send)
+    desk.put(units[0], Call(1, "audit", "unit"))
+    assert taken.wait(WAIT_S)
+    desk.put(units[0], Call(2, "ca", "issue"))
+    desk.put(units[1], Call(3, "audit", "record_step"))
+    desk.put(units[2], Call(4, "tls", "listen"))
+    release.set()
+    for _ in range(4):
+        sent.get(timeout=WAIT_S)
+    desk.close(WAIT_S)
+    assert journal == [("answered", 1), ("sent", 1),
+                       ("answered", 2), ("answered", 3), ("sent", 3), ("answered", 4), ("sent", 4),
+                       ("flush", 0), ("sent", 2)]
