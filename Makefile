@@ -60,6 +60,7 @@ $(ZPL_RENDERER)/node_modules/.package-lock.json: $(ZPL_RENDERER)/package-lock.js
 
 lint:
 	$(BIN)/ruff check station ui tests bench packaging
+	$(BIN)/ruff format --check station ui tests bench packaging
 	$(BIN)/mypy --strict station
 	$(BIN)/lint-imports
 

@@ -43,8 +43,21 @@ T0 = datetime(2025, 1, 6, 6, 0, tzinfo=UTC)
 UNIT_SPACING_S = 30  # a million units a year apart by 30 s: about one fixture line's output
 BATCH_SIZE = 1000
 OPERATORS = [f"operator-{n:02d}" for n in range(20)]
-STEPS = ("identify", "guard", "wipe", "reboot", "init_token", "init_pin", "keygen", "csr", "fetch_csr",
-         "check_csr", "sign", "push", "tls_proof")  # fmt: skip
+STEPS = (
+    "identify",
+    "guard",
+    "wipe",
+    "reboot",
+    "init_token",
+    "init_pin",
+    "keygen",
+    "csr",
+    "fetch_csr",
+    "check_csr",
+    "sign",
+    "push",
+    "tls_proof",
+)
 REPEATS = 5
 
 
@@ -88,26 +101,75 @@ def generate(path: Path, units: int, seed: int = 7) -> dict[str, Any]:
     for n in range(1, units + 1):
         started = T0 + timedelta(seconds=n * UNIT_SPACING_S)
         roll = rng.random()
-        state = "passed" if roll < 0.95 else "failed" if roll < 0.98 else "aborted" if roll < 0.995 else "running"
+        state = (
+            "passed" if roll < 0.95 else "failed" if roll < 0.98 else "aborted" if roll < 0.995 else "running"
+        )
         failed_step = rng.choice(STEPS) if state in ("failed", "aborted") else None
         duration = rng.uniform(55, 120)
         ended = None if state == "running" else stamp(started + timedelta(seconds=duration))
-        unit_rows.append((
-            n, f"2026{n:011d}", "welma-optee", f"ssh://root@127.0.0.{2 + n % 8}:2222", f"slot-{1 + n % 8}",
-            f"B-{(n - 1) // BATCH_SIZE + 1:04d}", OPERATORS[n % len(OPERATORS)], f"line-{1 + n % 4}", state,
-            2 if rng.random() < 0.02 else 1, stamp(started), ended, failed_step,
-            f"step {failed_step} failed" if failed_step else None, "ssh-ed25519", f"SHA256:{n:043d}",
-        ))  # fmt: skip
+        unit_rows.append(
+            (
+                n,
+                f"2026{n:011d}",
+                "welma-optee",
+                f"ssh://root@127.0.0.{2 + n % 8}:2222",
+                f"slot-{1 + n % 8}",
+                f"B-{(n - 1) // BATCH_SIZE + 1:04d}",
+                OPERATORS[n % len(OPERATORS)],
+                f"line-{1 + n % 4}",
+                state,
+                2 if rng.random() < 0.02 else 1,
+                stamp(started),
+                ended,
+                failed_step,
+                f"step {failed_step} failed" if failed_step else None,
+                "ssh-ed25519",
+                f"SHA256:{n:043d}",
+            )
+        )
         if n % 10 == 0:
             keygen = rng.gauss(14.0, 2.5)
-            step_rows.append((n, "keygen", 1, "passed", stamp(started + timedelta(seconds=20)),
-                              stamp(started + timedelta(seconds=20 + keygen)), None, "key0 generated", ""))  # fmt: skip
+            step_rows.append(
+                (
+                    n,
+                    "keygen",
+                    1,
+                    "passed",
+                    stamp(started + timedelta(seconds=20)),
+                    stamp(started + timedelta(seconds=20 + keygen)),
+                    None,
+                    "key0 generated",
+                    "",
+                )
+            )
             digest = hashlib.sha256(str(n).encode()).hexdigest()
-            cert_rows.append((n, f"{n:x}", digest, hashlib.sha256(digest.encode()).hexdigest(), f"CN=serial:{n}",
-                              stamp(started), stamp(started + timedelta(days=365)), "(bench)", stamp(started)))  # fmt: skip
+            cert_rows.append(
+                (
+                    n,
+                    f"{n:x}",
+                    digest,
+                    hashlib.sha256(digest.encode()).hexdigest(),
+                    f"CN=serial:{n}",
+                    stamp(started),
+                    stamp(started + timedelta(days=365)),
+                    "(bench)",
+                    stamp(started),
+                )
+            )
         if failed_step:
-            step_rows.append((n, failed_step, 1, "failed", stamp(started + timedelta(seconds=30)),
-                              stamp(started + timedelta(seconds=31)), None, "error", "failed"))  # fmt: skip
+            step_rows.append(
+                (
+                    n,
+                    failed_step,
+                    1,
+                    "failed",
+                    stamp(started + timedelta(seconds=30)),
+                    stamp(started + timedelta(seconds=31)),
+                    None,
+                    "error",
+                    "failed",
+                )
+            )
     with db:
         db.executemany(
             "INSERT INTO units (id, serial, profile, device, fixture, batch, operator, station, state, attempt, "
@@ -154,9 +216,13 @@ def wait_idle(app: QApplication, view: AuditView, timeout_s: float = 120) -> Non
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--units", type=int, default=1_000_000)
-    parser.add_argument("--db", type=Path, help="reuse (or keep) the generated log here instead of a temp dir")
+    parser.add_argument(
+        "--db", type=Path, help="reuse (or keep) the generated log here instead of a temp dir"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "audit-million.json")
     args = parser.parse_args()
 
@@ -204,7 +270,9 @@ def main() -> int:
     batch = f"B-{(units // 2 - 1) // BATCH_SIZE + 1:04d}"
     week = T0 + timedelta(seconds=units // 2 * UNIT_SPACING_S)
     scenarios = {
-        "serial_prefix (100 000 boards)+result (failed)": UnitFilter(serial_prefix=middle[:-5], result="failed"),
+        "serial_prefix (100 000 boards)+result (failed)": UnitFilter(
+            serial_prefix=middle[:-5], result="failed"
+        ),
         "serial_prefix (exact board)": UnitFilter(serial_prefix=middle),
         "serial_prefix (10 000 boards)": UnitFilter(serial_prefix=middle[:-4]),
         "result (failed)": UnitFilter(result="failed"),
@@ -222,20 +290,30 @@ def main() -> int:
     for name, wanted in scenarios.items():
         figures = timed(lambda wanted=wanted: view.model.set_filters(wanted))
         figures["rows_first_page"] = view.model.rowCount()
-        figures["count_units_ms"] = timed(lambda wanted=wanted: audit.count_units(wanted), repeats=3)["median_ms"]
+        figures["count_units_ms"] = timed(lambda wanted=wanted: audit.count_units(wanted), repeats=3)[
+            "median_ms"
+        ]
         filters[name] = figures
         print(f"  filter {name}: {figures}", flush=True)
     results["filter_to_first_page"] = filters
 
     sorts = {}
-    for key, descending in (("serial", False), ("started_at", True), ("operator", False), ("batch", True),
-                            ("failed_step", True), ("state", False)):  # fmt: skip
+    for key, descending in (
+        ("serial", False),
+        ("started_at", True),
+        ("operator", False),
+        ("batch", True),
+        ("failed_step", True),
+        ("state", False),
+    ):
         view.model.set_filters(UnitFilter())
         sorts[f"{key} {'desc' if descending else 'asc'}"] = timed(
             lambda key=key, descending=descending: view.model.set_order(key, descending=descending)
         )
     view.model.set_filters(UnitFilter(result="failed"))
-    sorts["started_at desc, result failed"] = timed(lambda: view.model.set_order("started_at", descending=True))
+    sorts["started_at desc, result failed"] = timed(
+        lambda: view.model.set_order("started_at", descending=True)
+    )
     results["sort_to_first_page"] = sorts
     print(f"  sorts: {sorts}", flush=True)
 
@@ -251,7 +329,9 @@ def main() -> int:
     results["yield_summary"] = {
         "all units": timed(lambda: audit.yield_summary(), repeats=3),
         "one batch": timed(lambda: audit.yield_summary(batch=batch), repeats=3),
-        "one month": timed(lambda: audit.yield_summary(since=week, until=week + timedelta(days=30)), repeats=3),
+        "one month": timed(
+            lambda: audit.yield_summary(since=week, until=week + timedelta(days=30)), repeats=3
+        ),
     }
     print(f"  yield: {results['yield_summary']}", flush=True)
 

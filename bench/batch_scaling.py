@@ -75,7 +75,7 @@ def process_cpu_seconds(pid: int, *, children: bool) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return 0.0
-    ticks = sum(int(value) for value in fields[11:15 if children else 13])  # utime stime [cutime cstime]
+    ticks = sum(int(value) for value in fields[11 : 15 if children else 13])  # utime stime [cutime cstime]
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -161,20 +161,24 @@ def worker_start_costs(methods: list[str], starts: int) -> dict[str, dict[str, f
     if "forkserver" in methods:
         multiprocessing.forkserver._forkserver._stop()  # measure a cold start
         wall, cpu = start_one_worker("forkserver")
-        costs["forkserver"] = {"server_start_and_first_worker_wall_s": round(wall, 3),
-                               "server_start_and_first_worker_cpu_s": round(cpu, 3)}
+        costs["forkserver"] = {
+            "server_start_and_first_worker_wall_s": round(wall, 3),
+            "server_start_and_first_worker_cpu_s": round(cpu, 3),
+        }
     samples: dict[str, list[tuple[float, float]]] = {method: [] for method in methods}
     for _ in range(starts):
         for method in methods:
             samples[method].append(start_one_worker(method))
     for method, measured in samples.items():
-        costs.setdefault(method, {}).update({
-            "wall_s_median": round(statistics.median(wall for wall, _ in measured), 4),
-            "cpu_s_median": round(statistics.median(cpu for _, cpu in measured), 4),
-            # The workers' CPU is read from /proc in 10 ms ticks: the mean over many starts resolves a fork.
-            "cpu_s_mean": round(statistics.fmean(cpu for _, cpu in measured), 4),
-            "starts": starts,
-        })
+        costs.setdefault(method, {}).update(
+            {
+                "wall_s_median": round(statistics.median(wall for wall, _ in measured), 4),
+                "cpu_s_median": round(statistics.median(cpu for _, cpu in measured), 4),
+                # The workers' CPU is read from /proc in 10 ms ticks: the mean over many starts resolves a fork.
+                "cpu_s_mean": round(statistics.fmean(cpu for _, cpu in measured), 4),
+                "starts": starts,
+            }
+        )
     return costs
 
 
@@ -198,9 +202,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=2370)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "batch-scaling.json")
     parser.add_argument("--conditions", default="", help="a note on the machine's state, kept in the results")
-    parser.add_argument("--start-methods", nargs="+", choices=START_METHODS,
-                        default=[worker_context().get_start_method()],
-                        help="how units' workers start (several: compared, interleaved in one run)")
+    parser.add_argument(
+        "--start-methods",
+        nargs="+",
+        choices=START_METHODS,
+        default=[worker_context().get_start_method()],
+        help="how units' workers start (several: compared, interleaved in one run)",
+    )
     parser.add_argument("--worker-starts", type=int, default=WORKER_STARTS)
     args = parser.parse_args()
     methods: list[str] = args.start_methods
@@ -210,8 +218,9 @@ def main() -> None:
     farm = Farm(home)
     rows = []
     try:
-        devices = farm.up(max(args.slots), keygen_delay=args.keygen_delay, boot_delay=args.boot_delay,
-                          port=args.port)
+        devices = farm.up(
+            max(args.slots), keygen_delay=args.keygen_delay, boot_delay=args.boot_delay, port=args.port
+        )
         ca = CertificateAuthority.init(home.ca_dir, passphrase=b"bench passphrase")
         profile = load_profile("welma-optee")
         start_costs = worker_start_costs(methods, args.worker_starts)
@@ -221,10 +230,19 @@ def main() -> None:
             jobs = []
             for device in devices[:slots]:
                 serial += 1
-                jobs.append(UnitJob(serial=f"2026{serial:011d}", device=device.ssh_url, profile=profile,
-                                    operator="bench", fixture=device.name, stream_output=False))
-            scheduler = Scheduler(home=home, config=StationConfig(name="bench"), ca=ca, slots=slots,
-                                  start_method=method)
+                jobs.append(
+                    UnitJob(
+                        serial=f"2026{serial:011d}",
+                        device=device.ssh_url,
+                        profile=profile,
+                        operator="bench",
+                        fixture=device.name,
+                        stream_output=False,
+                    )
+                )
+            scheduler = Scheduler(
+                home=home, config=StationConfig(name="bench"), ca=ca, slots=slots, start_method=method
+            )
             load_before = os.getloadavg()
             cpu, busy, began = cpu_seconds(), machine_busy_seconds(), time.perf_counter()
             with MemoryPeak() as memory:
@@ -237,27 +255,31 @@ def main() -> None:
             assert all(outcome.passed for outcome in outcomes), [o.message for o in outcomes if not o.passed]
             share_s = [outcome.duration_s - outcome.device_s for outcome in outcomes]
             share = [(o.duration_s - o.device_s) / o.duration_s for o in outcomes]
-            rows.append({
-                "slots": slots, "start_method": method, "wall_s": round(wall, 3),
-                "cpu_s_per_unit": round(used / slots, 4),
-                "unit_wall_s_median": round(statistics.median(o.duration_s for o in outcomes), 3),
-                "station_share_s_median": round(statistics.median(share_s), 3),
-                "station_share_s_p95": round(quantile(share_s, 0.95), 3),
-                "station_share_median": round(statistics.median(share), 4),
-                "station_share_p95": round(quantile(share, 0.95), 4),
-                # Of the station's share, the time units waited for the station's services (the engine's
-                # answers to their audit, CA and TLS calls); the rest is the worker's own time and start.
-                "service_wait_s_median": round(statistics.median(o.service_s for o in outcomes), 3),
-                "service_wait_s_p95": round(quantile([o.service_s for o in outcomes], 0.95), 3),
-                # Others share this machine: its load when the round began and ended.
-                "load_average_before": [round(value, 2) for value in load_before],
-                "load_average_after": [round(value, 2) for value in os.getloadavg()],
-                "peak_station_memory_mib": round(memory.peak / 2**20, 1),
-                "workers_at_peak": memory.peak_workers,
-                "peak_station_pss_mib": round(memory.peak_pss / 2**20, 1),
-                "board_cpu_s_per_unit": round(boards / slots, 3),
-                "machine_busy_fraction": round((boards + used) / (wall * (os.cpu_count() or 1)), 3),
-            })
+            rows.append(
+                {
+                    "slots": slots,
+                    "start_method": method,
+                    "wall_s": round(wall, 3),
+                    "cpu_s_per_unit": round(used / slots, 4),
+                    "unit_wall_s_median": round(statistics.median(o.duration_s for o in outcomes), 3),
+                    "station_share_s_median": round(statistics.median(share_s), 3),
+                    "station_share_s_p95": round(quantile(share_s, 0.95), 3),
+                    "station_share_median": round(statistics.median(share), 4),
+                    "station_share_p95": round(quantile(share, 0.95), 4),
+                    # Of the station's share, the time units waited for the station's services (the engine's
+                    # answers to their audit, CA and TLS calls); the rest is the worker's own time and start.
+                    "service_wait_s_median": round(statistics.median(o.service_s for o in outcomes), 3),
+                    "service_wait_s_p95": round(quantile([o.service_s for o in outcomes], 0.95), 3),
+                    # Others share this machine: its load when the round began and ended.
+                    "load_average_before": [round(value, 2) for value in load_before],
+                    "load_average_after": [round(value, 2) for value in os.getloadavg()],
+                    "peak_station_memory_mib": round(memory.peak / 2**20, 1),
+                    "workers_at_peak": memory.peak_workers,
+                    "peak_station_pss_mib": round(memory.peak_pss / 2**20, 1),
+                    "board_cpu_s_per_unit": round(boards / slots, 3),
+                    "machine_busy_fraction": round((boards + used) / (wall * (os.cpu_count() or 1)), 3),
+                }
+            )
             print(rows[-1], flush=True)
             # Factory-fresh boards (new silicon: a board enrolled once is refused under another serial) for the
             # next round; swaps wait for the boot delay, so run them together.
@@ -267,16 +289,17 @@ def main() -> None:
         farm.down()
         shutil.rmtree(root, ignore_errors=True)
     for method in methods:
-        single = next(row["wall_s"] for row in rows if row["slots"] == min(args.slots)
-                      and row["start_method"] == method)
+        single = next(
+            row["wall_s"] for row in rows if row["slots"] == min(args.slots) and row["start_method"] == method
+        )
         for row in rows:
             if row["start_method"] == method:
                 row["ratio_to_one_slot"] = round(row["wall_s"] / single, 3)
     report = {
         "benchmark": "batch-scaling",
         "command": f"python -m bench.batch_scaling --slots {' '.join(map(str, args.slots))} "
-                   f"--keygen-delay {args.keygen_delay:g} --boot-delay {args.boot_delay:g} "
-                   f"--start-methods {' '.join(methods)} --worker-starts {args.worker_starts}",
+        f"--keygen-delay {args.keygen_delay:g} --boot-delay {args.boot_delay:g} "
+        f"--start-methods {' '.join(methods)} --worker-starts {args.worker_starts}",
         "machine": machine(),
         "load_average_after": [round(value, 2) for value in os.getloadavg()],
         "conditions": args.conditions,
@@ -293,11 +316,17 @@ def main() -> None:
         by = {(row["slots"], row["start_method"]): row for row in rows}
         report["ratios"] = {
             f"{first}/{second}": {
-                "worker_start_wall": round(start_costs[first]["wall_s_median"] / start_costs[second]["wall_s_median"], 3),
-                "worker_start_cpu": round(start_costs[first]["cpu_s_median"] / start_costs[second]["cpu_s_median"], 3),
-                **{f"{key}_at_{slots}": round(by[slots, first][key] / by[slots, second][key], 3)
-                   for slots in args.slots
-                   for key in ("cpu_s_per_unit", "peak_station_memory_mib", "peak_station_pss_mib", "wall_s")},
+                "worker_start_wall": round(
+                    start_costs[first]["wall_s_median"] / start_costs[second]["wall_s_median"], 3
+                ),
+                "worker_start_cpu": round(
+                    start_costs[first]["cpu_s_median"] / start_costs[second]["cpu_s_median"], 3
+                ),
+                **{
+                    f"{key}_at_{slots}": round(by[slots, first][key] / by[slots, second][key], 3)
+                    for slots in args.slots
+                    for key in ("cpu_s_per_unit", "peak_station_memory_mib", "peak_station_pss_mib", "wall_s")
+                },
             }
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)

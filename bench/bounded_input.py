@@ -51,11 +51,16 @@ ANSWER_SCRIPT = "yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 
 def code_version() -> str:
     """The commit measured (with "+changes" when the worktree differs from it)."""
+
     def git(*argv: str) -> str:
-        done = subprocess.run(["git", *argv], cwd=HERE, capture_output=True, text=True, timeout=10, check=False)
+        done = subprocess.run(
+            ["git", *argv], cwd=HERE, capture_output=True, text=True, timeout=10, check=False
+        )
         return done.stdout.strip()
 
-    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--", "station") else "")
+    return git("rev-parse", "--short", "HEAD") + (
+        "+changes" if git("status", "--porcelain", "--", "station") else ""
+    )
 
 
 def rss_bytes() -> int:
@@ -132,20 +137,23 @@ def ssh_stream(farm: Farm, home: StationHome, port: int) -> dict[str, Any]:
         farm.set_fault(device.name, "stream:--keypairgen")
         with PeakRss() as memory:
             began = time.perf_counter()
-            result = provisioner.provision(serial="202600000000001", device=device.ssh_url, profile=profile,
-                                           operator="bench")
+            result = provisioner.provision(
+                serial="202600000000001", device=device.ssh_url, profile=profile, operator="bench"
+            )
             wall = time.perf_counter() - began
     finally:
         audit.close()
         farm.down()
     return {
         "fault": "stream:--keypairgen (cat /dev/zero in place of pkcs11-tool --keypairgen)",
-        "passed": result.passed, "failed_step": result.failed_step, "message": result.message,
+        "passed": result.passed,
+        "failed_step": result.failed_step,
+        "message": result.message,
         "unit_wall_s": round(wall, 3),
         "station_rss_before_mib": round(memory.baseline / MIB, 1),
         "station_peak_rss_above_before_mib": round((memory.peak - memory.baseline) / MIB, 1),
         "before": "without the caps the station grew by 1.47 GB in 9 s and the step ended in MemoryError "
-                  "(issue 13; not re-measured here: it would take the shared machine's memory)",
+        "(issue 13; not re-measured here: it would take the shared machine's memory)",
     }
 
 
@@ -164,8 +172,11 @@ def main() -> None:
     if args.out.exists():
         runs = json.loads(args.out.read_text()).get("runs", {})
     try:
-        run: dict[str, Any] = {"machine": machine(), "code": code_version(),
-                               "serial_answer": serial_answer(farm, args.serial_mib * MIB, args.port)}
+        run: dict[str, Any] = {
+            "machine": machine(),
+            "code": code_version(),
+            "serial_answer": serial_answer(farm, args.serial_mib * MIB, args.port),
+        }
         print(json.dumps(run["serial_answer"], indent=2), flush=True)
         if run["serial_answer"]["caps_in_code"]:
             run["ssh_stream"] = ssh_stream(farm, home, args.port)

@@ -69,9 +69,23 @@ def run(certificates: int) -> dict[str, Any]:
         tokens.mkdir()
         conf = base / "softhsm2.conf"
         conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
-        subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "BENCH", "--so-pin", "12345678",
-                        "--pin", PIN], env=dict(os.environ, SOFTHSM2_CONF=str(conf)), check=True,
-                       capture_output=True, timeout=60)  # fmt: skip
+        subprocess.run(
+            [
+                "softhsm2-util",
+                "--init-token",
+                "--free",
+                "--label",
+                "BENCH",
+                "--so-pin",
+                "12345678",
+                "--pin",
+                PIN,
+            ],
+            env=dict(os.environ, SOFTHSM2_CONF=str(conf)),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         init_root(base / "root", common_name="Bench Root", passphrase=PASSPHRASE)
         settings = TokenSettings(module=module, token_label="BENCH", softhsm2_conf=conf)
         csr_path = CertificateAuthority.init_in_token(base / "token-ca", settings=settings, pin=PIN)
@@ -81,8 +95,12 @@ def run(certificates: int) -> dict[str, Any]:
 
         unlock = {"token": [], "file": []}  # type: dict[str, list[float]]
         for _ in range(5):
-            unlock["token"].append(_timed(lambda: CertificateAuthority.load(base / "token-ca", pin=PIN).close()))
-            unlock["file"].append(_timed(lambda: CertificateAuthority.load(base / "file-ca", passphrase=PASSPHRASE)))
+            unlock["token"].append(
+                _timed(lambda: CertificateAuthority.load(base / "token-ca", pin=PIN).close())
+            )
+            unlock["file"].append(
+                _timed(lambda: CertificateAuthority.load(base / "file-ca", passphrase=PASSPHRASE))
+            )
         cas = {
             "token": CertificateAuthority.load(base / "token-ca", pin=PIN),
             "file": CertificateAuthority.load(base / "file-ca", passphrase=PASSPHRASE),
@@ -91,23 +109,37 @@ def run(certificates: int) -> dict[str, Any]:
         issued = {"token": [], "file": []}  # type: dict[str, list[float]]
         for index, request in enumerate(requests):
             subject = device_subject("/CN=serial:{serial}/", serial=f"2026{index:011d}")
-            for kind in (("token", "file") if index % 2 else ("file", "token")):
+            for kind in ("token", "file") if index % 2 else ("file", "token"):
                 ca = cas[kind]
-                issued[kind].append(_timed(lambda ca=ca, request=request, subject=subject, count=index:
-                                           ca.issue_device_certificate(request, validity_days=3650, subject=subject,
-                                                                       issued_since=lambda since: count)))  # fmt: skip
+                issued[kind].append(
+                    _timed(
+                        lambda ca=ca, request=request, subject=subject, count=index: (
+                            ca.issue_device_certificate(
+                                request, validity_days=3650, subject=subject, issued_since=lambda since: count
+                            )
+                        )
+                    )
+                )
         now = datetime.now(UTC)
-        revoked = [RevokedEntry(serial_number=n + 1, revoked_at=now, reason="cessationOfOperation") for n in range(1000)]
+        revoked = [
+            RevokedEntry(serial_number=n + 1, revoked_at=now, reason="cessationOfOperation")
+            for n in range(1000)
+        ]
         crl = {kind: [_timed(lambda ca=ca: ca.crl(revoked)) for _ in range(5)] for kind, ca in cas.items()}
-        checkpoint = {kind: [_timed(lambda ca=ca: ca.sign_bytes(b"audit head" * 8)) for _ in range(200)]
-                      for kind, ca in cas.items()}  # fmt: skip
+        checkpoint = {
+            kind: [_timed(lambda ca=ca: ca.sign_bytes(b"audit head" * 8)) for _ in range(200)]
+            for kind, ca in cas.items()
+        }
         for ca in cas.values():
             ca.close()
     return {
         "machine": {
-            "date": datetime.now(UTC).isoformat(timespec="seconds"), "host": platform.node(),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-        },  # fmt: skip
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": platform.node(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "token": f"SoftHSM2 via python-pkcs11 ({module}), EC P-256 station CA",
         "file": "EC P-256 key decrypted in memory (scrypt-encrypted PKCS#8 at rest)",
         "issue_device_certificate": {kind: _stats(samples) for kind, samples in issued.items()},
@@ -118,14 +150,23 @@ def run(certificates: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--certificates", type=int, default=300)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "ca-signing.json")
     args = parser.parse_args()
     result = run(args.certificates)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({key: result[key] for key in ("issue_device_certificate", "crl_1000_entries",
-                                                    "checkpoint_signature", "unlock")}, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                key: result[key]
+                for key in ("issue_device_certificate", "crl_1000_entries", "checkpoint_signature", "unlock")
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,9 @@ def demo_station(count: int = 2, **farm_options: Any) -> Iterator[DemoStation]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def wait_for(signal: SignalInstance, timeout_s: float, accept: Callable[..., bool] = lambda *args: True) -> list[Any]:
+def wait_for(
+    signal: SignalInstance, timeout_s: float, accept: Callable[..., bool] = lambda *args: True
+) -> list[Any]:
     """Run the event loop until ``signal`` carries arguments ``accept`` likes; raise after ``timeout_s``."""
     loop = QEventLoop()
     got: list[Any] = []

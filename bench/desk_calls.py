@@ -44,14 +44,30 @@ from station.pki import CertificateAuthority
 from station.profiles import load_profile
 
 PASSPHRASE = b"bench passphrase 0123"
-STEPS = ("identify", "guard", "wipe", "reboot", "init_token", "init_pin", "keygen", "csr", "fetch_csr", "check_csr",
-         "sign", "push", "tls_proof")
+STEPS = (
+    "identify",
+    "guard",
+    "wipe",
+    "reboot",
+    "init_token",
+    "init_pin",
+    "keygen",
+    "csr",
+    "fetch_csr",
+    "check_csr",
+    "sign",
+    "push",
+    "tls_proof",
+)
 
 
 def _stats(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
-    return {"median_us": round(statistics.median(ordered) * 1e6, 1),
-            "p95_us": round(ordered[int(0.95 * (len(ordered) - 1))] * 1e6, 1), "n": len(ordered)}
+    return {
+        "median_us": round(statistics.median(ordered) * 1e6, 1),
+        "p95_us": round(ordered[int(0.95 * (len(ordered) - 1))] * 1e6, 1),
+        "n": len(ordered),
+    }
 
 
 def _csr(serial: str) -> bytes:
@@ -81,29 +97,64 @@ def run(units: int) -> dict[str, Any]:
         scheduler._audit = audit
         csrs = [_csr(f"2026{index:011d}") for index in range(units)]
         now = datetime.now(UTC)
+
         def one(index: int) -> None:
             serial = f"2026{index:011d}"
-            unit = audit.start_unit(serial=serial, profile=profile.name, device="ssh://root@127.0.0.2:22",
-                                    operator="bench", station="bench")
-            running = types.SimpleNamespace(unit_id=unit.id, tls_ports=set(),
-                                            job=types.SimpleNamespace(profile=profile, serial=serial))
+            unit = audit.start_unit(
+                serial=serial,
+                profile=profile.name,
+                device="ssh://root@127.0.0.2:22",
+                operator="bench",
+                station="bench",
+            )
+            running = types.SimpleNamespace(
+                unit_id=unit.id, tls_ports=set(), job=types.SimpleNamespace(profile=profile, serial=serial)
+            )
 
             def call(method: str, service: str = "audit", running: Any = running, **args: Any) -> Any:
                 return scheduler._service(running, Call(1, service, method, args))
 
             with audit.grouped_commits():
-                timed("audit.pin_host_key", lambda: call("pin_host_key", unit_id=unit.id, key_type="ssh-ed25519",
-                                                         fingerprint=f"SHA256:{index:043d}"))
+                timed(
+                    "audit.pin_host_key",
+                    lambda: call(
+                        "pin_host_key",
+                        unit_id=unit.id,
+                        key_type="ssh-ed25519",
+                        fingerprint=f"SHA256:{index:043d}",
+                    ),
+                )
                 for step in STEPS:
-                    timed("audit.record_step", lambda step=step: call(
-                        "record_step", unit_id=unit.id, step=step, attempt=1, outcome="passed", started_at=now,
-                        ended_at=now, excerpt="ok"))
+                    timed(
+                        "audit.record_step",
+                        lambda step=step: call(
+                            "record_step",
+                            unit_id=unit.id,
+                            step=step,
+                            attempt=1,
+                            outcome="passed",
+                            started_at=now,
+                            ended_at=now,
+                            excerpt="ok",
+                        ),
+                    )
                 timed("audit.unit", lambda: call("unit", unit_id=unit.id))
                 timed("audit.public_key_seen", lambda: call("public_key_seen", spki_sha256=f"{index:064x}"))
-                timed("ca.issue", lambda: call("issue", service="ca", unit_id=unit.id, csr_pem=csrs[index],
-                                                           profile=profile, serial=serial))
+                timed(
+                    "ca.issue",
+                    lambda: call(
+                        "issue",
+                        service="ca",
+                        unit_id=unit.id,
+                        csr_pem=csrs[index],
+                        profile=profile,
+                        serial=serial,
+                    ),
+                )
                 timed("audit.certificate_for_unit", lambda: call("certificate_for_unit", unit_id=unit.id))
-                port = timed("tls.listen", lambda: call("listen", service="tls", host="127.0.0.1", timeout_s=20.0))
+                port = timed(
+                    "tls.listen", lambda: call("listen", service="tls", host="127.0.0.1", timeout_s=20.0)
+                )
                 timed("tls.result (engine, no client)", lambda port=port: scheduler._tls.result(port, 0.0))
             timed("make_durable (one flush)", audit.make_durable)
             with audit.grouped_commits():
@@ -114,16 +165,27 @@ def run(units: int) -> dict[str, Any]:
             one(index)
         # The whole TLS listen + give-up, in CPU of the whole process (any thread the listener starts included).
         for _ in range(units):
+
             def proof() -> None:
                 port = scheduler._tls.listen("127.0.0.1", 20.0)
                 scheduler._tls.result(port, 0.0)
+
             timed("tls.listen+result (process CPU)", proof, clock=time.process_time)
         # The engine thread reading one message a worker sent (epoll said its pipe is readable).
         ours, theirs = scheduler._context.Pipe(duplex=True)
         event = FlowEvent(kind="output", serial="202600000000000", unit_id=1, message="x" * 200)
-        receiver = types.SimpleNamespace(connection=ours, reported=False, cancelled=False, done=None, done_at=None,
-                                         job_id=1, job=types.SimpleNamespace(fixture=None), deadline=0.0, step="",
-                                         poller=None)
+        receiver = types.SimpleNamespace(
+            connection=ours,
+            reported=False,
+            cancelled=False,
+            done=None,
+            done_at=None,
+            job_id=1,
+            job=types.SimpleNamespace(fixture=None),
+            deadline=0.0,
+            step="",
+            poller=None,
+        )
         # What the engine thread calls when epoll says a pipe is readable (_receive before issue 13's P3 work).
         read = getattr(scheduler, "_read_ready", scheduler._receive)
         for _ in range(units * 5):
@@ -135,9 +197,15 @@ def run(units: int) -> dict[str, Any]:
     return {
         "cpu_us": {name: _stats(samples) for name, samples in cpu.items()},
         "wall_us": {name: _stats(samples) for name, samples in wall.items()},
-        "per_unit_cpu_ms": round(sum(statistics.median(samples) * (len(samples) / units)
-                                     for name, samples in cpu.items()
-                                     if not name.startswith(("tls.listen+", "engine"))) * 1000, 3),
+        "per_unit_cpu_ms": round(
+            sum(
+                statistics.median(samples) * (len(samples) / units)
+                for name, samples in cpu.items()
+                if not name.startswith(("tls.listen+", "engine"))
+            )
+            * 1000,
+            3,
+        ),
     }
 
 
@@ -148,10 +216,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     options = parser.parse_args()
     load = os.getloadavg()
-    result = {"units": options.units, "label": options.label, "loadavg_before": [round(x, 2) for x in load],
-              **run(options.units), "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-              "python": platform.python_version(), "cpus": os.cpu_count(),
-              "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    result = {
+        "units": options.units,
+        "label": options.label,
+        "loadavg_before": [round(x, 2) for x in load],
+        **run(options.units),
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     text = json.dumps(result, indent=2)
     print(text)
     if options.out is not None:

@@ -45,9 +45,24 @@ from station.fleet.schema import migrate, register_station, station_role, write_
 
 HERE = Path(__file__).resolve().parent
 T0 = datetime(2025, 1, 6, 6, 0, tzinfo=UTC)
-STEPS = ("identify", "guard", "wipe", "reboot", "init_token", "init_pin", "keygen", "csr", "fetch_csr",
-         "check_csr", "sign", "push", "tls_proof")  # fmt: skip
-EVENTS_PER_UNIT = 16  # started, host key, 13 steps, passed (a certificate replaces one step's event on average)
+STEPS = (
+    "identify",
+    "guard",
+    "wipe",
+    "reboot",
+    "init_token",
+    "init_pin",
+    "keygen",
+    "csr",
+    "fetch_csr",
+    "check_csr",
+    "sign",
+    "push",
+    "tls_proof",
+)
+EVENTS_PER_UNIT = (
+    16  # started, host key, 13 steps, passed (a certificate replaces one step's event on average)
+)
 REPEATS = 5
 DATABASE = "fleet"
 
@@ -71,19 +86,50 @@ def generate_local_log(path: Path, units: int, station: str) -> int:
     for unit_id in range(1, units + 1):
         started = T0 + timedelta(seconds=30 * unit_id)
         at = started.isoformat(timespec="microseconds")
-        unit = {"id": unit_id, "serial": f"2026{unit_id:011d}", "profile": "welma-optee", "device": "ssh://x",
-                "fixture": f"F{unit_id % 8}", "batch": None, "operator": "ann", "station": station,
-                "state": "running", "attempt": 1, "started_at": at, "ended_at": None, "failed_step": None,
-                "message": None, "host_key_type": None, "host_key_fingerprint": None, "reprovision_reason": None,
-                "superseded_by": None}
+        unit = {
+            "id": unit_id,
+            "serial": f"2026{unit_id:011d}",
+            "profile": "welma-optee",
+            "device": "ssh://x",
+            "fixture": f"F{unit_id % 8}",
+            "batch": None,
+            "operator": "ann",
+            "station": station,
+            "state": "running",
+            "attempt": 1,
+            "started_at": at,
+            "ended_at": None,
+            "failed_step": None,
+            "message": None,
+            "host_key_type": None,
+            "host_key_fingerprint": None,
+            "reprovision_reason": None,
+            "superseded_by": None,
+        }
         events = [("unit.started", "units", unit_id, dict(unit))]
         unit.update(host_key_type="ssh-ed25519", host_key_fingerprint=f"SHA256:{unit_id:043d}")
         events.append(("unit.host_key_pinned", "units", unit_id, dict(unit)))
         for step in STEPS:
             step_id += 1
-            events.append(("step.recorded", "steps", step_id, {
-                "id": step_id, "unit_id": unit_id, "step": step, "attempt": 1, "outcome": "passed", "started_at": at,
-                "ended_at": at, "output_sha256": "0" * 64, "excerpt": "ok", "message": ""}))
+            events.append(
+                (
+                    "step.recorded",
+                    "steps",
+                    step_id,
+                    {
+                        "id": step_id,
+                        "unit_id": unit_id,
+                        "step": step,
+                        "attempt": 1,
+                        "outcome": "passed",
+                        "started_at": at,
+                        "ended_at": at,
+                        "output_sha256": "0" * 64,
+                        "excerpt": "ok",
+                        "message": "",
+                    },
+                )
+            )
         unit.update(state="passed", ended_at=at)
         events.append(("unit.passed", "units", unit_id, dict(unit)))
         for kind, table, pk, row in events:
@@ -93,8 +139,10 @@ def generate_local_log(path: Path, units: int, station: str) -> int:
             rows.append((seq, at, kind, unit_id, payload, prev, digest))
             prev = digest
     with raw:
-        raw.executemany("INSERT INTO events (seq, at, kind, unit_id, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        rows)
+        raw.executemany(
+            "INSERT INTO events (seq, at, kind, unit_id, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
     raw.close()
     return seq
 
@@ -104,12 +152,24 @@ def measure_drain(cluster: PrivateCluster, admin_pgpass: Path, work: Path, units
     home.mkdir()
     events = generate_local_log(home / "audit.db", units, "st-a")
     with connect(cluster.admin_dsn(DATABASE), passfile=admin_pgpass) as conn:
-        registration = register_station(conn, station="st-a", line="L1", ca_fingerprint="0" * 64, password="bench-a")
+        registration = register_station(
+            conn, station="st-a", line="L1", ca_fingerprint="0" * 64, password="bench-a"
+        )
     passfile = home / "pgpass"
-    write_pgpass(passfile, host="127.0.0.1", port=cluster.port, database=DATABASE, role=registration.role,
-                 password="bench-a")
-    fleet = FleetConfig(dsn=f"postgresql://{registration.role}@127.0.0.1:{cluster.port}/{DATABASE}",
-                        station_name="st-a", line="L1", passfile=passfile)
+    write_pgpass(
+        passfile,
+        host="127.0.0.1",
+        port=cluster.port,
+        database=DATABASE,
+        role=registration.role,
+        password="bench-a",
+    )
+    fleet = FleetConfig(
+        dsn=f"postgresql://{registration.role}@127.0.0.1:{cluster.port}/{DATABASE}",
+        station_name="st-a",
+        line="L1",
+        passfile=passfile,
+    )
     with AuditLog(home / "audit.db") as audit:
         forwarder = Forwarder(fleet, audit)
         began = time.perf_counter()
@@ -117,9 +177,17 @@ def measure_drain(cluster: PrivateCluster, admin_pgpass: Path, work: Path, units
             pass
         drain_s = time.perf_counter() - began
         assert audit.fleet_backlog()[2] == 0
-    print(f"  drained {events} events of {units} units in {drain_s:.1f} s ({events / drain_s:.0f} events/s)", flush=True)
-    return {"units": units, "events": events, "drain_s": round(drain_s, 2),
-            "events_per_s": round(events / drain_s, 1), "batch_events": 500}
+    print(
+        f"  drained {events} events of {units} units in {drain_s:.1f} s ({events / drain_s:.0f} events/s)",
+        flush=True,
+    )
+    return {
+        "units": units,
+        "events": events,
+        "drain_s": round(drain_s, 2),
+        "events_per_s": round(events / drain_s, 1),
+        "batch_events": 500,
+    }
 
 
 def child_checks(args: argparse.Namespace) -> int:
@@ -132,8 +200,12 @@ def child_checks(args: argparse.Namespace) -> int:
     latencies = []
     for n in range(args.checks):
         began = time.perf_counter()
-        verdict = guard.check_unit(serial=f"{args.station}-{n:06d}", unit_id=n + 1, reprovision=False,
-                                   host_key=f"SHA256:{args.station}:{n}")
+        verdict = guard.check_unit(
+            serial=f"{args.station}-{n:06d}",
+            unit_id=n + 1,
+            reprovision=False,
+            host_key=f"SHA256:{args.station}:{n}",
+        )
         guard.public_key_holder(hashlib.sha256(f"{args.station}{n}".encode()).hexdigest())
         latencies.append((time.perf_counter() - began) * 1000)
         assert verdict.checked, verdict.text
@@ -141,22 +213,48 @@ def child_checks(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure_checks(cluster: PrivateCluster, admin_pgpass: Path, work: Path, procs: int, checks: int) -> dict[str, Any]:
+def measure_checks(
+    cluster: PrivateCluster, admin_pgpass: Path, work: Path, procs: int, checks: int
+) -> dict[str, Any]:
     children = []
     with connect(cluster.admin_dsn(DATABASE), passfile=admin_pgpass) as conn:
         for index in range(procs):
             name = f"bench-{index}"
-            registration = register_station(conn, station=name, line=f"L{index % 3}", ca_fingerprint="1" * 64,
-                                            password=f"pw-{index}")
+            registration = register_station(
+                conn, station=name, line=f"L{index % 3}", ca_fingerprint="1" * 64, password=f"pw-{index}"
+            )
             passfile = work / f"{name}.pgpass"
-            write_pgpass(passfile, host="127.0.0.1", port=cluster.port, database=DATABASE, role=registration.role,
-                         password=f"pw-{index}")
+            write_pgpass(
+                passfile,
+                host="127.0.0.1",
+                port=cluster.port,
+                database=DATABASE,
+                role=registration.role,
+                password=f"pw-{index}",
+            )
             children.append((name, registration.role, passfile))
     began = time.perf_counter()
-    runs = [subprocess.Popen([sys.executable, "-m", "bench.fleet", "--child-checks", "--station", name, "--dsn",
-                              f"postgresql://{role}@127.0.0.1:{cluster.port}/{DATABASE}", "--passfile", str(passfile),
-                              "--checks", str(checks)], stdout=subprocess.PIPE, text=True)
-            for name, role, passfile in children]
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.fleet",
+                "--child-checks",
+                "--station",
+                name,
+                "--dsn",
+                f"postgresql://{role}@127.0.0.1:{cluster.port}/{DATABASE}",
+                "--passfile",
+                str(passfile),
+                "--checks",
+                str(checks),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name, role, passfile in children
+    ]
     latencies: list[float] = []
     for run in runs:
         out, _ = run.communicate(timeout=1800)
@@ -166,10 +264,16 @@ def measure_checks(cluster: PrivateCluster, admin_pgpass: Path, work: Path, proc
     latencies.sort()
     unit_wall = unit_wall_s()
     median = statistics.median(latencies)
-    result = {"processes": procs, "units_per_process": checks, "wall_s": round(wall, 1),
-              "check_ms_median": round(median, 2), "check_ms_p95": round(latencies[int(0.95 * len(latencies))], 2),
-              "check_ms_max": round(latencies[-1], 2), "unit_wall_s": unit_wall,
-              "added_fraction_of_unit": round(median / 1000 / unit_wall, 4) if unit_wall else None}
+    result = {
+        "processes": procs,
+        "units_per_process": checks,
+        "wall_s": round(wall, 1),
+        "check_ms_median": round(median, 2),
+        "check_ms_p95": round(latencies[int(0.95 * len(latencies))], 2),
+        "check_ms_max": round(latencies[-1], 2),
+        "unit_wall_s": unit_wall,
+        "added_fraction_of_unit": round(median / 1000 / unit_wall, 4) if unit_wall else None,
+    }
     print(f"  fleet checks: {result}", flush=True)
     return result
 
@@ -191,14 +295,24 @@ def fill_ten_million(cluster: PrivateCluster, admin_pgpass: Path, events: int) -
     began = time.perf_counter()
     with connect(cluster.admin_dsn(DATABASE), passfile=admin_pgpass, statement_timeout_s=3600) as conn:
         for index in range(stations):
-            conn.execute("INSERT INTO fleet_stations (name, line, ca_fingerprint, role_name) VALUES (%s, %s, %s, %s) "
-                         "ON CONFLICT DO NOTHING", [f"gen-{index:02d}", f"L{index % 4 + 1}", "2" * 64,
-                                                   station_role(DATABASE, f"gen-{index:02d}")])
+            conn.execute(
+                "INSERT INTO fleet_stations (name, line, ca_fingerprint, role_name) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                [
+                    f"gen-{index:02d}",
+                    f"L{index % 4 + 1}",
+                    "2" * 64,
+                    station_role(DATABASE, f"gen-{index:02d}"),
+                ],
+            )
         conn.execute("ALTER TABLE fleet_journal DISABLE TRIGGER USER")
         per_station = [0] * stations
-        with conn.cursor() as cursor, cursor.copy(
-            "COPY fleet_journal (station, seq, at, kind, unit_id, payload, prev_hash, hash) FROM STDIN"
-        ) as copy:
+        with (
+            conn.cursor() as cursor,
+            cursor.copy(
+                "COPY fleet_journal (station, seq, at, kind, unit_id, payload, prev_hash, hash) FROM STDIN"
+            ) as copy,
+        ):
             lines = []
             for unit in range(units):
                 station = unit % stations
@@ -206,9 +320,17 @@ def fill_ten_million(cluster: PrivateCluster, admin_pgpass: Path, events: int) -
                 for kind_index in range(EVENTS_PER_UNIT):
                     per_station[station] += 1
                     seq = per_station[station]
-                    kind = "unit.started" if kind_index == 0 else "unit.passed" if kind_index == 15 else "step.recorded"
-                    lines.append(f"gen-{station:02d}\t{seq}\t{at}\t{kind}\t{unit // stations + 1}\t"
-                                 f'{{"table":"steps","unit_id":{unit // stations + 1}}}\t{"0" * 64}\t{"1" * 64}\n')
+                    kind = (
+                        "unit.started"
+                        if kind_index == 0
+                        else "unit.passed"
+                        if kind_index == 15
+                        else "step.recorded"
+                    )
+                    lines.append(
+                        f"gen-{station:02d}\t{seq}\t{at}\t{kind}\t{unit // stations + 1}\t"
+                        f'{{"table":"steps","unit_id":{unit // stations + 1}}}\t{"0" * 64}\t{"1" * 64}\n'
+                    )
                 if len(lines) >= 100_000:
                     copy.write("".join(lines))
                     lines.clear()
@@ -217,20 +339,25 @@ def fill_ten_million(cluster: PrivateCluster, admin_pgpass: Path, events: int) -
         journal_s = time.perf_counter() - began
         states = ["passed"] * 90 + ["failed"] * 7 + ["aborted"] * 2 + ["running"]
         failed_steps = ["keygen", "reboot", "tls_proof", "push"]
-        with conn.cursor() as cursor, cursor.copy(
-            "COPY fleet_units (station, unit_id, line, serial, state, profile, device, fixture, batch, operator, attempt, "
-            "started_at, ended_at, failed_step, host_key_type, host_key_fingerprint, last_seq) FROM STDIN"
-        ) as copy:
+        with (
+            conn.cursor() as cursor,
+            cursor.copy(
+                "COPY fleet_units (station, unit_id, line, serial, state, profile, device, fixture, batch, operator, attempt, "
+                "started_at, ended_at, failed_step, host_key_type, host_key_fingerprint, last_seq) FROM STDIN"
+            ) as copy,
+        ):
             lines = []
             for unit in range(units):
                 station = unit % stations
                 started = T0 + timedelta(seconds=2 * unit)
                 state = rng.choice(states)
                 failed = rng.choice(failed_steps) if state == "failed" else "\\N"
-                lines.append(f"gen-{station:02d}\t{unit // stations + 1}\tL{station % 4 + 1}\t2026{unit:011d}\t{state}\twelma-optee\tssh://x\t"
-                             f"F{unit % 8}\tB{unit // 1000:05d}\toperator-{unit % 40:02d}\t1\t{started.isoformat()}\t"
-                             f"{(started + timedelta(seconds=1)).isoformat()}\t{failed}\tssh-ed25519\tSHA256:{unit:043d}\t"
-                             f"{(unit // stations + 1) * EVENTS_PER_UNIT}\n")
+                lines.append(
+                    f"gen-{station:02d}\t{unit // stations + 1}\tL{station % 4 + 1}\t2026{unit:011d}\t{state}\twelma-optee\tssh://x\t"
+                    f"F{unit % 8}\tB{unit // 1000:05d}\toperator-{unit % 40:02d}\t1\t{started.isoformat()}\t"
+                    f"{(started + timedelta(seconds=1)).isoformat()}\t{failed}\tssh-ed25519\tSHA256:{unit:043d}\t"
+                    f"{(unit // stations + 1) * EVENTS_PER_UNIT}\n"
+                )
                 if len(lines) >= 100_000:
                     copy.write("".join(lines))
                     lines.clear()
@@ -243,20 +370,37 @@ def fill_ten_million(cluster: PrivateCluster, admin_pgpass: Path, events: int) -
         conn.execute("ANALYZE fleet_steps")
         (count,) = conn.execute("SELECT count(*) FROM fleet_journal").fetchone() or (0,)
     fill_s = time.perf_counter() - began
-    print(f"  COPY {count} events + {units} units + {steps} steps in {fill_s:.0f} s (journal {journal_s:.0f} s, "
-          f"steps {steps_s:.0f} s)", flush=True)
-    return {"events": int(count), "units": units, "stations": stations, "steps": steps, "fill_s": round(fill_s, 1),
-            "journal_copy_s": round(journal_s, 1), "steps_copy_s": round(steps_s, 1)}
+    print(
+        f"  COPY {count} events + {units} units + {steps} steps in {fill_s:.0f} s (journal {journal_s:.0f} s, "
+        f"steps {steps_s:.0f} s)",
+        flush=True,
+    )
+    return {
+        "events": int(count),
+        "units": units,
+        "stations": stations,
+        "steps": steps,
+        "fill_s": round(fill_s, 1),
+        "journal_copy_s": round(journal_s, 1),
+        "steps_copy_s": round(steps_s, 1),
+    }
 
 
 def copy_steps(conn: Any, units: int, stations: int, rng: random.Random) -> int:
     """The step attempts of every unit (fleet_steps, migration 3): all 13 steps passed, or up to a failed one;
     key generation 20–60 s. The journal's own trigger would derive them; COPY is how 10 M events fit in minutes."""
     count = 0
-    states = dict(conn.execute("SELECT station || ':' || unit_id, coalesce(failed_step, '') FROM fleet_units").fetchall())
-    with conn.cursor() as cursor, cursor.copy(
-        "COPY fleet_steps (station, step_id, unit_id, step, attempt, outcome, started_at, ended_at, last_seq) FROM STDIN"
-    ) as copy:
+    states = dict(
+        conn.execute(
+            "SELECT station || ':' || unit_id, coalesce(failed_step, '') FROM fleet_units"
+        ).fetchall()
+    )
+    with (
+        conn.cursor() as cursor,
+        cursor.copy(
+            "COPY fleet_steps (station, step_id, unit_id, step, attempt, outcome, started_at, ended_at, last_seq) FROM STDIN"
+        ) as copy,
+    ):
         lines = []
         for unit in range(units):
             station, unit_id = unit % stations, unit // stations + 1
@@ -265,9 +409,11 @@ def copy_steps(conn: Any, units: int, stations: int, rng: random.Random) -> int:
             for index, step in enumerate(STEPS):
                 seconds = rng.uniform(20, 60) if step == "keygen" else 1.0
                 outcome = "failed" if step == failed else "passed"
-                lines.append(f"gen-{station:02d}\t{unit_id * len(STEPS) + index}\t{unit_id}\t{step}\t1\t{outcome}\t"
-                             f"{started.isoformat()}\t{(started + timedelta(seconds=seconds)).isoformat()}\t"
-                             f"{unit_id * EVENTS_PER_UNIT}\n")
+                lines.append(
+                    f"gen-{station:02d}\t{unit_id * len(STEPS) + index}\t{unit_id}\t{step}\t1\t{outcome}\t"
+                    f"{started.isoformat()}\t{(started + timedelta(seconds=seconds)).isoformat()}\t"
+                    f"{unit_id * EVENTS_PER_UNIT}\n"
+                )
                 count += 1
                 if step == failed:
                     break
@@ -300,8 +446,11 @@ def measure_yield_and_deep_pages(cluster: PrivateCluster, admin_pgpass: Path, un
                 yield_by_station(conn, filters)
                 group_timings.append((time.perf_counter() - began) * 1000)
             results[f"yield summary, {name}"] = {
-                "median_ms": round(statistics.median(timings), 1), "units": summary.units,
-                "keygen_n": summary.keygen.count, "groups_median_ms": round(statistics.median(group_timings), 1)}
+                "median_ms": round(statistics.median(timings), 1),
+                "units": summary.units,
+                "keygen_n": summary.keygen.count,
+                "groups_median_ms": round(statistics.median(group_timings), 1),
+            }
             print(f"  yield {name}: {results[f'yield summary, {name}']}", flush=True)
         for depth in sorted({min(d, units // 2) for d in (10_000, 100_000)}):
             everything = FleetFilter()
@@ -317,7 +466,9 @@ def measure_yield_and_deep_pages(cluster: PrivateCluster, admin_pgpass: Path, un
                 offset.append((time.perf_counter() - began) * 1000)
             results[f"page of 200 after unit {depth}"] = {
                 "keyset_median_ms": round(statistics.median(keyset), 1),
-                "offset_median_ms": round(statistics.median(offset), 1), "rows": len(rows)}
+                "offset_median_ms": round(statistics.median(offset), 1),
+                "rows": len(rows),
+            }
             print(f"  deep page {depth}: {results[f'page of 200 after unit {depth}']}", flush=True)
     return results
 
@@ -334,7 +485,9 @@ def measure_filters(cluster: PrivateCluster, admin_pgpass: Path, units: int) -> 
         "operator": FleetFilter(operator="operator-07"),
         "batch": FleetFilter(batch="B00123"),
         "one day": FleetFilter(since=middle, until=middle + timedelta(days=1)),
-        "line + failed + week": FleetFilter(line="L3", result="failed", since=middle, until=middle + timedelta(days=7)),
+        "line + failed + week": FleetFilter(
+            line="L3", result="failed", since=middle, until=middle + timedelta(days=7)
+        ),
         "station + running": FleetFilter(station="gen-05", result="running"),
     }
     results: dict[str, Any] = {}
@@ -345,18 +498,24 @@ def measure_filters(cluster: PrivateCluster, admin_pgpass: Path, units: int) -> 
                 began = time.perf_counter()
                 rows = units_page(conn, filters, limit=100)
                 timings.append((time.perf_counter() - began) * 1000)
-            results[name] = {"median_ms": round(statistics.median(timings), 1), "max_ms": round(max(timings), 1),
-                             "rows": len(rows)}
+            results[name] = {
+                "median_ms": round(statistics.median(timings), 1),
+                "max_ms": round(max(timings), 1),
+                "rows": len(rows),
+            }
             print(f"  filter {name}: {results[name]}", flush=True)
         began = time.perf_counter()
-        conn.execute("SELECT seq, at, kind FROM fleet_journal WHERE station = 'gen-07' AND unit_id = 777 ORDER BY seq"
-                     ).fetchall()
+        conn.execute(
+            "SELECT seq, at, kind FROM fleet_journal WHERE station = 'gen-07' AND unit_id = 777 ORDER BY seq"
+        ).fetchall()
         results["trace one unit's events"] = {"median_ms": round((time.perf_counter() - began) * 1000, 1)}
     return results
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--units", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--procs", type=int, default=8)
@@ -375,7 +534,11 @@ def main() -> int:
     admin_pgpass = cluster.write_admin_pgpass(work / "admin.pgpass")
     results: dict[str, Any] = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "postgresql": "private cluster (initdb + pg_ctl), fsync on, loopback TCP",
         # A shared machine: how busy it was says how far the times are from a quiet run's.
         "load_average_at_start": [round(v, 1) for v in os.getloadavg()],
@@ -391,11 +554,17 @@ def main() -> int:
         results["fleet_checks"] = measure_checks(cluster, admin_pgpass, work, args.procs, args.checks)
         print(f"== central filter over {args.events} events", flush=True)
         results["central_fill"] = fill_ten_million(cluster, admin_pgpass, args.events)
-        results["central_filter_to_first_page"] = measure_filters(cluster, admin_pgpass, results["central_fill"]["units"])
-        worst = max(v["median_ms"] for k, v in results["central_filter_to_first_page"].items() if "max_ms" in v)
+        results["central_filter_to_first_page"] = measure_filters(
+            cluster, admin_pgpass, results["central_fill"]["units"]
+        )
+        worst = max(
+            v["median_ms"] for k, v in results["central_filter_to_first_page"].items() if "max_ms" in v
+        )
         results["central_filter_worst_median_ms"] = worst
         print("== whole-fleet scope: yield summary and deep pages", flush=True)
-        results["fleet_scope"] = measure_yield_and_deep_pages(cluster, admin_pgpass, results["central_fill"]["units"])
+        results["fleet_scope"] = measure_yield_and_deep_pages(
+            cluster, admin_pgpass, results["central_fill"]["units"]
+        )
     finally:
         cluster.stop(mode="fast")
         shutil.rmtree(work, ignore_errors=True)

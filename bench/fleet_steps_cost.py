@@ -30,15 +30,22 @@ def drain(cluster: PrivateCluster, admin_pgpass: Path, log: Path, database: str,
     cluster.create_database(database, passfile=admin_pgpass)
     with connect(cluster.admin_dsn(database), passfile=admin_pgpass, statement_timeout_s=120) as conn:
         schema.migrate(conn)
-        role = schema.register_station(conn, station="st-a", line="L1", ca_fingerprint="0" * 64,
-                                       password="bench-a").role
+        role = schema.register_station(
+            conn, station="st-a", line="L1", ca_fingerprint="0" * 64, password="bench-a"
+        ).role
     home = work / database
     home.mkdir()
     shutil.copy(log, home / "audit.db")
     passfile = home / "pgpass"
-    schema.write_pgpass(passfile, host="127.0.0.1", port=cluster.port, database=database, role=role, password="bench-a")
-    fleet = FleetConfig(dsn=f"postgresql://{role}@127.0.0.1:{cluster.port}/{database}", station_name="st-a", line="L1",
-                        passfile=passfile)
+    schema.write_pgpass(
+        passfile, host="127.0.0.1", port=cluster.port, database=database, role=role, password="bench-a"
+    )
+    fleet = FleetConfig(
+        dsn=f"postgresql://{role}@127.0.0.1:{cluster.port}/{database}",
+        station_name="st-a",
+        line="L1",
+        passfile=passfile,
+    )
     with AuditLog(home / "audit.db") as audit:
         forwarder = Forwarder(fleet, audit)
         began = time.perf_counter()
@@ -50,7 +57,9 @@ def drain(cluster: PrivateCluster, admin_pgpass: Path, log: Path, database: str,
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--units", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fleet-steps-cost.json")
@@ -71,16 +80,25 @@ def main() -> int:
                 schema.MIGRATIONS = migrations
                 seconds = drain(cluster, admin_pgpass, log, f"fleet_{round_number}_{index}", work)
                 timings[name].append(seconds)
-                print(f"  {name}: {events} events in {seconds:.1f} s ({events / seconds:.0f} events/s)", flush=True)
+                print(
+                    f"  {name}: {events} events in {seconds:.1f} s ({events / seconds:.0f} events/s)",
+                    flush=True,
+                )
     finally:
         schema.MIGRATIONS = everything
         cluster.stop(mode="fast")
         shutil.rmtree(work, ignore_errors=True)
-    results: dict[str, Any] = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "units": args.units,
-                               "events": events}
+    results: dict[str, Any] = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "units": args.units,
+        "events": events,
+    }
     for name, seconds in timings.items():
-        results[name] = {"drain_s_median": round(statistics.median(seconds), 2),
-                         "events_per_s": round(events / statistics.median(seconds), 1), "runs": [round(s, 2) for s in seconds]}
+        results[name] = {
+            "drain_s_median": round(statistics.median(seconds), 2),
+            "events_per_s": round(events / statistics.median(seconds), 1),
+            "runs": [round(s, 2) for s in seconds],
+        }
     base, steps = (results[name]["drain_s_median"] for name in variants)
     results["added_fraction"] = round(steps / base - 1, 3)
     args.out.parent.mkdir(parents=True, exist_ok=True)

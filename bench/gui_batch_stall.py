@@ -70,7 +70,9 @@ def boards_yield_cpu(root: Path, nice: int) -> int:
             continue
         try:
             command = (proc / "cmdline").read_bytes().split(b"\0")
-            if not any(part.endswith(b"power.sh") for part in command) or str(root).encode() not in b" ".join(command):
+            if not any(part.endswith(b"power.sh") for part in command) or str(root).encode() not in b" ".join(
+                command
+            ):
                 continue
             (proc / "autogroup").write_text(f"{nice}\n")
             changed += 1
@@ -91,7 +93,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         yielded = 0 if args.boards_share_cpu else boards_yield_cpu(root, BOARD_AUTOGROUP_NICE)
         ca = CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE)
         session = Session.open(str(home.root))
-        window = MainWindow(session, ca, ca_secret=PASSPHRASE.decode())  # for the station service the window starts
+        window = MainWindow(
+            session, ca, ca_secret=PASSPHRASE.decode()
+        )  # for the station service the window starts
         ticks: list[float] = []
         scheduling: list[bytes] = []  # the GUI thread's /proc schedstat at each tick
         schedstat = f"/proc/self/task/{threading.get_native_id()}/schedstat"
@@ -148,7 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "gui-batch-stall",
         "command": f"python -m bench.gui_batch_stall --slots {args.slots} --keygen-delay {args.keygen_delay:g} "
-                   f"--boot-delay {args.boot_delay:g}" + (" --boards-share-cpu" if args.boards_share_cpu else ""),
+        f"--boot-delay {args.boot_delay:g}" + (" --boards-share-cpu" if args.boards_share_cpu else ""),
         "machine": machine(),
         "conditions": args.conditions,
         "engine": "station.engine: one spawned worker process per unit",
@@ -171,15 +175,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "p99_stall_ms": round(ordered[int(len(ordered) * 0.99)], 1),
         "median_gap_ms": round(statistics.median(ordered), 2),
         "gaps_over_50ms": sum(gap > GOAL_MS for gap in gaps),
-        "worst_gaps_at_s": [{"at_s": round(ticks[i] - ticks[0], 2), "gap_ms": round(gaps[i], 1),
-                             **(parts[i] if i < len(parts) else {})} for i in worst],
+        "worst_gaps_at_s": [
+            {
+                "at_s": round(ticks[i] - ticks[0], 2),
+                "gap_ms": round(gaps[i], 1),
+                **(parts[i] if i < len(parts) else {}),
+            }
+            for i in worst
+        ],
         # Each gap split from the GUI thread's /proc/self/task/TID/schedstat: run_queue_ms runnable but not
         # on a CPU (the machine's load), gui_cpu_ms on a CPU (the window's own work), other_ms neither
         # (waiting for the GIL or a lock, or idle in the event loop up to the probe interval).
         "longest_stall_less_run_queue_ms": round(own[worst_own], 1) if own else None,
-        "longest_stall_less_run_queue": ({"at_s": round(ticks[worst_own] - ticks[0], 2),
-                                          "gap_ms": round(gaps[worst_own], 1), **parts[worst_own]}
-                                         if own and worst_own < len(parts) else None),
+        "longest_stall_less_run_queue": (
+            {
+                "at_s": round(ticks[worst_own] - ticks[0], 2),
+                "gap_ms": round(gaps[worst_own], 1),
+                **parts[worst_own],
+            }
+            if own and worst_own < len(parts)
+            else None
+        ),
         "run_queue_ms_total": round(sum(part["run_queue_ms"] for part in parts), 1),
         # time.perf_counter() (CLOCK_MONOTONIC) of the first tick: lines the gaps up with outside samplers.
         "probe_t0_monotonic": round(ticks[0], 4) if ticks else None,
@@ -208,8 +224,13 @@ def _gap_parts(scheduling: list[bytes], gaps: list[float]) -> list[dict[str, flo
         except ValueError:
             cpu_a = queue_a = cpu_b = queue_b = 0
         cpu, waited = (cpu_b - cpu_a) / 1e6, (queue_b - queue_a) / 1e6
-        parts.append({"gui_cpu_ms": round(cpu, 1), "run_queue_ms": round(waited, 1),
-                      "other_ms": round(max(0.0, gap - cpu - waited), 1)})
+        parts.append(
+            {
+                "gui_cpu_ms": round(cpu, 1),
+                "run_queue_ms": round(waited, 1),
+                "other_ms": round(max(0.0, gap - cpu - waited), 1),
+            }
+        )
     return parts
 
 
@@ -227,8 +248,11 @@ def main() -> None:
     parser.add_argument("--boot-delay", type=float, default=10.0)
     parser.add_argument("--port", type=int, default=2371)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds the batch may take")
-    parser.add_argument("--boards-share-cpu", action="store_true",
-                        help="leave the simulated boards' sessions at the station's CPU weight")
+    parser.add_argument(
+        "--boards-share-cpu",
+        action="store_true",
+        help="leave the simulated boards' sessions at the station's CPU weight",
+    )
     parser.add_argument("--profile", help="write a cProfile of the GUI thread during the batch here")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "gui-batch-stall.json")
     parser.add_argument("--conditions", default="", help="a note on the machine's state, kept in the results")

@@ -44,7 +44,11 @@ def measure_startup(runs: int) -> dict[str, Any]:
             began = time.time()
             done = subprocess.run(
                 [sys.executable, "-m", "ui.app", "--home", str(demo.home.root), "--probe-startup", "bench"],
-                env=env, capture_output=True, text=True, timeout=START_TIMEOUT_S, check=True,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=START_TIMEOUT_S,
+                check=True,
             )
             line = next(line for line in done.stdout.splitlines() if line.startswith("ready-to-scan"))
             fields = dict(part.split("=", 1) for part in line.split()[1:])
@@ -120,14 +124,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if "startup" in results:
         s = results["startup"]["ready_to_scan_s"]
-        print(f"cold start to ready-to-scan ({args.runs} runs, {results['startup']['platform'] or 'default'}): "
-              f"median {s['median']:.3f} s, min {s['min']:.3f} s, max {s['max']:.3f} s; of which in main() "
-              f"{results['startup']['of_which_in_main_s']['median']:.3f} s")
+        print(
+            f"cold start to ready-to-scan ({args.runs} runs, {results['startup']['platform'] or 'default'}): "
+            f"median {s['median']:.3f} s, min {s['min']:.3f} s, max {s['max']:.3f} s; of which in main() "
+            f"{results['startup']['of_which_in_main_s']['median']:.3f} s"
+        )
     if "stall" in results:
         r = results["stall"]
-        print(f"event-loop stall during one unit ({r['unit']}, {r['unit_s']:.1f} s, {r['platform']}): "
-              f"max {r['max_gap_ms']:.1f} ms, p99 {r['p99_gap_ms']:.1f} ms, median {r['median_gap_ms']:.1f} ms "
-              f"over {r['ticks']} ticks of a {PROBE_INTERVAL_MS} ms timer; {r['gaps_over_50ms']} gaps > 50 ms")
+        print(
+            f"event-loop stall during one unit ({r['unit']}, {r['unit_s']:.1f} s, {r['platform']}): "
+            f"max {r['max_gap_ms']:.1f} ms, p99 {r['p99_gap_ms']:.1f} ms, median {r['median_gap_ms']:.1f} ms "
+            f"over {r['ticks']} ticks of a {PROBE_INTERVAL_MS} ms timer; {r['gaps_over_50ms']} gaps > 50 ms"
+        )
     return 0
 
 

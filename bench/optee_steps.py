@@ -74,24 +74,32 @@ def run_units(kind: str, units: int, profile_name: str) -> dict[str, Any]:
         boot_s = time.perf_counter() - began
         ca = CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE)
         config = (
-            StationConfig(name="bench", tls_listen_address=HOST_STATION_ADDRESS,
-                          tls_dial_address=GUEST_STATION_ADDRESS, tls_port=tls_port)
-            if kind == "optee" else StationConfig(name="bench")
-        )  # fmt: skip
+            StationConfig(
+                name="bench",
+                tls_listen_address=HOST_STATION_ADDRESS,
+                tls_dial_address=GUEST_STATION_ADDRESS,
+                tls_port=tls_port,
+            )
+            if kind == "optee"
+            else StationConfig(name="bench")
+        )
         durations: dict[str, float] = {}
 
         def observe(event: FlowEvent) -> None:
             if event.kind == "step_finished" and event.outcome == "passed":
                 durations[event.step] = event.duration_s
 
-        provisioner = Provisioner(home=home, config=config, ca=ca, audit=AuditLog(home.audit_db), observer=observe)
+        provisioner = Provisioner(
+            home=home, config=config, ca=ca, audit=AuditLog(home.audit_db), observer=observe
+        )
         profile = load_profile(profile_name)
         for index in range(units):
             farm.reset(device.name)
             durations.clear()
             began = time.perf_counter()
-            result = provisioner.provision(serial=f"2026000009{index:05d}", device=device.ssh_url,
-                                           profile=profile, operator="bench")  # fmt: skip
+            result = provisioner.provision(
+                serial=f"2026000009{index:05d}", device=device.ssh_url, profile=profile, operator="bench"
+            )
             if not result.passed:
                 failures.append(f"unit {index}: {result.failed_step}: {result.message}")
                 continue
@@ -132,9 +140,12 @@ def main() -> None:
         "command": f"python -m bench.optee_steps --units {args.units} --profile {args.profile}",
         "machine": {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "host": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release(),
-            "load_average_before": load_before, "load_average_after": load_average(),
-        },  # fmt: skip
+            "host": platform.node(),
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+        },
         "units": args.units,
         "profile": args.profile,
         "softhsm": softhsm,

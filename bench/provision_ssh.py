@@ -40,8 +40,11 @@ PASSPHRASE = "bench passphrase 0123"
 def machine() -> dict[str, object]:
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
-        "kernel": platform.release(), "platform": platform.platform(),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "platform": platform.platform(),
     }
 
 
@@ -102,8 +105,9 @@ def main() -> None:
             if event.kind == "step_finished" and event.outcome == "passed":
                 durations[event.step] = event.duration_s
 
-        provisioner = Provisioner(home=home, config=StationConfig(name="bench"), ca=ca, audit=audit,
-                                  observer=observe)
+        provisioner = Provisioner(
+            home=home, config=StationConfig(name="bench"), ca=ca, audit=audit, observer=observe
+        )
         profile = load_profile("welma-optee")
         for index in range(args.units):
             # Station unit.
@@ -111,8 +115,9 @@ def main() -> None:
             durations.clear()
             began, cpu = time.perf_counter(), cpu_seconds()
             device_time.seconds = 0.0
-            result = provisioner.provision(serial=f"2026000000{index:05d}", device=device.ssh_url,
-                                           profile=profile, operator="bench")
+            result = provisioner.provision(
+                serial=f"2026000000{index:05d}", device=device.ssh_url, profile=profile, operator="bench"
+            )
             station_units.append(time.perf_counter() - began)
             # The TLS proof's s_client run counts as device time though the station serves it meanwhile.
             overhead.append((station_units[-1] - device_time.seconds) / device_time.seconds)
@@ -124,10 +129,21 @@ def main() -> None:
             farm.swap(device.name)  # another board: each serial needs its own silicon
             began, children = time.perf_counter(), cpu_seconds(resource.RUSAGE_CHILDREN)
             run = subprocess.run(
-                ["bash", str(HERE / "baseline" / "tutorial.sh"), device.address, str(device.port),
-                 str(home.ssh_key), str(home.ca_dir), f"2026000001{index:05d}", str(root / f"baseline-{index}")],
-                capture_output=True, text=True, timeout=300,
-                env=dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE), check=True,
+                [
+                    "bash",
+                    str(HERE / "baseline" / "tutorial.sh"),
+                    device.address,
+                    str(device.port),
+                    str(home.ssh_key),
+                    str(home.ca_dir),
+                    f"2026000001{index:05d}",
+                    str(root / f"baseline-{index}"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE),
+                check=True,
             )
             baseline_units.append(time.perf_counter() - began)
             # ssh, scp, openssl and the shell on the station's side (the boards are not our children).
@@ -146,13 +162,19 @@ def main() -> None:
         "machine": machine(),
         "units": args.units,
         "station_step_median_s": {step: round(statistics.median(v), 4) for step, v in station_steps.items()},
-        "baseline_step_median_s": {step: round(statistics.median(v), 4) for step, v in baseline_steps.items()},
+        "baseline_step_median_s": {
+            step: round(statistics.median(v), 4) for step, v in baseline_steps.items()
+        },
         "station_unit_median_s": round(statistics.median(station_units), 3),
         "baseline_unit_median_s": round(statistics.median(baseline_units), 3),
-        "station_over_baseline": round(statistics.median(station_units) / statistics.median(baseline_units), 3),
+        "station_over_baseline": round(
+            statistics.median(station_units) / statistics.median(baseline_units), 3
+        ),
         "station_cpu_s_per_unit_median": round(statistics.median(station_cpu), 3),
         "baseline_cpu_s_per_unit_median": round(statistics.median(baseline_cpu), 3),
-        "station_cpu_over_baseline_cpu": round(statistics.median(station_cpu) / statistics.median(baseline_cpu), 3),
+        "station_cpu_over_baseline_cpu": round(
+            statistics.median(station_cpu) / statistics.median(baseline_cpu), 3
+        ),
         "station_overhead_over_device_time_median": round(statistics.median(overhead), 4),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

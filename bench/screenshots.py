@@ -55,8 +55,9 @@ def provision(window: MainWindow, fixture: str, serial: str) -> None:
 def batch_pictures(out: Path, suffix: str, keygen_delay: float, large_font: bool) -> int:
     """The Batch tab while eight simulated boards go through it (one drops its connection in key
     generation), then the quality lead's audit log on that batch's failed unit."""
-    with demo_station(BATCH_FIXTURES, keygen_delay=keygen_delay, boot_delay=0.5,
-                      faults={BATCH_FAULTY: "drop-ssh"}) as demo:
+    with demo_station(
+        BATCH_FIXTURES, keygen_delay=keygen_delay, boot_delay=0.5, faults={BATCH_FAULTY: "drop-ssh"}
+    ) as demo:
         if large_font:
             save_settings(demo.home, StationSettings(large_font=True))
         session = Session.open(str(demo.home.root))
@@ -84,7 +85,8 @@ def batch_pictures(out: Path, suffix: str, keygen_delay: float, large_font: bool
             view.start_all()
             started = time.monotonic()
             while time.monotonic() - started < UNIT_TIMEOUT_S and not all(
-                    slot.step == "keygen" for slot in view.board.slots.values() if slot.active):
+                slot.step == "keygen" for slot in view.board.slots.values() if slot.active
+            ):
                 pause(0.2)
             pause(keygen_delay / 2)
             take(window, out, "batch-running", suffix)
@@ -115,12 +117,15 @@ def order_pictures(out: Path, suffix: str, keygen_delay: float) -> int:
     with demo_station(3, keygen_delay=keygen_delay, boot_delay=0.5) as demo:
         demo.home.config_file.write_text('[station]\nname = "line-1"\n\n[orders]\nrequired = true\n')
         orders = demo.home.root / "orders.csv"
-        orders.write_text("order,profile,quantity,serials,due\n"
-                          "WO-2026-0142,welma-optee,5,202600000000041-202600000000045,2026-12-18\n"
-                          "WO-2026-0143,welma-optee,3,202600000000201-202600000000203,2026-12-22\n")
+        orders.write_text(
+            "order,profile,quantity,serials,due\n"
+            "WO-2026-0142,welma-optee,5,202600000000041-202600000000045,2026-12-18\n"
+            "WO-2026-0143,welma-optee,3,202600000000201-202600000000203,2026-12-22\n"
+        )
         with AuditLog(demo.home.audit_db) as log:
-            log.orders.import_orders(read_order_file(orders, profiles=lambda name: load_profile(name)),
-                                     by="Q. Lead")
+            log.orders.import_orders(
+                read_order_file(orders, profiles=lambda name: load_profile(name)), by="Q. Lead"
+            )
         session = Session.open(str(demo.home.root))
         window = MainWindow(session, demo.ca, ca_secret=DEMO_PASSPHRASE)
         try:
@@ -136,9 +141,13 @@ def order_pictures(out: Path, suffix: str, keygen_delay: float) -> int:
                     pause(0.1)
             pause(1.0)
             provision(window, "sim-03", "202600000000043")
-            wait_for(window.runner.flow_event, UNIT_TIMEOUT_S,
-                     lambda event: isinstance(event, FlowEvent) and event.kind == "step_started"
-                     and event.step == "keygen")
+            wait_for(
+                window.runner.flow_event,
+                UNIT_TIMEOUT_S,
+                lambda event: (
+                    isinstance(event, FlowEvent) and event.kind == "step_started" and event.step == "keygen"
+                ),
+            )
             pause(keygen_delay / 2)
             take(window, out, "order-running", suffix)
             (outcome,) = wait_for(window.unit_finished, UNIT_TIMEOUT_S)
@@ -152,14 +161,26 @@ def order_pictures(out: Path, suffix: str, keygen_delay: float) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.screenshots", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("assets/screenshots"), help="where to write the PNGs")
-    parser.add_argument("--large-font", action="store_true",
-                        help="use the large-font setting (files are named *-large.png)")
-    parser.add_argument("--keygen-delay", type=float, default=6.0,
-                        help="seconds a simulated key generation takes (a real OP-TEE board: 6–65 s)")
-    parser.add_argument("--batch", action="store_true",
-                        help="the Batch tab (batch-idle, batch-running, batch-finished) and the audit log (audit)")
-    parser.add_argument("--orders", action="store_true", help="the window building a work order (order-running)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("assets/screenshots"), help="where to write the PNGs"
+    )
+    parser.add_argument(
+        "--large-font", action="store_true", help="use the large-font setting (files are named *-large.png)"
+    )
+    parser.add_argument(
+        "--keygen-delay",
+        type=float,
+        default=6.0,
+        help="seconds a simulated key generation takes (a real OP-TEE board: 6–65 s)",
+    )
+    parser.add_argument(
+        "--batch",
+        action="store_true",
+        help="the Batch tab (batch-idle, batch-running, batch-finished) and the audit log (audit)",
+    )
+    parser.add_argument(
+        "--orders", action="store_true", help="the window building a work order (order-running)"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-large" if args.large_font else ""
@@ -173,7 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = order_pictures(args.out, suffix, args.keygen_delay)
         app.processEvents()
         return status
-    with demo_station(3, keygen_delay=args.keygen_delay, boot_delay=0.5, faults={"sim-03": "drop-ssh"}) as demo:
+    with demo_station(
+        3, keygen_delay=args.keygen_delay, boot_delay=0.5, faults={"sim-03": "drop-ssh"}
+    ) as demo:
         if args.large_font:
             save_settings(demo.home, StationSettings(large_font=True))
         session = Session.open(str(demo.home.root))
@@ -193,9 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             take(window, args.out, "idle", suffix)
 
             window.provision()
-            wait_for(window.runner.flow_event, UNIT_TIMEOUT_S,
-                     lambda event: isinstance(event, FlowEvent) and event.kind == "step_started"
-                     and event.step == "keygen")
+            wait_for(
+                window.runner.flow_event,
+                UNIT_TIMEOUT_S,
+                lambda event: (
+                    isinstance(event, FlowEvent) and event.kind == "step_started" and event.step == "keygen"
+                ),
+            )
             pause(args.keygen_delay / 2)
             take(window, args.out, "running", suffix)
             (outcome,) = wait_for(window.unit_finished, UNIT_TIMEOUT_S)

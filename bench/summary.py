@@ -33,51 +33,122 @@ def figures() -> list[dict[str, Any]]:
     unit = load("provision-ssh")
     if unit:
         ratio = unit["station_over_baseline"]
-        add("P1", "station per-unit wall ÷ tutorial-by-hand per-unit wall", ratio, "≤ 0.5", ratio <= 0.5,
-            "provision-ssh")
+        add(
+            "P1",
+            "station per-unit wall ÷ tutorial-by-hand per-unit wall",
+            ratio,
+            "≤ 0.5",
+            ratio <= 0.5,
+            "provision-ssh",
+        )
         overhead = unit["station_overhead_over_device_time_median"]
-        add("P2", "station overhead over the device-side time of a unit", overhead, "≤ 5 %", overhead <= 0.05,
-            "provision-ssh")
+        add(
+            "P2",
+            "station overhead over the device-side time of a unit",
+            overhead,
+            "≤ 5 %",
+            overhead <= 0.05,
+            "provision-ssh",
+        )
         cpu, cpu_ratio = unit["station_cpu_s_per_unit_median"], unit["station_cpu_over_baseline_cpu"]
-        add("P7", f"station CPU s per unit (× baseline's: {cpu_ratio})", cpu, "≤ 0.1 s and ≤ 0.3×",
-            cpu <= 0.1 and cpu_ratio <= 0.3, "provision-ssh")
+        add(
+            "P7",
+            f"station CPU s per unit (× baseline's: {cpu_ratio})",
+            cpu,
+            "≤ 0.1 s and ≤ 0.3×",
+            cpu <= 0.1 and cpu_ratio <= 0.3,
+            "provision-ssh",
+        )
     batch = load("batch-scaling")
     if batch:
         # A run comparing start methods holds rows for each: the table shows the engine's (the first).
-        engine_rows = [row for row in batch["results"] if row.get("start_method", batch.get("start_method"))
-                       == batch.get("start_method")]
+        engine_rows = [
+            row
+            for row in batch["results"]
+            if row.get("start_method", batch.get("start_method")) == batch.get("start_method")
+        ]
         for row in engine_rows:
             met = row["ratio_to_one_slot"] <= 1.10 if row["slots"] == 64 else None
-            add("P3", f"batch wall ÷ one-slot wall at {row['slots']} slots", row["ratio_to_one_slot"],
-                "≤ 1.10 at 64", met, "batch-scaling")
+            add(
+                "P3",
+                f"batch wall ÷ one-slot wall at {row['slots']} slots",
+                row["ratio_to_one_slot"],
+                "≤ 1.10 at 64",
+                met,
+                "batch-scaling",
+            )
             if "station_share_median" in row:  # measured since the engine (one worker process per unit)
                 share_met = row["station_share_p95"] <= 0.05 if row["slots"] == 64 else None
-                add("P3", f"station's own share of a unit's wall at {row['slots']} slots, median / p95",
-                    f"{row['station_share_median']} / {row['station_share_p95']}", "≤ 5 % at 64", share_met,
-                    "batch-scaling")
-                add("P7", f"station CPU s per unit, workers included, at {row['slots']} slots",
-                    row["cpu_s_per_unit"], "no worse than before the engine (0.056–0.15)", None, "batch-scaling")
+                add(
+                    "P3",
+                    f"station's own share of a unit's wall at {row['slots']} slots, median / p95",
+                    f"{row['station_share_median']} / {row['station_share_p95']}",
+                    "≤ 5 % at 64",
+                    share_met,
+                    "batch-scaling",
+                )
+                add(
+                    "P7",
+                    f"station CPU s per unit, workers included, at {row['slots']} slots",
+                    row["cpu_s_per_unit"],
+                    "no worse than before the engine (0.056–0.15)",
+                    None,
+                    "batch-scaling",
+                )
         if "worker_start" in batch:
             start = batch["worker_start"]
-            add("P7", f"cost of starting one unit worker ({start.get('start_method', 'spawn')}), wall s / CPU s",
-                f"{start['wall_s_median']} / {start['cpu_s_median']}", "—", None, "batch-scaling")
-        peak = max((row for row in engine_rows if "peak_station_memory_mib" in row),
-                   key=lambda row: row["slots"], default=None)
+            add(
+                "P7",
+                f"cost of starting one unit worker ({start.get('start_method', 'spawn')}), wall s / CPU s",
+                f"{start['wall_s_median']} / {start['cpu_s_median']}",
+                "—",
+                None,
+                "batch-scaling",
+            )
+        peak = max(
+            (row for row in engine_rows if "peak_station_memory_mib" in row),
+            key=lambda row: row["slots"],
+            default=None,
+        )
         if peak is not None:
-            add("mem", f"peak station memory (process + unit workers) at {peak['slots']} slots (MiB)",
-                peak["peak_station_memory_mib"], "—", None, "batch-scaling")
+            add(
+                "mem",
+                f"peak station memory (process + unit workers) at {peak['slots']} slots (MiB)",
+                peak["peak_station_memory_mib"],
+                "—",
+                None,
+                "batch-scaling",
+            )
     stall = load("gui-batch-stall")
     if stall:
         value = stall["longest_stall_ms"]
-        add("P4", "longest GUI event-loop stall during a 64-slot batch (ms)", value, "≤ 50 ms", value <= 50,
-            "gui-batch-stall")
+        add(
+            "P4",
+            "longest GUI event-loop stall during a 64-slot batch (ms)",
+            value,
+            "≤ 50 ms",
+            value <= 50,
+            "gui-batch-stall",
+        )
     audit = load("audit-million")
     if audit:
         worst = max(case["max_ms"] for case in audit["filter_to_first_page"].values())
-        add("P5", "audit view filter over 1 000 000 units, worst of all filters, to first page (ms)", worst,
-            "≤ 100 ms", worst <= 100, "audit-million")
-        add("P5", "audit view open to first page over 1 000 000 units (ms)",
-            audit["open_view"]["first_page_on_screen_ms"], "—", None, "audit-million")
+        add(
+            "P5",
+            "audit view filter over 1 000 000 units, worst of all filters, to first page (ms)",
+            worst,
+            "≤ 100 ms",
+            worst <= 100,
+            "audit-million",
+        )
+        add(
+            "P5",
+            "audit view open to first page over 1 000 000 units (ms)",
+            audit["open_view"]["first_page_on_screen_ms"],
+            "—",
+            None,
+            "audit-million",
+        )
         export_s = audit["csv_export_all"]["seconds"]
         add("P5", "CSV export of 1 000 000 units (s)", export_s, "≤ 10 s", export_s <= 10, "audit-million")
     startup = load("gui-startup")
@@ -90,8 +161,10 @@ def figures() -> list[dict[str, Any]]:
 def table(rows: list[dict[str, Any]], machine: dict[str, Any] | None) -> str:
     lines = []
     if machine:
-        lines.append(f"Measured {machine.get('date', '?')} on {machine.get('cpus', '?')} CPUs, "
-                     f"Python {machine.get('python', '?')}, {machine.get('platform', '?')}.")
+        lines.append(
+            f"Measured {machine.get('date', '?')} on {machine.get('cpus', '?')} CPUs, "
+            f"Python {machine.get('python', '?')}, {machine.get('platform', '?')}."
+        )
         lines.append("")
     lines += ["| figure | what | value | goal | met |", "|---|---|---|---|---|"]
     for row in rows:

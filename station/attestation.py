@@ -50,29 +50,42 @@ def load_vendor_root(path: str) -> x509.Certificate:
 
 
 def verify_x509_chain(
-    statement: bytes, *, vendor_root: x509.Certificate, token_public_key_der: bytes, now: datetime | None = None
+    statement: bytes,
+    *,
+    vendor_root: x509.Certificate,
+    token_public_key_der: bytes,
+    now: datetime | None = None,
 ) -> str:
     """Check an ``x509-chain`` statement; return what it proved, in words, or raise :class:`AttestationFailed`."""
     if len(statement) > MAX_STATEMENT_BYTES:
-        raise AttestationFailed(f"the attestation statement is {len(statement)} bytes long — not a certificate chain")
+        raise AttestationFailed(
+            f"the attestation statement is {len(statement)} bytes long — not a certificate chain"
+        )
     blocks = _PEM.findall(statement)
     if not blocks:
         raise AttestationFailed("the board printed no PEM certificate as its attestation statement")
     if len(blocks) > MAX_CHAIN_CERTIFICATES:
-        raise AttestationFailed(f"the attestation chain has {len(blocks)} certificates (at most {MAX_CHAIN_CERTIFICATES})")
+        raise AttestationFailed(
+            f"the attestation chain has {len(blocks)} certificates (at most {MAX_CHAIN_CERTIFICATES})"
+        )
     try:
         chain = [x509.load_pem_x509_certificate(block) for block in blocks]
     except ValueError as exc:
-        raise AttestationFailed(f"the attestation chain holds a certificate that cannot be read ({exc})") from exc
+        raise AttestationFailed(
+            f"the attestation chain holds a certificate that cannot be read ({exc})"
+        ) from exc
     moment = now or datetime.now(UTC)
     issuers = [*chain[1:], vendor_root]
     for index, (certificate, issuer) in enumerate(zip(chain, issuers, strict=True)):
         name = "leaf" if index == 0 else f"certificate {index + 1}"
         if not certificate.not_valid_before_utc <= moment <= certificate.not_valid_after_utc:
-            raise AttestationFailed(f"the attestation chain's {name} ({certificate.subject.rfc4514_string()}) is not "
-                                    "valid now")
+            raise AttestationFailed(
+                f"the attestation chain's {name} ({certificate.subject.rfc4514_string()}) is not valid now"
+            )
         if index > 0 and not _is_ca(certificate):
-            raise AttestationFailed(f"the attestation chain's {name} signs others but is not a CA certificate")
+            raise AttestationFailed(
+                f"the attestation chain's {name} signs others but is not a CA certificate"
+            )
         try:
             certificate.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature) as exc:
@@ -85,8 +98,10 @@ def verify_x509_chain(
             "the attestation certifies another key than the token's key — the key the board offered was not made "
             "in its secure element"
         )
-    return (f"the token key is attested by {chain[0].issuer.rfc4514_string()}, chaining to the vendor root "
-            f"{vendor_root.subject.rfc4514_string()}")
+    return (
+        f"the token key is attested by {chain[0].issuer.rfc4514_string()}, chaining to the vendor root "
+        f"{vendor_root.subject.rfc4514_string()}"
+    )
 
 
 def _is_ca(certificate: x509.Certificate) -> bool:

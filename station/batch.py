@@ -110,14 +110,20 @@ def read_manifest_text(text: str, *, source: str, fixtures: dict[str, str] | Non
         if not cells or not any(cells) or cells[0].startswith("#"):
             continue
         names = [cell.lower() for cell in cells]
-        if number == 1 and {"serial", "device"} <= set(names) <= set(MANIFEST_COLUMNS) and len(set(names)) == len(names):
+        if (
+            number == 1
+            and {"serial", "device"} <= set(names) <= set(MANIFEST_COLUMNS)
+            and len(set(names)) == len(names)
+        ):
             columns = tuple(names)  # a header naming the columns, in any order
             continue
         if number == 1 and names[0] == "serial":
             continue  # any other header: the columns are in their usual order
         # Reordered into serial, device, fixture, order whatever order the header gave.
-        cells = [cells[columns.index(name)] if name in columns and columns.index(name) < len(cells) else ""
-                 for name in MANIFEST_COLUMNS]
+        cells = [
+            cells[columns.index(name)] if name in columns and columns.index(name) < len(cells) else ""
+            for name in MANIFEST_COLUMNS
+        ]
         if len(cells) < 2 or not cells[1]:
             raise ConfigError(f"{path}, line {number}: expected serial,device[,fixture], got {row!r}")
         serial, device = cells[0], cells[1]
@@ -168,8 +174,14 @@ class Batch:
         self.jobs = jobs
         self.batch_id = batch_id or new_batch_id()
         self.cancelled = threading.Event()
-        self.scheduler = Scheduler(home=provisioner.home, config=provisioner.config, ca=provisioner.ca,
-                                   observer=provisioner.observer, slots=jobs, line=provisioner.line)
+        self.scheduler = Scheduler(
+            home=provisioner.home,
+            config=provisioner.config,
+            ca=provisioner.ca,
+            observer=provisioner.observer,
+            slots=jobs,
+            line=provisioner.line,
+        )
         self._numbers: dict[int, BatchJob] = {}
 
     def cancel(self) -> None:
@@ -189,15 +201,30 @@ class Batch:
         began = time.monotonic()
         listed = list(jobs)
         units = [
-            UnitJob(serial=job.serial, device=job.device, profile=self.profile_for(job), operator=self.operator,
-                    fixture=job.fixture, batch=self.batch_id, order=job.order, stream_output=False)
+            UnitJob(
+                serial=job.serial,
+                device=job.device,
+                profile=self.profile_for(job),
+                operator=self.operator,
+                fixture=job.fixture,
+                batch=self.batch_id,
+                order=job.order,
+                stream_output=False,
+            )
             for job in listed
         ]
         outcomes = self.scheduler.run(units)
         for job, outcome in zip(listed, outcomes, strict=True):
-            report.outcomes.append(JobOutcome(job, str(outcome.kind), unit_id=outcome.unit_id,
-                                              failed_step=outcome.failed_step, message=outcome.message,
-                                              duration_s=outcome.duration_s))
+            report.outcomes.append(
+                JobOutcome(
+                    job,
+                    str(outcome.kind),
+                    unit_id=outcome.unit_id,
+                    failed_step=outcome.failed_step,
+                    message=outcome.message,
+                    duration_s=outcome.duration_s,
+                )
+            )
         report.wall_s = time.monotonic() - began
         return report
 
@@ -322,7 +349,7 @@ class SlotBoard:
         """The fixture a scanned text names (``sim-03`` or ``FIXTURE:sim-03``), or None."""
         text = text.strip()
         if self.fixture_prefix and text.upper().startswith(self.fixture_prefix.upper()):
-            text = text[len(self.fixture_prefix):].strip()
+            text = text[len(self.fixture_prefix) :].strip()
         return text if text in self.slots else None
 
     def scan(self, text: str, check_serial: SerialCheck) -> ScanOutcome:
@@ -333,23 +360,36 @@ class SlotBoard:
         """
         text = text.strip()
         if not text:
-            return ScanOutcome(False, "nothing was scanned — scan a fixture's barcode or a board's serial label")
+            return ScanOutcome(
+                False, "nothing was scanned — scan a fixture's barcode or a board's serial label"
+            )
         name = self.fixture_named(text)
         if name is not None:
             slot = self.slots[name]
             if slot.active:
-                return ScanOutcome(False, f"fixture {name} is provisioning board {slot.serial} — wait for its "
-                                          "result, or abort it first", fixture=name)
+                return ScanOutcome(
+                    False,
+                    f"fixture {name} is provisioning board {slot.serial} — wait for its "
+                    "result, or abort it first",
+                    fixture=name,
+                )
             self.selected = name
-            return ScanOutcome(True, f"fixture {name} selected — now scan the serial of the board on it", fixture=name)
+            return ScanOutcome(
+                True, f"fixture {name} selected — now scan the serial of the board on it", fixture=name
+            )
         if self.fixture_prefix and text.upper().startswith(self.fixture_prefix.upper()):
             known = ", ".join(self.slots) or "none"
-            return ScanOutcome(False, f"{text!r} names no fixture of this station (known: {known}) — check the "
-                                      "fixture's barcode")
+            return ScanOutcome(
+                False,
+                f"{text!r} names no fixture of this station (known: {known}) — check the fixture's barcode",
+            )
         target = self.highlighted
         if target is None:
-            return ScanOutcome(False, "every fixture holds a board — scan a fixture's barcode first to put this "
-                                      "board on a fixture whose board is finished")
+            return ScanOutcome(
+                False,
+                "every fixture holds a board — scan a fixture's barcode first to put this "
+                "board on a fixture whose board is finished",
+            )
         try:
             serial = check_serial(target.fixture, text)
         except StationError as exc:
@@ -361,16 +401,25 @@ class SlotBoard:
         slot = self.slots[name]
         holder = self.holder_of(serial)
         if holder is not None and holder is not slot:
-            return ScanOutcome(False, f"serial {serial} is already on fixture {holder.name} — two boards cannot share "
-                                      "a serial: check both labels, then scan the right one", fixture=name)
+            return ScanOutcome(
+                False,
+                f"serial {serial} is already on fixture {holder.name} — two boards cannot share "
+                "a serial: check both labels, then scan the right one",
+                fixture=name,
+            )
         if slot.active:
-            return ScanOutcome(False, f"fixture {name} is provisioning board {slot.serial} — wait for its result, "
-                                      "or abort it first", fixture=name)
+            return ScanOutcome(
+                False,
+                f"fixture {name} is provisioning board {slot.serial} — wait for its result, "
+                "or abort it first",
+                fixture=name,
+            )
         if holder is slot and slot.state in (SlotState.READY, SlotState.FAILED, SlotState.REFUSED):
             self.selected = None
             what = "press Retry to continue it" if slot.resumable else "it waits for Start"
-            return ScanOutcome(True, f"board {serial} is already on fixture {name} — {what}", fixture=name,
-                               serial=serial)
+            return ScanOutcome(
+                True, f"board {serial} is already on fixture {name} — {what}", fixture=name, serial=serial
+            )
         self.slots[name] = Slot(slot.fixture, serial=serial, state=SlotState.READY)
         self.selected = None
         return ScanOutcome(True, f"board {serial} on fixture {name}", fixture=name, serial=serial)
@@ -383,7 +432,9 @@ class SlotBoard:
         """Take the board off a fixture that is not running (the slot becomes empty)."""
         slot = self.slots[name]
         if slot.active:
-            raise StationError(f"fixture {name} is provisioning board {slot.serial} — abort it before removing it")
+            raise StationError(
+                f"fixture {name} is provisioning board {slot.serial} — abort it before removing it"
+            )
         self.slots[name] = Slot(slot.fixture)
         if self.selected == name:
             self.selected = None
@@ -452,7 +503,9 @@ class SlotBoard:
     ) -> Slot:
         """The unit on fixture ``name`` ended: ``result`` is passed, failed or refused (never started)."""
         if result not in FINISHED_SLOT_STATES:
-            raise ValueError(f"result must be one of {', '.join(sorted(FINISHED_SLOT_STATES))}, not {result!r}")
+            raise ValueError(
+                f"result must be one of {', '.join(sorted(FINISHED_SLOT_STATES))}, not {result!r}"
+            )
         slot = self.slots[name]
         slot.state, slot.message, slot.ended_at = SlotState(result), message, now
         slot.unit_id = unit_id if unit_id is not None else slot.unit_id

@@ -49,8 +49,12 @@ def _identity(path: Path, text: str, data: dict[str, Any]) -> IdentityConfig:
     _refuse_unknown(path, text, table, KNOWN_KEYS["identity"], prefix="identity.")
     first_contact = table.get("first_contact", "pin-per-unit")
     if first_contact not in FIRST_CONTACT_CHOICES:
-        raise _fail(path, text, "identity.first_contact",
-                    f"must be one of {', '.join(repr(choice) for choice in FIRST_CONTACT_CHOICES)}")
+        raise _fail(
+            path,
+            text,
+            "identity.first_contact",
+            f"must be one of {', '.join(repr(choice) for choice in FIRST_CONTACT_CHOICES)}",
+        )
     return IdentityConfig(first_contact=first_contact)
 
 
@@ -200,21 +204,34 @@ def _people(path: Path, text: str, data: dict[str, Any], *, production: bool) ->
         value = table.get(key, getattr(defaults, key))
         if key == "pam_service":
             if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", value):
-                raise _fail(path, text, "people.pam_service", 'must be the name of a file in /etc/pam.d, such as "login"')
+                raise _fail(
+                    path,
+                    text,
+                    "people.pam_service",
+                    'must be the name of a file in /etc/pam.d, such as "login"',
+                )
         elif key == "shared_admin_pin":
             if not isinstance(value, bool):
                 raise _fail(path, text, "people.shared_admin_pin", "must be true or false")
             if value and production:
-                raise _fail(path, text, "people.shared_admin_pin",
-                            "the shared admin PIN is a demo-mode option and is refused in production mode — remove "
-                            "it and enrol each quality lead and administrator with `station people add NAME --role "
-                            "quality|admin`")
+                raise _fail(
+                    path,
+                    text,
+                    "people.shared_admin_pin",
+                    "the shared admin PIN is a demo-mode option and is refused in production mode — remove "
+                    "it and enrol each quality lead and administrator with `station people add NAME --role "
+                    "quality|admin`",
+                )
         elif key == "max_failed_attempts":
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
                 raise _fail(path, text, "people.max_failed_attempts", "must be a whole number from 1 to 100")
         elif isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 24 * 60:
-            raise _fail(path, text, f"people.{key}", "must be a number of minutes above 0 and at most 1440 (a day)")
-        values[key] = value if key in ("shared_admin_pin", "max_failed_attempts", "pam_service") else float(value)
+            raise _fail(
+                path, text, f"people.{key}", "must be a number of minutes above 0 and at most 1440 (a day)"
+            )
+        values[key] = (
+            value if key in ("shared_admin_pin", "max_failed_attempts", "pam_service") else float(value)
+        )
     return PeopleSettings(**values)
 
 
@@ -243,13 +260,19 @@ def load_config(path: Path) -> StationConfig:
     listen = tls.get("listen_address", "")
     dial = tls.get("dial_address", "")
     port = tls.get("port", 0)
-    for key, value, kind in (("station.name", name, str), ("station.production", production, bool),
-                             ("station.default_profile", profile, str), ("tls_proof.listen_address", listen, str),
-                             ("tls_proof.dial_address", dial, str)):
+    for key, value, kind in (
+        ("station.name", name, str),
+        ("station.production", production, bool),
+        ("station.default_profile", profile, str),
+        ("tls_proof.listen_address", listen, str),
+        ("tls_proof.dial_address", dial, str),
+    ):
         if not isinstance(value, kind):
             raise _fail(path, text, key, f"must be {'true or false' if kind is bool else 'a string'}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise _fail(path, text, "tls_proof.port", "must be a TCP port number (1-65535), or 0 for a free port per unit")
+        raise _fail(
+            path, text, "tls_proof.port", "must be a TCP port number (1-65535), or 0 for a free port per unit"
+        )
     return StationConfig(
         orders=_orders(path, text, data),
         name=name,
@@ -301,8 +324,10 @@ def _section(path: Path, text: str, data: dict[str, Any], name: str, kind: type[
         if isinstance(default, bool):
             ok, wanted = isinstance(value, bool), "true or false"
         elif isinstance(default, int | float):
-            ok, wanted = isinstance(value, int | float) and not isinstance(value, bool) and value > 0, \
-                "a positive number"
+            ok, wanted = (
+                isinstance(value, int | float) and not isinstance(value, bool) and value > 0,
+                "a positive number",
+            )
             value = type(default)(value) if ok else value
         else:
             ok, wanted = isinstance(value, str), "a string"
@@ -340,24 +365,39 @@ def _fleet(path: Path, text: str, data: dict[str, Any], *, default_name: str) ->
     fleet = _table(path, text, data, "fleet")
     _refuse_unknown(path, text, fleet, KNOWN_KEYS["fleet"], prefix="fleet.")
     values: dict[str, str] = {}
-    for key, default in (("dsn", None), ("station_name", default_name), ("line", ""), ("offline", "allow-and-flag")):
+    for key, default in (
+        ("dsn", None),
+        ("station_name", default_name),
+        ("line", ""),
+        ("offline", "allow-and-flag"),
+    ):
         value = fleet.get(key, default)
         if value is None:
-            raise _fail(path, text, "fleet", "needs dsn = \"postgresql://…\" (run station fleet init --dsn …)")
+            raise _fail(path, text, "fleet", 'needs dsn = "postgresql://…" (run station fleet init --dsn …)')
         if not isinstance(value, str):
             raise _fail(path, text, f"fleet.{key}", "must be a string")
         values[key] = value
     if not re.match(r"(postgresql|postgres)://", values["dsn"]):
         raise _fail(path, text, "fleet.dsn", "must be a URL postgresql://user@host:port/database")
     if re.search(r"://[^/@]*:[^/@]*@", values["dsn"]):
-        raise _fail(path, text, "fleet.dsn", "must not contain a password — station fleet init keeps it in the "
-                    "station home's pgpass file; remove it from station.toml")
+        raise _fail(
+            path,
+            text,
+            "fleet.dsn",
+            "must not contain a password — station fleet init keeps it in the "
+            "station home's pgpass file; remove it from station.toml",
+        )
     if values["offline"] not in OFFLINE_POLICIES:
         raise _fail(path, text, "fleet.offline", f"must be one of {', '.join(OFFLINE_POLICIES)}")
     if not values["station_name"].strip():
         raise _fail(path, text, "fleet.station_name", "must not be empty")
-    return FleetConfig(dsn=values["dsn"], station_name=values["station_name"], line=values["line"],
-                       offline=values["offline"], passfile=path.parent / "fleet" / "pgpass")
+    return FleetConfig(
+        dsn=values["dsn"],
+        station_name=values["station_name"],
+        line=values["line"],
+        offline=values["offline"],
+        passfile=path.parent / "fleet" / "pgpass",
+    )
 
 
 # A typo in station.toml must not be silently ignored: a line engineer would think it took effect.
@@ -374,8 +414,15 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "identity": frozenset({"first_contact"}),
     "people": frozenset(f.name for f in fields(PeopleSettings)),
     "output": frozenset({"folder"}),
-    "ca": frozenset({"pin_file", "max_certificates_per_day", "crl_next_update_days", "crl_publish",
-                     "crl_publish_every_minutes"}),
+    "ca": frozenset(
+        {
+            "pin_file",
+            "max_certificates_per_day",
+            "crl_next_update_days",
+            "crl_publish",
+            "crl_publish_every_minutes",
+        }
+    ),
 }
 
 
@@ -386,7 +433,6 @@ def _orders(path: Path, text: str, data: dict[str, Any]) -> OrdersConfig:
     if required is not None and not isinstance(required, bool):
         raise _fail(path, text, "orders.required", "must be true or false")
     return OrdersConfig(required=required)
-
 
 
 @dataclass(frozen=True)
@@ -413,8 +459,11 @@ def load_ca_settings(path: Path) -> CaSettings:
     if pin_file is not None and (not isinstance(pin_file, str) or not pin_file):
         raise _fail(path, text, "ca.pin_file", "must be the path of the file holding the token PIN")
     numbers: dict[str, int | None] = {}
-    for key, minimum in (("max_certificates_per_day", 1), ("crl_next_update_days", 1),
-                         ("crl_publish_every_minutes", 1)):
+    for key, minimum in (
+        ("max_certificates_per_day", 1),
+        ("crl_next_update_days", 1),
+        ("crl_publish_every_minutes", 1),
+    ):
         value = table.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
             raise _fail(path, text, f"ca.{key}", f"must be a whole number of at least {minimum}")
@@ -465,19 +514,37 @@ def _fixtures(path: Path, text: str, data: dict[str, Any]) -> tuple[Fixture, ...
         if not isinstance(name, str) or not name:
             raise _fail(path, text, "fixture.name", f"fixture {index} needs a name", occurrence=index)
         if not isinstance(device, str) or not re.match(r"(ssh|serial)://", device):
-            raise _fail(path, text, "fixture.device", f"fixture {name!r} needs a device address (ssh://… or serial://…)",
-                        occurrence=index)
+            raise _fail(
+                path,
+                text,
+                "fixture.device",
+                f"fixture {name!r} needs a device address (ssh://… or serial://…)",
+                occurrence=index,
+            )
         if name in names:
             raise _fail(path, text, "fixture.name", f"fixture name {name!r} is used twice", occurrence=index)
         names.add(name)
         profile = entry.get("profile")
         console = entry.get("console")
         host_key = entry.get("host_key")
-        if host_key is not None and (not isinstance(host_key, str) or not HOST_KEY_FINGERPRINT.fullmatch(host_key)):
-            raise _fail(path, text, "fixture.host_key",
-                        f"fixture {name!r}: host_key must be a fingerprint as ssh-keygen -lf prints it "
-                        "(SHA256: and 43 characters) — or run `station fixtures pin NAME` to write it",
-                        occurrence=index)
-        fixtures.append(Fixture(name=name, device=device, profile=profile if isinstance(profile, str) else None,
-                                console=console if isinstance(console, str) else None, host_key=host_key))
+        if host_key is not None and (
+            not isinstance(host_key, str) or not HOST_KEY_FINGERPRINT.fullmatch(host_key)
+        ):
+            raise _fail(
+                path,
+                text,
+                "fixture.host_key",
+                f"fixture {name!r}: host_key must be a fingerprint as ssh-keygen -lf prints it "
+                "(SHA256: and 43 characters) — or run `station fixtures pin NAME` to write it",
+                occurrence=index,
+            )
+        fixtures.append(
+            Fixture(
+                name=name,
+                device=device,
+                profile=profile if isinstance(profile, str) else None,
+                console=console if isinstance(console, str) else None,
+                host_key=host_key,
+            )
+        )
     return tuple(fixtures)

@@ -61,7 +61,7 @@ def write_file_atomically(path: Path, data: bytes, *, mode: int = 0o644, replace
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)

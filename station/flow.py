@@ -163,9 +163,12 @@ def _check_order_still_open(book: OrderBook, unit: Unit) -> None:
         return  # an order of this station only (from before it joined the fleet): the guard step reads its copy
     if status.state == "closed":
         raise OrderRefused(
-            "closed", f"work order {order_id} was closed ({status.close_reason or 'no reason given'}) while board "
+            "closed",
+            f"work order {order_id} was closed ({status.close_reason or 'no reason given'}) while board "
             f"{unit.serial} was unfinished: it is not enrolled — set the board aside and abort its unit (station "
-            f"provision --restart refuses it too)", status.order)
+            f"provision --restart refuses it too)",
+            status.order,
+        )
 
 
 class Provisioner:
@@ -230,10 +233,20 @@ class Provisioner:
         The station's own programs run units through :mod:`station.engine` (each in a worker process);
         this in-process path is the same two halves, :meth:`admit` then :meth:`run_admitted`."""
         admission = self.admit(
-            serial=serial, device=device, profile=profile, operator=operator, fixture=fixture, batch=batch,
-            resume=resume, restart=restart, reprovision_reason=reprovision_reason, order=order,
+            serial=serial,
+            device=device,
+            profile=profile,
+            operator=operator,
+            fixture=fixture,
+            batch=batch,
+            resume=resume,
+            restart=restart,
+            reprovision_reason=reprovision_reason,
+            order=order,
         )
-        return self.run_admitted(admission, profile=admission.profile or profile, cancel=cancel or threading.Event())
+        return self.run_admitted(
+            admission, profile=admission.profile or profile, cancel=cancel or threading.Event()
+        )
 
     def admit(
         self,
@@ -260,8 +273,14 @@ class Provisioner:
         """
         book = self._orders()
         if not resume:
-            profile = order_profile(book, serial, order=order, required=self.config.orders_required,
-                                    profile=profile, profiles_dir=self.home.profiles_dir)
+            profile = order_profile(
+                book,
+                serial,
+                order=order,
+                required=self.config.orders_required,
+                profile=profile,
+                profiles_dir=self.home.profiles_dir,
+            )
         serial = profile.validate_serial(serial)
         DeviceAddress.parse(device)
         problems = profile.production_pin_problems() if self.config.production else []
@@ -297,23 +316,41 @@ class Provisioner:
                 # --resume would also take over — is closed as aborted (kept in the log).
                 previous = audit.find_unit(serial)
                 if previous is not None and previous.state in RESUMABLE_UNIT_STATES:
-                    audit.finish_unit(previous.id, result=UnitState.ABORTED, message="restarted from the first step")
+                    audit.finish_unit(
+                        previous.id, result=UnitState.ABORTED, message="restarted from the first step"
+                    )
             unit = audit.start_unit(
-                serial=serial, profile=profile.name, device=device, operator=operator,
-                station=self.config.name, fixture=fixture, batch=batch, reprovision_reason=reprovision_reason,
-                order=order, orders_required=self.config.orders_required,
+                serial=serial,
+                profile=profile.name,
+                device=device,
+                operator=operator,
+                station=self.config.name,
+                fixture=fixture,
+                batch=batch,
+                reprovision_reason=reprovision_reason,
+                order=order,
+                orders_required=self.config.orders_required,
                 take_place=getattr(book, "take_place", None),
             )
         crash_point("unit_started")
         # A board whose last unit was aborted must show the host key that unit pinned (the abort may
         # have been the station refusing a changed key); only an explicit re-onboarding (a
         # reprovision reason) lets a new unit pin whatever key the board has now.
-        inherited = None if unit.host_key_fingerprint or reprovision_reason else self._aborted_predecessor(unit)
+        inherited = (
+            None if unit.host_key_fingerprint or reprovision_reason else self._aborted_predecessor(unit)
+        )
         # Identify and guard run on every attempt (a resumed unit must prove it is the same board).
-        plan = tuple(step for index, step in enumerate(steps) if step in ("identify", "guard") or index >= start_at)
+        plan = tuple(
+            step for index, step in enumerate(steps) if step in ("identify", "guard") or index >= start_at
+        )
         return Admission(
-            unit=unit, device=device, fixture=fixture, plan=plan, inherited=inherited,
-            etas=step_etas(audit, profile), profile=profile,
+            unit=unit,
+            device=device,
+            fixture=fixture,
+            plan=plan,
+            inherited=inherited,
+            etas=step_etas(audit, profile),
+            profile=profile,
         )
 
     def run_admitted(
@@ -336,7 +373,8 @@ class Provisioner:
         link = open_link(
             DeviceAddress.parse(admission.device),
             identity_file=identity_file or str(self.home.ensure_station_key()),
-            pinned_host_key=unit.host_key_fingerprint or (inherited.host_key_fingerprint if inherited else None),
+            pinned_host_key=unit.host_key_fingerprint
+            or (inherited.host_key_fingerprint if inherited else None),
             cancel=cancel,
             login_user=profile.console.login_user,
             login_password=profile.console.login_password,
@@ -350,15 +388,26 @@ class Provisioner:
             emit(kind="output", step=current["step"], message=text)
 
         context = UnitContext(
-            serial=serial, profile=profile, link=link, audit=self.audit, unit=unit,
+            serial=serial,
+            profile=profile,
+            link=link,
+            audit=self.audit,
+            unit=unit,
             ca=StationSigner(self.ca, self._log()) if isinstance(self.ca, CertificateAuthority) else self.ca,
-            config=self.config, masker=masker, output=output, tls=tls, fleet=fleet, home=self.home,
+            config=self.config,
+            masker=masker,
+            output=output,
+            tls=tls,
+            fleet=fleet,
+            home=self.home,
         )
         try:
             for step in admission.plan:
                 current["step"] = step
                 index = steps.index(step)
-                error = self._run_step(context, step, index, len(steps), cancel, emit, admission.etas.get(step))
+                error = self._run_step(
+                    context, step, index, len(steps), cancel, emit, admission.etas.get(step)
+                )
                 if error is not None:
                     # A changed host key, or a board refused as not this serial's: nothing more to try.
                     aborted = isinstance(error, HostKeyMismatch | UnitRefused)
@@ -370,8 +419,9 @@ class Provisioner:
                             "if the board was re-imaged, re-onboard it explicitly — provision it again with "
                             "--reprovision and a reason)"
                         )
-                    unit = self._finished(self.audit.finish_unit(unit.id, result=result, failed_step=step,
-                                                                 message=message))
+                    unit = self._finished(
+                        self.audit.finish_unit(unit.id, result=result, failed_step=step, message=message)
+                    )
                     emit(kind="unit_finished", step=step, outcome=result, message=message)
                     return UnitResult(unit, False, step, message, board.seconds)
         finally:
@@ -430,8 +480,15 @@ class Provisioner:
         for attempt in range(1, attempts + 1):
             if cancel.is_set():
                 return LinkCancelled("cancelled by the operator — press Retry to resume this board")
-            emit(kind="step_started", step=step, title=spec.title, index=index, count=count, attempt=attempt,
-                 eta_s=eta)
+            emit(
+                kind="step_started",
+                step=step,
+                title=spec.title,
+                index=index,
+                count=count,
+                attempt=attempt,
+                eta_s=eta,
+            )
             started_at = datetime.now(UTC)
             began = time.monotonic()
             deadline = Deadline(policy.timeout_s, what=f"step {step}")
@@ -445,25 +502,46 @@ class Provisioner:
             except CommandFailed as exc:
                 # The board said no; the link names the command and its last words, and the person at
                 # the station also needs to know what to do next.
-                error = CommandFailed(f"{exc} — press Retry; if it fails again, set the board aside", exc.result)
+                error = CommandFailed(
+                    f"{exc} — press Retry; if it fails again, set the board aside", exc.result
+                )
                 outcome, text = StepOutcome.FAILED, str(error)
             except StationError as exc:
                 error = exc
-                outcome = StepOutcome.RETRYING if attempt < attempts and _retryable(exc) else StepOutcome.FAILED
+                outcome = (
+                    StepOutcome.RETRYING if attempt < attempts and _retryable(exc) else StepOutcome.FAILED
+                )
                 text = str(exc)
             except Exception as exc:  # noqa: BLE001 - recorded as a failure, never lost
-                error = StepFailed(f"step {step} failed unexpectedly: {exc!r} — press Retry; report it if it repeats")
+                error = StepFailed(
+                    f"step {step} failed unexpectedly: {exc!r} — press Retry; report it if it repeats"
+                )
                 outcome, text = StepOutcome.FAILED, str(error)
             duration = time.monotonic() - began
             masked = ctx.masker(text)
             self.audit.record_step(
-                ctx.unit.id, step=step, attempt=attempt, outcome=outcome, started_at=started_at,
-                ended_at=datetime.now(UTC), output_sha256=hashlib.sha256(masked.encode()).hexdigest(),
-                excerpt=masked[-EXCERPT_CHARS:], message=ctx.masker(str(error)) if error else "",
+                ctx.unit.id,
+                step=step,
+                attempt=attempt,
+                outcome=outcome,
+                started_at=started_at,
+                ended_at=datetime.now(UTC),
+                output_sha256=hashlib.sha256(masked.encode()).hexdigest(),
+                excerpt=masked[-EXCERPT_CHARS:],
+                message=ctx.masker(str(error)) if error else "",
             )
             crash_point(f"step:{step}")
-            emit(kind="step_finished", step=step, title=spec.title, index=index, count=count, attempt=attempt,
-                 outcome=outcome, duration_s=duration, message=masked if outcome != StepOutcome.PASSED else "")
+            emit(
+                kind="step_finished",
+                step=step,
+                title=spec.title,
+                index=index,
+                count=count,
+                attempt=attempt,
+                outcome=outcome,
+                duration_s=duration,
+                message=masked if outcome != StepOutcome.PASSED else "",
+            )
             if error is None:
                 return None
             if outcome == StepOutcome.FAILED:

@@ -153,7 +153,7 @@ def set_fixture_host_key(path: Path, name: str, fingerprint: str) -> str | None:
     for start in starts:
         end = next((i for i in range(start + 1, len(lines)) if _TABLE_HEADER.match(lines[i])), len(lines))
         try:
-            table = tomllib.loads("".join(lines[start + 1:end]))
+            table = tomllib.loads("".join(lines[start + 1 : end]))
         except tomllib.TOMLDecodeError:
             continue
         if table.get("name") != name:
@@ -168,9 +168,13 @@ def set_fixture_host_key(path: Path, name: str, fingerprint: str) -> str | None:
             if not lines[after].endswith("\n"):
                 lines[after] += "\n"
             lines.insert(after + 1, new_line)
-        write_file_atomically(path, "".join(lines).encode("utf-8"), mode=path.stat().st_mode & 0o777, replace=True)
+        write_file_atomically(
+            path, "".join(lines).encode("utf-8"), mode=path.stat().st_mode & 0o777, replace=True
+        )
         if not any(f.name == name and f.host_key == fingerprint for f in load_fixtures(path)):
-            raise ConfigError(f"{path}: the host key of fixture {name!r} could not be written — edit it by hand")
+            raise ConfigError(
+                f"{path}: the host key of fixture {name!r} could not be written — edit it by hand"
+            )
         return previous if isinstance(previous, str) else None
     raise ConfigError(f"{path} has no [[fixture]] named {name!r}")
 
@@ -202,32 +206,73 @@ def trust_summary(
     token_basis = Basis.VERIFIED if attested else Basis.REPORTED
     claims: list[Claim] = []
     if host_key_in_inventory:
-        claims.append(Claim("the board answering is the one whose host key the fixture's inventory holds",
-                            Basis.VERIFIED, "host key = fixture inventory"))
+        claims.append(
+            Claim(
+                "the board answering is the one whose host key the fixture's inventory holds",
+                Basis.VERIFIED,
+                "host key = fixture inventory",
+            )
+        )
     elif "identify" in done:
-        claims.append(Claim("the SSH host key seen first was pinned for this unit (not in an inventory)",
-                            Basis.VERIFIED, "host key pinned for this unit"))
+        claims.append(
+            Claim(
+                "the SSH host key seen first was pinned for this unit (not in an inventory)",
+                Basis.VERIFIED,
+                "host key pinned for this unit",
+            )
+        )
     if soc_id:
-        claims.append(Claim(f"SoC unique id {soc_id} (read from the board's fuses by the board's own kernel)",
-                            Basis.REPORTED, f"SoC id {soc_id}"))
+        claims.append(
+            Claim(
+                f"SoC unique id {soc_id} (read from the board's fuses by the board's own kernel)",
+                Basis.REPORTED,
+                f"SoC id {soc_id}",
+            )
+        )
         if "guard" in done:
-            claims.append(Claim("the SoC id is enrolled under no other serial, and this serial under no other SoC",
-                                Basis.VERIFIED, "SoC id and serial enrolled nowhere else"))
+            claims.append(
+                Claim(
+                    "the SoC id is enrolled under no other serial, and this serial under no other SoC",
+                    Basis.VERIFIED,
+                    "SoC id and serial enrolled nowhere else",
+                )
+            )
     if "keygen" in done:
-        claims.append(Claim("the key is sensitive, never extractable and was generated in the token",
-                            token_basis, "key flags (never extractable, local)"))
+        claims.append(
+            Claim(
+                "the key is sensitive, never extractable and was generated in the token",
+                token_basis,
+                "key flags (never extractable, local)",
+            )
+        )
     if "fetch_csr" in done:
-        claims.append(Claim("the public key read from the token is the token's key", token_basis,
-                            "token's public key"))
+        claims.append(
+            Claim("the public key read from the token is the token's key", token_basis, "token's public key")
+        )
     if "check_csr" in done:
-        claims.append(Claim("CSR signature, subject, key equal to the token's reported key, key never certified "
-                            "before", Basis.VERIFIED, "CSR signature, subject, key, no reuse"))
+        claims.append(
+            Claim(
+                "CSR signature, subject, key equal to the token's reported key, key never certified before",
+                Basis.VERIFIED,
+                "CSR signature, subject, key, no reuse",
+            )
+        )
     if "push" in done:
-        claims.append(Claim("certificates read back from the board with the digests written", Basis.VERIFIED,
-                            "certificates read back"))
+        claims.append(
+            Claim(
+                "certificates read back from the board with the digests written",
+                Basis.VERIFIED,
+                "certificates read back",
+            )
+        )
     if "tls_proof" in done:
-        claims.append(Claim("the board holds the private key of the certificate issued (mutual TLS)",
-                            Basis.VERIFIED, "holds the certified key (mutual TLS)"))
+        claims.append(
+            Claim(
+                "the board holds the private key of the certificate issued (mutual TLS)",
+                Basis.VERIFIED,
+                "holds the certified key (mutual TLS)",
+            )
+        )
     return claims
 
 

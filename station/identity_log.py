@@ -73,7 +73,9 @@ class IdentityLog:
                 return
             at = audit._now_text()
             pk = _insert(
-                db, "unit_identity", {"unit_id": unit_id, "soc_id": soc_id, "soc_id_source": source, "recorded_at": at}
+                db,
+                "unit_identity",
+                {"unit_id": unit_id, "soc_id": soc_id, "soc_id_source": source, "recorded_at": at},
             )
             audit._append_event(db, at=at, kind="unit.soc_id_read", table="unit_identity", pk=pk)
 
@@ -111,7 +113,9 @@ class IdentityLog:
             [fingerprint, other_than_serial],
         )
 
-    def conflicts(self, unit_id: int, *, soc_id: str | None, host_key_fingerprint: str | None) -> IdentityConflicts:
+    def conflicts(
+        self, unit_id: int, *, soc_id: str | None, host_key_fingerprint: str | None
+    ) -> IdentityConflicts:
         """Everything the guard checks for unit ``unit_id``'s board (its serial is the unit's own)."""
         serial = self.audit.unit(unit_id).serial
         same_label: list[tuple[Unit, str | None]] = []
@@ -121,15 +125,26 @@ class IdentityLog:
                 same_label.append((other, earlier.soc_id if earlier else None))
         return IdentityConflicts(
             same_soc_other_serial=tuple(self.passed_units_with_soc_id(soc_id, other_than_serial=serial))
-            if soc_id else (),
+            if soc_id
+            else (),
             same_serial_other_soc=tuple(same_label),
             same_host_key_other_serial=tuple(
                 self.passed_units_with_host_key(host_key_fingerprint, other_than_serial=serial)
-            ) if host_key_fingerprint else (),
+            )
+            if host_key_fingerprint
+            else (),
         )
 
     def record_host_key_pin(
-        self, *, fixture: str, device: str, key_type: str, fingerprint: str, previous: str | None, file: str, by: str
+        self,
+        *,
+        fixture: str,
+        device: str,
+        key_type: str,
+        fingerprint: str,
+        previous: str | None,
+        file: str,
+        by: str,
     ) -> None:
         audit = self.audit
         with audit._change() as db:
@@ -138,23 +153,38 @@ class IdentityLog:
                 db,
                 "fixture_host_keys",
                 {
-                    "fixture": fixture, "device": device, "key_type": key_type, "fingerprint": fingerprint,
-                    "previous_fingerprint": previous, "file": file, "pinned_by": by, "pinned_at": at,
+                    "fixture": fixture,
+                    "device": device,
+                    "key_type": key_type,
+                    "fingerprint": fingerprint,
+                    "previous_fingerprint": previous,
+                    "file": file,
+                    "pinned_by": by,
+                    "pinned_at": at,
                 },
-            )  # fmt: skip
+            )
             audit._append_event(db, at=at, kind="fixture.host_key_pinned", table="fixture_host_keys", pk=pk)
 
     def host_key_pins(self, fixture: str | None = None) -> list[HostKeyPin]:
         """Every pin (of one fixture, or all), newest first."""
-        sql = "SELECT * FROM fixture_host_keys" + (" WHERE fixture = ?" if fixture else "") + " ORDER BY id DESC"
+        sql = (
+            "SELECT * FROM fixture_host_keys"
+            + (" WHERE fixture = ?" if fixture else "")
+            + " ORDER BY id DESC"
+        )
         with self.audit._lock:
             rows = list(self.audit._db.query(sql, [fixture] if fixture else []))
         return [
             HostKeyPin(
-                fixture=row["fixture"], device=row["device"], key_type=row["key_type"],
-                fingerprint=row["fingerprint"], previous_fingerprint=row["previous_fingerprint"], file=row["file"],
-                pinned_by=row["pinned_by"], pinned_at=_parse_time(row["pinned_at"]),
-            )  # fmt: skip
+                fixture=row["fixture"],
+                device=row["device"],
+                key_type=row["key_type"],
+                fingerprint=row["fingerprint"],
+                previous_fingerprint=row["previous_fingerprint"],
+                file=row["file"],
+                pinned_by=row["pinned_by"],
+                pinned_at=_parse_time(row["pinned_at"]),
+            )
             for row in rows
         ]
 

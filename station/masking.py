@@ -26,7 +26,8 @@ class Masker:
         ordered = sorted(variants, key=len, reverse=True)
         self._pattern = (
             re.compile("|".join(rf"(?<![0-9A-Za-z]){re.escape(secret)}(?![0-9A-Za-z])" for secret in ordered))
-            if ordered else None
+            if ordered
+            else None
         )
 
     def __call__(self, text: str) -> str:

@@ -63,7 +63,7 @@ class SerialRange:
 
     def number_of(self, serial: str) -> int | None:
         """The serial's number if it is written like this range's serials (prefix, width), else None."""
-        digits = serial[len(self.prefix):]
+        digits = serial[len(self.prefix) :]
         if len(serial) != len(self.prefix) + self.width or not serial.startswith(self.prefix):
             return None
         return int(digits) if digits.isdigit() and digits.isascii() else None
@@ -77,7 +77,9 @@ class SerialRange:
         number = self.number_of(serial)
         if number is None:
             return None
-        return 0 if self.first <= number <= self.last else min(abs(number - self.first), abs(number - self.last))
+        return (
+            0 if self.first <= number <= self.last else min(abs(number - self.first), abs(number - self.last))
+        )
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,9 @@ class Order:
         return sum(len(r) for r in self.ranges) + len(self.serials)
 
     def __contains__(self, serial: object) -> bool:
-        return isinstance(serial, str) and (serial in self._serial_set or any(serial in r for r in self.ranges))
+        return isinstance(serial, str) and (
+            serial in self._serial_set or any(serial in r for r in self.ranges)
+        )
 
     def distance(self, serial: str) -> int | None:
         """How far ``serial`` is from this order's serials (0: it is one of them); None if not comparable."""
@@ -111,7 +115,7 @@ class Order:
             d = SerialRange(listed[: len(listed) - _digit_run(listed)], 0, 0, _digit_run(listed))
             number = d.number_of(serial)
             if number is not None and _digit_run(listed):
-                found.append(abs(number - int(listed[len(d.prefix):])))
+                found.append(abs(number - int(listed[len(d.prefix) :])))
         return min(found) if found else None
 
     def serials_text(self, *, limit: int = 4) -> str:
@@ -143,7 +147,9 @@ class Order:
             order_id=str(content["order"]),
             profile=str(content["profile"]),
             quantity=int(content["quantity"]),
-            ranges=tuple(_parse_range(f"{first}-{last}") or _never(first) for first, last in content["ranges"]),
+            ranges=tuple(
+                _parse_range(f"{first}-{last}") or _never(first) for first, last in content["ranges"]
+            ),
             serials=tuple(str(serial) for serial in content["serials"]),
             due=date.fromisoformat(due) if due else None,
         )
@@ -219,8 +225,10 @@ class OrderStatus:
 
     def summary(self) -> str:
         """One line naming the order in a refusal or a list."""
-        return (f"{self.order_id} ({self.order.profile}, serials {self.order.serials_text(limit=2)}, "
-                f"{self.passed} of {self.quantity} passed)")
+        return (
+            f"{self.order_id} ({self.order.profile}, serials {self.order.serials_text(limit=2)}, "
+            f"{self.passed} of {self.quantity} passed)"
+        )
 
 
 @dataclass(frozen=True)
@@ -243,13 +251,17 @@ class OrderConflict(StationError):
 
     def __init__(self, path: Path, differences: dict[str, list[str]]) -> None:
         self.differences = differences
-        lines = [f"{path}: refused — nothing was imported, because these orders were already imported with other "
-                 f"content:"]
+        lines = [
+            f"{path}: refused — nothing was imported, because these orders were already imported with other "
+            f"content:"
+        ]
         for order_id, changes in differences.items():
             lines.append(f"  order {order_id}:")
             lines.extend(f"    {change}" for change in changes)
-        lines.append("An imported order never changes. If the ERP really changed it, close the old order "
-                     "(station order close ID --reason …) and import the change under a new order id.")
+        lines.append(
+            "An imported order never changes. If the ERP really changed it, close the old order "
+            "(station order close ID --reason …) and import the change under a new order id."
+        )
         super().__init__("\n".join(lines))
 
 
@@ -326,19 +338,28 @@ def choose_order(
     if order_id is not None:
         named = next((status for status in every if status.order_id == order_id), None)
         if named is None:
-            raise OrderRefused("unknown", f"there is no work order {order_id} — check the order number, or import "
-                               f"it first (station order import FILE)")
+            raise OrderRefused(
+                "unknown",
+                f"there is no work order {order_id} — check the order number, or import "
+                f"it first (station order import FILE)",
+            )
         _check_open(named)
         if serial not in named.order:
-            raise OrderRefused("not-in-order", f"serial {serial} is not one of order {order_id}'s serials "
-                               f"({named.order.serials_text()}) — check the label; if the board belongs to "
-                               f"another order, pick that order{_nearest_text(open_orders, serial, exclude=order_id)}")
+            raise OrderRefused(
+                "not-in-order",
+                f"serial {serial} is not one of order {order_id}'s serials "
+                f"({named.order.serials_text()}) — check the label; if the board belongs to "
+                f"another order, pick that order{_nearest_text(open_orders, serial, exclude=order_id)}",
+            )
         return named
     holding = [status for status in open_orders if serial in status.order]
     if len(holding) > 1:
         names = ", ".join(status.order_id for status in holding)
-        raise OrderRefused("ambiguous", f"serial {serial} is in several open orders ({names}) — pick the order "
-                           f"you are building in the window (or name it: --order ID)")
+        raise OrderRefused(
+            "ambiguous",
+            f"serial {serial} is in several open orders ({names}) — pick the order "
+            f"you are building in the window (or name it: --order ID)",
+        )
     if holding:
         _check_open(holding[0])
         return holding[0]
@@ -347,36 +368,59 @@ def choose_order(
     for status in every:
         if serial in status.order and not status.is_open:
             _check_open(status)
-    raise OrderRefused("no-order", f"serial {serial} belongs to no open work order, and this station enrols only "
-                       f"boards of an open order — check the label{_nearest_text(open_orders, serial)}")
+    raise OrderRefused(
+        "no-order",
+        f"serial {serial} belongs to no open work order, and this station enrols only "
+        f"boards of an open order — check the label{_nearest_text(open_orders, serial)}",
+    )
 
 
 def _check_open(status: OrderStatus) -> None:
     if status.state == "closed":
         when = status.closed_at.astimezone().strftime("%Y-%m-%d %H:%M") if status.closed_at else "?"
         reason = f" ({status.close_reason})" if status.close_reason else ""
-        raise OrderRefused("closed", f"work order {status.order_id} was closed on {when} by {status.closed_by}"
-                           f"{reason}: it accepts no further board — pick an open order, or ask the quality "
-                           f"lead for a new order", status.order)
+        raise OrderRefused(
+            "closed",
+            f"work order {status.order_id} was closed on {when} by {status.closed_by}"
+            f"{reason}: it accepts no further board — pick an open order, or ask the quality "
+            f"lead for a new order",
+            status.order,
+        )
     if status.complete:
-        raise OrderRefused("complete", f"work order {status.order_id} is complete ({status.passed} of "
-                           f"{status.quantity} passed): it accepts no further board — set this board aside and "
-                           f"pick the next order", status.order)
+        raise OrderRefused(
+            "complete",
+            f"work order {status.order_id} is complete ({status.passed} of "
+            f"{status.quantity} passed): it accepts no further board — set this board aside and "
+            f"pick the next order",
+            status.order,
+        )
     if status.held >= status.quantity:
-        raise OrderRefused("full", f"work order {status.order_id} has no free place: {status.passed} passed and "
-                           f"{status.running + status.failed} still being worked on make its quantity "
-                           f"{status.quantity} — finish (Retry) or abort those boards first", status.order)
+        raise OrderRefused(
+            "full",
+            f"work order {status.order_id} has no free place: {status.passed} passed and "
+            f"{status.running + status.failed} still being worked on make its quantity "
+            f"{status.quantity} — finish (Retry) or abort those boards first",
+            status.order,
+        )
 
 
 def _nearest_text(open_orders: list[OrderStatus], serial: str, *, exclude: str | None = None) -> str:
     ranked = sorted(
-        ((status.order.distance(serial), status.order_id, status) for status in open_orders
-         if status.order_id != exclude),
+        (
+            (status.order.distance(serial), status.order_id, status)
+            for status in open_orders
+            if status.order_id != exclude
+        ),
         key=lambda item: (item[0] is None, item[0] or 0, item[1]),
     )
     if not ranked:
-        return "; there is no other open order" if exclude else (
-            "; there is no open order at all — the quality lead imports one with station order import FILE")
+        return (
+            "; there is no other open order"
+            if exclude
+            else (
+                "; there is no open order at all — the quality lead imports one with station order import FILE"
+            )
+        )
     named = "; ".join(status.summary() for _d, _id, status in ranked[:NEAREST_ORDERS])
     return f"; nearest open orders: {named}"
 
@@ -406,13 +450,17 @@ def read_order_file(path: Path, *, profiles: ProfileLookup) -> OrderFile:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise OrderFileError(f"{path}, line {line}: not UTF-8 text — save the file as UTF-8 and import it again") from exc
+        raise OrderFileError(
+            f"{path}, line {line}: not UTF-8 text — save the file as UTF-8 and import it again"
+        ) from exc
     if path.suffix.lower() == ".json":
         entries = list(_json_entries(path, text))
     elif path.suffix.lower() == ".csv":
         entries = list(_csv_entries(path, text))
     else:
-        raise OrderFileError(f"{path}: an order file must be .csv or .json (the name says which format it is in)")
+        raise OrderFileError(
+            f"{path}: an order file must be .csv or .json (the name says which format it is in)"
+        )
     if not entries:
         raise OrderFileError(f"{path}: the file holds no order")
     orders: list[Order] = []
@@ -423,8 +471,10 @@ def read_order_file(path: Path, *, profiles: ProfileLookup) -> OrderFile:
         for serial, line in _listed_serials(entry):
             if serial in seen:
                 other, other_line = seen[serial]
-                raise OrderFileError(f"{path}, line {line}: serial {serial} appears twice (also in order {other}, "
-                                     f"line {other_line}) — each board belongs to one order once")
+                raise OrderFileError(
+                    f"{path}, line {line}: serial {serial} appears twice (also in order {other}, "
+                    f"line {other_line}) — each board belongs to one order once"
+                )
             seen[serial] = (order.order_id, line)
         _check_ranges_disjoint(path, entry, order, orders, lines)
         orders.append(order)
@@ -460,36 +510,53 @@ def _csv_entries(path: Path, text: str) -> Iterator[_Entry]:
             unknown = [name for name in header if name not in CSV_COLUMNS]
             missing = [name for name in REQUIRED_CSV_COLUMNS if name not in header]
             if unknown or missing:
-                problem = (f"unknown column {unknown[0]!r}" if unknown else f"no {missing[0]!r} column")
-                raise OrderFileError(f"{path}, line {number}: {problem} — the first row must name the columns "
-                                     f"{','.join(REQUIRED_CSV_COLUMNS)}[,due]")
+                problem = f"unknown column {unknown[0]!r}" if unknown else f"no {missing[0]!r} column"
+                raise OrderFileError(
+                    f"{path}, line {number}: {problem} — the first row must name the columns "
+                    f"{','.join(REQUIRED_CSV_COLUMNS)}[,due]"
+                )
             if len(set(header)) != len(header):
                 raise OrderFileError(f"{path}, line {number}: a column is named twice")
             continue
         if len(cells) > len(header):
-            raise OrderFileError(f"{path}, line {number}: {len(cells)} cells but {len(header)} columns — a serials "
-                                 f"list with commas must be quoted, or use spaces or semicolons between serials")
+            raise OrderFileError(
+                f"{path}, line {number}: {len(cells)} cells but {len(header)} columns — a serials "
+                f"list with commas must be quoted, or use spaces or semicolons between serials"
+            )
         values = dict(zip(header, cells + [""] * (len(header) - len(cells)), strict=True))
         order_id = values["order"]
         if not order_id:
             raise OrderFileError(f"{path}, line {number}: the order cell is empty")
         existing = entries.get(order_id)
         if existing is None:
-            entries[order_id] = _Entry(number, order_id, values["profile"], values["quantity"],
-                                       values.get("due", ""), [(values["serials"], number)])
+            entries[order_id] = _Entry(
+                number,
+                order_id,
+                values["profile"],
+                values["quantity"],
+                values.get("due", ""),
+                [(values["serials"], number)],
+            )
             continue
         # A continuation row: more serials for the same order.
-        for name, known in (("profile", existing.profile), ("quantity", existing.quantity),
-                            ("due", existing.due)):
+        for name, known in (
+            ("profile", existing.profile),
+            ("quantity", existing.quantity),
+            ("due", existing.due),
+        ):
             value = values.get(name, "")
             if value and value != known:
-                raise OrderFileError(f"{path}, line {number}: order {order_id} already has {name} {known!r} "
-                                     f"(line {existing.line}), not {value!r} — rows of one order repeat it or "
-                                     f"leave it empty")
+                raise OrderFileError(
+                    f"{path}, line {number}: order {order_id} already has {name} {known!r} "
+                    f"(line {existing.line}), not {value!r} — rows of one order repeat it or "
+                    f"leave it empty"
+                )
         existing.items.append((values["serials"], number))
     if header is None:
-        raise OrderFileError(f"{path}: the file is empty — the first row must name the columns "
-                             f"{','.join(REQUIRED_CSV_COLUMNS)}[,due]")
+        raise OrderFileError(
+            f"{path}: the file is empty — the first row must name the columns "
+            f"{','.join(REQUIRED_CSV_COLUMNS)}[,due]"
+        )
     yield from entries.values()
 
 
@@ -497,7 +564,9 @@ def _json_entries(path: Path, text: str) -> Iterator[_Entry]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise OrderFileError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from exc
+        raise OrderFileError(
+            f"{path}, line {exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})"
+        ) from exc
     if isinstance(data, dict) and set(data) == {"orders"}:
         data = data["orders"]
     if not isinstance(data, list):
@@ -510,8 +579,10 @@ def _json_entries(path: Path, text: str) -> Iterator[_Entry]:
         line, search_from = _json_line(text, order_id, search_from)
         unknown = sorted(set(item) - set(CSV_COLUMNS))
         if unknown:
-            raise OrderFileError(f"{path}, line {line}: unknown key {unknown[0]!r} — an order has the keys "
-                                 f"{', '.join(CSV_COLUMNS)}")
+            raise OrderFileError(
+                f"{path}, line {line}: unknown key {unknown[0]!r} — an order has the keys "
+                f"{', '.join(CSV_COLUMNS)}"
+            )
         if not isinstance(order_id, str) or not order_id:
             raise OrderFileError(f'{path}, line {line}: order {index} needs "order": "<order id>"')
         quantity = item.get("quantity")
@@ -521,14 +592,18 @@ def _json_entries(path: Path, text: str) -> Iterator[_Entry]:
         if isinstance(serials, str):
             serials = [serials]
         if not isinstance(serials, list) or not all(isinstance(s, str) for s in serials):
-            raise OrderFileError(f'{path}, line {line}: order {order_id}: "serials" must be a list of ranges '
-                                 f'"FROM-TO" and serials')
+            raise OrderFileError(
+                f'{path}, line {line}: order {order_id}: "serials" must be a list of ranges '
+                f'"FROM-TO" and serials'
+            )
         profile, due = item.get("profile"), item.get("due")
         for name, value in (("profile", profile), ("due", due)):
             if value is not None and not isinstance(value, str):
                 raise OrderFileError(f"{path}, line {line}: order {order_id}: {name} must be a string")
         items = [(serial, _json_line(text, serial, search_from)[0]) for serial in serials]
-        yield _Entry(line, order_id, profile or "", "" if quantity is None else str(quantity), due or "", items)
+        yield _Entry(
+            line, order_id, profile or "", "" if quantity is None else str(quantity), due or "", items
+        )
 
 
 def _json_line(text: str, value: object, start: int) -> tuple[int, int]:
@@ -543,32 +618,43 @@ def _json_line(text: str, value: object, start: int) -> tuple[int, int]:
 def _build_order(path: Path, entry: _Entry, profiles: ProfileLookup) -> Order:
     where = f"{path}, line {entry.line}"
     if not ORDER_ID_PATTERN.fullmatch(entry.order_id):
-        raise OrderFileError(f"{where}: order id {entry.order_id!r} is not valid — use up to 64 letters, digits, "
-                             f"'.', '_' and '-', starting with a letter or digit")
+        raise OrderFileError(
+            f"{where}: order id {entry.order_id!r} is not valid — use up to 64 letters, digits, "
+            f"'.', '_' and '-', starting with a letter or digit"
+        )
     if not entry.profile:
         raise OrderFileError(f"{where}: order {entry.order_id} names no profile (the product to build)")
     try:
         profile = profiles(entry.profile)
     except StationError as exc:
-        raise OrderFileError(f"{where}: order {entry.order_id}: profile {entry.profile!r} cannot be used ({exc})") from exc
+        raise OrderFileError(
+            f"{where}: order {entry.order_id}: profile {entry.profile!r} cannot be used ({exc})"
+        ) from exc
     if profile is None:
-        raise OrderFileError(f"{where}: order {entry.order_id} names the unknown profile {entry.profile!r} — "
-                             f"install that device profile on the station first, or correct the name")
+        raise OrderFileError(
+            f"{where}: order {entry.order_id} names the unknown profile {entry.profile!r} — "
+            f"install that device profile on the station first, or correct the name"
+        )
     if not entry.quantity.isdigit() or int(entry.quantity) < 1:
-        raise OrderFileError(f"{where}: order {entry.order_id}: quantity {entry.quantity!r} is not a whole number "
-                             f"of boards (1 or more)")
+        raise OrderFileError(
+            f"{where}: order {entry.order_id}: quantity {entry.quantity!r} is not a whole number "
+            f"of boards (1 or more)"
+        )
     quantity = int(entry.quantity)
     due = None
     if entry.due:
         try:
             due = date.fromisoformat(entry.due)
         except ValueError:
-            raise OrderFileError(f"{where}: order {entry.order_id}: due date {entry.due!r} is not YYYY-MM-DD") from None
+            raise OrderFileError(
+                f"{where}: order {entry.order_id}: due date {entry.due!r} is not YYYY-MM-DD"
+            ) from None
     for cell, line in entry.items:
         items = [item for item in _ITEM_SEPARATORS.split(cell) if item]
         if not items:
-            raise OrderFileError(f"{path}, line {line}: order {entry.order_id} lists no serial (a range FROM-TO "
-                                 f"or serials)")
+            raise OrderFileError(
+                f"{path}, line {line}: order {entry.order_id} lists no serial (a range FROM-TO or serials)"
+            )
         for item in items:
             parsed = _item(path, line, entry.order_id, item, profile)
             if isinstance(parsed, SerialRange):
@@ -578,13 +664,23 @@ def _build_order(path: Path, entry: _Entry, profiles: ProfileLookup) -> Order:
     listed = len(entry.serials)
     total = listed + sum(len(r) for r, _line in entry.ranges)
     if quantity < listed:
-        raise OrderFileError(f"{where}: order {entry.order_id}: quantity {quantity} is smaller than the "
-                             f"{listed} serials listed — correct the quantity or the list")
+        raise OrderFileError(
+            f"{where}: order {entry.order_id}: quantity {quantity} is smaller than the "
+            f"{listed} serials listed — correct the quantity or the list"
+        )
     if total < quantity:
-        raise OrderFileError(f"{where}: order {entry.order_id}: quantity {quantity} but only {total} serials — "
-                             f"the order could never be completed; add the missing serials or lower the quantity")
-    return Order(order_id=entry.order_id, profile=profile.name, quantity=quantity,
-                 ranges=tuple(r for r, _line in entry.ranges), serials=tuple(s for s, _line in entry.serials), due=due)
+        raise OrderFileError(
+            f"{where}: order {entry.order_id}: quantity {quantity} but only {total} serials — "
+            f"the order could never be completed; add the missing serials or lower the quantity"
+        )
+    return Order(
+        order_id=entry.order_id,
+        profile=profile.name,
+        quantity=quantity,
+        ranges=tuple(r for r, _line in entry.ranges),
+        serials=tuple(s for s, _line in entry.serials),
+        due=due,
+    )
 
 
 def _item(path: Path, line: int, order_id: str, item: str, profile: DeviceProfile) -> SerialRange | str:
@@ -593,17 +689,23 @@ def _item(path: Path, line: int, order_id: str, item: str, profile: DeviceProfil
         parsed = _parse_range(item)
         if parsed is not None:
             if parsed.first > parsed.last:
-                raise OrderFileError(f"{where}: bad range {item}: it ends before it starts — write FROM-TO with "
-                                     f"the lower serial first")
+                raise OrderFileError(
+                    f"{where}: bad range {item}: it ends before it starts — write FROM-TO with "
+                    f"the lower serial first"
+                )
             if len(parsed) > MAX_RANGE_SERIALS:
-                raise OrderFileError(f"{where}: bad range {item}: {len(parsed):,} serials is more than an order can "
-                                     f"hold ({MAX_RANGE_SERIALS:,}) — check the number of digits")
+                raise OrderFileError(
+                    f"{where}: bad range {item}: {len(parsed):,} serials is more than an order can "
+                    f"hold ({MAX_RANGE_SERIALS:,}) — check the number of digits"
+                )
             for end in (parsed.serial(parsed.first), parsed.serial(parsed.last)):
                 _valid(where, end, profile, f"range {item}")
             return parsed
         if not profile.serial_pattern.fullmatch(item):
-            raise OrderFileError(f"{where}: bad range {item}: FROM and TO must be serials of the same length that "
-                                 f"differ only in their last digits, like 202600000000001-202600000000005")
+            raise OrderFileError(
+                f"{where}: bad range {item}: FROM and TO must be serials of the same length that "
+                f"differ only in their last digits, like 202600000000001-202600000000005"
+            )
     return _valid(where, item, profile, "serial")
 
 
@@ -611,7 +713,9 @@ def _valid(where: str, serial: str, profile: DeviceProfile, what: str) -> str:
     try:
         return profile.validate_serial(serial)
     except StationError as exc:
-        raise OrderFileError(f"{where}: {what} {serial!r} is not a serial of profile {profile.name} ({exc})") from None
+        raise OrderFileError(
+            f"{where}: {what} {serial!r} is not a serial of profile {profile.name} ({exc})"
+        ) from None
 
 
 def _parse_range(text: str) -> SerialRange | None:
@@ -619,14 +723,14 @@ def _parse_range(text: str) -> SerialRange | None:
     for index, char in enumerate(text):
         if char != "-":
             continue
-        first, last = text[:index], text[index + 1:]
+        first, last = text[:index], text[index + 1 :]
         if not first or len(first) != len(last):
             continue
         width = min(_digit_run(first), _digit_run(last))
         prefix = first[: len(first) - width]
         if width == 0 or prefix != last[: len(last) - width]:
             continue
-        return SerialRange(prefix, int(first[len(prefix):]), int(last[len(prefix):]), width)
+        return SerialRange(prefix, int(first[len(prefix) :]), int(last[len(prefix) :]), width)
     return None
 
 
@@ -649,24 +753,33 @@ def _check_ranges_disjoint(
     before = [(r, other.order_id, lines[other.order_id]) for other in earlier for r in other.ranges]
     mine = [(r, order.order_id, line) for r, line in entry.ranges]
     for position, (current, _mine, line) in enumerate(mine):
-        for other, other_id, other_line in mine[position + 1:] + before:
-            if (current.prefix, current.width) == (other.prefix, other.width) and \
-                    current.first <= other.last and other.first <= current.last:
+        for other, other_id, other_line in mine[position + 1 :] + before:
+            if (
+                (current.prefix, current.width) == (other.prefix, other.width)
+                and current.first <= other.last
+                and other.first <= current.last
+            ):
                 shared = current.serial(max(current.first, other.first))
-                raise OrderFileError(f"{path}, line {line}: range {current.text} overlaps range {other.text} "
-                                     f"(order {other_id}, line {other_line}) — serial {shared} appears twice")
+                raise OrderFileError(
+                    f"{path}, line {line}: range {current.text} overlaps range {other.text} "
+                    f"(order {other_id}, line {other_line}) — serial {shared} appears twice"
+                )
     for serial, line in entry.serials:
         for current, range_id, range_line in mine + before:
             if serial in current:
-                raise OrderFileError(f"{path}, line {line}: serial {serial} appears twice (range {current.text} "
-                                     f"of order {range_id}, line {range_line}, holds it too)")
+                raise OrderFileError(
+                    f"{path}, line {line}: serial {serial} appears twice (range {current.text} "
+                    f"of order {range_id}, line {range_line}, holds it too)"
+                )
     for previous in earlier:
         for serial in previous.serials:
             for current, _mine, line in mine:
                 if serial in current:
-                    raise OrderFileError(f"{path}, line {line}: range {current.text} holds serial {serial}, which "
-                                         f"order {previous.order_id} (line {lines[previous.order_id]}) lists too — "
-                                         f"serial {serial} appears twice")
+                    raise OrderFileError(
+                        f"{path}, line {line}: range {current.text} holds serial {serial}, which "
+                        f"order {previous.order_id} (line {lines[previous.order_id]}) lists too — "
+                        f"serial {serial} appears twice"
+                    )
 
 
 def content_differences(recorded: Order, incoming: Order) -> list[str]:
@@ -675,8 +788,10 @@ def content_differences(recorded: Order, incoming: Order) -> list[str]:
     old, new = recorded.content(), incoming.content()
     for key in ("profile", "quantity", "due"):
         if old[key] != new[key]:
-            changes.append(f"{key}: {old[key] if old[key] is not None else '(none)'} recorded, "
-                           f"{new[key] if new[key] is not None else '(none)'} in the file")
+            changes.append(
+                f"{key}: {old[key] if old[key] is not None else '(none)'} recorded, "
+                f"{new[key] if new[key] is not None else '(none)'} in the file"
+            )
     old_items = {f"{a}-{b}" for a, b in old["ranges"]} | set(old["serials"])
     new_items = {f"{a}-{b}" for a, b in new["ranges"]} | set(new["serials"])
     if new_items - old_items:

@@ -39,10 +39,18 @@ def output_folder(config: StationConfig, home: StationHome) -> Path:
     """The technician's output folder, resolved: ``[output] folder``, else the older ``[label] folder``,
     else ``~/welma-station-output``.  Refused if it is inside the station home or holds it."""
     chosen = config.output.folder or config.label.folder
-    key = "[output] folder" if config.output.folder else "[label] folder" if chosen else "the default output folder"
+    key = (
+        "[output] folder"
+        if config.output.folder
+        else "[label] folder"
+        if chosen
+        else "the default output folder"
+    )
     folder = Path(chosen).expanduser() if chosen else DEFAULT_OUTPUT_FOLDER
     if not folder.is_absolute():
-        raise OutputRefused(f"{key} {folder} must be an absolute path (such as /srv/labels) — fix station.toml")
+        raise OutputRefused(
+            f"{key} {folder} must be an absolute path (such as /srv/labels) — fix station.toml"
+        )
     folder = folder.resolve()
     station_home = home.root.expanduser().resolve()
     if _inside(folder, station_home) or _inside(station_home, folder):
@@ -67,7 +75,9 @@ def ensure_output_folder(config: StationConfig, home: StationHome) -> Path:
     return folder
 
 
-def check_output_path(path: str | os.PathLike[str], *, folder: Path, home: StationHome, suffix: str = "") -> Path:
+def check_output_path(
+    path: str | os.PathLike[str], *, folder: Path, home: StationHome, suffix: str = ""
+) -> Path:
     """The file a technician asked to write, if it may be written: inside ``folder`` (a relative name is
     taken inside it), not through ``..`` or a symbolic link, not in the station home, not existing yet,
     ending in ``suffix`` when given.  Raises :class:`OutputRefused` saying why not."""
@@ -94,10 +104,14 @@ def check_output_path(path: str | os.PathLike[str], *, folder: Path, home: Stati
     if not _inside(real, folder) or real == folder:
         raise OutputRefused(f"{raw} is outside the output folder — nothing was written; {where}")
     if suffix and real.suffix.lower() != suffix:
-        raise OutputRefused(f"{raw}: the file name must end in {suffix} — type a name such as label-SERIAL{suffix}")
+        raise OutputRefused(
+            f"{raw}: the file name must end in {suffix} — type a name such as label-SERIAL{suffix}"
+        )
     if os.path.lexists(real):
-        raise OutputRefused(f"{real} already exists and is never replaced — choose another name (or move the old "
-                            "file away first)")
+        raise OutputRefused(
+            f"{real} already exists and is never replaced — choose another name (or move the old "
+            "file away first)"
+        )
     if not real.parent.is_dir():
         raise OutputRefused(f"the folder {real.parent} does not exist — {where}")
     return real
@@ -114,8 +128,9 @@ def free_name(folder: Path, name: str) -> Path:
     return candidate
 
 
-def save_output(path: str | os.PathLike[str], data: bytes, *, folder: Path, home: StationHome,
-                suffix: str = "") -> Path:
+def save_output(
+    path: str | os.PathLike[str], data: bytes, *, folder: Path, home: StationHome, suffix: str = ""
+) -> Path:
     """Write ``data`` to a file the technician chose (checked by :func:`check_output_path`), whole or not at
     all, mode 0640; an existing file is never replaced, even one that appeared since the check."""
     target = check_output_path(path, folder=folder, home=home, suffix=suffix)
@@ -124,8 +139,10 @@ def save_output(path: str | os.PathLike[str], data: bytes, *, folder: Path, home
     except FileExistsError:
         raise OutputRefused(f"{target} already exists and is never replaced — choose another name") from None
     except OSError as exc:
-        raise OutputRefused(f"could not write {target} ({exc.strerror}) — check the folder is writable and has "
-                            "space, then save again") from None
+        raise OutputRefused(
+            f"could not write {target} ({exc.strerror}) — check the folder is writable and has "
+            "space, then save again"
+        ) from None
     return target
 
 

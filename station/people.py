@@ -271,7 +271,9 @@ class People:
             conn.close()
             return None
         if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
-            raise PeopleError(f"{self.path} is not a plain file — remove it; an administrator enrols people again")
+            raise PeopleError(
+                f"{self.path} is not a plain file — remove it; an administrator enrols people again"
+            )
         if info.st_mode & 0o077:
             # Anyone who can read the file can try PINs offline; anyone who can write it can enrol themselves.
             raise PeopleError(
@@ -292,13 +294,30 @@ class People:
     def _existing(self, conn: sqlite3.Connection, name: str) -> sqlite3.Row:
         row = self._row(conn, name)
         if row is None:
-            raise PeopleError(f"{operator_name(name)} is not enrolled at this station — see `station people list`")
+            raise PeopleError(
+                f"{operator_name(name)} is not enrolled at this station — see `station people list`"
+            )
         return row
 
-    def _record(self, action: PeopleAction, *, person: str, role: Role | str, by: Actor | str, account: str,
-                detail: str = "") -> None:
-        record_people_event(self.audit, action=action.value, person=person, role=str(role),
-                            by=by.name if isinstance(by, Actor) else by, account=account, detail=detail)
+    def _record(
+        self,
+        action: PeopleAction,
+        *,
+        person: str,
+        role: Role | str,
+        by: Actor | str,
+        account: str,
+        detail: str = "",
+    ) -> None:
+        record_people_event(
+            self.audit,
+            action=action.value,
+            person=person,
+            role=str(role),
+            by=by.name if isinstance(by, Actor) else by,
+            account=account,
+            detail=detail,
+        )
 
     @staticmethod
     def _need_administrator(by: Actor, what: str) -> None:
@@ -326,8 +345,9 @@ class People:
 
     # -- enrolling and changing -----------------------------------------------------------------------
 
-    def enrol(self, name: str, role: Role, secret: str, *, by: Actor,
-              kind: CredentialKind = CredentialKind.PIN) -> Person:
+    def enrol(
+        self, name: str, role: Role, secret: str, *, by: Actor, kind: CredentialKind = CredentialKind.PIN
+    ) -> Person:
         """Enrol a new person with their role and credential (administrators only)."""
         self._need_administrator(by, "enrolling a person")
         display = operator_name(name)
@@ -347,8 +367,14 @@ class People:
                 [_key(display), display, role.value, kind.value, credential, now, by.name, now],
             )
             # Recorded inside the store's transaction: if the audit log cannot record it, nobody is enrolled.
-            self._record(PeopleAction.ENROLLED, person=display, role=role, by=by, account=by.account,
-                         detail=f"credential: {kind.value}")
+            self._record(
+                PeopleAction.ENROLLED,
+                person=display,
+                role=role,
+                by=by,
+                account=by.account,
+                detail=f"credential: {kind.value}",
+            )
             row = self._existing(conn, display)
         return _person(row)
 
@@ -359,26 +385,43 @@ class People:
         try:
             pwd.getpwnam(login)
         except KeyError:
-            raise PeopleError(f"there is no OS account {login!r} on this PC — create it first (useradd), or enrol "
-                              "the person with a PIN or badge instead") from None
+            raise PeopleError(
+                f"there is no OS account {login!r} on this PC — create it first (useradd), or enrol "
+                "the person with a PIN or badge instead"
+            ) from None
         display = operator_name(name or login)
         now = self._clock()
         with self._connect(write=True) as conn:
             existing = self._row(conn, display)
             if existing is not None:
-                raise PeopleError(f"{existing['name']} is already enrolled (as {Role(existing['role']).words})")
+                raise PeopleError(
+                    f"{existing['name']} is already enrolled (as {Role(existing['role']).words})"
+                )
             conn.execute(
                 "INSERT INTO people (key, name, role, kind, credential, failed_attempts, locked_until, enrolled_at, "
                 "enrolled_by, changed_at) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?, ?)",
                 [_key(display), display, role.value, CredentialKind.PAM.value, login, now, by.name, now],
             )
-            self._record(PeopleAction.ENROLLED, person=display, role=role, by=by, account=by.account,
-                         detail=f"credential: OS account {login} (PAM)")
+            self._record(
+                PeopleAction.ENROLLED,
+                person=display,
+                role=role,
+                by=by,
+                account=by.account,
+                detail=f"credential: OS account {login} (PAM)",
+            )
             row = self._existing(conn, display)
         return _person(row)
 
-    def change(self, name: str, new_secret: str, *, by: Actor, old_secret: str | None = None,
-               kind: CredentialKind | None = None) -> Person:
+    def change(
+        self,
+        name: str,
+        new_secret: str,
+        *,
+        by: Actor,
+        old_secret: str | None = None,
+        kind: CredentialKind | None = None,
+    ) -> Person:
         """Change ``name``'s credential: with their old one (a wrong one counts as a failed attempt), or by
         an administrator."""
         if old_secret is None:
@@ -396,9 +439,14 @@ class People:
                 "changed_at = ? WHERE key = ?",
                 [hash_pin(new_secret), new_kind.value, self._clock(), row["key"]],
             )
-            self._record(PeopleAction.CREDENTIAL_CHANGED, person=row["name"], role=row["role"], by=by,
-                         account=by.account,
-                         detail="with the old credential" if old_secret is not None else "by an administrator")
+            self._record(
+                PeopleAction.CREDENTIAL_CHANGED,
+                person=row["name"],
+                role=row["role"],
+                by=by,
+                account=by.account,
+                detail="with the old credential" if old_secret is not None else "by an administrator",
+            )
             row = self._existing(conn, name)
         return _person(row)
 
@@ -414,8 +462,14 @@ class People:
                 "changed_at = ? WHERE key = ?",
                 [hash_pin(new_secret), new_kind.value, self._clock(), row["key"]],
             )
-            self._record(PeopleAction.CREDENTIAL_RESET, person=row["name"], role=row["role"], by=by,
-                         account=by.account, detail=f"credential: {new_kind.value}")
+            self._record(
+                PeopleAction.CREDENTIAL_RESET,
+                person=row["name"],
+                role=row["role"],
+                by=by,
+                account=by.account,
+                detail=f"credential: {new_kind.value}",
+            )
             row = self._existing(conn, name)
         return _person(row)
 
@@ -425,17 +479,27 @@ class People:
         with self._connect(write=True) as conn:
             row = self._existing(conn, name)
             conn.execute("DELETE FROM people WHERE key = ?", [row["key"]])
-            self._record(PeopleAction.REMOVED, person=row["name"], role=row["role"], by=by, account=by.account)
+            self._record(
+                PeopleAction.REMOVED, person=row["name"], role=row["role"], by=by, account=by.account
+            )
 
     def unlock(self, name: str, *, by: Actor) -> Person:
         """An administrator ends ``name``'s lockout (and forgets their failed attempts)."""
         self._need_administrator(by, "unlocking a person")
         with self._connect(write=True) as conn:
             row = self._existing(conn, name)
-            conn.execute("UPDATE people SET failed_attempts = 0, locked_until = NULL WHERE key = ?", [row["key"]])
+            conn.execute(
+                "UPDATE people SET failed_attempts = 0, locked_until = NULL WHERE key = ?", [row["key"]]
+            )
             was = f"locked until {clock_text(row['locked_until'])}" if row["locked_until"] else "not locked"
-            self._record(PeopleAction.UNLOCKED, person=row["name"], role=row["role"], by=by, account=by.account,
-                         detail=f"was {was}, {row['failed_attempts']} failed attempt(s)")
+            self._record(
+                PeopleAction.UNLOCKED,
+                person=row["name"],
+                role=row["role"],
+                by=by,
+                account=by.account,
+                detail=f"was {was}, {row['failed_attempts']} failed attempt(s)",
+            )
             row = self._existing(conn, name)
         return _person(row)
 
@@ -458,9 +522,17 @@ class People:
                 raise SignInRefused(str(exc)) from exc
             now = self._clock()
             if row is None:
-                hash_pin(secret)  # as slow as a real check: the answer's timing says nothing about who is enrolled
-                self._record(PeopleAction.SIGN_IN_FAILED, person="", role="", by=account, account=account,
-                             detail="unknown name")
+                hash_pin(
+                    secret
+                )  # as slow as a real check: the answer's timing says nothing about who is enrolled
+                self._record(
+                    PeopleAction.SIGN_IN_FAILED,
+                    person="",
+                    role="",
+                    by=account,
+                    account=account,
+                    detail="unknown name",
+                )
                 raise SignInRefused(
                     "not signed in: that name or credential is wrong — check both and try again, or ask an "
                     "administrator to enrol you (`station people add`)"
@@ -468,8 +540,14 @@ class People:
             person, role = str(row["name"]), Role(row["role"])
             locked_until = row["locked_until"]
             if locked_until is not None and locked_until > now:
-                self._record(PeopleAction.SIGN_IN_FAILED, person=person, role=role, by=account, account=account,
-                             detail=f"locked out until {clock_text(locked_until)}")
+                self._record(
+                    PeopleAction.SIGN_IN_FAILED,
+                    person=person,
+                    role=role,
+                    by=account,
+                    account=account,
+                    detail=f"locked out until {clock_text(locked_until)}",
+                )
                 raise SignInRefused(
                     f"{person} is locked out after {limit} wrong credentials, until {clock_text(locked_until)} — "
                     f"wait, or ask an administrator (`station people unlock {person}`)",
@@ -486,21 +564,42 @@ class People:
                     f"(`station people reset {person}`)"
                 ) from None
             if right:
-                conn.execute("UPDATE people SET failed_attempts = 0, locked_until = NULL WHERE key = ?", [row["key"]])
+                conn.execute(
+                    "UPDATE people SET failed_attempts = 0, locked_until = NULL WHERE key = ?", [row["key"]]
+                )
                 started = self._clock()  # after the (slow) check: the whole session is the person's
-                session = SignedIn(person=person, role=role, started_at=started,
-                                   expires_at=started + self.settings.session_minutes * 60, account=account)
+                session = SignedIn(
+                    person=person,
+                    role=role,
+                    started_at=started,
+                    expires_at=started + self.settings.session_minutes * 60,
+                    account=account,
+                )
                 if record_success:
-                    self._record(PeopleAction.SIGNED_IN, person=person, role=role, by=person, account=account,
-                                 detail=f"until {clock_text(session.expires_at)}")
+                    self._record(
+                        PeopleAction.SIGNED_IN,
+                        person=person,
+                        role=role,
+                        by=person,
+                        account=account,
+                        detail=f"until {clock_text(session.expires_at)}",
+                    )
                 return session
             failed = int(row["failed_attempts"]) + 1
             if failed >= limit:
                 until = now + lockout_s
-                conn.execute("UPDATE people SET failed_attempts = 0, locked_until = ? WHERE key = ?",
-                             [until, row["key"]])
-                self._record(PeopleAction.LOCKED_OUT, person=person, role=role, by=account, account=account,
-                             detail=f"{limit} wrong credentials in a row; until {clock_text(until)}")
+                conn.execute(
+                    "UPDATE people SET failed_attempts = 0, locked_until = ? WHERE key = ?",
+                    [until, row["key"]],
+                )
+                self._record(
+                    PeopleAction.LOCKED_OUT,
+                    person=person,
+                    role=role,
+                    by=account,
+                    account=account,
+                    detail=f"{limit} wrong credentials in a row; until {clock_text(until)}",
+                )
                 # Committed below although the sign-in is refused: the lockout must outlive this process.
                 refusal = SignInRefused(
                     f"wrong credential, {limit} times in a row — {person} is locked out until {clock_text(until)}; "
@@ -509,8 +608,14 @@ class People:
                 )
             else:
                 conn.execute("UPDATE people SET failed_attempts = ? WHERE key = ?", [failed, row["key"]])
-                self._record(PeopleAction.SIGN_IN_FAILED, person=person, role=role, by=account, account=account,
-                             detail=f"wrong credential ({failed} of {limit})")
+                self._record(
+                    PeopleAction.SIGN_IN_FAILED,
+                    person=person,
+                    role=role,
+                    by=account,
+                    account=account,
+                    detail=f"wrong credential ({failed} of {limit})",
+                )
                 left = limit - failed
                 refusal = SignInRefused(
                     f"not signed in: that name or credential is wrong — {left} "
@@ -523,16 +628,26 @@ class People:
         """Raise :class:`PeopleError` unless ``session`` still holds: not expired, the person still
         enrolled with that role (an administrator may have removed them meanwhile)."""
         if session.expired(self._clock()):
-            raise PeopleError(f"{session.person}'s session ended at {clock_text(session.expires_at)} — sign in again")
+            raise PeopleError(
+                f"{session.person}'s session ended at {clock_text(session.expires_at)} — sign in again"
+            )
         current = self.get(session.person)
         if current is None or current.role is not session.role:
-            raise PeopleError(f"{session.person} is no longer enrolled as {session.role.words} — sign in again")
+            raise PeopleError(
+                f"{session.person} is no longer enrolled as {session.role.words} — sign in again"
+            )
         return session
 
     def sign_out(self, session: SignedIn, *, expired: bool = False) -> None:
         """Record the end of a session (signed out, or run out of time)."""
-        self._record(PeopleAction.SIGNED_OUT, person=session.person, role=session.role, by=session.person,
-                     account=session.account, detail="session expired" if expired else "signed out")
+        self._record(
+            PeopleAction.SIGNED_OUT,
+            person=session.person,
+            role=session.role,
+            by=session.person,
+            account=session.account,
+            detail="session expired" if expired else "signed out",
+        )
 
 
 def bootstrap_actor(home: StationHome, people: People, uid: int) -> Actor | None:
@@ -562,8 +677,9 @@ def _settable_kind(row: sqlite3.Row, kind: CredentialKind | None) -> CredentialK
     return chosen
 
 
-def os_password_matches(login: str, password: str, *, service: str = "login",
-                        timeout_s: float = PAM_TIMEOUT_S) -> bool:
+def os_password_matches(
+    login: str, password: str, *, service: str = "login", timeout_s: float = PAM_TIMEOUT_S
+) -> bool:
     """Whether ``password`` is OS account ``login``'s, asked through PAM (``/etc/pam.d/SERVICE``).
 
     pam_unix reads /etc/shadow: the checking process must be root or in the ``shadow`` group (the station
@@ -582,14 +698,22 @@ def os_password_matches(login: str, password: str, *, service: str = "login",
     worker.join(timeout_s)
     if worker.is_alive() or not answer:
         if worker.is_alive():
-            raise PeopleError(f"the operating system did not answer within {timeout_s:g} s whether the password of "
-                              f"{login} is right — try again; if it repeats, check the PC's login service (PAM)")
+            raise PeopleError(
+                f"the operating system did not answer within {timeout_s:g} s whether the password of "
+                f"{login} is right — try again; if it repeats, check the PC's login service (PAM)"
+            )
         return False
     return answer[0]
 
 
 def _person(row: sqlite3.Row) -> Person:
-    return Person(name=row["name"], role=Role(row["role"]), kind=CredentialKind(row["kind"]),
-                  failed_attempts=int(row["failed_attempts"]), locked_until=row["locked_until"],
-                  enrolled_at=float(row["enrolled_at"]), enrolled_by=row["enrolled_by"],
-                  changed_at=float(row["changed_at"]))
+    return Person(
+        name=row["name"],
+        role=Role(row["role"]),
+        kind=CredentialKind(row["kind"]),
+        failed_attempts=int(row["failed_attempts"]),
+        locked_until=row["locked_until"],
+        enrolled_at=float(row["enrolled_at"]),
+        enrolled_by=row["enrolled_by"],
+        changed_at=float(row["changed_at"]),
+    )

@@ -69,5 +69,7 @@ def secure_home(home: StationHome) -> list[str]:
                 f"{path} is readable by others (mode {mode:04o}) and could not be made private ({exc.strerror}) — "
                 f"run `chmod go-rwx {path}`, then start the station again"
             ) from exc
-        changes.append(f"{path} was open to other users (mode {mode:04o}); made private to this user ({wanted:04o})")
+        changes.append(
+            f"{path} was open to other users (mode {mode:04o}); made private to this user ({wanted:04o})"
+        )
     return changes

@@ -285,8 +285,9 @@ def render_report(
     """The PDF report of ``scope``: header, yield figures, two charts, then the units (at most ``unit_cap``)."""
     now = (now or datetime.now().astimezone()).astimezone()
     summary = audit.yield_summary(since=scope.since, until=scope.until, batch=scope.batch, order=scope.order)
-    table_filter = UnitFilter(batch=scope.batch, since=scope.since, until=scope.until, result=scope.result,
-                              order=scope.order)
+    table_filter = UnitFilter(
+        batch=scope.batch, since=scope.since, until=scope.until, result=scope.result, order=scope.order
+    )
     matching = audit.count_units(table_filter)
     units = audit.units_page(offset=0, limit=unit_cap, order_by="id", descending=False, filters=table_filter)
 
@@ -488,11 +489,15 @@ def order_groups(audit: AuditLog, scope: ReportScope) -> list[OrderGroup]:
         order_id = status.order_id if status else None
 
         def count(result: str | None) -> int:
-            return audit.count_units(UnitFilter(batch=scope.batch, since=scope.since, until=scope.until,
-                                                result=result, order=order_id))
+            return audit.count_units(
+                UnitFilter(
+                    batch=scope.batch, since=scope.since, until=scope.until, result=result, order=order_id
+                )
+            )
 
-        return OrderGroup(status, count(None), count("passed") + count("superseded"), count("failed"),
-                          count("aborted"))
+        return OrderGroup(
+            status, count(None), count("passed") + count("superseded"), count("failed"), count("aborted")
+        )
 
     for status in audit.orders.orders()[:ORDER_GROUP_CAP]:
         if scope.order is None or status.order_id == scope.order:
@@ -502,15 +507,28 @@ def order_groups(audit: AuditLog, scope: ReportScope) -> list[OrderGroup]:
     if groups and scope.order is None:
         # A unit is counted in one order at most: what the orders do not hold are the units without one.
         everything = group(None)
-        rest = OrderGroup(None, *(getattr(everything, name) - sum(getattr(g, name) for g in groups)
-                                  for name in ("units", "passed", "failed", "aborted")))
+        rest = OrderGroup(
+            None,
+            *(
+                getattr(everything, name) - sum(getattr(g, name) for g in groups)
+                for name in ("units", "passed", "failed", "aborted")
+            ),
+        )
         if rest.units:
             groups.append(rest)
     return groups
 
 
-_ORDER_COLUMNS = (("Work order", 120.0), ("Profile", 100.0), ("State", 60.0), ("Quantity", 50.0),
-                  ("Units", 40.0), ("Passed", 40.0), ("Failed", 40.0), ("Yield", CONTENT_WIDTH - 450.0))
+_ORDER_COLUMNS = (
+    ("Work order", 120.0),
+    ("Profile", 100.0),
+    ("State", 60.0),
+    ("Quantity", 50.0),
+    ("Units", 40.0),
+    ("Passed", 40.0),
+    ("Failed", 40.0),
+    ("Yield", CONTENT_WIDTH - 450.0),
+)
 
 
 def _draw_order_table(document: PdfDocument, groups: list[OrderGroup]) -> None:
@@ -519,8 +537,14 @@ def _draw_order_table(document: PdfDocument, groups: list[OrderGroup]) -> None:
         return
     page = document.add_page()
     page.text(MARGIN, MARGIN + 14, "By work order", size=12, bold=True)
-    page.text(MARGIN, MARGIN + 28, "Units in this report's scope, by the work order they were counted in; the "
-              "quantity and state are the order's.", size=8.5, color=GREY)
+    page.text(
+        MARGIN,
+        MARGIN + 28,
+        "Units in this report's scope, by the work order they were counted in; the "
+        "quantity and state are the order's.",
+        size=8.5,
+        color=GREY,
+    )
     header_y = MARGIN + 40
     page.rect(MARGIN, header_y - 9.5, CONTENT_WIDTH, _ROW_HEIGHT, fill=LIGHT)
     x = MARGIN
@@ -531,9 +555,16 @@ def _draw_order_table(document: PdfDocument, groups: list[OrderGroup]) -> None:
     for index, group in enumerate(groups):
         row_y = MARGIN + 52 + index * _ROW_HEIGHT
         order = group.order
-        cells = (order.order_id if order else "(no work order)", order.order.profile if order else "",
-                 order.state_text if order else "", _count(order.quantity) if order else "",
-                 _count(group.units), _count(group.passed), _count(group.failed), _percent(group.yield_fraction))
+        cells = (
+            order.order_id if order else "(no work order)",
+            order.order.profile if order else "",
+            order.state_text if order else "",
+            _count(order.quantity) if order else "",
+            _count(group.units),
+            _count(group.passed),
+            _count(group.failed),
+            _percent(group.yield_fraction),
+        )
         x = MARGIN
         for cell, (_heading, width) in zip(cells, _ORDER_COLUMNS, strict=True):
             page.text(x + 3, row_y, fit_text(cell, width - 6, _TABLE_SIZE), size=_TABLE_SIZE)
@@ -716,7 +747,10 @@ def export_to_file(
         )
     if fmt == "pdf":
         scope = ReportScope(
-            since=filters.since, until=filters.until, batch=filters.batch, result=filters.result,
+            since=filters.since,
+            until=filters.until,
+            batch=filters.batch,
+            result=filters.result,
             order=filters.order,
         )
         report = render_report(audit, scope, station=station)

@@ -62,4 +62,3 @@ def _check_word(word: str) -> None:
 def command(*argv: str, env: Mapping[str, str] | None = None, redirect: str = "") -> ShellCommand:
     """Shorthand: ``command("sha256sum", path)``."""
     return ShellCommand(tuple(argv), dict(env or {}), redirect)
-

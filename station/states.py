@@ -41,7 +41,9 @@ class StepOutcome(StrEnum):
 
 # What a unit reports while it runs (station.flow.FlowEvent.kind).  A Literal, not an enum: the engine and the
 # GUI build and compare these as plain words, and mypy --strict (strict equality) still refuses a misspelt one.
-EventKind = Literal["unit_planned", "unit_started", "step_started", "output", "step_finished", "unit_finished"]
+EventKind = Literal[
+    "unit_planned", "unit_started", "step_started", "output", "step_finished", "unit_finished"
+]
 
 
 class SlotState(StrEnum):

@@ -31,7 +31,9 @@ def set_production(config_file: Path, on: bool) -> bool:
     if line is not None and _PRODUCTION_LINE.match(lines[line - 1]):
         lines[line - 1] = value
     else:
-        header = next((number for number, line_text in enumerate(lines) if _STATION_HEADER.match(line_text)), None)
+        header = next(
+            (number for number, line_text in enumerate(lines) if _STATION_HEADER.match(line_text)), None
+        )
         if header is None:
             lines = ["[station]", value, *([""] if lines else []), *lines]
         else:
@@ -43,7 +45,9 @@ def set_production(config_file: Path, on: bool) -> bool:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(new_text)
         if load_config(Path(scratch)).production is not on:
-            raise StationError(f"could not set production = {str(on).lower()} in {config_file} — edit it by hand")
+            raise StationError(
+                f"could not set production = {str(on).lower()} in {config_file} — edit it by hand"
+            )
     finally:
         Path(scratch).unlink(missing_ok=True)
     mode = config_file.stat().st_mode & 0o777 if config_file.exists() else 0o600

@@ -88,7 +88,7 @@ def station_is_ancestor(station_pid: int) -> bool:
         stat = Path(f"/proc/{parent}/stat").read_text()
     except OSError:
         return False
-    fields = stat[stat.rfind(")") + 2:].split()  # after "pid (name) ": state, ppid, …
+    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (name) ": state, ppid, …
     return len(fields) > 1 and fields[1] == str(station_pid)
 
 
@@ -150,8 +150,17 @@ class UnitRecorder(Protocol):
     ) -> IdentityConflicts: ...
 
     def record_step(
-        self, unit_id: int, *, step: str, attempt: int, outcome: str, started_at: datetime, ended_at: datetime,
-        output_sha256: str | None = None, excerpt: str = "", message: str = "",
+        self,
+        unit_id: int,
+        *,
+        step: str,
+        attempt: int,
+        outcome: str,
+        started_at: datetime,
+        ended_at: datetime,
+        output_sha256: str | None = None,
+        excerpt: str = "",
+        message: str = "",
     ) -> None: ...
 
     def finish_unit(
@@ -162,7 +171,9 @@ class UnitRecorder(Protocol):
 class FleetChecks(Protocol):
     """What a unit asks the fleet (station.fleet.guard.FleetGuard, or in a worker the engine's proxy to it)."""
 
-    def check_unit(self, *, serial: str, unit_id: int, reprovision: bool, host_key: str | None) -> GuardVerdict: ...
+    def check_unit(
+        self, *, serial: str, unit_id: int, reprovision: bool, host_key: str | None
+    ) -> GuardVerdict: ...
 
     def public_key_holder(self, spki_sha256: str) -> str | None: ...
 
@@ -206,9 +217,13 @@ class StationSigner:
         """Before a unit touches its board: refuse it when the CA may not sign any more, and have the log sign
         unit endings and revocations with the CA's key from here on."""
         self.ca.quota(self.audit.certificates_issued_since).check()
-        self.audit.attach_checkpoint_signer(CheckpointSigner.for_certificate(self.ca.certificate, self.ca.sign_bytes))
+        self.audit.attach_checkpoint_signer(
+            CheckpointSigner.for_certificate(self.ca.certificate, self.ca.sign_bytes)
+        )
 
-    def issue_for_unit(self, *, unit_id: int, csr_pem: bytes, profile: DeviceProfile, serial: str) -> UnitIssuance:
+    def issue_for_unit(
+        self, *, unit_id: int, csr_pem: bytes, profile: DeviceProfile, serial: str
+    ) -> UnitIssuance:
         request = x509.load_pem_x509_csr(csr_pem)
         settings = profile.settings
         records: list[CertificateRecord] = []
@@ -234,12 +249,17 @@ class StationSigner:
             ocsp_url=settings.get("ocsp_url", ""),
             issued_since=self.audit.certificates_issued_since if limited else None,
             # Fail closed: the certificate is in the audit log, durably, before it can leave the station.
-            record=lambda issued: records.append(self.audit.record_certificate(
-                unit_id, certificate_pem=issued.public_bytes(serialization.Encoding.PEM))),
+            record=lambda issued: records.append(
+                self.audit.record_certificate(
+                    unit_id, certificate_pem=issued.public_bytes(serialization.Encoding.PEM)
+                )
+            ),
             subject_serial_number=soc_id,
-        )  # fmt: skip
+        )
         quota = self.ca.quota(self.audit.certificates_issued_since).describe() if limited else None
-        return UnitIssuance(certificate.public_bytes(serialization.Encoding.PEM), records[0].serial_hex, quota)
+        return UnitIssuance(
+            certificate.public_bytes(serialization.Encoding.PEM), records[0].serial_hex, quota
+        )
 
 
 class TlsProofServer(Protocol):
@@ -315,7 +335,9 @@ def identify(ctx: UnitContext, deadline: Deadline) -> str:
     ctx.output(lines[0])
     hostname = ctx.link.run(command("uname", "-n"), deadline).stdout.strip()
     found = ctx.link.run(command("command", "-v", *ctx.profile.tools), deadline, check=False).stdout
-    missing = [tool for tool in ctx.profile.tools if not re.search(rf"(^|/){re.escape(tool)}\s*$", found, re.M)]
+    missing = [
+        tool for tool in ctx.profile.tools if not re.search(rf"(^|/){re.escape(tool)}\s*$", found, re.M)
+    ]
     if missing:
         raise StepFailed(
             f"the board {hostname} lacks {', '.join(missing)} — it is not running an image with the tools "
@@ -325,20 +347,26 @@ def identify(ctx: UnitContext, deadline: Deadline) -> str:
     if ctx.link.run(command("test", "-e", module), deadline, check=False).exit_status != 0:
         raise StepFailed(
             f"the board {hostname} has no PKCS#11 module at {module} (OP-TEE's PKCS#11 TA or libckteec is "
-            "missing: \"TA not found\") — flash an image with secure storage enabled, then press Retry"
+            'missing: "TA not found") — flash an image with secure storage enabled, then press Retry'
         )
     if "pkcs11-tool" in ctx.profile.tools:
         # The module file can be there while OP-TEE's PKCS#11 TA is not (or tee-supplicant is not
         # running): libckteec then fails at C_Initialize/C_OpenSession with "TA not found".
-        slots = ctx.link.run(command("pkcs11-tool", "--module", module, "--list-slots"), deadline, check=False)
+        slots = ctx.link.run(
+            command("pkcs11-tool", "--module", module, "--list-slots"), deadline, check=False
+        )
         if slots.exit_status != 0:
             # pkcs11-tool ends with "Aborting."; the line naming the failed call is the one that helps.
             said_lines = [line.strip() for line in slots.output.splitlines() if line.strip()]
-            said = [line for line in said_lines if "CKR_" in line or "error" in line.lower()][:1] or said_lines[-1:] or ["no output"]
+            said = (
+                [line for line in said_lines if "CKR_" in line or "error" in line.lower()][:1]
+                or said_lines[-1:]
+                or ["no output"]
+            )
             raise StepFailed(
                 f"the board {hostname} has {module}, but it cannot reach a PKCS#11 token (`pkcs11-tool "
                 f"--list-slots` exited {slots.exit_status}: {said[0][:200]}) — OP-TEE's PKCS#11 TA is missing "
-                "(\"TA not found\") or tee-supplicant is not running; flash an image with the PKCS#11 TA, then press Retry"
+                '("TA not found") or tee-supplicant is not running; flash an image with the PKCS#11 TA, then press Retry'
             )
     lines.insert(0, f"hostname {hostname}; tools {', '.join(ctx.profile.tools)}; module {module}")
     lines.append(_read_soc_id(ctx, deadline))
@@ -373,14 +401,14 @@ def _check_host_key(ctx: UnitContext, key: tuple[str, str] | None) -> str:
     if ctx.config.identity.first_contact == "require-inventory":
         raise HostKeyMismatch(
             f"fixture {fixture_name} has no host key in the inventory and this station requires one "
-            f"(first_contact = \"require-inventory\"); the board answered with {key[0]} {key[1]} — nothing was "
+            f'(first_contact = "require-inventory"); the board answered with {key[0]} {key[1]} — nothing was '
             f"run on it. An administrator checks the key on the board's console (ssh-keygen -lf "
             f"/etc/ssh/ssh_host_ed25519_key.pub) and runs `station fixtures pin {fixture_name}`; until then, "
             "set the board aside"
         )
     return (
         f"host key {key[1]} is not in an inventory (fixture {fixture_name}): pinned for this unit only "
-        "(first_contact = \"pin-per-unit\")"
+        '(first_contact = "pin-per-unit")'
     )
 
 
@@ -420,27 +448,34 @@ def _identity_guard(ctx: UnitContext) -> list[str]:
     lines: list[str] = []
     key = ctx.link.host_key()
     # One question to the audit log (in a worker, to the station over its pipe), about this unit's own serial.
-    conflicts = ctx.audit.identity_conflicts(ctx.unit.id, soc_id=ctx.soc_id,
-                                             host_key_fingerprint=key[1] if key is not None else None)
+    conflicts = ctx.audit.identity_conflicts(
+        ctx.unit.id, soc_id=ctx.soc_id, host_key_fingerprint=key[1] if key is not None else None
+    )
     if ctx.soc_id:
         for other in conflicts.same_soc_other_serial[:1]:
-            found = (f"this board (SoC id {ctx.soc_id}) is already enrolled as serial {other.serial} "
-                     f"(unit {other.id}, {when(other)}), but its label was scanned as {ctx.serial}")
+            found = (
+                f"this board (SoC id {ctx.soc_id}) is already enrolled as serial {other.serial} "
+                f"(unit {other.id}, {when(other)}), but its label was scanned as {ctx.serial}"
+            )
             if not reason:
                 raise UnitRefused(f"{found} — {_set_aside(other.serial)}")
             lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
         for other, other_soc_id in conflicts.same_serial_other_soc[:1]:
-            found = (f"serial {ctx.serial} is already enrolled on another board (SoC id "
-                     f"{other_soc_id or '?'}, unit {other.id}, {when(other)}); this board's SoC id is "
-                     f"{ctx.soc_id}")
+            found = (
+                f"serial {ctx.serial} is already enrolled on another board (SoC id "
+                f"{other_soc_id or '?'}, unit {other.id}, {when(other)}); this board's SoC id is "
+                f"{ctx.soc_id}"
+            )
             if not reason:
                 raise UnitRefused(f"{found} — two boards carry the same label: {_set_aside(ctx.serial)}")
             lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
         lines.append(f"{Basis.VERIFIED}: SoC id {ctx.soc_id} is enrolled under no other serial")
     if key is not None:
         for other in conflicts.same_host_key_other_serial[:1]:
-            found = (f"this board's host key {key[1]} belongs to serial {other.serial} (unit {other.id}, "
-                     f"{when(other)}), but its label was scanned as {ctx.serial} — a swapped label")
+            found = (
+                f"this board's host key {key[1]} belongs to serial {other.serial} (unit {other.id}, "
+                f"{when(other)}), but its label was scanned as {ctx.serial} — a swapped label"
+            )
             if not reason:
                 raise UnitRefused(f"{found} — {_set_aside(other.serial)}")
             lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
@@ -497,8 +532,11 @@ def work_order_check(ctx: UnitContext) -> list[str]:
     """The unit's work order (its place was taken when the unit started): still open on a resumed attempt?"""
     status = ctx.audit.unit_work_order(ctx.unit.id)
     if status is None:
-        return ["no work order required" if not ctx.config.orders_required else "no work order (unit started "
-                "before orders were required)"]
+        return [
+            "no work order required"
+            if not ctx.config.orders_required
+            else "no work order (unit started before orders were required)"
+        ]
     order_id = status.order_id
     if status.state == "closed":
         raise StepFailed(
@@ -527,7 +565,9 @@ def _fleet_guard(ctx: UnitContext) -> str:
     unit = ctx.audit.unit(ctx.unit.id)
     try:
         verdict = _fleet(ctx).check_unit(
-            serial=ctx.serial, unit_id=unit.id, reprovision=bool(unit.reprovision_reason),
+            serial=ctx.serial,
+            unit_id=unit.id,
+            reprovision=bool(unit.reprovision_reason),
             host_key=unit.host_key_fingerprint,
         )
     except FleetRefusal as exc:
@@ -596,7 +636,9 @@ def keygen(ctx: UnitContext, deadline: Deadline) -> str:
     generated = ctx.run("keygen", deadline).output
     listing = ctx.run("list_private_key", deadline).output
     label = ctx.profile.key_label
-    blocks = [block for block in re.split(r"(?=Private Key Object)", listing) if "Private Key Object" in block]
+    blocks = [
+        block for block in re.split(r"(?=Private Key Object)", listing) if "Private Key Object" in block
+    ]
     ours = [block for block in blocks if re.search(rf"label:\s*{re.escape(label)}\s*$", block, re.M)]
     if len(ours) != 1:
         raise StepFailed(
@@ -642,8 +684,12 @@ def check_csr_step(ctx: UnitContext, deadline: Deadline) -> str:
             "the token's public key read back from the board is not a valid key — press Retry to generate it again"
         ) from exc
     if ctx.config.fleet is not None:
-        _fleet_public_key_holder(ctx, token_key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+        _fleet_public_key_holder(
+            ctx,
+            token_key.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+        )
     request = check_csr(
         ctx.csr_pem,
         expected_subject=expected_subject(ctx),
@@ -664,16 +710,24 @@ def _attest(ctx: UnitContext, token_key: object, deadline: Deadline) -> str:
     """Verify the board's key attestation when the profile declares one; otherwise say what stays unproven."""
     settings = ctx.profile.attestation
     if settings.format == "none":
-        return (f"{Basis.REPORTED}: the token's public key and its flags (no attestation: profile "
-                f"{ctx.profile.name} declares none)")
+        return (
+            f"{Basis.REPORTED}: the token's public key and its flags (no attestation: profile "
+            f"{ctx.profile.name} declares none)"
+        )
     statement = ctx.link.run(ShellCommand(settings.command), deadline).stdout
     spki = token_key.public_bytes(  # type: ignore[attr-defined]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     try:
-        proved = verify_x509_chain(statement.encode("utf-8", "replace"), vendor_root=load_vendor_root(
-            settings.vendor_root), token_public_key_der=spki)
+        proved = verify_x509_chain(
+            statement.encode("utf-8", "replace"),
+            vendor_root=load_vendor_root(settings.vendor_root),
+            token_public_key_der=spki,
+        )
     except AttestationFailed as exc:
-        raise UnitRefused(f"{exc} — nothing was signed; set the board aside and call the quality lead") from None
+        raise UnitRefused(
+            f"{exc} — nothing was signed; set the board aside and call the quality lead"
+        ) from None
     ctx.attested = True
     return f"{Basis.VERIFIED}: {proved}"
 
@@ -687,8 +741,9 @@ def sign(ctx: UnitContext, deadline: Deadline) -> str:
             "(identify reads it again); set the board aside if it happens again"
         )
     # The station adds the SoC id this unit recorded at identify (StationSigner), never one the worker names.
-    issuance = ctx.ca.issue_for_unit(unit_id=ctx.unit.id, csr_pem=ctx.csr_pem, profile=ctx.profile,
-                                     serial=ctx.serial)
+    issuance = ctx.ca.issue_for_unit(
+        unit_id=ctx.unit.id, csr_pem=ctx.csr_pem, profile=ctx.profile, serial=ctx.serial
+    )
     crash_point("certificate_recorded")
     certificate = x509.load_pem_x509_certificate(issuance.certificate_pem)
     ctx.certificate = certificate
@@ -715,7 +770,9 @@ def push(ctx: UnitContext, deadline: Deadline) -> str:
     ctx.link.put(device_pem, ctx.profile.cert_path, deadline)
     crash_point("device_certificate_pushed")
     ctx.link.put(ca_pem, ctx.profile.ca_cert_path, deadline)
-    readback = ctx.link.run(command("sha256sum", ctx.profile.cert_path, ctx.profile.ca_cert_path), deadline).stdout
+    readback = ctx.link.run(
+        command("sha256sum", ctx.profile.cert_path, ctx.profile.ca_cert_path), deadline
+    ).stdout
     expected = {
         ctx.profile.cert_path: hashlib.sha256(device_pem).hexdigest(),
         ctx.profile.ca_cert_path: hashlib.sha256(ca_pem).hexdigest(),
@@ -814,8 +871,9 @@ class TlsProofListener:
                     end.setblocking(False)
                 self._selector = selectors.DefaultSelector()
                 self._selector.register(self._wake[0], selectors.EVENT_READ, None)
-                self._thread = threading.Thread(target=self._serve, args=(self._selector, self._wake),
-                                                name="tls-proof", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._serve, args=(self._selector, self._wake), name="tls-proof", daemon=True
+                )
                 self._thread.start()
             else:
                 self._poke()
@@ -872,7 +930,9 @@ class TlsProofListener:
                         end.close()
                     return
             deadlines = [proof.deadline for proof in proofs]
-            deadlines.append(now + TLS_LISTENER_IDLE_S if idle_since is None else idle_since + TLS_LISTENER_IDLE_S)
+            deadlines.append(
+                now + TLS_LISTENER_IDLE_S if idle_since is None else idle_since + TLS_LISTENER_IDLE_S
+            )
             timeout = max(0.0, min(deadlines) - now)
             for key, _ in selector.select(min(timeout, 1.0)):
                 if key.data is None:
@@ -902,7 +962,9 @@ class TlsProofListener:
                     return
                 connection.setblocking(False)
                 selector.unregister(proof.server)
-                proof.tls = proof.context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+                proof.tls = proof.context.wrap_socket(
+                    connection, server_side=True, do_handshake_on_connect=False
+                )
                 proof.deadline = time.monotonic() + proof.timeout_s
                 selector.register(proof.tls, selectors.EVENT_READ, proof)
             if not proof.handshaken:
@@ -965,7 +1027,9 @@ class TlsProofListener:
 def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
     """The tutorial's step 5: the board connects with its token key; we check it shows our certificate."""
     if not ctx.profile.device_has_network:
-        raise StepSkipped("skipped (serial only): the profile says this board has no network path to the station")
+        raise StepSkipped(
+            "skipped (serial only): the profile says this board has no network path to the station"
+        )
     issued = _issued_certificate(ctx)
     host = ctx.config.tls_listen_address or ctx.link.local_address() or "127.0.0.1"
     # The board may reach us under another address (NAT, QEMU's 10.0.2.100): [tls_proof] dial_address.
@@ -981,20 +1045,27 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
     client_failed = True
     try:
         result = ctx.link.run(
-            ctx.profile.command("tls_client", serial=ctx.serial, server=f"{dial}:{port}"), deadline, check=False
+            ctx.profile.command("tls_client", serial=ctx.serial, server=f"{dial}:{port}"),
+            deadline,
+            check=False,
         )
         client_failed = result.exit_status != 0
     finally:
         # A client that failed will not connect any more: do not wait for it.
-        presented, failure = listener.result(port, 0.0 if client_failed else deadline.cap(TLS_ACCEPT_TIMEOUT_S))
+        presented, failure = listener.result(
+            port, 0.0 if client_failed else deadline.cap(TLS_ACCEPT_TIMEOUT_S)
+        )
     tail = ctx.masker(result.output)
     ctx.output(tail.rstrip()[-2000:])
     issued_der = issued.public_bytes(serialization.Encoding.DER)
     if client_failed or failure or presented is None:
         last = [line for line in tail.splitlines() if line.strip()][-1:] or ["no output"]
         # The board's own words first: they say why it did not connect.
-        reason = (f"openssl s_client exited {result.exit_status}: {last[0][:200]}" if client_failed
-                  else "; ".join(failure) or "the board presented no certificate")
+        reason = (
+            f"openssl s_client exited {result.exit_status}: {last[0][:200]}"
+            if client_failed
+            else "; ".join(failure) or "the board presented no certificate"
+        )
         raise StepFailed(
             f"the board could not prove its identity over mutual TLS ({reason}) — check the board reaches "
             f"{dial}:{port} (station.toml [tls_proof] dial_address, port), then press Retry"
@@ -1004,8 +1075,10 @@ def tls_proof(ctx: UnitContext, deadline: Deadline) -> str:
             "the board presented a certificate other than the one just issued — the certificate on the "
             "board is not ours; press Retry to push it again"
         )
-    return (f"{Basis.VERIFIED}: the board holds the certified key — mutual TLS with {host}:{port} (dialled as "
-            f"{dial}:{port}), it presented certificate {issued.serial_number:x}\n{tail}")
+    return (
+        f"{Basis.VERIFIED}: the board holds the certified key — mutual TLS with {host}:{port} (dialled as "
+        f"{dial}:{port}), it presented certificate {issued.serial_number:x}\n{tail}"
+    )
 
 
 def _listen(listener: TlsProofServer, host: str, port: int, deadline: Deadline) -> int:

@@ -68,8 +68,9 @@ def find_line(text: str, dotted_key: str, *, occurrence: int = 1) -> int | None:
     return None
 
 
-def config_error(path: Path, text: str, dotted_key: str, problem: str, *, occurrence: int = 1,
-                 shown_as: str | None = None) -> ConfigError:
+def config_error(
+    path: Path, text: str, dotted_key: str, problem: str, *, occurrence: int = 1, shown_as: str | None = None
+) -> ConfigError:
     """``<file>, line <n>: <key>: <problem>`` (without the line when it cannot be found)."""
     line = find_line(text, dotted_key, occurrence=occurrence)
     where = f"{path}, line {line}" if line else str(path)
@@ -77,12 +78,22 @@ def config_error(path: Path, text: str, dotted_key: str, problem: str, *, occurr
 
 
 def refuse_unknown(
-    path: Path, text: str, table: dict[str, Any], known: Iterable[str], *, prefix: str = "", occurrence: int = 1
+    path: Path,
+    text: str,
+    table: dict[str, Any],
+    known: Iterable[str],
+    *,
+    prefix: str = "",
+    occurrence: int = 1,
 ) -> None:
     """A key or table the reader does not know is an error naming its line: a typo (``timout_s = 90``) must
     not silently keep the default."""
     unknown = sorted(set(table) - set(known))
     if unknown:
-        raise config_error(path, text, f"{prefix}{unknown[0]}",
-                           f"is not a setting the station knows (known: {', '.join(sorted(known))}) — check the spelling",
-                           occurrence=occurrence)
+        raise config_error(
+            path,
+            text,
+            f"{prefix}{unknown[0]}",
+            f"is not a setting the station knows (known: {', '.join(sorted(known))}) — check the spelling",
+            occurrence=occurrence,
+        )

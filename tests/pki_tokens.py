@@ -40,15 +40,32 @@ def softhsm_env(conf: Path) -> dict[str, str]:
 def init_token(conf: Path, label: str, *, pin: str = PIN) -> None:
     subprocess.run(
         ["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", SO_PIN, "--pin", pin],
-        env=softhsm_env(conf), check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
+        env=softhsm_env(conf),
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
 
 
 def pkcs11_tool(conf: Path, label: str, *args: str, pin: str = PIN) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["pkcs11-tool", "--module", str(SOFTHSM_MODULE), "--token-label", label, "--login", "--pin", pin, *args],
-        env=softhsm_env(conf), capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        [
+            "pkcs11-tool",
+            "--module",
+            str(SOFTHSM_MODULE),
+            "--token-label",
+            label,
+            "--login",
+            "--pin",
+            pin,
+            *args,
+        ],
+        env=softhsm_env(conf),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def secret_file(path: Path, text: str) -> Path:
@@ -58,33 +75,66 @@ def secret_file(path: Path, text: str) -> Path:
     return path
 
 
-def station(home: Path, *args: str, timeout: float = 180, env: dict[str, str] | None = None,
-            ) -> subprocess.CompletedProcess[str]:
+def station(
+    home: Path,
+    *args: str,
+    timeout: float = 180,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """The real `station` command line; no PIN or passphrase in its environment unless ``env`` puts one there."""
     if env is None:
         env = {k: v for k, v in os.environ.items() if k not in ("STATION_CA_PASSPHRASE", "SOFTHSM2_CONF")}
     # A new session: no controlling terminal, so a prompt fails at once instead of waiting on /dev/tty.
     return subprocess.run(
         [sys.executable, "-m", "station", "--home", str(home), *args],
-        capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
-def token_station(home: Path, label: str, *, root: Path, name: str, max_certificates: int | None = None,
-                  extra_toml: str = "") -> Path:
+def token_station(
+    home: Path,
+    label: str,
+    *,
+    root: Path,
+    name: str,
+    max_certificates: int | None = None,
+    extra_toml: str = "",
+) -> Path:
     """A station home whose CA key is in its own SoftHSM2 token, certified by ``root``; returns the chain path."""
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     conf = private_softhsm(home)
     init_token(conf, label)
     pin_file = secret_file(home / "token.pin", PIN)
-    (home / "station.toml").write_text(f'[station]\nname = "{name}"\n\n[ca]\npin_file = "{pin_file}"\n{extra_toml}')
+    (home / "station.toml").write_text(
+        f'[station]\nname = "{name}"\n\n[ca]\npin_file = "{pin_file}"\n{extra_toml}'
+    )
     made = station(home, "ca", "init", "--pkcs11-module", str(SOFTHSM_MODULE), "--token-label", label)
     assert made.returncode == 0, made.stdout + made.stderr
     assert str(home / "ca" / "station-ca.csr") in made.stdout
     chain = home / f"{name}-chain.pem"
     limit = ["--max-certificates", str(max_certificates)] if max_certificates else []
-    signed = station(home, "ca", "root", "sign-station", "--root", str(root), "--csr", str(home / "ca" / "station-ca.csr"),
-                     "--name", name, "--out", str(chain), "--passphrase-file", str(root.parent / "root.pass"), *limit)
+    signed = station(
+        home,
+        "ca",
+        "root",
+        "sign-station",
+        "--root",
+        str(root),
+        "--csr",
+        str(home / "ca" / "station-ca.csr"),
+        "--name",
+        name,
+        "--out",
+        str(chain),
+        "--passphrase-file",
+        str(root.parent / "root.pass"),
+        *limit,
+    )
     assert signed.returncode == 0, signed.stdout + signed.stderr
     imported = station(home, "ca", "import-chain", str(chain))
     assert imported.returncode == 0, imported.stdout + imported.stderr
@@ -96,7 +146,19 @@ def offline_root(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     passphrase = secret_file(directory / "root.pass", ROOT_PASSPHRASE)
     root = directory / "root"
-    made = station(directory / "root-home", "ca", "root", "init", "--out", str(root), "--common-name", "Acme Device Root",
-                   "--organization", "Acme", "--passphrase-file", str(passphrase))
+    made = station(
+        directory / "root-home",
+        "ca",
+        "root",
+        "init",
+        "--out",
+        str(root),
+        "--common-name",
+        "Acme Device Root",
+        "--organization",
+        "Acme",
+        "--passphrase-file",
+        str(passphrase),
+    )
     assert made.returncode == 0, made.stdout + made.stderr
     return root

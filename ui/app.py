@@ -33,9 +33,14 @@ APP_NAME = "Welma provisioning station"
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="station-gui", description="The provisioning station's window.")
     parser.add_argument("--version", action="version", version=f"station-gui {__version__}")
-    parser.add_argument("--home", help="station home (default: $STATION_HOME or ~/.local/share/welma-station)")
-    parser.add_argument("--fixtures", metavar="FILE",
-                        help="fixtures file with [[fixture]] tables (default: station.toml's, else HOME/sim/fixtures.toml)")
+    parser.add_argument(
+        "--home", help="station home (default: $STATION_HOME or ~/.local/share/welma-station)"
+    )
+    parser.add_argument(
+        "--fixtures",
+        metavar="FILE",
+        help="fixtures file with [[fixture]] tables (default: station.toml's, else HOME/sim/fixtures.toml)",
+    )
     # For measurements (python -m bench.measure): sign in as this operator, report "ready to scan", quit.
     parser.add_argument("--probe-startup", metavar="OPERATOR", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -107,8 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setApplicationName(APP_NAME)
     app.setApplicationDisplayName(APP_NAME)
     if pyside_drops_none():
-        message = ("This PySide6 build drops references to None (PySide6-Essentials 6.12.0 on Python 3.11) and "
-                   "would crash within minutes — install another version: pip install 'PySide6-Essentials!=6.12.0'")
+        message = (
+            "This PySide6 build drops references to None (PySide6-Essentials 6.12.0 on Python 3.11) and "
+            "would crash within minutes — install another version: pip install 'PySide6-Essentials!=6.12.0'"
+        )
         print(f"error: {message}", file=sys.stderr)
         return 1
     try:
@@ -140,8 +147,11 @@ def _probe_startup(window: MainWindow, operator: str, started: float) -> None:
 
     def report() -> None:
         focused = window.scan.hasFocus()
-        print(f"ready-to-scan wall={time.time():.6f} in-process={time.monotonic() - started:.3f}s "
-              f"scan-focused={focused}", flush=True)
+        print(
+            f"ready-to-scan wall={time.time():.6f} in-process={time.monotonic() - started:.3f}s "
+            f"scan-focused={focused}",
+            flush=True,
+        )
         window.close()
 
     window.ready.connect(lambda: QTimer.singleShot(0, report))

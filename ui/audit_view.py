@@ -352,15 +352,30 @@ class AuditView(QWidget):
         self._summarise_yield()
 
     def clear_filters(self) -> None:
-        widgets = (self.since_check, self.until_check, self.serial_edit, self.operator_edit, self.batch_edit,
-                   self.fixture_edit, self.result_combo, self.step_combo, self.order_edit)  # fmt: skip
+        widgets = (
+            self.since_check,
+            self.until_check,
+            self.serial_edit,
+            self.operator_edit,
+            self.batch_edit,
+            self.fixture_edit,
+            self.result_combo,
+            self.step_combo,
+            self.order_edit,
+        )
         for widget in widgets:
             widget.blockSignals(True)
         self.since_check.setChecked(False)
         self.until_check.setChecked(False)
         self.since_edit.setEnabled(False)
         self.until_edit.setEnabled(False)
-        for edit in (self.serial_edit, self.operator_edit, self.batch_edit, self.fixture_edit, self.order_edit):
+        for edit in (
+            self.serial_edit,
+            self.operator_edit,
+            self.batch_edit,
+            self.fixture_edit,
+            self.order_edit,
+        ):
             edit.clear()
         self.result_combo.setCurrentIndex(0)
         self.step_combo.setCurrentIndex(0)
@@ -419,8 +434,13 @@ class AuditView(QWidget):
             chart.set_summary(summary, _scope_text(filters))
 
         self._submit(
-            partial(self.audit.yield_summary, since=filters.since, until=filters.until, batch=filters.batch,
-                    order=filters.order),
+            partial(
+                self.audit.yield_summary,
+                since=filters.since,
+                until=filters.until,
+                batch=filters.batch,
+                order=filters.order,
+            ),
             shown,
         )
 
@@ -719,9 +739,7 @@ class YieldChart(QWidget):
         self.note = "Summarising…"
         self.setMinimumSize(360, 320)
 
-    def set_summary(
-        self, summary: YieldSummary | None, note: str, groups: Sequence[GroupYield] = ()
-    ) -> None:
+    def set_summary(self, summary: YieldSummary | None, note: str, groups: Sequence[GroupYield] = ()) -> None:
         self.summary, self.note, self.groups = summary, note, tuple(groups)
         self.update()
 
@@ -809,7 +827,6 @@ class YieldChart(QWidget):
         right = f"{bins[-1].high:g} s"
         painter.drawText(QPointF(width - 10 - metrics.horizontalAdvance(right), base + line - 2), right)
 
-
     def _paint_groups(self, painter: QPainter, y: float, width: float) -> float:
         """Pass rate by line and station, one bar each; returns where the next section starts."""
         metrics = painter.fontMetrics()
@@ -821,14 +838,18 @@ class YieldChart(QWidget):
         for group in self.groups[: self.MAX_GROUPS]:
             rate = group.pass_rate
             painter.drawText(QPointF(10, y + metrics.ascent()), f"{group.line or '—'} / {group.station}")
-            painter.fillRect(QRectF(10 + label_width, y + 2, bar_space, metrics.height() - 4), QColor("#e3e3e3"))
+            painter.fillRect(
+                QRectF(10 + label_width, y + 2, bar_space, metrics.height() - 4), QColor("#e3e3e3")
+            )
             if rate is not None:
                 painter.fillRect(
                     QRectF(10 + label_width, y + 2, max(1.0, bar_space * rate), metrics.height() - 4),
                     QColor(GREEN if rate >= 0.95 else AMBER if rate >= 0.8 else RED),
                 )
-            painter.drawText(QPointF(16 + label_width + bar_space, y + metrics.ascent()),
-                             f"{_percent(rate)} of {_count(group.units)}")
+            painter.drawText(
+                QPointF(16 + label_width + bar_space, y + metrics.ascent()),
+                f"{_percent(rate)} of {_count(group.units)}",
+            )
             y += line
         hidden = len(self.groups) - self.MAX_GROUPS
         if hidden > 0:
@@ -875,13 +896,24 @@ def _unit_text(unit: Unit, order: str | None = None) -> str:
 def identity_text(identity: IdentityRecord | None, steps: list[StepRecord]) -> str:
     """The board's SoC id and the trust summary: what the station verified, what the board reported."""
     passed = [step.step for step in steps if step.outcome == "passed"]
-    in_inventory = any(step.step == "identify" and f"{Basis.VERIFIED}: host key" in step.excerpt for step in steps)
-    lines = [f"SoC unique id: {identity.soc_id} ({Basis.REPORTED}, read from {identity.source})"
-             if identity else "SoC unique id: not recorded"]
-    attested = any(step.step == "check_csr" and f"{Basis.VERIFIED}: the token key is attested" in step.excerpt
-                   for step in steps)
-    claims = trust_summary(passed, host_key_in_inventory=in_inventory, soc_id=identity.soc_id if identity else None,
-                           attested=attested)
+    in_inventory = any(
+        step.step == "identify" and f"{Basis.VERIFIED}: host key" in step.excerpt for step in steps
+    )
+    lines = [
+        f"SoC unique id: {identity.soc_id} ({Basis.REPORTED}, read from {identity.source})"
+        if identity
+        else "SoC unique id: not recorded"
+    ]
+    attested = any(
+        step.step == "check_csr" and f"{Basis.VERIFIED}: the token key is attested" in step.excerpt
+        for step in steps
+    )
+    claims = trust_summary(
+        passed,
+        host_key_in_inventory=in_inventory,
+        soc_id=identity.soc_id if identity else None,
+        attested=attested,
+    )
     lines += [f"  {line}" for line in render_claims(claims).splitlines()]
     return "\n".join(lines)
 

@@ -65,8 +65,13 @@ ICON_SIZE = 22
 REASON_CHARS = 300
 REASON_LINES = 4
 
-_OUTCOME_STATE = {"passed": "passed", "failed": "failed", "aborted": "failed", "refused": "refused",
-                  "not started": "refused"}
+_OUTCOME_STATE = {
+    "passed": "passed",
+    "failed": "failed",
+    "aborted": "failed",
+    "refused": "refused",
+    "not started": "refused",
+}
 
 
 class SlotProgress(QWidget):
@@ -219,8 +224,15 @@ class SlotTile(QFrame):
         if self._changed(key, text):
             widget.setText(text)
 
-    def show_slot(self, slot: Slot, progress: UnitProgress | None, now: float, *, highlighted: bool,
-                  thread_running: bool) -> None:
+    def show_slot(
+        self,
+        slot: Slot,
+        progress: UnitProgress | None,
+        now: float,
+        *,
+        highlighted: bool,
+        thread_running: bool,
+    ) -> None:
         """Show the slot as it is now (no Qt call for what did not change)."""
         look = SLOT_STATES[slot.state]
         if self._changed("state", slot.state):
@@ -231,14 +243,22 @@ class SlotTile(QFrame):
             palette = self.palette()
             tint = QColor(look.color)
             tint.setAlpha(22)
-            base = self.parentWidget().palette().color(QPalette.ColorRole.Window) if self.parentWidget() else QColor(
-                "white")
+            base = (
+                self.parentWidget().palette().color(QPalette.ColorRole.Window)
+                if self.parentWidget()
+                else QColor("white")
+            )
             palette.setColor(QPalette.ColorRole.Window, _over(tint, base))
             palette.setColor(QPalette.ColorRole.WindowText, QColor(BLUE if highlighted else look.color))
             self.setPalette(palette)
         unit = f"   unit {slot.unit_id}" if slot.unit_id is not None else ""
-        self._text("serial", self.serial, f"Board {slot.serial}{unit}" if slot.serial else
-                   ("▶ next serial goes here" if highlighted else "no board"))
+        self._text(
+            "serial",
+            self.serial,
+            f"Board {slot.serial}{unit}"
+            if slot.serial
+            else ("▶ next serial goes here" if highlighted else "no board"),
+        )
         self._text("step", self.step, self._step_text(slot))
         self._show_progress(slot, progress, now)
         reason = slot.message.strip()
@@ -251,13 +271,18 @@ class SlotTile(QFrame):
             self.reason.setToolTip(slot.message[:2000])
         if self._changed("retry", slot.resumable and not slot.active and not thread_running):
             self.retry_button.setEnabled(bool(self._shown["retry"]))
-        can_abort = slot.state == "running" or (slot.serial is not None and not slot.active and not thread_running)
+        can_abort = slot.state == "running" or (
+            slot.serial is not None and not slot.active and not thread_running
+        )
         if self._changed("abort", can_abort):
             self.abort_button.setEnabled(can_abort)
         if self._changed("abort_text", slot.active):
             self.abort_button.setText("Abort" if slot.active else "Remove")
-            self.abort_button.setToolTip("Stop this board (Retry continues it later)" if slot.active
-                                         else "Take this board off the fixture")
+            self.abort_button.setToolTip(
+                "Stop this board (Retry continues it later)"
+                if slot.active
+                else "Take this board off the fixture"
+            )
 
     @staticmethod
     def _step_text(slot: Slot) -> str:
@@ -291,9 +316,11 @@ _UNSET = object()
 def _over(top: QColor, base: QColor) -> QColor:
     """``top`` (with its alpha) laid over an opaque ``base``."""
     alpha = top.alphaF()
-    return QColor.fromRgbF(top.redF() * alpha + base.redF() * (1 - alpha),
-                           top.greenF() * alpha + base.greenF() * (1 - alpha),
-                           top.blueF() * alpha + base.blueF() * (1 - alpha))
+    return QColor.fromRgbF(
+        top.redF() * alpha + base.redF() * (1 - alpha),
+        top.greenF() * alpha + base.greenF() * (1 - alpha),
+        top.blueF() * alpha + base.blueF() * (1 - alpha),
+    )
 
 
 class BatchView(QWidget):
@@ -398,8 +425,11 @@ class BatchView(QWidget):
 
     def _build_scan_row(self) -> QVBoxLayout:
         column = QVBoxLayout()
-        prompt = QLabel("Scan a fixture's barcode, then its board's &serial — or a serial alone for the "
-                        "highlighted fixture:", self)
+        prompt = QLabel(
+            "Scan a fixture's barcode, then its board's &serial — or a serial alone for the "
+            "highlighted fixture:",
+            self,
+        )
         self.scan = ScanField(self)
         self.scan.setAccessibleName("Batch scan")
         self.scan.setPlaceholderText(f"fixture (e.g. {self.fixture_prefix}sim-01) or serial")
@@ -451,17 +481,22 @@ class BatchView(QWidget):
         """Take the administrator's current fixtures and auto-start setting (fixtures only while idle)."""
         names = [fixture.name for fixture in self.session.fixtures.fixtures]
         fixtures_changed = names != list(self.board.slots) or any(
-            slot.fixture != fixture for slot, fixture in zip(self.board.slots.values(),
-                                                              self.session.fixtures.fixtures, strict=False))
+            slot.fixture != fixture
+            for slot, fixture in zip(self.board.slots.values(), self.session.fixtures.fixtures, strict=False)
+        )
         if fixtures_changed and not self.running:
-            self.board = SlotBoard(self.session.fixtures.fixtures, batch_id=self.board.batch_id,
-                                   fixture_prefix=self.fixture_prefix)
+            self.board = SlotBoard(
+                self.session.fixtures.fixtures,
+                batch_id=self.board.batch_id,
+                fixture_prefix=self.fixture_prefix,
+            )
             self.runners, self.progress, self.requests = {}, {}, {}
             self._build_tiles()
         auto = self.session.settings.auto_start
         self.mode_label.setText(
             f"Auto-start on scan: <b>{'on' if auto else 'off'}</b>"
-            + (" (a serial typed by hand waits for Start all)" if auto else " (press Start all)"))
+            + (" (a serial typed by hand waits for Start all)" if auto else " (press Start all)")
+        )
         self.refresh()
 
     # -- scanning -------------------------------------------------------------------------------
@@ -478,7 +513,11 @@ class BatchView(QWidget):
             self._dirty.add(outcome.fixture)
         if outcome.serial is not None and outcome.fixture is not None:
             self._ask_plan(self.board.slots[outcome.fixture].fixture)
-            if self.session.settings.auto_start and burst and self.board.slots[outcome.fixture].state == "ready":
+            if (
+                self.session.settings.auto_start
+                and burst
+                and self.board.slots[outcome.fixture].state == "ready"
+            ):
                 self.start_slot(outcome.fixture)
         self.refresh()
         return outcome
@@ -488,8 +527,10 @@ class BatchView(QWidget):
 
     def _feedback(self, text: str, *, ok: bool) -> None:
         mark, colour = ("✓", GREEN) if ok else ("✗ Refused:", RED)
-        self.feedback.setText(f"<span style='color:{colour}; font-weight:bold'>{html.escape(mark)}</span> "
-                              f"{html.escape(text, quote=False)}")
+        self.feedback.setText(
+            f"<span style='color:{colour}; font-weight:bold'>{html.escape(mark)}</span> "
+            f"{html.escape(text, quote=False)}"
+        )
 
     # -- running units --------------------------------------------------------------------------------
 
@@ -522,8 +563,9 @@ class BatchView(QWidget):
                 self._feedback("no board waits to start — scan boards onto fixtures first", ok=False)
             return 0
         started = sum(self.start_slot(name) for name in waiting)
-        self._feedback(f"starting {started} board{'s' if started != 1 else ''} — batch "
-                       f"{self.board.batch_id}", ok=True)
+        self._feedback(
+            f"starting {started} board{'s' if started != 1 else ''} — batch {self.board.batch_id}", ok=True
+        )
         return started
 
     def start_slot(self, name: str, *, resume: bool = False) -> bool:
@@ -542,8 +584,9 @@ class BatchView(QWidget):
         if resume:
             if not slot.resumable or previous is None or previous.serial != slot.serial:
                 return False
-            request = UnitRequest(slot.serial, slot.fixture, previous.profile, self.operator, resume=True,
-                                  batch=previous.batch)
+            request = UnitRequest(
+                slot.serial, slot.fixture, previous.profile, self.operator, resume=True, batch=previous.batch
+            )
         else:
             try:
                 profile = self.session.profile_for(slot.fixture)
@@ -551,8 +594,14 @@ class BatchView(QWidget):
                 self.board.finish(name, result="refused", message=str(exc), now=time.monotonic())
                 self._show_now(name)
                 return False
-            request = UnitRequest(slot.serial, slot.fixture, profile, self.operator, batch=self.board.batch_id,
-                                  order=self.picked_order())
+            request = UnitRequest(
+                slot.serial,
+                slot.fixture,
+                profile,
+                self.operator,
+                batch=self.board.batch_id,
+                order=self.picked_order(),
+            )
         self.board.mark_started(name, time.monotonic(), resume=resume)
         progress = self.progress.get(name)
         if resume and progress is not None and previous is not None and previous.serial == slot.serial:
@@ -573,7 +622,12 @@ class BatchView(QWidget):
         """Show on its fixture's tile a unit running in the station service that this window did not start;
         True if the tile now follows it (its events, Abort, and Retry once it ended)."""
         name = event.fixture
-        if self._closing or event.kind in ("unit_finished", "output") or name is None or name not in self.tiles:
+        if (
+            self._closing
+            or event.kind in ("unit_finished", "output")
+            or name is None
+            or name not in self.tiles
+        ):
             return False
         slot = self.board.slots[name]
         runner = self._runner(name)
@@ -613,8 +667,11 @@ class BatchView(QWidget):
         if slot.state == "running" and runner is not None and runner.running:
             runner.abort()
             self.board.mark_stopping(name)
-            self._feedback(f"stopping board {slot.serial} on fixture {name} after its current command — "
-                           "Retry continues it later", ok=True)
+            self._feedback(
+                f"stopping board {slot.serial} on fixture {name} after its current command — "
+                "Retry continues it later",
+                ok=True,
+            )
         elif not slot.active and slot.serial is not None and not (runner is not None and runner.running):
             self.board.clear(name)
             self.progress.pop(name, None)
@@ -634,8 +691,11 @@ class BatchView(QWidget):
                 self._dirty.add(name)
                 asked += 1
         if asked:
-            self._feedback(f"stopping {asked} board{'s' if asked != 1 else ''} — each ends failed and Retry "
-                           "continues it", ok=True)
+            self._feedback(
+                f"stopping {asked} board{'s' if asked != 1 else ''} — each ends failed and Retry "
+                "continues it",
+                ok=True,
+            )
             self._cancel_deadline.start(round(CANCEL_DEADLINE_S * 1000))
         self.refresh()
         return asked
@@ -687,9 +747,15 @@ class BatchView(QWidget):
         self._dirty.add(name)
 
     def _on_finished(self, name: str, outcome: UnitOutcome) -> None:
-        self.board.finish(name, result=_OUTCOME_STATE.get(outcome.kind, "failed"), message=outcome.message,
-                          now=time.monotonic(), unit_id=outcome.unit_id, failed_step=outcome.failed_step,
-                          resumable=outcome.resumable)
+        self.board.finish(
+            name,
+            result=_OUTCOME_STATE.get(outcome.kind, "failed"),
+            message=outcome.message,
+            now=time.monotonic(),
+            unit_id=outcome.unit_id,
+            failed_step=outcome.failed_step,
+            resumable=outcome.resumable,
+        )
         progress = self.progress.get(name)
         if progress is not None:
             progress.finish(passed=outcome.kind == "passed")
@@ -710,8 +776,11 @@ class BatchView(QWidget):
     def _cancel_overdue(self) -> None:
         late = [name for name, runner in self.runners.items() if runner.running]
         if late:
-            self._feedback(f"{', '.join(late)} did not stop within {CANCEL_DEADLINE_S:g} s — check those "
-                           "fixtures' power and cables; their units stay resumable", ok=False)
+            self._feedback(
+                f"{', '.join(late)} did not stop within {CANCEL_DEADLINE_S:g} s — check those "
+                "fixtures' power and cables; their units stay resumable",
+                ok=False,
+            )
 
     def _ask_plan(self, fixture: Fixture) -> None:
         """Look the profile's step medians up in the audit history (on the pool) for the time left."""
@@ -732,7 +801,10 @@ class BatchView(QWidget):
             if isinstance(plan, dict) and all(eta is not None for eta in plan.values()):
                 self._plans.setdefault(profile.name, plan)
                 for name, progress in self.progress.items():
-                    if self.requests.get(name) is not None and self.requests[name].profile.name == profile.name:
+                    if (
+                        self.requests.get(name) is not None
+                        and self.requests[name].profile.name == profile.name
+                    ):
                         progress.plan({step: eta for step, eta in plan.items() if eta is not None})
                 self.refresh()
 
@@ -763,8 +835,13 @@ class BatchView(QWidget):
             if tile is None or slot is None:
                 continue
             runner = self.runners.get(name)
-            tile.show_slot(slot, self.progress.get(name), now, highlighted=slot is highlighted,
-                           thread_running=runner is not None and runner.running)
+            tile.show_slot(
+                slot,
+                self.progress.get(name),
+                now,
+                highlighted=slot is highlighted,
+                thread_running=runner is not None and runner.running,
+            )
         self._show_header(now)
 
     def _show_header(self, now: float) -> None:
@@ -773,9 +850,10 @@ class BatchView(QWidget):
         texts: dict[QLabel, str] = {
             self.batch_label: f"Batch {self.board.batch_id}",
             self.counts_label: f"Queued {counts.queued} · Running {counts.running} · "
-                               f"Passed {counts.passed} · Failed {counts.failed}",
+            f"Passed {counts.passed} · Failed {counts.failed}",
             self.yield_label: f"Yield {rate * 100:.0f} % ({counts.passed}/{counts.finished})"
-                              if rate is not None else "Yield —",
+            if rate is not None
+            else "Yield —",
             self.eta_label: self._eta_text(now),
         }
         for label, text in texts.items():

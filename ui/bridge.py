@@ -52,8 +52,18 @@ from station.service.frames import FrameError
 from station.transport import DeviceAddress
 from station.transport.base import probe
 
-__all__ = ["IN_PROCESS_ENV", "Engine", "FixtureProber", "ProbeResult", "StationParts", "TaskPool", "UnitOutcome", "UnitPlan",
-           "UnitRequest", "UnitRunner"]
+__all__ = [
+    "IN_PROCESS_ENV",
+    "Engine",
+    "FixtureProber",
+    "ProbeResult",
+    "StationParts",
+    "TaskPool",
+    "UnitOutcome",
+    "UnitPlan",
+    "UnitRequest",
+    "UnitRunner",
+]
 
 # A probe must never hold up closing the window for long.
 PROBE_TIMEOUT_S = 1.0
@@ -69,8 +79,12 @@ class _Relay(QObject):
     done = Signal(object)
     failed = Signal(object)
 
-    def __init__(self, on_done: Callable[[Any], None], on_failed: Callable[[BaseException], None],
-                 forget: Callable[[_Relay], None]) -> None:
+    def __init__(
+        self,
+        on_done: Callable[[Any], None],
+        on_failed: Callable[[BaseException], None],
+        forget: Callable[[_Relay], None],
+    ) -> None:
         super().__init__()
         self._on_done = on_done
         self._on_failed = on_failed
@@ -116,8 +130,12 @@ class TaskPool(QObject):
         self._relays: set[_Relay] = set()
         self._closed = False
 
-    def submit(self, work: Callable[[], object], on_done: Callable[[Any], None],
-               on_failed: Callable[[BaseException], None] | None = None) -> bool:
+    def submit(
+        self,
+        work: Callable[[], object],
+        on_done: Callable[[Any], None],
+        on_failed: Callable[[BaseException], None] | None = None,
+    ) -> bool:
         """Run ``work()`` on a pool thread; False (and nothing runs) once the pool is shut down."""
         if self._closed:
             return False
@@ -162,8 +180,9 @@ class FixtureProber(QObject):
 
     probed = Signal(object)  # ProbeResult
 
-    def __init__(self, pool: TaskPool, parent: QObject | None = None, *,
-                 interval_ms: int = PROBE_INTERVAL_MS) -> None:
+    def __init__(
+        self, pool: TaskPool, parent: QObject | None = None, *, interval_ms: int = PROBE_INTERVAL_MS
+    ) -> None:
         super().__init__(parent)
         self._pool = pool
         self._fixtures: tuple[Fixture, ...] = ()
@@ -261,9 +280,17 @@ def _flow_event(record: dict[str, Any]) -> FlowEvent:
 
 def _unit_request(job: UnitJob) -> dict[str, Any]:
     """What the service's ``provision``/``retry`` request takes for a unit (as `station provision` sends it)."""
-    return {"serial": job.serial, "device": job.device, "profile": job.profile.name, "operator": job.operator,
-            "fixture": job.fixture, "resume": job.resume, "batch": job.batch, "order": job.order,
-            "stream_output": job.stream_output}
+    return {
+        "serial": job.serial,
+        "device": job.device,
+        "profile": job.profile.name,
+        "operator": job.operator,
+        "fixture": job.fixture,
+        "resume": job.resume,
+        "batch": job.batch,
+        "order": job.order,
+        "stream_output": job.stream_output,
+    }
 
 
 class _ServiceLink:
@@ -273,8 +300,9 @@ class _ServiceLink:
     requests.  Every socket call has a deadline (station.service.client); nothing here touches Qt: what the
     GUI thread must know goes through ``post``."""
 
-    def __init__(self, home: StationHome, post: Callable[[tuple[Any, ...]], None],
-                 secret: Callable[[], str | None]) -> None:
+    def __init__(
+        self, home: StationHome, post: Callable[[tuple[Any, ...]], None], secret: Callable[[], str | None]
+    ) -> None:
         self.home = home
         self._post = post
         self._secret = secret
@@ -310,8 +338,13 @@ class _ServiceLink:
             self._refuse_all(str(exc))
             return None
         if client is not None:
-            self._post(("status", f"no station service was running for {self.home.root} ({reason}); started one "
-                                  f"for {_account()} — units run there and go on if this window closes"))
+            self._post(
+                (
+                    "status",
+                    f"no station service was running for {self.home.root} ({reason}); started one "
+                    f"for {_account()} — units run there and go on if this window closes",
+                )
+            )
         return client
 
     def _run(self) -> None:
@@ -323,11 +356,18 @@ class _ServiceLink:
                 client = self._connect(start=asked)
                 if client is None:
                     if asked:  # no service, and none could be started: what was asked ends refused, said why
-                        self._refuse_all("no station service answers and none could be started for this window")
+                        self._refuse_all(
+                            "no station service answers and none could be started for this window"
+                        )
                     elif not said_none:
                         said_none = True
-                        self._post(("status", "no station service runs on this home yet — the first board started "
-                                              "here starts one"))
+                        self._post(
+                            (
+                                "status",
+                                "no station service runs on this home yet — the first board started "
+                                "here starts one",
+                            )
+                        )
                     self._wake.wait(RECONNECT_S)
                     self._wake.clear()
                     continue
@@ -336,14 +376,18 @@ class _ServiceLink:
                 except StationError as exc:
                     client.close()
                     client = None
-                    self._post(("status", f"✗ the station service did not let this window watch its units: {exc}"))
+                    self._post(
+                        ("status", f"✗ the station service did not let this window watch its units: {exc}")
+                    )
                     self._wake.wait(RECONNECT_S)
                     self._wake.clear()
                     continue
                 self._post(("connected", str(client.path), [_flow_event(record) for record in running]))
             try:
                 self._exchange(client)
-            except StationError as exc:  # the service went away (or broke a frame): its units are in the audit log
+            except (
+                StationError
+            ) as exc:  # the service went away (or broke a frame): its units are in the audit log
                 client.close()
                 client = None
                 self._post(("lost", str(exc)))
@@ -385,8 +429,10 @@ class _ServiceLink:
             except CaLockedError:
                 secret = self._secret()
                 if secret is None:
-                    raise StationError("the station's CA is locked in the station service — an administrator "
-                                       "runs `station ca unlock`, then press Retry") from None
+                    raise StationError(
+                        "the station's CA is locked in the station service — an administrator "
+                        "runs `station ca unlock`, then press Retry"
+                    ) from None
                 client.call("ca_unlock", {"secret": secret})
                 del secret
                 result = client.call(op, args)
@@ -425,7 +471,9 @@ class Engine(QObject):
     service_status = Signal(str)  # what the window says about the service, in words (status bar)
     notice = Signal(str)  # what the service's line hand-off says (a label printed, MES records kept)
 
-    def __init__(self, parts: StationParts, parent: QObject | None = None, *, ca_secret: str | None = None) -> None:
+    def __init__(
+        self, parts: StationParts, parent: QObject | None = None, *, ca_secret: str | None = None
+    ) -> None:
         super().__init__(parent)
         self.parts = parts
         self.in_process = in_process_requested(parts.config)
@@ -436,13 +484,18 @@ class Engine(QObject):
         self._pending_lock = threading.Lock()
         self._tickets = itertools.count(1)
         self._handlers: dict[int, Callable[[FlowEvent], None]] = {}  # ticket → handler
-        self._units: dict[int, UnitJob] = {}  # ticket → what was asked (for an outcome the service could not give)
+        self._units: dict[
+            int, UnitJob
+        ] = {}  # ticket → what was asked (for an outcome the service could not give)
         self._job_of: dict[int, int] = {}  # ticket → the engine's job number
         self._ticket_of: dict[int, int] = {}  # the engine's job number → ticket
         self._abort_asked: set[int] = set()  # tickets cancelled before the service answered
         self.service_socket: str | None = None
-        self.service_text = "" if not self.in_process else \
-            f"{IN_PROCESS_ENV}=1: units run in this window and end with it (no station service)"
+        self.service_text = (
+            ""
+            if not self.in_process
+            else f"{IN_PROCESS_ENV}=1: units run in this window and end with it (no station service)"
+        )
         # Units running in the service that this window did not start: job number → last event.
         self.running_elsewhere: dict[int, FlowEvent] = {}
         self._arrived.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
@@ -471,8 +524,9 @@ class Engine(QObject):
                 # First unit of this window, or the engine could not start last time (the audit log was
                 # unavailable, say): a fresh one tries again.
                 parts = self.parts
-                self._scheduler = Scheduler(home=parts.home, config=parts.config, ca=parts.ca,
-                                            observer=self._observe, line=parts.line)
+                self._scheduler = Scheduler(
+                    home=parts.home, config=parts.config, ca=parts.ca, observer=self._observe, line=parts.line
+                )
                 self._scheduler.start()
             self._bind(ticket, self._scheduler.submit(job))
             return ticket
@@ -562,8 +616,13 @@ class Engine(QObject):
                 self._say(f"✗ {item[1]}")
                 self.running_elsewhere.clear()
                 for ticket in list(self._handlers):
-                    self._finish(ticket, Ending.FAILED, f"{item[1]} — the unit is left unfinished in the audit "
-                                 "log; press Retry to continue it", resumable=True)
+                    self._finish(
+                        ticket,
+                        Ending.FAILED,
+                        f"{item[1]} — the unit is left unfinished in the audit "
+                        "log; press Retry to continue it",
+                        resumable=True,
+                    )
             elif kind == "status":
                 self._say(item[1])
             elif kind == "notice":
@@ -578,12 +637,21 @@ class Engine(QObject):
         job = self._units.get(ticket)
         serial = job.serial if job is not None else ""
         fixture = job.fixture if job is not None else None
-        outcome = UnitOutcome(kind, serial, message, fixture=fixture, device=job.device if job else "",
-                              resumable=resumable)
+        outcome = UnitOutcome(
+            kind, serial, message, fixture=fixture, device=job.device if job else "", resumable=resumable
+        )
         number = self._job_of.get(ticket, -ticket)
         self._ticket_of.setdefault(number, ticket)
-        self._event(FlowEvent(kind="unit_finished", serial=serial, fixture=fixture, job=number, message=message,
-                              result=outcome))
+        self._event(
+            FlowEvent(
+                kind="unit_finished",
+                serial=serial,
+                fixture=fixture,
+                job=number,
+                message=message,
+                result=outcome,
+            )
+        )
 
     def _event(self, event: FlowEvent) -> None:
         ticket = self._ticket_of.get(event.job)
@@ -634,9 +702,17 @@ class UnitRunner(QObject):
     def start(self, request: UnitRequest) -> None:
         if self._job is not None:
             raise RuntimeError("a unit is already running here")
-        job = UnitJob(serial=request.serial, device=request.fixture.device, profile=request.profile,
-                      operator=request.operator, fixture=request.fixture.name, batch=request.batch,
-                      resume=request.resume, order=request.order, stream_output=self.forward_output)
+        job = UnitJob(
+            serial=request.serial,
+            device=request.fixture.device,
+            profile=request.profile,
+            operator=request.operator,
+            fixture=request.fixture.name,
+            batch=request.batch,
+            resume=request.resume,
+            order=request.order,
+            stream_output=self.forward_output,
+        )
         self._job = self.engine.submit(job, self._on_event)
 
     def attach(self, job: int) -> None:

@@ -121,9 +121,15 @@ class AdminPinDialog(QDialog):
 
     unlocked = Signal()
 
-    def __init__(self, lock: AdminLock, pool: TaskPool, parent: QWidget | None = None, *,
-                 title: str = "Administrator",
-                 intro: str = "Station settings are for administrators. Type the admin PIN to change them.") -> None:
+    def __init__(
+        self,
+        lock: AdminLock,
+        pool: TaskPool,
+        parent: QWidget | None = None,
+        *,
+        title: str = "Administrator",
+        intro: str = "Station settings are for administrators. Type the admin PIN to change them.",
+    ) -> None:
         super().__init__(parent)
         self._lock = lock
         self._pool = pool
@@ -183,7 +189,9 @@ class PersonSignInDialog(QDialog):
 
     signed_in = Signal(object)  # station.people.SignedIn
 
-    def __init__(self, people: People, pool: TaskPool, name: str, account: str, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, people: People, pool: TaskPool, name: str, account: str, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self._people = people
         self._pool = pool
@@ -193,8 +201,10 @@ class PersonSignInDialog(QDialog):
         self.setMinimumWidth(460)
         layout = QVBoxLayout(self)
         intro = _message_label(self)
-        intro.setText(f"Signing in {name}. Type your own PIN or scan your badge — the one an administrator "
-                      "enrolled for you (station people add).")
+        intro.setText(
+            f"Signing in {name}. Type your own PIN or scan your badge — the one an administrator "
+            "enrolled for you (station people add)."
+        )
         layout.addWidget(intro)
         prompt = QLabel("Your &PIN or badge:", self)
         self.field = QLineEdit(self)
@@ -208,7 +218,9 @@ class PersonSignInDialog(QDialog):
         self.problem.hide()
         layout.addWidget(self.problem)
         buttons = QDialogButtonBox(self)
-        self.sign_in_button: QPushButton = buttons.addButton("&Sign in", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.sign_in_button: QPushButton = buttons.addButton(
+            "&Sign in", QDialogButtonBox.ButtonRole.AcceptRole
+        )
         buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
         self.sign_in_button.setDefault(True)
         buttons.accepted.connect(self.check)
@@ -236,7 +248,11 @@ class PersonSignInDialog(QDialog):
         self.accept()
 
     def _refused(self, error: BaseException) -> None:
-        text = str(error) if isinstance(error, StationError) else f"the credential could not be checked ({error!r})"
+        text = (
+            str(error)
+            if isinstance(error, StationError)
+            else f"the credential could not be checked ({error!r})"
+        )
         self.problem.setText(f"✗ {text}")
         emphasise(self.problem, RED)
         self.problem.show()

@@ -29,9 +29,16 @@ COLUMNS = ("Line", "Station", "Serial", "Result", "Failed step", "Operator", "St
 
 def _cells(unit: dict[str, Any]) -> tuple[str, ...]:
     started = unit["started_at"]
-    return (unit["line"] or "—", unit["station"], unit["serial"], unit["state"], unit["failed_step"] or "",
-            unit["operator"] or "", started.astimezone().strftime("%Y-%m-%d %H:%M:%S") if started else "",
-            str(unit["unit_id"]))
+    return (
+        unit["line"] or "—",
+        unit["station"],
+        unit["serial"],
+        unit["state"],
+        unit["failed_step"] or "",
+        unit["operator"] or "",
+        started.astimezone().strftime("%Y-%m-%d %H:%M:%S") if started else "",
+        str(unit["unit_id"]),
+    )
 
 
 class FleetUnitsModel(QAbstractTableModel):
@@ -40,8 +47,9 @@ class FleetUnitsModel(QAbstractTableModel):
     page_loaded = Signal(int)  # rows now loaded
     failed = Signal(str)
 
-    def __init__(self, fleet: FleetConfig, pool: TaskPool, *, page_rows: int = PAGE_ROWS,
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self, fleet: FleetConfig, pool: TaskPool, *, page_rows: int = PAGE_ROWS, parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
         self.fleet = fleet
         self.pool = pool
@@ -127,9 +135,17 @@ class FleetUnitsModel(QAbstractTableModel):
     def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008, N802 - Qt's signature
         return 0 if parent.isValid() else len(COLUMNS)
 
-    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802 - Qt's name
-                   role: int = Qt.ItemDataRole.DisplayRole) -> object:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal and 0 <= section < len(COLUMNS):
+    def headerData(
+        self,
+        section: int,
+        orientation: Qt.Orientation,  # noqa: N802 - Qt's name
+        role: int = Qt.ItemDataRole.DisplayRole,
+    ) -> object:
+        if (
+            role == Qt.ItemDataRole.DisplayRole
+            and orientation == Qt.Orientation.Horizontal
+            and 0 <= section < len(COLUMNS)
+        ):
             return COLUMNS[section]
         return None
 

@@ -54,7 +54,7 @@ RESULTS = ("any result", "passed", "failed", "running", "aborted", "superseded")
 
 
 class FleetIndicator(QLabel):
-    """"fleet online · 0 to send" in the status bar; red when offline with the age of what waits."""
+    """ "fleet online · 0 to send" in the status bar; red when offline with the age of what waits."""
 
     def __init__(self, forwarder: Forwarder, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -69,21 +69,30 @@ class FleetIndicator(QLabel):
     def refresh(self) -> None:
         status = self.forwarder.status()
         age = status.oldest_age_s()
-        waiting = f"{status.backlog} to send" + (f", oldest {format_age(age)}" if age is not None and status.backlog
-                                                   else "")
-        word = {"online": "Fleet online", "offline": "Fleet OFFLINE", "diverged": "Fleet: LOCAL LOG DIFFERS",
-                "starting": "Fleet: connecting"}.get(status.state, status.state)
+        waiting = f"{status.backlog} to send" + (
+            f", oldest {format_age(age)}" if age is not None and status.backlog else ""
+        )
+        word = {
+            "online": "Fleet online",
+            "offline": "Fleet OFFLINE",
+            "diverged": "Fleet: LOCAL LOG DIFFERS",
+            "starting": "Fleet: connecting",
+        }.get(status.state, status.state)
         self.setText(f"{word} · {waiting}")
         color = {"online": GREEN, "starting": GREY}.get(status.state, RED)
         self.setStyleSheet(f"color: {color}; font-weight: bold; padding: 0 8px;")
-        self.setToolTip(status.message or f"{status.forwarded_seq} of {status.newest_seq} events in the fleet")
+        self.setToolTip(
+            status.message or f"{status.forwarded_seq} of {status.newest_seq} events in the fleet"
+        )
 
 
 class FleetView(QWidget):
     """The whole fleet for quality leads: lines and stations (each a filter), the units paged lazily, the same
     yield and key-generation charts as the local scope, the conflicts, and one board traced across the fleet."""
 
-    def __init__(self, fleet: FleetConfig, parent: QWidget | None = None, *, page_rows: int = PAGE_ROWS) -> None:
+    def __init__(
+        self, fleet: FleetConfig, parent: QWidget | None = None, *, page_rows: int = PAGE_ROWS
+    ) -> None:
         super().__init__(parent)
         self.fleet = fleet
         # Summaries and traces on one thread, pages on another, exports on a third: a slow fleet-wide yield never
@@ -114,7 +123,9 @@ class FleetView(QWidget):
         self.groups.setHeaderLabels(["Line / station", "Units", "Pass rate"])
         for column, width in enumerate((130, 55)):
             self.groups.setColumnWidth(column, width)
-        self.groups.setToolTip("Click a line or a station to see only its units; click All stations for the fleet.")
+        self.groups.setToolTip(
+            "Click a line or a station to see only its units; click All stations for the fleet."
+        )
         self.groups.itemClicked.connect(self._group_clicked)
         self.tabs = QTabWidget(self)
         self.model = FleetUnitsModel(fleet, self.page_pool, page_rows=page_rows, parent=self)
@@ -139,9 +150,12 @@ class FleetView(QWidget):
         self.conflicts = QTreeWidget(self)
         self.conflicts.setHeaderLabels(["Conflict", "Detail"])
         self.conflicts.setColumnWidth(0, 90)
-        self.units = QTreeWidget(self)  # the trace: one board's attempts on every station, each with its events
-        self.units.setHeaderLabels(["Station / step / event", "Result", "Failed step / time", "Operator", "Started",
-                                    "Unit"])
+        self.units = QTreeWidget(
+            self
+        )  # the trace: one board's attempts on every station, each with its events
+        self.units.setHeaderLabels(
+            ["Station / step / event", "Result", "Failed step / time", "Operator", "Started", "Unit"]
+        )
         for column, width in enumerate((240, 80, 130, 90, 150, 50)):
             self.units.setColumnWidth(column, width)
         self.tabs.addTab(self.table, "Units")
@@ -179,9 +193,12 @@ class FleetView(QWidget):
         self.apply_button = QPushButton("Apply", self)
         self.trace_button = QPushButton("Trace serial", self)
         fields: tuple[tuple[QWidget, QWidget], ...] = (
-            (QLabel("Station", self), self.station_filter), (QLabel("Line", self), self.line_filter),
-            (QLabel("Serial", self), self.serial_filter), (QLabel("Result", self), self.result_filter),
-            (self.since_check, self.since_edit), (self.until_check, self.until_edit),
+            (QLabel("Station", self), self.station_filter),
+            (QLabel("Line", self), self.line_filter),
+            (QLabel("Serial", self), self.serial_filter),
+            (QLabel("Result", self), self.result_filter),
+            (self.since_check, self.since_edit),
+            (self.until_check, self.until_edit),
         )
         for column, (label, widget) in enumerate(fields):
             bar.addWidget(label, 0, column)
@@ -202,10 +219,14 @@ class FleetView(QWidget):
             since = _local_midnight(_day(self.since_edit))
         if self.until_check.isChecked():
             until = _local_midnight(_day(self.until_edit) + timedelta(days=1))  # the day is inclusive
-        return FleetFilter(station=self.station_filter.text().strip() or None,
-                           line=self.line_filter.text().strip() or None,
-                           serial_prefix=self.serial_filter.text().strip() or None,
-                           result=None if result == RESULTS[0] else result, since=since, until=until)
+        return FleetFilter(
+            station=self.station_filter.text().strip() or None,
+            line=self.line_filter.text().strip() or None,
+            serial_prefix=self.serial_filter.text().strip() or None,
+            result=None if result == RESULTS[0] else result,
+            since=since,
+            until=until,
+        )
 
     def refresh(self) -> None:
         """Ask the fleet again: the first page of units, their count, the yield, the groups and the conflicts."""
@@ -228,8 +249,12 @@ class FleetView(QWidget):
             from station.fleet.queries import conflicts, count_units, yield_by_station, yield_summary
 
             with connect(fleet.dsn, passfile=fleet.passfile) as conn:
-                return (count_units(conn, filters), yield_summary(conn, scope), yield_by_station(conn, everywhere),
-                        conflicts(conn))
+                return (
+                    count_units(conn, filters),
+                    yield_summary(conn, scope),
+                    yield_by_station(conn, everywhere),
+                    conflicts(conn),
+                )
 
         def done(value: Any) -> None:
             if generation != self._generation:
@@ -237,8 +262,12 @@ class FleetView(QWidget):
             total, summary, groups, found = value
             self._total = total
             self._conflict_count = len(found)
-            shown = [g for g in groups if (scope.station is None or g.station == scope.station)
-                     and (scope.line is None or g.line == scope.line)]
+            shown = [
+                g
+                for g in groups
+                if (scope.station is None or g.station == scope.station)
+                and (scope.line is None or g.line == scope.line)
+            ]
             self.yield_chart.set_summary(summary, _scope_text(scope), shown)
             self._show_groups(groups)
             self._show_conflicts(found)
@@ -253,16 +282,23 @@ class FleetView(QWidget):
             return
         more = "; scroll down for more" if not self.model.exhausted else ""
         self.message.setStyleSheet("")
-        self.message.setText(f"{_count(loaded)} of {_count(self._total)} units across the fleet loaded "
-                             f"({'by serial' if self.model.filters.serial_prefix else 'newest first'}){more}; "
-                             f"{self._conflict_count} conflict(s) and flag(s)")
+        self.message.setText(
+            f"{_count(loaded)} of {_count(self._total)} units across the fleet loaded "
+            f"({'by serial' if self.model.filters.serial_prefix else 'newest first'}){more}; "
+            f"{self._conflict_count} conflict(s) and flag(s)"
+        )
 
     def _show_groups(self, groups: list[Any]) -> None:
         self.groups.clear()
         units = sum(g.units for g in groups)
         finished = units - sum(g.running for g in groups)
-        everything = QTreeWidgetItem(["All stations", _count(units),
-                                      _percent(sum(g.passed for g in groups) / finished if finished else None)])
+        everything = QTreeWidgetItem(
+            [
+                "All stations",
+                _count(units),
+                _percent(sum(g.passed for g in groups) / finished if finished else None),
+            ]
+        )
         everything.setData(0, Qt.ItemDataRole.UserRole, (None, None))
         self.groups.addTopLevelItem(everything)
         lines: dict[str, list[Any]] = {}
@@ -271,8 +307,13 @@ class FleetView(QWidget):
         for line, members in lines.items():
             units = sum(g.units for g in members)
             finished = units - sum(g.running for g in members)
-            item = QTreeWidgetItem([f"line {line or '—'}", _count(units),
-                                    _percent(sum(g.passed for g in members) / finished if finished else None)])
+            item = QTreeWidgetItem(
+                [
+                    f"line {line or '—'}",
+                    _count(units),
+                    _percent(sum(g.passed for g in members) / finished if finished else None),
+                ]
+            )
             item.setData(0, Qt.ItemDataRole.UserRole, (line, None))
             for group in members:
                 child = QTreeWidgetItem([group.station, _count(group.units), _percent(group.pass_rate)])
@@ -311,31 +352,57 @@ class FleetView(QWidget):
         def done(attempts: Any) -> None:
             self.units.clear()
             for unit in attempts:
-                item = QTreeWidgetItem([f"{unit['station']} (line {unit['line'] or '—'})", unit["state"],
-                                        unit["failed_step"] or "", unit["operator"] or "", _when(unit["started_at"]),
-                                        str(unit["unit_id"])])
+                item = QTreeWidgetItem(
+                    [
+                        f"{unit['station']} (line {unit['line'] or '—'})",
+                        unit["state"],
+                        unit["failed_step"] or "",
+                        unit["operator"] or "",
+                        _when(unit["started_at"]),
+                        str(unit["unit_id"]),
+                    ]
+                )
                 if unit["certificate_serial"]:
                     revoked = " (revoked)" if unit["revoked_at"] else ""
                     item.setToolTip(0, f"certificate {unit['certificate_serial']}{revoked}")
                 for step in unit["steps"]:
                     seconds = step["duration_s"]
-                    child = QTreeWidgetItem([f"{step['step']} (try {step['attempt']})", step["outcome"],
-                                             "" if seconds is None else f"{seconds:.1f} s", "",
-                                             _when(step["started_at"]), ""])
+                    child = QTreeWidgetItem(
+                        [
+                            f"{step['step']} (try {step['attempt']})",
+                            step["outcome"],
+                            "" if seconds is None else f"{seconds:.1f} s",
+                            "",
+                            _when(step["started_at"]),
+                            "",
+                        ]
+                    )
                     if step["outcome"] == "failed":
                         child.setForeground(1, QColor(RED))
                     item.addChild(child)
                 events = QTreeWidgetItem([f"{len(unit['events'])} events in the journal"])
                 for event in unit["events"]:
-                    events.addChild(QTreeWidgetItem([f"event {event['seq']}", event["kind"], "", "",
-                                                     _when(datetime.fromisoformat(event["at"])), ""]))
+                    events.addChild(
+                        QTreeWidgetItem(
+                            [
+                                f"event {event['seq']}",
+                                event["kind"],
+                                "",
+                                "",
+                                _when(datetime.fromisoformat(event["at"])),
+                                "",
+                            ]
+                        )
+                    )
                 item.addChild(events)
                 self.units.addTopLevelItem(item)
                 item.setExpanded(True)
             self.tabs.setCurrentWidget(self.units)
             self.message.setStyleSheet("")
-            self.message.setText(f"board {serial}: {len(attempts)} attempt(s) on "
-                                 f"{len({u['station'] for u in attempts})} station(s)")
+            self.message.setText(
+                f"board {serial}: {len(attempts)} attempt(s) on "
+                f"{len({u['station'] for u in attempts})} station(s)"
+            )
 
         self.pool.submit(work, done, self._failed)
 
@@ -345,7 +412,9 @@ class FleetView(QWidget):
         if fmt not in EXPORT_FILTERS:
             raise ValueError(f"unknown export format {fmt!r}")
         if path is None:
-            chosen, _ = QFileDialog.getSaveFileName(self, "Export the fleet", f"fleet-units.{fmt}", EXPORT_FILTERS[fmt])
+            chosen, _ = QFileDialog.getSaveFileName(
+                self, "Export the fleet", f"fleet-units.{fmt}", EXPORT_FILTERS[fmt]
+            )
             if not chosen:
                 return False
             path = Path(chosen)
@@ -366,8 +435,10 @@ class FleetView(QWidget):
 
         def failed(error: BaseException) -> None:
             self._set_exporting(False)
-            self._failed(f"The export to {destination} failed: {error} — nothing was written there; try again "
-                         f"when the fleet answers, or pick a folder you can write to.")
+            self._failed(
+                f"The export to {destination} failed: {error} — nothing was written there; try again "
+                f"when the fleet answers, or pick a folder you can write to."
+            )
 
         if not self.export_pool.submit(work, done, failed):
             return False

@@ -14,8 +14,13 @@ def _draw(painter: QPainter, size: float, shape: str, color: QColor) -> None:
     painter.setRenderHint(QPainter.RenderHint.Antialiasing)
     margin = size * 0.06
     disc = QRectF(margin, margin, size - 2 * margin, size - 2 * margin)
-    white = QPen(QColor("white"), size * 0.11, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap,
-                 Qt.PenJoinStyle.RoundJoin)
+    white = QPen(
+        QColor("white"),
+        size * 0.11,
+        Qt.PenStyle.SolidLine,
+        Qt.PenCapStyle.RoundCap,
+        Qt.PenJoinStyle.RoundJoin,
+    )
     if shape == "circle":  # hollow: nothing has happened yet
         painter.setPen(QPen(color, size * 0.1))
         painter.setBrush(Qt.BrushStyle.NoBrush)
@@ -38,19 +43,24 @@ def _draw(painter: QPainter, size: float, shape: str, color: QColor) -> None:
     elif shape == "play":
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(QColor("white"))
-        painter.drawPolygon(QPolygonF([QPointF(s * 0.38, s * 0.28), QPointF(s * 0.74, s * 0.5),
-                                       QPointF(s * 0.38, s * 0.72)]))
+        painter.drawPolygon(
+            QPolygonF([QPointF(s * 0.38, s * 0.28), QPointF(s * 0.74, s * 0.5), QPointF(s * 0.38, s * 0.72)])
+        )
     elif shape == "retry":
         arc = QRectF(s * 0.28, s * 0.28, s * 0.44, s * 0.44)
         painter.drawArc(arc, 90 * 16, 270 * 16)
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(QColor("white"))
-        painter.drawPolygon(QPolygonF([QPointF(s * 0.50, s * 0.16), QPointF(s * 0.66, s * 0.28),
-                                       QPointF(s * 0.50, s * 0.40)]))
+        painter.drawPolygon(
+            QPolygonF([QPointF(s * 0.50, s * 0.16), QPointF(s * 0.66, s * 0.28), QPointF(s * 0.50, s * 0.40)])
+        )
     elif shape == "skip":
         for x in (0.30, 0.50):
-            painter.drawPolyline(QPolygonF([QPointF(s * x, s * 0.32), QPointF(s * (x + 0.17), s * 0.5),
-                                            QPointF(s * x, s * 0.68)]))
+            painter.drawPolyline(
+                QPolygonF(
+                    [QPointF(s * x, s * 0.32), QPointF(s * (x + 0.17), s * 0.5), QPointF(s * x, s * 0.68)]
+                )
+            )
     elif shape == "stop":
         painter.drawLine(QPointF(s * 0.3, s * 0.5), QPointF(s * 0.7, s * 0.5))
 

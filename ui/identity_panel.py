@@ -32,8 +32,13 @@ class BoardIdentityPanel(QGroupBox):
 
     board_swapped = Signal(object)  # SimDevice: a factory-fresh board is on the fixture
 
-    def __init__(self, session: Session, pool: TaskPool, current_fixture: Callable[[], Fixture | None],
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        pool: TaskPool,
+        current_fixture: Callable[[], Fixture | None],
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__("Board identity", parent)
         self.session = session
         self.pool = pool
@@ -59,7 +64,9 @@ class BoardIdentityPanel(QGroupBox):
         shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
         shortcut.activated.connect(self.next_board)
         notes = [html.escape(note) for note in session.startup_notes]
-        self.text.setText("<br>".join(f"⚠ {note}" for note in notes) or "The board's SoC id shows here once it is read.")
+        self.text.setText(
+            "<br>".join(f"⚠ {note}" for note in notes) or "The board's SoC id shows here once it is read."
+        )
 
     # -- what the unit saw -------------------------------------------------------------------
 
@@ -83,8 +90,12 @@ class BoardIdentityPanel(QGroupBox):
 
     def on_finished(self, outcome: UnitOutcome) -> None:
         self.outcome = outcome
-        claims = trust_summary(self.passed_steps, host_key_in_inventory=self.in_inventory, soc_id=self.soc_id,
-                               attested=self.attested)
+        claims = trust_summary(
+            self.passed_steps,
+            host_key_in_inventory=self.in_inventory,
+            soc_id=self.soc_id,
+            attested=self.attested,
+        )
         self.setToolTip(render_claims(claims))  # the long form
         parts = []
         for basis, mark in ((Basis.VERIFIED, "✔"), (Basis.REPORTED, "☐")):
@@ -105,12 +116,18 @@ class BoardIdentityPanel(QGroupBox):
             simulated = load_fixtures(path)
         except StationError:
             return None
-        return next((f.name for f in simulated if f.name == fixture.name and f.device == fixture.device), None)
+        return next(
+            (f.name for f in simulated if f.name == fixture.name and f.device == fixture.device), None
+        )
 
     def _offer_next_board(self) -> None:
         fixture = self.current_fixture()
-        show = self.outcome is not None and self.outcome.kind in ("passed", "failed", "aborted", "refused") \
-            and self.simulated_name(fixture) is not None and not self.swapping
+        show = (
+            self.outcome is not None
+            and self.outcome.kind in ("passed", "failed", "aborted", "refused")
+            and self.simulated_name(fixture) is not None
+            and not self.swapping
+        )
         self.next_button.setVisible(show)
         self.next_button.setEnabled(show)
 
@@ -136,11 +153,14 @@ class BoardIdentityPanel(QGroupBox):
         self.text.setText(
             f"Fixture {html.escape(device.name)} now holds a factory-fresh board: SoC id "
             f"<b>{html.escape(device.soc_id)}</b>, host key {html.escape(device.host_key_fingerprint)}. "
-            "Scan its serial label.")
+            "Scan its serial label."
+        )
         self.board_swapped.emit(device)
 
     def _swap_failed(self, error: BaseException) -> None:
         self.swapping = False
         self.next_button.setEnabled(True)
-        self.text.setText(f"✗ No new board: {html.escape(str(error))} — press Next board again, or run "
-                          "<tt>station sim status</tt>.")
+        self.text.setText(
+            f"✗ No new board: {html.escape(str(error))} — press Next board again, or run "
+            "<tt>station sim status</tt>."
+        )

@@ -35,10 +35,14 @@ PNG_DPI = 300
 
 def _page_size(sheet: LabelSheet) -> QPageSize:
     size = QSizeF(sheet.layout.width_mm, sheet.layout.height_mm)
-    return QPageSize(size, QPageSize.Unit.Millimeter, sheet.layout.title, QPageSize.SizeMatchPolicy.ExactMatch)
+    return QPageSize(
+        size, QPageSize.Unit.Millimeter, sheet.layout.title, QPageSize.SizeMatchPolicy.ExactMatch
+    )
 
 
-def paint_label(painter: QPainter, sheet: LabelSheet, px_per_mm: float, *, x0: float = 0.0, y0: float = 0.0) -> None:
+def paint_label(
+    painter: QPainter, sheet: LabelSheet, px_per_mm: float, *, x0: float = 0.0, y0: float = 0.0
+) -> None:
     """Draw ``sheet`` with its top-left corner at (x0, y0) device pixels."""
     painter.save()
     try:
@@ -49,8 +53,12 @@ def paint_label(painter: QPainter, sheet: LabelSheet, px_per_mm: float, *, x0: f
         painter.setRenderHint(QPainter.RenderHint.TextAntialiasing, True)
         painter.setPen(QColor("black"))
         for line in sheet.texts:
-            box = QRectF(x0 + line.box.x * px_per_mm, y0 + line.box.y * px_per_mm,
-                         line.box.width * px_per_mm, line.box.height * px_per_mm)
+            box = QRectF(
+                x0 + line.box.x * px_per_mm,
+                y0 + line.box.y * px_per_mm,
+                line.box.width * px_per_mm,
+                line.box.height * px_per_mm,
+            )
             font = QFont("DejaVu Sans Mono" if line.monospace else "DejaVu Sans")
             font.setStyleHint(QFont.StyleHint.Monospace if line.monospace else QFont.StyleHint.SansSerif)
             font.setBold(line.bold)
@@ -84,8 +92,11 @@ def _paint_bars(painter: QPainter, sheet: LabelSheet, px_per_mm: float, x0: floa
 
 def render_label(sheet: LabelSheet, *, dpi: int = PNG_DPI) -> QImage:
     px_per_mm = dpi / 25.4
-    image = QImage(round(sheet.layout.width_mm * px_per_mm), round(sheet.layout.height_mm * px_per_mm),
-                   QImage.Format.Format_RGB32)
+    image = QImage(
+        round(sheet.layout.width_mm * px_per_mm),
+        round(sheet.layout.height_mm * px_per_mm),
+        QImage.Format.Format_RGB32,
+    )
     image.setDotsPerMeterX(round(dpi / 0.0254))
     image.setDotsPerMeterY(round(dpi / 0.0254))
     image.fill(QColor("white"))
@@ -125,7 +136,9 @@ def _paint_pdf(sheet: LabelSheet, writer: QPdfWriter, dpi: int) -> None:
     writer.setTitle(f"Label {sheet.content.serial}")
     writer.setCreator("Welma provisioning station")
     writer.setResolution(dpi)
-    writer.setPageLayout(QPageLayout(_page_size(sheet), QPageLayout.Orientation.Portrait, QMarginsF(0, 0, 0, 0)))
+    writer.setPageLayout(
+        QPageLayout(_page_size(sheet), QPageLayout.Orientation.Portrait, QMarginsF(0, 0, 0, 0))
+    )
     painter = QPainter(writer)
     try:
         paint_label(painter, sheet, writer.resolution() / 25.4)
@@ -158,7 +171,9 @@ class OutputFileDialog(QFileDialog):
 
 def configure_printer(printer: QPrinter, sheet: LabelSheet) -> None:
     """Ask for the label stock's page size, no margins (the label already has its own)."""
-    printer.setPageLayout(QPageLayout(_page_size(sheet), QPageLayout.Orientation.Portrait, QMarginsF(0, 0, 0, 0)))
+    printer.setPageLayout(
+        QPageLayout(_page_size(sheet), QPageLayout.Orientation.Portrait, QMarginsF(0, 0, 0, 0))
+    )
     printer.setFullPage(True)
     printer.setDocName(f"label-{sheet.content.serial}")
 

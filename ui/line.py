@@ -25,7 +25,9 @@ class LineEvents(QObject):
     message = Signal(str)  # label printer / MES, in words
     printed = Signal(object)  # PrintOutcome
 
-    def __init__(self, handoff: LineHandOff | None, scanner: ScannerSettings, parent: QObject | None = None) -> None:
+    def __init__(
+        self, handoff: LineHandOff | None, scanner: ScannerSettings, parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
         self.handoff = handoff
         if handoff is not None:
@@ -61,8 +63,9 @@ class ReprintButton(QPushButton):
 
     def show_unit(self, unit: object) -> None:
         self.unit = unit if isinstance(unit, Unit) else None
-        self.setEnabled(self.unit is not None and self.unit.state == "passed"
-                        and bool(self.unit.certificate_fingerprint))
+        self.setEnabled(
+            self.unit is not None and self.unit.state == "passed" and bool(self.unit.certificate_fingerprint)
+        )
         self.setToolTip(self.history())
 
     def history(self) -> str:
@@ -73,8 +76,11 @@ class ReprintButton(QPushButton):
         prints = self.handoff.labels.audit.label_prints(self.unit.id)
         if not prints:
             return f"No label printed yet for {self.unit.serial} — print it on {printer} (recorded)"
-        lines = [f"{p.at.astimezone():%Y-%m-%d %H:%M:%S}  {'reprint' if p.reprint else 'print'} by {p.by}: "
-                 f"{'printed' if p.printed else 'not printed'}" for p in prints[-10:]]
+        lines = [
+            f"{p.at.astimezone():%Y-%m-%d %H:%M:%S}  {'reprint' if p.reprint else 'print'} by {p.by}: "
+            f"{'printed' if p.printed else 'not printed'}"
+            for p in prints[-10:]
+        ]
         return f"Labels of {self.unit.serial}:\n" + "\n".join(lines)
 
     def reprint(self) -> None:

@@ -100,8 +100,14 @@ class MainWindow(QMainWindow):
     ready = Signal()  # signed in, the scan field shown and focused
     unit_finished = Signal(object)  # UnitOutcome, once the window shows it
 
-    def __init__(self, session: Session, ca: CertificateAuthority, parent: QWidget | None = None, *,
-                 ca_secret: str | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        ca: CertificateAuthority,
+        parent: QWidget | None = None,
+        *,
+        ca_secret: str | None = None,
+    ) -> None:
         super().__init__(parent)
         self.session = session
         self.operator: str | None = None
@@ -114,7 +120,9 @@ class MainWindow(QMainWindow):
         self.sheet: LabelSheet | None = None
         self._masker = Masker(())
         self._unit_began = 0.0
-        self._unit_active = False  # from start until the outcome is shown (the thread may take a moment longer)
+        self._unit_active = (
+            False  # from start until the outcome is shown (the thread may take a moment longer)
+        )
         self._closing = False
         self._leaving_units = False  # closing without waiting for the units (they go on, or were terminated)
         self._started_probing = False
@@ -123,8 +131,11 @@ class MainWindow(QMainWindow):
         # One engine for the single-board page and the batch grid: each unit in its own worker process of the
         # station service (started for this user when none answers), so units outlive the window.
         # ``ca_secret``: what the technician typed to unlock the CA here, sent once to a service whose CA is locked.
-        self.engine = Engine(StationParts(session.home, session.config, ca, session.audit, session.line), self,
-                             ca_secret=ca_secret)
+        self.engine = Engine(
+            StationParts(session.home, session.config, ca, session.audit, session.line),
+            self,
+            ca_secret=ca_secret,
+        )
         self.runner = UnitRunner(self.engine, self)
         self.admin_lock = AdminLock(session.home)
         # Quality leads and administrators sign in with their own credential (station/people.py): a session
@@ -180,8 +191,11 @@ class MainWindow(QMainWindow):
         self.runner.idle.connect(self._on_idle)
         self.runner.flow_event.connect(self.identity.on_event)
         self.unit_finished.connect(self.identity.on_finished)
-        self.identity.board_swapped.connect(lambda _board: self.result.show_state(
-            "idle", "A factory-fresh board is on the fixture.", "scan its serial label, then press Enter."))
+        self.identity.board_swapped.connect(
+            lambda _board: self.result.show_state(
+                "idle", "A factory-fresh board is on the fixture.", "scan its serial label, then press Enter."
+            )
+        )
         self.identity.board_swapped.connect(lambda _board: self.focus_scan())
         self.batch.idle.connect(self._on_idle)
         self.batch.slot_started.connect(lambda _name: self._update_buttons())
@@ -204,7 +218,9 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.title_label)
         layout.addWidget(QLabel(f"Station {self.session.config.name}", box))
         layout.addSpacing(16)
-        prompt = QLabel("Sign in before provisioning: type your &name or scan your badge, then press Enter.", box)
+        prompt = QLabel(
+            "Sign in before provisioning: type your &name or scan your badge, then press Enter.", box
+        )
         prompt.setWordWrap(True)
         layout.addWidget(prompt)
         self.operator_field = QLineEdit(box)
@@ -216,8 +232,10 @@ class MainWindow(QMainWindow):
         self.sign_in_button = QPushButton("&Sign in", box)
         self.sign_in_button.clicked.connect(self.sign_in_from_field)
         self.quality_lead_button = QPushButton("Sign in as &quality lead…", box)
-        self.quality_lead_button.setToolTip("Quality leads (and administrators) export the audit log and revoke "
-                                            "certificates; they type their name, then their own PIN or badge")
+        self.quality_lead_button.setToolTip(
+            "Quality leads (and administrators) export the audit log and revoke "
+            "certificates; they type their name, then their own PIN or badge"
+        )
         self.quality_lead_button.clicked.connect(self.sign_in_as_quality_lead)
         sign_in_row = QHBoxLayout()
         sign_in_row.addWidget(self.sign_in_button)
@@ -280,8 +298,13 @@ class MainWindow(QMainWindow):
 
             book = order_book(self.session.audit, self.session.config)
             read_orders = lambda: book.orders(state="open")  # noqa: E731 - one line, read on the task pool
-        self.orders = OrderPanel(self.session.audit, self.pool, required=self.session.config.orders_required,
-                                 parent=upper, read_orders=read_orders)
+        self.orders = OrderPanel(
+            self.session.audit,
+            self.pool,
+            required=self.session.config.orders_required,
+            parent=upper,
+            read_orders=read_orders,
+        )
         left.addWidget(self.orders)
         fixture_label = QLabel("&Fixture (where the board is connected):", upper)
         self.fixtures = FixtureTable(upper)
@@ -380,8 +403,18 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(1, 1)
         self.splitter = splitter
 
-        order = [self.scan, self.provision_button, self.retry_button, self.abort_button, self.fixtures,
-                 self.print_button, self.pdf_button, self.log, self.settings_button, self.sign_out_button]
+        order = [
+            self.scan,
+            self.provision_button,
+            self.retry_button,
+            self.abort_button,
+            self.fixtures,
+            self.print_button,
+            self.pdf_button,
+            self.log,
+            self.settings_button,
+            self.sign_out_button,
+        ]
         for first, second in zip(order, order[1:], strict=False):
             QWidget.setTabOrder(first, second)
         return page
@@ -435,8 +468,11 @@ class MainWindow(QMainWindow):
         source = self.session.fixtures
         self.status.setText(
             f"Fixtures: {source.origin}   ·   Label stock: {label_layout(settings.label_layout).title}"
-            + ("   ·   Settings are locked (an administrator signs in with their own credential)"
-               if self.session.config.production else "   ·   Settings are locked (administrator PIN)")
+            + (
+                "   ·   Settings are locked (an administrator signs in with their own credential)"
+                if self.session.config.production
+                else "   ·   Settings are locked (administrator PIN)"
+            )
         )
         self.status.setToolTip(f"Fixtures file: {source.path}" if source.path else "")
         self._show_mode()
@@ -445,7 +481,9 @@ class MainWindow(QMainWindow):
         if not source.fixtures:
             self._feedback(
                 "No fixtures are configured — an administrator adds [[fixture]] tables to station.toml, "
-                "or starts the simulator with `station sim up`.", ok=False)
+                "or starts the simulator with `station sim up`.",
+                ok=False,
+            )
         if self.outcome is not None and self.outcome.kind == "passed":
             self._show_label(self.outcome)
 
@@ -522,14 +560,16 @@ class MainWindow(QMainWindow):
     def _signed_in_elevated(self, session: SignedIn) -> None:
         if not session.role.allows(Role.QUALITY):
             self.sign_in_problem.setText(
-                f"✗ {session.person} is enrolled as {session.role.words} — press Sign in (technicians need no PIN)")
+                f"✗ {session.person} is enrolled as {session.role.words} — press Sign in (technicians need no PIN)"
+            )
             return
         if self.sign_in(session.person, role="quality_lead"):
             self.elevated = session
             self._elevated_ends.start(max(1, round(session.remaining_s() * 1000)))
             self.operator_label.setText(
                 f"Operator: <b>{html.escape(session.person)}</b> ({session.role.words} until "
-                f"{clock_text(session.expires_at)})")
+                f"{clock_text(session.expires_at)})"
+            )
 
     def end_elevated_session(self, *, expired: bool = False) -> None:
         """The quality lead's or administrator's session ends (signed out, or its time is up): the window
@@ -541,8 +581,10 @@ class MainWindow(QMainWindow):
         people = self.people
         self.pool.submit(lambda: people.sign_out(session, expired=expired), lambda _done: None)
         if expired:
-            words = (f"{session.person}'s {session.role.words} session ended at {clock_text(session.expires_at)} — "
-                     "sign in again")
+            words = (
+                f"{session.person}'s {session.role.words} session ended at {clock_text(session.expires_at)} — "
+                "sign in again"
+            )
             if self._anything_running():
                 self._drop_audit_view()
                 self.role = "technician"
@@ -557,12 +599,17 @@ class MainWindow(QMainWindow):
         if not pin_is_set(self.session.home):
             self.sign_in_problem.setText(
                 "✗ No admin PIN is set on this station, so nobody can sign in as quality lead here. An "
-                f"administrator sets one in a terminal: station --home {self.session.home.root} admin set-pin")
+                f"administrator sets one in a terminal: station --home {self.session.home.root} admin set-pin"
+            )
             return
         dialog = AdminPinDialog(
-            self.admin_lock, self.pool, self, title="Quality lead sign-in",
+            self.admin_lock,
+            self.pool,
+            self,
+            title="Quality lead sign-in",
             intro=f"Quality leads export the audit log and revoke certificates. Type the admin PIN to sign in "
-                  f"{name} as quality lead.")
+            f"{name} as quality lead.",
+        )
         dialog.unlocked.connect(lambda: self.sign_in(name, role="quality_lead"))
         dialog.finished.connect(dialog.deleteLater)
         self.pin_dialog = dialog
@@ -639,8 +686,13 @@ class MainWindow(QMainWindow):
         it queries the log, which would delay "ready to scan")."""
         if self.audit_view is not None or self.operator is None:
             return
-        view = AuditView(self.session.audit, role=self.role, station=self.session.config.name, user=self.operator,
-                         parent=self.audit_page)
+        view = AuditView(
+            self.session.audit,
+            role=self.role,
+            station=self.session.config.name,
+            user=self.operator,
+            parent=self.audit_page,
+        )
         layout = self.audit_page.layout()
         assert layout is not None
         shown: QWidget = view
@@ -677,9 +729,14 @@ class MainWindow(QMainWindow):
         # scanner is typing — send it to the scan field so no label is lost.
         text = event.text()
         field = self.current_scan_field()
-        if (self.pages.currentWidget() is self.station_page and field is not None and len(text) == 1
-                and _SERIAL_KEY.fullmatch(text)
-                and not event.modifiers() & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)):
+        if (
+            self.pages.currentWidget() is self.station_page
+            and field is not None
+            and len(text) == 1
+            and _SERIAL_KEY.fullmatch(text)
+            and not event.modifiers()
+            & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+        ):
             if not field.hasFocus():  # the first key of a scan replaces what the field held
                 field.setFocus(Qt.FocusReason.OtherFocusReason)
                 field.selectAll()
@@ -699,11 +756,14 @@ class MainWindow(QMainWindow):
         mark = mark or ("✓" if ok else "✗ Refused:")
         colour = GREEN if ok else RED
         self.scan_feedback.setText(
-            f"<span style='color:{colour}; font-weight:bold'>{html.escape(mark)}</span> {html.escape(text, quote=False)}")
+            f"<span style='color:{colour}; font-weight:bold'>{html.escape(mark)}</span> {html.escape(text, quote=False)}"
+        )
 
     def _on_scanned(self, text: str, burst: bool) -> None:
         if self.runner.running:
-            self._feedback("a board is being provisioned — wait for its result, or press Esc to abort it", ok=False)
+            self._feedback(
+                "a board is being provisioned — wait for its result, or press Esc to abort it", ok=False
+            )
             return
         if self.serial is not None and text == self.serial:
             self.provision()  # Enter a second time on an accepted serial
@@ -717,8 +777,10 @@ class MainWindow(QMainWindow):
         self.serial = None
         fixture = self.current_fixture()
         if fixture is None:
-            self._feedback("no fixture is selected — choose the fixture the board is on (Alt+F), then scan again",
-                           ok=False)
+            self._feedback(
+                "no fixture is selected — choose the fixture the board is on (Alt+F), then scan again",
+                ok=False,
+            )
             return False
         try:
             serial = self.session.profile_for(fixture).validate_serial(text)
@@ -752,8 +814,11 @@ class MainWindow(QMainWindow):
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat(f"0 of {len(names)} steps")
         self.eta_label.clear()
-        self.result.show_state("idle", f"Board {serial} on fixture {fixture.name}.",
-                               "" if starting else "press Enter to provision it.")
+        self.result.show_state(
+            "idle",
+            f"Board {serial} on fixture {fixture.name}.",
+            "" if starting else "press Enter to provision it.",
+        )
         self._update_buttons()
 
     # -- running a unit ---------------------------------------------------------------------------
@@ -768,8 +833,9 @@ class MainWindow(QMainWindow):
         if resume:
             if self.request is None:
                 return False
-            request = UnitRequest(self.request.serial, self.request.fixture, self.request.profile, self.operator,
-                                  resume=True)
+            request = UnitRequest(
+                self.request.serial, self.request.fixture, self.request.profile, self.operator, resume=True
+            )
         else:
             text = self.scan.text().strip()
             if self.serial != text and not self.accept_scan(text):
@@ -778,15 +844,20 @@ class MainWindow(QMainWindow):
             if fixture is None or self.serial is None:
                 return False
             if self.batch.fixture_busy(fixture.name):
-                self._feedback(f"fixture {fixture.name} is provisioning a board of the batch — choose another "
-                               "fixture, or wait for it in the Batch tab", ok=False)
+                self._feedback(
+                    f"fixture {fixture.name} is provisioning a board of the batch — choose another "
+                    "fixture, or wait for it in the Batch tab",
+                    ok=False,
+                )
                 return False
             try:
                 profile = self.session.profile_for(fixture)
             except StationError as exc:
                 self._feedback(str(exc), ok=False)
                 return False
-            request = UnitRequest(self.serial, fixture, profile, self.operator, order=self.orders.current_order_id())
+            request = UnitRequest(
+                self.serial, fixture, profile, self.operator, order=self.orders.current_order_id()
+            )
         self._start(request)
         return True
 
@@ -808,8 +879,11 @@ class MainWindow(QMainWindow):
         if not self.runner.running:
             return
         self.runner.abort()
-        self.result.show_state("stopping", "Stopping after the command that is running now…",
-                               "wait; the unit ends failed and Retry (F5) continues it later.")
+        self.result.show_state(
+            "stopping",
+            "Stopping after the command that is running now…",
+            "wait; the unit ends failed and Retry (F5) continues it later.",
+        )
         self._append_log("■ abort requested by the operator")
         self._update_buttons()
 
@@ -833,7 +907,9 @@ class MainWindow(QMainWindow):
         return self.runner.running or self.batch.running
 
     def _start(self, request: UnitRequest) -> None:
-        same_board = self.progress is not None and self.request is not None and self.request.serial == request.serial
+        same_board = (
+            self.progress is not None and self.request is not None and self.request.serial == request.serial
+        )
         self.request = request
         self.outcome = None
         self._masker = Masker(request.profile.secrets)
@@ -846,10 +922,15 @@ class MainWindow(QMainWindow):
         self.sheet = None
         self.label_preview.show_sheet(None)
         verb = "Resuming" if request.resume else "Provisioning"
-        self.result.show_state("running", f"{verb} board {request.serial} on fixture {request.fixture.name}…",
-                               "watch the steps; press Esc to abort.")
-        self._append_log(f"━━ {verb} {request.serial} on {request.fixture.name} ({request.fixture.device}), "
-                         f"profile {request.profile.name}, operator {request.operator}")
+        self.result.show_state(
+            "running",
+            f"{verb} board {request.serial} on fixture {request.fixture.name}…",
+            "watch the steps; press Esc to abort.",
+        )
+        self._append_log(
+            f"━━ {verb} {request.serial} on {request.fixture.name} ({request.fixture.device}), "
+            f"profile {request.profile.name}, operator {request.operator}"
+        )
         self._unit_began = time.monotonic()
         self._unit_active = True
         self._feedback(f"{verb.lower()} board {request.serial} on fixture {request.fixture.name}", ok=True)
@@ -880,7 +961,8 @@ class MainWindow(QMainWindow):
             self._append_log(f"▶ [{event.index + 1}/{event.count}] {event.title}{usual}{retry}")
             if self.result.state == "running":
                 self.result.detail.setText(
-                    f"Board {event.serial}: step {event.index + 1} of {event.count}, {event.title}.")
+                    f"Board {event.serial}: step {event.index + 1} of {event.count}, {event.title}."
+                )
         elif event.kind == "output":
             self._append_log(event.message)
         elif event.kind == "step_finished":
@@ -903,7 +985,8 @@ class MainWindow(QMainWindow):
             self.steps.show_running_time(progress.current, now - progress.current.started_at)
         left = progress.remaining_s(now)
         self.eta_label.setText(
-            "Time left: learning (no history yet)" if left is None else f"About {_duration(left)} left")
+            "Time left: learning (no history yet)" if left is None else f"About {_duration(left)} left"
+        )
 
     def _on_finished(self, outcome: UnitOutcome) -> None:
         self._unit_active = False
@@ -917,15 +1000,26 @@ class MainWindow(QMainWindow):
         self.eta_label.setText(f"Took {_duration(time.monotonic() - self._unit_began)}")
         message = self._masker(outcome.message)
         if outcome.kind == "passed":
-            self.result.show_state("passed", f"Board {outcome.serial} is enrolled (unit {outcome.unit_id}).",
-                                   "stick the label on the board, then scan the next board.")
+            self.result.show_state(
+                "passed",
+                f"Board {outcome.serial} is enrolled (unit {outcome.unit_id}).",
+                "stick the label on the board, then scan the next board.",
+            )
             self._show_label(outcome)
         elif outcome.kind == "refused":
-            next_step = ("press Retry (F5) to continue this board's unfinished unit from where it failed."
-                         if outcome.resumable else "nothing was done to the board; fix the cause, then scan again.")
+            next_step = (
+                "press Retry (F5) to continue this board's unfinished unit from where it failed."
+                if outcome.resumable
+                else "nothing was done to the board; fix the cause, then scan again."
+            )
             if outcome.resumable and self.request is not None:
-                self.request = UnitRequest(outcome.serial, self.request.fixture, self.request.profile,
-                                           self.request.operator, resume=True)
+                self.request = UnitRequest(
+                    outcome.serial,
+                    self.request.fixture,
+                    self.request.profile,
+                    self.request.operator,
+                    resume=True,
+                )
             self.result.show_state("refused", message, next_step)
         else:
             where = ""
@@ -935,15 +1029,24 @@ class MainWindow(QMainWindow):
                 where = f"Failed at step {index} of {len(names)}, {STEPS[outcome.failed_step].title}: "
             resume_from = STEPS[outcome.failed_step].resume_from if outcome.failed_step in STEPS else None
             again = f" — it continues from “{STEPS[resume_from].title}”" if resume_from in STEPS else ""
-            next_step = (f"do what the message says, then press Retry (F5){again}. "
-                         "To give up on this board, set it aside and scan the next one.")
-            self.result.show_state("failed", where + message, next_step if outcome.resumable else
-                                   "set the board aside and call the line engineer with this message.")
+            next_step = (
+                f"do what the message says, then press Retry (F5){again}. "
+                "To give up on this board, set it aside and scan the next one."
+            )
+            self.result.show_state(
+                "failed",
+                where + message,
+                next_step
+                if outcome.resumable
+                else "set the board aside and call the line engineer with this message.",
+            )
         self._append_log(f"━━ {outcome.kind.upper()}: {message}")
         if outcome.kind == "passed":
             self._feedback(f"board {outcome.serial} passed — label it, then scan the next board", ok=True)
         else:
-            self._feedback(f"board {outcome.serial} did not pass — the reason is on the right", ok=False, mark="✗")
+            self._feedback(
+                f"board {outcome.serial} did not pass — the reason is on the right", ok=False, mark="✗"
+            )
         self.serial = None
         self.scan.selectAll()
         self._update_buttons()
@@ -968,8 +1071,13 @@ class MainWindow(QMainWindow):
         running = self.runner.running
         signed_in = self.operator is not None
         self.provision_button.setEnabled(signed_in and not running and not self._closing)
-        self.retry_button.setEnabled(signed_in and not running and self.outcome is not None
-                                     and self.outcome.resumable and not self._closing)
+        self.retry_button.setEnabled(
+            signed_in
+            and not running
+            and self.outcome is not None
+            and self.outcome.resumable
+            and not self._closing
+        )
         self.abort_button.setEnabled(running and not self._closing and self.result.state != "stopping")
         self.print_button.setEnabled(self.sheet is not None)
         self.pdf_button.setEnabled(self.sheet is not None)
@@ -1001,8 +1109,11 @@ class MainWindow(QMainWindow):
         line = self.session.line
         if line is not None and line.labels.configured and self.outcome is not None and self.outcome.unit_id:
             # The line's label printer ([label] printer): no dialog; the outcome shows in the status bar.
-            line.request_print(self.outcome.unit_id, by=self.operator or "",
-                               reprint=bool(self.session.audit.label_prints(self.outcome.unit_id)))
+            line.request_print(
+                self.outcome.unit_id,
+                by=self.operator or "",
+                reprint=bool(self.session.audit.label_prints(self.outcome.unit_id)),
+            )
             self.line_status.setText(f"printing label {self.sheet.content.serial}…")
             return
         printer = QPrinter(QPrinter.PrinterMode.HighResolution)
@@ -1010,9 +1121,12 @@ class MainWindow(QMainWindow):
         dialog = QPrintDialog(printer, self)
         dialog.setWindowTitle(f"Print label {self.sheet.content.serial}")
         if dialog.exec() == QPrintDialog.DialogCode.Accepted and not print_label(printer, self.sheet):
-            QMessageBox.warning(self, "Label not printed",
-                                "The printer could not be started — check it is switched on and has labels, "
-                                "then press Ctrl+P again.")
+            QMessageBox.warning(
+                self,
+                "Label not printed",
+                "The printer could not be started — check it is switched on and has labels, "
+                "then press Ctrl+P again.",
+            )
         self.focus_scan()
 
     def save_label_dialog(self) -> None:
@@ -1025,8 +1139,10 @@ class MainWindow(QMainWindow):
             self._feedback(f"label not saved: {exc}", ok=False, mark="✗")
             return
         settings = self.session.config.label
-        proposed = free_name(folder, label_file_name(settings.file_name, self.sheet.content.serial,
-                                                     self.sheet.content.issued_on))
+        proposed = free_name(
+            folder,
+            label_file_name(settings.file_name, self.sheet.content.serial, self.sheet.content.issued_on),
+        )
         dialog = self.label_save_dialog = OutputFileDialog(self, "Save label as PDF", folder, proposed)
         if dialog.exec() == OutputFileDialog.DialogCode.Accepted and dialog.selectedFiles():
             self.save_label(Path(dialog.selectedFiles()[0]))
@@ -1038,7 +1154,9 @@ class MainWindow(QMainWindow):
             return False
         try:
             folder = output_folder(self.session.config, self.session.home)
-            saved = save_output(path, label_pdf(self.sheet), folder=folder, home=self.session.home, suffix=".pdf")
+            saved = save_output(
+                path, label_pdf(self.sheet), folder=folder, home=self.session.home, suffix=".pdf"
+            )
         except StationError as exc:
             self._feedback(f"label not saved: {exc}", ok=False, mark="✗")
             return False
@@ -1050,21 +1168,29 @@ class MainWindow(QMainWindow):
     def open_settings(self) -> None:
         if self._anything_running():
             return
-        if self.elevated is not None and self.elevated.role.allows(Role.ADMIN) and not self.elevated.expired():
+        if (
+            self.elevated is not None
+            and self.elevated.role.allows(Role.ADMIN)
+            and not self.elevated.expired()
+        ):
             self._show_settings()  # an administrator signed in with their own credential
             return
         if self.session.config.production:
             QMessageBox.information(
-                self, "Settings are locked",
+                self,
+                "Settings are locked",
                 "Settings are for administrators. Sign out, type your name, press Sign in as quality lead and use "
                 "your own administrator credential (an administrator enrols you with `station people add NAME "
-                "--role admin`).")
+                "--role admin`).",
+            )
             return
         if not pin_is_set(self.session.home):
             QMessageBox.information(
-                self, "Settings are locked",
+                self,
+                "Settings are locked",
                 "No admin PIN is set on this station, so its settings cannot be changed here.\n\n"
-                f"An administrator sets one in a terminal:\n    station --home {self.session.home.root} admin set-pin")
+                f"An administrator sets one in a terminal:\n    station --home {self.session.home.root} admin set-pin",
+            )
             return
         dialog = AdminPinDialog(self.admin_lock, self.pool, self)
         dialog.unlocked.connect(self._show_settings)
@@ -1099,16 +1225,23 @@ class MainWindow(QMainWindow):
                 boards.append(f"{batch_running} board{'s' if batch_running != 1 else ''} of the batch")
             in_service = not self.engine.in_process
             answer = QMessageBox.question(
-                self, "Stop the running units?",
+                self,
+                "Stop the running units?",
                 f"{' and '.join(boards).capitalize()} {'are' if len(boards) > 1 or batch_running > 1 else 'is'} "
                 "being provisioned.\n\n"
                 "Yes: stop them and close the window — each unit ends failed; Retry continues it later.\n"
-                + ("Close: close the window and leave them running in the station service — a window opened "
-                   "later shows them.\n" if in_service else "")
+                + (
+                    "Close: close the window and leave them running in the station service — a window opened "
+                    "later shows them.\n"
+                    if in_service
+                    else ""
+                )
                 + "No: keep the window open.",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
+                QMessageBox.StandardButton.Yes
+                | QMessageBox.StandardButton.No
                 | (QMessageBox.StandardButton.Close if in_service else QMessageBox.StandardButton.NoButton),
-                QMessageBox.StandardButton.No)
+                QMessageBox.StandardButton.No,
+            )
             if answer == QMessageBox.StandardButton.Close and in_service:
                 self._leave_running()
                 event.accept()

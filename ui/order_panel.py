@@ -26,8 +26,15 @@ class OrderPanel(QGroupBox):
 
     changed = Signal()  # new figures shown (tests wait on it)
 
-    def __init__(self, audit: AuditLog, pool: TaskPool, *, required: bool, parent: QWidget | None = None,
-                 read_orders: Callable[[], list[OrderStatus]] | None = None) -> None:
+    def __init__(
+        self,
+        audit: AuditLog,
+        pool: TaskPool,
+        *,
+        required: bool,
+        parent: QWidget | None = None,
+        read_orders: Callable[[], list[OrderStatus]] | None = None,
+    ) -> None:
         super().__init__("Work &order", parent)
         self.audit = audit
         self.pool = pool
@@ -35,7 +42,8 @@ class OrderPanel(QGroupBox):
         self.open_orders: list[OrderStatus] = []
         # How the open orders are read (on the task pool): this station's, or the fleet's with [fleet].
         self.read_orders: Callable[[], list[OrderStatus]] = read_orders or (
-            lambda: self.audit.orders.orders(state="open"))
+            lambda: self.audit.orders.orders(state="open")
+        )
         self.last_serial: str | None = None
         self._loading = False
         self._closed = False
@@ -123,8 +131,10 @@ class OrderPanel(QGroupBox):
         if offer_any:
             self.picker.addItem(BY_SERIAL, None)
         for status in orders:
-            self.picker.addItem(f"{status.order_id} — {status.order.profile} — {status.passed}/{status.quantity}",
-                                status.order_id)
+            self.picker.addItem(
+                f"{status.order_id} — {status.order.profile} — {status.passed}/{status.quantity}",
+                status.order_id,
+            )
         if not orders:
             self.picker.addItem("No open work order", None)
         index = self.picker.findData(picked) if picked else 0
@@ -136,7 +146,9 @@ class OrderPanel(QGroupBox):
     def _failed(self, error: BaseException) -> None:
         self._loading = False
         if not self._closed:
-            self.detail.setText(f"The work orders could not be read ({error}) — they are read again in a moment.")
+            self.detail.setText(
+                f"The work orders could not be read ({error}) — they are read again in a moment."
+            )
 
     def _show(self) -> None:
         status = self.current()
@@ -150,11 +162,15 @@ class OrderPanel(QGroupBox):
             if not self.open_orders:
                 self.detail.setText(
                     "No open work order: this station enrols no board until the quality lead imports one."
-                    if self.required else "No work order imported; boards are enrolled by their serial alone.")
+                    if self.required
+                    else "No work order imported; boards are enrolled by their serial alone."
+                )
             else:
                 names = ", ".join(order.order_id for order in self.open_orders)
-                self.detail.setText(f"{len(self.open_orders)} orders are open ({names}): pick the one you are "
-                                    f"building, or scan — each board counts in the order holding its serial.")
+                self.detail.setText(
+                    f"{len(self.open_orders)} orders are open ({names}): pick the one you are "
+                    f"building, or scan — each board counts in the order holding its serial."
+                )
             self.changed.emit()
             return
         self.progress.setRange(0, status.quantity)
@@ -165,5 +181,7 @@ class OrderPanel(QGroupBox):
         if status.complete:
             words += " — complete: pick the next order"
         self.detail.setText(words)
-        self.setToolTip(f"{status.order_id} builds {status.order.profile}: serials {status.order.serials_text()}")
+        self.setToolTip(
+            f"{status.order_id} builds {status.order.profile}: serials {status.order.serials_text()}"
+        )
         self.changed.emit()

@@ -64,7 +64,9 @@ class UnitProgress:
                 step.eta_s = event.eta_s
             self.current = step
         elif event.kind == "step_finished":
-            step.state = event.outcome if event.outcome in ("passed", "skipped", "failed", "retrying") else "failed"
+            step.state = (
+                event.outcome if event.outcome in ("passed", "skipped", "failed", "retrying") else "failed"
+            )
             step.duration_s = event.duration_s
             step.message = event.message
             if self.current is step:

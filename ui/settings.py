@@ -74,8 +74,9 @@ class SettingsDialog(QDialog):
         emphasise(self.problem, RED)
         self.problem.hide()
         layout.addWidget(self.problem)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel,
-                                   self)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel, self
+        )
         buttons.accepted.connect(self.save)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
@@ -100,7 +101,8 @@ class SettingsDialog(QDialog):
         self.accept()
 
     def _browse(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Fixtures file", str(self.session.home.root),
-                                              "Fixtures (*.toml);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Fixtures file", str(self.session.home.root), "Fixtures (*.toml);;All files (*)"
+        )
         if path:
             self.fixtures.setText(path)

@@ -79,7 +79,9 @@ def color(name: str) -> QColor:
     return QColor(name)
 
 
-def emphasise(widget: QWidget, colour: str | None = None, *, bold: bool = True, point_size: float | None = None) -> None:
+def emphasise(
+    widget: QWidget, colour: str | None = None, *, bold: bool = True, point_size: float | None = None
+) -> None:
     """Colour and weight through the palette and a partial font, never a style sheet: a style sheet
     would freeze the widget's font and the large-font setting would no longer reach it."""
     font = QFont()  # only what is set here overrides; the size still follows the window's font

@@ -91,8 +91,12 @@ class FixtureTable(QTableWidget):
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt's name
         # Typed characters are a scan, not a search for a row: let them go up to the window, which
         # hands them to the scan field.  Arrows, Home/End and Page keys still choose the fixture.
-        if event.text().isprintable() and event.text().strip() and not event.modifiers() & ~(
-                Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.KeypadModifier):
+        if (
+            event.text().isprintable()
+            and event.text().strip()
+            and not event.modifiers()
+            & ~(Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.KeypadModifier)
+        ):
             event.ignore()
             return
         super().keyPressEvent(event)

@@ -40,7 +40,6 @@ the journalled tables of orders, people and the service, and signed checkpoints,
 re-exported here; a test that patches a module constant (``BUSY_TIMEOUT_S``) patches the module that reads it.
 """
 
-
 from __future__ import annotations
 
 from station.audit.core import BUSY_TIMEOUT_S, DISK_FULL_BYTES

@@ -60,7 +60,9 @@ class CheckpointSigner:
     sign: Callable[[bytes], bytes]
 
     @classmethod
-    def for_certificate(cls, certificate: x509.Certificate, sign: Callable[[bytes], bytes]) -> CheckpointSigner:
+    def for_certificate(
+        cls, certificate: x509.Certificate, sign: Callable[[bytes], bytes]
+    ) -> CheckpointSigner:
         return cls(key_id=key_id_of(certificate), sign=sign)
 
 
@@ -90,9 +92,14 @@ def write_checkpoint(db: sqlite_utils.Database, signer: CheckpointSigner, *, at:
     seq, head_hash = int(head[0]), str(head[1])
     signature = signer.sign(message(seq=seq, head_hash=head_hash, at=at, key_id=signer.key_id))
     db.table("checkpoints").insert(
-        {"seq": seq, "head_hash": head_hash, "at": at, "key_id": signer.key_id,
-         "signature": base64.b64encode(signature).decode("ascii")}
-    )  # fmt: skip
+        {
+            "seq": seq,
+            "head_hash": head_hash,
+            "at": at,
+            "key_id": signer.key_id,
+            "signature": base64.b64encode(signature).decode("ascii"),
+        }
+    )
     return seq
 
 
@@ -124,7 +131,10 @@ def verify_checkpoints(
     """
     keys = {key_id_of(cert): cert for cert in trusted}
     count, last_seq = 0, None
-    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'").fetchone() is None:
+    if (
+        db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'").fetchone()
+        is None
+    ):
         rows: list[dict[str, Any]] = []
     else:
         rows = list(db.query("SELECT * FROM checkpoints ORDER BY id"))
@@ -132,27 +142,39 @@ def verify_checkpoints(
         count += 1
         event = db.execute("SELECT hash FROM events WHERE seq = ?", [row["seq"]]).fetchone()
         if event is None or event[0] != row["head_hash"]:
-            return CheckpointReport(count - 1, (
-                f"signed checkpoint {row['id']} covers event {row['seq']} with hash {str(row['head_hash'])[:16]}…, "
-                f"but the journal's event {row['seq']} is {'missing' if event is None else str(event[0])[:16] + '…'} "
-                "— the journal was rewritten (its hash chain recomputed) after it was signed; the signature fails"
-            ), last_seq)  # fmt: skip
+            return CheckpointReport(
+                count - 1,
+                (
+                    f"signed checkpoint {row['id']} covers event {row['seq']} with hash {str(row['head_hash'])[:16]}…, "
+                    f"but the journal's event {row['seq']} is {'missing' if event is None else str(event[0])[:16] + '…'} "
+                    "— the journal was rewritten (its hash chain recomputed) after it was signed; the signature fails"
+                ),
+                last_seq,
+            )
         cert = keys.get(row["key_id"])
         if cert is None:
-            return CheckpointReport(count - 1, (
-                f"signed checkpoint {row['id']} was signed by key {str(row['key_id'])[:16]}…, which is not this "
-                "station's CA — the checkpoint was forged or the log comes from another station"
-            ), last_seq)  # fmt: skip
+            return CheckpointReport(
+                count - 1,
+                (
+                    f"signed checkpoint {row['id']} was signed by key {str(row['key_id'])[:16]}…, which is not this "
+                    "station's CA — the checkpoint was forged or the log comes from another station"
+                ),
+                last_seq,
+            )
         try:
             signature = base64.b64decode(row["signature"], validate=True)
         except ValueError:
             signature = b""
         data = message(seq=row["seq"], head_hash=row["head_hash"], at=row["at"], key_id=row["key_id"])
         if not _verifies(cert, signature, data):
-            return CheckpointReport(count - 1, (
-                f"the signature of checkpoint {row['id']} (event {row['seq']}) does not verify with the station "
-                "CA's certificate — the checkpoint was forged or edited"
-            ), last_seq)  # fmt: skip
+            return CheckpointReport(
+                count - 1,
+                (
+                    f"the signature of checkpoint {row['id']} (event {row['seq']}) does not verify with the station "
+                    "CA's certificate — the checkpoint was forged or edited"
+                ),
+                last_seq,
+            )
         last_seq = max(last_seq or 0, int(row["seq"]))
     if require_signed_since is not None:
         kinds = sorted(SIGNED_KINDS)
@@ -164,9 +186,13 @@ def verify_checkpoints(
             [*kinds, since, last_seq or 0],
         ).fetchone()
         if unsigned is not None:
-            return CheckpointReport(count, (
-                f"event {unsigned[0]} ({unsigned[1]} at {unsigned[2]}) is not covered by any signed checkpoint — "
-                "the journal was rewritten or written without the station CA's token; the signature check fails. "
-                "If this log is known good, sign its head with `station audit checkpoint`"
-            ), last_seq)  # fmt: skip
+            return CheckpointReport(
+                count,
+                (
+                    f"event {unsigned[0]} ({unsigned[1]} at {unsigned[2]}) is not covered by any signed checkpoint — "
+                    "the journal was rewritten or written without the station CA's token; the signature check fails. "
+                    "If this log is known good, sign its head with `station audit checkpoint`"
+                ),
+                last_seq,
+            )
     return CheckpointReport(count, None, last_seq)

@@ -190,7 +190,13 @@ class AuditCore:
                 )
             with self._db.atomic() as db:
                 db.execute(_CLAIM_WRITE_LOCK)
-                for statement in (*_SCHEMA, *ORDER_SCHEMA, *CHECKPOINT_SCHEMA, *PEOPLE_SCHEMA, *SERVICE_SCHEMA):
+                for statement in (
+                    *_SCHEMA,
+                    *ORDER_SCHEMA,
+                    *CHECKPOINT_SCHEMA,
+                    *PEOPLE_SCHEMA,
+                    *SERVICE_SCHEMA,
+                ):
                     db.execute(statement)
 
     @contextmanager

@@ -46,9 +46,19 @@ EXPORT_FIELDS = (
 # Unit columns holding free text that someone typed or configured: what a CSV export must keep a spreadsheet
 # from running as a formula. (States, timestamps and hex digests cannot start with = + - @.)
 _FREE_TEXT_COLUMNS = frozenset(
-    {"serial", "profile", "device", "fixture", "batch", "operator", "station", "failed_step", "message",
-     "reprovision_reason"}
-)  # fmt: skip
+    {
+        "serial",
+        "profile",
+        "device",
+        "fixture",
+        "batch",
+        "operator",
+        "station",
+        "failed_step",
+        "message",
+        "reprovision_reason",
+    }
+)
 
 
 def _export_select(*, neutralise: bool) -> str:
@@ -67,8 +77,22 @@ def _export_select(*, neutralise: bool) -> str:
             f"THEN '''' || u.{name} ELSE u.{name} END"
         )
 
-    unit_columns = ("id", "serial", "state", "profile", "device", "fixture", "batch", "operator", "station",
-                    "started_at", "ended_at", "failed_step", "message", "attempt")  # fmt: skip
+    unit_columns = (
+        "id",
+        "serial",
+        "state",
+        "profile",
+        "device",
+        "fixture",
+        "batch",
+        "operator",
+        "station",
+        "started_at",
+        "ended_at",
+        "failed_step",
+        "message",
+        "attempt",
+    )
     return (
         f"SELECT {', '.join(column(name) for name in unit_columns)}, "
         f"c.serial_hex, c.fingerprint_sha256, c.revoked_at, {column('reprovision_reason')} "
@@ -221,9 +245,25 @@ class Exports(AuditCore):
         identities = db.conn.execute("SELECT unit_id, soc_id FROM unit_identity ORDER BY unit_id, id")
         identity = identities.fetchone()
         for (
-            unit_id, serial, state, profile, device, fixture, batch, operator, station, started, ended,
-            failed_step, message, attempt, cert_serial, cert_fingerprint, revoked_at, reprovision_reason,
-        ) in cursor:  # fmt: skip
+            unit_id,
+            serial,
+            state,
+            profile,
+            device,
+            fixture,
+            batch,
+            operator,
+            station,
+            started,
+            ended,
+            failed_step,
+            message,
+            attempt,
+            cert_serial,
+            cert_fingerprint,
+            revoked_at,
+            reprovision_reason,
+        ) in cursor:
             while place is not None and place[0] < unit_id:
                 place = places.fetchone()
             order_id = place[1] if place is not None and place[0] == unit_id else None
@@ -234,7 +274,25 @@ class Exports(AuditCore):
                 identity = identities.fetchone()
             duration = None if ended is None else round((parse(ended) - parse(started)).total_seconds(), 3)
             yield (
-                unit_id, serial, state, profile, device, fixture, batch, operator, station, started, ended,
-                duration, failed_step, message, attempt, cert_serial, cert_fingerprint, revoked_at,
-                reprovision_reason, soc_id, order_id,
-            )  # fmt: skip
+                unit_id,
+                serial,
+                state,
+                profile,
+                device,
+                fixture,
+                batch,
+                operator,
+                station,
+                started,
+                ended,
+                duration,
+                failed_step,
+                message,
+                attempt,
+                cert_serial,
+                cert_fingerprint,
+                revoked_at,
+                reprovision_reason,
+                soc_id,
+                order_id,
+            )

@@ -29,7 +29,10 @@ def _create_fleet_outbox(db: sqlite_utils.Database) -> None:
 
 
 def _fleet_mark(db: sqlite_utils.Database) -> int:
-    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'fleet_outbox'").fetchone() is None:
+    if (
+        db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'fleet_outbox'").fetchone()
+        is None
+    ):
         return 0
     row = db.execute("SELECT forwarded_seq FROM fleet_outbox WHERE id = 1").fetchone()
     return int(row[0]) if row else 0

@@ -168,9 +168,18 @@ class AuditLog(UnitQueries, YieldStats, Integrity, Exports, FleetForwarding, Aud
                     self._append_event(db, at=at, kind="unit.superseded", table="units", pk=superseded)
                     release_place(db, unit_id=superseded, at=at, journal=self._append_event)
                 self._append_event(db, at=at, kind="unit.started", table="units", pk=unit_id)
-                claim_place(db, unit_id=unit_id, serial=serial, profile=profile, order_id=order,
-                            required=orders_required, at=at, journal=self._append_event, central=take_place,
-                            reprovision=reason is not None)
+                claim_place(
+                    db,
+                    unit_id=unit_id,
+                    serial=serial,
+                    profile=profile,
+                    order_id=order,
+                    required=orders_required,
+                    at=at,
+                    journal=self._append_event,
+                    central=take_place,
+                    reprovision=reason is not None,
+                )
                 return self._unit(db, unit_id)
         except sqlite3.IntegrityError as exc:
             if "units.serial" not in str(exc):
@@ -242,7 +251,11 @@ class AuditLog(UnitQueries, YieldStats, Integrity, Exports, FleetForwarding, Aud
             if result != "passed":
                 # Same transaction: a board the line set aside never holds a certificate that is still valid.
                 self._revoke_unit_certificates(
-                    db, unit, at=at, reason=revocation_reason or UNIT_ENDED_REASON, by=f"station (unit {result})"
+                    db,
+                    unit,
+                    at=at,
+                    reason=revocation_reason or UNIT_ENDED_REASON,
+                    by=f"station (unit {result})",
                 )
             return self._unit(db, unit_id)
 
@@ -433,8 +446,20 @@ class AuditLog(UnitQueries, YieldStats, Integrity, Exports, FleetForwarding, Aud
         with self._change() as db:
             self._unit(db, unit_id)
             at = self._now_text()
-            pk = _insert(db, "label_prints", {"unit_id": unit_id, "at": at, "by": by, "printer": printer,
-                                              "reprint": int(reprint), "printed": int(printed), "message": message})
-            self._append_event(db, at=at, kind="label.reprinted" if reprint else "label.printed",
-                               table="label_prints", pk=pk)
+            pk = _insert(
+                db,
+                "label_prints",
+                {
+                    "unit_id": unit_id,
+                    "at": at,
+                    "by": by,
+                    "printer": printer,
+                    "reprint": int(reprint),
+                    "printed": int(printed),
+                    "message": message,
+                },
+            )
+            self._append_event(
+                db, at=at, kind="label.reprinted" if reprint else "label.printed", table="label_prints", pk=pk
+            )
             return _label_print_from_row(db.table("label_prints").get(pk))

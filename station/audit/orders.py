@@ -118,7 +118,9 @@ FROM orders AS o
 _BARE_SELECT = "SELECT o.*, 0 AS passed, 0 AS running, 0 AS failed, 0 AS aborted FROM orders AS o"
 
 
-def statuses(db: sqlite_utils.Database, *, state: str | None = None, counts: bool = True) -> list[OrderStatus]:
+def statuses(
+    db: sqlite_utils.Database, *, state: str | None = None, counts: bool = True
+) -> list[OrderStatus]:
     """Every order (or those in ``state``), newest first, with its progress counted from its places
     (``counts=False``: every count 0 — enough to know which order holds a serial, and much cheaper)."""
     where, params = (" WHERE o.state = ?", [state]) if state else ("", [])
@@ -169,27 +171,53 @@ def claim_place(
     Raises :class:`OrderRefused` (the transaction, unit included, is then rolled back); returns None when the
     unit needs no order (orders not required and the serial in none).
     """
-    chosen = choose_order(candidates(db, serial, order_id=order_id, required=required), serial,
-                          order_id=order_id, required=required)
+    chosen = choose_order(
+        candidates(db, serial, order_id=order_id, required=required),
+        serial,
+        order_id=order_id,
+        required=required,
+    )
     if chosen is None:
         return None
     if chosen.order.profile != profile:
-        raise OrderRefused("profile", f"serial {serial} belongs to work order {chosen.order_id}, which builds "
-                           f"profile {chosen.order.profile}, not {profile} — use the order's profile (the fixture's "
-                           f"or the station's profile setting)")
-    held = {int(row[0]) for row in db.execute(
-        "SELECT place FROM order_places WHERE order_id = ? AND released_at IS NULL", [chosen.order_id]).fetchall()}
+        raise OrderRefused(
+            "profile",
+            f"serial {serial} belongs to work order {chosen.order_id}, which builds "
+            f"profile {chosen.order.profile}, not {profile} — use the order's profile (the fixture's "
+            f"or the station's profile setting)",
+        )
+    held = {
+        int(row[0])
+        for row in db.execute(
+            "SELECT place FROM order_places WHERE order_id = ? AND released_at IS NULL", [chosen.order_id]
+        ).fetchall()
+    }
     place = next((number for number in range(1, chosen.quantity + 1) if number not in held), None)
     if place is None:  # choose_order saw it free; only a concurrent writer could have taken it since
-        raise OrderRefused("full", f"work order {chosen.order_id} has no free place left — another unit took it")
+        raise OrderRefused(
+            "full", f"work order {chosen.order_id} has no free place left — another unit took it"
+        )
     try:
-        pk = db.table("order_places").insert(
-            {"order_id": chosen.order_id, "place": place, "unit_id": unit_id, "serial": serial, "taken_at": at}
-        ).last_pk
+        pk = (
+            db.table("order_places")
+            .insert(
+                {
+                    "order_id": chosen.order_id,
+                    "place": place,
+                    "unit_id": unit_id,
+                    "serial": serial,
+                    "taken_at": at,
+                }
+            )
+            .last_pk
+        )
     except sqlite3.IntegrityError as exc:
         # The index or the trigger: another station took this place between our read and our write.
-        raise OrderRefused("full", f"work order {chosen.order_id}: another station took place {place} of "
-                           f"{chosen.quantity} at the same moment — scan the board again") from exc
+        raise OrderRefused(
+            "full",
+            f"work order {chosen.order_id}: another station took place {place} of "
+            f"{chosen.quantity} at the same moment — scan the board again",
+        ) from exc
     journal(db, at=at, kind="order.place_taken", table="order_places", pk=int(pk or 0))
     if central is not None:
         # The fleet decides across stations (station.fleet.orders); refused there, this transaction rolls back.
@@ -235,22 +263,30 @@ class SqliteOrderBook:
                     if recorded.content_sha256 == order.content_sha256:
                         unchanged.append(order.order_id)
                     else:
-                        conflicts[order.order_id] = content_differences(recorded, order) or ["content differs"]
+                        conflicts[order.order_id] = content_differences(recorded, order) or [
+                            "content differs"
+                        ]
                     continue
                 content = order.content()
-                pk = db.table("orders").insert({
-                    "order_id": order.order_id,
-                    "profile": order.profile,
-                    "quantity": order.quantity,
-                    "due": content["due"],
-                    "content": json.dumps(content, sort_keys=True, separators=(",", ":")),
-                    "content_sha256": order.content_sha256,
-                    "source_file": parsed.path.name,
-                    "file_sha256": parsed.sha256,
-                    "imported_by": by.strip(),
-                    "imported_at": at,
-                    "state": "open",
-                }).last_pk
+                pk = (
+                    db.table("orders")
+                    .insert(
+                        {
+                            "order_id": order.order_id,
+                            "profile": order.profile,
+                            "quantity": order.quantity,
+                            "due": content["due"],
+                            "content": json.dumps(content, sort_keys=True, separators=(",", ":")),
+                            "content_sha256": order.content_sha256,
+                            "source_file": parsed.path.name,
+                            "file_sha256": parsed.sha256,
+                            "imported_by": by.strip(),
+                            "imported_at": at,
+                            "state": "open",
+                        }
+                    )
+                    .last_pk
+                )
                 self.audit._append_event(db, at=at, kind="order.imported", table="orders", pk=int(pk or 0))
                 imported.append(order.order_id)
             if conflicts:
@@ -275,14 +311,18 @@ class SqliteOrderBook:
         if not by.strip() or not reason.strip():
             raise StationError("closing an order needs who closes it (--by) and why (--reason)")
         with self.audit._change() as db:
-            row = db.execute("SELECT id, state, closed_at FROM orders WHERE order_id = ?", [order_id]).fetchone()
+            row = db.execute(
+                "SELECT id, state, closed_at FROM orders WHERE order_id = ?", [order_id]
+            ).fetchone()
             if row is None:
                 raise StationError(f"there is no work order {order_id} — list them with: station order list")
             if row[1] == "closed":
                 raise StationError(f"work order {order_id} was already closed ({row[2]}); nothing to do")
             at = self.audit._now_text()
-            db.table("orders").update(int(row[0]), {"state": "closed", "closed_at": at, "closed_by": by.strip(),
-                                                    "close_reason": reason.strip()})
+            db.table("orders").update(
+                int(row[0]),
+                {"state": "closed", "closed_at": at, "closed_by": by.strip(), "close_reason": reason.strip()},
+            )
             self.audit._append_event(db, at=at, kind="order.closed", table="orders", pk=int(row[0]))
         return self.status(order_id)
 
@@ -291,37 +331,57 @@ class SqliteOrderBook:
         (station.fleet.orders): units, exports and the window then work from the local log as without the fleet.
         An order recorded here with other content is left as it is (the fleet decides places)."""
         with self.audit._snapshot() as db:
-            local = {str(row["order_id"]): str(row["state"])
-                     for row in db.query("SELECT order_id, state FROM orders")}
-        due = [status for status in fleet_orders
-               if status.order_id not in local or (status.state == "closed" and local[status.order_id] == "open")]
+            local = {
+                str(row["order_id"]): str(row["state"])
+                for row in db.query("SELECT order_id, state FROM orders")
+            }
+        due = [
+            status
+            for status in fleet_orders
+            if status.order_id not in local or (status.state == "closed" and local[status.order_id] == "open")
+        ]
         if not due:
             return
         with self.audit._change() as db:
             at = self.audit._now_text()
             for status in due:
-                row = db.execute("SELECT id, state FROM orders WHERE order_id = ?", [status.order_id]).fetchone()
+                row = db.execute(
+                    "SELECT id, state FROM orders WHERE order_id = ?", [status.order_id]
+                ).fetchone()
                 if row is None:
                     content = status.order.content()
-                    pk = int(db.table("orders").insert({
-                        "order_id": status.order_id,
-                        "profile": status.order.profile,
-                        "quantity": status.quantity,
-                        "due": content["due"],
-                        "content": json.dumps(content, sort_keys=True, separators=(",", ":")),
-                        "content_sha256": status.order.content_sha256,
-                        "source_file": status.source_file,
-                        "file_sha256": status.file_sha256,
-                        "imported_by": f"{status.imported_by} (through the fleet)",
-                        "imported_at": at,
-                        "state": "open",
-                    }).last_pk or 0)
+                    pk = int(
+                        db.table("orders")
+                        .insert(
+                            {
+                                "order_id": status.order_id,
+                                "profile": status.order.profile,
+                                "quantity": status.quantity,
+                                "due": content["due"],
+                                "content": json.dumps(content, sort_keys=True, separators=(",", ":")),
+                                "content_sha256": status.order.content_sha256,
+                                "source_file": status.source_file,
+                                "file_sha256": status.file_sha256,
+                                "imported_by": f"{status.imported_by} (through the fleet)",
+                                "imported_at": at,
+                                "state": "open",
+                            }
+                        )
+                        .last_pk
+                        or 0
+                    )
                     self.audit._append_event(db, at=at, kind="order.imported", table="orders", pk=pk)
                     row = (pk, "open")
                 if status.state == "closed" and row[1] == "open":
-                    db.table("orders").update(int(row[0]), {
-                        "state": "closed", "closed_at": at, "closed_by": f"{status.closed_by} (through the fleet)",
-                        "close_reason": status.close_reason or "closed in the fleet"})
+                    db.table("orders").update(
+                        int(row[0]),
+                        {
+                            "state": "closed",
+                            "closed_at": at,
+                            "closed_by": f"{status.closed_by} (through the fleet)",
+                            "close_reason": status.close_reason or "closed in the fleet",
+                        },
+                    )
                     self.audit._append_event(db, at=at, kind="order.closed", table="orders", pk=int(row[0]))
 
     def order_for(self, serial: str, *, order_id: str | None = None, required: bool = False) -> Order | None:

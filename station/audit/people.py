@@ -67,15 +67,30 @@ def record_people_event(
 
     with audit._change() as db:
         at = audit._now_text()
-        pk = _insert(db, "people_events", {"at": at, "action": action, "person": person, "role": role, "by": by,
-                                           "account": account, "detail": detail})
+        pk = _insert(
+            db,
+            "people_events",
+            {
+                "at": at,
+                "action": action,
+                "person": person,
+                "role": role,
+                "by": by,
+                "account": account,
+                "detail": detail,
+            },
+        )
         audit._append_event(db, at=at, kind=f"people.{action}", table="people_events", pk=pk)
         return _event_from_row(db.table("people_events").get(pk))
 
 
 def people_events(audit: AuditLog, *, person: str | None = None, limit: int = 200) -> list[PeopleEvent]:
     """The newest people records first (of one person, or of everyone)."""
-    sql = "SELECT * FROM people_events" + (" WHERE person = ?" if person is not None else "") + " ORDER BY id DESC"
+    sql = (
+        "SELECT * FROM people_events"
+        + (" WHERE person = ?" if person is not None else "")
+        + " ORDER BY id DESC"
+    )
     params: list[Any] = [person] if person is not None else []
     with audit._lock:
         rows = list(audit._db.query(f"{sql} LIMIT ?", [*params, limit]))
@@ -85,5 +100,13 @@ def people_events(audit: AuditLog, *, person: str | None = None, limit: int = 20
 def _event_from_row(row: dict[str, Any]) -> PeopleEvent:
     from station.audit import _parse_time
 
-    return PeopleEvent(id=int(row["id"]), at=_parse_time(row["at"]), action=row["action"], person=row["person"],
-                       role=row["role"], by=row["by"], account=row["account"], detail=row["detail"])
+    return PeopleEvent(
+        id=int(row["id"]),
+        at=_parse_time(row["at"]),
+        action=row["action"],
+        person=row["person"],
+        role=row["role"],
+        by=row["by"],
+        account=row["account"],
+        detail=row["detail"],
+    )

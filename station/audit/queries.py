@@ -223,6 +223,7 @@ class UnitQueries(AuditCore):
         with self._lock:
             rows = self._db.query("SELECT * FROM label_prints WHERE unit_id = ? ORDER BY id", [unit_id])
             return [_label_print_from_row(row) for row in rows]
+
     def certificates_issued_since(self, moment: datetime) -> int:
         """How many certificates were recorded at or after ``moment`` (the issuance quota's count)."""
         with self._lock:

@@ -266,9 +266,16 @@ def _step_from_row(row: dict[str, Any]) -> StepRecord:
 
 
 def _label_print_from_row(row: dict[str, Any]) -> LabelPrint:
-    return LabelPrint(id=row["id"], unit_id=row["unit_id"], at=_parse_time(row["at"]), by=row["by"],
-                      printer=row["printer"], reprint=bool(row["reprint"]), printed=bool(row["printed"]),
-                      message=row["message"])
+    return LabelPrint(
+        id=row["id"],
+        unit_id=row["unit_id"],
+        at=_parse_time(row["at"]),
+        by=row["by"],
+        printer=row["printer"],
+        reprint=bool(row["reprint"]),
+        printed=bool(row["printed"]),
+        message=row["message"],
+    )
 
 
 def _certificate_from_row(row: dict[str, Any]) -> CertificateRecord:

@@ -21,14 +21,20 @@ SCHEMA_VERSION = 1
 
 
 # Tables whose every row is journalled by events; all have an INTEGER PRIMARY KEY named id.
-AUDITED_TABLES = {"units": "unit", "steps": "step record", "certificates": "certificate record",
-                  "label_prints": "label print", **ORDER_TABLES,
-                  # Board identity (station/identity_log.py): the silicon each unit ran on, the fixtures' host keys.
-                  "unit_identity": "board identity record", "fixture_host_keys": "fixture host-key record",
-                  # People (station/people.py): enrolments, credential changes, lockouts, sign-ins.
-                  **PEOPLE_TABLES,
-                  # The station service (station/audit/service.py): who asked for what, who ran each unit.
-                  **SERVICE_TABLES}
+AUDITED_TABLES = {
+    "units": "unit",
+    "steps": "step record",
+    "certificates": "certificate record",
+    "label_prints": "label print",
+    **ORDER_TABLES,
+    # Board identity (station/identity_log.py): the silicon each unit ran on, the fixtures' host keys.
+    "unit_identity": "board identity record",
+    "fixture_host_keys": "fixture host-key record",
+    # People (station/people.py): enrolments, credential changes, lockouts, sign-ins.
+    **PEOPLE_TABLES,
+    # The station service (station/audit/service.py): who asked for what, who ran each unit.
+    **SERVICE_TABLES,
+}
 
 _SCHEMA = (
     """
@@ -231,8 +237,9 @@ def _insert(db: sqlite_utils.Database, table: str, row: dict[str, Any]) -> int:
     if all(isinstance(value, _PLAIN_VALUES) for value in row.values()):
         # What sqlite-utils' insert would run, without its schema look-ups (a few per row).
         columns = ", ".join(f"[{name}]" for name in row)
-        cursor = db.execute(f"INSERT INTO [{table}] ({columns}) VALUES ({', '.join('?' * len(row))})",
-                            list(row.values()))
+        cursor = db.execute(
+            f"INSERT INTO [{table}] ({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+        )
         if cursor.lastrowid is None:
             raise RuntimeError(f"SQLite returned no id for the new {table} row")
         return int(cursor.lastrowid)

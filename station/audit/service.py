@@ -99,20 +99,43 @@ class ServiceRecords:
     def __init__(self, audit: AuditLog) -> None:
         self.audit = audit
 
-    def record_request(self, caller: Caller, *, op: str, role_needed: str | None, allowed: bool,
-                       detail: dict[str, Any] | None = None, unit_id: int | None = None) -> int:
+    def record_request(
+        self,
+        caller: Caller,
+        *,
+        op: str,
+        role_needed: str | None,
+        allowed: bool,
+        detail: dict[str, Any] | None = None,
+        unit_id: int | None = None,
+    ) -> int:
         from station.audit import _insert
 
         audit = self.audit
         with audit._change() as db:
             at = audit._now_text()
-            pk = _insert(db, "service_requests", {
-                "at": at, "account": caller.account, "uid": caller.uid, "pid": caller.pid, "op": op,
-                "role_needed": role_needed, "allowed": int(allowed),
-                "detail": json.dumps(detail or {}, sort_keys=True, default=str), "unit_id": unit_id,
-            })
-            audit._append_event(db, at=at, kind="service.request" if allowed else "service.refused",
-                                table="service_requests", pk=pk)
+            pk = _insert(
+                db,
+                "service_requests",
+                {
+                    "at": at,
+                    "account": caller.account,
+                    "uid": caller.uid,
+                    "pid": caller.pid,
+                    "op": op,
+                    "role_needed": role_needed,
+                    "allowed": int(allowed),
+                    "detail": json.dumps(detail or {}, sort_keys=True, default=str),
+                    "unit_id": unit_id,
+                },
+            )
+            audit._append_event(
+                db,
+                at=at,
+                kind="service.request" if allowed else "service.refused",
+                table="service_requests",
+                pk=pk,
+            )
         return pk
 
     def record_unit_account(self, unit_id: int, caller: Caller, *, request_id: int | None) -> None:
@@ -121,21 +144,43 @@ class ServiceRecords:
         audit = self.audit
         with audit._change() as db:
             at = audit._now_text()
-            pk = _insert(db, "unit_accounts", {"unit_id": unit_id, "account": caller.account, "uid": caller.uid,
-                                               "request_id": request_id, "recorded_at": at})
+            pk = _insert(
+                db,
+                "unit_accounts",
+                {
+                    "unit_id": unit_id,
+                    "account": caller.account,
+                    "uid": caller.uid,
+                    "request_id": request_id,
+                    "recorded_at": at,
+                },
+            )
             audit._append_event(db, at=at, kind="unit.account", table="unit_accounts", pk=pk)
 
     def requests(self, *, limit: int = 100) -> list[RequestRecord]:
         audit = self.audit
         with audit._lock:
             rows = list(audit._db.query("SELECT * FROM service_requests ORDER BY id DESC LIMIT ?", [limit]))
-        return [RequestRecord(id=row["id"], at=row["at"], account=row["account"], uid=row["uid"], pid=row["pid"],
-                              op=row["op"], role_needed=row["role_needed"], allowed=bool(row["allowed"]),
-                              detail=json.loads(row["detail"]), unit_id=row["unit_id"]) for row in rows]
+        return [
+            RequestRecord(
+                id=row["id"],
+                at=row["at"],
+                account=row["account"],
+                uid=row["uid"],
+                pid=row["pid"],
+                op=row["op"],
+                role_needed=row["role_needed"],
+                allowed=bool(row["allowed"]),
+                detail=json.loads(row["detail"]),
+                unit_id=row["unit_id"],
+            )
+            for row in rows
+        ]
 
     def unit_accounts(self, unit_id: int) -> list[str]:
         audit = self.audit
         with audit._lock:
-            rows = audit._db.execute("SELECT account FROM unit_accounts WHERE unit_id = ? ORDER BY id",
-                                     [unit_id]).fetchall()
+            rows = audit._db.execute(
+                "SELECT account FROM unit_accounts WHERE unit_id = ? ORDER BY id", [unit_id]
+            ).fetchall()
         return [str(row[0]) for row in rows]

@@ -177,10 +177,12 @@ class Integrity(AuditCore):
                 signed = verify_checkpoints(db, trusted, require_signed_since=require_signed_since)
                 problem = signed.problem
         return VerifyReport(
-            ok=problem is None, events=events, problem=problem,
+            ok=problem is None,
+            events=events,
+            problem=problem,
             checkpoints=signed.checkpoints if signed else None,
             last_signed_seq=signed.last_signed_seq if signed else None,
-        )  # fmt: skip
+        )
 
     def backup(self, path: Path) -> AuditBackup:
         """Write a consistent copy of the whole log to ``path`` with SQLite's online backup; ``path`` is replaced
@@ -238,8 +240,12 @@ class Integrity(AuditCore):
                 f"it is writable, then try again. Nothing was replaced."
             ) from exc
         finally:
-            for leftover in (temporary, Path(f"{temporary}-journal"), Path(f"{temporary}-wal"),
-                             Path(f"{temporary}-shm")):  # fmt: skip
+            for leftover in (
+                temporary,
+                Path(f"{temporary}-journal"),
+                Path(f"{temporary}-wal"),
+                Path(f"{temporary}-shm"),
+            ):
                 leftover.unlink(missing_ok=True)
         # The rename itself must reach the disk too, or a power cut could bring back the old backup.
         fsync_directory(target.parent)

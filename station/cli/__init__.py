@@ -19,8 +19,22 @@ from station.permissions import secure_home
 
 # Modules under station/cli/ that provide commands, in the order `station --help` lists them.
 COMMAND_MODULES = (
-    "provision", "batch", "units", "order", "ca", "sim", "audit", "revoke", "label", "admin", "gui", "fixtures",
-    "fleet", "people", "serve", "settings",
+    "provision",
+    "batch",
+    "units",
+    "order",
+    "ca",
+    "sim",
+    "audit",
+    "revoke",
+    "label",
+    "admin",
+    "gui",
+    "fixtures",
+    "fleet",
+    "people",
+    "serve",
+    "settings",
 )
 
 EPILOG = """\

@@ -63,8 +63,10 @@ def _stdin_line(what: str) -> str:
     except OSError:
         line = ""
     if not line.strip():
-        raise StationError(f"{what} is needed — set {PIN_ENV} (the new PIN), give it on standard input, or run the "
-                           "command in a terminal")
+        raise StationError(
+            f"{what} is needed — set {PIN_ENV} (the new PIN), give it on standard input, or run the "
+            "command in a terminal"
+        )
     return line.rstrip("\r\n")
 
 
@@ -122,7 +124,14 @@ def run_set_pin(args: argparse.Namespace) -> int:
             how = "with the current PIN"
     set_pin(home, _read_new_pin())
     with AuditLog(home.audit_db) as audit:
-        record_people_event(audit, action=PeopleAction.ADMIN_PIN_SET.value, person="", role=Role.ADMIN.value,
-                            by=actor.name, account=actor.account, detail=how)
+        record_people_event(
+            audit,
+            action=PeopleAction.ADMIN_PIN_SET.value,
+            person="",
+            role=Role.ADMIN.value,
+            by=actor.name,
+            account=actor.account,
+            detail=how,
+        )
     print(f"admin PIN {'changed' if replacing else 'set'} ({home.root / 'admin.pin'})")
     return 0

@@ -155,8 +155,9 @@ def verify_lines(home: StationHome, log: AuditLog) -> tuple[list[str], int]:
     if report.ok:
         signed = ""
         if report.checkpoints is not None:
-            signed = (f"; {report.checkpoints} signed checkpoint(s) verified against the station CA"
-                      + (f", the last covering event {report.last_signed_seq}" if report.last_signed_seq else ""))
+            signed = f"; {report.checkpoints} signed checkpoint(s) verified against the station CA" + (
+                f", the last covering event {report.last_signed_seq}" if report.last_signed_seq else ""
+            )
         lines.append(f"audit log OK: {report.events} events{signed}")
     else:
         lines.append(f"audit log {home.audit_db} is NOT intact: {report.problem}")
@@ -181,9 +182,11 @@ def _compare_with_fleet(home: StationHome, log: AuditLog) -> tuple[bool, str] | 
     except (FleetUnavailable, FleetError) as exc:
         return True, f"fleet comparison not made: {exc}"
     if comparison.ok:
-        return True, (f"matches the fleet: the fleet's {comparison.fleet_events} events of station "
-                      f"{config.fleet.station_name} are the local log's "
-                      f"({comparison.local_events - comparison.fleet_events} not forwarded yet)")
+        return True, (
+            f"matches the fleet: the fleet's {comparison.fleet_events} events of station "
+            f"{config.fleet.station_name} are the local log's "
+            f"({comparison.local_events - comparison.fleet_events} not forwarded yet)"
+        )
     return False, f"DIFFERS FROM THE FLEET: {comparison.problem}"
 
 
@@ -230,13 +233,23 @@ def run_backup(args: argparse.Namespace) -> int:
         with client:
             answer = client.call("backup")
             write_private(args.out, received_file(client, answer, what="backup"))
-        return _said_backup(args.out, size_bytes=answer["size"], events=answer["events"], ok=answer["ok"],
-                            problem=answer["problem"])
+        return _said_backup(
+            args.out,
+            size_bytes=answer["size"],
+            events=answer["events"],
+            ok=answer["ok"],
+            problem=answer["problem"],
+        )
     home = StationHome.resolve(args.home)
     with _open_existing(home) as log:
         written = log.backup(args.out)
-    return _said_backup(written.path, size_bytes=written.size_bytes, events=written.report.events,
-                        ok=written.report.ok, problem=written.report.problem)
+    return _said_backup(
+        written.path,
+        size_bytes=written.size_bytes,
+        events=written.report.events,
+        ok=written.report.ok,
+        problem=written.report.problem,
+    )
 
 
 def _said_backup(path: Path, *, size_bytes: int, events: int, ok: bool, problem: str | None) -> int:
@@ -280,8 +293,9 @@ def run_export(args: argparse.Namespace) -> int:
                 log,
                 args.out,
                 fmt="pdf",
-                filters=UnitFilter(batch=args.batch, result=args.result, since=since, until=until,
-                                   order=args.order),
+                filters=UnitFilter(
+                    batch=args.batch, result=args.result, since=since, until=until, order=args.order
+                ),
                 station=station,
             )
         listed = f"{written.units} unit{'' if written.units == 1 else 's'}"
@@ -295,7 +309,12 @@ def run_export(args: argparse.Namespace) -> int:
                     out, batch=args.batch, result=args.result, since=since, until=until, order=args.order
                 )
             return log.export_jsonl(
-                out, batch=args.batch, result=args.result, since=since, until=until, include_steps=args.steps,
+                out,
+                batch=args.batch,
+                result=args.result,
+                since=since,
+                until=until,
+                include_steps=args.steps,
                 order=args.order,
             )
 
@@ -304,15 +323,25 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _served_export(client: Any, args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:
+def _served_export(
+    client: Any, args: argparse.Namespace, since: datetime | None, until: datetime | None
+) -> int:
     """The export made by the station service (which owns the audit log) and written here, by this user, mode
     0640 (it names operators): the service records which OS account asked for it."""
     from station.cli.served import received_file, write_private
 
-    answer = client.call("audit_export", {
-        "format": args.format, "since": since.isoformat() if since else None,
-        "until": until.isoformat() if until else None, "batch": args.batch, "result": args.result,
-        "order": args.order, "steps": args.steps})
+    answer = client.call(
+        "audit_export",
+        {
+            "format": args.format,
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+            "batch": args.batch,
+            "result": args.result,
+            "order": args.order,
+            "steps": args.steps,
+        },
+    )
     write_private(Path(args.out), received_file(client, answer, what="export"))
     count = answer["units"]
     if args.format == "pdf":

@@ -41,17 +41,22 @@ Exit status 0 only if every board passed.  Ctrl-C cancels: running units end fai
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "batch", help="provision many boards at once on parallel fixtures",
+        "batch",
+        help="provision many boards at once on parallel fixtures",
         description="Provision every board listed in a manifest, fixtures in parallel.",
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--manifest", required=True, help="CSV file with serial,device[,fixture[,order]]")
     parser.add_argument("--jobs", type=int, default=None, help="fixtures worked at once (default: all)")
     parser.add_argument("--profile", help="device profile (default: station.toml's default_profile)")
     parser.add_argument("--operator", help="who provisions (default: the login name)")
     parser.add_argument("--batch-id", help="batch id recorded on every unit (default: generated)")
-    parser.add_argument("--events", metavar="FILE",
-                        help="also write every progress event as one JSON line to FILE (for a line's MES or a log)")
+    parser.add_argument(
+        "--events",
+        metavar="FILE",
+        help="also write every progress event as one JSON line to FILE (for a line's MES or a log)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -64,31 +69,43 @@ class LiveProgress:
     def __call__(self, event: FlowEvent) -> None:
         where = event.fixture or event.serial
         if event.kind == "step_finished" and event.outcome in (StepOutcome.PASSED, StepOutcome.SKIPPED):
-            print(f"[{where}] {event.serial} {event.title}: {event.outcome} in {event.duration_s:.2f} s", flush=True)
+            print(
+                f"[{where}] {event.serial} {event.title}: {event.outcome} in {event.duration_s:.2f} s",
+                flush=True,
+            )
         elif event.kind == "step_finished":
             print(f"[{where}] {event.serial} {event.title}: {event.outcome.upper()}", flush=True)
         elif event.kind == "unit_finished":
             verdict = "PASS" if event.outcome == Ending.PASSED else event.outcome.upper()
-            print(f"[{where}] {event.serial} {verdict} {event.message.splitlines()[0] if event.message else ''}",
-                  flush=True)
+            print(
+                f"[{where}] {event.serial} {verdict} {event.message.splitlines()[0] if event.message else ''}",
+                flush=True,
+            )
 
 
 def print_summary(report: BatchReport) -> None:
     rows = [("serial", "fixture", "result", "failed step", "time", "message")]
     for outcome in report.outcomes:
-        rows.append((
-            outcome.job.serial, outcome.job.fixture or outcome.job.device, outcome.result.upper()
-            if outcome.result != Ending.PASSED else "PASS", outcome.failed_step or "", f"{outcome.duration_s:.1f} s",
-            (outcome.message.splitlines() or [""])[0][:90] if outcome.result != Ending.PASSED else "",
-        ))
+        rows.append(
+            (
+                outcome.job.serial,
+                outcome.job.fixture or outcome.job.device,
+                outcome.result.upper() if outcome.result != Ending.PASSED else "PASS",
+                outcome.failed_step or "",
+                f"{outcome.duration_s:.1f} s",
+                (outcome.message.splitlines() or [""])[0][:90] if outcome.result != Ending.PASSED else "",
+            )
+        )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     print()
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     total = len(report.outcomes)
     rate = 100.0 * report.passed / total if total else 0.0
-    print(f"\nbatch {report.batch_id}: {report.passed} passed, {report.failed} failed of {total} "
-          f"({rate:.0f} % yield) in {report.wall_s:.1f} s")
+    print(
+        f"\nbatch {report.batch_id}: {report.passed} passed, {report.failed} failed of {total} "
+        f"({rate:.0f} % yield) in {report.wall_s:.1f} s"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,20 +128,30 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot read the manifest {manifest}: {exc.strerror or exc}") from exc
     if args.jobs is not None and args.jobs < 1:
         raise StationError("--jobs must be at least 1")
-    request = {"manifest": text, "manifest_name": str(manifest), "jobs": args.jobs, "profile": args.profile,
-               "operator": args.operator or getpass.getuser(), "batch_id": args.batch_id}
+    request = {
+        "manifest": text,
+        "manifest_name": str(manifest),
+        "jobs": args.jobs,
+        "profile": args.profile,
+        "operator": args.operator or getpass.getuser(),
+        "batch_id": args.batch_id,
+    }
     observer = LiveProgress()
     with EventLog(args.events) as log, service(args) as client:
         show = log.wrap(observer)
         started = call_unlocking(client, "batch", request)
-        print(f"batch {started['batch_id']}: {started['boards']} boards on {started['fixtures']} fixtures, "
-              f"{started['slots']} at once", flush=True)
+        print(
+            f"batch {started['batch_id']}: {started['boards']} boards on {started['fixtures']} fixtures, "
+            f"{started['slots']} at once",
+            flush=True,
+        )
         done = None
         cancelling_until: float | None = None
         while done is None:
             try:
-                message = client.next_message(wait_s=None if cancelling_until is None else
-                                              max(0.1, cancelling_until - time.monotonic()))
+                message = client.next_message(
+                    wait_s=None if cancelling_until is None else max(0.1, cancelling_until - time.monotonic())
+                )
                 if message is None:
                     if cancelling_until is not None and time.monotonic() > cancelling_until:
                         break
@@ -147,10 +174,16 @@ def run(args: argparse.Namespace) -> int:
         raise StationError("the station service ended before the batch did — see `station units`")
     report = BatchReport(done["batch_id"], wall_s=float(done["wall_s"]))
     for row in done["outcomes"]:
-        report.outcomes.append(JobOutcome(
-            BatchJob(row["serial"], row["device"], row["fixture"], line=int(row["line"] or 0)), row["result"],
-            unit_id=row["unit_id"], failed_step=row["failed_step"], message=row["message"] or "",
-            duration_s=float(row["duration_s"] or 0.0)))
+        report.outcomes.append(
+            JobOutcome(
+                BatchJob(row["serial"], row["device"], row["fixture"], line=int(row["line"] or 0)),
+                row["result"],
+                unit_id=row["unit_id"],
+                failed_step=row["failed_step"],
+                message=row["message"] or "",
+                duration_s=float(row["duration_s"] or 0.0),
+            )
+        )
     print_summary(report)
     return 0 if report.all_passed else 1
 
@@ -181,13 +214,28 @@ def run_in_process(args: argparse.Namespace) -> int:
         default = profile_for(jobs[0])
         observer = LiveProgress()
         with EventLog(args.events) as log:
-            provisioner = Provisioner(home=station.home, config=station.config, ca=station.load_ca(),
-                                      audit=station.audit, observer=log.wrap(observer), line=station.line())
+            provisioner = Provisioner(
+                home=station.home,
+                config=station.config,
+                ca=station.load_ca(),
+                audit=station.audit,
+                observer=log.wrap(observer),
+                line=station.line(),
+            )
             slots = args.jobs or len({job.device for job in jobs})
-            batch = Batch(provisioner, profile=default, operator=args.operator or getpass.getuser(), jobs=slots,
-                          batch_id=args.batch_id, profile_for=profile_for)
-            print(f"batch {batch.batch_id}: {len(jobs)} boards on {len({job.device for job in jobs})} fixtures, "
-                  f"{slots} at once", flush=True)
+            batch = Batch(
+                provisioner,
+                profile=default,
+                operator=args.operator or getpass.getuser(),
+                jobs=slots,
+                batch_id=args.batch_id,
+                profile_for=profile_for,
+            )
+            print(
+                f"batch {batch.batch_id}: {len(jobs)} boards on {len({job.device for job in jobs})} fixtures, "
+                f"{slots} at once",
+                flush=True,
+            )
             try:
                 report = batch.run(jobs)
             except KeyboardInterrupt:

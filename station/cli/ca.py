@@ -174,11 +174,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=_RAW,
     )
     init.add_argument(
-        "--key-type", choices=sorted({*KEY_TYPES, *TOKEN_KEY_TYPES}), default="ec-p256",
+        "--key-type",
+        choices=sorted({*KEY_TYPES, *TOKEN_KEY_TYPES}),
+        default="ec-p256",
         help="CA key type (default: ec-p256)",
     )
     init.add_argument(
-        "--key-storage", choices=("file", "pkcs11"), default=None,
+        "--key-storage",
+        choices=("file", "pkcs11"),
+        default=None,
         help="where the CA key lives: pkcs11 (a token; the default when --pkcs11-module is given) or file (demo)",
     )
     _token_arguments(init)
@@ -265,10 +269,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _token_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pkcs11-module", type=Path, metavar="LIB", help="the token's PKCS#11 library")
-    parser.add_argument("--token-label", metavar="LABEL", help="the label of the token that holds (or will hold) the key")
+    parser.add_argument(
+        "--token-label", metavar="LABEL", help="the label of the token that holds (or will hold) the key"
+    )
     parser.add_argument("--key-label", metavar="LABEL", help="the key's label in the token")
     parser.add_argument(
-        "--softhsm2-conf", type=Path, metavar="FILE",
+        "--softhsm2-conf",
+        type=Path,
+        metavar="FILE",
         help="for SoftHSM2: its configuration file (e.g. a token directory private to the station home)",
     )
 
@@ -290,41 +298,91 @@ def _register_root(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     root.set_defaults(handler=show_help)
     actions = root.add_subparsers(dest="root_command", metavar="SUBCOMMAND")
     init = actions.add_parser(
-        "init", help="create the offline root CA in a directory", epilog=ROOT_INIT_EPILOG, formatter_class=_RAW,
+        "init",
+        help="create the offline root CA in a directory",
+        epilog=ROOT_INIT_EPILOG,
+        formatter_class=_RAW,
         description="Create the offline root CA: its key (token or scrypt-encrypted file) and certificate.",
-    )  # fmt: skip
+    )
     init.add_argument("--out", required=True, type=Path, metavar="DIR", help="the root CA's directory")
-    init.add_argument("--common-name", default="Welma Device Root CA", help="root subject CN (default: %(default)s)")
+    init.add_argument(
+        "--common-name", default="Welma Device Root CA", help="root subject CN (default: %(default)s)"
+    )
     init.add_argument("--organization", default="", help="root subject O (copied into every station CA)")
-    init.add_argument("--days", type=_positive_int, default=7300, metavar="N", help="validity (default: %(default)s)")
-    init.add_argument("--key-type", choices=("ec-p384", "ec-p256", "rsa-3072"), default="ec-p384",
-                      help="root key type (default: %(default)s)")
-    init.add_argument("--key-storage", choices=("file", "pkcs11"), default=None,
-                      help="file (default) or pkcs11 (with --pkcs11-module and --token-label)")
-    init.add_argument("--passphrase-file", type=Path, metavar="FILE", help="a file (mode 0600) holding the new passphrase")
-    init.add_argument("--pin-file", type=Path, metavar="FILE", help="a file (mode 0600) holding the root token's PIN")
+    init.add_argument(
+        "--days", type=_positive_int, default=7300, metavar="N", help="validity (default: %(default)s)"
+    )
+    init.add_argument(
+        "--key-type",
+        choices=("ec-p384", "ec-p256", "rsa-3072"),
+        default="ec-p384",
+        help="root key type (default: %(default)s)",
+    )
+    init.add_argument(
+        "--key-storage",
+        choices=("file", "pkcs11"),
+        default=None,
+        help="file (default) or pkcs11 (with --pkcs11-module and --token-label)",
+    )
+    init.add_argument(
+        "--passphrase-file", type=Path, metavar="FILE", help="a file (mode 0600) holding the new passphrase"
+    )
+    init.add_argument(
+        "--pin-file", type=Path, metavar="FILE", help="a file (mode 0600) holding the root token's PIN"
+    )
     _token_arguments(init)
     init.set_defaults(handler=run_root_init)
 
     sign = actions.add_parser(
-        "sign-station", help="issue a station's CA certificate from its CSR", epilog=SIGN_STATION_EPILOG,
-        formatter_class=_RAW, description="Certify a station's issuing CA (its key in the station's token).",
-    )  # fmt: skip
-    sign.add_argument("--root", type=Path, default=Path("."), metavar="DIR",
-                      help="the root CA's directory (default: the current directory)")
+        "sign-station",
+        help="issue a station's CA certificate from its CSR",
+        epilog=SIGN_STATION_EPILOG,
+        formatter_class=_RAW,
+        description="Certify a station's issuing CA (its key in the station's token).",
+    )
+    sign.add_argument(
+        "--root",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="the root CA's directory (default: the current directory)",
+    )
     sign.add_argument("--csr", required=True, type=Path, metavar="FILE", help="the station's station-ca.csr")
     sign.add_argument("--name", required=True, help="the station or line, e.g. LINE-3 (its CA's name)")
-    sign.add_argument("--days", type=_positive_int, default=1825, metavar="N",
-                      help="validity of the station CA, never beyond the root's (default: %(default)s)")
-    sign.add_argument("--max-certificates", type=_positive_int, metavar="N",
-                      help="how many device certificates the station CA may issue in all")
-    sign.add_argument("--permit-dns", action="append", default=[], metavar="NAME",
-                      help="a DNS name the station's TLS server may use (besides localhost); repeatable")
-    sign.add_argument("--permit-ip", action="append", default=[], metavar="CIDR",
-                      help="a network the station's TLS server address may be in (besides loopback); repeatable")
+    sign.add_argument(
+        "--days",
+        type=_positive_int,
+        default=1825,
+        metavar="N",
+        help="validity of the station CA, never beyond the root's (default: %(default)s)",
+    )
+    sign.add_argument(
+        "--max-certificates",
+        type=_positive_int,
+        metavar="N",
+        help="how many device certificates the station CA may issue in all",
+    )
+    sign.add_argument(
+        "--permit-dns",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a DNS name the station's TLS server may use (besides localhost); repeatable",
+    )
+    sign.add_argument(
+        "--permit-ip",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a network the station's TLS server address may be in (besides loopback); repeatable",
+    )
     sign.add_argument("--out", required=True, type=Path, metavar="CHAIN.pem", help="where to write the chain")
-    sign.add_argument("--passphrase-file", type=Path, metavar="FILE", help="a file (mode 0600) holding the root passphrase")
-    sign.add_argument("--pin-file", type=Path, metavar="FILE", help="a file (mode 0600) holding the root token's PIN")
+    sign.add_argument(
+        "--passphrase-file", type=Path, metavar="FILE", help="a file (mode 0600) holding the root passphrase"
+    )
+    sign.add_argument(
+        "--pin-file", type=Path, metavar="FILE", help="a file (mode 0600) holding the root token's PIN"
+    )
     sign.set_defaults(handler=run_root_sign_station)
 
 
@@ -336,7 +394,9 @@ def read_secret_file(path: Path, what: str) -> str:
     try:
         info = path.stat()
     except OSError as exc:
-        raise StationError(f"The {what} file {path} cannot be read ({exc.strerror}) — check the path.") from None
+        raise StationError(
+            f"The {what} file {path} cannot be read ({exc.strerror}) — check the path."
+        ) from None
     mode = stat.S_IMODE(info.st_mode)
     if mode not in (0o600, 0o400) or info.st_uid != os.geteuid():
         raise StationError(
@@ -364,9 +424,10 @@ def read_token_pin(home: StationHome, token_label: str, settings: CaSettings | N
     if settings.pin_file is not None:
         return read_secret_file(settings.pin_file, "token PIN")
     pin = _prompt(
-        f"PIN of token {token_label!r}: ", what=f"PIN of token {token_label!r}",
+        f"PIN of token {token_label!r}: ",
+        what=f"PIN of token {token_label!r}",
         how="set [ca] pin_file in station.toml to a file with mode 0600 holding it",
-    )  # fmt: skip
+    )
     if not pin:
         raise StationError("No PIN was typed — run again and type the token's user PIN.")
     return pin
@@ -389,7 +450,9 @@ def _token_settings(args: argparse.Namespace, home: StationHome | None) -> Token
     storage = args.key_storage or ("pkcs11" if args.pkcs11_module or args.token_label else "file")
     if storage == "file":
         if args.pkcs11_module or args.token_label:
-            raise StationError("--key-storage file takes no --pkcs11-module or --token-label — drop one or the other.")
+            raise StationError(
+                "--key-storage file takes no --pkcs11-module or --token-label — drop one or the other."
+            )
         return None
     if not args.pkcs11_module or not args.token_label:
         raise StationError(
@@ -400,9 +463,11 @@ def _token_settings(args: argparse.Namespace, home: StationHome | None) -> Token
     if conf is None and home is not None and (home.root / "softhsm2.conf").exists():
         conf = home.root / "softhsm2.conf"  # a SoftHSM2 token directory private to the station home
     return TokenSettings(
-        module=args.pkcs11_module.resolve(), token_label=args.token_label,
-        key_label=args.key_label or ("station-ca" if home is not None else "root-ca"), softhsm2_conf=conf,
-    )  # fmt: skip
+        module=args.pkcs11_module.resolve(),
+        token_label=args.token_label,
+        key_label=args.key_label or ("station-ca" if home is not None else "root-ca"),
+        softhsm2_conf=conf,
+    )
 
 
 # --- passphrase --------------------------------------------------------------------------------
@@ -444,12 +509,19 @@ def run_init(args: argparse.Namespace) -> int:
     token = _token_settings(args, home)
     if token is not None:
         if args.key_type not in TOKEN_KEY_TYPES:
-            raise StationError(f"A token key is one of {', '.join(TOKEN_KEY_TYPES)} — choose --key-type from those.")
+            raise StationError(
+                f"A token key is one of {', '.join(TOKEN_KEY_TYPES)} — choose --key-type from those."
+            )
         csr_path = CertificateAuthority.init_in_token(
-            home.ca_dir, settings=token, pin=read_token_pin(home, token.token_label),
-            common_name=args.common_name, key_type=args.key_type,
-        )  # fmt: skip
-        print(f"Created the station CA key in token {token.token_label!r} (label {token.key_label!r}, not extractable).")
+            home.ca_dir,
+            settings=token,
+            pin=read_token_pin(home, token.token_label),
+            common_name=args.common_name,
+            key_type=args.key_type,
+        )
+        print(
+            f"Created the station CA key in token {token.token_label!r} (label {token.key_label!r}, not extractable)."
+        )
         print(f"Its certificate request is {csr_path}")
         print(
             "\nNext: take that CSR to the offline root and run there\n"
@@ -487,8 +559,10 @@ def run_import_chain(args: argparse.Namespace) -> int:
     chain = CertificateAuthority.import_chain(home.ca_dir, _read_input(args.chain, "chain"))
     print(f"Installed the station CA chain in {home.ca_dir / CA_CERT_FILE}:")
     for cert in chain:
-        print(f"  {cert.subject.rfc4514_string()}  (valid to {cert.not_valid_after_utc:%Y-%m-%d}, "
-              f"SHA-256 {fingerprint_sha256(cert)[:16]}…)")
+        print(
+            f"  {cert.subject.rfc4514_string()}  (valid to {cert.not_valid_after_utc:%Y-%m-%d}, "
+            f"SHA-256 {fingerprint_sha256(cert)[:16]}…)"
+        )
     print("Devices receive this chain as their ca.cert; the station can now provision.")
     return 0
 
@@ -498,28 +572,57 @@ def run_root_init(args: argparse.Namespace) -> int:
 
     token = _token_settings(args, None)
     if token is not None:
-        pin = read_secret_file(args.pin_file, "token PIN") if args.pin_file else _prompt(
-            f"PIN of token {token.token_label!r}: ", what="root token's PIN", how="give --pin-file FILE (mode 0600)")
-        root = init_root(args.out, common_name=args.common_name, organization=args.organization,
-                         validity_days=args.days, key_type=args.key_type, token=token, pin=pin)
+        pin = (
+            read_secret_file(args.pin_file, "token PIN")
+            if args.pin_file
+            else _prompt(
+                f"PIN of token {token.token_label!r}: ",
+                what="root token's PIN",
+                how="give --pin-file FILE (mode 0600)",
+            )
+        )
+        root = init_root(
+            args.out,
+            common_name=args.common_name,
+            organization=args.organization,
+            validity_days=args.days,
+            key_type=args.key_type,
+            token=token,
+            pin=pin,
+        )
     else:
         if args.passphrase_file:
             passphrase = read_secret_file(args.passphrase_file, "root passphrase").encode("utf-8")
         else:
-            first = _prompt("New root passphrase: ", what="root passphrase", how="give --passphrase-file FILE")
-            if _prompt("Same passphrase again: ", what="root passphrase", how="give --passphrase-file FILE") != first:
-                raise StationError("The two passphrases differ — run the command again and type the same one twice.")
+            first = _prompt(
+                "New root passphrase: ", what="root passphrase", how="give --passphrase-file FILE"
+            )
+            if (
+                _prompt("Same passphrase again: ", what="root passphrase", how="give --passphrase-file FILE")
+                != first
+            ):
+                raise StationError(
+                    "The two passphrases differ — run the command again and type the same one twice."
+                )
             passphrase = first.encode("utf-8")
-        root = init_root(args.out, common_name=args.common_name, organization=args.organization,
-                         validity_days=args.days, key_type=args.key_type, passphrase=passphrase)
+        root = init_root(
+            args.out,
+            common_name=args.common_name,
+            organization=args.organization,
+            validity_days=args.days,
+            key_type=args.key_type,
+            passphrase=passphrase,
+        )
     cert = root.certificate
     print(f"Created the offline root CA in {root.directory}")
     print(f"  subject:  {cert.subject.rfc4514_string()}")
     print(f"  SHA-256:  {_colon_hex(fingerprint_sha256(cert))}")
     print(f"  validity: {_validity(cert)}")
     print(f"  key:      {'token ' + repr(token.token_label) if token else root.directory / 'root.key'}")
-    print(f"\nWrite the SHA-256 above in the ceremony record. Distribute {root.certificate_path} to the systems that "
-          "must trust the devices; keep this directory (and the key) off the line.")
+    print(
+        f"\nWrite the SHA-256 above in the ceremony record. Distribute {root.certificate_path} to the systems that "
+        "must trust the devices; keep this directory (and the key) off the line."
+    )
     return 0
 
 
@@ -528,29 +631,48 @@ def run_root_sign_station(args: argparse.Namespace) -> int:
 
     root_dir: Path = args.root.resolve()
     if args.out.exists():  # before signing: the root must not issue a certificate that is then not delivered
-        raise StationError(f"{args.out} already exists — choose another --out; nothing was signed or overwritten.")
+        raise StationError(
+            f"{args.out} already exists — choose another --out; nothing was signed or overwritten."
+        )
     csr_pem = _read_input(args.csr, "CSR")
     passphrase: bytes | None = None
     pin: str | None = None
     if root_uses_token(root_dir):
-        pin = read_secret_file(args.pin_file, "token PIN") if args.pin_file else _prompt(
-            "PIN of the root's token: ", what="root token's PIN", how="give --pin-file FILE (mode 0600)")
+        pin = (
+            read_secret_file(args.pin_file, "token PIN")
+            if args.pin_file
+            else _prompt(
+                "PIN of the root's token: ", what="root token's PIN", how="give --pin-file FILE (mode 0600)"
+            )
+        )
     elif args.passphrase_file:
         passphrase = read_secret_file(args.passphrase_file, "root passphrase").encode("utf-8")
     else:
-        passphrase = _prompt("Root passphrase: ", what="root passphrase", how="give --passphrase-file FILE").encode()
+        passphrase = _prompt(
+            "Root passphrase: ", what="root passphrase", how="give --passphrase-file FILE"
+        ).encode()
     cert, chain = sign_station(
-        root_dir, csr_pem, name=args.name, days=args.days, max_certificates=args.max_certificates,
-        permitted_dns=(*DEFAULT_PERMITTED_DNS, *args.permit_dns), permitted_ip=(*DEFAULT_PERMITTED_IP, *args.permit_ip),
-        passphrase=passphrase, pin=pin,
-    )  # fmt: skip
+        root_dir,
+        csr_pem,
+        name=args.name,
+        days=args.days,
+        max_certificates=args.max_certificates,
+        permitted_dns=(*DEFAULT_PERMITTED_DNS, *args.permit_dns),
+        permitted_ip=(*DEFAULT_PERMITTED_IP, *args.permit_ip),
+        passphrase=passphrase,
+        pin=pin,
+    )
     try:
         write_file_atomically(args.out, chain, mode=0o644, replace=False)
     except FileExistsError:
-        raise StationError(f"{args.out} already exists — choose another --out; nothing was overwritten.") from None
+        raise StationError(
+            f"{args.out} already exists — choose another --out; nothing was overwritten."
+        ) from None
     limit = f", at most {args.max_certificates} device certificates" if args.max_certificates else ""
-    print(f"Issued {cert.subject.rfc4514_string()} (serial {cert.serial_number:x}), valid to "
-          f"{cert.not_valid_after_utc:%Y-%m-%d}{limit}.")
+    print(
+        f"Issued {cert.subject.rfc4514_string()} (serial {cert.serial_number:x}), valid to "
+        f"{cert.not_valid_after_utc:%Y-%m-%d}{limit}."
+    )
     print(f"Wrote the chain to {args.out}; on the station run: station ca import-chain {args.out.name}")
     return 0
 
@@ -593,7 +715,9 @@ def run_crl(args: argparse.Namespace) -> int:
     publish = args.publish or settings.crl_publish
     every = args.every or (settings.crl_publish_every_minutes if args.publish is None and publish else None)
     if args.out is None and not publish:
-        raise StationError("Say where the CRL goes: --out FILE, --publish DIR|URL, or [ca] crl_publish in station.toml.")
+        raise StationError(
+            "Say where the CRL goes: --out FILE, --publish DIR|URL, or [ca] crl_publish in station.toml."
+        )
     next_update_days = args.next_update_days or settings.crl_next_update_days
     # Refuse before unlocking the CA: nothing is signed from a log that does not verify.
     revoked_from_audit(home)
@@ -620,8 +744,10 @@ def _served_crl(client: Any, args: argparse.Namespace) -> int:
             answer = client.call("crl", {"next_update_days": args.next_update_days})
             publish = args.publish or answer["publish"] or ""
             if args.out is None and not publish:
-                raise StationError("Say where the CRL goes: --out FILE, --publish DIR|URL, or [ca] crl_publish in "
-                                   "station.toml.")
+                raise StationError(
+                    "Say where the CRL goes: --out FILE, --publish DIR|URL, or [ca] crl_publish in "
+                    "station.toml."
+                )
             _deliver_crl(answer["pem"].encode("ascii"), args.out, publish)
             every = args.every or (answer["every"] if args.publish is None and publish else None)
             if every is None:
@@ -633,7 +759,9 @@ def _served_crl(client: Any, args: argparse.Namespace) -> int:
         return 0
 
 
-def _write_crl(home: StationHome, ca: CertificateAuthority, out: Path | None, publish: str, next_update_days: int) -> None:
+def _write_crl(
+    home: StationHome, ca: CertificateAuthority, out: Path | None, publish: str, next_update_days: int
+) -> None:
     _deliver_crl(ca.crl(revoked_from_audit(home), next_update_days=next_update_days), out, publish)
 
 
@@ -661,8 +789,9 @@ def _publish(destination: str, crl: x509.CertificateRevocationList) -> str:
 
     der = crl.public_bytes(serialization.Encoding.DER)
     if destination.startswith(("http://", "https://")):
-        request = urllib.request.Request(destination, data=der, method="PUT",
-                                         headers={"Content-Type": "application/pkix-crl"})
+        request = urllib.request.Request(
+            destination, data=der, method="PUT", headers={"Content-Type": "application/pkix-crl"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=CRL_PUBLISH_TIMEOUT_S) as response:
                 status = response.status
@@ -770,11 +899,15 @@ def _key_file_state(path: Path) -> str:
 def _print_token_summary(home: StationHome) -> None:
     ca_dir = home.ca_dir
     token = TokenSettings.read(ca_dir / TOKEN_FILE)
-    print(f"Station CA key:   in PKCS#11 token {token.token_label!r}, key {token.key_label!r} (not extractable)")
+    print(
+        f"Station CA key:   in PKCS#11 token {token.token_label!r}, key {token.key_label!r} (not extractable)"
+    )
     print(f"  module:         {token.module}")
     if not (ca_dir / CA_CERT_FILE).exists():
-        print(f"  certificate:    none yet — take {ca_dir / STATION_CSR_FILE} to the offline root, then "
-              "`station ca import-chain CHAIN.pem`")
+        print(
+            f"  certificate:    none yet — take {ca_dir / STATION_CSR_FILE} to the offline root, then "
+            "`station ca import-chain CHAIN.pem`"
+        )
         return
     chain = x509.load_pem_x509_certificates((ca_dir / CA_CERT_FILE).read_bytes())
     for role, cert in zip(("Station CA:", "Root CA:"), (chain[0], chain[-1]), strict=True):
@@ -793,10 +926,11 @@ def _print_token_summary(home: StationHome) -> None:
             since = chain[0].not_valid_before_utc
             today = datetime.now(since.tzinfo).replace(hour=0, minute=0, second=0, microsecond=0)
             quota = IssuanceQuota(
-                issued=audit.certificates_issued_since(since), maximum=limit,
+                issued=audit.certificates_issued_since(since),
+                maximum=limit,
                 issued_today=audit.certificates_issued_since(max(since, today)),
                 maximum_per_day=settings.max_certificates_per_day,
-            )  # fmt: skip
+            )
         print(f"  quota:          {quota.describe()}")
     else:
         print(f"  quota:          0 certificates issued; limit {limit if limit is not None else 'none'}")
@@ -812,7 +946,9 @@ def _print_summary(ca_dir: Path) -> None:
     print(f"  key file:       {_key_file_state(ca_dir / CA_KEY_FILE)}")
     kdf = key_file_kdf(ca_dir / CA_KEY_FILE)
     if kdf != "scrypt":
-        print(f"  key protection: {kdf} — written before scrypt; re-encrypt it: move ca/ away and `station ca import` it")
+        print(
+            f"  key protection: {kdf} — written before scrypt; re-encrypt it: move ca/ away and `station ca import` it"
+        )
     system_path = ca_dir / SYSTEM_CERT_FILE
     system = read_certificate(system_path)
     try:

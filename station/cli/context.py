@@ -37,8 +37,12 @@ class StationContext:
     def line(self) -> LineHandOff:
         """The label printer and MES hand-off ([label], [mes]); their words go to stderr."""
         if self._line is None:
-            self._line = LineHandOff(config=self.config, home=self.home, audit=self.audit,
-                                     notify=lambda message: print(message, file=sys.stderr, flush=True))
+            self._line = LineHandOff(
+                config=self.config,
+                home=self.home,
+                audit=self.audit,
+                notify=lambda message: print(message, file=sys.stderr, flush=True),
+            )
         return self._line
 
     def close(self) -> None:
@@ -47,8 +51,11 @@ class StationContext:
             # the outbox for the next run if the MES did not take them yet.
             self._line.wait_printed(self.config.label.timeout_s * 2 + 1)
             if not self._line.mes.wait_delivered(self.config.mes.timeout_s):
-                print(f"{self._line.mes.pending()} MES record(s) kept in {self.home.root / 'mes'}; they are sent "
-                      "the next time the station runs", file=sys.stderr)
+                print(
+                    f"{self._line.mes.pending()} MES record(s) kept in {self.home.root / 'mes'}; they are sent "
+                    "the next time the station runs",
+                    file=sys.stderr,
+                )
             self._line.close()
         if self.forwarder is not None:
             from station.fleet.forwarder import stop_forwarder

@@ -16,7 +16,11 @@ from station.flow import FlowEvent
 
 def event_record(event: FlowEvent) -> dict[str, Any]:
     """The event as plain JSON values (the outcome of a finished unit included)."""
-    record = {field.name: getattr(event, field.name) for field in dataclasses.fields(event) if field.name != "result"}
+    record = {
+        field.name: getattr(event, field.name)
+        for field in dataclasses.fields(event)
+        if field.name != "result"
+    }
     if event.result is not None:
         result = dataclasses.asdict(event.result)
         result["kind"] = str(event.result.kind)
@@ -38,12 +42,14 @@ class EventLog:
             try:
                 self._file = self._path.open("a", encoding="utf-8")
             except OSError as exc:
-                raise StationError(f"cannot write the events file {self._path}: {exc.strerror or exc} — check the "
-                                   "path") from exc
+                raise StationError(
+                    f"cannot write the events file {self._path}: {exc.strerror or exc} — check the path"
+                ) from exc
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         if self._file is not None:
             self._file.close()
 

@@ -37,20 +37,27 @@ audit log.  Check the key first on the board's own console:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "fixtures", help="list fixtures and pin the SSH host key each one's board answers with",
-        description="Fixtures and their host-key inventory.", epilog=EXAMPLE,
+        "fixtures",
+        help="list fixtures and pin the SSH host key each one's board answers with",
+        description="Fixtures and their host-key inventory.",
+        epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="fixtures_command", metavar="COMMAND", required=True)
     listing = commands.add_parser("list", help="every fixture, where it is defined and its host key")
     listing.set_defaults(handler=_list)
     pin = commands.add_parser(
-        "pin", help="record the host key a fixture's board answers with (after you checked it)",
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "pin",
+        help="record the host key a fixture's board answers with (after you checked it)",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     pin.add_argument("name", help="fixture name, e.g. sim-01")
-    pin.add_argument("--expect", metavar="FINGERPRINT",
-                     help="pin only if the board shows this fingerprint (as read on its console)")
+    pin.add_argument(
+        "--expect",
+        metavar="FINGERPRINT",
+        help="pin only if the board shows this fingerprint (as read on its console)",
+    )
     pin.add_argument("--yes", action="store_true", help="do not ask: the key was checked")
     pin.add_argument("--by", help="who pins (default: the login name)")
     pin.set_defaults(handler=_pin)
@@ -88,10 +95,14 @@ def fixture_lines(station: StationContext) -> list[str]:
     if not fixtures:
         return ["no fixtures: add [[fixture]] tables to station.toml (or start the simulator)"]
     rows = [["NAME", "DEVICE", "DEFINED IN", "HOST KEY"]]
-    rows += [[k.fixture.name, k.fixture.device, str(k.file or k.origin), k.fixture.host_key or "(not pinned)"]
-             for k in fixtures]
+    rows += [
+        [k.fixture.name, k.fixture.device, str(k.file or k.origin), k.fixture.host_key or "(not pinned)"]
+        for k in fixtures
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
     lines.append(f"first contact with a board not in the inventory: {station.config.identity.first_contact}")
     return lines
 
@@ -106,8 +117,14 @@ def _pin(args: argparse.Namespace) -> int:
     station = open_station(args.home)
     try:
         known, key_type, fingerprint = fixture_key(station, args.name)
-        if not _confirmed(args, device=known.fixture.device, pinned=known.fixture.host_key, key_type=key_type,
-                          fingerprint=fingerprint, file=str(known.file)):
+        if not _confirmed(
+            args,
+            device=known.fixture.device,
+            pinned=known.fixture.host_key,
+            key_type=key_type,
+            fingerprint=fingerprint,
+            file=str(known.file),
+        ):
             return 0 if known.fixture.host_key == fingerprint else 1
         print(pin_fixture_key(station, known, key_type, fingerprint, by=args.by or getpass.getuser()))
         return 0
@@ -119,11 +136,18 @@ def _served_pin(client: Any, args: argparse.Namespace) -> int:
     """The station service (which owns the fixture files) reads the board's key and, once confirmed here, pins
     it — only if the board still answers with the key shown."""
     found = client.call("fixtures", {"action": "fetch", "name": args.name})
-    if not _confirmed(args, device=found["device"], pinned=found["pinned"], key_type=found["key_type"],
-                      fingerprint=found["fingerprint"], file=found["file"]):
+    if not _confirmed(
+        args,
+        device=found["device"],
+        pinned=found["pinned"],
+        key_type=found["key_type"],
+        fingerprint=found["fingerprint"],
+        file=found["file"],
+    ):
         return 0 if found["pinned"] == found["fingerprint"] else 1
-    done = client.call("fixtures", {"action": "pin", "name": args.name, "fingerprint": found["fingerprint"],
-                                     "by": args.by})
+    done = client.call(
+        "fixtures", {"action": "pin", "name": args.name, "fingerprint": found["fingerprint"], "by": args.by}
+    )
     print(done["message"])
     return 0
 
@@ -145,8 +169,9 @@ def fixture_key(station: StationContext, name: str) -> tuple[KnownFixture, str, 
     return known, key_type, fingerprint
 
 
-def _confirmed(args: argparse.Namespace, *, device: str, pinned: str | None, key_type: str, fingerprint: str,
-               file: str) -> bool:
+def _confirmed(
+    args: argparse.Namespace, *, device: str, pinned: str | None, key_type: str, fingerprint: str, file: str
+) -> bool:
     """Whether to pin: shows the key, then --expect, --yes or a question on the terminal."""
     print(f"fixture {args.name} ({device}) answers with host key {key_type} {fingerprint}")
     print(f"the inventory ({file}) holds: {pinned or 'no key'}")
@@ -164,22 +189,32 @@ def _confirmed(args: argparse.Namespace, *, device: str, pinned: str | None, key
                 "nothing was pinned: check the key on the board's console (ssh-keygen -lf "
                 "/etc/ssh/ssh_host_ed25519_key.pub), then run again with --yes or --expect FINGERPRINT"
             )
-        answer = input("Is this the key the board's console shows (ssh-keygen -lf "
-                       "/etc/ssh/ssh_host_ed25519_key.pub)? Pin it [y/N] ")
+        answer = input(
+            "Is this the key the board's console shows (ssh-keygen -lf "
+            "/etc/ssh/ssh_host_ed25519_key.pub)? Pin it [y/N] "
+        )
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing was pinned")
             return False
     return True
 
 
-def pin_fixture_key(station: StationContext, known: KnownFixture, key_type: str, fingerprint: str, *,
-                    by: str) -> str:
+def pin_fixture_key(
+    station: StationContext, known: KnownFixture, key_type: str, fingerprint: str, *, by: str
+) -> str:
     """Write ``fingerprint`` as the fixture's host_key and record the pin; the words to print."""
     assert known.file is not None
     previous = set_fixture_host_key(known.file, known.fixture.name, fingerprint)
     IdentityLog(station.audit).record_host_key_pin(
-        fixture=known.fixture.name, device=known.fixture.device, key_type=key_type, fingerprint=fingerprint,
-        previous=previous, file=str(known.file), by=by,
+        fixture=known.fixture.name,
+        device=known.fixture.device,
+        key_type=key_type,
+        fingerprint=fingerprint,
+        previous=previous,
+        file=str(known.file),
+        by=by,
     )
-    return (f"pinned: fixture {known.fixture.name} now expects {fingerprint} (written to {known.file}, recorded in "
-            "the audit log)")
+    return (
+        f"pinned: fixture {known.fixture.name} now expects {fingerprint} (written to {known.file}, recorded in "
+        "the audit log)"
+    )

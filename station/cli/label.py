@@ -25,12 +25,20 @@ station.toml:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("label", help="print a board's label on the line's label printer",
-                                   description=__doc__, epilog=EPILOG,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "label",
+        help="print a board's label on the line's label printer",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     actions = parser.add_subparsers(dest="label_command", metavar="ACTION", required=True)
-    printing = actions.add_parser("print", help="print (or reprint) the label of a board that passed",
-                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    printing = actions.add_parser(
+        "print",
+        help="print (or reprint) the label of a board that passed",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     printing.add_argument("--serial", required=True, metavar="SERIAL", help="the board's serial number")
     printing.add_argument("--by", metavar="NAME", help="who prints it (default: your login name)")
     printing.set_defaults(handler=run)
@@ -53,10 +61,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         unit = station.audit.find_unit(args.serial.strip())
         if unit is None:
-            raise StationError(f"no unit of board {args.serial} is in the audit log — check the serial (station units)")
+            raise StationError(
+                f"no unit of board {args.serial} is in the audit log — check the serial (station units)"
+            )
         desk = LabelDesk(config=station.config, audit=station.audit)
-        outcome = desk.print_unit(unit.id, by=(args.by or getpass.getuser()).strip(),
-                                  reprint=bool(station.audit.label_prints(unit.id)))
+        outcome = desk.print_unit(
+            unit.id,
+            by=(args.by or getpass.getuser()).strip(),
+            reprint=bool(station.audit.label_prints(unit.id)),
+        )
         print(outcome.message)
         return 0 if outcome.printed else 1
     finally:

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="import, list, show or close work orders (which boards may be enrolled)",
         description="Work orders from the ERP/MES: which product (profile), which serials, how many.",
         epilog="examples:\n  station order import WO-2026-0142.csv\n  station order list\n"
-        "  station order show WO-2026-0142\n  station order close WO-2026-0142 --reason \"cancelled by planning\"",
+        '  station order show WO-2026-0142\n  station order close WO-2026-0142 --reason "cancelled by planning"',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="order_action", metavar="ACTION")
@@ -60,15 +60,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     parser.set_defaults(handler=show_help)
     importing = actions.add_parser(
-        "import", help="import the orders of a CSV or JSON file", description="Import work orders.",
-        epilog=IMPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "import",
+        help="import the orders of a CSV or JSON file",
+        description="Import work orders.",
+        epilog=IMPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     importing.add_argument("file", type=Path, metavar="FILE", help="orders as .csv or .json")
     importing.add_argument("--by", metavar="NAME", help="who imports (default: your login name)")
     importing.set_defaults(handler=run_import)
 
     listing = actions.add_parser(
-        "list", help="every order and its progress", description="List work orders, newest import first.",
+        "list",
+        help="every order and its progress",
+        description="List work orders, newest import first.",
         epilog="examples:\n  station order list\n  station order list --open",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -76,15 +81,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listing.set_defaults(handler=run_list)
 
     show = actions.add_parser(
-        "show", help="one order: its serials, who imported it, its progress",
-        description="Show one work order.", epilog="example:\n  station order show WO-2026-0142",
+        "show",
+        help="one order: its serials, who imported it, its progress",
+        description="Show one work order.",
+        epilog="example:\n  station order show WO-2026-0142",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument("order_id", metavar="ID")
     show.set_defaults(handler=run_show)
 
     close = actions.add_parser(
-        "close", help="close an order: no further board is enrolled on it",
+        "close",
+        help="close an order: no further board is enrolled on it",
         description="Close a work order. Boards already running finish; no new unit is started on it.",
         epilog='example:\n  station order close WO-2026-0142 --reason "order cancelled by planning"',
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -110,8 +118,10 @@ def run_import(args: argparse.Namespace) -> int:
             print(f"imported order {order_id}: {book.status(order_id).summary()}")
     for order_id in result.unchanged:
         print(f"order {order_id} was already imported with the same content — unchanged")
-    print(f"{args.file}: {len(result.imported)} imported, {len(result.unchanged)} unchanged "
-          f"(file sha256 {parsed.sha256})")
+    print(
+        f"{args.file}: {len(result.imported)} imported, {len(result.unchanged)} unchanged "
+        f"(file sha256 {parsed.sha256})"
+    )
     return 0
 
 
@@ -122,17 +132,27 @@ def run_list(args: argparse.Namespace) -> int:
         orders = book.orders(state="open" if args.open else None)
     _say_offline(book)
     if not orders:
-        print("no work order" + (" is open" if args.open else " was imported") +
-              " — import one with: station order import FILE")
+        print(
+            "no work order"
+            + (" is open" if args.open else " was imported")
+            + " — import one with: station order import FILE"
+        )
         return 0
     rows = [("order", "profile", "state", "passed", "in progress", "yield", "due", "serials")]
     for status in orders:
         rate = status.yield_fraction
-        rows.append((status.order_id, status.order.profile, status.state_text,
-                     f"{status.passed}/{status.quantity}", str(status.running + status.failed),
-                     "—" if rate is None else f"{rate * 100:.0f} %",
-                     status.order.due.isoformat() if status.order.due else "",
-                     status.order.serials_text(limit=2)))
+        rows.append(
+            (
+                status.order_id,
+                status.order.profile,
+                status.state_text,
+                f"{status.passed}/{status.quantity}",
+                str(status.running + status.failed),
+                "—" if rate is None else f"{rate * 100:.0f} %",
+                status.order.due.isoformat() if status.order.due else "",
+                status.order.serials_text(limit=2),
+            )
+        )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -153,7 +173,9 @@ def run_close(args: argparse.Namespace) -> int:
     home = StationHome.resolve(args.home).create()
     with AuditLog(home.audit_db) as log:
         status = _book(home, log).close(args.order_id, by=args.by or _login_name(), reason=args.reason)
-    print(f"closed work order {status.order_id} ({status.progress_text()}); no further board is enrolled on it")
+    print(
+        f"closed work order {status.order_id} ({status.progress_text()}); no further board is enrolled on it"
+    )
     return 0
 
 
@@ -172,8 +194,11 @@ def _say_offline(book: OrderBook) -> None:
     if reason:
         import sys
 
-        print(f"warning: {reason} Showing this station's copy of the work orders (progress counts this station's "
-              f"units only).", file=sys.stderr)
+        print(
+            f"warning: {reason} Showing this station's copy of the work orders (progress counts this station's "
+            f"units only).",
+            file=sys.stderr,
+        )
 
 
 def describe(status: OrderStatus) -> str:
@@ -185,15 +210,16 @@ def describe(status: OrderStatus) -> str:
         f"quantity    {order.quantity}",
         f"due         {order.due.isoformat() if order.due else '—'}",
         f"serials     {order.serials_text(limit=50)} ({order.serial_count} serials)",
-        f"progress    {status.progress_text()}"
-        + (f", {status.aborted} aborted" if status.aborted else ""),
+        f"progress    {status.progress_text()}" + (f", {status.aborted} aborted" if status.aborted else ""),
         f"imported    {_local(status.imported_at)} by {status.imported_by} from {status.source_file} "
         f"(sha256 {status.file_sha256})",
     ]
     if status.closed_at is not None:
         lines.append(f"closed      {_local(status.closed_at)} by {status.closed_by}: {status.close_reason}")
-    lines.append(f"units       station units --order {status.order_id}  ·  "
-                 f"station audit export --format pdf --out {status.order_id}.pdf --order {status.order_id}")
+    lines.append(
+        f"units       station units --order {status.order_id}  ·  "
+        f"station audit export --format pdf --out {status.order_id}.pdf --order {status.order_id}"
+    )
     return "\n".join(lines)
 
 

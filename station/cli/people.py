@@ -55,40 +55,64 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "people",
         help="quality leads and administrators: their own credentials for the window",
         description="Enrol, list, change, reset, unlock and remove the people who sign in at the window "
-                    "as quality lead or administrator.",
+        "as quality lead or administrator.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="people_command", metavar="ACTION", required=True)
 
-    def command(name: str, help_text: str, handler: object, *, person: bool = True, acting: bool = True,
-                badge: bool = False) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+    def command(
+        name: str,
+        help_text: str,
+        handler: object,
+        *,
+        person: bool = True,
+        acting: bool = True,
+        badge: bool = False,
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
+        )
         if person:
             sub.add_argument("name", metavar="NAME", help="the person's name as they type it at the window")
         if badge:
-            sub.add_argument("--badge", action="store_true",
-                             help="the credential is a badge code (scanned) rather than a PIN")
+            sub.add_argument(
+                "--badge",
+                action="store_true",
+                help="the credential is a badge code (scanned) rather than a PIN",
+            )
         if acting:
-            sub.add_argument("--as", dest="acting_as", metavar="NAME",
-                             help="act as this enrolled administrator (their credential is asked first)")
+            sub.add_argument(
+                "--as",
+                dest="acting_as",
+                metavar="NAME",
+                help="act as this enrolled administrator (their credential is asked first)",
+            )
         sub.set_defaults(handler=handler)
         return sub
 
     add = command("add", "enrol a person with a role and a credential", run_add, badge=True)
     add.add_argument("--role", required=True, choices=list(ROLE_WORDS), help="what the person may do")
-    add.add_argument("--os-account", metavar="LOGIN",
-                     help="the person signs in with the password of this OS account (checked through PAM); no PIN "
-                          "is stored")
+    add.add_argument(
+        "--os-account",
+        metavar="LOGIN",
+        help="the person signs in with the password of this OS account (checked through PAM); no PIN "
+        "is stored",
+    )
     command("list", "list the people enrolled (no credentials)", run_list, person=False, acting=False)
-    command("change", "change a person's credential (needs their old one, or an administrator)", run_change,
-            badge=True)
+    command(
+        "change",
+        "change a person's credential (needs their old one, or an administrator)",
+        run_change,
+        badge=True,
+    )
     command("reset", "give a person a new credential (administrator; ends a lockout)", run_reset, badge=True)
     command("unlock", "end a person's lockout after wrong credentials (administrator)", run_unlock)
     command("remove", "remove a person: they can no longer sign in (administrator)", run_remove)
 
 
 # -- reading secrets ----------------------------------------------------------------------------------
+
 
 class SecretReader:
     """Secrets from a terminal prompt (not echoed), or one per line from standard input when it is not a
@@ -97,13 +121,16 @@ class SecretReader:
     def __init__(self) -> None:
         self.interactive = sys.stdin.isatty()
 
-    def read(self, prompt: str, *, confirm: bool = False,
-             check: tuple[CredentialKind, str] | None = None) -> str:
+    def read(
+        self, prompt: str, *, confirm: bool = False, check: tuple[CredentialKind, str] | None = None
+    ) -> str:
         if not self.interactive:
             line = sys.stdin.readline()
             if not line:
-                raise StationError(f"{prompt.rstrip(': ')} is needed — type it at the prompt (run the command in a "
-                                   "terminal) or give it on standard input, one per line")
+                raise StationError(
+                    f"{prompt.rstrip(': ')} is needed — type it at the prompt (run the command in a "
+                    "terminal) or give it on standard input, one per line"
+                )
             return line.rstrip("\r\n")
         first = getpass.getpass(prompt)
         if check is not None:
@@ -119,8 +146,15 @@ def _open(args: argparse.Namespace) -> tuple[StationHome, People]:
     return home, People(home, AuditLog(home.audit_db), settings=config.people)
 
 
-def _actor(args: argparse.Namespace, home: StationHome, people: People, reader: SecretReader, what: str, *,
-           bootstrap_role: Role | None = None) -> Actor:
+def _actor(
+    args: argparse.Namespace,
+    home: StationHome,
+    people: People,
+    reader: SecretReader,
+    what: str,
+    *,
+    bootstrap_role: Role | None = None,
+) -> Actor:
     """Who this command acts as: the OS account if it is an administrator, an enrolled administrator
     proven by ``--as``, or (the first administrator only) the home's owner."""
     uid = os.getuid()
@@ -131,8 +165,9 @@ def _actor(args: argparse.Namespace, home: StationHome, people: People, reader: 
         session = people.verify(acting_as, secret, account=account)
         actor = Actor.for_person(session, account=account)
         if not actor.administrator:
-            raise PeopleError(f"{what} needs an administrator — {session.person} is enrolled as "
-                              f"{session.role.words}")
+            raise PeopleError(
+                f"{what} needs an administrator — {session.person} is enrolled as {session.role.words}"
+            )
         return actor
     actor = Actor.for_account(uid)
     if actor.administrator:
@@ -162,6 +197,7 @@ def _refuse_os_password(name: str, kind: CredentialKind) -> None:
 
 # -- the commands --------------------------------------------------------------------------------------
 
+
 def run_add(args: argparse.Namespace) -> int:
     home, people = _open(args)
     reader = SecretReader()
@@ -171,14 +207,20 @@ def run_add(args: argparse.Namespace) -> int:
         if args.badge:
             raise StationError("--os-account and --badge exclude each other: choose one way to sign in")
         person = people.enrol_os_account(args.os_account, role, by=actor, name=args.name)
-        print(f"{person.name} enrolled as {person.role.words} (signs in with the password of OS account "
-              f"{args.os_account}); recorded by {actor.name}")
+        print(
+            f"{person.name} enrolled as {person.role.words} (signs in with the password of OS account "
+            f"{args.os_account}); recorded by {actor.name}"
+        )
         return 0
     kind = _kind(args) or CredentialKind.PIN
-    secret = reader.read(f"{_words(kind).capitalize()} for {args.name}: ", confirm=True, check=(kind, args.name))
+    secret = reader.read(
+        f"{_words(kind).capitalize()} for {args.name}: ", confirm=True, check=(kind, args.name)
+    )
     person = people.enrol(args.name, role, secret, by=actor, kind=kind)
-    print(f"{person.name} enrolled as {person.role.words} (signs in with a {_words(person.kind)}); "
-          f"recorded by {actor.name}")
+    print(
+        f"{person.name} enrolled as {person.role.words} (signs in with a {_words(person.kind)}); "
+        f"recorded by {actor.name}"
+    )
     return 0
 
 
@@ -186,8 +228,10 @@ def run_list(args: argparse.Namespace) -> int:
     _home, people = _open(args)
     everyone = people.everyone()
     if not everyone:
-        print("nobody is enrolled yet — an administrator enrols people with "
-              "`station people add NAME --role quality|admin|technician`")
+        print(
+            "nobody is enrolled yet — an administrator enrols people with "
+            "`station people add NAME --role quality|admin|technician`"
+        )
         return 0
     now = time.time()
     width = max(len(person.name) for person in everyone)
@@ -200,8 +244,10 @@ def run_list(args: argparse.Namespace) -> int:
             state = f"{person.failed_attempts} wrong attempt(s)"
         else:
             state = "can sign in"
-        print(f"{person.name:<{width}}  {person.role.words:<13}  {_words(person.kind):<10}  {state:<26}  "
-              f"{person.enrolled_by}")
+        print(
+            f"{person.name:<{width}}  {person.role.words:<13}  {_words(person.kind):<10}  {state:<26}  "
+            f"{person.enrolled_by}"
+        )
     return 0
 
 
@@ -253,6 +299,8 @@ def run_remove(args: argparse.Namespace) -> int:
     home, people = _open(args)
     actor = _actor(args, home, people, SecretReader(), "removing a person")
     people.remove(args.name, by=actor)
-    print(f"{args.name} removed: they can no longer sign in (their records stay in the audit log); "
-          f"recorded by {actor.name}")
+    print(
+        f"{args.name} removed: they can no longer sign in (their records stay in the audit log); "
+        f"recorded by {actor.name}"
+    )
     return 0

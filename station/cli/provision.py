@@ -39,28 +39,45 @@ SETTLE_S = 60.0
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "provision", help="enrol one board (wipe, token, key, CSR, certificate, TLS proof)",
+        "provision",
+        help="enrol one board (wipe, token, key, CSR, certificate, TLS proof)",
         description="Provision one board through the Welma secure-storage enrollment.",
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--serial", required=True, help="the board's serial number as scanned from its label")
-    parser.add_argument("--device", required=True,
-                        help="ssh://root@HOST:PORT or serial:///dev/ttyUSB0?baud=115200")
+    parser.add_argument(
+        "--device", required=True, help="ssh://root@HOST:PORT or serial:///dev/ttyUSB0?baud=115200"
+    )
     parser.add_argument("--profile", help="device profile (default: station.toml's default_profile)")
     parser.add_argument("--operator", default=None, help="who provisions (default: the login name)")
     parser.add_argument("--fixture", help="fixture name recorded with the unit")
-    parser.add_argument("--order", metavar="ID",
-                        help="the work order the board is built for (default: the open order holding the serial)")
+    parser.add_argument(
+        "--order",
+        metavar="ID",
+        help="the work order the board is built for (default: the open order holding the serial)",
+    )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue this serial's failed unit from its failed step")
-    mode.add_argument("--restart", action="store_true",
-                      help="abandon this serial's failed unit and start again from the first step")
-    mode.add_argument("--reprovision", action="store_true",
-                      help="enrol a serial again (needs --reason): one that already passed (supersedes the old unit), "
-                      "or re-onboard one whose last unit was aborted for a changed host key (pins the new key)")
+    mode.add_argument(
+        "--resume", action="store_true", help="continue this serial's failed unit from its failed step"
+    )
+    mode.add_argument(
+        "--restart",
+        action="store_true",
+        help="abandon this serial's failed unit and start again from the first step",
+    )
+    mode.add_argument(
+        "--reprovision",
+        action="store_true",
+        help="enrol a serial again (needs --reason): one that already passed (supersedes the old unit), "
+        "or re-onboard one whose last unit was aborted for a changed host key (pins the new key)",
+    )
     parser.add_argument("--reason", help="why the board is re-provisioned (recorded in the audit log)")
-    parser.add_argument("--events", metavar="FILE",
-                        help="also write every progress event as one JSON line to FILE (for a line's MES or a log)")
+    parser.add_argument(
+        "--events",
+        metavar="FILE",
+        help="also write every progress event as one JSON line to FILE (for a line's MES or a log)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -73,8 +90,12 @@ def print_event(event: FlowEvent) -> None:
         retry = f" — attempt {event.attempt}" if event.attempt > 1 else ""
         print(f"  [{event.index + 1:2}/{event.count}] {event.title}…{eta}{retry}", flush=True)
     elif event.kind == "step_finished":
-        word = {StepOutcome.PASSED: "ok", StepOutcome.SKIPPED: "skipped", StepOutcome.RETRYING: "retrying",
-                StepOutcome.FAILED: "FAILED"}[StepOutcome(event.outcome)]
+        word = {
+            StepOutcome.PASSED: "ok",
+            StepOutcome.SKIPPED: "skipped",
+            StepOutcome.RETRYING: "retrying",
+            StepOutcome.FAILED: "FAILED",
+        }[StepOutcome(event.outcome)]
         line = f"         {word} in {event.duration_s:.2f} s"
         if event.outcome != StepOutcome.PASSED and event.message:
             line += f": {event.message.splitlines()[0]}"
@@ -99,9 +120,14 @@ def run(args: argparse.Namespace) -> int:
     if args.reason and not args.reprovision:
         raise StationError("--reason is only used with --reprovision")
     request = {
-        "serial": args.serial, "device": args.device, "profile": args.profile,
-        "operator": args.operator or getpass.getuser(), "fixture": args.fixture, "resume": args.resume,
-        "restart": args.restart, "reprovision_reason": args.reason if args.reprovision else None,
+        "serial": args.serial,
+        "device": args.device,
+        "profile": args.profile,
+        "operator": args.operator or getpass.getuser(),
+        "fixture": args.fixture,
+        "resume": args.resume,
+        "restart": args.restart,
+        "reprovision_reason": args.reason if args.reprovision else None,
         "order": args.order,
     }
     with EventLog(args.events) as log, service(args) as client:
@@ -112,8 +138,9 @@ def run(args: argparse.Namespace) -> int:
         cancelling_until: float | None = None
         while outcome is None:
             try:
-                message = client.next_message(wait_s=None if cancelling_until is None else
-                                              max(0.1, cancelling_until - time.monotonic()))
+                message = client.next_message(
+                    wait_s=None if cancelling_until is None else max(0.1, cancelling_until - time.monotonic())
+                )
                 if message is None:
                     if cancelling_until is not None and time.monotonic() > cancelling_until:
                         break
@@ -130,7 +157,10 @@ def run(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 if cancelling_until is not None:
                     break
-                print("cancelling: the unit will be left failed and can be resumed with --resume", file=sys.stderr)
+                print(
+                    "cancelling: the unit will be left failed and can be resumed with --resume",
+                    file=sys.stderr,
+                )
                 client.call("abort", {"jobs": [job]})
                 cancelling_until = time.monotonic() + CANCEL_DEADLINE_S + 10
         if cancelling_until is not None:
@@ -163,24 +193,40 @@ def run_in_process(args: argparse.Namespace) -> int:
     station = open_station(args.home)
     try:
         fixture = known_fixtures(station.home, station.config).get(args.fixture or "")
-        profile = load_profile(choose_profile(station.config, fixture, explicit=args.profile),
-                               station.home.profiles_dir)
+        profile = load_profile(
+            choose_profile(station.config, fixture, explicit=args.profile), station.home.profiles_dir
+        )
         profile.validate_serial(args.serial)  # before the passphrase prompt, before any device
         ca = station.load_ca()
         with EventLog(args.events) as log:
             # The unit runs in its own worker process (station.engine), so Ctrl-C cancels it cleanly: the
             # unit ends failed and resumable.
-            scheduler = Scheduler(home=station.home, config=station.config, ca=ca, observer=log.wrap(print_event),
-                                  slots=1, line=station.line())
+            scheduler = Scheduler(
+                home=station.home,
+                config=station.config,
+                ca=ca,
+                observer=log.wrap(print_event),
+                slots=1,
+                line=station.line(),
+            )
             job = UnitJob(
-                serial=args.serial, device=args.device, profile=profile, operator=args.operator or getpass.getuser(),
-                fixture=args.fixture, resume=args.resume, restart=args.restart,
-                reprovision_reason=args.reason if args.reprovision else None, order=args.order,
+                serial=args.serial,
+                device=args.device,
+                profile=profile,
+                operator=args.operator or getpass.getuser(),
+                fixture=args.fixture,
+                resume=args.resume,
+                restart=args.restart,
+                reprovision_reason=args.reason if args.reprovision else None,
+                order=args.order,
             )
             try:
                 (outcome,) = scheduler.run([job])
             except KeyboardInterrupt:
-                print("cancelling: the unit will be left failed and can be resumed with --resume", file=sys.stderr)
+                print(
+                    "cancelling: the unit will be left failed and can be resumed with --resume",
+                    file=sys.stderr,
+                )
                 return 130
         if outcome.kind in (Ending.REFUSED, Ending.NOT_STARTED):
             raise StationError(outcome.message)

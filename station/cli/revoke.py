@@ -59,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
         # The station service owns the audit log: it records the OS account the kernel names for this caller.
         with client:
             answer = client.call("revoke", {"serial": serial, "reason": reason, "by": args.by})
-        _say_revoked(args, serial, reason, answer["by"], answer["serial_hex"], answer["unit_id"], answer["subject"])
+        _say_revoked(
+            args, serial, reason, answer["by"], answer["serial_hex"], answer["unit_id"], answer["subject"]
+        )
         return 0
     home = StationHome.resolve(args.home)
     if not home.audit_db.exists():
@@ -82,8 +84,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say_revoked(args: argparse.Namespace, serial: str, reason: str, by: str, serial_hex: str, unit_id: int,
-                 subject: str) -> None:
+def _say_revoked(
+    args: argparse.Namespace, serial: str, reason: str, by: str, serial_hex: str, unit_id: int, subject: str
+) -> None:
     home_option = f"--home {args.home} " if args.home else ""
     print(
         f"Revoked certificate {serial_hex} of board {serial} (unit {unit_id}, {subject}): "

@@ -28,23 +28,34 @@ LoadCredential=ca-passphrase:…), a token's [ca] pin_file, or `station ca unloc
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "serve", help="run the station service (owner of the home, runner of units)",
-        description="Run the station service on a Unix socket.", epilog=EXAMPLE,
+        "serve",
+        help="run the station service (owner of the home, runner of units)",
+        description="Run the station service on a Unix socket.",
+        epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--home", default=argparse.SUPPRESS,
-                        help="station home (default: as for every command)")
-    parser.add_argument("--socket", default=argparse.SUPPRESS,
-                        help="the socket to serve (default: HOME/run/station.sock)")
-    parser.add_argument("--credential", type=Path,
-                        help="a file (mode 0600, owned by the service) holding the CA passphrase or token PIN")
+    parser.add_argument(
+        "--home", default=argparse.SUPPRESS, help="station home (default: as for every command)"
+    )
+    parser.add_argument(
+        "--socket", default=argparse.SUPPRESS, help="the socket to serve (default: HOME/run/station.sock)"
+    )
+    parser.add_argument(
+        "--credential",
+        type=Path,
+        help="a file (mode 0600, owned by the service) holding the CA passphrase or token PIN",
+    )
     parser.add_argument("--log", type=Path, help="once serving, write output to this file (appended)")
-    parser.add_argument("--exit-when-idle", action="store_true",
-                        help="end once no client is connected and no unit runs (how the CLI starts one)")
+    parser.add_argument(
+        "--exit-when-idle",
+        action="store_true",
+        help="end once no client is connected and no unit runs (how the CLI starts one)",
+    )
     parser.set_defaults(handler=run_serve)
 
     abort = subparsers.add_parser(
-        "abort", help="abort a board running in the station service (it ends failed and resumable)",
+        "abort",
+        help="abort a board running in the station service (it ends failed and resumable)",
         description="Abort the running unit of a serial; the board can be resumed later with --resume.",
         epilog="example:\n  station abort --serial 202600000000001",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -69,8 +80,10 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_abort(args: argparse.Namespace) -> int:
     with service(args, start=False) as client:
         result = client.call("abort", {"serial": args.serial})
-    print(f"abort asked for serial {args.serial} (job {', '.join(map(str, result['aborted']))}): it ends failed and "
-          "can be resumed with --resume")
+    print(
+        f"abort asked for serial {args.serial} (job {', '.join(map(str, result['aborted']))}): it ends failed and "
+        "can be resumed with --resume"
+    )
     return 0
 
 
@@ -84,8 +97,10 @@ def service(args: argparse.Namespace, *, start: bool = True) -> Any:
     client = connect(getattr(args, "home", None), getattr(args, "socket", None), start=start)
     if client is None:
         path, _system = find_socket(getattr(args, "home", None), getattr(args, "socket", None))
-        raise ServiceUnavailable(f"no station service answers on {path} — start one (`station serve`, or "
-                                 "`systemctl start welma-station` on a line PC)")
+        raise ServiceUnavailable(
+            f"no station service answers on {path} — start one (`station serve`, or "
+            "`systemctl start welma-station` on a line PC)"
+        )
     return client
 
 
@@ -110,14 +125,19 @@ def _ca_secret(kind: dict[str, Any], *, production: bool) -> str | None:
 
     if kind.get("kind") == "token":
         label = kind.get("label")
-        return _prompt(f"PIN of token {label!r}: ", what=f"PIN of token {label!r}",
-                       how="set [ca] pin_file in station.toml to a file with mode 0600 holding it")
+        return _prompt(
+            f"PIN of token {label!r}: ",
+            what=f"PIN of token {label!r}",
+            how="set [ca] pin_file in station.toml to a file with mode 0600 holding it",
+        )
     if production:
         import os
 
         if os.environ.get(PASSPHRASE_ENV):
-            raise StationError(f"In production mode the CA passphrase is never taken from {PASSPHRASE_ENV} — "
-                               "unset it and run `station ca unlock` in a terminal")
+            raise StationError(
+                f"In production mode the CA passphrase is never taken from {PASSPHRASE_ENV} — "
+                "unset it and run `station ca unlock` in a terminal"
+            )
     return read_passphrase(new=False).decode("utf-8")
 
 
@@ -163,10 +183,20 @@ def flow_event(record: dict[str, Any]) -> FlowEvent:
 # Commands that are served by the service itself (they ask it directly) or that are the service.
 _SERVED = frozenset({"provision", "batch", "abort", "units", "revoke", "serve"})
 # Actions served by the service itself (the command asks it directly when one runs).
-_SERVED_ACTIONS = frozenset({("audit", "export"), ("ca", "crl"), ("audit", "verify"), ("audit", "backup"),
-                             ("admin", "set-pin"), ("settings", "production"),
-                             ("audit", "checkpoint"), ("fixtures", "list"), ("label", "print"),
-                             ("fixtures", "pin")})
+_SERVED_ACTIONS = frozenset(
+    {
+        ("audit", "export"),
+        ("ca", "crl"),
+        ("audit", "verify"),
+        ("audit", "backup"),
+        ("admin", "set-pin"),
+        ("settings", "production"),
+        ("audit", "checkpoint"),
+        ("fixtures", "list"),
+        ("label", "print"),
+        ("fixtures", "pin"),
+    }
+)
 
 
 def guard(args: argparse.Namespace) -> None:
@@ -208,8 +238,13 @@ def in_process(args: argparse.Namespace) -> bool:
 
     home = StationHome.resolve(getattr(args, "home", None))
     if load_config(home.config_file).production:
-        raise StationError(f"{IN_PROCESS_ENV}=1 is refused in production mode: units run in the station service "
-                           "(systemctl start welma-station)")
-    print(f"station: {IN_PROCESS_ENV}=1: the units run in this process and end with it (no station service)",
-          file=sys.stderr, flush=True)
+        raise StationError(
+            f"{IN_PROCESS_ENV}=1 is refused in production mode: units run in the station service "
+            "(systemctl start welma-station)"
+        )
+    print(
+        f"station: {IN_PROCESS_ENV}=1: the units run in this process and end with it (no station service)",
+        file=sys.stderr,
+        flush=True,
+    )
     return True

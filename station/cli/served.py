@@ -50,5 +50,6 @@ def write_private(out: Path, data: bytes) -> None:
         os.replace(temporary, out)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
-        raise StationError(f"Could not write {out} ({exc.strerror}) — check that the folder is writable, then "
-                           "try again.") from None
+        raise StationError(
+            f"Could not write {out} ({exc.strerror}) — check that the folder is writable, then try again."
+        ) from None

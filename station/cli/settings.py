@@ -24,14 +24,18 @@ examples:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "settings", help="administrator settings of the station (production mode)",
-        description="Administrator settings of the station.", epilog=EXAMPLE,
+        "settings",
+        help="administrator settings of the station (production mode)",
+        description="Administrator settings of the station.",
+        epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="settings_action", metavar="SETTING", required=True)
     production = actions.add_parser(
-        "production", help="show, or turn on or off, production mode ([station] production)",
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "production",
+        help="show, or turn on or off, production mode ([station] production)",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     production.add_argument("state", nargs="?", choices=("on", "off"), help="on or off (none: show it)")
     production.set_defaults(handler=run_production)

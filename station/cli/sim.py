@@ -31,7 +31,7 @@ FAULT_HELP = (
     "connection dies), hang (no answer, ever), fail (exit 2), garbage (binary noise, exit 0) or stream (/dev/zero without end), "
     "e.g. hang:--keypairgen or drop:sftp-server. "
     "OP-TEE boards (optee-NN): no-ta: from the next boot the PKCS#11 TA is missing (OP-TEE's real \"TA not "
-    "found\"); abrupt-reset: `reboot` resets the VM without closing any connection (as a watchdog or reboot -f)"
+    'found"); abrupt-reset: `reboot` resets the VM without closing any connection (as a watchdog or reboot -f)'
 )
 
 
@@ -46,32 +46,48 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     up = commands.add_parser("up", help="boot N simulated devices in the background")
     up.add_argument(
-        "--kind", choices=KINDS, default="softhsm",
+        "--kind",
+        choices=KINDS,
+        default="softhsm",
         help="softhsm: namespaces with sshd and SoftHSM2 (fast, the default); optee: QEMU virtual machines running "
         "TF-A, OP-TEE OS 4.10.0 with its PKCS#11 TA and Debian (real timing; built once, ~2.5 min, then cached)",
-    )  # fmt: skip
-    up.add_argument("--count", type=int, default=None, help="number of devices (default: 2; 1 for --kind optee)")
+    )
     up.add_argument(
-        "--tls-proof-port", type=int, default=DEFAULT_TLS_PROOF_PORT, metavar="P",
+        "--count", type=int, default=None, help="number of devices (default: 2; 1 for --kind optee)"
+    )
+    up.add_argument(
+        "--tls-proof-port",
+        type=int,
+        default=DEFAULT_TLS_PROOF_PORT,
+        metavar="P",
         help="--kind optee: the station's TLS-proof port the boards are forwarded to, as 10.0.2.100:P "
         f"(default: {DEFAULT_TLS_PROOF_PORT}; set [tls_proof] port, dial_address in station.toml to match)",
-    )  # fmt: skip
+    )
     up.add_argument(
-        "--keygen-delay", type=float, default=0.0, metavar="S",
+        "--keygen-delay",
+        type=float,
+        default=0.0,
+        metavar="S",
         help="extra seconds each key generation takes, like OP-TEE on a real board (default: 0)",
-    )  # fmt: skip
+    )
     up.add_argument(
-        "--boot-delay", type=float, default=1.0, metavar="S",
+        "--boot-delay",
+        type=float,
+        default=1.0,
+        metavar="S",
         help="seconds a device stays off during a reboot (default: 1)",
-    )  # fmt: skip
+    )
     up.add_argument("--serial-console", action="store_true", help="give each device a serial console (a pty)")
     up.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"SSH port of every device (default: {DEFAULT_PORT})"
     )
     up.add_argument(
-        "--fault", action="append", default=[], metavar="NAME=FAULT",
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME=FAULT",
         help=f"arm a fault from the start, e.g. sim-02=no-boot (repeatable). {FAULT_HELP}",
-    )  # fmt: skip
+    )
     up.set_defaults(handler=_up)
 
     status = commands.add_parser("status", help="list the simulated devices and their state")
@@ -97,9 +113,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     fault = commands.add_parser("fault", help="arm or clear a fault on a device", description=FAULT_HELP)
     fault.add_argument("name", help="device name, e.g. sim-02")
     fault.add_argument(
-        "fault", nargs="?",
+        "fault",
+        nargs="?",
         help="the fault to arm: no-boot, drop-ssh, no-module or ACTION:PATTERN; OP-TEE boards: no-ta, abrupt-reset",
-    )  # fmt: skip
+    )
     fault.add_argument("--clear", action="store_true", help="clear the device's fault")
     fault.set_defaults(handler=_fault)
 
@@ -135,7 +152,9 @@ def _ssh_address(device: SimDevice) -> str:
 def _up(args: argparse.Namespace) -> int:
     farm = _farm(args)
     if args.kind == "optee" and (args.keygen_delay or args.boot_delay != 1.0):
-        raise StationError("--keygen-delay and --boot-delay are for SoftHSM2 boards; an OP-TEE board's timing is real")
+        raise StationError(
+            "--keygen-delay and --boot-delay are for SoftHSM2 boards; an OP-TEE board's timing is real"
+        )
     count = args.count if args.count is not None else (1 if args.kind == "optee" else 2)
     devices = farm.up(
         count,
@@ -207,7 +226,9 @@ def _reset(args: argparse.Namespace) -> int:
 def _swap(args: argparse.Namespace) -> int:
     device = _farm(args).swap(args.name)
     where = "" if device.state == "up" else f" (it is {device.state}; it boots with them)"
-    print(f"{args.name}: factory-fresh board — SoC id {device.soc_id}, host key {device.host_key_fingerprint}{where}")
+    print(
+        f"{args.name}: factory-fresh board — SoC id {device.soc_id}, host key {device.host_key_fingerprint}{where}"
+    )
     return 0
 
 

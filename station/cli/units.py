@@ -26,9 +26,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--serial", metavar="PREFIX", help="only boards whose serial starts with PREFIX")
     parser.add_argument("--result", choices=UNIT_STATES, help="only units in this state")
     parser.add_argument("--order", metavar="ID", help="only units counted in this work order")
-    parser.add_argument("--follow", action="store_true",
-                        help="then watch the units running in the station service, live, until they end "
-                        "(Ctrl-C stops watching, not the units)")
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="then watch the units running in the station service, live, until they end "
+        "(Ctrl-C stops watching, not the units)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -37,12 +40,17 @@ def run(args: argparse.Namespace) -> int:
     from station.service.client import connect
 
     # A running station service answers (it owns the home); with none, the home is read here.
-    client = service(args, start=False) if args.follow else connect(args.home, getattr(args, "socket", None),
-                                                                     start=False)
+    client = (
+        service(args, start=False)
+        if args.follow
+        else connect(args.home, getattr(args, "socket", None), start=False)
+    )
     if client is not None:
         with client:
-            page = client.call("units", {"limit": args.limit, "serial": args.serial, "result": args.result,
-                                         "order": args.order})
+            page = client.call(
+                "units",
+                {"limit": args.limit, "serial": args.serial, "result": args.result, "order": args.order},
+            )
             print(page["text"] if page["count"] else "No units match.")
             if args.follow:
                 return follow(client)
@@ -52,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"No units recorded yet (no audit log at {home.audit_db}).")
         return 0
     with AuditLog(home.audit_db) as log:
-        units = log.units_page(limit=args.limit, filters=UnitFilter(
-            serial_prefix=args.serial, result=args.result, order=args.order))
+        units = log.units_page(
+            limit=args.limit,
+            filters=UnitFilter(serial_prefix=args.serial, result=args.result, order=args.order),
+        )
     if not units:
         print("No units match.")
         return 0
@@ -69,8 +79,10 @@ def follow(client: Any) -> int:
     show = LiveProgress()
     running = {record["job"]: record for record in client.call("follow")["running"]}
     for record in running.values():
-        print(f"[{record.get('fixture') or record['serial']}] {record['serial']} running: {record.get('title') or ''}",
-              flush=True)
+        print(
+            f"[{record.get('fixture') or record['serial']}] {record['serial']} running: {record.get('title') or ''}",
+            flush=True,
+        )
     try:
         while True:
             message = client.next_message(wait_s=None if running else 2.0)
@@ -126,5 +138,3 @@ def _positive_int(text: str) -> int:
 
 def _local(moment: datetime) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-

@@ -18,12 +18,24 @@ if TYPE_CHECKING:
     from station.engine.scheduler import CANCEL_DEADLINE_S, Scheduler, UnitJob
     from station.engine.selection import choose_profile, known_fixtures
 
-__all__ = ["CANCEL_DEADLINE_S", "Ending", "Scheduler", "UnitJob", "UnitOutcome", "choose_profile", "known_fixtures"]
+__all__ = [
+    "CANCEL_DEADLINE_S",
+    "Ending",
+    "Scheduler",
+    "UnitJob",
+    "UnitOutcome",
+    "choose_profile",
+    "known_fixtures",
+]
 
 _HOMES = {
-    "Ending": "outcome", "UnitOutcome": "outcome",
-    "CANCEL_DEADLINE_S": "scheduler", "Scheduler": "scheduler", "UnitJob": "scheduler",
-    "choose_profile": "selection", "known_fixtures": "selection",
+    "Ending": "outcome",
+    "UnitOutcome": "outcome",
+    "CANCEL_DEADLINE_S": "scheduler",
+    "Scheduler": "scheduler",
+    "UnitJob": "scheduler",
+    "choose_profile": "selection",
+    "known_fixtures": "selection",
 }
 
 

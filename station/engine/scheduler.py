@@ -85,17 +85,34 @@ START_METHODS = ("forkserver", "spawn")
 # What the fork server imports once, before it forks any worker: the worker and what a unit then imports on
 # first use (the SSH link — paramiko, nacl — the serial link, cryptography's OpenSSL backend, the IDNA codec
 # a connect uses); without them every forked worker imports them again (~0.06 CPU-s, as much as its unit).
-FORKSERVER_PRELOAD = ["station.engine.worker", "station.transport.ssh", "station.transport.serial",
-                      "cryptography.hazmat.backends.openssl", "encodings.idna"]
+FORKSERVER_PRELOAD = [
+    "station.engine.worker",
+    "station.transport.ssh",
+    "station.transport.serial",
+    "cryptography.hazmat.backends.openssl",
+    "encodings.idna",
+]
 # Environment variables a worker must not inherit (the CA passphrase and anything named like a secret).
 _SECRET_WORDS = ("PASSPHRASE", "PASSWORD", "SECRET", "_PIN")
 _environment_lock = threading.Lock()
 
 Observer = Callable[[FlowEvent], None]
 # Audit writes a worker may ask for, each only for its own unit.
-_AUDIT_CALLS = frozenset({"pin_host_key", "public_key_seen", "record_certificate", "certificate_for_unit",
-                          "record_step", "finish_unit", "unit_work_order", "unit", "record_soc_id",
-                          "unit_soc_id", "identity_conflicts"})
+_AUDIT_CALLS = frozenset(
+    {
+        "pin_host_key",
+        "public_key_seen",
+        "record_certificate",
+        "certificate_for_unit",
+        "record_step",
+        "finish_unit",
+        "unit_work_order",
+        "unit",
+        "record_soc_id",
+        "unit_soc_id",
+        "identity_conflicts",
+    }
+)
 # Questions a worker may ask the fleet (station.fleet.guard.FleetGuard).
 _FLEET_CALLS = frozenset({"check_unit", "public_key_holder"})
 
@@ -226,9 +243,18 @@ class Scheduler:
         if stopped:
             # The engine has stopped (closed, or it could not open the audit log): say so, never hang.
             why = f" ({self.failure})" if self.failure is not None else ""
-            self._settle(number, UnitOutcome(Ending.NOT_STARTED, job.serial, f"the station's engine has stopped{why} "
-                                             "— restart the station, then start the board again",
-                                             fixture=job.fixture, device=job.device, job=number))
+            self._settle(
+                number,
+                UnitOutcome(
+                    Ending.NOT_STARTED,
+                    job.serial,
+                    f"the station's engine has stopped{why} "
+                    "— restart the station, then start the board again",
+                    fixture=job.fixture,
+                    device=job.device,
+                    job=number,
+                ),
+            )
             return number
         return number
 
@@ -297,8 +323,17 @@ class Scheduler:
         outcomes = []
         for number, job in zip(numbers, jobs, strict=True):
             outcome = self.outcome(number)
-            outcomes.append(outcome or UnitOutcome(Ending.NOT_STARTED, job.serial, "the station stopped first",
-                                                   fixture=job.fixture, device=job.device, job=number))
+            outcomes.append(
+                outcome
+                or UnitOutcome(
+                    Ending.NOT_STARTED,
+                    job.serial,
+                    "the station stopped first",
+                    fixture=job.fixture,
+                    device=job.device,
+                    job=number,
+                )
+            )
         return outcomes
 
     def _command(self, kind: str, value: Any) -> None:
@@ -347,7 +382,9 @@ class Scheduler:
             self.failure = exc
         finally:
             for running in list(self._running.values()):
-                self._terminate(running, "the station stopped while this unit ran — press Retry to continue it")
+                self._terminate(
+                    running, "the station stopped while this unit ran — press Retry to continue it"
+                )
             stopped = "the station stopped before this board's turn"
             if self.failure is not None:
                 stopped += f" ({self.failure}) — fix that, then start the board again"
@@ -376,8 +413,17 @@ class Scheduler:
             if kind == "submit":
                 number, job = value
                 if close_by is not None:
-                    self._settle(number, UnitOutcome(Ending.NOT_STARTED, job.serial, "the station is closing",
-                                                     fixture=job.fixture, device=job.device, job=number))
+                    self._settle(
+                        number,
+                        UnitOutcome(
+                            Ending.NOT_STARTED,
+                            job.serial,
+                            "the station is closing",
+                            fixture=job.fixture,
+                            device=job.device,
+                            job=number,
+                        ),
+                    )
                 else:
                     self._queues.setdefault(job.device, deque()).append((number, job))
             elif kind == "reply":
@@ -456,8 +502,10 @@ class Scheduler:
         try:
             self._audit.make_durable()
         except Exception as exc:  # noqa: BLE001 - no worker may start on a start that may not be on disk
-            problem = (f"the station could not write the audit log to disk ({exc}) — the board was not touched; "
-                       "check the disk, then press Retry")
+            problem = (
+                f"the station could not write the audit log to disk ({exc}) — the board was not touched; "
+                "check the disk, then press Retry"
+            )
             for number, job, admission, _began in admitted:
                 self._not_started(number, job, admission, problem)
             return
@@ -470,12 +518,21 @@ class Scheduler:
         provisioner = Provisioner(home=self.home, config=self.config, ca=self.ca, audit=self._audit)
         try:
             return provisioner.admit(
-                serial=job.serial, device=job.device, profile=job.profile, operator=job.operator,
-                fixture=job.fixture, batch=job.batch, resume=job.resume, restart=job.restart,
-                reprovision_reason=job.reprovision_reason, order=job.order,
+                serial=job.serial,
+                device=job.device,
+                profile=job.profile,
+                operator=job.operator,
+                fixture=job.fixture,
+                batch=job.batch,
+                resume=job.resume,
+                restart=job.restart,
+                reprovision_reason=job.reprovision_reason,
+                order=job.order,
             )
         except StationError as exc:
-            self._settle(number, refused(exc, serial=job.serial, fixture=job.fixture, device=job.device, job=number))
+            self._settle(
+                number, refused(exc, serial=job.serial, fixture=job.fixture, device=job.device, job=number)
+            )
             return None
 
     def _not_started(self, number: int, job: UnitJob, admission: Admission, problem: str) -> None:
@@ -487,26 +544,57 @@ class Scheduler:
             self._audit.finish_unit(unit.id, result="failed", failed_step=step, message=problem)
         except StationError:
             pass  # the log is unavailable: the outcome says so; a resume finds the unit running or failed
-        self._settle(number, UnitOutcome(Ending.FAILED, job.serial, problem, unit_id=unit.id, failed_step=step,
-                                         resumable=True, fixture=job.fixture, device=job.device, job=number))
+        self._settle(
+            number,
+            UnitOutcome(
+                Ending.FAILED,
+                job.serial,
+                problem,
+                unit_id=unit.id,
+                failed_step=step,
+                resumable=True,
+                fixture=job.fixture,
+                device=job.device,
+                job=number,
+            ),
+        )
 
     def _start(self, number: int, job: UnitJob, admission: Admission, began: float) -> None:
         unit = admission.unit
         if admission.profile is not None and admission.profile is not job.profile:
             job = replace(job, profile=admission.profile)  # the work order's profile
-        self._emit(FlowEvent(kind="unit_planned", serial=unit.serial, unit_id=unit.id, fixture=job.fixture,
-                             count=len(job.profile.step_names()), etas=dict(admission.etas), job=number))
+        self._emit(
+            FlowEvent(
+                kind="unit_planned",
+                serial=unit.serial,
+                unit_id=unit.id,
+                fixture=job.fixture,
+                count=len(job.profile.step_names()),
+                etas=dict(admission.etas),
+                job=number,
+            )
+        )
         start = WorkerStart(
-            job=number, admission=admission, profile=job.profile, config=self.config, home=self.home,
-            identity_file=self._identity_file, ca_certificate_pem=self.ca.certificate_pem,
-            stream_output=job.stream_output, memory_limit_bytes=self.memory_limit_bytes, parent_pid=os.getpid(),
-            environment=worker_environment(), cwd=os.getcwd(),
+            job=number,
+            admission=admission,
+            profile=job.profile,
+            config=self.config,
+            home=self.home,
+            identity_file=self._identity_file,
+            ca_certificate_pem=self.ca.certificate_pem,
+            stream_output=job.stream_output,
+            memory_limit_bytes=self.memory_limit_bytes,
+            parent_pid=os.getpid(),
+            environment=worker_environment(),
+            cwd=os.getcwd(),
         )
         ours, theirs = self._context.Pipe(duplex=True)
-        process = self._context.Process(target=worker.main, args=(theirs, start), name=f"unit-{unit.serial}",
-                                        daemon=True)
-        running = _Running(number, job, unit.id, admission.plan, process, ours, began,
-                           time.monotonic() + WORKER_START_S)
+        process = self._context.Process(
+            target=worker.main, args=(theirs, start), name=f"unit-{unit.serial}", daemon=True
+        )
+        running = _Running(
+            number, job, unit.id, admission.plan, process, ours, began, time.monotonic() + WORKER_START_S
+        )
         self._running[number] = running
         try:
             with clean_spawn():
@@ -584,7 +672,9 @@ class Scheduler:
         try:
             if call.service == "fleet" and call.method in _FLEET_CALLS:
                 if call.args.get("unit_id", running.unit_id) != running.unit_id:
-                    raise StationError(f"a worker asked the fleet about unit {call.args['unit_id']}, not its own")
+                    raise StationError(
+                        f"a worker asked the fleet about unit {call.args['unit_id']}, not its own"
+                    )
                 # A question to the fleet may wait for the network (up to its own deadline): asked on the
                 # fleet thread, answered through this thread's command queue — never blocking other units.
                 self._ask_fleet(running.job_id, call)
@@ -600,13 +690,21 @@ class Scheduler:
         except StationError as exc:
             self._send(running, Refusal(call.number, str(exc)))
         except Exception as exc:  # noqa: BLE001 - the worker records its step failed with this
-            self._send(running, Refusal(call.number, f"the station could not serve {call.service}.{call.method} "
-                                                     f"({exc!r}) — press Retry; report it if it repeats"))
+            self._send(
+                running,
+                Refusal(
+                    call.number,
+                    f"the station could not serve {call.service}.{call.method} "
+                    f"({exc!r}) — press Retry; report it if it repeats",
+                ),
+            )
 
     def _desk_service(self, running: _Running, call: Call) -> Any:
         """One call's answer, on the service desk's thread (its commits grouped, flushed before it is sent)."""
         if self._running.get(running.job_id) is not running:
-            raise StationError("the unit has ended (its worker was stopped); nothing was recorded for this call")
+            raise StationError(
+                "the unit has ended (its worker was stopped); nothing was recorded for this call"
+            )
         return self._service(running, call)
 
     def _service(self, running: _Running, call: Call) -> Any:
@@ -618,13 +716,19 @@ class Scheduler:
             return getattr(self._audit, call.method)(**args)
         if call.service == "ca" and call.method == "issue":
             if args.get("unit_id") != running.unit_id:
-                raise StationError(f"a worker asked for a certificate for unit {args.get('unit_id')}, not its own")
+                raise StationError(
+                    f"a worker asked for a certificate for unit {args.get('unit_id')}, not its own"
+                )
             return StationSigner(self.ca, self._audit).issue_for_unit(
-                unit_id=running.unit_id, csr_pem=bytes(args["csr_pem"]), profile=running.job.profile,
+                unit_id=running.unit_id,
+                csr_pem=bytes(args["csr_pem"]),
+                profile=running.job.profile,
                 serial=running.job.serial,
             )
         if call.service == "tls" and call.method == "listen":
-            port = self._tls.listen(str(args["host"]), float(args["timeout_s"]), port=int(args.get("port", 0)))
+            port = self._tls.listen(
+                str(args["host"]), float(args["timeout_s"]), port=int(args.get("port", 0))
+            )
             running.tls_ports.add(port)
             return port
         raise StationError(f"unknown station service {call.service}.{call.method}")
@@ -679,7 +783,9 @@ class Scheduler:
         now = time.monotonic()
         for running in list(self._running.values()):
             if close_by is not None and now >= close_by:
-                self._terminate(running, "the station closed before this unit stopped — press Retry to continue it")
+                self._terminate(
+                    running, "the station closed before this unit stopped — press Retry to continue it"
+                )
             elif now >= running.deadline:
                 if running.done is not None:
                     if running.process.is_alive():
@@ -688,19 +794,27 @@ class Scheduler:
                     self._ended(running, running.done.problem)
                     continue
                 if running.cancelled:
-                    reason = (f"the unit did not stop within {CANCEL_DEADLINE_S:g} s of being cancelled; the station "
-                              "terminated its worker — press Retry to continue it")
+                    reason = (
+                        f"the unit did not stop within {CANCEL_DEADLINE_S:g} s of being cancelled; the station "
+                        "terminated its worker — press Retry to continue it"
+                    )
                 elif running.step:
                     timeout = running.job.profile.policy(running.step).timeout_s
                     title = STEPS[running.step].title if running.step in STEPS else running.step
-                    reason = (f"step {title} did not end within its deadline of {timeout:g} s (+{self.step_grace_s:g} "
-                              "s); the station terminated the unit's worker — check the board, then press Retry")
+                    reason = (
+                        f"step {title} did not end within its deadline of {timeout:g} s (+{self.step_grace_s:g} "
+                        "s); the station terminated the unit's worker — check the board, then press Retry"
+                    )
                 elif not running.reported:
-                    reason = (f"the unit's worker did not start within {WORKER_START_S:g} s; the station terminated "
-                              "it — the station's computer may be overloaded; press Retry")
+                    reason = (
+                        f"the unit's worker did not start within {WORKER_START_S:g} s; the station terminated "
+                        "it — the station's computer may be overloaded; press Retry"
+                    )
                 else:
-                    reason = (f"the unit made no progress for {BETWEEN_STEPS_S:g} s; the station terminated its "
-                              "worker — check the board, then press Retry")
+                    reason = (
+                        f"the unit made no progress for {BETWEEN_STEPS_S:g} s; the station terminated its "
+                        "worker — check the board, then press Retry"
+                    )
                 self._terminate(running, reason)
 
     def _ask_to_stop(self, running: _Running) -> None:
@@ -720,25 +834,47 @@ class Scheduler:
                 if entry[0] == number:
                     jobs.remove(entry)
                     job = entry[1]
-                    self._settle(number, UnitOutcome(Ending.NOT_STARTED, job.serial, "cancelled before it started",
-                                                     fixture=job.fixture, device=device, job=number))
+                    self._settle(
+                        number,
+                        UnitOutcome(
+                            Ending.NOT_STARTED,
+                            job.serial,
+                            "cancelled before it started",
+                            fixture=job.fixture,
+                            device=device,
+                            job=number,
+                        ),
+                    )
                     return
 
     def _drop_queued(self, message: str) -> None:
         queues, self._queues = self._queues, {}
         for device, jobs in queues.items():
             for number, job in jobs:
-                self._settle(number, UnitOutcome(Ending.NOT_STARTED, job.serial, message, fixture=job.fixture,
-                                                 device=device, job=number))
+                self._settle(
+                    number,
+                    UnitOutcome(
+                        Ending.NOT_STARTED,
+                        job.serial,
+                        message,
+                        fixture=job.fixture,
+                        device=device,
+                        job=number,
+                    ),
+                )
 
     # -- ending ---------------------------------------------------------------------------------------
 
     def _death_reason(self, running: _Running) -> str:
         code = running.process.exitcode
-        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
+        how = (
+            f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
+        )
         where = f" during step {STEPS[running.step].title}" if running.step in STEPS else ""
-        return (f"the unit's worker process {how}{where} — the station recorded the unit as failed; press Retry "
-                "to continue it")
+        return (
+            f"the unit's worker process {how}{where} — the station recorded the unit as failed; press Retry "
+            "to continue it"
+        )
 
     def _terminate(self, running: _Running, reason: str) -> None:
         """Stop a worker now (SIGKILL: it is not asked) and record its unit failed and resumable."""
@@ -750,7 +886,9 @@ class Scheduler:
     def _ended(self, running: _Running, reason: str) -> None:
         """Take a unit off its slot; if its worker left it running in the log, record it failed (resumable)."""
         assert self._audit is not None
-        reason = reason or "the unit's worker ended without recording the unit's end — press Retry to continue it"
+        reason = (
+            reason or "the unit's worker ended without recording the unit's end — press Retry to continue it"
+        )
         self._running.pop(running.job_id, None)
         self._unwatch(running)
         with running.send_lock:  # never while the service desk sends on it (its descriptor could be reused)
@@ -764,25 +902,56 @@ class Scheduler:
                 step = running.step or running.last_step or (running.plan[0] if running.plan else "identify")
                 if running.step:
                     started = running.step_started_at or datetime.now(UTC)
-                    self._audit.record_step(unit.id, step=step, attempt=running.attempt, outcome="failed",
-                                            started_at=started, ended_at=datetime.now(UTC), message=reason)
-                    self._emit(FlowEvent(kind="step_finished", serial=job.serial, unit_id=unit.id, step=step,
-                                         title=STEPS[step].title if step in STEPS else step, outcome="failed",
-                                         attempt=running.attempt, message=reason, fixture=job.fixture,
-                                         job=running.job_id))
+                    self._audit.record_step(
+                        unit.id,
+                        step=step,
+                        attempt=running.attempt,
+                        outcome="failed",
+                        started_at=started,
+                        ended_at=datetime.now(UTC),
+                        message=reason,
+                    )
+                    self._emit(
+                        FlowEvent(
+                            kind="step_finished",
+                            serial=job.serial,
+                            unit_id=unit.id,
+                            step=step,
+                            title=STEPS[step].title if step in STEPS else step,
+                            outcome="failed",
+                            attempt=running.attempt,
+                            message=reason,
+                            fixture=job.fixture,
+                            job=running.job_id,
+                        )
+                    )
                 self._audit.finish_unit(unit.id, result="failed", failed_step=step, message=reason)
             self._hand_off(running.unit_id)
             ended = running.done_at or time.monotonic()
-            outcome = finished(self._audit, running.unit_id, serial=job.serial, fixture=job.fixture,
-                               device=job.device, duration_s=ended - running.began,
-                               device_s=running.done.device_s if running.done is not None else 0.0,
-                               job=running.job_id)
+            outcome = finished(
+                self._audit,
+                running.unit_id,
+                serial=job.serial,
+                fixture=job.fixture,
+                device=job.device,
+                duration_s=ended - running.began,
+                device_s=running.done.device_s if running.done is not None else 0.0,
+                job=running.job_id,
+            )
             if running.done is not None:
                 outcome = replace(outcome, service_s=running.done.service_s)
         except StationError as exc:
-            outcome = UnitOutcome(Ending.FAILED, job.serial, f"{reason} (and it could not be recorded: {exc})",
-                                  unit_id=running.unit_id, failed_step=running.step or None, resumable=True,
-                                  fixture=job.fixture, device=job.device, job=running.job_id)
+            outcome = UnitOutcome(
+                Ending.FAILED,
+                job.serial,
+                f"{reason} (and it could not be recorded: {exc})",
+                unit_id=running.unit_id,
+                failed_step=running.step or None,
+                resumable=True,
+                fixture=job.fixture,
+                device=job.device,
+                job=running.job_id,
+            )
         self._settle(running.job_id, outcome)
 
     def _unwatch(self, running: _Running) -> None:
@@ -804,9 +973,20 @@ class Scheduler:
             pass
 
     def _settle(self, number: int, outcome: UnitOutcome) -> None:
-        self._emit(FlowEvent(kind="unit_finished", serial=outcome.serial, unit_id=outcome.unit_id,
-                             step=outcome.failed_step or "", outcome=str(outcome.kind), message=outcome.message,
-                             fixture=outcome.fixture, duration_s=outcome.duration_s, job=number, result=outcome))
+        self._emit(
+            FlowEvent(
+                kind="unit_finished",
+                serial=outcome.serial,
+                unit_id=outcome.unit_id,
+                step=outcome.failed_step or "",
+                outcome=str(outcome.kind),
+                message=outcome.message,
+                fixture=outcome.fixture,
+                duration_s=outcome.duration_s,
+                job=number,
+                result=outcome,
+            )
+        )
         with self._changed:
             self._outcomes[number] = outcome
             self._changed.notify_all()
@@ -834,8 +1014,10 @@ def worker_context(method: str | None = None) -> ForkServerContext | SpawnContex
     chosen = method or os.environ.get(START_METHOD_ENV) or ""
     available = multiprocessing.get_all_start_methods()
     if chosen and (chosen not in START_METHODS or chosen not in available):
-        raise StationError(f"{START_METHOD_ENV}={chosen!r} is not a way to start a unit's worker here — "
-                           f"use one of: {', '.join(m for m in START_METHODS if m in available)}")
+        raise StationError(
+            f"{START_METHOD_ENV}={chosen!r} is not a way to start a unit's worker here — "
+            f"use one of: {', '.join(m for m in START_METHODS if m in available)}"
+        )
     if not chosen:
         chosen = "forkserver" if "forkserver" in available else "spawn"
     if chosen == "spawn":

@@ -32,17 +32,27 @@ Unit = TypeVar("Unit")
 GROUP_MAX = 32
 # Calls whose answer needs no flush: reads, opening a listener, and step records (their loss in a power cut
 # costs nothing: the unit resumes from an earlier step; the next flush writes them too).
-UNFLUSHED_CALLS = frozenset({("audit", "public_key_seen"), ("audit", "certificate_for_unit"), ("audit", "unit"),
-                             ("audit", "unit_work_order"), ("audit", "unit_soc_id"),
-                             ("audit", "identity_conflicts"), ("audit", "record_step"), ("tls", "listen")})
+UNFLUSHED_CALLS = frozenset(
+    {
+        ("audit", "public_key_seen"),
+        ("audit", "certificate_for_unit"),
+        ("audit", "unit"),
+        ("audit", "unit_work_order"),
+        ("audit", "unit_soc_id"),
+        ("audit", "identity_conflicts"),
+        ("audit", "record_step"),
+        ("tls", "listen"),
+    }
+)
 
 
 class ServiceDesk(Generic[Unit]):
     """Answers ``(unit, call)`` pairs on its own thread: ``answer(unit, call)`` computes the answer (raising
     StationError for a refusal), ``send(unit, message)`` delivers it."""
 
-    def __init__(self, audit: AuditLog, answer: Callable[[Unit, Call], object],
-                 send: Callable[[Unit, object], None]) -> None:
+    def __init__(
+        self, audit: AuditLog, answer: Callable[[Unit, Call], object], send: Callable[[Unit, object], None]
+    ) -> None:
         self._audit = audit
         self._answer = answer
         self._send = send
@@ -94,8 +104,10 @@ class ServiceDesk(Generic[Unit]):
             try:
                 self._audit.make_durable()
             except Exception as exc:  # noqa: BLE001 - no answer that depends on the lost writes may leave
-                problem = (f"the station could not write the audit log to disk ({exc}) — nothing that depends "
-                           "on it left the station; check the disk, then press Retry")
+                problem = (
+                    f"the station could not write the audit log to disk ({exc}) — nothing that depends "
+                    "on it left the station; check the disk, then press Retry"
+                )
                 answers = [(unit, call, Refusal(call.number, problem)) for unit, call, _answer in answers]
         for unit, _call, answer in answers:
             self._send(unit, answer)
@@ -106,5 +118,8 @@ class ServiceDesk(Generic[Unit]):
         except StationError as exc:
             return Refusal(call.number, str(exc))
         except Exception as exc:  # noqa: BLE001 - the worker records its step failed with this
-            return Refusal(call.number, f"the station could not serve {call.service}.{call.method} ({exc!r}) — "
-                                        "press Retry; report it if it repeats")
+            return Refusal(
+                call.number,
+                f"the station could not serve {call.service}.{call.method} ({exc!r}) — "
+                "press Retry; report it if it repeats",
+            )

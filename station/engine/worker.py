@@ -102,9 +102,12 @@ class FleetProxy:
     def __init__(self, client: ServiceClient) -> None:
         self._client = client
 
-    def check_unit(self, *, serial: str, unit_id: int, reprovision: bool, host_key: str | None) -> GuardVerdict:
-        verdict: GuardVerdict = self._fleet("check_unit", serial=serial, unit_id=unit_id, reprovision=reprovision,
-                                            host_key=host_key)
+    def check_unit(
+        self, *, serial: str, unit_id: int, reprovision: bool, host_key: str | None
+    ) -> GuardVerdict:
+        verdict: GuardVerdict = self._fleet(
+            "check_unit", serial=serial, unit_id=unit_id, reprovision=reprovision, host_key=host_key
+        )
         return verdict
 
     def public_key_holder(self, spki_sha256: str) -> str | None:
@@ -127,14 +130,17 @@ class AuditProxy:
         self._client = client
 
     def pin_host_key(self, unit_id: int, *, key_type: str, fingerprint: str) -> None:
-        self._client.call("audit", "pin_host_key", unit_id=unit_id, key_type=key_type, fingerprint=fingerprint)
+        self._client.call(
+            "audit", "pin_host_key", unit_id=unit_id, key_type=key_type, fingerprint=fingerprint
+        )
 
     def public_key_seen(self, spki_sha256: str) -> bool:
         return bool(self._client.call("audit", "public_key_seen", spki_sha256=spki_sha256))
 
     def record_certificate(self, unit_id: int, *, certificate_pem: bytes) -> CertificateRecord:
-        record: CertificateRecord = self._client.call("audit", "record_certificate", unit_id=unit_id,
-                                                      certificate_pem=certificate_pem)
+        record: CertificateRecord = self._client.call(
+            "audit", "record_certificate", unit_id=unit_id, certificate_pem=certificate_pem
+        )
         return record
 
     def certificate_for_unit(self, unit_id: int) -> CertificateRecord | None:
@@ -156,19 +162,27 @@ class AuditProxy:
         record: IdentityRecord | None = self._client.call("audit", "unit_soc_id", unit_id=unit_id)
         return record
 
-    def identity_conflicts(self, unit_id: int, *, soc_id: str | None,
-                           host_key_fingerprint: str | None) -> IdentityConflicts:
-        conflicts: IdentityConflicts = self._client.call("audit", "identity_conflicts", unit_id=unit_id,
-                                                         soc_id=soc_id, host_key_fingerprint=host_key_fingerprint)
+    def identity_conflicts(
+        self, unit_id: int, *, soc_id: str | None, host_key_fingerprint: str | None
+    ) -> IdentityConflicts:
+        conflicts: IdentityConflicts = self._client.call(
+            "audit",
+            "identity_conflicts",
+            unit_id=unit_id,
+            soc_id=soc_id,
+            host_key_fingerprint=host_key_fingerprint,
+        )
         return conflicts
 
     def record_step(self, unit_id: int, **fields: Any) -> None:
         self._client.call("audit", "record_step", unit_id=unit_id, **fields)
 
-    def finish_unit(self, unit_id: int, *, result: str, failed_step: str | None = None,
-                    message: str | None = None) -> Unit:
-        unit: Unit = self._client.call("audit", "finish_unit", unit_id=unit_id, result=result,
-                                       failed_step=failed_step, message=message)
+    def finish_unit(
+        self, unit_id: int, *, result: str, failed_step: str | None = None, message: str | None = None
+    ) -> Unit:
+        unit: Unit = self._client.call(
+            "audit", "finish_unit", unit_id=unit_id, result=result, failed_step=failed_step, message=message
+        )
         return unit
 
 
@@ -183,7 +197,9 @@ class SignerProxy:
     def certificate_pem(self) -> bytes:
         return self._certificate_pem
 
-    def issue_for_unit(self, *, unit_id: int, csr_pem: bytes, profile: DeviceProfile, serial: str) -> UnitIssuance:
+    def issue_for_unit(
+        self, *, unit_id: int, csr_pem: bytes, profile: DeviceProfile, serial: str
+    ) -> UnitIssuance:
         # The station signs for the unit it runs here, with that unit's profile and serial (not sent back).
         issuance: UnitIssuance = self._client.call("ca", "issue", unit_id=unit_id, csr_pem=csr_pem)
         return issuance
@@ -273,17 +289,28 @@ def main(connection: Connection, start: WorkerStart) -> None:
             return
         client.send(Progress(_stamped(event, start.job, pid)))
 
-    provisioner = Provisioner(home=start.home, config=start.config,
-                              ca=SignerProxy(client, start.ca_certificate_pem), audit=AuditProxy(client),
-                              observer=observe)
+    provisioner = Provisioner(
+        home=start.home,
+        config=start.config,
+        ca=SignerProxy(client, start.ca_certificate_pem),
+        audit=AuditProxy(client),
+        observer=observe,
+    )
     try:
-        result = provisioner.run_admitted(start.admission, profile=start.profile, cancel=client.cancel,
-                                          tls=TlsProxy(client), identity_file=start.identity_file,
-                                          fleet=FleetProxy(client) if start.config.fleet is not None else None)
+        result = provisioner.run_admitted(
+            start.admission,
+            profile=start.profile,
+            cancel=client.cancel,
+            tls=TlsProxy(client),
+            identity_file=start.identity_file,
+            fleet=FleetProxy(client) if start.config.fleet is not None else None,
+        )
     except StationError as exc:
         client.send(Done(False, str(exc), service_s=client.waited_s))
     except BaseException as exc:  # noqa: BLE001 - reported to the station, which records the unit failed
-        client.send(Done(False, f"the unit's worker hit an unexpected error ({exc!r})", service_s=client.waited_s))
+        client.send(
+            Done(False, f"the unit's worker hit an unexpected error ({exc!r})", service_s=client.waited_s)
+        )
     else:
         client.send(Done(result.passed, device_s=result.device_s, service_s=client.waited_s))
     # Nothing is left to flush (the link is closed, the end recorded): leave at once rather than through

@@ -20,7 +20,11 @@ from pathlib import Path
 
 from station.errors import StationError
 
-PG_BIN_DIRS = (Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin"), Path("/usr/lib/postgresql/17/bin"))
+PG_BIN_DIRS = (
+    Path("/usr/lib/postgresql/15/bin"),
+    Path("/usr/lib/postgresql/16/bin"),
+    Path("/usr/lib/postgresql/17/bin"),
+)
 OS_USER = "welma-pg"
 ADMIN_USER = "welma_admin"
 START_TIMEOUT_S = 30
@@ -52,9 +56,19 @@ def ensure_os_user() -> str | None:
         pwd.getpwnam(OS_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-             OS_USER],
-            check=True, timeout=30, capture_output=True,
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                OS_USER,
+            ],
+            check=True,
+            timeout=30,
+            capture_output=True,
         )
     return OS_USER
 
@@ -82,17 +96,34 @@ class PrivateCluster:
         bin_dir = pg_bin()
         os_user = ensure_os_user()
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        cluster = cls(directory=directory, port=port or free_tcp_port(), admin_password=secrets.token_urlsafe(24),
-                      os_user=os_user)
+        cluster = cls(
+            directory=directory,
+            port=port or free_tcp_port(),
+            admin_password=secrets.token_urlsafe(24),
+            os_user=os_user,
+        )
         cluster._own(directory)
         pwfile = directory / "initdb.pw"
         pwfile.write_text(cluster.admin_password + "\n")
         pwfile.chmod(0o600)
         cluster._own(pwfile)
         try:
-            cluster._run([str(bin_dir / "initdb"), "-D", str(cluster.data_dir), "-U", ADMIN_USER,
-                          f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
-                          "--no-sync"], timeout=INITDB_TIMEOUT_S)
+            cluster._run(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(cluster.data_dir),
+                    "-U",
+                    ADMIN_USER,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ],
+                timeout=INITDB_TIMEOUT_S,
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         with (cluster.data_dir / "postgresql.conf").open("a") as conf:
@@ -109,8 +140,14 @@ class PrivateCluster:
     def _run(self, argv: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
         if self.os_user is not None:
             argv = ["runuser", "-u", self.os_user, "--", *argv]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd="/",
-                                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd="/",
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
+        )
         if result.returncode != 0:
             raise StationError(
                 f"{Path(argv[-1] if self.os_user is None else argv[4]).name} failed (exit {result.returncode}): "
@@ -119,14 +156,38 @@ class PrivateCluster:
         return result
 
     def start(self) -> None:
-        self._run([str(pg_bin() / "pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
-                   "-t", str(START_TIMEOUT_S)], timeout=START_TIMEOUT_S + 10)
+        self._run(
+            [
+                str(pg_bin() / "pg_ctl"),
+                "start",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                str(START_TIMEOUT_S),
+            ],
+            timeout=START_TIMEOUT_S + 10,
+        )
 
     def stop(self, *, mode: str = "fast") -> None:
         if not (self.data_dir / "postmaster.pid").exists():
             return
-        self._run([str(pg_bin() / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode, "-w",
-                   "-t", str(STOP_TIMEOUT_S)], timeout=STOP_TIMEOUT_S + 10)
+        self._run(
+            [
+                str(pg_bin() / "pg_ctl"),
+                "stop",
+                "-D",
+                str(self.data_dir),
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                str(STOP_TIMEOUT_S),
+            ],
+            timeout=STOP_TIMEOUT_S + 10,
+        )
 
     def running(self) -> bool:
         return self.pid() is not None
@@ -147,8 +208,14 @@ class PrivateCluster:
     def write_admin_pgpass(self, path: Path) -> Path:
         from station.fleet.schema import write_pgpass
 
-        write_pgpass(path, host="127.0.0.1", port=self.port, database="*", role=ADMIN_USER,
-                     password=self.admin_password)
+        write_pgpass(
+            path,
+            host="127.0.0.1",
+            port=self.port,
+            database="*",
+            role=ADMIN_USER,
+            password=self.admin_password,
+        )
         return path
 
     def create_database(self, name: str, *, passfile: Path) -> None:

@@ -76,7 +76,9 @@ def connect(
             f"the server runs; the station keeps working and sends its backlog when it is back."
         ) from None
     except psycopg.Error as exc:
-        raise FleetError(f"The fleet database {redact(dsn)} refused the connection: {first_line(exc)}") from None
+        raise FleetError(
+            f"The fleet database {redact(dsn)} refused the connection: {first_line(exc)}"
+        ) from None
 
 
 @contextmanager

@@ -36,8 +36,9 @@ def _load(home: StationHome) -> PrivateCluster | None:
     if not state.exists():
         return None
     data = json.loads(state.read_text())
-    return PrivateCluster(directory=Path(data["directory"]), port=int(data["port"]), admin_password="",
-                          os_user=ensure_os_user())
+    return PrivateCluster(
+        directory=Path(data["directory"]), port=int(data["port"]), admin_password="", os_user=ensure_os_user()
+    )
 
 
 def start_demo(home: StationHome, *, line: str = "demo") -> str:
@@ -58,11 +59,20 @@ def start_demo(home: StationHome, *, line: str = "demo") -> str:
     if not cluster.running():
         cluster.start()
     cluster.create_database(DEMO_DATABASE, passfile=passfile)
-    fleet = register_here(home, admin_dsn=cluster.admin_dsn(DEMO_DATABASE), admin_passfile=passfile,
-                          station_name=None, line=line, offline=None, replace=True)
-    return (f"demo fleet running: PostgreSQL on 127.0.0.1:{cluster.port}, data in {cluster.data_dir}; station "
-            f"{fleet.station_name} forwards to it. Stop it with `station fleet demo --stop` (the station then keeps "
-            f"its backlog until the demo fleet runs again).")
+    fleet = register_here(
+        home,
+        admin_dsn=cluster.admin_dsn(DEMO_DATABASE),
+        admin_passfile=passfile,
+        station_name=None,
+        line=line,
+        offline=None,
+        replace=True,
+    )
+    return (
+        f"demo fleet running: PostgreSQL on 127.0.0.1:{cluster.port}, data in {cluster.data_dir}; station "
+        f"{fleet.station_name} forwards to it. Stop it with `station fleet demo --stop` (the station then keeps "
+        f"its backlog until the demo fleet runs again)."
+    )
 
 
 def stop_demo(home: StationHome) -> str:

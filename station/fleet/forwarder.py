@@ -68,8 +68,12 @@ class FleetStatus:
         pending = f"{self.backlog} event{'' if self.backlog == 1 else 's'} to send"
         if age is not None:
             pending += f", oldest {format_age(age)} old"
-        word = {"online": "fleet online", "offline": "fleet OFFLINE", "diverged": "fleet: LOCAL LOG DIFFERS",
-                "starting": "fleet: connecting"}.get(self.state, self.state)
+        word = {
+            "online": "fleet online",
+            "offline": "fleet OFFLINE",
+            "diverged": "fleet: LOCAL LOG DIFFERS",
+            "starting": "fleet: connecting",
+        }.get(self.state, self.state)
         return f"{word} · {pending}"
 
 
@@ -124,7 +128,9 @@ class Forwarder:
         """Send what can be sent within ``drain_s``, then end the thread. The rest waits in the local log."""
         if self._thread is None:
             return
-        if self.status().state != "offline":  # offline: the events wait for the next program; do not hold this one
+        if (
+            self.status().state != "offline"
+        ):  # offline: the events wait for the next program; do not hold this one
             self.flush(drain_s)
         self._stopping.set()
         self._wake.set()
@@ -194,12 +200,15 @@ class Forwarder:
             # A log restored from an old backup is a prefix of what the fleet holds: refuse to write new events
             # under sequence numbers the fleet already has (they would differ) and say so at once.
             with deadline(conn, SEND_TIMEOUT_S, what="reading this station's head in the fleet"):
-                row = conn.execute("SELECT coalesce(max(seq), 0) FROM fleet_journal WHERE station = %s",
-                                   [self.fleet.station_name]).fetchone()
+                row = conn.execute(
+                    "SELECT coalesce(max(seq), 0) FROM fleet_journal WHERE station = %s",
+                    [self.fleet.station_name],
+                ).fetchone()
             fleet_head = int(row[0]) if row else 0
             if fleet_head > newest:
-                raise Divergence(newest + 1, f"the fleet holds events up to {fleet_head}, the local log ends at "
-                                             f"{newest}")
+                raise Divergence(
+                    newest + 1, f"the fleet holds events up to {fleet_head}, the local log ends at {newest}"
+                )
             self._head_checked = True
         events = self.audit.events_after(mark, limit=BATCH_EVENTS)
         if not events:
@@ -228,12 +237,22 @@ class Forwarder:
         for event in events:
             held = central.get(int(event["seq"]))
             if held != event["hash"]:
-                raise Divergence(int(event["seq"]), "the fleet holds hash " + (held or "nothing")[:16] + "…, this "
-                                 "station " + str(event["hash"])[:16] + "…")
+                raise Divergence(
+                    int(event["seq"]),
+                    "the fleet holds hash " + (held or "nothing")[:16] + "…, this "
+                    "station " + str(event["hash"])[:16] + "…",
+                )
         self.audit.set_fleet_mark(last)
         mark, newest, backlog, oldest = self.audit.fleet_backlog()
-        self._set(state="online", message="", backlog=backlog, oldest_unsent_at=_parse(oldest), forwarded_seq=mark,
-                  newest_seq=newest, last_contact=datetime.now(UTC))
+        self._set(
+            state="online",
+            message="",
+            backlog=backlog,
+            oldest_unsent_at=_parse(oldest),
+            forwarded_seq=mark,
+            newest_seq=newest,
+            last_contact=datetime.now(UTC),
+        )
         return len(events)
 
     def _connection(self) -> psycopg.Connection[Any]:

@@ -58,7 +58,9 @@ class FleetGuard:
         self._offline_until = 0.0
         self._offline_reason = ""
 
-    def check_unit(self, *, serial: str, unit_id: int, reprovision: bool, host_key: str | None) -> GuardVerdict:
+    def check_unit(
+        self, *, serial: str, unit_id: int, reprovision: bool, host_key: str | None
+    ) -> GuardVerdict:
         """Ask the fleet; raise :class:`FleetRefusal`, or return what to record (per the offline policy)."""
         try:
             row = self._ask(
@@ -69,7 +71,9 @@ class FleetGuard:
         assert row is not None
         granted, reason, other_station, other_line, other_serial, other_state, since = row
         if granted:
-            return GuardVerdict(True, f"fleet: serial {serial} claimed for this station; no other station holds it")
+            return GuardVerdict(
+                True, f"fleet: serial {serial} claimed for this station; no other station holds it"
+            )
         where = f"station {other_station} (line {other_line or '—'}) since {_when(since)}"
         if reason == "host key":
             raise FleetRefusal(
@@ -77,11 +81,18 @@ class FleetGuard:
                 f"label may be swapped or the board re-imaged with another identity; check the label, and re-onboard "
                 f"the board on purpose only with quality assurance"
             )
-        verb = {"passed": "already passed", "running": "is being provisioned", "failed": "has an unfinished unit"}
+        verb = {
+            "passed": "already passed",
+            "running": "is being provisioned",
+            "failed": "has an unfinished unit",
+        }
         raise FleetRefusal(
             f"board {serial} {verb.get(str(other_state), str(other_state))} on {where} — do not provision it twice: "
-            + ("re-provision it with a reason if it must be enrolled again"
-               if other_state == "passed" else "finish or abort it there first")
+            + (
+                "re-provision it with a reason if it must be enrolled again"
+                if other_state == "passed"
+                else "finish or abort it there first"
+            )
         )
 
     def public_key_holder(self, spki_sha256: str) -> str | None:
@@ -111,8 +122,9 @@ class FleetGuard:
                 f"check — restore the network or the fleet server, then press Retry"
             ) from None
         return GuardVerdict(
-            False, f"{UNCHECKED_MARK} ({exc}); allowed by offline = allow-and-flag — the fleet flags this unit and "
-            f"lists any clash after the backlog drains"
+            False,
+            f"{UNCHECKED_MARK} ({exc}); allowed by offline = allow-and-flag — the fleet flags this unit and "
+            f"lists any clash after the backlog drains",
         )
 
     def _ask(self, query: str, params: list[Any]) -> tuple[Any, ...] | None:
@@ -130,8 +142,9 @@ class FleetGuard:
                 raise FleetUnavailable(self._offline_reason)
             try:
                 if self._conn is None or self._conn.closed:
-                    self._conn = connect(self.fleet.dsn, passfile=self.fleet.passfile,
-                                         connect_timeout_s=int(CHECK_TIMEOUT_S))
+                    self._conn = connect(
+                        self.fleet.dsn, passfile=self.fleet.passfile, connect_timeout_s=int(CHECK_TIMEOUT_S)
+                    )
                 with deadline(self._conn, CHECK_TIMEOUT_S, what=what):
                     return work(self._conn)
             except FleetUnavailable as exc:

@@ -118,9 +118,17 @@ class FleetOrderBook:
                     content = order.content()
                     outcome, recorded = conn.execute(
                         "SELECT * FROM fleet_import_order(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                        [order.order_id, order.profile, order.quantity, content["due"],
-                         json.dumps(content, sort_keys=True, separators=(",", ":")), order.content_sha256,
-                         parsed.path.name, parsed.sha256, by.strip()],
+                        [
+                            order.order_id,
+                            order.profile,
+                            order.quantity,
+                            content["due"],
+                            json.dumps(content, sort_keys=True, separators=(",", ":")),
+                            order.content_sha256,
+                            parsed.path.name,
+                            parsed.sha256,
+                            by.strip(),
+                        ],
                     ).fetchone() or ("conflict", None)
                     if outcome == "imported":
                         imported.append(order.order_id)
@@ -129,7 +137,8 @@ class FleetOrderBook:
                     else:
                         before = Order.from_content(json.loads(recorded)) if recorded else None
                         conflicts[order.order_id] = (
-                            content_differences(before, order) if before else []) or ["content differs"]
+                            content_differences(before, order) if before else []
+                        ) or ["content differs"]
                 if conflicts:
                     raise psycopg.Rollback()  # all or none: this file's new orders are not kept either
             return imported, unchanged, conflicts
@@ -170,8 +179,9 @@ class FleetOrderBook:
             raise StationError("closing an order needs who closes it (--by) and why (--reason)")
         try:
             row = _guard(self.fleet).run(
-                lambda conn: conn.execute("SELECT * FROM fleet_close_order(%s, %s, %s)",
-                                          [order_id, by.strip(), reason.strip()]).fetchone(),
+                lambda conn: conn.execute(
+                    "SELECT * FROM fleet_close_order(%s, %s, %s)", [order_id, by.strip(), reason.strip()]
+                ).fetchone(),
                 what="closing a work order",
             )
         except (FleetUnavailable, FleetError) as exc:
@@ -208,8 +218,10 @@ class FleetOrderBook:
         :class:`OrderRefused` when the fleet refuses — or cannot be asked and the offline policy is "refuse"."""
         try:
             row = _guard(self.fleet).run(
-                lambda conn: conn.execute("SELECT * FROM fleet_take_order_place(%s, %s, %s, %s)",
-                                          [order_id, serial, unit_id, reprovision]).fetchone(),
+                lambda conn: conn.execute(
+                    "SELECT * FROM fleet_take_order_place(%s, %s, %s, %s)",
+                    [order_id, serial, unit_id, reprovision],
+                ).fetchone(),
                 what="taking a place in the work order",
             )
         except (FleetUnavailable, FleetError) as exc:
@@ -217,30 +229,56 @@ class FleetOrderBook:
                 raise OrderRefused("offline", self._offline_refusal(exc)) from None
             return  # allow-and-flag: the local place stands; the fleet checks it when the journal arrives
         assert row is not None
-        (granted, outcome, quantity, held, passed, other_station, other_unit, other_state, closed_at, closed_by,
-         close_reason) = row
+        (
+            granted,
+            outcome,
+            quantity,
+            held,
+            passed,
+            other_station,
+            other_unit,
+            other_state,
+            closed_at,
+            closed_by,
+            close_reason,
+        ) = row
         if granted:
             return
         if outcome == "unknown":
-            raise OrderRefused("unknown", f"work order {order_id} is known on this station only, not in the fleet "
-                               f"(imported before the station joined it?) — import its file again (station order "
-                               f"import FILE): then every station counts its boards")
+            raise OrderRefused(
+                "unknown",
+                f"work order {order_id} is known on this station only, not in the fleet "
+                f"(imported before the station joined it?) — import its file again (station order "
+                f"import FILE): then every station counts its boards",
+            )
         if outcome == "closed":
             when = closed_at.astimezone().strftime("%Y-%m-%d %H:%M") if closed_at else "?"
-            raise OrderRefused("closed", f"work order {order_id} was closed on {when} by {closed_by} (station "
-                               f"{other_station}: {close_reason}): it accepts no further board — pick an open "
-                               f"order, or ask the quality lead for a new order")
+            raise OrderRefused(
+                "closed",
+                f"work order {order_id} was closed on {when} by {closed_by} (station "
+                f"{other_station}: {close_reason}): it accepts no further board — pick an open "
+                f"order, or ask the quality lead for a new order",
+            )
         if outcome == "held":
-            raise OrderRefused("held", f"serial {serial} already holds a place in work order {order_id} on station "
-                               f"{other_station} (unit {other_unit}, {other_state}) — a serial counts once in an "
-                               f"order: finish or abort it there first")
+            raise OrderRefused(
+                "held",
+                f"serial {serial} already holds a place in work order {order_id} on station "
+                f"{other_station} (unit {other_unit}, {other_state}) — a serial counts once in an "
+                f"order: finish or abort it there first",
+            )
         if outcome == "complete":
-            raise OrderRefused("complete", f"work order {order_id} is complete ({passed} of {quantity} passed "
-                               f"across the fleet): it accepts no further board — set this board aside and pick "
-                               f"the next order")
-        raise OrderRefused("full", f"work order {order_id} has no free place: {passed} passed and "
-                           f"{held - passed} still being worked on across the fleet make its quantity {quantity} — "
-                           f"finish (Retry) or abort those boards first")
+            raise OrderRefused(
+                "complete",
+                f"work order {order_id} is complete ({passed} of {quantity} passed "
+                f"across the fleet): it accepts no further board — set this board aside and pick "
+                f"the next order",
+            )
+        raise OrderRefused(
+            "full",
+            f"work order {order_id} has no free place: {passed} passed and "
+            f"{held - passed} still being worked on across the fleet make its quantity {quantity} — "
+            f"finish (Retry) or abort those boards first",
+        )
 
     # -- reading the fleet ----------------------------------------------------------------------------
 
@@ -266,14 +304,29 @@ class FleetOrderBook:
             return found
 
     def _offline_refusal(self, exc: StationError) -> str:
-        return (f"{exc} This station's offline policy is \"refuse\": work orders are counted by the fleet, and no "
-                f"board is enrolled without it — restore the network or the fleet server, then scan the board "
-                f"again (nothing touched it)")
+        return (
+            f'{exc} This station\'s offline policy is "refuse": work orders are counted by the fleet, and no '
+            f"board is enrolled without it — restore the network or the fleet server, then scan the board "
+            f"again (nothing touched it)"
+        )
 
 
 def _status(row: tuple[Any, ...]) -> OrderStatus:
-    (_order_id, content, source_file, file_sha256, imported_by, imported_at, closed_at, closed_by, reason, passed,
-     running, failed, aborted) = row
+    (
+        _order_id,
+        content,
+        source_file,
+        file_sha256,
+        imported_by,
+        imported_at,
+        closed_at,
+        closed_by,
+        reason,
+        passed,
+        running,
+        failed,
+        aborted,
+    ) = row
     return OrderStatus(
         order=Order.from_content(json.loads(content)),
         state="closed" if closed_at is not None else "open",

@@ -37,8 +37,9 @@ def check_role_name(name: str) -> str:
 
 def check_password(password: str) -> str:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise StationError(f"The password is too short — use at least {MIN_PASSWORD_LENGTH} characters. Nothing "
-                           f"was changed.")
+        raise StationError(
+            f"The password is too short — use at least {MIN_PASSWORD_LENGTH} characters. Nothing was changed."
+        )
     return password
 
 
@@ -53,8 +54,10 @@ def grant_quality(conn: Any, name: str, password: str) -> QualityGrant:
     check_role_name(name)
     check_password(password)
     if schema_version(conn) == 0:
-        raise StationError(f"The database {conn.info.dbname} holds no fleet yet — run `station fleet init --dsn …` on a "
-                           f"station first, then grant quality leads.")
+        raise StationError(
+            f"The database {conn.info.dbname} holds no fleet yet — run `station fleet init --dsn …` on a "
+            f"station first, then grant quality leads."
+        )
     groups = role_names(conn.info.dbname)
     if name in (groups.writers, groups.readers):
         raise StationError(f"{name} is one of the fleet's groups, not a person's login — pick another name.")
@@ -73,7 +76,9 @@ def grant_quality(conn: Any, name: str, password: str) -> QualityGrant:
         role = sql.Identifier(name)
         if existing is None:
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(role))
-        conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(scram_verifier(password))))
+        conn.execute(
+            sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(scram_verifier(password)))
+        )
         conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(groups.readers), role))
         # Read-only sessions too: even a table someone grants by mistake later is not written through this login.
         conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(role))

@@ -25,10 +25,27 @@ VERIFY_TIMEOUT_S = 600.0
 QUERY_TIMEOUT_S = 60.0
 
 FLEET_EXPORT_FIELDS = (
-    "station", "line", "unit_id", "serial", "state", "profile", "device", "fixture", "batch", "operator",
-    "started_at", "ended_at", "duration_s", "failed_step", "message", "attempt", "certificate_serial",
-    "certificate_fingerprint", "revoked_at", "reprovision_reason",
-)  # fmt: skip
+    "station",
+    "line",
+    "unit_id",
+    "serial",
+    "state",
+    "profile",
+    "device",
+    "fixture",
+    "batch",
+    "operator",
+    "started_at",
+    "ended_at",
+    "duration_s",
+    "failed_step",
+    "message",
+    "attempt",
+    "certificate_serial",
+    "certificate_fingerprint",
+    "revoked_at",
+    "reprovision_reason",
+)
 
 # What a CSV cell must not start with (a spreadsheet would run it as a formula).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -90,8 +107,16 @@ def verify_chains(conn: psycopg.Connection[Any]) -> list[ChainReport]:
                     problem = f"event {seq} does not follow event {seq - 1}"
                 else:
                     problem = f"event {seq}: hash does not match its content"
-            reports.append(ChainReport(name, line, count, head_seq,
-                                       None if head_hash_row is None else str(head_hash_row[0]), problem))
+            reports.append(
+                ChainReport(
+                    name,
+                    line,
+                    count,
+                    head_seq,
+                    None if head_hash_row is None else str(head_hash_row[0]),
+                    problem,
+                )
+            )
     return reports
 
 
@@ -127,24 +152,38 @@ def compare_with_fleet(audit: AuditLog, conn: psycopg.Connection[Any], station: 
         first = 1
         while first <= fleet_head:
             last = first + chunk - 1
-            central = dict(conn.execute(
-                "SELECT seq, hash FROM fleet_journal WHERE station = %s AND seq BETWEEN %s AND %s",
-                [station, first, last],
-            ).fetchall())
+            central = dict(
+                conn.execute(
+                    "SELECT seq, hash FROM fleet_journal WHERE station = %s AND seq BETWEEN %s AND %s",
+                    [station, first, last],
+                ).fetchall()
+            )
             local = audit.event_hashes(first, last)
             for seq in range(first, min(last, fleet_head) + 1):
                 mine, theirs = local.get(seq), central.get(seq)
                 if theirs is None:
                     continue  # a gap in the fleet's copy: fleet verify reports it
                 if mine is None:
-                    return Comparison(local_head, fleet_count, seq, (
-                        f"the fleet holds event {seq} of this station but the local log "
-                        + (f"ends at event {local_head}" if seq > local_head else f"has no event {seq}")
-                        + " — an old backup was restored or events were deleted locally"))
+                    return Comparison(
+                        local_head,
+                        fleet_count,
+                        seq,
+                        (
+                            f"the fleet holds event {seq} of this station but the local log "
+                            + (f"ends at event {local_head}" if seq > local_head else f"has no event {seq}")
+                            + " — an old backup was restored or events were deleted locally"
+                        ),
+                    )
                 if mine != theirs:
-                    return Comparison(local_head, fleet_count, seq, (
-                        f"event {seq} differs from the fleet's copy (local hash {mine[:16]}…, fleet {theirs[:16]}…) "
-                        f"— the local log was rewritten from event {seq} on, or an old backup was restored"))
+                    return Comparison(
+                        local_head,
+                        fleet_count,
+                        seq,
+                        (
+                            f"event {seq} differs from the fleet's copy (local hash {mine[:16]}…, fleet {theirs[:16]}…) "
+                            f"— the local log was rewritten from event {seq} on, or an old backup was restored"
+                        ),
+                    )
             first = last + 1
     return Comparison(local_head, fleet_count, None, None)
 
@@ -171,7 +210,9 @@ def conflicts(conn: psycopg.Connection[Any]) -> list[Conflict]:
             GROUP BY u.serial HAVING count(DISTINCT u.station) > 1 ORDER BY u.serial
             """
         ).fetchall():
-            found.append(Conflict("serial", serial, f"board {serial} passed on more than one station: {places}"))
+            found.append(
+                Conflict("serial", serial, f"board {serial} passed on more than one station: {places}")
+            )
         for fingerprint, serials in conn.execute(
             """
             SELECT host_key_fingerprint, string_agg(DISTINCT serial || ' @ ' || station, ', ')
@@ -179,21 +220,33 @@ def conflicts(conn: psycopg.Connection[Any]) -> list[Conflict]:
             GROUP BY host_key_fingerprint HAVING count(DISTINCT serial) > 1
             """
         ).fetchall():
-            found.append(Conflict("host key", fingerprint, f"host key {fingerprint} belongs to several boards: {serials}"))
+            found.append(
+                Conflict(
+                    "host key", fingerprint, f"host key {fingerprint} belongs to several boards: {serials}"
+                )
+            )
         for spki, holders in conn.execute(
             """
             SELECT spki_sha256, string_agg(station || ' cert ' || serial_hex, ', ')
             FROM fleet_certificates GROUP BY spki_sha256 HAVING count(*) > 1
             """
         ).fetchall():
-            found.append(Conflict("public key", spki, f"public key {spki[:16]}… certified more than once: {holders}"))
+            found.append(
+                Conflict("public key", spki, f"public key {spki[:16]}… certified more than once: {holders}")
+            )
         for station, unit_id, serial, reason, flagged_at in conn.execute(
             "SELECT station, unit_id, serial, reason, flagged_at FROM fleet_flags ORDER BY flagged_at"
         ).fetchall():
             # Work-order flags (station/fleet/order_schema.py) are conflicts: an order over-filled while offline.
             kind = "order" if reason.startswith("work order ") else "unchecked"
-            found.append(Conflict(kind, serial or "?", f"unit {unit_id} on station {station}: {reason} "
-                                  f"(arrived {flagged_at.astimezone():%Y-%m-%d %H:%M})"))
+            found.append(
+                Conflict(
+                    kind,
+                    serial or "?",
+                    f"unit {unit_id} on station {station}: {reason} "
+                    f"(arrived {flagged_at.astimezone():%Y-%m-%d %H:%M})",
+                )
+            )
     return found
 
 
@@ -223,9 +276,14 @@ def _where(filters: FleetFilter) -> tuple[str, list[Any]]:
 def _clauses(filters: FleetFilter) -> tuple[list[str], list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
-    for column, value in (("u.station", filters.station), ("u.line", filters.line), ("u.state", filters.result),
-                          ("u.operator", filters.operator), ("u.batch", filters.batch),
-                          ("u.failed_step", filters.failed_step)):
+    for column, value in (
+        ("u.station", filters.station),
+        ("u.line", filters.line),
+        ("u.state", filters.result),
+        ("u.operator", filters.operator),
+        ("u.batch", filters.batch),
+        ("u.failed_step", filters.failed_step),
+    ):
         if value is not None:
             clauses.append(f"{column} = %s")
             params.append(value)
@@ -262,8 +320,11 @@ def _ordering(filters: FleetFilter, newest_first: bool) -> list[tuple[str, str, 
     """(column, field, descending) of the listing's order, unique per unit."""
     # A serial search lists by serial (the serial index answers it at once, however old the boards); everything
     # else newest first (the started_at indexes, with station or line and state in front, answer that).
-    tail = [("u.started_at", "started_at", newest_first), ("u.station", "station", newest_first),
-            ("u.unit_id", "unit_id", newest_first)]
+    tail = [
+        ("u.started_at", "started_at", newest_first),
+        ("u.station", "station", newest_first),
+        ("u.unit_id", "unit_id", newest_first),
+    ]
     return [("u.serial", "serial", False), *tail] if filters.serial_prefix else tail
 
 
@@ -296,8 +357,13 @@ def _after(order: list[tuple[str, str, bool]], key: PageKey) -> tuple[str, list[
 
 
 def units_page(
-    conn: psycopg.Connection[Any], filters: FleetFilter, *, offset: int = 0, limit: int = 100,
-    newest_first: bool = True, after: PageKey | None = None,
+    conn: psycopg.Connection[Any],
+    filters: FleetFilter,
+    *,
+    offset: int = 0,
+    limit: int = 100,
+    newest_first: bool = True,
+    after: PageKey | None = None,
 ) -> list[dict[str, Any]]:
     """One page of fleet units, newest first by default; the page after ``after`` (see :func:`page_key`)."""
     clauses, params = _clauses(filters)
@@ -307,7 +373,9 @@ def units_page(
         clauses.append(clause)
         params += values
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    ordering = ", ".join(f"{column} {'DESC' if descending else 'ASC'}" for column, _field, descending in order)
+    ordering = ", ".join(
+        f"{column} {'DESC' if descending else 'ASC'}" for column, _field, descending in order
+    )
     with deadline(conn, QUERY_TIMEOUT_S, what="a page of fleet units"):
         rows = conn.execute(
             _UNIT_SELECT + where + f" ORDER BY {ordering} LIMIT %s OFFSET %s",
@@ -370,16 +438,22 @@ def yield_summary(conn: psycopg.Connection[Any], filters: FleetFilter) -> YieldS
     clauses, params = _clauses(filters)
     scope = "".join(f" AND {clause}" for clause in clauses)
     # The whole fleet needs no join: every step row belongs to a unit (both are derived from one journal).
-    joined = ("FROM fleet_steps s JOIN fleet_units u ON u.station = s.station AND u.unit_id = s.unit_id" if clauses
-              else "FROM fleet_steps s")
+    joined = (
+        "FROM fleet_steps s JOIN fleet_units u ON u.station = s.station AND u.unit_id = s.unit_id"
+        if clauses
+        else "FROM fleet_steps s"
+    )
     with deadline(conn, QUERY_TIMEOUT_S, what="the fleet's yield"):
         groups = conn.execute(
             "SELECT u.state, u.attempt, count(*), min(u.started_at), max(u.started_at) FROM fleet_units u WHERE true"
-            + scope + " GROUP BY u.state, u.attempt", params,
+            + scope
+            + " GROUP BY u.state, u.attempt",
+            params,
         ).fetchall()
         failures = conn.execute(
             f"SELECT s.step, count(*) {joined} WHERE s.outcome = 'failed'{scope} "
-            "GROUP BY s.step ORDER BY count(*) DESC, s.step", params,
+            "GROUP BY s.step ORDER BY count(*) DESC, s.step",
+            params,
         ).fetchall()
         # Milliseconds, as the local log rounds them: a few thousand groups however many key generations.
         durations = conn.execute(
@@ -395,21 +469,32 @@ def yield_summary(conn: psycopg.Connection[Any], filters: FleetFilter) -> YieldS
             first_attempt += int(count)
     starts = [g[3] for g in groups if g[3] is not None] + [g[4] for g in groups if g[4] is not None]
     return YieldSummary(
-        since=filters.since, until=filters.until, batch=filters.batch,
-        units=sum(by_state.values()), running=by_state.get("running", 0),
-        passed=by_state.get("passed", 0) + by_state.get("superseded", 0), passed_first_attempt=first_attempt,
-        failed=by_state.get("failed", 0), aborted=by_state.get("aborted", 0),
+        since=filters.since,
+        until=filters.until,
+        batch=filters.batch,
+        units=sum(by_state.values()),
+        running=by_state.get("running", 0),
+        passed=by_state.get("passed", 0) + by_state.get("superseded", 0),
+        passed_first_attempt=first_attempt,
+        failed=by_state.get("failed", 0),
+        aborted=by_state.get("aborted", 0),
         superseded=by_state.get("superseded", 0),
-        first_started=min(starts) if starts else None, last_started=max(starts) if starts else None,
+        first_started=min(starts) if starts else None,
+        last_started=max(starts) if starts else None,
         failures_by_step=tuple((str(step), int(count)) for step, count in failures),
-        keygen=duration_stats([(float(value), int(count)) for value, count in durations if value is not None]),
+        keygen=duration_stats(
+            [(float(value), int(count)) for value, count in durations if value is not None]
+        ),
     )
 
 
 def traceability(conn: psycopg.Connection[Any], serial: str) -> list[dict[str, Any]]:
     """Every attempt on every station for one board, oldest first, with each event and step attempt of it."""
-    units = [u for u in units_page(conn, FleetFilter(serial_prefix=serial), limit=1000, newest_first=False)
-             if u["serial"] == serial]
+    units = [
+        u
+        for u in units_page(conn, FleetFilter(serial_prefix=serial), limit=1000, newest_first=False)
+        if u["serial"] == serial
+    ]
     with deadline(conn, QUERY_TIMEOUT_S, what="tracing a board"):
         for unit in units:
             unit["events"] = [
@@ -420,8 +505,13 @@ def traceability(conn: psycopg.Connection[Any], serial: str) -> list[dict[str, A
                 ).fetchall()
             ]
             unit["steps"] = [
-                {"step": step, "attempt": attempt, "outcome": outcome, "started_at": started,
-                 "duration_s": None if seconds is None else float(seconds)}
+                {
+                    "step": step,
+                    "attempt": attempt,
+                    "outcome": outcome,
+                    "started_at": started,
+                    "duration_s": None if seconds is None else float(seconds),
+                }
                 for step, attempt, outcome, started, seconds in conn.execute(
                     "SELECT step, attempt, outcome, started_at, extract(epoch FROM ended_at - started_at) "
                     "FROM fleet_steps WHERE station = %s AND unit_id = %s ORDER BY step_id",
@@ -447,10 +537,12 @@ def export_csv(conn: psycopg.Connection[Any], filters: FleetFilter, out: TextIO)
     writer.writerow(FLEET_EXPORT_FIELDS)
     count = 0
     for record in stream_units(conn, filters):
-        writer.writerow([
-            ("'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value)
-            for value in (_cell(record[field]) for field in FLEET_EXPORT_FIELDS)
-        ])
+        writer.writerow(
+            [
+                ("'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value)
+                for value in (_cell(record[field]) for field in FLEET_EXPORT_FIELDS)
+            ]
+        )
         count += 1
     return count
 

@@ -25,8 +25,9 @@ Notify = Callable[[str], None]
 class LineHandOff:
     """Label printer and MES hand-off of one station, fed with every finished unit."""
 
-    def __init__(self, *, config: StationConfig, home: StationHome, audit: AuditLog,
-                 notify: Notify | None = None) -> None:
+    def __init__(
+        self, *, config: StationConfig, home: StationHome, audit: AuditLog, notify: Notify | None = None
+    ) -> None:
         self.config = config
         self.audit = audit
         self.labels = LabelDesk(config=config, audit=audit)
@@ -49,15 +50,19 @@ class LineHandOff:
             identity = IdentityLog(self.audit).soc_id_of(unit.id) if self.mes.configured else None
             self.mes.unit_finished(unit, soc_id=identity.soc_id if identity else None)
         except OSError as exc:
-            self._notify(f"MES record of board {unit.serial} could not be kept ({exc.strerror or exc}) — "
-                         "free disk space in the station home")
+            self._notify(
+                f"MES record of board {unit.serial} could not be kept ({exc.strerror or exc}) — "
+                "free disk space in the station home"
+            )
         if unit.state == "passed" and self.config.label.print_on_pass and self.labels.configured:
             self.request_print(unit.id, by=unit.operator, reprint=False)
 
     def request_print(self, unit_id: int, *, by: str, reprint: bool) -> None:
         """Print (or reprint) a unit's label on the hand-off's thread; the outcome goes to ``printed``."""
         if self._printer_thread is None:
-            self._printer_thread = threading.Thread(target=self._print_loop, name="label-printer", daemon=True)
+            self._printer_thread = threading.Thread(
+                target=self._print_loop, name="label-printer", daemon=True
+            )
             self._printer_thread.start()
         self._jobs.put((unit_id, by, reprint))
 

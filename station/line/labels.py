@@ -58,8 +58,9 @@ class LabelDesk:
         settings = self.config.label
         unit = self.audit.unit(unit_id)
         if not settings.printer:
-            return PrintOutcome(unit.serial, False,
-                                "no label printer is configured — set [label] printer in station.toml")
+            return PrintOutcome(
+                unit.serial, False, "no label printer is configured — set [label] printer in station.toml"
+            )
         try:
             document = unit_zpl(unit, self.config)
             printer = open_printer(settings.printer, timeout_s=settings.timeout_s)
@@ -69,12 +70,19 @@ class LabelDesk:
                 outcome = PrintOutcome(unit.serial, True, f"label {unit.serial} sent to {settings.printer}")
             else:
                 outcome = PrintOutcome(
-                    unit.serial, False,
+                    unit.serial,
+                    False,
                     f"label {unit.serial} not printed: printer {settings.printer} is "
                     f"{'; '.join(status.problems)} — then reprint it from the unit's detail",
                 )
         except StationError as exc:
             outcome = PrintOutcome(unit.serial, False, f"label {unit.serial} not printed: {exc}")
-        self.audit.record_label_print(unit.id, by=by, printer=settings.printer, reprint=reprint,
-                                      printed=outcome.printed, message=outcome.message)
+        self.audit.record_label_print(
+            unit.id,
+            by=by,
+            printer=settings.printer,
+            reprint=reprint,
+            printed=outcome.printed,
+            message=outcome.message,
+        )
         return outcome

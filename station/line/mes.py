@@ -96,8 +96,15 @@ Deliver = Callable[[str, bytes], None]  # (file name, record) -> None, or raises
 class Outbox:
     """A durable, ordered queue of records for one destination, drained by one sender thread."""
 
-    def __init__(self, folder: Path, deliver: Deliver, *, name: str, retry_s: float,
-                 notify: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        deliver: Deliver,
+        *,
+        name: str,
+        retry_s: float,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
         self.folder = folder
         self.name = name
         self.deliver = deliver
@@ -178,8 +185,12 @@ class Outbox:
 def http_delivery(url: str, *, timeout_s: float) -> Deliver:
     def deliver(_name: str, data: bytes) -> None:
         record_id = json.loads(data).get("record_id", "")
-        request = urllib.request.Request(url, data=data, method="POST", headers={
-            "Content-Type": "application/json; charset=utf-8", "Idempotency-Key": record_id})
+        request = urllib.request.Request(
+            url,
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/json; charset=utf-8", "Idempotency-Key": record_id},
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - http(s) only
                 response.read(4096)
@@ -209,15 +220,30 @@ def folder_delivery(folder: Path) -> Deliver:
 class MesHandOff:
     """Every finished unit's record, to each configured destination through its own outbox."""
 
-    def __init__(self, settings: MesSettings, state_dir: Path, *,
-                 notify: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, settings: MesSettings, state_dir: Path, *, notify: Callable[[str], None] | None = None
+    ) -> None:
         self.outboxes: list[Outbox] = []
         if settings.url:
-            self.outboxes.append(Outbox(state_dir / "outbox-http", http_delivery(settings.url, timeout_s=settings.timeout_s),
-                                        name=settings.url, retry_s=settings.retry_s, notify=notify))
+            self.outboxes.append(
+                Outbox(
+                    state_dir / "outbox-http",
+                    http_delivery(settings.url, timeout_s=settings.timeout_s),
+                    name=settings.url,
+                    retry_s=settings.retry_s,
+                    notify=notify,
+                )
+            )
         if settings.drop_folder:
-            self.outboxes.append(Outbox(state_dir / "outbox-folder", folder_delivery(Path(settings.drop_folder)),
-                                        name=settings.drop_folder, retry_s=settings.retry_s, notify=notify))
+            self.outboxes.append(
+                Outbox(
+                    state_dir / "outbox-folder",
+                    folder_delivery(Path(settings.drop_folder)),
+                    name=settings.drop_folder,
+                    retry_s=settings.retry_s,
+                    notify=notify,
+                )
+            )
 
     @property
     def configured(self) -> bool:

@@ -107,7 +107,7 @@ class ZplPrinter:
                     )
                 conn.settimeout(left)
                 try:
-                    view = view[conn.send(view):]
+                    view = view[conn.send(view) :]
                 except OSError as exc:
                     raise self._unreachable(exc) from exc
             conn.shutdown(socket.SHUT_WR)
@@ -151,8 +151,10 @@ class IppPrinter:
         output = self._ipptool(_GET_STATUS, None)
         state = re.search(r"printer-state \(enum\) = (\S+)", output)
         reasons = re.search(r"printer-state-reasons \([^)]*\) = (\S+)", output)
-        found = [r.removesuffix("-error").removesuffix("-warning").removesuffix("-report")
-                 for r in (reasons.group(1).split(",") if reasons else [])]
+        found = [
+            r.removesuffix("-error").removesuffix("-warning").removesuffix("-report")
+            for r in (reasons.group(1).split(",") if reasons else [])
+        ]
         problems = list(dict.fromkeys(_IPP_REASONS[r] for r in found if r in _IPP_REASONS))
         if state and state.group(1) == "stopped" and not problems:
             problems.append("stopped — look at the printer's display")
@@ -167,8 +169,9 @@ class IppPrinter:
     def _ipptool(self, test: str, document: Path | None) -> str:
         tool = shutil.which("ipptool")
         if tool is None:
-            raise PrinterError("ipptool is not installed — install the Debian package cups-ipp-utils to print to "
-                               f"{self.url}")
+            raise PrinterError(
+                f"ipptool is not installed — install the Debian package cups-ipp-utils to print to {self.url}"
+            )
         with tempfile.NamedTemporaryFile("w", suffix=".test", prefix="station-ipp-") as file:
             file.write(test)
             file.flush()
@@ -177,15 +180,25 @@ class IppPrinter:
                 argv += ["-f", str(document)]
             argv += [self.url, file.name]
             try:
-                done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout_s + 2,
-                                      check=False, stdin=subprocess.DEVNULL)
+                done = subprocess.run(
+                    argv,
+                    capture_output=True,
+                    text=True,
+                    timeout=self.timeout_s + 2,
+                    check=False,
+                    stdin=subprocess.DEVNULL,
+                )
             except subprocess.TimeoutExpired:
-                raise PrinterError(f"printer {self.url} did not answer within {self.timeout_s:g} s — check the print "
-                                   "queue, then reprint from the unit's detail") from None
+                raise PrinterError(
+                    f"printer {self.url} did not answer within {self.timeout_s:g} s — check the print "
+                    "queue, then reprint from the unit's detail"
+                ) from None
         if done.returncode != 0:
             last = _last_line(done.stdout + done.stderr)
-            raise PrinterError(f"printer {self.url} refused the request ({last}) — check the print queue, then "
-                               "reprint from the unit's detail")
+            raise PrinterError(
+                f"printer {self.url} refused the request ({last}) — check the print queue, then "
+                "reprint from the unit's detail"
+            )
         return done.stdout
 
 
@@ -213,7 +226,8 @@ _GET_STATUS = """{
 }
 """
 
-_PRINT_JOB = """{
+_PRINT_JOB = (
+    """{
   NAME "print label"
   OPERATION Print-Job
   GROUP operation-attributes-tag
@@ -222,9 +236,12 @@ _PRINT_JOB = """{
   ATTR uri printer-uri $uri
   ATTR name requesting-user-name station
   ATTR name job-name @NAME@
-  ATTR mimeMediaType document-format """ + ZPL_MIME + """
+  ATTR mimeMediaType document-format """
+    + ZPL_MIME
+    + """
   FILE $filename
   STATUS successful-ok
   STATUS successful-ok-ignored-or-substituted-attributes
 }
 """
+)

@@ -61,8 +61,11 @@ class SerialScanner:
                 port = serial.Serial(device, self.settings.baud, timeout=POLL_S, exclusive=True)
             except (serial.SerialException, OSError, ValueError) as exc:
                 if not told_missing:
-                    self._tell(False, f"scanner {device} is not connected ({_reason(exc)}) — plug it in; the "
-                                      "station opens it as soon as it is back")
+                    self._tell(
+                        False,
+                        f"scanner {device} is not connected ({_reason(exc)}) — plug it in; the "
+                        "station opens it as soon as it is back",
+                    )
                     told_missing = True
                 self._stop.wait(self.settings.reopen_s)
                 continue
@@ -71,8 +74,11 @@ class SerialScanner:
             try:
                 self._read(port)
             except (serial.SerialException, OSError) as exc:
-                self._tell(False, f"scanner {device} was unplugged ({_reason(exc)}) — plug it in again; the "
-                                  "station reopens it by itself")
+                self._tell(
+                    False,
+                    f"scanner {device} was unplugged ({_reason(exc)}) — plug it in again; the "
+                    "station reopens it by itself",
+                )
                 told_missing = True
             finally:
                 port.close()
@@ -92,7 +98,7 @@ class SerialScanner:
                 cut = min((buffer.find(end) for end in ends if end in buffer), default=-1)
                 if cut < 0:
                     break
-                code, buffer = buffer[:cut], buffer[cut + 1:]
+                code, buffer = buffer[:cut], buffer[cut + 1 :]
                 if not overflowed:
                     self._deliver(code)
                 overflowed = False

@@ -43,7 +43,9 @@ class ZplLabel:
         return self.zpl.encode("utf-8")
 
 
-def label_zpl(content: LabelContent, layout: LabelLayout, *, station: str, dots_per_mm: int = DOTS_PER_MM) -> ZplLabel:
+def label_zpl(
+    content: LabelContent, layout: LabelLayout, *, station: str, dots_per_mm: int = DOTS_PER_MM
+) -> ZplLabel:
     """The board's label in ZPL II for ``layout`` (the label stock) at ``dots_per_mm``.
 
     Top: the Code 128 barcode across the label. Below it, left: the serial (large), ``SHA-256 <short
@@ -85,8 +87,12 @@ def label_zpl(content: LabelContent, layout: LabelLayout, *, station: str, dots_
     lines = [
         (text_top, serial_h, round(serial_h * 0.75), content.serial),
         (text_top + serial_h + gap // 2, small_h, small_w, f"SHA-256 {content.short_fingerprint}"),
-        (text_top + serial_h + small_h + gap, small_h, small_w,
-         f"{content.issued_on.isoformat()}  {station}".rstrip()),
+        (
+            text_top + serial_h + small_h + gap,
+            small_h,
+            small_w,
+            f"{content.issued_on.isoformat()}  {station}".rstrip(),
+        ),
     ]
     parts = [
         "^XA",
@@ -173,8 +179,14 @@ def parse_host_status(answer: bytes) -> PrinterStatus:
     return PrinterStatus(tuple(problems), text)
 
 
-def host_status_answer(*, paper_out: bool = False, paused: bool = False, head_open: bool = False,
-                       ribbon_out: bool = False, thermal_transfer: bool = False) -> bytes:
+def host_status_answer(
+    *,
+    paper_out: bool = False,
+    paused: bool = False,
+    head_open: bool = False,
+    ribbon_out: bool = False,
+    thermal_transfer: bool = False,
+) -> bytes:
     """A printer's ``~HS`` answer with these flags (what test printers send back)."""
     first = f"030,{int(paper_out)},{int(paused)},1218,000,0,0,0,000,0,0,0"
     second = f"001,0,{int(head_open)},{int(ribbon_out)},{int(thermal_transfer)},2,6,0,00000000,1,000"

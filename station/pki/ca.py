@@ -119,7 +119,10 @@ class CertificateAuthority:
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
             cert_pem = system_cert.public_bytes(serialization.Encoding.PEM) + self._chain_pem
-            self._system_files = (self._memory_file("system.cert", cert_pem), self._memory_file("system.key", key_pem))
+            self._system_files = (
+                self._memory_file("system.cert", cert_pem),
+                self._memory_file("system.key", key_pem),
+            )
 
     def _memory_file(self, name: str, data: bytes) -> str:
         fd = os.memfd_create(name, os.MFD_CLOEXEC)
@@ -260,11 +263,19 @@ class CertificateAuthority:
             for path in written:
                 path.unlink(missing_ok=True)
             raise
-        return cls(directory, ca_key=ca_key, ca_cert=ca_cert, system_cert=system_cert, passphrase=passphrase,
-                   system_key=system_key)
+        return cls(
+            directory,
+            ca_key=ca_key,
+            ca_cert=ca_cert,
+            system_cert=system_cert,
+            passphrase=passphrase,
+            system_key=system_key,
+        )
 
     @classmethod
-    def load(cls, directory: Path, *, passphrase: bytes | None = None, pin: str | None = None) -> CertificateAuthority:
+    def load(
+        cls, directory: Path, *, passphrase: bytes | None = None, pin: str | None = None
+    ) -> CertificateAuthority:
         """Open the CA in ``directory``: log in to its token with ``pin``, or decrypt its key files with ``passphrase``.
 
         Refuses key files that group or others can read or write: a CA key that leaked once
@@ -308,8 +319,14 @@ class CertificateAuthority:
                 f"{directory / SYSTEM_CERT_FILE} was not issued by {directory / CA_CERT_FILE} ({exc}) — "
                 "restore the CA directory from a backup."
             ) from None
-        return cls(directory, ca_key=ca_key, ca_cert=ca_cert, system_cert=system_cert, passphrase=passphrase,
-                   system_key=system_key)
+        return cls(
+            directory,
+            ca_key=ca_key,
+            ca_cert=ca_cert,
+            system_cert=system_cert,
+            passphrase=passphrase,
+            system_key=system_key,
+        )
 
     # --- what it is ---------------------------------------------------------------------------
 
@@ -454,7 +471,12 @@ class CertificateAuthority:
         subject = subject if subject is not None else csr.subject
         if subject_serial_number is not None:
             subject = x509.Name(
-                [*subject.rdns, x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.SERIAL_NUMBER, subject_serial_number)])]
+                [
+                    *subject.rdns,
+                    x509.RelativeDistinguishedName(
+                        [x509.NameAttribute(NameOID.SERIAL_NUMBER, subject_serial_number)]
+                    ),
+                ]
             )
         builder = (
             x509.CertificateBuilder()
@@ -561,7 +583,6 @@ class CertificateAuthority:
         write_file_atomically(path, f"{number}\n".encode("ascii"), mode=0o600, replace=True)
         return number
 
-
     # --- a station CA whose key is in a token -------------------------------------------------
 
     @classmethod
@@ -581,17 +602,25 @@ class CertificateAuthority:
         refuse_existing_ca(directory)
         key = TokenKey.generate(settings, pin=pin, key_type=key_type)
         try:
-            request = certification_request(key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            request = certification_request(
+                key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+            )
         finally:
             key.close()
         _make_private_directory(directory)
-        write_file_atomically(directory / TOKEN_FILE, settings.to_toml().encode("utf-8"), mode=0o600, replace=False)
+        write_file_atomically(
+            directory / TOKEN_FILE, settings.to_toml().encode("utf-8"), mode=0o600, replace=False
+        )
         csr_path = directory / STATION_CSR_FILE
-        write_file_atomically(csr_path, request.public_bytes(serialization.Encoding.PEM), mode=0o644, replace=False)
+        write_file_atomically(
+            csr_path, request.public_bytes(serialization.Encoding.PEM), mode=0o644, replace=False
+        )
         return csr_path
 
     @classmethod
-    def import_chain(cls, directory: Path, chain_pem: bytes, *, now: datetime | None = None) -> list[x509.Certificate]:
+    def import_chain(
+        cls, directory: Path, chain_pem: bytes, *, now: datetime | None = None
+    ) -> list[x509.Certificate]:
         """Install the certificate chain the offline root issued for this station's token CA.
 
         The first certificate must be for the key whose CSR `station ca init` wrote, a CA that may sign end
@@ -627,7 +656,10 @@ class CertificateAuthority:
         pem = b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in chain)
         write_file_atomically(directory / CA_CERT_FILE, pem, mode=0o644, replace=False)
         write_file_atomically(
-            directory / ROOT_CERT_FILE, chain[-1].public_bytes(serialization.Encoding.PEM), mode=0o644, replace=True
+            directory / ROOT_CERT_FILE,
+            chain[-1].public_bytes(serialization.Encoding.PEM),
+            mode=0o644,
+            replace=True,
         )
         return chain
 
@@ -658,6 +690,11 @@ class CertificateAuthority:
             key.close()
             raise
         return cls(
-            directory, ca_key=key, ca_cert=chain[0], system_cert=system_cert, passphrase=None,
-            chain_pem=chain_pem, system_key=system_key,
-        )  # fmt: skip
+            directory,
+            ca_key=key,
+            ca_cert=chain[0],
+            system_cert=system_cert,
+            passphrase=None,
+            chain_pem=chain_pem,
+            system_key=system_key,
+        )

@@ -25,11 +25,17 @@ def _distribution_extensions(crl_url: str, ca_issuers_url: str, ocsp_url: str) -
         )
     access = []
     if ocsp_url:
-        access.append(x509.AccessDescription(AuthorityInformationAccessOID.OCSP,
-                                             x509.UniformResourceIdentifier(ocsp_url)))
+        access.append(
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url)
+            )
+        )
     if ca_issuers_url:
-        access.append(x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
-                                             x509.UniformResourceIdentifier(ca_issuers_url)))
+        access.append(
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(ca_issuers_url)
+            )
+        )
     if access:
         extensions.append(x509.AuthorityInformationAccess(access))
     return extensions

@@ -147,8 +147,9 @@ def encrypt_pkcs8_scrypt(private_key_der: bytes, passphrase: bytes) -> bytes:
     padded = padder.update(private_key_der) + padder.finalize()
     encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
     encrypted = encryptor.update(padded) + encryptor.finalize()
-    scrypt_params = sequence(octet_string(salt), integer(SCRYPT_N), integer(SCRYPT_R), integer(SCRYPT_P),
-                             integer(32))  # fmt: skip
+    scrypt_params = sequence(
+        octet_string(salt), integer(SCRYPT_N), integer(SCRYPT_R), integer(SCRYPT_P), integer(32)
+    )
     pbes2_params = sequence(
         sequence(oid(_SCRYPT), scrypt_params),
         sequence(oid(_AES256_CBC), octet_string(iv)),

@@ -21,15 +21,20 @@ class IssuanceQuota:
 
     @property
     def remaining(self) -> int | None:
-        left = [limit - used for limit, used in ((self.maximum, self.issued),
-                                                  (self.maximum_per_day, self.issued_today)) if limit is not None]
-        return max(0, min(left)) if left else None  # fmt: skip
+        left = [
+            limit - used
+            for limit, used in ((self.maximum, self.issued), (self.maximum_per_day, self.issued_today))
+            if limit is not None
+        ]
+        return max(0, min(left)) if left else None
 
     @property
     def near_limit(self) -> bool:
         """At or beyond 90 % of either limit: time to ask the root for the next station CA."""
-        return any(limit is not None and used >= QUOTA_WARNING_SHARE * limit
-                   for limit, used in ((self.maximum, self.issued), (self.maximum_per_day, self.issued_today)))
+        return any(
+            limit is not None and used >= QUOTA_WARNING_SHARE * limit
+            for limit, used in ((self.maximum, self.issued), (self.maximum_per_day, self.issued_today))
+        )
 
     def describe(self) -> str:
         parts = []
@@ -42,7 +47,11 @@ class IssuanceQuota:
         if self.remaining is not None:
             parts.append(f"{self.remaining} remaining")
         text = ", ".join(parts)
-        return text + (" — WARNING: 90 % of the quota is used; ask for the next station CA now" if self.near_limit else "")
+        return text + (
+            " — WARNING: 90 % of the quota is used; ask for the next station CA now"
+            if self.near_limit
+            else ""
+        )
 
     def check(self) -> None:
         if self.maximum is not None and self.issued >= self.maximum:

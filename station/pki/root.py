@@ -116,7 +116,9 @@ def init_root(
         .not_valid_after(now + timedelta(days=validity_days))
         # pathLen 1: a root certifies station CAs, and those certify devices only.
         .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-        .add_extension(_key_usage(digital_signature=False, key_encipherment=False, cert_sign=True), critical=True)
+        .add_extension(
+            _key_usage(digital_signature=False, key_encipherment=False, cert_sign=True), critical=True
+        )
         .add_extension(ski, critical=False)
     )
     try:
@@ -126,12 +128,19 @@ def init_root(
             signer.close()
     _make_private_directory(directory)
     if token is not None:
-        write_file_atomically(directory / TOKEN_FILE, token.to_toml().encode("utf-8"), mode=0o600, replace=False)
+        write_file_atomically(
+            directory / TOKEN_FILE, token.to_toml().encode("utf-8"), mode=0o600, replace=False
+        )
     else:
         assert passphrase is not None and not isinstance(signer, TokenKey)
-        write_file_atomically(directory / ROOT_KEY_FILE, _encrypted_pem(signer, passphrase), mode=0o600, replace=False)
+        write_file_atomically(
+            directory / ROOT_KEY_FILE, _encrypted_pem(signer, passphrase), mode=0o600, replace=False
+        )
     write_file_atomically(
-        directory / ROOT_CERT_FILE, certificate.public_bytes(serialization.Encoding.PEM), mode=0o644, replace=False
+        directory / ROOT_CERT_FILE,
+        certificate.public_bytes(serialization.Encoding.PEM),
+        mode=0o644,
+        replace=False,
     )
     (directory / ISSUED_DIR).mkdir(mode=0o700, exist_ok=True)
     return RootCA(directory, certificate)
@@ -148,7 +157,9 @@ def _open_root_signer(directory: Path, *, passphrase: bytes | None, pin: str | N
         return TokenKey.open(TokenSettings.read(directory / TOKEN_FILE), pin=pin)
     key_path = directory / ROOT_KEY_FILE
     if not key_path.exists():
-        raise StationError(f"{directory} holds no root CA (no {ROOT_KEY_FILE} or {TOKEN_FILE}) — give the root's --root directory.")
+        raise StationError(
+            f"{directory} holds no root CA (no {ROOT_KEY_FILE} or {TOKEN_FILE}) — give the root's --root directory."
+        )
     _check_private(key_path)
     if passphrase is None:
         raise StationError("The root key's passphrase is needed.")
@@ -206,7 +217,9 @@ def sign_station(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         # digitalSignature as well: the station CA also signs its audit log's checkpoints.
-        .add_extension(_key_usage(digital_signature=True, key_encipherment=False, cert_sign=True), critical=True)
+        .add_extension(
+            _key_usage(digital_signature=True, key_encipherment=False, cert_sign=True), critical=True
+        )
         .add_extension(constraints, critical=True)  # RFC 5280 4.2.1.10: MUST be critical
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(_authority_key_identifier(root_cert), critical=False)

@@ -68,7 +68,9 @@ class TokenSettings:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeError, tomllib.TOMLDecodeError) as exc:
-            raise StationError(f"{path} cannot be read ({exc}) — restore it from the CA directory's backup.") from None
+            raise StationError(
+                f"{path} cannot be read ({exc}) — restore it from the CA directory's backup."
+            ) from None
         unknown = sorted(set(data) - {"module", "token_label", "key_label", "softhsm2_conf"})
         if unknown or not isinstance(data.get("module"), str) or not isinstance(data.get("token_label"), str):
             raise StationError(
@@ -127,7 +129,10 @@ def _token(settings: TokenSettings) -> Any:
     try:
         return lib.get_token(token_label=settings.token_label)
     except p11.NoSuchToken:
-        present = ", ".join(sorted({slot.get_token().label for slot in lib.get_slots(token_present=True)})) or "none"
+        present = (
+            ", ".join(sorted({slot.get_token().label for slot in lib.get_slots(token_present=True)}))
+            or "none"
+        )
         raise TokenError(
             f"The token {settings.token_label!r} is not present (tokens found: {present}) — plug in the station's "
             "HSM or correct the token label; nothing was signed."
@@ -137,7 +142,9 @@ def _token(settings: TokenSettings) -> Any:
             f"More than one token is labelled {settings.token_label!r} — unplug the extra one; nothing was signed."
         ) from None
     except pkcs11.PKCS11Error as exc:
-        raise TokenError(f"The token {settings.token_label!r} cannot be reached ({exc!r}) — check the HSM.") from None
+        raise TokenError(
+            f"The token {settings.token_label!r} cannot be reached ({exc!r}) — check the HSM."
+        ) from None
 
 
 @contextmanager
@@ -201,7 +208,9 @@ class TokenKey:
         self._private = private
         self._public = serialization.load_der_public_key(public_der)
         if not isinstance(self._public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-            raise TokenError(f"The key {settings.key_label!r} in token {settings.token_label!r} is not RSA or EC.")
+            raise TokenError(
+                f"The key {settings.key_label!r} in token {settings.token_label!r} is not RSA or EC."
+            )
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -249,8 +258,11 @@ class TokenKey:
             try:
                 private = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=settings.key_label)
                 public = session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=settings.key_label)
-                if private[Attribute.EXTRACTABLE] or not private[Attribute.SENSITIVE] \
-                        or not private[Attribute.NEVER_EXTRACTABLE]:  # fmt: skip
+                if (
+                    private[Attribute.EXTRACTABLE]
+                    or not private[Attribute.SENSITIVE]
+                    or not private[Attribute.NEVER_EXTRACTABLE]
+                ):
                     raise TokenError(
                         f"The key {settings.key_label!r} in token {settings.token_label!r} is (or once was) "
                         "extractable — a CA key that may have been copied out cannot be trusted; create a new one "
@@ -268,13 +280,18 @@ class TokenKey:
         from pkcs11.util.ec import encode_named_curve_parameters
 
         if key_type not in TOKEN_KEY_TYPES:
-            raise StationError(f"Unknown token key type {key_type!r} — choose one of: {', '.join(TOKEN_KEY_TYPES)}.")
+            raise StationError(
+                f"Unknown token key type {key_type!r} — choose one of: {', '.join(TOKEN_KEY_TYPES)}."
+            )
         token = _token(settings)
         with _mapped_errors(settings, "created"):
             session = token.open(user_pin=pin, rw=True)
             try:
-                existing = list(session.get_objects({Attribute.LABEL: settings.key_label,
-                                                     Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
+                existing = list(
+                    session.get_objects(
+                        {Attribute.LABEL: settings.key_label, Attribute.CLASS: ObjectClass.PRIVATE_KEY}
+                    )
+                )
                 if existing:
                     raise TokenError(
                         f"Token {settings.token_label!r} already holds a key labelled {settings.key_label!r} — "
@@ -297,14 +314,22 @@ class TokenKey:
                         KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(curve)}, local=True
                     )
                     public, private = params.generate_keypair(
-                        store=True, label=settings.key_label, id=key_id,
-                        private_template=private_template, public_template=public_template,
-                    )  # fmt: skip
+                        store=True,
+                        label=settings.key_label,
+                        id=key_id,
+                        private_template=private_template,
+                        public_template=public_template,
+                    )
                 else:
                     public, private = session.generate_keypair(
-                        KeyType.RSA, int(key_type[4:]), store=True, label=settings.key_label, id=key_id,
-                        private_template=private_template, public_template=public_template,
-                    )  # fmt: skip
+                        KeyType.RSA,
+                        int(key_type[4:]),
+                        store=True,
+                        label=settings.key_label,
+                        id=key_id,
+                        private_template=private_template,
+                        public_template=public_template,
+                    )
                 return cls(settings, session, private, _public_der(public))
             except BaseException:
                 session.close()

@@ -23,11 +23,29 @@ DEFAULT_PROFILE = "welma-optee"
 
 # The enrollment, in order.  A profile may leave out "reboot" and "tls_proof".
 STEP_NAMES = (
-    "identify", "guard", "wipe", "reboot", "init_token", "init_pin", "keygen",
-    "csr", "fetch_csr", "check_csr", "sign", "push", "tls_proof",
+    "identify",
+    "guard",
+    "wipe",
+    "reboot",
+    "init_token",
+    "init_pin",
+    "keygen",
+    "csr",
+    "fetch_csr",
+    "check_csr",
+    "sign",
+    "push",
+    "tls_proof",
 )
 COMMAND_NAMES = (
-    "wipe", "init_token", "init_pin", "keygen", "list_private_key", "read_public_key", "csr", "tls_client",
+    "wipe",
+    "init_token",
+    "init_pin",
+    "keygen",
+    "list_private_key",
+    "read_public_key",
+    "csr",
+    "tls_client",
 )
 KEY_TYPES = ("rsa:2048", "rsa:3072", "rsa:4096", "EC:prime256v1", "EC:secp384r1")
 # The tutorial's demo PINs: fine for a demo, refused by a station in production mode.
@@ -37,16 +55,36 @@ MIN_PRODUCTION_PIN_LENGTH = 6
 MAX_SERIAL_LENGTH = 64
 _SERIAL_SAFE = re.compile(r"[A-Za-z0-9._:/+-]+")
 _STRING_SETTINGS = (
-    "description", "subject", "so_pin", "user_pin", "module", "storage_dir", "token_label", "key_label",
-    "key_id", "key_type", "csr_path", "pubkey_path", "cert_path", "ca_cert_path",
+    "description",
+    "subject",
+    "so_pin",
+    "user_pin",
+    "module",
+    "storage_dir",
+    "token_label",
+    "key_label",
+    "key_id",
+    "key_type",
+    "csr_path",
+    "pubkey_path",
+    "cert_path",
+    "ca_cert_path",
     # Optional URLs the station writes into each device certificate (CRL distribution point, AIA).
-    "crl_url", "ca_issuers_url", "ocsp_url",
+    "crl_url",
+    "ca_issuers_url",
+    "ocsp_url",
 )
 # What a profile file may hold; anything else is refused with its file and line (a typo such as
 # ``timout_s = 90`` must not silently keep the default).
 PROFILE_TABLES = ("profile", "console", "identity", "attestation", "steps", "commands")
 PROFILE_KEYS = (
-    "name", "serial_pattern", "validity_days", "reboot_after_wipe", "tls_proof", "device_has_network", "tools",
+    "name",
+    "serial_pattern",
+    "validity_days",
+    "reboot_after_wipe",
+    "tls_proof",
+    "device_has_network",
+    "tools",
     *_STRING_SETTINGS,
 )
 CONSOLE_KEYS = ("login_user", "login_password", "prompt_pattern")
@@ -338,12 +376,24 @@ class _ProfileReader:
             if not isinstance(value, str):
                 raise self.fail(f"profile.{key}", f"must be a string, not {type(value).__name__}")
             settings[key] = value
-        for required in ("subject", "module", "token_label", "key_label", "key_type", "csr_path", "cert_path",
-                         "ca_cert_path", "storage_dir", "pubkey_path"):
+        for required in (
+            "subject",
+            "module",
+            "token_label",
+            "key_label",
+            "key_type",
+            "csr_path",
+            "cert_path",
+            "ca_cert_path",
+            "storage_dir",
+            "pubkey_path",
+        ):
             if not settings[required]:
                 raise self.fail(f"profile.{required}", "is required")
         if settings["key_type"] not in KEY_TYPES:
-            raise self.fail("profile.key_type", f"{settings['key_type']!r} is not one of {', '.join(KEY_TYPES)}")
+            raise self.fail(
+                "profile.key_type", f"{settings['key_type']!r} is not one of {', '.join(KEY_TYPES)}"
+            )
         if "{serial}" not in settings["subject"]:
             raise self.fail("profile.subject", "must contain {serial}")
         name = profile.get("name", self.path.stem)
@@ -408,15 +458,21 @@ class _ProfileReader:
         known = {"soc_id_paths", "soc_id_command", "soc_id_required", "soc_id_in_certificate"}
         for key in table:
             if key not in known:
-                raise self.fail(f"identity.{key}", f"is not an identity setting (known: {', '.join(sorted(known))})")
+                raise self.fail(
+                    f"identity.{key}", f"is not an identity setting (known: {', '.join(sorted(known))})"
+                )
         settings = IdentitySettings(
             soc_id_paths=self.words(table, "identity.soc_id_paths", DEFAULT_SOC_ID_PATHS),
             soc_id_command=self.words(table, "identity.soc_id_command", ()),
             soc_id_required=self.boolean(table, "identity.soc_id_required", True),
-            soc_id_in_certificate=self.choice(table, "identity.soc_id_in_certificate", "none", SOC_ID_IN_CERTIFICATE),
+            soc_id_in_certificate=self.choice(
+                table, "identity.soc_id_in_certificate", "none", SOC_ID_IN_CERTIFICATE
+            ),
         )
         if not settings.soc_id_paths and not settings.soc_id_command:
-            raise self.fail("identity.soc_id_paths", "is empty and no soc_id_command is given — name where the id is")
+            raise self.fail(
+                "identity.soc_id_paths", "is empty and no soc_id_command is given — name where the id is"
+            )
         return settings
 
     def attestation(self) -> AttestationSettings:
@@ -424,7 +480,9 @@ class _ProfileReader:
         known = {"format", "command", "vendor_root"}
         for key in table:
             if key not in known:
-                raise self.fail(f"attestation.{key}", f"is not an attestation setting (known: {', '.join(sorted(known))})")
+                raise self.fail(
+                    f"attestation.{key}", f"is not an attestation setting (known: {', '.join(sorted(known))})"
+                )
         settings = AttestationSettings(
             format=self.choice(table, "attestation.format", "none", ATTESTATION_FORMATS),
             command=self.words(table, "attestation.command", ()),
@@ -435,7 +493,10 @@ class _ProfileReader:
                 raise self.fail("attestation.command", f"is required with format {settings.format!r}")
             root = Path(settings.vendor_root).expanduser()
             if not settings.vendor_root or not root.is_absolute():
-                raise self.fail("attestation.vendor_root", "must be the absolute path of the vendor's root certificate (PEM)")
+                raise self.fail(
+                    "attestation.vendor_root",
+                    "must be the absolute path of the vendor's root certificate (PEM)",
+                )
         return settings
 
     def integer(self, table: dict[str, Any], key: str, default: int, *, minimum: int) -> int:
@@ -454,7 +515,9 @@ class _ProfileReader:
         steps = self.table("steps")
         unknown = set(steps) - set(STEP_NAMES)
         if unknown:
-            raise self.fail(f"steps.{sorted(unknown)[0]}", f"is not a step; steps are {', '.join(STEP_NAMES)}")
+            raise self.fail(
+                f"steps.{sorted(unknown)[0]}", f"is not a step; steps are {', '.join(STEP_NAMES)}"
+            )
         policies = {}
         for step in STEP_NAMES:
             table = steps.get(step, {})
@@ -475,7 +538,9 @@ class _ProfileReader:
         for name in COMMAND_NAMES:
             argv = table.get(name)
             if not isinstance(argv, list) or not argv or not all(isinstance(word, str) for word in argv):
-                raise self.fail(f"commands.{name}", "must be a non-empty list of strings (one per shell word)")
+                raise self.fail(
+                    f"commands.{name}", "must be a non-empty list of strings (one per shell word)"
+                )
             commands[name] = tuple(argv)
         return commands
 
@@ -493,7 +558,9 @@ class _ProfileReader:
     def check_templates(self, profile: DeviceProfile) -> None:
         """Render every command once so a typo in a placeholder fails at load, not on a board."""
         example = "0" * 15
-        values = dict(profile.settings, serial=example, subject=profile.settings["subject"], server="127.0.0.1:1")
+        values = dict(
+            profile.settings, serial=example, subject=profile.settings["subject"], server="127.0.0.1:1"
+        )
         for name, argv in profile.commands.items():
             for word in (*argv, *profile.command_env.get(name, {}).values()):
                 try:

@@ -103,7 +103,9 @@ class ServiceClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def call(self, op: str, args: dict[str, Any] | None = None, *, deadline_s: float = CALL_DEADLINE_S) -> Any:
+    def call(
+        self, op: str, args: dict[str, Any] | None = None, *, deadline_s: float = CALL_DEADLINE_S
+    ) -> Any:
         """Send one request and wait (bounded) for its answer; events that come meanwhile are kept for
         :meth:`next_message`."""
         ident = next(self._ids)
@@ -112,15 +114,18 @@ class ServiceClient:
         while True:
             left = end - time.monotonic()
             if left <= 0:
-                raise StationError(f"the station service did not answer {op} within {deadline_s:g} s — check "
-                                   "that it runs (systemctl status welma-station) and try again")
+                raise StationError(
+                    f"the station service did not answer {op} within {deadline_s:g} s — check "
+                    "that it runs (systemctl status welma-station) and try again"
+                )
             try:
                 message = frames.receive(self.sock, wait_s=left)
             except TimeoutError:
                 continue
             except frames.PeerGone:
-                raise ServiceUnavailable("the station service closed the connection — it may have stopped; "
-                                         "run the command again") from None
+                raise ServiceUnavailable(
+                    "the station service closed the connection — it may have stopped; run the command again"
+                ) from None
             if message.get("id") != ident:
                 self._pending.append(message)
                 continue
@@ -142,13 +147,18 @@ class ServiceClient:
         except TimeoutError:
             return None
         except frames.PeerGone:
-            raise ServiceUnavailable("the station service closed the connection — it may have stopped. Units "
-                                     "it ran are in `station units`; a failed one resumes with --resume") from None
+            raise ServiceUnavailable(
+                "the station service closed the connection — it may have stopped. Units "
+                "it ran are in `station units`; a failed one resumes with --resume"
+            ) from None
 
 
 def _service_environment() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items()
-            if not any(word in name.upper() for word in _SECRET_WORDS)}
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not any(word in name.upper() for word in _SECRET_WORDS)
+    }
 
 
 def _production(home: StationHome) -> bool:
@@ -169,10 +179,24 @@ def start_service(home: StationHome, path: Path) -> subprocess.Popen[bytes]:
     home.create()
     # (In the bundle, sys.executable is the bundle's program, which takes `-m station` too.)
     command = [sys.executable, "-m", "station"]
-    command += ["--home", str(home.root), "serve", "--socket", str(path), "--exit-when-idle",
-                "--log", str(home.log_dir / "service.log")]
-    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=_service_environment(), start_new_session=True)
+    command += [
+        "--home",
+        str(home.root),
+        "serve",
+        "--socket",
+        str(path),
+        "--exit-when-idle",
+        "--log",
+        str(home.log_dir / "service.log"),
+    ]
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=_service_environment(),
+        start_new_session=True,
+    )
 
 
 def _start_error(process: subprocess.Popen[bytes]) -> str:
@@ -183,7 +207,9 @@ def _start_error(process: subprocess.Popen[bytes]) -> str:
     return " ".join(errors) or said.strip()[-2000:] or f"it ended with status {process.returncode}"
 
 
-def connect(home_arg: str | None, socket_arg: str | None = None, *, start: bool = True) -> ServiceClient | None:
+def connect(
+    home_arg: str | None, socket_arg: str | None = None, *, start: bool = True
+) -> ServiceClient | None:
     """A connection to the station service for this home; starts a per-user one when ``start`` and none answers
     (outside production mode).  None when none answers and ``start`` is False."""
     path, system = find_socket(home_arg, socket_arg)
@@ -200,10 +226,13 @@ def connect(home_arg: str | None, socket_arg: str | None = None, *, start: bool 
             "ask an administrator to run `systemctl start welma-station` (and `station ca unlock`), then try again."
         )
     process = start_service(home, path)
-    print(f"station: no station service was running for {home.root}; started one for "
-          f"{_account()} (pid {process.pid}, socket {path}); it ends by itself when idle. "
-          "On a line PC, run the welma-station system service instead (README, administrator guide).",
-          file=sys.stderr, flush=True)
+    print(
+        f"station: no station service was running for {home.root}; started one for "
+        f"{_account()} (pid {process.pid}, socket {path}); it ends by itself when idle. "
+        "On a line PC, run the welma-station system service instead (README, administrator guide).",
+        file=sys.stderr,
+        flush=True,
+    )
     end = time.monotonic() + START_DEADLINE_S
     try:
         while True:
@@ -214,8 +243,10 @@ def connect(home_arg: str | None, socket_arg: str | None = None, *, start: bool 
                     raise ServiceUnavailable(_start_error(process)) from exc
                 # (status 0: another command's service won the socket and this one ended: keep trying it)
                 if time.monotonic() > end:
-                    raise ServiceUnavailable(f"the station service started for {home.root} did not answer on "
-                                             f"{path} within {START_DEADLINE_S:g} s") from exc
+                    raise ServiceUnavailable(
+                        f"the station service started for {home.root} did not answer on "
+                        f"{path} within {START_DEADLINE_S:g} s"
+                    ) from exc
                 time.sleep(0.05)
     finally:
         if process.stderr is not None:

@@ -87,7 +87,9 @@ def _read_exactly(sock: socket.socket, count: int, end: float | None, *, first: 
     return b"".join(parts)
 
 
-def receive(sock: socket.socket, *, wait_s: float | None, deadline_s: float = FRAME_DEADLINE_S) -> dict[str, Any]:
+def receive(
+    sock: socket.socket, *, wait_s: float | None, deadline_s: float = FRAME_DEADLINE_S
+) -> dict[str, Any]:
     """Read one frame: wait up to ``wait_s`` for it to begin (None: as long as it takes — a server waiting
     for a client's next request, a client following units), then ``deadline_s`` for the rest of it.
 
@@ -98,7 +100,9 @@ def receive(sock: socket.socket, *, wait_s: float | None, deadline_s: float = FR
         rest = _read_exactly(sock, _HEADER.size - 1, time.monotonic() + deadline_s, first=False)
         (length,) = _HEADER.unpack(first + rest)
         if length > MAX_FRAME_BYTES:
-            raise FrameError(f"the peer sent a frame of {length} bytes, over the {MAX_FRAME_BYTES}-byte limit")
+            raise FrameError(
+                f"the peer sent a frame of {length} bytes, over the {MAX_FRAME_BYTES}-byte limit"
+            )
         body = _read_exactly(sock, length, time.monotonic() + deadline_s, first=False)
     except TimeoutError:
         raise FrameError(f"the peer stopped in the middle of a frame for {deadline_s:g} s") from None

@@ -66,8 +66,10 @@ SECRET_ARGS = frozenset({"secret", "pin", "old_secret", "new_secret", "session"}
 def refusal(op: Op, account: str) -> str:
     """The words of a refusal: what was asked, the role it needs, and what to do."""
     assert op.role is not None
-    return (f"refused: {account} may not {op.words} — that needs the {op.role.words} role (OS group "
-            f"{op.role.value}); ask an administrator to add {account} to {op.role.value}, or ask someone who has it")
+    return (
+        f"refused: {account} may not {op.words} — that needs the {op.role.words} role (OS group "
+        f"{op.role.value}); ask an administrator to add {account} to {op.role.value}, or ask someone who has it"
+    )
 
 
 # Which op a command line needs when it runs next to a service (station.cli): (command, action) → op.

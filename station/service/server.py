@@ -60,7 +60,9 @@ class Connection:
         self.follows = False
         self.closed = threading.Event()
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(CLIENT_QUEUE_LIMIT)
-        self._writer = threading.Thread(target=self._write_loop, name=f"service-writer-{caller.pid}", daemon=True)
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"service-writer-{caller.pid}", daemon=True
+        )
         self._writer.start()
 
     def push(self, message: dict[str, Any]) -> None:
@@ -112,8 +114,14 @@ class Group:
 
 
 class StationService:
-    def __init__(self, home: StationHome, socket_path: Path, *, exit_when_idle: bool = False,
-                 credential: Path | None = None) -> None:
+    def __init__(
+        self,
+        home: StationHome,
+        socket_path: Path,
+        *,
+        exit_when_idle: bool = False,
+        credential: Path | None = None,
+    ) -> None:
         from station.cli.context import open_station
 
         self.home = home
@@ -140,13 +148,28 @@ class StationService:
         self._listener: socket.socket | None = None
         self._lock_file: int | None = None
         self._handlers: dict[str, Callable[[Connection, dict[str, Any]], Any]] = {
-            "whoami": self._whoami, "sign_in": self._sign_in, "ca_unlock": self._ca_unlock,
-            "provision": self._provision, "retry": self._provision, "batch": self._batch, "abort": self._abort,
-            "units": self._units, "follow": self._follow, "revoke": self._revoke, "audit_export": self._export,
-            "crl": self._crl, "sign_out": self._sign_out, "people_change": self._people_change,
-            "audit_verify": self._audit_verify, "backup": self._backup, "admin_set_pin": self._admin_set_pin,
-            "production_mode": self._production_mode, "audit_checkpoint": self._audit_checkpoint,
-            "labels": self._labels, "fixtures_list": self._fixtures_list, "fixtures": self._fixtures,
+            "whoami": self._whoami,
+            "sign_in": self._sign_in,
+            "ca_unlock": self._ca_unlock,
+            "provision": self._provision,
+            "retry": self._provision,
+            "batch": self._batch,
+            "abort": self._abort,
+            "units": self._units,
+            "follow": self._follow,
+            "revoke": self._revoke,
+            "audit_export": self._export,
+            "crl": self._crl,
+            "sign_out": self._sign_out,
+            "people_change": self._people_change,
+            "audit_verify": self._audit_verify,
+            "backup": self._backup,
+            "admin_set_pin": self._admin_set_pin,
+            "production_mode": self._production_mode,
+            "audit_checkpoint": self._audit_checkpoint,
+            "labels": self._labels,
+            "fixtures_list": self._fixtures_list,
+            "fixtures": self._fixtures,
         }
         # Kiosk sessions (station.service.sessions): token → a person signed in, bound to the caller's uid.
         self.sessions = Sessions()
@@ -204,11 +227,13 @@ class StationService:
                 ca = CertificateAuthority.load(self.home.ca_dir, passphrase=secret.encode("utf-8"))
             del secret
             ca.max_certificates_per_day = settings.max_certificates_per_day
-            self.station.audit.attach_checkpoint_signer(CheckpointSigner.for_certificate(ca.certificate,
-                                                                                         ca.sign_bytes))
+            self.station.audit.attach_checkpoint_signer(
+                CheckpointSigner.for_certificate(ca.certificate, ca.sign_bytes)
+            )
             self.ca = ca
-            self.scheduler = Scheduler(home=self.home, config=self.config, ca=ca, observer=self._on_event,
-                                       line=self._line())
+            self.scheduler = Scheduler(
+                home=self.home, config=self.config, ca=ca, observer=self._on_event, line=self._line()
+            )
             self.scheduler.start()
         print("station service: the CA is unlocked; units can run", file=sys.stderr, flush=True)
 
@@ -217,14 +242,17 @@ class StationService:
         from station.line.handoff import LineHandOff
 
         if self.station._line is None:
-            self.station._line = LineHandOff(config=self.config, home=self.home, audit=self.station.audit,
-                                             notify=self._notice)
+            self.station._line = LineHandOff(
+                config=self.config, home=self.home, audit=self.station.audit, notify=self._notice
+            )
         return self.station._line
 
     def _notice(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
         with self._lock:
-            watchers = {conn for group in self._groups.values() if not group.done for conn in group.subscribers}
+            watchers = {
+                conn for group in self._groups.values() if not group.done for conn in group.subscribers
+            }
             watchers |= {conn for conn in self._connections if conn.follows}
         for conn in watchers:
             conn.push({"notice": text})
@@ -237,8 +265,10 @@ class StationService:
             return
         line.wait_printed(self.config.label.timeout_s * 2 + 1)
         if not line.mes.wait_delivered(self.config.mes.timeout_s):
-            self._notice(f"{line.mes.pending()} MES record(s) kept in {self.home.root / 'mes'}; the station service "
-                         "keeps sending them")
+            self._notice(
+                f"{line.mes.pending()} MES record(s) kept in {self.home.root / 'mes'}; the station service "
+                "keeps sending them"
+            )
 
     def _finish_unit_group(self, group: Group) -> None:
         self._settled()
@@ -276,8 +306,9 @@ class StationService:
                 if line is not None:
                     line.close()
                     self.station._line = None
-                self.scheduler = Scheduler(home=self.home, config=config, ca=self.ca, observer=self._on_event,
-                                           line=self._line())
+                self.scheduler = Scheduler(
+                    home=self.home, config=config, ca=self.ca, observer=self._on_event, line=self._line()
+                )
                 self.scheduler.start()
         print("station service: station.toml changed; read it again", file=sys.stderr, flush=True)
 
@@ -304,8 +335,9 @@ class StationService:
                 if group is not None and event.result is not None:
                     group.outcomes[event.job] = message["event"]["result"]
                     if group.id.startswith("unit-"):
-                        threading.Thread(target=self._finish_unit_group, args=(group,), name="service-settle",
-                                         daemon=True).start()
+                        threading.Thread(
+                            target=self._finish_unit_group, args=(group,), name="service-settle", daemon=True
+                        ).start()
             else:
                 self._running_jobs.add(event.job)
                 if event.kind != "output":
@@ -324,16 +356,25 @@ class StationService:
             try:
                 self.records.record_unit_account(unit_id, caller, request_id=request_id)
             except Exception as exc:  # noqa: BLE001 - said, never lost silently
-                print(f"station service: could not record the account of unit {unit_id}: {exc}", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"station service: could not record the account of unit {unit_id}: {exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     # -- requests --------------------------------------------------------------------------------------
 
     def _whoami(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return {"account": conn.caller.account, "uid": conn.caller.uid, "pid": conn.caller.pid,
-                "roles": sorted(role.value for role in conn.roles), "service_account": account_name(self.uid),
-                "production": self.config.production, "ca_unlocked": self.scheduler is not None,
-                "home": str(self.home.root)}
+        return {
+            "account": conn.caller.account,
+            "uid": conn.caller.uid,
+            "pid": conn.caller.pid,
+            "roles": sorted(role.value for role in conn.roles),
+            "service_account": account_name(self.uid),
+            "production": self.config.production,
+            "ca_unlocked": self.scheduler is not None,
+            "home": str(self.home.root),
+        }
 
     def _sign_in(self, conn: Connection, args: dict[str, Any]) -> Any:
         """A person signs in at a kiosk window with their own credential, checked here (station.people: the
@@ -347,8 +388,14 @@ class StationService:
         people = self._people()
         session = people.verify(name, secret, account=conn.caller.account)
         token = self.sessions.open(session, uid=conn.caller.uid)
-        return {"signed_in": session.person, "how": "person", "role": session.role.value,
-                "expires_at": session.expires_at, "account": conn.caller.account, "session": token}
+        return {
+            "signed_in": session.person,
+            "how": "person",
+            "role": session.role.value,
+            "expires_at": session.expires_at,
+            "account": conn.caller.account,
+            "session": token,
+        }
 
     def _people(self) -> Any:
         from station.people import People
@@ -368,8 +415,11 @@ class StationService:
         signed = args.get("_signed_in")
         if signed is not None:
             return Actor.for_person(signed, account=conn.caller.account)
-        return Actor(name=conn.caller.account, account=conn.caller.account,
-                     administrator=allowed(conn.roles, Role.ADMIN))
+        return Actor(
+            name=conn.caller.account,
+            account=conn.caller.account,
+            administrator=allowed(conn.roles, Role.ADMIN),
+        )
 
     def _people_change(self, conn: Connection, args: dict[str, Any]) -> Any:
         """A person's credential changed: with their old one, or by an administrator (an OS account in
@@ -394,24 +444,34 @@ class StationService:
         from station.profiles import load_profile
 
         fixture = known_fixtures(self.home, self.config).get(args.get("fixture") or "")
-        profile = load_profile(choose_profile(self.config, fixture, explicit=args.get("profile")),
-                               self.home.profiles_dir)
+        profile = load_profile(
+            choose_profile(self.config, fixture, explicit=args.get("profile")), self.home.profiles_dir
+        )
         serial = str(args["serial"])
         profile.validate_serial(serial)  # before anything else: nothing touches a board with a bad serial
-        return UnitJob(serial=serial, device=str(args["device"]), profile=profile,
-                       operator=str(args.get("operator") or conn.caller.account), fixture=args.get("fixture"),
-                       resume=bool(args.get("resume")), restart=bool(args.get("restart")),
-                       reprovision_reason=args.get("reprovision_reason"), order=args.get("order"),
-                       # The window's batch grid runs its boards one by one: each keeps the grid's batch id, and a
-                       # tile (no log) does not want the device output.
-                       batch=str(args["batch"]) if args.get("batch") else None,
-                       stream_output=bool(args.get("stream_output", True)))
+        return UnitJob(
+            serial=serial,
+            device=str(args["device"]),
+            profile=profile,
+            operator=str(args.get("operator") or conn.caller.account),
+            fixture=args.get("fixture"),
+            resume=bool(args.get("resume")),
+            restart=bool(args.get("restart")),
+            reprovision_reason=args.get("reprovision_reason"),
+            order=args.get("order"),
+            # The window's batch grid runs its boards one by one: each keeps the grid's batch id, and a
+            # tile (no log) does not want the device output.
+            batch=str(args["batch"]) if args.get("batch") else None,
+            stream_output=bool(args.get("stream_output", True)),
+        )
 
     def _provision(self, conn: Connection, args: dict[str, Any]) -> Any:
         self._fresh_config()
         job = self._unit_job(conn, args)
         engine = self._engine()
-        group = Group(id=f"unit-{time.monotonic_ns()}", caller=conn.caller, request_id=args.get("_request_id"))
+        group = Group(
+            id=f"unit-{time.monotonic_ns()}", caller=conn.caller, request_id=args.get("_request_id")
+        )
         group.subscribers.add(conn)
         with self._lock:
             number = engine.submit(job)
@@ -426,8 +486,11 @@ class StationService:
 
         self._fresh_config()
         fixtures = known_fixtures(self.home, self.config)
-        jobs = read_manifest_text(str(args["manifest"]), source=str(args.get("manifest_name") or "manifest"),
-                                  fixtures={name: f.device for name, f in fixtures.items()})
+        jobs = read_manifest_text(
+            str(args["manifest"]),
+            source=str(args.get("manifest_name") or "manifest"),
+            fixtures={name: f.device for name, f in fixtures.items()},
+        )
         profiles: dict[str, DeviceProfile] = {}
 
         def profile_for(job: BatchJob) -> DeviceProfile:
@@ -445,18 +508,39 @@ class StationService:
             raise StationError("--jobs must be at least 1")
         batch_id = str(args.get("batch_id") or new_batch_id())
         operator = str(args.get("operator") or conn.caller.account)
-        units = [UnitJob(serial=job.serial, device=job.device, profile=profile_for(job), operator=operator,
-                         fixture=job.fixture, batch=batch_id, order=job.order, stream_output=False) for job in jobs]
+        units = [
+            UnitJob(
+                serial=job.serial,
+                device=job.device,
+                profile=profile_for(job),
+                operator=operator,
+                fixture=job.fixture,
+                batch=batch_id,
+                order=job.order,
+                stream_output=False,
+            )
+            for job in jobs
+        ]
         group = Group(id=batch_id, caller=conn.caller, request_id=args.get("_request_id"))
         group.subscribers.add(conn)
         with self._lock:
             self._groups[group.id] = group
-        runner = threading.Thread(target=self._run_batch, args=(engine, group, list(zip(jobs, units, strict=True)),
-                                                                slots), name=f"service-batch-{batch_id}", daemon=True)
+        runner = threading.Thread(
+            target=self._run_batch,
+            args=(engine, group, list(zip(jobs, units, strict=True)), slots),
+            name=f"service-batch-{batch_id}",
+            daemon=True,
+        )
         with self._lock:
             self._batches.append(runner)
         runner.start()
-        return {"batch_id": batch_id, "boards": len(jobs), "fixtures": devices, "slots": slots, "group": group.id}
+        return {
+            "batch_id": batch_id,
+            "boards": len(jobs),
+            "fixtures": devices,
+            "slots": slots,
+            "group": group.id,
+        }
 
     def _run_batch(self, engine: Any, group: Group, pending: list[tuple[BatchJob, Any]], slots: int) -> None:
         """Keep at most ``slots`` fixtures of this batch working; boards of one fixture one after another."""
@@ -494,19 +578,38 @@ class StationService:
         for number in order:
             outcome = engine.outcome(number)
             job = listed[number]
-            outcomes.append({"serial": job.serial, "device": job.device, "fixture": job.fixture, "line": job.line,
-                             "result": str(outcome.kind) if outcome else "not started",
-                             "unit_id": outcome.unit_id if outcome else None,
-                             "failed_step": outcome.failed_step if outcome else None,
-                             "message": outcome.message if outcome else "the station stopped first",
-                             "duration_s": outcome.duration_s if outcome else 0.0})
+            outcomes.append(
+                {
+                    "serial": job.serial,
+                    "device": job.device,
+                    "fixture": job.fixture,
+                    "line": job.line,
+                    "result": str(outcome.kind) if outcome else "not started",
+                    "unit_id": outcome.unit_id if outcome else None,
+                    "failed_step": outcome.failed_step if outcome else None,
+                    "message": outcome.message if outcome else "the station stopped first",
+                    "duration_s": outcome.duration_s if outcome else 0.0,
+                }
+            )
         not_started = [job for job, _unit in pending if job not in listed.values()]
         for job in not_started:
-            outcomes.append({"serial": job.serial, "device": job.device, "fixture": job.fixture, "line": job.line,
-                             "result": "not started", "unit_id": None, "failed_step": None,
-                             "message": "the batch was cancelled before this board's turn", "duration_s": 0.0})
+            outcomes.append(
+                {
+                    "serial": job.serial,
+                    "device": job.device,
+                    "fixture": job.fixture,
+                    "line": job.line,
+                    "result": "not started",
+                    "unit_id": None,
+                    "failed_step": None,
+                    "message": "the batch was cancelled before this board's turn",
+                    "duration_s": 0.0,
+                }
+            )
         self._settled()
-        message = {"batch_done": {"batch_id": group.id, "outcomes": outcomes, "wall_s": time.monotonic() - began}}
+        message = {
+            "batch_done": {"batch_id": group.id, "outcomes": outcomes, "wall_s": time.monotonic() - began}
+        }
         with self._lock:
             group.done = True
             watchers = set(group.subscribers)
@@ -526,10 +629,15 @@ class StationService:
                     stopped.append(int(number))
             serial = args.get("serial")
             if serial:
-                stopped += [n for n in self._running_jobs if self._last_event.get(n) is not None
-                            and self._last_event[n].serial == serial]
+                stopped += [
+                    n
+                    for n in self._running_jobs
+                    if self._last_event.get(n) is not None and self._last_event[n].serial == serial
+                ]
         if serial and not stopped:
-            raise StationError(f"no unit of serial {serial} is running in the station service — see station units")
+            raise StationError(
+                f"no unit of serial {serial} is running in the station service — see station units"
+            )
         for number in set(stopped):
             engine.cancel(number)
         return {"aborted": sorted(set(stopped))}
@@ -538,14 +646,20 @@ class StationService:
         from station.audit import UnitFilter
         from station.cli.units import format_table
 
-        units = self.station.audit.units_page(limit=int(args.get("limit") or 50), filters=UnitFilter(
-            serial_prefix=args.get("serial"), result=args.get("result"), order=args.get("order")))
+        units = self.station.audit.units_page(
+            limit=int(args.get("limit") or 50),
+            filters=UnitFilter(
+                serial_prefix=args.get("serial"), result=args.get("result"), order=args.get("order")
+            ),
+        )
         return {"text": format_table(units) if units else "", "count": len(units)}
 
     def _follow(self, conn: Connection, args: dict[str, Any]) -> Any:
         with self._lock:
             conn.follows = True
-            running = [event_record(self._last_event[n]) for n in sorted(self._running_jobs) if n in self._last_event]
+            running = [
+                event_record(self._last_event[n]) for n in sorted(self._running_jobs) if n in self._last_event
+            ]
         return {"running": running}
 
     def _revoke(self, conn: Connection, args: dict[str, Any]) -> Any:
@@ -557,10 +671,18 @@ class StationService:
         if args.get("_signed_in") is not None and not typed:
             typed = args["_signed_in"].person
         # Who revokes is the OS account the kernel named; a typed name is kept beside it, never instead.
-        by = conn.caller.account if not typed or typed == conn.caller.account else \
-            f"{conn.caller.account} (for {typed})"
+        by = (
+            conn.caller.account
+            if not typed or typed == conn.caller.account
+            else f"{conn.caller.account} (for {typed})"
+        )
         record = self.station.audit.revoke(serial=serial, reason=reason, by=by)
-        return {"serial_hex": record.serial_hex, "unit_id": record.unit_id, "subject": record.subject, "by": by}
+        return {
+            "serial_hex": record.serial_hex,
+            "unit_id": record.unit_id,
+            "subject": record.subject,
+            "by": by,
+        }
 
     def _crl(self, conn: Connection, args: dict[str, Any]) -> Any:
         """A CRL signed with the unlocked CA, from a log that verifies; the client writes and publishes it."""
@@ -571,8 +693,11 @@ class StationService:
         settings = load_ca_settings(self.home.config_file)
         days = int(args.get("next_update_days") or settings.crl_next_update_days)
         pem = self.ca.crl(revoked_from_audit(self.home), next_update_days=days)
-        return {"pem": pem.decode("ascii"), "publish": settings.crl_publish,
-                "every": settings.crl_publish_every_minutes}
+        return {
+            "pem": pem.decode("ascii"),
+            "publish": settings.crl_publish,
+            "every": settings.crl_publish_every_minutes,
+        }
 
     def _audit_verify(self, conn: Connection, args: dict[str, Any]) -> Any:
         """`station audit verify` made here (the service owns the log); the client prints what it says."""
@@ -586,8 +711,10 @@ class StationService:
         self._engine()  # the CA is unlocked (else: say how to unlock it)
         report = self.station.audit.verify()
         if not report.ok:
-            raise StationError(f"The audit log does not verify ({report.problem}) — refusing to sign it; report it "
-                               "to quality assurance.")
+            raise StationError(
+                f"The audit log does not verify ({report.problem}) — refusing to sign it; report it "
+                "to quality assurance."
+            )
         seq = self.station.audit.checkpoint()
         return {"seq": seq, "subject": self.ca.certificate.subject.rfc4514_string()}
 
@@ -599,7 +726,9 @@ class StationService:
         serial = str(args.get("serial") or "").strip()
         unit = self.station.audit.find_unit(serial)
         if unit is None:
-            raise StationError(f"no unit of board {serial} is in the audit log — check the serial (station units)")
+            raise StationError(
+                f"no unit of board {serial} is in the audit log — check the serial (station units)"
+            )
         typed = str(args.get("by") or "").strip()
         signed = args.get("_signed_in")
         by = typed or (signed.person if signed is not None else conn.caller.account)
@@ -623,13 +752,20 @@ class StationService:
         name = str(args.get("name") or "")
         known, key_type, fingerprint = fixture_key(self.station, name)
         if args.get("action") == "fetch":
-            return {"device": known.fixture.device, "pinned": known.fixture.host_key, "key_type": key_type,
-                    "fingerprint": fingerprint, "file": str(known.file)}
+            return {
+                "device": known.fixture.device,
+                "pinned": known.fixture.host_key,
+                "key_type": key_type,
+                "fingerprint": fingerprint,
+                "file": str(known.file),
+            }
         if args.get("action") != "pin":
             raise StationError("a fixtures request is fetch or pin")
         if args.get("fingerprint") != fingerprint:
-            raise StationError(f"the board now shows {fingerprint}, not the key you confirmed — nothing was pinned; "
-                               "check the fixture's cabling and run the command again")
+            raise StationError(
+                f"the board now shows {fingerprint}, not the key you confirmed — nothing was pinned; "
+                "check the fixture's cabling and run the command again"
+            )
         typed = str(args.get("by") or "").strip()
         signed = args.get("_signed_in")
         by = typed or (signed.person if signed is not None else conn.caller.account)
@@ -647,8 +783,10 @@ class StationService:
             data = written.path.read_bytes()
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        return _file_answer(data, {"events": written.report.events, "ok": written.report.ok,
-                                   "problem": written.report.problem})
+        return _file_answer(
+            data,
+            {"events": written.report.events, "ok": written.report.ok, "problem": written.report.problem},
+        )
 
     def _admin_set_pin(self, conn: Connection, args: dict[str, Any]) -> Any:
         """`station admin set-pin` for an administrator: the PIN is set here (the home is the service's)."""
@@ -669,9 +807,15 @@ class StationService:
         replacing = pin_is_set(self.home)
         set_pin(self.home, pin)
         actor = self._actor(conn, args)
-        record_people_event(self.station.audit, action=PeopleAction.ADMIN_PIN_SET.value, person="",
-                            role=Role.ADMIN.value, by=actor.name, account=actor.account,
-                            detail="by an administrator account" if replacing else "first PIN")
+        record_people_event(
+            self.station.audit,
+            action=PeopleAction.ADMIN_PIN_SET.value,
+            person="",
+            role=Role.ADMIN.value,
+            by=actor.name,
+            account=actor.account,
+            detail="by an administrator account" if replacing else "first PIN",
+        )
         return {"replaced": replacing, "path": str(self.home.root / "admin.pin")}
 
     def _production_mode(self, conn: Connection, args: dict[str, Any]) -> Any:
@@ -703,13 +847,30 @@ class StationService:
             value = args.get(key)
             return datetime.fromisoformat(value) if value else None
 
-        filters = UnitFilter(batch=args.get("batch"), result=args.get("result"), since=when("since"),
-                             until=when("until"), order=args.get("order"))
-        scratch = Path(tempfile.mkdtemp(prefix="export-", dir=self.socket_path.parent
-                                        if self.socket_path.parent.is_relative_to(self.home.root) else None))
+        filters = UnitFilter(
+            batch=args.get("batch"),
+            result=args.get("result"),
+            since=when("since"),
+            until=when("until"),
+            order=args.get("order"),
+        )
+        scratch = Path(
+            tempfile.mkdtemp(
+                prefix="export-",
+                dir=self.socket_path.parent
+                if self.socket_path.parent.is_relative_to(self.home.root)
+                else None,
+            )
+        )
         try:
-            written = export_to_file(self.station.audit, scratch / f"export.{fmt}", fmt=fmt, filters=filters,
-                                     station=self.config.name, include_steps=bool(args.get("steps")))
+            written = export_to_file(
+                self.station.audit,
+                scratch / f"export.{fmt}",
+                fmt=fmt,
+                filters=filters,
+                station=self.config.name,
+                include_steps=bool(args.get("steps")),
+            )
             data = written.path.read_bytes()
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -752,8 +913,16 @@ class StationService:
             args["_session_token"] = str(token)
         if op.role is not None and not allowed(roles, op.role):
             self._record(conn, op, allowed_=False, detail=detail)
-            who = conn.caller.account + (f" (signed in: {detail['signed_in']})" if "signed_in" in detail else "")
-            return {"id": ident, "ok": False, "code": "refused", "error": refusal(op, who), "role": op.role.value}
+            who = conn.caller.account + (
+                f" (signed in: {detail['signed_in']})" if "signed_in" in detail else ""
+            )
+            return {
+                "id": ident,
+                "ok": False,
+                "code": "refused",
+                "error": refusal(op, who),
+                "role": op.role.value,
+            }
         if op.recorded:
             args["_request_id"] = self._record(conn, op, allowed_=True, detail=detail)
         if check_only:
@@ -766,8 +935,11 @@ class StationService:
             return {"id": ident, "ok": False, "error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - the service keeps serving; the trace goes to its log
             traceback.print_exc()
-            return {"id": ident, "ok": False, "error": f"the station service failed on {name}: {exc!r} — see its "
-                    "log"}
+            return {
+                "id": ident,
+                "ok": False,
+                "error": f"the station service failed on {name}: {exc!r} — see its log",
+            }
         if isinstance(result, Followed):
             for message in result.followups:
                 conn.push(message)  # before the answer: the client keeps them until it has the answer
@@ -776,8 +948,13 @@ class StationService:
 
     def _record(self, conn: Connection, op: Op, *, allowed_: bool, detail: dict[str, Any]) -> int | None:
         try:
-            return self.records.record_request(conn.caller, op=op.name, allowed=allowed_, detail=detail,
-                                               role_needed=op.role.value if op.role else None)
+            return self.records.record_request(
+                conn.caller,
+                op=op.name,
+                allowed=allowed_,
+                detail=detail,
+                role_needed=op.role.value if op.role else None,
+            )
         except StationError as exc:
             print(f"station service: could not record a request: {exc}", file=sys.stderr, flush=True)
             return None
@@ -861,15 +1038,19 @@ class StationService:
                     if self._idle():
                         idle_since = idle_since or time.monotonic()
                         if time.monotonic() - idle_since >= IDLE_LINGER_S:
-                            print("station service: idle, ending (it was started for one command)",
-                                  file=sys.stderr, flush=True)
+                            print(
+                                "station service: idle, ending (it was started for one command)",
+                                file=sys.stderr,
+                                flush=True,
+                            )
                             break
                     else:
                         idle_since = None
                 continue
             idle_since = None
-            threading.Thread(target=self._serve_connection, args=(sock,), name="service-connection",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._serve_connection, args=(sock,), name="service-connection", daemon=True
+            ).start()
         self.close()
 
     def stop(self) -> None:
@@ -911,27 +1092,43 @@ def _file_answer(data: bytes, result: dict[str, Any]) -> Followed:
     import base64
     import hashlib
 
-    chunks = [data[at:at + frames.CHUNK_BYTES] for at in range(0, len(data), frames.CHUNK_BYTES)] or [b""]
-    followups = [{"chunk": base64.b64encode(chunk).decode("ascii"), "index": index}
-                 for index, chunk in enumerate(chunks)]
-    return Followed({**result, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                     "chunks": len(chunks)}, followups)
+    chunks = [data[at : at + frames.CHUNK_BYTES] for at in range(0, len(data), frames.CHUNK_BYTES)] or [b""]
+    followups = [
+        {"chunk": base64.b64encode(chunk).decode("ascii"), "index": index}
+        for index, chunk in enumerate(chunks)
+    ]
+    return Followed(
+        {**result, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "chunks": len(chunks)},
+        followups,
+    )
 
 
 class CaLocked(StationError):
     def __init__(self, kind: dict[str, Any]) -> None:
         self.kind = kind
-        what = f"its key is in token {kind['label']!r}" if kind["kind"] == "token" else "its key file is encrypted"
-        super().__init__(f"the station's CA is locked ({what}): an administrator unlocks it with `station ca "
-                         "unlock` (or give the service a credential file), then start the board again")
+        what = (
+            f"its key is in token {kind['label']!r}"
+            if kind["kind"] == "token"
+            else "its key file is encrypted"
+        )
+        super().__init__(
+            f"the station's CA is locked ({what}): an administrator unlocks it with `station ca "
+            "unlock` (or give the service a credential file), then start the board again"
+        )
 
 
 class ServiceRunning(StationError):
     pass
 
 
-def serve(home: StationHome, socket_path: Path, *, exit_when_idle: bool = False,
-          credential: Path | None = None, log: Path | None = None) -> int:
+def serve(
+    home: StationHome,
+    socket_path: Path,
+    *,
+    exit_when_idle: bool = False,
+    credential: Path | None = None,
+    log: Path | None = None,
+) -> int:
     """Run the service until SIGTERM/SIGINT (or, started for one command, until idle).  With ``log``, its output
     goes there once it serves (before that, a start-up error goes to whoever started it)."""
     for problem in harden_process():
@@ -942,8 +1139,12 @@ def serve(home: StationHome, socket_path: Path, *, exit_when_idle: bool = False,
 
     for name in [name for name in os.environ if _secret(name)]:
         del os.environ[name]
-        print(f"station service: {name} in the environment is ignored (removed): unlock the CA with a credential "
-              "file or `station ca unlock`", file=sys.stderr, flush=True)
+        print(
+            f"station service: {name} in the environment is ignored (removed): unlock the CA with a credential "
+            "file or `station ca unlock`",
+            file=sys.stderr,
+            flush=True,
+        )
     service = StationService(home, socket_path, exit_when_idle=exit_when_idle, credential=credential)
     try:
         service.listen()
@@ -954,8 +1155,12 @@ def serve(home: StationHome, socket_path: Path, *, exit_when_idle: bool = False,
         _redirect_output(log)
     signal.signal(signal.SIGTERM, lambda signum, frame: service.stop())
     signal.signal(signal.SIGINT, lambda signum, frame: service.stop())
-    print(f"station service: serving {home.root} on {socket_path} as {account_name(os.geteuid())} "
-          f"(pid {os.getpid()})", file=sys.stderr, flush=True)
+    print(
+        f"station service: serving {home.root} on {socket_path} as {account_name(os.geteuid())} "
+        f"(pid {os.getpid()})",
+        file=sys.stderr,
+        flush=True,
+    )
     service.serve_forever()
     return 0
 

@@ -52,10 +52,14 @@ class Sessions:
         with self._lock:
             session = self._by_token.get(token)
         if session is None:
-            raise SessionError("that sign-in session is unknown to the station service (it may have restarted, or "
-                               "the session ended) — sign in again")
+            raise SessionError(
+                "that sign-in session is unknown to the station service (it may have restarted, or "
+                "the session ended) — sign in again"
+            )
         if session.uid != uid:
-            raise SessionError("that sign-in session belongs to another OS account's window — sign in at this one")
+            raise SessionError(
+                "that sign-in session belongs to another OS account's window — sign in at this one"
+            )
         try:
             return people.check_session(session.signed)
         except StationError:

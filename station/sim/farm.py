@@ -119,8 +119,10 @@ class CommandFault:
         # Checked by bash itself (=~ returns 2 for a pattern it cannot compile), as the gate uses it.
         check = subprocess.run(
             ["bash", "-c", '[[ "" =~ $1 ]]; [ "$?" -ne 2 ]', "fault", pattern],
-            capture_output=True, timeout=PATTERN_CHECK_TIMEOUT_S, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            timeout=PATTERN_CHECK_TIMEOUT_S,
+            check=False,
+        )
         if check.returncode != 0:
             raise StationError(f"fault {value!r}: {pattern!r} is not a valid extended regular expression")
         return cls(CommandAction(action), pattern)
@@ -334,7 +336,9 @@ class Farm:
         if settings is None:
             return optee
         devices = [self.layout.device(index) for index in range(1, settings.count + 1)]
-        return [self._describe(device, settings, self._state_of(device, settings)) for device in devices] + optee
+        return [
+            self._describe(device, settings, self._state_of(device, settings)) for device in devices
+        ] + optee
 
     def reset(self, name: str) -> None:
         """Make a board factory-fresh (empty token store, no /var/lib certificates) and reboot it.
@@ -726,4 +730,12 @@ def _tail(path: Path, lines: int = 5) -> str:
         return "(no boot log)"
 
 
-__all__ = ["CommandAction", "CommandFault", "DeviceState", "Farm", "Fault", "SimDevice", "host_key_fingerprint"]
+__all__ = [
+    "CommandAction",
+    "CommandFault",
+    "DeviceState",
+    "Farm",
+    "Fault",
+    "SimDevice",
+    "host_key_fingerprint",
+]

@@ -117,7 +117,10 @@ def _python_module(name: str) -> Callable[[], bool]:
     def check() -> bool:
         try:
             done = subprocess.run(
-                ["/usr/bin/python3", "-c", f"import {name}"], capture_output=True, timeout=PROBE_TIMEOUT_S, check=False
+                ["/usr/bin/python3", "-c", f"import {name}"],
+                capture_output=True,
+                timeout=PROBE_TIMEOUT_S,
+                check=False,
             )
         except (OSError, subprocess.TimeoutExpired):
             return False
@@ -161,7 +164,11 @@ def missing_tools(tools: tuple[HostTool, ...]) -> str | None:
 def _foreign_arm64() -> bool:
     try:
         done = subprocess.run(
-            ["dpkg", "--print-foreign-architectures"], capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False
+            ["dpkg", "--print-foreign-architectures"],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -185,7 +192,9 @@ def check_build_host() -> str | None:
             "run `dpkg --add-architecture arm64 && apt-get update`"
         )
     elif not Path("/usr/lib/binfmt.d").exists() and not Path("/proc/sys/fs/binfmt_misc").exists():
-        problems.append("this kernel has no binfmt_misc support (needed to run arm64 programs in the userland build)")
+        problems.append(
+            "this kernel has no binfmt_misc support (needed to run arm64 programs in the userland build)"
+        )
     return "\n".join(problems) or None
 
 
@@ -252,7 +261,9 @@ def tree_digest(path: Path, *, max_bytes: int = TREE_MAX_BYTES) -> str:
                 elif member.isfile():
                     unpacked += member.size
                     if unpacked > max_bytes:
-                        raise StationError(f"{path} unpacks to more than {max_bytes} bytes: not a pinned source")
+                        raise StationError(
+                            f"{path} unpacks to more than {max_bytes} bytes: not a pinned source"
+                        )
                     digest = hashlib.sha256()
                     handle = archive.extractfile(member)
                     assert handle is not None
@@ -305,7 +316,9 @@ def download(
             while block := response.read(1 << 16):
                 received += len(block)
                 if received > DOWNLOAD_MAX_BYTES:
-                    raise StationError(f"{source.url} sent more than {DOWNLOAD_MAX_BYTES} bytes: not a pinned source")
+                    raise StationError(
+                        f"{source.url} sent more than {DOWNLOAD_MAX_BYTES} bytes: not a pinned source"
+                    )
                 if time.monotonic() > deadline:
                     raise StationError(f"downloading {source.url} took over {DOWNLOAD_TIMEOUT_S:g} s")
                 out.write(block)
@@ -376,7 +389,9 @@ class BoardImage:
         return self.directory / "rootfs.cpio"
 
     def complete(self) -> bool:
-        return (self.directory / "complete").is_file() and all((self.directory / a).is_file() for a in ARTIFACTS)
+        return (self.directory / "complete").is_file() and all(
+            (self.directory / a).is_file() for a in ARTIFACTS
+        )
 
 
 def ensure_built(progress: Callable[[str], None] = print) -> BoardImage:
@@ -432,10 +447,22 @@ def _build(image: BoardImage, sources: Path | None, root: Path, progress: Callab
     started = time.monotonic()
     with open(log_path, "w", encoding="utf-8") as log:
         process = subprocess.Popen(
-            ["nice", "-n", "10", "/bin/sh", str(script_dir / "build.sh"), str(root / "work"), str(image.directory)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(root),
+            [
+                "nice",
+                "-n",
+                "10",
+                "/bin/sh",
+                str(script_dir / "build.sh"),
+                str(root / "work"),
+                str(image.directory),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(root),
             text=True,
-        )  # fmt: skip
+        )
         assert process.stdout is not None
         # A build that stops printing must still end: a timer kills it at the deadline.
         watchdog = threading.Timer(BUILD_TIMEOUT_S, process.kill)
@@ -462,7 +489,10 @@ def _build(image: BoardImage, sources: Path | None, root: Path, progress: Callab
     # Older images (other inputs) are not booted again: ~150 MB each.  A running board read its
     # firmware, kernel and initramfs into memory at start, so removing them does not disturb it.
     for stale in root.iterdir():
-        if stale != image.directory and stale.is_dir() and len(stale.name) == 16 and all(
-            ch in "0123456789abcdef" for ch in stale.name
+        if (
+            stale != image.directory
+            and stale.is_dir()
+            and len(stale.name) == 16
+            and all(ch in "0123456789abcdef" for ch in stale.name)
         ):
             shutil.rmtree(stale, ignore_errors=True)

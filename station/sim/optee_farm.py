@@ -149,7 +149,12 @@ class OpteeFarm:
 
     def board_named(self, name: str) -> BoardLayout | None:
         prefix, _, number = name.partition("-")
-        if prefix != "optee" or not number.isdigit() or len(number) != 2 or not 1 <= int(number) <= MAX_BOARDS:
+        if (
+            prefix != "optee"
+            or not number.isdigit()
+            or len(number) != 2
+            or not 1 <= int(number) <= MAX_BOARDS
+        ):
             return None
         board = self.board(int(number))
         return board if board.root.is_dir() else None
@@ -169,7 +174,9 @@ class OpteeFarm:
         from station.sim import preflight
 
         if not 1 <= count <= MAX_BOARDS:
-            raise StationError(f"--count must be between 1 and {MAX_BOARDS} for OP-TEE boards (each is a QEMU VM), not {count}")
+            raise StationError(
+                f"--count must be between 1 and {MAX_BOARDS} for OP-TEE boards (each is a QEMU VM), not {count}"
+            )
         for what, value in (("--port", port), ("--tls-proof-port", tls_proof_port)):
             if not 1 <= value <= 65535:
                 raise StationError(f"{what} must be a TCP port (1-65535), not {value}")
@@ -266,13 +273,17 @@ class OpteeFarm:
         left = wait_gone(stubborn, KILL_TIMEOUT_S, POLL_INTERVAL_S)
         if left:
             pids = ", ".join(str(ref.pid) for ref in left)
-            raise StationError(f"could not stop the OP-TEE boards' QEMU processes (PIDs {pids}); stop them with `kill -9 {pids}`")
+            raise StationError(
+                f"could not stop the OP-TEE boards' QEMU processes (PIDs {pids}); stop them with `kill -9 {pids}`"
+            )
         for name in settings.qemu:
             board = self.board_named(name)
             if board is not None:
                 for leftover in ("qemu.pid", "qmp.sock", "console"):
                     board.file(leftover).unlink(missing_ok=True)
-        self._save(OpteeSettings(settings.count, settings.port, settings.tls_proof_port, settings.image, qemu={}))
+        self._save(
+            OpteeSettings(settings.count, settings.port, settings.tls_proof_port, settings.image, qemu={})
+        )
         if refs:
             self.fixtures_file.unlink(missing_ok=True)
 
@@ -282,13 +293,17 @@ class OpteeFarm:
         names = {board.name for board in boards}
         unknown = sorted(set(faults) - names)
         if unknown:
-            raise StationError(f"a fault is given for {', '.join(unknown)}, but the boards are {', '.join(sorted(names))}")
+            raise StationError(
+                f"a fault is given for {', '.join(unknown)}, but the boards are {', '.join(sorted(names))}"
+            )
         return {name: _parse_fault(value) for name, value in faults.items()}
 
     def _existing(self, name: str) -> BoardLayout:
         board = self.board_named(name)
         if board is None:
-            raise StationError(f"no OP-TEE board named {name!r} in {self.home.root}; `station sim status` lists them")
+            raise StationError(
+                f"no OP-TEE board named {name!r} in {self.home.root}; `station sim status` lists them"
+            )
         return board
 
     def _prepare(self, board: BoardLayout, station_key: str) -> None:
@@ -348,7 +363,9 @@ class OpteeFarm:
     def _start(self, board: BoardLayout, image: BoardImage, settings: OpteeSettings) -> ProcessRef:
         sock = board.file("qmp.sock")
         if len(str(sock)) > 100:
-            raise StationError(f"the station home path is too long for QEMU's control socket {sock}; choose a shorter --home")
+            raise StationError(
+                f"the station home path is too long for QEMU's control socket {sock}; choose a shorter --home"
+            )
         pid_file = board.file("qemu.pid")
         pid_file.unlink(missing_ok=True)
         tls = settings.tls_proof_port
@@ -357,29 +374,72 @@ class OpteeFarm:
             f"guestfwd=tcp:{GUEST_STATION_ADDRESS}:{tls}-cmd:/usr/bin/socat STDIO TCP:{HOST_STATION_ADDRESS}:{tls}"
         )
         argv = [
-            "nice", "-n", "19", "qemu-system-aarch64", "-name", board.name,
-            "-machine", "virt,secure=on,gic-version=3,acpi=off", "-cpu", "cortex-a57", "-smp", "2",
-            "-m", str(MEMORY_MB), "-bios", str(image.flash), "-kernel", str(image.kernel), "-initrd", str(image.initrd),
-            "-append", "console=ttyAMA0 quiet",
-            "-netdev", netdev, "-device", "virtio-net-device,netdev=n0",
-            "-drive", f"file={board.file('tee.img')},format=raw,if=none,id=tee",
-            "-device", "virtio-blk-device,drive=tee",
-            "-drive", f"file={board.file('board.img')},format=raw,if=none,id=board,readonly=on",
-            "-device", "virtio-blk-device,drive=board",
-            "-drive", f"file={board.file('faults.img')},format=raw,if=none,id=faults,readonly=on",
-            "-device", "virtio-blk-device,drive=faults",
-            "-chardev", f"pty,id=console,logfile={board.file('console.log')},logappend=on",
-            "-serial", "chardev:console", "-serial", f"file:{board.file('secure.log')}",
-            "-display", "none", "-monitor", "none",
-            "-qmp", f"unix:{sock},server=on,wait=off",
-            "-daemonize", "-pidfile", str(pid_file),
-        ]  # fmt: skip
+            "nice",
+            "-n",
+            "19",
+            "qemu-system-aarch64",
+            "-name",
+            board.name,
+            "-machine",
+            "virt,secure=on,gic-version=3,acpi=off",
+            "-cpu",
+            "cortex-a57",
+            "-smp",
+            "2",
+            "-m",
+            str(MEMORY_MB),
+            "-bios",
+            str(image.flash),
+            "-kernel",
+            str(image.kernel),
+            "-initrd",
+            str(image.initrd),
+            "-append",
+            "console=ttyAMA0 quiet",
+            "-netdev",
+            netdev,
+            "-device",
+            "virtio-net-device,netdev=n0",
+            "-drive",
+            f"file={board.file('tee.img')},format=raw,if=none,id=tee",
+            "-device",
+            "virtio-blk-device,drive=tee",
+            "-drive",
+            f"file={board.file('board.img')},format=raw,if=none,id=board,readonly=on",
+            "-device",
+            "virtio-blk-device,drive=board",
+            "-drive",
+            f"file={board.file('faults.img')},format=raw,if=none,id=faults,readonly=on",
+            "-device",
+            "virtio-blk-device,drive=faults",
+            "-chardev",
+            f"pty,id=console,logfile={board.file('console.log')},logappend=on",
+            "-serial",
+            "chardev:console",
+            "-serial",
+            f"file:{board.file('secure.log')}",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-qmp",
+            f"unix:{sock},server=on,wait=off",
+            "-daemonize",
+            "-pidfile",
+            str(pid_file),
+        ]
         with open(board.file("qemu.log"), "w", encoding="utf-8") as log:
             try:
                 done = subprocess.run(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=QEMU_ENV, cwd="/",
-                    timeout=START_TIMEOUT_S, check=False,
-                )  # fmt: skip
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=QEMU_ENV,
+                    cwd="/",
+                    timeout=START_TIMEOUT_S,
+                    check=False,
+                )
             except subprocess.TimeoutExpired:
                 done = None
         ref = _read_pid(pid_file)
@@ -477,7 +537,9 @@ def _mkfs(path: Path, label: str, size_mb: int, *, populate: Path | None) -> Non
             handle.truncate(size_mb * 1024 * 1024)
     argv.append(str(path))
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=MKFS_TIMEOUT_S, env=QEMU_ENV, check=False)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=MKFS_TIMEOUT_S, env=QEMU_ENV, check=False
+        )
     except subprocess.TimeoutExpired:
         raise StationError(f"mkfs.ext4 did not finish within {MKFS_TIMEOUT_S:g} s for {path}") from None
     if done.returncode != 0:

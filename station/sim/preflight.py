@@ -123,8 +123,21 @@ def check_namespaces(sim_dir: Path) -> str | None:
     try:
         for layer in ("l", "u", "w", "m"):
             (probe / layer).mkdir()
-        argv = ["unshare", "--mount", "--pid", "--uts", "--fork", "--mount-proc", "--propagation", "private",
-                "/bin/sh", "-c", _NAMESPACE_PROBE, "probe", str(probe)]  # fmt: skip
+        argv = [
+            "unshare",
+            "--mount",
+            "--pid",
+            "--uts",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            _NAMESPACE_PROBE,
+            "probe",
+            str(probe),
+        ]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:

@@ -186,7 +186,9 @@ class DeviceAddress:
         parts = urlsplit(url)
         if parts.scheme == "ssh":
             if not parts.hostname:
-                raise StationError(f"device address {url!r} has no host — write it like ssh://root@127.0.0.2:2222")
+                raise StationError(
+                    f"device address {url!r} has no host — write it like ssh://root@127.0.0.2:2222"
+                )
             try:
                 port = parts.port or 22
             except ValueError as exc:
@@ -263,7 +265,10 @@ def open_link(
     from station.transport.serial import SerialLink
 
     link: DeviceLink = SerialLink(
-        address, cancel=cancel, login_user=login_user, login_password=login_password,
+        address,
+        cancel=cancel,
+        login_user=login_user,
+        login_password=login_password,
         prompt_pattern=prompt_pattern,
     )
     return link

@@ -358,7 +358,10 @@ class SerialLink:
         line = cmd.render()
         started = time.monotonic()
         status, output = self._execute(
-            line, deadline, label=f"`{cmd.argv[0]}`", what=program_of(cmd),
+            line,
+            deadline,
+            label=f"`{cmd.argv[0]}`",
+            what=program_of(cmd),
             max_output=MAX_COMMAND_OUTPUT_BYTES if max_output is None else max_output,
         )
         result = CommandResult(
@@ -422,7 +425,9 @@ class SerialLink:
                     "— the command was interrupted; report this, it is a defect in the station"
                 )
             try:
-                received = self._wait_for_output(deadline, during=label, on_timeout=self._command_timeout(label))
+                received = self._wait_for_output(
+                    deadline, during=label, on_timeout=self._command_timeout(label)
+                )
             except (CommandTimedOut, LinkCancelled):
                 # Stop the command so the shell is free for the next one (its output is dropped
                 # by that command's marker search).
@@ -444,7 +449,10 @@ class SerialLink:
             self._drain(deadline)
             probe = Deadline(max(0.1, min(RESYNC_TIMEOUT_S, deadline.remaining())), what="resync")
             status, _ = self._execute(
-                "true", probe, label="the resync after too much output", max_output=RESYNC_OUTPUT_BYTES,
+                "true",
+                probe,
+                label="the resync after too much output",
+                max_output=RESYNC_OUTPUT_BYTES,
                 resync=False,
             )
             if status != 0:
@@ -515,7 +523,10 @@ class SerialLink:
         for _ in range(TRANSFER_ATTEMPTS):
             answer = self._transfer_step(
                 command("sh", "-c", _GET, "station-get", remote_path, str(limit + 1)),
-                deadline, "read", remote_path, max_output=answer_cap,
+                deadline,
+                "read",
+                remote_path,
+                max_output=answer_cap,
             )
             digest_line, _, encoded = answer.partition("\n")
             expected = digest_line.split()[0] if digest_line.split() else ""
@@ -804,4 +815,3 @@ def _wrap(line: str, nonce: str, *, own_stdin: bool = True) -> str:
 def _base64_words(data: bytes) -> list[str]:
     encoded = base64.b64encode(data).decode("ascii")
     return [encoded[i : i + TRANSFER_WORD_CHARS] for i in range(0, len(encoded), TRANSFER_WORD_CHARS)]
-

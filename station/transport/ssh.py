@@ -404,7 +404,6 @@ class SshLink:
         )
 
 
-
 def fetch_host_key(address: DeviceAddress, deadline: Deadline) -> tuple[str, str]:
     """(key type, SHA256 fingerprint) of the host key the device at ``address`` shows; nothing else is done.
 
@@ -413,7 +412,9 @@ def fetch_host_key(address: DeviceAddress, deadline: Deadline) -> tuple[str, str
     """
     where = f"{address.host}:{address.port}"
     try:
-        sock = socket.create_connection((address.host, address.port), timeout=deadline.cap(CONNECT_TIMEOUT_S) or 0.1)
+        sock = socket.create_connection(
+            (address.host, address.port), timeout=deadline.cap(CONNECT_TIMEOUT_S) or 0.1
+        )
     except OSError as exc:
         raise LinkLost(
             f"cannot connect to the device at {where} ({exc.strerror or exc}) — check that the board is powered, "

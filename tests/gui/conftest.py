@@ -48,8 +48,11 @@ def pyside_keeps_none_alive(qapp: Any) -> None:
     for _ in range(200):
         probe.setObjectName("probe")
     if sys.getrefcount(None) < before - 100:
-        pytest.exit("this PySide6 build drops references to None (6.12.0 on Python 3.11) — "
-                    "install PySide6-Essentials!=6.12.0", returncode=3)
+        pytest.exit(
+            "this PySide6 build drops references to None (6.12.0 on Python 3.11) — "
+            "install PySide6-Essentials!=6.12.0",
+            returncode=3,
+        )
 
 
 @pytest.fixture(autouse=True)

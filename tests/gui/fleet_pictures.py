@@ -35,20 +35,45 @@ def _fill(station, name: str, failure_rate: float, rng: random.Random, first: in
         for index in range(UNITS_PER_STATION):
             serial = f"2026{first + index:011d}"
             began = start + timedelta(minutes=5 * index)
-            unit = audit.start_unit(serial=serial, profile="welma-optee", device="ssh://root@127.0.0.2:2222",
-                                    operator=rng.choice(("ann", "bo", "chen")), station=name)
+            unit = audit.start_unit(
+                serial=serial,
+                profile="welma-optee",
+                device="ssh://root@127.0.0.2:2222",
+                operator=rng.choice(("ann", "bo", "chen")),
+                station=name,
+            )
             keygen = rng.gauss(34 if name != "line2-pc1" else 41, 4)
             failed = rng.random() < failure_rate
             step = rng.choice(FAILING_STEPS) if failed else None
             if step == "keygen":
-                audit.record_step(unit.id, step="keygen", attempt=1, outcome="failed", started_at=began,
-                                  ended_at=began + timedelta(seconds=90), message="token did not answer")
+                audit.record_step(
+                    unit.id,
+                    step="keygen",
+                    attempt=1,
+                    outcome="failed",
+                    started_at=began,
+                    ended_at=began + timedelta(seconds=90),
+                    message="token did not answer",
+                )
             else:
-                audit.record_step(unit.id, step="keygen", attempt=1, outcome="passed", started_at=began,
-                                  ended_at=began + timedelta(seconds=keygen))
+                audit.record_step(
+                    unit.id,
+                    step="keygen",
+                    attempt=1,
+                    outcome="passed",
+                    started_at=began,
+                    ended_at=began + timedelta(seconds=keygen),
+                )
             if step is not None and step != "keygen":
-                audit.record_step(unit.id, step=step, attempt=1, outcome="failed", started_at=began,
-                                  ended_at=began + timedelta(seconds=keygen + 5), message=f"{step} failed")
+                audit.record_step(
+                    unit.id,
+                    step=step,
+                    attempt=1,
+                    outcome="failed",
+                    started_at=began,
+                    ended_at=began + timedelta(seconds=keygen + 5),
+                    message=f"{step} failed",
+                )
             if step is None:
                 audit.finish_unit(unit.id, result="passed")
             else:
@@ -106,8 +131,11 @@ def main() -> int:
             path = args.out / "fleet-yield-line.png"
             scoped.grab().save(str(path))
             print(f"wrote {path}")
-            failed = next(view.model.unit_at(row) for row in range(view.model.rowCount())
-                          if view.model.unit_at(row)["state"] == "failed")  # a board of line L2 that failed
+            failed = next(
+                view.model.unit_at(row)
+                for row in range(view.model.rowCount())
+                if view.model.unit_at(row)["state"] == "failed"
+            )  # a board of line L2 that failed
             view.line_filter.setText("")
             view.serial_filter.setText(failed["serial"])
             view.trace()

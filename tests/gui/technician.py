@@ -29,7 +29,9 @@ def scan(qtbot: Any, window: MainWindow, serial: str) -> None:
     qtbot.keyClick(window.scan, Qt.Key.Key_Return)
 
 
-def run_unit(qtbot: Any, window: MainWindow, start: Callable[[], object], timeout_s: float = 120) -> UnitOutcome:
+def run_unit(
+    qtbot: Any, window: MainWindow, start: Callable[[], object], timeout_s: float = 120
+) -> UnitOutcome:
     """Do ``start()`` (a key press, a click…), wait for the unit it starts to end and for its worker
     thread to be gone; return how it ended."""
     with qtbot.waitSignal(window.unit_finished, timeout=int(timeout_s * 1000)) as blocker:
@@ -44,8 +46,13 @@ def read_barcodes(image: Path) -> list[str]:
     """Decode every barcode in an image with zbar, the reader a line's scanners are tested against."""
     zbarimg = shutil.which("zbarimg")
     assert zbarimg, "zbarimg is missing — install Debian's zbar-tools"
-    done = subprocess.run([zbarimg, "--quiet", "--raw", str(image)], capture_output=True, text=True,
-                          timeout=ZBARIMG_TIMEOUT_S, check=False)
+    done = subprocess.run(
+        [zbarimg, "--quiet", "--raw", str(image)],
+        capture_output=True,
+        text=True,
+        timeout=ZBARIMG_TIMEOUT_S,
+        check=False,
+    )
     return done.stdout.split()
 
 
@@ -53,6 +60,9 @@ def pdf_page_png(pdf: Path, out_prefix: Path, dpi: int = 300) -> Path:
     """Rasterise a PDF's first page with poppler's pdftoppm (as a print driver would)."""
     pdftoppm = shutil.which("pdftoppm")
     assert pdftoppm, "pdftoppm is missing — install Debian's poppler-utils"
-    subprocess.run([pdftoppm, "-r", str(dpi), "-png", "-singlefile", str(pdf), str(out_prefix)],
-                   check=True, timeout=ZBARIMG_TIMEOUT_S)
+    subprocess.run(
+        [pdftoppm, "-r", str(dpi), "-png", "-singlefile", str(pdf), str(out_prefix)],
+        check=True,
+        timeout=ZBARIMG_TIMEOUT_S,
+    )
     return out_prefix.with_suffix(".png")

@@ -20,9 +20,18 @@ PIN = "2468"
 def editable_setting_widgets(window):
     """Inputs in the main window other than the scan and sign-in fields and the work order the technician
     picks (there must be none)."""
-    inputs = [*window.findChildren(QCheckBox), *window.findChildren(QComboBox), *window.findChildren(QLineEdit)]
-    return [w for w in inputs if w.isVisible() and w not in (window.scan, window.operator_field, window.orders.picker)
-            and w.window() is window]
+    inputs = [
+        *window.findChildren(QCheckBox),
+        *window.findChildren(QComboBox),
+        *window.findChildren(QLineEdit),
+    ]
+    return [
+        w
+        for w in inputs
+        if w.isVisible()
+        and w not in (window.scan, window.operator_field, window.orders.picker)
+        and w.window() is window
+    ]
 
 
 def test_without_an_admin_pin_the_settings_stay_locked_and_say_how_to_set_one(
@@ -75,7 +84,9 @@ def test_a_wrong_pin_is_refused_and_the_right_one_opens_the_settings(
     assert "50 × 25 mm" in window.status.text()
 
 
-def test_a_settings_change_that_cannot_work_is_not_saved(qtbot, sim_home, station_ca, fixtures_file, open_window):
+def test_a_settings_change_that_cannot_work_is_not_saved(
+    qtbot, sim_home, station_ca, fixtures_file, open_window
+):
     set_pin(sim_home, PIN)
     window = open_window(sim_home, station_ca, fixtures_file)
     sign_in(qtbot, window, "alice")
@@ -91,7 +102,9 @@ def test_a_settings_change_that_cannot_work_is_not_saved(qtbot, sim_home, statio
     settings.reject()
 
 
-def test_repeated_wrong_pins_lock_the_settings_for_a_while(qtbot, sim_home, station_ca, fixtures_file, open_window):
+def test_repeated_wrong_pins_lock_the_settings_for_a_while(
+    qtbot, sim_home, station_ca, fixtures_file, open_window
+):
     set_pin(sim_home, PIN)
     window = open_window(sim_home, station_ca, fixtures_file)
     sign_in(qtbot, window, "alice")

@@ -57,12 +57,27 @@ def audit(tmp_path: Path) -> Iterator[AuditLog]:
             began = clock()
             clock.advance(seconds=12 + n % 5)
             if n % 5 == 0:
-                log.record_step(unit.id, step="keygen", attempt=1, outcome="failed", started_at=began,
-                                ended_at=clock(), excerpt=EXCERPT, message="token busy")  # fmt: skip
+                log.record_step(
+                    unit.id,
+                    step="keygen",
+                    attempt=1,
+                    outcome="failed",
+                    started_at=began,
+                    ended_at=clock(),
+                    excerpt=EXCERPT,
+                    message="token busy",
+                )
                 log.finish_unit(unit.id, result="failed", failed_step="keygen", message="token busy")
             else:
-                log.record_step(unit.id, step="keygen", attempt=1, outcome="passed", started_at=began,
-                                ended_at=clock(), excerpt="key0 generated")  # fmt: skip
+                log.record_step(
+                    unit.id,
+                    step="keygen",
+                    attempt=1,
+                    outcome="passed",
+                    started_at=began,
+                    ended_at=clock(),
+                    excerpt="key0 generated",
+                )
                 if n % 7:
                     log.record_certificate(unit.id, certificate_pem=make_certificate(f"serial:{n}"))
                     log.finish_unit(unit.id, result="passed")

@@ -51,8 +51,13 @@ def test_a_board_another_station_holds_is_refused_by_the_audit_log_when_its_unit
     # Another station (or window) on the same audit log is provisioning the board right now: this
     # grid cannot know, the audit log's unique index does.
     with AuditLog(sim_home.audit_db) as other:
-        held = other.start_unit(serial=SERIAL, profile="welma-optee", device="ssh://root@127.0.0.9:22",
-                                operator="zoe", station="line-2")
+        held = other.start_unit(
+            serial=SERIAL,
+            profile="welma-optee",
+            device="ssh://root@127.0.0.9:22",
+            operator="zoe",
+            station="line-2",
+        )
     window = open_window(sim_home, station_ca, fixtures_file)
     sign_in(qtbot, window, "alice")
     qtbot.keyClick(window, Qt.Key.Key_2, CTRL)

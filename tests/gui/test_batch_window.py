@@ -39,8 +39,9 @@ def open_batch(qtbot, window, operator: str) -> None:
 
 
 def wait_for_step(qtbot, window, fixtures, step: str, timeout_ms: int = 60_000) -> None:
-    qtbot.waitUntil(lambda: all(window.batch.board.slots[name].step == step for name in fixtures),
-                    timeout=timeout_ms)
+    qtbot.waitUntil(
+        lambda: all(window.batch.board.slots[name].step == step for name in fixtures), timeout=timeout_ms
+    )
 
 
 def test_eight_boards_scanned_onto_eight_fixtures_pass_in_parallel_with_the_batch_id_on_every_unit(
@@ -62,7 +63,8 @@ def test_eight_boards_scanned_onto_eight_fixtures_pass_in_parallel_with_the_batc
         batch_scan(qtbot, window, serial(n))
     assert view.board.counts().queued == 8
     assert {name: slot.serial for name, slot in view.board.slots.items()} == {
-        f"sim-0{n}": serial(n) for n in range(1, 9)}
+        f"sim-0{n}": serial(n) for n in range(1, 9)
+    }
     assert not view.running  # auto-start is off: nothing starts before Start all
 
     with qtbot.waitSignal(view.idle, timeout=BATCH_TIMEOUT_MS):
@@ -74,7 +76,8 @@ def test_eight_boards_scanned_onto_eight_fixtures_pass_in_parallel_with_the_batc
 
     counts = view.board.counts()
     assert (counts.passed, counts.failed, counts.running) == (8, 0, 0), [
-        slot.message for slot in view.board.slots.values()]
+        slot.message for slot in view.board.slots.values()
+    ]
     assert view.yield_label.text() == "Yield 100 % (8/8)"
     for name, tile in view.tiles.items():
         assert tile.verdict.text() == "PASS" and tile.bar.value() == 1000, name
@@ -116,7 +119,10 @@ def test_one_board_is_aborted_and_retried_while_its_neighbour_goes_on_to_pass(
 
     with qtbot.waitSignal(view.idle, timeout=BATCH_TIMEOUT_MS):
         view.tiles["sim-01"].retry_button.click()
-    assert {name: slot.state for name, slot in view.board.slots.items()} == {"sim-01": "passed", "sim-02": "passed"}
+    assert {name: slot.state for name, slot in view.board.slots.items()} == {
+        "sim-01": "passed",
+        "sim-02": "passed",
+    }
     unit = window.session.audit.find_unit(serial(1))
     assert unit.id == aborted.unit_id and unit.attempt == 2 and unit.state == "passed"
     assert unit.batch == view.board.batch_id == window.session.audit.find_unit(serial(2)).batch
@@ -162,8 +168,11 @@ def test_closing_the_window_during_a_batch_asks_stops_every_board_and_waits_for_
     wait_for_step(qtbot, window, list(view.tiles), "keygen")
 
     asked = []
-    monkeypatch.setattr(QMessageBox, "question",
-                        lambda parent, title, text, *args: asked.append(text) or QMessageBox.StandardButton.Yes)
+    monkeypatch.setattr(
+        QMessageBox,
+        "question",
+        lambda parent, title, text, *args: asked.append(text) or QMessageBox.StandardButton.Yes,
+    )
     with qtbot.waitSignal(view.idle, timeout=int(CANCEL_DEADLINE_S * 1000)):
         window.close()
         assert window.isVisible()  # not before every worker has ended

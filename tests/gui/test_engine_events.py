@@ -22,7 +22,8 @@ CTRL = Qt.KeyboardModifier.ControlModifier
 
 def engine_gone() -> bool:
     return not multiprocessing.active_children() and not [
-        thread for thread in threading.enumerate() if thread.name == "station-engine"]
+        thread for thread in threading.enumerate() if thread.name == "station-engine"
+    ]
 
 
 def test_the_single_board_page_runs_its_unit_through_the_engine(

@@ -24,16 +24,27 @@ def test_the_strip_shows_the_fleets_order_and_the_boards_other_stations_built(qt
     a = make_station(tmp_path, fleet_db, "st-a", line="L1")
     b = make_station(tmp_path, fleet_db, "st-b", line="L2")
     orders = tmp_path / "wo.csv"
-    orders.write_text("order,profile,quantity,serials,due\nWO-FLEET-7,welma-optee,3,"
-                      "202600000099001-202600000099005,2026-12-31\n")
+    orders.write_text(
+        "order,profile,quantity,serials,due\nWO-FLEET-7,welma-optee,3,"
+        "202600000099001-202600000099005,2026-12-31\n"
+    )
     with a.audit() as log:
         book = FleetOrderBook(log, a.fleet)
         book.import_orders(read_order_file(orders, profiles=load_profile), by="Q. Lead")
         for serial in ("202600000099001", "202600000099002"):
-            unit = log.start_unit(serial=serial, profile="welma-optee", device="ssh://root@127.0.0.2:2222",
-                                  operator="ann", station="st-a", take_place=book.take_place)
-            log.finish_unit(unit.id, result="passed" if serial.endswith("1") else "failed", failed_step=None
-                            if serial.endswith("1") else "keygen")
+            unit = log.start_unit(
+                serial=serial,
+                profile="welma-optee",
+                device="ssh://root@127.0.0.2:2222",
+                operator="ann",
+                station="st-a",
+                take_place=book.take_place,
+            )
+            log.finish_unit(
+                unit.id,
+                result="passed" if serial.endswith("1") else "failed",
+                failed_step=None if serial.endswith("1") else "keygen",
+            )
         while Forwarder(a.fleet, log).send_once():
             pass
 

@@ -60,16 +60,34 @@ def _send_all(station) -> None:  # type: ignore[no-untyped-def]
 def _unit_with_keygen(audit, serial: str, *, station: str, keygen_s: float | None, result: str) -> None:  # type: ignore[no-untyped-def]
     """A unit whose key generation took ``keygen_s`` (passed) — or failed when ``result`` is "failed"."""
     started = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
-    unit = audit.start_unit(serial=serial, profile="welma-optee", device="ssh://root@127.0.0.2:2222",
-                            operator="ann", station=station)
+    unit = audit.start_unit(
+        serial=serial,
+        profile="welma-optee",
+        device="ssh://root@127.0.0.2:2222",
+        operator="ann",
+        station=station,
+    )
     if result == "passed":
         assert keygen_s is not None
-        audit.record_step(unit.id, step="keygen", attempt=1, outcome="passed", started_at=started,
-                          ended_at=started + timedelta(seconds=keygen_s))
+        audit.record_step(
+            unit.id,
+            step="keygen",
+            attempt=1,
+            outcome="passed",
+            started_at=started,
+            ended_at=started + timedelta(seconds=keygen_s),
+        )
         audit.finish_unit(unit.id, result="passed")
     else:
-        audit.record_step(unit.id, step="keygen", attempt=1, outcome="failed", started_at=started,
-                          ended_at=started + timedelta(seconds=5), message="keygen failed")
+        audit.record_step(
+            unit.id,
+            step="keygen",
+            attempt=1,
+            outcome="failed",
+            started_at=started,
+            ended_at=started + timedelta(seconds=5),
+            message="keygen failed",
+        )
         audit.finish_unit(unit.id, result="failed", failed_step="keygen", message="keygen failed")
 
 
@@ -80,7 +98,9 @@ def _fleet_of_two_lines(tmp_path, fleet_db):  # type: ignore[no-untyped-def]
     b = make_station(tmp_path, fleet_db, "st-b", line="L2")
     with a.audit() as audit:
         for number, seconds in ((2000, 20.0), (2001, 30.0), (2002, 40.0)):
-            _unit_with_keygen(audit, f"20260000000{number}", station="st-a", keygen_s=seconds, result="passed")
+            _unit_with_keygen(
+                audit, f"20260000000{number}", station="st-a", keygen_s=seconds, result="passed"
+            )
         _unit_with_keygen(audit, "202600000002003", station="st-a", keygen_s=None, result="failed")
     with b.audit() as audit:
         _unit_with_keygen(audit, "202600000002000", station="st-b", keygen_s=50.0, result="passed")
@@ -115,19 +135,25 @@ def test_the_whole_fleet_scope_has_the_yield_and_keygen_charts_by_line_and_stati
         rates = {(g.line, g.station): (g.units, g.pass_rate) for g in view.yield_chart.groups}
         assert rates == {("L1", "st-a"): (4, pytest.approx(0.75)), ("L2", "st-b"): (1, pytest.approx(1.0))}
         # The groups list: lines, then their stations, with counts and pass rates.
-        top = {view.groups.topLevelItem(i).text(0): view.groups.topLevelItem(i)
-               for i in range(view.groups.topLevelItemCount())}
+        top = {
+            view.groups.topLevelItem(i).text(0): view.groups.topLevelItem(i)
+            for i in range(view.groups.topLevelItemCount())
+        }
         assert set(top) == {"All stations", "line L1", "line L2"}
         assert top["All stations"].text(1) == "5"
         assert (top["line L1"].child(0).text(0), top["line L1"].child(0).text(2)) == ("st-a", "75.0 %")
-        conflicts = [view.conflicts.topLevelItem(i).text(1) for i in range(view.conflicts.topLevelItemCount())]
+        conflicts = [
+            view.conflicts.topLevelItem(i).text(1) for i in range(view.conflicts.topLevelItemCount())
+        ]
         assert any("202600000002000 passed on more than one station" in text for text in conflicts)
 
         # Clicking a line filters the units and the chart to it.
         view._group_clicked(top["line L2"], 0)
         qtbot.waitUntil(lambda: "1 of 1 units" in view.message.text(), timeout=TIMEOUT_MS)
         summary = view.yield_chart.summary
-        assert summary is not None and summary.units == 1 and summary.keygen.quantile(0.5) == pytest.approx(50.0)
+        assert (
+            summary is not None and summary.units == 1 and summary.keygen.quantile(0.5) == pytest.approx(50.0)
+        )
         assert [g.station for g in view.yield_chart.groups] == ["st-b"]
         assert view.model.rowCount() == 1 and view.model.unit_at(0)["station"] == "st-b"
         view.tabs.setCurrentWidget(view.yield_chart)
@@ -139,17 +165,29 @@ def test_the_whole_fleet_scope_has_the_yield_and_keygen_charts_by_line_and_stati
         rows = list(csv.DictReader(io.StringIO((tmp_path / "l2.csv").read_text(encoding="utf-8-sig"))))
         assert [(r["station"], r["line"], r["serial"]) for r in rows] == [("st-b", "L2", "202600000002000")]
         assert view.export("pdf", tmp_path / "l2.pdf")
-        qtbot.waitUntil(lambda: "l2.pdf" in view.message.text() and "pages" in view.message.text(),
-                        timeout=TIMEOUT_MS)
-        text = subprocess.run(["pdftotext", str(tmp_path / "l2.pdf"), "-"], capture_output=True, text=True,
-                              timeout=60, check=True).stdout
-        assert "Fleet provisioning report" in text and "st-b" in text and "st-a" not in text.split("Units")[-1]
+        qtbot.waitUntil(
+            lambda: "l2.pdf" in view.message.text() and "pages" in view.message.text(), timeout=TIMEOUT_MS
+        )
+        text = subprocess.run(
+            ["pdftotext", str(tmp_path / "l2.pdf"), "-"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        assert (
+            "Fleet provisioning report" in text and "st-b" in text and "st-a" not in text.split("Units")[-1]
+        )
         # The button asks where (the dialog answered here) and exports there.
-        monkeypatch.setattr("ui.fleet_view.QFileDialog.getSaveFileName",
-                            lambda *_args, **_kwargs: (str(tmp_path / "button.jsonl"), ""))
+        monkeypatch.setattr(
+            "ui.fleet_view.QFileDialog.getSaveFileName",
+            lambda *_args, **_kwargs: (str(tmp_path / "button.jsonl"), ""),
+        )
         view.export_buttons["jsonl"].click()
-        qtbot.waitUntil(lambda: "button.jsonl" in view.message.text() and "Exported" in view.message.text(),
-                        timeout=TIMEOUT_MS)
+        qtbot.waitUntil(
+            lambda: "button.jsonl" in view.message.text() and "Exported" in view.message.text(),
+            timeout=TIMEOUT_MS,
+        )
         assert len((tmp_path / "button.jsonl").read_text().splitlines()) == 1
     finally:
         scoped.shutdown()
@@ -175,11 +213,15 @@ def test_the_fleet_units_page_in_as_the_table_scrolls_and_no_query_runs_on_the_g
     monkeypatch.setattr(connection, "connect", watched)
     view = FleetView(station.fleet, page_rows=20)
     qtbot.addWidget(view)
-    view.resize(1200, 400)  # a page holds more rows than fit: Qt asks for the next one only when scrolled down
+    view.resize(
+        1200, 400
+    )  # a page holds more rows than fit: Qt asks for the next one only when scrolled down
     view.show()
     expected = [f"2026000000030{n:02d}" for n in range(44, -1, -1)]  # newest first
     try:
-        qtbot.waitUntil(lambda: "20 of 45 units across the fleet loaded" in view.message.text(), timeout=TIMEOUT_MS)
+        qtbot.waitUntil(
+            lambda: "20 of 45 units across the fleet loaded" in view.message.text(), timeout=TIMEOUT_MS
+        )
         assert view.model.rowCount() == 20 and view.model.pages_fetched == 1
         assert "scroll down for more" in view.message.text()
         assert [view.model.unit_at(row)["serial"] for row in range(20)] == expected[:20]

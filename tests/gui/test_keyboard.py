@@ -22,8 +22,15 @@ def test_tab_walks_the_window_in_working_order(qtbot, sim_home, station_ca, fixt
         qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Tab)
         seen.append(QApplication.focusWidget())
     # Retry, Abort and the label buttons are disabled at this point and skipped.
-    assert seen == [window.scan, window.provision_button, window.fixtures, window.log, window.settings_button,
-                    window.sign_out_button, window.scan]
+    assert seen == [
+        window.scan,
+        window.provision_button,
+        window.fixtures,
+        window.log,
+        window.settings_button,
+        window.sign_out_button,
+        window.scan,
+    ]
 
 
 def test_a_scan_while_the_focus_is_elsewhere_still_lands_in_the_scan_field(
@@ -57,7 +64,8 @@ def test_ctrl_enter_provisions_and_f5_retries_a_board_that_does_not_answer(
 
     # The core masks device output; the log masks the profile's PINs again, should one ever slip through.
     window.runner.flow_event.emit(
-        FlowEvent(kind="output", serial=SERIAL, step="init_pin", message="--so-pin 00000000 --pin 0000"))
+        FlowEvent(kind="output", serial=SERIAL, step="init_pin", message="--so-pin 00000000 --pin 0000")
+    )
     assert window.log.toPlainText().splitlines()[-1] == "--so-pin **** --pin ****"
 
 
@@ -74,8 +82,10 @@ def test_closing_as_a_unit_ends_waits_for_its_thread_without_asking(
     window = open_window(sim_home, station_ca, fixtures_file)
     sign_in(qtbot, window, "alice")
     window.select_fixture("bench-1")
-    monkeypatch.setattr("PySide6.QtWidgets.QMessageBox.question",
-                        lambda *args: pytest.fail("asked although the unit had ended"))
+    monkeypatch.setattr(
+        "PySide6.QtWidgets.QMessageBox.question",
+        lambda *args: pytest.fail("asked although the unit had ended"),
+    )
     window.unit_finished.connect(lambda outcome: window.close())  # the thread is still winding down
     qtbot.keyClicks(window.scan, SERIAL)
     with qtbot.waitSignal(window.runner.idle, timeout=60_000):

@@ -41,7 +41,9 @@ def test_the_saved_pdf_is_one_label_sized_page_that_scans_back(tmp_path):
     from PySide6.QtGui import QImage
 
     image = QImage(str(page))
-    assert abs(image.width() - round(62 / 25.4 * 300)) <= 2 and abs(image.height() - round(29 / 25.4 * 300)) <= 2
+    assert (
+        abs(image.width() - round(62 / 25.4 * 300)) <= 2 and abs(image.height() - round(29 / 25.4 * 300)) <= 2
+    )
 
 
 def test_the_printer_path_prints_a_label_that_scans_back(qapp, tmp_path):
@@ -51,7 +53,9 @@ def test_the_printer_path_prints_a_label_that_scans_back(qapp, tmp_path):
     printer.setOutputFormat(QPrinter.OutputFormat.PdfFormat)  # no CUPS printer here: print to a file
     printer.setOutputFileName(str(tmp_path / "printed.pdf"))
     assert print_label(printer, sheet)
-    assert read_barcodes(pdf_page_png(tmp_path / "printed.pdf", tmp_path / "printed", dpi=300)) == ["202600000000001"]
+    assert read_barcodes(pdf_page_png(tmp_path / "printed.pdf", tmp_path / "printed", dpi=300)) == [
+        "202600000000001"
+    ]
 
 
 def test_the_preview_shows_the_label_or_says_when_it_will(qtbot):

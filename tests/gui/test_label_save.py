@@ -34,8 +34,13 @@ def test_the_save_dialog_opens_in_the_output_folder_and_offers_nothing_else(
     shown = []
 
     def exec_(dialog):
-        shown.append((dialog.directory().absolutePath(), [u.toLocalFile() for u in dialog.sidebarUrls()],
-                      dialog.selectedFiles()))
+        shown.append(
+            (
+                dialog.directory().absolutePath(),
+                [u.toLocalFile() for u in dialog.sidebarUrls()],
+                dialog.selectedFiles(),
+            )
+        )
         dialog.directoryEntered.emit(str(sim_home.root))  # the technician wanders into the home…
         shown.append(dialog.directory().absolutePath())  # …and is brought back
         dialog.selectFile(str(output / "mine.pdf"))
@@ -66,12 +71,17 @@ def test_crafted_paths_into_the_station_home_are_refused_and_nothing_is_written(
     audit_before = sim_home.audit_db.read_bytes()
     output.mkdir()
     (output / "home").symlink_to(sim_home.root)
-    for path, words in ((sim_home.audit_db, "inside the station home"), (key, "inside the station home"),
-                        (output / ".." / "home" / "audit.db", "'..'"), (output / "home" / "ca" / "ca.key",
-                                                                         "inside the station home")):
+    for path, words in (
+        (sim_home.audit_db, "inside the station home"),
+        (key, "inside the station home"),
+        (output / ".." / "home" / "audit.db", "'..'"),
+        (output / "home" / "ca" / "ca.key", "inside the station home"),
+    ):
         assert not window.save_label(path)
         assert words in window.scan_feedback.text() and "label not saved" in window.scan_feedback.text()
     assert key.read_bytes() == b"KEY" and sim_home.audit_db.read_bytes() == audit_before
     (output / "taken.pdf").write_bytes(b"keep me")
     assert not window.save_label(output / "taken.pdf")
-    assert "never replaced" in window.scan_feedback.text() and (output / "taken.pdf").read_bytes() == b"keep me"
+    assert (
+        "never replaced" in window.scan_feedback.text() and (output / "taken.pdf").read_bytes() == b"keep me"
+    )

@@ -84,7 +84,9 @@ def test_reprint_from_the_unit_detail_reaches_the_printer_and_is_recorded(
 ):
     printer = FakeZplPrinter()
     try:
-        sim_home.config_file.write_text(f'[label]\nprinter = "{printer.url}"\ntimeout_s = 2\n', encoding="utf-8")
+        sim_home.config_file.write_text(
+            f'[label]\nprinter = "{printer.url}"\ntimeout_s = 2\n', encoding="utf-8"
+        )
         window = open_window(sim_home, station_ca, fixtures_file)
         audit = window.session.audit
         unit = start(audit, SERIAL, station=window.session.config.name)
@@ -92,8 +94,9 @@ def test_reprint_from_the_unit_detail_reaches_the_printer_and_is_recorded(
         audit.finish_unit(unit.id, result="passed")
         sign_in(qtbot, window, "alice")
         qtbot.keyClick(window, Qt.Key.Key_3, CTRL)
-        qtbot.waitUntil(lambda: window.audit_view is not None and window.audit_view.model.rowCount() == 1,
-                        timeout=WAIT_MS)
+        qtbot.waitUntil(
+            lambda: window.audit_view is not None and window.audit_view.model.rowCount() == 1, timeout=WAIT_MS
+        )
         view = window.audit_view
         view.table.selectRow(0)
         button = view.findChild(ReprintButton)

@@ -32,7 +32,8 @@ def press_next_board(qtbot, window) -> None:
 
 
 def test_six_boards_in_a_row_on_one_simulated_fixture_via_next_board(
-        qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window):
+    qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window
+):
     start_farm(count=1)
     window = open_window(sim_home, unlock_ca(sim_home))
     sign_in(qtbot, window, "dana")
@@ -59,13 +60,15 @@ def test_six_boards_in_a_row_on_one_simulated_fixture_via_next_board(
         # The unit detail of the audit log says the same, in the long form.
         detail = identity_text(IdentityLog(audit).soc_id_of(units[0].id), audit.steps(units[0].id))
     assert "(reported by the board, read from /sys/firmware/devicetree/base/serial-number)" in detail
-    assert ("verified by the station: the board answering is the one whose host key the fixture's inventory "
-            "holds") in detail
+    assert (
+        "verified by the station: the board answering is the one whose host key the fixture's inventory holds"
+    ) in detail
     assert "reported by the board: the key is sensitive, never extractable" in detail
 
 
 def test_a_guard_refusal_gives_advice_the_technician_can_follow_from_the_window(
-        qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window):
+    qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window
+):
     start_farm(count=1)
     window = open_window(sim_home, unlock_ca(sim_home))
     sign_in(qtbot, window, "dana")
@@ -91,7 +94,8 @@ def test_a_guard_refusal_gives_advice_the_technician_can_follow_from_the_window(
 
 
 def test_the_window_says_which_files_it_made_private_at_start(
-        sim_home, station_ca, passphrase_env, open_window, fixtures_file):
+    sim_home, station_ca, passphrase_env, open_window, fixtures_file
+):
     AuditLog(sim_home.audit_db).close()
     sim_home.audit_db.chmod(0o644)
     sim_home.root.chmod(0o755)

@@ -46,7 +46,11 @@ def test_the_technician_picks_the_order_and_sees_its_progress_move(
 
     # Two open orders: the technician may pick one; until then each board counts in the order holding it.
     qtbot.waitUntil(lambda: len(panel.open_orders) == 2, timeout=10_000)
-    assert picker_items(window) == [BY_SERIAL, "WO-2026-0143 — welma-optee — 0/3", "WO-2026-0142 — welma-optee — 0/5"]
+    assert picker_items(window) == [
+        BY_SERIAL,
+        "WO-2026-0143 — welma-optee — 0/3",
+        "WO-2026-0142 — welma-optee — 0/5",
+    ]
     assert panel.picker.isEnabled() and panel.current_order_id() is None
     assert "2 orders are open (WO-2026-0143, WO-2026-0142)" in panel.detail.text()
 
@@ -94,15 +98,18 @@ def test_the_technician_picks_the_order_and_sees_its_progress_move(
 def test_with_one_open_order_it_is_the_current_one_and_without_any_the_strip_says_so(
     qtbot, sim_home, station_ca, passphrase_env, open_window, fixtures_file, tmp_path
 ):
-    sim_home.config_file.write_text('[orders]\nrequired = true\n')
+    sim_home.config_file.write_text("[orders]\nrequired = true\n")
     window = open_window(sim_home, station_ca, fixtures_file)
     panel = window.orders
     qtbot.waitUntil(lambda: "No open work order" in panel.detail.text(), timeout=10_000)
     assert "enrols no board until the quality lead imports one" in panel.detail.text()
     assert not panel.picker.isEnabled()
 
-    import_orders(sim_home, tmp_path, "order,profile,quantity,serials\nWO-7,welma-optee,2,202600000000007 "
-                                      "202600000000008\n")
+    import_orders(
+        sim_home,
+        tmp_path,
+        "order,profile,quantity,serials\nWO-7,welma-optee,2,202600000000007 202600000000008\n",
+    )
     with qtbot.waitSignal(panel.changed, timeout=10_000):
         panel.refresh()
     assert panel.current() is not None and panel.current().order_id == "WO-7"
@@ -112,8 +119,11 @@ def test_with_one_open_order_it_is_the_current_one_and_without_any_the_strip_say
 def test_without_required_orders_one_open_order_is_shown_but_boards_of_no_order_still_start(
     qtbot, sim_home, station_ca, passphrase_env, open_window, fixtures_file, tmp_path
 ):
-    import_orders(sim_home, tmp_path, "order,profile,quantity,serials\nWO-7,welma-optee,2,202600000000007 "
-                                      "202600000000008\n")
+    import_orders(
+        sim_home,
+        tmp_path,
+        "order,profile,quantity,serials\nWO-7,welma-optee,2,202600000000007 202600000000008\n",
+    )
     window = open_window(sim_home, station_ca, fixtures_file)
     panel = window.orders
     qtbot.waitUntil(lambda: len(panel.open_orders) == 1, timeout=10_000)

@@ -72,7 +72,9 @@ def test_a_quality_lead_signs_in_with_their_own_credential_for_a_limited_time_an
     assert actions[:3] == ["signed_out", "signed_in", "sign_in_failed"]
 
 
-def test_the_session_ends_by_itself_and_the_window_says_so(qtbot, sim_home, station_ca, fixtures_file, open_window):
+def test_the_session_ends_by_itself_and_the_window_says_so(
+    qtbot, sim_home, station_ca, fixtures_file, open_window
+):
     enrol(sim_home, "Quinn", Role.QUALITY, QUINN_PIN, session_minutes=0.05)  # 3 s
     window = open_window(sim_home, station_ca, fixtures_file)
     dialog = open_credential_dialog(qtbot, window, "Quinn")
@@ -129,7 +131,9 @@ def test_an_administrator_signed_in_opens_the_settings_without_the_shared_pin(
     settings.reject()
 
 
-def test_a_technician_enrolled_gets_no_elevated_session(qtbot, sim_home, station_ca, fixtures_file, open_window):
+def test_a_technician_enrolled_gets_no_elevated_session(
+    qtbot, sim_home, station_ca, fixtures_file, open_window
+):
     enrol(sim_home, "Tom", Role.TECHNICIAN, "135792")
     window = open_window(sim_home, station_ca, fixtures_file)
     dialog = open_credential_dialog(qtbot, window, "Tom")

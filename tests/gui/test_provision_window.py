@@ -122,7 +122,9 @@ def test_a_dropped_connection_in_keygen_is_resumed_by_retry_from_the_token_not_f
     assert "“Initialise token”" in window.result.next_step.text()
 
     started = []
-    window.runner.flow_event.connect(lambda event: started.append(event.step) if event.kind == "step_started" else None)
+    window.runner.flow_event.connect(
+        lambda event: started.append(event.step) if event.kind == "step_started" else None
+    )
     passed = run_unit(qtbot, window, window.retry_button.click)
     assert passed.kind == "passed", passed.message
     assert started[:2] == ["identify", "guard"] and "init_token" in started
@@ -137,8 +139,11 @@ def test_escape_aborts_the_running_unit_which_ends_failed_and_resumable(
     window = open_window(sim_home, unlock_ca(sim_home))
     sign_in(qtbot, window, "dave")
     scan(qtbot, window, SERIAL)
-    with qtbot.waitSignal(window.runner.flow_event, timeout=60_000,
-                          check_params_cb=lambda e: e.kind == "step_started" and e.step == "keygen"):
+    with qtbot.waitSignal(
+        window.runner.flow_event,
+        timeout=60_000,
+        check_params_cb=lambda e: e.kind == "step_started" and e.step == "keygen",
+    ):
         qtbot.keyClick(window.scan, Qt.Key.Key_Return)
     assert window.abort_button.isEnabled() and not window.provision_button.isEnabled()
     window.activateWindow()
@@ -158,8 +163,11 @@ def test_closing_during_a_unit_asks_then_cancels_it_and_waits_for_the_worker(
     window = open_window(sim_home, unlock_ca(sim_home))
     sign_in(qtbot, window, "erin")
     scan(qtbot, window, SERIAL)
-    with qtbot.waitSignal(window.runner.flow_event, timeout=60_000,
-                          check_params_cb=lambda e: e.kind == "step_started" and e.step == "keygen"):
+    with qtbot.waitSignal(
+        window.runner.flow_event,
+        timeout=60_000,
+        check_params_cb=lambda e: e.kind == "step_started" and e.step == "keygen",
+    ):
         qtbot.keyClick(window.scan, Qt.Key.Key_Return)
 
     answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]

@@ -19,15 +19,21 @@ CTRL = Qt.KeyboardModifier.ControlModifier
 
 
 def buttons_saying(window, *words: str) -> list[QPushButton]:
-    return [button for button in window.findChildren(QPushButton)
-            if any(word in button.text() for word in words)]
+    return [
+        button for button in window.findChildren(QPushButton) if any(word in button.text() for word in words)
+    ]
 
 
 def record_units(home, station: str) -> None:
     with AuditLog(home.audit_db) as log:
         for n in range(3):
-            unit = log.start_unit(serial=f"20260000000090{n}", profile="welma-optee", device="ssh://root@127.0.0.2:22",
-                                  operator="zoe", station=station)
+            unit = log.start_unit(
+                serial=f"20260000000090{n}",
+                profile="welma-optee",
+                device="ssh://root@127.0.0.2:22",
+                operator="zoe",
+                station=station,
+            )
             log.finish_unit(unit.id, result="failed", failed_step="identify", message="no answer")
 
 

@@ -13,7 +13,9 @@ from tests.gui.technician import run_unit, scan, sign_in
 pytestmark = pytest.mark.gui
 
 
-def test_nothing_is_provisioned_before_an_operator_signs_in(qtbot, sim_home, station_ca, fixtures_file, open_window):
+def test_nothing_is_provisioned_before_an_operator_signs_in(
+    qtbot, sim_home, station_ca, fixtures_file, open_window
+):
     window = open_window(sim_home, station_ca, fixtures_file)
     assert window.pages.currentWidget() is window.sign_in_page
     assert window.focusWidget() is window.operator_field
@@ -36,8 +38,10 @@ def test_nothing_is_provisioned_before_an_operator_signs_in(qtbot, sim_home, sta
     ("scanned", "reason"),
     [
         ("12345", "does not match profile welma-optee's pattern ^[0-9]{15}$"),
-        ("2026000000000012026000000000012026000000000012026000000000012026000000000012",
-         "the scanner probably read two labels"),
+        (
+            "2026000000000012026000000000012026000000000012026000000000012026000000000012",
+            "the scanner probably read two labels",
+        ),
         ("202600000;reboot", "contains characters a serial number cannot have"),
         ("", "the scanned serial is empty"),
     ],
@@ -57,7 +61,9 @@ def test_an_invalid_serial_is_refused_on_the_spot_with_the_reason(
     assert window.scan.selectedText() == scanned  # selected: the next scan replaces it
 
 
-def test_a_valid_serial_is_accepted_for_the_selected_fixture(qtbot, sim_home, station_ca, fixtures_file, open_window):
+def test_a_valid_serial_is_accepted_for_the_selected_fixture(
+    qtbot, sim_home, station_ca, fixtures_file, open_window
+):
     window = open_window(sim_home, station_ca, fixtures_file)
     sign_in(qtbot, window, "alice")
     window.select_fixture("bench-2")

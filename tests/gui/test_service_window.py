@@ -66,7 +66,7 @@ def test_a_unit_provisioned_from_the_window_runs_in_the_station_service_it_start
         assert service in chains[worker], (worker, chains[worker], service)
         # (the window started the service, so the window's process is above it — never between it and the worker)
         chain = chains[worker]
-        assert os.getpid() not in chain[:chain.index(service)], chain
+        assert os.getpid() not in chain[: chain.index(service)], chain
     # The window said where its units run, and that it started the service.
     text = window.service_status.text()
     assert "started one for" in text and str(sim_home.root) in text, text
@@ -79,15 +79,23 @@ def test_a_batch_whose_window_is_killed_finishes_in_the_service_and_a_new_window
     serials = ["202600000000072", "202600000000073"]
     env = dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE, QT_QPA_PLATFORM="offscreen")
     env.pop("STATION_IN_PROCESS", None)
-    child = subprocess.Popen([sys.executable, "-m", "tests.gui.window_process", str(sim_home.root), "gina", *serials],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                             cwd=Path(__file__).resolve().parents[2])
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.gui.window_process", str(sim_home.root), "gina", *serials],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     try:
         assert child.stdout is not None
         ready, _, _ = select.select([child.stdout], [], [], WAIT_S)
         assert ready, "the window should report its boards at key generation"
         line = child.stdout.readline()
-        assert line.startswith("running 2"), (line, child.communicate(timeout=10) if child.poll() is not None else "")
+        assert line.startswith("running 2"), (
+            line,
+            child.communicate(timeout=10) if child.poll() is not None else "",
+        )
         assert "started one for" in line, line  # the window's status bar said it started the service
         child.send_signal(signal.SIGKILL)  # the window goes away mid-batch
         child.wait(10)
@@ -103,7 +111,9 @@ def test_a_batch_whose_window_is_killed_finishes_in_the_service_and_a_new_window
     sign_in(qtbot, window, "hugo")
     qtbot.keyClick(window, Qt.Key.Key_2, CTRL)
     board = window.batch.board
-    qtbot.waitUntil(lambda: {board.slots[device.name].serial for device in devices} == set(serials), timeout=20_000)
+    qtbot.waitUntil(
+        lambda: {board.slots[device.name].serial for device in devices} == set(serials), timeout=20_000
+    )
     assert all(board.slots[device.name].state in ("running", "passed") for device in devices)
     qtbot.waitUntil(lambda: board.counts().passed == 2, timeout=WAIT_S * 1000)
     assert not window.batch.running

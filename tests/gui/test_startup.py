@@ -29,7 +29,9 @@ def without_display() -> dict[str, str]:
 @pytest.mark.parametrize("command", [["station", "--home", "{home}", "gui"], ["ui.app", "--home", "{home}"]])
 def test_without_a_display_the_gui_explains_how_to_run_headless_and_exits_2(tmp_path, command):
     argv = [sys.executable, "-m", *(word.format(home=tmp_path) for word in command)]
-    done = subprocess.run(argv, env=without_display(), capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S)
+    done = subprocess.run(
+        argv, env=without_display(), capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S
+    )
     assert done.returncode == 2, done.stderr
     assert "xvfb-run -a station-gui" in done.stderr and "QT_QPA_PLATFORM=offscreen" in done.stderr
 
@@ -40,8 +42,10 @@ def test_station_gui_starts_the_window_with_the_same_home_and_never_imports_qt(t
     assert display_available({"QT_QPA_PLATFORM": "offscreen"}) and display_available({"DISPLAY": ":99"})
     assert not display_available({}) and not display_available({"QT_QPA_PLATFORM": "xcb"})
     assert not display_available({"QT_QPA_PLATFORM": "wayland", "DISPLAY": ":99"})
-    probe = ("import sys, station.cli.gui; "
-             "sys.exit(any(m.split('.')[0] in ('PySide6', 'shiboken6', 'ui') for m in sys.modules))")
+    probe = (
+        "import sys, station.cli.gui; "
+        "sys.exit(any(m.split('.')[0] in ('PySide6', 'shiboken6', 'ui') for m in sys.modules))"
+    )
     assert subprocess.run([sys.executable, "-c", probe], timeout=PROCESS_TIMEOUT_S).returncode == 0
 
 
@@ -60,7 +64,9 @@ def test_a_wrong_passphrase_is_said_to_be_wrong_and_asked_again(qtbot, sim_home,
     assert dialog.ca is not None
 
 
-def test_a_wrong_passphrase_in_the_environment_falls_back_to_the_dialog(qtbot, sim_home, station_ca, monkeypatch):
+def test_a_wrong_passphrase_in_the_environment_falls_back_to_the_dialog(
+    qtbot, sim_home, station_ca, monkeypatch
+):
     monkeypatch.setenv("STATION_CA_PASSPHRASE", "stale passphrase")
     seen = []
 
@@ -92,7 +98,12 @@ def test_a_station_without_a_ca_explains_station_ca_init(qtbot, sim_home):
 
 def test_a_real_process_starts_signs_in_and_is_ready_to_scan(sim_home, station_ca):
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", STATION_CA_PASSPHRASE=PASSPHRASE)
-    done = subprocess.run([sys.executable, "-m", "ui.app", "--home", str(sim_home.root), "--probe-startup", "alice"],
-                          env=env, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S)
+    done = subprocess.run(
+        [sys.executable, "-m", "ui.app", "--home", str(sim_home.root), "--probe-startup", "alice"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT_S,
+    )
     assert done.returncode == 0, done.stderr
     assert "ready-to-scan" in done.stdout and "scan-focused=True" in done.stdout

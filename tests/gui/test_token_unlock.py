@@ -10,8 +10,9 @@ from tests.pki_tokens import PIN, offline_root, token_station
 from ui.app import unlock_ca
 
 
-def test_the_window_unlocks_a_token_ca_from_the_pin_file_and_ignores_the_passphrase_variable(tmp_path: Path,
-                                                                                          monkeypatch) -> None:
+def test_the_window_unlocks_a_token_ca_from_the_pin_file_and_ignores_the_passphrase_variable(
+    tmp_path: Path, monkeypatch
+) -> None:
     root = offline_root(tmp_path / "offline")
     home = tmp_path / "home"
     token_station(home, "GUI-1", root=root, name="GUI-1")

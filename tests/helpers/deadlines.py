@@ -13,7 +13,9 @@ import time
 DEADLINE_SLACK_S = 1.0
 
 
-def assert_within_deadline(started: float, deadline_s: float, what: str, *, slack_s: float = DEADLINE_SLACK_S) -> None:
+def assert_within_deadline(
+    started: float, deadline_s: float, what: str, *, slack_s: float = DEADLINE_SLACK_S
+) -> None:
     """``what`` (started at ``time.monotonic()`` == ``started``) ended within ``deadline_s`` plus the slack."""
     took = time.monotonic() - started
     assert took < deadline_s + slack_s, f"{what} took {took:.2f} s; its deadline is {deadline_s:g} s"

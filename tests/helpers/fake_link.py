@@ -179,8 +179,10 @@ class FakeLink:
             return Exchange("run", command=rendered, exit_status=0 if held else 1)
         answers = self._runs.get(command_key(rendered))
         if not answers:
-            raise LookupError(f"no recorded answer for {rendered!r} — re-record the transcripts "
-                              "(python -m tests.helpers.record_transcripts) or arm a fault for it")
+            raise LookupError(
+                f"no recorded answer for {rendered!r} — re-record the transcripts "
+                "(python -m tests.helpers.record_transcripts) or arm a fault for it"
+            )
         return answers.pop(0) if len(answers) > 1 else answers[0]
 
     def _sha256sum(self, rendered: str) -> Exchange:

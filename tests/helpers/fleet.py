@@ -27,8 +27,9 @@ class TestStation:
         return AuditLog(self.home.audit_db)
 
 
-def make_station(root: Path, db: FleetDb, name: str, *, line: str = "L1", offline: str | None = None,
-                 ca: bool = True) -> TestStation:
+def make_station(
+    root: Path, db: FleetDb, name: str, *, line: str = "L1", offline: str | None = None, ca: bool = True
+) -> TestStation:
     from station.cli.fleet import register_here
 
     home = StationHome(root / name).create()
@@ -36,25 +37,45 @@ def make_station(root: Path, db: FleetDb, name: str, *, line: str = "L1", offlin
         CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE.encode())
     home.config_file.write_text(f'[station]\nname = "{name}"\n')
     with contextlib.redirect_stdout(io.StringIO()):
-        register_here(home, admin_dsn=db.admin_dsn, admin_passfile=db.admin_pgpass, station_name=name, line=line,
-                      offline=offline, replace=False)
+        register_here(
+            home,
+            admin_dsn=db.admin_dsn,
+            admin_passfile=db.admin_pgpass,
+            station_name=name,
+            line=line,
+            offline=offline,
+            replace=False,
+        )
     fleet = load_config(home.config_file).fleet
     assert fleet is not None
     return TestStation(home, fleet)
 
 
-def provision_synthetic(audit: AuditLog, serial: str, *, station: str, result: str = "passed",
-                        host_key: str | None = None, guard_text: str = "ok") -> int:
+def provision_synthetic(
+    audit: AuditLog,
+    serial: str,
+    *,
+    station: str,
+    result: str = "passed",
+    host_key: str | None = None,
+    guard_text: str = "ok",
+) -> int:
     """A unit as the flow records it, without a board: started, steps, (certificate), finished."""
     from tests.unit.test_audit import make_certificate
 
     now = datetime.now(UTC)
-    unit = audit.start_unit(serial=serial, profile="welma-optee", device="ssh://root@127.0.0.2:2222",
-                            operator="ann", station=station)
+    unit = audit.start_unit(
+        serial=serial,
+        profile="welma-optee",
+        device="ssh://root@127.0.0.2:2222",
+        operator="ann",
+        station=station,
+    )
     audit.pin_host_key(unit.id, key_type="ssh-ed25519", fingerprint=host_key or f"SHA256:{station}:{serial}")
     audit.record_step(unit.id, step="identify", attempt=1, outcome="passed", started_at=now, ended_at=now)
-    audit.record_step(unit.id, step="guard", attempt=1, outcome="passed", started_at=now, ended_at=now,
-                      excerpt=guard_text)
+    audit.record_step(
+        unit.id, step="guard", attempt=1, outcome="passed", started_at=now, ended_at=now, excerpt=guard_text
+    )
     if result == "passed":
         audit.record_certificate(unit.id, certificate_pem=make_certificate(f"serial:{serial}"))
         audit.finish_unit(unit.id, result="passed")

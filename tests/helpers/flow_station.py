@@ -46,18 +46,28 @@ class FlowStation:
 
     def __post_init__(self) -> None:
         self.audit = AuditLog(self.home.audit_db)
-        self.provisioner = Provisioner(home=self.home, config=self.config, ca=self.ca, audit=self.audit,
-                                       observer=self.events.append)
+        self.provisioner = Provisioner(
+            home=self.home, config=self.config, ca=self.ca, audit=self.audit, observer=self.events.append
+        )
         self.tls = FakeTlsProof(self.board, self.profile.cert_path)
 
     def provision(self, *, cancel: threading.Event | None = None, **options: Any) -> UnitResult:
         """One unit of the serial on the board (``resume=True``, ``reprovision_reason=…`` as the CLI passes)."""
         self.events.clear()
-        admission = self.provisioner.admit(serial=options.pop("serial", self.serial), device=DEVICE,
-                                           profile=self.profile, operator="alice", **options)
-        return self.provisioner.run_admitted(admission, profile=admission.profile or self.profile,
-                                             cancel=cancel or threading.Event(), tls=self.tls,
-                                             identity_file="/nonexistent/fake-link-needs-no-key")
+        admission = self.provisioner.admit(
+            serial=options.pop("serial", self.serial),
+            device=DEVICE,
+            profile=self.profile,
+            operator="alice",
+            **options,
+        )
+        return self.provisioner.run_admitted(
+            admission,
+            profile=admission.profile or self.profile,
+            cancel=cancel or threading.Event(),
+            tls=self.tls,
+            identity_file="/nonexistent/fake-link-needs-no-key",
+        )
 
     def started_steps(self) -> list[str]:
         """The steps the last unit started, in order, once per attempt."""
@@ -83,8 +93,13 @@ def flow(tmp_path: Path, flow_ca: CertificateAuthority, monkeypatch: pytest.Monk
     transcripts = recorded("welma-optee-unit-a", "welma-optee-unit-b")
     board = FakeLink(*transcripts)
     monkeypatch.setattr(station.flow, "open_link", board.connect)
-    return FlowStation(home=StationHome(tmp_path / "home").create(), ca=flow_ca, board=board,
-                       profile=load_profile(DEFAULT_PROFILE), serial=transcripts[0].serial)
+    return FlowStation(
+        home=StationHome(tmp_path / "home").create(),
+        ca=flow_ca,
+        board=board,
+        profile=load_profile(DEFAULT_PROFILE),
+        serial=transcripts[0].serial,
+    )
 
 
 @pytest.fixture

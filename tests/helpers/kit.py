@@ -157,7 +157,8 @@ def audit_facts(db_path: Path) -> AuditFacts:
     try:
         integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
         certificates = {
-            str(row[0]): int(row[1]) for row in db.execute("SELECT fingerprint_sha256, unit_id FROM certificates")
+            str(row[0]): int(row[1])
+            for row in db.execute("SELECT fingerprint_sha256, unit_id FROM certificates")
         }
         issued: dict[str, int] = {}
         for (payload,) in db.execute("SELECT payload FROM events WHERE kind = 'certificate.issued'"):
@@ -206,8 +207,11 @@ def assert_no_new_threads(before: set[threading.Thread], timeout_s: float = THRE
     """Every thread started since ``before`` has ended (waiting a little for ones closing down)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        extra = [t for t in threading.enumerate()
-                 if t not in before and t.is_alive() and not t.name.startswith(HARNESS_THREADS)]
+        extra = [
+            t
+            for t in threading.enumerate()
+            if t not in before and t.is_alive() and not t.name.startswith(HARNESS_THREADS)
+        ]
         if not extra:
             return
         if time.monotonic() > deadline:
@@ -224,8 +228,12 @@ def station_cli(
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "station", "--home", str(home.root), *args],
-        capture_output=True, text=True, timeout=timeout, env=full_env, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        check=False,
+    )
 
 
 def sha256_hex(data: bytes) -> str:

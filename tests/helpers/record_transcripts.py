@@ -60,11 +60,25 @@ class RecordingLink:
             result = self._link.run(cmd, deadline, check=check, max_output=max_output)
         except CommandFailed as exc:
             result = exc.result
-            self._add(Exchange("run", command=command_key(result.command), stdout=result.stdout,
-                               stderr=result.stderr, exit_status=result.exit_status))
+            self._add(
+                Exchange(
+                    "run",
+                    command=command_key(result.command),
+                    stdout=result.stdout,
+                    stderr=result.stderr,
+                    exit_status=result.exit_status,
+                )
+            )
             raise
-        self._add(Exchange("run", command=command_key(result.command), stdout=result.stdout, stderr=result.stderr,
-                           exit_status=result.exit_status))
+        self._add(
+            Exchange(
+                "run",
+                command=command_key(result.command),
+                stdout=result.stdout,
+                stderr=result.stderr,
+                exit_status=result.exit_status,
+            )
+        )
         return result
 
     def put(self, data: bytes, remote_path: str, deadline: Deadline, *, mode: int = 0o644) -> None:
@@ -92,8 +106,9 @@ class RecordingLink:
         self._link.close()
 
 
-def record_unit(home: StationHome, ca: CertificateAuthority, profile: DeviceProfile, device: str,
-                transcript: Transcript) -> None:
+def record_unit(
+    home: StationHome, ca: CertificateAuthority, profile: DeviceProfile, device: str, transcript: Transcript
+) -> None:
     """Provision the board once with the station's own flow, writing down every link call."""
 
     def recording_open_link(address: DeviceAddress, **options: Any) -> DeviceLink:
@@ -103,7 +118,9 @@ def record_unit(home: StationHome, ca: CertificateAuthority, profile: DeviceProf
     station.flow.open_link = recording_open_link  # type: ignore[assignment]
     try:
         provisioner = station.flow.Provisioner(
-            home=home, config=StationConfig(name="transcript-recorder"), ca=ca,
+            home=home,
+            config=StationConfig(name="transcript-recorder"),
+            ca=ca,
             audit=AuditLog(home.root / f"{transcript.name}.db"),
         )
         result = provisioner.provision(serial=SERIAL, device=device, profile=profile, operator="recorder")
@@ -115,8 +132,15 @@ def record_unit(home: StationHome, ca: CertificateAuthority, profile: DeviceProf
 
 def record_refusals(home: StationHome, profile: DeviceProfile, device: str, transcript: Transcript) -> None:
     """What the board's tools say to wrong input (run after a unit passed: the token and key0 exist)."""
-    link = RecordingLink(open_link(DeviceAddress.parse(device), identity_file=str(home.ensure_station_key()),
-                                   pinned_host_key=None, cancel=threading.Event()), transcript)
+    link = RecordingLink(
+        open_link(
+            DeviceAddress.parse(device),
+            identity_file=str(home.ensure_station_key()),
+            pinned_host_key=None,
+            cancel=threading.Event(),
+        ),
+        transcript,
+    )
     module = profile.settings["module"]
     try:
         link.open(Deadline(CALL_DEADLINE_S))
@@ -154,12 +178,20 @@ def main(argv: list[str] | None = None) -> int:
             ca = CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE)
             profile = load_profile(DEFAULT_PROFILE)
             for name in ("welma-optee-unit-a", "welma-optee-unit-b"):
-                transcript = Transcript(name=name, serial=SERIAL, profile=profile.name,
-                                        note="one unit of the station's own flow on a simulated board, PASS")
+                transcript = Transcript(
+                    name=name,
+                    serial=SERIAL,
+                    profile=profile.name,
+                    note="one unit of the station's own flow on a simulated board, PASS",
+                )
                 record_unit(home, ca, profile, device.ssh_url, transcript)
                 print(f"recorded {transcript.save(options.out)} ({len(transcript.exchanges)} calls)")
-            refusals = Transcript(name="welma-optee-refusals", serial=SERIAL, profile=profile.name,
-                                  note="the board's tools answering wrong PINs, a missing key, a missing file")
+            refusals = Transcript(
+                name="welma-optee-refusals",
+                serial=SERIAL,
+                profile=profile.name,
+                note="the board's tools answering wrong PINs, a missing key, a missing file",
+            )
             record_refusals(home, profile, device.ssh_url, refusals)
             print(f"recorded {refusals.save(options.out)} ({len(refusals.exchanges)} calls)")
         finally:

@@ -33,7 +33,9 @@ def _answers(path: Path) -> bool:
 
 def _reachable(path: Path) -> bool:
     """Whether any account can reach and run ``path`` (every directory above it has o+x)."""
-    return all(os.stat(parent).st_mode & 0o001 for parent in path.parents) and bool(os.stat(path).st_mode & 0o001)
+    return all(os.stat(parent).st_mode & 0o001 for parent in path.parents) and bool(
+        os.stat(path).st_mode & 0o001
+    )
 
 
 def account_python() -> tuple[list[str], dict[str, str]]:
@@ -57,16 +59,31 @@ def account_python() -> tuple[list[str], dict[str, str]]:
 
 
 def serve_command(home: StationHome, socket_path: Path, *, credential: Path | None = None) -> list[str]:
-    command = [sys.executable, "-m", "station", "--home", str(home.root), "serve", "--socket", str(socket_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "station",
+        "--home",
+        str(home.root),
+        "serve",
+        "--socket",
+        str(socket_path),
+    ]
     if credential is not None:
         command += ["--credential", str(credential)]
     return command
 
 
 @contextlib.contextmanager
-def running_service(home: StationHome, socket_path: Path, *, credential: Path | None = None,
-                    user: str | None = None, env: dict[str, str] | None = None,
-                    log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def running_service(
+    home: StationHome,
+    socket_path: Path,
+    *,
+    credential: Path | None = None,
+    user: str | None = None,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
     """`station serve` on ``home`` at ``socket_path``; as ``user`` (runuser) when given."""
     command = serve_command(home, socket_path, credential=credential)
     full_env = {name: value for name, value in os.environ.items() if "PASSPHRASE" not in name}
@@ -77,8 +94,15 @@ def running_service(home: StationHome, socket_path: Path, *, credential: Path | 
     full_env.update(env or {})
     log = log or home.root.parent / "service.log"
     with open(log, "ab") as out:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=full_env,
-                                   cwd="/", start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env=full_env,
+            cwd="/",
+            start_new_session=True,
+        )
     try:
         end = time.monotonic() + START_S
         while not _answers(socket_path):

@@ -42,7 +42,9 @@ class Exchange:
     def to_json(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"op": self.op}
         if self.op == "run":
-            entry.update(command=self.command, stdout=self.stdout, stderr=self.stderr, exit_status=self.exit_status)
+            entry.update(
+                command=self.command, stdout=self.stdout, stderr=self.stderr, exit_status=self.exit_status
+            )
         elif self.op == "get":
             entry.update(path=self.path, data_b64=base64.b64encode(self.data).decode("ascii"))
         elif self.op == "put":
@@ -52,9 +54,13 @@ class Exchange:
     @classmethod
     def from_json(cls, entry: dict[str, Any]) -> Exchange:
         return cls(
-            op=entry["op"], command=entry.get("command", ""), stdout=entry.get("stdout", ""),
-            stderr=entry.get("stderr", ""), exit_status=int(entry.get("exit_status", 0)),
-            path=entry.get("path", ""), data=base64.b64decode(entry.get("data_b64", "")),
+            op=entry["op"],
+            command=entry.get("command", ""),
+            stdout=entry.get("stdout", ""),
+            stderr=entry.get("stderr", ""),
+            exit_status=int(entry.get("exit_status", 0)),
+            path=entry.get("path", ""),
+            data=base64.b64decode(entry.get("data_b64", "")),
             sha256=entry.get("sha256", ""),
         )
 
@@ -79,9 +85,13 @@ class Transcript:
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{self.name}.json"
         document = {
-            "name": self.name, "serial": self.serial, "profile": self.profile,
-            "host_key": list(self.host_key) if self.host_key else None, "local_address": self.local_address,
-            "note": self.note, "exchanges": [e.to_json() for e in self.exchanges],
+            "name": self.name,
+            "serial": self.serial,
+            "profile": self.profile,
+            "host_key": list(self.host_key) if self.host_key else None,
+            "local_address": self.local_address,
+            "note": self.note,
+            "exchanges": [e.to_json() for e in self.exchanges],
         }
         path.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         return path
@@ -91,7 +101,11 @@ class Transcript:
         document = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
         key = document.get("host_key")
         return cls(
-            name=document["name"], serial=document.get("serial", ""), profile=document.get("profile", ""),
-            host_key=(key[0], key[1]) if key else None, local_address=document.get("local_address"),
-            note=document.get("note", ""), exchanges=[Exchange.from_json(e) for e in document["exchanges"]],
+            name=document["name"],
+            serial=document.get("serial", ""),
+            profile=document.get("profile", ""),
+            host_key=(key[0], key[1]) if key else None,
+            local_address=document.get("local_address"),
+            note=document.get("note", ""),
+            exchanges=[Exchange.from_json(e) for e in document["exchanges"]],
         )

@@ -95,12 +95,26 @@ def ssh(sim_home: StationHome, tmp_path: Path) -> SshRunner:
         timeout: float = SSH_TIMEOUT_S,
     ) -> subprocess.CompletedProcess[str]:
         argv = [
-            "ssh", "-F", "/dev/null", "-i", str(sim_home.ssh_key),
-            "-o", f"UserKnownHostsFile={known_hosts}",
-            "-o", f"StrictHostKeyChecking={'yes' if strict else 'accept-new'}",
-            "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
-            "-p", str(device.port), f"root@{device.address}", command,
-        ]  # fmt: skip
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(sim_home.ssh_key),
+            "-o",
+            f"UserKnownHostsFile={known_hosts}",
+            "-o",
+            f"StrictHostKeyChecking={'yes' if strict else 'accept-new'}",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "LogLevel=ERROR",
+            "-p",
+            str(device.port),
+            f"root@{device.address}",
+            command,
+        ]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
         if check and done.returncode != 0:
             raise AssertionError(

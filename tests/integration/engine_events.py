@@ -74,7 +74,9 @@ def descendants(root: int) -> set[int]:
 def carries(pid: int, secret: str) -> bool:
     """Whether a process's command line or environment holds ``secret`` (or it is gone: then it holds nothing)."""
     try:
-        return any(secret.encode() in Path(f"/proc/{pid}/{part}").read_bytes() for part in ("cmdline", "environ"))
+        return any(
+            secret.encode() in Path(f"/proc/{pid}/{part}").read_bytes() for part in ("cmdline", "environ")
+        )
     except OSError:
         return False
 

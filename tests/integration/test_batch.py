@@ -32,15 +32,30 @@ def ca(sim_home):
 def test_eight_boards_in_parallel_through_the_cli_and_a_duplicate_serial_is_refused(start_farm, sim_home, ca):
     devices = start_farm(count=8)
     rows = ["serial,device,fixture"]
-    rows += [f"2026000000000{index:02d},{device.ssh_url},{device.name}" for index, device in enumerate(devices[:7])]
+    rows += [
+        f"2026000000000{index:02d},{device.ssh_url},{device.name}" for index, device in enumerate(devices[:7])
+    ]
     # The last fixture got the same label scanned as the first: the audit log refuses the second.
     rows.append(f"202600000000000,{devices[7].name}")
     manifest = sim_home.root / "boards.csv"
     manifest.write_text("\n".join(rows) + "\n")
     run = subprocess.run(
-        [sys.executable, "-m", "station", "--home", str(sim_home.root), "batch", "--manifest", str(manifest),
-         "--operator", "dana"],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE),
+        [
+            sys.executable,
+            "-m",
+            "station",
+            "--home",
+            str(sim_home.root),
+            "batch",
+            "--manifest",
+            str(manifest),
+            "--operator",
+            "dana",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE),
     )
     assert run.returncode == 1, run.stdout + run.stderr  # one board refused → non-zero
     assert "7 passed, 1 failed of 8" in run.stdout
@@ -62,11 +77,15 @@ def test_cancel_mid_batch_leaves_units_failed_and_resumable_or_passed_and_no_thr
     devices = start_farm(count=4, keygen_delay=3)
     audit = AuditLog(sim_home.audit_db)
     seen: list[FlowEvent] = []
-    provisioner = Provisioner(home=sim_home, config=StationConfig(name="t"), ca=ca, audit=audit,
-                              observer=seen.append)
+    provisioner = Provisioner(
+        home=sim_home, config=StationConfig(name="t"), ca=ca, audit=audit, observer=seen.append
+    )
     profile = load_profile("welma-optee")
     batch = Batch(provisioner, profile=profile, operator="erin", jobs=4)
-    jobs = [BatchJob(f"20260000000001{index}", device.ssh_url, device.name) for index, device in enumerate(devices)]
+    jobs = [
+        BatchJob(f"20260000000001{index}", device.ssh_url, device.name)
+        for index, device in enumerate(devices)
+    ]
     worker = threading.Thread(target=lambda: reports.append(batch.run(jobs)))
     reports: list = []
     worker.start()
@@ -89,6 +108,11 @@ def test_cancel_mid_batch_leaves_units_failed_and_resumable_or_passed_and_no_thr
     # Every cancelled board resumes and passes.
     for outcome in report.outcomes:
         if outcome.result == "failed":
-            resumed = provisioner.provision(serial=outcome.job.serial, device=outcome.job.device, profile=profile,
-                                            operator="erin", resume=True)
+            resumed = provisioner.provision(
+                serial=outcome.job.serial,
+                device=outcome.job.device,
+                profile=profile,
+                operator="erin",
+                resume=True,
+            )
             assert resumed.passed, resumed.message

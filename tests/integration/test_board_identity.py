@@ -37,10 +37,23 @@ FIRST, SECOND = "202600000001701", "202600000001702"
 WRONG_KEY = "SHA256:" + "A" * 43
 
 
-def provision(home: StationHome, audit: AuditLog, ca: CertificateAuthority, profile: DeviceProfile, serial: str,
-              device: str, events: list[FlowEvent] | None = None, **options: object):
-    provisioner = Provisioner(home=home, config=StationConfig(name="identity"), ca=ca, audit=audit,
-                              observer=events.append if events is not None else None)
+def provision(
+    home: StationHome,
+    audit: AuditLog,
+    ca: CertificateAuthority,
+    profile: DeviceProfile,
+    serial: str,
+    device: str,
+    events: list[FlowEvent] | None = None,
+    **options: object,
+):
+    provisioner = Provisioner(
+        home=home,
+        config=StationConfig(name="identity"),
+        ca=ca,
+        audit=audit,
+        observer=events.append if events is not None else None,
+    )
     return provisioner.provision(serial=serial, device=device, profile=profile, operator="ines", **options)  # type: ignore[arg-type]
 
 
@@ -50,11 +63,15 @@ def subject_serial_number(pem: bytes) -> str | None:
 
 
 def test_the_same_board_under_a_second_label_is_refused_by_its_soc_id_until_another_board_is_put_there(
-        start_farm, sim_farm: Farm, sim_home: StationHome):
+    start_farm, sim_farm: Farm, sim_home: StationHome
+):
     (device,) = start_farm(1)
     ca = CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
-    profile = profile_copy(sim_home, "identity", replace={
-        'soc_id_in_certificate = "none"': 'soc_id_in_certificate = "subject-serialNumber"'})
+    profile = profile_copy(
+        sim_home,
+        "identity",
+        replace={'soc_id_in_certificate = "none"': 'soc_id_in_certificate = "subject-serialNumber"'},
+    )
     with AuditLog(sim_home.audit_db) as audit:
         events: list[FlowEvent] = []
         first = provision(sim_home, audit, ca, profile, FIRST, device.ssh_url, events)
@@ -84,7 +101,10 @@ def test_the_same_board_under_a_second_label_is_refused_by_its_soc_id_until_anot
         # The exports carry the SoC id of each unit.
         out = io.StringIO()
         audit.export_jsonl(out)
-        rows = {(row["serial"], row["state"]): row["soc_id"] for row in map(json.loads, out.getvalue().splitlines())}
+        rows = {
+            (row["serial"], row["state"]): row["soc_id"]
+            for row in map(json.loads, out.getvalue().splitlines())
+        }
         assert rows[(FIRST, "passed")] == device.soc_id and rows[(SECOND, "passed")] == fresh.soc_id
         assert rows[(SECOND, "aborted")] == device.soc_id
     assert_audit_sound(sim_home.audit_db)
@@ -93,8 +113,13 @@ def test_the_same_board_under_a_second_label_is_refused_by_its_soc_id_until_anot
 def test_where_no_soc_id_is_read_the_host_key_catches_the_swapped_label(start_farm, sim_home: StationHome):
     (device,) = start_farm(1)
     ca = CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
-    profile = profile_copy(sim_home, "no-soc-id", replace={
-        "soc_id_required = true": "soc_id_required = false\nsoc_id_command = [\"cat\", \"/nonexistent/soc-id\"]"})
+    profile = profile_copy(
+        sim_home,
+        "no-soc-id",
+        replace={
+            "soc_id_required = true": 'soc_id_required = false\nsoc_id_command = ["cat", "/nonexistent/soc-id"]'
+        },
+    )
     with AuditLog(sim_home.audit_db) as audit:
         assert provision(sim_home, audit, ca, profile, FIRST, device.ssh_url).passed
         second = provision(sim_home, audit, ca, profile, SECOND, device.ssh_url)
@@ -105,15 +130,21 @@ def test_where_no_soc_id_is_read_the_host_key_catches_the_swapped_label(start_fa
 
 @pytest.mark.parametrize("how", ["read fails", "empty"])
 def test_a_board_that_gives_no_soc_id_is_stopped_at_identify_with_a_clear_error(
-        how: str, start_farm, sim_farm: Farm, sim_home: StationHome):
+    how: str, start_farm, sim_farm: Farm, sim_home: StationHome
+):
     (device,) = start_farm(1)
     ca = CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
     if how == "read fails":
         profile = profile_copy(sim_home, "soc-fails")
         sim_farm.set_fault(device.name, "fail:serial.number")  # every read of the id fails on the board
     else:
-        profile = profile_copy(sim_home, "soc-empty", replace={
-            "soc_id_required = true": "soc_id_required = true\nsoc_id_command = [\"cat\", \"/dev/null\"]"})
+        profile = profile_copy(
+            sim_home,
+            "soc-empty",
+            replace={
+                "soc_id_required = true": 'soc_id_required = true\nsoc_id_command = ["cat", "/dev/null"]'
+            },
+        )
     with AuditLog(sim_home.audit_db) as audit:
         result = provision(sim_home, audit, ca, profile, FIRST, device.ssh_url)
     assert not result.passed and result.failed_step == "identify"
@@ -124,24 +155,39 @@ def test_a_board_that_gives_no_soc_id_is_stopped_at_identify_with_a_clear_error(
 
 
 def test_a_fixture_with_a_wrong_host_key_is_aborted_before_any_command_until_it_is_pinned(
-        start_farm, sim_farm: Farm, sim_home: StationHome):
+    start_farm, sim_farm: Farm, sim_home: StationHome
+):
     (device,) = start_farm(1)
     CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
     profile_copy(sim_home, "inventory")
     sim_home.config_file.write_text(
-        "# the line's fixtures\n[station]\nname = \"line-3\"\n\n"
-        f"[[fixture]]\nname = \"bench-1\"\ndevice = \"{device.ssh_url}\"\nhost_key = \"{WRONG_KEY}\"  # typed by hand\n"
+        '# the line\'s fixtures\n[station]\nname = "line-3"\n\n'
+        f'[[fixture]]\nname = "bench-1"\ndevice = "{device.ssh_url}"\nhost_key = "{WRONG_KEY}"  # typed by hand\n'
     )
     # Any command reaching the board would fail: the refusal must come before the first one.
     sim_farm.set_fault(device.name, "fail:.")
-    refused = station_cli(sim_home, "provision", "--serial", FIRST, "--device", device.ssh_url, "--fixture", "bench-1",
-                          "--profile", "inventory")
+    refused = station_cli(
+        sim_home,
+        "provision",
+        "--serial",
+        FIRST,
+        "--device",
+        device.ssh_url,
+        "--fixture",
+        "bench-1",
+        "--profile",
+        "inventory",
+    )
     assert refused.returncode == 1 and "ABORTED" in refused.stdout, refused.stdout + refused.stderr
     assert device.host_key_fingerprint in refused.stdout and WRONG_KEY in refused.stdout
-    assert "station fixtures pin bench-1" in refused.stdout and "nothing was run on the board" in refused.stdout
+    assert (
+        "station fixtures pin bench-1" in refused.stdout and "nothing was run on the board" in refused.stdout
+    )
     with AuditLog(sim_home.audit_db) as audit:
         unit = audit.units(serial_prefix=FIRST)[0]
-        assert unit.state == "aborted" and unit.failed_step == "identify" and unit.host_key_fingerprint is None
+        assert (
+            unit.state == "aborted" and unit.failed_step == "identify" and unit.host_key_fingerprint is None
+        )
         assert [step.step for step in audit.steps(unit.id)] == ["identify"]
         assert audit.certificate_for_unit(unit.id) is None
     sim_farm.set_fault(device.name, None)
@@ -161,13 +207,26 @@ def test_a_fixture_with_a_wrong_host_key_is_aborted_before_any_command_until_it_
         (pin,) = IdentityLog(audit).host_key_pins("bench-1")
         assert (pin.fingerprint, pin.previous_fingerprint) == (device.host_key_fingerprint, WRONG_KEY)
 
-    passed = station_cli(sim_home, "provision", "--serial", FIRST, "--device", device.ssh_url, "--fixture", "bench-1",
-                         "--profile", "inventory")
+    passed = station_cli(
+        sim_home,
+        "provision",
+        "--serial",
+        FIRST,
+        "--device",
+        device.ssh_url,
+        "--fixture",
+        "bench-1",
+        "--profile",
+        "inventory",
+    )
     assert passed.returncode == 0 and "PASS" in passed.stdout, passed.stdout + passed.stderr
     with AuditLog(sim_home.audit_db) as audit:
         unit = audit.find_unit(FIRST)
         identify = next(step for step in audit.steps(unit.id) if step.step == "identify")
-    assert f"verified by the station: host key {device.host_key_fingerprint} is the one fixture bench-1" in identify.excerpt
+    assert (
+        f"verified by the station: host key {device.host_key_fingerprint} is the one fixture bench-1"
+        in identify.excerpt
+    )
     assert_audit_sound(sim_home.audit_db)
 
 
@@ -176,13 +235,25 @@ def test_require_inventory_refuses_a_fixture_nobody_pinned(start_farm, sim_home:
     CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
     profile_copy(sim_home, "inventory")
     sim_home.config_file.write_text(
-        "[identity]\nfirst_contact = \"require-inventory\"\n\n"
-        f"[[fixture]]\nname = \"bench-2\"\ndevice = \"{device.ssh_url}\"\n"
+        '[identity]\nfirst_contact = "require-inventory"\n\n'
+        f'[[fixture]]\nname = "bench-2"\ndevice = "{device.ssh_url}"\n'
     )
-    refused = station_cli(sim_home, "provision", "--serial", FIRST, "--device", device.ssh_url, "--fixture", "bench-2",
-                          "--profile", "inventory")
+    refused = station_cli(
+        sim_home,
+        "provision",
+        "--serial",
+        FIRST,
+        "--device",
+        device.ssh_url,
+        "--fixture",
+        "bench-2",
+        "--profile",
+        "inventory",
+    )
     assert refused.returncode == 1 and "ABORTED" in refused.stdout
-    assert "no host key in the inventory" in refused.stdout and "station fixtures pin bench-2" in refused.stdout
+    assert (
+        "no host key in the inventory" in refused.stdout and "station fixtures pin bench-2" in refused.stdout
+    )
     assert certificate_on_board(device) is None
 
 
@@ -195,21 +266,28 @@ def _attestation_chain(token_spki_der: bytes, signer_key, root_key) -> bytes:
     now = datetime.now(UTC)
 
     def cert(subject: str, public_key, issuer: str, key, ca: bool) -> x509.Certificate:
-        return (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-                .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-                .public_key(public_key).serial_number(x509.random_serial_number())
-                .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=1))
-                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-                .sign(key, hashes.SHA256()))
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
 
-    leaf = cert("token key", serialization.load_der_public_key(token_spki_der), "SE Signer", signer_key, False)
+    leaf = cert(
+        "token key", serialization.load_der_public_key(token_spki_der), "SE Signer", signer_key, False
+    )
     signer = cert("SE Signer", signer_key.public_key(), "SE Vendor Root", root_key, True)
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, signer))
 
 
 def test_a_profile_with_attestation_signs_only_a_key_the_vendor_chain_certifies(
-        start_farm, sim_farm: Farm, sim_home: StationHome, tmp_path):
+    start_farm, sim_farm: Farm, sim_home: StationHome, tmp_path
+):
     import base64
     import datetime as dt
     import subprocess
@@ -221,28 +299,56 @@ def test_a_profile_with_attestation_signs_only_a_key_the_vendor_chain_certifies(
     ca = CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
     root_key, signer_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    root = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SE Vendor Root")]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SE Vendor Root")]))
-            .public_key(root_key.public_key()).serial_number(1)
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(root_key, hashes.SHA256()))
+    root = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SE Vendor Root")]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SE Vendor Root")]))
+        .public_key(root_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(root_key, hashes.SHA256())
+    )
     vendor_root = tmp_path / "vendor-root.pem"
     vendor_root.write_bytes(root.public_bytes(serialization.Encoding.PEM))
-    profile = profile_copy(sim_home, "attested", replace={
-        '[attestation]\nformat = "none"':
-            '[attestation]\nformat = "x509-chain"\ncommand = ["cat", "/var/lib/attestation.pem"]\n'
-            f'vendor_root = "{vendor_root}"'})
+    profile = profile_copy(
+        sim_home,
+        "attested",
+        replace={
+            '[attestation]\nformat = "none"': '[attestation]\nformat = "x509-chain"\ncommand = ["cat", "/var/lib/attestation.pem"]\n'
+            f'vendor_root = "{vendor_root}"'
+        },
+    )
     lie = {"on": False}
 
     def ssh(board, command: str) -> subprocess.CompletedProcess[str]:
         # The plain OpenSSH client; the board is replaced below, so no known_hosts (this is the test's back door).
         return subprocess.run(
-            ["ssh", "-F", "/dev/null", "-i", str(sim_home.ssh_key), "-o", "StrictHostKeyChecking=no",
-             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
-             "-p", str(board.port), f"root@{board.address}", command],
-            capture_output=True, text=True, timeout=30, check=True)
+            [
+                "ssh",
+                "-F",
+                "/dev/null",
+                "-i",
+                str(sim_home.ssh_key),
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "BatchMode=yes",
+                "-p",
+                str(board.port),
+                f"root@{board.address}",
+                command,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
 
     def secure_element_attests(event: FlowEvent) -> None:
         # Between fetching the token key and checking the CSR, the "secure element" certifies the key it
@@ -250,16 +356,25 @@ def test_a_profile_with_attestation_signs_only_a_key_the_vendor_chain_certifies(
         if event.kind == "step_started" and event.step == "check_csr":
             public = base64.b64decode(ssh(device, "base64 -w0 /tmp/key0.pub").stdout)
             spki = serialization.load_der_public_key(public).public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
             if lie["on"]:
-                spki = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+                spki = (
+                    ec.generate_private_key(ec.SECP256R1())
+                    .public_key()
+                    .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+                )
             chain = _attestation_chain(spki, signer_key, root_key).decode()
             ssh(device, f"printf '%s' '{chain}' > /var/lib/attestation.pem")
 
     with AuditLog(sim_home.audit_db) as audit:
-        provisioner = Provisioner(home=sim_home, config=StationConfig(name="identity"), ca=ca, audit=audit,
-                                  observer=secure_element_attests)
+        provisioner = Provisioner(
+            home=sim_home,
+            config=StationConfig(name="identity"),
+            ca=ca,
+            audit=audit,
+            observer=secure_element_attests,
+        )
         honest = provisioner.provision(serial=FIRST, device=device.ssh_url, profile=profile, operator="ines")
         assert honest.passed, honest.message
         check = next(s for s in audit.steps(honest.unit.id) if s.step == "check_csr")
@@ -269,12 +384,16 @@ def test_a_profile_with_attestation_signs_only_a_key_the_vendor_chain_certifies(
         lie["on"] = True
         lying = provisioner.provision(serial=SECOND, device=device.ssh_url, profile=profile, operator="ines")
     assert not lying.passed and lying.failed_step == "check_csr" and lying.unit.state == "aborted"
-    assert "certifies another key than the token's key" in lying.message and "nothing was signed" in lying.message
+    assert (
+        "certifies another key than the token's key" in lying.message
+        and "nothing was signed" in lying.message
+    )
     assert certificate_on_board(device) is None
 
 
 def test_a_relabelled_board_is_accepted_only_when_re_provisioned_with_a_reason_which_is_audited(
-        start_farm, sim_home: StationHome):
+    start_farm, sim_home: StationHome
+):
     (device,) = start_farm(1)
     ca = CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
     profile = profile_copy(sim_home, "relabel")
@@ -282,17 +401,22 @@ def test_a_relabelled_board_is_accepted_only_when_re_provisioned_with_a_reason_w
     with AuditLog(sim_home.audit_db) as audit:
         assert provision(sim_home, audit, ca, profile, FIRST, device.ssh_url).passed
         assert not provision(sim_home, audit, ca, profile, SECOND, device.ssh_url).passed
-        relabelled = provision(sim_home, audit, ca, profile, SECOND, device.ssh_url, reprovision_reason=reason)
+        relabelled = provision(
+            sim_home, audit, ca, profile, SECOND, device.ssh_url, reprovision_reason=reason
+        )
         assert relabelled.passed, relabelled.message
         assert relabelled.unit.reprovision_reason == reason
         guard = next(s for s in audit.steps(relabelled.unit.id) if s.step == "guard")
-        assert f"enrolled as serial {FIRST}" in guard.excerpt and f"accepted: re-provisioned with reason {reason!r}" \
-            in guard.excerpt
+        assert (
+            f"enrolled as serial {FIRST}" in guard.excerpt
+            and f"accepted: re-provisioned with reason {reason!r}" in guard.excerpt
+        )
     assert_audit_sound(sim_home.audit_db)
 
 
 def test_a_simulated_boards_soc_id_survives_reboot_reset_and_restart_and_only_swap_replaces_it(
-        start_farm, sim_farm: Farm, sim_home: StationHome, ssh, wait_for_state):
+    start_farm, sim_farm: Farm, sim_home: StationHome, ssh, wait_for_state
+):
     (device,) = start_farm(1)
 
     def board_soc_id(board) -> str:
@@ -314,7 +438,10 @@ def test_a_simulated_boards_soc_id_survives_reboot_reset_and_restart_and_only_sw
     assert swapped.returncode == 0, swapped.stderr
     (fresh,) = Farm(sim_home).status()
     assert fresh.soc_id != device.soc_id and fresh.soc_id in swapped.stdout
-    assert fresh.host_key_fingerprint != device.host_key_fingerprint and fresh.host_key_fingerprint in swapped.stdout
+    assert (
+        fresh.host_key_fingerprint != device.host_key_fingerprint
+        and fresh.host_key_fingerprint in swapped.stdout
+    )
     assert f'host_key = "{fresh.host_key_fingerprint}"' in (sim_home.sim_dir / "fixtures.toml").read_text()
     status = station_cli(sim_home, "sim", "status")
     assert "SOC ID" in status.stdout and fresh.soc_id in status.stdout
@@ -324,13 +451,29 @@ def test_a_simulated_boards_soc_id_survives_reboot_reset_and_restart_and_only_sw
 
 @pytest.mark.parametrize("link", ["ssh", "serial"])
 def test_a_unit_resumed_on_another_board_is_stopped_at_identify(
-        link: str, start_farm, sim_farm: Farm, sim_home: StationHome):
+    link: str, start_farm, sim_farm: Farm, sim_home: StationHome
+):
     (device,) = start_farm(1, serial_console=link == "serial")
     ca = CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
-    profile = profile_copy(sim_home, "resume-elsewhere", steps={
-        "identify": (15.0, 1), "guard": (10.0, 0), "wipe": (10.0, 0), "reboot": (30.0, 0), "init_token": (10.0, 0),
-        "init_pin": (10.0, 0), "keygen": (10.0, 0), "csr": (10.0, 0), "fetch_csr": (10.0, 1),
-        "check_csr": (5.0, 0), "sign": (5.0, 0), "push": (10.0, 1), "tls_proof": (10.0, 1)})
+    profile = profile_copy(
+        sim_home,
+        "resume-elsewhere",
+        steps={
+            "identify": (15.0, 1),
+            "guard": (10.0, 0),
+            "wipe": (10.0, 0),
+            "reboot": (30.0, 0),
+            "init_token": (10.0, 0),
+            "init_pin": (10.0, 0),
+            "keygen": (10.0, 0),
+            "csr": (10.0, 0),
+            "fetch_csr": (10.0, 1),
+            "check_csr": (5.0, 0),
+            "sign": (5.0, 0),
+            "push": (10.0, 1),
+            "tls_proof": (10.0, 1),
+        },
+    )
     url = device.ssh_url if link == "ssh" else f"serial://{device.console_path}"
     sim_farm.set_fault(device.name, "fail:--keypairgen")
     with AuditLog(sim_home.audit_db) as audit:
@@ -350,21 +493,28 @@ def test_a_unit_resumed_on_another_board_is_stopped_at_identify(
 
 
 def test_in_the_engine_a_units_worker_reads_records_and_certifies_the_soc_id_through_the_station(
-        start_farm, sim_farm: Farm, sim_home: StationHome):
+    start_farm, sim_farm: Farm, sim_home: StationHome
+):
     """The station's own path: each unit in a worker process, which asks the station (its parent) for every
     identity record and check — the same refusal and the same certificate as in one process."""
     from station.engine import Ending, Scheduler, UnitJob
 
     (device,) = start_farm(1)
     ca = CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
-    profile = profile_copy(sim_home, "identity-engine", replace={
-        'soc_id_in_certificate = "none"': 'soc_id_in_certificate = "subject-serialNumber"'})
+    profile = profile_copy(
+        sim_home,
+        "identity-engine",
+        replace={'soc_id_in_certificate = "none"': 'soc_id_in_certificate = "subject-serialNumber"'},
+    )
     events: list[FlowEvent] = []
 
     def run(serial: str, url: str):
-        scheduler = Scheduler(home=sim_home, config=StationConfig(name="identity"), ca=ca, observer=events.append)
-        (outcome,) = scheduler.run([UnitJob(serial=serial, device=url, profile=profile, operator="ines",
-                                            fixture=device.name)])
+        scheduler = Scheduler(
+            home=sim_home, config=StationConfig(name="identity"), ca=ca, observer=events.append
+        )
+        (outcome,) = scheduler.run(
+            [UnitJob(serial=serial, device=url, profile=profile, operator="ines", fixture=device.name)]
+        )
         return outcome
 
     first = run(FIRST, device.ssh_url)

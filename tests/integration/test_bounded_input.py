@@ -40,13 +40,11 @@ MEMORY_BOUND_BYTES = 200 * MIB
 HUGE_ANSWER = "yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa | head -c 33554432"
 BROKEN_IMAGE = {
     # The listing answers 32 MiB on a board marked huge-listing, else runs pkcs11-tool as shipped.
-    'list_private_key = ["pkcs11-tool",':
-        "list_private_key = [\"sh\", \"-c\", 'if [ -e /var/lib/broken-image/huge-listing ]; then "
-        f"{HUGE_ANSWER}; else exec \"$@\"; fi', \"list\", \"pkcs11-tool\",",
+    'list_private_key = ["pkcs11-tool",': 'list_private_key = ["sh", "-c", \'if [ -e /var/lib/broken-image/huge-listing ]; then '
+    f'{HUGE_ANSWER}; else exec "$@"; fi\', "list", "pkcs11-tool",',
     # The CSR "tool" leaves a symlink to /dev/zero on a board marked csr-is-dev-zero.
-    'csr = ["openssl",':
-        "csr = [\"sh\", \"-c\", 'if [ -e /var/lib/broken-image/csr-is-dev-zero ]; then ln -sf /dev/zero \"$1\"; "
-        "else shift; exec \"$@\"; fi', \"csr\", \"{csr_path}\", \"openssl\",",
+    'csr = ["openssl",': 'csr = ["sh", "-c", \'if [ -e /var/lib/broken-image/csr-is-dev-zero ]; then ln -sf /dev/zero "$1"; '
+    'else shift; exec "$@"; fi\', "csr", "{csr_path}", "openssl",',
 }
 # Room for a loaded machine: these steps must end by their cap, never by their deadline.
 STEPS = dict(FAST_STEPS, keygen=(60.0, 0), csr=(30.0, 0), fetch_csr=(30.0, 1))
@@ -101,14 +99,18 @@ def test_boards_that_send_too_much_fail_their_own_unit_and_the_neighbour_passes(
     def url(device: SimDevice) -> str:
         return f"serial://{device.console_path}" if transport == "serial" else device.ssh_url
 
-    jobs = [BatchJob(f"20261200000000{index}", url(device), device.name)
-            for index, device in enumerate(devices, 1)]
+    jobs = [
+        BatchJob(f"20261200000000{index}", url(device), device.name)
+        for index, device in enumerate(devices, 1)
+    ]
     memory = PeakMemory()
     report = Batch(provisioner, profile=profile, operator="bounded", jobs=4).run(jobs)
     grown = memory.stop()
 
-    outcomes = {role: next(o for o in report.outcomes if o.job.fixture == device.name)
-                for role, device in roles.items()}
+    outcomes = {
+        role: next(o for o in report.outcomes if o.job.fixture == device.name)
+        for role, device in roles.items()
+    }
     seen = {role: (outcome.failed_step, outcome.message) for role, outcome in outcomes.items()}
     assert seen == EXPECTED
     assert outcomes["good"].result == "passed"
@@ -116,14 +118,17 @@ def test_boards_that_send_too_much_fail_their_own_unit_and_the_neighbour_passes(
         unit = audit.unit(outcomes[role].unit_id)
         assert (unit.state, unit.failed_step) == ("failed", EXPECTED[role][0])
         assert audit.certificate_for_unit(unit.id) is None  # nothing was signed for a board that flooded us
-    print(f"\n{transport}: station memory grew by {grown / MIB:.1f} MiB (peak above the level before the batch)")
+    print(
+        f"\n{transport}: station memory grew by {grown / MIB:.1f} MiB (peak above the level before the batch)"
+    )
     assert grown < MEMORY_BOUND_BYTES, f"the station grew by {grown / MIB:.0f} MiB while boards streamed"
 
     # The streaming board's link was left usable or closed cleanly: once the board is fixed, the
     # unit resumes where it failed and PASSes.
     sim_farm.set_fault(roles["stream"].name, None)
-    resumed = provisioner.provision(serial=jobs[0].serial, device=jobs[0].device, profile=profile,
-                                    operator="bounded", resume=True)
+    resumed = provisioner.provision(
+        serial=jobs[0].serial, device=jobs[0].device, profile=profile, operator="bounded", resume=True
+    )
     assert resumed.passed, resumed.message
     assert resumed.unit.id == outcomes["stream"].unit_id
     assert audit.verify().ok
@@ -132,21 +137,31 @@ def test_boards_that_send_too_much_fail_their_own_unit_and_the_neighbour_passes(
 
 def test_over_ssh_stderr_counts_too_and_the_connection_outlives_a_refused_answer(start_farm, sim_home):
     (device,) = start_farm(1)
-    link = SshLink(DeviceAddress.parse(device.ssh_url), identity_file=str(sim_home.ensure_station_key()),
-                   pinned_host_key=None, cancel=threading.Event())
+    link = SshLink(
+        DeviceAddress.parse(device.ssh_url),
+        identity_file=str(sim_home.ensure_station_key()),
+        pinned_host_key=None,
+        cancel=threading.Event(),
+    )
     link.open(Deadline(30))
     try:
         for stream in ("cat /dev/zero >&2", "yes out & yes err >&2"):
-            with pytest.raises(OutputTooLarge, match=r"^the board sent more than 256 KiB for `sh …`; check its image"):
+            with pytest.raises(
+                OutputTooLarge, match=r"^the board sent more than 256 KiB for `sh …`; check its image"
+            ):
                 link.run(command("sh", "-c", stream), Deadline(30), max_output=256 * 1024)
             # Only the command's channel was closed: the same connection answers the next command.
             assert link.run(command("echo", "still here"), Deadline(30)).stdout == "still here\n"
         link.run(command("ln", "-sf", "/dev/zero", "/tmp/key0.csr"), Deadline(30))
-        with pytest.raises(OutputTooLarge, match=r"more than 64 KiB for the file /tmp/key0\.csr; check its image"):
+        with pytest.raises(
+            OutputTooLarge, match=r"more than 64 KiB for the file /tmp/key0\.csr; check its image"
+        ):
             link.get("/tmp/key0.csr", Deadline(30))
         link.run(command("sh", "-c", "head -c 65536 /dev/zero > /tmp/key0.pub"), Deadline(30))
         assert link.get("/tmp/key0.pub", Deadline(30)) == bytes(65536)  # exactly the cap: accepted
         # The station's own sftp read stopped at the cap; the board is not left reading either.
-        assert link.run(command("pgrep", "-c", "-x", "cat|yes"), Deadline(30), check=False).stdout.strip() == "0"
+        assert (
+            link.run(command("pgrep", "-c", "-x", "cat|yes"), Deadline(30), check=False).stdout.strip() == "0"
+        )
     finally:
         link.close()

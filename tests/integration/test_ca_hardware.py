@@ -59,13 +59,25 @@ def _openssl_verify(tmp: Path, chain: Path, pem: str) -> subprocess.CompletedPro
     leaf.write_text(pem)
     certs = x509.load_pem_x509_certificates(chain.read_bytes())
     root, issuing = tmp / "root-only.pem", tmp / "issuing-only.pem"
-    root.write_bytes(chain.read_bytes()[chain.read_bytes().index(b"-----BEGIN", 10):])
+    root.write_bytes(chain.read_bytes()[chain.read_bytes().index(b"-----BEGIN", 10) :])
     issuing.write_bytes(chain.read_bytes()[: chain.read_bytes().index(b"-----BEGIN", 10)])
     assert len(certs) == 2
     return subprocess.run(
-        ["openssl", "verify", "-purpose", "sslclient", "-CAfile", str(root), "-untrusted", str(issuing), str(leaf)],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        [
+            "openssl",
+            "verify",
+            "-purpose",
+            "sslclient",
+            "-CAfile",
+            str(root),
+            "-untrusted",
+            str(issuing),
+            str(leaf),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_a_unit_is_signed_by_the_issuing_ca_in_a_token_and_passes_the_tutorials_step_5(
@@ -75,7 +87,9 @@ def test_a_unit_is_signed_by_the_issuing_ca_in_a_token_and_passes_the_tutorials_
     chain = token_station(sim_home.root, "LINE-3", root=root, name="LINE-3", max_certificates=100)
     (device,) = start_farm(count=1)
 
-    run = station(sim_home.root, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--operator", "alice")
+    run = station(
+        sim_home.root, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--operator", "alice"
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "PASS" in run.stdout
     assert PIN not in run.stdout + run.stderr
@@ -89,7 +103,9 @@ def test_a_unit_is_signed_by_the_issuing_ca_in_a_token_and_passes_the_tutorials_
     conf = sim_home.root / "softhsm2.conf"
     listing = pkcs11_tool(conf, "LINE-3", "--list-objects", "--type", "privkey")
     assert "label:      station-ca" in listing.stdout
-    assert "Access:     sensitive, always sensitive, never extractable, local" in listing.stdout, listing.stdout
+    assert "Access:     sensitive, always sensitive, never extractable, local" in listing.stdout, (
+        listing.stdout
+    )
     assert listing.stdout.count("Private Key Object") == 1  # the demo TLS key is in memory, not in the token
 
     # The board's certificate verifies as a TLS client certificate against root + issuing CA, and the board
@@ -104,16 +120,39 @@ def test_a_unit_is_signed_by_the_issuing_ca_in_a_token_and_passes_the_tutorials_
 
     # The tutorial's step 5, unchanged on the board, against the real openssl s_server with a certificate from
     # the token CA.
-    made = subprocess.run([sys.executable, "-c", _SERVER_CERT, str(sim_home.root), str(tmp_path)],
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    made = subprocess.run(
+        [sys.executable, "-c", _SERVER_CERT, str(sim_home.root), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert made.returncode == 0, made.stderr
     port = free_port(1)
     server = subprocess.Popen(
-        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-key", str(tmp_path / "server.key"),
-         "-cert", str(tmp_path / "server.cert"), "-cert_chain", str(chain), "-verifyCAfile", str(chain),
-         "-Verify", "1", "-naccept", "1"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            "openssl",
+            "s_server",
+            "-accept",
+            f"127.0.0.1:{port}",
+            "-key",
+            str(tmp_path / "server.key"),
+            "-cert",
+            str(tmp_path / "server.cert"),
+            "-cert_chain",
+            str(chain),
+            "-verifyCAfile",
+            str(chain),
+            "-Verify",
+            "1",
+            "-naccept",
+            "1",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         started = wait_for_s_server(server)
         client = ssh(
@@ -143,7 +182,9 @@ def test_quota_reached_refuses_before_the_board_is_touched_and_survives_a_restar
     root = offline_root(tmp_path / "offline")
     token_station(sim_home.root, "LINE-4", root=root, name="LINE-4", max_certificates=1)
     first, second = start_farm(count=2)
-    passed = station(sim_home.root, "provision", "--serial", SERIAL, "--device", first.ssh_url, "--operator", "bo")
+    passed = station(
+        sim_home.root, "provision", "--serial", SERIAL, "--device", first.ssh_url, "--operator", "bo"
+    )
     assert passed.returncode == 0, passed.stdout + passed.stderr
     with AuditLog(sim_home.audit_db) as audit:
         unit = audit.find_unit(SERIAL)
@@ -153,8 +194,16 @@ def test_quota_reached_refuses_before_the_board_is_touched_and_survives_a_restar
 
     ssh(second, "touch /var/lib/tee/untouched")
     # A new station process: the count comes from the audit log, not from memory.
-    refused = station(sim_home.root, "provision", "--serial", "202600000000002", "--device", second.ssh_url,
-                      "--operator", "bo")
+    refused = station(
+        sim_home.root,
+        "provision",
+        "--serial",
+        "202600000000002",
+        "--device",
+        second.ssh_url,
+        "--operator",
+        "bo",
+    )
     assert refused.returncode != 0
     assert "issued 1 of the 1 certificates the offline root allowed" in refused.stdout + refused.stderr
     assert "the board was not touched" in refused.stdout + refused.stderr
@@ -172,7 +221,9 @@ def test_a_unit_failing_at_push_after_signing_has_its_certificate_in_the_next_cr
     (device,) = start_farm(count=1)
     armed = station(sim_home.root, "sim", "fault", device.name, "fail:^sha256sum /var/lib/")
     assert armed.returncode == 0, armed.stderr
-    failed = station(sim_home.root, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--operator", "cy")
+    failed = station(
+        sim_home.root, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--operator", "cy"
+    )
     assert failed.returncode != 0 and "sha256sum" in failed.stdout + failed.stderr
 
     with AuditLog(sim_home.audit_db) as audit:
@@ -186,8 +237,10 @@ def test_a_unit_failing_at_push_after_signing_has_its_certificate_in_the_next_cr
     assert made.returncode == 0, made.stdout + made.stderr
     checked = subprocess.run(
         ["openssl", "crl", "-in", str(crl_path), "-noout", "-text", "-verify", "-CAfile", str(chain)],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "verify OK" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
     listed = {int(found, 16) for found in re.findall(r"Serial Number: ([0-9A-F]+)", checked.stdout)}
     assert record.serial_number in listed
@@ -196,8 +249,17 @@ def test_a_unit_failing_at_push_after_signing_has_its_certificate_in_the_next_cr
     # Resuming the set-aside board makes a new key and certificate; the revoked one is never pushed again.
     cleared = station(sim_home.root, "sim", "fault", device.name, "--clear")
     assert cleared.returncode == 0, cleared.stderr
-    resumed = station(sim_home.root, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--resume",
-                      "--operator", "cy")
+    resumed = station(
+        sim_home.root,
+        "provision",
+        "--serial",
+        SERIAL,
+        "--device",
+        device.ssh_url,
+        "--resume",
+        "--operator",
+        "cy",
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     with AuditLog(sim_home.audit_db) as audit:
         unit = audit.find_unit(SERIAL)

@@ -104,8 +104,18 @@ class Crashes:
 
 
 def provision_args(serial: str, device: SimDevice, *extra: str) -> list[str]:
-    return ["provision", "--serial", serial, "--device", device.ssh_url, "--profile", PROFILE,
-            "--operator", "crash-test", *extra]
+    return [
+        "provision",
+        "--serial",
+        serial,
+        "--device",
+        device.ssh_url,
+        "--profile",
+        PROFILE,
+        "--operator",
+        "crash-test",
+        *extra,
+    ]
 
 
 # The kills land in the process that writes the audit log: here the command itself (STATION_IN_PROCESS=1, the
@@ -114,15 +124,22 @@ def provision_args(serial: str, device: SimDevice, *extra: str) -> list[str]:
 IN_PROCESS = {"STATION_IN_PROCESS": "1"}
 
 
-def station_cli(home: StationHome, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def station_cli(
+    home: StationHome, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return kit_station_cli(home, *args, env={**IN_PROCESS, **(env or {})})
 
 
 def station_popen(home: StationHome, args: list[str]) -> subprocess.Popen[str]:
     env = dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE, **IN_PROCESS)
     env.pop("STATION_TEST_KILL_AT", None)
-    return subprocess.Popen([sys.executable, "-m", "station", "--home", str(home.root), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "station", "--home", str(home.root), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
 
 
 def current_unit_state(home: StationHome, serial: str) -> tuple[str | None, bool]:
@@ -162,7 +179,9 @@ def kill_at_point(index: int, point: str, device: SimDevice, farm: Farm, home: S
     record = KillRecord(point, serial=f"20268{index:010d}")
     try:
         farm.swap(device.name)  # another, factory-fresh board: a new serial needs new silicon
-        killed = station_cli(home, *provision_args(record.serial, device), env={"STATION_TEST_KILL_AT": point})
+        killed = station_cli(
+            home, *provision_args(record.serial, device), env={"STATION_TEST_KILL_AT": point}
+        )
         record.killed_status, record.killed_output = killed.returncode, killed.stdout + killed.stderr
         after_the_kill(record, home, device, restart=index % 2 == 1)
     except BaseException:  # noqa: BLE001 - reported by the point's own test
@@ -170,7 +189,9 @@ def kill_at_point(index: int, point: str, device: SimDevice, farm: Farm, home: S
     return record
 
 
-def kill_at_random(index: int, delay_s: float, device: SimDevice, farm: Farm, home: StationHome) -> KillRecord:
+def kill_at_random(
+    index: int, delay_s: float, device: SimDevice, farm: Farm, home: StationHome
+) -> KillRecord:
     record = KillRecord(f"random-{index}-{delay_s:.2f}s", serial=f"20267{index:010d}")
     try:
         farm.swap(device.name)  # another, factory-fresh board: a new serial needs new silicon
@@ -212,8 +233,13 @@ def crashes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crashes]:
                 free.put(device)
 
         with ThreadPoolExecutor(max_workers=BOARDS, thread_name_prefix="crash") as pool:
-            futures = [pool.submit(on_a_board, kill_at_point, index, point) for index, point in enumerate(KILL_POINTS)]
-            futures += [pool.submit(on_a_board, kill_at_random, index, delay) for index, delay in enumerate(delays)]
+            futures = [
+                pool.submit(on_a_board, kill_at_point, index, point)
+                for index, point in enumerate(KILL_POINTS)
+            ]
+            futures += [
+                pool.submit(on_a_board, kill_at_random, index, delay) for index, delay in enumerate(delays)
+            ]
             records = [future.result() for future in futures]
         yield Crashes(home, devices, {record.label: record for record in records})
 
@@ -221,7 +247,8 @@ def crashes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crashes]:
 def check_recovered(record: KillRecord) -> None:
     assert not record.error, record.error
     assert record.verify_after_kill is not None and record.verify_after_kill.returncode == 0, (
-        record.verify_after_kill and record.verify_after_kill.stdout)
+        record.verify_after_kill and record.verify_after_kill.stdout
+    )
     if record.recovered is not None:
         assert record.recovered.returncode == 0, record.recovered.stdout + record.recovered.stderr
         assert "PASS" in record.recovered.stdout
@@ -233,7 +260,9 @@ def check_recovered(record: KillRecord) -> None:
 def test_a_station_killed_at_a_commit_point_leaves_a_sound_log_and_a_unit_that_recovers(crashes, point):
     record = crashes.records[point]
     assert not record.error, record.error
-    assert record.killed_status == -signal.SIGKILL, f"the hook did not fire at {point}:\n{record.killed_output}"
+    assert record.killed_status == -signal.SIGKILL, (
+        f"the hook did not fire at {point}:\n{record.killed_output}"
+    )
     if point == "unit_finished":
         assert record.state_after_kill == "passed" and not record.unfinished_after_kill
     else:
@@ -249,7 +278,9 @@ def test_a_station_killed_at_random_moments_always_recovers(crashes):
     for record in randoms:
         check_recovered(record)
         shown = [line.strip() for line in record.killed_output.splitlines() if line.strip()]
-        print(f"{record.label}: killed after {shown[-1] if shown else 'no output'!r}; recovery: {record.recovery}")
+        print(
+            f"{record.label}: killed after {shown[-1] if shown else 'no output'!r}; recovery: {record.recovery}"
+        )
     # The seeded delays must actually interrupt units, not only miss them or kill them when done.
     assert sum(record.recovery in ("resume", "restart") for record in randoms) >= RANDOM_KILLS // 2
 

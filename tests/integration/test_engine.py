@@ -89,13 +89,32 @@ def test_cli_batch_runs_each_unit_in_a_worker_and_reports_every_event(start_farm
     devices = start_farm(count=2)
     serials = ["202600000000071", "202600000000072"]
     manifest = sim_home.root / "boards.csv"
-    manifest.write_text("".join(f"{serial},{device.ssh_url},{device.name}\n"
-                                for serial, device in zip(serials, devices, strict=True)))
+    manifest.write_text(
+        "".join(
+            f"{serial},{device.ssh_url},{device.name}\n"
+            for serial, device in zip(serials, devices, strict=True)
+        )
+    )
     events_file = sim_home.root / "events.jsonl"
     run = subprocess.run(
-        [sys.executable, "-m", "station", "--home", str(sim_home.root), "batch", "--manifest", str(manifest),
-         "--operator", "dana", "--events", str(events_file)],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE),
+        [
+            sys.executable,
+            "-m",
+            "station",
+            "--home",
+            str(sim_home.root),
+            "batch",
+            "--manifest",
+            str(manifest),
+            "--operator",
+            "dana",
+            "--events",
+            str(events_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE),
     )
     assert run.returncode == 0, run.stdout + run.stderr
     records = [json.loads(line) for line in events_file.read_text().splitlines()]
@@ -114,11 +133,21 @@ def test_a_worker_killed_mid_keygen_fails_only_its_unit(start_farm, sim_home, ca
     watcher = Watcher()
     scheduler = Scheduler(home=sim_home, config=StationConfig(name="engine"), ca=ca, observer=watcher)
     scheduler.start()
-    jobs = [UnitJob(serial=f"20260000000008{index}", device=device.ssh_url, profile=profile, operator="erin",
-                    fixture=device.name) for index, device in enumerate(devices)]
+    jobs = [
+        UnitJob(
+            serial=f"20260000000008{index}",
+            device=device.ssh_url,
+            profile=profile,
+            operator="erin",
+            fixture=device.name,
+        )
+        for index, device in enumerate(devices)
+    ]
     numbers = [scheduler.submit(job) for job in jobs]
-    victim = watcher.wait_for(lambda e: e.kind == "step_started" and e.step == "keygen" and e.job == numbers[0],
-                              "the first board reach key generation")
+    victim = watcher.wait_for(
+        lambda e: e.kind == "step_started" and e.step == "keygen" and e.job == numbers[0],
+        "the first board reach key generation",
+    )
     assert victim.pid is not None and victim.pid != os.getpid()
     os.kill(victim.pid, signal.SIGKILL)
     assert scheduler.wait(numbers, WAIT_S)
@@ -136,8 +165,9 @@ def test_a_worker_killed_mid_keygen_fails_only_its_unit(start_farm, sim_home, ca
         assert audit.verify().ok
     # Retry continues it (from a fresh token) to PASS.
     again = Scheduler(home=sim_home, config=StationConfig(name="engine"), ca=ca)
-    (resumed,) = again.run([UnitJob(serial=jobs[0].serial, device=jobs[0].device, profile=profile,
-                                    operator="erin", resume=True)])
+    (resumed,) = again.run(
+        [UnitJob(serial=jobs[0].serial, device=jobs[0].device, profile=profile, operator="erin", resume=True)]
+    )
     assert resumed.kind == Ending.PASSED, resumed.message
 
 
@@ -147,12 +177,16 @@ def test_a_worker_hung_past_its_step_deadline_is_terminated_and_the_unit_resumes
     steps["keygen"] = (4.0, 0)
     profile = profile_copy(sim_home, "engine-hang", steps=steps)
     watcher = Watcher()
-    scheduler = Scheduler(home=sim_home, config=StationConfig(name="engine"), ca=ca, observer=watcher,
-                          step_grace_s=1.0)
+    scheduler = Scheduler(
+        home=sim_home, config=StationConfig(name="engine"), ca=ca, observer=watcher, step_grace_s=1.0
+    )
     scheduler.start()
-    number = scheduler.submit(UnitJob(serial="202600000000091", device=device.ssh_url, profile=profile,
-                                      operator="erin"))
-    started = watcher.wait_for(lambda e: e.kind == "step_started" and e.step == "keygen", "key generation start")
+    number = scheduler.submit(
+        UnitJob(serial="202600000000091", device=device.ssh_url, profile=profile, operator="erin")
+    )
+    started = watcher.wait_for(
+        lambda e: e.kind == "step_started" and e.step == "keygen", "key generation start"
+    )
     # The worker freezes mid-step (as a process stuck in a call no deadline reaches): only the station
     # can end it.
     os.kill(started.pid, signal.SIGSTOP)
@@ -166,8 +200,13 @@ def test_a_worker_hung_past_its_step_deadline_is_terminated_and_the_unit_resumes
     failed = [e for e in watcher.events if e.kind == "step_finished" and e.step == "keygen"]
     assert failed and failed[-1].outcome == "failed"
     again = Scheduler(home=sim_home, config=StationConfig(name="engine"), ca=ca)
-    (resumed,) = again.run([UnitJob(serial="202600000000091", device=device.ssh_url, profile=profile,
-                                    operator="erin", resume=True)])
+    (resumed,) = again.run(
+        [
+            UnitJob(
+                serial="202600000000091", device=device.ssh_url, profile=profile, operator="erin", resume=True
+            )
+        ]
+    )
     assert resumed.kind == Ending.PASSED, resumed.message
 
 
@@ -180,9 +219,12 @@ def test_a_worker_inherits_no_secret_and_runs_under_its_limits(start_farm, sim_h
     watcher = Watcher()
     scheduler = Scheduler(home=sim_home, config=StationConfig(name="engine"), ca=ca, observer=watcher)
     scheduler.start()
-    number = scheduler.submit(UnitJob(serial="202600000000095", device=device.ssh_url, profile=profile,
-                                      operator="erin"))
-    started = watcher.wait_for(lambda e: e.kind == "step_started" and e.step == "keygen", "key generation start")
+    number = scheduler.submit(
+        UnitJob(serial="202600000000095", device=device.ssh_url, profile=profile, operator="erin")
+    )
+    started = watcher.wait_for(
+        lambda e: e.kind == "step_started" and e.step == "keygen", "key generation start"
+    )
     environ = Path(f"/proc/{started.pid}/environ").read_bytes()
     argv = Path(f"/proc/{started.pid}/cmdline").read_bytes()
     # The worker is a fork of the fork server — the station's child, not the station — which carries no
@@ -215,11 +257,31 @@ def test_a_worker_inherits_no_secret_and_runs_under_its_limits(start_farm, sim_h
 def test_ctrl_c_on_station_provision_cancels_the_unit_cleanly(start_farm, sim_home, ca):
     (device,) = start_farm(count=1, keygen_delay=30)
     events_file = sim_home.root / "events.jsonl"
-    args = [sys.executable, "-m", "station", "--home", str(sim_home.root), "provision", "--serial",
-            "202600000000097", "--device", device.ssh_url, "--operator", "dana", "--events", str(events_file)]
+    args = [
+        sys.executable,
+        "-m",
+        "station",
+        "--home",
+        str(sim_home.root),
+        "provision",
+        "--serial",
+        "202600000000097",
+        "--device",
+        device.ssh_url,
+        "--operator",
+        "dana",
+        "--events",
+        str(events_file),
+    ]
     # Its own session, as a terminal's foreground job: Ctrl-C reaches the station and its worker alike.
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, env=dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE))
+    process = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE),
+    )
     try:
         end = time.monotonic() + WAIT_S
         while not (events_file.exists() and '"step": "keygen"' in events_file.read_text()):

@@ -137,8 +137,9 @@ def test_the_audit_disk_failing_at_sign_pushes_nothing(start_farm, sim_home, vol
         if event.kind == "step_started" and event.step == "sign":
             volume.fail()
 
-    provisioner = Provisioner(home=sim_home, config=StationConfig(name="disk"), ca=ca, audit=audit,
-                              observer=fail_the_disk_at_sign)
+    provisioner = Provisioner(
+        home=sim_home, config=StationConfig(name="disk"), ca=ca, audit=audit, observer=fail_the_disk_at_sign
+    )
     try:
         with pytest.raises(Exception) as failure:  # noqa: PT011 - the kind is checked below
             provisioner.provision(serial=SERIAL, device=device.ssh_url, profile=profile, operator="disk")
@@ -156,8 +157,9 @@ def test_the_audit_disk_failing_at_sign_pushes_nothing(start_farm, sim_home, vol
         assert "is full" in str(failure.value) and "Retry" in str(failure.value)
         volume.repair()
         with AuditLog(db) as audit:
-            resumed = Provisioner(home=sim_home, config=StationConfig(name="disk"), ca=ca, audit=audit).provision(
-                serial=SERIAL, device=device.ssh_url, profile=profile, operator="disk", resume=True)
+            resumed = Provisioner(
+                home=sim_home, config=StationConfig(name="disk"), ca=ca, audit=audit
+            ).provision(serial=SERIAL, device=device.ssh_url, profile=profile, operator="disk", resume=True)
         assert resumed.passed, resumed.message
         assert assert_board_certificate_recorded(device, assert_audit_sound(db)) is not None
 
@@ -172,13 +174,15 @@ def test_a_read_only_audit_disk_is_reported_in_plain_words(start_farm, sim_home,
             ro.fail()
             with pytest.raises(AuditLogUnavailable):
                 Provisioner(home=sim_home, config=StationConfig(name="disk"), ca=ca, audit=audit).provision(
-                    serial=SERIAL, device=device.ssh_url, profile=profile, operator="disk")
+                    serial=SERIAL, device=device.ssh_url, profile=profile, operator="disk"
+                )
         finally:
             audit.close()
 
 
-def provision_on_a_full_disk(sim_home: StationHome, tmp_path: Path, device: SimDevice) -> tuple[
-        subprocess.CompletedProcess[str], dict[int, tuple[str, str, str | None]]]:
+def provision_on_a_full_disk(
+    sim_home: StationHome, tmp_path: Path, device: SimDevice
+) -> tuple[subprocess.CompletedProcess[str], dict[int, tuple[str, str, str | None]]]:
     with mounted_volume(tmp_path, "full") as full:
         # A whole station home on the small volume: its CA, its SSH key, its profiles, its audit log.
         home = StationHome(full.path).create()
@@ -188,7 +192,9 @@ def provision_on_a_full_disk(sim_home: StationHome, tmp_path: Path, device: SimD
         with AuditLog(home.audit_db):
             pass
         full.fail()
-        run_ = station_cli(home, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--profile", "disk")
+        run_ = station_cli(
+            home, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--profile", "disk"
+        )
         full.repair()  # even reading a log in WAL mode needs room for its -shm file
         return run_, audit_facts(home.audit_db).units
 

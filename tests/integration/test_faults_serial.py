@@ -56,18 +56,37 @@ def power_cycle_a_hung_console(case: Case, device: SimDevice, farm: Farm) -> Non
     if case.step != "reboot" or not case.fault.startswith("hang"):
         return
     subprocess.run(
-        ["ssh", "-F", "/dev/null", "-i", str(farm.home.ssh_key), "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-         "-p", str(device.port), f"root@{device.address}", "reboot"],
-        capture_output=True, timeout=POWER_CYCLE_TIMEOUT_S, check=False,
-    )  # fmt: skip
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(farm.home.ssh_key),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-p",
+            str(device.port),
+            f"root@{device.address}",
+            "reboot",
+        ],
+        capture_output=True,
+        timeout=POWER_CYCLE_TIMEOUT_S,
+        check=False,
+    )
     wait_until_up(farm, device.name)
 
 
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
-    yield from run_matrix(tmp_path_factory, CASES, url_of=console_url, repair=power_cycle_a_hung_console,
-                          serial_console=True)
+    yield from run_matrix(
+        tmp_path_factory, CASES, url_of=console_url, repair=power_cycle_a_hung_console, serial_console=True
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])

@@ -139,8 +139,18 @@ def ssh_url(device: SimDevice) -> str:
     return device.ssh_url
 
 
-def run_case(index: int, case: Case, device: SimDevice, farm: Farm, home: StationHome, ca: CertificateAuthority,
-             audit: AuditLog, profile: DeviceProfile, url_of: UrlOf, repair: Repair | None) -> CaseRecord:
+def run_case(
+    index: int,
+    case: Case,
+    device: SimDevice,
+    farm: Farm,
+    home: StationHome,
+    ca: CertificateAuthority,
+    audit: AuditLog,
+    profile: DeviceProfile,
+    url_of: UrlOf,
+    repair: Repair | None,
+) -> CaseRecord:
     record = CaseRecord(case, device=device.name)
     url = url_of(device)
     observer_errors: list[str] = []
@@ -154,13 +164,16 @@ def run_case(index: int, case: Case, device: SimDevice, farm: Farm, home: Statio
                 observer_errors.append(traceback.format_exc())
 
     def provisioner(observer: object) -> Provisioner:
-        return Provisioner(home=home, config=StationConfig(name="fault-matrix"), ca=ca, audit=audit,
-                           observer=observer)  # type: ignore[arg-type]
+        return Provisioner(
+            home=home, config=StationConfig(name="fault-matrix"), ca=ca, audit=audit, observer=observer
+        )  # type: ignore[arg-type]
 
     serial = f"20269{index:010d}"
     try:
         farm.swap(device.name)  # another factory-fresh board (new SoC id) for every case
-        record.first = provisioner(observe).provision(serial=serial, device=url, profile=profile, operator="matrix")
+        record.first = provisioner(observe).provision(
+            serial=serial, device=url, profile=profile, operator="matrix"
+        )
         farm.set_fault(device.name, None)  # the technician fixes the board
         if case.fault == "no-boot":
             wait_until_up(farm, device.name)
@@ -171,7 +184,8 @@ def run_case(index: int, case: Case, device: SimDevice, farm: Farm, home: Statio
         record.board_fingerprint_after_failure = assert_board_certificate_recorded(device, facts)
         if not record.first.passed:
             record.resumed = provisioner(None).provision(
-                serial=serial, device=url, profile=profile, operator="matrix", resume=True)
+                serial=serial, device=url, profile=profile, operator="matrix", resume=True
+            )
             facts = audit_facts(home.audit_db)
             record.board_fingerprint_after_resume = assert_board_certificate_recorded(device, facts)
             issued = audit.certificate_for_unit(record.resumed.unit.id)
@@ -182,8 +196,14 @@ def run_case(index: int, case: Case, device: SimDevice, farm: Farm, home: Statio
     return record
 
 
-def run_matrix(tmp_path_factory: pytest.TempPathFactory, cases: list[Case], *, url_of: UrlOf = ssh_url,
-               repair: Repair | None = None, serial_console: bool = False) -> Iterator[Matrix]:
+def run_matrix(
+    tmp_path_factory: pytest.TempPathFactory,
+    cases: list[Case],
+    *,
+    url_of: UrlOf = ssh_url,
+    repair: Repair | None = None,
+    serial_console: bool = False,
+) -> Iterator[Matrix]:
     """Run ``cases`` four at a time on four boards; yield every case's record (then stop the farm)."""
     home = StationHome(tmp_path_factory.mktemp("fault-matrix") / "home").create()
     ca = CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE.encode())
@@ -239,8 +259,11 @@ def check_case(matrix: Matrix, case: Case) -> None:
     assert "Retry" in first.message, first.message  # a person is told what to do next
 
     # Within the deadlines of the steps involved (each attempt its own), plus one second.
-    started = next(at for at, event in record.events
-                   if event.kind == "step_started" and event.step == case.step and event.attempt == 1)
+    started = next(
+        at
+        for at, event in record.events
+        if event.kind == "step_started" and event.step == case.step and event.attempt == 1
+    )
     ended = next(at for at, event in record.events if event.kind == "unit_finished")
     allowed = deadline_of(matrix.profile, case.step, case.fails_at) + 1.0
     assert ended - started <= allowed, f"took {ended - started:.2f} s, allowed {allowed:g} s"
@@ -260,8 +283,14 @@ def summary(matrix: Matrix) -> str:
     for case_id, record in matrix.records.items():
         first = record.first
         ended = next((at for at, event in record.events if event.kind == "unit_finished"), None)
-        started = next((at for at, event in record.events if event.kind == "step_started"
-                        and event.step == record.case.step), None)
+        started = next(
+            (
+                at
+                for at, event in record.events
+                if event.kind == "step_started" and event.step == record.case.step
+            ),
+            None,
+        )
         took = f"{ended - started:5.2f} s" if ended is not None and started is not None else "   -   "
         where = "PASS" if first is not None and first.passed else (first.failed_step if first else "error")
         resumed = "resumed PASS" if record.resumed is not None and record.resumed.passed else ""
@@ -305,8 +334,11 @@ def test_command_faults_are_written_action_colon_pattern() -> None:
     fault = parse_fault("hang:--keypairgen")
     assert isinstance(fault, CommandFault) and str(fault) == "hang:--keypairgen"
     assert str(parse_fault("drop:^sha256sum /var/lib/")) == "drop:^sha256sum /var/lib/"
-    for bad, reason in (("explode:x", "unknown fault 'explode:x'"), ("hang:", "regular expression"),
-                        ("fail:([", "not a valid extended regular expression")):
+    for bad, reason in (
+        ("explode:x", "unknown fault 'explode:x'"),
+        ("hang:", "regular expression"),
+        ("fail:([", "not a valid extended regular expression"),
+    ):
         with pytest.raises(Exception, match=reason.replace("(", r"\(").replace("[", r"\[")):
             parse_fault(bad)
 
@@ -323,11 +355,29 @@ def test_a_command_fault_armed_from_the_cli_strikes_only_matching_commands(start
 
     station_cli(sim_home, "sim", "fault", device.name, "garbage:^cat ")
     noise = subprocess.run(
-        ["ssh", "-F", "/dev/null", "-i", str(sim_home.ssh_key), "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-         "-p", str(device.port), f"root@{device.address}", "cat /etc/hostname"],
-        capture_output=True, timeout=30, check=False,
-    )  # fmt: skip
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(sim_home.ssh_key),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-p",
+            str(device.port),
+            f"root@{device.address}",
+            "cat /etc/hostname",
+        ],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
     assert noise.returncode == 0 and len(noise.stdout) > 65536
     assert b"\x1b[2J" in noise.stdout and b"\xff\xfe" in noise.stdout
 

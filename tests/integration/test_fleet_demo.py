@@ -18,8 +18,12 @@ pytestmark = pytest.mark.integration
 
 
 def station(home: StationHome, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "station", "--home", str(home.root), *args],
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "station", "--home", str(home.root), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def test_the_demo_fleet_starts_registers_the_station_and_stops(tmp_path):

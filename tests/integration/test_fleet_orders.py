@@ -37,27 +37,50 @@ FIRST = 202600000088001
 
 
 def write_order(path: Path, *, order: str = ORDER, quantity: int, first: int = FIRST, count: int) -> Path:
-    path.write_text("order,profile,quantity,serials,due\n"
-                    f"{order},welma-optee,{quantity},{first}-{first + count - 1},2026-12-31\n")
+    path.write_text(
+        "order,profile,quantity,serials,due\n"
+        f"{order},welma-optee,{quantity},{first}-{first + count - 1},2026-12-31\n"
+    )
     return path
 
 
 def cli(station, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(station_cli(station, *args), capture_output=True, text=True, timeout=timeout, env=ENV)
+    return subprocess.run(
+        station_cli(station, *args), capture_output=True, text=True, timeout=timeout, env=ENV
+    )
 
 
 def parsed(station, path: Path):
     home = station.home
     names = set(available_profiles(home.profiles_dir))
-    return read_order_file(path, profiles=lambda name: load_profile(name, home.profiles_dir) if name in names else None)
+    return read_order_file(
+        path, profiles=lambda name: load_profile(name, home.profiles_dir) if name in names else None
+    )
 
 
 def board(home, device, *remote: str) -> str:
     return subprocess.run(
-        ["ssh", "-i", str(home.ssh_key), "-p", str(device.port), "-o", "BatchMode=yes",
-         "-o", f"UserKnownHostsFile={home.root / 'test_known_hosts'}", "-o", "StrictHostKeyChecking=accept-new",
-         "-o", "ConnectTimeout=10", f"root@{device.address}", *remote],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            "ssh",
+            "-i",
+            str(home.ssh_key),
+            "-p",
+            str(device.port),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={home.root / 'test_known_hosts'}",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            "ConnectTimeout=10",
+            f"root@{device.address}",
+            *remote,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
 
 
@@ -68,13 +91,23 @@ def test_two_stations_sharing_a_fleet_never_exceed_an_orders_quantity_together(t
     a = make_station(tmp_path, fleet_db, "st-a", line="L1")
     b = make_station(tmp_path, fleet_db, "st-b", line="L2")
     quantity, per_station = 3, 3
-    imported = cli(a, "order", "import", str(write_order(tmp_path / "wo.csv", quantity=quantity,
-                                                         count=2 * per_station + 1)), "--by", "Q. Lead")
+    imported = cli(
+        a,
+        "order",
+        "import",
+        str(write_order(tmp_path / "wo.csv", quantity=quantity, count=2 * per_station + 1)),
+        "--by",
+        "Q. Lead",
+    )
     assert imported.returncode == 0, imported.stdout + imported.stderr
-    assert central(fleet_db, "SELECT order_id, quantity, imported_station FROM fleet_orders") == [(ORDER, 3, "st-a")]
+    assert central(fleet_db, "SELECT order_id, quantity, imported_station FROM fleet_orders") == [
+        (ORDER, 3, "st-a")
+    ]
     # Station B never imported it: it reads it from the fleet.
     listed = cli(b, "order", "list")
-    assert listed.returncode == 0 and ORDER in listed.stdout and "0/3" in listed.stdout, listed.stdout + listed.stderr
+    assert listed.returncode == 0 and ORDER in listed.stdout and "0/3" in listed.stdout, (
+        listed.stdout + listed.stderr
+    )
 
     with ExitStack() as stack:
         devices = {s.fleet.station_name: start_farm(stack, s, per_station) for s in (a, b)}
@@ -85,15 +118,34 @@ def test_two_stations_sharing_a_fleet_never_exceed_an_orders_quantity_together(t
             rows = ["serial,device,fixture,order"]
             for device in devices[s.fleet.station_name]:
                 board(s.home, device, "touch", CANARY)
-                boards[str(serial)] = (s, device, board(s.home, device, "cat", "/proc/sys/kernel/random/boot_id"))
+                boards[str(serial)] = (
+                    s,
+                    device,
+                    board(s.home, device, "cat", "/proc/sys/kernel/random/boot_id"),
+                )
                 rows.append(f"{serial},{device.ssh_url},{device.name},{ORDER}")
                 serial += 1
             manifests[s.fleet.station_name] = s.home.root / "boards.csv"
             manifests[s.fleet.station_name].write_text("\n".join(rows) + "\n")
-        runs = [subprocess.Popen(station_cli(s, "batch", "--manifest", str(manifests[s.fleet.station_name]),
-                                             "--jobs", str(per_station), "--operator", "ann"),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-                for s in (a, b)]
+        runs = [
+            subprocess.Popen(
+                station_cli(
+                    s,
+                    "batch",
+                    "--manifest",
+                    str(manifests[s.fleet.station_name]),
+                    "--jobs",
+                    str(per_station),
+                    "--operator",
+                    "ann",
+                ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=ENV,
+            )
+            for s in (a, b)
+        ]
         outputs = [run.communicate(timeout=600)[0] for run in runs]
         both = "\n----\n".join(outputs)
 
@@ -121,19 +173,35 @@ def test_two_stations_sharing_a_fleet_never_exceed_an_orders_quantity_together(t
         for s in (a, b):
             sync(s)
         s, device, boot_id = boards[refused[-1]]
-        late = cli(s, "provision", "--serial", str(FIRST + 2 * per_station), "--device", device.ssh_url,
-                   "--operator", "ann", "--order", ORDER)
+        late = cli(
+            s,
+            "provision",
+            "--serial",
+            str(FIRST + 2 * per_station),
+            "--device",
+            device.ssh_url,
+            "--operator",
+            "ann",
+            "--order",
+            ORDER,
+        )
         assert late.returncode == 1, late.stdout + late.stderr
-        assert f"work order {ORDER} is complete ({quantity} of {quantity} passed across the fleet)" in late.stderr
+        assert (
+            f"work order {ORDER} is complete ({quantity} of {quantity} passed across the fleet)"
+            in late.stderr
+        )
         assert "Identify board" not in late.stdout
         assert board(s.home, device, "cat", "/proc/sys/kernel/random/boot_id") == boot_id
 
-    assert central(fleet_db, "SELECT count(*) FROM fleet_order_places WHERE order_id = %s AND released_at IS NULL",
-                   ORDER) == [(quantity,)]
-    (count,), = central(fleet_db, "SELECT count(*) FROM fleet_units WHERE state = 'passed'")
+    assert central(
+        fleet_db, "SELECT count(*) FROM fleet_order_places WHERE order_id = %s AND released_at IS NULL", ORDER
+    ) == [(quantity,)]
+    ((count,),) = central(fleet_db, "SELECT count(*) FROM fleet_units WHERE state = 'passed'")
     assert count == quantity
     shown = cli(b, "order", "show", ORDER)
-    assert shown.returncode == 0 and f"{quantity} of {quantity} passed" in shown.stdout, shown.stdout + shown.stderr
+    assert shown.returncode == 0 and f"{quantity} of {quantity} passed" in shown.stdout, (
+        shown.stdout + shown.stderr
+    )
 
     # Closed on B, closed everywhere; both local audit logs (their copies of the order included) still verify.
     closed = cli(b, "order", "close", ORDER, "--reason", "planning cancelled the rest", "--by", "Q. Lead")
@@ -147,7 +215,9 @@ def test_two_stations_sharing_a_fleet_never_exceed_an_orders_quantity_together(t
             assert log.orders.status(ORDER).state == "closed"
 
 
-def test_the_station_role_cannot_change_the_central_orders_and_a_place_is_decided_by_the_fleet(tmp_path, fleet_db):
+def test_the_station_role_cannot_change_the_central_orders_and_a_place_is_decided_by_the_fleet(
+    tmp_path, fleet_db
+):
     a = make_station(tmp_path, fleet_db, "st-a")
     b = make_station(tmp_path, fleet_db, "st-b")
     order_file = write_order(tmp_path / "wo.csv", quantity=4, count=40)
@@ -162,9 +232,15 @@ def test_the_station_role_cannot_change_the_central_orders_and_a_place_is_decide
         with AuditLog(station.home.audit_db) as log:
             book = FleetOrderBook(log, station.fleet)
             try:
-                log.start_unit(serial=str(number), profile="welma-optee", device="ssh://root@127.0.0.2:2222",
-                               operator="ann", station=station.fleet.station_name, order=ORDER,
-                               take_place=book.take_place)
+                log.start_unit(
+                    serial=str(number),
+                    profile="welma-optee",
+                    device="ssh://root@127.0.0.2:2222",
+                    operator="ann",
+                    station=station.fleet.station_name,
+                    order=ORDER,
+                    take_place=book.take_place,
+                )
             except OrderRefused as exc:
                 return exc.kind
             return "taken"
@@ -196,7 +272,9 @@ def test_the_station_role_cannot_change_the_central_orders_and_a_place_is_decide
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
         # What it may do: read the orders (and ask through the functions).
-        assert conn.execute("SELECT quantity FROM fleet_orders WHERE order_id = %s", [ORDER]).fetchone() == (4,)
+        assert conn.execute("SELECT quantity FROM fleet_orders WHERE order_id = %s", [ORDER]).fetchone() == (
+            4,
+        )
     assert central(fleet_db, "SELECT count(*) FROM fleet_order_places WHERE released_at IS NULL") == [(4,)]
 
 
@@ -211,8 +289,14 @@ def test_offline_refuse_refuses_and_allow_and_flag_is_listed_as_an_over_filled_o
         with AuditLog(s.home.audit_db) as log:
             assert [status.order_id for status in FleetOrderBook(log, s.fleet).orders()] == [ORDER]
     with AuditLog(a.home.audit_db) as log:
-        unit = log.start_unit(serial=str(FIRST), profile="welma-optee", device="ssh://root@127.0.0.2:2222",
-                              operator="ann", station="st-a", take_place=FleetOrderBook(log, a.fleet).take_place)
+        unit = log.start_unit(
+            serial=str(FIRST),
+            profile="welma-optee",
+            device="ssh://root@127.0.0.2:2222",
+            operator="ann",
+            station="st-a",
+            take_place=FleetOrderBook(log, a.fleet).take_place,
+        )
         log.finish_unit(unit.id, result="passed")
 
     unreachable = f":{fleet_db.server.cluster.port}/"
@@ -225,8 +309,14 @@ def test_offline_refuse_refuses_and_allow_and_flag_is_listed_as_an_over_filled_o
             book.order_for(str(FIRST + 1))
         assert refused.value.kind == "offline" and 'offline policy is "refuse"' in str(refused.value)
         with pytest.raises(OrderRefused, match="restore the network"):
-            log.start_unit(serial=str(FIRST + 1), profile="welma-optee", device="ssh://root@127.0.0.2:2222",
-                           operator="ann", station="st-c", take_place=book.take_place)
+            log.start_unit(
+                serial=str(FIRST + 1),
+                profile="welma-optee",
+                device="ssh://root@127.0.0.2:2222",
+                operator="ann",
+                station="st-c",
+                take_place=book.take_place,
+            )
         assert log.count_units() == 0
 
     # offline = allow-and-flag: the place is taken locally (its copy of the order does not know it was closed);
@@ -234,8 +324,14 @@ def test_offline_refuse_refuses_and_allow_and_flag_is_listed_as_an_over_filled_o
     with AuditLog(b.home.audit_db) as log:
         book = FleetOrderBook(log, replace(b.fleet, dsn=b.fleet.dsn.replace(unreachable, ":1/")))
         assert book.order_for(str(FIRST + 1)) is not None
-        unit = log.start_unit(serial=str(FIRST + 1), profile="welma-optee", device="ssh://root@127.0.0.2:2222",
-                              operator="ann", station="st-b", take_place=book.take_place)
+        unit = log.start_unit(
+            serial=str(FIRST + 1),
+            profile="welma-optee",
+            device="ssh://root@127.0.0.2:2222",
+            operator="ann",
+            station="st-b",
+            take_place=book.take_place,
+        )
         log.finish_unit(unit.id, result="passed")
         assert log.orders.order_of_unit(unit.id) == ORDER
     for s in (a, b):
@@ -244,21 +340,42 @@ def test_offline_refuse_refuses_and_allow_and_flag_is_listed_as_an_over_filled_o
     flagged = [line for line in conflicts.stdout.splitlines() if line.startswith("[order] ")]
     assert len(flagged) == 2 and "2 conflicts," in conflicts.stdout, conflicts.stdout
     assert all("on station st-b" in line for line in flagged)
-    assert any(f"work order {ORDER} over-filled: 2 places held for a quantity of 1" in line for line in flagged)
-    assert any(f"work order {ORDER} was closed (" in line and "by Q. Lead on station st-a: enough built) before "
-               "this unit took a place" in line for line in flagged)
+    assert any(
+        f"work order {ORDER} over-filled: 2 places held for a quantity of 1" in line for line in flagged
+    )
+    assert any(
+        f"work order {ORDER} was closed (" in line
+        and "by Q. Lead on station st-a: enough built) before this unit took a place" in line
+        for line in flagged
+    )
     # Online again, the closed order refuses a further board everywhere.
-    with AuditLog(c.home.audit_db) as log, pytest.raises(OrderRefused, match=f"work order {ORDER} was closed"):
-        log.start_unit(serial=str(FIRST + 2), profile="welma-optee", device="ssh://root@127.0.0.2:2222",
-                       operator="ann", station="st-c", take_place=FleetOrderBook(log, c.fleet).take_place)
+    with (
+        AuditLog(c.home.audit_db) as log,
+        pytest.raises(OrderRefused, match=f"work order {ORDER} was closed"),
+    ):
+        log.start_unit(
+            serial=str(FIRST + 2),
+            profile="welma-optee",
+            device="ssh://root@127.0.0.2:2222",
+            operator="ann",
+            station="st-c",
+            take_place=FleetOrderBook(log, c.fleet).take_place,
+        )
 
 
-def test_a_place_granted_to_a_start_that_rolled_back_stops_counting_once_its_unit_id_is_reused(tmp_path, fleet_db):
+def test_a_place_granted_to_a_start_that_rolled_back_stops_counting_once_its_unit_id_is_reused(
+    tmp_path, fleet_db
+):
     from station.fleet.forwarder import Forwarder
 
     a = make_station(tmp_path, fleet_db, "st-a")
     order_file = write_order(tmp_path / "wo.csv", quantity=1, count=3)
-    unit = {"profile": "welma-optee", "device": "ssh://root@127.0.0.2:2222", "operator": "ann", "station": "st-a"}
+    unit = {
+        "profile": "welma-optee",
+        "device": "ssh://root@127.0.0.2:2222",
+        "operator": "ann",
+        "station": "st-a",
+    }
     with AuditLog(a.home.audit_db) as log:
         book = FleetOrderBook(log, a.fleet)
         book.import_orders(parsed(a, order_file), by="Q. Lead")
@@ -282,4 +399,6 @@ def test_a_place_granted_to_a_start_that_rolled_back_stops_counting_once_its_uni
             pass
         started = log.start_unit(serial=str(FIRST + 1), take_place=book.take_place, **unit)
         assert started.id == other.id + 1 and log.orders.order_of_unit(started.id) == ORDER
-    assert central(fleet_db, "SELECT unit_id FROM fleet_order_places WHERE serial = %s", str(FIRST)) == [(other.id,)]
+    assert central(fleet_db, "SELECT unit_id FROM fleet_order_places WHERE serial = %s", str(FIRST)) == [
+        (other.id,)
+    ]

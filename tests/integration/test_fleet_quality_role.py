@@ -38,24 +38,41 @@ def test_a_quality_lead_role_made_by_the_command_reads_the_fleet_and_cannot_writ
         while Forwarder(station.fleet, audit).send_once():
             pass
 
-    run = _station_cli("fleet", "grant-quality", "alice", "--dsn", fleet_db.admin_dsn, pgpass=fleet_db.admin_pgpass,
-                       stdin=PASSWORD + "\n")
+    run = _station_cli(
+        "fleet",
+        "grant-quality",
+        "alice",
+        "--dsn",
+        fleet_db.admin_dsn,
+        pgpass=fleet_db.admin_pgpass,
+        stdin=PASSWORD + "\n",
+    )
     assert run.returncode == 0, run.stderr
     assert "created alice: member of" in run.stdout and "reads the fleet, writes nothing" in run.stdout
     assert PASSWORD not in run.stdout + run.stderr
     with fleet_db.admin() as conn:
         stored = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'alice'").fetchone()[0]
-        groups = {row[0] for row in conn.execute(
-            "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
-            "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = 'alice'").fetchall()}
+        groups = {
+            row[0]
+            for row in conn.execute(
+                "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+                "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = 'alice'"
+            ).fetchall()
+        }
     assert stored.startswith("SCRAM-SHA-256$") and PASSWORD not in stored
     assert groups == {f"{fleet_db.name}_quality"}
 
     # The lead's own pgpass, as the command told them; the quality leads' commands work with --dsn.
     cluster = fleet_db.server.cluster
     lead_pgpass = tmp_path / "alice.pgpass"
-    write_pgpass(lead_pgpass, host="127.0.0.1", port=cluster.port, database=fleet_db.name, role="alice",
-                 password=PASSWORD)
+    write_pgpass(
+        lead_pgpass,
+        host="127.0.0.1",
+        port=cluster.port,
+        database=fleet_db.name,
+        role="alice",
+        password=PASSWORD,
+    )
     lead_dsn = f"postgresql://alice@127.0.0.1:{cluster.port}/{fleet_db.name}"
     units = _station_cli("fleet", "units", "--dsn", lead_dsn, pgpass=lead_pgpass, home=tmp_path / "no-home")
     assert units.returncode == 0, units.stderr
@@ -65,7 +82,7 @@ def test_a_quality_lead_role_made_by_the_command_reads_the_fleet_and_cannot_writ
         assert conn.execute("SELECT count(*) FROM fleet_journal").fetchone()[0] > 0
         refused = {
             "insert into the journal": "INSERT INTO fleet_journal (station, seq, at, kind, payload, prev_hash, hash) "
-                                       "VALUES ('st-a', 999, 'x', 'x', '{}', 'x', 'x')",
+            "VALUES ('st-a', 999, 'x', 'x', '{}', 'x', 'x')",
             "update a unit": "UPDATE fleet_units SET state = 'failed'",
             "delete a certificate": "DELETE FROM fleet_certificates",
             "truncate the journal": "TRUNCATE fleet_journal",
@@ -84,11 +101,25 @@ def test_a_quality_lead_role_made_by_the_command_reads_the_fleet_and_cannot_writ
         assert conn.execute("SELECT count(*) FROM fleet_units WHERE state = 'failed'").fetchone()[0] == 0
 
     # A new password by running it again; --revoke takes the login away.
-    again = _station_cli("fleet", "grant-quality", "alice", "--dsn", fleet_db.admin_dsn,
-                         pgpass=fleet_db.admin_pgpass, stdin=PASSWORD + "!\n")
+    again = _station_cli(
+        "fleet",
+        "grant-quality",
+        "alice",
+        "--dsn",
+        fleet_db.admin_dsn,
+        pgpass=fleet_db.admin_pgpass,
+        stdin=PASSWORD + "!\n",
+    )
     assert again.returncode == 0 and "new password for alice" in again.stdout
-    revoke = _station_cli("fleet", "grant-quality", "alice", "--dsn", fleet_db.admin_dsn, "--revoke",
-                          pgpass=fleet_db.admin_pgpass)
+    revoke = _station_cli(
+        "fleet",
+        "grant-quality",
+        "alice",
+        "--dsn",
+        fleet_db.admin_dsn,
+        "--revoke",
+        pgpass=fleet_db.admin_pgpass,
+    )
     assert revoke.returncode == 0 and "alice can no longer log in" in revoke.stdout
     with pytest.raises((FleetError, FleetUnavailable)):
         connect(lead_dsn, passfile=lead_pgpass).close()
@@ -110,13 +141,20 @@ def test_grant_quality_refuses_bad_names_short_passwords_and_roles_that_can_writ
     ]
     for name, typed, message in cases:
         monkeypatch.setattr(sys, "stdin", io.StringIO(typed + "\n" if typed else ""))
-        code = main(["--home", str(tmp_path / "no-home"), "fleet", "grant-quality", name, "--dsn",
-                     fleet_db.admin_dsn])
+        code = main(
+            ["--home", str(tmp_path / "no-home"), "fleet", "grant-quality", name, "--dsn", fleet_db.admin_dsn]
+        )
         said = capsys.readouterr()
         assert code != 0, name
         assert message in said.err + said.out, (name, said.err)
     with fleet_db.admin() as conn:
-        assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname IN ('bob', 'carol')").fetchone()[0] == 0
+        assert (
+            conn.execute("SELECT count(*) FROM pg_roles WHERE rolname IN ('bob', 'carol')").fetchone()[0] == 0
+        )
         # The station's own role kept exactly its rights.
-        assert conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')",
-                            [station_role, f"{fleet_db.name}_quality"]).fetchone()[0] is False
+        assert (
+            conn.execute(
+                "SELECT pg_has_role(%s, %s, 'MEMBER')", [station_role, f"{fleet_db.name}_quality"]
+            ).fetchone()[0]
+            is False
+        )

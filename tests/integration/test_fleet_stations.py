@@ -58,12 +58,21 @@ def sync(station) -> None:
 def test_stations_in_parallel_into_one_fleet_lose_and_duplicate_nothing(tmp_path, fleet_db):
     stations = [make_station(tmp_path, fleet_db, f"st-{i}", line=f"L{i % 2 + 1}") for i in range(STATIONS)]
     with ExitStack() as stack:
-        manifests = [manifest(s, start_farm(stack, s, BOARDS), 202600000000000 + i * 100000 + 1000)
-                     for i, s in enumerate(stations)]
+        manifests = [
+            manifest(s, start_farm(stack, s, BOARDS), 202600000000000 + i * 100000 + 1000)
+            for i, s in enumerate(stations)
+        ]
         started = time.monotonic()
-        runs = [subprocess.Popen(station_cli(s, "batch", "--manifest", str(m), "--operator", "ann"),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-                for s, m in zip(stations, manifests, strict=True)]
+        runs = [
+            subprocess.Popen(
+                station_cli(s, "batch", "--manifest", str(m), "--operator", "ann"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=ENV,
+            )
+            for s, m in zip(stations, manifests, strict=True)
+        ]
         outputs = [run.communicate(timeout=600)[0] for run in runs]
         wall = time.monotonic() - started
     for run, output in zip(runs, outputs, strict=True):
@@ -77,20 +86,30 @@ def test_stations_in_parallel_into_one_fleet_lose_and_duplicate_nothing(tmp_path
             events = audit.event_hashes(1, 10**9)
             assert audit.fleet_backlog()[2] == 0
         local_total += len(events)
-        fleet_events = dict(central(fleet_db, "SELECT seq, hash FROM fleet_journal WHERE station = %s",
-                                    station.fleet.station_name))
-        assert fleet_events == events, f"{station.fleet.station_name}: the fleet's copy differs from the local log"
-    (count,), = central(fleet_db, "SELECT count(*) FROM fleet_journal")
+        fleet_events = dict(
+            central(
+                fleet_db, "SELECT seq, hash FROM fleet_journal WHERE station = %s", station.fleet.station_name
+            )
+        )
+        assert fleet_events == events, (
+            f"{station.fleet.station_name}: the fleet's copy differs from the local log"
+        )
+    ((count,),) = central(fleet_db, "SELECT count(*) FROM fleet_journal")
     assert count == local_total
     gaps = central(fleet_db, "SELECT station FROM fleet_journal GROUP BY station HAVING max(seq) <> count(*)")
     assert gaps == []
-    passed = central(fleet_db, "SELECT station, count(*) FROM fleet_units WHERE state = 'passed' GROUP BY 1 ORDER BY 1")
+    passed = central(
+        fleet_db, "SELECT station, count(*) FROM fleet_units WHERE state = 'passed' GROUP BY 1 ORDER BY 1"
+    )
     assert passed == [(s.fleet.station_name, BOARDS) for s in stations]
-    verify = subprocess.run(station_cli(stations[0], "fleet", "verify"), capture_output=True, text=True, timeout=120)
+    verify = subprocess.run(
+        station_cli(stations[0], "fleet", "verify"), capture_output=True, text=True, timeout=120
+    )
     assert verify.returncode == 0, verify.stdout
     assert f"{STATIONS} of {STATIONS} station chains intact" in verify.stdout
-    conflicts = subprocess.run(station_cli(stations[0], "fleet", "conflicts"), capture_output=True, text=True,
-                               timeout=60)
+    conflicts = subprocess.run(
+        station_cli(stations[0], "fleet", "conflicts"), capture_output=True, text=True, timeout=60
+    )
     assert "0 conflicts, 0 unit(s) provisioned unchecked" in conflicts.stdout
 
 
@@ -102,9 +121,13 @@ def test_the_fleet_going_away_mid_batch_blocks_or_fails_no_unit_and_the_backlog_
     with ExitStack() as stack:
         devices = start_farm(stack, station, 4, keygen_delay=1.0)
         path = manifest(station, devices, 202600000050000)
-        run = subprocess.Popen(station_cli(station, "batch", "--manifest", str(path), "--jobs", "2",
-                                           "--operator", "ann"),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+        run = subprocess.Popen(
+            station_cli(station, "batch", "--manifest", str(path), "--jobs", "2", "--operator", "ann"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=ENV,
+        )
         try:
             deadline = time.monotonic() + 60
             while not central(fleet_db, "SELECT 1 FROM fleet_units WHERE station = 'st-a' LIMIT 1"):
@@ -143,12 +166,18 @@ def test_the_same_serial_on_two_stations_at_once_lets_exactly_one_proceed_and_an
     b = make_station(tmp_path, fleet_db, "st-b", line="L2")
     serial = "202600000077777"
     with ExitStack() as stack:
-        board_a, = start_farm(stack, a, 1)
-        board_b, = start_farm(stack, b, 1)
-        runs = [subprocess.Popen(station_cli(s, "provision", "--serial", serial, "--device", d.ssh_url,
-                                             "--operator", "ann"),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-                for s, d in ((a, board_a), (b, board_b))]
+        (board_a,) = start_farm(stack, a, 1)
+        (board_b,) = start_farm(stack, b, 1)
+        runs = [
+            subprocess.Popen(
+                station_cli(s, "provision", "--serial", serial, "--device", d.ssh_url, "--operator", "ann"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=ENV,
+            )
+            for s, d in ((a, board_a), (b, board_b))
+        ]
         outputs = [run.communicate(timeout=180)[0] for run in runs]
         codes = [run.returncode for run in runs]
         assert sorted(codes) == [0, 1], "\n---\n".join(outputs)
@@ -165,9 +194,23 @@ def test_the_same_serial_on_two_stations_at_once_lets_exactly_one_proceed_and_an
         original = config.read_text()
         config.write_text(original.replace(f":{fleet_db.server.cluster.port}/", ":1/"))
         loser_board = board_b if loser is b else board_a
-        run = subprocess.run(station_cli(loser, "provision", "--serial", serial, "--device", loser_board.ssh_url,
-                                         "--operator", "ann", "--restart"),
-                             capture_output=True, text=True, timeout=180, env=ENV)
+        run = subprocess.run(
+            station_cli(
+                loser,
+                "provision",
+                "--serial",
+                serial,
+                "--device",
+                loser_board.ssh_url,
+                "--operator",
+                "ann",
+                "--restart",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=ENV,
+        )
         assert run.returncode == 0, run.stdout + run.stderr
         with AuditLog(loser.home.audit_db) as audit:
             unit = audit.find_unit(serial)
@@ -177,6 +220,8 @@ def test_the_same_serial_on_two_stations_at_once_lets_exactly_one_proceed_and_an
         config.write_text(original)
     sync(loser)
     sync(winner)
-    conflicts = subprocess.run(station_cli(a, "fleet", "conflicts"), capture_output=True, text=True, timeout=60)
+    conflicts = subprocess.run(
+        station_cli(a, "fleet", "conflicts"), capture_output=True, text=True, timeout=60
+    )
     assert f"[serial] board {serial} passed on more than one station" in conflicts.stdout
     assert "[unchecked]" in conflicts.stdout and f"station {loser.fleet.station_name}" in conflicts.stdout

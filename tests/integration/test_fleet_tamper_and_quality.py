@@ -20,8 +20,12 @@ pytestmark = pytest.mark.integration
 
 
 def station_cli(station, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "station", "--home", str(station.home.root), *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "station", "--home", str(station.home.root), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def forward_all(station) -> None:
@@ -49,7 +53,10 @@ def rewrite_operator(db_path, unit_id: int, new_operator: str) -> int:
             payload = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
             first_changed = first_changed or seq
         digest = hashlib.sha256("\n".join((previous, str(seq), at, kind, payload)).encode()).hexdigest()
-        raw.execute("UPDATE events SET payload = ?, prev_hash = ?, hash = ? WHERE seq = ?", [payload, previous, digest, seq])
+        raw.execute(
+            "UPDATE events SET payload = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+            [payload, previous, digest, seq],
+        )
         previous = digest
     raw.commit()
     raw.close()
@@ -86,15 +93,19 @@ def test_a_restored_old_backup_is_caught_against_the_fleet(tmp_path, fleet_db):
     run = station_cli(station, "audit", "verify")
     assert run.returncode == 1, run.stdout
     assert "audit log OK" in run.stdout
-    assert (f"the fleet holds event {old_head + 1} of this station but the local log ends at event {old_head} — an old "
-            "backup was restored") in run.stdout
+    assert (
+        f"the fleet holds event {old_head + 1} of this station but the local log ends at event {old_head} — an old "
+        "backup was restored"
+    ) in run.stdout
     status = station_cli(station, "fleet", "status")
     assert status.returncode == 1 and "LOCAL LOG DIFFERS from the fleet" in status.stdout
     # The forwarder refuses to write over the fleet's newer events, and says why.
     with station.audit() as audit:
         from station.fleet.forwarder import Divergence
 
-        with pytest.raises(Divergence, match=f"the fleet holds events up to .*, the local log ends at {old_head}"):
+        with pytest.raises(
+            Divergence, match=f"the fleet holds events up to .*, the local log ends at {old_head}"
+        ):
             Forwarder(station.fleet, audit).send_once()
 
 
@@ -110,7 +121,9 @@ def test_fleet_verify_checks_every_chain_and_names_an_edited_central_event(tmp_p
     assert "st-a (line L1): OK" in run.stdout and "st-b (line L2): OK" in run.stdout
     assert "2 of 2 station chains intact" in run.stdout
     with fleet_db.admin() as conn:  # the server's owner edits a row: only the chain can tell
-        conn.execute("UPDATE fleet_journal SET payload = replace(payload, 'ann', 'eve') WHERE station = 'st-b' AND seq = 1")
+        conn.execute(
+            "UPDATE fleet_journal SET payload = replace(payload, 'ann', 'eve') WHERE station = 'st-b' AND seq = 1"
+        )
         conn.execute("DELETE FROM fleet_journal WHERE station = 'st-a' AND seq = 3")
     run = station_cli(a, "fleet", "verify")
     assert run.returncode == 1
@@ -118,7 +131,9 @@ def test_fleet_verify_checks_every_chain_and_names_an_edited_central_event(tmp_p
     assert "st-b (line L2): BROKEN — event 1: hash does not match its content" in run.stdout
 
 
-def test_an_offline_station_s_clash_is_listed_after_it_syncs_and_quality_leads_see_the_whole_fleet(tmp_path, fleet_db):
+def test_an_offline_station_s_clash_is_listed_after_it_syncs_and_quality_leads_see_the_whole_fleet(
+    tmp_path, fleet_db
+):
     a = make_station(tmp_path, fleet_db, "st-a", line="L1")
     b = make_station(tmp_path, fleet_db, "st-b", line="L2")
     with a.audit() as audit:
@@ -127,8 +142,12 @@ def test_an_offline_station_s_clash_is_listed_after_it_syncs_and_quality_leads_s
     forward_all(a)
     # Station B could not reach the fleet: its guard let the board through, marked unchecked.
     with b.audit() as audit:
-        provision_synthetic(audit, "202600000000900", station="st-b",
-                            guard_text="fleet: not checked (unreachable); allowed by offline = allow-and-flag")
+        provision_synthetic(
+            audit,
+            "202600000000900",
+            station="st-b",
+            guard_text="fleet: not checked (unreachable); allowed by offline = allow-and-flag",
+        )
     assert "0 conflicts" in station_cli(a, "fleet", "conflicts").stdout
     forward_all(b)
     run = station_cli(a, "fleet", "conflicts")
@@ -145,8 +164,10 @@ def test_an_offline_station_s_clash_is_listed_after_it_syncs_and_quality_leads_s
     assert run.returncode == 0, run.stderr
     rows = list(csv.DictReader(out.read_text(encoding="utf-8-sig").splitlines()))
     assert sorted((r["station"], r["line"], r["serial"], r["state"]) for r in rows) == [
-        ("st-a", "L1", "202600000000900", "passed"), ("st-a", "L1", "202600000000901", "failed"),
-        ("st-b", "L2", "202600000000900", "passed")]
+        ("st-a", "L1", "202600000000900", "passed"),
+        ("st-a", "L1", "202600000000901", "failed"),
+        ("st-b", "L2", "202600000000900", "passed"),
+    ]
     out = tmp_path / "l2.jsonl"
     station_cli(a, "audit", "export", "--fleet", "--format", "jsonl", "--line", "L2", "--out", str(out))
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -155,7 +176,9 @@ def test_an_offline_station_s_clash_is_listed_after_it_syncs_and_quality_leads_s
     pdf = tmp_path / "fleet.pdf"
     run = station_cli(a, "fleet", "report", "--from", "2000-01-01", "--to", "2100-01-01", "--out", str(pdf))
     assert run.returncode == 0, run.stderr
-    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
     assert "Fleet provisioning report" in text and "st-a" in text and "st-b" in text
     assert "board 202600000000900 passed on more than one station" in text
     assert "L1" in text and "L2" in text

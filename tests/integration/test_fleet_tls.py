@@ -35,13 +35,26 @@ pytestmark = pytest.mark.integration
 DATABASE = "fleet_tls"
 
 
-def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: ec.EllipticCurvePrivateKey,
-                 *, ca: bool, dns: str | None = None) -> x509.Certificate:
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    signer: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+    dns: str | None = None,
+) -> x509.Certificate:
     now = datetime.now(UTC)
-    builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-               .issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
     if dns:
         builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False)
     return builder.sign(signer, hashes.SHA256())
@@ -65,24 +78,40 @@ def tls_server() -> Iterator[tuple[PrivateCluster, Path, Path]]:
         ca_file, ca_key, ca_cert = _make_ca(directory, "plant-ca")
         cluster = PrivateCluster.create(directory / "cluster")
         server_key = ec.generate_private_key(ec.SECP256R1())
-        server_cert = _certificate("localhost", server_key, ca_cert.subject, ca_key, ca=False, dns="localhost")
+        server_cert = _certificate(
+            "localhost", server_key, ca_cert.subject, ca_key, ca=False, dns="localhost"
+        )
         (cluster.data_dir / "server.crt").write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-        (cluster.data_dir / "server.key").write_bytes(server_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        (cluster.data_dir / "server.key").write_bytes(
+            server_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         (cluster.data_dir / "server.key").chmod(0o600)
         for name in ("server.crt", "server.key"):
             cluster._own(cluster.data_dir / name)
         with (cluster.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
         hba = cluster.data_dir / "pg_hba.conf"
-        hba.write_text("hostnossl all all 0.0.0.0/0 reject\nhostnossl all all ::/0 reject\n" + hba.read_text())
+        hba.write_text(
+            "hostnossl all all 0.0.0.0/0 reject\nhostnossl all all ::/0 reject\n" + hba.read_text()
+        )
         cluster.start()
         try:
             admin_pgpass = directory / "admin.pgpass"
-            write_pgpass(admin_pgpass, host="localhost", port=cluster.port, database="*", role=ADMIN_USER,
-                         password=cluster.admin_password)
-            with connect(f"postgresql://{ADMIN_USER}@localhost:{cluster.port}/postgres?sslmode=verify-full"
-                         f"&sslrootcert={ca_file}", passfile=admin_pgpass) as conn:
+            write_pgpass(
+                admin_pgpass,
+                host="localhost",
+                port=cluster.port,
+                database="*",
+                role=ADMIN_USER,
+                password=cluster.admin_password,
+            )
+            with connect(
+                f"postgresql://{ADMIN_USER}@localhost:{cluster.port}/postgres?sslmode=verify-full"
+                f"&sslrootcert={ca_file}",
+                passfile=admin_pgpass,
+            ) as conn:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
             yield cluster, ca_file, directory
         finally:
@@ -91,24 +120,38 @@ def tls_server() -> Iterator[tuple[PrivateCluster, Path, Path]]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_a_station_registers_and_forwards_over_verify_full_tls_and_refuses_a_wrong_ca_or_host(tmp_path, tls_server):
+def test_a_station_registers_and_forwards_over_verify_full_tls_and_refuses_a_wrong_ca_or_host(
+    tmp_path, tls_server
+):
     from station.cli.fleet import register_here
 
     cluster, ca_file, directory = tls_server
     admin_pgpass = directory / "admin.pgpass"
-    admin_dsn = (f"postgresql://{ADMIN_USER}@localhost:{cluster.port}/{DATABASE}?sslmode=verify-full"
-                 f"&sslrootcert={ca_file}")
+    admin_dsn = (
+        f"postgresql://{ADMIN_USER}@localhost:{cluster.port}/{DATABASE}?sslmode=verify-full"
+        f"&sslrootcert={ca_file}"
+    )
     home = StationHome(tmp_path / "st-tls").create()
     CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE.encode())
     home.config_file.write_text('[station]\nname = "st-tls"\n')
     with contextlib.redirect_stdout(io.StringIO()):
-        register_here(home, admin_dsn=admin_dsn, admin_passfile=admin_pgpass, station_name="st-tls", line="L1",
-                      offline=None, replace=False)
+        register_here(
+            home,
+            admin_dsn=admin_dsn,
+            admin_passfile=admin_pgpass,
+            station_name="st-tls",
+            line="L1",
+            offline=None,
+            replace=False,
+        )
     fleet = load_config(home.config_file).fleet
     assert fleet is not None
     # The station's own DSN keeps verify-full and the CA file; no password in it.
-    assert "sslmode=verify-full" in fleet.dsn and f"sslrootcert={ca_file}" in fleet.dsn and ":" not in fleet.dsn.split(
-        "@")[0].split("//")[1]
+    assert (
+        "sslmode=verify-full" in fleet.dsn
+        and f"sslrootcert={ca_file}" in fleet.dsn
+        and ":" not in fleet.dsn.split("@")[0].split("//")[1]
+    )
 
     with AuditLog(home.audit_db) as audit:
         provision_synthetic(audit, "202600000007000", station="st-tls")
@@ -119,7 +162,8 @@ def test_a_station_registers_and_forwards_over_verify_full_tls_and_refuses_a_wro
 
     with connect(fleet.dsn, passfile=fleet.passfile) as conn:
         ssl, version = conn.execute(
-            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        ).fetchone()
         units = conn.execute("SELECT count(*) FROM fleet_units WHERE station = 'st-tls'").fetchone()[0]
     assert ssl is True and version.startswith("TLSv1.") and units == 1
 
@@ -135,4 +179,3 @@ def test_a_station_registers_and_forwards_over_verify_full_tls_and_refuses_a_wro
     by_address = fleet.dsn.replace("@localhost:", "@127.0.0.1:")
     with pytest.raises(FleetUnavailable, match="does not match host name"):
         connect(by_address, passfile=fleet.passfile).close()
-

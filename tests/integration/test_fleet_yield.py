@@ -18,12 +18,30 @@ pytestmark = pytest.mark.integration
 
 def _keygen_unit(audit, serial: str, seconds: float, *, station: str) -> None:  # type: ignore[no-untyped-def]
     started = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
-    unit = audit.start_unit(serial=serial, profile="welma-optee", device="ssh://root@127.0.0.2:2222",
-                            operator="ann", station=station)
-    audit.record_step(unit.id, step="keygen", attempt=1, outcome="failed", started_at=started,
-                      ended_at=started + timedelta(seconds=3), message="token busy")
-    audit.record_step(unit.id, step="keygen", attempt=2, outcome="passed", started_at=started,
-                      ended_at=started + timedelta(seconds=seconds))
+    unit = audit.start_unit(
+        serial=serial,
+        profile="welma-optee",
+        device="ssh://root@127.0.0.2:2222",
+        operator="ann",
+        station=station,
+    )
+    audit.record_step(
+        unit.id,
+        step="keygen",
+        attempt=1,
+        outcome="failed",
+        started_at=started,
+        ended_at=started + timedelta(seconds=3),
+        message="token busy",
+    )
+    audit.record_step(
+        unit.id,
+        step="keygen",
+        attempt=2,
+        outcome="passed",
+        started_at=started,
+        ended_at=started + timedelta(seconds=seconds),
+    )
     audit.finish_unit(unit.id, result="passed")
 
 
@@ -55,8 +73,9 @@ def test_steps_forwarded_before_migration_3_are_backfilled_and_counted_in_the_fl
     assert empty.units == 0 and empty.keygen.count == 0 and empty.pass_rate is None
 
 
-@pytest.mark.parametrize("filters", [FleetFilter(), FleetFilter(serial_prefix="2026000000050")],
-                         ids=["newest-first", "by-serial"])
+@pytest.mark.parametrize(
+    "filters", [FleetFilter(), FleetFilter(serial_prefix="2026000000050")], ids=["newest-first", "by-serial"]
+)
 def test_keyset_pages_list_every_unit_once_in_order(tmp_path, fleet_db, filters):
     a = make_station(tmp_path, fleet_db, "st-a", line="L1")
     b = make_station(tmp_path, fleet_db, "st-b", line="L2")
@@ -65,8 +84,12 @@ def test_keyset_pages_list_every_unit_once_in_order(tmp_path, fleet_db, filters)
             # The same serials on both stations, some twice: ties on serial and on time within a page.
             for number in (*range(9), 3, 5):
                 first_try = number in (3, 5) and audit.find_unit(f"20260000000500{number}") is None
-                unit = provision_synthetic(audit, f"20260000000500{number}", station=station.fleet.station_name,
-                                           result="failed" if first_try else "passed")
+                unit = provision_synthetic(
+                    audit,
+                    f"20260000000500{number}",
+                    station=station.fleet.station_name,
+                    result="failed" if first_try else "passed",
+                )
                 if first_try:
                     audit.finish_unit(unit, result="aborted")  # given up, then started over
             while Forwarder(station.fleet, audit).send_once():

@@ -37,18 +37,29 @@ PROFILE = "host-keys"
 def new_host_key(device: SimDevice) -> str:
     """Give the board a new SSH host key (as re-imaging it would); it shows from its next boot on."""
     key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     (device.state_dir / "ssh_host_ed25519_key").write_bytes(private)
     (device.state_dir / "ssh_host_ed25519_key.pub").write_bytes(public + b" root@re-imaged\n")
     return host_key_fingerprint(public.decode())
 
 
-def provisioner(home: StationHome, ca: CertificateAuthority, audit: AuditLog, events: list[FlowEvent] | None = None,
-                observer: object = None) -> Provisioner:
-    return Provisioner(home=home, config=StationConfig(name="host-keys"), ca=ca, audit=audit,
-                       observer=observer or (events.append if events is not None else None))  # type: ignore[arg-type]
+def provisioner(
+    home: StationHome,
+    ca: CertificateAuthority,
+    audit: AuditLog,
+    events: list[FlowEvent] | None = None,
+    observer: object = None,
+) -> Provisioner:
+    return Provisioner(
+        home=home,
+        config=StationConfig(name="host-keys"),
+        ca=ca,
+        audit=audit,
+        observer=observer or (events.append if events is not None else None),
+    )  # type: ignore[arg-type]
 
 
 def test_the_first_key_is_pinned_and_the_same_key_is_accepted_after_the_reboot(start_farm, sim_home):
@@ -58,17 +69,23 @@ def test_the_first_key_is_pinned_and_the_same_key_is_accepted_after_the_reboot(s
     events: list[FlowEvent] = []
     with AuditLog(sim_home.audit_db) as audit:
         result = provisioner(sim_home, ca, audit, events).provision(
-            serial=SERIAL, device=device.ssh_url, profile=profile, operator="hana")
+            serial=SERIAL, device=device.ssh_url, profile=profile, operator="hana"
+        )
     assert result.passed, result.message
-    assert (result.unit.host_key_type, result.unit.host_key_fingerprint) == ("ssh-ed25519",
-                                                                             device.host_key_fingerprint)
+    assert (result.unit.host_key_type, result.unit.host_key_fingerprint) == (
+        "ssh-ed25519",
+        device.host_key_fingerprint,
+    )
     assert f"host key ssh-ed25519 {device.host_key_fingerprint} pinned for this unit" in [
-        event.message for event in events if event.kind == "output"]
+        event.message for event in events if event.kind == "output"
+    ]
     reboot = [event for event in events if event.kind == "step_finished" and event.step == "reboot"]
     assert [event.outcome for event in reboot] == ["passed"]  # reconnected to the pinned key
 
 
-def test_a_key_that_changes_mid_unit_aborts_it_until_the_board_is_re_onboarded(start_farm, sim_farm, sim_home):
+def test_a_key_that_changes_mid_unit_aborts_it_until_the_board_is_re_onboarded(
+    start_farm, sim_farm, sim_home
+):
     (device,) = start_farm(1)
     ca = CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE.encode())
     profile = profile_copy(sim_home, PROFILE)
@@ -81,7 +98,8 @@ def test_a_key_that_changes_mid_unit_aborts_it_until_the_board_is_re_onboarded(s
 
     with AuditLog(sim_home.audit_db) as audit:
         first = provisioner(sim_home, ca, audit, observer=swap_the_board_during_wipe).provision(
-            serial=SERIAL, device=device.ssh_url, profile=profile, operator="hana")
+            serial=SERIAL, device=device.ssh_url, profile=profile, operator="hana"
+        )
     assert not first.passed and first.unit.state == "aborted" and first.failed_step == "reboot"
     assert f"presented host key {changed[0]}" in first.message
     assert f"this unit pinned {device.host_key_fingerprint}" in first.message
@@ -89,32 +107,78 @@ def test_a_key_that_changes_mid_unit_aborts_it_until_the_board_is_re_onboarded(s
     assert certificate_on_board(device) is None
 
     # Aborted is not resumable ...
-    resumed = station_cli(sim_home, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--profile", PROFILE,
-                          "--resume")
+    resumed = station_cli(
+        sim_home,
+        "provision",
+        "--serial",
+        SERIAL,
+        "--device",
+        device.ssh_url,
+        "--profile",
+        PROFILE,
+        "--resume",
+    )
     assert resumed.returncode == 1 and "nothing to resume" in resumed.stderr
     # ... and a plain new unit must still see the key pinned before: refused, and said how to go on.
-    plain = station_cli(sim_home, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--profile", PROFILE)
+    plain = station_cli(
+        sim_home, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--profile", PROFILE
+    )
     assert plain.returncode == 1 and "ABORTED" in plain.stdout, plain.stdout + plain.stderr
     assert "--reprovision and a reason" in plain.stdout
     assert certificate_on_board(device) is None
     # --restart has nothing to abandon (the unit is already aborted): the same refusal.
-    restart = station_cli(sim_home, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--profile",
-                          PROFILE, "--restart")
+    restart = station_cli(
+        sim_home,
+        "provision",
+        "--serial",
+        SERIAL,
+        "--device",
+        device.ssh_url,
+        "--profile",
+        PROFILE,
+        "--restart",
+    )
     assert restart.returncode == 1 and "ABORTED" in restart.stdout
 
     # Explicit re-onboarding: the administrator pins the key the board now shows in the fixture's inventory
     # (a reason alone does not override the inventory) ...
-    without_pin = station_cli(sim_home, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--profile",
-                              PROFILE, "--reprovision", "--reason", "board re-imaged: new SSH host key")
+    without_pin = station_cli(
+        sim_home,
+        "provision",
+        "--serial",
+        SERIAL,
+        "--device",
+        device.ssh_url,
+        "--profile",
+        PROFILE,
+        "--reprovision",
+        "--reason",
+        "board re-imaged: new SSH host key",
+    )
     assert without_pin.returncode == 1 and f"station fixtures pin {device.name}" in without_pin.stdout
     pinned = station_cli(sim_home, "fixtures", "pin", device.name, "--expect", changed[0])
-    assert pinned.returncode == 0 and f"now expects {changed[0]}" in pinned.stdout, pinned.stdout + pinned.stderr
+    assert pinned.returncode == 0 and f"now expects {changed[0]}" in pinned.stdout, (
+        pinned.stdout + pinned.stderr
+    )
     # ... then a reason, recorded; the new key is pinned for the unit; the board is enrolled.
-    onboard = station_cli(sim_home, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--profile",
-                          PROFILE, "--reprovision", "--reason", "board re-imaged: new SSH host key")
+    onboard = station_cli(
+        sim_home,
+        "provision",
+        "--serial",
+        SERIAL,
+        "--device",
+        device.ssh_url,
+        "--profile",
+        PROFILE,
+        "--reprovision",
+        "--reason",
+        "board re-imaged: new SSH host key",
+    )
     assert onboard.returncode == 0, onboard.stdout + onboard.stderr
     with AuditLog(sim_home.audit_db) as audit:
-        units = sorted((u for u in audit.units(serial_prefix=SERIAL) if u.serial == SERIAL), key=lambda u: u.id)
+        units = sorted(
+            (u for u in audit.units(serial_prefix=SERIAL) if u.serial == SERIAL), key=lambda u: u.id
+        )
     assert [u.state for u in units] == ["aborted", "aborted", "aborted", "aborted", "passed"]
     assert units[0].host_key_fingerprint == device.host_key_fingerprint  # the key first pinned
     # refused at identify, before any command: nothing pinned for these units
@@ -135,13 +199,15 @@ def test_a_key_changed_while_a_unit_waits_for_retry_aborts_the_resume(start_farm
     sim_farm.set_fault(device.name, "fail:--keypairgen")
     with AuditLog(sim_home.audit_db) as audit:
         failed = provisioner(sim_home, ca, audit).provision(
-            serial=SERIAL, device=device.ssh_url, profile=profile, operator="hana")
+            serial=SERIAL, device=device.ssh_url, profile=profile, operator="hana"
+        )
         assert failed.failed_step == "keygen" and failed.unit.state == "failed"
         sim_farm.set_fault(device.name, None)
         new_key = new_host_key(device)
         sim_farm.reset(device.name)  # the board is swapped for another one on the fixture
         resumed = provisioner(sim_home, ca, audit).provision(
-            serial=SERIAL, device=device.ssh_url, profile=profile, operator="hana", resume=True)
+            serial=SERIAL, device=device.ssh_url, profile=profile, operator="hana", resume=True
+        )
     assert not resumed.passed and resumed.unit.state == "aborted" and resumed.failed_step == "identify"
     assert f"presented host key {new_key}" in resumed.message
     assert resumed.unit.host_key_fingerprint == device.host_key_fingerprint

@@ -59,13 +59,63 @@ ARGV_LOG = "/var/lib/csr-argv"
 # Serials within the station's hard whitelist that try to be options, paths, subject pieces, or
 # references to the canary.
 ODD_SERIALS = [
-    "-rf", "--help", "-", "--", ".", "..", "...", "/", "//", ":", "::", "+", "++", "_", "-_-", "__init__",
-    "-e", "-n", "-v", "-vvvv", "--version", "-subj", "-engine", "-keyform", "-x509", "-new", "-batch", "-key",
-    "-out/var/lib/canary", "-keyout/var/lib/canary", "-config/var/lib/canary", "-o/var/lib/canary",
-    "/var/lib/canary", "+x/var/lib/canary", "..:/var/lib/canary", "../../../etc/shadow", "/etc/passwd",
-    "/dev/zero", "/proc/self/environ", "file:/etc/shadow", "env:HOME", "pkcs11:object", "a/CN", "x/O",
-    "CN:serial", "serial:202600000000001", "1.2.3.4:22", "::1", "0x41", "1e9", "-1", "+1",
-    "A" * 64, "-" * 64, "/" * 64, ".-" * 32, "a:b/c+d-e.f_g",
+    "-rf",
+    "--help",
+    "-",
+    "--",
+    ".",
+    "..",
+    "...",
+    "/",
+    "//",
+    ":",
+    "::",
+    "+",
+    "++",
+    "_",
+    "-_-",
+    "__init__",
+    "-e",
+    "-n",
+    "-v",
+    "-vvvv",
+    "--version",
+    "-subj",
+    "-engine",
+    "-keyform",
+    "-x509",
+    "-new",
+    "-batch",
+    "-key",
+    "-out/var/lib/canary",
+    "-keyout/var/lib/canary",
+    "-config/var/lib/canary",
+    "-o/var/lib/canary",
+    "/var/lib/canary",
+    "+x/var/lib/canary",
+    "..:/var/lib/canary",
+    "../../../etc/shadow",
+    "/etc/passwd",
+    "/dev/zero",
+    "/proc/self/environ",
+    "file:/etc/shadow",
+    "env:HOME",
+    "pkcs11:object",
+    "a/CN",
+    "x/O",
+    "CN:serial",
+    "serial:202600000000001",
+    "1.2.3.4:22",
+    "::1",
+    "0x41",
+    "1e9",
+    "-1",
+    "+1",
+    "A" * 64,
+    "-" * 64,
+    "/" * 64,
+    ".-" * 32,
+    "a:b/c+d-e.f_g",
 ]
 
 
@@ -98,9 +148,9 @@ class Bench:
             return {name: future.result() for name, future in futures.items()}
 
     def provision(self, serial: str, device: SimDevice, profile: DeviceProfile) -> UnitResult:
-        return Provisioner(home=self.home, config=StationConfig(name="hostile"), ca=self.ca,
-                           audit=self.audit).provision(serial=serial, device=device.ssh_url, profile=profile,
-                                                       operator="hostile")
+        return Provisioner(
+            home=self.home, config=StationConfig(name="hostile"), ca=self.ca, audit=self.audit
+        ).provision(serial=serial, device=device.ssh_url, profile=profile, operator="hostile")
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +193,15 @@ def test_odd_serials_reach_the_board_as_one_argument_and_run_nothing(bench: Benc
     csr_line = csr_command_line()
     original = json.loads(csr_line.split("=", 1)[1])
     recording = "csr = " + json.dumps(["sh", "-c", record, "record-argv", *original])
-    profile = profile_copy(bench.home, "permissive", replace={
-        **LEAN, 'serial_pattern = "^[0-9]{15}$"': f'serial_pattern = "{PERMISSIVE_PATTERN}"', csr_line: recording})
+    profile = profile_copy(
+        bench.home,
+        "permissive",
+        replace={
+            **LEAN,
+            'serial_pattern = "^[0-9]{15}$"': f'serial_pattern = "{PERMISSIVE_PATTERN}"',
+            csr_line: recording,
+        },
+    )
 
     def unit(serial: str) -> Callable[[SimDevice], SerialOutcome]:
         def job(device: SimDevice) -> SerialOutcome:
@@ -170,7 +227,10 @@ def test_odd_serials_reach_the_board_as_one_argument_and_run_nothing(bench: Benc
         if len(f"serial:{serial}") > CN_MAX:
             # X.520 allows 64 characters in a CN: the shipped template leaves 57 for the serial, though
             # validate_serial lets 64 through — refused by openssl at the CSR step (reported defect).
-            assert not outcome.result.passed and outcome.result.failed_step == "csr", (serial, outcome.result.message)
+            assert not outcome.result.passed and outcome.result.failed_step == "csr", (
+                serial,
+                outcome.result.message,
+            )
             assert re.search(r"Error adding subject name attribute|Missing '='", outcome.result.message)
             assert outcome.certificate_subject is None
         elif not SUBJECT_SEPARATORS & set(serial):
@@ -180,7 +240,10 @@ def test_odd_serials_reach_the_board_as_one_argument_and_run_nothing(bench: Benc
         else:
             # openssl reads "/" and "+" in -subj as the start of another attribute (or RDN part):
             # "/CN=serial:a/CN/" names no value, so the CSR step fails in plain words, nothing issued.
-            assert not outcome.result.passed and outcome.result.failed_step == "csr", (serial, outcome.result.message)
+            assert not outcome.result.passed and outcome.result.failed_step == "csr", (
+                serial,
+                outcome.result.message,
+            )
             assert "Missing '='" in outcome.result.message and outcome.certificate_subject is None
     assert passed >= 30, f"only {passed} of {len(ODD_SERIALS)} odd serials can be enrolled"
     facts = assert_audit_sound(bench.home.audit_db)
@@ -191,11 +254,19 @@ def test_odd_serials_reach_the_board_as_one_argument_and_run_nothing(bench: Benc
 # -- hostile CSRs through the flow -----------------------------------------------------------------
 
 
-def _csr(serial: str, key: object | None = None, subject: x509.Name | None = None,
-         extensions: tuple[x509.ExtensionType, ...] = (), attribute: bool = False) -> bytes:
+def _csr(
+    serial: str,
+    key: object | None = None,
+    subject: x509.Name | None = None,
+    extensions: tuple[x509.ExtensionType, ...] = (),
+    attribute: bool = False,
+) -> bytes:
     key = key or ec.generate_private_key(ec.SECP256R1())
-    name = subject if subject is not None else x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
-                                                                             f"serial:{serial}")])
+    name = (
+        subject
+        if subject is not None
+        else x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"serial:{serial}")])
+    )
     builder = x509.CertificateSigningRequestBuilder().subject_name(name)
     for extension in extensions:
         builder = builder.add_extension(extension, critical=False)
@@ -212,14 +283,24 @@ def _tampered(serial: str) -> bytes:
 
 
 def _usage(**granted: bool) -> x509.KeyUsage:
-    names = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
-             "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+    names = (
+        "digital_signature",
+        "content_commitment",
+        "key_encipherment",
+        "data_encipherment",
+        "key_agreement",
+        "key_cert_sign",
+        "crl_sign",
+        "encipher_only",
+        "decipher_only",
+    )
     return x509.KeyUsage(**{name: granted.get(name, False) for name in names})
 
 
 def _private_key_pem() -> bytes:
     return ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 # kind -> (how to make it for a serial, a phrase of the reason the station gives)
@@ -228,27 +309,47 @@ HOSTILE_CSRS: dict[str, tuple[Callable[[str], bytes], str]] = {
     "a key made outside the token": (_csr, "is not the key in the unit's token"),
     "not PEM at all": (lambda s: b"\x00\xffgarbage\x1b[2J" * 20, "not one PEM certificate request"),
     "an empty file": (lambda s: b"", "not one PEM certificate request"),
-    "DER instead of PEM": (lambda s: x509.load_pem_x509_csr(_csr(s)).public_bytes(serialization.Encoding.DER),
-                           "not one PEM certificate request"),
+    "DER instead of PEM": (
+        lambda s: x509.load_pem_x509_csr(_csr(s)).public_bytes(serialization.Encoding.DER),
+        "not one PEM certificate request",
+    ),
     "a PEM header around garbage": (
         lambda s: b"-----BEGIN CERTIFICATE REQUEST-----\nbm90IGEgY3Ny\n-----END CERTIFICATE REQUEST-----\n",
-        "not a readable PEM certificate request"),
+        "not a readable PEM certificate request",
+    ),
     "two CSRs": (lambda s: _csr(s) + _csr(s), "exactly one"),
     "a CSR with its private key attached": (lambda s: _csr(s) + _private_key_pem(), "exactly one"),
-    "16 KiB and more": (lambda s: _csr(s, extensions=(x509.SubjectAlternativeName(
-        [x509.DNSName(f"unit-{i}.factory.example") for i in range(800)]),)), "more than the 16384"),
+    "16 KiB and more": (
+        lambda s: _csr(
+            s,
+            extensions=(
+                x509.SubjectAlternativeName([x509.DNSName(f"unit-{i}.factory.example") for i in range(800)]),
+            ),
+        ),
+        "more than the 16384",
+    ),
     "a broken signature": (_tampered, "signature does not verify"),
-    "CA:TRUE": (lambda s: _csr(s, extensions=(x509.BasicConstraints(ca=True, path_length=None),)),
-                "asks to be a CA"),
-    "keyCertSign": (lambda s: _csr(s, extensions=(_usage(digital_signature=True, key_cert_sign=True),)),
-                    "keyCertSign/cRLSign"),
-    "a subjectAltName": (lambda s: _csr(s, extensions=(x509.SubjectAlternativeName(
-        [x509.DNSName("bank.example")]),)), "subjectAltName (bank.example)"),
-    "serverAuth": (lambda s: _csr(s, extensions=(x509.ExtendedKeyUsage(
-        [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),)), "requests the extension"),
+    "CA:TRUE": (
+        lambda s: _csr(s, extensions=(x509.BasicConstraints(ca=True, path_length=None),)),
+        "asks to be a CA",
+    ),
+    "keyCertSign": (
+        lambda s: _csr(s, extensions=(_usage(digital_signature=True, key_cert_sign=True),)),
+        "keyCertSign/cRLSign",
+    ),
+    "a subjectAltName": (
+        lambda s: _csr(s, extensions=(x509.SubjectAlternativeName([x509.DNSName("bank.example")]),)),
+        "subjectAltName (bank.example)",
+    ),
+    "serverAuth": (
+        lambda s: _csr(s, extensions=(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),)),
+        "requests the extension",
+    ),
     "a challengePassword": (lambda s: _csr(s, attribute=True), "carries the attribute"),
-    "RSA-1024": (lambda s: _csr(s, key=rsa.generate_private_key(public_exponent=65537, key_size=1024)),
-                 "RSA-1024"),
+    "RSA-1024": (
+        lambda s: _csr(s, key=rsa.generate_private_key(public_exponent=65537, key_size=1024)),
+        "RSA-1024",
+    ),
     "Ed25519": (lambda s: _csr(s, key=ed25519.Ed25519PrivateKey.generate()), "key is ed25519"),
     "secp256k1": (lambda s: _csr(s, key=ec.generate_private_key(ec.SECP256K1())), "curve secp256k1"),
     "an empty subject": (lambda s: _csr(s, subject=x509.Name([])), "subject is empty"),
@@ -271,7 +372,9 @@ def test_hostile_csrs_are_refused_at_check_csr_and_nothing_is_pushed(bench: Benc
             folder.mkdir(exist_ok=True)
             (folder / f"{serials[kind]}.csr").write_bytes(data)
             result = bench.provision(serials[kind], device, profile)
-            return result, certificate_on_board(device) is None and certificate_on_board(device, "ca.cert") is None
+            return result, certificate_on_board(device) is None and certificate_on_board(
+                device, "ca.cert"
+            ) is None
 
         return job
 
@@ -298,24 +401,42 @@ def test_hostile_csrs_are_refused_at_check_csr_and_nothing_is_pushed(bench: Benc
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('[station]\nname = 5\n', r"station\.toml, line 2: station\.name: must be a string"),
+        ("[station]\nname = 5\n", r"station\.toml, line 2: station\.name: must be a string"),
         ('[station]\ndefault_profile = ["a"]\n', r"station\.toml, line 2: station\.default_profile"),
-        ('[tls_proof]\nlisten_address = 127\n', r"station\.toml, line 2: tls_proof\.listen_address"),
+        ("[tls_proof]\nlisten_address = 127\n", r"station\.toml, line 2: tls_proof\.listen_address"),
         ('station = "prod"\n', r"station\.toml, line 1: station: must be a table"),
         ('fixture = "A"\n', r"station\.toml, line 1: fixture: must be written as \[\[fixture\]\] tables"),
         ('[[fixture]]\ndevice = "ssh://root@127.0.0.2:2222"\n', r"station\.toml.*fixture 1 needs a name"),
         ('[station]\nname = "a"\nname = "b"\n', r"station\.toml: .*line 3"),
-        ('[station]\nproduction = tru\n', r"station\.toml: .*line 2"),
-        ('\n\n\n[station\n', r"station\.toml: .*line 4"),
+        ("[station]\nproduction = tru\n", r"station\.toml: .*line 2"),
+        ("\n\n\n[station\n", r"station\.toml: .*line 4"),
     ],
-    ids=["name-not-text", "profile-not-text", "listen-not-text", "station-not-table", "fixture-not-tables",
-         "fixture-without-name", "duplicate-key", "bad-boolean", "unclosed-table"],
+    ids=[
+        "name-not-text",
+        "profile-not-text",
+        "listen-not-text",
+        "station-not-table",
+        "fixture-not-tables",
+        "fixture-without-name",
+        "duplicate-key",
+        "bad-boolean",
+        "unclosed-table",
+    ],
 )
 def test_a_broken_station_toml_is_named_with_its_line_by_the_cli(tmp_path, capsys, text, expected):
     home = StationHome(tmp_path / "home").create()
     home.config_file.write_text(text)
-    code = main(["--home", str(home.root), "provision", "--serial", "202600000000001",
-                 "--device", "ssh://root@127.0.0.2:2222"])
+    code = main(
+        [
+            "--home",
+            str(home.root),
+            "provision",
+            "--serial",
+            "202600000000001",
+            "--device",
+            "ssh://root@127.0.0.2:2222",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
     assert err.startswith("error: ") and str(home.config_file) in err
@@ -324,13 +445,21 @@ def test_a_broken_station_toml_is_named_with_its_line_by_the_cli(tmp_path, capsy
 
 PROFILE_BREAKAGES = [  # (text to replace, replacement, what the error says)
     ('module = "/usr/lib/libckteec.so.0"', 'module = ""', r"line \d+: profile\.module: is required"),
-    ('subject = "/CN=serial:{serial}/"', 'subject = "/CN=fixed/"', r"line \d+: profile\.subject: must contain"),
-    ('validity_days = 3650', 'validity_days = 0', r"line \d+: profile\.validity_days: must be a number"),
+    (
+        'subject = "/CN=serial:{serial}/"',
+        'subject = "/CN=fixed/"',
+        r"line \d+: profile\.subject: must contain",
+    ),
+    ("validity_days = 3650", "validity_days = 0", r"line \d+: profile\.validity_days: must be a number"),
     ('tools = ["pkcs11-tool"', 'tools = "pkcs11-tool" #', r"line \d+: profile\.tools: must be a list"),
     ("prompt_pattern = '[#$] ?$'", "prompt_pattern = '[#$'", r"line \d+: console\.prompt_pattern"),
-    ('[steps.guard]', '[steps.frobnicate]\n[steps.guard]', r"steps\.frobnicate: is not a step"),
-    ('[steps.guard]\ntimeout_s = 5', '[steps.guard]\ntimeout_s = 5\nretries = -1', r"line \d+: steps\.guard\.retries"),
-    ('[steps.guard]\ntimeout_s = 5', '[steps.guard]\ntimeout_s = true', r"line \d+: steps\.guard\.timeout_s"),
+    ("[steps.guard]", "[steps.frobnicate]\n[steps.guard]", r"steps\.frobnicate: is not a step"),
+    (
+        "[steps.guard]\ntimeout_s = 5",
+        "[steps.guard]\ntimeout_s = 5\nretries = -1",
+        r"line \d+: steps\.guard\.retries",
+    ),
+    ("[steps.guard]\ntimeout_s = 5", "[steps.guard]\ntimeout_s = true", r"line \d+: steps\.guard\.timeout_s"),
     ('wipe = ["find"', 'wipe = "find" #', r"line \d+: commands\.wipe: must be a non-empty list"),
     ('wipe = ["find"', 'wipe = ["{nonexistent}", "find"', r"commands\.wipe: placeholder problem"),
     ('csr = { PKCS11_MODULE_PATH = "{module}" }', 'csr = "module"', r"line \d+: commands\.env\.csr"),
@@ -338,8 +467,11 @@ PROFILE_BREAKAGES = [  # (text to replace, replacement, what the error says)
 ]
 
 
-@pytest.mark.parametrize(("old", "new", "expected"), PROFILE_BREAKAGES,
-                         ids=[f"{index:02d}" for index in range(len(PROFILE_BREAKAGES))])
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    PROFILE_BREAKAGES,
+    ids=[f"{index:02d}" for index in range(len(PROFILE_BREAKAGES))],
+)
 def test_a_broken_profile_is_named_with_its_line_by_the_cli(tmp_path, capsys, old, new, expected):
     home = StationHome(tmp_path / "home").create()
     text = load_profile("welma-optee").source.read_text()
@@ -347,8 +479,17 @@ def test_a_broken_profile_is_named_with_its_line_by_the_cli(tmp_path, capsys, ol
     home.profiles_dir.mkdir()
     path = home.profiles_dir / "welma-optee.toml"  # the line engineer's copy wins over the shipped one
     path.write_text(text.replace(old, new, 1))
-    code = main(["--home", str(home.root), "provision", "--serial", "202600000000001",
-                 "--device", "ssh://root@127.0.0.2:2222"])
+    code = main(
+        [
+            "--home",
+            str(home.root),
+            "provision",
+            "--serial",
+            "202600000000001",
+            "--device",
+            "ssh://root@127.0.0.2:2222",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err, err
     assert f"error: {path}" in err and re.search(expected, err), err
@@ -363,12 +504,24 @@ def test_a_file_that_is_not_utf8_is_named_by_the_cli(tmp_path, capsys, which):
     else:
         home.profiles_dir.mkdir()
         path = home.profiles_dir / "welma-optee.toml"
-        bad = load_profile("welma-optee").source.read_bytes().replace(b"Welma development image",
-                                                                      b"Welma \xe9dition", 1)
+        bad = (
+            load_profile("welma-optee")
+            .source.read_bytes()
+            .replace(b"Welma development image", b"Welma \xe9dition", 1)
+        )
     path.write_bytes(bad)
     try:
-        code = main(["--home", str(home.root), "provision", "--serial", "202600000000001",
-                     "--device", "ssh://root@127.0.0.2:2222"])
+        code = main(
+            [
+                "--home",
+                str(home.root),
+                "provision",
+                "--serial",
+                "202600000000001",
+                "--device",
+                "ssh://root@127.0.0.2:2222",
+            ]
+        )
     except UnicodeDecodeError:
         code = -1
     err = capsys.readouterr().err
@@ -376,7 +529,17 @@ def test_a_file_that_is_not_utf8_is_named_by_the_cli(tmp_path, capsys, which):
 
 
 def cli_error(home: StationHome, capsys: pytest.CaptureFixture[str]) -> str:
-    main(["--home", str(home.root), "provision", "--serial", "202600000000001", "--device", "ssh://root@127.0.0.2:2222"])
+    main(
+        [
+            "--home",
+            str(home.root),
+            "provision",
+            "--serial",
+            "202600000000001",
+            "--device",
+            "ssh://root@127.0.0.2:2222",
+        ]
+    )
     return capsys.readouterr().err
 
 
@@ -386,13 +549,18 @@ def test_an_error_in_a_later_table_names_that_tables_line(tmp_path, capsys, whic
     if which == "profile":
         home.profiles_dir.mkdir()
         path = home.profiles_dir / "welma-optee.toml"
-        text = load_profile("welma-optee").source.read_text().replace(
-            "[steps.guard]\ntimeout_s = 5", "[steps.guard]\ntimeout_s = 5\nretries = -1", 1)
+        text = (
+            load_profile("welma-optee")
+            .source.read_text()
+            .replace("[steps.guard]\ntimeout_s = 5", "[steps.guard]\ntimeout_s = 5\nretries = -1", 1)
+        )
         wrong = "retries = -1"
     else:
         path = home.config_file
-        text = ('[[fixture]]\nname = "A"\ndevice = "ssh://root@127.0.0.2:2222"\n\n'
-                '[[fixture]]\nname = "B"\ndevice = "telnet://127.0.0.3"\n')
+        text = (
+            '[[fixture]]\nname = "A"\ndevice = "ssh://root@127.0.0.2:2222"\n\n'
+            '[[fixture]]\nname = "B"\ndevice = "telnet://127.0.0.3"\n'
+        )
         wrong = 'device = "telnet://127.0.0.3"'
     path.write_text(text)
     line = text.splitlines().index(wrong) + 1

@@ -53,32 +53,63 @@ class Board:
         self.tls_port = tls_port
         self.ca = CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE)
         self.config = StationConfig(
-            name="optee-station", tls_listen_address=HOST_STATION_ADDRESS,
-            tls_dial_address=GUEST_STATION_ADDRESS, tls_port=tls_port,
-        )  # fmt: skip
+            name="optee-station",
+            tls_listen_address=HOST_STATION_ADDRESS,
+            tls_dial_address=GUEST_STATION_ADDRESS,
+            tls_port=tls_port,
+        )
 
-    def ssh(self, command: str, *, check: bool = True, timeout: float = SSH_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    def ssh(
+        self, command: str, *, check: bool = True, timeout: float = SSH_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
         argv = [
-            "ssh", "-F", "/dev/null", "-i", str(self.home.ssh_key),
-            "-o", f"UserKnownHostsFile={self.home.root / 'test_known_hosts'}",
-            "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes", "-o", "ConnectTimeout=60",
-            "-o", "LogLevel=ERROR", "-p", str(self.device.port), f"root@{self.device.address}", command,
-        ]  # fmt: skip
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(self.home.ssh_key),
+            "-o",
+            f"UserKnownHostsFile={self.home.root / 'test_known_hosts'}",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=60",
+            "-o",
+            "LogLevel=ERROR",
+            "-p",
+            str(self.device.port),
+            f"root@{self.device.address}",
+            command,
+        ]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
         if check and done.returncode != 0:
             raise AssertionError(f"ssh {command!r} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
         return done
 
-    def provision(self, serial: str, *, device: str | None = None, profile: DeviceProfile | None = None,
-                  events: list[FlowEvent] | None = None):  # noqa: ANN201 - UnitResult
+    def provision(
+        self,
+        serial: str,
+        *,
+        device: str | None = None,
+        profile: DeviceProfile | None = None,
+        events: list[FlowEvent] | None = None,
+    ):  # noqa: ANN201 - UnitResult
         provisioner = Provisioner(
-            home=self.home, config=self.config, ca=self.ca, audit=AuditLog(self.home.audit_db),
+            home=self.home,
+            config=self.config,
+            ca=self.ca,
+            audit=AuditLog(self.home.audit_db),
             observer=(events.append if events is not None else None),
-        )  # fmt: skip
+        )
         # The board keeps the previous test's certificate until it reboots: enrol it again on purpose.
         return provisioner.provision(
-            serial=serial, device=device or self.device.ssh_url, profile=profile or load_profile("welma-optee"),
-            operator="alice", reprovision_reason="next OP-TEE test",
+            serial=serial,
+            device=device or self.device.ssh_url,
+            profile=profile or load_profile("welma-optee"),
+            operator="alice",
+            reprovision_reason="next OP-TEE test",
         )
 
     def boot_id(self) -> str:
@@ -98,18 +129,38 @@ class Board:
             if done.returncode == 0 and done.stdout.strip() not in ("", old_boot_id):
                 return done.stdout.strip()
             time.sleep(1.0)
-        raise AssertionError(f"the OP-TEE board did not come back with a new boot id within {BACK_TIMEOUT_S:g} s")
+        raise AssertionError(
+            f"the OP-TEE board did not come back with a new boot id within {BACK_TIMEOUT_S:g} s"
+        )
 
     def soc_id_shown(self) -> bytes:
         """What the board shows as its SoC id: the device tree's serial-number, raw (NUL-terminated)."""
         done = subprocess.run(
-            ["ssh", "-F", "/dev/null", "-i", str(self.home.ssh_key),
-             "-o", f"UserKnownHostsFile={self.home.root / 'test_known_hosts'}",
-             "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes", "-o", "ConnectTimeout=60",
-             "-o", "LogLevel=ERROR", "-p", str(self.device.port), f"root@{self.device.address}",
-             "cat /proc/device-tree/serial-number"],
-            capture_output=True, timeout=SSH_TIMEOUT_S, check=False,
-        )  # fmt: skip
+            [
+                "ssh",
+                "-F",
+                "/dev/null",
+                "-i",
+                str(self.home.ssh_key),
+                "-o",
+                f"UserKnownHostsFile={self.home.root / 'test_known_hosts'}",
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=60",
+                "-o",
+                "LogLevel=ERROR",
+                "-p",
+                str(self.device.port),
+                f"root@{self.device.address}",
+                "cat /proc/device-tree/serial-number",
+            ],
+            capture_output=True,
+            timeout=SSH_TIMEOUT_S,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -125,7 +176,9 @@ def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Board]:
     farm = Farm(home)
     tls_port = free_port(1)
     try:
-        (device,) = farm.up(1, kind="optee", port=free_port(1), tls_proof_port=tls_port, progress=lambda _: None)
+        (device,) = farm.up(
+            1, kind="optee", port=free_port(1), tls_proof_port=tls_port, progress=lambda _: None
+        )
         yield Board(home, farm, device, tls_port)
     finally:
         farm.down()
@@ -140,7 +193,9 @@ def test_a_unit_over_ssh_passes_with_the_tls_proof_through_the_dial_address(boar
     result = board.provision("202600000000101", events=events)
     assert result.passed, result.message
     steps = steps_of(events)
-    assert all(event.outcome == "passed" for event in steps.values()), {k: v.outcome for k, v in steps.items()}
+    assert all(event.outcome == "passed" for event in steps.values()), {
+        k: v.outcome for k, v in steps.items()
+    }
     proof = [e.message for e in events if e.kind == "output" and e.step == "tls_proof"]
     assert any("Verify return code: 0 (ok)" in message for message in proof), proof
 
@@ -149,11 +204,25 @@ def test_a_unit_over_ssh_passes_with_the_tls_proof_through_the_dial_address(boar
     cert_file = board.home.root / "key0.cert"
     cert_file.write_text(on_board)
     verify = subprocess.run(
-        ["openssl", "verify", "-CAfile", str(board.ca.certificate_path), "-purpose", "sslclient", str(cert_file)],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(board.ca.certificate_path),
+            "-purpose",
+            "sslclient",
+            str(cert_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert verify.returncode == 0 and ": OK" in verify.stdout, verify.stdout + verify.stderr
-    assert x509.load_pem_x509_certificate(on_board.encode()).subject.rfc4514_string() == "CN=serial:202600000000101"
+    assert (
+        x509.load_pem_x509_certificate(on_board.encode()).subject.rfc4514_string()
+        == "CN=serial:202600000000101"
+    )
 
     # The real TA: three fixed slots, token serial 0000000000000000, key0 sensitive and never extractable.
     slots = board.ssh(f"pkcs11-tool --module {MODULE} --list-slots").stdout
@@ -169,12 +238,30 @@ def test_a_unit_over_ssh_passes_with_the_tls_proof_through_the_dial_address(boar
 def test_the_tutorials_step_5_passes_against_a_tls_server_on_the_station(board: Board) -> None:
     env = dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE.decode())
     server = subprocess.Popen(
-        ["openssl", "s_server", "-accept", f"{HOST_STATION_ADDRESS}:{board.tls_port}",
-         "-key", str(board.ca.system_key_path), "-cert", str(board.ca.system_certificate_path),
-         "-pass", "env:STATION_CA_PASSPHRASE", "-verifyCAfile", str(board.ca.certificate_path),
-         "-Verify", "1", "-naccept", "1"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
+        [
+            "openssl",
+            "s_server",
+            "-accept",
+            f"{HOST_STATION_ADDRESS}:{board.tls_port}",
+            "-key",
+            str(board.ca.system_key_path),
+            "-cert",
+            str(board.ca.system_certificate_path),
+            "-pass",
+            "env:STATION_CA_PASSPHRASE",
+            "-verifyCAfile",
+            str(board.ca.certificate_path),
+            "-Verify",
+            "1",
+            "-naccept",
+            "1",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
         seen = wait_for_s_server(server)
         client = board.ssh(
@@ -208,7 +295,9 @@ def test_token_and_key_survive_a_reboot_of_the_vm(board: Board) -> None:
     assert board.soc_id_shown() == soc_id == read_soc_id(board.device.state_dir).encode() + b"\0"
     objects = board.ssh(f"pkcs11-tool --module {MODULE} --list-objects --login --pin 0000").stdout
     assert "label:      key0" in objects and "never extractable" in objects
-    assert next(d for d in board.farm.status() if d.name == board.device.name).host_key_fingerprint == host_key
+    assert (
+        next(d for d in board.farm.status() if d.name == board.device.name).host_key_fingerprint == host_key
+    )
     # The host key the VM shows is still the one recorded (strict known_hosts from the first test).
     assert board.ssh("true").returncode == 0
 
@@ -220,7 +309,9 @@ def test_a_unit_over_the_real_serial_console_passes(board: Board) -> None:
     result = board.provision("202600000000102", device=f"serial://{console}", events=events)
     assert result.passed, result.message
     steps = steps_of(events)
-    assert all(event.outcome == "passed" for event in steps.values()), {k: v.outcome for k, v in steps.items()}
+    assert all(event.outcome == "passed" for event in steps.values()), {
+        k: v.outcome for k, v in steps.items()
+    }
     # It was the VM's real console: the kernel and a real getty spoke on it.
     said = (board.device.state_dir / "console.log").read_text(errors="replace")
     assert "login:" in said and "welma-init: ready" in said
@@ -243,8 +334,10 @@ def test_a_reset_that_leaves_the_connection_open_is_seen_as_down_within_seconds(
 
 
 def test_a_wrong_so_pin_is_reported_as_the_real_ckr_pin_incorrect_in_words(board: Board) -> None:
-    profile_text = load_profile("welma-optee").source.read_text().replace(
-        'name = "welma-optee"', 'name = "welma-optee-wrong-so-pin"'
+    profile_text = (
+        load_profile("welma-optee")
+        .source.read_text()
+        .replace('name = "welma-optee"', 'name = "welma-optee-wrong-so-pin"')
     )
     # init_pin logs in as SO with another SO PIN than the one the token was just initialised with.
     profile_text = profile_text.replace(
@@ -298,7 +391,11 @@ def test_sim_down_kills_every_qemu_and_leaves_nothing_behind(board: Board) -> No
     with socket.socket() as probe:
         assert probe.connect_ex((board.device.address, board.device.port)) != 0
     state = board.device.state_dir
-    assert not (state / "console").exists() and not (state / "qmp.sock").exists() and not (state / "qemu.pid").exists()
+    assert (
+        not (state / "console").exists()
+        and not (state / "qmp.sock").exists()
+        and not (state / "qemu.pid").exists()
+    )
     assert not (board.home.sim_dir / "fixtures.toml").exists()
     # No QEMU anywhere still uses this home's disks.
     for proc in Path("/proc").iterdir():

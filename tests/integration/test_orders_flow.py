@@ -24,17 +24,39 @@ CANARY = "/var/lib/tee/untouched-by-the-station"
 
 def station(home, *args, timeout=300):
     env = dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE)
-    return subprocess.run([sys.executable, "-m", "station", "--home", str(home.root), *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "station", "--home", str(home.root), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def board(home, device, *remote, check=True):
     """Look at a board from outside with the plain OpenSSH client."""
     return subprocess.run(
-        ["ssh", "-i", str(home.ssh_key), "-p", str(device.port), "-o", "BatchMode=yes",
-         "-o", f"UserKnownHostsFile={home.root / 'test_known_hosts'}", "-o", "StrictHostKeyChecking=accept-new",
-         "-o", "ConnectTimeout=10", f"root@{device.address}", *remote],
-        capture_output=True, text=True, timeout=60, check=check,
+        [
+            "ssh",
+            "-i",
+            str(home.ssh_key),
+            "-p",
+            str(device.port),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={home.root / 'test_known_hosts'}",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            "ConnectTimeout=10",
+            f"root@{device.address}",
+            *remote,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
     ).stdout
 
 
@@ -44,8 +66,17 @@ def refused_untouched(home, device, *, serial, words, order=None):
     boot_id = board(home, device, "cat", "/proc/sys/kernel/random/boot_id")
     with AuditLog(home.audit_db) as log:
         before = log.count_units()
-    run = station(home, "provision", "--serial", serial, "--device", device.ssh_url, "--operator", "ana",
-                  *(("--order", order) if order else ()))
+    run = station(
+        home,
+        "provision",
+        "--serial",
+        serial,
+        "--device",
+        device.ssh_url,
+        "--operator",
+        "ana",
+        *(("--order", order) if order else ()),
+    )
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stdout + run.stderr
     for word in words:
         assert word in run.stderr, run.stderr
@@ -57,24 +88,40 @@ def refused_untouched(home, device, *, serial, words, order=None):
     assert board(home, device, "cat", "/proc/sys/kernel/random/boot_id") == boot_id
 
 
-def test_only_the_boards_of_an_open_order_are_enrolled_up_to_its_quantity(start_farm, sim_farm, sim_home, tmp_path):
+def test_only_the_boards_of_an_open_order_are_enrolled_up_to_its_quantity(
+    start_farm, sim_farm, sim_home, tmp_path
+):
     devices = start_farm(count=5)
     assert station(sim_home, "ca", "init").returncode == 0
     sim_home.config_file.write_text('[station]\nname = "line-1"\n\n[orders]\nrequired = true\n')
     orders = tmp_path / "WO-2026-0142.csv"
-    orders.write_text("order,profile,quantity,serials,due\n"
-                      "WO-2026-0142,welma-optee,5,202600000000001-202600000000005,2026-12-31\n")
+    orders.write_text(
+        "order,profile,quantity,serials,due\n"
+        "WO-2026-0142,welma-optee,5,202600000000001-202600000000005,2026-12-31\n"
+    )
     imported = station(sim_home, "order", "import", str(orders), "--by", "Q. Lead")
     assert imported.returncode == 0, imported.stdout + imported.stderr
     assert "imported order WO-2026-0142" in imported.stdout
 
     # A label from outside the order is refused, naming the nearest open order, before the board is touched.
-    refused_untouched(sim_home, devices[0], serial="202600000000006",
-                      words=("202600000000006 belongs to no open work order", "nearest open orders: WO-2026-0142"))
+    refused_untouched(
+        sim_home,
+        devices[0],
+        serial="202600000000006",
+        words=("202600000000006 belongs to no open work order", "nearest open orders: WO-2026-0142"),
+    )
 
     # A serial of the order passes on a real board and takes a place in it.
-    first = station(sim_home, "provision", "--serial", "202600000000001", "--device", devices[0].ssh_url,
-                    "--operator", "ana")
+    first = station(
+        sim_home,
+        "provision",
+        "--serial",
+        "202600000000001",
+        "--device",
+        devices[0].ssh_url,
+        "--operator",
+        "ana",
+    )
     assert first.returncode == 0, first.stdout + first.stderr
     with AuditLog(sim_home.audit_db) as log:
         unit = log.find_unit("202600000000001")
@@ -85,8 +132,13 @@ def test_only_the_boards_of_an_open_order_are_enrolled_up_to_its_quantity(start_
 
     # The other four boards of the order, through a batch whose manifest names the order (header in any order).
     manifest = tmp_path / "boards.csv"
-    manifest.write_text("order,serial,device\n" + "".join(
-        f"WO-2026-0142,20260000000000{n},{device.ssh_url}\n" for n, device in zip(range(2, 6), devices[1:], strict=True)))
+    manifest.write_text(
+        "order,serial,device\n"
+        + "".join(
+            f"WO-2026-0142,20260000000000{n},{device.ssh_url}\n"
+            for n, device in zip(range(2, 6), devices[1:], strict=True)
+        )
+    )
     batch = station(sim_home, "batch", "--manifest", str(manifest), "--operator", "ana")
     assert batch.returncode == 0, batch.stdout + batch.stderr
     assert "4 passed, 0 failed of 4" in batch.stdout
@@ -94,36 +146,72 @@ def test_only_the_boards_of_an_open_order_are_enrolled_up_to_its_quantity(start_
     assert "WO-2026-0142" in listing.stdout and "complete" in listing.stdout and "5/5" in listing.stdout
 
     # The sixth unit for this order is refused as complete, before anything touches its board.
-    refused_untouched(sim_home, devices[0], serial="202600000000006", order="WO-2026-0142",
-                      words=("work order WO-2026-0142 is complete (5 of 5 passed)",))
+    refused_untouched(
+        sim_home,
+        devices[0],
+        serial="202600000000006",
+        order="WO-2026-0142",
+        words=("work order WO-2026-0142 is complete (5 of 5 passed)",),
+    )
 
     # Exports and the PDF report filter and group by order.
     csv_out = tmp_path / "order.csv"
-    assert station(sim_home, "audit", "export", "--format", "csv", "--out", str(csv_out),
-                   "--order", "WO-2026-0142").returncode == 0
+    assert (
+        station(
+            sim_home, "audit", "export", "--format", "csv", "--out", str(csv_out), "--order", "WO-2026-0142"
+        ).returncode
+        == 0
+    )
     rows = csv_out.read_text(encoding="utf-8-sig").splitlines()
-    assert rows[0].endswith(",order_id") and len(rows) == 6 and all(r.endswith(",WO-2026-0142") for r in rows[1:])
+    assert (
+        rows[0].endswith(",order_id")
+        and len(rows) == 6
+        and all(r.endswith(",WO-2026-0142") for r in rows[1:])
+    )
     pdf = tmp_path / "order.pdf"
-    assert station(sim_home, "audit", "export", "--format", "pdf", "--out", str(pdf),
-                   "--order", "WO-2026-0142").returncode == 0
-    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True,
-                          timeout=30, check=True).stdout
+    assert (
+        station(
+            sim_home, "audit", "export", "--format", "pdf", "--out", str(pdf), "--order", "WO-2026-0142"
+        ).returncode
+        == 0
+    )
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
     assert "Provisioning report — work order WO-2026-0142" in text and "By work order" in text
     assert "Work order: WO-2026-0142" in text and "100.0 %" in text
 
     # A closed order refuses the boards it still had; the audit log records who closed it and why.
     second = tmp_path / "WO-2026-0150.json"
-    second.write_text('{"orders": [{"order": "WO-2026-0150", "profile": "welma-optee", "quantity": 3,\n'
-                      '  "serials": ["202600000000101-202600000000103"]}]}\n')
+    second.write_text(
+        '{"orders": [{"order": "WO-2026-0150", "profile": "welma-optee", "quantity": 3,\n'
+        '  "serials": ["202600000000101-202600000000103"]}]}\n'
+    )
     assert station(sim_home, "order", "import", str(second), "--by", "Q. Lead").returncode == 0
-    sim_farm.swap(devices[1].name)  # another, factory-fresh board for the new order (a new serial needs new silicon)
-    passed = station(sim_home, "provision", "--serial", "202600000000101", "--device", devices[1].ssh_url,
-                     "--operator", "ana")
+    sim_farm.swap(
+        devices[1].name
+    )  # another, factory-fresh board for the new order (a new serial needs new silicon)
+    passed = station(
+        sim_home,
+        "provision",
+        "--serial",
+        "202600000000101",
+        "--device",
+        devices[1].ssh_url,
+        "--operator",
+        "ana",
+    )
     assert passed.returncode == 0, passed.stdout + passed.stderr
-    closed = station(sim_home, "order", "close", "WO-2026-0150", "--reason", "cancelled by planning", "--by", "Q. Lead")
+    closed = station(
+        sim_home, "order", "close", "WO-2026-0150", "--reason", "cancelled by planning", "--by", "Q. Lead"
+    )
     assert closed.returncode == 0 and "1 of 3 passed" in closed.stdout
-    refused_untouched(sim_home, devices[2], serial="202600000000102",
-                      words=("work order WO-2026-0150 was closed", "cancelled by planning"))
+    refused_untouched(
+        sim_home,
+        devices[2],
+        serial="202600000000102",
+        words=("work order WO-2026-0150 was closed", "cancelled by planning"),
+    )
     shown = station(sim_home, "order", "show", "WO-2026-0150")
     assert "closed" in shown.stdout and "by Q. Lead: cancelled by planning" in shown.stdout
     assert "from WO-2026-0150.json (sha256 " in shown.stdout

@@ -49,16 +49,25 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def station(home: Path, *args: str, stdin: str = "", account: Account | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def station(
+    home: Path, *args: str, stdin: str = "", account: Account | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run `station --home HOME ARGS…` with ``stdin`` (as ``account`` when given)."""
     environment = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **(env or {})}
     command = [sys.executable, "-m", "station"]
     if account is not None:
         environment.update(HOME=str(home.parent), TEST_UID=str(account.uid), TEST_GID=str(account.gid))
         command = [sys.executable, "-c", AS_ACCOUNT]
-    return subprocess.run([*command, "--home", str(home), *args], input=stdin, cwd=home.parent,
-                          capture_output=True, text=True, timeout=TIMEOUT_S, env=environment, check=False)
+    return subprocess.run(
+        [*command, "--home", str(home), *args],
+        input=stdin,
+        cwd=home.parent,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env=environment,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -72,8 +81,12 @@ def technician_account() -> Iterator[Account]:
     if os.geteuid() != 0:
         pytest.fail("this test creates an OS account with useradd: run it as root (CI does)")
     name = f"wps-people-{os.getpid() % 100000}"
-    subprocess.run(["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-                    name], check=True, capture_output=True, timeout=TIMEOUT_S)
+    subprocess.run(
+        ["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
+        timeout=TIMEOUT_S,
+    )
     try:
         entry = pwd.getpwnam(name)
         yield Account(name, entry.pw_uid, entry.pw_gid)
@@ -112,7 +125,11 @@ def test_an_administrator_enrols_lists_resets_unlocks_and_removes_people_with_se
     assert "Quinn Lee" in lines[2] and "quality lead" in lines[2] and "can sign in" in lines[2]
 
     again = station(home, "people", "add", "quinn lee", "--role", "admin", stdin="975310\n")
-    assert again.returncode == 1 and "already enrolled" in again.stderr and "station people reset" in again.stderr
+    assert (
+        again.returncode == 1
+        and "already enrolled" in again.stderr
+        and "station people reset" in again.stderr
+    )
     weak = station(home, "people", "add", "Zed", "--role", "quality", stdin="0000\n")
     assert weak.returncode == 1 and "repeat one character" in weak.stderr
     missing = station(home, "people", "add", "Zed", "--role", "quality")
@@ -127,15 +144,25 @@ def test_an_administrator_enrols_lists_resets_unlocks_and_removes_people_with_se
 
     recorded = events(home)
     assert [(e.action, e.person, e.by) for e in recorded][::-1] == [
-        ("enrolled", "Quinn Lee", "root"), ("enrolled", "Ada", "root"), ("credential_reset", "Quinn Lee", "root"),
-        ("unlocked", "Quinn Lee", "root"), ("removed", "Ada", "root")]
+        ("enrolled", "Quinn Lee", "root"),
+        ("enrolled", "Ada", "root"),
+        ("credential_reset", "Quinn Lee", "root"),
+        ("unlocked", "Quinn Lee", "root"),
+        ("removed", "Ada", "root"),
+    ]
     # No secret anywhere: the audit log, the store, what the commands printed.
     audit_bytes = StationHome(home).audit_db.read_bytes()
     store_bytes = people_path(StationHome(home)).read_bytes()
-    printed = "".join(run.stdout + run.stderr for run in (added, badge, listed, again, weak, unlocked, removed))
+    printed = "".join(
+        run.stdout + run.stderr for run in (added, badge, listed, again, weak, unlocked, removed)
+    )
     every_file = b"".join(path.read_bytes() for path in home.rglob("*") if path.is_file())  # logs included
     for secret in (QUINN_PIN, ADA_BADGE, "135792"):
-        assert secret.encode() not in audit_bytes and secret.encode() not in store_bytes and secret not in printed
+        assert (
+            secret.encode() not in audit_bytes
+            and secret.encode() not in store_bytes
+            and secret not in printed
+        )
         assert secret.encode() not in every_file
 
 
@@ -152,19 +179,34 @@ def test_an_ordinary_account_is_refused_unless_an_enrolled_administrator_vouches
     # …but not anyone else without an administrator.
     refused = station(home, "people", "add", "Mallory", "--role", "quality", stdin="777123\n", account=me)
     assert refused.returncode == 1
-    assert "needs an administrator" in refused.stderr and "welma-admin" in refused.stderr and "--as" in refused.stderr
+    assert (
+        "needs an administrator" in refused.stderr
+        and "welma-admin" in refused.stderr
+        and "--as" in refused.stderr
+    )
     for action in (("reset", "Ada"), ("unlock", "Ada"), ("remove", "Ada")):
         run = station(home, "people", *action, stdin="111333\n", account=me)
         assert run.returncode == 1 and "needs an administrator" in run.stderr, action
     # An enrolled administrator types her credential first (--as), then the new person's.
-    vouched = station(home, "people", "add", "Quinn", "--role", "quality", "--as", "Ada",
-                      stdin=f"864209\n{QUINN_PIN}\n", account=me)
+    vouched = station(
+        home,
+        "people",
+        "add",
+        "Quinn",
+        "--role",
+        "quality",
+        "--as",
+        "Ada",
+        stdin=f"864209\n{QUINN_PIN}\n",
+        account=me,
+    )
     assert vouched.returncode == 0, vouched.stderr
     quinn = events(home)[0]
     assert (quinn.action, quinn.person, quinn.by, quinn.account) == ("enrolled", "Quinn", "Ada", me.name)
     # A wrong administrator credential enrols nobody.
-    wrong = station(home, "people", "add", "Mallory", "--role", "admin", "--as", "Ada", stdin="000111\nx\n",
-                    account=me)
+    wrong = station(
+        home, "people", "add", "Mallory", "--role", "admin", "--as", "Ada", stdin="000111\nx\n", account=me
+    )
     assert wrong.returncode == 1 and "wrong" in wrong.stderr
     # Quinn changes her own PIN with the old one; a wrong old one changes nothing.
     bad = station(home, "people", "change", "Quinn", stdin="999999\n246813\n", account=me)
@@ -182,7 +224,11 @@ def test_set_pin_needs_the_current_pin_unless_an_administrator_runs_it(account_h
 
     # Replacing it: the current PIN first, then the new one; a wrong current PIN changes nothing.
     wrong = station(home, "admin", "set-pin", stdin="1357\n9753\n", account=me)
-    assert wrong.returncode == 1 and "not the current admin PIN" in wrong.stderr and "welma-admin" in wrong.stderr
+    assert (
+        wrong.returncode == 1
+        and "not the current admin PIN" in wrong.stderr
+        and "welma-admin" in wrong.stderr
+    )
     assert verify_pin(StationHome(home), "2468")
     # The new PIN in the documented variable still needs the current one.
     env_only = station(home, "admin", "set-pin", env={"STATION_ADMIN_PIN": "9753"}, account=me)
@@ -198,7 +244,8 @@ def test_set_pin_needs_the_current_pin_unless_an_administrator_runs_it(account_h
     assert [(e.action, e.by, e.detail) for e in events(home)][:3] == [
         ("admin_pin_set", "root", "by an administrator account"),
         ("admin_pin_set", me.name, "with the current PIN"),
-        ("admin_pin_set", me.name, "first PIN")]
+        ("admin_pin_set", me.name, "first PIN"),
+    ]
 
 
 def test_production_mode_refuses_the_shared_admin_pin_and_says_to_enrol_people(home):

@@ -38,13 +38,25 @@ TIMEOUT_S = 60
 @pytest.fixture
 def os_account() -> Iterator[str]:
     if os.geteuid() != 0:
-        pytest.fail("this test creates an OS account with useradd and checks its password: run it as root (CI does)")
+        pytest.fail(
+            "this test creates an OS account with useradd and checks its password: run it as root (CI does)"
+        )
     name = f"wps-pam-{os.getpid() % 100000}"
-    subprocess.run(["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-                    name], check=True, capture_output=True, timeout=TIMEOUT_S)
+    subprocess.run(
+        ["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
+        timeout=TIMEOUT_S,
+    )
     try:
-        subprocess.run(["chpasswd"], input=f"{name}:{PASSWORD}\n", text=True, check=True, capture_output=True,
-                       timeout=TIMEOUT_S)
+        subprocess.run(
+            ["chpasswd"],
+            input=f"{name}:{PASSWORD}\n",
+            text=True,
+            check=True,
+            capture_output=True,
+            timeout=TIMEOUT_S,
+        )
         pwd.getpwnam(name)
         yield name
     finally:
@@ -89,11 +101,34 @@ def test_a_quality_lead_signs_in_with_their_os_password_and_wrong_ones_lock_them
 
 
 def test_station_people_add_os_account(home, os_account):
-    run = subprocess.run([sys.executable, "-m", "station", "--home", str(home.root), "people", "add", "Quinn",
-                          "--role", "quality", "--os-account", os_account],
-                         capture_output=True, text=True, timeout=TIMEOUT_S, check=False, stdin=subprocess.DEVNULL)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "station",
+            "--home",
+            str(home.root),
+            "people",
+            "add",
+            "Quinn",
+            "--role",
+            "quality",
+            "--os-account",
+            os_account,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
     assert run.returncode == 0, run.stderr
     assert f"signs in with the password of OS account {os_account}" in run.stdout
-    listed = subprocess.run([sys.executable, "-m", "station", "--home", str(home.root), "people", "list"],
-                            capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    listed = subprocess.run(
+        [sys.executable, "-m", "station", "--home", str(home.root), "people", "list"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
     assert "OS password" in listed.stdout

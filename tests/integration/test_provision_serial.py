@@ -38,9 +38,14 @@ def ca(sim_home: StationHome) -> CertificateAuthority:
     return CertificateAuthority.init(sim_home.ca_dir, passphrase=PASSPHRASE)
 
 
-def provisioner(home: StationHome, ca: CertificateAuthority, events: list[FlowEvent] | None = None) -> Provisioner:
+def provisioner(
+    home: StationHome, ca: CertificateAuthority, events: list[FlowEvent] | None = None
+) -> Provisioner:
     return Provisioner(
-        home=home, config=StationConfig(name="test-station"), ca=ca, audit=AuditLog(home.audit_db),
+        home=home,
+        config=StationConfig(name="test-station"),
+        ca=ca,
+        audit=AuditLog(home.audit_db),
         observer=(events.append if events is not None else None),
     )
 
@@ -78,7 +83,9 @@ class Cable:
         self.station_end.unlink(missing_ok=True)
         self._relay = subprocess.Popen(
             ["socat", f"PTY,link={self.station_end},raw,echo=0", f"FILE:{self.console},raw,echo=0"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         ready_by = time.monotonic() + CABLE_TIMEOUT_S
         while not self.station_end.is_symlink():
@@ -104,7 +111,10 @@ def test_a_board_without_network_is_enrolled_over_its_console(start_farm, sim_ho
     (device,) = start_farm(count=1, serial_console=True)
     events: list[FlowEvent] = []
     result = provisioner(sim_home, ca, events).provision(
-        serial=SERIAL, device=f"serial://{device.console_path}", profile=load_profile("welma-optee"), operator="alice",
+        serial=SERIAL,
+        device=f"serial://{device.console_path}",
+        profile=load_profile("welma-optee"),
+        operator="alice",
     )
     assert result.passed, result.message
     steps = finished_steps(events)
@@ -130,11 +140,15 @@ def test_a_board_without_network_is_enrolled_over_its_console(start_farm, sim_ho
 
 def test_a_serial_only_profile_skips_the_tls_proof(start_farm, sim_home, ca):
     (device,) = start_farm(count=1, serial_console=True)
-    profile = profile_variant(sim_home, "welma-serial-only",
-                              **{"device_has_network = true": "device_has_network = false"})
+    profile = profile_variant(
+        sim_home, "welma-serial-only", **{"device_has_network = true": "device_has_network = false"}
+    )
     events: list[FlowEvent] = []
     result = provisioner(sim_home, ca, events).provision(
-        serial=SERIAL, device=f"serial://{device.console_path}", profile=profile, operator="alice",
+        serial=SERIAL,
+        device=f"serial://{device.console_path}",
+        profile=profile,
+        operator="alice",
     )
     assert result.passed, result.message
     assert finished_steps(events)["tls_proof"] == "skipped"
@@ -152,8 +166,11 @@ def test_kernel_messages_on_the_console_do_not_disturb_the_flow(start_farm, sim_
         try:
             while not stop.wait(0.001):
                 n = len(written) + 1
-                os.write(fd, f"[  {40 + n // 1000:3d}.{n:06d}] imx-sdma 30bd0000.dma-controller: "
-                             f"external firmware not found, using ROM firmware ({n})\n".encode())
+                os.write(
+                    fd,
+                    f"[  {40 + n // 1000:3d}.{n:06d}] imx-sdma 30bd0000.dma-controller: "
+                    f"external firmware not found, using ROM firmware ({n})\n".encode(),
+                )
                 written.append(n)
         finally:
             os.close(fd)
@@ -162,7 +179,9 @@ def test_kernel_messages_on_the_console_do_not_disturb_the_flow(start_farm, sim_
     chatter.start()
     try:
         result = provisioner(sim_home, ca).provision(
-            serial=SERIAL, device=f"serial://{device.console_path}", profile=load_profile("welma-optee"),
+            serial=SERIAL,
+            device=f"serial://{device.console_path}",
+            profile=load_profile("welma-optee"),
             operator="alice",
         )
     finally:
@@ -196,7 +215,11 @@ def test_a_cable_pulled_mid_keygen_leaves_a_resumable_unit(start_farm, sim_home,
     usb.plug()
     events: list[FlowEvent] = []
     resumed = provisioner(sim_home, ca, events).provision(
-        serial=SERIAL, device=usb.url, profile=profile, operator="carol", resume=True,
+        serial=SERIAL,
+        device=usb.url,
+        profile=profile,
+        operator="carol",
+        resume=True,
     )
     assert resumed.passed, resumed.message
     ran = [event.step for event in events if event.kind == "step_finished"]
@@ -209,19 +232,28 @@ def test_a_console_that_never_shows_a_prompt_fails_within_its_deadline(sim_home,
     dead_end, board_end = tmp_path / "ttyUSB0", tmp_path / "unpowered-board"
     pair = subprocess.Popen(
         ["socat", f"PTY,link={dead_end},raw,echo=0", f"PTY,link={board_end},raw,echo=0"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         ready_by = time.monotonic() + CABLE_TIMEOUT_S
         while not dead_end.is_symlink():
             assert time.monotonic() < ready_by
             time.sleep(0.02)
-        profile = profile_variant(sim_home, "welma-short-identify",
-                                  **{"[steps.identify]\ntimeout_s = 30\nretries = 2":
-                                     "[steps.identify]\ntimeout_s = 3\nretries = 1"})
+        profile = profile_variant(
+            sim_home,
+            "welma-short-identify",
+            **{
+                "[steps.identify]\ntimeout_s = 30\nretries = 2": "[steps.identify]\ntimeout_s = 3\nretries = 1"
+            },
+        )
         started = time.monotonic()
         result = provisioner(sim_home, ca).provision(
-            serial=SERIAL, device=f"serial://{dead_end}", profile=profile, operator="dave",
+            serial=SERIAL,
+            device=f"serial://{dead_end}",
+            profile=profile,
+            operator="dave",
         )
         elapsed = time.monotonic() - started
     finally:
@@ -234,25 +266,33 @@ def test_a_console_that_never_shows_a_prompt_fails_within_its_deadline(sim_home,
     assert elapsed < 2 * 3 + 3
 
 
-def test_a_board_that_stays_dark_after_reboot_fails_the_reboot_step_then_resumes(start_farm, sim_farm, sim_home, ca):
+def test_a_board_that_stays_dark_after_reboot_fails_the_reboot_step_then_resumes(
+    start_farm, sim_farm, sim_home, ca
+):
     (device,) = start_farm(count=1, serial_console=True)
     sim_farm.set_fault(device.name, "no-boot")
-    profile = profile_variant(sim_home, "welma-short-reboot",
-                              **{"[steps.reboot]\ntimeout_s = 90": "[steps.reboot]\ntimeout_s = 5"})
+    profile = profile_variant(
+        sim_home, "welma-short-reboot", **{"[steps.reboot]\ntimeout_s = 90": "[steps.reboot]\ntimeout_s = 5"}
+    )
     url = f"serial://{device.console_path}"
     started = time.monotonic()
     dark = provisioner(sim_home, ca).provision(serial=SERIAL, device=url, profile=profile, operator="erin")
     assert not dark.passed and dark.failed_step == "reboot"
     # The reboot step's 5 s deadline, and the steps before it on a console.
     assert_within_deadline(started, 5, "a board that stays dark", slack_s=5)
-    assert dark.message.startswith(f"Device on {device.console_path} did not show its login prompt within 5 s "
-                                   "after reboot")
+    assert dark.message.startswith(
+        f"Device on {device.console_path} did not show its login prompt within 5 s after reboot"
+    )
     assert "check power and the console cable, then press Retry" in dark.message
 
     sim_farm.set_fault(device.name, None)  # the technician power-cycles the board
     events: list[FlowEvent] = []
     resumed = provisioner(sim_home, ca, events).provision(
-        serial=SERIAL, device=url, profile=profile, operator="erin", resume=True,
+        serial=SERIAL,
+        device=url,
+        profile=profile,
+        operator="erin",
+        resume=True,
     )
     assert resumed.passed, resumed.message
     assert finished_steps(events)["reboot"] == "passed"

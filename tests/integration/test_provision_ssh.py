@@ -39,7 +39,10 @@ def station(home, *args, timeout=180):
     env = dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE)
     return subprocess.run(
         [sys.executable, "-m", "station", "--home", str(home.root), *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -47,26 +50,55 @@ def ssh(home, device, *remote, timeout=60, check=True):
     """The plain OpenSSH client, not our code, to look at a board from outside."""
     known = home.root / "test_known_hosts"
     return subprocess.run(
-        ["ssh", "-i", str(home.ssh_key), "-p", str(device.port), "-o", "BatchMode=yes",
-         "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=accept-new",
-         "-o", "ConnectTimeout=10", f"root@{device.address}", *remote],
-        capture_output=True, text=True, timeout=timeout, check=check,
+        [
+            "ssh",
+            "-i",
+            str(home.ssh_key),
+            "-p",
+            str(device.port),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={known}",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            "ConnectTimeout=10",
+            f"root@{device.address}",
+            *remote,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
     )
 
 
 def provisioner(home, ca, events=None):
     return Provisioner(
-        home=home, config=StationConfig(name="test-station"), ca=ca, audit=AuditLog(home.audit_db),
+        home=home,
+        config=StationConfig(name="test-station"),
+        ca=ca,
+        audit=AuditLog(home.audit_db),
         observer=(events.append if events is not None else None),
     )
 
 
 def test_a_board_is_enrolled_and_proves_it_with_the_tutorials_own_tls_server(start_farm, sim_home, ca):
     (device,) = start_farm(count=1)
-    run = station(sim_home, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--operator", "alice")
+    run = station(
+        sim_home, "provision", "--serial", SERIAL, "--device", device.ssh_url, "--operator", "alice"
+    )
     assert run.returncode == 0, run.stdout + run.stderr
-    for title in ("Identify board", "Wipe secure storage", "Reboot", "Generate key", "Check CSR",
-                  "Push certificates", "Mutual TLS proof"):
+    for title in (
+        "Identify board",
+        "Wipe secure storage",
+        "Reboot",
+        "Generate key",
+        "Check CSR",
+        "Push certificates",
+        "Mutual TLS proof",
+    ):
         assert title in run.stdout
     assert "PASS" in run.stdout
     assert PASSPHRASE not in run.stdout + run.stderr
@@ -85,26 +117,62 @@ def test_a_board_is_enrolled_and_proves_it_with_the_tutorials_own_tls_server(sta
     cert_file.write_text(on_board)
     verify = subprocess.run(
         ["openssl", "verify", "-CAfile", str(ca.certificate_path), "-purpose", "sslclient", str(cert_file)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert verify.returncode == 0 and ": OK" in verify.stdout, verify.stdout + verify.stderr
 
     # The tutorial's step 5, verbatim on the board, against openssl s_server with our system certificate.
     port = device.port + 1000
     server = subprocess.Popen(
-        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-key", str(ca.system_key_path),
-         "-cert", str(ca.system_certificate_path), "-pass", "env:STATION_CA_PASSPHRASE",
-         "-verifyCAfile", str(ca.certificate_path), "-Verify", "1", "-naccept", "1"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            "openssl",
+            "s_server",
+            "-accept",
+            f"127.0.0.1:{port}",
+            "-key",
+            str(ca.system_key_path),
+            "-cert",
+            str(ca.system_certificate_path),
+            "-pass",
+            "env:STATION_CA_PASSPHRASE",
+            "-verifyCAfile",
+            str(ca.certificate_path),
+            "-Verify",
+            "1",
+            "-naccept",
+            "1",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env=dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE),
     )
     try:
         started = wait_for_s_server(server)
         client = ssh(
-            sim_home, device, "PKCS11_MODULE_PATH=/usr/lib/libckteec.so.0", "openssl", "s_client",
-            "-connect", f"127.0.0.1:{port}", "-engine", "pkcs11", "-keyform", "engine",
-            "-key", "'pkcs11:object=key0;pin-value=0000'", "-CAfile", "/var/lib/ca.cert",
-            "-cert", "/var/lib/key0.cert", "-verify_return_error", "</dev/null", check=False,
+            sim_home,
+            device,
+            "PKCS11_MODULE_PATH=/usr/lib/libckteec.so.0",
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-engine",
+            "pkcs11",
+            "-keyform",
+            "engine",
+            "-key",
+            "'pkcs11:object=key0;pin-value=0000'",
+            "-CAfile",
+            "/var/lib/ca.cert",
+            "-cert",
+            "/var/lib/key0.cert",
+            "-verify_return_error",
+            "</dev/null",
+            check=False,
         )
         assert client.returncode == 0, client.stdout + client.stderr
         assert "Verify return code: 0 (ok)" in client.stdout
@@ -116,15 +184,33 @@ def test_a_board_is_enrolled_and_proves_it_with_the_tutorials_own_tls_server(sta
     assert f"subject=CN = serial:{SERIAL}" in server_out or f"subject=CN=serial:{SERIAL}" in server_out
 
     # The token key is sensitive and never extractable: the board keeps its secret.
-    objects = ssh(sim_home, device, "pkcs11-tool", "--module", "/usr/lib/libckteec.so.0", "--list-objects",
-                  "--login", "--pin", "0000").stdout
+    objects = ssh(
+        sim_home,
+        device,
+        "pkcs11-tool",
+        "--module",
+        "/usr/lib/libckteec.so.0",
+        "--list-objects",
+        "--login",
+        "--pin",
+        "0000",
+    ).stdout
     assert "never extractable" in objects
 
     # A second provision of a serial that passed is refused without --reprovision, then allowed with a reason.
     again = station(sim_home, "provision", "--serial", SERIAL, "--device", device.ssh_url)
     assert again.returncode != 0 and "reprovision" in again.stderr
-    redo = station(sim_home, "provision", "--serial", SERIAL, "--device", device.ssh_url,
-                   "--reprovision", "--reason", "customer return")
+    redo = station(
+        sim_home,
+        "provision",
+        "--serial",
+        SERIAL,
+        "--device",
+        device.ssh_url,
+        "--reprovision",
+        "--reason",
+        "customer return",
+    )
     assert redo.returncode == 0, redo.stdout + redo.stderr
     units = station(sim_home, "units")
     assert units.returncode == 0 and SERIAL in units.stdout
@@ -158,12 +244,18 @@ def rogue_profile(home, replacement_csr_command: str) -> Path:
     ("csr_command", "reason"),
     [
         # The board signs with its token key, but for another serial: a swapped label or an impostor.
-        ('csr = ["openssl", "req", "-new", "-batch", "-engine", "pkcs11", "-keyform", "engine", "-key", '
-         '"pkcs11:object={key_label};pin-value={user_pin}", "-subj", "/CN=serial:999999999999999/", '
-         '"-out", "{csr_path}"]', "subject"),
+        (
+            'csr = ["openssl", "req", "-new", "-batch", "-engine", "pkcs11", "-keyform", "engine", "-key", '
+            '"pkcs11:object={key_label};pin-value={user_pin}", "-subj", "/CN=serial:999999999999999/", '
+            '"-out", "{csr_path}"]',
+            "subject",
+        ),
         # A key made in software, outside the token: the CSR is valid but not for the token's key.
-        ('csr = ["openssl", "req", "-new", "-batch", "-newkey", "rsa:2048", "-nodes", "-keyout", '
-         '"/tmp/rogue.key", "-subj", "{subject}", "-out", "{csr_path}"]', "token"),
+        (
+            'csr = ["openssl", "req", "-new", "-batch", "-newkey", "rsa:2048", "-nodes", "-keyout", '
+            '"/tmp/rogue.key", "-subj", "{subject}", "-out", "{csr_path}"]',
+            "token",
+        ),
     ],
 )
 def test_a_rogue_csr_is_refused_and_nothing_is_pushed(start_farm, sim_home, ca, csr_command, reason):
@@ -181,14 +273,16 @@ def test_a_rogue_csr_is_refused_and_nothing_is_pushed(start_farm, sim_home, ca, 
 def test_connection_dropped_mid_keygen_leaves_a_resumable_unit(start_farm, sim_home, ca):
     (device,) = start_farm(count=1, faults={"sim-01": "drop-ssh"})
     profile = load_profile("welma-optee")
-    first = provisioner(sim_home, ca).provision(serial=SERIAL, device=device.ssh_url, profile=profile,
-                                                operator="carol")
+    first = provisioner(sim_home, ca).provision(
+        serial=SERIAL, device=device.ssh_url, profile=profile, operator="carol"
+    )
     assert not first.passed and first.failed_step == "keygen"
     assert "dropped" in first.message and "Retry" in first.message
     assert first.unit.state == "failed"
     events = []
-    resumed = provisioner(sim_home, ca, events).provision(serial=SERIAL, device=device.ssh_url, profile=profile,
-                                                          operator="carol", resume=True)
+    resumed = provisioner(sim_home, ca, events).provision(
+        serial=SERIAL, device=device.ssh_url, profile=profile, operator="carol", resume=True
+    )
     assert resumed.passed, resumed.message
     ran = [event.step for event in events if event.kind == "step_finished"]
     assert "wipe" not in ran and "reboot" not in ran and ran[:2] == ["identify", "guard"]
@@ -199,9 +293,22 @@ def test_a_slow_keygen_completes_with_live_progress(start_farm, sim_home, ca):
     (device,) = start_farm(count=1, keygen_delay=20)
     env = dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
-        [sys.executable, "-m", "station", "--home", str(sim_home.root), "provision", "--serial", SERIAL,
-         "--device", device.ssh_url],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "station",
+            "--home",
+            str(sim_home.root),
+            "provision",
+            "--serial",
+            SERIAL,
+            "--device",
+            device.ssh_url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     seen: list[tuple[float, str]] = []
     try:

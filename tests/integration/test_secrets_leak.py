@@ -37,8 +37,14 @@ PROFILE = "plant-pins"
 
 
 def plant_profile(home: StationHome) -> None:
-    profile_copy(home, PROFILE, replace={'so_pin = "00000000"': f'so_pin = "{SO_PIN}"',
-                                         'user_pin = "0000"': f'user_pin = "{USER_PIN}"'})
+    profile_copy(
+        home,
+        PROFILE,
+        replace={
+            'so_pin = "00000000"': f'so_pin = "{SO_PIN}"',
+            'user_pin = "0000"': f'user_pin = "{USER_PIN}"',
+        },
+    )
 
 
 @dataclass
@@ -78,8 +84,9 @@ def needles(home: StationHome) -> list[Needle]:
     found.append(Needle("station SSH key (base64)", re.compile(re.escape(ssh_key_body[20:80]))))
     for name in ("ca.key", "system.key"):
         key = serialization.load_pem_private_key((home.ca_dir / name).read_bytes(), PASSPHRASE.encode())
-        der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+        der = key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         b64 = base64.b64encode(der).decode()
         numbers = key.private_numbers()  # type: ignore[union-attr]
         secret = getattr(numbers, "private_value", None) or numbers.d  # EC or RSA
@@ -110,7 +117,9 @@ def search(haystack: Haystack, home: StationHome) -> list[str]:
     return hits
 
 
-def test_no_secret_in_output_logs_database_or_exports_after_a_days_work(start_farm, sim_farm, sim_home, tmp_path):
+def test_no_secret_in_output_logs_database_or_exports_after_a_days_work(
+    start_farm, sim_farm, sim_home, tmp_path
+):
     hay = Haystack()
     devices: list[SimDevice] = start_farm(4)
     run = station_cli(sim_home, "ca", "init")
@@ -119,8 +128,19 @@ def test_no_secret_in_output_logs_database_or_exports_after_a_days_work(start_fa
     plant_profile(sim_home)
 
     def provision(serial: str, device: SimDevice, *extra: str) -> int:
-        done = station_cli(sim_home, "provision", "--serial", serial, "--device", device.ssh_url,
-                           "--profile", PROFILE, "--operator", "olga", *extra)
+        done = station_cli(
+            sim_home,
+            "provision",
+            "--serial",
+            serial,
+            "--device",
+            device.ssh_url,
+            "--profile",
+            PROFILE,
+            "--operator",
+            "olga",
+            *extra,
+        )
         hay.add_run(f"station provision {serial} {' '.join(extra)}", done)
         return done.returncode
 
@@ -134,11 +154,15 @@ def test_no_secret_in_output_logs_database_or_exports_after_a_days_work(start_fa
     sim_farm.set_fault(devices[1].name, None)
     sim_farm.set_fault(devices[2].name, None)
     assert provision("202600000000102", devices[1], "--resume") == 0
-    assert provision("202600000000103", devices[2], "--restart") == 0, hay.texts["station provision 202600000000103 --restart"]
+    assert provision("202600000000103", devices[2], "--restart") == 0, hay.texts[
+        "station provision 202600000000103 --restart"
+    ]
     assert provision("202600000000101", devices[0], "--reprovision", "--reason", "customer return") == 0
     manifest = tmp_path / "boards.csv"
     manifest.write_text(f"serial,device\n202600000000104,{devices[3].ssh_url}\n")
-    batch = station_cli(sim_home, "batch", "--manifest", str(manifest), "--profile", PROFILE, "--operator", "olga")
+    batch = station_cli(
+        sim_home, "batch", "--manifest", str(manifest), "--profile", PROFILE, "--operator", "olga"
+    )
     assert batch.returncode == 0, batch.stdout + batch.stderr
     hay.add_run("station batch", batch)
     for args in (("units",), ("audit", "verify"), ("sim", "status")):
@@ -165,8 +189,10 @@ def test_no_secret_in_output_logs_database_or_exports_after_a_days_work(start_fa
     assert "--pin ****" in dump and "pin-value=****" in dump
     assert all(certificate_on_board(device) for device in devices)
     hits = search(hay, sim_home)
-    print(f"secrets search: {len(needles(sim_home))} needles in {len(hay.texts)} sources, "
-          f"{hay.size} characters: {len(hits)} hits")
+    print(
+        f"secrets search: {len(needles(sim_home))} needles in {len(hay.texts)} sources, "
+        f"{hay.size} characters: {len(hits)} hits"
+    )
     assert hits == [], "\n".join(hits[:20])
 
 
@@ -178,8 +204,9 @@ def test_the_search_finds_a_planted_secret(sim_home):
     sim_home.ensure_station_key()
     key_pem = (sim_home.ca_dir / "ca.key").read_bytes()
     ca_key = serialization.load_pem_private_key(key_pem, PASSPHRASE.encode())
-    der = ca_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                               serialization.NoEncryption())
+    der = ca_key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     planted = {
         "passphrase": f"unlocked with {PASSPHRASE}",
         "so pin": f"--so-pin {SO_PIN}",
@@ -203,8 +230,9 @@ def test_a_ca_key_readable_by_others_is_refused_before_any_board_is_touched(star
     assert station_cli(sim_home, "ca", "init").returncode == 0
     plant_profile(sim_home)
     (sim_home.ca_dir / "ca.key").chmod(0o644)
-    run = station_cli(sim_home, "provision", "--serial", "202600000000201", "--device", device.ssh_url,
-                      "--profile", PROFILE)
+    run = station_cli(
+        sim_home, "provision", "--serial", "202600000000201", "--device", device.ssh_url, "--profile", PROFILE
+    )
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert "ca.key is readable or writable by group or others (mode 0644)" in run.stderr
     assert "chmod 600" in run.stderr
@@ -231,19 +259,29 @@ def production_day(sim_home: StationHome, device: SimDevice) -> None:
     demo_order = sim_home.root / "demo-order.csv"
     demo_order.write_text("order,profile,quantity,serials\nWO-300,welma-optee,1,202600000000300\n")
     assert station_cli(sim_home, "order", "import", str(demo_order), "--by", "Q. Lead").returncode == 0
-    demo = station_cli(sim_home, "provision", "--serial", "202600000000300", "--device", device.ssh_url,
-                       "--profile", "welma-optee")
+    demo = station_cli(
+        sim_home,
+        "provision",
+        "--serial",
+        "202600000000300",
+        "--device",
+        device.ssh_url,
+        "--profile",
+        "welma-optee",
+    )
     assert demo.returncode == 1 and "Traceback" not in demo.stderr
     assert "uses the tutorial's demo PINs" in demo.stderr and "production mode" in demo.stderr
     assert "Identify board" not in demo.stdout
     with AuditLog(sim_home.audit_db) as log:
         assert log.units() == []
-    unordered = station_cli(sim_home, "provision", "--serial", "202600000000301", "--device", device.ssh_url,
-                            "--profile", PROFILE)
+    unordered = station_cli(
+        sim_home, "provision", "--serial", "202600000000301", "--device", device.ssh_url, "--profile", PROFILE
+    )
     assert unordered.returncode == 1 and "belongs to no open work order" in unordered.stderr
     order = sim_home.root / "order.csv"
     order.write_text(f"order,profile,quantity,serials\nWO-301,{PROFILE},1,202600000000301\n")
     assert station_cli(sim_home, "order", "import", str(order), "--by", "Q. Lead").returncode == 0
-    plant = station_cli(sim_home, "provision", "--serial", "202600000000301", "--device", device.ssh_url,
-                        "--profile", PROFILE)
+    plant = station_cli(
+        sim_home, "provision", "--serial", "202600000000301", "--device", device.ssh_url, "--profile", PROFILE
+    )
     assert plant.returncode == 0, plant.stdout + plant.stderr

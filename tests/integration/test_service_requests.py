@@ -77,15 +77,29 @@ def station() -> Iterator[Station]:
                 _run("groupadd", role.value)
                 groups.append(role.value)
         names = {"service": f"wrv{tag}", "tech": f"wrt{tag}", "quality": f"wrq{tag}", "admin": f"wra{tag}"}
-        for key, group in (("service", None), ("tech", Role.TECHNICIAN), ("quality", Role.QUALITY),
-                           ("admin", Role.ADMIN)):
-            _run("useradd", "-M", "-N", "-g", "nogroup", "-s", "/usr/sbin/nologin",
-                 *(("-G", group.value) if group else ()), names[key])
+        for key, group in (
+            ("service", None),
+            ("tech", Role.TECHNICIAN),
+            ("quality", Role.QUALITY),
+            ("admin", Role.ADMIN),
+        ):
+            _run(
+                "useradd",
+                "-M",
+                "-N",
+                "-g",
+                "nogroup",
+                "-s",
+                "/usr/sbin/nologin",
+                *(("-G", group.value) if group else ()),
+                names[key],
+            )
             users.append(names[key])
         base.chmod(0o711)
         home = StationHome(base / "home").create()
-        home.config_file.write_text('[station]\nname = "line-1"\n\n[people]\nmax_failed_attempts = 3\n'
-                                    "lockout_minutes = 30\n")
+        home.config_file.write_text(
+            '[station]\nname = "line-1"\n\n[people]\nmax_failed_attempts = 3\nlockout_minutes = 30\n'
+        )
         root = Actor(name="root", account="root", administrator=True)
         with AuditLog(home.audit_db) as audit:
             people = People(home, audit)
@@ -108,21 +122,35 @@ def station() -> Iterator[Station]:
 
 
 def serving(st: Station, credential: Path | None = None) -> Any:
-    return running_service(st.home, st.socket, user=st.service, credential=credential, log=st.base / "service.log")
+    return running_service(
+        st.home, st.socket, user=st.service, credential=credential, log=st.base / "service.log"
+    )
 
 
 def _env(st: Station) -> list[str]:
     _prefix, extra = account_python()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent",
-           "STATION_SOCKET": str(st.socket), "LANG": "C.UTF-8", **extra}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": "/nonexistent",
+        "STATION_SOCKET": str(st.socket),
+        "LANG": "C.UTF-8",
+        **extra,
+    }
     return [f"{key}={value}" for key, value in env.items()]
 
 
 def as_user(st: Station, user: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """`station …` run by ``user`` (runuser), reaching the service by its socket."""
     prefix, _extra = account_python()
-    return subprocess.run(["runuser", "-u", user, "--", "env", "-i", *_env(st), *prefix, *args], input=stdin,
-                          capture_output=True, text=True, timeout=180, cwd="/", check=False)
+    return subprocess.run(
+        ["runuser", "-u", user, "--", "env", "-i", *_env(st), *prefix, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd="/",
+        check=False,
+    )
 
 
 # A raw client of the service, as the window is: requests come on stdin (secrets never in argv), each answer or
@@ -143,9 +171,15 @@ for op, args in json.loads(sys.stdin.read()):
 
 def ask(st: Station, user: str, *calls: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
     prefix, _extra = account_python()
-    done = subprocess.run(["runuser", "-u", user, "--", "env", "-i", *_env(st), prefix[0], "-c", CLIENT,
-                           str(st.socket)], input=json.dumps(calls), capture_output=True, text=True, timeout=120,
-                          cwd="/", check=False)
+    done = subprocess.run(
+        ["runuser", "-u", user, "--", "env", "-i", *_env(st), prefix[0], "-c", CLIENT, str(st.socket)],
+        input=json.dumps(calls),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
 
@@ -181,26 +215,36 @@ def test_kiosk_sign_in_lockout_outlives_the_service_and_sessions_name_both(stati
         assert signed["ok"]["role"] == Role.ADMIN.value and signed["ok"]["account"] == st.tech
         plain, elevated = ask(st, st.tech, ("audit_verify", {}), ("audit_verify", {"session": session}))
         assert "refused" in plain["error"] and Role.QUALITY.value in plain["error"], plain
-        assert elevated["ok"]["status"] == 0 and elevated["ok"]["lines"][0].startswith("audit log OK"), elevated
+        assert elevated["ok"]["status"] == 0 and elevated["ok"]["lines"][0].startswith("audit log OK"), (
+            elevated
+        )
         (stolen,) = ask(st, st.quality, ("audit_verify", {"session": session}))
         assert "another OS account" in stolen.get("error", ""), stolen
 
         # A credential changes with the old one, or by an administrator — not by a technician alone.
-        alone, by_admin = ask(st, st.tech, ("people_change", {"name": "Quinn Lee", "new_secret": "5921"}),
-                              ("people_change", {"name": "Quinn Lee", "new_secret": "5921", "session": session}))
+        alone, by_admin = ask(
+            st,
+            st.tech,
+            ("people_change", {"name": "Quinn Lee", "new_secret": "5921"}),
+            ("people_change", {"name": "Quinn Lee", "new_secret": "5921", "session": session}),
+        )
         assert "needs an administrator" in alone.get("error", ""), alone
         assert by_admin["ok"]["person"] == "Quinn Lee", by_admin
-        own, quinn = ask(st, st.quality,
-                         ("people_change", {"name": "Ada Admin", "old_secret": ADA_PIN, "new_secret": "8264"}),
-                         ("sign_in", {"name": "Quinn Lee", "secret": "5921"}))
+        own, quinn = ask(
+            st,
+            st.quality,
+            ("people_change", {"name": "Ada Admin", "old_secret": ADA_PIN, "new_secret": "8264"}),
+            ("sign_in", {"name": "Quinn Lee", "secret": "5921"}),
+        )
         assert own["ok"]["person"] == "Ada Admin" and quinn["ok"]["role"] == Role.QUALITY.value, (own, quinn)
         (old,) = ask(st, st.tech, ("sign_in", {"name": "Ada Admin", "secret": ADA_PIN}))
         assert "wrong" in old.get("error", ""), old
 
     rows = requests(st.home)
     verified = [row for row in rows if row["op"] == "audit_verify" and row["allowed"]]
-    assert [(row["account"], json.loads(row["detail"]).get("signed_in")) for row in verified] == \
-        [(st.tech, "Ada Admin")]
+    assert [(row["account"], json.loads(row["detail"]).get("signed_in")) for row in verified] == [
+        (st.tech, "Ada Admin")
+    ]
     refused = [row for row in rows if row["op"] == "audit_verify" and not row["allowed"]]
     assert {row["account"] for row in refused} == {st.tech, st.quality}
     everything = "\n".join(row["detail"] for row in rows)
@@ -208,7 +252,9 @@ def test_kiosk_sign_in_lockout_outlives_the_service_and_sessions_name_both(stati
         assert secret not in everything, secret
 
 
-def test_quality_backs_up_and_verifies_and_the_admin_sets_production_through_the_service(station: Station) -> None:
+def test_quality_backs_up_and_verifies_and_the_admin_sets_production_through_the_service(
+    station: Station,
+) -> None:
     st = station
     out = st.base / "out"
     # A CA the service unlocks from a credential file only it reads: the quality lead's checkpoint is signed by it.
@@ -219,27 +265,41 @@ def test_quality_backs_up_and_verifies_and_the_admin_sets_production_through_the
     _run("chown", "-R", f"{st.service}:nogroup", str(st.home.root), str(credential))
     with serving(st, credential):
         signed = as_user(st, st.quality, "audit", "checkpoint")
-        assert signed.returncode == 0 and "signed the audit journal up to event" in signed.stdout, \
+        assert signed.returncode == 0 and "signed the audit journal up to event" in signed.stdout, (
             signed.stdout + signed.stderr
+        )
         backup = as_user(st, st.quality, "audit", "backup", "--out", str(out / "audit.db"))
         assert backup.returncode == 0 and "copy verified" in backup.stdout, backup.stdout + backup.stderr
         copy = out / "audit.db"
-        assert oct(copy.stat().st_mode & 0o777) == "0o640" and copy.stat().st_uid == pwd.getpwnam(st.quality).pw_uid
+        assert (
+            oct(copy.stat().st_mode & 0o777) == "0o640"
+            and copy.stat().st_uid == pwd.getpwnam(st.quality).pw_uid
+        )
         with sqlite3.connect(f"file:{copy}?mode=ro", uri=True) as db:
             assert db.execute("SELECT count(*) FROM people_events").fetchone()[0] >= 2
         verify = as_user(st, st.quality, "audit", "verify")
-        assert verify.returncode == 0 and verify.stdout.startswith("audit log OK"), verify.stdout + verify.stderr
+        assert verify.returncode == 0 and verify.stdout.startswith("audit log OK"), (
+            verify.stdout + verify.stderr
+        )
         assert "signed checkpoint(s) verified against the station CA" in verify.stdout, verify.stdout
 
-        for argv in (("audit", "backup", "--out", "/tmp/never-backup.db"), ("audit", "verify"),
-                     ("audit", "checkpoint")):
+        for argv in (
+            ("audit", "backup", "--out", "/tmp/never-backup.db"),
+            ("audit", "verify"),
+            ("audit", "checkpoint"),
+        ):
             refused = as_user(st, st.tech, *argv)
-            assert refused.returncode == 1 and f"refused: {st.tech} may not" in refused.stderr \
-                and Role.QUALITY.value in refused.stderr, refused.stderr
+            assert (
+                refused.returncode == 1
+                and f"refused: {st.tech} may not" in refused.stderr
+                and Role.QUALITY.value in refused.stderr
+            ), refused.stderr
         assert not Path("/tmp/never-backup.db").exists()
         # The technician (who cannot open the home) lists fixtures and asks for a label through the service.
         listed = as_user(st, st.tech, "fixtures", "list")
-        assert listed.returncode == 0 and listed.stdout.startswith("no fixtures:"), listed.stdout + listed.stderr
+        assert listed.returncode == 0 and listed.stdout.startswith("no fixtures:"), (
+            listed.stdout + listed.stderr
+        )
         label = as_user(st, st.tech, "label", "print", "--serial", "202600000009999")
         assert label.returncode == 1 and "no unit of board 202600000009999" in label.stderr, label.stderr
 
@@ -251,8 +311,11 @@ def test_quality_backs_up_and_verifies_and_the_admin_sets_production_through_the
         shown = as_user(st, st.tech, "settings", "production")
         assert shown.returncode == 1 and Role.ADMIN.value in shown.stderr, shown.stdout + shown.stderr
         off = as_user(st, st.quality, "settings", "production", "off")
-        assert off.returncode == 1 and f"refused: {st.quality} may not" in off.stderr \
-            and Role.ADMIN.value in off.stderr, off.stderr
+        assert (
+            off.returncode == 1
+            and f"refused: {st.quality} may not" in off.stderr
+            and Role.ADMIN.value in off.stderr
+        ), off.stderr
         again = as_user(st, st.admin, "settings", "production")
         assert again.stdout.strip() == "production mode is on", again.stdout + again.stderr
         # Production mode refuses the shared admin PIN, through the service as before.
@@ -260,11 +323,18 @@ def test_quality_backs_up_and_verifies_and_the_admin_sets_production_through_the
         assert refused_pin.returncode == 1 and "production mode" in refused_pin.stderr, refused_pin.stderr
 
     asked = [(row["account"], row["op"], bool(row["allowed"])) for row in requests(st.home)]
-    for expected in ((st.quality, "audit_checkpoint", True), (st.tech, "audit_checkpoint", False),
-                     (st.quality, "backup", True), (st.quality, "audit_verify", True), (st.tech, "backup", False),
-                     (st.tech, "audit_verify", False), (st.admin, "admin_set_pin", True),
-                     (st.admin, "production_mode", True), (st.quality, "production_mode", False),
-                     (st.tech, "labels", True)):
+    for expected in (
+        (st.quality, "audit_checkpoint", True),
+        (st.tech, "audit_checkpoint", False),
+        (st.quality, "backup", True),
+        (st.quality, "audit_verify", True),
+        (st.tech, "backup", False),
+        (st.tech, "audit_verify", False),
+        (st.admin, "admin_set_pin", True),
+        (st.admin, "production_mode", True),
+        (st.quality, "production_mode", False),
+        (st.tech, "labels", True),
+    ):
         assert expected in asked, (expected, asked)
     assert not [row for row in requests(st.home) if "6093" in row["detail"]]
     with AuditLog(st.home.audit_db) as log:

@@ -23,8 +23,20 @@ def station(capsys, home, *args: str) -> tuple[int, str, str]:
 def test_up_status_fault_down(sim_home, start_farm, capsys):
     # start_farm is requested for its teardown: the farm is stopped even if an assertion fails.
     port = str(free_port(2))
-    code, out, err = station(capsys, sim_home, "up", "--count", "2", "--port", port, "--boot-delay", "0.2",
-                             "--serial-console", "--fault", "sim-02=drop-ssh")  # fmt: skip
+    code, out, err = station(
+        capsys,
+        sim_home,
+        "up",
+        "--count",
+        "2",
+        "--port",
+        port,
+        "--boot-delay",
+        "0.2",
+        "--serial-console",
+        "--fault",
+        "sim-02=drop-ssh",
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["NAME", "SSH", "CONSOLE", "HOST", "KEY"]

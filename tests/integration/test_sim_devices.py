@@ -44,7 +44,10 @@ def test_fixtures_file_and_host_keys_match_what_ssh_sees(start_farm, ssh, sim_ho
         ssh(device, "true")
         seen = subprocess.run(
             ["ssh-keygen", "-lf", str(known_hosts), "-F", f"[{device.address}]:{device.port}"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
         assert device.host_key_fingerprint in seen
     assert devices[0].host_key_fingerprint != devices[1].host_key_fingerprint

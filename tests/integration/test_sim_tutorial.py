@@ -62,8 +62,12 @@ def test_steps_2_and_3_run_verbatim_and_the_key_never_leaves_the_token(start_far
     csr = ssh(device, "cat /tmp/key0.csr").stdout
     subject = subprocess.run(
         ["openssl", "req", "-verify", "-noout", "-subject"],
-        input=csr, capture_output=True, text=True, timeout=10, check=True,
-    )  # fmt: skip
+        input=csr,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
     assert f"CN = serial:{SERIAL}" in subject.stdout
 
 
@@ -90,10 +94,21 @@ def test_enrollment_and_mutual_tls_from_the_board(start_farm, ssh, sim_home, tmp
         "openssl req -CA ca.cert -CAkey ca.key -in /dev/stdin -out key0.cert -days 3650", ws, stdin=csr
     )
     scp = [
-        "scp", "-F", "/dev/null", "-i", str(sim_home.ssh_key),
-        "-o", f"UserKnownHostsFile={tmp_path / 'known_hosts'}", "-o", "BatchMode=yes",
-        "-P", str(device.port), "key0.cert", "ca.cert", f"root@{device.address}:/var/lib/",
-    ]  # fmt: skip
+        "scp",
+        "-F",
+        "/dev/null",
+        "-i",
+        str(sim_home.ssh_key),
+        "-o",
+        f"UserKnownHostsFile={tmp_path / 'known_hosts'}",
+        "-o",
+        "BatchMode=yes",
+        "-P",
+        str(device.port),
+        "key0.cert",
+        "ca.cert",
+        f"root@{device.address}:/var/lib/",
+    ]
     subprocess.run(scp, cwd=ws, capture_output=True, timeout=30, check=True)
 
     # Step 5: the workstation's TLS server; the board shares the host's network, so SERVERIP is loopback.
@@ -101,10 +116,27 @@ def test_enrollment_and_mutual_tls_from_the_board(start_farm, ssh, sim_home, tmp
         probe.bind(("127.0.0.1", 0))
         tls_port = probe.getsockname()[1]
     server = subprocess.Popen(
-        ["openssl", "s_server", "-accept", f"127.0.0.1:{tls_port}", "-key", "system.key", "-cert", "system.cert",
-         "-verifyCAfile", "ca.cert", "-Verify", "1", "-naccept", "1"],
-        cwd=ws, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            "openssl",
+            "s_server",
+            "-accept",
+            f"127.0.0.1:{tls_port}",
+            "-key",
+            "system.key",
+            "-cert",
+            "system.cert",
+            "-verifyCAfile",
+            "ca.cert",
+            "-Verify",
+            "1",
+            "-naccept",
+            "1",
+        ],
+        cwd=ws,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         started = read_until(server, b"ACCEPT", timeout_s=10)
         client = ssh(

@@ -72,10 +72,22 @@ def accounts() -> Iterator[Accounts]:
                 _run("groupadd", role.value)
                 groups.append(role.value)
         made = Accounts(service=f"wsv{tag}", technician=f"wst{tag}", quality=f"wsq{tag}")
-        for name, group in ((made.service, None), (made.technician, Role.TECHNICIAN.value),
-                            (made.quality, Role.QUALITY.value)):
-            _run("useradd", "-M", "-N", "-g", "nogroup", "-s", "/usr/sbin/nologin",
-                 *(("-G", group) if group else ()), name)
+        for name, group in (
+            (made.service, None),
+            (made.technician, Role.TECHNICIAN.value),
+            (made.quality, Role.QUALITY.value),
+        ):
+            _run(
+                "useradd",
+                "-M",
+                "-N",
+                "-g",
+                "nogroup",
+                "-s",
+                "/usr/sbin/nologin",
+                *(("-G", group) if group else ()),
+                name,
+            )
             users.append(name)
         yield made
     finally:
@@ -118,8 +130,9 @@ def line_pc(accounts: Accounts, start_farm, sim_home: StationHome) -> Iterator[t
         _run("chown", "-R", f"{accounts.service}:nogroup", str(home.root), str(credential), str(run))
         _run("chown", f"{accounts.quality}:nogroup", str(out))
         socket_path = run / "station.sock"
-        with running_service(home, socket_path, credential=credential, user=accounts.service,
-                             log=base / "service.log") as service:
+        with running_service(
+            home, socket_path, credential=credential, user=accounts.service, log=base / "service.log"
+        ) as service:
             yield LinePc(base, home, socket_path, service), devices
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -128,11 +141,21 @@ def line_pc(accounts: Accounts, start_farm, sim_home: StationHome) -> Iterator[t
 def as_user(pc: LinePc, user: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """`station …` run by ``user`` (runuser), reaching the service by its socket; no passphrase anywhere."""
     prefix, extra = account_python()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent", "STATION_SOCKET": str(pc.socket),
-           "LANG": "C.UTF-8", **extra}
-    return subprocess.run(["runuser", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
-                           *prefix, *args], capture_output=True, text=True, timeout=timeout, cwd="/",
-                          check=False)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": "/nonexistent",
+        "STATION_SOCKET": str(pc.socket),
+        "LANG": "C.UTF-8",
+        **extra,
+    }
+    return subprocess.run(
+        ["runuser", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()), *prefix, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd="/",
+        check=False,
+    )
 
 
 def requests(home: StationHome) -> list[sqlite3.Row]:
@@ -169,30 +192,51 @@ def test_roles_are_os_groups_enforced_by_the_service(accounts: Accounts, line_pc
     for op, (argv, role) in refused.items():
         run = as_user(pc, tech, *argv)
         assert run.returncode == 1, (op, run.stdout, run.stderr)
-        assert f"refused: {tech} may not" in run.stderr and role.value in run.stderr and role.words in run.stderr, \
-            (op, run.stderr)
+        assert (
+            f"refused: {tech} may not" in run.stderr and role.value in run.stderr and role.words in run.stderr
+        ), (op, run.stderr)
     assert not Path("/tmp/never.csv").exists() and not Path("/tmp/never.crl").exists()
     # Settings (the raw request, as the window will send it).
     prefix, extra = account_python()
     settings = subprocess.run(
-        ["runuser", "-u", tech, "--", "env", "-i", *(f"{k}={v}" for k, v in extra.items()), prefix[0], "-c",
-         "import sys\nfrom pathlib import Path\nfrom station.service.client import ServiceClient, ServiceRefused\n"
-         f"client = ServiceClient.connect(Path({str(pc.socket)!r}))\n"
-         "try:\n    client.call('authorize', {'op': 'settings'})\nexcept ServiceRefused as exc:\n"
-         "    print(exc); sys.exit(3)\n"], capture_output=True, text=True, timeout=60, cwd="/", check=False)
+        [
+            "runuser",
+            "-u",
+            tech,
+            "--",
+            "env",
+            "-i",
+            *(f"{k}={v}" for k, v in extra.items()),
+            prefix[0],
+            "-c",
+            "import sys\nfrom pathlib import Path\nfrom station.service.client import ServiceClient, ServiceRefused\n"
+            f"client = ServiceClient.connect(Path({str(pc.socket)!r}))\n"
+            "try:\n    client.call('authorize', {'op': 'settings'})\nexcept ServiceRefused as exc:\n"
+            "    print(exc); sys.exit(3)\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        check=False,
+    )
     assert settings.returncode == 3 and Role.ADMIN.value in settings.stdout, settings.stdout + settings.stderr
     # The home is the service's: the technician can neither read the CA key nor write the audit log.
     assert as_user_shell(tech, f"cat {pc.home.ca_dir / 'ca.key'}").returncode != 0
     assert as_user_shell(tech, f": >> {pc.home.audit_db}").returncode != 0
     # Every refusal is in the audit log, with the OS account, the request and the role it needed.
-    refusals = [(row["account"], row["op"], row["role_needed"]) for row in requests(pc.home) if not row["allowed"]]
+    refusals = [
+        (row["account"], row["op"], row["role_needed"]) for row in requests(pc.home) if not row["allowed"]
+    ]
     for op, (_argv, role) in refused.items():
         assert (tech, op, role.value) in refusals
     assert (tech, "settings", Role.ADMIN.value) in refusals
 
     # The quality lead revokes; the revocation names the OS account (a typed --by is kept beside it, never
     # instead) and the reason.
-    revoked = as_user(pc, quality, "revoke", "--serial", serial, "--reason", "keyCompromise", "--by", "anyone")
+    revoked = as_user(
+        pc, quality, "revoke", "--serial", serial, "--reason", "keyCompromise", "--by", "anyone"
+    )
     assert revoked.returncode == 0, revoked.stdout + revoked.stderr
     assert f"recorded for {quality} (for anyone)" in revoked.stdout
     with AuditLog(pc.home.audit_db) as log:
@@ -206,7 +250,9 @@ def test_roles_are_os_groups_enforced_by_the_service(accounts: Accounts, line_pc
     # command as its own file, mode 0640 (it names operators); the audit names who exported.
     out = pc.base / "out"
     for fmt in ("csv", "pdf"):
-        exported = as_user(pc, quality, "audit", "export", "--format", fmt, "--out", str(out / f"units.{fmt}"))
+        exported = as_user(
+            pc, quality, "audit", "export", "--format", fmt, "--out", str(out / f"units.{fmt}")
+        )
         assert exported.returncode == 0, exported.stdout + exported.stderr
         written = out / f"units.{fmt}"
         assert oct(written.stat().st_mode & 0o777) == "0o640" and written.stat().st_uid == _uid(quality)
@@ -227,15 +273,23 @@ def test_roles_are_os_groups_enforced_by_the_service(accounts: Accounts, line_pc
     assert Path(f"/proc/{pid}/status").read_text().count(f"\t{_uid(accounts.service)}\t") >= 1
     assert os.stat(f"/proc/{pid}/environ").st_uid == 0, "a non-dumpable process's /proc files belong to root"
     limits = Path(f"/proc/{pid}/limits").read_text()
-    assert [line for line in limits.splitlines() if line.startswith("Max core file size")][0].split()[4] == "0"
+    assert [line for line in limits.splitlines() if line.startswith("Max core file size")][0].split()[
+        4
+    ] == "0"
     below = descendants(pid)
     assert forkserver(below) is not None, "unit workers are forked from the service's fork server"
     assert not [p for p in {pid, *below} if carries(p, PASSPHRASE)]
 
 
 def as_user_shell(user: str, command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["runuser", "-u", user, "--", "sh", "-c", command], capture_output=True, text=True,
-                          timeout=30, cwd="/", check=False)
+    return subprocess.run(
+        ["runuser", "-u", user, "--", "sh", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd="/",
+        check=False,
+    )
 
 
 def _uid(name: str) -> int:
@@ -259,8 +313,10 @@ def cli_env() -> dict[str, str]:
 
 def manifest(home: StationHome, devices: list, base: int) -> Path:
     path = home.root / f"boards-{base}.csv"
-    path.write_text("serial,device,fixture\n" + "".join(
-        f"{base + index},{device.ssh_url},{device.name}\n" for index, device in enumerate(devices)))
+    path.write_text(
+        "serial,device,fixture\n"
+        + "".join(f"{base + index},{device.ssh_url},{device.name}\n" for index, device in enumerate(devices))
+    )
     return path
 
 
@@ -280,9 +336,20 @@ def ca(sim_home: StationHome) -> CertificateAuthority:
 def test_units_survive_the_cli_and_a_second_client_follows_them(start_farm, sim_home, ca) -> None:
     devices = start_farm(3, keygen_delay=4)
     events = sim_home.root / "events.jsonl"
-    batch = subprocess.Popen(station(sim_home, "batch", "--manifest", str(manifest(sim_home, devices, 202600000001500)),
-                                     "--events", str(events)),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    batch = subprocess.Popen(
+        station(
+            sim_home,
+            "batch",
+            "--manifest",
+            str(manifest(sim_home, devices, 202600000001500)),
+            "--events",
+            str(events),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
     try:
         wait_for_keygen(events, 3, batch)
         batch.kill()  # the window or terminal goes away: the units are the service's
@@ -293,31 +360,48 @@ def test_units_survive_the_cli_and_a_second_client_follows_them(start_farm, sim_
     _out, err = batch.communicate(timeout=10)
     assert "started one for" in err, err  # the CLI said it started a service (no service was running)
     # A second client attaches later and sees the running units live, until they end.
-    follow = subprocess.run(station(sim_home, "units", "--follow"), capture_output=True, text=True,
-                            timeout=WAIT_S, env=cli_env())
+    follow = subprocess.run(
+        station(sim_home, "units", "--follow"), capture_output=True, text=True, timeout=WAIT_S, env=cli_env()
+    )
     assert follow.returncode == 0, follow.stdout + follow.stderr
     for index in range(3):
         assert f"{202600000001500 + index} PASS" in follow.stdout, follow.stdout
-    listed = subprocess.run(station(sim_home, "units"), capture_output=True, text=True, timeout=60, env=cli_env())
+    listed = subprocess.run(
+        station(sim_home, "units"), capture_output=True, text=True, timeout=60, env=cli_env()
+    )
     assert listed.stdout.count("passed") == 3, listed.stdout
     with AuditLog(sim_home.audit_db) as log:
         assert [unit.state for unit in log.units()] == ["passed"] * 3
         assert log.verify().ok
 
 
-def test_the_service_killed_mid_batch_leaves_a_sound_log_and_resumable_units(start_farm, sim_home, ca) -> None:
+def test_the_service_killed_mid_batch_leaves_a_sound_log_and_resumable_units(
+    start_farm, sim_home, ca
+) -> None:
     devices = start_farm(3, keygen_delay=6)
     socket_path = home_socket(sim_home)
     events = sim_home.root / "events.jsonl"
     with running_service(sim_home, socket_path) as service:
         # Started locked: an administrator (root here) unlocks it over the socket, the passphrase asked for (a
         # demo station takes it from STATION_CA_PASSPHRASE).
-        unlocked = subprocess.run(station(sim_home, "ca", "unlock"), capture_output=True, text=True, timeout=60,
-                                  env=cli_env())
+        unlocked = subprocess.run(
+            station(sim_home, "ca", "unlock"), capture_output=True, text=True, timeout=60, env=cli_env()
+        )
         assert unlocked.returncode == 0 and "unlocked" in unlocked.stdout, unlocked.stdout + unlocked.stderr
         batch = subprocess.Popen(
-            station(sim_home, "batch", "--manifest", str(manifest(sim_home, devices, 202600000001600)), "--events",
-                    str(events)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+            station(
+                sim_home,
+                "batch",
+                "--manifest",
+                str(manifest(sim_home, devices, 202600000001600)),
+                "--events",
+                str(events),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+        )
         try:
             wait_for_keygen(events, 3, batch)
             os.kill(service.pid, signal.SIGKILL)  # a power cut of the service alone
@@ -328,8 +412,9 @@ def test_the_service_killed_mid_batch_leaves_a_sound_log_and_resumable_units(sta
                 batch.kill()
         assert batch.returncode == 1 and "station service" in err and "Traceback" not in err, out + err
     # Whatever the service left: the chain verifies, every certificate on a board has its row …
-    verify = subprocess.run(station(sim_home, "audit", "verify"), capture_output=True, text=True, timeout=120,
-                            env=cli_env())
+    verify = subprocess.run(
+        station(sim_home, "audit", "verify"), capture_output=True, text=True, timeout=120, env=cli_env()
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     facts = assert_audit_sound(sim_home.audit_db)
     for device in devices:
@@ -341,9 +426,13 @@ def test_the_service_killed_mid_batch_leaves_a_sound_log_and_resumable_units(sta
     for index, device in enumerate(devices):
         serial = str(202600000001600 + index)
         if serial in unfinished:
-            resumed = subprocess.run(station(sim_home, "provision", "--serial", serial, "--device", device.ssh_url,
-                                             "--resume"), capture_output=True, text=True, timeout=WAIT_S,
-                                     env=cli_env())
+            resumed = subprocess.run(
+                station(sim_home, "provision", "--serial", serial, "--device", device.ssh_url, "--resume"),
+                capture_output=True,
+                text=True,
+                timeout=WAIT_S,
+                env=cli_env(),
+            )
             assert resumed.returncode == 0 and "PASS" in resumed.stdout, resumed.stdout + resumed.stderr
     with AuditLog(sim_home.audit_db) as log:
         assert {unit.state for unit in log.units() if unit.state != "superseded"} == {"passed"}

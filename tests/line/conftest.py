@@ -54,8 +54,15 @@ def mes_server() -> Iterator[MesServer]:
     server.close()
 
 
-def line_config(*, printer: str = "", mes_url: str = "", drop_folder: str = "", timeout_s: float = 2.0,
-                retry_s: float = 0.2, stock: str = "62x29") -> StationConfig:
+def line_config(
+    *,
+    printer: str = "",
+    mes_url: str = "",
+    drop_folder: str = "",
+    timeout_s: float = 2.0,
+    retry_s: float = 0.2,
+    stock: str = "62x29",
+) -> StationConfig:
     return replace(
         StationConfig(name="line-3"),
         label=LabelSettings(printer=printer, print_on_pass=True, timeout_s=timeout_s, stock=stock),

@@ -25,21 +25,38 @@ RENDERER = Path(__file__).parent / "zpl_render"
 TOOL_TIMEOUT_S = 60
 
 
-def render_zpl(zpl: bytes | str, out: Path, *, width_mm: float, height_mm: float, dots_per_mm: int = 8) -> Path:
+def render_zpl(
+    zpl: bytes | str, out: Path, *, width_mm: float, height_mm: float, dots_per_mm: int = 8
+) -> Path:
     source = out.with_suffix(".zpl")
     source.write_bytes(zpl if isinstance(zpl, bytes) else zpl.encode())
-    assert (RENDERER / "node_modules" / "zpl-renderer-js").is_dir(), "run `make test` (installs the ZPL renderer)"
-    done = subprocess.run(["node", str(RENDERER / "render.cjs"), str(source), str(out), str(width_mm),
-                           str(height_mm), str(dots_per_mm)], capture_output=True, text=True,
-                          timeout=TOOL_TIMEOUT_S, check=False)
+    assert (RENDERER / "node_modules" / "zpl-renderer-js").is_dir(), (
+        "run `make test` (installs the ZPL renderer)"
+    )
+    done = subprocess.run(
+        [
+            "node",
+            str(RENDERER / "render.cjs"),
+            str(source),
+            str(out),
+            str(width_mm),
+            str(height_mm),
+            str(dots_per_mm),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TOOL_TIMEOUT_S,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return out
 
 
 def zbar(image: Path) -> list[str]:
     """Every code zbarimg finds, as ``TYPE:data``."""
-    typed = subprocess.run(["zbarimg", "-q", str(image)], capture_output=True, timeout=TOOL_TIMEOUT_S,
-                           check=False)
+    typed = subprocess.run(
+        ["zbarimg", "-q", str(image)], capture_output=True, timeout=TOOL_TIMEOUT_S, check=False
+    )
     assert typed.returncode in (0, 4), typed.stderr  # 4: no code found
     return [line for line in typed.stdout.decode().splitlines() if line]
 
@@ -107,13 +124,20 @@ class FakeZplPrinter:
                 data += chunk
                 if b"~HQES" in chunk and self.mode != "silent":  # what LPrint asks a ZPL printer
                     errors = "1 00000000 00000001" if self.mode == "paper_out" else "0 00000000 00000000"
-                    conn.sendall(f"\x02\r\n  PRINTER STATUS\r\n   ERRORS:         {errors}\r\n"
-                                 "   WARNINGS:       0 00000000 00000000\r\n\x03\r\n".encode())
+                    conn.sendall(
+                        f"\x02\r\n  PRINTER STATUS\r\n   ERRORS:         {errors}\r\n"
+                        "   WARNINGS:       0 00000000 00000000\r\n\x03\r\n".encode()
+                    )
                 if b"~HS" in chunk and self.mode != "silent":
                     with self._lock:
                         self.status_requests += 1
-                    conn.sendall(host_status_answer(paper_out=self.mode == "paper_out", paused=self.mode == "paused",
-                                                    head_open=self.mode == "head_open"))
+                    conn.sendall(
+                        host_status_answer(
+                            paper_out=self.mode == "paper_out",
+                            paused=self.mode == "paused",
+                            head_open=self.mode == "head_open",
+                        )
+                    )
         with self._lock:
             self.received.append(data)
 
@@ -165,8 +189,9 @@ class MesServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/api/units"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
         self._thread.start()
 
     def set_mode(self, mode: str) -> None:
@@ -196,12 +221,18 @@ class LPrintServer:
             self.port = int(probe.getsockname()[1])
         self.env = {"HOME": str(state), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         self.log = state / "lprint.log"
-        server = (f"mount -t tmpfs tmpfs /run && exec lprint server -o server-port={self.port} "
-                  f"-o listen-hostname=127.0.0.1 -o log-level=info -o log-file={state}/lprint.log "
-                  f"-o spool-directory={state}/spool")
-        self.process = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", server],
-                                        env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+        server = (
+            f"mount -t tmpfs tmpfs /run && exec lprint server -o server-port={self.port} "
+            f"-o listen-hostname=127.0.0.1 -o log-level=info -o log-file={state}/lprint.log "
+            f"-o spool-directory={state}/spool"
+        )
+        self.process = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", server],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 15
             while True:
@@ -209,7 +240,9 @@ class LPrintServer:
                     socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                     break
                 except OSError:
-                    assert self.process.poll() is None, f"lprint server ended: {self.log.read_text() if self.log.exists() else ''}"
+                    assert self.process.poll() is None, (
+                        f"lprint server ended: {self.log.read_text() if self.log.exists() else ''}"
+                    )
                     assert time.monotonic() < deadline, "lprint server did not listen within 15 s"
                     time.sleep(0.1)
             self.lprint("add", "-d", "zebra", "-v", device_uri, "-m", "zpl_2inch-203dpi-dt")
@@ -222,8 +255,14 @@ class LPrintServer:
         return f"ipp://127.0.0.1:{self.port}/ipp/print/zebra"
 
     def lprint(self, command: str, *args: str) -> str:
-        done = subprocess.run(["lprint", command, "-u", f"ipp://127.0.0.1:{self.port}", *args], env=self.env,
-                              capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False)
+        done = subprocess.run(
+            ["lprint", command, "-u", f"ipp://127.0.0.1:{self.port}", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=TOOL_TIMEOUT_S,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 

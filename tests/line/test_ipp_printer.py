@@ -37,11 +37,16 @@ def wait_for_job(printer: FakeZplPrinter) -> bytes:
 
 
 def test_a_label_sent_to_an_ipp_queue_reaches_the_printer_and_scans_back(
-    lprint: LPrintServer, printer: FakeZplPrinter, audit: AuditLog, finish: Callable[..., Unit], tmp_path: Path
+    lprint: LPrintServer,
+    printer: FakeZplPrinter,
+    audit: AuditLog,
+    finish: Callable[..., Unit],
+    tmp_path: Path,
 ) -> None:
     unit = finish("202600000000077")
     outcome = LabelDesk(config=line_config(printer=lprint.url, timeout_s=10), audit=audit).print_unit(
-        unit.id, by="ann")
+        unit.id, by="ann"
+    )
     assert outcome.printed, outcome.message
     job = wait_for_job(printer)
     layout = label_layout("62x29")
@@ -58,7 +63,8 @@ def test_a_paused_ipp_queue_is_told_in_words_and_gets_no_label(
     lprint.lprint("pause", "-d", "zebra")
     unit = finish("202600000000078")
     outcome = LabelDesk(config=line_config(printer=lprint.url, timeout_s=10), audit=audit).print_unit(
-        unit.id, by="ann")
+        unit.id, by="ann"
+    )
     assert not outcome.printed
     assert "paused — resume the printer" in outcome.message
     assert printer.jobs() == []
@@ -69,6 +75,8 @@ def test_an_ipp_address_where_nothing_listens_is_reported_in_words(
 ) -> None:
     unit = finish("202600000000079")
     url = f"ipp://127.0.0.1:{printer.port}/ipp/print/none"  # a port that speaks raw ZPL, not IPP
-    outcome = LabelDesk(config=line_config(printer=url, timeout_s=2), audit=audit).print_unit(unit.id, by="ann")
+    outcome = LabelDesk(config=line_config(printer=url, timeout_s=2), audit=audit).print_unit(
+        unit.id, by="ann"
+    )
     assert not outcome.printed
     assert f"printer {url}" in outcome.message and "reprint" in outcome.message

@@ -26,7 +26,11 @@ def test_every_passed_unit_prints_exactly_one_label_and_a_failed_one_none(
 ) -> None:
     handoff = LineHandOff(config=line_config(printer=printer.url), home=home, audit=audit)
     try:
-        units = [finish("202600000000001"), finish("202600000000002", passed=False), finish("202600000000003")]
+        units = [
+            finish("202600000000001"),
+            finish("202600000000002", passed=False),
+            finish("202600000000003"),
+        ]
         for unit in units:
             handoff.unit_finished(unit)
         assert handoff.wait_printed(WAIT_S)
@@ -47,25 +51,38 @@ def test_every_passed_unit_prints_exactly_one_label_and_a_failed_one_none(
 
 @pytest.mark.parametrize("stock", ["62x29", "50x25", "100x50"])
 def test_the_printed_label_scans_back_to_the_serial_and_the_certificate_fingerprint(
-    stock: str, home: StationHome, audit: AuditLog, finish: Callable[..., Unit], printer: FakeZplPrinter,
+    stock: str,
+    home: StationHome,
+    audit: AuditLog,
+    finish: Callable[..., Unit],
+    printer: FakeZplPrinter,
     tmp_path: Path,
 ) -> None:
     unit = finish("202600000000042")
-    outcome = LabelDesk(config=line_config(printer=printer.url, stock=stock), audit=audit).print_unit(unit.id, by="ann")
+    outcome = LabelDesk(config=line_config(printer=printer.url, stock=stock), audit=audit).print_unit(
+        unit.id, by="ann"
+    )
     assert outcome.printed, outcome.message
     [job] = printer.jobs(expect=1)
     layout = label_layout(stock)
-    image = render_zpl(job, tmp_path / f"label-{stock}.png", width_mm=layout.width_mm, height_mm=layout.height_mm)
+    image = render_zpl(
+        job, tmp_path / f"label-{stock}.png", width_mm=layout.width_mm, height_mm=layout.height_mm
+    )
     fingerprint = (unit.certificate_fingerprint or "").replace(":", "").upper()
-    assert sorted(zbar(image)) == sorted([f"CODE-128:{unit.serial}", f"QR-Code:{unit.serial} SHA256:{fingerprint}"])
+    assert sorted(zbar(image)) == sorted(
+        [f"CODE-128:{unit.serial}", f"QR-Code:{unit.serial} SHA256:{fingerprint}"]
+    )
     assert b"line-1" in job  # the station that provisioned it
 
 
-@pytest.mark.parametrize(("mode", "words"), [
-    ("paper_out", "out of labels — load a new roll"),
-    ("paused", "paused — press PAUSE on the printer"),
-    ("head_open", "print head open — close the print head"),
-])
+@pytest.mark.parametrize(
+    ("mode", "words"),
+    [
+        ("paper_out", "out of labels — load a new roll"),
+        ("paused", "paused — press PAUSE on the printer"),
+        ("head_open", "print head open — close the print head"),
+    ],
+)
 def test_a_printer_with_a_problem_is_told_in_words_and_gets_no_label(
     mode: str, words: str, audit: AuditLog, finish: Callable[..., Unit], printer: FakeZplPrinter
 ) -> None:
@@ -86,7 +103,8 @@ def test_a_printer_that_never_answers_is_given_up_within_its_deadline(
     unit = finish("202600000000008")
     began = time.monotonic()
     outcome = LabelDesk(config=line_config(printer=printer.url, timeout_s=1.0), audit=audit).print_unit(
-        unit.id, by="ann")
+        unit.id, by="ann"
+    )
     assert time.monotonic() - began < 3.0
     assert not outcome.printed
     assert "did not answer its status request within 1 s" in outcome.message
@@ -99,7 +117,9 @@ def test_a_printer_that_is_switched_off_is_reported_not_waited_for(
     url = printer.url
     printer.close()  # nobody listens on the port any more
     unit = finish("202600000000009")
-    outcome = LabelDesk(config=line_config(printer=url, timeout_s=1.0), audit=audit).print_unit(unit.id, by="ann")
+    outcome = LabelDesk(config=line_config(printer=url, timeout_s=1.0), audit=audit).print_unit(
+        unit.id, by="ann"
+    )
     assert not outcome.printed and "cannot be reached" in outcome.message and "switched on" in outcome.message
 
 
@@ -121,17 +141,22 @@ def test_a_reprint_from_the_unit_detail_is_printed_and_recorded_as_a_reprint(
     assert audit.verify().ok
 
 
-def test_a_failed_unit_has_no_label_to_reprint(audit: AuditLog, finish: Callable[..., Unit],
-                                               printer: FakeZplPrinter) -> None:
+def test_a_failed_unit_has_no_label_to_reprint(
+    audit: AuditLog, finish: Callable[..., Unit], printer: FakeZplPrinter
+) -> None:
     unit = finish("202600000000011", passed=False)
-    outcome = LabelDesk(config=line_config(printer=printer.url), audit=audit).print_unit(unit.id, by="ann",
-                                                                                         reprint=True)
+    outcome = LabelDesk(config=line_config(printer=printer.url), audit=audit).print_unit(
+        unit.id, by="ann", reprint=True
+    )
     assert not outcome.printed and "only a board that passed gets a label" in outcome.message
     assert printer.jobs() == []
 
 
 def test_station_label_print_prints_then_reprints_and_says_what_happened(
-    home: StationHome, audit: AuditLog, finish: Callable[..., Unit], printer: FakeZplPrinter,
+    home: StationHome,
+    audit: AuditLog,
+    finish: Callable[..., Unit],
+    printer: FakeZplPrinter,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from station.cli import main

@@ -47,9 +47,15 @@ def test_records_wait_while_the_mes_is_down_then_arrive_once_each_in_order(
     assert serials(mes_server) == [unit.serial for unit in units]
     assert len({record["record_id"] for record in mes_server.accepted}) == 5
     failed = mes_server.accepted[2]
-    assert (failed["result"], failed["failed_step"], failed["certificate_fingerprint"]) == ("failed", "keygen", None)
+    assert (failed["result"], failed["failed_step"], failed["certificate_fingerprint"]) == (
+        "failed",
+        "keygen",
+        None,
+    )
     passed = mes_server.accepted[0]
-    assert passed["result"] == "passed" and passed["certificate_fingerprint"] == units[0].certificate_fingerprint
+    assert (
+        passed["result"] == "passed" and passed["certificate_fingerprint"] == units[0].certificate_fingerprint
+    )
     assert passed["certificate_serial"] == units[0].certificate_serial
     assert {"soc_id", "started_at", "ended_at", "station", "operator"} <= set(passed)
     assert (passed["station"], passed["operator"]) == ("line-1", "ann")

@@ -48,8 +48,11 @@ def device(tmp_path: Path) -> Iterator[PtyScanner]:
 
 
 def start(device: PtyScanner, reads: Reads, **settings: object) -> SerialScanner:
-    scanner = SerialScanner(ScannerSettings(device=str(device.path), reopen_s=REOPEN_S, **settings),  # type: ignore[arg-type]
-                            on_scan=reads.scan, on_state=reads.state)
+    scanner = SerialScanner(
+        ScannerSettings(device=str(device.path), reopen_s=REOPEN_S, **settings),  # type: ignore[arg-type]
+        on_scan=reads.scan,
+        on_state=reads.state,
+    )
     scanner.start()
     wait_until(lambda: scanner.connected, "the scanner to open")
     return scanner
@@ -103,8 +106,9 @@ def test_an_unplugged_scanner_is_reported_and_reopened_when_it_is_back(device: P
 def test_a_scanner_missing_at_start_is_said_in_words_and_opened_once_plugged(tmp_path: Path) -> None:
     reads = Reads()
     path = tmp_path / "ttyACM9"
-    scanner = SerialScanner(ScannerSettings(device=str(path), reopen_s=0.1), on_scan=reads.scan,
-                            on_state=reads.state)
+    scanner = SerialScanner(
+        ScannerSettings(device=str(path), reopen_s=0.1), on_scan=reads.scan, on_state=reads.state
+    )
     scanner.start()
     pty: PtyScanner | None = None
     try:

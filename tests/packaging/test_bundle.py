@@ -46,10 +46,25 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     work = tmp_path_factory.mktemp("pyinstaller")
     built = subprocess.run(
-        [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
-         "--distpath", str(work / "dist"), "--workpath", str(work / "build"), str(SPEC)],
-        cwd=ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "PyInstaller",
+            "--noconfirm",
+            "--log-level",
+            "WARN",
+            "--distpath",
+            str(work / "dist"),
+            "--workpath",
+            str(work / "build"),
+            str(SPEC),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+        check=False,
+    )
     assert built.returncode == 0, f"PyInstaller failed:\n{built.stdout[-3000:]}\n{built.stderr[-5000:]}"
     return work / "dist" / "station"
 
@@ -71,9 +86,14 @@ def run(
     program: Path | str, *args: str, env: dict[str, str], timeout: float = RUN_TIMEOUT_S
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(program), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        [str(program), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
         stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
 
 
 def test_the_bundle_holds_both_programs_the_qt_platforms_and_the_package_data(bundle: Path) -> None:
@@ -101,7 +121,7 @@ def test_the_bundle_holds_both_programs_the_qt_platforms_and_the_package_data(bu
         "icons/hicolor/scalable/apps/welma-station.svg",
         "icons/hicolor/48x48/apps/welma-station.png",
     ):
-        assert (share / needed).is_file(), f"share/{needed} is missing from the bundle"  # fmt: skip
+        assert (share / needed).is_file(), f"share/{needed} is missing from the bundle"
     assert os.access(bundle / "install.sh", os.X_OK)
 
 
@@ -117,8 +137,15 @@ def test_station_runs_without_the_venv(bundle: Path, bare_env: dict[str, str]) -
         )
 
     # The shipped device profile is read from inside the bundle: a serial it refuses proves it was loaded.
-    refused = run(bundle / "station", "provision", "--serial", "12AB", "--device", "ssh://root@127.0.0.9:1",
-                  env=bare_env)  # fmt: skip
+    refused = run(
+        bundle / "station",
+        "provision",
+        "--serial",
+        "12AB",
+        "--device",
+        "ssh://root@127.0.0.9:1",
+        env=bare_env,
+    )
     assert refused.returncode == 1
     assert "does not match profile welma-optee's pattern" in refused.stderr
 
@@ -164,8 +191,18 @@ def test_the_window_opens_on_an_x_display_from_the_bundle(bundle: Path, bare_env
     assert xvfb_run, "xvfb-run is missing: apt-get install xvfb xauth (packaging/apt-packages.txt lists them)"
     env = dict(bare_env, STATION_CA_PASSPHRASE=PASSPHRASE)
     assert run(bundle / "station", "ca", "init", env=env).returncode == 0
-    shown = run(xvfb_run, "-a", "-s", "-screen 0 1280x800x24", "env", "QT_QPA_PLATFORM=xcb",
-                str(bundle / "station-gui"), "--probe-startup", "technician", env=env)  # fmt: skip
+    shown = run(
+        xvfb_run,
+        "-a",
+        "-s",
+        "-screen 0 1280x800x24",
+        "env",
+        "QT_QPA_PLATFORM=xcb",
+        str(bundle / "station-gui"),
+        "--probe-startup",
+        "technician",
+        env=env,
+    )
     assert shown.returncode == 0, shown.stderr
     assert "scan-focused=True" in shown.stdout, shown.stdout + shown.stderr
 
@@ -187,16 +224,42 @@ def test_the_bundle_provisions_a_simulated_board(
     station = bundle / "station"
     port = str(free_port(1))
     assert run(station, "ca", "init", env=env).returncode == 0
-    up = run(station, "sim", "up", "--count", "1", "--port", port, "--boot-delay", "0.2", "--keygen-delay", "2",
-             env=env)  # fmt: skip
+    up = run(
+        station,
+        "sim",
+        "up",
+        "--count",
+        "1",
+        "--port",
+        port,
+        "--boot-delay",
+        "0.2",
+        "--keygen-delay",
+        "2",
+        env=env,
+    )
     assert up.returncode == 0, up.stderr
 
     events = Path(env["STATION_HOME"]) / "events.jsonl"
     process = subprocess.Popen(
-        [str(station), "provision", "--serial", SERIAL, "--device", f"ssh://root@127.0.0.2:{port}",
-         "--operator", "bundle test", "--events", str(events)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        [
+            str(station),
+            "provision",
+            "--serial",
+            SERIAL,
+            "--device",
+            f"ssh://root@127.0.0.2:{port}",
+            "--operator",
+            "bundle test",
+            "--events",
+            str(events),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         # Mid-keygen: the unit runs in the station service the CLI started (the bundle's executable again), its
         # worker a fork of the service's fork server (the bundle's executable started as multiprocessing's

@@ -35,7 +35,9 @@ def test_the_package_list_has_one_debian_package_per_line_in_its_sections() -> N
     packages = listed_packages()
     assert [name for name in packages if not DEBIAN_PACKAGE.fullmatch(name)] == []
     assert len(packages) == len(set(packages)), "a package is listed twice"
-    sections = [listed_packages(name) for name in ("runtime", "simulator:", "simulator, OP-TEE kind", "development")]
+    sections = [
+        listed_packages(name) for name in ("runtime", "simulator:", "simulator, OP-TEE kind", "development")
+    ]
     assert sorted(sum(sections, [])) == sorted(packages)
     assert "openssl" in sections[0] and "qemu-system-arm" in sections[2] and "binutils" in sections[3]
 
@@ -43,8 +45,11 @@ def test_the_package_list_has_one_debian_package_per_line_in_its_sections() -> N
 def test_install_sh_reads_the_runtime_section_as_the_test_does() -> None:
     shown = subprocess.run(
         ["sh", "-c", f"sed -n '/^# == runtime/,/^# == /p' {APT_LIST} | grep -v '^#'"],
-        capture_output=True, text=True, check=True, timeout=10,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    )
     assert shown.stdout.split() == listed_packages("runtime")
 
 
@@ -87,8 +92,9 @@ def fake_gui(tmp_path: Path, *, exit_status: int, fullscreen_option: bool) -> tu
 
 def run_kiosk(gui: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "STATION_GUI": str(gui), "STATION_KIOSK_RESTART_DELAY": "0"}
-    return subprocess.run(["sh", str(KIOSK), *args], env=env, capture_output=True, text=True, timeout=30,
-                          check=False)  # fmt: skip
+    return subprocess.run(
+        ["sh", str(KIOSK), *args], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
 
 
 def test_the_kiosk_opens_the_window_full_screen_and_stays_closed_when_it_is_closed(tmp_path: Path) -> None:
@@ -117,8 +123,11 @@ RULE_PAIR = re.compile(r'\s*([A-Z_]+(?:\{[^}]+\})?)\s*(==|!=|\+=|:=|=)\s*"([^"]*
 
 
 def test_the_udev_example_names_fixture_consoles_and_the_scanner() -> None:
-    rules = [line for line in UDEV_RULES.read_text(encoding="utf-8").splitlines() if line.strip()
-             and not line.startswith("#")]  # fmt: skip
+    rules = [
+        line
+        for line in UDEV_RULES.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     names = []
     for rule in rules:
         pairs = [RULE_PAIR.fullmatch(part) for part in rule.split(",")]

@@ -13,7 +13,9 @@ SOAK_ENV = "STATION_SOAK"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "soak: long reliability runs (make soak); skipped unless STATION_SOAK=1")
+    config.addinivalue_line(
+        "markers", "soak: long reliability runs (make soak); skipped unless STATION_SOAK=1"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -60,9 +60,19 @@ SOAK_KILL_WINDOW_S = (0.0, 1.3)
 # The tutorial's own profile (RSA-2048), with deadlines that give sixteen boards on a small machine
 # room to breathe while keeping a hang to seconds.
 SOAK_STEPS = {
-    "identify": (15.0, 2), "guard": (10.0, 0), "wipe": (10.0, 0), "reboot": (30.0, 0),
-    "init_token": (15.0, 0), "init_pin": (15.0, 0), "keygen": (20.0, 0), "csr": (15.0, 0),
-    "fetch_csr": (10.0, 1), "check_csr": (10.0, 0), "sign": (10.0, 0), "push": (10.0, 1), "tls_proof": (15.0, 1),
+    "identify": (15.0, 2),
+    "guard": (10.0, 0),
+    "wipe": (10.0, 0),
+    "reboot": (30.0, 0),
+    "init_token": (15.0, 0),
+    "init_pin": (15.0, 0),
+    "keygen": (20.0, 0),
+    "csr": (15.0, 0),
+    "fetch_csr": (10.0, 1),
+    "check_csr": (10.0, 0),
+    "sign": (10.0, 0),
+    "push": (10.0, 1),
+    "tls_proof": (15.0, 1),
 }
 
 
@@ -92,7 +102,12 @@ class Plan:
             return
         try:
             case = board.case
-            if case is not None and event.kind == "step_started" and event.step == case.step and event.attempt == 1:
+            if (
+                case is not None
+                and event.kind == "step_started"
+                and event.step == case.step
+                and event.attempt == 1
+            ):
                 self.farm.set_fault(device.name, case.fault)
             elif event.kind == "unit_finished":
                 self.farm.set_fault(device.name, None)
@@ -113,15 +128,25 @@ def test_a_thousand_boards_on_sixteen_fixtures_with_one_in_ten_faulted(tmp_path_
     profile = profile_copy(home, "soak", base="welma-optee", steps=SOAK_STEPS)
     clock = random.Random(SEED)
     serials = [f"2027{index:011d}" for index in range(1, UNITS + 1)]
-    plan_cases = {serial: (clock.choice(CASES) if clock.random() < FAULT_RATE else None) for serial in serials}
+    plan_cases = {
+        serial: (clock.choice(CASES) if clock.random() < FAULT_RATE else None) for serial in serials
+    }
     threads_before = set(threading.enumerate())
     with running_farm(home, BOARDS) as devices:
         plan = Plan(Farm(home), {d.name: d for d in devices}, {s: Board(c) for s, c in plan_cases.items()})
-        jobs = [BatchJob(serial=serial, device=devices[i % BOARDS].ssh_url, fixture=devices[i % BOARDS].name,
-                         line=i + 1) for i, serial in enumerate(serials)]
+        jobs = [
+            BatchJob(
+                serial=serial,
+                device=devices[i % BOARDS].ssh_url,
+                fixture=devices[i % BOARDS].name,
+                line=i + 1,
+            )
+            for i, serial in enumerate(serials)
+        ]
         audit = AuditLog(home.audit_db)
-        provisioner = Provisioner(home=home, config=StationConfig(name="soak"), ca=ca, audit=audit,
-                                  observer=plan.observe)
+        provisioner = Provisioner(
+            home=home, config=StationConfig(name="soak"), ca=ca, audit=audit, observer=plan.observe
+        )
         began = time.monotonic()
         report = Batch(provisioner, profile=profile, operator="soak", jobs=BOARDS).run(jobs)
         wall = time.monotonic() - began
@@ -147,8 +172,10 @@ def test_a_thousand_boards_on_sixteen_fixtures_with_one_in_ten_faulted(tmp_path_
         expected = "passed" if board.case is None or board.case.fails_at is None else "failed"
         step = None if expected == "passed" else board.case.fails_at  # type: ignore[union-attr]
         if (outcome.result, outcome.failed_step) != (expected, step):
-            surprises.append(f"{serial} {board.case.id if board.case else 'no fault'}: {outcome.result} at "
-                             f"{outcome.failed_step}: {outcome.message[:200]}")
+            surprises.append(
+                f"{serial} {board.case.id if board.case else 'no fault'}: {outcome.result} at "
+                f"{outcome.failed_step}: {outcome.message[:200]}"
+            )
     assert not surprises, f"{len(surprises)} boards ended unexpectedly:\n" + "\n".join(surprises[:20])
 
     # Every passed unit: certificate, audit row, a read-back of exactly it, and it was on its board.
@@ -163,9 +190,11 @@ def test_a_thousand_boards_on_sixteen_fixtures_with_one_in_ten_faulted(tmp_path_
             assert pushes and sha256_hex(record.pem.encode("ascii")) in pushes[-1].excerpt, outcome.job.serial
             assert plan.boards[outcome.job.serial].certificate_at_end == record.fingerprint_sha256
     faulted = sum(board.case is not None for board in plan.boards.values())
-    print(f"\nsoak: {UNITS} units on {BOARDS} boards in {wall:.0f} s ({UNITS / wall * 60:.0f} units/min); "
-          f"{faulted} faulted; passed {passed}, failed {failed}, pending {pending}; "
-          f"fault kinds {Counter(b.case.id for b in plan.boards.values() if b.case).most_common(5)}")
+    print(
+        f"\nsoak: {UNITS} units on {BOARDS} boards in {wall:.0f} s ({UNITS / wall * 60:.0f} units/min); "
+        f"{faulted} faulted; passed {passed}, failed {failed}, pending {pending}; "
+        f"fault kinds {Counter(b.case.id for b in plan.boards.values() if b.case).most_common(5)}"
+    )
 
 
 def test_station_provision_killed_at_random_moments_always_recovers(tmp_path_factory):
@@ -186,7 +215,11 @@ def test_station_provision_killed_at_random_moments_always_recovers(tmp_path_fac
         wall = time.monotonic() - began
     for record in records:
         crash.check_recovered(record)
-    landed = Counter(re.sub(r"\d+", "N", (record.killed_output.strip().splitlines() or ["no output yet"])[-1])
-                     .split("…")[0].strip() for record in records)
+    landed = Counter(
+        re.sub(r"\d+", "N", (record.killed_output.strip().splitlines() or ["no output yet"])[-1])
+        .split("…")[0]
+        .strip()
+        for record in records
+    )
     assert_audit_sound(home.audit_db)
     print(f"\nsoak kills: {KILLS} random kills in {wall:.0f} s, all recovered; landed after: {dict(landed)}")

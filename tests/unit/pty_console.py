@@ -93,7 +93,9 @@ class PtyConsole:
         (self.bin_dir / "reboot").chmod(0o755)
         self._socat: subprocess.Popen[bytes] | None = subprocess.Popen(
             ["socat", f"PTY,link={self.station_path},raw,echo=0", f"PTY,link={self.board_path},raw,echo=0"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self._boards: list[subprocess.Popen[bytes]] = []
         ready_by = time.monotonic() + START_TIMEOUT_S
@@ -127,7 +129,12 @@ class PtyConsole:
         with open(self.board_path, "r+b", buffering=0) as tty:
             self._boards.append(
                 subprocess.Popen(
-                    ["bash", "-c", script], stdin=tty, stdout=tty, stderr=tty, env=board_env, cwd=self.home,
+                    ["bash", "-c", script],
+                    stdin=tty,
+                    stdout=tty,
+                    stderr=tty,
+                    env=board_env,
+                    cwd=self.home,
                     start_new_session=True,
                 )
             )

@@ -58,10 +58,16 @@ def test_hashing_is_deterministic_for_a_given_salt_and_checks_in_constant_form()
     assert not pin_matches("1358", hash_pin("1357", salt=salt, iterations=1000))
 
 
-@pytest.mark.parametrize(("pin", "reason"), [
-    ("123", "at least 4"), ("0000", "repeat one character"), (" 1234", "space"), ("12\t34", "control"),
-    ("9" * 65 + "1", "at most 64"),
-])
+@pytest.mark.parametrize(
+    ("pin", "reason"),
+    [
+        ("123", "at least 4"),
+        ("0000", "repeat one character"),
+        (" 1234", "space"),
+        ("12\t34", "control"),
+        ("9" * 65 + "1", "at most 64"),
+    ],
+)
 def test_a_weak_or_odd_pin_is_refused_with_the_reason(home, pin, reason):
     with pytest.raises(AdminPinError, match=reason):
         check_new_pin(pin)
@@ -103,14 +109,23 @@ def test_repeated_wrong_pins_lock_the_settings_then_the_lock_expires(home):
     lock.unlock("2468")
 
 
-@pytest.mark.parametrize(("entry", "name"), [("alice", "alice"), ("  Alice   Martin ", "Alice Martin"),
-                                              ("BADGE-000123", "BADGE-000123")])
+@pytest.mark.parametrize(
+    ("entry", "name"),
+    [("alice", "alice"), ("  Alice   Martin ", "Alice Martin"), ("BADGE-000123", "BADGE-000123")],
+)
 def test_an_operator_signs_in_by_name_or_badge(entry, name):
     assert operator_name(entry) == name
 
 
-@pytest.mark.parametrize(("entry", "reason"), [("", "type your name"), ("   ", "type your name"),
-                                               ("x" * 65, "read twice"), ("al\x07ice", "control characters")])
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        ("", "type your name"),
+        ("   ", "type your name"),
+        ("x" * 65, "read twice"),
+        ("al\x07ice", "control characters"),
+    ],
+)
 def test_a_sign_in_that_is_not_a_name_is_refused_with_the_reason(entry, reason):
     with pytest.raises(StationError, match=reason):
         operator_name(entry)
@@ -118,18 +133,29 @@ def test_a_sign_in_that_is_not_a_name_is_refused_with_the_reason(entry, reason):
 
 def test_settings_default_then_round_trip_atomically(home):
     assert load_settings(home) == StationSettings()
-    chosen = StationSettings(profile="welma-optee-ec", fixtures_file="/x.toml", auto_start=True,
-                             large_font=True, label_layout="100x50")
+    chosen = StationSettings(
+        profile="welma-optee-ec",
+        fixtures_file="/x.toml",
+        auto_start=True,
+        large_font=True,
+        label_layout="100x50",
+    )
     save_settings(home, chosen)
     assert load_settings(home) == chosen
     assert stat.S_IMODE(settings_path(home).stat().st_mode) == 0o600
 
 
-@pytest.mark.parametrize(("content", "problem"), [
-    ("{", "not valid JSON"), ("[]", "JSON object"), ('{"colour": "red"}', "unknown setting 'colour'"),
-    ('{"auto_start": "yes"}', "true or false"), ('{"label_layout": "A4"}', "label_layout must be one of"),
-    ('{"profile": ""}', "non-empty string"),
-])
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("{", "not valid JSON"),
+        ("[]", "JSON object"),
+        ('{"colour": "red"}', "unknown setting 'colour'"),
+        ('{"auto_start": "yes"}', "true or false"),
+        ('{"label_layout": "A4"}', "label_layout must be one of"),
+        ('{"profile": ""}', "non-empty string"),
+    ],
+)
 def test_a_malformed_settings_file_is_reported_with_its_path(home, content, problem):
     settings_path(home).write_text(content)
     with pytest.raises(ConfigError, match=problem) as raised:
@@ -150,7 +176,9 @@ def write_fixtures(path, name):
     return path
 
 
-def test_fixtures_come_from_the_command_line_then_settings_then_station_toml_then_the_simulator(home, tmp_path):
+def test_fixtures_come_from_the_command_line_then_settings_then_station_toml_then_the_simulator(
+    home, tmp_path
+):
     sim = home.sim_dir / "fixtures.toml"
     sim.parent.mkdir(parents=True)
     write_fixtures(sim, "sim-01")

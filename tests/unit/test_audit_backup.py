@@ -84,8 +84,10 @@ def test_the_backup_is_one_private_file_that_verifies_on_its_own(log: AuditLog, 
     with AuditLog(scratch) as restored:
         assert restored.verify().ok
         assert [unit.serial for unit in restored.units(limit=10)] == [
-            "202600000000002", "202600000000001", "202600000000000"
-        ]  # fmt: skip
+            "202600000000002",
+            "202600000000001",
+            "202600000000000",
+        ]
 
 
 def test_a_backup_taken_while_another_station_writes_is_consistent(log: AuditLog, tmp_path: Path) -> None:

@@ -32,8 +32,12 @@ def test_a_serial_scanned_alone_goes_to_the_highlighted_next_free_fixture(board:
     assert board.highlighted is board.slots["sim-02"]
 
 
-@pytest.mark.parametrize("barcode", ["sim-03", f"{FIXTURE_SCAN_PREFIX}sim-03", "fixture:sim-03", " FIXTURE: sim-03 "])
-def test_a_fixture_barcode_then_a_serial_puts_the_board_on_that_fixture(board: SlotBoard, barcode: str) -> None:
+@pytest.mark.parametrize(
+    "barcode", ["sim-03", f"{FIXTURE_SCAN_PREFIX}sim-03", "fixture:sim-03", " FIXTURE: sim-03 "]
+)
+def test_a_fixture_barcode_then_a_serial_puts_the_board_on_that_fixture(
+    board: SlotBoard, barcode: str
+) -> None:
     selected = board.scan(barcode, digits_only)
     assert selected.accepted and selected.fixture == "sim-03" and selected.serial is None
     assert board.highlighted is board.slots["sim-03"]
@@ -78,16 +82,33 @@ def test_progress_and_results_make_the_counts_and_the_yield(board: SlotBoard) ->
     assert board.counts().queued == 4 and board.counts().yield_fraction is None
     for name in ("sim-01", "sim-02", "sim-03"):
         board.mark_started(name, 0.0)
-    changed = board.apply("sim-01", FlowEvent(kind="step_started", serial="1001", step="keygen", title="Generate key",
-                                              index=5, count=12, attempt=2))
+    changed = board.apply(
+        "sim-01",
+        FlowEvent(
+            kind="step_started",
+            serial="1001",
+            step="keygen",
+            title="Generate key",
+            index=5,
+            count=12,
+            attempt=2,
+        ),
+    )
     assert changed is not None and (changed.step_index, changed.step_count, changed.attempt) == (5, 12, 2)
     assert board.apply("sim-01", FlowEvent(kind="output", serial="1001", message="noise")) is None
     counts = board.counts()
     assert (counts.queued, counts.running, counts.passed, counts.failed) == (1, 3, 0, 0)
 
     board.finish("sim-01", result="passed", message="enrolled", now=30.0, unit_id=7)
-    board.finish("sim-02", result="failed", message="cancelled", now=31.0, unit_id=8, failed_step="keygen",
-                 resumable=True)
+    board.finish(
+        "sim-02",
+        result="failed",
+        message="cancelled",
+        now=31.0,
+        unit_id=8,
+        failed_step="keygen",
+        resumable=True,
+    )
     board.finish("sim-03", result="refused", message="already active", now=1.0)
     counts = board.counts()
     assert (counts.queued, counts.running, counts.passed, counts.failed) == (1, 0, 1, 2)

@@ -41,27 +41,41 @@ class ReadLink:
 def test_the_soc_id_is_read_from_the_first_path_that_has_one_and_device_tree_nuls_are_dropped() -> None:
     link = ReadLink({"/proc/device-tree/serial-number": (0, "0123ABCD4567EF89\x00")})
     soc = read_soc_id(link, IdentitySettings(), Deadline(5, what="t"))  # type: ignore[arg-type]
-    assert soc is not None and (soc.value, soc.source) == ("0123ABCD4567EF89", "/proc/device-tree/serial-number")
+    assert soc is not None and (soc.value, soc.source) == (
+        "0123ABCD4567EF89",
+        "/proc/device-tree/serial-number",
+    )
     assert link.commands[0] == "cat /sys/devices/soc0/serial_number"
 
 
-@pytest.mark.parametrize("answers, expected", [
-    ({}, "exit 1"),
-    ({"/sys/devices/soc0/serial_number": (0, "\n")}, "/sys/devices/soc0/serial_number: empty"),
-    ({"/sys/devices/soc0/serial_number": (0, "a b c\n")}, "not an id"),
-])
+@pytest.mark.parametrize(
+    "answers, expected",
+    [
+        ({}, "exit 1"),
+        ({"/sys/devices/soc0/serial_number": (0, "\n")}, "/sys/devices/soc0/serial_number: empty"),
+        ({"/sys/devices/soc0/serial_number": (0, "a b c\n")}, "not an id"),
+    ],
+)
 def test_no_soc_id_where_one_is_required_is_a_clear_error(answers, expected) -> None:
     with pytest.raises(SocIdUnreadable) as error:
         read_soc_id(ReadLink(answers), IdentitySettings(), Deadline(5, what="t"))  # type: ignore[arg-type]
     assert expected in str(error.value) and "[identity]" in str(error.value)
-    assert read_soc_id(ReadLink(answers), IdentitySettings(soc_id_required=False),  # type: ignore[arg-type]
-                       Deadline(5, what="t")) is None
+    assert (
+        read_soc_id(
+            ReadLink(answers),
+            IdentitySettings(soc_id_required=False),  # type: ignore[arg-type]
+            Deadline(5, what="t"),
+        )
+        is None
+    )
 
 
 def test_pinning_edits_only_the_fixtures_table_and_keeps_comments(tmp_path: Path) -> None:
     path = tmp_path / "station.toml"
-    path.write_text('# line 3\n[station]\nname = "l3"\n\n[[fixture]]\nname = "a"\ndevice = "ssh://root@h:1"\n'
-                    f'host_key = "{KEY}"  # old\n\n[[fixture]]\nname = "b"  # bench b\ndevice = "ssh://root@h:2"\n')
+    path.write_text(
+        '# line 3\n[station]\nname = "l3"\n\n[[fixture]]\nname = "a"\ndevice = "ssh://root@h:1"\n'
+        f'host_key = "{KEY}"  # old\n\n[[fixture]]\nname = "b"  # bench b\ndevice = "ssh://root@h:2"\n'
+    )
     new = "SHA256:" + "n" * 43
     assert set_fixture_host_key(path, "b", new) is None
     assert set_fixture_host_key(path, "a", new) == KEY
@@ -112,13 +126,17 @@ def test_profile_identity_and_attestation_tables(tmp_path: Path) -> None:
 
 def _cert(subject: str, key, issuer_name: str, issuer_key, *, ca: bool, days: int = 30) -> x509.Certificate:
     now = datetime.now(UTC)
-    return (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .sign(issuer_key, hashes.SHA256()))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .sign(issuer_key, hashes.SHA256())
+    )
 
 
 def _pem(*certs: x509.Certificate) -> bytes:
@@ -131,8 +149,9 @@ def vendor():
     root = _cert("Vendor Root", root_key, "Vendor Root", root_key, ca=True)
     signer = _cert("Vendor Signer 7", signer_key, "Vendor Root", root_key, ca=True)
     leaf = _cert("attested key", token_key, "Vendor Signer 7", signer_key, ca=False)
-    spki = token_key.public_key().public_bytes(serialization.Encoding.DER,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki = token_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return root, signer, leaf, spki, signer_key
 
 
@@ -144,8 +163,11 @@ def test_a_chain_to_the_vendor_root_certifying_the_token_key_is_accepted(vendor)
 
 def test_a_chain_for_another_key_or_from_another_root_is_refused(vendor) -> None:
     root, signer, leaf, spki, signer_key = vendor
-    other = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    other = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     with pytest.raises(AttestationFailed, match="another key"):
         verify_x509_chain(_pem(leaf, signer), vendor_root=root, token_public_key_der=other)
     rogue_key = ec.generate_private_key(ec.SECP256R1())
@@ -156,7 +178,9 @@ def test_a_chain_for_another_key_or_from_another_root_is_refused(vendor) -> None
     with pytest.raises(AttestationFailed):
         verify_x509_chain(_pem(leaf, not_ca), vendor_root=root, token_public_key_der=spki)
     with pytest.raises(AttestationFailed, match="no PEM certificate"):
-        verify_x509_chain(b"Access: sensitive, never extractable\n", vendor_root=root, token_public_key_der=spki)
+        verify_x509_chain(
+            b"Access: sensitive, never extractable\n", vendor_root=root, token_public_key_der=spki
+        )
 
 
 def test_identity_records_are_in_the_hash_chain_and_an_edited_soc_id_is_caught(tmp_path: Path) -> None:
@@ -172,13 +196,22 @@ def test_identity_records_are_in_the_hash_chain_and_an_edited_soc_id_is_caught(t
         identities = IdentityLog(log)
         identities.record_soc_id(unit.id, soc_id="0123ABCD4567EF89", source="/proc/device-tree/serial-number")
         identities.record_soc_id(unit.id, soc_id="0123ABCD4567EF89", source="/proc/device-tree/serial-number")
-        identities.record_host_key_pin(fixture="A1", device="ssh://root@h:22", key_type="ssh-ed25519",
-                                       fingerprint=KEY, previous=None, file="/x/station.toml", by="admin")
+        identities.record_host_key_pin(
+            fixture="A1",
+            device="ssh://root@h:22",
+            key_type="ssh-ed25519",
+            fingerprint=KEY,
+            previous=None,
+            file="/x/station.toml",
+            by="admin",
+        )
         assert log.verify().ok
         assert identities.soc_id_of(unit.id).soc_id == "0123ABCD4567EF89"
         assert [pin.fingerprint for pin in identities.host_key_pins("A1")] == [KEY]
     raw = sqlite3.connect(path)
-    assert raw.execute("SELECT count(*) FROM unit_identity").fetchone()[0] == 1  # the same id is recorded once
+    assert (
+        raw.execute("SELECT count(*) FROM unit_identity").fetchone()[0] == 1
+    )  # the same id is recorded once
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         raw.execute("UPDATE unit_identity SET soc_id = 'FFFFFFFFFFFFFFFF'")
     raw.execute("DROP TRIGGER unit_identity_is_append_only_update")  # as a determined editor would
@@ -207,7 +240,9 @@ def test_the_mes_record_of_a_finished_unit_carries_its_soc_id(tmp_path: Path) ->
     config = StationConfig(name="l1", mes=MesSettings(drop_folder=str(inbox), retry_s=0.1))
     with AuditLog(home.audit_db) as audit:
         unit = start(audit, "202600000000001")
-        IdentityLog(audit).record_soc_id(unit.id, soc_id="0123ABCD4567EF89", source="/proc/device-tree/serial-number")
+        IdentityLog(audit).record_soc_id(
+            unit.id, soc_id="0123ABCD4567EF89", source="/proc/device-tree/serial-number"
+        )
         unit = audit.finish_unit(unit.id, result="failed", failed_step="keygen")
         line = LineHandOff(config=config, home=home, audit=audit)
         try:

@@ -35,25 +35,34 @@ from tests.pki_tokens import PIN, offline_root, secret_file, station, token_stat
 TEMPLATE = "/CN=serial:{serial}/"
 
 
-def device_csr(serial: str, *, bmp: bool = False) -> tuple[x509.CertificateSigningRequest, ec.EllipticCurvePrivateKey]:
+def device_csr(
+    serial: str, *, bmp: bool = False
+) -> tuple[x509.CertificateSigningRequest, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     attribute = (
         x509.NameAttribute(NameOID.COMMON_NAME, f"serial:{serial}", _type=x509.name._ASN1Type.BMPString)
-        if bmp else x509.NameAttribute(NameOID.COMMON_NAME, f"serial:{serial}")
-    )  # fmt: skip
-    return x509.CertificateSigningRequestBuilder().subject_name(x509.Name([attribute])).sign(key, hashes.SHA256()), key
+        if bmp
+        else x509.NameAttribute(NameOID.COMMON_NAME, f"serial:{serial}")
+    )
+    return x509.CertificateSigningRequestBuilder().subject_name(x509.Name([attribute])).sign(
+        key, hashes.SHA256()
+    ), key
 
 
 def issue(ca: CertificateAuthority, serial: str, **options: object) -> x509.Certificate:
     csr, _ = device_csr(serial, bmp=bool(options.pop("bmp", False)))
     return ca.issue_device_certificate(
-        csr, validity_days=int(options.pop("validity_days", 3650)), subject=device_subject(TEMPLATE, serial=serial),
+        csr,
+        validity_days=int(options.pop("validity_days", 3650)),
+        subject=device_subject(TEMPLATE, serial=serial),
         **options,  # type: ignore[arg-type]
     )
 
 
 def openssl(*args: str | Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["openssl", *map(str, args)], capture_output=True, input=stdin, timeout=30, check=False)
+    return subprocess.run(
+        ["openssl", *map(str, args)], capture_output=True, input=stdin, timeout=30, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +97,14 @@ def test_two_stations_from_one_offline_root_each_issue_certificates_that_verify(
         leaf.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         issuing = tmp_path / f"{line}-issuing.pem"
         issuing.write_bytes(ca.certificate.public_bytes(serialization.Encoding.PEM))
-        verdict = openssl("verify", "-purpose", "sslclient", "-CAfile", root_cert, "-untrusted", issuing, leaf)
+        verdict = openssl(
+            "verify", "-purpose", "sslclient", "-CAfile", root_cert, "-untrusted", issuing, leaf
+        )
         assert verdict.returncode == 0 and b": OK" in verdict.stdout, verdict.stdout + verdict.stderr
     # A certificate of LINE-3 does not verify against LINE-4's CA (each station its own issuer).
-    crossed = openssl("verify", "-CAfile", root_cert, "-untrusted", tmp_path / "line4-issuing.pem",
-                      tmp_path / "line3.pem")
+    crossed = openssl(
+        "verify", "-CAfile", root_cert, "-untrusted", tmp_path / "line4-issuing.pem", tmp_path / "line3.pem"
+    )
     assert crossed.returncode != 0
     # The root kept a record of both station CAs it issued.
     assert len(list((hierarchy["root"] / "issued").glob("*.pem"))) == 2
@@ -106,13 +118,20 @@ def test_the_station_ca_is_limited_to_end_entities_names_and_the_roots_validity(
     names = issuing.extensions.get_extension_for_class(x509.NameConstraints)
     assert names.critical and x509.DNSName("localhost") in names.value.permitted_subtrees
     usage = issuing.extensions.get_extension_for_class(x509.KeyUsage)
-    assert usage.critical and usage.value.key_cert_sign and usage.value.crl_sign and usage.value.digital_signature
+    assert (
+        usage.critical
+        and usage.value.key_cert_sign
+        and usage.value.crl_sign
+        and usage.value.digital_signature
+    )
     assert issuing.not_valid_after_utc <= root.not_valid_after_utc
     assert issuing.not_valid_before_utc >= root.not_valid_before_utc
     root_constraints = root.extensions.get_extension_for_class(x509.BasicConstraints).value
     assert root_constraints.ca and root_constraints.path_length == 1
     aki = issuing.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-    assert aki.key_identifier == root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    assert (
+        aki.key_identifier == root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    )
     # The offline root's key file is protected by scrypt, never PBKDF2.
     assert key_file_kdf(hierarchy["root"] / "root.key") == "scrypt"
     assert (hierarchy["root"] / "root.key").stat().st_mode & 0o777 == 0o600
@@ -124,8 +143,14 @@ def test_the_station_ca_is_limited_to_end_entities_names_and_the_roots_validity(
 def test_device_certificates_conform_to_rfc_5280_and_take_their_subject_from_the_profile(hierarchy):
     ca = open_ca(hierarchy["line3"])
     try:
-        cert = issue(ca, "202600000000007", bmp=True, crl_url="http://pki.example/line-3.crl",
-                     ca_issuers_url="http://pki.example/line-3.cer", validity_days=100000)
+        cert = issue(
+            ca,
+            "202600000000007",
+            bmp=True,
+            crl_url="http://pki.example/line-3.crl",
+            ca_issuers_url="http://pki.example/line-3.cer",
+            validity_days=100000,
+        )
     finally:
         ca.close()
     der = cert.public_bytes(serialization.Encoding.DER)
@@ -148,7 +173,9 @@ def test_device_certificates_conform_to_rfc_5280_and_take_their_subject_from_the
     assert by_class[x509.KeyUsage].critical and by_class[x509.KeyUsage].value.digital_signature
     assert not by_class[x509.KeyUsage].value.key_cert_sign
     assert by_class[x509.ExtendedKeyUsage].value == x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
-    assert by_class[x509.SubjectKeyIdentifier].value == x509.SubjectKeyIdentifier.from_public_key(cert.public_key())
+    assert by_class[x509.SubjectKeyIdentifier].value == x509.SubjectKeyIdentifier.from_public_key(
+        cert.public_key()
+    )
     ca_ski = ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     assert by_class[x509.AuthorityKeyIdentifier].value.key_identifier == ca_ski
     cdp = by_class[x509.CRLDistributionPoints].value
@@ -160,15 +187,21 @@ def test_device_certificates_conform_to_rfc_5280_and_take_their_subject_from_the
     cert.verify_directly_issued_by(ca.certificate)
     # openssl reads it with no complaint about encodings (strict parsing of the whole structure).
     shown = openssl("x509", "-inform", "DER", "-noout", "-text", stdin=der)
-    assert shown.returncode == 0 and b"CA:FALSE" in shown.stdout and b"URI:http://pki.example/line-3.crl" in shown.stdout
+    assert (
+        shown.returncode == 0
+        and b"CA:FALSE" in shown.stdout
+        and b"URI:http://pki.example/line-3.crl" in shown.stdout
+    )
 
 
 def test_the_crl_conforms_to_rfc_5280_and_verifies_with_openssl(hierarchy, tmp_path):
     ca = open_ca(hierarchy["line3"])
     try:
         now = datetime.now(UTC)
-        first = ca.crl([RevokedEntry(0x1234, now, "cessationOfOperation"), RevokedEntry(0x99, now, "superseded")],
-                       next_update_days=3)
+        first = ca.crl(
+            [RevokedEntry(0x1234, now, "cessationOfOperation"), RevokedEntry(0x99, now, "superseded")],
+            next_update_days=3,
+        )
         second = ca.crl([], next_update_days=3)
     finally:
         ca.close()
@@ -176,13 +209,17 @@ def test_the_crl_conforms_to_rfc_5280_and_verifies_with_openssl(hierarchy, tmp_p
     assert crl.is_signature_valid(ca.certificate.public_key())
     assert crl.issuer == ca.certificate.subject
     assert timedelta(days=3) <= crl.next_update_utc - crl.last_update_utc <= timedelta(days=3, minutes=6)
-    numbers = [x509.load_pem_x509_crl(pem).extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-               for pem in (first, second)]
+    numbers = [
+        x509.load_pem_x509_crl(pem).extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        for pem in (first, second)
+    ]
     assert numbers[1] == numbers[0] + 1  # CRL numbers only grow (5.2.3)
     aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     assert aki == ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    reasons = {entry.serial_number: entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
-               for entry in crl}
+    reasons = {
+        entry.serial_number: entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+        for entry in crl
+    }
     assert reasons == {0x1234: x509.ReasonFlags.cessation_of_operation, 0x99: x509.ReasonFlags.superseded}
     path = tmp_path / "crl.pem"
     path.write_bytes(first)
@@ -193,18 +230,26 @@ def test_the_crl_conforms_to_rfc_5280_and_verifies_with_openssl(hierarchy, tmp_p
 # --- quota -------------------------------------------------------------------------------------------
 
 
-def test_the_quota_is_counted_in_the_audit_log_warns_at_90_percent_and_refuses_at_the_limit(hierarchy, tmp_path):
+def test_the_quota_is_counted_in_the_audit_log_warns_at_90_percent_and_refuses_at_the_limit(
+    hierarchy, tmp_path
+):
     db = tmp_path / "audit.db"
     recorded = 0
     for _ in range(3):
         with AuditLog(db) as audit:  # a fresh log object each time: the count survives a restart
             ca = open_ca(hierarchy["line4"])
             try:
-                unit = audit.start_unit(serial=f"20260000000010{recorded}", profile="p", device="d", operator="o",
-                                        station="s")
-                issue(ca, unit.serial, issued_since=audit.certificates_issued_since,
-                      record=lambda cert, unit=unit, audit=audit: audit.record_certificate(
-                          unit.id, certificate_pem=cert.public_bytes(serialization.Encoding.PEM)))
+                unit = audit.start_unit(
+                    serial=f"20260000000010{recorded}", profile="p", device="d", operator="o", station="s"
+                )
+                issue(
+                    ca,
+                    unit.serial,
+                    issued_since=audit.certificates_issued_since,
+                    record=lambda cert, unit=unit, audit=audit: audit.record_certificate(
+                        unit.id, certificate_pem=cert.public_bytes(serialization.Encoding.PEM)
+                    ),
+                )
                 recorded += 1
                 quota = ca.quota(audit.certificates_issued_since)
             finally:
@@ -215,8 +260,12 @@ def test_the_quota_is_counted_in_the_audit_log_warns_at_90_percent_and_refuses_a
         ca = open_ca(hierarchy["line4"])
         try:
             with pytest.raises(QuotaReached, match="issued 3 of the 3 certificates"):
-                issue(ca, "202600000000200", issued_since=audit.certificates_issued_since,
-                      record=lambda cert: pytest.fail("nothing may be recorded past the quota"))
+                issue(
+                    ca,
+                    "202600000000200",
+                    issued_since=audit.certificates_issued_since,
+                    record=lambda cert: pytest.fail("nothing may be recorded past the quota"),
+                )
         finally:
             ca.close()
         assert audit.certificates_issued_since(datetime(2000, 1, 1, tzinfo=UTC)) == 3
@@ -246,7 +295,11 @@ def test_a_wrong_pin_a_missing_token_or_an_open_pin_file_sign_nothing(hierarchy,
     try:
         toml.write_text(original.replace(str(good), str(wrong)))
         run = station(home, "ca", "crl", "--out", str(tmp_path / "crl.pem"))
-        assert run.returncode != 0 and "PIN of token 'LINE-3' is wrong" in run.stderr and "Nothing was signed" in run.stderr
+        assert (
+            run.returncode != 0
+            and "PIN of token 'LINE-3' is wrong" in run.stderr
+            and "Nothing was signed" in run.stderr
+        )
         assert PIN not in run.stderr and "11112222" not in run.stderr
         assert not (tmp_path / "crl.pem").exists()
 
@@ -287,8 +340,13 @@ def _signed_log_with_a_failed_unit(home: Path) -> tuple[AuditLog, int]:
     try:
         audit.attach_checkpoint_signer(CheckpointSigner.for_certificate(ca.certificate, ca.sign_bytes))
         unit = audit.start_unit(serial="202600000000300", profile="p", device="d", operator="o", station="s")
-        issue(ca, unit.serial, record=lambda cert: audit.record_certificate(
-            unit.id, certificate_pem=cert.public_bytes(serialization.Encoding.PEM)))
+        issue(
+            ca,
+            unit.serial,
+            record=lambda cert: audit.record_certificate(
+                unit.id, certificate_pem=cert.public_bytes(serialization.Encoding.PEM)
+            ),
+        )
         audit.finish_unit(unit.id, result="failed", failed_step="push", message="read-back failed")
     finally:
         ca.close()
@@ -309,7 +367,9 @@ def test_a_unit_that_fails_after_signing_is_revoked_and_signed_in_the_same_trans
     audit.close()
     assert last_event[1] == "certificate.revoked" and signed[0] == last_event[0]
     verified = station(home, "audit", "verify")
-    assert verified.returncode == 0 and "signed checkpoint(s) verified" in verified.stdout, verified.stdout + verified.stderr
+    assert verified.returncode == 0 and "signed checkpoint(s) verified" in verified.stdout, (
+        verified.stdout + verified.stderr
+    )
     made = station(home, "ca", "crl", "--out", str(tmp_path / "crl.pem"))
     assert made.returncode == 0, made.stderr
     listed = {entry.serial_number for entry in x509.load_pem_x509_crl((tmp_path / "crl.pem").read_bytes())}
@@ -330,21 +390,29 @@ def test_a_rewritten_log_with_a_recomputed_chain_fails_on_the_signature_and_gets
         db.execute("DROP TRIGGER events_are_append_only_update")
         db.execute("UPDATE certificates SET revoked_at = NULL, revocation_reason = NULL, revoked_by = NULL")
         prev = "0" * 64
-        for seq, at, kind, payload in db.execute("SELECT seq, at, kind, payload FROM events ORDER BY seq").fetchall():
+        for seq, at, kind, payload in db.execute(
+            "SELECT seq, at, kind, payload FROM events ORDER BY seq"
+        ).fetchall():
             data = __import__("json").loads(payload)
             if data["table"] == "certificates":
                 data["row"].update(revoked_at=None, revocation_reason=None, revoked_by=None)
             payload = _canonical_json(data)
             digest = _event_hash(prev_hash=prev, seq=seq, at=at, kind=kind, payload=payload)
-            db.execute("UPDATE events SET payload = ?, prev_hash = ?, hash = ? WHERE seq = ?",
-                       [payload, prev, digest, seq])
+            db.execute(
+                "UPDATE events SET payload = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                [payload, prev, digest, seq],
+            )
             prev = digest
     with AuditLog(home / "audit.db") as plain:
         assert plain.verify().ok  # the unkeyed chain alone is fooled
     verified = station(home, "audit", "verify")
     assert verified.returncode == 1 and "signature fails" in verified.stdout, verified.stdout
     refused = station(home, "ca", "crl", "--out", str(tmp_path / "crl.pem"))
-    assert refused.returncode != 0 and "Refusing to build a CRL" in refused.stderr and "signature" in refused.stderr
+    assert (
+        refused.returncode != 0
+        and "Refusing to build a CRL" in refused.stderr
+        and "signature" in refused.stderr
+    )
     assert not (tmp_path / "crl.pem").exists()
 
     # Deleting the signed checkpoints as well does not help.
@@ -379,16 +447,32 @@ def test_recording_a_replacement_certificate_signs_the_supersession_without_dead
     audit.attach_checkpoint_signer(CheckpointSigner.for_certificate(ca.certificate, ca.sign_bytes))
     serial = "202600000000400"
     first = audit.start_unit(serial=serial, profile="p", device="d", operator="o", station="s")
-    issue(ca, serial, record=lambda cert: audit.record_certificate(
-        first.id, certificate_pem=cert.public_bytes(serialization.Encoding.PEM)))
+    issue(
+        ca,
+        serial,
+        record=lambda cert: audit.record_certificate(
+            first.id, certificate_pem=cert.public_bytes(serialization.Encoding.PEM)
+        ),
+    )
     audit.finish_unit(first.id, result="passed")
-    second = audit.start_unit(serial=serial, profile="p", device="d", operator="o", station="s",
-                              reprovision_reason="customer return")
+    second = audit.start_unit(
+        serial=serial,
+        profile="p",
+        device="d",
+        operator="o",
+        station="s",
+        reprovision_reason="customer return",
+    )
     done = threading.Event()
 
     def replace() -> None:
-        issue(ca, serial, record=lambda cert: audit.record_certificate(
-            second.id, certificate_pem=cert.public_bytes(serialization.Encoding.PEM)))
+        issue(
+            ca,
+            serial,
+            record=lambda cert: audit.record_certificate(
+                second.id, certificate_pem=cert.public_bytes(serialization.Encoding.PEM)
+            ),
+        )
         done.set()
 
     worker = threading.Thread(target=replace, daemon=True)
@@ -411,13 +495,22 @@ def test_a_quality_leads_revocation_is_signed_with_the_token(hierarchy, tmp_path
         ca = open_ca(home)
         try:
             audit.attach_checkpoint_signer(CheckpointSigner.for_certificate(ca.certificate, ca.sign_bytes))
-            unit = audit.start_unit(serial="202600000000500", profile="p", device="d", operator="o", station="s")
-            issue(ca, unit.serial, record=lambda cert: audit.record_certificate(
-                unit.id, certificate_pem=cert.public_bytes(serialization.Encoding.PEM)))
+            unit = audit.start_unit(
+                serial="202600000000500", profile="p", device="d", operator="o", station="s"
+            )
+            issue(
+                ca,
+                unit.serial,
+                record=lambda cert: audit.record_certificate(
+                    unit.id, certificate_pem=cert.public_bytes(serialization.Encoding.PEM)
+                ),
+            )
             audit.finish_unit(unit.id, result="passed")
         finally:
             ca.close()
-    revoked = station(home, "revoke", "--serial", "202600000000500", "--reason", "keyCompromise", "--by", "qa")
+    revoked = station(
+        home, "revoke", "--serial", "202600000000500", "--reason", "keyCompromise", "--by", "qa"
+    )
     assert revoked.returncode == 0, revoked.stderr
     verified = station(home, "audit", "verify")
     assert verified.returncode == 0 and "signed checkpoint(s) verified" in verified.stdout, verified.stdout
@@ -460,8 +553,12 @@ def test_the_crl_is_published_to_a_folder_and_put_to_a_url_on_a_schedule(hierarc
     folder.mkdir()
     scheduled = subprocess.Popen(
         [*station_argv(hierarchy["line3"]), "ca", "crl", "--publish", str(folder), "--every", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         assert scheduled.stdout is not None
         lines = [scheduled.stdout.readline() for _ in range(3)]  # the CRL, its next update, the next run
@@ -485,22 +582,65 @@ def test_an_offline_root_with_its_key_in_a_token_signs_a_station_ca(hierarchy, t
     conf = private_softhsm(tmp_path)
     init_token(conf, "ROOT")
     pin_file = secret_file(tmp_path / "root.pin", PIN)
-    made = station(tmp_path / "h", "ca", "root", "init", "--out", str(tmp_path / "root"), "--key-storage", "pkcs11",
-                   "--pkcs11-module", str(SOFTHSM_MODULE), "--token-label", "ROOT", "--softhsm2-conf", str(conf),
-                   "--pin-file", str(pin_file))
+    made = station(
+        tmp_path / "h",
+        "ca",
+        "root",
+        "init",
+        "--out",
+        str(tmp_path / "root"),
+        "--key-storage",
+        "pkcs11",
+        "--pkcs11-module",
+        str(SOFTHSM_MODULE),
+        "--token-label",
+        "ROOT",
+        "--softhsm2-conf",
+        str(conf),
+        "--pin-file",
+        str(pin_file),
+    )
     assert made.returncode == 0, made.stderr
     assert not (tmp_path / "root" / "root.key").exists()  # the key is in the token only
     chain = tmp_path / "chain.pem"
-    signed = station(tmp_path / "h", "ca", "root", "sign-station", "--root", str(tmp_path / "root"),
-                     "--csr", str(hierarchy["line3"] / "ca" / "station-ca.csr"), "--name", "LINE-9", "--days", "30",
-                     "--out", str(chain), "--pin-file", str(pin_file))
+    signed = station(
+        tmp_path / "h",
+        "ca",
+        "root",
+        "sign-station",
+        "--root",
+        str(tmp_path / "root"),
+        "--csr",
+        str(hierarchy["line3"] / "ca" / "station-ca.csr"),
+        "--name",
+        "LINE-9",
+        "--days",
+        "30",
+        "--out",
+        str(chain),
+        "--pin-file",
+        str(pin_file),
+    )
     assert signed.returncode == 0, signed.stderr
     issuing, root = x509.load_pem_x509_certificates(chain.read_bytes())
     issuing.verify_directly_issued_by(root)
     root.verify_directly_issued_by(root)
     assert issuing.not_valid_after_utc - issuing.not_valid_before_utc <= timedelta(days=30, minutes=6)
-    again = station(tmp_path / "h", "ca", "root", "sign-station", "--root", str(tmp_path / "root"),
-                    "--csr", str(hierarchy["line3"] / "ca" / "station-ca.csr"), "--name", "LINE-9",
-                    "--out", str(chain), "--pin-file", str(pin_file))
+    again = station(
+        tmp_path / "h",
+        "ca",
+        "root",
+        "sign-station",
+        "--root",
+        str(tmp_path / "root"),
+        "--csr",
+        str(hierarchy["line3"] / "ca" / "station-ca.csr"),
+        "--name",
+        "LINE-9",
+        "--out",
+        str(chain),
+        "--pin-file",
+        str(pin_file),
+    )
     assert again.returncode != 0 and "already exists" in again.stderr and "nothing was signed" in again.stderr
     assert len(list((tmp_path / "root" / "issued").glob("*.pem"))) == 1

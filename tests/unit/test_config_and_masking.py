@@ -32,9 +32,14 @@ def test_station_toml_with_fixtures(tmp_path):
         ('[station]\nproduction = "yes"\n', r"station.toml, line 2: station.production"),
         ('[station\nname = "x"\n', r"station.toml: .*line 1"),
         ('[[fixture]]\nname = "A"\ndevice = "telnet://x"\n', r"station.toml, line 3: fixture.device"),
-        ('[[fixture]]\nname = "A"\ndevice = "ssh://a"\n[[fixture]]\nname = "A"\ndevice = "ssh://b"\n',
-         r"used twice"),
-        ('[station]\nname = "x"\nproducton = true\n', r"station.toml, line 3: station.producton: is not a setting"),
+        (
+            '[[fixture]]\nname = "A"\ndevice = "ssh://a"\n[[fixture]]\nname = "A"\ndevice = "ssh://b"\n',
+            r"used twice",
+        ),
+        (
+            '[station]\nname = "x"\nproducton = true\n',
+            r"station.toml, line 3: station.producton: is not a setting",
+        ),
         ('[stations]\nname = "x"\n', r"station.toml, line 1: stations: is not a setting"),
         ('[[fixture]]\nname = "A"\ndevice = "ssh://a"\nprofle = "x"\n', r"line 4: fixture.profle"),
     ],
@@ -48,8 +53,13 @@ def test_malformed_station_toml_names_file_and_line(tmp_path, text, expected):
 
 def test_pins_are_masked_as_whole_words_only():
     mask = Masker(["0000", "00000000"])
-    line = "--so-pin 00000000 --pin 0000 'pkcs11:object=key0;pin-value=0000' -subj /CN=serial:202600000000001/"
-    assert mask(line) == "--so-pin **** --pin **** 'pkcs11:object=key0;pin-value=****' -subj /CN=serial:202600000000001/"
+    line = (
+        "--so-pin 00000000 --pin 0000 'pkcs11:object=key0;pin-value=0000' -subj /CN=serial:202600000000001/"
+    )
+    assert (
+        mask(line)
+        == "--so-pin **** --pin **** 'pkcs11:object=key0;pin-value=****' -subj /CN=serial:202600000000001/"
+    )
 
 
 def test_private_key_pem_is_removed_whole():
@@ -87,12 +97,21 @@ def test_how_much_a_board_may_send_is_a_setting_with_safe_defaults(tmp_path):
     assert (limits.command_output_bytes, limits.file_bytes) == (16 * 1024 * 1024, 64 * 1024)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("[limits]\nfile_bytes = 0\n", r"station\.toml, line 2: limits\.file_bytes: must be a whole number of bytes"),
-    ("[limits]\n\ncommand_output_bytes = \"4 MiB\"\n", r"line 3: limits\.command_output_bytes: must be a whole"),
-    ("[limits]\ncommand_output_bytes = 1099511627776\n", r"from 4096 to 1073741824"),
-    ("[limits]\nfile_size = 65536\n", r"limits\.file_size: is not a setting the station knows"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[limits]\nfile_bytes = 0\n",
+            r"station\.toml, line 2: limits\.file_bytes: must be a whole number of bytes",
+        ),
+        (
+            '[limits]\n\ncommand_output_bytes = "4 MiB"\n',
+            r"line 3: limits\.command_output_bytes: must be a whole",
+        ),
+        ("[limits]\ncommand_output_bytes = 1099511627776\n", r"from 4096 to 1073741824"),
+        ("[limits]\nfile_size = 65536\n", r"limits\.file_size: is not a setting the station knows"),
+    ],
+)
 def test_a_bad_limit_names_file_line_and_range(tmp_path, text, expected):
     path = tmp_path / "station.toml"
     path.write_text(text)

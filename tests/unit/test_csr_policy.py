@@ -397,10 +397,15 @@ def test_any_escaped_printable_value_round_trips(value: str) -> None:
     assert name.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == value
 
 
-@pytest.mark.parametrize(("key_type", "allowed"), [
-    ("rsa:2048", "RSA 2048"), ("rsa:4096", "RSA 4096"), ("EC:prime256v1", "EC secp256r1"),
-    ("EC:secp384r1", "EC secp384r1"),
-])
+@pytest.mark.parametrize(
+    ("key_type", "allowed"),
+    [
+        ("rsa:2048", "RSA 2048"),
+        ("rsa:4096", "RSA 4096"),
+        ("EC:prime256v1", "EC secp256r1"),
+        ("EC:secp384r1", "EC secp384r1"),
+    ],
+)
 def test_the_policy_follows_the_profiles_key_type(key_type, allowed):
     assert CsrPolicy.for_key_type(key_type).allowed_keys() == allowed
 

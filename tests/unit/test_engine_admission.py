@@ -30,8 +30,12 @@ def queue_boards(scheduler: Scheduler, count: int) -> list[int]:
     numbers = []
     for index in range(count):
         number = index + 1
-        job = UnitJob(serial=f"20260000000010{index}", device=f"ssh://root@127.0.0.2:22{index:02d}",
-                      profile=load_profile("welma-optee"), operator="o")
+        job = UnitJob(
+            serial=f"20260000000010{index}",
+            device=f"ssh://root@127.0.0.2:22{index:02d}",
+            profile=load_profile("welma-optee"),
+            operator="o",
+        )
         scheduler._queues.setdefault(job.device, deque()).append((number, job))
         numbers.append(number)
     return numbers
@@ -48,8 +52,13 @@ def test_boards_admitted_together_are_flushed_once_before_any_worker_starts(sche
         flush()
 
     monkeypatch.setattr(audit, "make_durable", flushed)
-    monkeypatch.setattr(scheduler, "_start", lambda number, job, admission, began: journal.append(
-        f"start {number} {audit.unit(admission.unit.id).state}"))
+    monkeypatch.setattr(
+        scheduler,
+        "_start",
+        lambda number, job, admission, began: journal.append(
+            f"start {number} {audit.unit(admission.unit.id).state}"
+        ),
+    )
     queue_boards(scheduler, 3)
     scheduler._start_ready()
     # Two slots: two boards admitted, one flush, then their workers; the third waits for a slot.
@@ -73,7 +82,10 @@ def test_no_worker_starts_when_the_admissions_cannot_be_made_durable(scheduler, 
     for number in numbers:
         outcome = scheduler.outcome(number)
         assert outcome is not None and outcome.kind == Ending.FAILED and outcome.resumable
-        assert "could not write the audit log to disk" in outcome.message and "board was not touched" in outcome.message
+        assert (
+            "could not write the audit log to disk" in outcome.message
+            and "board was not touched" in outcome.message
+        )
         assert outcome.unit_id is not None
         unit = audit.unit(outcome.unit_id)
         assert unit.state == "failed" and unit.failed_step == "identify"

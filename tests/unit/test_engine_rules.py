@@ -18,7 +18,10 @@ from station.home import StationHome
 
 def test_one_rule_picks_a_fixtures_profile():
     config = StationConfig(name="t", default_profile="welma-optee")
-    plain, own = Fixture("a", "ssh://root@127.0.0.2:2222"), Fixture("b", "ssh://root@127.0.0.3:2222", "welma-optee-ec")
+    plain, own = (
+        Fixture("a", "ssh://root@127.0.0.2:2222"),
+        Fixture("b", "ssh://root@127.0.0.3:2222", "welma-optee-ec"),
+    )
     assert choose_profile(config, plain) == "welma-optee"
     assert choose_profile(config, None, setting="custom") == "custom"
     assert choose_profile(config, own, setting="custom") == "welma-optee-ec"
@@ -30,13 +33,16 @@ def test_known_fixtures_are_station_tomls_then_the_simulators(tmp_path):
     home.sim_dir.mkdir(parents=True, exist_ok=True)
     (home.sim_dir / "fixtures.toml").write_text(
         '[[fixture]]\nname = "a"\ndevice = "ssh://root@127.0.0.9:2222"\n\n'
-        '[[fixture]]\nname = "sim-02"\ndevice = "ssh://root@127.0.0.3:2222"\n')
+        '[[fixture]]\nname = "sim-02"\ndevice = "ssh://root@127.0.0.3:2222"\n'
+    )
     config = StationConfig(name="t", fixtures=(Fixture("a", "ssh://root@127.0.0.2:2222"),))
     fixtures = known_fixtures(home, config)
     assert fixtures["a"].device == "ssh://root@127.0.0.2:2222"  # station.toml wins
     assert fixtures["sim-02"].device == "ssh://root@127.0.0.3:2222"
     # Production mode: no simulated boards.
-    production = StationConfig(name="t", production=True, fixtures=(Fixture("a", "ssh://root@127.0.0.2:2222"),))
+    production = StationConfig(
+        name="t", production=True, fixtures=(Fixture("a", "ssh://root@127.0.0.2:2222"),)
+    )
     assert list(known_fixtures(home, production)) == ["a"]
 
 
@@ -47,8 +53,9 @@ def audit(tmp_path):
 
 
 def start(audit: AuditLog, serial: str):
-    return audit.start_unit(serial=serial, profile="p", device="ssh://root@127.0.0.2:2222", operator="o",
-                            station="s")
+    return audit.start_unit(
+        serial=serial, profile="p", device="ssh://root@127.0.0.2:2222", operator="o", station="s"
+    )
 
 
 def test_refusals_read_as_one_outcome(audit):
@@ -77,7 +84,9 @@ def test_a_units_end_is_read_back_from_the_audit_log(audit):
     aborted = start(audit, "S4")
     audit.finish_unit(aborted.id, result="aborted", failed_step="identify", message="host key changed")
     closed = finished(audit, aborted.id, serial="S4")
-    assert closed.kind == Ending.ABORTED and not closed.resumable and "set the board aside" in closed.next_action
+    assert (
+        closed.kind == Ending.ABORTED and not closed.resumable and "set the board aside" in closed.next_action
+    )
     assert UnitOutcome(Ending.PASSED, "S5", "ok").passed
 
 
@@ -92,15 +101,27 @@ def test_an_engine_that_cannot_open_the_audit_log_refuses_to_start_boards_and_ne
     seen = []
     scheduler = Scheduler(home=home, config=StationConfig(name="t"), ca=ca, observer=seen.append)
     scheduler.start()
-    first = scheduler.submit(UnitJob(serial="202600000000001", device="ssh://root@127.0.0.2:2222",
-                                     profile=load_profile("welma-optee"), operator="o"))
+    first = scheduler.submit(
+        UnitJob(
+            serial="202600000000001",
+            device="ssh://root@127.0.0.2:2222",
+            profile=load_profile("welma-optee"),
+            operator="o",
+        )
+    )
     assert scheduler.wait([first], 30)
     end = time.monotonic() + 30
     while scheduler.alive and time.monotonic() < end:  # its thread ends just after settling the board
         time.sleep(0.01)
     assert not scheduler.alive and scheduler.failure is not None
-    later = scheduler.submit(UnitJob(serial="202600000000002", device="ssh://root@127.0.0.2:2222",
-                                     profile=load_profile("welma-optee"), operator="o"))
+    later = scheduler.submit(
+        UnitJob(
+            serial="202600000000002",
+            device="ssh://root@127.0.0.2:2222",
+            profile=load_profile("welma-optee"),
+            operator="o",
+        )
+    )
     for number in (first, later):
         outcome = scheduler.outcome(number)
         assert outcome is not None and outcome.kind == Ending.NOT_STARTED
@@ -120,7 +141,9 @@ def test_workers_are_forks_of_the_fork_server_unless_told_to_spawn(monkeypatch):
     assert worker_context().get_start_method() == "spawn"
     assert worker_context("forkserver").get_start_method() == "forkserver"
     monkeypatch.setenv(START_METHOD_ENV, "fork")
-    with pytest.raises(StationError, match="STATION_WORKER_START='fork' is not a way to start a unit's worker here"):
+    with pytest.raises(
+        StationError, match="STATION_WORKER_START='fork' is not a way to start a unit's worker here"
+    ):
         worker_context()
 
 
@@ -158,8 +181,11 @@ def test_a_worker_asks_the_station_about_its_own_units_identity_only(tmp_path, a
     assert ask("unit_soc_id", unit_id=mine.id).soc_id == "0123ABCD"
     conflicts = ask("identity_conflicts", unit_id=mine.id, soc_id="0123ABCD", host_key_fingerprint=None)
     assert conflicts.same_soc_other_serial == () and conflicts.same_host_key_other_serial == ()
-    for method, args in (("record_soc_id", {"soc_id": "FFFF", "source": "x"}), ("unit_soc_id", {}),
-                         ("identity_conflicts", {"soc_id": "0123ABCD", "host_key_fingerprint": None})):
+    for method, args in (
+        ("record_soc_id", {"soc_id": "FFFF", "source": "x"}),
+        ("unit_soc_id", {}),
+        ("identity_conflicts", {"soc_id": "0123ABCD", "host_key_fingerprint": None}),
+    ):
         with pytest.raises(StationError, match="not its own"):
             ask(method, unit_id=other.id, **args)
     assert audit.unit_soc_id(other.id) is None

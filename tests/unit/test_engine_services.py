@@ -23,8 +23,9 @@ def audit(tmp_path):
 
 
 def start(audit: AuditLog, serial: str) -> int:
-    return audit.start_unit(serial=serial, profile="p", device="ssh://root@127.0.0.2:2222", operator="o",
-                            station="s").id
+    return audit.start_unit(
+        serial=serial, profile="p", device="ssh://root@127.0.0.2:2222", operator="o", station="s"
+    ).id
 
 
 def test_grouped_commits_belong_to_the_thread_that_asked(audit):
@@ -84,9 +85,18 @@ def test_many_units_calls_are_flushed_once_and_answered_only_after_the_flush(aud
     replies = [sent.get(timeout=WAIT_S) for _ in units]
     desk.close(WAIT_S)
     assert all(isinstance(reply, Reply) for reply in replies)
-    assert journal == [("answered", 1), ("flush", 0), ("sent", 1),
-                       ("answered", 2), ("answered", 3), ("answered", 4), ("flush", 0),
-                       ("sent", 2), ("sent", 3), ("sent", 4)]
+    assert journal == [
+        ("answered", 1),
+        ("flush", 0),
+        ("sent", 1),
+        ("answered", 2),
+        ("answered", 3),
+        ("answered", 4),
+        ("flush", 0),
+        ("sent", 2),
+        ("sent", 3),
+        ("sent", 4),
+    ]
     assert [audit.unit(unit).host_key_fingerprint for unit in units] == [f"SHA256:{n}" for n in range(1, 5)]
 
 
@@ -99,8 +109,9 @@ def test_a_failed_flush_lets_no_write_answer_out(audit, monkeypatch):
 
     monkeypatch.setattr(audit, "make_durable", flush)
     sent: queue.SimpleQueue[Reply | Refusal] = queue.SimpleQueue()
-    desk: ServiceDesk[int] = ServiceDesk(audit, lambda unit, call: f"answer {call.number}",
-                                         lambda unit, message: sent.put(message))  # type: ignore[arg-type]
+    desk: ServiceDesk[int] = ServiceDesk(
+        audit, lambda unit, call: f"answer {call.number}", lambda unit, message: sent.put(message)
+    )  # type: ignore[arg-type]
     desk.put(unit, Call(1, "audit", "unit", {"unit_id": unit}))
     desk.put(unit, Call(2, "ca", "issue", {"unit_id": unit}))
     answers = {message.number: message for message in (sent.get(timeout=WAIT_S), sent.get(timeout=WAIT_S))}
@@ -154,6 +165,14 @@ def test_a_call_that_needs_no_flush_is_answered_at_once_not_after_the_groups_flu
     for _ in range(4):
         sent.get(timeout=WAIT_S)
     desk.close(WAIT_S)
-    assert journal == [("answered", 1), ("sent", 1),
-                       ("answered", 2), ("answered", 3), ("sent", 3), ("answered", 4), ("sent", 4),
-                       ("flush", 0), ("sent", 2)]
+    assert journal == [
+        ("answered", 1),
+        ("sent", 1),
+        ("answered", 2),
+        ("answered", 3),
+        ("sent", 3),
+        ("answered", 4),
+        ("sent", 4),
+        ("flush", 0),
+        ("sent", 2),
+    ]

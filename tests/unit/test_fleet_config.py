@@ -28,14 +28,22 @@ def test_a_fleet_section_is_read_with_its_defaults(tmp_path):
     path = tmp_path / "station.toml"
     path.write_text('[station]\nname = "st1"\n\n[fleet]\ndsn = "postgresql://fleet_st_st1@db:5432/fleet"\n')
     fleet = load_config(path).fleet
-    assert fleet == FleetConfig(dsn="postgresql://fleet_st_st1@db:5432/fleet", station_name="st1", line="",
-                                offline="allow-and-flag", passfile=tmp_path / "fleet" / "pgpass")
+    assert fleet == FleetConfig(
+        dsn="postgresql://fleet_st_st1@db:5432/fleet",
+        station_name="st1",
+        line="",
+        offline="allow-and-flag",
+        passfile=tmp_path / "fleet" / "pgpass",
+    )
 
 
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ('offline = "sometimes"\ndsn = "postgresql://a@b/c"\n', r"line \d+: fleet.offline: must be one of allow-and-flag, refuse"),
+        (
+            'offline = "sometimes"\ndsn = "postgresql://a@b/c"\n',
+            r"line \d+: fleet.offline: must be one of allow-and-flag, refuse",
+        ),
         ('dsn = "postgresql://a:secret@b/c"\n', r"fleet.dsn: must not contain a password"),
         ('dsn = "mysql://a@b/c"\n', r"fleet.dsn: must be a URL postgresql://"),
         ('line = "L1"\n', r"needs dsn"),
@@ -52,14 +60,20 @@ def test_a_bad_fleet_section_names_file_line_and_what_to_do(tmp_path, body, expe
 
 def test_fleet_init_writes_or_replaces_only_the_fleet_section(tmp_path):
     path = tmp_path / "station.toml"
-    path.write_text('[station]\nname = "st1"\n\n[fleet]\ndsn = "postgresql://old@x/y"\nline = "L0"\n\n'
-                    '[[fixture]]\nname = "A"\ndevice = "ssh://root@127.0.0.2:2222"\n')
-    fleet = FleetConfig(dsn="postgresql://fleet_st_st1@db:5432/fleet", station_name="st1", line="L3",
-                        offline="refuse")
+    path.write_text(
+        '[station]\nname = "st1"\n\n[fleet]\ndsn = "postgresql://old@x/y"\nline = "L0"\n\n'
+        '[[fixture]]\nname = "A"\ndevice = "ssh://root@127.0.0.2:2222"\n'
+    )
+    fleet = FleetConfig(
+        dsn="postgresql://fleet_st_st1@db:5432/fleet", station_name="st1", line="L3", offline="refuse"
+    )
     write_fleet_section(path, fleet)
     config = load_config(path)
     assert config.fleet is not None and (config.fleet.dsn, config.fleet.line, config.fleet.offline) == (
-        fleet.dsn, "L3", "refuse")
+        fleet.dsn,
+        "L3",
+        "refuse",
+    )
     assert [f.name for f in config.fixtures] == ["A"] and config.name == "st1"
     assert path.read_text().count("[fleet]") == 1
 
@@ -67,7 +81,8 @@ def test_fleet_init_writes_or_replaces_only_the_fleet_section(tmp_path):
 def test_the_station_dsn_keeps_host_database_and_tls_options_but_takes_the_station_role():
     admin = "postgresql://fleet_admin@db.plant:5433/fleet?sslmode=verify-full&sslrootcert=/etc/ca.pem"
     assert station_dsn(admin, "fleet_st_l3_1") == (
-        "postgresql://fleet_st_l3_1@db.plant:5433/fleet?sslmode=verify-full&sslrootcert=/etc/ca.pem")
+        "postgresql://fleet_st_l3_1@db.plant:5433/fleet?sslmode=verify-full&sslrootcert=/etc/ca.pem"
+    )
     assert redact("postgresql://u:s3cret@h/d") == "postgresql://u:***@h/d"
 
 
@@ -89,7 +104,10 @@ def test_the_scram_verifier_is_what_postgresql_computes_for_the_password():
     stored, server = keys.split(":")
     salted = hashlib.pbkdf2_hmac("sha256", b"pencil", base64.b64decode(salt), int(iterations))
     assert method == "SCRAM-SHA-256" and iterations == "4096"
-    assert base64.b64decode(stored) == hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    assert (
+        base64.b64decode(stored)
+        == hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    )
     assert base64.b64decode(server) == hmac.new(salted, b"Server Key", "sha256").digest()
     assert "pencil" not in verifier
 

@@ -22,15 +22,22 @@ def recorded_listing(flow) -> Exchange:
 def test_the_recorded_key_flags_are_reported_not_claimed_as_proven(flow):
     result = flow.provision()
     (keygen,) = [r for r in flow.steps(result.unit) if r.step == "keygen"]
-    assert "reported by the board: key flags always sensitive, local, never extractable, sensitive" in keygen.excerpt
+    assert (
+        "reported by the board: key flags always sensitive, local, never extractable, sensitive"
+        in keygen.excerpt
+    )
 
 
 @pytest.mark.parametrize("flag", ["sensitive", "always sensitive", "never extractable", "local"])
-def test_a_key_missing_a_protection_flag_fails_keygen_and_the_board_is_set_aside(flow, recorded_listing, flag):
+def test_a_key_missing_a_protection_flag_fails_keygen_and_the_board_is_set_aside(
+    flow, recorded_listing, flag
+):
     access = "sensitive, always sensitive, never extractable, local"
     weaker = ", ".join(f for f in access.split(", ") if f != flag)
-    flow.board.fail("--list-objects", answer=replace(recorded_listing,
-                                                     stdout=recorded_listing.stdout.replace(access, weaker)))
+    flow.board.fail(
+        "--list-objects",
+        answer=replace(recorded_listing, stdout=recorded_listing.stdout.replace(access, weaker)),
+    )
     result = flow.provision()
     assert not result.passed and result.failed_step == "keygen"
     assert "is not protected as it must be" in result.message and "set the board aside" in result.message
@@ -46,8 +53,10 @@ def test_two_keys_with_the_units_label_fail_keygen(flow, refusals):
 
 
 def test_a_key_under_another_label_is_not_taken_for_the_units_key(flow, recorded_listing):
-    flow.board.fail("--list-objects", answer=replace(recorded_listing,
-                                                     stdout=recorded_listing.stdout.replace("key0", "key1")))
+    flow.board.fail(
+        "--list-objects",
+        answer=replace(recorded_listing, stdout=recorded_listing.stdout.replace("key0", "key1")),
+    )
     result = flow.provision()
     assert not result.passed and result.failed_step == "keygen"
     assert "holds 0 private keys labelled key0" in result.message

@@ -12,8 +12,9 @@ DROPS = "get /tmp/key0.csr"
 
 def test_a_board_that_changes_its_key_mid_unit_aborts_the_unit(flow):
     # The link drops while the CSR is fetched; when it is reopened another machine answers at the address.
-    flow.board.fail(DROPS, raises=LinkLost("connection reset by peer"),
-                    action=lambda: flow.board.rekey(OTHER_KEY))
+    flow.board.fail(
+        DROPS, raises=LinkLost("connection reset by peer"), action=lambda: flow.board.rekey(OTHER_KEY)
+    )
     result = flow.provision()
     assert not result.passed and result.failed_step == "fetch_csr"
     assert flow.audit.unit(result.unit.id).state == "aborted"
@@ -24,8 +25,9 @@ def test_a_board_that_changes_its_key_mid_unit_aborts_the_unit(flow):
 
 def test_the_next_unit_of_an_aborted_board_inherits_its_pinned_key(flow):
     pinned = flow.board.host_key()[1]
-    flow.board.fail(DROPS, raises=LinkLost("connection reset by peer"),
-                    action=lambda: flow.board.rekey(OTHER_KEY))
+    flow.board.fail(
+        DROPS, raises=LinkLost("connection reset by peer"), action=lambda: flow.board.rekey(OTHER_KEY)
+    )
     aborted = flow.provision()
     assert aborted.unit.state == "aborted"
 
@@ -40,8 +42,9 @@ def test_the_next_unit_of_an_aborted_board_inherits_its_pinned_key(flow):
 
 
 def test_an_explicit_re_onboarding_pins_the_boards_new_key(flow):
-    flow.board.fail(DROPS, raises=LinkLost("connection reset by peer"),
-                    action=lambda: flow.board.rekey(OTHER_KEY))
+    flow.board.fail(
+        DROPS, raises=LinkLost("connection reset by peer"), action=lambda: flow.board.rekey(OTHER_KEY)
+    )
     flow.provision()
     result = flow.provision(reprovision_reason="board re-imaged by repair (ticket 4711)")
     assert result.passed, result.message

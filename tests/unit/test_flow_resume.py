@@ -46,7 +46,9 @@ def fail_in(flow, step: str) -> None:
         flow.ca.issue_device_certificate = refuse_once  # type: ignore[method-assign]
     else:
         retries = flow.profile.policy(step).retries
-        flow.board.fail(LINK_CALL_IN_STEP[step], raises=LinkLost("connection reset by peer"), times=retries + 1)
+        flow.board.fail(
+            LINK_CALL_IN_STEP[step], raises=LinkLost("connection reset by peer"), times=retries + 1
+        )
 
 
 def test_the_resume_map_covers_every_step(flow):
@@ -63,8 +65,10 @@ def test_a_failed_unit_resumes_from_its_steps_resume_point(flow, step):
     assert resumed.passed, resumed.message
     assert resumed.unit.id == failed.unit.id and resumed.unit.attempt == failed.unit.attempt + 1
     steps = list(flow.profile.step_names())
-    again = steps[steps.index(RESUMES_FROM[step]):]
-    assert flow.started_steps() == ["identify", "guard"] + [s for s in again if s not in ("identify", "guard")]
+    again = steps[steps.index(RESUMES_FROM[step]) :]
+    assert flow.started_steps() == ["identify", "guard"] + [
+        s for s in again if s not in ("identify", "guard")
+    ]
 
 
 def test_a_unit_that_failed_after_signing_resumes_with_a_new_key_and_its_certificate_revoked(flow):

@@ -12,8 +12,11 @@ from tests.helpers.transcripts import Exchange
 STEPS = sorted(LINK_CALL_IN_STEP)
 
 
-@pytest.mark.parametrize("error", [LinkLost("connection reset by peer"), CommandTimedOut("no answer within 5 s")],
-                         ids=["link-lost", "timed-out"])
+@pytest.mark.parametrize(
+    "error",
+    [LinkLost("connection reset by peer"), CommandTimedOut("no answer within 5 s")],
+    ids=["link-lost", "timed-out"],
+)
 @pytest.mark.parametrize("step", STEPS)
 def test_a_transient_failure_is_retried_when_the_profile_allows_it(flow, step, error):
     flow.board.fail(LINK_CALL_IN_STEP[step], raises=error)
@@ -43,7 +46,7 @@ def test_the_link_is_reopened_after_a_lost_connection_before_the_step_is_tried_a
     assert result.passed, result.message
     calls = flow.board.calls
     lost = calls.index("put /var/lib/key0.cert")
-    assert calls[lost + 1:lost + 3] == ["close", "open"]
+    assert calls[lost + 1 : lost + 3] == ["close", "open"]
 
 
 def test_a_command_the_board_refuses_fails_at_once_even_where_retries_are_allowed(flow, refusals):

@@ -40,25 +40,60 @@ REFERENCE_SERIAL = "202600000000001"
 REFERENCE_SUBJECT = f"/CN=serial:{REFERENCE_SERIAL}/"
 
 SHELL_META = list(";&|$()`<>*?[]{}~!#'\"\\ =%^,\t\n\r\x00\x1b\x7f")
-LOOKALIKES = ["é", "ü", "ß", "٣", "０", "；", "｜", "＄", "\u202e", "\u200b", "\ufeff", "\u2028", "😀", "ﬁ", "İ"]
+LOOKALIKES = [
+    "é",
+    "ü",
+    "ß",
+    "٣",
+    "０",
+    "；",
+    "｜",
+    "＄",
+    "\u202e",
+    "\u200b",
+    "\ufeff",
+    "\u2028",
+    "😀",
+    "ﬁ",
+    "İ",
+]
 ALPHABET = st.sampled_from(SHELL_META + LOOKALIKES) | st.characters(codec="utf-8")
 
 
 def hostile_serials(canary: Path) -> st.SearchStrategy[str]:
     touch = f"touch {canary}"
-    payloads = [f"$({touch})", f"`{touch}`", f";{touch}", f"|{touch}", f"&&{touch}", f"\n{touch}",
-                f"'; {touch}; '", f'"; {touch}; "', f"$(IFS=_;{touch})", f"${{IFS}}{touch}", f"\x00{touch}"]
+    payloads = [
+        f"$({touch})",
+        f"`{touch}`",
+        f";{touch}",
+        f"|{touch}",
+        f"&&{touch}",
+        f"\n{touch}",
+        f"'; {touch}; '",
+        f'"; {touch}; "',
+        f"$(IFS=_;{touch})",
+        f"${{IFS}}{touch}",
+        f"\x00{touch}",
+    ]
     digits = st.from_regex(r"[0-9]{15}", fullmatch=True)
     allowed = st.from_regex(r"[A-Za-z0-9._:/+-]{1,64}", fullmatch=True)
     return st.one_of(
         st.text(ALPHABET, max_size=40),
-        st.builds(lambda a, p, b: a + p + b, digits | st.text(ALPHABET, max_size=8),
-                  st.sampled_from(payloads), st.text(ALPHABET, max_size=8)),
+        st.builds(
+            lambda a, p, b: a + p + b,
+            digits | st.text(ALPHABET, max_size=8),
+            st.sampled_from(payloads),
+            st.text(ALPHABET, max_size=8),
+        ),
         st.text(ALPHABET, min_size=MAX_SERIAL_LENGTH - 2, max_size=300),
         digits,
         allowed,
-        st.builds(lambda good, bad, at: good[:at] + bad + good[at:], digits | allowed,
-                  st.sampled_from(SHELL_META + LOOKALIKES), st.integers(0, 64)),
+        st.builds(
+            lambda good, bad, at: good[:at] + bad + good[at:],
+            digits | allowed,
+            st.sampled_from(SHELL_META + LOOKALIKES),
+            st.integers(0, 64),
+        ),
     )
 
 
@@ -89,12 +124,21 @@ class Shell:
         if not self.pending:
             return
         script = "".join(f"{line}; printf '{RECORD_END}'\n" for line, _, _ in self.pending)
-        done = subprocess.run(["sh"], input=script.encode("utf-8"), capture_output=True, cwd=self.workdir,
-                              env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"}, timeout=SH_TIMEOUT_S, check=False)
+        done = subprocess.run(
+            ["sh"],
+            input=script.encode("utf-8"),
+            capture_output=True,
+            cwd=self.workdir,
+            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+            timeout=SH_TIMEOUT_S,
+            check=False,
+        )
         records = done.stdout.decode("utf-8", "surrogateescape").split(RECORD_END)
         if len(records) != len(self.pending) + 1 or records[-1] or done.stderr:
-            self.mismatches.append(f"sh printed {len(records) - 1} records for {len(self.pending)} lines "
-                                   f"(stderr {done.stderr[:300]!r})")
+            self.mismatches.append(
+                f"sh printed {len(records) - 1} records for {len(self.pending)} lines "
+                f"(stderr {done.stderr[:300]!r})"
+            )
         for (line, argv, what), record in zip(self.pending, records, strict=False):
             words = record.split("\0")
             if words[-1] != "" or words[:-1] != argv:
@@ -116,8 +160,12 @@ def test_ten_thousand_hostile_serials_are_refused_or_reach_the_shell_as_one_word
     shell = Shell(workdir)
     tally = {"examples": 0, "refused": 0, "accepted": 0, "quoted": 0, "unquotable": 0}
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(serial=hostile_serials(canary))
     def check(serial: str) -> None:
         tally["examples"] += 1
@@ -134,10 +182,14 @@ def test_ten_thousand_hostile_serials_are_refused_or_reach_the_shell_as_one_word
             # The serial reaches the device inside exactly one word of the real command line: the
             # same argument vector as for a plain serial, with only the subject word different.
             cmd = profile.command("csr", serial=serial)
-            expected = [f"/CN=serial:{serial}/" if word == REFERENCE_SUBJECT else word
-                        for word in profile.command("csr", serial=REFERENCE_SERIAL).argv]
+            expected = [
+                f"/CN=serial:{serial}/" if word == REFERENCE_SUBJECT else word
+                for word in profile.command("csr", serial=REFERENCE_SERIAL).argv
+            ]
             assert list(cmd.argv) == expected, cmd.argv
-            shell.expect(printed(cmd.argv, dict(cmd.env)), list(cmd.argv), f"{profile.name} csr for {serial!r}")
+            shell.expect(
+                printed(cmd.argv, dict(cmd.env)), list(cmd.argv), f"{profile.name} csr for {serial!r}"
+            )
         # Quoting on its own, for any value: one word, byte for byte — or refused if it cannot be.
         try:
             line = printed((serial,))
@@ -159,7 +211,9 @@ def test_ten_thousand_hostile_serials_are_refused_or_reach_the_shell_as_one_word
     print(f"hostile serials: {tally}; {shell.lines_run} command lines checked by sh")
 
 
-@pytest.mark.parametrize("serial", ["$(touch CANARY)", "`touch CANARY`", "1;touch CANARY", "a'b", 'a"b', "\\"])
+@pytest.mark.parametrize(
+    "serial", ["$(touch CANARY)", "`touch CANARY`", "1;touch CANARY", "a'b", 'a"b', "\\"]
+)
 def test_the_shell_check_itself_notices_an_unquoted_value(tmp_path: Path, serial: str) -> None:
     # The batch check must be able to fail: the same value pasted in unquoted is caught.
     shell = Shell(tmp_path)

@@ -28,8 +28,13 @@ ZBARIMG_TIMEOUT_S = 30
 def zbar(path) -> list[str]:
     zbarimg = shutil.which("zbarimg")
     assert zbarimg, "zbarimg is missing — install Debian's zbar-tools"
-    done = subprocess.run([zbarimg, "--quiet", "--raw", str(path)], capture_output=True, text=True,
-                          timeout=ZBARIMG_TIMEOUT_S, check=False)
+    done = subprocess.run(
+        [zbarimg, "--quiet", "--raw", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=ZBARIMG_TIMEOUT_S,
+        check=False,
+    )
     return done.stdout.split()
 
 

@@ -19,22 +19,32 @@ def manifest(tmp_path: Path, text: str) -> Path:
 
 
 def test_an_existing_manifest_reads_as_before(tmp_path: Path) -> None:
-    jobs = read_manifest(manifest(tmp_path, "serial,device,fixture\n202600000000001,ssh://root@h:22,A1\n"
-                                            "202600000000002,sim-01\n"), fixtures=FIXTURES)
-    assert jobs == [BatchJob("202600000000001", "ssh://root@h:22", "A1", 2),
-                    BatchJob("202600000000002", FIXTURES["sim-01"], "sim-01", 3)]
+    jobs = read_manifest(
+        manifest(
+            tmp_path, "serial,device,fixture\n202600000000001,ssh://root@h:22,A1\n202600000000002,sim-01\n"
+        ),
+        fixtures=FIXTURES,
+    )
+    assert jobs == [
+        BatchJob("202600000000001", "ssh://root@h:22", "A1", 2),
+        BatchJob("202600000000002", FIXTURES["sim-01"], "sim-01", 3),
+    ]
 
 
 def test_a_fourth_column_names_each_boards_order(tmp_path: Path) -> None:
-    jobs = read_manifest(manifest(tmp_path, "202600000000001,sim-01,,WO-1\n202600000000002,sim-01\n"),
-                         fixtures=FIXTURES)
+    jobs = read_manifest(
+        manifest(tmp_path, "202600000000001,sim-01,,WO-1\n202600000000002,sim-01\n"), fixtures=FIXTURES
+    )
     assert [(job.serial, job.fixture, job.order) for job in jobs] == [
-        ("202600000000001", "sim-01", "WO-1"), ("202600000000002", "sim-01", None)]
+        ("202600000000001", "sim-01", "WO-1"),
+        ("202600000000002", "sim-01", None),
+    ]
 
 
 def test_a_header_may_put_the_columns_in_any_order(tmp_path: Path) -> None:
-    (job,) = read_manifest(manifest(tmp_path, "order,device,serial\nWO-9,sim-01,202600000000009\n"),
-                           fixtures=FIXTURES)
+    (job,) = read_manifest(
+        manifest(tmp_path, "order,device,serial\nWO-9,sim-01,202600000000009\n"), fixtures=FIXTURES
+    )
     assert (job.serial, job.device, job.order, job.line) == ("202600000000009", FIXTURES["sim-01"], "WO-9", 2)
 
 

@@ -20,11 +20,12 @@ def status(code: int | str) -> bytes:
 
 def whole_text_answer(stream: bytes) -> tuple[bytes, int, bytes] | None:
     """What the link's regular expression found on the whole received text before the scanner."""
-    found = re.search(rb"__BEGIN_" + NONCE.encode() + rb"__\n(.*?)__RC_" + NONCE.encode() + rb"_(\d+)__",
-                      stream, re.DOTALL)
+    found = re.search(
+        rb"__BEGIN_" + NONCE.encode() + rb"__\n(.*?)__RC_" + NONCE.encode() + rb"_(\d+)__", stream, re.DOTALL
+    )
     if found is None:
         return None
-    return found.group(1), int(found.group(2)), stream[found.end():]
+    return found.group(1), int(found.group(2)), stream[found.end() :]
 
 
 def scan(stream: bytes, pieces: list[int]) -> MarkerScanner:

@@ -18,7 +18,11 @@ def test_tls_proof_dial_address_and_port_are_read_from_station_toml(tmp_path):
     path = tmp_path / "station.toml"
     path.write_text('[tls_proof]\nlisten_address = "127.0.0.1"\ndial_address = "10.0.2.100"\nport = 8443\n')
     config = load_config(path)
-    assert (config.tls_listen_address, config.tls_dial_address, config.tls_port) == ("127.0.0.1", "10.0.2.100", 8443)
+    assert (config.tls_listen_address, config.tls_dial_address, config.tls_port) == (
+        "127.0.0.1",
+        "10.0.2.100",
+        8443,
+    )
 
 
 def test_tls_proof_defaults_are_the_listen_address_and_a_free_port(tmp_path):
@@ -32,10 +36,10 @@ def test_tls_proof_defaults_are_the_listen_address_and_a_free_port(tmp_path):
     ("text", "expected"),
     [
         ("[tls_proof]\nport = 70000\n", r"line 2: tls_proof\.port: must be a TCP port"),
-        ("[tls_proof]\nport = \"8443\"\n", r"line 2: tls_proof\.port"),
+        ('[tls_proof]\nport = "8443"\n', r"line 2: tls_proof\.port"),
         ("[tls_proof]\nport = true\n", r"line 2: tls_proof\.port"),
         ("[tls_proof]\ndial_address = 10\n", r"line 2: tls_proof\.dial_address"),
-        ("[tls_proof]\ndial = \"10.0.2.100\"\n", r"tls_proof\.dial: .*dial_address"),
+        ('[tls_proof]\ndial = "10.0.2.100"\n', r"tls_proof\.dial: .*dial_address"),
     ],
 )
 def test_bad_tls_proof_settings_name_the_line(tmp_path, text, expected):
@@ -62,7 +66,9 @@ def test_optee_faults_are_named_and_unknown_ones_refused():
 
 
 def test_the_cache_key_covers_the_pinned_tarballs_and_refuses_a_changed_one(tmp_path):
-    assert optee_build.cache_key(None) == optee_build.cache_key(tmp_path)  # absent tarballs: pinned names count
+    assert optee_build.cache_key(None) == optee_build.cache_key(
+        tmp_path
+    )  # absent tarballs: pinned names count
     (tmp_path / "optee_os-4.10.0.tar.xz").write_bytes(b"not the release")
     with pytest.raises(StationError, match="not the pinned"):
         optee_build.cache_key(tmp_path)
@@ -105,7 +111,9 @@ def test_a_fixed_tls_proof_port_held_by_another_unit_is_waited_for_then_used(tmp
     from station.steps import TLS_PORT_BUSY, StepFailed, TlsProofListener, _listen
     from station.transport.base import Deadline
 
-    listener = TlsProofListener(CertificateAuthority.init(tmp_path / "ca", passphrase=b"unit test passphrase"))
+    listener = TlsProofListener(
+        CertificateAuthority.init(tmp_path / "ca", passphrase=b"unit test passphrase")
+    )
     with socket.create_server(("127.0.0.1", 0)) as held:
         port = held.getsockname()[1]
         with pytest.raises(StationError, match=f"^{TLS_PORT_BUSY} 127.0.0.1:{port} is in use"):
@@ -178,14 +186,19 @@ def test_a_local_tarball_with_another_checksum_is_refused_naming_the_file(tmp_pa
 def test_upstream_tag_archive_urls_and_download_names_are_the_pinned_tags():
     by_name = {source.workdir: source for source in optee_build.PINNED_SOURCES}
     assert by_name["optee_os"].url == "https://github.com/OP-TEE/optee_os/archive/refs/tags/4.10.0.tar.gz"
-    assert by_name["optee_client"].url == "https://github.com/OP-TEE/optee_client/archive/refs/tags/4.10.0.tar.gz"
+    assert (
+        by_name["optee_client"].url
+        == "https://github.com/OP-TEE/optee_client/archive/refs/tags/4.10.0.tar.gz"
+    )
     assert by_name["tfa"].url == (
         "https://github.com/ARM-software/arm-trusted-firmware/archive/refs/tags/lts-v2.14.6.tar.gz"
     )
     # What build.sh looks for in OPTEE_DOWNLOADS (its src(): optee_os-$REF, optee_client-$REF, trusted-firmware-a-$REF).
     assert [s.download for s in optee_build.PINNED_SOURCES] == [
-        "optee_os-4.10.0.tar.gz", "optee_client-4.10.0.tar.gz", "trusted-firmware-a-lts-v2.14.6.tar.gz",
-    ]  # fmt: skip
+        "optee_os-4.10.0.tar.gz",
+        "optee_client-4.10.0.tar.gz",
+        "trusted-firmware-a-lts-v2.14.6.tar.gz",
+    ]
     script = (Path(optee_build.__file__).parent / "optee" / "build.sh").read_text()
     assert '"${OPTEE_DOWNLOADS:-/nonexistent}/$t.tar.gz"' in script and "git clone" not in script
 
@@ -234,12 +247,16 @@ def test_a_tampered_download_is_refused_and_nothing_is_kept(tmp_path):
     archive = tmp_path / "served.tar.gz"
     _repack(_kit() / source.tarball, archive, top="optee_client-4.10.0", mode="gz", change=b"x")
     with pytest.raises(StationError) as caught:
-        optee_build.download(source, tmp_path / "downloads", opener=_Served(archive.read_bytes()), progress=lambda _: None)
+        optee_build.download(
+            source, tmp_path / "downloads", opener=_Served(archive.read_bytes()), progress=lambda _: None
+        )
     message = str(caught.value)
     assert source.url in message and "optee_client-4.10.0.tar.gz" in message and "OPTEE_SOURCES" in message
     assert list((tmp_path / "downloads").iterdir()) == []
     with pytest.raises(StationError, match="not a readable source archive"):
-        optee_build.download(source, tmp_path / "downloads", opener=_Served(b"<html>404</html>"), progress=lambda _: None)
+        optee_build.download(
+            source, tmp_path / "downloads", opener=_Served(b"<html>404</html>"), progress=lambda _: None
+        )
     assert list((tmp_path / "downloads").iterdir()) == []
 
 

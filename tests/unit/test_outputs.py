@@ -120,9 +120,24 @@ def test_station_audit_export_writes_0640_whatever_the_umask(tmp_path):
     for fmt in ("csv", "jsonl", "pdf"):
         out = tmp_path / f"units.{fmt}"
         run = subprocess.run(
-            [sys.executable, "-c", "import os, sys; os.umask(0o022); from station.cli import main; "
-             "sys.exit(main(sys.argv[1:]))", "--home", str(station_home.root), "audit", "export", "--format", fmt,
-             "--out", str(out)],
-            capture_output=True, text=True, timeout=120, check=False, env={**os.environ})
+            [
+                sys.executable,
+                "-c",
+                "import os, sys; os.umask(0o022); from station.cli import main; sys.exit(main(sys.argv[1:]))",
+                "--home",
+                str(station_home.root),
+                "audit",
+                "export",
+                "--format",
+                fmt,
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ},
+        )
         assert run.returncode == 0, run.stderr
         assert stat.S_IMODE(out.stat().st_mode) == 0o640, fmt

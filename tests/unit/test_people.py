@@ -71,8 +71,12 @@ def test_a_credential_is_stored_salted_and_hashed_in_a_private_file_with_the_sam
 ):
     people = store(home, audit, clock)
     person = people.enrol("Quinn Lee", Role.QUALITY, QUINN_PIN, by=ADMIN)
-    assert (person.name, person.role, person.kind, person.enrolled_by) == ("Quinn Lee", Role.QUALITY,
-                                                                            CredentialKind.PIN, "root")
+    assert (person.name, person.role, person.kind, person.enrolled_by) == (
+        "Quinn Lee",
+        Role.QUALITY,
+        CredentialKind.PIN,
+        "root",
+    )
     path = people_path(home)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.stat().st_uid == home.root.stat().st_uid
     raw = path.read_bytes()
@@ -85,15 +89,24 @@ def test_a_credential_is_stored_salted_and_hashed_in_a_private_file_with_the_sam
     assert len(set(hashes)) == 2
     # The audit log names who enrolled whom, never the secret.
     event = people_events(audit, person="Quinn Lee")[0]
-    assert (event.action, event.person, event.role, event.by) == ("enrolled", "Quinn Lee", Role.QUALITY.value, "root")
+    assert (event.action, event.person, event.role, event.by) == (
+        "enrolled",
+        "Quinn Lee",
+        Role.QUALITY.value,
+        "root",
+    )
     assert QUINN_PIN.encode() not in home.audit_db.read_bytes()
     assert audit.verify().ok
 
 
 def test_weak_or_odd_credentials_and_duplicate_names_are_refused_with_what_to_do(home, audit, clock):
     people = store(home, audit, clock)
-    for secret, words in (("12", "at least 4"), ("0000", "repeat one character"), (" 4829", "start or end"),
-                          ("quinn", "the person's name")):
+    for secret, words in (
+        ("12", "at least 4"),
+        ("0000", "repeat one character"),
+        (" 4829", "start or end"),
+        ("quinn", "the person's name"),
+    ):
         with pytest.raises(PeopleError, match=words):
             people.enrol("Quinn", Role.QUALITY, secret, by=ADMIN)
     with pytest.raises(PeopleError, match="at least 6"):
@@ -109,11 +122,13 @@ def test_only_an_administrator_enrols_resets_removes_or_unlocks(home, audit, clo
     people.enrol("Quinn", Role.QUALITY, QUINN_PIN, by=ADMIN)
     quinn = Actor.for_person(people.verify("Quinn", QUINN_PIN, account=KIOSK), account=KIOSK)
     assert not quinn.administrator
-    for attempt in (lambda: people.enrol("Mallory", Role.ADMIN, "777123", by=quinn),
-                    lambda: people.reset("Quinn", "135792", by=quinn),
-                    lambda: people.remove("Quinn", by=quinn),
-                    lambda: people.unlock("Quinn", by=quinn),
-                    lambda: people.change("Quinn", "135792", by=quinn)):
+    for attempt in (
+        lambda: people.enrol("Mallory", Role.ADMIN, "777123", by=quinn),
+        lambda: people.reset("Quinn", "135792", by=quinn),
+        lambda: people.remove("Quinn", by=quinn),
+        lambda: people.unlock("Quinn", by=quinn),
+        lambda: people.change("Quinn", "135792", by=quinn),
+    ):
         with pytest.raises(PeopleError, match="needs an administrator"):
             attempt()
     assert people.get("Mallory") is None
@@ -180,7 +195,14 @@ def test_wrong_credentials_lock_the_person_out_and_the_lockout_survives_a_fresh_
     clock.now += 600
     assert again.verify("Quinn", QUINN_PIN, account=KIOSK).person == "Quinn"
     actions = [e.action for e in people_events(audit, person="Quinn")][::-1]
-    assert actions == ["enrolled", "sign_in_failed", "sign_in_failed", "locked_out", "sign_in_failed", "signed_in"]
+    assert actions == [
+        "enrolled",
+        "sign_in_failed",
+        "sign_in_failed",
+        "locked_out",
+        "sign_in_failed",
+        "signed_in",
+    ]
     assert all(QUINN_PIN not in e.detail and "111222" not in e.detail for e in people_events(audit))
 
 

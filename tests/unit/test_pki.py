@@ -285,22 +285,40 @@ def test_tutorial_openssl_req_ca_would_make_the_device_a_ca_the_station_does_not
     # The tutorial's Step 3 on the device, then its Step 4 on the workstation, with our CA's files.
     assert openssl("genrsa", "-out", tmp_path / "key0.pem", "2048").returncode == 0
     made = openssl(
-        "req", "-new", "-batch", "-key", tmp_path / "key0.pem", "-subj", f"/CN=serial:{SERIAL}/",
-        "-out", tmp_path / "key0.csr",
-    )  # fmt: skip
+        "req",
+        "-new",
+        "-batch",
+        "-key",
+        tmp_path / "key0.pem",
+        "-subj",
+        f"/CN=serial:{SERIAL}/",
+        "-out",
+        tmp_path / "key0.csr",
+    )
     assert made.returncode == 0, made.stderr
     tutorial = subprocess.run(
         [
-            "openssl", "req", "-CA", str(ec_ca.certificate_path), "-CAkey", str(ec_ca.key_path),
-            "-passin", "env:CA_PASS", "-in", str(tmp_path / "key0.csr"),
-            "-out", str(tmp_path / "tutorial.cert"), "-days", "3650",
+            "openssl",
+            "req",
+            "-CA",
+            str(ec_ca.certificate_path),
+            "-CAkey",
+            str(ec_ca.key_path),
+            "-passin",
+            "env:CA_PASS",
+            "-in",
+            str(tmp_path / "key0.csr"),
+            "-out",
+            str(tmp_path / "tutorial.cert"),
+            "-days",
+            "3650",
         ],
         env={**os.environ, "CA_PASS": PASSPHRASE.decode()},
         capture_output=True,
         text=True,
         timeout=OPENSSL_TIMEOUT_S,
         check=False,
-    )  # fmt: skip
+    )
     assert tutorial.returncode == 0, tutorial.stderr
     tutorial_cert = x509.load_pem_x509_certificate((tmp_path / "tutorial.cert").read_bytes())
     csr = x509.load_pem_x509_csr((tmp_path / "key0.csr").read_bytes())
@@ -687,7 +705,7 @@ def test_cli_import_reads_the_key_password_from_the_named_variable(
             str(cert),
             "--key-password-env",
             "OLD_CA_PASSWORD",
-        )  # fmt: skip
+        )
         == 0
     )
     assert CertificateAuthority.load(tmp_path / "home" / "ca", passphrase=PASSPHRASE).key_type == "rsa-2048"

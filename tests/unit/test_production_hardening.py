@@ -20,8 +20,9 @@ from station.profiles import load_profile, pin_weakness
 from station.shell import command
 
 
-@pytest.mark.parametrize("pin", ["1111", "0000", "111111", "00000000", "123456", "654321", "abcdef", "1234",
-                                 "58219", "12345678"])
+@pytest.mark.parametrize(
+    "pin", ["1111", "0000", "111111", "00000000", "123456", "654321", "abcdef", "1234", "58219", "12345678"]
+)
 def test_guessable_pins_are_weak(pin: str) -> None:
     assert pin_weakness(pin) is not None
 
@@ -32,17 +33,21 @@ def test_the_plants_own_pins_pass(pin: str) -> None:
 
 
 def test_a_production_station_refuses_a_profile_with_1111_class_pins_before_touching_anything(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     home = StationHome(tmp_path / "home").create()
     base = load_profile("welma-optee-ec")
-    weak = type(base)(**{**base.__dict__, "settings": {**base.settings, "so_pin": "11111111", "user_pin": "1111"}})
+    weak = type(base)(
+        **{**base.__dict__, "settings": {**base.settings, "so_pin": "11111111", "user_pin": "1111"}}
+    )
     with AuditLog(home.audit_db) as audit:
         # Work orders not required here: the PINs are what is refused.
         config = StationConfig(name="p", production=True, orders=OrdersConfig(required=False))
         provisioner = Provisioner(home=home, config=config, ca=None, audit=audit)  # type: ignore[arg-type]
         with pytest.raises(StationError) as refused:
-            provisioner.provision(serial="202600000000001", device="ssh://root@127.0.0.9:1", profile=weak,
-                                  operator="ines")
+            provisioner.provision(
+                serial="202600000000001", device="ssh://root@127.0.0.9:1", profile=weak, operator="ines"
+            )
         assert audit.units() == []
     text = str(refused.value)
     assert "so_pin repeats one character" in text and "user_pin is shorter than 6" in text
@@ -74,7 +79,12 @@ def test_a_home_open_to_others_is_made_private_and_said_so(tmp_path: Path) -> No
     (home.root / "exports").mkdir()
     export = home.root / "exports" / "march.csv"
     export.write_text("serial\n")
-    for path, mode in ((home.root, 0o755), (home.audit_db, 0o644), (home.root / "exports", 0o755), (export, 0o644)):
+    for path, mode in (
+        (home.root, 0o755),
+        (home.audit_db, 0o644),
+        (home.root / "exports", 0o755),
+        (export, 0o644),
+    ):
         os.chmod(path, mode)
     changes = secure_home(home)
     assert len(changes) == 4 and all("made private" in change for change in changes)

@@ -52,8 +52,19 @@ def test_step_list_is_data(optee, tmp_path):
 
 @pytest.mark.parametrize(
     "serial",
-    ["1;reboot", "$(id)", "`id`", "20260000000000\n1", "2" * 200, "20260000000000é", "", " 202600000000001",
-     "20260000000000", "2026000000000011", "abcdefghijklmno"],
+    [
+        "1;reboot",
+        "$(id)",
+        "`id`",
+        "20260000000000\n1",
+        "2" * 200,
+        "20260000000000é",
+        "",
+        " 202600000000001",
+        "20260000000000",
+        "2026000000000011",
+        "abcdefghijklmno",
+    ],
 )
 def test_hostile_or_wrong_serials_are_refused_with_a_reason(optee, serial):
     with pytest.raises(InvalidSerial) as refused:
@@ -84,9 +95,9 @@ def test_toml_syntax_error_names_file_and_line(tmp_path):
     [
         ('key_type = "rsa:2048"', 'key_type = "rsa:1024"', r"line \d+: profile.key_type"),
         ('serial_pattern = "^[0-9]{15}$"', 'serial_pattern = "^[0-9"', r"line \d+: profile.serial_pattern"),
-        ('timeout_s = 180', 'timeout_s = -1', r"line \d+: steps.keygen.timeout_s"),
+        ("timeout_s = 180", "timeout_s = -1", r"line \d+: steps.keygen.timeout_s"),
         ('"--pin", "{user_pin}"]\nlist', '"--pin", "{user_pn}"]\nlist', r"commands.keygen.*user_pn"),
-        ('reboot_after_wipe = true', 'reboot_after_wipe = "yes"', r"line \d+: profile.reboot_after_wipe"),
+        ("reboot_after_wipe = true", 'reboot_after_wipe = "yes"', r"line \d+: profile.reboot_after_wipe"),
     ],
 )
 def test_semantic_errors_name_file_line_and_key(tmp_path, old, new, expected):
@@ -108,8 +119,11 @@ def test_semantic_errors_name_file_line_and_key(tmp_path, old, new, expected):
 )
 def test_an_unknown_key_is_refused_with_file_line_and_key(tmp_path, old, new, key):
     path = write_variant(tmp_path, old, new)
-    line = next(number for number, text in enumerate(path.read_text().splitlines(), 1)
-                if text.startswith(key.rsplit(".", 1)[-1]) or text == f"[{key}]")
+    line = next(
+        number
+        for number, text in enumerate(path.read_text().splitlines(), 1)
+        if text.startswith(key.rsplit(".", 1)[-1]) or text == f"[{key}]"
+    )
     with pytest.raises(ConfigError, match=rf"broken\.toml, line {line}: {re.escape(key)}: is not a setting"):
         load_profile_file(path)
 

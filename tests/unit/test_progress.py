@@ -47,7 +47,9 @@ def test_a_failed_step_and_a_retry_keep_what_passed():
 def test_a_cancelled_step_without_its_own_finish_is_marked_failed():
     progress = UnitProgress(STEPS)
     progress.apply(event("step_started", "keygen"), now=0)
-    progress.apply(event("unit_finished", "keygen", outcome="failed", message="cancelled by the operator"), now=1)
+    progress.apply(
+        event("unit_finished", "keygen", outcome="failed", message="cancelled by the operator"), now=1
+    )
     assert progress.step("keygen").state == "failed"
     progress.finish(passed=False)
     assert progress.current is None

@@ -60,12 +60,27 @@ def home(tmp_path: Path) -> Iterator[Path]:
             unit = start(log, f"2026000000000{n:02d}", batch="B-17", operator="Zoë (shift 2)")
             began = clock()
             clock.advance(seconds=14 + n)
-            log.record_step(unit.id, step="keygen", attempt=1, outcome="passed", started_at=began,
-                            ended_at=clock(), excerpt=SECRET, message=SECRET)  # fmt: skip
+            log.record_step(
+                unit.id,
+                step="keygen",
+                attempt=1,
+                outcome="passed",
+                started_at=began,
+                ended_at=clock(),
+                excerpt=SECRET,
+                message=SECRET,
+            )
             log.record_certificate(unit.id, certificate_pem=make_certificate(f"serial:{n}"))
             if n in (3, 7):
-                log.record_step(unit.id, step="push", attempt=1, outcome="failed", started_at=clock(),
-                                ended_at=clock(), excerpt=SECRET)  # fmt: skip
+                log.record_step(
+                    unit.id,
+                    step="push",
+                    attempt=1,
+                    outcome="failed",
+                    started_at=clock(),
+                    ended_at=clock(),
+                    excerpt=SECRET,
+                )
                 log.finish_unit(
                     unit.id, result="failed", failed_step="push", message=f"push failed ({SECRET})"
                 )

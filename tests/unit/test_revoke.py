@@ -97,13 +97,41 @@ def test_revoked_and_superseded_certificates_reach_a_crl_that_openssl_verifies(
     log.finish_unit(again.id, result="passed")
     log.close()
 
-    assert main(["--home", str(home), "revoke", "--serial", "202600000000001", "--reason", "keyCompromise",
-                 "--by", "Q. Lead"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "--home",
+                str(home),
+                "revoke",
+                "--serial",
+                "202600000000001",
+                "--reason",
+                "keyCompromise",
+                "--by",
+                "Q. Lead",
+            ]
+        )
+        == 0
+    )
     said = capsys.readouterr().out
     assert f"Revoked certificate {compromised:x} of board 202600000000001" in said
     assert f"station --home {home} ca crl --out FILE" in said
-    assert main(["--home", str(home), "revoke", "--serial", "202600000000002", "--reason",
-                 "board scrapped after drop test", "--by", "Q. Lead"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "--home",
+                str(home),
+                "revoke",
+                "--serial",
+                "202600000000002",
+                "--reason",
+                "board scrapped after drop test",
+                "--by",
+                "Q. Lead",
+            ]
+        )
+        == 0
+    )
 
     crl_file = home / "crl.pem"
     assert main(["--home", str(home), "ca", "crl", "--out", str(crl_file)]) == 0

@@ -46,8 +46,13 @@ SHELLS = {
 
 def available_shells() -> list[object]:
     return [
-        pytest.param(line, id=name, marks=pytest.mark.skipif(
-            shutil.which(line.split()[0]) is None, reason=f"{name} is not installed"))
+        pytest.param(
+            line,
+            id=name,
+            marks=pytest.mark.skipif(
+                shutil.which(line.split()[0]) is None, reason=f"{name} is not installed"
+            ),
+        )
         for name, line in SHELLS.items()
     ]
 
@@ -160,8 +165,12 @@ def test_a_port_that_does_not_exist_is_named(tmp_path):
 
 def test_the_baud_rate_comes_from_the_address():
     cancel = threading.Event()
-    link = open_link(DeviceAddress.parse("serial:///dev/ttyUSB0?baud=9600"), identity_file="", pinned_host_key=None,
-                     cancel=cancel)
+    link = open_link(
+        DeviceAddress.parse("serial:///dev/ttyUSB0?baud=9600"),
+        identity_file="",
+        pinned_host_key=None,
+        cancel=cancel,
+    )
     assert isinstance(link, SerialLink) and link._baud == 9600
     assert SerialLink(DeviceAddress.parse("serial:///dev/ttyUSB0"), cancel=cancel)._baud == 115200
     with pytest.raises(LinkError, match="invalid baud rate"):
@@ -246,8 +255,12 @@ def test_a_kernel_line_cutting_into_a_line_is_removed(console, links):
     chatter = threading.Thread(target=kernel)
     chatter.start()
     try:
-        out = run(link, "sh", "-c", f"printf abc; touch {printed}; until [ -e {go_on} ]; do sleep 0.01; done; "
-                  "echo def").stdout
+        out = run(
+            link,
+            "sh",
+            "-c",
+            f"printf abc; touch {printed}; until [ -e {go_on} ]; do sleep 0.01; done; echo def",
+        ).stdout
     finally:
         chatter.join(10)
     assert out == "abcdef\n"
@@ -257,7 +270,9 @@ def test_a_dribbling_command_times_out_at_its_deadline_and_the_link_recovers(con
     console.start(GETTY)
     link = connect(console, links)
     started = time.monotonic()
-    with pytest.raises(CommandTimedOut, match=r"`sh` on the console .* did not finish within 2 s \(step keygen\)"):
+    with pytest.raises(
+        CommandTimedOut, match=r"`sh` on the console .* did not finish within 2 s \(step keygen\)"
+    ):
         link.run(command("sh", "-c", DRIBBLE), Deadline(2, what="step keygen"))
     assert_within_deadline(started, 2, "a dribbling command")
     assert run(link, "echo", "still here").stdout == "still here\n"  # Ctrl-C stopped the dribbler
@@ -266,7 +281,9 @@ def test_a_dribbling_command_times_out_at_its_deadline_and_the_link_recovers(con
 def test_a_dribbling_console_without_a_prompt_fails_within_its_deadline(console, links):
     console.start(DRIBBLE)
     started = time.monotonic()
-    with pytest.raises(LinkLost, match=r"no login or shell prompt within 3 s.*'\.\.\.*'.*baud rate \(115200\)"):
+    with pytest.raises(
+        LinkLost, match=r"no login or shell prompt within 3 s.*'\.\.\.*'.*baud rate \(115200\)"
+    ):
         connect(console, links, seconds=3)
     assert_within_deadline(started, 3, "connecting to a dribbling console")
 
@@ -391,11 +408,14 @@ def test_a_line_longer_than_the_held_back_tail_arrives_intact(console, links):
     assert out == "x" * 102400 + "\nend\n"
 
 
-@pytest.mark.parametrize("stream", [
-    pytest.param("yes 'a line of an endless answer'", id="endless-lines"),
-    pytest.param("cat /dev/zero", id="endless-zeros-no-newline"),
-    pytest.param("head -c 1048576 /dev/zero | tr '\\0' y | fold -w 64", id="one-mib-answer"),
-])
+@pytest.mark.parametrize(
+    "stream",
+    [
+        pytest.param("yes 'a line of an endless answer'", id="endless-lines"),
+        pytest.param("cat /dev/zero", id="endless-zeros-no-newline"),
+        pytest.param("head -c 1048576 /dev/zero | tr '\\0' y | fold -w 64", id="one-mib-answer"),
+    ],
+)
 def test_an_answer_over_the_cap_is_refused_and_the_shell_answers_again(console, links, stream):
     console.start(GETTY)
     link = connect(console, links)
@@ -434,7 +454,9 @@ def test_a_file_that_is_a_link_to_dev_zero_is_read_only_up_to_its_cap(console, l
     csr.symlink_to("/dev/zero")
     with pytest.raises(OutputTooLarge) as refused:
         link.get(str(csr), Deadline(20))
-    assert str(refused.value).startswith(f"the board sent more than 64 KiB for the file {csr}; check its image")
+    assert str(refused.value).startswith(
+        f"the board sent more than 64 KiB for the file {csr}; check its image"
+    )
     small = console.home / "key0.pub"
     small.write_bytes(b"k" * 65536)  # exactly the cap: accepted
     assert link.get(str(small), Deadline(20)) == b"k" * 65536
@@ -466,6 +488,7 @@ def test_a_board_that_does_not_come_back_fails_within_the_reboot_deadline(consol
     with pytest.raises(LinkLost) as lost:
         link.reboot(Deadline(3, what="step reboot"))
     assert_within_deadline(started, 3, "a reboot whose board does not come back")
-    assert str(lost.value).startswith(f"Device on {console.station_path} did not show its login prompt within 3 s "
-                                      "after reboot")
+    assert str(lost.value).startswith(
+        f"Device on {console.station_path} did not show its login prompt within 3 s after reboot"
+    )
     assert str(lost.value).endswith("check power and the console cable, then press Retry")

@@ -83,7 +83,16 @@ def test_not_json_is_a_frame_error() -> None:
 
 # The role table as the issue states it (technician ⊂ quality lead ⊂ administrator; root is an administrator).
 TECHNICIAN_OPS = {"provision", "batch", "retry", "abort", "labels", "units", "follow", "fixtures_list"}
-QUALITY_OPS = {"audit_view", "audit_export", "audit_verify", "audit_checkpoint", "report", "backup", "revoke", "crl"}
+QUALITY_OPS = {
+    "audit_view",
+    "audit_export",
+    "audit_verify",
+    "audit_checkpoint",
+    "report",
+    "backup",
+    "revoke",
+    "crl",
+}
 ADMIN_OPS = {"settings", "profiles", "fixtures", "ca", "ca_unlock", "production_mode", "admin_set_pin"}
 
 
@@ -105,4 +114,6 @@ def test_commands_map_to_ops_and_a_refusal_names_the_role_and_its_group() -> Non
     assert op_for_command("admin", "set-pin") is OPS["admin_set_pin"]
     assert op_for_command("sim", "up") is None
     words = refusal(OPS["revoke"], "dana")
-    assert "dana may not revoke a certificate" in words and "quality lead" in words and "welma-quality" in words
+    assert (
+        "dana may not revoke a certificate" in words and "quality lead" in words and "welma-quality" in words
+    )

@@ -43,12 +43,15 @@ def test_a_session_is_bound_to_the_account_that_signed_in_and_ends_with_the_pers
             sessions.check(again, uid=1001, people=people)
 
 
-@pytest.mark.parametrize("text", [
-    "",
-    '[station]\nname = "line-1"\n',
-    '# a comment\n[station]\nname = "line-1"\nproduction = false  # demo\n\n[people]\nsession_minutes = 5\n',
-    '[people]\nsession_minutes = 5\n',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        '[station]\nname = "line-1"\n',
+        '# a comment\n[station]\nname = "line-1"\nproduction = false  # demo\n\n[people]\nsession_minutes = 5\n',
+        "[people]\nsession_minutes = 5\n",
+    ],
+)
 def test_production_mode_is_switched_in_place_keeping_the_rest(tmp_path: Path, text: str) -> None:
     config = tmp_path / "station.toml"
     if text:

@@ -26,7 +26,9 @@ def test_environment_is_passed_with_env_and_quoted():
     assert line == "env PKCS11_MODULE_PATH=/usr/lib/libckteec.so.0 openssl req"
 
 
-@pytest.mark.parametrize("hostile", ["1;reboot", "$(id)", "`id`", "a b", "' ; rm -rf / '", "x|y", "&&", "*", "~"])
+@pytest.mark.parametrize(
+    "hostile", ["1;reboot", "$(id)", "`id`", "a b", "' ; rm -rf / '", "x|y", "&&", "*", "~"]
+)
 def test_hostile_values_arrive_as_one_argument(hostile):
     assert arguments_received(hostile) == [hostile]
 
@@ -37,7 +39,9 @@ def test_any_printable_value_is_exactly_one_word(value):
     assert arguments_received(value) == [value]
 
 
-@pytest.mark.parametrize("control", ["a\nreboot", "a\rb", "nul\x00", "esc\x1b[2J", "\x03", "tab\tx", "del\x7f"])
+@pytest.mark.parametrize(
+    "control", ["a\nreboot", "a\rb", "nul\x00", "esc\x1b[2J", "\x03", "tab\tx", "del\x7f"]
+)
 def test_control_characters_never_reach_a_device_shell(control):
     with pytest.raises(UnsafeArgument):
         command("echo", control)

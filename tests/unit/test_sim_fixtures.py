@@ -27,11 +27,20 @@ def test_fixtures_round_trip_through_tomllib(tmp_path):
     write_fixtures(path, boards)
     parsed = tomllib.loads(path.read_text())["fixture"]
     assert parsed == [
-        {"name": "sim-01", "device": "ssh://root@127.0.0.2:2222", "hostname": "sm2s-imx8plus-mbep5-01",
-         "host_key": "SHA256:abc+/"},
-        {"name": "sim-02", "device": "ssh://root@127.0.0.3:2222", "console": '/odd "path"\\here', "hostname": "h2",
-         "host_key": "SHA256:def"},
-    ]  # fmt: skip
+        {
+            "name": "sim-01",
+            "device": "ssh://root@127.0.0.2:2222",
+            "hostname": "sm2s-imx8plus-mbep5-01",
+            "host_key": "SHA256:abc+/",
+        },
+        {
+            "name": "sim-02",
+            "device": "ssh://root@127.0.0.3:2222",
+            "console": '/odd "path"\\here',
+            "hostname": "h2",
+            "host_key": "SHA256:def",
+        },
+    ]
     assert not list(path.parent.glob(".*.tmp"))
 
 

@@ -44,10 +44,18 @@ def test_device_env_survives_awkward_paths_when_sourced_by_bash(tmp_path):
     env_file = tmp_path / "device.env"
     env_file.write_text(render_device_env(device, boot_delay=0.25, serial_console=True))
     shown = subprocess.run(
-        ["bash", "-c", 'set -u; . "$1"; printf "%s\\n" "$SIM_BOARD_DIR" "$SIM_BOOT_DELAY" "$SIM_CONSOLE_LINK"',
-         "-", str(env_file)],
-        capture_output=True, text=True, timeout=10, check=True,
-    ).stdout.splitlines()  # fmt: skip
+        [
+            "bash",
+            "-c",
+            'set -u; . "$1"; printf "%s\\n" "$SIM_BOARD_DIR" "$SIM_BOOT_DELAY" "$SIM_CONSOLE_LINK"',
+            "-",
+            str(env_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout.splitlines()
     assert shown == [str(device.board_dir), "0.25", str(device.console_link)]
 
 

@@ -26,19 +26,26 @@ def ca(tmp_path: Path) -> CertificateAuthority:
     return CertificateAuthority.init(tmp_path / "ca", passphrase=PASSPHRASE)
 
 
-def board_context(ca: CertificateAuthority, tmp_path: Path, name: str,
-                  certified_by: CertificateAuthority | None) -> tuple[ssl.SSLContext, bytes | None]:
+def board_context(
+    ca: CertificateAuthority, tmp_path: Path, name: str, certified_by: CertificateAuthority | None
+) -> tuple[ssl.SSLContext, bytes | None]:
     """A board's client context (its certificate from ``certified_by``, or none) and that certificate (DER)."""
     context = ssl.create_default_context(cafile=ca.certificate_path)
     context.check_hostname = False
     if certified_by is None:
         return context, None
     key = ec.generate_private_key(ec.SECP256R1())
-    request = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"serial:{name}")])).sign(key, hashes.SHA256())
+    request = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"serial:{name}")]))
+        .sign(key, hashes.SHA256())
+    )
     certificate = certified_by.issue_device_certificate(request, validity_days=30)
-    (tmp_path / f"{name}.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / f"{name}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     (tmp_path / f"{name}.cert").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     context.load_cert_chain(tmp_path / f"{name}.cert", tmp_path / f"{name}.key")
     return context, certificate.public_bytes(serialization.Encoding.DER)
@@ -47,8 +54,10 @@ def board_context(ca: CertificateAuthority, tmp_path: Path, name: str,
 def connect(context: ssl.SSLContext, port: int, errors: list[BaseException]) -> None:
     """What s_client does on the board: handshake, then hang up."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as raw, \
-                context.wrap_socket(raw) as tls:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as raw,
+            context.wrap_socket(raw) as tls,
+        ):
             tls.getpeercert()
     except (OSError, ssl.SSLError) as exc:
         errors.append(exc)
@@ -62,8 +71,10 @@ def test_many_proofs_at_once_are_served_by_one_thread_and_each_gets_its_own_boar
     started = [thread for thread in threading.enumerate() if thread.ident not in before]
     assert [thread.name for thread in started] == ["tls-proof"]  # one thread for every open proof
     errors: list[BaseException] = []
-    clients = [threading.Thread(target=connect, args=(context, port, errors)) for (context, _), port in
-               zip(boards, ports, strict=True)]
+    clients = [
+        threading.Thread(target=connect, args=(context, port, errors))
+        for (context, _), port in zip(boards, ports, strict=True)
+    ]
     for client in reversed(clients):  # in another order than they listened
         client.start()
     for client in clients:
@@ -88,7 +99,9 @@ def test_a_board_without_our_certificate_fails_its_proof_and_not_its_neighbours(
     good, certificate = board_context(ca, tmp_path, "good", ca)
     foreign, _ = board_context(ca, tmp_path, "foreign", stranger)
     anonymous, _ = board_context(ca, tmp_path, "anonymous", None)
-    ports = {name: listener.listen("127.0.0.1", TIMEOUT_S) for name in ("good", "foreign", "anonymous", "silent")}
+    ports = {
+        name: listener.listen("127.0.0.1", TIMEOUT_S) for name in ("good", "foreign", "anonymous", "silent")
+    }
     errors: list[BaseException] = []
     connect(foreign, ports["foreign"], errors)
     connect(anonymous, ports["anonymous"], errors)
