@@ -327,10 +327,9 @@ class _ServiceLink:
         path, _system = find_socket(str(self.home.root))
         try:
             return ServiceClient.connect(path)
-        except OSError as exc:
+        except OSError:
             if not start:
                 return None
-            reason = exc.strerror or str(exc)
         try:
             client = connect(str(self.home.root), start=True)
         except StationError as exc:
@@ -341,7 +340,7 @@ class _ServiceLink:
             self._post(
                 (
                     "status",
-                    f"no station service was running for {self.home.root} ({reason}); started one "
+                    f"no station service was running for {self.home.root}; started one "
                     f"for {_account()} — units run there and go on if this window closes",
                 )
             )

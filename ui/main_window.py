@@ -177,10 +177,11 @@ class MainWindow(QMainWindow):
         self.line.message.connect(self.line_status.setText)
         self.line.start()
         # Where the units run: the station service (started for this user if needed), said in the status bar.
-        self.service_status = QLabel(self.engine.service_text, self)
+        self.service_status = QLabel(self)
         self.service_status.setObjectName("service_status")
         self.statusBar().addPermanentWidget(self.service_status)
-        self.engine.service_status.connect(self.service_status.setText)
+        self._show_service(self.engine.service_text)
+        self.engine.service_status.connect(self._show_service)
         self.engine.notice.connect(self.line_status.setText)
         self.engine.watch()  # units already running in the service (a window closed or killed) show live
 
@@ -206,6 +207,13 @@ class MainWindow(QMainWindow):
         self._update_buttons()
 
     # -- building ---------------------------------------------------------------------------
+
+    def _show_service(self, text: str) -> None:
+        """Where the units run, in the status bar: shortened to fit beside the other notes, whole on hover."""
+        self.service_status.setToolTip(text)
+        self.service_status.setText(
+            self.service_status.fontMetrics().elidedText(text, Qt.TextElideMode.ElideMiddle, 420)
+        )
 
     def _build_sign_in(self) -> QWidget:
         page = QWidget(self)
