@@ -54,7 +54,8 @@ from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
-from station.steps import STEPS, StationSigner, TlsProofListener
+from station.steps import STEPS, StationSigner
+from station.tls_proof import TlsProofListener
 
 # A worker still running this long after its step's deadline is terminated (the step's own deadline
 # should have ended it: this is for a worker that is stuck where no deadline reaches).

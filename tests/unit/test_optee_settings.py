@@ -108,7 +108,8 @@ def test_a_fixed_tls_proof_port_held_by_another_unit_is_waited_for_then_used(tmp
     import socket
 
     from station.pki import CertificateAuthority
-    from station.steps import TLS_PORT_BUSY, StepFailed, TlsProofListener, _listen
+    from station.steps import StepFailed, _listen
+    from station.tls_proof import TLS_PORT_BUSY, TlsProofListener
     from station.transport.base import Deadline
 
     listener = TlsProofListener(

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from station.pki import CertificateAuthority
-from station.steps import TlsProofListener
+from station.tls_proof import TlsProofListener
 
 PASSPHRASE = b"unit test passphrase"
 TIMEOUT_S = 10.0
