@@ -3,6 +3,7 @@ person's own credential when they sign in as quality lead or administrator."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -116,10 +117,91 @@ def explain_missing_ca(home_root: Path, parent: QWidget | None = None) -> bool:
     return box.clickedButton() is again
 
 
-class AdminPinDialog(QDialog):
+class _SecretDialog(QDialog):
+    """A dialog that asks one secret (a PIN, a badge code) and checks it on a worker (PBKDF2 takes ~0.15 s):
+    the field is cleared and disabled while "Checking…", and a refusal is said in red with the field back."""
+
+    # What a subclass says: how an empty field, a refusal and a failed check read.
+    _empty_refusal = ""
+    _refusal_prefix = "✗ "
+    _unchecked = "the secret could not be checked"
+
+    def __init__(
+        self,
+        pool: TaskPool,
+        parent: QWidget | None,
+        *,
+        title: str,
+        width: int,
+        intro: str,
+        prompt: str,
+        accessible_name: str,
+        button: str,
+    ) -> None:
+        super().__init__(parent)
+        self._pool = pool
+        self.setWindowTitle(title)
+        self.setMinimumWidth(width)
+        layout = QVBoxLayout(self)
+        intro_label = _message_label(self)
+        intro_label.setText(intro)
+        layout.addWidget(intro_label)
+        prompt_label = QLabel(prompt, self)
+        self.field = QLineEdit(self)
+        self.field.setEchoMode(QLineEdit.EchoMode.Password)
+        self.field.setAccessibleName(accessible_name)
+        prompt_label.setBuddy(self.field)
+        layout.addWidget(prompt_label)
+        layout.addWidget(self.field)
+        self.problem = _message_label(self)
+        emphasise(self.problem, RED)
+        self.problem.hide()
+        layout.addWidget(self.problem)
+        buttons = QDialogButtonBox(self)
+        self._button: QPushButton = buttons.addButton(button, QDialogButtonBox.ButtonRole.AcceptRole)
+        buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
+        self._button.setDefault(True)
+        buttons.accepted.connect(self.check)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.field.setFocus()
+
+    def check(self) -> None:
+        secret = self.field.text()
+        self.field.clear()
+        if self._empty_refusal and not secret:
+            self._refused(StationError(self._empty_refusal))
+            return
+        self._button.setEnabled(False)
+        self.field.setEnabled(False)
+        self.problem.setText("Checking…")
+        emphasise(self.problem, None, bold=False)
+        self.problem.show()
+        self._pool.submit(self._checker(secret), self._accepted, self._refused)
+
+    def _checker(self, secret: str) -> Callable[[], object]:
+        raise NotImplementedError
+
+    def _accepted(self, value: object) -> None:
+        raise NotImplementedError
+
+    def _refused(self, error: BaseException) -> None:
+        text = str(error) if isinstance(error, StationError) else f"{self._unchecked} ({error!r})"
+        self.problem.setText(f"{self._refusal_prefix}{text}")
+        emphasise(self.problem, RED)
+        self.problem.show()
+        self.adjustSize()  # a lockout message runs to three lines: show all of it
+        self._button.setEnabled(True)
+        self.field.setEnabled(True)
+        self.field.setFocus()
+
+
+class AdminPinDialog(_SecretDialog):
     """Asks for the admin PIN; the PIN is checked on a worker (PBKDF2 takes ~0.15 s)."""
 
     unlocked = Signal()
+    _refusal_prefix = "✗ Refused: "
+    _unchecked = "the PIN could not be checked"
 
     def __init__(
         self,
@@ -130,133 +212,62 @@ class AdminPinDialog(QDialog):
         title: str = "Administrator",
         intro: str = "Station settings are for administrators. Type the admin PIN to change them.",
     ) -> None:
-        super().__init__(parent)
+        super().__init__(
+            pool,
+            parent,
+            title=title,
+            width=440,
+            intro=intro,
+            prompt="Admin &PIN:",
+            accessible_name="Admin PIN",
+            button="&Unlock",
+        )
         self._lock = lock
-        self._pool = pool
-        self.setWindowTitle(title)
-        self.setMinimumWidth(440)
-        layout = QVBoxLayout(self)
-        intro_label = _message_label(self)
-        intro_label.setText(intro)
-        layout.addWidget(intro_label)
-        prompt = QLabel("Admin &PIN:", self)
-        self.field = QLineEdit(self)
-        self.field.setEchoMode(QLineEdit.EchoMode.Password)
-        self.field.setAccessibleName("Admin PIN")
-        prompt.setBuddy(self.field)
-        layout.addWidget(prompt)
-        layout.addWidget(self.field)
-        self.problem = _message_label(self)
-        emphasise(self.problem, RED)
-        self.problem.hide()
-        layout.addWidget(self.problem)
-        buttons = QDialogButtonBox(self)
-        self.unlock_button: QPushButton = buttons.addButton("&Unlock", QDialogButtonBox.ButtonRole.AcceptRole)
-        buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
-        self.unlock_button.setDefault(True)
-        buttons.accepted.connect(self.check)
-        buttons.rejected.connect(self.reject)
-        layout.addWidget(buttons)
-        self.field.setFocus()
+        self.unlock_button = self._button
 
-    def check(self) -> None:
-        pin = self.field.text()
-        self.field.clear()
-        self.unlock_button.setEnabled(False)
-        self.field.setEnabled(False)
-        self.problem.setText("Checking…")
-        emphasise(self.problem, None, bold=False)
-        self.problem.show()
-        self._pool.submit(lambda: self._lock.unlock(pin), self._accepted, self._refused)
+    def _checker(self, secret: str) -> Callable[[], object]:
+        lock = self._lock
+        return lambda: lock.unlock(secret)
 
     def _accepted(self, _value: object) -> None:
         self.unlocked.emit()
         self.accept()
 
-    def _refused(self, error: BaseException) -> None:
-        text = str(error) if isinstance(error, StationError) else f"the PIN could not be checked ({error!r})"
-        self.problem.setText(f"✗ Refused: {text}")
-        emphasise(self.problem, RED)
-        self.problem.show()
-        self.unlock_button.setEnabled(True)
-        self.field.setEnabled(True)
-        self.field.setFocus()
 
-
-class PersonSignInDialog(QDialog):
+class PersonSignInDialog(_SecretDialog):
     """Asks a quality lead or administrator for their OWN credential (PIN or badge code), checked by
     :mod:`station.people` on a worker (PBKDF2); emits ``signed_in`` with their time-limited session."""
 
     signed_in = Signal(object)  # station.people.SignedIn
+    _empty_refusal = "type your PIN or scan your badge, then press Enter"
+    _unchecked = "the credential could not be checked"
 
     def __init__(
         self, people: People, pool: TaskPool, name: str, account: str, parent: QWidget | None = None
     ) -> None:
-        super().__init__(parent)
+        super().__init__(
+            pool,
+            parent,
+            title="Quality lead sign-in",
+            width=460,
+            intro=(
+                f"Signing in {name}. Type your own PIN or scan your badge — the one an administrator "
+                "enrolled for you (station people add)."
+            ),
+            prompt="Your &PIN or badge:",
+            accessible_name="Your PIN or badge",
+            button="&Sign in",
+        )
         self._people = people
-        self._pool = pool
         self.name = name
         self._account = account
-        self.setWindowTitle("Quality lead sign-in")
-        self.setMinimumWidth(460)
-        layout = QVBoxLayout(self)
-        intro = _message_label(self)
-        intro.setText(
-            f"Signing in {name}. Type your own PIN or scan your badge — the one an administrator "
-            "enrolled for you (station people add)."
-        )
-        layout.addWidget(intro)
-        prompt = QLabel("Your &PIN or badge:", self)
-        self.field = QLineEdit(self)
-        self.field.setEchoMode(QLineEdit.EchoMode.Password)
-        self.field.setAccessibleName("Your PIN or badge")
-        prompt.setBuddy(self.field)
-        layout.addWidget(prompt)
-        layout.addWidget(self.field)
-        self.problem = _message_label(self)
-        emphasise(self.problem, RED)
-        self.problem.hide()
-        layout.addWidget(self.problem)
-        buttons = QDialogButtonBox(self)
-        self.sign_in_button: QPushButton = buttons.addButton(
-            "&Sign in", QDialogButtonBox.ButtonRole.AcceptRole
-        )
-        buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
-        self.sign_in_button.setDefault(True)
-        buttons.accepted.connect(self.check)
-        buttons.rejected.connect(self.reject)
-        layout.addWidget(buttons)
-        self.field.setFocus()
+        self.sign_in_button = self._button
 
-    def check(self) -> None:
-        secret = self.field.text()
-        self.field.clear()
-        if not secret:
-            self._refused(StationError("type your PIN or scan your badge, then press Enter"))
-            return
-        self.sign_in_button.setEnabled(False)
-        self.field.setEnabled(False)
-        self.problem.setText("Checking…")
-        emphasise(self.problem, None, bold=False)
-        self.problem.show()
+    def _checker(self, secret: str) -> Callable[[], object]:
         name, account, people = self.name, self._account, self._people
-        self._pool.submit(lambda: people.verify(name, secret, account=account), self._accepted, self._refused)
+        return lambda: people.verify(name, secret, account=account)
 
     def _accepted(self, session: object) -> None:
         assert isinstance(session, SignedIn)
         self.signed_in.emit(session)
         self.accept()
-
-    def _refused(self, error: BaseException) -> None:
-        text = (
-            str(error)
-            if isinstance(error, StationError)
-            else f"the credential could not be checked ({error!r})"
-        )
-        self.problem.setText(f"✗ {text}")
-        emphasise(self.problem, RED)
-        self.problem.show()
-        self.adjustSize()  # a lockout message runs to three lines: show all of it
-        self.sign_in_button.setEnabled(True)
-        self.field.setEnabled(True)
-        self.field.setFocus()
