@@ -1,4 +1,5 @@
-"""`station-gui` / `python -m ui.app`: open the station home, unlock the CA, show the window.
+"""`station-gui` / `python -m ui.app`: reach the station service (it owns the home, the CA and the audit log),
+have its CA unlocked if it is locked, show the window.
 
 Without a display (no DISPLAY / WAYLAND_DISPLAY and no QT_QPA_PLATFORM) it says how to run headless
 and exits 2, instead of letting Qt abort the process.
@@ -16,14 +17,11 @@ from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from station import __version__
-from station.cli.ca import PASSPHRASE_ENV, load_station_ca
+from station.cli.ca import PASSPHRASE_ENV
 from station.cli.gui import HEADLESS_HELP, display_available
-from station.config import load_ca_settings
 from station.errors import StationError
-from station.home import StationHome
-from station.pki import CertificateAuthority
-from station.pki.token import TOKEN_FILE
-from ui.dialogs import PassphraseDialog, ca_exists, explain_missing_ca
+from ui.bridge import TaskPool
+from ui.dialogs import CaUnlockDialog, explain_missing_ca
 from ui.main_window import MainWindow
 from ui.session import Session
 
@@ -34,7 +32,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="station-gui", description="The provisioning station's window.")
     parser.add_argument("--version", action="version", version=f"station-gui {__version__}")
     parser.add_argument(
-        "--home", help="station home (default: $STATION_HOME or ~/.local/share/welma-station)"
+        "--home",
+        help="station home whose per-user service to use (default: the system service's "
+        "/run/welma-station/station.sock when present, else $STATION_HOME or ~/.local/share/welma-station)",
     )
     parser.add_argument(
         "--fixtures",
@@ -67,37 +67,38 @@ def pyside_drops_none() -> bool:
     return sys.getrefcount(None) < before - 100
 
 
-def unlock_ca(home: StationHome) -> CertificateAuthority | None:
-    """The CA, from STATION_CA_PASSPHRASE or the passphrase dialog; None if the technician quits."""
-    return unlock_ca_with_secret(home)[0]
-
-
-def unlock_ca_with_secret(home: StationHome) -> tuple[CertificateAuthority | None, str | None]:
-    """The CA and, when the technician typed it in the dialog, what they typed (the window sends it once to a
-    station service whose CA is locked; from the environment or a PIN file the service is told otherwise)."""
-    while not ca_exists(home.ca_dir):
-        if not explain_missing_ca(home.root):
-            return None, None
+def unlock_service_ca(session: Session) -> bool:
+    """Before the window shows: a station without a CA is explained (an administrator makes one); a CA locked in
+    the station service is unlocked from the window — outside production mode with $STATION_CA_PASSPHRASE (sent
+    over the socket, never to a child's environment) or else the unlock dialog, which an administrator answers
+    (a technician's account is refused by the service, and may open the window anyway: units then wait).
+    False only if the technician chose Quit at "no CA yet"."""
+    while not session.view.ca.get("exists", True):
+        if not explain_missing_ca(session.home.root):
+            return False
+        session.use_view(session.read_view())
+    if session.view.ca_unlocked:
+        return True
     problem = None
-    if (home.ca_dir / TOKEN_FILE).exists():
-        # A CA in a token: the PIN comes from [ca] pin_file or the dialog, never from the environment.
-        if load_ca_settings(home.config_file).pin_file is not None:
-            try:
-                return load_station_ca(home), None
-            except StationError as exc:
-                problem = f"the token could not be unlocked with [ca] pin_file: {exc}"
-        dialog = PassphraseDialog(home.ca_dir, problem=problem)
-        dialog.exec()
-        return dialog.ca, dialog.secret
     from_env = os.environ.get(PASSPHRASE_ENV)
-    if from_env:
+    if from_env and session.view.ca.get("kind") == "file" and not session.config.production:
         try:
-            return CertificateAuthority.load(home.ca_dir, passphrase=from_env.encode()), None
+            session.client.call("ca_unlock", {"secret": from_env})
+            return True
         except StationError as exc:
             problem = f"the passphrase in {PASSPHRASE_ENV} was not accepted: {exc}"
-    dialog = PassphraseDialog(home.ca_dir, problem=problem)
+    pool = TaskPool()
+    client = session.client
+    dialog = CaUnlockDialog(
+        lambda secret: client.call("ca_unlock", {"secret": secret}),
+        pool,
+        session.view.ca,
+        problem=problem,
+        cancel_text="&Later",  # the window opens; units wait for the CA (the dialog comes back when one is asked)
+    )
     dialog.exec()
-    return dialog.ca, dialog.secret
+    pool.shutdown(2000)
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,11 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        ca, secret = unlock_ca_with_secret(session.home)
-        if ca is None:
+        if not unlock_service_ca(session):
             return 1
-        window = MainWindow(session, ca, ca_secret=secret)
-        del secret
+        window = MainWindow(session)
         window.show()
         window.raise_()
         window.activateWindow()

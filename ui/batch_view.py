@@ -46,7 +46,7 @@ from PySide6.QtWidgets import (
 from station.batch import CANCEL_DEADLINE_S, FIXTURE_SCAN_PREFIX, ScanOutcome, Slot, SlotBoard
 from station.config import Fixture
 from station.errors import StationError
-from station.flow import FlowEvent, step_etas
+from station.flow import FlowEvent
 from station.steps import STEPS
 from ui.bridge import Engine, TaskPool, UnitOutcome, UnitPlan, UnitRequest, UnitRunner
 from ui.icons import state_pixmap
@@ -791,10 +791,10 @@ class BatchView(QWidget):
         if profile.name in self._plans or profile.name in self._plans_in_flight:
             return
         self._plans_in_flight.add(profile.name)
-        audit = self.session.audit  # the window's own connection: no unit's write holds its lock
+        client = self.session.client  # the station service reads its audit history (no unit waits for it)
 
         def medians() -> dict[str, float | None]:
-            return step_etas(audit, profile)
+            return client.plan(profile.name)
 
         def known(plan: object) -> None:
             self._plans_in_flight.discard(profile.name)

@@ -1,4 +1,5 @@
-"""The one place where the core's plain callbacks become queued Qt signals.
+"""The one place where the core's plain callbacks become queued Qt signals, and the window's one door to the
+station service (its client and what it says, re-exported here for the rest of the window).
 
 Nothing that can block runs on the GUI thread: a unit runs in its own worker process under the
 station's engine (:class:`Engine`, over :mod:`station.engine`), short jobs (fixture probes, the admin
@@ -32,32 +33,31 @@ from PySide6.QtCore import (
     Slot,
 )
 
-from station.audit import AuditLog
-from station.config import Fixture, StationConfig
-from station.engine import Ending, Scheduler, UnitJob, UnitOutcome
+from station.config import Fixture
+from station.engine import Ending, UnitJob, UnitOutcome
 from station.errors import StationError
 from station.flow import FlowEvent
-from station.home import StationHome
-from station.line.handoff import LineHandOff
-from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
 from station.service.client import (
     CaLockedError,
     ServiceClient,
     ServiceUnavailable,
     connect,
-    find_socket,
 )
 from station.service.frames import FrameError
+from station.service.window_client import StationClient, WindowView
+from station.service.window_ops import settings_record
 from station.transport import DeviceAddress
 from station.transport.base import probe
 
 __all__ = [
-    "IN_PROCESS_ENV",
+    "Ending",
     "Engine",
+    "StationClient",
+    "WindowView",
+    "settings_record",
     "FixtureProber",
     "ProbeResult",
-    "StationParts",
     "TaskPool",
     "UnitOutcome",
     "UnitPlan",
@@ -243,20 +243,6 @@ class UnitPlan:
     eta_s: dict[str, float | None] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class StationParts:
-    """What a unit needs from the station, shared by every unit of this window."""
-
-    home: StationHome
-    config: StationConfig
-    ca: CertificateAuthority
-    audit: AuditLog
-    line: LineHandOff | None = None
-
-
-# STATION_IN_PROCESS=1 (outside production mode): the window hosts its own engine, as before the service.
-IN_PROCESS_ENV = "STATION_IN_PROCESS"
-PASSPHRASE_ENV = "STATION_CA_PASSPHRASE"
 # How long the link thread waits for an event before it looks for a request to send.
 LINK_POLL_S = 0.05
 # How long between attempts to reach a service that does not answer (or went away).
@@ -265,11 +251,6 @@ RECONNECT_S = 2.0
 LINK_STOP_S = 1.0
 # At most this many messages taken from the socket before the link looks at its requests again.
 LINK_BURST = 500
-
-
-def in_process_requested(config: StationConfig) -> bool:
-    """Whether this window runs its units itself (STATION_IN_PROCESS=1, never in production mode)."""
-    return os.environ.get(IN_PROCESS_ENV) == "1" and not config.production
 
 
 def _flow_event(record: dict[str, Any]) -> FlowEvent:
@@ -300,12 +281,9 @@ class _ServiceLink:
     requests.  Every socket call has a deadline (station.service.client); nothing here touches Qt: what the
     GUI thread must know goes through ``post``."""
 
-    def __init__(
-        self, home: StationHome, post: Callable[[tuple[Any, ...]], None], secret: Callable[[], str | None]
-    ) -> None:
-        self.home = home
+    def __init__(self, station: StationClient, post: Callable[[tuple[Any, ...]], None]) -> None:
+        self.station = station
         self._post = post
-        self._secret = secret
         self._requests: queue.SimpleQueue[tuple[str, dict[str, Any], int]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -324,24 +302,24 @@ class _ServiceLink:
         self._thread.join(timeout_s)
 
     def _connect(self, *, start: bool) -> ServiceClient | None:
-        path, _system = find_socket(str(self.home.root))
         try:
-            return ServiceClient.connect(path)
+            return ServiceClient.connect(self.station.path)
         except OSError:
             if not start:
                 return None
-        try:
-            client = connect(str(self.home.root), start=True)
+        try:  # the service went away (a per-user one ended): started again as the window did at first
+            client = connect(self.station.home_arg, start=True)
         except StationError as exc:
             self._post(("status", f"✗ no station service: {exc}"))
             self._refuse_all(str(exc))
             return None
         if client is not None:
+            self.station.path = client.path
             self._post(
                 (
                     "status",
-                    f"no station service was running for {self.home.root}; started one "
-                    f"for {_account()} — units run there and go on if this window closes",
+                    f"no station service was running; started one for {_account()} on {client.path} — units "
+                    "run there and go on if this window closes",
                 )
             )
         return client
@@ -363,7 +341,7 @@ class _ServiceLink:
                         self._post(
                             (
                                 "status",
-                                "no station service runs on this home yet — the first board started "
+                                f"no station service answers on {self.station.path} — the next board started "
                                 "here starts one",
                             )
                         )
@@ -422,19 +400,14 @@ class _ServiceLink:
             message = client.next_message(wait_s=0.001) if self._requests.empty() else None
 
     def _request(self, client: ServiceClient, op: str, args: dict[str, Any], ticket: int) -> None:
+        token = self.station.token  # a kiosk's signed-in person: the service records them as the operator
+        sent = {**args, "session": token} if token is not None else args
         try:
-            try:
-                result = client.call(op, args)
-            except CaLockedError:
-                secret = self._secret()
-                if secret is None:
-                    raise StationError(
-                        "the station's CA is locked in the station service — an administrator "
-                        "runs `station ca unlock`, then press Retry"
-                    ) from None
-                client.call("ca_unlock", {"secret": secret})
-                del secret
-                result = client.call(op, args)
+            result = client.call(op, sent)
+        except CaLockedError as exc:
+            # The window asks for the CA's secret (its unlock dialog sends it with ca_unlock), then sends again.
+            self._post(("ca_locked", ticket, op, args, str(exc), exc.kind))
+            return
         except (ServiceUnavailable, FrameError):
             raise
         except StationError as exc:
@@ -450,11 +423,11 @@ def _account() -> str:
 
 
 class Engine(QObject):
-    """The window's door to the station's engine.  The units run in the **station service** (`station serve`,
-    one per home; the window starts a per-user one when a unit is asked for and none answers, as the CLI does),
-    so closing or killing the window leaves them running, and a window opened later — or a second one — shows
-    them (:attr:`foreign`).  With STATION_IN_PROCESS=1 (outside production mode) the window hosts its own
-    :class:`station.engine.Scheduler` as before.
+    """The window's door to the station's engine.  The units run in the **station service** (`station serve`:
+    the system one on a line PC, else a per-user one the window started, as the CLI does), so closing or killing
+    the window leaves them running, and a window opened later — or a second one — shows them (:attr:`foreign`).
+    A unit asked for while the service's CA is locked waits (:attr:`ca_locked`) until the window's unlock dialog
+    sent the secret (:meth:`send_waiting`) or was cancelled (:meth:`refuse_waiting`).
 
     Each submitted unit gets a *ticket* at once (the service's job number comes back later, on the link
     thread).  Events wait in a deque (its lock is held for an append or a swap, never across anything slow)
@@ -469,16 +442,15 @@ class Engine(QObject):
     foreign = Signal(object)
     service_status = Signal(str)  # what the window says about the service, in words (status bar)
     notice = Signal(str)  # what the service's line hand-off says (a label printed, MES records kept)
+    # The service's CA is locked (its words, {"kind": "file"|"token", "label": …}): the window asks for the secret.
+    ca_locked = Signal(str, object)
 
-    def __init__(
-        self, parts: StationParts, parent: QObject | None = None, *, ca_secret: str | None = None
-    ) -> None:
+    def __init__(self, station: StationClient, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.parts = parts
-        self.in_process = in_process_requested(parts.config)
-        self._ca_secret = ca_secret
-        self._scheduler: Scheduler | None = None
+        self.station = station
         self._link: _ServiceLink | None = None
+        # Requests the service refused with "the CA is locked", waiting for the window's unlock dialog.
+        self._waiting: list[tuple[str, dict[str, Any], int, str]] = []
         self._pending: deque[tuple[Any, ...]] = deque()
         self._pending_lock = threading.Lock()
         self._tickets = itertools.count(1)
@@ -490,45 +462,23 @@ class Engine(QObject):
         self._ticket_of: dict[int, int] = {}  # the engine's job number → ticket
         self._abort_asked: set[int] = set()  # tickets cancelled before the service answered
         self.service_socket: str | None = None
-        self.service_text = (
-            ""
-            if not self.in_process
-            else f"{IN_PROCESS_ENV}=1: units run in this window and end with it (no station service)"
-        )
+        self.service_text = station.started or ""
         # Units running in the service that this window did not start: job number → last event.
         self.running_elsewhere: dict[int, FlowEvent] = {}
         self._arrived.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
 
     def watch(self) -> None:
         """Follow the station service's units (a running one only; none is started until a unit is asked for)."""
-        if self.in_process or self._link is not None:
+        if self._link is not None:
             return
-        self._link = _ServiceLink(self.parts.home, self._post, self._secret)
+        self._link = _ServiceLink(self.station, self._post)
         self._link.start()
-
-    def _secret(self) -> str | None:  # the link thread: the CA secret for a service whose CA is locked
-        if self._ca_secret is not None:
-            return self._ca_secret
-        if not self.parts.config.production:
-            return os.environ.get(PASSPHRASE_ENV) or None
-        return None
 
     def submit(self, job: UnitJob, handler: Callable[[FlowEvent], None]) -> int:
         """Queue a unit; ``handler`` gets its events on the GUI thread.  Returns its ticket."""
         ticket = next(self._tickets)
         self._handlers[ticket] = handler
         self._units[ticket] = job
-        if self.in_process:
-            if self._scheduler is None or (self._scheduler.failure is not None and not self._scheduler.alive):
-                # First unit of this window, or the engine could not start last time (the audit log was
-                # unavailable, say): a fresh one tries again.
-                parts = self.parts
-                self._scheduler = Scheduler(
-                    home=parts.home, config=parts.config, ca=parts.ca, observer=self._observe, line=parts.line
-                )
-                self._scheduler.start()
-            self._bind(ticket, self._scheduler.submit(job))
-            return ticket
         self.watch()
         assert self._link is not None
         self._link.send("retry" if job.resume else "provision", _unit_request(job), ticket)
@@ -546,34 +496,50 @@ class Engine(QObject):
         self._job_of[ticket] = job
         self._ticket_of[job] = ticket
 
+    def send_waiting(self) -> None:
+        """The CA was unlocked from the window: the requests that waited for it go again."""
+        waiting, self._waiting = self._waiting, []
+        for op, args, ticket, _why in waiting:
+            if ticket in self._handlers and ticket not in self._abort_asked and self._link is not None:
+                self._link.send(op, args, ticket)
+            elif ticket in self._handlers:
+                self._finish(ticket, Ending.REFUSED, "aborted before the station's CA was unlocked")
+
+    def refuse_waiting(self) -> None:
+        """The unlock dialog was cancelled: what waited for the CA ends refused, saying why (nothing touched)."""
+        waiting, self._waiting = self._waiting, []
+        for _op, _args, ticket, why in waiting:
+            if ticket in self._handlers:
+                self._finish(ticket, Ending.REFUSED, why)
+
     def cancel(self, ticket: int) -> None:
         job = self._job_of.get(ticket)
-        if self.in_process:
-            if self._scheduler is not None and job is not None:
-                self._scheduler.cancel(job)
+        if any(waiting[2] == ticket for waiting in self._waiting):
+            self._waiting = [waiting for waiting in self._waiting if waiting[2] != ticket]
+            self._finish(
+                ticket, Ending.REFUSED, "aborted before the station's CA was unlocked — nothing was done"
+            )
         elif job is None:
             self._abort_asked.add(ticket)  # sent as soon as the service says which job it is
         elif self._link is not None:
+            self._link.send("abort", {"jobs": [job]})
+
+    def abort_job(self, job: int) -> None:
+        """Stop a unit running in the service by its job number (one this window re-attached, say)."""
+        if self._link is not None:
             self._link.send("abort", {"jobs": [job]})
 
     @property
     def busy(self) -> bool:
         return bool(self._handlers)
 
-    def shutdown(self, timeout_s: float = 2.0) -> None:
-        """The window closes.  In-process: units still running are cancelled, then terminated after
-        ``timeout_s`` (each recorded failed and resumable).  With the service: the units go on there; this
-        window only stops watching (bounded)."""
-        scheduler, self._scheduler = self._scheduler, None
-        if scheduler is not None:
-            scheduler.close(timeout_s)
+    def shutdown(self, timeout_s: float = LINK_STOP_S) -> None:
+        """The window closes: the units go on in the service; this window only stops watching (bounded)."""
         link, self._link = self._link, None
         if link is not None:
-            link.stop(LINK_STOP_S)
+            link.stop(min(timeout_s, LINK_STOP_S))
+        self._waiting.clear()
         self._deliver()
-
-    def _observe(self, event: FlowEvent) -> None:  # the engine thread
-        self._post(("event", event))
 
     def _post(self, item: tuple[Any, ...]) -> None:  # any thread
         with self._pending_lock:
@@ -604,6 +570,13 @@ class Engine(QObject):
                 _kind, ticket, message = item
                 if ticket in self._handlers:
                     self._finish(ticket, Ending.REFUSED, message)
+            elif kind == "ca_locked":
+                _kind, ticket, op, args, message, ca = item
+                if ticket in self._handlers:
+                    first = not self._waiting
+                    self._waiting.append((op, args, ticket, message))
+                    if first:
+                        self.ca_locked.emit(message, ca)
             elif kind == "connected":
                 _kind, path, running = item
                 self.service_socket = path
@@ -689,10 +662,6 @@ class UnitRunner(QObject):
         self.engine = engine
         self.forward_output = forward_output
         self._job: int | None = None
-
-    @property
-    def parts(self) -> StationParts:
-        return self.engine.parts
 
     @property
     def running(self) -> bool:

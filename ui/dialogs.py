@@ -1,10 +1,12 @@
-"""Dialogs: the CA passphrase at start, "no CA yet", the admin PIN in front of the settings, and a
-person's own credential when they sign in as quality lead or administrator."""
+"""Dialogs: the CA's passphrase (or token PIN) for a station service whose CA is locked, "no CA yet", the admin
+PIN in front of the settings, and a person's own credential when they sign in as quality lead or administrator.
+Every secret is checked by the station service, on a worker thread; the window keeps none of them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -18,10 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from station.admin import AdminLock
 from station.errors import StationError
-from station.people import People, SignedIn
-from station.pki import CA_FILES, CertificateAuthority
 from ui.bridge import TaskPool
 from ui.style import RED, emphasise
 
@@ -34,72 +33,7 @@ def _message_label(parent: QWidget) -> QLabel:
     return label
 
 
-class PassphraseDialog(QDialog):
-    """Asks for the CA passphrase until it opens the CA, or the technician quits."""
-
-    def __init__(self, ca_dir: Path, *, problem: str | None = None, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.ca_dir = ca_dir
-        self.ca: CertificateAuthority | None = None
-        # What unlocked it, for the window to hand once to a station service whose CA is still locked.
-        self.secret: str | None = None
-        self.setWindowTitle("Unlock the station's CA")
-        self.setMinimumWidth(520)
-        layout = QVBoxLayout(self)
-        intro = _message_label(self)
-        intro.setText(
-            "The station signs each board's certificate with its CA, whose key is encrypted.\n"
-            "Type the CA passphrase (or the token PIN of a station CA in a token). It is asked once and kept in\n"
-            "memory only, until the window closes."
-        )
-        layout.addWidget(intro)
-        prompt = QLabel("CA &passphrase:", self)
-        self.field = QLineEdit(self)
-        self.field.setEchoMode(QLineEdit.EchoMode.Password)
-        self.field.setAccessibleName("CA passphrase")
-        prompt.setBuddy(self.field)
-        layout.addWidget(prompt)
-        layout.addWidget(self.field)
-        self.problem = _message_label(self)
-        emphasise(self.problem, RED)
-        layout.addWidget(self.problem)
-        self.show_problem(problem)
-        buttons = QDialogButtonBox(self)
-        self.unlock_button = buttons.addButton("&Unlock", QDialogButtonBox.ButtonRole.AcceptRole)
-        buttons.addButton("&Quit", QDialogButtonBox.ButtonRole.RejectRole)
-        self.unlock_button.setDefault(True)
-        buttons.accepted.connect(self.try_unlock)
-        buttons.rejected.connect(self.reject)
-        layout.addWidget(buttons)
-        self.field.setFocus()
-
-    def show_problem(self, problem: str | None) -> None:
-        self.problem.setText(f"✗ {problem}" if problem else "")
-        self.problem.setVisible(bool(problem))
-
-    def try_unlock(self) -> None:
-        passphrase = self.field.text().encode()
-        self.field.clear()
-        if not passphrase:
-            self.show_problem("No passphrase typed — type the CA passphrase, then press Enter.")
-            return
-        try:
-            # Decrypting the keys (scrypt) or logging in to the token takes a fraction of a second, once.
-            # A station CA in a token takes what was typed as its PIN; a file CA as its passphrase.
-            self.ca = CertificateAuthority.load(self.ca_dir, passphrase=passphrase, pin=passphrase.decode())
-        except StationError as exc:
-            self.show_problem(f"Not unlocked: {exc}")
-            self.field.setFocus()
-            return
-        self.secret = passphrase.decode()
-        self.accept()
-
-
-def ca_exists(ca_dir: Path) -> bool:
-    return any((ca_dir / name).exists() for name in CA_FILES)
-
-
-def explain_missing_ca(home_root: Path, parent: QWidget | None = None) -> bool:
+def explain_missing_ca(home_root: Path | str, parent: QWidget | None = None) -> bool:
     """Tell the technician there is no CA and how to make one; True if they want to check again."""
     box = QMessageBox(parent)
     box.setIcon(QMessageBox.Icon.Warning)
@@ -159,7 +93,7 @@ class _SecretDialog(QDialog):
         layout.addWidget(self.problem)
         buttons = QDialogButtonBox(self)
         self._button: QPushButton = buttons.addButton(button, QDialogButtonBox.ButtonRole.AcceptRole)
-        buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
+        self.cancel_button = buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
         self._button.setDefault(True)
         buttons.accepted.connect(self.check)
         buttons.rejected.connect(self.reject)
@@ -197,7 +131,8 @@ class _SecretDialog(QDialog):
 
 
 class AdminPinDialog(_SecretDialog):
-    """Asks for the admin PIN; the PIN is checked on a worker (PBKDF2 takes ~0.15 s)."""
+    """Asks for the shared admin PIN (demos); ``check`` asks the station service (``admin_unlock``: its one lock
+    counts wrong PINs for every window).  What ``check`` returned stays in :attr:`value`."""
 
     unlocked = Signal()
     _refusal_prefix = "✗ Refused: "
@@ -205,7 +140,7 @@ class AdminPinDialog(_SecretDialog):
 
     def __init__(
         self,
-        lock: AdminLock,
+        check: Callable[[str], object],
         pool: TaskPool,
         parent: QWidget | None = None,
         *,
@@ -222,28 +157,30 @@ class AdminPinDialog(_SecretDialog):
             accessible_name="Admin PIN",
             button="&Unlock",
         )
-        self._lock = lock
+        self._check = check
+        self.value: object = None
         self.unlock_button = self._button
 
     def _checker(self, secret: str) -> Callable[[], object]:
-        lock = self._lock
-        return lambda: lock.unlock(secret)
+        check = self._check
+        return lambda: check(secret)
 
-    def _accepted(self, _value: object) -> None:
+    def _accepted(self, value: object) -> None:
+        self.value = value
         self.unlocked.emit()
         self.accept()
 
 
 class PersonSignInDialog(_SecretDialog):
-    """Asks a quality lead or administrator for their OWN credential (PIN or badge code), checked by
-    :mod:`station.people` on a worker (PBKDF2); emits ``signed_in`` with their time-limited session."""
+    """Asks a quality lead or administrator for their OWN credential (PIN or badge code); ``check`` has the
+    station service verify it (``sign_in``) and emits ``signed_in`` with the kiosk session it gave."""
 
-    signed_in = Signal(object)  # station.people.SignedIn
+    signed_in = Signal(object)  # ui.window_sign_in.KioskSession
     _empty_refusal = "type your PIN or scan your badge, then press Enter"
     _unchecked = "the credential could not be checked"
 
     def __init__(
-        self, people: People, pool: TaskPool, name: str, account: str, parent: QWidget | None = None
+        self, check: Callable[[str], object], pool: TaskPool, name: str, parent: QWidget | None = None
     ) -> None:
         super().__init__(
             pool,
@@ -258,16 +195,66 @@ class PersonSignInDialog(_SecretDialog):
             accessible_name="Your PIN or badge",
             button="&Sign in",
         )
-        self._people = people
+        self._check = check
         self.name = name
-        self._account = account
         self.sign_in_button = self._button
 
     def _checker(self, secret: str) -> Callable[[], object]:
-        name, account, people = self.name, self._account, self._people
-        return lambda: people.verify(name, secret, account=account)
+        check = self._check
+        return lambda: check(secret)
 
     def _accepted(self, session: object) -> None:
-        assert isinstance(session, SignedIn)
         self.signed_in.emit(session)
+        self.accept()
+
+
+class CaUnlockDialog(_SecretDialog):
+    """The station service's CA is locked: an administrator types its passphrase (or its token's PIN), sent once
+    to the service (``ca_unlock``, over the socket: never in an argument, the environment or a log).  The
+    service says whether it took it; a technician's account is refused and told who may unlock it."""
+
+    unlocked = Signal()
+    _empty_refusal = "type the CA passphrase (or the token PIN), then press Enter"
+    _refusal_prefix = "✗ Not unlocked: "
+    _unchecked = "the CA could not be unlocked"
+
+    def __init__(
+        self,
+        unlock: Callable[[str], object],
+        pool: TaskPool,
+        ca: dict[str, Any],
+        parent: QWidget | None = None,
+        *,
+        problem: str | None = None,
+        cancel_text: str | None = None,
+    ) -> None:
+        token = ca.get("kind") == "token"
+        what = f"the PIN of token {ca.get('label', '')!r}" if token else "the CA passphrase"
+        super().__init__(
+            pool,
+            parent,
+            title="Unlock the station's CA",
+            width=520,
+            intro=(
+                "The station signs each board's certificate with its CA, which is locked in the station service.\n"
+                f"An administrator types {what} once; the service keeps the key unlocked, not the secret, "
+                "until it stops."
+            ),
+            prompt="CA &PIN:" if token else "CA &passphrase:",
+            accessible_name="CA PIN" if token else "CA passphrase",
+            button="&Unlock",
+        )
+        self._unlock = unlock
+        self.unlock_button = self._button
+        if cancel_text:
+            self.cancel_button.setText(cancel_text)
+        if problem:
+            self._refused(StationError(problem))
+
+    def _checker(self, secret: str) -> Callable[[], object]:
+        unlock = self._unlock
+        return lambda: unlock(secret)
+
+    def _accepted(self, _value: object) -> None:
+        self.unlocked.emit()
         self.accept()

@@ -16,8 +16,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QGroupBox, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from station.config import Fixture, load_fixtures
-from station.errors import StationError
+from station.config import Fixture
 from station.flow import FlowEvent
 from station.identity import Basis, render_claims, trust_summary
 from station.sim.farm import Farm, SimDevice
@@ -108,17 +107,15 @@ class BoardIdentityPanel(QGroupBox):
     # -- the simulator's next board ----------------------------------------------------------
 
     def simulated_name(self, fixture: Fixture | None) -> str | None:
-        """The simulated board behind ``fixture``, if it is one (never in production mode)."""
-        path = self.session.home.sim_dir / "fixtures.toml"
-        if fixture is None or self.session.config.production or not path.is_file():
+        """The simulated board behind ``fixture``, if it is one (never in production mode; the station service
+        says which fixtures are the simulated farm's)."""
+        if (
+            fixture is None
+            or self.session.config.production
+            or fixture.name not in self.session.view.simulated
+        ):
             return None
-        try:
-            simulated = load_fixtures(path)
-        except StationError:
-            return None
-        return next(
-            (f.name for f in simulated if f.name == fixture.name and f.device == fixture.device), None
-        )
+        return fixture.name
 
     def _offer_next_board(self) -> None:
         fixture = self.current_fixture()

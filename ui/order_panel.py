@@ -28,7 +28,7 @@ class OrderPanel(QGroupBox):
 
     def __init__(
         self,
-        audit: AuditLog,
+        audit: AuditLog | None,
         pool: TaskPool,
         *,
         required: bool,
@@ -41,9 +41,10 @@ class OrderPanel(QGroupBox):
         self.required = required
         self.open_orders: list[OrderStatus] = []
         # How the open orders are read (on the task pool): this station's, or the fleet's with [fleet].
-        self.read_orders: Callable[[], list[OrderStatus]] = read_orders or (
-            lambda: self.audit.orders.orders(state="open")
-        )
+        if read_orders is None:
+            assert audit is not None, "the open orders are read from an audit log or by read_orders"
+            read_orders = lambda: audit.orders.orders(state="open")  # noqa: E731 - read on the task pool
+        self.read_orders: Callable[[], list[OrderStatus]] = read_orders
         self.last_serial: str | None = None
         self._loading = False
         self._closed = False

@@ -1,6 +1,11 @@
-"""The administrator's settings dialog (opened only after the admin PIN was accepted)."""
+"""The administrator's settings dialog (opened only after the admin PIN, or an administrator's own credential,
+was accepted).  The station service checks and saves what is chosen (``settings``, recorded); the window only
+shows it."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -18,8 +23,8 @@ from PySide6.QtWidgets import (
 )
 
 from station.admin import StationSettings
-from station.errors import StationError
 from station.label import LABEL_LAYOUTS
+from ui.bridge import TaskPool, WindowView
 from ui.session import Session
 from ui.style import RED, emphasise
 
@@ -27,9 +32,10 @@ from ui.style import RED, emphasise
 class SettingsDialog(QDialog):
     """Profile, fixtures file, auto-start on scan, large font, label layout."""
 
-    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+    def __init__(self, session: Session, pool: TaskPool, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
+        self.pool = pool
         self.setWindowTitle("Station settings (administrator)")
         self.setMinimumWidth(620)
         current = session.settings
@@ -80,6 +86,7 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.save)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
+        self.save_button = buttons.button(QDialogButtonBox.StandardButton.Save)
         self.profile.setFocus()
 
     def chosen(self) -> StationSettings:
@@ -92,17 +99,28 @@ class SettingsDialog(QDialog):
         )
 
     def save(self) -> None:
-        try:
-            self.session.apply_settings(self.chosen())
-        except StationError as exc:
-            self.problem.setText(f"✗ Not saved: {exc}")
-            self.problem.show()
-            return
+        """Send the settings to the station service (on a worker): it checks and saves them, or says why not."""
+        session, chosen = self.session, self.chosen()
+        self.save_button.setEnabled(False)
+        self.problem.setText("Saving…")
+        self.problem.show()
+        self.pool.submit(lambda: session.save_settings(chosen), self._saved, self._refused)
+
+    def _saved(self, view: Any) -> None:
+        if isinstance(view, WindowView):
+            self.session.use_view(view)
+        self.problem.hide()
         self.accept()
 
+    def _refused(self, error: BaseException) -> None:
+        self.save_button.setEnabled(True)
+        self.problem.setText(f"✗ Not saved: {error}")
+        self.problem.show()
+
     def _browse(self) -> None:
+        # The file is read by the station service, as its account: a path it can read (never the home's own files).
         path, _ = QFileDialog.getOpenFileName(
-            self, "Fixtures file", str(self.session.home.root), "Fixtures (*.toml);;All files (*)"
+            self, "Fixtures file", str(Path.home()), "Fixtures (*.toml);;All files (*)"
         )
         if path:
             self.fixtures.setText(path)

@@ -38,6 +38,9 @@ _TABLE = (
     Op("units", Role.TECHNICIAN, "list this station's recent units", recorded=False),
     Op("follow", Role.TECHNICIAN, "watch the running units", recorded=False),
     Op("fixtures_list", Role.TECHNICIAN, "list the fixtures", recorded=False),
+    Op("window", Role.TECHNICIAN, "see what the station's window shows", recorded=False),
+    Op("window_orders", Role.TECHNICIAN, "see the open work orders", recorded=False),
+    Op("window_plan", Role.TECHNICIAN, "see a profile's step times", recorded=False),
     # Quality lead: audit views, exports, reports, backup, revoke, CRL.
     Op("audit_view", Role.QUALITY, "view the audit log"),
     Op("audit_export", Role.QUALITY, "export the audit log"),
@@ -55,6 +58,8 @@ _TABLE = (
     Op("ca_unlock", Role.ADMIN, "unlock the station's CA"),
     Op("production_mode", Role.ADMIN, "change production mode"),
     Op("admin_set_pin", Role.ADMIN, "set the admin PIN"),
+    # The shared admin PIN of demos, checked by the service's one lock (refused in production mode).
+    Op("admin_unlock", None, "check the shared admin PIN"),
 )
 
 OPS: dict[str, Op] = {op.name: op for op in _TABLE}

@@ -34,7 +34,7 @@ from station.errors import StationError
 from station.flow import FlowEvent
 from station.home import StationHome
 from station.roles import Role, account_name, allowed, roles_of
-from station.service import frames
+from station.service import frames, window_ops
 from station.service.hardening import harden_process
 from station.service.ops import OPS, SECRET_ARGS, Op, refusal
 from station.service.sessions import SessionError, Sessions
@@ -171,6 +171,7 @@ class StationService:
             "fixtures_list": self._fixtures_list,
             "fixtures": self._fixtures,
         }
+        self._handlers.update(window_ops.handlers(self))
         # Kiosk sessions (station.service.sessions): token → a person signed in, bound to the caller's uid.
         self.sessions = Sessions()
         self._unlock_from_credentials(credential)
@@ -453,7 +454,7 @@ class StationService:
             serial=serial,
             device=str(args["device"]),
             profile=profile,
-            operator=str(args.get("operator") or conn.caller.account),
+            operator=_operator(conn, args),
             fixture=args.get("fixture"),
             resume=bool(args.get("resume")),
             restart=bool(args.get("restart")),
@@ -507,7 +508,7 @@ class StationService:
         if slots < 1:
             raise StationError("--jobs must be at least 1")
         batch_id = str(args.get("batch_id") or new_batch_id())
-        operator = str(args.get("operator") or conn.caller.account)
+        operator = _operator(conn, args)
         units = [
             UnitJob(
                 serial=job.serial,
@@ -1077,6 +1078,15 @@ class StationService:
         self.station.close()
         if self._lock_file is not None:
             os.close(self._lock_file)
+
+
+def _operator(conn: Connection, args: dict[str, Any]) -> str:
+    """Who a unit records as its operator: the person signed in at this kiosk (their session, checked by the
+    service), else the name the window or command sent, else the OS account."""
+    signed = args.get("_signed_in")
+    if signed is not None:
+        return str(signed.person)
+    return str(args.get("operator") or conn.caller.account)
 
 
 @dataclass

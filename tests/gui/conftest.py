@@ -126,19 +126,30 @@ def fixtures_file(tmp_path: Path) -> Path:
     return path
 
 
+def unlock_service(session: Session, secret: str = PASSPHRASE) -> None:
+    """What an administrator types in the window's unlock dialog: the station service's CA unlocked with the
+    test CA's passphrase (``ca_unlock``), when the home has a CA and the service's is still locked."""
+    if session.view.ca.get("exists") and not session.view.ca_unlocked:
+        session.client.call("ca_unlock", {"secret": secret})
+        session.use_view(session.read_view())
+
+
 @pytest.fixture
 def open_window(qtbot: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., MainWindow]]:
-    """``open_window(home, ca, fixtures=None)``: a shown window; closed (and its session) at teardown."""
+    """``open_window(home, ca=None, fixtures=None)``: a shown window, a client of the station service it started
+    on ``home`` (its CA unlocked as an administrator would from the window); closed (and its session) at
+    teardown.  ``ca`` is only the test's CA having been made (the window never loads it)."""
     opened: list[tuple[MainWindow, Session]] = []
     # A test that fails while units run must not hang on the window's modal "Stop them?" question when
     # pytest-qt closes the window; a test about that question patches it with its own answers.
     monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.StandardButton.Yes)
 
-    def open_(home: StationHome, ca: CertificateAuthority, fixtures: Path | None = None) -> MainWindow:
+    def open_(
+        home: StationHome, ca: CertificateAuthority | None = None, fixtures: Path | None = None
+    ) -> MainWindow:
         session = Session.open(str(home.root), str(fixtures) if fixtures else None)
-        # The units run in the station service the window starts (its CA locked): the test CA's passphrase goes
-        # to it as if typed in the window's unlock dialog.
-        window = MainWindow(session, ca, ca_secret=PASSPHRASE)
+        unlock_service(session)
+        window = MainWindow(session)
         qtbot.addWidget(window)
         with qtbot.waitActive(window):
             window.show()
@@ -158,7 +169,7 @@ def open_window(qtbot: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
             qtbot.waitUntil(lambda w=window: not w.runner.running, timeout=5000)
         window.close()
         session.close()
-    for home in {session.home.root for _window, session in opened}:
+    for home in {session.view.home.root for _window, session in opened}:
         stop_service(StationHome(home))
 
 

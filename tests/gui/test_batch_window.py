@@ -13,7 +13,6 @@ from PySide6.QtWidgets import QMessageBox
 
 from station.batch import CANCEL_DEADLINE_S
 from tests.gui.technician import sign_in
-from ui.app import unlock_ca
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
 
@@ -48,7 +47,7 @@ def test_eight_boards_scanned_onto_eight_fixtures_pass_in_parallel_with_the_batc
     qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window
 ):
     devices = start_farm(count=8)
-    window = open_window(sim_home, unlock_ca(sim_home))
+    window = open_window(sim_home)
     open_batch(qtbot, window, "fiona")
     view = window.batch
     assert list(view.tiles) == [device.name for device in devices]
@@ -97,7 +96,7 @@ def test_one_board_is_aborted_and_retried_while_its_neighbour_goes_on_to_pass(
     qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window
 ):
     start_farm(count=2, keygen_delay=6)
-    window = open_window(sim_home, unlock_ca(sim_home))
+    window = open_window(sim_home)
     open_batch(qtbot, window, "gus")
     view = window.batch
     batch_scan(qtbot, window, serial(1))
@@ -132,7 +131,7 @@ def test_cancel_all_mid_batch_leaves_every_unit_failed_and_resumable_or_passed_a
     qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window
 ):
     start_farm(count=4, keygen_delay=60)
-    window = open_window(sim_home, unlock_ca(sim_home))
+    window = open_window(sim_home)
     open_batch(qtbot, window, "hana")
     view = window.batch
     for n in range(1, 5):
@@ -159,7 +158,7 @@ def test_closing_the_window_during_a_batch_asks_stops_every_board_and_waits_for_
     qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window, monkeypatch
 ):
     start_farm(count=3, keygen_delay=60)
-    window = open_window(sim_home, unlock_ca(sim_home))
+    window = open_window(sim_home)
     open_batch(qtbot, window, "ivan")
     view = window.batch
     for n in range(1, 4):

@@ -13,7 +13,6 @@ from PySide6.QtCore import Qt
 from station.profiles import load_profile
 from tests.gui.technician import run_unit, scan, sign_in
 from tests.integration.engine_events import expected_shape, unit_shape, worker_pids
-from ui.app import unlock_ca
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
 
@@ -30,7 +29,7 @@ def test_the_single_board_page_runs_its_unit_through_the_engine(
     qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window
 ):
     start_farm(count=1)
-    window = open_window(sim_home, unlock_ca(sim_home))
+    window = open_window(sim_home)
     events: list = []
     window.engine.delivered.connect(events.append)
     sign_in(qtbot, window, "alice")
@@ -49,7 +48,7 @@ def test_the_batch_grid_runs_its_units_through_the_same_engine(
     qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window
 ):
     devices = start_farm(count=2)
-    window = open_window(sim_home, unlock_ca(sim_home))
+    window = open_window(sim_home)
     events: list = []
     window.engine.delivered.connect(events.append)
     sign_in(qtbot, window, "fiona")

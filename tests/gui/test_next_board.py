@@ -11,7 +11,6 @@ from station.audit import AuditLog
 from station.identity_log import IdentityLog
 from station.sim.farm import Farm
 from tests.gui.technician import run_unit, scan, sign_in
-from ui.app import unlock_ca
 from ui.audit_view import identity_text
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
@@ -35,7 +34,7 @@ def test_six_boards_in_a_row_on_one_simulated_fixture_via_next_board(
     qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window
 ):
     start_farm(count=1)
-    window = open_window(sim_home, unlock_ca(sim_home))
+    window = open_window(sim_home)
     sign_in(qtbot, window, "dana")
     window.select_fixture("sim-01")
     seen_soc_ids = set()
@@ -70,7 +69,7 @@ def test_a_guard_refusal_gives_advice_the_technician_can_follow_from_the_window(
     qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window
 ):
     start_farm(count=1)
-    window = open_window(sim_home, unlock_ca(sim_home))
+    window = open_window(sim_home)
     sign_in(qtbot, window, "dana")
     window.select_fixture("sim-01")
     scan(qtbot, window, serial(1))

@@ -10,7 +10,6 @@ from station.audit import AuditLog
 from station.orders import read_order_file
 from station.profiles import load_profile
 from tests.gui.technician import run_unit, scan, sign_in
-from ui.app import unlock_ca
 from ui.order_panel import BY_SERIAL
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
@@ -40,7 +39,7 @@ def test_the_technician_picks_the_order_and_sees_its_progress_move(
     start_farm(count=1)
     sim_home.config_file.write_text('[station]\nname = "line-1"\n\n[orders]\nrequired = true\n')
     import_orders(sim_home, tmp_path)
-    window = open_window(sim_home, unlock_ca(sim_home))
+    window = open_window(sim_home)
     sign_in(qtbot, window, "alice")
     panel = window.orders
 

@@ -12,7 +12,6 @@ from station.admin import StationSettings, save_settings
 from station.label import short_fingerprint
 from tests.gui.conftest import SERIAL
 from tests.gui.technician import read_barcodes, run_unit, scan, sign_in
-from ui.app import unlock_ca
 from ui.label import label_png
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
@@ -28,9 +27,7 @@ def test_a_signed_in_technician_scans_a_board_and_provisions_it_to_pass(
     qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window, tmp_path
 ):
     start_farm(count=2)
-    ca = unlock_ca(sim_home)  # STATION_CA_PASSPHRASE is set: no dialog
-    assert ca is not None
-    window = open_window(sim_home, ca)
+    window = open_window(sim_home)  # the service's CA unlocked as from the window's dialog
 
     # Nothing can be provisioned before someone signs in.
     assert window.pages.currentWidget() is window.sign_in_page
@@ -86,7 +83,7 @@ def test_a_board_without_its_pkcs11_module_fails_with_the_reason_and_retry_passe
 ):
     start_farm(count=1, faults={"sim-01": "no-module"})
     save_settings(sim_home, StationSettings(auto_start=True))
-    window = open_window(sim_home, unlock_ca(sim_home))
+    window = open_window(sim_home)
     sign_in(qtbot, window, "bob")
 
     # Auto-start: the scanner's burst and Enter start the unit at once.
@@ -113,7 +110,7 @@ def test_a_dropped_connection_in_keygen_is_resumed_by_retry_from_the_token_not_f
     qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window
 ):
     start_farm(count=1, faults={"sim-01": "drop-ssh"})
-    window = open_window(sim_home, unlock_ca(sim_home))
+    window = open_window(sim_home)
     sign_in(qtbot, window, "carol")
     scan(qtbot, window, SERIAL)
     failed = run_unit(qtbot, window, lambda: qtbot.keyClick(window.scan, Qt.Key.Key_Return))
@@ -136,7 +133,7 @@ def test_escape_aborts_the_running_unit_which_ends_failed_and_resumable(
     qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window
 ):
     start_farm(count=1, keygen_delay=60)
-    window = open_window(sim_home, unlock_ca(sim_home))
+    window = open_window(sim_home)
     sign_in(qtbot, window, "dave")
     scan(qtbot, window, SERIAL)
     with qtbot.waitSignal(
@@ -160,7 +157,7 @@ def test_closing_during_a_unit_asks_then_cancels_it_and_waits_for_the_worker(
     qtbot, start_farm, sim_home, station_ca, passphrase_env, open_window, monkeypatch
 ):
     start_farm(count=1, keygen_delay=60)
-    window = open_window(sim_home, unlock_ca(sim_home))
+    window = open_window(sim_home)
     sign_in(qtbot, window, "erin")
     scan(qtbot, window, SERIAL)
     with qtbot.waitSignal(

@@ -21,7 +21,6 @@ from tests.gui.conftest import PASSPHRASE
 from tests.gui.technician import run_unit, scan, sign_in
 from tests.helpers.service import service_pid
 from tests.integration.engine_events import worker_pids
-from ui.app import unlock_ca
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
 
@@ -44,7 +43,7 @@ def test_a_unit_provisioned_from_the_window_runs_in_the_station_service_it_start
 ):
     start_farm(count=1)
     assert service_pid(home_socket(sim_home)) is None  # no service runs yet: the window starts one
-    window = open_window(sim_home, unlock_ca(sim_home))
+    window = open_window(sim_home)
     events: list = []
     chains: dict[int, list[int]] = {}
 
@@ -108,7 +107,7 @@ def test_a_batch_whose_window_is_killed_finishes_in_the_service_and_a_new_window
         assert {log.find_unit(serial).state for serial in serials} == {"running"}
 
     # A new window re-attaches: the running units show on their fixtures' tiles, live, until they pass.
-    window = open_window(sim_home, unlock_ca(sim_home))
+    window = open_window(sim_home)
     sign_in(qtbot, window, "hugo")
     qtbot.keyClick(window, Qt.Key.Key_2, CTRL)
     board = window.batch.board

@@ -12,10 +12,12 @@ import pytest
 from PySide6.QtWidgets import QMessageBox
 
 from station.cli.gui import display_available, gui_argv
-from tests.gui.conftest import PASSPHRASE
+from tests.gui.conftest import PASSPHRASE, stop_service
 from tests.helpers.modal import answering_modal
-from ui.app import unlock_ca
-from ui.dialogs import PassphraseDialog
+from ui.app import unlock_service_ca
+from ui.bridge import TaskPool
+from ui.dialogs import CaUnlockDialog
+from ui.session import Session
 
 pytestmark = pytest.mark.gui
 
@@ -49,40 +51,54 @@ def test_station_gui_starts_the_window_with_the_same_home_and_never_imports_qt(t
     assert subprocess.run([sys.executable, "-c", probe], timeout=PROCESS_TIMEOUT_S).returncode == 0
 
 
-def test_a_wrong_passphrase_is_said_to_be_wrong_and_asked_again(qtbot, sim_home, station_ca):
-    dialog = PassphraseDialog(sim_home.ca_dir)
+@pytest.fixture
+def session(sim_home):
+    """A window's session on ``sim_home``: the station service started for this account (its CA locked)."""
+    opened = Session.open(str(sim_home.root))
+    yield opened
+    opened.close()
+    stop_service(sim_home)
+
+
+def test_a_wrong_passphrase_is_said_to_be_wrong_and_asked_again(qtbot, sim_home, station_ca, session):
+    assert session.view.ca == {"exists": True, "kind": "file"} and not session.view.ca_unlocked
+    pool = TaskPool()
+    dialog = CaUnlockDialog(
+        lambda secret: session.client.call("ca_unlock", {"secret": secret}), pool, session.view.ca
+    )
     qtbot.addWidget(dialog)
     dialog.open()
     qtbot.keyClicks(dialog.field, "not the passphrase")
     dialog.unlock_button.click()
-    assert dialog.isVisible() and dialog.ca is None
-    assert "passphrase is wrong" in dialog.problem.text()
     assert dialog.field.text() == ""  # never left lying in the field
-    with qtbot.waitSignal(dialog.accepted, timeout=5000):
+    qtbot.waitUntil(lambda: "Not unlocked" in dialog.problem.text(), timeout=20_000)
+    assert dialog.isVisible() and "passphrase is wrong" in dialog.problem.text()
+    with qtbot.waitSignal(dialog.accepted, timeout=20_000):
         qtbot.keyClicks(dialog.field, PASSPHRASE)
         dialog.unlock_button.click()
-    assert dialog.ca is not None
+    assert session.read_view().ca_unlocked  # the service holds the key now; the window never did
+    pool.shutdown(2000)
 
 
 def test_a_wrong_passphrase_in_the_environment_falls_back_to_the_dialog(
-    qtbot, sim_home, station_ca, monkeypatch
+    qtbot, sim_home, station_ca, session, monkeypatch
 ):
     monkeypatch.setenv("STATION_CA_PASSPHRASE", "stale passphrase")
     seen = []
 
-    def answer(dialog: PassphraseDialog) -> None:
+    def answer(dialog: CaUnlockDialog) -> None:
         seen.append(dialog.problem.text())
         dialog.field.setText(PASSPHRASE)
         dialog.unlock_button.click()
 
-    with answering_modal(PassphraseDialog, answer) as problems:
-        ca = unlock_ca(sim_home)
+    with answering_modal(CaUnlockDialog, answer) as problems:
+        assert unlock_service_ca(session)
     assert problems == []
-    assert ca is not None
     assert "STATION_CA_PASSPHRASE was not accepted" in seen[0]
+    assert session.read_view().ca_unlocked
 
 
-def test_a_station_without_a_ca_explains_station_ca_init(qtbot, sim_home):
+def test_a_station_without_a_ca_explains_station_ca_init(qtbot, sim_home, session):
     seen = []
 
     def answer(box: QMessageBox) -> None:
@@ -91,7 +107,7 @@ def test_a_station_without_a_ca_explains_station_ca_init(qtbot, sim_home):
         quit_button.click()
 
     with answering_modal(QMessageBox, answer) as problems:
-        assert unlock_ca(sim_home) is None
+        assert unlock_service_ca(session) is False
     assert problems == []
     assert f"station --home {sim_home.root} ca init" in seen[0]
 

@@ -1,7 +1,8 @@
 """A window in a process of its own, for tests that kill it: ``python -m tests.gui.window_process HOME OPERATOR
-SERIAL…`` opens the station's window on HOME (offscreen), signs OPERATOR in, scans each SERIAL onto the next
-free fixture of the Batch tab (the CA passphrase from $STATION_CA_PASSPHRASE), presses Start all, and prints ``running <n>`` once every board is at key
-generation — then waits to be killed."""
+SERIAL…`` opens the station's window on HOME (offscreen; it starts the station service), has the service's CA
+unlocked with $STATION_CA_PASSPHRASE (sent over the socket, as the window's unlock dialog does), signs OPERATOR
+in, scans each SERIAL onto the next free fixture of the Batch tab, presses Start all, and prints ``running <n>``
+once every board is at key generation — then waits to be killed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from ui.app import unlock_ca  # noqa: E402
+from ui.app import unlock_service_ca  # noqa: E402
 from ui.main_window import MainWindow  # noqa: E402
 from ui.session import Session  # noqa: E402
 
@@ -21,9 +22,8 @@ def main(argv: list[str]) -> int:
     home, operator, *serials = argv
     app = QApplication([sys.argv[0]])
     session = Session.open(home)
-    ca = unlock_ca(session.home)
-    assert ca is not None
-    window = MainWindow(session, ca)  # the service's CA is unlocked with $STATION_CA_PASSPHRASE
+    assert unlock_service_ca(session)  # $STATION_CA_PASSPHRASE, sent to the service: no dialog
+    window = MainWindow(session)
     window.show()
     assert window.sign_in(operator)
     window.show_mode("batch")
