@@ -42,8 +42,9 @@ def test_without_an_admin_pin_the_settings_stay_locked_and_say_how_to_set_one(
     assert editable_setting_widgets(window) == []
     shown = []
     monkeypatch.setattr(QMessageBox, "information", lambda parent, title, text, *rest: shown.append(text))
-    window.settings_button.click()
-    assert len(shown) == 1 and "admin set-pin" in shown[0]
+    window.settings_button.click()  # the window asks the service whether a PIN is set now
+    qtbot.waitUntil(lambda: len(shown) == 1, timeout=10_000)
+    assert "admin set-pin" in shown[0]
     assert not hasattr(window, "settings_dialog")
 
 
@@ -57,6 +58,7 @@ def test_a_wrong_pin_is_refused_and_the_right_one_opens_the_settings(
     sign_in(qtbot, window, "alice")
 
     qtbot.keyClick(window, Qt.Key.Key_Comma, Qt.KeyboardModifier.ControlModifier)  # Ctrl+,
+    qtbot.waitUntil(lambda: hasattr(window, "pin_dialog"), timeout=10_000)
     dialog = window.pin_dialog
     qtbot.waitUntil(dialog.isVisible, timeout=5000)
     qtbot.keyClicks(dialog.field, "1357")
@@ -91,13 +93,15 @@ def test_a_settings_change_that_cannot_work_is_not_saved(
     window = open_window(sim_home, station_ca, fixtures_file)
     sign_in(qtbot, window, "alice")
     window.open_settings()
+    qtbot.waitUntil(lambda: hasattr(window, "pin_dialog"), timeout=10_000)
     with qtbot.waitSignal(window.pin_dialog.unlocked, timeout=10_000):
         window.pin_dialog.field.setText(PIN)
         window.pin_dialog.check()
     settings = window.settings_dialog
     settings.fixtures.setText(str(sim_home.root / "missing.toml"))
-    settings.save()
-    assert settings.isVisible() and "does not exist" in settings.problem.text()
+    settings.save()  # checked by the station service, which refuses it
+    qtbot.waitUntil(lambda: "does not exist" in settings.problem.text(), timeout=10_000)
+    assert settings.isVisible() and "Not saved" in settings.problem.text()
     assert load_settings(sim_home).fixtures_file is None
     settings.reject()
 
@@ -109,6 +113,7 @@ def test_repeated_wrong_pins_lock_the_settings_for_a_while(
     window = open_window(sim_home, station_ca, fixtures_file)
     sign_in(qtbot, window, "alice")
     window.open_settings()
+    qtbot.waitUntil(lambda: hasattr(window, "pin_dialog"), timeout=10_000)
     dialog = window.pin_dialog
     for _ in range(5):
         dialog.field.setText("0001")

@@ -69,12 +69,13 @@ def test_in_demo_mode_quality_lead_sign_in_may_use_the_shared_admin_pin_and_then
 
     # Without an admin PIN on the station nobody becomes quality lead.
     qtbot.keyClicks(window.operator_field, "Quinn")
-    window.quality_lead_button.click()
-    assert "No admin PIN is set" in window.sign_in_problem.text()
+    window.quality_lead_button.click()  # the window asks the service whether an admin PIN is set now
+    qtbot.waitUntil(lambda: "No admin PIN is set" in window.sign_in_problem.text(), timeout=10_000)
     assert window.operator is None and not hasattr(window, "pin_dialog")
 
-    set_pin(sim_home, PIN)
+    set_pin(sim_home, PIN)  # in a terminal, while the window is open
     window.quality_lead_button.click()
+    qtbot.waitUntil(lambda: hasattr(window, "pin_dialog"), timeout=10_000)
     dialog = window.pin_dialog
     qtbot.waitUntil(dialog.isVisible, timeout=5000)
     assert dialog.windowTitle() == "Quality lead sign-in"
