@@ -1,0 +1,82 @@
+"""The window as a technician's account runs it on a line PC: ``python -m tests.gui.technician_window OPERATOR
+FIXTURE SERIAL`` opens `station-gui`'s window (offscreen) on the station service named by $STATION_SOCKET, signs
+OPERATOR in, provisions SERIAL on FIXTURE from the single-board page, opens the Audit tab, and prints one JSON
+line: the outcome, what the window showed, and every file it held open while the unit ran (from /proc/self)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+
+from PySide6.QtCore import QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from ui.main_window import MainWindow  # noqa: E402
+from ui.session import Session  # noqa: E402
+
+DEADLINE_MS = 240_000
+
+
+def open_files() -> set[str]:
+    """What this process has open (descriptors) or mapped (memory maps), by path."""
+    held = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            held.add(os.readlink(fd))
+        except OSError:
+            continue
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and parts[5].startswith("/"):
+            held.add(parts[5])
+    return held
+
+
+def main(argv: list[str]) -> int:
+    operator, fixture, serial = argv
+    app = QApplication([sys.argv[0]])
+    session = Session.open(None)  # $STATION_SOCKET: the line PC's station service (another account's)
+    window = MainWindow(session)
+    window.show()
+    seen: set[str] = set()
+    report: dict[str, object] = {"home": str(session.home.root), "ca_unlocked": session.view.ca_unlocked}
+    sample = QTimer()
+    sample.setInterval(50)
+    sample.timeout.connect(lambda: seen.update(open_files()))
+    sample.start()
+
+    def finished(outcome: object) -> None:
+        seen.update(open_files())
+        window.show_mode("audit")  # the audit tab, on an account that cannot read the home
+        report.update(
+            kind=str(getattr(outcome, "kind", "")),
+            message=str(getattr(outcome, "message", "")),
+            unit_id=getattr(outcome, "unit_id", None),
+            verdict=window.result.verdict.text(),
+            label=window.sheet.content.serial if window.sheet is not None else None,
+            audit_tab=getattr(getattr(window, "audit_unavailable", None), "text", lambda: "")(),
+            service=window.service_status.toolTip(),
+            files=sorted(seen),
+        )
+        sample.stop()
+        window.close()
+        app.quit()
+
+    window.unit_finished.connect(finished)
+    assert window.sign_in(operator), window.sign_in_problem.text()
+    window.select_fixture(fixture)
+    window.scan.setText(serial)  # as a scanner types it (tests/gui/technician.py drives the keys themselves)
+    assert window.provision(), window.scan_feedback.text()
+    QTimer.singleShot(DEADLINE_MS, app.quit)
+    app.exec()
+    session.close()
+    print(json.dumps(report), flush=True)
+    return 0 if "kind" in report else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
