@@ -91,11 +91,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         farm.up(args.slots, keygen_delay=args.keygen_delay, boot_delay=args.boot_delay, port=args.port)
         yielded = 0 if args.boards_share_cpu else boards_yield_cpu(root, BOARD_AUTOGROUP_NICE)
-        ca = CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE)
+        CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE)
         session = Session.open(str(home.root))
-        window = MainWindow(
-            session, ca, ca_secret=PASSPHRASE.decode()
-        )  # for the station service the window starts
+        session.client.call("ca_unlock", {"secret": PASSPHRASE.decode()})  # as typed in the unlock dialog
+        window = MainWindow(session)
         ticks: list[float] = []
         scheduling: list[bytes] = []  # the GUI thread's /proc schedstat at each tick
         schedstat = f"/proc/self/task/{threading.get_native_id()}/schedstat"

@@ -61,7 +61,10 @@ def batch_pictures(out: Path, suffix: str, keygen_delay: float, large_font: bool
         if large_font:
             save_settings(demo.home, StationSettings(large_font=True))
         session = Session.open(str(demo.home.root))
-        window = MainWindow(session, demo.ca, ca_secret=DEMO_PASSPHRASE)
+        session.client.call(
+            "ca_unlock", {"secret": DEMO_PASSPHRASE}
+        )  # as typed in the window's unlock dialog
+        window = MainWindow(session)
         view = window.batch
         try:
             window.resize(1280, 800)
@@ -127,7 +130,10 @@ def order_pictures(out: Path, suffix: str, keygen_delay: float) -> int:
                 read_order_file(orders, profiles=lambda name: load_profile(name)), by="Q. Lead"
             )
         session = Session.open(str(demo.home.root))
-        window = MainWindow(session, demo.ca, ca_secret=DEMO_PASSPHRASE)
+        session.client.call(
+            "ca_unlock", {"secret": DEMO_PASSPHRASE}
+        )  # as typed in the window's unlock dialog
+        window = MainWindow(session)
         try:
             window.resize(1280, 800)
             window.show()
@@ -200,7 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.large_font:
             save_settings(demo.home, StationSettings(large_font=True))
         session = Session.open(str(demo.home.root))
-        window = MainWindow(session, demo.ca, ca_secret=DEMO_PASSPHRASE)
+        session.client.call(
+            "ca_unlock", {"secret": DEMO_PASSPHRASE}
+        )  # as typed in the window's unlock dialog
+        window = MainWindow(session)
         try:
             window.resize(1280, 800)
             window.show()

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import partial
 from typing import Any
 
@@ -253,6 +254,19 @@ LINK_STOP_S = 1.0
 LINK_BURST = 500
 
 
+class _Posted(StrEnum):
+    """What the link thread tells the GUI thread (the first item of each posted tuple)."""
+
+    EVENT = "event"  # a unit's FlowEvent
+    ANSWER = "answer"  # ticket, the service's answer (the unit's job number)
+    REFUSED = "refused"  # ticket, why: the unit ends refused
+    CA_LOCKED = "ca_locked"  # ticket, op, args, why, the CA's kind: waits for the window's unlock dialog
+    CONNECTED = "connected"  # socket path, the running units' last events
+    LOST = "lost"  # why: the service went away
+    STATUS = "status"  # words for the status bar
+    NOTICE = "notice"  # what the service's line hand-off said
+
+
 def _flow_event(record: dict[str, Any]) -> FlowEvent:
     from station.cli.serve import flow_event
 
@@ -310,7 +324,7 @@ class _ServiceLink:
         try:  # the service went away (a per-user one ended): started again as the window did at first
             client = connect(self.station.home_arg, start=True)
         except StationError as exc:
-            self._post(("status", f"✗ no station service: {exc}"))
+            self._post((_Posted.STATUS, f"✗ no station service: {exc}"))
             self._refuse_all(str(exc))
             return None
         if client is not None:
@@ -359,7 +373,7 @@ class _ServiceLink:
                     self._wake.wait(RECONNECT_S)
                     self._wake.clear()
                     continue
-                self._post(("connected", str(client.path), [_flow_event(record) for record in running]))
+                self._post((_Posted.CONNECTED, str(client.path), [_flow_event(record) for record in running]))
             try:
                 self._exchange(client)
             except (
@@ -367,7 +381,7 @@ class _ServiceLink:
             ) as exc:  # the service went away (or broke a frame): its units are in the audit log
                 client.close()
                 client = None
-                self._post(("lost", str(exc)))
+                self._post((_Posted.LOST, str(exc)))
                 self._stop.wait(RECONNECT_S)
         if client is not None:
             client.close()
@@ -378,7 +392,7 @@ class _ServiceLink:
                 _op, _args, ticket = self._requests.get_nowait()
             except queue.Empty:
                 return
-            self._post(("refused", ticket, why))
+            self._post((_Posted.REFUSED, ticket, why))
 
     def _exchange(self, client: ServiceClient) -> None:
         while True:
@@ -393,9 +407,9 @@ class _ServiceLink:
             taken += 1
             record = message.get("event")
             if record is not None:
-                self._post(("event", _flow_event(record)))
+                self._post((_Posted.EVENT, _flow_event(record)))
             elif "notice" in message:
-                self._post(("notice", str(message["notice"])))
+                self._post((_Posted.NOTICE, str(message["notice"])))
             # (frames.receive reads nothing with a zero wait: a millisecond takes what already came)
             message = client.next_message(wait_s=0.001) if self._requests.empty() else None
 
@@ -406,14 +420,14 @@ class _ServiceLink:
             result = client.call(op, sent)
         except CaLockedError as exc:
             # The window asks for the CA's secret (its unlock dialog sends it with ca_unlock), then sends again.
-            self._post(("ca_locked", ticket, op, args, str(exc), exc.kind))
+            self._post((_Posted.CA_LOCKED, ticket, op, args, str(exc), exc.kind))
             return
         except (ServiceUnavailable, FrameError):
             raise
         except StationError as exc:
-            self._post(("refused", ticket, str(exc)))
+            self._post((_Posted.REFUSED, ticket, str(exc)))
             return
-        self._post(("answer", ticket, result))
+        self._post((_Posted.ANSWER, ticket, result))
 
 
 def _account() -> str:
@@ -557,34 +571,34 @@ class Engine(QObject):
             items, self._pending = self._pending, deque()
         for item in items:
             kind = item[0]
-            if kind == "event":
+            if kind == _Posted.EVENT:
                 self._event(item[1])
-            elif kind == "answer":
+            elif kind == _Posted.ANSWER:
                 _kind, ticket, result = item
                 if ticket in self._handlers and isinstance(result, dict) and "job" in result:
                     self._bind(ticket, int(result["job"]))
                     if ticket in self._abort_asked:
                         self._abort_asked.discard(ticket)
                         self.cancel(ticket)
-            elif kind == "refused":
+            elif kind == _Posted.REFUSED:
                 _kind, ticket, message = item
                 if ticket in self._handlers:
                     self._finish(ticket, Ending.REFUSED, message)
-            elif kind == "ca_locked":
+            elif kind == _Posted.CA_LOCKED:
                 _kind, ticket, op, args, message, ca = item
                 if ticket in self._handlers:
                     first = not self._waiting
                     self._waiting.append((op, args, ticket, message))
                     if first:
                         self.ca_locked.emit(message, ca)
-            elif kind == "connected":
+            elif kind == _Posted.CONNECTED:
                 _kind, path, running = item
                 self.service_socket = path
                 if not self.service_text.startswith("no station service was running"):
                     self._say(f"units run in the station service ({path})")
                 for event in running:
                     self._event(event)
-            elif kind == "lost":
+            elif kind == _Posted.LOST:
                 self._say(f"✗ {item[1]}")
                 self.running_elsewhere.clear()
                 for ticket in list(self._handlers):
@@ -595,9 +609,9 @@ class Engine(QObject):
                         "log; press Retry to continue it",
                         resumable=True,
                     )
-            elif kind == "status":
+            elif kind == _Posted.STATUS:
                 self._say(item[1])
-            elif kind == "notice":
+            elif kind == _Posted.NOTICE:
                 self.notice.emit(item[1])
 
     def _say(self, text: str) -> None:

@@ -447,7 +447,8 @@ class MainWindow(SignInMixin, SingleBoardMixin, UnitViewMixin, LabelMixin, Admin
             and self.outcome.resumable
             and not self._closing
         )
-        self.abort_button.setEnabled(running and not self._closing and self.result.state != "stopping")
+        shown = running or self._mirrored_job is not None  # a unit of this window, or one re-attached
+        self.abort_button.setEnabled(shown and not self._closing and self.result.state != "stopping")
         self.print_button.setEnabled(self.sheet is not None)
         self.pdf_button.setEnabled(self.sheet is not None)
         busy = running or self.batch.running

@@ -106,9 +106,18 @@ def test_a_batch_whose_window_is_killed_finishes_in_the_service_and_a_new_window
     with AuditLog(sim_home.audit_db) as log:
         assert {log.find_unit(serial).state for serial in serials} == {"running"}
 
-    # A new window re-attaches: the running units show on their fixtures' tiles, live, until they pass.
+    # A new window re-attaches: the running units show on their fixtures' tiles, live, until they pass — and one
+    # of them on the single-board page too (it was idle), with its steps and Abort.
     window = open_window(sim_home)
     sign_in(qtbot, window, "hugo")
+    qtbot.waitUntil(
+        lambda: window.result.state == "running" and any(s in window.result.detail.text() for s in serials),
+        timeout=20_000,
+    )
+    shown = next(s for s in serials if s in window.result.detail.text())
+    assert f"re-attached: board {shown}" in window.log.toPlainText()
+    assert window.progress is not None and window.abort_button.isEnabled()
+    assert window.current_fixture().name in {device.name for device in devices}
     qtbot.keyClick(window, Qt.Key.Key_2, CTRL)
     board = window.batch.board
     qtbot.waitUntil(
@@ -117,6 +126,9 @@ def test_a_batch_whose_window_is_killed_finishes_in_the_service_and_a_new_window
     assert all(board.slots[device.name].state in ("running", "passed") for device in devices)
     qtbot.waitUntil(lambda: board.counts().passed == 2, timeout=WAIT_S * 1000)
     assert not window.batch.running
+    # The single-board page followed its unit to the end too.
+    qtbot.waitUntil(lambda: window.result.state == "passed", timeout=20_000)
+    assert shown in window.result.detail.text() and window.result.verdict.text() == "PASS"
     with AuditLog(sim_home.audit_db) as log:
         assert [log.find_unit(serial).state for serial in serials] == ["passed", "passed"]
         assert log.verify().ok

@@ -59,7 +59,9 @@ def test_a_locked_ca_is_unlocked_from_the_window_and_the_waiting_board_runs_to_p
 ):
     start_farm(count=1)
     window = locked_window
-    with qtbot.waitSignal(window.view_changed, timeout=20_000):  # the farm's fixtures, as the service says them
+    with qtbot.waitSignal(
+        window.view_changed, timeout=20_000
+    ):  # the farm's fixtures, as the service says them
         window.refresh_view()
     assert [fixture.name for fixture in window.session.fixtures.fixtures] == ["sim-01"]
     sign_in(qtbot, window, "alice")
