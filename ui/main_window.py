@@ -374,7 +374,9 @@ class MainWindow(SignInMixin, SingleBoardMixin, UnitViewMixin, LabelMixin, Admin
                 self.audit_page,
             )
             self.audit_unavailable.setWordWrap(True)
+            self.audit_unavailable.setContentsMargins(12, 12, 12, 12)
             layout.addWidget(self.audit_unavailable)
+            layout.addStretch(1)
 
     def _drop_audit_view(self) -> None:
         scope, self.fleet_scope = getattr(self, "fleet_scope", None), None

@@ -1,7 +1,9 @@
 """The window as a technician's account runs it on a line PC: ``python -m tests.gui.technician_window OPERATOR
 FIXTURE SERIAL`` opens `station-gui`'s window (offscreen) on the station service named by $STATION_SOCKET, signs
 OPERATOR in, provisions SERIAL on FIXTURE from the single-board page, opens the Audit tab, and prints one JSON
-line: the outcome, what the window showed, and every file it held open while the unit ran (from /proc/self)."""
+line: the outcome, what the window showed, and every file it held open while the unit ran (from /proc/self).
+With a fourth argument DIR, it also saves pictures of the single-board page (``line-pc-pass.png``) and of the
+Audit tab (``line-pc-audit.png``) there, to look at."""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ def open_files() -> set[str]:
 
 
 def main(argv: list[str]) -> int:
-    operator, fixture, serial = argv
+    operator, fixture, serial, *pictures = argv
     app = QApplication([sys.argv[0]])
     session = Session.open(None)  # $STATION_SOCKET: the line PC's station service (another account's)
     window = MainWindow(session)
@@ -51,7 +53,12 @@ def main(argv: list[str]) -> int:
 
     def finished(outcome: object) -> None:
         seen.update(open_files())
+        if pictures:
+            window.grab().save(str(Path(pictures[0]) / "line-pc-pass.png"))
         window.show_mode("audit")  # the audit tab, on an account that cannot read the home
+        if pictures:
+            app.processEvents()
+            window.grab().save(str(Path(pictures[0]) / "line-pc-audit.png"))
         report.update(
             kind=str(getattr(outcome, "kind", "")),
             message=str(getattr(outcome, "message", "")),

@@ -112,6 +112,7 @@ def window_as(user: str, pc: LinePc, *args: str) -> subprocess.CompletedProcess[
 def test_a_technician_s_window_provisions_through_the_service_and_opens_nothing_in_the_home(
     accounts: Accounts,  # noqa: F811 - the fixture imported above
     window_line_pc,
+    tmp_path: Path,
 ) -> None:
     pc, (device,) = window_line_pc
     serial = "202600000001901"
@@ -121,7 +122,15 @@ def test_a_technician_s_window_provisions_through_the_service_and_opens_nothing_
     assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == _uid(accounts.service)
     assert as_user_shell(tech, f"ls {pc.home.root}").returncode != 0
 
-    done = window_as(tech, pc, "tina", "bench-a", serial)
+    # The technician's window saves two pictures (to look at) where it may write: out of pytest's private tmp.
+    pictures = Path(tempfile.mkdtemp(prefix="welma-window-pictures-"))
+    pictures.chmod(0o777)
+    try:
+        done = window_as(tech, pc, "tina", "bench-a", serial, str(pictures))
+        saved = {path.name for path in pictures.iterdir()}
+        shutil.copytree(pictures, tmp_path / "pictures")
+    finally:
+        shutil.rmtree(pictures, ignore_errors=True)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["ca_unlocked"] is True and report["home"] == str(pc.home.root)
@@ -134,6 +143,7 @@ def test_a_technician_s_window_provisions_through_the_service_and_opens_nothing_
     assert report["files"] and inside == []
     assert "kept by the station service" in report["audit_tab"]
     assert str(pc.socket) in report["service"], report["service"]
+    assert saved == {"line-pc-pass.png", "line-pc-audit.png"}
 
     # The unit ran in the service, for the technician's account, with the typed operator; the board holds its cert.
     assert certificate_on_board(device) is not None
