@@ -123,5 +123,12 @@ class AdminMixin:
             dialog.deleteLater()
 
         dialog.finished.connect(gone)
-        self.line_status.setText(f"✗ {why}")
+        self.line_status.setToolTip(why)
+        self.line_status.setText("✗ the station's CA is locked — a board waits for it to be unlocked")
+        if self._unit_active and self.request is not None:
+            self.result.show_state(
+                "running",
+                f"Board {self.request.serial} waits: the station's CA is locked in the station service.",
+                "an administrator types the CA passphrase (or token PIN) in the dialog; Cancel gives this board up.",
+            )
         dialog.open()
