@@ -7,7 +7,9 @@ scan starts provisioning by itself, the font size and the label stock.  Those ch
 as a salted PBKDF2-HMAC-SHA256 hash, never in clear.  ``station admin set-pin`` sets it.
 
 A PIN is short, so the hash alone would not stop someone who can read the file: the file's
-permissions do that, and :class:`AdminLock` slows down guessing at the station itself.
+permissions do that, and :class:`AdminLock` slows down guessing at the station itself — one lock in the station
+service for every window (``admin_unlock``, station/service/window_ops.py), so reopening a window does not reset it.
+The shared PIN is a demo-mode option; production mode refuses it.
 """
 
 from __future__ import annotations
