@@ -65,7 +65,9 @@ class Sessions:
         except StationError:
             with self._lock:
                 self._by_token.pop(token, None)
-            if session.signed.expired():  # the journal says the session ended by itself (the window's sign-out)
+            if (
+                session.signed.expired()
+            ):  # the journal says the session ended by itself (the window's sign-out)
                 people.sign_out(session.signed, expired=True)
             raise
 
