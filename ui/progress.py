@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from station import display
 from station.flow import FlowEvent
 
-DONE_STATES = frozenset({"passed", "skipped"})
+# "earlier": a unit re-attached by a window opened while it ran — its steps before that one were over by then.
+DONE_STATES = frozenset({"passed", "skipped", "earlier"})
 # A running step never shows as complete before its step_finished event arrives.
 RUNNING_STEP_CAP = 0.95
 
@@ -44,6 +45,14 @@ class UnitProgress:
         for name, eta in eta_s.items():
             if name in self._by_name:
                 self._by_name[name].eta_s = eta
+
+    def over_before(self, name: str) -> None:
+        """A unit watched from step ``name`` on (re-attached): the steps before it were over already."""
+        for step in self.steps:
+            if step.name == name:
+                return
+            if step.state == "waiting":
+                step.state = "earlier"
 
     def reset_for_retry(self) -> None:
         """Keep what passed; everything else waits again (a resumed unit re-runs identify and guard)."""

@@ -31,6 +31,8 @@ STEP_STATES: dict[str, StateLook] = {
     "retrying": StateLook("retrying", "retry", AMBER),
     "skipped": StateLook("skipped", "skip", GREY),
     "not_run": StateLook("not run", "stop", GREY),
+    # Over before this window re-attached the unit (it shows what it saw from then on).
+    "earlier": StateLook("done earlier", "check", GREY),
 }
 
 FIXTURE_STATES: dict[str, StateLook] = {

@@ -230,6 +230,9 @@ class UnitViewMixin:
             f"━━ re-attached: board {event.serial} on {fixture.name}, running in the station service"
         )
         self._unit_began = time.monotonic()
+        if event.step:
+            self.progress.over_before(event.step)
+            self.steps.set_steps(self.progress.steps)
         self._on_event(event)
         self._tick.start()
         self._refresh_running()

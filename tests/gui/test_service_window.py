@@ -116,6 +116,11 @@ def test_a_batch_whose_window_is_killed_finishes_in_the_service_and_a_new_window
     )
     shown = next(s for s in serials if s in window.result.detail.text())
     assert f"re-attached: board {shown}" in window.log.toPlainText()
+    # The steps over before this window opened say so (the window saw them from key generation on).
+    assert (
+        window.progress.steps[0].state == "earlier"
+        and window.steps._items["identify"].text(1) == "done earlier"
+    )
     assert window.progress is not None and window.abort_button.isEnabled()
     assert window.current_fixture().name in {device.name for device in devices}
     qtbot.keyClick(window, Qt.Key.Key_2, CTRL)
