@@ -73,15 +73,18 @@ class Session:
         fixtures = Path(self.fixtures_arg).expanduser() if self.fixtures_arg else None
         return self.client.view(fixtures_file=fixtures)
 
-    def use_view(self, view: WindowView) -> None:
+    def use_view(self, view: WindowView, *, saved_settings: bool = False) -> None:
+        """Show ``view`` from now on (the GUI thread); after an administrator saved settings, their fixtures
+        replace a --fixtures file."""
         self.view = view
+        if saved_settings:
+            self.fixtures_arg = None
 
     def save_settings(self, settings: StationSettings) -> WindowView:
         """An administrator's new settings, checked and saved by the service (``settings``, recorded), and what
         the window shows with them (blocking: a worker thread's call)."""
         self.client.call("settings", {"action": "set", "settings": settings_record(settings)})
-        self.fixtures_arg = None  # the administrator's choice replaces --fixtures
-        return self.read_view()
+        return self.client.view()  # the administrator's choice replaces --fixtures
 
     # -- the audit view's log --------------------------------------------------------------------------
 

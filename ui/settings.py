@@ -108,7 +108,7 @@ class SettingsDialog(QDialog):
 
     def _saved(self, view: Any) -> None:
         if isinstance(view, WindowView):
-            self.session.use_view(view)
+            self.session.use_view(view, saved_settings=True)
         self.problem.hide()
         self.accept()
 
