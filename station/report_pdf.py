@@ -17,51 +17,23 @@ from station.errors import StationError
 
 # A4 portrait, in PDF points (1/72 in).
 PAGE_WIDTH = 595.28
-
-
 PAGE_HEIGHT = 841.89
-
-
 MARGIN = 42.0
-
-
 CONTENT_WIDTH = PAGE_WIDTH - 2 * MARGIN
 
-
 Color = tuple[float, float, float]
-
-
 BLACK: Color = (0.0, 0.0, 0.0)
-
-
 GREY: Color = (0.42, 0.42, 0.42)
-
-
 LIGHT: Color = (0.93, 0.94, 0.95)
-
-
 RULE: Color = (0.75, 0.75, 0.75)
-
-
 FAIL: Color = (0.75, 0.16, 0.12)
-
-
 PASS: Color = (0.12, 0.50, 0.22)
-
-
 BAR: Color = (0.20, 0.45, 0.70)
-
 
 # Fonts the report embeds (Debian: fonts-dejavu-core, fonts-noto-cjk or fonts-droid-fallback).
 FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/local/share/fonts"))
-
-
 REGULAR_FONT = "DejaVuSans.ttf"
-
-
 BOLD_FONT = "DejaVuSans-Bold.ttf"
-
-
 # (path, index in a font collection): the first one found covers Chinese, Japanese and Korean names.
 CJK_FONTS = (
     (Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"), 0),
@@ -103,7 +75,6 @@ def _new_pdf() -> FPDF:
 
 
 _measure: FPDF | None = None
-
 
 _measure_lock = threading.Lock()
 
