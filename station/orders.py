@@ -24,9 +24,9 @@ from station.order_file import ORDER_ID_PATTERN as ORDER_ID_PATTERN
 from station.order_file import REQUIRED_CSV_COLUMNS as REQUIRED_CSV_COLUMNS
 from station.order_file import ProfileLookup as ProfileLookup
 from station.order_file import read_order_file as read_order_file
-from station.order_model import ORDER_STATES as ORDER_STATES
 
 # Moved to station.order_model, re-exported here so every existing import keeps working:
+from station.order_model import ORDER_STATES as ORDER_STATES
 from station.order_model import ImportResult as ImportResult
 from station.order_model import Order as Order
 from station.order_model import OrderConflict as OrderConflict
