@@ -248,22 +248,9 @@ class People:
                     f"{existing['name']} is already enrolled (as {Role(existing['role']).words}) — to give them a "
                     f"new credential use `station people reset {existing['name']}`"
                 )
-            conn.execute(
-                "INSERT INTO people (key, name, role, kind, credential, failed_attempts, locked_until, enrolled_at, "
-                "enrolled_by, changed_at) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?, ?)",
-                [_key(display), display, role.value, kind.value, credential, now, by.name, now],
+            return self._insert(
+                conn, display, role, kind, credential, by=by, now=now, detail=f"credential: {kind.value}"
             )
-            # Recorded inside the store's transaction: if the audit log cannot record it, nobody is enrolled.
-            self._record(
-                PeopleAction.ENROLLED,
-                person=display,
-                role=role,
-                by=by,
-                account=by.account,
-                detail=f"credential: {kind.value}",
-            )
-            row = self._existing(conn, display)
-        return _person(row)
 
     def enrol_os_account(self, login: str, role: Role, *, by: Actor, name: str | None = None) -> Person:
         """Enrol a person who signs in with their own OS account's password (checked through PAM at each
@@ -284,21 +271,40 @@ class People:
                 raise PeopleError(
                     f"{existing['name']} is already enrolled (as {Role(existing['role']).words})"
                 )
-            conn.execute(
-                "INSERT INTO people (key, name, role, kind, credential, failed_attempts, locked_until, enrolled_at, "
-                "enrolled_by, changed_at) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?, ?)",
-                [_key(display), display, role.value, CredentialKind.PAM.value, login, now, by.name, now],
-            )
-            self._record(
-                PeopleAction.ENROLLED,
-                person=display,
-                role=role,
+            return self._insert(
+                conn,
+                display,
+                role,
+                CredentialKind.PAM,
+                login,
                 by=by,
-                account=by.account,
+                now=now,
                 detail=f"credential: OS account {login} (PAM)",
             )
-            row = self._existing(conn, display)
-        return _person(row)
+
+    def _insert(
+        self,
+        conn: sqlite3.Connection,
+        display: str,
+        role: Role,
+        kind: CredentialKind,
+        credential: str,
+        *,
+        by: Actor,
+        now: float,
+        detail: str,
+    ) -> Person:
+        """Add a person's row and record their enrolment (``credential``: a PIN/badge hash, or a login)."""
+        conn.execute(
+            "INSERT INTO people (key, name, role, kind, credential, failed_attempts, locked_until, enrolled_at, "
+            "enrolled_by, changed_at) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?, ?)",
+            [_key(display), display, role.value, kind.value, credential, now, by.name, now],
+        )
+        # Recorded inside the store's transaction: if the audit log cannot record it, nobody is enrolled.
+        self._record(
+            PeopleAction.ENROLLED, person=display, role=role, by=by, account=by.account, detail=detail
+        )
+        return _person(self._existing(conn, display))
 
     def change(
         self,
@@ -315,6 +321,33 @@ class People:
             self._need_administrator(by, "changing someone's credential without the old one")
         else:
             self.verify(name, old_secret, account=by.account, record_success=False)
+        return self._set_credential(
+            name,
+            new_secret,
+            by=by,
+            kind=kind,
+            old_secret=old_secret,
+            action=PeopleAction.CREDENTIAL_CHANGED,
+            detail="with the old credential" if old_secret is not None else "by an administrator",
+        )
+
+    def reset(self, name: str, new_secret: str, *, by: Actor, kind: CredentialKind | None = None) -> Person:
+        """An administrator gives ``name`` a new credential (the lockout ends with it)."""
+        self._need_administrator(by, "resetting a credential")
+        return self._set_credential(name, new_secret, by=by, kind=kind, action=PeopleAction.CREDENTIAL_RESET)
+
+    def _set_credential(
+        self,
+        name: str,
+        new_secret: str,
+        *,
+        by: Actor,
+        kind: CredentialKind | None,
+        action: PeopleAction,
+        old_secret: str | None = None,
+        detail: str | None = None,
+    ) -> Person:
+        """Store ``name``'s new credential, end any lockout and record ``action`` (``detail`` None: the kind)."""
         with self._connect(write=True) as conn:
             row = self._existing(conn, name)
             new_kind = _settable_kind(row, kind)
@@ -327,35 +360,12 @@ class People:
                 [hash_pin(new_secret), new_kind.value, self._clock(), row["key"]],
             )
             self._record(
-                PeopleAction.CREDENTIAL_CHANGED,
+                action,
                 person=row["name"],
                 role=row["role"],
                 by=by,
                 account=by.account,
-                detail="with the old credential" if old_secret is not None else "by an administrator",
-            )
-            row = self._existing(conn, name)
-        return _person(row)
-
-    def reset(self, name: str, new_secret: str, *, by: Actor, kind: CredentialKind | None = None) -> Person:
-        """An administrator gives ``name`` a new credential (the lockout ends with it)."""
-        self._need_administrator(by, "resetting a credential")
-        with self._connect(write=True) as conn:
-            row = self._existing(conn, name)
-            new_kind = _settable_kind(row, kind)
-            check_new_secret(new_secret, new_kind, name=row["name"])
-            conn.execute(
-                "UPDATE people SET credential = ?, kind = ?, failed_attempts = 0, locked_until = NULL, "
-                "changed_at = ? WHERE key = ?",
-                [hash_pin(new_secret), new_kind.value, self._clock(), row["key"]],
-            )
-            self._record(
-                PeopleAction.CREDENTIAL_RESET,
-                person=row["name"],
-                role=row["role"],
-                by=by,
-                account=by.account,
-                detail=f"credential: {new_kind.value}",
+                detail=detail if detail is not None else f"credential: {new_kind.value}",
             )
             row = self._existing(conn, name)
         return _person(row)
