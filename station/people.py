@@ -411,7 +411,6 @@ class People:
         without the text typed (it may be a PIN typed in the wrong field).
         """
         limit = self.settings.max_failed_attempts
-        lockout_s = self.settings.lockout_minutes * 60
         with self._connect(write=True) as conn:
             try:
                 row = self._row(conn, name)
@@ -450,76 +449,94 @@ class People:
                     f"wait, or ask an administrator (`station people unlock {person}`)",
                     locked_until=locked_until,
                 )
-            try:
-                if row["kind"] == CredentialKind.PAM.value:
-                    right = os_password_matches(row["credential"], secret, service=self.settings.pam_service)
-                else:
-                    right = pin_matches(secret, row["credential"])
-            except AdminPinError:
-                raise SignInRefused(
-                    f"the stored credential of {person} is damaged — an administrator resets it "
-                    f"(`station people reset {person}`)"
-                ) from None
-            if right:
-                conn.execute(
-                    "UPDATE people SET failed_attempts = 0, locked_until = NULL WHERE key = ?", [row["key"]]
-                )
-                started = self._clock()  # after the (slow) check: the whole session is the person's
-                session = SignedIn(
-                    person=person,
-                    role=role,
-                    started_at=started,
-                    expires_at=started + self.settings.session_minutes * 60,
-                    account=account,
-                )
-                if record_success:
-                    self._record(
-                        PeopleAction.SIGNED_IN,
-                        person=person,
-                        role=role,
-                        by=person,
-                        account=account,
-                        detail=f"until {clock_text(session.expires_at)}",
-                    )
-                return session
-            failed = int(row["failed_attempts"]) + 1
-            if failed >= limit:
-                until = now + lockout_s
-                conn.execute(
-                    "UPDATE people SET failed_attempts = 0, locked_until = ? WHERE key = ?",
-                    [until, row["key"]],
-                )
-                self._record(
-                    PeopleAction.LOCKED_OUT,
-                    person=person,
-                    role=role,
-                    by=account,
-                    account=account,
-                    detail=f"{limit} wrong credentials in a row; until {clock_text(until)}",
-                )
-                # Committed below although the sign-in is refused: the lockout must outlive this process.
-                refusal = SignInRefused(
-                    f"wrong credential, {limit} times in a row — {person} is locked out until {clock_text(until)}; "
-                    f"wait, or ask an administrator (`station people unlock {person}`)",
-                    locked_until=until,
-                )
-            else:
-                conn.execute("UPDATE people SET failed_attempts = ? WHERE key = ?", [failed, row["key"]])
-                self._record(
-                    PeopleAction.SIGN_IN_FAILED,
-                    person=person,
-                    role=role,
-                    by=account,
-                    account=account,
-                    detail=f"wrong credential ({failed} of {limit})",
-                )
-                left = limit - failed
-                refusal = SignInRefused(
-                    f"not signed in: that name or credential is wrong — {left} "
-                    f"tr{'y' if left == 1 else 'ies'} left before {person} is locked out for "
-                    f"{self.settings.lockout_minutes:g} min"
-                )
+            if self._credential_matches(row, secret):
+                return self._start_session(conn, row, account=account, record_success=record_success)
+            refusal = self._count_wrong_credential(conn, row, account=account, now=now)
         raise refusal
+
+    def _credential_matches(self, row: sqlite3.Row, secret: str) -> bool:
+        """Whether ``secret`` is the credential stored in ``row`` (a PIN/badge hash, or an OS account's password)."""
+        person = str(row["name"])
+        try:
+            if row["kind"] == CredentialKind.PAM.value:
+                return os_password_matches(row["credential"], secret, service=self.settings.pam_service)
+            return pin_matches(secret, row["credential"])
+        except AdminPinError:
+            raise SignInRefused(
+                f"the stored credential of {person} is damaged — an administrator resets it "
+                f"(`station people reset {person}`)"
+            ) from None
+
+    def _start_session(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, *, account: str, record_success: bool
+    ) -> SignedIn:
+        """The right credential: forget the failed attempts and open the person's session."""
+        person, role = str(row["name"]), Role(row["role"])
+        conn.execute("UPDATE people SET failed_attempts = 0, locked_until = NULL WHERE key = ?", [row["key"]])
+        started = self._clock()  # after the (slow) check: the whole session is the person's
+        session = SignedIn(
+            person=person,
+            role=role,
+            started_at=started,
+            expires_at=started + self.settings.session_minutes * 60,
+            account=account,
+        )
+        if record_success:
+            self._record(
+                PeopleAction.SIGNED_IN,
+                person=person,
+                role=role,
+                by=person,
+                account=account,
+                detail=f"until {clock_text(session.expires_at)}",
+            )
+        return session
+
+    def _count_wrong_credential(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, *, account: str, now: float
+    ) -> SignInRefused:
+        """Count a wrong credential against ``row``'s person (locking them out at the limit), record it, and
+        return the refusal to raise once the count is committed."""
+        limit = self.settings.max_failed_attempts
+        lockout_s = self.settings.lockout_minutes * 60
+        person, role = str(row["name"]), Role(row["role"])
+        failed = int(row["failed_attempts"]) + 1
+        if failed >= limit:
+            until = now + lockout_s
+            conn.execute(
+                "UPDATE people SET failed_attempts = 0, locked_until = ? WHERE key = ?",
+                [until, row["key"]],
+            )
+            self._record(
+                PeopleAction.LOCKED_OUT,
+                person=person,
+                role=role,
+                by=account,
+                account=account,
+                detail=f"{limit} wrong credentials in a row; until {clock_text(until)}",
+            )
+            # Committed below although the sign-in is refused: the lockout must outlive this process.
+            return SignInRefused(
+                f"wrong credential, {limit} times in a row — {person} is locked out until {clock_text(until)}; "
+                f"wait, or ask an administrator (`station people unlock {person}`)",
+                locked_until=until,
+            )
+        else:
+            conn.execute("UPDATE people SET failed_attempts = ? WHERE key = ?", [failed, row["key"]])
+            self._record(
+                PeopleAction.SIGN_IN_FAILED,
+                person=person,
+                role=role,
+                by=account,
+                account=account,
+                detail=f"wrong credential ({failed} of {limit})",
+            )
+            left = limit - failed
+            return SignInRefused(
+                f"not signed in: that name or credential is wrong — {left} "
+                f"tr{'y' if left == 1 else 'ies'} left before {person} is locked out for "
+                f"{self.settings.lockout_minutes:g} min"
+            )
 
     def check_session(self, session: SignedIn) -> SignedIn:
         """Raise :class:`PeopleError` unless ``session`` still holds: not expired, the person still
