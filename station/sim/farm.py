@@ -16,7 +16,6 @@ and reports state.  All state lives below ``HOME/sim`` (see station.sim.layout).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import socket
@@ -64,6 +63,7 @@ from station.sim.layout import (
 )
 from station.sim.optee_farm import DEFAULT_TLS_PROOF_PORT, OpteeFarm
 from station.sim.process import ProcessRef, wait_gone
+from station.sim.settings_file import load_settings, save_settings
 from station.sim.silicon import new_soc_id, read_soc_id
 
 # The kinds of simulated board: namespaces + SoftHSM2 (fast, the default) or QEMU + real OP-TEE.
@@ -449,18 +449,14 @@ class Farm:
         return [name for name, power in settings.power.items() if power.alive()]
 
     def _save_settings(self, settings: FarmSettings) -> None:
-        write_atomically(self.layout.settings_file, json.dumps(settings.to_json(), indent=2) + "\n")
+        save_settings(self.layout.settings_file, settings)
 
     def _load_settings(self) -> FarmSettings | None:
-        try:
-            return FarmSettings.from_json(json.loads(self.layout.settings_file.read_text()))
-        except FileNotFoundError:
-            return None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StationError(
-                f"{self.layout.settings_file} is damaged ({exc}); stop any simulated device with "
-                "`station sim down` and delete that file"
-            ) from exc
+        return load_settings(
+            self.layout.settings_file,
+            FarmSettings.from_json,
+            when_damaged="stop any simulated device with `station sim down` and delete that file",
+        )
 
     # ---- state ------------------------------------------------------------------------------
 
