@@ -12,8 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from station.errors import StationError
 from station.files import write_file_atomically  # re-exported: many modules import it from here
@@ -48,13 +47,14 @@ from station.pki.certs import (
     _SigningKey,
     _system_certificate,
     _system_key_type_for,
+    _with_serial_number,
     describe_key_type,
     key_file_kdf,
     read_certificate,
     sign_bytes,
 )
 from station.pki.crl import RevokedEntry, _reason_flag
-from station.pki.csr_policy import _REPROVISION, CsrRejected
+from station.pki.csr_policy import _possessed_device_key
 from station.pki.directory import (
     _check_new_passphrase,
     _check_private,
@@ -446,19 +446,7 @@ class CertificateAuthority(TokenCaSetup):
         serialNumber attribute.
         """
         _check_validity_days(validity_days)
-        if not csr.is_signature_valid:
-            raise CsrRejected(
-                "csr-bad-signature",
-                "The CSR's signature does not verify, so it does not prove the device holds the key — "
-                "provision the unit again.",
-            )
-        public_key = csr.public_key()
-        if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-            raise CsrRejected(
-                "key-algorithm-not-allowed",
-                f"The CSR's key is {describe_key_type(public_key)}; device certificates are issued for "
-                f"RSA and EC keys only — {_REPROVISION} with an allowed key type.",
-            )
+        public_key = _possessed_device_key(csr)
         now = _now(now)
         ca_not_after = self._ca_cert.not_valid_after_utc
         if now >= ca_not_after:
@@ -466,16 +454,7 @@ class CertificateAuthority(TokenCaSetup):
                 f"The station CA certificate expired on {ca_not_after:%Y-%m-%d %H:%M} UTC — no device can "
                 "be certified with it. Set up a new CA (`station ca init` in a new home, or `station ca import`)."
             )
-        subject = subject if subject is not None else csr.subject
-        if subject_serial_number is not None:
-            subject = x509.Name(
-                [
-                    *subject.rdns,
-                    x509.RelativeDistinguishedName(
-                        [x509.NameAttribute(NameOID.SERIAL_NUMBER, subject_serial_number)]
-                    ),
-                ]
-            )
+        subject = _with_serial_number(subject if subject is not None else csr.subject, subject_serial_number)
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
