@@ -436,22 +436,7 @@ def export_to_file(
             "Step summaries are for the JSON Lines export only; CSV and PDF have one row per unit."
         )
     if fmt == "pdf":
-        scope = ReportScope(
-            since=filters.since,
-            until=filters.until,
-            batch=filters.batch,
-            result=filters.result,
-            order=filters.order,
-        )
-        report = render_report(audit, scope, station=station)
-        destination = _checked_destination(path)
-        try:
-            write_export(destination, report.pdf)
-        except OSError as exc:
-            raise StationError(
-                f"Could not write {destination} ({exc.strerror}) — check that the folder is writable, then try again."
-            ) from None
-        return ExportResult(destination, report.units_in_table, report.pages)
+        return _export_pdf(audit, path, filters, station=station)
     narrowed = filters
 
     def write(out: TextIO) -> int:
@@ -486,6 +471,26 @@ def export_to_file(
 
     count = write_text_atomically(path, write)
     return ExportResult(path.expanduser(), count)
+
+
+def _export_pdf(audit: AuditLog, path: Path, filters: UnitFilter, *, station: str) -> ExportResult:
+    """The report of the filters' period, batch and order (``filters.result`` narrows its unit table)."""
+    scope = ReportScope(
+        since=filters.since,
+        until=filters.until,
+        batch=filters.batch,
+        result=filters.result,
+        order=filters.order,
+    )
+    report = render_report(audit, scope, station=station)
+    destination = _checked_destination(path)
+    try:
+        write_export(destination, report.pdf)
+    except OSError as exc:
+        raise StationError(
+            f"Could not write {destination} ({exc.strerror}) — check that the folder is writable, then try again."
+        ) from None
+    return ExportResult(destination, report.units_in_table, report.pages)
 
 
 def _checked_destination(path: Path) -> Path:
