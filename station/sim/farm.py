@@ -142,25 +142,7 @@ class Farm:
         devices = [self.layout.device(index) for index in range(1, count + 1)]
         armed = self._parse_faults(faults or {}, devices)
 
-        problems = [
-            preflight.check_root(),
-            preflight.check_packages(serial_console=serial_console),
-            preflight.check_home_path(self.layout.root),
-        ]
-        if problems[0] is None:  # the namespace probe would only repeat "not root"
-            problems.append(preflight.check_namespaces(self.layout.root))
-        messages = [problem for problem in problems if problem]
-        if messages:
-            raise StationError("\n".join(messages))
-        running = self._running_power_loops()
-        if running:
-            raise StationError(
-                f"a simulated farm is already running in {self.home.root} ({', '.join(sorted(running))}); "
-                "stop it first with `station sim down`"
-            )
-        busy = preflight.check_addresses([(device.name, device.address) for device in devices], port)
-        if busy:
-            raise StationError(busy)
+        self._preflight(devices, port=port, serial_console=serial_console)
 
         self.home.ensure_station_key()
         station_key = self.home.ssh_public_key.read_text()
@@ -191,6 +173,29 @@ class Farm:
         result = [self._describe(device, settings, DeviceState.UP) for device in devices]
         write_fixtures(self.layout.fixtures_file, result)
         return result
+
+    def _preflight(self, devices: list[DeviceLayout], *, port: int, serial_console: bool) -> None:
+        """Refuse to start (saying what to fix) unless this machine can run these boards now: root,
+        packages, home path, namespaces, no farm already running, every SSH address free."""
+        problems = [
+            preflight.check_root(),
+            preflight.check_packages(serial_console=serial_console),
+            preflight.check_home_path(self.layout.root),
+        ]
+        if problems[0] is None:  # the namespace probe would only repeat "not root"
+            problems.append(preflight.check_namespaces(self.layout.root))
+        messages = [problem for problem in problems if problem]
+        if messages:
+            raise StationError("\n".join(messages))
+        running = self._running_power_loops()
+        if running:
+            raise StationError(
+                f"a simulated farm is already running in {self.home.root} ({', '.join(sorted(running))}); "
+                "stop it first with `station sim down`"
+            )
+        busy = preflight.check_addresses([(device.name, device.address) for device in devices], port)
+        if busy:
+            raise StationError(busy)
 
     def status(self) -> list[SimDevice]:
         """The boards of the farms last started in this home (both kinds), with their current state."""
