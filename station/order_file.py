@@ -104,6 +104,7 @@ class _Entry:
     serials: list[tuple[str, int]] = field(default_factory=list)
 
 
+# long: the CSV reader with every refusal naming file and line; one pass over the rows
 def _csv_entries(path: Path, text: str) -> Iterator[_Entry]:
     reader = csv.reader(io.StringIO(text))
     header: list[str] | None = None
@@ -223,6 +224,7 @@ def _json_line(text: str, value: object, start: int) -> tuple[int, int]:
     return text.count("\n", 0, start) + 1, start
 
 
+# long: one order's checks, each refusal naming file and line, in the order a person fixes them
 def _build_order(path: Path, entry: _Entry, profiles: ProfileLookup) -> Order:
     where = f"{path}, line {entry.line}"
     if not ORDER_ID_PATTERN.fullmatch(entry.order_id):

@@ -280,6 +280,7 @@ def _draw_order_table(document: PdfDocument, groups: list[OrderGroup]) -> None:
             x += width
 
 
+# long: one table layout with paging; pieces would share the column and row state
 def _draw_unit_table(document: PdfDocument, rows: list[Unit], *, matching: int, scope: ReportScope) -> None:
     """The units, oldest first, on as many pages as they need, with the heading row on each page."""
     first_row_y = MARGIN + 52

@@ -220,6 +220,7 @@ class Exports(AuditCore):
                 ]
                 yield record
 
+    # long: one read snapshot: the query, the filters and the row shape must stay together
     def _export_rows(
         self, filters: UnitFilter, *, db: sqlite_utils.Database | None = None, for_csv: bool = False
     ) -> Iterator[tuple[Any, ...]]:

@@ -97,6 +97,7 @@ class AuditLog(UnitQueries, YieldStats, Integrity, Exports, FleetForwarding, Aud
 
     # ----------------------------------------------------------------------------------------- units
 
+    # long: one transaction (supersede, insert, journal, claim the order place); its commit boundary reads in one place
     def start_unit(
         self,
         *,

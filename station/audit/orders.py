@@ -153,6 +153,7 @@ def _by_id(db: sqlite_utils.Database, order_id: str) -> list[OrderStatus]:
     return [_status(row) for row in db.query(_STATUS_SELECT + " WHERE o.order_id = ?", [order_id])]
 
 
+# long: the order-place rule as one decision table inside start_unit's transaction
 def claim_place(
     db: sqlite_utils.Database,
     *,

@@ -108,6 +108,7 @@ def print_summary(report: BatchReport) -> None:
     )
 
 
+# long: the batch command: arguments, service or in-process, progress, exit code — in that order
 def run(args: argparse.Namespace) -> int:
     from station.cli.serve import in_process
 

@@ -105,6 +105,7 @@ def print_event(event: FlowEvent) -> None:
         print(f"{verdict}: {event.message}", flush=True)
 
 
+# long: the provision command: arguments, service or in-process, progress, exit code — in that order
 def run(args: argparse.Namespace) -> int:
     from station.cli.serve import in_process
 

@@ -213,6 +213,7 @@ class FleetOrderBook:
 
     # -- the place a unit takes (AuditLog.start_unit's hook) --------------------------------------------
 
+    # long: the fleet call and every offline-policy outcome in one place, so no refusal path is missed
     def take_place(self, *, order_id: str, serial: str, unit_id: int, reprovision: bool) -> None:
         """Take (or keep) ``serial``'s place in ``order_id`` in the fleet for unit ``unit_id``; raise
         :class:`OrderRefused` when the fleet refuses — or cannot be asked and the offline policy is "refuse"."""

@@ -51,6 +51,7 @@ _UNIT_COLUMNS = (
 )
 
 
+# long: draws one page layout top to bottom; pieces would share a dozen layout variables
 def render_fleet_report(
     conn: psycopg.Connection[Any], filters: FleetFilter, *, now: datetime | None = None
 ) -> tuple[bytes, int, int]:

@@ -76,6 +76,7 @@ def _refuse_existing_root(directory: Path) -> None:
         )
 
 
+# long: the offline root's creation in order: key in a token or a file, its certificate, the files
 def init_root(
     directory: Path,
     *,
@@ -166,6 +167,7 @@ def _open_root_signer(directory: Path, *, passphrase: bytes | None, pin: str | N
     return _load_own_private_key(key_path, passphrase)
 
 
+# long: the root's checks of a station CSR and the certificate it issues, in order
 def sign_station(
     directory: Path,
     csr_pem: bytes,

@@ -94,6 +94,7 @@ class Farm:
 
     # ---- public API -------------------------------------------------------------------------
 
+    # long: start-up in order — refuse, prepare, power on, wait, roll back on any failure
     def up(
         self,
         count: int = 2,

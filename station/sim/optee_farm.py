@@ -361,6 +361,7 @@ class OpteeFarm:
         lines = data[len(FAULTS_MAGIC) :].split(b"\0")[0].decode("ascii", "replace").split()
         return lines[0] if lines else None
 
+    # long: one QEMU command line with its devices and the wait for its QMP socket; split it and the flags scatter
     def _start(self, board: BoardLayout, image: BoardImage, settings: OpteeSettings) -> ProcessRef:
         sock = board.file("qmp.sock")
         if len(str(sock)) > 100:

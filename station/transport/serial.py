@@ -318,6 +318,7 @@ class SerialLink(ConsoleStream):
         )
         return checked(result, cmd.argv[0], check=check)
 
+    # long: one command on a console: type, read to the markers, cap, interrupt and resync — one byte stream's state
     def _execute(
         self,
         line: str,
