@@ -24,7 +24,6 @@ import os
 import pwd
 import sqlite3
 import stat
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,12 +51,14 @@ from station.people_model import SignInRefused as SignInRefused
 from station.people_model import check_new_secret as check_new_secret
 from station.people_model import clock_text as clock_text
 from station.people_model import role_from_word as role_from_word
+
+# Moved to station.people_pam, re-exported here so every existing import keeps working:
+from station.people_pam import PAM_TIMEOUT_S as PAM_TIMEOUT_S
+from station.people_pam import os_password_matches as os_password_matches
 from station.roles import Role, account_name
 
 PEOPLE_FILE = "people.db"
 BUSY_TIMEOUT_S = 10.0
-# PAM may ask a directory server (sssd, LDAP): a sign-in waits this long for its answer, then is refused.
-PAM_TIMEOUT_S = 15.0
 
 
 _SCHEMA = (
@@ -589,35 +590,6 @@ def _settable_kind(row: sqlite3.Row, kind: CredentialKind | None) -> CredentialK
             "(or give them a PIN: add --badge for a badge code, or remove and enrol them again)"
         )
     return chosen
-
-
-def os_password_matches(
-    login: str, password: str, *, service: str = "login", timeout_s: float = PAM_TIMEOUT_S
-) -> bool:
-    """Whether ``password`` is OS account ``login``'s, asked through PAM (``/etc/pam.d/SERVICE``).
-
-    pam_unix reads /etc/shadow: the checking process must be root or in the ``shadow`` group (the station
-    service's account on a line PC).  A PAM stack that does not answer within ``timeout_s`` counts as a
-    refusal (the thread is left to finish by itself; PAM calls cannot be interrupted).
-    """
-    import pam
-
-    answer: list[bool] = []
-
-    def ask() -> None:
-        answer.append(bool(pam.pam().authenticate(login, password, service=service, resetcreds=False)))
-
-    worker = threading.Thread(target=ask, name="pam-check", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    if worker.is_alive() or not answer:
-        if worker.is_alive():
-            raise PeopleError(
-                f"the operating system did not answer within {timeout_s:g} s whether the password of "
-                f"{login} is right — try again; if it repeats, check the PC's login service (PAM)"
-            )
-        return False
-    return answer[0]
 
 
 def _person(row: sqlite3.Row) -> Person:
