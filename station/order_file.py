@@ -104,7 +104,6 @@ class _Entry:
     serials: list[tuple[str, int]] = field(default_factory=list)
 
 
-# long: the CSV reader with every refusal naming file and line; one pass over the rows
 def _csv_entries(path: Path, text: str) -> Iterator[_Entry]:
     reader = csv.reader(io.StringIO(text))
     header: list[str] | None = None
@@ -115,17 +114,7 @@ def _csv_entries(path: Path, text: str) -> Iterator[_Entry]:
         if not any(cells) or cells[0].startswith("#"):
             continue
         if header is None:
-            header = [cell.lower() for cell in cells]
-            unknown = [name for name in header if name not in CSV_COLUMNS]
-            missing = [name for name in REQUIRED_CSV_COLUMNS if name not in header]
-            if unknown or missing:
-                problem = f"unknown column {unknown[0]!r}" if unknown else f"no {missing[0]!r} column"
-                raise OrderFileError(
-                    f"{path}, line {number}: {problem} — the first row must name the columns "
-                    f"{','.join(REQUIRED_CSV_COLUMNS)}[,due]"
-                )
-            if len(set(header)) != len(header):
-                raise OrderFileError(f"{path}, line {number}: a column is named twice")
+            header = _csv_header(path, number, cells)
             continue
         if len(cells) > len(header):
             raise OrderFileError(
@@ -167,6 +156,22 @@ def _csv_entries(path: Path, text: str) -> Iterator[_Entry]:
             f"{','.join(REQUIRED_CSV_COLUMNS)}[,due]"
         )
     yield from entries.values()
+
+
+def _csv_header(path: Path, number: int, cells: list[str]) -> list[str]:
+    """The column names of an order CSV's first row, refused unless they are the known columns, once each."""
+    header = [cell.lower() for cell in cells]
+    unknown = [name for name in header if name not in CSV_COLUMNS]
+    missing = [name for name in REQUIRED_CSV_COLUMNS if name not in header]
+    if unknown or missing:
+        problem = f"unknown column {unknown[0]!r}" if unknown else f"no {missing[0]!r} column"
+        raise OrderFileError(
+            f"{path}, line {number}: {problem} — the first row must name the columns "
+            f"{','.join(REQUIRED_CSV_COLUMNS)}[,due]"
+        )
+    if len(set(header)) != len(header):
+        raise OrderFileError(f"{path}, line {number}: a column is named twice")
+    return header
 
 
 def _json_entries(path: Path, text: str) -> Iterator[_Entry]:
@@ -224,7 +229,6 @@ def _json_line(text: str, value: object, start: int) -> tuple[int, int]:
     return text.count("\n", 0, start) + 1, start
 
 
-# long: one order's checks, each refusal naming file and line, in the order a person fixes them
 def _build_order(path: Path, entry: _Entry, profiles: ProfileLookup) -> Order:
     where = f"{path}, line {entry.line}"
     if not ORDER_ID_PATTERN.fullmatch(entry.order_id):
@@ -232,19 +236,7 @@ def _build_order(path: Path, entry: _Entry, profiles: ProfileLookup) -> Order:
             f"{where}: order id {entry.order_id!r} is not valid — use up to 64 letters, digits, "
             f"'.', '_' and '-', starting with a letter or digit"
         )
-    if not entry.profile:
-        raise OrderFileError(f"{where}: order {entry.order_id} names no profile (the product to build)")
-    try:
-        profile = profiles(entry.profile)
-    except StationError as exc:
-        raise OrderFileError(
-            f"{where}: order {entry.order_id}: profile {entry.profile!r} cannot be used ({exc})"
-        ) from exc
-    if profile is None:
-        raise OrderFileError(
-            f"{where}: order {entry.order_id} names the unknown profile {entry.profile!r} — "
-            f"install that device profile on the station first, or correct the name"
-        )
+    profile = _entry_profile(where, entry, profiles)
     if not entry.quantity.isdigit() or int(entry.quantity) < 1:
         raise OrderFileError(
             f"{where}: order {entry.order_id}: quantity {entry.quantity!r} is not a whole number "
@@ -259,18 +251,7 @@ def _build_order(path: Path, entry: _Entry, profiles: ProfileLookup) -> Order:
             raise OrderFileError(
                 f"{where}: order {entry.order_id}: due date {entry.due!r} is not YYYY-MM-DD"
             ) from None
-    for cell, line in entry.items:
-        items = [item for item in _ITEM_SEPARATORS.split(cell) if item]
-        if not items:
-            raise OrderFileError(
-                f"{path}, line {line}: order {entry.order_id} lists no serial (a range FROM-TO or serials)"
-            )
-        for item in items:
-            parsed = _item(path, line, entry.order_id, item, profile)
-            if isinstance(parsed, SerialRange):
-                entry.ranges.append((parsed, line))
-            else:
-                entry.serials.append((parsed, line))
+    _collect_items(path, entry, profile)
     listed = len(entry.serials)
     total = listed + sum(len(r) for r, _line in entry.ranges)
     if quantity < listed:
@@ -291,6 +272,40 @@ def _build_order(path: Path, entry: _Entry, profiles: ProfileLookup) -> Order:
         serials=tuple(s for s, _line in entry.serials),
         due=due,
     )
+
+
+def _entry_profile(where: str, entry: _Entry, profiles: ProfileLookup) -> DeviceProfile:
+    """The device profile an order names, refused (naming file and line) when it names none or an unknown one."""
+    if not entry.profile:
+        raise OrderFileError(f"{where}: order {entry.order_id} names no profile (the product to build)")
+    try:
+        profile = profiles(entry.profile)
+    except StationError as exc:
+        raise OrderFileError(
+            f"{where}: order {entry.order_id}: profile {entry.profile!r} cannot be used ({exc})"
+        ) from exc
+    if profile is None:
+        raise OrderFileError(
+            f"{where}: order {entry.order_id} names the unknown profile {entry.profile!r} — "
+            f"install that device profile on the station first, or correct the name"
+        )
+    return profile
+
+
+def _collect_items(path: Path, entry: _Entry, profile: DeviceProfile) -> None:
+    """Sort an order's serial cells into ``entry.ranges`` and ``entry.serials``, each checked for ``profile``."""
+    for cell, line in entry.items:
+        items = [item for item in _ITEM_SEPARATORS.split(cell) if item]
+        if not items:
+            raise OrderFileError(
+                f"{path}, line {line}: order {entry.order_id} lists no serial (a range FROM-TO or serials)"
+            )
+        for item in items:
+            parsed = _item(path, line, entry.order_id, item, profile)
+            if isinstance(parsed, SerialRange):
+                entry.ranges.append((parsed, line))
+            else:
+                entry.serials.append((parsed, line))
 
 
 def _item(path: Path, line: int, order_id: str, item: str, profile: DeviceProfile) -> SerialRange | str:
