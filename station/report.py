@@ -280,7 +280,6 @@ def _draw_order_table(document: PdfDocument, groups: list[OrderGroup]) -> None:
             x += width
 
 
-# long: one table layout with paging; pieces would share the column and row state
 def _draw_unit_table(document: PdfDocument, rows: list[Unit], *, matching: int, scope: ReportScope) -> None:
     """The units, oldest first, on as many pages as they need, with the heading row on each page."""
     first_row_y = MARGIN + 52
@@ -302,16 +301,7 @@ def _draw_unit_table(document: PdfDocument, rows: list[Unit], *, matching: int, 
                     f"All {_count(matching)} {which}, oldest first." if matching else f"No {which} in scope."
                 )
             page.text(MARGIN, MARGIN + 28, note, size=8.5, color=GREY)
-        header_y = MARGIN + 40
-        page.rect(MARGIN, header_y - 9.5, CONTENT_WIDTH, _ROW_HEIGHT, fill=LIGHT)
-        x = MARGIN
-        for column, (heading_text, width) in enumerate(_UNIT_COLUMNS):
-            if column == len(_UNIT_COLUMNS) - 1:  # the durations are right-aligned, so is their heading
-                page.text(x + width - 3, header_y, heading_text, size=_TABLE_SIZE, bold=True, align="right")
-            else:
-                page.text(x + 3, header_y, heading_text, size=_TABLE_SIZE, bold=True)
-            x += width
-        page.line(MARGIN, header_y + 3.5, PAGE_WIDTH - MARGIN, header_y + 3.5, color=GREY)
+        _draw_unit_heading_row(page, MARGIN + 40)
         for index, unit in enumerate(chunk):
             row_y = first_row_y + index * _ROW_HEIGHT
             if index % 2 == 1:
@@ -345,6 +335,19 @@ def _draw_unit_table(document: PdfDocument, rows: list[Unit], *, matching: int, 
             size=8.5,
             color=GREY,
         )
+
+
+def _draw_unit_heading_row(page: PdfPage, header_y: float) -> None:
+    """The unit table's column headings (on every page of the table)."""
+    page.rect(MARGIN, header_y - 9.5, CONTENT_WIDTH, _ROW_HEIGHT, fill=LIGHT)
+    x = MARGIN
+    for column, (heading_text, width) in enumerate(_UNIT_COLUMNS):
+        if column == len(_UNIT_COLUMNS) - 1:  # the durations are right-aligned, so is their heading
+            page.text(x + width - 3, header_y, heading_text, size=_TABLE_SIZE, bold=True, align="right")
+        else:
+            page.text(x + 3, header_y, heading_text, size=_TABLE_SIZE, bold=True)
+        x += width
+    page.line(MARGIN, header_y + 3.5, PAGE_WIDTH - MARGIN, header_y + 3.5, color=GREY)
 
 
 # ------------------------------------------------------------------------------------------------ text
