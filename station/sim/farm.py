@@ -94,7 +94,6 @@ class Farm:
 
     # ---- public API -------------------------------------------------------------------------
 
-    # long: start-up in order — refuse, prepare, power on, wait, roll back on any failure
     def up(
         self,
         count: int = 2,
@@ -134,30 +133,20 @@ class Farm:
             raise StationError(
                 f"OP-TEE boards are already running in {self.home.root}; stop them first with `station sim down`"
             )
-        if not 1 <= count <= MAX_DEVICES:
-            raise StationError(f"--count must be between 1 and {MAX_DEVICES}, not {count}")
-        if not 1 <= port <= 65535:
-            raise StationError(f"--port must be a TCP port (1-65535), not {port}")
-        if keygen_delay < 0 or boot_delay < 0:
-            raise StationError("delays cannot be negative")
+        _check_request(count, port, keygen_delay, boot_delay)
         devices = [self.layout.device(index) for index in range(1, count + 1)]
         armed = self._parse_faults(faults or {}, devices)
 
         self._preflight(devices, port=port, serial_console=serial_console)
 
-        self.home.ensure_station_key()
-        station_key = self.home.ssh_public_key.read_text()
-        self._install_scripts()
-        for device in devices:
-            self._prepare_device(
-                device,
-                port=port,
-                keygen_delay=keygen_delay,
-                boot_delay=boot_delay,
-                serial_console=serial_console,
-                station_key=station_key,
-            )
-            self._arm(device, armed.get(device.name))
+        self._prepare_devices(
+            devices,
+            armed,
+            port=port,
+            keygen_delay=keygen_delay,
+            boot_delay=boot_delay,
+            serial_console=serial_console,
+        )
 
         settings = FarmSettings(count, port, keygen_delay, boot_delay, serial_console, power={})
         try:
@@ -197,6 +186,31 @@ class Farm:
         busy = preflight.check_addresses([(device.name, device.address) for device in devices], port)
         if busy:
             raise StationError(busy)
+
+    def _prepare_devices(
+        self,
+        devices: list[DeviceLayout],
+        armed: dict[str, AnyFault],
+        *,
+        port: int,
+        keygen_delay: float,
+        boot_delay: float,
+        serial_console: bool,
+    ) -> None:
+        """Write every board's files (scripts, keys, configuration) and arm its fault, before any powers on."""
+        self.home.ensure_station_key()
+        station_key = self.home.ssh_public_key.read_text()
+        self._install_scripts()
+        for device in devices:
+            self._prepare_device(
+                device,
+                port=port,
+                keygen_delay=keygen_delay,
+                boot_delay=boot_delay,
+                serial_console=serial_console,
+                station_key=station_key,
+            )
+            self._arm(device, armed.get(device.name))
 
     def status(self) -> list[SimDevice]:
         """The boards of the farms last started in this home (both kinds), with their current state."""
@@ -555,6 +569,16 @@ class Farm:
                     f"{device.boot_log}:\n{_tail(device.boot_log)}"
                 )
             time.sleep(POLL_INTERVAL_S)
+
+
+def _check_request(count: int, port: int, keygen_delay: float, boot_delay: float) -> None:
+    """Refuse a count, port or delay that no farm can have."""
+    if not 1 <= count <= MAX_DEVICES:
+        raise StationError(f"--count must be between 1 and {MAX_DEVICES}, not {count}")
+    if not 1 <= port <= 65535:
+        raise StationError(f"--port must be a TCP port (1-65535), not {port}")
+    if keygen_delay < 0 or boot_delay < 0:
+        raise StationError("delays cannot be negative")
 
 
 def _ssh_answers(address: str, port: int) -> bool:
