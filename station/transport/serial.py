@@ -318,7 +318,6 @@ class SerialLink(ConsoleStream):
         )
         return checked(result, cmd.argv[0], check=check)
 
-    # long: one command on a console: type, read to the markers, cap, interrupt and resync — one byte stream's state
     def _execute(
         self,
         line: str,
@@ -354,22 +353,7 @@ class SerialLink(ConsoleStream):
                 else:
                     self.close()
                 raise OutputTooLarge(what or label, max_output)
-            tail = self._tail()
-            if own_stdin and _LOGIN.search(tail):
-                # The shell is gone and a getty asks for a login: the board restarted under us
-                # (watchdog, brown-out, someone pressed reset).  Say so now, not at the deadline.
-                self._ready = False  # `exit` typed at a login prompt would be taken for a user name
-                self._consume()
-                raise LinkLost(
-                    f"the board on {self._path} restarted in the middle of {label} (its login prompt came "
-                    "back) — check its power supply, then press Retry"
-                )
-            if _CONTINUATION_PROMPT.search(tail):
-                self._interrupt()
-                raise LinkError(
-                    f"the shell on {self._path} is waiting for the rest of {label} (an unfinished quote?) "
-                    "— the command was interrupted; report this, it is a defect in the station"
-                )
+            self._check_shell_is_running(label, own_stdin=own_stdin)
             try:
                 received = self._wait_for_output(
                     deadline, during=label, on_timeout=self._command_timeout(label)
@@ -381,6 +365,25 @@ class SerialLink(ConsoleStream):
                 raise
             scanner.feed(received)
             self._trim()  # the scanner holds the answer; the buffer only the tail for the prompts
+
+    def _check_shell_is_running(self, label: str, *, own_stdin: bool) -> None:
+        """Raise when the console's last line shows the shell gone (a login prompt) or waiting for more input."""
+        tail = self._tail()
+        if own_stdin and _LOGIN.search(tail):
+            # The shell is gone and a getty asks for a login: the board restarted under us
+            # (watchdog, brown-out, someone pressed reset).  Say so now, not at the deadline.
+            self._ready = False  # `exit` typed at a login prompt would be taken for a user name
+            self._consume()
+            raise LinkLost(
+                f"the board on {self._path} restarted in the middle of {label} (its login prompt came "
+                "back) — check its power supply, then press Retry"
+            )
+        if _CONTINUATION_PROMPT.search(tail):
+            self._interrupt()
+            raise LinkError(
+                f"the shell on {self._path} is waiting for the rest of {label} (an unfinished quote?) "
+                "— the command was interrupted; report this, it is a defect in the station"
+            )
 
     def _resync(self, deadline: Deadline) -> None:
         """Stop a command that answers too much and see the shell answer again — or give the console up.
