@@ -50,7 +50,7 @@ from station.people import People, SignedIn, clock_text
 from station.pki import CertificateAuthority
 from station.roles import Role, account_name
 from station.steps import STEPS
-from ui.audit_view import AuditView
+from ui.audit_view import AuditView, window_audit_reader
 from ui.batch_view import BatchView
 from ui.bridge import (
     Engine,
@@ -694,11 +694,16 @@ class MainWindow(QMainWindow):
         it queries the log, which would delay "ready to scan")."""
         if self.audit_view is not None or self.operator is None:
             return
+        session = self.session
+        # The kiosk session token of a person signed in through the station service (None: the OS account's role).
+        token: Callable[[], str | None] = lambda: getattr(self, "service_session", None)  # noqa: E731
         view = AuditView(
-            self.session.audit,
+            window_audit_reader(session.home, session.config, session.audit, session=token),
             role=self.role,
-            station=self.session.config.name,
+            station=session.config.name,
             user=self.operator,
+            config=session.config,
+            home=session.home,
             parent=self.audit_page,
         )
         layout = self.audit_page.layout()
