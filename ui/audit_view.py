@@ -56,7 +56,7 @@ from station.errors import StationError
 from station.home import StationHome
 from station.identity import Basis, render_claims, trust_summary
 from station.identity_log import IdentityRecord
-from station.outputs import ensure_output_folder, free_name, save_output
+from station.outputs import check_output_path, ensure_output_folder, free_name, save_output
 from station.profiles import STEP_NAMES
 from station.service.audit_reader import AuditReader, ExportedFile, Revoked, UnitDetail
 from station.service.audit_reads import RECENT_UNITS
@@ -676,6 +676,12 @@ class AuditView(QWidget):
             if chosen is None:
                 return False
             path = chosen
+        try:
+            # Checked before the service is asked: a path the window may not write costs no export.
+            check_output_path(path, folder=folder, home=home, suffix=f".{fmt}")
+        except StationError as exc:
+            self._show_error(f"Nothing was exported: {exc}")
+            return False
         filters, reader, station = self.model.filters, self.reader, self.station
         destination = path
         self._set_busy(True)
