@@ -783,9 +783,9 @@ class AuditView(QWidget):
         on_done: Callable[[object], None],
         on_failed: Callable[[BaseException], None] | None = None,
     ) -> None:
-        def reported(error: BaseException) -> None:
+        def reported(error: BaseException) -> None:  # a count or a summary: a read of the log
             if not self._closed:
-                self._show_error(str(error))
+                self._show_error(f"Could not read the audit log: {error}")
 
         def done(value: object) -> None:
             self._in_flight -= 1

@@ -15,6 +15,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import csv  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -455,3 +456,78 @@ def test_a_technician_view_needs_the_station_and_roles_are_checked(audit: AuditL
         AuditView(reader, role="technician")
     with pytest.raises(ValueError, match="role"):
         AuditView(reader, role="admin")
+
+
+# ------------------------------------------------------------------------------ a slow or stopped service
+
+
+def test_a_stopped_service_is_said_and_the_view_stays_usable(qtbot: Any, tmp_path: Path) -> None:
+    from station.service.audit_reader import ServiceAuditReader
+
+    nobody = tmp_path / "nobody.sock"  # nothing listens here
+    view = AuditView(ServiceAuditReader.for_home(None, str(nobody)), role="quality_lead", station="line-1")
+    qtbot.addWidget(view)
+    view.show()
+    settle(qtbot, view)
+    assert "Could not read the audit log: no station service answers on" in view.message.text()
+    assert "systemctl start welma-station" in view.message.text()
+    assert view.model.rowCount() == 0 and not view.model.canFetchMore()
+    view.refresh()  # asks again, says it again
+    settle(qtbot, view)
+    assert "no station service answers" in view.message.text()
+    view.shutdown()
+
+
+def test_a_service_that_does_not_answer_never_freezes_the_window(qtbot: Any, tmp_path: Path) -> None:
+    """A service that accepts and never answers: the view is built and shown at once, the GUI thread keeps
+    running (a timer ticks throughout), and after the read deadline the view says so."""
+    import socket
+
+    from PySide6.QtCore import QTimer
+
+    from station.service.audit_reader import ServiceAuditReader
+
+    path = tmp_path / "silent.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    try:
+        reader = ServiceAuditReader.for_home(None, str(path))
+        reader.read_deadline_s = 1.5
+        began = time.monotonic()
+        view = AuditView(reader, role="quality_lead", station="line-1")
+        qtbot.addWidget(view)
+        view.show()
+        assert time.monotonic() - began < 1.0  # built without waiting for the service
+        timer.start()
+        qtbot.waitUntil(lambda: "did not answer" in view.message.text(), timeout=JOB_TIMEOUT_MS)
+        assert "did not answer audit_" in view.message.text() and "within 1.5 s" in view.message.text()
+        settle(qtbot, view)
+        timer.stop()
+        gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:], strict=False)]
+        assert len(ticks) > 20 and max(gaps) < 1.0, max(gaps)  # the GUI thread never waited on the socket
+        view.shutdown()
+    finally:
+        timer.stop()
+        stop.set()
+        acceptor.join(5)
+        for sock in accepted:
+            sock.close()
+        listener.close()
