@@ -20,9 +20,8 @@ from PySide6.QtGui import QColor
 
 from station.audit import Unit, UnitFilter
 from station.display import format_duration
-from station.service.audit_reader import AuditReader
 from station.states import UnitState
-from ui.bridge import TaskPool
+from ui.bridge import AuditReader, TaskPool
 from ui.style import AMBER, BLUE, GREEN, GREY, RED
 
 # Rows read per query: a screenful several times over, small enough that a page costs milliseconds.

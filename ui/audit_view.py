@@ -58,16 +58,13 @@ from station.identity import Basis, render_claims, trust_summary
 from station.identity_log import IdentityRecord
 from station.outputs import check_output_path, ensure_output_folder, free_name, save_output
 from station.profiles import STEP_NAMES
-from station.service.audit_reader import AuditReader, ExportedFile, Revoked, UnitDetail
-from station.service.audit_reads import RECENT_UNITS
 from station.states import StepOutcome, UnitState
 from ui.audit_model import COLUMNS, AuditTableModel
-from ui.bridge import TaskPool
+from ui.bridge import RECENT_UNITS, AuditReader, ExportedFile, Revoked, TaskPool, UnitDetail
 from ui.label import OutputFileDialog
 from ui.style import AMBER, GREEN, GREY, RED, monospace_font
 
 if TYPE_CHECKING:
-    from station.audit import AuditLog
     from station.fleet.queries import GroupYield
 
 ROLES = ("technician", "quality_lead")
@@ -82,33 +79,6 @@ EXPORT_FILTERS = {
     "jsonl": "JSON Lines (*.jsonl)",
     "pdf": "PDF report (*.pdf)",
 }
-
-
-def window_audit_reader(
-    home: StationHome,
-    config: StationConfig,
-    audit: AuditLog | None = None,
-    *,
-    session: Callable[[], str | None] | None = None,
-) -> AuditReader:
-    """The reader of the window's audit tab: the station service — the system service's socket on a line PC
-    (``$STATION_SOCKET``, else /run/welma-station/station.sock when it exists and the home is not this account's
-    to read, or in production mode), else the home's per-user service, started for this account when none answers
-    (as the CLI does).  ``STATION_IN_PROCESS=1`` (never in production mode): the audit log this window opened.
-    ``session`` gives the kiosk session token of a person signed in at the window (their role for every read)."""
-    import os
-
-    from station.service.audit_reader import LocalAuditReader, ServiceAuditReader
-    from station.service.client import SOCKET_ENV, SYSTEM_SOCKET
-    from ui.bridge import in_process_requested
-
-    if audit is not None and in_process_requested(config):
-        return LocalAuditReader(audit, station=config.name)
-    socket_path = os.environ.get(SOCKET_ENV) or None
-    if socket_path is None and SYSTEM_SOCKET.exists():
-        if config.production or not os.access(home.root, os.R_OK | os.X_OK):
-            socket_path = str(SYSTEM_SOCKET)
-    return ServiceAuditReader.for_home(str(home.root), socket_path, session=session)
 
 
 class AuditView(QWidget):
@@ -819,8 +789,8 @@ class AuditView(QWidget):
         self._closed = True
         pages = self.page_pool.shutdown(min(timeout_ms, 2000))
         done = self.pool.shutdown(timeout_ms) and pages
-        if done:
-            self.reader.close()
+        # Idle connections close now; one a job still holds closes when that job ends (within its deadline).
+        self.reader.close()
         return done
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name

@@ -50,7 +50,7 @@ from station.people import People, SignedIn, clock_text
 from station.pki import CertificateAuthority
 from station.roles import Role, account_name
 from station.steps import STEPS
-from ui.audit_view import AuditView, window_audit_reader
+from ui.audit_view import AuditView
 from ui.batch_view import BatchView
 from ui.bridge import (
     Engine,
@@ -62,6 +62,7 @@ from ui.bridge import (
     UnitPlan,
     UnitRequest,
     UnitRunner,
+    window_audit_reader,
 )
 from ui.dialogs import AdminPinDialog, PersonSignInDialog
 from ui.identity_panel import BoardIdentityPanel

@@ -25,7 +25,8 @@ from station.config import OutputSettings, StationConfig  # noqa: E402
 from station.errors import StationError  # noqa: E402
 from station.home import StationHome  # noqa: E402
 from station.service.client import ServiceClient  # noqa: E402
-from ui.audit_view import AuditView, window_audit_reader  # noqa: E402
+from ui.audit_view import AuditView  # noqa: E402
+from ui.bridge import window_audit_reader  # noqa: E402
 
 WAIT_S = 90.0
 
