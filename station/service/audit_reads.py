@@ -29,7 +29,7 @@ from station.audit import AuditLog, UnitFilter
 from station.audit.queries import UNIT_SORT_KEYS
 from station.errors import StationError
 from station.identity_log import IdentityLog
-from station.roles import Role
+from station.roles import Role, allowed
 from station.service.audit_wire import (
     BadRequest,
     UnitDetail,
@@ -187,6 +187,16 @@ class AuditReads:
             )
         except StationError:
             pass  # the refusal stands; the service's log says the record failed
+        roles = conn.roles | ({signed.role} if signed is not None else set())
+        if allowed(roles, Role.QUALITY):
+            # Someone who may read the whole log asked through the technician's scope: say so, not "may not".
+            return {
+                "refused": (
+                    f"refused: {op} covers the {RECENT_UNITS} most recent units of {self.station} only (a technician's "
+                    f"audit tab) — {who} reads the rest of the log as a {Role.QUALITY.words} (audit_units, audit_unit)"
+                ),
+                "role": Role.QUALITY.value,
+            }
         return {
             "refused": (
                 f"refused: {who} may not {what} — a technician's audit tab shows the {RECENT_UNITS} most recent "

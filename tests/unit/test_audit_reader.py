@@ -338,3 +338,80 @@ def test_a_service_that_is_gone_is_said_with_what_to_do(peer: Any) -> None:
     reader.close()
     with pytest.raises(ServiceUnavailable, match="closing"):
         reader.count_units(UnitFilter())
+
+
+# ------------------------------------------------------------------------------ the service's handlers
+
+
+class Records:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def record_request(self, caller: Any, **row: Any) -> int:
+        self.rows.append({"account": caller.account, **row})
+        return len(self.rows)
+
+
+def handlers_on(audit: AuditLog) -> tuple[dict[str, Any], Records]:
+    from types import SimpleNamespace
+
+    from station.service.audit_reads import handlers
+
+    records = Records()
+    service = SimpleNamespace(
+        station=SimpleNamespace(audit=audit), config=SimpleNamespace(name="line-1"), records=records
+    )
+    return handlers(service), records  # type: ignore[arg-type]
+
+
+def conn_of(*roles: Any) -> Any:
+    from types import SimpleNamespace
+
+    from station.audit.service import Caller
+
+    return SimpleNamespace(caller=Caller(pid=1, uid=1234, gid=1234, account="tom"), roles=frozenset(roles))
+
+
+def test_the_service_answers_bounded_pages_and_checks_what_it_is_asked(audit: AuditLog) -> None:
+    from station.roles import Role
+
+    ops, records = handlers_on(audit)
+    lead = conn_of(Role.QUALITY)
+    page = ops["audit_units"](lead, {"limit": 10_000, "order_by": "serial", "descending": False})
+    assert page["limit"] == PAGE_CAP and len(page["units"]) == 65 and page["units"][0]["id"] == 1
+    assert ops["audit_count"](lead, {"station": "line-2"}) == {"count": 5}
+    assert ops["audit_unit"](lead, {"unit": 61})["unit"]["station"] == "line-2"
+    assert ops["audit_yield"](lead, {"batch": "B-1"})["units"] == 65
+    for bad, words in (
+        ({"order_by": "pem"}, "order_by must be one of"),
+        ({"descending": "yes"}, "descending must be true or false"),
+        ({"result": "exploded"}, "not a unit state"),
+    ):
+        with pytest.raises(BadRequest, match=words):
+            ops["audit_units"](lead, bad)
+    with pytest.raises(BadRequest, match="unit must be a unit number"):
+        ops["audit_unit"](lead, {"unit": "1; DROP TABLE units"})
+
+    tech = conn_of(Role.TECHNICIAN)
+    recent = ops["recent_units"](tech, {"limit": 500})
+    assert (
+        recent["count"] == RECENT_UNITS
+        and len(recent["units"]) == RECENT_UNITS
+        and recent["station"] == "line-1"
+    )
+    assert ops["recent_unit"](tech, {"unit": 11})["unit"]["id"] == 11
+    refused = ops["recent_unit"](tech, {"unit": 10})
+    assert refused["role"] == Role.QUALITY.value and "tom may not view unit 10" in refused["refused"]
+    assert "signs in at this window" in refused["refused"]
+    assert (
+        "may not view the units of station line-2"
+        in ops["recent_units"](tech, {"station": "line-2"})["refused"]
+    )
+    # Someone who may read the whole log is told where it is, not "may not".
+    admin_said = ops["recent_unit"](conn_of(Role.ADMIN), {"unit": 10})["refused"]
+    assert "covers the 50 most recent units of line-1" in admin_said and "may not" not in admin_said
+    assert [(row["op"], row["allowed"], row["role_needed"], row["detail"]) for row in records.rows] == [
+        ("recent_unit", False, Role.QUALITY.value, {"unit": 10}),
+        ("recent_units", False, Role.QUALITY.value, {"station": "line-2"}),
+        ("recent_unit", False, Role.QUALITY.value, {"unit": 10}),
+    ]
