@@ -787,11 +787,11 @@ class AuditView(QWidget):
         if self._closed:
             return True
         self._closed = True
-        pages = self.page_pool.shutdown(min(timeout_ms, 2000))
-        done = self.pool.shutdown(timeout_ms) and pages
-        # Idle connections close now; one a job still holds closes when that job ends (within its deadline).
+        # Reads waiting on the service end at once (a slow service never holds the window up as it closes); an
+        # export or a revocation under way is waited for, bounded.
         self.reader.close()
-        return done
+        pages = self.page_pool.shutdown(min(timeout_ms, 2000))
+        return self.pool.shutdown(timeout_ms) and pages
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
         self.shutdown()

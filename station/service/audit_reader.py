@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -129,6 +130,8 @@ class ServiceAuditReader:
         self._session = session or (lambda: None)
         self.read_deadline_s = read_deadline_s
         self._idle: list[ServiceClient] = []
+        # Connections a read is waiting on: close() interrupts them (exports and revocations are left to finish).
+        self._reading: set[ServiceClient] = set()
         self._lock = threading.Lock()
         self._closed = False
 
@@ -229,16 +232,22 @@ class ServiceAuditReader:
         )
 
     def close(self) -> None:
+        """Close the idle connections and interrupt the reads waiting on others (they end at once, failed); an
+        export or a revocation under way is left to finish."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+            reading = list(self._reading)
         for client in idle:
             client.close()
+        for client in reading:
+            with contextlib.suppress(OSError):
+                client.sock.shutdown(socket.SHUT_RDWR)
 
     # -- the socket -------------------------------------------------------------------------------------
 
     def _ask(self, op: str, args: dict[str, Any], deadline_s: float | None = None) -> Any:
-        with self._client() as client:
+        with self._client(interruptible=deadline_s is None) as client:
             return self._call(client, op, args, deadline_s or self.read_deadline_s)
 
     def _call(self, client: ServiceClient, op: str, args: dict[str, Any], deadline_s: float) -> Any:
@@ -257,7 +266,7 @@ class ServiceAuditReader:
         return answer
 
     @contextlib.contextmanager
-    def _client(self) -> Iterator[ServiceClient]:
+    def _client(self, *, interruptible: bool = False) -> Iterator[ServiceClient]:
         with self._lock:
             if self._closed:
                 raise ServiceUnavailable("the audit view is closing")
@@ -271,6 +280,9 @@ class ServiceAuditReader:
                     "(systemctl status welma-station), then press Refresh"
                 ) from None
         healthy = False
+        if interruptible:
+            with self._lock:
+                self._reading.add(client)
         try:
             yield client
             healthy = True
@@ -285,6 +297,7 @@ class ServiceAuditReader:
         # next request's.)
         finally:
             with self._lock:
+                self._reading.discard(client)
                 keep = healthy and not self._closed and len(self._idle) < IDLE_CONNECTIONS
                 if keep:
                     self._idle.append(client)

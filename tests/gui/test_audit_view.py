@@ -524,6 +524,16 @@ def test_a_service_that_does_not_answer_never_freezes_the_window(qtbot: Any, tmp
         gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:], strict=False)]
         assert len(ticks) > 20 and max(gaps) < 1.0, max(gaps)  # the GUI thread never waited on the socket
         view.shutdown()
+
+        # Closed while its reads wait on the silent service: they are interrupted, closing does not wait them out.
+        waiting = AuditView(
+            ServiceAuditReader.for_home(None, str(path)), role="quality_lead", station="line-1"
+        )
+        qtbot.addWidget(waiting)
+        qtbot.waitUntil(lambda: len(accepted) >= 2, timeout=JOB_TIMEOUT_MS)  # its reads are out
+        began = time.monotonic()
+        assert waiting.shutdown() is True
+        assert time.monotonic() - began < 2.0  # far below the 20 s read deadline
     finally:
         timer.stop()
         stop.set()
