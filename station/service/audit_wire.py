@@ -263,7 +263,7 @@ class UnitDetail:
     steps_left_out: int = 0
 
 
-class _Reader:
+class _Fields:
     """Typed access to one answer object; anything unexpected is a MalformedAnswer naming the field."""
 
     def __init__(self, data: object, what: str) -> None:
@@ -326,7 +326,7 @@ class _Reader:
 
 
 def unit_from_wire(data: object) -> Unit:
-    r = _Reader(data, "unit")
+    r = _Fields(data, "unit")
     state = r.text("state")
     if state not in UnitState.__members__.values():
         raise r._bad("state", "a unit state")
@@ -356,12 +356,12 @@ def unit_from_wire(data: object) -> Unit:
 
 
 def units_from_wire(data: object, *, cap: int = PAGE_CAP) -> list[Unit]:
-    r = _Reader(data, "page of units")
+    r = _Fields(data, "page of units")
     return [unit_from_wire(row) for row in r.rows("units", cap)]
 
 
 def step_from_wire(data: object) -> StepRecord:
-    r = _Reader(data, "step record")
+    r = _Fields(data, "step record")
     outcome = r.text("outcome")
     if outcome not in StepOutcome.__members__.values():
         raise r._bad("outcome", "a step outcome")
@@ -380,7 +380,7 @@ def step_from_wire(data: object) -> StepRecord:
 
 
 def certificate_from_wire(data: object) -> CertificateRecord:
-    r = _Reader(data, "certificate record")
+    r = _Fields(data, "certificate record")
     serial = r.text("serial_number")
     if not serial.isdigit():
         raise r._bad("serial_number", "decimal digits")
@@ -405,7 +405,7 @@ def certificate_from_wire(data: object) -> CertificateRecord:
 def identity_from_wire(data: object) -> IdentityRecord | None:
     if data is None:
         return None
-    r = _Reader(data, "identity record")
+    r = _Fields(data, "identity record")
     return IdentityRecord(
         unit_id=r.whole("unit_id"),
         soc_id=r.text("soc_id"),
@@ -426,7 +426,7 @@ def detail_to_wire(detail: UnitDetail) -> dict[str, Any]:
 
 
 def detail_from_wire(data: object) -> UnitDetail:
-    r = _Reader(data, "unit detail")
+    r = _Fields(data, "unit detail")
     certificate = r.data.get("certificate")
     return UnitDetail(
         unit=unit_from_wire(r.data.get("unit")),
@@ -446,8 +446,8 @@ def _pairs(rows: list[Any], what: str, size: int) -> list[list[Any]]:
 
 
 def yield_from_wire(data: object) -> YieldSummary:
-    r = _Reader(data, "yield summary")
-    k = _Reader(r.data.get("keygen"), "key-generation statistics")
+    r = _Fields(data, "yield summary")
+    k = _Fields(r.data.get("keygen"), "key-generation statistics")
     failures = _pairs(r.rows("failures_by_step", ROWS_CAP), "failures", 2)
     quantiles = _pairs(k.rows("quantiles", ROWS_CAP), "quantile", 2)
     bins = _pairs(k.rows("histogram", ROWS_CAP), "histogram", 3)
