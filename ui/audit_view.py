@@ -420,7 +420,9 @@ class AuditView(QWidget):
             if self.is_quality_lead:
                 self.count_label.setText(f"{_count(count)} unit{'' if count == 1 else 's'} match")
             else:
-                self.count_label.setText(f"the last {min(count, TECHNICIAN_ROWS)} units at {self.station}")
+                # The station the service answers for (on a line PC the window may not know the home's name).
+                station = self.reader.served_station() or self.station
+                self.count_label.setText(f"the last {min(count, TECHNICIAN_ROWS)} units at {station}")
 
         self._submit(partial(self.reader.count_units, filters, recent=not self.is_quality_lead), shown)
 

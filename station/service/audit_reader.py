@@ -25,6 +25,7 @@ from station.errors import StationError
 from station.roles import Role
 from station.service.audit_reads import RECENT_UNITS, read_unit_detail, recent_page
 from station.service.audit_wire import (
+    NAME_CAP,
     PAGE_CAP,
     MalformedAnswer,
     UnitDetail,
@@ -104,6 +105,11 @@ class AuditReader(Protocol):
 
     def revoke(self, *, serial: str, reason: str, by: str) -> Revoked: ...
 
+    def served_station(self) -> str | None:
+        """The station whose recent units a technician's reads cover (the log owner's ``[station] name``), once
+        known."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -134,6 +140,7 @@ class ServiceAuditReader:
         self._reading: set[ServiceClient] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self._station: str | None = None
 
     @classmethod
     def for_home(
@@ -173,13 +180,13 @@ class ServiceAuditReader:
     ) -> list[Unit]:
         args = {**filter_to_args(filters), "offset": offset, "limit": min(limit, PAGE_CAP)}
         if recent:
-            return units_from_wire(self._ask("recent_units", args), cap=RECENT_UNITS)
+            return units_from_wire(self._recent(args), cap=RECENT_UNITS)
         args.update(order_by=order_by, descending=descending)
         return units_from_wire(self._ask("audit_units", args))
 
     def count_units(self, filters: UnitFilter, *, recent: bool = False) -> int:
         if recent:
-            answer = self._ask("recent_units", {**filter_to_args(filters), "offset": 0, "limit": 1})
+            answer = self._recent({**filter_to_args(filters), "offset": 0, "limit": 1})
         else:
             answer = self._ask("audit_count", filter_to_args(filters))
         count = answer.get("count") if isinstance(answer, dict) else None
@@ -230,6 +237,16 @@ class ServiceAuditReader:
             unit_id=int(answer.get("unit_id") or 0),
             by=str(answer.get("by") or "")[:256],
         )
+
+    def served_station(self) -> str | None:
+        return self._station
+
+    def _recent(self, args: dict[str, Any]) -> Any:
+        answer = self._ask("recent_units", args)
+        station = answer.get("station") if isinstance(answer, dict) else None
+        if isinstance(station, str) and station.isprintable():
+            self._station = station[:NAME_CAP]
+        return answer
 
     def close(self) -> None:
         """Close the idle connections and interrupt the reads waiting on others (they end at once, failed); an
@@ -371,6 +388,9 @@ class LocalAuditReader:
     def revoke(self, *, serial: str, reason: str, by: str) -> Revoked:
         record = self.audit.revoke(serial=serial, reason=reason, by=by)
         return Revoked(serial_hex=record.serial_hex, unit_id=record.unit_id, by=by)
+
+    def served_station(self) -> str | None:
+        return self.station
 
     def close(self) -> None:
         pass

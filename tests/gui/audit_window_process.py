@@ -66,10 +66,11 @@ def main(argv: list[str]) -> int:
         person = json.loads(sys.stdin.read())
         with ServiceClient.connect(Path(os.environ["STATION_SOCKET"])) as client:
             token = client.call("sign_in", {"name": person["name"], "secret": person["secret"]})["session"]
-    config = StationConfig(name="line-1", output=OutputSettings(folder=str(out)))
+    # The window cannot read the home's station.toml: its own guess of the station's name; the service's counts.
+    config = StationConfig(name="window-guess", output=OutputSettings(folder=str(out)))
     reader = window_audit_reader(home, config, session=lambda: token)
     role = "technician" if mode == "technician" else "quality_lead"
-    view = AuditView(reader, role=role, station="line-1", user="at the window", config=config, home=home)
+    view = AuditView(reader, role=role, station=config.name, user="at the window", config=config, home=home)
     view.resize(1280, 760)
     view.show()
     settle(app, view)

@@ -274,6 +274,7 @@ def test_the_reader_rebuilds_pages_and_sends_the_kiosk_session(audit: AuditLog, 
         "session": "token-1",
     }
     assert second["op"] == "recent_units" and second["args"]["limit"] == PAGE_CAP
+    assert reader.served_station() is None  # this peer's answers did not say which station
     assert far.connections == 1  # the connection is kept for the next read
     reader.close()
 
