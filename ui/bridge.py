@@ -41,6 +41,15 @@ from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
+from station.service.audit_reader import (
+    AuditReader,
+    ExportedFile,
+    LocalAuditReader,
+    Revoked,
+    ServiceAuditReader,
+    UnitDetail,
+)
+from station.service.audit_reads import RECENT_UNITS
 from station.service.client import (
     CaLockedError,
     ServiceClient,
@@ -54,6 +63,12 @@ from station.transport.base import probe
 
 __all__ = [
     "IN_PROCESS_ENV",
+    "RECENT_UNITS",
+    "AuditReader",
+    "ExportedFile",
+    "Revoked",
+    "UnitDetail",
+    "window_audit_reader",
     "Engine",
     "FixtureProber",
     "ProbeResult",
@@ -745,3 +760,29 @@ class UnitRunner(QObject):
             self.idle.emit()
         else:
             self.flow_event.emit(event)
+
+
+# -- the audit tab ----------------------------------------------------------------------------
+
+
+def window_audit_reader(
+    home: StationHome,
+    config: StationConfig,
+    audit: AuditLog | None = None,
+    *,
+    session: Callable[[], str | None] | None = None,
+) -> AuditReader:
+    """The reader of the window's audit tab: the station service — the system service's socket on a line PC
+    (``$STATION_SOCKET``, else /run/welma-station/station.sock when it exists and the home is not this account's
+    to read, or in production mode), else the home's per-user service, started for this account when none answers
+    (as the CLI does).  ``STATION_IN_PROCESS=1`` (never in production mode): the audit log this window opened.
+    ``session`` gives the kiosk session token of a person signed in at the window (their role for every read)."""
+    from station.service.client import SOCKET_ENV, SYSTEM_SOCKET
+
+    if audit is not None and in_process_requested(config):
+        return LocalAuditReader(audit, station=config.name)
+    socket_path = os.environ.get(SOCKET_ENV) or None
+    if socket_path is None and SYSTEM_SOCKET.exists():
+        if config.production or not os.access(home.root, os.R_OK | os.X_OK):
+            socket_path = str(SYSTEM_SOCKET)
+    return ServiceAuditReader.for_home(str(home.root), socket_path, session=session)

@@ -62,6 +62,7 @@ from ui.bridge import (
     UnitPlan,
     UnitRequest,
     UnitRunner,
+    window_audit_reader,
 )
 from ui.dialogs import AdminPinDialog, PersonSignInDialog
 from ui.identity_panel import BoardIdentityPanel
@@ -694,11 +695,16 @@ class MainWindow(QMainWindow):
         it queries the log, which would delay "ready to scan")."""
         if self.audit_view is not None or self.operator is None:
             return
+        session = self.session
+        # The kiosk session token of a person signed in through the station service (None: the OS account's role).
+        token: Callable[[], str | None] = lambda: getattr(self, "service_session", None)  # noqa: E731
         view = AuditView(
-            self.session.audit,
+            window_audit_reader(session.home, session.config, session.audit, session=token),
             role=self.role,
-            station=self.session.config.name,
+            station=session.config.name,
             user=self.operator,
+            config=session.config,
+            home=session.home,
             parent=self.audit_page,
         )
         layout = self.audit_page.layout()

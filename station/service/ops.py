@@ -55,6 +55,14 @@ _TABLE = (
     Op("ca_unlock", Role.ADMIN, "unlock the station's CA"),
     Op("production_mode", Role.ADMIN, "change production mode"),
     Op("admin_set_pin", Role.ADMIN, "set the admin PIN"),
+    # The window's audit tab (station.service.audit_reads): reads are not recorded when allowed (paging would
+    # fill the journal); refusals are, as always.  A technician's tab covers this station's recent units only.
+    Op("recent_units", Role.TECHNICIAN, "list this station's recent units", recorded=False),
+    Op("recent_unit", Role.TECHNICIAN, "view one of this station's recent units", recorded=False),
+    Op("audit_units", Role.QUALITY, "view the audit log", recorded=False),
+    Op("audit_count", Role.QUALITY, "count units in the audit log", recorded=False),
+    Op("audit_unit", Role.QUALITY, "view a unit in the audit log", recorded=False),
+    Op("audit_yield", Role.QUALITY, "view the yield", recorded=False),
 )
 
 OPS: dict[str, Op] = {op.name: op for op in _TABLE}

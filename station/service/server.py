@@ -34,7 +34,7 @@ from station.errors import StationError
 from station.flow import FlowEvent
 from station.home import StationHome
 from station.roles import Role, account_name, allowed, roles_of
-from station.service import frames
+from station.service import audit_reads, frames
 from station.service.hardening import harden_process
 from station.service.ops import OPS, SECRET_ARGS, Op, refusal
 from station.service.sessions import SessionError, Sessions
@@ -171,6 +171,7 @@ class StationService:
             "fixtures_list": self._fixtures_list,
             "fixtures": self._fixtures,
         }
+        self._handlers.update(audit_reads.handlers(self))
         # Kiosk sessions (station.service.sessions): token → a person signed in, bound to the caller's uid.
         self.sessions = Sessions()
         self._unlock_from_credentials(credential)
@@ -836,24 +837,13 @@ class StationService:
         writes its file itself, as its own user (mode 0640) — the service writes no file where a client says."""
         import shutil
         import tempfile
-        from datetime import datetime
 
-        from station.audit import UnitFilter
         from station.report import export_to_file
+        from station.service.audit_wire import filter_from_args
 
         fmt = str(args.get("format"))
-
-        def when(key: str) -> datetime | None:
-            value = args.get(key)
-            return datetime.fromisoformat(value) if value else None
-
-        filters = UnitFilter(
-            batch=args.get("batch"),
-            result=args.get("result"),
-            since=when("since"),
-            until=when("until"),
-            order=args.get("order"),
-        )
+        # Every filter of the audit tab, checked (the command line sends the same keys).
+        filters = filter_from_args(args)
         scratch = Path(
             tempfile.mkdtemp(
                 prefix="export-",

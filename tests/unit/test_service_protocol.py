@@ -83,7 +83,12 @@ def test_not_json_is_a_frame_error() -> None:
 
 # The role table as the issue states it (technician ⊂ quality lead ⊂ administrator; root is an administrator).
 TECHNICIAN_OPS = {"provision", "batch", "retry", "abort", "labels", "units", "follow", "fixtures_list"}
+TECHNICIAN_OPS |= {"recent_units", "recent_unit"}  # the audit tab's "this station's recent units"
 QUALITY_OPS = {
+    "audit_units",  # the audit tab's reads of the log at large (station.service.audit_reads)
+    "audit_count",
+    "audit_unit",
+    "audit_yield",
     "audit_view",
     "audit_export",
     "audit_verify",
