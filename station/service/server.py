@@ -32,7 +32,7 @@ from station.errors import StationError
 from station.flow import FlowEvent
 from station.home import StationHome
 from station.roles import Role, account_name, allowed, roles_of
-from station.service import admin_ops, frames, people_ops, quality_ops, unit_ops
+from station.service import admin_ops, ca_ops, frames, people_ops, profile_ops, quality_ops, unit_ops
 
 # Connection, Group, Followed and the file answer lived here before the request modules moved out: still
 # importable from here (explicit re-exports) for modules written against this one.
@@ -42,7 +42,7 @@ from station.service.connection import Followed as Followed
 from station.service.connection import Group as Group
 from station.service.connection import file_answer as file_answer
 from station.service.hardening import harden_process
-from station.service.ops import OPS, SECRET_ARGS, Op, refusal
+from station.service.ops import CONTENT_ARGS, OPS, SECRET_ARGS, Op, refusal
 from station.service.sessions import SessionError, Sessions
 
 # An auto-started (per-user, demo) service ends this long after its last client left and its last unit ended.
@@ -97,6 +97,8 @@ class StationService:
         self._handlers.update(unit_ops.handlers(self))
         self._handlers.update(quality_ops.handlers(self))
         self._handlers.update(admin_ops.handlers(self))
+        self._handlers.update(ca_ops.handlers(self))
+        self._handlers.update(profile_ops.handlers(self))
         # Kiosk sessions (station.service.sessions): token → a person signed in, bound to the caller's uid.
         self.sessions = Sessions()
         self._unlock_from_credentials(credential)
@@ -332,6 +334,8 @@ class StationService:
             return {"id": ident, "ok": False, "error": f"the station service has no request {name!r}"}
         token = args.pop("session", None)
         detail = {key: value for key, value in args.items() if key not in SECRET_ARGS and key != "manifest"}
+        for key in CONTENT_ARGS & detail.keys():
+            detail[key] = _content_digest(detail[key])
         if check_only:
             detail["checked_only"] = True
         roles = conn.roles
@@ -513,6 +517,14 @@ class StationService:
         self.station.close()
         if self._lock_file is not None:
             os.close(self._lock_file)
+
+
+def _content_digest(value: Any) -> str:
+    """A file's content sent in a request, as it is recorded: its size and SHA-256, not the whole file."""
+    import hashlib
+
+    data = str(value).encode("utf-8")
+    return f"{len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}"
 
 
 class ServiceRunning(StationError):
