@@ -40,7 +40,7 @@ from station.cli.ca_home import (
     show_lines,
 )
 from station.cli.ca_home import revoked_from_audit as revoked_from_audit
-from station.cli.served import running_service
+from station.cli.served import read_input, running_service
 from station.config import CaSettings, load_ca_settings
 from station.errors import StationError
 from station.home import StationHome
@@ -561,13 +561,4 @@ def _say(lines: list[str]) -> None:
 
 def _read_input(path: Path, what: str) -> bytes:
     """A PEM file a command reads (a key, a certificate, a chain, a CSR): at most INPUT_LIMIT bytes."""
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(INPUT_LIMIT + 1)
-    except OSError as exc:
-        raise StationError(f"Cannot read the {what} file {path} ({exc.strerror}) — check the path.") from None
-    if len(data) > INPUT_LIMIT:
-        raise StationError(
-            f"The {what} file {path} is over {INPUT_LIMIT // 1024} KiB — a PEM {what} is far smaller; check the file."
-        )
-    return data
+    return read_input(path, what, limit=INPUT_LIMIT)

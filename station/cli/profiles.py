@@ -81,15 +81,10 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_install(args: argparse.Namespace) -> int:
     from station.cli.serve import service
+    from station.cli.served import read_input
 
     path: Path = args.file
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(PROFILE_LIMIT + 1)
-    except OSError as exc:
-        raise StationError(f"Cannot read the profile {path} ({exc.strerror}) — check the path.") from None
-    if len(data) > PROFILE_LIMIT:
-        raise StationError(f"{path} is over {PROFILE_LIMIT // 1024} KiB — a device profile is far smaller.")
+    data = read_input(path, "device profile", limit=PROFILE_LIMIT)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

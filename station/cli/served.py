@@ -59,6 +59,21 @@ def follow_messages(
             cancelling_until = time.monotonic() + CANCEL_DEADLINE_S + 10
 
 
+def read_input(path: Path, what: str, *, limit: int) -> bytes:
+    """A file a command reads to send its content to the service (which cannot read the caller's files): at most
+    ``limit`` bytes, or a clear refusal."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise StationError(f"Cannot read the {what} file {path} ({exc.strerror}) — check the path.") from None
+    if len(data) > limit:
+        raise StationError(
+            f"The {what} file {path} is over {limit // 1024} KiB — a {what} is far smaller; check it."
+        )
+    return data
+
+
 def received_file(client: Any, answer: dict[str, Any], *, what: str) -> bytes:
     """The chunks of a file the service answered with, checked against the size and digest it announced."""
     parts: dict[int, bytes] = {}

@@ -36,7 +36,7 @@ from station.pki import CertificateAuthority
 from station.roles import Role
 from station.service.client import home_socket
 from tests.helpers.kit import assert_audit_sound, assert_board_certificate_recorded, certificate_on_board
-from tests.helpers.service import account_python, running_service, service_pid
+from tests.helpers.service import account_python, as_account, running_service, service_pid
 from tests.integration.engine_events import carries, descendants, forkserver
 
 pytestmark = pytest.mark.integration
@@ -140,22 +140,7 @@ def line_pc(accounts: Accounts, start_farm, sim_home: StationHome) -> Iterator[t
 
 def as_user(pc: LinePc, user: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """`station …` run by ``user`` (runuser), reaching the service by its socket; no passphrase anywhere."""
-    prefix, extra = account_python()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": "/nonexistent",
-        "STATION_SOCKET": str(pc.socket),
-        "LANG": "C.UTF-8",
-        **extra,
-    }
-    return subprocess.run(
-        ["runuser", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()), *prefix, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd="/",
-        check=False,
-    )
+    return as_account(user, pc.socket, *args, timeout=timeout)
 
 
 def requests(home: StationHome) -> list[sqlite3.Row]:
