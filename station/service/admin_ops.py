@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from station.errors import StationError
 from station.roles import Role
 from station.service.connection import Connection, Handler, bind
-from station.service.people_ops import actor as people_actor
 
 if TYPE_CHECKING:
     from station.service.server import StationService
@@ -100,7 +99,7 @@ def admin_set_pin(service: StationService, conn: Connection, args: dict[str, Any
         raise StationError("the new admin PIN is needed")
     replacing = pin_is_set(service.home)
     set_pin(service.home, pin)
-    actor = people_actor(service, conn, args)
+    actor = service._actor(conn, args)
     record_people_event(
         service.station.audit,
         action=PeopleAction.ADMIN_PIN_SET.value,

@@ -45,6 +45,9 @@ from station.service.hardening import harden_process
 from station.service.ops import CONTENT_ARGS, OPS, SECRET_ARGS, Op, refusal
 from station.service.sessions import SessionError, Sessions
 
+# (its name before the request modules moved out of this one)
+_file_answer = file_answer
+
 # An auto-started (per-user, demo) service ends this long after its last client left and its last unit ended.
 IDLE_LINGER_S = 1.0
 # How long the service waits for a client's next request before it checks on itself again.
@@ -308,6 +311,10 @@ class StationService:
         from station.people import People
 
         return People(self.home, self.station.audit, settings=self.config.people)
+
+    def _actor(self, conn: Connection, args: dict[str, Any]) -> Any:
+        """Who acts (the person signed in at this kiosk, else the OS account): for any request module."""
+        return people_ops.actor(self, conn, args)
 
     def _ca_unlock(self, conn: Connection, args: dict[str, Any]) -> Any:
         secret = args.get("secret")
