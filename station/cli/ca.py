@@ -498,6 +498,8 @@ def run_import_chain(args: argparse.Namespace) -> int:
         _say(answer["lines"])
         if answer.get("unlocked"):
             print("The station service has it unlocked (the token's [ca] pin_file); units can run.")
+        else:
+            print("Then unlock it in the station service: station ca unlock (asks for the token's PIN).")
         return 0
     _say(import_chain(StationHome.resolve(args.home), chain_pem))
     return 0
