@@ -68,7 +68,9 @@ _TABLE = (
 OPS: dict[str, Op] = {op.name: op for op in _TABLE}
 
 # Arguments of a request that are secrets: never recorded (service_requests keeps the rest of the request).
-SECRET_ARGS = frozenset({"secret", "pin", "old_secret", "new_secret", "session"})
+SECRET_ARGS = frozenset({"secret", "pin", "old_secret", "new_secret", "session", "key_pem", "key_password"})
+# Arguments that carry a file's content (a certificate, a chain, a profile): recorded as size and SHA-256.
+CONTENT_ARGS = frozenset({"cert_pem", "chain_pem", "profile_text"})
 
 
 def refusal(op: Op, account: str) -> str:
@@ -101,6 +103,7 @@ COMMAND_OPS: dict[tuple[str, str | None], str] = {
     ("settings", None): "settings",
     ("fixtures", "list"): "fixtures_list",
     ("fixtures", None): "fixtures",
+    ("profiles", None): "profiles",
 }
 
 

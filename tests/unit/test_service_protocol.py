@@ -12,7 +12,7 @@ import pytest
 
 from station.roles import Role, allowed
 from station.service import frames
-from station.service.ops import OPS, op_for_command, refusal
+from station.service.ops import CONTENT_ARGS, OPS, SECRET_ARGS, op_for_command, refusal
 
 
 def test_a_frame_round_trips_and_the_kernel_names_the_peer() -> None:
@@ -122,3 +122,12 @@ def test_commands_map_to_ops_and_a_refusal_names_the_role_and_its_group() -> Non
     assert (
         "dana may not revoke a certificate" in words and "quality lead" in words and "welma-quality" in words
     )
+
+
+def test_secrets_are_never_recorded_and_file_contents_only_as_their_digest() -> None:
+    # A new CA passphrase, a token PIN, a key file's password and the key itself (station ca init/import).
+    assert {"secret", "pin", "key_pem", "key_password", "old_secret", "new_secret", "session"} <= SECRET_ARGS
+    # A certificate, a chain, a profile: their size and SHA-256 in service_requests, not their text.
+    assert {"cert_pem", "chain_pem", "profile_text"} <= CONTENT_ARGS and not CONTENT_ARGS & SECRET_ARGS
+    assert op_for_command("profiles", "install") is OPS["profiles"] and OPS["profiles"].role == Role.ADMIN
+    assert op_for_command("ca", "import-chain") is OPS["ca"] and OPS["ca"].role == Role.ADMIN
