@@ -24,7 +24,7 @@ from PySide6.QtGui import QGuiApplication  # noqa: E402
 
 import ui.audit_view as audit_view_module  # noqa: E402
 from station.audit import AuditLog, Unit  # noqa: E402
-from tests.unit.test_audit import Clock, make_certificate, start  # noqa: E402
+from tests.helpers.audit import Clock, make_certificate, start  # noqa: E402
 from ui.audit_model import AuditTableModel  # noqa: E402
 from ui.audit_view import TECHNICIAN_ROWS, AuditView  # noqa: E402
 

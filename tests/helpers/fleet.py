@@ -61,7 +61,7 @@ def provision_synthetic(
     guard_text: str = "ok",
 ) -> int:
     """A unit as the flow records it, without a board: started, steps, (certificate), finished."""
-    from tests.unit.test_audit import make_certificate
+    from tests.helpers.audit import make_certificate
 
     now = datetime.now(UTC)
     unit = audit.start_unit(

@@ -16,8 +16,8 @@ import pytest
 
 from station.audit import AuditLog
 from station.sim.farm import Farm
+from tests.helpers.farm import TEST_BOOT_DELAY_S, free_port
 from tests.helpers.fleet import PASSPHRASE, make_station
-from tests.integration.conftest import TEST_BOOT_DELAY_S, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import pytest
 from station.audit import EXPORT_FIELDS, AuditLog
 from station.cli import main
 from station.cli.audit import write_atomically
-from tests.unit.test_audit import Clock, make_certificate, start
+from tests.helpers.audit import Clock, make_certificate, start
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 SECRET_EXCERPT = "pkcs11-tool --login --pin **** (masked upstream) token0"
