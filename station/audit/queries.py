@@ -26,6 +26,7 @@ from station.audit.records import (
     _unit_from_row,
 )
 from station.audit.schema import _UNIT_SELECT
+from station.states import StepOutcome, UnitState
 
 # What :meth:`AuditLog.units_page` can sort by, and the column each sorts on. Every one has an index that ends
 # with the unit id, so ORDER BY <column>, id reads the index in order instead of sorting the table.
@@ -92,6 +93,8 @@ class UnitQueries(AuditCore):
         """The current unit of a board: running, failed or passed (and not superseded); None if none."""
         with self._lock:
             rows = list(
+                # The words as literals, not parameters: only then can SQLite prove the query lies inside the
+                # partial index units_one_current_per_serial (schema.py) and use it.
                 self._db.query(
                     _UNIT_SELECT + " WHERE u.serial = ? AND u.state IN ('running', 'failed', 'passed')",
                     [serial],
@@ -175,7 +178,10 @@ class UnitQueries(AuditCore):
         """Units that are running or failed, oldest first — what a station offers to resume after a restart."""
         with self._lock:
             rows = list(
-                self._db.query(_UNIT_SELECT + " WHERE u.state IN ('running', 'failed') ORDER BY u.id")
+                self._db.query(
+                    _UNIT_SELECT + " WHERE u.state IN (?, ?) ORDER BY u.id",
+                    [UnitState.RUNNING.value, UnitState.FAILED.value],
+                )
             )
         return [_unit_from_row(row) for row in rows]
 
@@ -192,10 +198,10 @@ class UnitQueries(AuditCore):
                 self._db.query(
                     """
                     SELECT s.started_at, s.ended_at FROM steps AS s JOIN units AS u ON u.id = s.unit_id
-                    WHERE s.step = ? AND s.outcome = 'passed' AND u.profile = ?
+                    WHERE s.step = ? AND s.outcome = ? AND u.profile = ?
                     ORDER BY s.id DESC LIMIT ?
                     """,
-                    [step, profile, limit],
+                    [step, StepOutcome.PASSED.value, profile, limit],
                 )
             )
         return [(_parse_time(r["ended_at"]) - _parse_time(r["started_at"])).total_seconds() for r in rows]

@@ -13,9 +13,9 @@ from typing import Any
 from station.errors import StationError
 from station.states import StepOutcome, UnitState
 
-UNIT_STATES = ("running", "failed", "passed", "aborted", "superseded")
-UNIT_RESULTS = ("passed", "failed", "aborted")
-STEP_OUTCOMES = ("passed", "failed", "skipped", "retrying")
+UNIT_STATES = (UnitState.RUNNING, UnitState.FAILED, UnitState.PASSED, UnitState.ABORTED, UnitState.SUPERSEDED)
+UNIT_RESULTS = (UnitState.PASSED, UnitState.FAILED, UnitState.ABORTED)
+STEP_OUTCOMES = (StepOutcome.PASSED, StepOutcome.FAILED, StepOutcome.SKIPPED, StepOutcome.RETRYING)
 
 
 # prev_hash of event 1.
@@ -189,7 +189,7 @@ class UnitAlreadyActive(StationError):
                 f"Board {serial} was started by another station or fixture at the same moment. "
                 f"Check which fixture holds it (station units --serial {serial}) before scanning it again."
             )
-        elif unit.state == "running":
+        elif unit.state == UnitState.RUNNING:
             message = (
                 f"Board {serial} is already being provisioned (unit {unit.id}, started "
                 f"{_local_text(unit.started_at)} by {unit.operator} at {unit.station}). If that run was "
