@@ -3,6 +3,7 @@ the audit view and exports use (every filter and sort key has an index)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -103,37 +104,11 @@ class UnitQueries(AuditCore):
         return _unit_from_row(rows[0]) if rows else None
 
     def units(
-        self,
-        *,
-        limit: int = 50,
-        offset: int = 0,
-        serial_prefix: str | None = None,
-        result: str | None = None,
-        operator: str | None = None,
-        batch: str | None = None,
-        fixture: str | None = None,
-        failed_step: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        self, filters: UnitFilter | None = None, *, limit: int = 50, offset: int = 0, **narrow: Any
     ) -> list[Unit]:
-        """Units matching every given filter, newest first.
-
-        ``result`` filters on the unit's state; ``since`` (inclusive) and ``until`` (exclusive) on its start.
-        """
-        return self.units_page(
-            offset=offset,
-            limit=limit,
-            filters=UnitFilter(
-                serial_prefix=serial_prefix,
-                result=result,
-                operator=operator,
-                batch=batch,
-                fixture=fixture,
-                failed_step=failed_step,
-                since=since,
-                until=until,
-            ),
-        )
+        """Units matching ``filters``, newest first; ``narrow`` narrows it by field name (``result="failed"``:
+        :class:`UnitFilter`, whose ``result`` is the unit's state, ``since``/``until`` bounds on its start)."""
+        return self.units_page(offset=offset, limit=limit, filters=replace(filters or UnitFilter(), **narrow))
 
     def units_page(
         self,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,38 @@ class UnitFilter:
     until: datetime | None = None
     # Units counted in this work order (see station.orders).
     order: str | None = None
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> UnitFilter:
+        """The one way a filter is built from named values — a command's options (``vars(args)``), a request to the
+        station service, a view's fields — so that no caller spells the fields out again.
+
+        Keys are the field names, ``serial`` being the serial prefix (``--serial PREFIX``); ``since`` and ``until``
+        are datetimes or ISO 8601 text.  Keys that name no field are not filters and are left alone; None or an
+        empty text means any.
+        """
+        given: dict[str, Any] = {}
+        for field in fields(cls):
+            value = values.get(field.name)
+            if value is None and field.name == "serial_prefix":
+                value = values.get("serial")
+            if value is None or value == "":
+                continue
+            if field.name in ("since", "until"):
+                given[field.name] = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+            else:
+                given[field.name] = str(value)
+        return cls(**given)
+
+    def to_mapping(self) -> dict[str, str]:
+        """The fields given, as text ready for JSON (the words :meth:`from_mapping` reads back)."""
+        mapping: dict[str, str] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                key = "serial" if field.name == "serial_prefix" else field.name
+                mapping[key] = value.isoformat() if isinstance(value, datetime) else str(value)
+        return mapping
 
 
 class SerialAlreadyPassed(StationError):
