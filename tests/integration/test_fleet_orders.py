@@ -28,8 +28,7 @@ from station.fleet.orders import FleetOrderBook
 from station.orders import OrderRefused, read_order_file
 from station.profiles import available_profiles, load_profile
 from tests.helpers.boards import CANARY, board, write_order_file
-from tests.helpers.fleet import make_station
-from tests.integration.test_fleet_stations import ENV, central, start_farm, station_cli, sync
+from tests.helpers.fleet import ENV, central, make_station, start_farm, station_cli, sync
 
 pytestmark = pytest.mark.integration
 
