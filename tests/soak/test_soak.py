@@ -35,6 +35,7 @@ from station.flow import FlowEvent, Provisioner
 from station.home import StationHome
 from station.pki import CertificateAuthority
 from station.sim.farm import Farm, SimDevice
+from tests.helpers.fault_matrix import CASES, Case
 from tests.helpers.kit import (
     PASSPHRASE,
     assert_audit_sound,
@@ -46,7 +47,6 @@ from tests.helpers.kit import (
     sha256_hex,
     wait_until_up,
 )
-from tests.integration.test_faults_ssh import CASES, Case
 
 pytestmark = [pytest.mark.soak, pytest.mark.integration, pytest.mark.timeout(6 * 3600)]
 
