@@ -183,7 +183,9 @@ class UnitFilter:
             if value is None or value == "":
                 continue
             if field.name in ("since", "until"):
-                given[field.name] = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+                given[field.name] = (
+                    value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+                )
             else:
                 given[field.name] = str(value)
         return cls(**given)
