@@ -198,7 +198,7 @@ def test_a_thousand_boards_on_sixteen_fixtures_with_one_in_ten_faulted(tmp_path_
 
 
 def test_station_provision_killed_at_random_moments_always_recovers(tmp_path_factory):
-    from tests.integration import test_crash_safety as crash
+    from tests.helpers import crash
 
     home = StationHome(tmp_path_factory.mktemp("soak-kills") / "home").create()
     CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE.encode())
