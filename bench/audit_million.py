@@ -35,6 +35,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from station.audit import AuditLog, UnitFilter  # noqa: E402
+from station.profiles import DEFAULT_PROFILE, load_profile
 from station.report import ReportScope, render_report  # noqa: E402
 from station.service.audit_reader import LocalAuditReader  # noqa: E402
 from ui.audit_view import AuditView  # noqa: E402
@@ -44,21 +45,8 @@ T0 = datetime(2025, 1, 6, 6, 0, tzinfo=UTC)
 UNIT_SPACING_S = 30  # a million units a year apart by 30 s: about one fixture line's output
 BATCH_SIZE = 1000
 OPERATORS = [f"operator-{n:02d}" for n in range(20)]
-STEPS = (
-    "identify",
-    "guard",
-    "wipe",
-    "reboot",
-    "init_token",
-    "init_pin",
-    "keygen",
-    "csr",
-    "fetch_csr",
-    "check_csr",
-    "sign",
-    "push",
-    "tls_proof",
-)
+# The shipped profile's enrollment steps, in order (not a copy that could drift from it).
+STEPS = load_profile(DEFAULT_PROFILE).step_names()
 REPEATS = 5
 
 

@@ -441,37 +441,11 @@ def export_to_file(
         )
     if fmt == "pdf":
         return _export_pdf(audit, path, filters, station=station)
-    narrowed = filters
 
     def write(out: TextIO) -> int:
         if fmt == "csv":
-            return audit.export_csv(
-                out,
-                serial_prefix=narrowed.serial_prefix,
-                result=narrowed.result,
-                operator=narrowed.operator,
-                batch=narrowed.batch,
-                fixture=narrowed.fixture,
-                failed_step=narrowed.failed_step,
-                station=narrowed.station,
-                since=narrowed.since,
-                until=narrowed.until,
-                order=narrowed.order,
-            )
-        return audit.export_jsonl(
-            out,
-            serial_prefix=narrowed.serial_prefix,
-            result=narrowed.result,
-            operator=narrowed.operator,
-            batch=narrowed.batch,
-            fixture=narrowed.fixture,
-            failed_step=narrowed.failed_step,
-            station=narrowed.station,
-            since=narrowed.since,
-            until=narrowed.until,
-            include_steps=include_steps,
-            order=narrowed.order,
-        )
+            return audit.export_csv(out, filters)
+        return audit.export_jsonl(out, filters, include_steps=include_steps)
 
     count = write_text_atomically(path, write)
     return ExportResult(path.expanduser(), count)

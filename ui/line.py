@@ -15,6 +15,7 @@ from station.config import ScannerSettings
 from station.line.handoff import LineHandOff
 from station.line.labels import PrintOutcome
 from station.line.scanner import SerialScanner
+from station.states import UnitState
 
 
 class LineEvents(QObject):
@@ -64,7 +65,9 @@ class ReprintButton(QPushButton):
     def show_unit(self, unit: object) -> None:
         self.unit = unit if isinstance(unit, Unit) else None
         self.setEnabled(
-            self.unit is not None and self.unit.state == "passed" and bool(self.unit.certificate_fingerprint)
+            self.unit is not None
+            and self.unit.state == UnitState.PASSED
+            and bool(self.unit.certificate_fingerprint)
         )
         self.setToolTip(self.history())
 

@@ -36,6 +36,7 @@ from station.audit import Unit
 from station.config import MesSettings
 from station.errors import StationError
 from station.files import fsync_directory, write_file_atomically
+from station.states import UnitState
 
 RECORD_FORMAT = "welma-station/unit-finished/1"
 MAX_RETRY_S = 60.0
@@ -80,8 +81,8 @@ class FinishedUnitRecord:
             result=unit.state,
             failed_step=unit.failed_step,
             message=unit.message,
-            certificate_serial=unit.certificate_serial if unit.state == "passed" else None,
-            certificate_fingerprint=unit.certificate_fingerprint if unit.state == "passed" else None,
+            certificate_serial=unit.certificate_serial if unit.state == UnitState.PASSED else None,
+            certificate_fingerprint=unit.certificate_fingerprint if unit.state == UnitState.PASSED else None,
             started_at=unit.started_at.isoformat(),
             ended_at=unit.ended_at.isoformat() if unit.ended_at else None,
             duration_s=unit.duration_s,

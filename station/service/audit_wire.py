@@ -15,7 +15,7 @@ Both directions are bounded and checked, because each side is the other's untrus
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -66,6 +66,9 @@ def cut(text: str, limit: int) -> str:
 def filter_from_args(args: dict[str, Any]) -> UnitFilter:
     """The unit filter a request asks for (keys as :class:`UnitFilter`'s fields; absent or empty = any)."""
     values: dict[str, Any] = {}
+    if args.get("serial_prefix") in (None, ""):
+        # UnitFilter.to_mapping's word for it (the command line's --serial), the one vocabulary on the wire
+        args = {**args, "serial_prefix": args.get("serial")}
     for name in FILTER_TEXTS:
         value = args.get(name)
         if value is None or value == "":
@@ -98,18 +101,13 @@ def filter_from_args(args: dict[str, Any]) -> UnitFilter:
         raise BadRequest(
             "the filter's From date is not before its To date — pick a From date before the To date"
         )
-    return UnitFilter(**values)
+    return UnitFilter.from_mapping(values)
 
 
 def filter_to_args(filters: UnitFilter) -> dict[str, Any]:
-    """A filter as a request's arguments (only the fields given)."""
-    args: dict[str, Any] = {}
-    for field in fields(UnitFilter):
-        value = getattr(filters, field.name)
-        if value is None:
-            continue
-        args[field.name] = value.isoformat() if isinstance(value, datetime) else str(value)
-    return args
+    """A filter as a request's arguments (only the fields given; :meth:`UnitFilter.to_mapping`'s words, which
+    :func:`filter_from_args` reads back)."""
+    return dict(filters.to_mapping())
 
 
 def page_bounds(args: dict[str, Any], *, cap: int = PAGE_CAP) -> tuple[int, int]:

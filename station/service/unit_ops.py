@@ -237,15 +237,11 @@ def abort(service: StationService, conn: Connection, args: dict[str, Any]) -> An
 
 
 def units(service: StationService, conn: Connection, args: dict[str, Any]) -> Any:
-    from station.audit import UnitFilter
     from station.cli.units import format_table
+    from station.service.audit_wire import filter_from_args, page_bounds
 
-    units = service.station.audit.units_page(
-        limit=int(args.get("limit") or 50),
-        filters=UnitFilter(
-            serial_prefix=args.get("serial"), result=args.get("result"), order=args.get("order")
-        ),
-    )
+    _, limit = page_bounds({"limit": args.get("limit") or 50})  # at most a page (PAGE_CAP units)
+    units = service.station.audit.units_page(limit=limit, filters=filter_from_args(args))
     return {"text": format_table(units) if units else "", "count": len(units)}
 
 

@@ -33,8 +33,8 @@ from station.home import StationHome
 from station.identity_log import IdentityLog
 from station.people import Actor, People
 from station.roles import Role
+from tests.helpers.audit import Clock, make_certificate, start
 from tests.helpers.service import account_python, running_service
-from tests.unit.test_audit import Clock, make_certificate, start
 
 pytestmark = pytest.mark.gui
 

@@ -30,7 +30,7 @@ from station.audit import AuditLog, Unit  # noqa: E402
 from station.config import OutputSettings, StationConfig  # noqa: E402
 from station.home import StationHome  # noqa: E402
 from station.service.audit_reader import LocalAuditReader  # noqa: E402
-from tests.unit.test_audit import Clock, make_certificate, start  # noqa: E402
+from tests.helpers.audit import Clock, make_certificate, start  # noqa: E402
 from ui.audit_model import AuditTableModel  # noqa: E402
 from ui.audit_view import TECHNICIAN_ROWS, AuditView  # noqa: E402
 from ui.bridge import TaskPool  # noqa: E402

@@ -9,7 +9,7 @@ from PySide6.QtCore import Qt
 from station.audit import AuditLog
 from station.orders import read_order_file
 from station.profiles import load_profile
-from tests.gui.technician import run_unit, scan, sign_in
+from tests.helpers.technician import run_unit, scan, sign_in
 from ui.app import unlock_ca
 from ui.order_panel import BY_SERIAL
 

@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QPushButton
 
 from station.admin import set_pin
 from station.audit import AuditLog
-from tests.gui.technician import sign_in
+from tests.helpers.technician import sign_in
 
 pytestmark = pytest.mark.gui
 

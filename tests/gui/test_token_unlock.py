@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from station.home import StationHome
-from tests.pki_tokens import PIN, offline_root, token_station
+from tests.helpers.pki_tokens import PIN, offline_root, token_station
 from ui.app import unlock_ca
 
 

@@ -13,8 +13,7 @@ import pytest
 
 from station.home import StationHome
 from station.service.client import ServiceClient, home_socket
-from tests.helpers.service import running_service
-from tests.pki_tokens import (
+from tests.helpers.pki_tokens import (
     PIN,
     SOFTHSM_MODULE,
     init_token,
@@ -23,6 +22,7 @@ from tests.pki_tokens import (
     secret_file,
     station,
 )
+from tests.helpers.service import running_service
 
 pytestmark = pytest.mark.integration
 

@@ -34,9 +34,9 @@ from station.home import StationHome
 from station.pki import CertificateAuthority
 from station.roles import Role
 from station.service.client import home_socket
+from tests.helpers.engine_events import carries, descendants, forkserver
 from tests.helpers.kit import assert_audit_sound, assert_board_certificate_recorded, certificate_on_board
 from tests.helpers.service import account_python, as_account, os_accounts, running_service, service_pid
-from tests.integration.engine_events import carries, descendants, forkserver
 
 pytestmark = pytest.mark.integration
 

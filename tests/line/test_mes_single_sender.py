@@ -17,8 +17,8 @@ from station.audit import AuditLog, Unit
 from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.line.mes import SENDER_LOCK
+from tests.helpers.line_servers import MesServer
 from tests.line.conftest import line_config
-from tests.line.servers import MesServer
 
 WAIT_S = 20.0
 

@@ -41,7 +41,7 @@ from station.service.audit_wire import (
 )
 from station.service.client import ServiceClient, ServiceRefused, ServiceUnavailable
 from station.states import StepOutcome, UnitState
-from tests.unit.test_audit import Clock, make_certificate, start
+from tests.helpers.audit import Clock, make_certificate, start
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
