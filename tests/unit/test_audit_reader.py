@@ -105,6 +105,11 @@ def test_a_filter_is_built_from_a_request_and_back_unchanged() -> None:
     assert filter_from_args({"batch": "", "result": None}) == UnitFilter()
     # The command line's keys are the same (station audit export sends these).
     assert filter_from_args({"batch": "B-1", "format": "csv", "steps": True}) == UnitFilter(batch="B-1")
+    # ... including --serial as UnitFilter.to_mapping words it (station audit export / station units send it so).
+    assert filter_from_args({"serial": "2026"}) == UnitFilter(serial_prefix="2026")
+    assert (
+        filter_from_args(over_the_wire(UnitFilter(serial_prefix="2026").to_mapping())).serial_prefix == "2026"
+    )
     # A time without its offset is local time, as on the command line.
     local = filter_from_args({"since": "2026-03-02T08:00:00"}).since
     assert local is not None and local.tzinfo is not None
