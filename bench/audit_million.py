@@ -35,7 +35,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from station.audit import AuditLog, UnitFilter  # noqa: E402
+from station.profiles import DEFAULT_PROFILE, load_profile
 from station.report import ReportScope, render_report  # noqa: E402
+from station.service.audit_reader import LocalAuditReader  # noqa: E402
 from ui.audit_view import AuditView  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -43,21 +45,8 @@ T0 = datetime(2025, 1, 6, 6, 0, tzinfo=UTC)
 UNIT_SPACING_S = 30  # a million units a year apart by 30 s: about one fixture line's output
 BATCH_SIZE = 1000
 OPERATORS = [f"operator-{n:02d}" for n in range(20)]
-STEPS = (
-    "identify",
-    "guard",
-    "wipe",
-    "reboot",
-    "init_token",
-    "init_pin",
-    "keygen",
-    "csr",
-    "fetch_csr",
-    "check_csr",
-    "sign",
-    "push",
-    "tls_proof",
-)
+# The shipped profile's enrollment steps, in order (not a copy that could drift from it).
+STEPS = load_profile(DEFAULT_PROFILE).step_names()
 REPEATS = 5
 
 
@@ -215,6 +204,16 @@ def wait_idle(app: QApplication, view: AuditView, timeout_s: float = 120) -> Non
     app.processEvents()
 
 
+def wait_page(app: QApplication, view: AuditView, timeout_s: float = 120) -> None:
+    """Until the model's page (read on its pool thread) is on screen."""
+    deadline = time.monotonic() + timeout_s
+    app.processEvents()
+    while view.model.loading and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.001)
+    app.processEvents()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -250,10 +249,10 @@ def main() -> int:
     assert isinstance(app, QApplication)
 
     began = time.perf_counter()
-    view = AuditView(audit, role="quality_lead", station="bench")
+    view = AuditView(LocalAuditReader(audit, station="bench"), role="quality_lead", station="bench")
     view.resize(1280, 760)
     view.show()
-    app.processEvents()
+    wait_page(app, view)
     first_page = (time.perf_counter() - began) * 1000
     wait_idle(app, view)
     results["open_view"] = {
@@ -263,7 +262,7 @@ def main() -> int:
     }
     print(f"  open view: {results['open_view']}", flush=True)
 
-    # What the model does on the GUI thread when a filter changes: reset, then one page query. The filters
+    # A filter change until its first page is on screen: reset, one page query (on the model's pool thread). The filters
     # aim at the middle of the log, where neither end of an index helps.
     units = view.model.unit_at(0).id if view.model.unit_at(0) else args.units  # type: ignore[union-attr]
     middle = f"2026{units // 2:011d}"
@@ -288,7 +287,7 @@ def main() -> int:
     }
     filters: dict[str, Any] = {}
     for name, wanted in scenarios.items():
-        figures = timed(lambda wanted=wanted: view.model.set_filters(wanted))
+        figures = timed(lambda wanted=wanted: (view.model.set_filters(wanted), wait_page(app, view)))
         figures["rows_first_page"] = view.model.rowCount()
         figures["count_units_ms"] = timed(lambda wanted=wanted: audit.count_units(wanted), repeats=3)[
             "median_ms"
@@ -307,12 +306,17 @@ def main() -> int:
         ("state", False),
     ):
         view.model.set_filters(UnitFilter())
+        wait_page(app, view)
         sorts[f"{key} {'desc' if descending else 'asc'}"] = timed(
-            lambda key=key, descending=descending: view.model.set_order(key, descending=descending)
+            lambda key=key, descending=descending: (
+                view.model.set_order(key, descending=descending),
+                wait_page(app, view),
+            )
         )
     view.model.set_filters(UnitFilter(result="failed"))
+    wait_page(app, view)
     sorts["started_at desc, result failed"] = timed(
-        lambda: view.model.set_order("started_at", descending=True)
+        lambda: (view.model.set_order("started_at", descending=True), wait_page(app, view))
     )
     results["sort_to_first_page"] = sorts
     print(f"  sorts: {sorts}", flush=True)

@@ -41,24 +41,11 @@ from station.engine.scheduler import Scheduler
 from station.flow import FlowEvent
 from station.home import StationHome
 from station.pki import CertificateAuthority
-from station.profiles import load_profile
+from station.profiles import DEFAULT_PROFILE, load_profile
 
 PASSPHRASE = b"bench passphrase 0123"
-STEPS = (
-    "identify",
-    "guard",
-    "wipe",
-    "reboot",
-    "init_token",
-    "init_pin",
-    "keygen",
-    "csr",
-    "fetch_csr",
-    "check_csr",
-    "sign",
-    "push",
-    "tls_proof",
-)
+# The shipped profile's enrollment steps, in order (not a copy that could drift from it).
+STEPS = load_profile(DEFAULT_PROFILE).step_names()
 
 
 def _stats(samples: list[float]) -> dict[str, float]:
@@ -91,7 +78,7 @@ def run(units: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-desk-") as scratch:
         home = StationHome(Path(scratch) / "home").create()
         ca = CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE)
-        profile = load_profile("welma-optee")
+        profile = load_profile(DEFAULT_PROFILE)
         scheduler = Scheduler(home=home, config=StationConfig(name="bench"), ca=ca)
         audit = AuditLog(home.audit_db)
         scheduler._audit = audit

@@ -42,24 +42,12 @@ from station.fleet.connection import connect
 from station.fleet.forwarder import Forwarder
 from station.fleet.queries import FleetFilter, page_key, units_page, yield_by_station, yield_summary
 from station.fleet.schema import migrate, register_station, station_role, write_pgpass
+from station.profiles import DEFAULT_PROFILE, load_profile
 
 HERE = Path(__file__).resolve().parent
 T0 = datetime(2025, 1, 6, 6, 0, tzinfo=UTC)
-STEPS = (
-    "identify",
-    "guard",
-    "wipe",
-    "reboot",
-    "init_token",
-    "init_pin",
-    "keygen",
-    "csr",
-    "fetch_csr",
-    "check_csr",
-    "sign",
-    "push",
-    "tls_proof",
-)
+# The shipped profile's enrollment steps, in order (not a copy that could drift from it).
+STEPS = load_profile(DEFAULT_PROFILE).step_names()
 EVENTS_PER_UNIT = (
     16  # started, host key, 13 steps, passed (a certificate replaces one step's event on average)
 )

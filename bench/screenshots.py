@@ -25,6 +25,8 @@ from station.audit import AuditLog
 from station.flow import FlowEvent
 from station.orders import read_order_file
 from station.profiles import load_profile
+from station.states import UnitState
+from ui.audit_view import AuditView
 from ui.label import label_png
 from ui.main_window import MainWindow
 from ui.session import Session
@@ -43,6 +45,13 @@ def take(window: MainWindow, out: Path, name: str, suffix: str) -> Path:
         raise RuntimeError(f"could not write {path}")
     print(f"wrote {path}", flush=True)
     return path
+
+
+def settle(view: AuditView, timeout_s: float = 60) -> None:
+    """Until the audit view's reads (pages, the unit's detail, the certificate's text) have come back."""
+    end = time.monotonic() + timeout_s
+    while view.busy() and time.monotonic() < end:
+        pause(0.1)
 
 
 def provision(window: MainWindow, fixture: str, serial: str) -> None:
@@ -100,12 +109,13 @@ def batch_pictures(out: Path, suffix: str, keygen_delay: float, large_font: bool
             window.show_mode("audit")
             audit = window.audit_view
             assert audit is not None
-            pause(1.0)
+            settle(audit)  # read through the station service, off the GUI thread
             for row in range(audit.model.rowCount()):
                 unit = audit.model.unit_at(row)
-                if unit is not None and unit.state == "failed":
+                if unit is not None and unit.state == UnitState.FAILED:
                     audit.select_row(row)
                     break
+            settle(audit)
             pause(1.0)
             take(window, out, "audit", suffix)
         finally:

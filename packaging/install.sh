@@ -9,7 +9,7 @@
 #   --kiosk   also start the station full screen at every desktop login (/etc/xdg/autostart)
 #   --service also the station service: the welma-station account owning /var/lib/welma-station (0700),
 #             the groups welma-tech, welma-quality, welma-admin, the systemd unit welma-station.service
-#             (enabled; start it once the CA exists: see README, "the station service")
+#             (enabled; start it, then create the CA through it: see README, "the station service")
 #
 # DESTDIR=/some/dir stages the same files below that directory instead (packaging tests, package builds).
 # Installing again replaces the previous version; the station homes (CA, audit log) are never touched.
@@ -115,6 +115,7 @@ if [ "$service" = yes ]; then
     else
         echo "service: DESTDIR set — the account welma-station, the groups welma-tech, welma-quality, welma-admin and /var/lib/welma-station (0700) are made on the line PC itself"
     fi
-    echo "service: welma-station.service installed; create the CA as welma-station (runuser -u welma-station -- station --home /var/lib/welma-station ca init), then systemctl start welma-station and station ca unlock"
+    echo "service: welma-station.service installed; start it (systemctl start welma-station): its socket is /run/welma-station/station.sock, reachable by every account, each request checked against the caller's groups"
     echo "service: give people their role with usermod -aG welma-tech|welma-quality|welma-admin NAME"
+    echo "service: then an administrator (welma-admin or root) creates the CA through the service: station ca init (or a token CA: station ca init --pkcs11-module ... then station ca import-chain); after a restart: station ca unlock"
 fi

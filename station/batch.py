@@ -32,7 +32,7 @@ from station.errors import ConfigError, StationError
 from station.flow import FlowEvent, Provisioner
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile
-from station.states import SlotState
+from station.states import SlotState, StepOutcome
 
 # A manifest's columns, in this order unless a header row names them.
 MANIFEST_COLUMNS = ("serial", "device", "fixture", "order")
@@ -484,7 +484,7 @@ class SlotBoard:
         elif event.kind == "step_started":
             slot.step, slot.step_title, slot.attempt = event.step, event.title, event.attempt
             slot.step_index, slot.step_count = event.index, event.count or slot.step_count
-        elif event.kind == "step_finished" and event.outcome == "retrying":
+        elif event.kind == "step_finished" and event.outcome == StepOutcome.RETRYING:
             slot.message = event.message
         else:
             return None

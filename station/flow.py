@@ -248,6 +248,7 @@ class Provisioner:
             admission, profile=admission.profile or profile, cancel=cancel or threading.Event()
         )
 
+    # long: the resume rules as one decision, read top to bottom
     def admit(
         self,
         *,
@@ -353,6 +354,7 @@ class Provisioner:
             profile=profile,
         )
 
+    # long: the unit's run loop: steps, cancel, outcome and its recording, in execution order
     def run_admitted(
         self,
         admission: Admission,
@@ -463,6 +465,7 @@ class Provisioner:
 
         return emit
 
+    # long: one step's retry loop with its deadline, cancel and recording; the retry decision reads in one place
     def _run_step(
         self,
         ctx: UnitContext,

@@ -194,6 +194,7 @@ class Claim:
     short: str  # a few words, for the window
 
 
+# long: one table of claims, each with the steps it rests on; read top to bottom
 def trust_summary(
     passed_steps: Iterable[str],
     *,

@@ -24,13 +24,9 @@ import os
 import pwd
 import sqlite3
 import stat
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 
 from station.admin import AdminPinError, hash_pin, operator_name, pin_matches
@@ -39,122 +35,30 @@ from station.audit.people import record_people_event
 from station.config import PeopleSettings
 from station.errors import StationError
 from station.home import StationHome
-from station.roles import Role, account_name, allowed, roles_of
+
+# Moved to station.people_model, re-exported here so every existing import keeps working:
+from station.people_model import MAX_SECRET_LENGTH as MAX_SECRET_LENGTH
+from station.people_model import MIN_BADGE_LENGTH as MIN_BADGE_LENGTH
+from station.people_model import MIN_PIN_LENGTH as MIN_PIN_LENGTH
+from station.people_model import ROLE_WORDS as ROLE_WORDS
+from station.people_model import Actor as Actor
+from station.people_model import CredentialKind as CredentialKind
+from station.people_model import PeopleAction as PeopleAction
+from station.people_model import PeopleError as PeopleError
+from station.people_model import Person as Person
+from station.people_model import SignedIn as SignedIn
+from station.people_model import SignInRefused as SignInRefused
+from station.people_model import check_new_secret as check_new_secret
+from station.people_model import clock_text as clock_text
+from station.people_model import role_from_word as role_from_word
+
+# Moved to station.people_pam, re-exported here so every existing import keeps working:
+from station.people_pam import PAM_TIMEOUT_S as PAM_TIMEOUT_S
+from station.people_pam import os_password_matches as os_password_matches
+from station.roles import Role, account_name
 
 PEOPLE_FILE = "people.db"
-MIN_PIN_LENGTH = 4
-MIN_BADGE_LENGTH = 6
-MAX_SECRET_LENGTH = 128
 BUSY_TIMEOUT_S = 10.0
-# PAM may ask a directory server (sssd, LDAP): a sign-in waits this long for its answer, then is refused.
-PAM_TIMEOUT_S = 15.0
-
-# `station people add NAME --role quality|admin|technician`: the words people type for each role.
-ROLE_WORDS = {"technician": Role.TECHNICIAN, "quality": Role.QUALITY, "admin": Role.ADMIN}
-
-
-class PeopleError(StationError):
-    """A request about people was refused; the message says why and what to do next."""
-
-
-class SignInRefused(PeopleError):
-    """A sign-in was refused (wrong credential, unknown name, or locked out until ``locked_until``)."""
-
-    def __init__(self, message: str, *, locked_until: float | None = None) -> None:
-        super().__init__(message)
-        self.locked_until = locked_until
-
-
-class CredentialKind(StrEnum):
-    """What a person types or scans to sign in."""
-
-    PIN = "pin"
-    BADGE = "badge"
-    # The password of the person's own OS account, checked through PAM (nothing stored but the login name).
-    PAM = "pam"
-
-
-class PeopleAction(StrEnum):
-    """What a people record in the audit log says happened."""
-
-    ENROLLED = "enrolled"
-    CREDENTIAL_CHANGED = "credential_changed"
-    CREDENTIAL_RESET = "credential_reset"
-    REMOVED = "removed"
-    LOCKED_OUT = "locked_out"
-    UNLOCKED = "unlocked"
-    SIGNED_IN = "signed_in"
-    SIGN_IN_FAILED = "sign_in_failed"
-    SIGNED_OUT = "signed_out"
-    # `station admin set-pin`: the shared admin PIN of demo mode was set or replaced.
-    ADMIN_PIN_SET = "admin_pin_set"
-
-
-def role_from_word(word: str) -> Role:
-    """``quality`` → :attr:`Role.QUALITY` (also accepts the group names, ``welma-quality``)."""
-    for name, role in ROLE_WORDS.items():
-        if word in (name, role.value):
-            return role
-    raise PeopleError(f"unknown role {word!r} — choose one of: {', '.join(ROLE_WORDS)}")
-
-
-def clock_text(moment: float) -> str:
-    """A moment as a person at the station reads it (local time)."""
-    return datetime.fromtimestamp(moment).astimezone().strftime("%H:%M:%S")
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who makes a request: recorded as ``name``; ``account`` is the OS account it came from."""
-
-    name: str
-    account: str
-    administrator: bool
-
-    @classmethod
-    def for_account(cls, uid: int) -> Actor:
-        """An OS account acting as itself (the caller of the CLI, the service's peer)."""
-        name = account_name(uid)
-        return cls(name=name, account=name, administrator=allowed(roles_of(uid), Role.ADMIN))
-
-    @classmethod
-    def for_person(cls, session: SignedIn, *, account: str) -> Actor:
-        """A person signed in at a kiosk (OS account ``account``) acting with their own role."""
-        return cls(name=session.person, account=account, administrator=session.role.allows(Role.ADMIN))
-
-
-@dataclass(frozen=True)
-class SignedIn:
-    """A person's elevated session: their role until ``expires_at`` (seconds since the epoch)."""
-
-    person: str
-    role: Role
-    started_at: float
-    expires_at: float
-    account: str
-
-    def remaining_s(self, now: float | None = None) -> float:
-        return max(0.0, self.expires_at - (time.time() if now is None else now))
-
-    def expired(self, now: float | None = None) -> bool:
-        return self.remaining_s(now) <= 0
-
-
-@dataclass(frozen=True)
-class Person:
-    """A person as ``station people list`` shows them (no credential)."""
-
-    name: str
-    role: Role
-    kind: CredentialKind
-    failed_attempts: int
-    locked_until: float | None
-    enrolled_at: float
-    enrolled_by: str
-    changed_at: float
-
-    def locked(self, now: float) -> bool:
-        return self.locked_until is not None and self.locked_until > now
 
 
 _SCHEMA = (
@@ -177,22 +81,6 @@ _SCHEMA = (
 
 def people_path(home: StationHome) -> Path:
     return home.root / PEOPLE_FILE
-
-
-def check_new_secret(secret: str, kind: CredentialKind, *, name: str) -> None:
-    """Raise :class:`PeopleError` if ``secret`` may not become ``name``'s credential."""
-    shortest = MIN_PIN_LENGTH if kind is CredentialKind.PIN else MIN_BADGE_LENGTH
-    what = "PIN" if kind is CredentialKind.PIN else "badge code"
-    if len(secret) < shortest:
-        raise PeopleError(f"the {what} must be at least {shortest} characters long — choose a longer one")
-    if len(secret) > MAX_SECRET_LENGTH:
-        raise PeopleError(f"the {what} may be at most {MAX_SECRET_LENGTH} characters long")
-    if not secret.isprintable() or secret != secret.strip():
-        raise PeopleError(f"the {what} may not contain control characters or start or end with a space")
-    if len(set(secret)) == 1:
-        raise PeopleError(f"the {what} may not repeat one character only (such as 0000) — choose another")
-    if secret.casefold() == name.casefold():
-        raise PeopleError(f"the {what} may not be the person's name — choose another")
 
 
 def _key(name: str) -> str:
@@ -361,22 +249,9 @@ class People:
                     f"{existing['name']} is already enrolled (as {Role(existing['role']).words}) — to give them a "
                     f"new credential use `station people reset {existing['name']}`"
                 )
-            conn.execute(
-                "INSERT INTO people (key, name, role, kind, credential, failed_attempts, locked_until, enrolled_at, "
-                "enrolled_by, changed_at) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?, ?)",
-                [_key(display), display, role.value, kind.value, credential, now, by.name, now],
+            return self._insert(
+                conn, display, role, kind, credential, by=by, now=now, detail=f"credential: {kind.value}"
             )
-            # Recorded inside the store's transaction: if the audit log cannot record it, nobody is enrolled.
-            self._record(
-                PeopleAction.ENROLLED,
-                person=display,
-                role=role,
-                by=by,
-                account=by.account,
-                detail=f"credential: {kind.value}",
-            )
-            row = self._existing(conn, display)
-        return _person(row)
 
     def enrol_os_account(self, login: str, role: Role, *, by: Actor, name: str | None = None) -> Person:
         """Enrol a person who signs in with their own OS account's password (checked through PAM at each
@@ -397,21 +272,40 @@ class People:
                 raise PeopleError(
                     f"{existing['name']} is already enrolled (as {Role(existing['role']).words})"
                 )
-            conn.execute(
-                "INSERT INTO people (key, name, role, kind, credential, failed_attempts, locked_until, enrolled_at, "
-                "enrolled_by, changed_at) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?, ?)",
-                [_key(display), display, role.value, CredentialKind.PAM.value, login, now, by.name, now],
-            )
-            self._record(
-                PeopleAction.ENROLLED,
-                person=display,
-                role=role,
+            return self._insert(
+                conn,
+                display,
+                role,
+                CredentialKind.PAM,
+                login,
                 by=by,
-                account=by.account,
+                now=now,
                 detail=f"credential: OS account {login} (PAM)",
             )
-            row = self._existing(conn, display)
-        return _person(row)
+
+    def _insert(
+        self,
+        conn: sqlite3.Connection,
+        display: str,
+        role: Role,
+        kind: CredentialKind,
+        credential: str,
+        *,
+        by: Actor,
+        now: float,
+        detail: str,
+    ) -> Person:
+        """Add a person's row and record their enrolment (``credential``: a PIN/badge hash, or a login)."""
+        conn.execute(
+            "INSERT INTO people (key, name, role, kind, credential, failed_attempts, locked_until, enrolled_at, "
+            "enrolled_by, changed_at) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?, ?)",
+            [_key(display), display, role.value, kind.value, credential, now, by.name, now],
+        )
+        # Recorded inside the store's transaction: if the audit log cannot record it, nobody is enrolled.
+        self._record(
+            PeopleAction.ENROLLED, person=display, role=role, by=by, account=by.account, detail=detail
+        )
+        return _person(self._existing(conn, display))
 
     def change(
         self,
@@ -428,6 +322,33 @@ class People:
             self._need_administrator(by, "changing someone's credential without the old one")
         else:
             self.verify(name, old_secret, account=by.account, record_success=False)
+        return self._set_credential(
+            name,
+            new_secret,
+            by=by,
+            kind=kind,
+            old_secret=old_secret,
+            action=PeopleAction.CREDENTIAL_CHANGED,
+            detail="with the old credential" if old_secret is not None else "by an administrator",
+        )
+
+    def reset(self, name: str, new_secret: str, *, by: Actor, kind: CredentialKind | None = None) -> Person:
+        """An administrator gives ``name`` a new credential (the lockout ends with it)."""
+        self._need_administrator(by, "resetting a credential")
+        return self._set_credential(name, new_secret, by=by, kind=kind, action=PeopleAction.CREDENTIAL_RESET)
+
+    def _set_credential(
+        self,
+        name: str,
+        new_secret: str,
+        *,
+        by: Actor,
+        kind: CredentialKind | None,
+        action: PeopleAction,
+        old_secret: str | None = None,
+        detail: str | None = None,
+    ) -> Person:
+        """Store ``name``'s new credential, end any lockout and record ``action`` (``detail`` None: the kind)."""
         with self._connect(write=True) as conn:
             row = self._existing(conn, name)
             new_kind = _settable_kind(row, kind)
@@ -440,35 +361,12 @@ class People:
                 [hash_pin(new_secret), new_kind.value, self._clock(), row["key"]],
             )
             self._record(
-                PeopleAction.CREDENTIAL_CHANGED,
+                action,
                 person=row["name"],
                 role=row["role"],
                 by=by,
                 account=by.account,
-                detail="with the old credential" if old_secret is not None else "by an administrator",
-            )
-            row = self._existing(conn, name)
-        return _person(row)
-
-    def reset(self, name: str, new_secret: str, *, by: Actor, kind: CredentialKind | None = None) -> Person:
-        """An administrator gives ``name`` a new credential (the lockout ends with it)."""
-        self._need_administrator(by, "resetting a credential")
-        with self._connect(write=True) as conn:
-            row = self._existing(conn, name)
-            new_kind = _settable_kind(row, kind)
-            check_new_secret(new_secret, new_kind, name=row["name"])
-            conn.execute(
-                "UPDATE people SET credential = ?, kind = ?, failed_attempts = 0, locked_until = NULL, "
-                "changed_at = ? WHERE key = ?",
-                [hash_pin(new_secret), new_kind.value, self._clock(), row["key"]],
-            )
-            self._record(
-                PeopleAction.CREDENTIAL_RESET,
-                person=row["name"],
-                role=row["role"],
-                by=by,
-                account=by.account,
-                detail=f"credential: {new_kind.value}",
+                detail=detail if detail is not None else f"credential: {new_kind.value}",
             )
             row = self._existing(conn, name)
         return _person(row)
@@ -514,7 +412,6 @@ class People:
         without the text typed (it may be a PIN typed in the wrong field).
         """
         limit = self.settings.max_failed_attempts
-        lockout_s = self.settings.lockout_minutes * 60
         with self._connect(write=True) as conn:
             try:
                 row = self._row(conn, name)
@@ -553,76 +450,94 @@ class People:
                     f"wait, or ask an administrator (`station people unlock {person}`)",
                     locked_until=locked_until,
                 )
-            try:
-                if row["kind"] == CredentialKind.PAM.value:
-                    right = os_password_matches(row["credential"], secret, service=self.settings.pam_service)
-                else:
-                    right = pin_matches(secret, row["credential"])
-            except AdminPinError:
-                raise SignInRefused(
-                    f"the stored credential of {person} is damaged — an administrator resets it "
-                    f"(`station people reset {person}`)"
-                ) from None
-            if right:
-                conn.execute(
-                    "UPDATE people SET failed_attempts = 0, locked_until = NULL WHERE key = ?", [row["key"]]
-                )
-                started = self._clock()  # after the (slow) check: the whole session is the person's
-                session = SignedIn(
-                    person=person,
-                    role=role,
-                    started_at=started,
-                    expires_at=started + self.settings.session_minutes * 60,
-                    account=account,
-                )
-                if record_success:
-                    self._record(
-                        PeopleAction.SIGNED_IN,
-                        person=person,
-                        role=role,
-                        by=person,
-                        account=account,
-                        detail=f"until {clock_text(session.expires_at)}",
-                    )
-                return session
-            failed = int(row["failed_attempts"]) + 1
-            if failed >= limit:
-                until = now + lockout_s
-                conn.execute(
-                    "UPDATE people SET failed_attempts = 0, locked_until = ? WHERE key = ?",
-                    [until, row["key"]],
-                )
-                self._record(
-                    PeopleAction.LOCKED_OUT,
-                    person=person,
-                    role=role,
-                    by=account,
-                    account=account,
-                    detail=f"{limit} wrong credentials in a row; until {clock_text(until)}",
-                )
-                # Committed below although the sign-in is refused: the lockout must outlive this process.
-                refusal = SignInRefused(
-                    f"wrong credential, {limit} times in a row — {person} is locked out until {clock_text(until)}; "
-                    f"wait, or ask an administrator (`station people unlock {person}`)",
-                    locked_until=until,
-                )
-            else:
-                conn.execute("UPDATE people SET failed_attempts = ? WHERE key = ?", [failed, row["key"]])
-                self._record(
-                    PeopleAction.SIGN_IN_FAILED,
-                    person=person,
-                    role=role,
-                    by=account,
-                    account=account,
-                    detail=f"wrong credential ({failed} of {limit})",
-                )
-                left = limit - failed
-                refusal = SignInRefused(
-                    f"not signed in: that name or credential is wrong — {left} "
-                    f"tr{'y' if left == 1 else 'ies'} left before {person} is locked out for "
-                    f"{self.settings.lockout_minutes:g} min"
-                )
+            if self._credential_matches(row, secret):
+                return self._start_session(conn, row, account=account, record_success=record_success)
+            refusal = self._count_wrong_credential(conn, row, account=account, now=now)
         raise refusal
+
+    def _credential_matches(self, row: sqlite3.Row, secret: str) -> bool:
+        """Whether ``secret`` is the credential stored in ``row`` (a PIN/badge hash, or an OS account's password)."""
+        person = str(row["name"])
+        try:
+            if row["kind"] == CredentialKind.PAM.value:
+                return os_password_matches(row["credential"], secret, service=self.settings.pam_service)
+            return pin_matches(secret, row["credential"])
+        except AdminPinError:
+            raise SignInRefused(
+                f"the stored credential of {person} is damaged — an administrator resets it "
+                f"(`station people reset {person}`)"
+            ) from None
+
+    def _start_session(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, *, account: str, record_success: bool
+    ) -> SignedIn:
+        """The right credential: forget the failed attempts and open the person's session."""
+        person, role = str(row["name"]), Role(row["role"])
+        conn.execute("UPDATE people SET failed_attempts = 0, locked_until = NULL WHERE key = ?", [row["key"]])
+        started = self._clock()  # after the (slow) check: the whole session is the person's
+        session = SignedIn(
+            person=person,
+            role=role,
+            started_at=started,
+            expires_at=started + self.settings.session_minutes * 60,
+            account=account,
+        )
+        if record_success:
+            self._record(
+                PeopleAction.SIGNED_IN,
+                person=person,
+                role=role,
+                by=person,
+                account=account,
+                detail=f"until {clock_text(session.expires_at)}",
+            )
+        return session
+
+    def _count_wrong_credential(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, *, account: str, now: float
+    ) -> SignInRefused:
+        """Count a wrong credential against ``row``'s person (locking them out at the limit), record it, and
+        return the refusal to raise once the count is committed."""
+        limit = self.settings.max_failed_attempts
+        lockout_s = self.settings.lockout_minutes * 60
+        person, role = str(row["name"]), Role(row["role"])
+        failed = int(row["failed_attempts"]) + 1
+        if failed >= limit:
+            until = now + lockout_s
+            conn.execute(
+                "UPDATE people SET failed_attempts = 0, locked_until = ? WHERE key = ?",
+                [until, row["key"]],
+            )
+            self._record(
+                PeopleAction.LOCKED_OUT,
+                person=person,
+                role=role,
+                by=account,
+                account=account,
+                detail=f"{limit} wrong credentials in a row; until {clock_text(until)}",
+            )
+            # Committed below although the sign-in is refused: the lockout must outlive this process.
+            return SignInRefused(
+                f"wrong credential, {limit} times in a row — {person} is locked out until {clock_text(until)}; "
+                f"wait, or ask an administrator (`station people unlock {person}`)",
+                locked_until=until,
+            )
+        else:
+            conn.execute("UPDATE people SET failed_attempts = ? WHERE key = ?", [failed, row["key"]])
+            self._record(
+                PeopleAction.SIGN_IN_FAILED,
+                person=person,
+                role=role,
+                by=account,
+                account=account,
+                detail=f"wrong credential ({failed} of {limit})",
+            )
+            left = limit - failed
+            return SignInRefused(
+                f"not signed in: that name or credential is wrong — {left} "
+                f"tr{'y' if left == 1 else 'ies'} left before {person} is locked out for "
+                f"{self.settings.lockout_minutes:g} min"
+            )
 
     def check_session(self, session: SignedIn) -> SignedIn:
         """Raise :class:`PeopleError` unless ``session`` still holds: not expired, the person still
@@ -675,35 +590,6 @@ def _settable_kind(row: sqlite3.Row, kind: CredentialKind | None) -> CredentialK
             "(or give them a PIN: add --badge for a badge code, or remove and enrol them again)"
         )
     return chosen
-
-
-def os_password_matches(
-    login: str, password: str, *, service: str = "login", timeout_s: float = PAM_TIMEOUT_S
-) -> bool:
-    """Whether ``password`` is OS account ``login``'s, asked through PAM (``/etc/pam.d/SERVICE``).
-
-    pam_unix reads /etc/shadow: the checking process must be root or in the ``shadow`` group (the station
-    service's account on a line PC).  A PAM stack that does not answer within ``timeout_s`` counts as a
-    refusal (the thread is left to finish by itself; PAM calls cannot be interrupted).
-    """
-    import pam
-
-    answer: list[bool] = []
-
-    def ask() -> None:
-        answer.append(bool(pam.pam().authenticate(login, password, service=service, resetcreds=False)))
-
-    worker = threading.Thread(target=ask, name="pam-check", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    if worker.is_alive() or not answer:
-        if worker.is_alive():
-            raise PeopleError(
-                f"the operating system did not answer within {timeout_s:g} s whether the password of "
-                f"{login} is right — try again; if it repeats, check the PC's login service (PAM)"
-            )
-        return False
-    return answer[0]
 
 
 def _person(row: sqlite3.Row) -> Person:

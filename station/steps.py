@@ -14,41 +14,39 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from station.attestation import AttestationFailed, load_vendor_root, verify_x509_chain
-from station.audit import AuditLog, CertificateRecord, Unit
-from station.audit.checkpoints import CheckpointSigner
-from station.config import StationConfig
 from station.errors import StationError
-from station.home import StationHome
-from station.identity import (
-    Basis,
-    SocIdUnreadable,
-    find_fixture,
-    host_key_mismatch_advice,
-    known_fixtures,
-    read_soc_id,
-)
-from station.identity_log import IdentityConflicts, IdentityRecord, when
-from station.masking import Masker
-from station.orders import OrderStatus
+from station.identity import Basis
 from station.pki import CertificateAuthority, CsrPolicy, check_csr, device_subject
-from station.profiles import DeviceProfile
 from station.shell import ShellCommand, command
-from station.tls_proof import TLS_PORT_BUSY, TlsProofListener
-from station.transport import CommandResult, Deadline, DeviceLink, HostKeyMismatch
 
-if TYPE_CHECKING:
-    from station.fleet.guard import GuardVerdict
+# Moved to station.step_context, re-exported here so every existing import keeps working:
+from station.step_context import FleetChecks as FleetChecks
+from station.step_context import StationSigner as StationSigner
+from station.step_context import StepFailed as StepFailed
+from station.step_context import StepFunction as StepFunction
+from station.step_context import StepSkipped as StepSkipped
+from station.step_context import StepSpec as StepSpec
+from station.step_context import TlsProofServer as TlsProofServer
+from station.step_context import UnitContext as UnitContext
+from station.step_context import UnitIssuance as UnitIssuance
+from station.step_context import UnitRecorder as UnitRecorder
+from station.step_context import UnitRefused as UnitRefused
+from station.step_context import UnitSigner as UnitSigner
+
+# Moved to station.steps_identity, re-exported here so every existing import keeps working:
+from station.steps_identity import _check_host_key as _check_host_key
+from station.steps_identity import _identity_guard as _identity_guard
+from station.steps_identity import _read_soc_id as _read_soc_id
+from station.steps_identity import _set_aside as _set_aside
+from station.tls_proof import TLS_PORT_BUSY, TlsProofListener
+from station.transport import Deadline
 
 TLS_ACCEPT_TIMEOUT_S = 20.0
 # With a fixed TLS-proof port, a unit finding it taken (another unit's proof) tries again this often.
@@ -103,216 +101,6 @@ def crash_point(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class StepFailed(StationError):
-    """A step found the board in a state it must not continue from; the message says what to do."""
-
-
-class UnitRefused(StepFailed):
-    """This board must not be enrolled under this serial; nothing was done to it and the unit ends aborted.
-
-    Aborted, not failed: Retry could only repeat the refusal, and the serial stays free for its right board.
-    """
-
-
-class StepSkipped(Exception):  # noqa: N818 - an outcome, not an error
-    """The step does not apply to this board (recorded as skipped, with the reason)."""
-
-
-class UnitRecorder(Protocol):
-    """What a unit writes to and reads from the audit log: the :class:`~station.audit.AuditLog` itself, or
-    in a worker process the engine's proxy to the parent that owns it."""
-
-    def pin_host_key(self, unit_id: int, *, key_type: str, fingerprint: str) -> None: ...
-
-    def public_key_seen(self, spki_sha256: str) -> bool: ...
-
-    def record_certificate(self, unit_id: int, *, certificate_pem: bytes) -> CertificateRecord: ...
-
-    def certificate_for_unit(self, unit_id: int) -> CertificateRecord | None: ...
-
-    def unit_work_order(self, unit_id: int) -> OrderStatus | None: ...
-
-    def unit(self, unit_id: int) -> Unit: ...
-
-    def record_soc_id(self, unit_id: int, *, soc_id: str, source: str) -> None: ...
-
-    def unit_soc_id(self, unit_id: int) -> IdentityRecord | None: ...
-
-    def identity_conflicts(
-        self, unit_id: int, *, soc_id: str | None, host_key_fingerprint: str | None
-    ) -> IdentityConflicts: ...
-
-    def record_step(
-        self,
-        unit_id: int,
-        *,
-        step: str,
-        attempt: int,
-        outcome: str,
-        started_at: datetime,
-        ended_at: datetime,
-        output_sha256: str | None = None,
-        excerpt: str = "",
-        message: str = "",
-    ) -> None: ...
-
-    def finish_unit(
-        self, unit_id: int, *, result: str, failed_step: str | None = None, message: str | None = None
-    ) -> Unit: ...
-
-
-class FleetChecks(Protocol):
-    """What a unit asks the fleet (station.fleet.guard.FleetGuard, or in a worker the engine's proxy to it)."""
-
-    def check_unit(
-        self, *, serial: str, unit_id: int, reprovision: bool, host_key: str | None
-    ) -> GuardVerdict: ...
-
-    def public_key_holder(self, spki_sha256: str) -> str | None: ...
-
-
-@dataclass(frozen=True)
-class UnitIssuance:
-    """A device certificate issued to a unit and already recorded in the audit log."""
-
-    certificate_pem: bytes
-    serial_hex: str
-    # The station CA's issuance quota after this certificate (None: the CA has no limit).
-    quota: str | None = None
-
-
-class UnitSigner(Protocol):
-    """What a unit needs of the CA: :class:`StationSigner` (the CA and the audit log together), or its proxy in
-    a worker process."""
-
-    @property
-    def certificate_pem(self) -> bytes: ...
-
-    def issue_for_unit(
-        self, *, unit_id: int, csr_pem: bytes, profile: DeviceProfile, serial: str
-    ) -> UnitIssuance: ...
-
-
-class StationSigner:
-    """The station CA and its audit log, as the sign step needs them: a certificate is issued under the CA's lock
-    together with the quota check and its audit record, so parallel units can neither overshoot the quota nor
-    let a certificate leave the station unrecorded.  Lives where the CA key is (the engine's parent)."""
-
-    def __init__(self, ca: CertificateAuthority, audit: AuditLog) -> None:
-        self.ca = ca
-        self.audit = audit
-
-    @property
-    def certificate_pem(self) -> bytes:
-        return self.ca.certificate_pem
-
-    def admit(self) -> None:
-        """Before a unit touches its board: refuse it when the CA may not sign any more, and have the log sign
-        unit endings and revocations with the CA's key from here on."""
-        self.ca.quota(self.audit.certificates_issued_since).check()
-        self.audit.attach_checkpoint_signer(
-            CheckpointSigner.for_certificate(self.ca.certificate, self.ca.sign_bytes)
-        )
-
-    def issue_for_unit(
-        self, *, unit_id: int, csr_pem: bytes, profile: DeviceProfile, serial: str
-    ) -> UnitIssuance:
-        request = x509.load_pem_x509_csr(csr_pem)
-        settings = profile.settings
-        records: list[CertificateRecord] = []
-        soc_id = None
-        if profile.identity.soc_id_in_certificate == "subject-serialNumber":
-            # The SoC id the unit recorded at identify (board identity, issue 17), looked up here, where it is kept.
-            recorded = self.audit.unit_soc_id(unit_id)
-            if recorded is None:
-                raise StepFailed(
-                    f"the profile puts the SoC id in the certificate, but unit {unit_id} recorded none — press Retry "
-                    "(identify reads it again); set the board aside if it happens again"
-                )
-            soc_id = recorded.soc_id
-        # A CA without an issuance limit needs no count of the certificates it issued (a range scan of the
-        # audit log under the CA's lock, twice per certificate, growing with the log).
-        limited = self.ca.max_certificates is not None or self.ca.max_certificates_per_day is not None
-        certificate = self.ca.issue_device_certificate(
-            request,
-            validity_days=profile.validity_days,
-            subject=device_subject(settings["subject"], serial=profile.validate_serial(serial)),
-            crl_url=settings.get("crl_url", ""),
-            ca_issuers_url=settings.get("ca_issuers_url", ""),
-            ocsp_url=settings.get("ocsp_url", ""),
-            issued_since=self.audit.certificates_issued_since if limited else None,
-            # Fail closed: the certificate is in the audit log, durably, before it can leave the station.
-            record=lambda issued: records.append(
-                self.audit.record_certificate(
-                    unit_id, certificate_pem=issued.public_bytes(serialization.Encoding.PEM)
-                )
-            ),
-            subject_serial_number=soc_id,
-        )
-        quota = self.ca.quota(self.audit.certificates_issued_since).describe() if limited else None
-        return UnitIssuance(
-            certificate.public_bytes(serialization.Encoding.PEM), records[0].serial_hex, quota
-        )
-
-
-class TlsProofServer(Protocol):
-    """Where the TLS proof's listener runs (:class:`TlsProofListener`, or the engine's parent)."""
-
-    def listen(self, host: str, timeout_s: float, port: int = 0) -> int: ...
-
-    def result(self, port: int, timeout_s: float) -> tuple[bytes | None, list[str]]: ...
-
-
-@dataclass
-class UnitContext:
-    """What the steps of one unit share: the board, its profile, the CA and the audit log."""
-
-    serial: str
-    profile: DeviceProfile
-    link: DeviceLink
-    ca: UnitSigner
-    audit: UnitRecorder
-    unit: Unit
-    config: StationConfig
-    masker: Masker
-    output: Callable[[str], None]
-    # The TLS proof's listener; None: one is made here from ``ca`` (which must then be the CA itself).
-    tls: TlsProofServer | None = None
-    # The fleet's checks ([fleet] configured); None: this process asks the fleet itself.
-    fleet: FleetChecks | None = None
-    csr_pem: bytes | None = None
-    token_public_key_der: bytes | None = None
-    certificate: x509.Certificate | None = None
-    notes: list[str] = field(default_factory=list)
-    # Where fixture definitions (the host-key inventory) are looked up; None: station.toml's only.
-    home: StationHome | None = None
-    soc_id: str | None = None
-    host_key_in_inventory: bool = False
-    attested: bool = False
-
-    def run(self, name: str, deadline: Deadline, **extra: str) -> CommandResult:
-        """Run the profile's command ``name`` for this board and show its (masked) output."""
-        cmd = self.profile.command(name, serial=self.serial, **extra)
-        self.output(f"$ {self.masker(cmd.render())}")
-        result = self.link.run(cmd, deadline, max_output=self.config.limits.command_output_bytes)
-        if result.output.strip():
-            self.output(self.masker(result.output.rstrip()))
-        return result
-
-
-StepFunction = Callable[[UnitContext, Deadline], str]
-
-
-@dataclass(frozen=True)
-class StepSpec:
-    name: str
-    title: str
-    run: StepFunction
-    # Where a unit that failed in this step starts again on resume (steps whose work does not
-    # survive a failure halfway, such as key generation, start from an earlier step).
-    resume_from: str
-
-
 # -- identify and guard -----------------------------------------------------------------------
 
 
@@ -364,115 +152,6 @@ def identify(ctx: UnitContext, deadline: Deadline) -> str:
     lines.insert(0, f"hostname {hostname}; tools {', '.join(ctx.profile.tools)}; module {module}")
     lines.append(_read_soc_id(ctx, deadline))
     return "\n".join(lines)
-
-
-def _check_host_key(ctx: UnitContext, key: tuple[str, str] | None) -> str:
-    """Compare the host key the board showed with its fixture's inventory — before any command runs."""
-    if key is None:
-        return "no SSH host key on this link (serial console): the SoC id is the board's identity"
-    settings_file = None
-    if ctx.home is not None:
-        from station.admin import load_settings  # the admin's fixtures file, as the window uses it
-
-        try:
-            settings_file = load_settings(ctx.home).fixtures_file
-        except StationError:
-            settings_file = None
-    fixtures = known_fixtures(ctx.home.root if ctx.home else None, ctx.config, settings_file=settings_file)
-    known = find_fixture(fixtures, name=ctx.unit.fixture, device=ctx.unit.device)
-    fixture_name = known.fixture.name if known else (ctx.unit.fixture or ctx.unit.device)
-    expected = known.fixture.host_key if known else None
-    if expected is not None:
-        if key[1] != expected:
-            raise HostKeyMismatch(
-                f"the board on fixture {fixture_name} answered with host key {key[0]} {key[1]}, but the fixture's "
-                f"inventory ({known.file if known and known.file else known.origin if known else '?'}) holds "
-                f"{expected} — {host_key_mismatch_advice(fixture_name)}"
-            )
-        ctx.host_key_in_inventory = True
-        return f"{Basis.VERIFIED}: host key {key[1]} is the one fixture {fixture_name}'s inventory holds"
-    if ctx.config.identity.first_contact == "require-inventory":
-        raise HostKeyMismatch(
-            f"fixture {fixture_name} has no host key in the inventory and this station requires one "
-            f'(first_contact = "require-inventory"); the board answered with {key[0]} {key[1]} — nothing was '
-            f"run on it. An administrator checks the key on the board's console (ssh-keygen -lf "
-            f"/etc/ssh/ssh_host_ed25519_key.pub) and runs `station fixtures pin {fixture_name}`; until then, "
-            "set the board aside"
-        )
-    return (
-        f"host key {key[1]} is not in an inventory (fixture {fixture_name}): pinned for this unit only "
-        '(first_contact = "pin-per-unit")'
-    )
-
-
-def _read_soc_id(ctx: UnitContext, deadline: Deadline) -> str:
-    earlier = ctx.audit.unit_soc_id(ctx.unit.id)
-    try:
-        soc = read_soc_id(ctx.link, ctx.profile.identity, deadline)
-    except SocIdUnreadable as exc:
-        raise StepFailed(str(exc)) from None
-    if soc is None:
-        ctx.output("SoC unique id: none (the profile does not require one)")
-        return "SoC unique id: none (not required by the profile)"
-    if earlier is not None and earlier.soc_id != soc.value:
-        # A resumed unit must continue on the board it started on.
-        raise StepFailed(
-            f"this is not the board unit {ctx.unit.id} started on: its SoC id was {earlier.soc_id}, the board on "
-            f"the fixture now has {soc.value} — put the unit's board back on the fixture and press Retry, or set "
-            "this board aside"
-        )
-    ctx.audit.record_soc_id(ctx.unit.id, soc_id=soc.value, source=soc.source)
-    ctx.soc_id = soc.value
-    ctx.output(f"SoC unique id {soc.value} ({Basis.REPORTED}, read from {soc.source})")
-    return f"SoC unique id {soc.value} ({Basis.REPORTED}, read from {soc.source})"
-
-
-def _set_aside(previous_serial: str) -> str:
-    return (
-        "set the board aside with its label and call the quality lead; scan the next board. "
-        f"If the label is wrong, the board stays {previous_serial}; enrolling it under a new serial needs a "
-        "re-provision with a reason (station provision … --reprovision --reason)"
-    )
-
-
-def _identity_guard(ctx: UnitContext) -> list[str]:
-    """The same board under another label, or this label on another board: refused unless re-provisioned."""
-    reason = ctx.unit.reprovision_reason
-    lines: list[str] = []
-    key = ctx.link.host_key()
-    # One question to the audit log (in a worker, to the station over its pipe), about this unit's own serial.
-    conflicts = ctx.audit.identity_conflicts(
-        ctx.unit.id, soc_id=ctx.soc_id, host_key_fingerprint=key[1] if key is not None else None
-    )
-    if ctx.soc_id:
-        for other in conflicts.same_soc_other_serial[:1]:
-            found = (
-                f"this board (SoC id {ctx.soc_id}) is already enrolled as serial {other.serial} "
-                f"(unit {other.id}, {when(other)}), but its label was scanned as {ctx.serial}"
-            )
-            if not reason:
-                raise UnitRefused(f"{found} — {_set_aside(other.serial)}")
-            lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
-        for other, other_soc_id in conflicts.same_serial_other_soc[:1]:
-            found = (
-                f"serial {ctx.serial} is already enrolled on another board (SoC id "
-                f"{other_soc_id or '?'}, unit {other.id}, {when(other)}); this board's SoC id is "
-                f"{ctx.soc_id}"
-            )
-            if not reason:
-                raise UnitRefused(f"{found} — two boards carry the same label: {_set_aside(ctx.serial)}")
-            lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
-        lines.append(f"{Basis.VERIFIED}: SoC id {ctx.soc_id} is enrolled under no other serial")
-    if key is not None:
-        for other in conflicts.same_host_key_other_serial[:1]:
-            found = (
-                f"this board's host key {key[1]} belongs to serial {other.serial} (unit {other.id}, "
-                f"{when(other)}), but its label was scanned as {ctx.serial} — a swapped label"
-            )
-            if not reason:
-                raise UnitRefused(f"{found} — {_set_aside(other.serial)}")
-            lines.append(f"{found}; accepted: re-provisioned with reason {reason!r}")
-    return lines
 
 
 def guard(ctx: UnitContext, deadline: Deadline) -> str:

@@ -1,25 +1,27 @@
-"""The audit view's table of units: read from the audit log a page at a time, as the view scrolls.
+"""The audit view's table of units: read through the audit reader a page at a time, as the view scrolls.
 
-The model never holds more units than the view has scrolled through, and never runs SQL itself: it asks
-:meth:`station.audit.AuditLog.units_page` for the next page (filtered and sorted in SQL, on indexed columns) when
-Qt's view asks :meth:`canFetchMore` / :meth:`fetchMore`. A filter or sort change drops the rows and reads the first
-page again, so answering it costs one indexed query whatever the size of the log.
+The model never holds more units than the view has scrolled through, and never reads on the GUI thread: it asks
+its :class:`~station.service.audit_reader.AuditReader` (the station service, which filters and sorts in SQL on
+indexed columns) for the next page on a pool thread when Qt's view asks :meth:`canFetchMore` /
+:meth:`fetchMore`, and inserts the rows when the answer comes back.  A filter or sort change drops the rows and
+asks for the first page again; an answer to an older question is dropped.
 
-Errors never escape into Qt: a failed read is reported through :attr:`AuditTableModel.failed` and the table keeps
-what it had.
+Errors never escape into Qt: a failed read (a refusal, a slow or stopped service) is reported through
+:attr:`AuditTableModel.failed` and the table keeps what it had.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor
 
-from station.audit import AuditLog, Unit, UnitFilter
+from station.audit import Unit, UnitFilter
 from station.display import format_duration
-from station.errors import StationError
+from station.states import UnitState
+from ui.bridge import AuditReader, TaskPool
 from ui.style import AMBER, BLUE, GREEN, GREY, RED
 
 # Rows read per query: a screenful several times over, small enough that a page costs milliseconds.
@@ -29,13 +31,19 @@ UNIT_ROLE = Qt.ItemDataRole.UserRole + 1
 
 Index = QModelIndex | QPersistentModelIndex
 
-STATE_COLORS = {"passed": GREEN, "failed": RED, "aborted": AMBER, "running": BLUE, "superseded": GREY}
+STATE_COLORS = {
+    UnitState.PASSED: GREEN,
+    UnitState.FAILED: RED,
+    UnitState.ABORTED: AMBER,
+    UnitState.RUNNING: BLUE,
+    UnitState.SUPERSEDED: GREY,
+}
 
 
 @dataclass(frozen=True)
 class Column:
     title: str
-    # The AuditLog.units_page order_by key, or None when the column cannot be sorted in SQL on an index.
+    # The audit reader's units_page order_by key, or None when the column cannot be sorted in SQL on an index.
     sort_key: str | None
     text: Callable[[Unit], str]
 
@@ -72,34 +80,37 @@ COLUMNS = (
 class AuditTableModel(QAbstractTableModel):
     """Units matching the current filters, newest first unless sorted otherwise, fetched lazily in pages.
 
-    ``max_rows`` caps how many units the model ever shows (the technician's "last 50"); ``fixed`` holds filters
-    that :meth:`set_filters` cannot widen (the technician's own station).
+    ``recent``: a technician's table — this station's most recent units only, newest first (the service decides
+    which; see :mod:`station.service.audit_reads`).
     """
 
     failed = Signal(str)  # a read failed: what to tell the person
-    refreshed = Signal()  # the rows were dropped and the first page read again
+    refreshed = Signal()  # the rows were dropped and the first page asked for again
+    page_loaded = Signal(int)  # a page arrived: rows now shown
 
     def __init__(
         self,
-        audit: AuditLog,
+        reader: AuditReader,
+        pool: TaskPool,
         *,
         page_size: int = PAGE_SIZE,
-        max_rows: int | None = None,
-        fixed: UnitFilter | None = None,
+        recent: bool = False,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
-        self._audit = audit
+        self._reader = reader
+        self._pool = pool
         self._page_size = page_size
-        self._max_rows = max_rows
-        self._fixed = fixed or UnitFilter()
-        self._filters = self._fixed
+        self.recent = recent
+        self._filters = UnitFilter()
         self._order_by = "id"
         self._descending = True
         self._units: list[Unit] = []
         self._exhausted = True
+        self._loading = False
+        self._generation = 0
 
     # -------------------------------------------------------------------------------- what to show
 
@@ -114,9 +125,8 @@ class AuditTableModel(QAbstractTableModel):
         return self._order_by, self._descending
 
     def set_filters(self, filters: UnitFilter) -> None:
-        """Show the units matching ``filters`` (the fixed filters still apply) from the first page."""
-        fixed = {name: value for name, value in vars(self._fixed).items() if value is not None}
-        self._filters = replace(filters, **fixed)
+        """Show the units matching ``filters`` from the first page."""
+        self._filters = filters
         self.refresh()
 
     def set_order(self, order_by: str, *, descending: bool) -> None:
@@ -124,13 +134,20 @@ class AuditTableModel(QAbstractTableModel):
         self.refresh()
 
     def refresh(self) -> None:
-        """Drop the rows and read the first page again (new units appear, revocations show)."""
+        """Drop the rows and ask for the first page again (new units appear, revocations show)."""
         self.beginResetModel()
         self._units = []
         self._exhausted = False
+        self._loading = False
+        self._generation += 1
         self.endResetModel()
         self._fetch_page()
         self.refreshed.emit()
+
+    @property
+    def loading(self) -> bool:
+        """Whether a page has been asked for and not answered yet."""
+        return self._loading
 
     def unit_at(self, row: int) -> Unit | None:
         return self._units[row] if 0 <= row < len(self._units) else None
@@ -163,7 +180,7 @@ class AuditTableModel(QAbstractTableModel):
         if role == UNIT_ROLE:
             return unit
         if role == Qt.ItemDataRole.ForegroundRole and column.sort_key == "state":
-            return QColor(STATE_COLORS.get(unit.state, GREY))
+            return QColor(STATE_COLORS.get(UnitState(unit.state), GREY))
         if (
             role == Qt.ItemDataRole.ToolTipRole
             and column.sort_key in ("state", "failed_step")
@@ -185,18 +202,17 @@ class AuditTableModel(QAbstractTableModel):
         return None
 
     def canFetchMore(self, parent: Index = QModelIndex()) -> bool:  # noqa: B008, N802 - Qt's signature
-        if parent.isValid() or self._exhausted:
-            return False
-        return self._max_rows is None or len(self._units) < self._max_rows
+        return not parent.isValid() and not self._exhausted and not self._loading
 
     def fetchMore(self, parent: Index = QModelIndex()) -> None:  # noqa: B008, N802 - Qt's signature
         if self.canFetchMore(parent):
             self._fetch_page()
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
-        """Sort in SQL on the column's index; columns without one (duration, certificate) are not sortable."""
+        """Sort in SQL on the column's index; columns without one (duration, certificate) are not sortable, and a
+        technician's recent units stay newest first."""
         key = COLUMNS[column].sort_key if 0 <= column < len(COLUMNS) else None
-        if key is None:
+        if key is None or self.recent:
             return
         self.set_order(key, descending=order == Qt.SortOrder.DescendingOrder)
 
@@ -206,33 +222,41 @@ class AuditTableModel(QAbstractTableModel):
     # ------------------------------------------------------------------------------------ reading
 
     def _fetch_page(self) -> None:
-        limit = self._page_size
-        if self._max_rows is not None:
-            limit = min(limit, self._max_rows - len(self._units))
-        if limit <= 0:
-            self._exhausted = True
-            return
-        try:
-            page = self._audit.units_page(
-                offset=len(self._units),
+        reader, generation = self._reader, self._generation
+        offset, limit, filters = len(self._units), self._page_size, self._filters
+        order_by, descending, recent = self._order_by, self._descending, self.recent
+
+        def work() -> object:
+            return reader.units_page(
+                offset=offset,
                 limit=limit,
-                order_by=self._order_by,
-                descending=self._descending,
-                filters=self._filters,
+                order_by=order_by,
+                descending=descending,
+                filters=filters,
+                recent=recent,
             )
-        except (StationError, ValueError, OSError) as exc:
-            # Stop asking until the next refresh: a view scrolled to the end would otherwise retry forever.
+
+        def done(page: object) -> None:
+            if generation != self._generation:
+                return  # the filters or the order changed meanwhile
+            self._loading = False
+            assert isinstance(page, list)
+            if len(page) < limit:
+                self._exhausted = True
+            if page:
+                first = len(self._units)
+                self.beginInsertRows(QModelIndex(), first, first + len(page) - 1)
+                self._units.extend(page)
+                self.endInsertRows()
+            self.page_loaded.emit(len(self._units))
+
+        def failed(error: BaseException) -> None:
+            if generation != self._generation:
+                return
+            self._loading = False
+            # Stop asking until the next refresh: a view scrolled to the end would otherwise ask again and again.
             self._exhausted = True
-            self.failed.emit(f"Could not read the audit log: {exc}")
-            return
-        except Exception as exc:  # noqa: BLE001 - sqlite3 errors and the like: reported, never raised into Qt
-            self._exhausted = True
-            self.failed.emit(f"Could not read the audit log ({type(exc).__name__}: {exc})")
-            return
-        if len(page) < limit:
-            self._exhausted = True
-        if page:
-            first = len(self._units)
-            self.beginInsertRows(QModelIndex(), first, first + len(page) - 1)
-            self._units.extend(page)
-            self.endInsertRows()
+            self.failed.emit(f"Could not read the audit log: {error}")
+
+        if self._pool.submit(work, done, failed):
+            self._loading = True

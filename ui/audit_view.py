@@ -4,10 +4,14 @@ Quality leads see every unit, can sort and filter the whole log, export it (CSV,
 revoke a board's certificate. Technicians see only the most recent units of their own station and can do
 neither: the buttons are not even built for them, and the actions refuse a technician if called anyway.
 
-Everything slow runs on a task pool and comes back as a callback on the GUI thread (:class:`ui.bridge.TaskPool`):
-counting the matching units, the yield summary, a certificate's ``openssl x509 -text``, exports and
-revocations. Paging the table is one indexed query per page, so it stays on the GUI thread (see
-:mod:`ui.audit_model`). Results that arrive after the filters or the selection changed are dropped.
+Everything is read through an :class:`~station.service.audit_reader.AuditReader` — on a line PC the station
+service, which enforces the role table on every read (a technician's reads cover this station's most recent
+units only; see :mod:`station.service.audit_reads`), so the window needs no access to the station home.
+Nothing waits on the GUI thread: pages of the table, a unit's detail, the count, the yield summary, a
+certificate's ``openssl x509 -text``, exports and revocations run on task pools and come back as callbacks on the
+GUI thread (:class:`ui.bridge.TaskPool`); every read has a deadline, and a slow or stopped service is said in the
+view's message line.  Results that arrive after the filters or the selection changed are dropped.  Exports and
+saved certificates go only into the output folder (:mod:`station.outputs`, mode 0640).
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from __future__ import annotations
 import getpass
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 from functools import partial
 from pathlib import Path
@@ -28,7 +31,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDateEdit,
-    QFileDialog,
     QGridLayout,
     QHBoxLayout,
     QHeaderView,
@@ -46,25 +48,28 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from station.audit import UNIT_STATES, AuditLog, CertificateRecord, StepRecord, Unit, UnitFilter, YieldSummary
+from station.audit import CertificateRecord, StepRecord, Unit, UnitFilter, YieldSummary
 from station.certificate_text import certificate_text
+from station.config import StationConfig
 from station.display import format_percent as _percent
 from station.errors import StationError
+from station.home import StationHome
 from station.identity import Basis, render_claims, trust_summary
-from station.identity_log import IdentityLog, IdentityRecord
-from station.pki import write_file_atomically
+from station.identity_log import IdentityRecord
+from station.outputs import check_output_path, ensure_output_folder, free_name, save_output
 from station.profiles import STEP_NAMES
-from station.report import ExportResult, export_to_file
+from station.states import StepOutcome, UnitState
 from ui.audit_model import COLUMNS, AuditTableModel
-from ui.bridge import TaskPool
+from ui.bridge import RECENT_UNITS, AuditReader, ExportedFile, Revoked, TaskPool, UnitDetail
+from ui.label import OutputFileDialog
 from ui.style import AMBER, GREEN, GREY, RED, monospace_font
 
 if TYPE_CHECKING:
     from station.fleet.queries import GroupYield
 
 ROLES = ("technician", "quality_lead")
-# A technician looks up what just happened at the bench, not the plant's history.
-TECHNICIAN_ROWS = 50
+# A technician looks up what just happened at the bench, not the plant's history (the service's scope).
+TECHNICIAN_ROWS = RECENT_UNITS
 # Closing the view waits this long for a running export or revocation before leaving it to finish alone.
 SHUTDOWN_TIMEOUT_MS = 10_000
 ANY = "any"
@@ -79,9 +84,10 @@ EXPORT_FILTERS = {
 class AuditView(QWidget):
     """Units from the audit log with filters, a detail pane, the yield, exports and revocation.
 
-    ``role`` is "quality_lead" or "technician"; ``station`` is this station's name (StationConfig.name) — a
-    technician sees only its units, and a PDF report names it. ``user`` is recorded as who revoked (default:
-    the login name).
+    ``reader`` answers the reads (the view owns it and closes it on :meth:`shutdown`). ``role`` is "quality_lead"
+    or "technician"; ``station`` is this station's name (StationConfig.name) — a technician sees only its recent
+    units. ``user`` is recorded beside the OS account as who revoked (default: the login name). ``config`` and
+    ``home`` say where exports and saved certificates go (the output folder; none without them).
     """
 
     unit_shown = Signal(object)  # the Unit now in the detail pane, or None
@@ -89,11 +95,13 @@ class AuditView(QWidget):
 
     def __init__(
         self,
-        audit: AuditLog,
+        reader: AuditReader,
         *,
         role: str,
         station: str | None = None,
         user: str | None = None,
+        config: StationConfig | None = None,
+        home: StationHome | None = None,
         parent: QWidget | None = None,
     ) -> None:
         if role not in ROLES:
@@ -101,11 +109,15 @@ class AuditView(QWidget):
         if role == "technician" and not station:
             raise ValueError("a technician's audit view needs the station's name (station=config.name)")
         super().__init__(parent)
-        self.audit = audit
+        self.reader = reader
+        self.config = config
+        self.home = home
         self.role = role
         self.station = station or socket.gethostname()
         self.user = user or _login_name()
         self.pool = TaskPool(self, max_threads=2)
+        # Pages of the table, one at a time, never queued behind an export.
+        self.page_pool = TaskPool(self, max_threads=1)
         self._closed = False
         self._in_flight = 0
         # Bumped when the filters (or the selection) change: late answers to an older question are dropped.
@@ -117,12 +129,7 @@ class AuditView(QWidget):
         self._steps: list[StepRecord] = []
 
         lead = self.is_quality_lead
-        self.model = AuditTableModel(
-            audit,
-            max_rows=None if lead else TECHNICIAN_ROWS,
-            fixed=None if lead else UnitFilter(station=station),
-            parent=self,
-        )
+        self.model = AuditTableModel(reader, self.page_pool, recent=not lead, parent=self)
         self.model.failed.connect(self._show_error)
 
         self.setWindowTitle("Audit log" if lead else f"Recent units at {self.station}")
@@ -170,7 +177,7 @@ class AuditView(QWidget):
         self.batch_edit = self._line_edit("batch")
         self.fixture_edit = self._line_edit("fixture")
         self.order_edit = self._line_edit("work order")
-        self.result_combo = self._combo(UNIT_STATES)
+        self.result_combo = self._combo(tuple(state.value for state in UnitState))
         self.step_combo = self._combo(STEP_NAMES)
         clear = QPushButton("Clear filters", self)
         clear.clicked.connect(self.clear_filters)
@@ -315,7 +322,7 @@ class AuditView(QWidget):
     # ------------------------------------------------------------------------------------- filters
 
     def current_filters(self) -> UnitFilter:
-        """The filters the bar shows (the technician's station is added by the model)."""
+        """The filters the bar shows (a technician's reads are narrowed to this station by the service)."""
 
         def text(edit: QLineEdit) -> str | None:
             return edit.text().strip() or None
@@ -343,7 +350,7 @@ class AuditView(QWidget):
     def apply_filters(self, *, force: bool = False) -> None:
         """Show the units matching the filter bar, from the first page; recount and re-summarise off-thread."""
         wanted = self.current_filters()
-        if not force and _without_fixed(self.model.filters) == wanted:
+        if not force and self.model.filters == wanted:
             return
         self._filter_generation += 1
         self.message.setText("")
@@ -413,9 +420,11 @@ class AuditView(QWidget):
             if self.is_quality_lead:
                 self.count_label.setText(f"{_count(count)} unit{'' if count == 1 else 's'} match")
             else:
-                self.count_label.setText(f"the last {min(count, TECHNICIAN_ROWS)} units at {self.station}")
+                # The station the service answers for (on a line PC the window may not know the home's name).
+                station = self.reader.served_station() or self.station
+                self.count_label.setText(f"the last {min(count, TECHNICIAN_ROWS)} units at {station}")
 
-        self._submit(partial(self.audit.count_units, filters), shown)
+        self._submit(partial(self.reader.count_units, filters, recent=not self.is_quality_lead), shown)
 
     def _summarise_yield(self) -> None:
         if self.yield_chart is None:
@@ -433,16 +442,7 @@ class AuditView(QWidget):
                 return
             chart.set_summary(summary, _scope_text(filters))
 
-        self._submit(
-            partial(
-                self.audit.yield_summary,
-                since=filters.since,
-                until=filters.until,
-                batch=filters.batch,
-                order=filters.order,
-            ),
-            shown,
-        )
+        self._submit(partial(self.reader.yield_summary, filters), shown)
 
     # -------------------------------------------------------------------------------------- detail
 
@@ -474,20 +474,44 @@ class AuditView(QWidget):
             self.certificate_status.setText("No unit selected.")
             self.unit_shown.emit(None)
             return
-        try:
-            # Two indexed reads of one unit's rows: milliseconds, so they stay on the GUI thread.
-            self._steps = self.audit.steps(unit.id)
-            self._certificate = self.audit.certificate_for_unit(unit.id)
-            order = self.audit.orders.order_of_unit(unit.id)
-            identity = IdentityLog(self.audit).soc_id_of(unit.id)
-        except (StationError, OSError) as exc:
-            order = None
-            identity = None
-            self._show_error(f"Could not read unit {unit.id}: {exc}")
-        self.unit_summary.setText(_unit_text(unit, order) + "\n" + identity_text(identity, self._steps))
+        self.unit_summary.setText(_unit_text(unit) + "\nReading its steps and certificate…")
+        self.certificate_status.setText("Reading the certificate record…")
+        self.unit_shown.emit(unit)
+        generation = self._selection_generation
+
+        def shown(detail: object) -> None:
+            if self._closed or generation != self._selection_generation or not isinstance(detail, UnitDetail):
+                return
+            self._show_detail(detail)
+
+        def failed(error: BaseException) -> None:
+            if self._closed or generation != self._selection_generation:
+                return
+            self.unit_summary.setText(
+                _unit_text(unit) + f"\nIts steps and certificate could not be read: {error}"
+            )
+            self.certificate_status.setText("The certificate record could not be read.")
+            self._show_error(f"Could not read unit {unit.id}: {error}")
+
+        self._submit(
+            partial(self.reader.unit_detail, unit.id, recent=not self.is_quality_lead), shown, failed
+        )
+
+    def _show_detail(self, detail: UnitDetail) -> None:
+        """A unit's steps, certificate, work order and identity, as the reader answered them."""
+        unit = detail.unit
+        self._unit = unit
+        self._steps = list(detail.steps)
+        self._certificate = detail.certificate
+        left_out = (
+            f"\n({detail.steps_left_out} older step records are not shown)" if detail.steps_left_out else ""
+        )
+        self.unit_summary.setText(
+            _unit_text(unit, detail.order) + "\n" + identity_text(detail.identity, self._steps) + left_out
+        )
+        self.steps_tree.clear()
         self._fill_steps(self._steps)
         self._fill_certificate(unit, self._certificate)
-        self.unit_shown.emit(unit)
 
     def _fill_steps(self, steps: list[StepRecord]) -> None:
         chosen: QTreeWidgetItem | None = None
@@ -504,10 +528,10 @@ class AuditView(QWidget):
             )
             item.setData(0, Qt.ItemDataRole.UserRole, record.excerpt)
             item.setToolTip(5, record.message)
-            if record.outcome in ("failed", "retrying"):
+            if record.outcome in (StepOutcome.FAILED, StepOutcome.RETRYING):
                 item.setForeground(2, QColor(RED))
             self.steps_tree.addTopLevelItem(item)
-            if chosen is None and record.outcome == "failed":
+            if chosen is None and record.outcome == StepOutcome.FAILED:
                 chosen = item
         for column in range(5):
             self.steps_tree.resizeColumnToContents(column)
@@ -555,57 +579,99 @@ class AuditView(QWidget):
             self.message.setText(f"Certificate {self._certificate.serial_hex} copied as PEM.")
 
     def save_pem(self, path: Path | None = None) -> bool:
-        """Save the selected unit's certificate as PEM (asks where when ``path`` is None)."""
+        """Save the selected unit's certificate as PEM into the output folder (asks the name when ``path`` is
+        None); never replaces a file, never outside the output folder."""
         record, unit = self._certificate, self._unit
         if record is None or unit is None:
             return False
-        if path is None:
-            chosen, _ = QFileDialog.getSaveFileName(
-                self, "Save certificate", f"{unit.serial}.cert.pem", "PEM certificate (*.pem *.cert *.crt)"
-            )
-            if not chosen:
-                return False
-            path = Path(chosen)
         try:
-            # A certificate is public: readable by all, like the CA certificate handed to devices.
-            write_file_atomically(path, record.pem.encode("ascii"), mode=0o644, replace=True)
-        except OSError as exc:
-            self._show_error(f"Could not save {path} ({exc.strerror}) — pick a folder you can write to.")
+            folder, home = self._output_place()
+        except StationError as exc:
+            self._show_error(f"Nothing was saved: {exc}")
             return False
-        self.message.setText(f"Saved certificate {record.serial_hex} to {path}.")
+        if path is None:
+            chosen = self._ask_output(
+                "Save certificate", folder, free_name(folder, f"{unit.serial}.cert.pem"), "PEM (*.pem)"
+            )
+            if chosen is None:
+                return False
+            path = chosen
+        try:
+            saved = save_output(path, record.pem.encode("ascii"), folder=folder, home=home, suffix=".pem")
+        except StationError as exc:
+            self._show_error(f"Nothing was saved: {exc}")
+            return False
+        self.message.setStyleSheet("")
+        self.message.setText(f"Saved certificate {record.serial_hex} to {saved}.")
         return True
+
+    def _output_place(self) -> tuple[Path, StationHome]:
+        """The output folder (created if missing) and the home it must stay out of."""
+        if self.config is None or self.home is None:
+            raise StationError(
+                "this window has no output folder configured — [output] folder in station.toml"
+            )
+        return ensure_output_folder(self.config, self.home), self.home
+
+    def _ask_output(self, title: str, folder: Path, proposed: Path, name_filter: str) -> Path | None:
+        """A file name in the output folder, from a dialog rooted there (None: cancelled)."""
+        dialog = OutputFileDialog(self, title, folder, proposed)
+        dialog.setNameFilter(name_filter)
+        dialog.selectFile(proposed.name)
+        if dialog.exec() != OutputFileDialog.DialogCode.Accepted or not dialog.selectedFiles():
+            return None
+        return Path(dialog.selectedFiles()[0])
 
     # ------------------------------------------------------------------------------------- actions
 
     def export(self, fmt: str, path: Path | None = None) -> bool:
         """Export the units matching the filters (a PDF: the report of their period and batch), off-thread.
 
-        Asks where when ``path`` is None. Returns whether an export was started.
+        The station service makes the export (and records who asked); the window writes it into the output
+        folder, mode 0640, never replacing a file.  Asks the name when ``path`` is None. Returns whether an export
+        was started.
         """
         if not self.is_quality_lead:
             self._show_error("Exports are for quality leads.")
             return False
         if fmt not in EXPORT_FILTERS:
             raise ValueError(f"unknown export format {fmt!r}")
+        try:
+            folder, home = self._output_place()
+        except StationError as exc:
+            self._show_error(f"Nothing was exported: {exc}")
+            return False
         if path is None:
-            chosen, _ = QFileDialog.getSaveFileName(
-                self, "Export audit log", f"units.{fmt}", EXPORT_FILTERS[fmt]
+            chosen = self._ask_output(
+                "Export audit log", folder, free_name(folder, f"units.{fmt}"), EXPORT_FILTERS[fmt]
             )
-            if not chosen:
+            if chosen is None:
                 return False
-            path = Path(chosen)
-        filters = self.model.filters
+            path = chosen
+        try:
+            # Checked before the service is asked: a path the window may not write costs no export.
+            check_output_path(path, folder=folder, home=home, suffix=f".{fmt}")
+        except StationError as exc:
+            self._show_error(f"Nothing was exported: {exc}")
+            return False
+        filters, reader, station = self.model.filters, self.reader, self.station
         destination = path
         self._set_busy(True)
+        self.message.setStyleSheet("")
         self.message.setText(f"Exporting to {destination}…")
+
+        def work() -> tuple[Path, ExportedFile]:
+            made = reader.export(fmt, filters, station=station)
+            return save_output(destination, made.data, folder=folder, home=home, suffix=f".{fmt}"), made
 
         def done(result: object) -> None:
             if self._closed:
                 return
             self._set_busy(False)
-            if isinstance(result, ExportResult):
-                pages = f", {result.pages} pages" if result.pages else ""
-                text = f"Exported {_count(result.units)} units to {result.path}{pages}."
+            if isinstance(result, tuple):
+                saved, made = result
+                pages = f", {made.pages} pages" if made.pages else ""
+                text = f"Exported {_count(made.units)} units to {saved}{pages}."
                 self.message.setStyleSheet("")
                 self.message.setText(text)
                 self.job_finished.emit(text)
@@ -615,11 +681,7 @@ class AuditView(QWidget):
                 self._set_busy(False)
                 self._show_error(f"The export to {destination} failed: {error}")
 
-        self._submit(
-            partial(export_to_file, self.audit, destination, fmt=fmt, filters=filters, station=self.station),
-            done,
-            failed,
-        )
+        self._submit(work, done, failed)
         return True
 
     def revoke_selected(self, reason: str | None = None) -> bool:
@@ -648,9 +710,19 @@ class AuditView(QWidget):
             self.revoke_button.setEnabled(False)
         serial, unit_id = unit.serial, unit.id
 
-        def done(revoked: object) -> None:
-            if self._closed or not isinstance(revoked, CertificateRecord):
+        reader, user = self.reader, self.user
+
+        def work() -> tuple[Revoked, UnitDetail | BaseException]:
+            revoked = reader.revoke(serial=serial, reason=reason, by=user)
+            try:
+                return revoked, reader.unit_detail(unit_id)
+            except StationError as exc:
+                return revoked, exc
+
+        def done(result: object) -> None:
+            if self._closed or not isinstance(result, tuple):
                 return
+            revoked, fresh = result
             text = (
                 f"Revoked certificate {revoked.serial_hex} of board {serial}. Servers and devices learn of it from "
                 f"the next CRL: publish it with  station ca crl --out FILE"
@@ -658,14 +730,13 @@ class AuditView(QWidget):
             self.message.setStyleSheet("")
             self.message.setText(text)
             self.job_finished.emit(text)
-            try:
-                fresh = self.audit.unit(unit_id)
-            except StationError as exc:
-                self._show_error(f"Revoked, but unit {unit_id} could not be read again: {exc}")
+            if not isinstance(fresh, UnitDetail):
+                self._show_error(f"Revoked, but unit {unit_id} could not be read again: {fresh}")
                 return
-            self.model.replace_unit(fresh)
+            self.model.replace_unit(fresh.unit)
             if self._unit is not None and self._unit.id == unit_id:
-                self._show_unit(fresh)
+                self._selection_generation += 1
+                self._show_detail(fresh)
 
         def failed(error: BaseException) -> None:
             if not self._closed:
@@ -673,7 +744,7 @@ class AuditView(QWidget):
                 if self.revoke_button is not None and self._unit is not None and self._unit.id == unit_id:
                     self.revoke_button.setEnabled(True)
 
-        self._submit(partial(self.audit.revoke, serial=serial, reason=reason, by=self.user), done, failed)
+        self._submit(work, done, failed)
         return True
 
     # ----------------------------------------------------------------------------------- plumbing
@@ -684,9 +755,9 @@ class AuditView(QWidget):
         on_done: Callable[[object], None],
         on_failed: Callable[[BaseException], None] | None = None,
     ) -> None:
-        def reported(error: BaseException) -> None:
+        def reported(error: BaseException) -> None:  # a count or a summary: a read of the log
             if not self._closed:
-                self._show_error(str(error))
+                self._show_error(f"Could not read the audit log: {error}")
 
         def done(value: object) -> None:
             self._in_flight -= 1
@@ -710,12 +781,19 @@ class AuditView(QWidget):
 
     def busy(self) -> bool:
         """Whether a background job (count, summary, export, revocation…) has not reported back yet."""
-        return self._in_flight > 0
+        return self._in_flight > 0 or self.model.loading
 
     def shutdown(self, timeout_ms: int = SHUTDOWN_TIMEOUT_MS) -> bool:
-        """Stop taking jobs and wait (bounded) for running ones; True if none is left. Called on close."""
+        """Stop taking jobs and wait (bounded) for running ones, then close the reader; True if none is left.
+        Called on close (reads end within their deadline; an export left running finishes alone)."""
+        if self._closed:
+            return True
         self._closed = True
-        return self.pool.shutdown(timeout_ms)
+        # Reads waiting on the service end at once (a slow service never holds the window up as it closes); an
+        # export or a revocation under way is waited for, bounded.
+        self.reader.close()
+        pages = self.page_pool.shutdown(min(timeout_ms, 2000))
+        return self.pool.shutdown(timeout_ms) and pages
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
         self.shutdown()
@@ -895,7 +973,7 @@ def _unit_text(unit: Unit, order: str | None = None) -> str:
 
 def identity_text(identity: IdentityRecord | None, steps: list[StepRecord]) -> str:
     """The board's SoC id and the trust summary: what the station verified, what the board reported."""
-    passed = [step.step for step in steps if step.outcome == "passed"]
+    passed = [step.step for step in steps if step.outcome == StepOutcome.PASSED]
     in_inventory = any(
         step.step == "identify" and f"{Basis.VERIFIED}: host key" in step.excerpt for step in steps
     )
@@ -940,10 +1018,6 @@ def _day(edit: QDateEdit) -> date:
 
 def _local_midnight(day: date) -> datetime:
     return datetime.combine(day, time()).astimezone()
-
-
-def _without_fixed(filters: UnitFilter) -> UnitFilter:
-    return replace(filters, station=None)
 
 
 def _login_name() -> str:

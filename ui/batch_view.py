@@ -47,8 +47,9 @@ from station.batch import CANCEL_DEADLINE_S, FIXTURE_SCAN_PREFIX, ScanOutcome, S
 from station.config import Fixture
 from station.errors import StationError
 from station.flow import FlowEvent
+from station.states import SlotState
 from station.steps import STEPS
-from ui.bridge import Engine, TaskPool, UnitOutcome, UnitPlan, UnitRequest, UnitRunner
+from ui.bridge import Ending, Engine, TaskPool, UnitOutcome, UnitPlan, UnitRequest, UnitRunner
 from ui.icons import state_pixmap
 from ui.progress import UnitProgress, format_duration
 from ui.session import Session
@@ -66,11 +67,11 @@ REASON_CHARS = 300
 REASON_LINES = 4
 
 _OUTCOME_STATE = {
-    "passed": "passed",
-    "failed": "failed",
-    "aborted": "failed",
-    "refused": "refused",
-    "not started": "refused",
+    Ending.PASSED: SlotState.PASSED,
+    Ending.FAILED: SlotState.FAILED,
+    Ending.ABORTED: SlotState.FAILED,
+    Ending.REFUSED: SlotState.REFUSED,
+    Ending.NOT_STARTED: SlotState.REFUSED,
 }
 
 
@@ -262,16 +263,16 @@ class SlotTile(QFrame):
         self._text("step", self.step, self._step_text(slot))
         self._show_progress(slot, progress, now)
         reason = slot.message.strip()
-        if slot.state == "passed":
+        if slot.state == SlotState.PASSED:
             reason = "enrolled — label the board and take it off the fixture"
-        elif slot.state == "ready":
+        elif slot.state == SlotState.READY:
             reason = "waits for Start all (Ctrl+Enter)"
         self._text("reason", self.reason, reason[:REASON_CHARS])
         if self._changed("tooltip", slot.message):
             self.reason.setToolTip(slot.message[:2000])
         if self._changed("retry", slot.resumable and not slot.active and not thread_running):
             self.retry_button.setEnabled(bool(self._shown["retry"]))
-        can_abort = slot.state == "running" or (
+        can_abort = slot.state == SlotState.RUNNING or (
             slot.serial is not None and not slot.active and not thread_running
         )
         if self._changed("abort", can_abort):
@@ -286,12 +287,12 @@ class SlotTile(QFrame):
 
     @staticmethod
     def _step_text(slot: Slot) -> str:
-        if slot.state in ("running", "stopping") and slot.step_title:
+        if slot.state in (SlotState.RUNNING, SlotState.STOPPING) and slot.step_title:
             retry = f" (try {slot.attempt})" if slot.attempt > 1 else ""
             return f"Step {slot.step_index + 1}/{slot.step_count}: {slot.step_title}{retry}"
-        if slot.state in ("running", "stopping"):
+        if slot.state in (SlotState.RUNNING, SlotState.STOPPING):
             return "Connecting…"
-        if slot.state in ("failed", "refused") and slot.failed_step in STEPS:
+        if slot.state in (SlotState.FAILED, SlotState.REFUSED) and slot.failed_step in STEPS:
             return f"Failed at: {STEPS[slot.failed_step].title}"
         if slot.started_at is not None and slot.ended_at is not None:
             return f"Took {format_duration(slot.ended_at - slot.started_at)}"
@@ -516,7 +517,7 @@ class BatchView(QWidget):
             if (
                 self.session.settings.auto_start
                 and burst
-                and self.board.slots[outcome.fixture].state == "ready"
+                and self.board.slots[outcome.fixture].state == SlotState.READY
             ):
                 self.start_slot(outcome.fixture)
         self.refresh()
@@ -591,7 +592,7 @@ class BatchView(QWidget):
             try:
                 profile = self.session.profile_for(slot.fixture)
             except StationError as exc:
-                self.board.finish(name, result="refused", message=str(exc), now=time.monotonic())
+                self.board.finish(name, result=SlotState.REFUSED, message=str(exc), now=time.monotonic())
                 self._show_now(name)
                 return False
             request = UnitRequest(
@@ -664,7 +665,7 @@ class BatchView(QWidget):
         if slot is None:
             return
         runner = self.runners.get(name)
-        if slot.state == "running" and runner is not None and runner.running:
+        if slot.state == SlotState.RUNNING and runner is not None and runner.running:
             runner.abort()
             self.board.mark_stopping(name)
             self._feedback(
@@ -685,7 +686,7 @@ class BatchView(QWidget):
         asked = 0
         for name, slot in self.board.slots.items():
             runner = self.runners.get(name)
-            if slot.state == "running" and runner is not None and runner.running:
+            if slot.state == SlotState.RUNNING and runner is not None and runner.running:
                 runner.abort()
                 self.board.mark_stopping(name)
                 self._dirty.add(name)
@@ -749,7 +750,7 @@ class BatchView(QWidget):
     def _on_finished(self, name: str, outcome: UnitOutcome) -> None:
         self.board.finish(
             name,
-            result=_OUTCOME_STATE.get(outcome.kind, "failed"),
+            result=_OUTCOME_STATE.get(outcome.kind, SlotState.FAILED),
             message=outcome.message,
             now=time.monotonic(),
             unit_id=outcome.unit_id,
@@ -758,7 +759,7 @@ class BatchView(QWidget):
         )
         progress = self.progress.get(name)
         if progress is not None:
-            progress.finish(passed=outcome.kind == "passed")
+            progress.finish(passed=outcome.kind == Ending.PASSED)
         self._show_now(name)
         self.slot_finished.emit(name, outcome)
 
@@ -879,7 +880,7 @@ class BatchView(QWidget):
             if slot.active:
                 progress = self.progress.get(name)
                 lefts.append(progress.remaining_s(now) if progress is not None else None)
-            elif slot.state == "ready":
+            elif slot.state == SlotState.READY:
                 plan = self._plans.get(self.session.profile_name(slot.fixture))
                 lefts.append(sum(eta for eta in plan.values() if eta is not None) if plan else None)
         if not lefts:

@@ -39,6 +39,14 @@ from station.engine import Ending, UnitJob, UnitOutcome
 from station.errors import StationError
 from station.flow import FlowEvent
 from station.profiles import DeviceProfile
+from station.service.audit_reader import (
+    AuditReader,
+    ExportedFile,
+    Revoked,
+    ServiceAuditReader,
+    UnitDetail,
+)
+from station.service.audit_reads import RECENT_UNITS
 from station.service.client import (
     CaLockedError,
     ServiceClient,
@@ -53,6 +61,12 @@ from station.transport.base import probe
 
 __all__ = [
     "Ending",
+    "RECENT_UNITS",
+    "AuditReader",
+    "ExportedFile",
+    "Revoked",
+    "UnitDetail",
+    "window_audit_reader",
     "Engine",
     "StationClient",
     "WindowView",
@@ -728,3 +742,15 @@ class UnitRunner(QObject):
             self.idle.emit()
         else:
             self.flow_event.emit(event)
+
+
+# -- the audit tab ----------------------------------------------------------------------------
+
+
+def window_audit_reader(
+    station: StationClient, *, session: Callable[[], str | None] | None = None
+) -> AuditReader:
+    """The reader of the window's audit tab: the station service this window is a client of (the system service's
+    socket on a line PC, else the home's per-user one, started again for this account if it went away).
+    ``session`` gives the kiosk session token of a person signed in at the window (their role for every read)."""
+    return ServiceAuditReader.for_home(station.home_arg, str(station.path), session=session)

@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
 from station.config import FleetConfig
 from station.fleet.forwarder import Forwarder, format_age
 from station.fleet.queries import FleetFilter
+from station.states import StepOutcome
 from ui.audit_view import EXPORT_FILTERS, YieldChart, _count, _day, _local_midnight, _percent
 from ui.bridge import TaskPool
 from ui.fleet_model import PAGE_ROWS, FleetUnitsModel
@@ -377,7 +378,7 @@ class FleetView(QWidget):
                             "",
                         ]
                     )
-                    if step["outcome"] == "failed":
+                    if step["outcome"] == StepOutcome.FAILED:
                         child.setForeground(1, QColor(RED))
                     item.addChild(child)
                 events = QTreeWidgetItem([f"{len(unit['events'])} events in the journal"])

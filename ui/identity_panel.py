@@ -20,7 +20,8 @@ from station.config import Fixture
 from station.flow import FlowEvent
 from station.identity import Basis, render_claims, trust_summary
 from station.sim.farm import Farm, SimDevice
-from ui.bridge import TaskPool, UnitOutcome
+from station.states import StepOutcome
+from ui.bridge import Ending, TaskPool, UnitOutcome
 from ui.session import Session
 
 _SOC_ID = re.compile(r"^SoC unique id (\S+) \(")
@@ -84,7 +85,7 @@ class BoardIdentityPanel(QGroupBox):
                 self.in_inventory = True
             elif event.message.startswith(f"{Basis.VERIFIED}: the token key is attested"):
                 self.attested = True
-        elif event.kind == "step_finished" and event.outcome == "passed":
+        elif event.kind == "step_finished" and event.outcome == StepOutcome.PASSED:
             self.passed_steps.append(event.step)
 
     def on_finished(self, outcome: UnitOutcome) -> None:
@@ -121,7 +122,7 @@ class BoardIdentityPanel(QGroupBox):
         fixture = self.current_fixture()
         show = (
             self.outcome is not None
-            and self.outcome.kind in ("passed", "failed", "aborted", "refused")
+            and self.outcome.kind in (Ending.PASSED, Ending.FAILED, Ending.ABORTED, Ending.REFUSED)
             and self.simulated_name(fixture) is not None
             and not self.swapping
         )

@@ -8,12 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from station import display
 from station.flow import FlowEvent
+from station.states import StepOutcome, UnitState
 
-# "earlier": a unit re-attached by a window opened while it ran — its steps before that one were over by then.
-DONE_STATES = frozenset({"passed", "skipped", "earlier"})
+
+class StepShows(StrEnum):
+    """What a step's row says: how its last attempt ended (a :class:`~station.states.StepOutcome` word), or that it
+    waits, runs, or was not run because the unit ended before it (keys of ui.style.STEP_STATES)."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    PASSED = StepOutcome.PASSED.value
+    SKIPPED = StepOutcome.SKIPPED.value
+    FAILED = StepOutcome.FAILED.value
+    RETRYING = StepOutcome.RETRYING.value
+    NOT_RUN = "not_run"
+    # A unit re-attached by a window opened while it ran: its steps before the first one seen were over by then.
+    EARLIER = "earlier"
+
+
+DONE_STATES = frozenset({StepShows.PASSED, StepShows.SKIPPED, StepShows.EARLIER})
 # A running step never shows as complete before its step_finished event arrives.
 RUNNING_STEP_CAP = 0.95
 
@@ -22,7 +39,7 @@ RUNNING_STEP_CAP = 0.95
 class StepState:
     name: str
     title: str
-    state: str = "waiting"
+    state: StepShows = StepShows.WAITING
     duration_s: float | None = None
     attempt: int = 1
     started_at: float | None = None
@@ -51,14 +68,14 @@ class UnitProgress:
         for step in self.steps:
             if step.name == name:
                 return
-            if step.state == "waiting":
-                step.state = "earlier"
+            if step.state == StepShows.WAITING:
+                step.state = StepShows.EARLIER
 
     def reset_for_retry(self) -> None:
         """Keep what passed; everything else waits again (a resumed unit re-runs identify and guard)."""
         for step in self.steps:
             if step.state not in DONE_STATES:
-                step.state, step.duration_s, step.message = "waiting", None, ""
+                step.state, step.duration_s, step.message = StepShows.WAITING, None, ""
         self.current = None
 
     def apply(self, event: FlowEvent, now: float) -> StepState | None:
@@ -67,23 +84,21 @@ class UnitProgress:
         if step is None:
             return None
         if event.kind == "step_started":
-            step.state, step.attempt, step.started_at = "running", event.attempt, now
+            step.state, step.attempt, step.started_at = StepShows.RUNNING, event.attempt, now
             step.duration_s, step.message = None, ""
             if event.eta_s is not None:
                 step.eta_s = event.eta_s
             self.current = step
         elif event.kind == "step_finished":
-            step.state = (
-                event.outcome if event.outcome in ("passed", "skipped", "failed", "retrying") else "failed"
-            )
+            step.state = StepShows(event.outcome) if event.outcome in tuple(StepOutcome) else StepShows.FAILED
             step.duration_s = event.duration_s
             step.message = event.message
             if self.current is step:
                 self.current = None
-        elif event.kind == "unit_finished" and event.outcome != "passed":
+        elif event.kind == "unit_finished" and event.outcome != UnitState.PASSED:
             # The step that ended the unit, if its own step_finished did not say so (a cancellation).
-            if step.state in ("running", "waiting", "retrying"):
-                step.state = "failed"
+            if step.state in (StepShows.RUNNING, StepShows.WAITING, StepShows.RETRYING):
+                step.state = StepShows.FAILED
                 step.message = event.message
             self.current = None
         else:
@@ -94,10 +109,10 @@ class UnitProgress:
         """The unit is over: a step still marked running did not finish; after a failure, the steps
         still waiting were not run (a Retry puts them back to waiting)."""
         for step in self.steps:
-            if step.state in ("running", "retrying"):
-                step.state = "failed"
-            elif step.state == "waiting" and not passed:
-                step.state = "not_run"
+            if step.state in (StepShows.RUNNING, StepShows.RETRYING):
+                step.state = StepShows.FAILED
+            elif step.state == StepShows.WAITING and not passed:
+                step.state = StepShows.NOT_RUN
         self.current = None
 
     def done_count(self) -> int:
@@ -117,7 +132,7 @@ class UnitProgress:
         """Seconds left, from the audit history's medians; None while any step still to run has no history."""
         total = 0.0
         for step in self.steps:
-            if step.state in DONE_STATES or step.state in ("failed", "not_run"):
+            if step.state in DONE_STATES or step.state in (StepShows.FAILED, StepShows.NOT_RUN):
                 continue
             if step.eta_s is None:
                 return None

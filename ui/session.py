@@ -90,11 +90,9 @@ class Session:
 
     @property
     def audit(self) -> AuditLog | None:
-        """The audit log the Audit tab shows, when this account can read the home (a demo on one account).
-
-        TODO(wip/guiaudit): the audit view reads through the station service with a reader object; this
-        direct open is left only to feed ui/audit_view.py until that lands, and goes then.  On a line PC (a
-        0700 home of the service's account) it is None and the tab says so."""
+        """The audit log, when this account can read the home (a demo on one account) — only for the label
+        prints' history beside "Reprint label" (the Audit tab reads through the service).  None on a line PC.
+        TODO(issue 14): a label-history read through the service, then this goes."""
         if not self._audit_tried:
             self._audit_tried = True
             home = self.view.home
@@ -106,7 +104,7 @@ class Session:
 
     def fleet_for_view(self) -> FleetConfig | None:
         """[fleet] for the audit view's "Whole fleet" scope, read from station.toml when this account can read
-        the home.  TODO(wip/guiaudit): goes with the direct audit log above."""
+        the home (the fleet's own database, with the quality lead's login).  TODO(issue 14): through the service."""
         home = self.view.home
         if not self.view.fleet or not os.access(home.root, os.R_OK | os.X_OK):
             return None

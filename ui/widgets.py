@@ -25,7 +25,7 @@ from station.config import Fixture
 from station.profiles import STEP_NAMES
 from ui.bridge import ProbeResult
 from ui.icons import state_icon, state_pixmap
-from ui.progress import StepState
+from ui.progress import StepShows, StepState
 from ui.style import FIXTURE_STATES, RESULT_STATES, STEP_STATES, emphasise
 
 # A keyboard-wedge scanner types a label in a burst: keys at most this far apart, then Enter.
@@ -183,26 +183,26 @@ class StepList(QTreeWidget):
         item = self._items.get(step.name)
         if item is None:
             return
-        look = STEP_STATES.get(step.state, STEP_STATES["waiting"])
+        look = STEP_STATES.get(step.state, STEP_STATES[StepShows.WAITING])
         word = look.word
-        if step.state in ("running", "retrying") and step.attempt > 1:
+        if step.state in (StepShows.RUNNING, StepShows.RETRYING) and step.attempt > 1:
             word += f" (try {step.attempt})"
         item.setIcon(1, state_icon(look, 18))
         item.setText(1, word)
         font = QFont(self.font())
-        font.setBold(step.state in ("running", "failed"))
+        font.setBold(step.state in (StepShows.RUNNING, StepShows.FAILED))
         for column in range(3):
             item.setFont(column, font)
         if step.duration_s is not None:
             item.setText(2, f"{step.duration_s:.1f} s")
             item.setForeground(2, self.palette().text())
-        elif step.state == "waiting" and step.eta_s is not None:
+        elif step.state == StepShows.WAITING and step.eta_s is not None:
             item.setText(2, f"~{step.eta_s:.1f} s")
             item.setForeground(2, self.palette().placeholderText())
         else:
             item.setText(2, "")
         item.setToolTip(0, step.message[:500] if step.message else step.title)
-        if step.state in ("running", "failed", "retrying"):
+        if step.state in (StepShows.RUNNING, StepShows.FAILED, StepShows.RETRYING):
             self.scrollToItem(item)  # the step that matters now stays in view
 
     def show_running_time(self, step: StepState, elapsed_s: float) -> None:

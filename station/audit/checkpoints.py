@@ -117,6 +117,7 @@ def _verifies(certificate: x509.Certificate, signature: bytes, data: bytes) -> b
     return True
 
 
+# long: one pass over the checkpoints, each check naming what broke
 def verify_checkpoints(
     db: sqlite_utils.Database,
     trusted: Iterable[x509.Certificate],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -109,22 +110,10 @@ class Exports(AuditCore):
 
     # --------------------------------------------------------------------------------------- exports
 
-    def export_csv(
-        self,
-        out: TextIO,
-        *,
-        serial_prefix: str | None = None,
-        result: str | None = None,
-        operator: str | None = None,
-        batch: str | None = None,
-        fixture: str | None = None,
-        failed_step: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        station: str | None = None,
-        order: str | None = None,
-    ) -> int:
-        """Write matching units, oldest first, as CSV for a spreadsheet; return how many.
+    def export_csv(self, out: TextIO, filters: UnitFilter | None = None, **narrow: Any) -> int:
+        """Write the units matching ``filters``, oldest first, as CSV for a spreadsheet; return how many.
+
+        ``narrow`` narrows the filter by field name (``result="failed"``, ``since=…``: :class:`UnitFilter`).
 
         ``out`` should be opened with ``encoding="utf-8", newline=""``. The text starts with a BOM so that
         Excel reads it as UTF-8, and text cells that a spreadsheet would run as a formula are prefixed with '.
@@ -133,59 +122,23 @@ class Exports(AuditCore):
         writer = csv.writer(out)
         writer.writerow(EXPORT_FIELDS)
         count = 0
-        filters = UnitFilter(
-            serial_prefix=serial_prefix,
-            result=result,
-            operator=operator,
-            batch=batch,
-            fixture=fixture,
-            failed_step=failed_step,
-            station=station,
-            since=since,
-            until=until,
-            order=order,
-        )
-        for row in self._export_rows(filters, for_csv=True):
+        for row in self._export_rows(replace(filters or UnitFilter(), **narrow), for_csv=True):
             writer.writerow(row)
             count += 1
         return count
 
     def export_jsonl(
-        self,
-        out: TextIO,
-        *,
-        serial_prefix: str | None = None,
-        result: str | None = None,
-        operator: str | None = None,
-        batch: str | None = None,
-        fixture: str | None = None,
-        failed_step: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        station: str | None = None,
-        include_steps: bool = False,
-        order: str | None = None,
+        self, out: TextIO, filters: UnitFilter | None = None, *, include_steps: bool = False, **narrow: Any
     ) -> int:
-        """Write matching units, oldest first, as JSON Lines (raw values); return how many.
+        """Write the units matching ``filters`` (narrowed by ``narrow``, as for :meth:`export_csv`), oldest first, as
+        JSON Lines (raw values); return how many.
 
         With ``include_steps`` each object also has ``steps``: step, attempt, outcome and duration_s of every
         step record (never the excerpts).
         """
         count = 0
         for record in self.export_records(
-            UnitFilter(
-                serial_prefix=serial_prefix,
-                result=result,
-                operator=operator,
-                batch=batch,
-                fixture=fixture,
-                failed_step=failed_step,
-                station=station,
-                since=since,
-                until=until,
-                order=order,
-            ),
-            include_steps=include_steps,
+            replace(filters or UnitFilter(), **narrow), include_steps=include_steps
         ):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
@@ -220,6 +173,7 @@ class Exports(AuditCore):
                 ]
                 yield record
 
+    # long: one read snapshot: the query, the filters and the row shape must stay together
     def _export_rows(
         self, filters: UnitFilter, *, db: sqlite_utils.Database | None = None, for_csv: bool = False
     ) -> Iterator[tuple[Any, ...]]:

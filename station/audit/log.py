@@ -42,6 +42,7 @@ from station.audit.stats import YieldStats
 from station.audit.verify import Integrity
 from station.errors import StationError
 from station.orders import OrderStatus
+from station.states import RESUMABLE_UNIT_STATES, UnitState
 
 if TYPE_CHECKING:
     # Imported where a connection is made: a unit's worker process uses this module's records, not SQLite.
@@ -97,6 +98,7 @@ class AuditLog(UnitQueries, YieldStats, Integrity, Exports, FleetForwarding, Aud
 
     # ----------------------------------------------------------------------------------------- units
 
+    # long: one transaction (supersede, insert, journal, claim the order place); its commit boundary reads in one place
     def start_unit(
         self,
         *,
@@ -140,12 +142,13 @@ class AuditLog(UnitQueries, YieldStats, Integrity, Exports, FleetForwarding, Aud
                 superseded: int | None = None
                 if reason:
                     row = db.execute(
-                        "SELECT id FROM units WHERE serial = ? AND state = 'passed'", [serial]
+                        "SELECT id FROM units WHERE serial = ? AND state = ?",
+                        [serial, UnitState.PASSED.value],
                     ).fetchone()
                     if row is not None:
                         superseded = int(row[0])
                         # Leaves the current-unit index first, so the new unit can take its place.
-                        db.table("units").update(superseded, {"state": "superseded"})
+                        db.table("units").update(superseded, {"state": UnitState.SUPERSEDED.value})
                 unit_id = _insert(
                     db,
                     "units",
@@ -157,7 +160,7 @@ class AuditLog(UnitQueries, YieldStats, Integrity, Exports, FleetForwarding, Aud
                         "batch": batch,
                         "operator": operator,
                         "station": station,
-                        "state": "running",
+                        "state": UnitState.RUNNING.value,
                         "attempt": 1,
                         "started_at": at,
                         "reprovision_reason": reason or None,
@@ -185,7 +188,7 @@ class AuditLog(UnitQueries, YieldStats, Integrity, Exports, FleetForwarding, Aud
             if "units.serial" not in str(exc):
                 raise
             current = self.find_unit(serial)
-            if current is not None and current.state == "passed":
+            if current is not None and current.state == UnitState.PASSED:
                 raise SerialAlreadyPassed(current) from None
             raise UnitAlreadyActive(serial, current) from None
 
@@ -193,7 +196,7 @@ class AuditLog(UnitQueries, YieldStats, Integrity, Exports, FleetForwarding, Aud
         """Continue a failed unit (or one left 'running' by a crash): running again, attempt + 1."""
         with self._change() as db:
             unit = self._unit(db, unit_id)
-            if unit.state not in ("failed", "running"):
+            if unit.state not in RESUMABLE_UNIT_STATES:
                 raise StationError(
                     f"Unit {unit_id} (board {unit.serial}) is {unit.state} and cannot be resumed — only a failed "
                     f"or interrupted unit can. Start a new unit for the board instead."
@@ -201,7 +204,7 @@ class AuditLog(UnitQueries, YieldStats, Integrity, Exports, FleetForwarding, Aud
             db.table("units").update(
                 unit_id,
                 {
-                    "state": "running",
+                    "state": UnitState.RUNNING.value,
                     "attempt": unit.attempt + 1,
                     "ended_at": None,
                     "failed_step": None,
@@ -229,26 +232,30 @@ class AuditLog(UnitQueries, YieldStats, Integrity, Exports, FleetForwarding, Aud
         """
         if result not in UNIT_RESULTS:
             raise ValueError(f"result must be one of {', '.join(UNIT_RESULTS)}, not {result!r}")
-        if result == "passed" and failed_step is not None:
+        if result == UnitState.PASSED and failed_step is not None:
             raise ValueError("a passed unit has no failed step")
         with self._change() as db:
             unit = self._unit(db, unit_id)
             allowed = (
-                UNIT_RESULTS if unit.state == "running" else ("aborted",) if unit.state == "failed" else ()
+                UNIT_RESULTS
+                if unit.state == UnitState.RUNNING
+                else (UnitState.ABORTED,)
+                if unit.state == UnitState.FAILED
+                else ()
             )
             if result not in allowed:
                 raise StationError(
                     f"Unit {unit_id} (board {unit.serial}) is {unit.state}; it cannot be marked {result}."
-                    + (" Resume it first." if unit.state == "failed" else "")
+                    + (" Resume it first." if unit.state == UnitState.FAILED else "")
                 )
             at = self._now_text()
             db.table("units").update(
                 unit_id, {"state": result, "ended_at": at, "failed_step": failed_step, "message": message}
             )
             self._append_event(db, at=at, kind=f"unit.{result}", table="units", pk=unit_id)
-            if result == "aborted":
+            if result == UnitState.ABORTED:
                 release_place(db, unit_id=unit_id, at=at, journal=self._append_event)
-            if result != "passed":
+            if result != UnitState.PASSED:
                 # Same transaction: a board the line set aside never holds a certificate that is still valid.
                 self._revoke_unit_certificates(
                     db,
@@ -287,7 +294,7 @@ class AuditLog(UnitQueries, YieldStats, Integrity, Exports, FleetForwarding, Aud
                     f"this unit. Another machine may be answering at its address — stop, check the fixture "
                     f"cabling and network, then resume."
                 )
-            if unit.state != "running":
+            if unit.state != UnitState.RUNNING:
                 raise StationError(f"Unit {unit_id} is {unit.state}; host keys are pinned while a unit runs.")
             db.table("units").update(
                 unit_id, {"host_key_type": key_type, "host_key_fingerprint": fingerprint}
@@ -360,7 +367,7 @@ class AuditLog(UnitQueries, YieldStats, Integrity, Exports, FleetForwarding, Aud
         try:
             with self._change() as db:
                 unit = self._unit(db, unit_id)
-                if unit.state != "running":
+                if unit.state != UnitState.RUNNING:
                     raise StationError(
                         f"Unit {unit_id} (board {unit.serial}) is {unit.state}; certificates are issued only to a "
                         f"running unit. Nothing was recorded — do not push this certificate."

@@ -37,6 +37,7 @@ from station.orders import (
     choose_order,
     content_differences,
 )
+from station.states import UnitState
 
 if TYPE_CHECKING:
     from station.audit import AuditLog
@@ -105,15 +106,22 @@ PlaceTaker = Callable[..., None]
 _STATUS_SELECT = """
 SELECT o.*,
        (SELECT count(*) FROM order_places AS p JOIN units AS u ON u.id = p.unit_id
-        WHERE p.order_id = o.order_id AND p.released_at IS NULL AND u.state = 'passed') AS passed,
+        WHERE p.order_id = o.order_id AND p.released_at IS NULL AND u.state = ?) AS passed,
        (SELECT count(*) FROM order_places AS p JOIN units AS u ON u.id = p.unit_id
-        WHERE p.order_id = o.order_id AND p.released_at IS NULL AND u.state = 'running') AS running,
+        WHERE p.order_id = o.order_id AND p.released_at IS NULL AND u.state = ?) AS running,
        (SELECT count(*) FROM order_places AS p JOIN units AS u ON u.id = p.unit_id
-        WHERE p.order_id = o.order_id AND p.released_at IS NULL AND u.state = 'failed') AS failed,
+        WHERE p.order_id = o.order_id AND p.released_at IS NULL AND u.state = ?) AS failed,
        (SELECT count(*) FROM order_places AS p JOIN units AS u ON u.id = p.unit_id
-        WHERE p.order_id = o.order_id AND u.state = 'aborted') AS aborted
+        WHERE p.order_id = o.order_id AND u.state = ?) AS aborted
 FROM orders AS o
 """
+# The states _STATUS_SELECT counts, its first parameters.
+_STATUS_STATES = [
+    UnitState.PASSED.value,
+    UnitState.RUNNING.value,
+    UnitState.FAILED.value,
+    UnitState.ABORTED.value,
+]
 
 _BARE_SELECT = "SELECT o.*, 0 AS passed, 0 AS running, 0 AS failed, 0 AS aborted FROM orders AS o"
 
@@ -124,7 +132,7 @@ def statuses(
     """Every order (or those in ``state``), newest first, with its progress counted from its places
     (``counts=False``: every count 0 — enough to know which order holds a serial, and much cheaper)."""
     where, params = (" WHERE o.state = ?", [state]) if state else ("", [])
-    select = _STATUS_SELECT if counts else _BARE_SELECT
+    select, params = (_STATUS_SELECT, _STATUS_STATES + params) if counts else (_BARE_SELECT, params)
     return [_status(row) for row in db.query(select + where + " ORDER BY o.id DESC", params)]
 
 
@@ -150,9 +158,13 @@ def candidates(
 
 
 def _by_id(db: sqlite_utils.Database, order_id: str) -> list[OrderStatus]:
-    return [_status(row) for row in db.query(_STATUS_SELECT + " WHERE o.order_id = ?", [order_id])]
+    return [
+        _status(row)
+        for row in db.query(_STATUS_SELECT + " WHERE o.order_id = ?", [*_STATUS_STATES, order_id])
+    ]
 
 
+# long: the order-place rule as one decision table inside start_unit's transaction
 def claim_place(
     db: sqlite_utils.Database,
     *,
@@ -302,7 +314,7 @@ class SqliteOrderBook:
 
     def status(self, order_id: str) -> OrderStatus:
         with self.audit._snapshot() as db:
-            rows = list(db.query(_STATUS_SELECT + " WHERE o.order_id = ?", [order_id]))
+            rows = list(db.query(_STATUS_SELECT + " WHERE o.order_id = ?", [*_STATUS_STATES, order_id]))
         if not rows:
             raise StationError(f"there is no work order {order_id} — list them with: station order list")
         return _status(rows[0])

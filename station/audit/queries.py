@@ -3,6 +3,7 @@ the audit view and exports use (every filter and sort key has an index)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from station.audit.records import (
     _unit_from_row,
 )
 from station.audit.schema import _UNIT_SELECT
+from station.states import StepOutcome, UnitState
 
 # What :meth:`AuditLog.units_page` can sort by, and the column each sorts on. Every one has an index that ends
 # with the unit id, so ORDER BY <column>, id reads the index in order instead of sorting the table.
@@ -92,6 +94,8 @@ class UnitQueries(AuditCore):
         """The current unit of a board: running, failed or passed (and not superseded); None if none."""
         with self._lock:
             rows = list(
+                # The words as literals, not parameters: only then can SQLite prove the query lies inside the
+                # partial index units_one_current_per_serial (schema.py) and use it.
                 self._db.query(
                     _UNIT_SELECT + " WHERE u.serial = ? AND u.state IN ('running', 'failed', 'passed')",
                     [serial],
@@ -100,37 +104,11 @@ class UnitQueries(AuditCore):
         return _unit_from_row(rows[0]) if rows else None
 
     def units(
-        self,
-        *,
-        limit: int = 50,
-        offset: int = 0,
-        serial_prefix: str | None = None,
-        result: str | None = None,
-        operator: str | None = None,
-        batch: str | None = None,
-        fixture: str | None = None,
-        failed_step: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        self, filters: UnitFilter | None = None, *, limit: int = 50, offset: int = 0, **narrow: Any
     ) -> list[Unit]:
-        """Units matching every given filter, newest first.
-
-        ``result`` filters on the unit's state; ``since`` (inclusive) and ``until`` (exclusive) on its start.
-        """
-        return self.units_page(
-            offset=offset,
-            limit=limit,
-            filters=UnitFilter(
-                serial_prefix=serial_prefix,
-                result=result,
-                operator=operator,
-                batch=batch,
-                fixture=fixture,
-                failed_step=failed_step,
-                since=since,
-                until=until,
-            ),
-        )
+        """Units matching ``filters``, newest first; ``narrow`` narrows it by field name (``result="failed"``:
+        :class:`UnitFilter`, whose ``result`` is the unit's state, ``since``/``until`` bounds on its start)."""
+        return self.units_page(offset=offset, limit=limit, filters=replace(filters or UnitFilter(), **narrow))
 
     def units_page(
         self,
@@ -175,7 +153,10 @@ class UnitQueries(AuditCore):
         """Units that are running or failed, oldest first — what a station offers to resume after a restart."""
         with self._lock:
             rows = list(
-                self._db.query(_UNIT_SELECT + " WHERE u.state IN ('running', 'failed') ORDER BY u.id")
+                self._db.query(
+                    _UNIT_SELECT + " WHERE u.state IN (?, ?) ORDER BY u.id",
+                    [UnitState.RUNNING.value, UnitState.FAILED.value],
+                )
             )
         return [_unit_from_row(row) for row in rows]
 
@@ -192,10 +173,10 @@ class UnitQueries(AuditCore):
                 self._db.query(
                     """
                     SELECT s.started_at, s.ended_at FROM steps AS s JOIN units AS u ON u.id = s.unit_id
-                    WHERE s.step = ? AND s.outcome = 'passed' AND u.profile = ?
+                    WHERE s.step = ? AND s.outcome = ? AND u.profile = ?
                     ORDER BY s.id DESC LIMIT ?
                     """,
-                    [step, profile, limit],
+                    [step, StepOutcome.PASSED.value, profile, limit],
                 )
             )
         return [(_parse_time(r["ended_at"]) - _parse_time(r["started_at"])).total_seconds() for r in rows]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,9 @@ from typing import Any
 from station.errors import StationError
 from station.states import StepOutcome, UnitState
 
-UNIT_STATES = ("running", "failed", "passed", "aborted", "superseded")
-UNIT_RESULTS = ("passed", "failed", "aborted")
-STEP_OUTCOMES = ("passed", "failed", "skipped", "retrying")
+UNIT_STATES = (UnitState.RUNNING, UnitState.FAILED, UnitState.PASSED, UnitState.ABORTED, UnitState.SUPERSEDED)
+UNIT_RESULTS = (UnitState.PASSED, UnitState.FAILED, UnitState.ABORTED)
+STEP_OUTCOMES = (StepOutcome.PASSED, StepOutcome.FAILED, StepOutcome.SKIPPED, StepOutcome.RETRYING)
 
 
 # prev_hash of event 1.
@@ -165,6 +166,40 @@ class UnitFilter:
     # Units counted in this work order (see station.orders).
     order: str | None = None
 
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> UnitFilter:
+        """The one way a filter is built from named values — a command's options (``vars(args)``), a request to the
+        station service, a view's fields — so that no caller spells the fields out again.
+
+        Keys are the field names, ``serial`` being the serial prefix (``--serial PREFIX``); ``since`` and ``until``
+        are datetimes or ISO 8601 text.  Keys that name no field are not filters and are left alone; None or an
+        empty text means any.
+        """
+        given: dict[str, Any] = {}
+        for field in fields(cls):
+            value = values.get(field.name)
+            if value is None and field.name == "serial_prefix":
+                value = values.get("serial")
+            if value is None or value == "":
+                continue
+            if field.name in ("since", "until"):
+                given[field.name] = (
+                    value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+                )
+            else:
+                given[field.name] = str(value)
+        return cls(**given)
+
+    def to_mapping(self) -> dict[str, str]:
+        """The fields given, as text ready for JSON (the words :meth:`from_mapping` reads back)."""
+        mapping: dict[str, str] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                key = "serial" if field.name == "serial_prefix" else field.name
+                mapping[key] = value.isoformat() if isinstance(value, datetime) else str(value)
+        return mapping
+
 
 class SerialAlreadyPassed(StationError):
     """The board was already enrolled successfully; enrolling it again needs a reprovision reason."""
@@ -189,7 +224,7 @@ class UnitAlreadyActive(StationError):
                 f"Board {serial} was started by another station or fixture at the same moment. "
                 f"Check which fixture holds it (station units --serial {serial}) before scanning it again."
             )
-        elif unit.state == "running":
+        elif unit.state == UnitState.RUNNING:
             message = (
                 f"Board {serial} is already being provisioned (unit {unit.id}, started "
                 f"{_local_text(unit.started_at)} by {unit.operator} at {unit.station}). If that run was "

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from station.audit.core import AuditCore
 from station.audit.queries import _unit_filter, _where
 from station.audit.records import UnitFilter, _parse_optional_time
+from station.states import StepOutcome, UnitState
 
 if TYPE_CHECKING:
     # Imported where a connection is made: a unit's worker process uses this module's records, not SQLite.
@@ -107,10 +108,10 @@ def _duration_stats(
         (float(value), int(count))
         for value, count in db.execute(
             "SELECT round((julianday(s.ended_at) - julianday(s.started_at)) * 86400.0, 3) AS d, count(*) "
-            "FROM steps AS s WHERE s.step = :duration_step AND s.outcome = 'passed'"
+            "FROM steps AS s WHERE s.step = :duration_step AND s.outcome = :outcome_passed"
             + in_scope
             + " GROUP BY d ORDER BY d",
-            {**params, "duration_step": step},
+            {**params, "duration_step": step, "outcome_passed": StepOutcome.PASSED.value},
         ).fetchall()
     ]
     return duration_stats(groups)
@@ -199,17 +200,17 @@ class YieldStats(AuditCore):
                 params,
             ).fetchall()
             failures = db.execute(
-                "SELECT s.step, count(*) FROM steps AS s WHERE s.outcome = 'failed'"
+                "SELECT s.step, count(*) FROM steps AS s WHERE s.outcome = :outcome_failed"
                 + in_scope
                 + " GROUP BY s.step ORDER BY count(*) DESC, s.step",
-                params,
+                {**params, "outcome_failed": StepOutcome.FAILED.value},
             ).fetchall()
             keygen = _duration_stats(db, step=KEYGEN_STEP, in_scope=in_scope, params=params)
         by_state: dict[str, int] = {}
         first_attempt_passes = 0
         for state, attempt, count, _first, _last in groups:
             by_state[state] = by_state.get(state, 0) + int(count)
-            if state in ("passed", "superseded") and attempt == 1:
+            if state in (UnitState.PASSED, UnitState.SUPERSEDED) and attempt == 1:
                 first_attempt_passes += int(count)
         starts = [group[3] for group in groups] + [group[4] for group in groups]
         return YieldSummary(
@@ -217,12 +218,12 @@ class YieldStats(AuditCore):
             until=until,
             batch=batch,
             units=sum(by_state.values()),
-            running=by_state.get("running", 0),
-            passed=by_state.get("passed", 0) + by_state.get("superseded", 0),
+            running=by_state.get(UnitState.RUNNING, 0),
+            passed=by_state.get(UnitState.PASSED, 0) + by_state.get(UnitState.SUPERSEDED, 0),
             passed_first_attempt=first_attempt_passes,
-            failed=by_state.get("failed", 0),
-            aborted=by_state.get("aborted", 0),
-            superseded=by_state.get("superseded", 0),
+            failed=by_state.get(UnitState.FAILED, 0),
+            aborted=by_state.get(UnitState.ABORTED, 0),
+            superseded=by_state.get(UnitState.SUPERSEDED, 0),
             first_started=_parse_optional_time(min(starts)) if starts else None,
             last_started=_parse_optional_time(max(starts)) if starts else None,
             failures_by_step=tuple((str(step), int(count)) for step, count in failures),

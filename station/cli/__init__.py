@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "people",
     "serve",
     "settings",
+    "profiles",
 )
 
 EPILOG = """\

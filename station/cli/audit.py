@@ -37,6 +37,7 @@ HOME/audit.db-shm if they exist.
 """
 
 
+# long: argparse: the command's subcommands and their options, one block each, nothing else
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "audit",
@@ -280,10 +281,12 @@ def run_export(args: argparse.Namespace) -> int:
         raise StationError(f"--to {args.until} is not after --from {args.since}; nothing would be exported.")
     from station.service.client import connect
 
+    # --batch/--order/--result/--from/--to, as one filter for every path below.
+    filters = UnitFilter.from_mapping({**vars(args), "since": since, "until": until})
     client = connect(args.home, getattr(args, "socket", None), start=False)
     if client is not None:
         with client:
-            return _served_export(client, args, since, until)
+            return _served_export(client, args, filters)
     home = StationHome.resolve(args.home)
     if args.format == "pdf":
         # The report names the station it was made on (station.toml), read before anything is written.
@@ -293,9 +296,7 @@ def run_export(args: argparse.Namespace) -> int:
                 log,
                 args.out,
                 fmt="pdf",
-                filters=UnitFilter(
-                    batch=args.batch, result=args.result, since=since, until=until, order=args.order
-                ),
+                filters=filters,
                 station=station,
             )
         listed = f"{written.units} unit{'' if written.units == 1 else 's'}"
@@ -305,42 +306,22 @@ def run_export(args: argparse.Namespace) -> int:
 
         def write(out: TextIO) -> int:
             if args.format == "csv":
-                return log.export_csv(
-                    out, batch=args.batch, result=args.result, since=since, until=until, order=args.order
-                )
-            return log.export_jsonl(
-                out,
-                batch=args.batch,
-                result=args.result,
-                since=since,
-                until=until,
-                include_steps=args.steps,
-                order=args.order,
-            )
+                return log.export_csv(out, filters)
+            return log.export_jsonl(out, filters, include_steps=args.steps)
 
         count = write_atomically(args.out, write)
     print(f"exported {count} unit{'' if count == 1 else 's'} to {args.out}")
     return 0
 
 
-def _served_export(
-    client: Any, args: argparse.Namespace, since: datetime | None, until: datetime | None
-) -> int:
+def _served_export(client: Any, args: argparse.Namespace, filters: UnitFilter) -> int:
     """The export made by the station service (which owns the audit log) and written here, by this user, mode
     0640 (it names operators): the service records which OS account asked for it."""
     from station.cli.served import received_file, write_private
 
     answer = client.call(
         "audit_export",
-        {
-            "format": args.format,
-            "since": since.isoformat() if since else None,
-            "until": until.isoformat() if until else None,
-            "batch": args.batch,
-            "result": args.result,
-            "order": args.order,
-            "steps": args.steps,
-        },
+        {"format": args.format, "steps": args.steps, **filters.to_mapping()},
     )
     write_private(Path(args.out), received_file(client, answer, what="export"))
     count = answer["units"]

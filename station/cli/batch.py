@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-import time
+from typing import Any
 
 from station.batch import Batch, BatchJob, BatchReport, JobOutcome, read_manifest
 from station.cli.events import EventLog
@@ -108,6 +108,7 @@ def print_summary(report: BatchReport) -> None:
     )
 
 
+# long: the batch command: arguments, service or in-process, progress, exit code — in that order
 def run(args: argparse.Namespace) -> int:
     from station.cli.serve import in_process
 
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from station.cli.serve import call_unlocking, flow_event, service
-    from station.engine import CANCEL_DEADLINE_S
+    from station.cli.served import follow_messages
     from station.errors import ConfigError
 
     manifest = Path(args.manifest)
@@ -145,29 +146,17 @@ def run(args: argparse.Namespace) -> int:
             f"{started['slots']} at once",
             flush=True,
         )
-        done = None
-        cancelling_until: float | None = None
-        while done is None:
-            try:
-                message = client.next_message(
-                    wait_s=None if cancelling_until is None else max(0.1, cancelling_until - time.monotonic())
-                )
-                if message is None:
-                    if cancelling_until is not None and time.monotonic() > cancelling_until:
-                        break
-                    continue
-                if "notice" in message:
-                    print(message["notice"], file=sys.stderr, flush=True)
-                if "batch_done" in message and message["batch_done"]["batch_id"] == started["group"]:
-                    done = message["batch_done"]
-                elif "event" in message:
-                    show(flow_event(message["event"]))
-            except KeyboardInterrupt:
-                if cancelling_until is not None:
-                    break
-                client.call("abort", {"group": started["group"]})
-                cancelling_until = time.monotonic() + CANCEL_DEADLINE_S + 10
-        if cancelling_until is not None:
+        done: dict[str, Any] | None = None
+
+        def handle(message: dict[str, Any]) -> bool:
+            nonlocal done
+            if "batch_done" in message and message["batch_done"]["batch_id"] == started["group"]:
+                done = message["batch_done"]
+            elif "event" in message:
+                show(flow_event(message["event"]))
+            return done is not None
+
+        if follow_messages(client, handle, abort={"group": started["group"]}):
             print("cancelled: running units were left failed and can be resumed", file=sys.stderr)
             return 130
     if done is None:

@@ -9,6 +9,13 @@ Two kinds of station CA:
 * in an encrypted file (demos, `--key-storage file`, the default without a module): self-signed, as before.
   The file CA's passphrase comes from ``STATION_CA_PASSPHRASE`` or is asked for on the terminal.
 
+Next to a station service (a line PC), `init`, `import`, `import-chain` and `show` run IN the service, on the
+home it owns: an administrator's request (refused, and recorded, for anyone else, before any prompt), with the
+inputs' content sent by this command (the service cannot read the caller's files) and the passphrase or PIN
+typed here and sent over the socket.  Without a service they work on the home themselves, as before.  `crl` is
+in :mod:`station.cli.ca_crl`, the offline root's commands in :mod:`station.cli.ca_root` (never served: a root
+is kept off the line), what the commands do to a home in :mod:`station.cli.ca_home`.
+
 Secrets are never printed, logged or put on a command line (where ``ps`` and shell history would show them).
 """
 
@@ -18,38 +25,38 @@ import argparse
 import getpass
 import os
 import stat
-import time
-import urllib.error
-import urllib.request
 import warnings
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-
+# audit_trust and revoked_from_audit are read from here by `station audit verify` and the service's CRL.
+from station.cli.ca_home import audit_trust as audit_trust
+from station.cli.ca_home import (
+    check_key_type,
+    import_ca,
+    import_chain,
+    init_file_ca,
+    init_token_ca,
+    show_lines,
+)
+from station.cli.ca_home import revoked_from_audit as revoked_from_audit
+from station.cli.served import read_input, running_service
 from station.config import CaSettings, load_ca_settings
 from station.errors import StationError
 from station.home import StationHome
 from station.pki import (
-    CA_CERT_FILE,
-    CA_KEY_FILE,
     KEY_TYPES,
     MIN_PASSPHRASE_LENGTH,
     STATION_CSR_FILE,
-    SYSTEM_CERT_FILE,
     CertificateAuthority,
-    RevokedEntry,
-    describe_key_type,
-    fingerprint_sha256,
-    key_file_kdf,
-    read_certificate,
     refuse_existing_ca,
     write_file_atomically,
 )
 from station.pki.token import TOKEN_FILE, TOKEN_KEY_TYPES, TokenSettings
 
 PASSPHRASE_ENV = "STATION_CA_PASSPHRASE"
+# The most a PEM input file (key, certificate, chain, CSR) may hold.
+INPUT_LIMIT = 1024 * 1024
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -89,27 +96,6 @@ Installs the station CA certificate and the root above it (as ca/ca.cert, what d
 and ca/root.cert). Checks that the certificate is for this station's token key and that the chain verifies.
 """
 
-ROOT_INIT_EPILOG = """\
-examples:
-  station ca root init --out /media/root-ca --common-name "Acme Device Root" --organization Acme
-  station ca root init --out /media/root-ca --key-storage pkcs11 \\
-      --pkcs11-module /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so --token-label ROOT
-
-Run it on a machine kept off the line. The root key is created in the token, or in DIR/root.key encrypted
-under a passphrase with scrypt (asked twice, or --passphrase-file FILE with mode 0600).
-"""
-
-SIGN_STATION_EPILOG = """\
-example:
-  station ca root sign-station --root /media/root-ca --csr LINE-3.csr --name LINE-3 \\
-      --days 730 --max-certificates 50000 --out LINE-3-chain.pem
-
-Issues the station's CA certificate: CA limited to device certificates (pathLen 0), name constraints
-(the station's TLS names: localhost and loopback unless --permit-dns/--permit-ip add more), validity inside
-the root's, and an issuance limit the station enforces. Writes the chain (station CA, root) to --out and a
-copy of the certificate to ROOT/issued/.
-"""
-
 SHOW_EPILOG = """\
 example:
   station --home /srv/station ca show
@@ -123,19 +109,6 @@ example:
 Adopts a CA made elsewhere (for example with the tutorial's `openssl req -new -x509`).
 The key is stored re-encrypted under a new station passphrase (asked twice); the original
 files are left as they are.  A new system.key/system.cert is made and signed by that CA.
-"""
-
-CRL_EPILOG = """\
-examples:
-  station ca crl --out /srv/pki/crl.pem --next-update-days 7
-  station ca crl --publish /srv/www/pki --every 60
-  station ca crl --publish https://pki.example.com/crl/line-3.crl
-
-Lists every device certificate revoked in the audit log — only after `station audit verify` passes (hash
-chain and, for a token CA, its signed checkpoints): a CRL from a rewritten log could leave a revoked board
-valid. Publish a new CRL before the "next update" time printed, or devices and servers that check it will
-refuse all certificates. --publish DIR writes DIR/crl.pem and DIR/crl.der; --publish URL PUTs the DER CRL.
---every N repeats every N minutes until stopped (Ctrl-C). Defaults come from [ca] in station.toml.
 """
 
 
@@ -196,6 +169,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="how long the CA certificate is valid (default: %(default)s)",
     )
+    init.add_argument(
+        "--csr-out",
+        type=Path,
+        metavar="FILE",
+        help="with a token and a station service: where to write your copy of the CSR (default: ./station-ca.csr)",
+    )
     init.set_defaults(handler=run_init)
 
     import_chain = commands.add_parser(
@@ -208,7 +187,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     import_chain.add_argument("chain", type=Path, metavar="CHAIN.pem", help="the chain sign-station wrote")
     import_chain.set_defaults(handler=run_import_chain)
 
-    _register_root(commands)
+    from station.cli.ca_root import register_root
+
+    register_root(commands)
 
     show = commands.add_parser(
         "show",
@@ -247,24 +228,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     imp.set_defaults(handler=run_import)
 
-    crl = commands.add_parser(
-        "crl",
-        help="write a signed CRL of the revoked device certificates",
-        description="Write a CRL signed by the CA listing the certificates revoked in the audit log.",
-        epilog=CRL_EPILOG,
-        formatter_class=_RAW,
-    )
-    crl.add_argument("--out", type=Path, metavar="FILE", help="where to write the PEM CRL")
-    crl.add_argument(
-        "--next-update-days",
-        type=_positive_int,
-        default=None,
-        metavar="N",
-        help="days until the CRL's next update (default: [ca] crl_next_update_days, else 7)",
-    )
-    crl.add_argument("--publish", metavar="DIR|URL", help="publish to a directory or PUT to an http(s) URL")
-    crl.add_argument("--every", type=_positive_int, metavar="MINUTES", help="publish again every MINUTES")
-    crl.set_defaults(handler=run_crl)
+    from station.cli.ca_crl import register_crl
+
+    register_crl(commands)
 
 
 def _token_arguments(parser: argparse.ArgumentParser) -> None:
@@ -279,111 +245,6 @@ def _token_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="for SoftHSM2: its configuration file (e.g. a token directory private to the station home)",
     )
-
-
-def _register_root(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    root = commands.add_parser(
-        "root",
-        help="the offline root CA: init, sign-station",
-        description="The offline root CA, kept on a machine off the line; it certifies each station's CA.",
-        epilog="examples:\n  station ca root init --out /media/root-ca\n"
-        "  station ca root sign-station --root /media/root-ca --csr LINE-3.csr --name LINE-3 --out LINE-3-chain.pem",
-        formatter_class=_RAW,
-    )
-
-    def show_help(args: argparse.Namespace) -> int:
-        root.print_help()
-        return 2
-
-    root.set_defaults(handler=show_help)
-    actions = root.add_subparsers(dest="root_command", metavar="SUBCOMMAND")
-    init = actions.add_parser(
-        "init",
-        help="create the offline root CA in a directory",
-        epilog=ROOT_INIT_EPILOG,
-        formatter_class=_RAW,
-        description="Create the offline root CA: its key (token or scrypt-encrypted file) and certificate.",
-    )
-    init.add_argument("--out", required=True, type=Path, metavar="DIR", help="the root CA's directory")
-    init.add_argument(
-        "--common-name", default="Welma Device Root CA", help="root subject CN (default: %(default)s)"
-    )
-    init.add_argument("--organization", default="", help="root subject O (copied into every station CA)")
-    init.add_argument(
-        "--days", type=_positive_int, default=7300, metavar="N", help="validity (default: %(default)s)"
-    )
-    init.add_argument(
-        "--key-type",
-        choices=("ec-p384", "ec-p256", "rsa-3072"),
-        default="ec-p384",
-        help="root key type (default: %(default)s)",
-    )
-    init.add_argument(
-        "--key-storage",
-        choices=("file", "pkcs11"),
-        default=None,
-        help="file (default) or pkcs11 (with --pkcs11-module and --token-label)",
-    )
-    init.add_argument(
-        "--passphrase-file", type=Path, metavar="FILE", help="a file (mode 0600) holding the new passphrase"
-    )
-    init.add_argument(
-        "--pin-file", type=Path, metavar="FILE", help="a file (mode 0600) holding the root token's PIN"
-    )
-    _token_arguments(init)
-    init.set_defaults(handler=run_root_init)
-
-    sign = actions.add_parser(
-        "sign-station",
-        help="issue a station's CA certificate from its CSR",
-        epilog=SIGN_STATION_EPILOG,
-        formatter_class=_RAW,
-        description="Certify a station's issuing CA (its key in the station's token).",
-    )
-    sign.add_argument(
-        "--root",
-        type=Path,
-        default=Path("."),
-        metavar="DIR",
-        help="the root CA's directory (default: the current directory)",
-    )
-    sign.add_argument("--csr", required=True, type=Path, metavar="FILE", help="the station's station-ca.csr")
-    sign.add_argument("--name", required=True, help="the station or line, e.g. LINE-3 (its CA's name)")
-    sign.add_argument(
-        "--days",
-        type=_positive_int,
-        default=1825,
-        metavar="N",
-        help="validity of the station CA, never beyond the root's (default: %(default)s)",
-    )
-    sign.add_argument(
-        "--max-certificates",
-        type=_positive_int,
-        metavar="N",
-        help="how many device certificates the station CA may issue in all",
-    )
-    sign.add_argument(
-        "--permit-dns",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a DNS name the station's TLS server may use (besides localhost); repeatable",
-    )
-    sign.add_argument(
-        "--permit-ip",
-        action="append",
-        default=[],
-        metavar="CIDR",
-        help="a network the station's TLS server address may be in (besides loopback); repeatable",
-    )
-    sign.add_argument("--out", required=True, type=Path, metavar="CHAIN.pem", help="where to write the chain")
-    sign.add_argument(
-        "--passphrase-file", type=Path, metavar="FILE", help="a file (mode 0600) holding the root passphrase"
-    )
-    sign.add_argument(
-        "--pin-file", type=Path, metavar="FILE", help="a file (mode 0600) holding the root token's PIN"
-    )
-    sign.set_defaults(handler=run_root_sign_station)
 
 
 # --- secrets -----------------------------------------------------------------------------------
@@ -504,180 +365,182 @@ def read_passphrase(*, new: bool) -> bytes:
 
 
 def run_init(args: argparse.Namespace) -> int:
+    client = running_service(args)
+    if client is not None:
+        with client:
+            return _served_init(client, args)
     home = StationHome.resolve(args.home).create()
     refuse_existing_ca(home.ca_dir)  # before asking for a passphrase that would be wasted
     token = _token_settings(args, home)
     if token is not None:
-        if args.key_type not in TOKEN_KEY_TYPES:
-            raise StationError(
-                f"A token key is one of {', '.join(TOKEN_KEY_TYPES)} — choose --key-type from those."
-            )
-        csr_path = CertificateAuthority.init_in_token(
-            home.ca_dir,
-            settings=token,
+        check_key_type(args.key_type, token=True)
+        lines, _csr = init_token_ca(
+            home,
+            token,
             pin=read_token_pin(home, token.token_label),
-            common_name=args.common_name,
             key_type=args.key_type,
+            common_name=args.common_name,
         )
-        print(
-            f"Created the station CA key in token {token.token_label!r} (label {token.key_label!r}, not extractable)."
-        )
-        print(f"Its certificate request is {csr_path}")
-        print(
-            "\nNext: take that CSR to the offline root and run there\n"
-            f"  station ca root sign-station --csr {csr_path.name} --name LINE-NAME --out CHAIN.pem\n"
-            "then bring CHAIN.pem back and run\n  station ca import-chain CHAIN.pem"
-        )
+        _say(lines)
+        _next_after_token_init(home.ca_dir / STATION_CSR_FILE)
         return 0
-    if args.key_type not in KEY_TYPES:
-        raise StationError(f"A file CA key is one of {', '.join(KEY_TYPES)} — choose --key-type from those.")
-    passphrase = read_passphrase(new=True)
-    ca = CertificateAuthority.init(
-        home.ca_dir,
-        passphrase=passphrase,
-        common_name=args.common_name,
-        key_type=args.key_type,
-        validity_days=args.validity_days,
+    check_key_type(args.key_type, token=False)
+    _say(
+        init_file_ca(
+            home,
+            passphrase=read_passphrase(new=True),
+            key_type=args.key_type,
+            common_name=args.common_name,
+            validity_days=args.validity_days,
+        )
     )
-    print(f"Created the station CA in {ca.directory}")
-    _print_summary(ca.directory)
-    print(f"\nNext: install {ca.certificate_path} on the devices as their trusted CA (ca.cert).")
     return 0
 
 
-def run_show(args: argparse.Namespace) -> int:
-    home = StationHome.resolve(args.home)
-    if (home.ca_dir / TOKEN_FILE).exists():
-        _print_token_summary(home)
+def _served_init(client: Any, args: argparse.Namespace) -> int:
+    """`station ca init` made by the station service in its home (an administrator's request, recorded); the
+    passphrase or PIN is asked for here and sent over the socket, never kept."""
+    token = _token_settings(args, None)
+    request: dict[str, Any] = {
+        "action": "init",
+        "key_type": args.key_type,
+        "common_name": args.common_name,
+        "validity_days": args.validity_days,
+    }
+    if token is not None:
+        csr_out: Path = args.csr_out or Path(STATION_CSR_FILE)
+        if csr_out.exists():
+            raise StationError(f"{csr_out} already exists — choose --csr-out FILE; nothing was made.")
+        request.update(
+            pkcs11_module=str(token.module),
+            token_label=token.token_label,
+            key_label=args.key_label or "station-ca",
+            softhsm2_conf=str(token.softhsm2_conf) if token.softhsm2_conf else None,
+        )
+    # Refused (and recorded) for anyone but an administrator, and a CA already there is said, before any prompt.
+    checked = client.call("ca", {**request, "check": True})
+    if token is not None:
+        check_key_type(args.key_type, token=True)
+        if not checked["pin_file"]:
+            request["pin"] = _prompt(
+                f"PIN of token {token.token_label!r}: ",
+                what=f"PIN of token {token.token_label!r}",
+                how="set [ca] pin_file in the service's station.toml to a file with mode 0600 holding it",
+            )
+        answer = client.call("ca", request)
+        _say(answer["lines"])
+        csr = _write_csr_copy(args, answer["csr_pem"].encode("ascii"))
+        _next_after_token_init(csr)
         return 0
-    _print_summary(home.ca_dir)
+    check_key_type(args.key_type, token=False)
+    request["secret"] = _served_passphrase(bool(checked["production"]), new=True).decode("utf-8")
+    answer = client.call("ca", request)
+    _say(answer["lines"])
+    if answer.get("unlocked"):
+        print("The station service has it unlocked; units can run.")
+    return 0
+
+
+def _next_after_token_init(csr: Path) -> None:
+    print(
+        "\nNext: take that CSR to the offline root and run there\n"
+        f"  station ca root sign-station --csr {csr.name} --name LINE-NAME --out CHAIN.pem\n"
+        "then bring CHAIN.pem back and run\n  station ca import-chain CHAIN.pem"
+    )
+
+
+def _write_csr_copy(args: argparse.Namespace, pem: bytes) -> Path:
+    """The CSR the service made, copied where this user can take it to the offline root (the home is not theirs
+    to read): --csr-out, else station-ca.csr in the current directory; an existing file is never replaced."""
+    out: Path = args.csr_out or Path(STATION_CSR_FILE)
+    try:
+        write_file_atomically(out, pem, mode=0o644, replace=False)
+    except FileExistsError:
+        raise StationError(
+            f"{out} appeared meanwhile and was not replaced — the key is in the token and its CSR in the station "
+            f"home ({STATION_CSR_FILE} under ca/): ask whoever runs the service for a copy"
+        ) from None
+    except OSError as exc:
+        raise StationError(f"Could not write the CSR to {out} ({exc.strerror}) — choose --csr-out.") from None
+    print(f"A copy of the certificate request for you: {out}")
+    return out
+
+
+def _served_passphrase(production: bool, *, new: bool) -> bytes:
+    """A CA passphrase for the service: asked for (twice when ``new``), or $STATION_CA_PASSPHRASE outside
+    production mode; sent over the socket only."""
+    if production and os.environ.get(PASSPHRASE_ENV):
+        raise StationError(
+            f"In production mode the CA passphrase is never taken from {PASSPHRASE_ENV} — "
+            "unset it and run the command in a terminal"
+        )
+    return read_passphrase(new=new)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    client = running_service(args)
+    if client is not None:
+        with client:
+            _say(client.call("ca", {"action": "show"})["lines"])
+        return 0
+    _say(show_lines(StationHome.resolve(args.home)))
     return 0
 
 
 def run_import_chain(args: argparse.Namespace) -> int:
-    home = StationHome.resolve(args.home)
-    chain = CertificateAuthority.import_chain(home.ca_dir, _read_input(args.chain, "chain"))
-    print(f"Installed the station CA chain in {home.ca_dir / CA_CERT_FILE}:")
-    for cert in chain:
-        print(
-            f"  {cert.subject.rfc4514_string()}  (valid to {cert.not_valid_after_utc:%Y-%m-%d}, "
-            f"SHA-256 {fingerprint_sha256(cert)[:16]}…)"
-        )
-    print("Devices receive this chain as their ca.cert; the station can now provision.")
-    return 0
-
-
-def run_root_init(args: argparse.Namespace) -> int:
-    from station.pki.root import init_root
-
-    token = _token_settings(args, None)
-    if token is not None:
-        pin = (
-            read_secret_file(args.pin_file, "token PIN")
-            if args.pin_file
-            else _prompt(
-                f"PIN of token {token.token_label!r}: ",
-                what="root token's PIN",
-                how="give --pin-file FILE (mode 0600)",
+    chain_pem = _read_input(args.chain, "chain")
+    client = running_service(args)
+    if client is not None:
+        with client:
+            answer = client.call(
+                "ca", {"action": "import_chain", "chain_pem": chain_pem.decode("ascii", "replace")}
             )
-        )
-        root = init_root(
-            args.out,
-            common_name=args.common_name,
-            organization=args.organization,
-            validity_days=args.days,
-            key_type=args.key_type,
-            token=token,
-            pin=pin,
-        )
-    else:
-        if args.passphrase_file:
-            passphrase = read_secret_file(args.passphrase_file, "root passphrase").encode("utf-8")
+        _say(answer["lines"])
+        if answer.get("unlocked"):
+            print("The station service has it unlocked (the token's [ca] pin_file); units can run.")
         else:
-            first = _prompt(
-                "New root passphrase: ", what="root passphrase", how="give --passphrase-file FILE"
-            )
-            if (
-                _prompt("Same passphrase again: ", what="root passphrase", how="give --passphrase-file FILE")
-                != first
-            ):
-                raise StationError(
-                    "The two passphrases differ — run the command again and type the same one twice."
-                )
-            passphrase = first.encode("utf-8")
-        root = init_root(
-            args.out,
-            common_name=args.common_name,
-            organization=args.organization,
-            validity_days=args.days,
-            key_type=args.key_type,
-            passphrase=passphrase,
-        )
-    cert = root.certificate
-    print(f"Created the offline root CA in {root.directory}")
-    print(f"  subject:  {cert.subject.rfc4514_string()}")
-    print(f"  SHA-256:  {_colon_hex(fingerprint_sha256(cert))}")
-    print(f"  validity: {_validity(cert)}")
-    print(f"  key:      {'token ' + repr(token.token_label) if token else root.directory / 'root.key'}")
-    print(
-        f"\nWrite the SHA-256 above in the ceremony record. Distribute {root.certificate_path} to the systems that "
-        "must trust the devices; keep this directory (and the key) off the line."
-    )
-    return 0
-
-
-def run_root_sign_station(args: argparse.Namespace) -> int:
-    from station.pki.root import DEFAULT_PERMITTED_DNS, DEFAULT_PERMITTED_IP, root_uses_token, sign_station
-
-    root_dir: Path = args.root.resolve()
-    if args.out.exists():  # before signing: the root must not issue a certificate that is then not delivered
-        raise StationError(
-            f"{args.out} already exists — choose another --out; nothing was signed or overwritten."
-        )
-    csr_pem = _read_input(args.csr, "CSR")
-    passphrase: bytes | None = None
-    pin: str | None = None
-    if root_uses_token(root_dir):
-        pin = (
-            read_secret_file(args.pin_file, "token PIN")
-            if args.pin_file
-            else _prompt(
-                "PIN of the root's token: ", what="root token's PIN", how="give --pin-file FILE (mode 0600)"
-            )
-        )
-    elif args.passphrase_file:
-        passphrase = read_secret_file(args.passphrase_file, "root passphrase").encode("utf-8")
-    else:
-        passphrase = _prompt(
-            "Root passphrase: ", what="root passphrase", how="give --passphrase-file FILE"
-        ).encode()
-    cert, chain = sign_station(
-        root_dir,
-        csr_pem,
-        name=args.name,
-        days=args.days,
-        max_certificates=args.max_certificates,
-        permitted_dns=(*DEFAULT_PERMITTED_DNS, *args.permit_dns),
-        permitted_ip=(*DEFAULT_PERMITTED_IP, *args.permit_ip),
-        passphrase=passphrase,
-        pin=pin,
-    )
-    try:
-        write_file_atomically(args.out, chain, mode=0o644, replace=False)
-    except FileExistsError:
-        raise StationError(
-            f"{args.out} already exists — choose another --out; nothing was overwritten."
-        ) from None
-    limit = f", at most {args.max_certificates} device certificates" if args.max_certificates else ""
-    print(
-        f"Issued {cert.subject.rfc4514_string()} (serial {cert.serial_number:x}), valid to "
-        f"{cert.not_valid_after_utc:%Y-%m-%d}{limit}."
-    )
-    print(f"Wrote the chain to {args.out}; on the station run: station ca import-chain {args.out.name}")
+            print("Then unlock it in the station service: station ca unlock (asks for the token's PIN).")
+        return 0
+    _say(import_chain(StationHome.resolve(args.home), chain_pem))
     return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
+    client = running_service(args)
+    if client is None:
+        key_password, key_pem, cert_pem = _import_inputs(args)
+        home = StationHome.resolve(args.home).create()
+        refuse_existing_ca(home.ca_dir)
+        lines = import_ca(
+            home,
+            key_pem=key_pem,
+            cert_pem=cert_pem,
+            key_password=key_password,
+            passphrase=read_passphrase(new=True),
+        )
+    else:
+        with client:
+            # Refused (and recorded) for anyone but an administrator, a CA already there said, before anything.
+            checked = client.call("ca", {"action": "import", "check": True})
+            key_password, key_pem, cert_pem = _import_inputs(args)
+            request = {
+                "action": "import",
+                "key_pem": key_pem.decode("ascii", "replace"),
+                "cert_pem": cert_pem.decode("ascii", "replace"),
+                "key_password": key_password.decode("utf-8") if key_password is not None else None,
+                "secret": _served_passphrase(bool(checked["production"]), new=True).decode("utf-8"),
+            }
+            answer = client.call("ca", request)
+        lines = answer["lines"]
+        if answer.get("unlocked"):
+            lines = [*lines, "The station service has it unlocked; units can run."]
+    print(f"{lines[0]} (the files {args.key} and {args.cert} are unchanged)")
+    _say(lines[1:])
+    return 0
+
+
+def _import_inputs(args: argparse.Namespace) -> tuple[bytes | None, bytes, bytes]:
+    """(the key file's password, the key, the certificate) of `station ca import`, read by the caller."""
     key_password: bytes | None = None
     if args.key_password_env:
         secret = os.environ.get(args.key_password_env)
@@ -687,277 +550,17 @@ def run_import(args: argparse.Namespace) -> int:
                 f"export the key file's password in {args.key_password_env} and run again."
             )
         key_password = secret.encode("utf-8")
-    key_pem = _read_input(args.key, "CA key")
-    cert_pem = _read_input(args.cert, "CA certificate")
-    home = StationHome.resolve(args.home).create()
-    refuse_existing_ca(home.ca_dir)
-    ca = CertificateAuthority.import_existing(
-        home.ca_dir,
-        key_pem=key_pem,
-        cert_pem=cert_pem,
-        key_password=key_password,
-        passphrase=read_passphrase(new=True),
-    )
-    print(f"Imported the CA into {ca.directory} (the files {args.key} and {args.cert} are unchanged)")
-    _print_summary(ca.directory)
-    return 0
+    return key_password, _read_input(args.key, "CA key"), _read_input(args.cert, "CA certificate")
 
 
-def run_crl(args: argparse.Namespace) -> int:
-    from station.service.client import connect
-
-    client = connect(args.home, getattr(args, "socket", None), start=False)
-    if client is not None:
-        with client:
-            return _served_crl(client, args)
-    home = StationHome.resolve(args.home)
-    settings = load_ca_settings(home.config_file)
-    publish = args.publish or settings.crl_publish
-    every = args.every or (settings.crl_publish_every_minutes if args.publish is None and publish else None)
-    if args.out is None and not publish:
-        raise StationError(
-            "Say where the CRL goes: --out FILE, --publish DIR|URL, or [ca] crl_publish in station.toml."
-        )
-    next_update_days = args.next_update_days or settings.crl_next_update_days
-    # Refuse before unlocking the CA: nothing is signed from a log that does not verify.
-    revoked_from_audit(home)
-    ca = load_station_ca(home)
-    try:
-        while True:
-            _write_crl(home, ca, args.out, publish, next_update_days)
-            if every is None:
-                return 0
-            print(f"Next publication in {every} minute(s); Ctrl-C stops.", flush=True)
-            time.sleep(every * 60)
-    except KeyboardInterrupt:
-        print("Stopped publishing.")
-        return 0
-    finally:
-        ca.close()
-
-
-def _served_crl(client: Any, args: argparse.Namespace) -> int:
-    """The CRL signed by the station service (which holds the CA, and checks the caller is a quality lead),
-    written and published here, by this user."""
-    try:
-        while True:
-            answer = client.call("crl", {"next_update_days": args.next_update_days})
-            publish = args.publish or answer["publish"] or ""
-            if args.out is None and not publish:
-                raise StationError(
-                    "Say where the CRL goes: --out FILE, --publish DIR|URL, or [ca] crl_publish in "
-                    "station.toml."
-                )
-            _deliver_crl(answer["pem"].encode("ascii"), args.out, publish)
-            every = args.every or (answer["every"] if args.publish is None and publish else None)
-            if every is None:
-                return 0
-            print(f"Next publication in {every} minute(s); Ctrl-C stops.", flush=True)
-            time.sleep(every * 60)
-    except KeyboardInterrupt:
-        print("Stopped publishing.")
-        return 0
-
-
-def _write_crl(
-    home: StationHome, ca: CertificateAuthority, out: Path | None, publish: str, next_update_days: int
-) -> None:
-    _deliver_crl(ca.crl(revoked_from_audit(home), next_update_days=next_update_days), out, publish)
-
-
-def _deliver_crl(pem: bytes, out: Path | None, publish: str) -> None:
-    crl = x509.load_pem_x509_crl(pem)
-    places = []
-    if out is not None:
-        _write_or_explain(out, pem)
-        places.append(str(out))
-    if publish:
-        places.append(_publish(publish, crl))
-    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    print(
-        f"Wrote CRL number {number} with {len(crl)} revoked certificate(s) to {', '.join(places)}.\n"
-        f"Its next update is due {crl.next_update_utc:%Y-%m-%d %H:%M} UTC — publish again before then.",
-        flush=True,
-    )
-
-
-CRL_PUBLISH_TIMEOUT_S = 30.0
-
-
-def _publish(destination: str, crl: x509.CertificateRevocationList) -> str:
-    from cryptography.hazmat.primitives import serialization
-
-    der = crl.public_bytes(serialization.Encoding.DER)
-    if destination.startswith(("http://", "https://")):
-        request = urllib.request.Request(
-            destination, data=der, method="PUT", headers={"Content-Type": "application/pkix-crl"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=CRL_PUBLISH_TIMEOUT_S) as response:
-                status = response.status
-        except (urllib.error.URLError, OSError) as exc:
-            raise StationError(
-                f"Could not publish the CRL to {destination} ({exc}) — check the URL and that the server accepts "
-                "PUT, then run again. The CRL was not published there."
-            ) from None
-        if status >= 300:
-            raise StationError(f"{destination} answered HTTP {status} to the CRL upload — check the server.")
-        return destination
-    folder = Path(destination)
-    _write_or_explain(folder / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
-    _write_or_explain(folder / "crl.der", der)
-    return f"{folder}/crl.pem (+ crl.der)"
-
-
-def _write_or_explain(path: Path, data: bytes) -> None:
-    try:
-        write_file_atomically(path, data, mode=0o644, replace=True)
-    except OSError as exc:
-        raise StationError(
-            f"Could not write the CRL to {path} ({exc.strerror}) — check that the directory exists "
-            "and is writable, then run again."
-        ) from None
-
-
-def audit_trust(home: StationHome) -> tuple[list[x509.Certificate] | None, datetime | None]:
-    """What the audit log's checkpoints are checked against: the CA chain, and since when signing is required.
-
-    A station CA in a token signs every unit ending and revocation from its birth on; the demo file CA signs
-    them too when it is unlocked, but an unsigned demo log is not an error.
-    """
-    path = home.ca_dir / CA_CERT_FILE
-    if not path.exists():
-        return None, None
-    chain = x509.load_pem_x509_certificates(path.read_bytes())
-    required = chain[0].not_valid_before_utc if (home.ca_dir / TOKEN_FILE).exists() else None
-    return chain, required
-
-
-def revoked_from_audit(home: StationHome) -> list[RevokedEntry]:
-    """The revoked device certificates recorded in the audit log.
-
-    No audit database means this station never certified anything, so nothing can be revoked
-    (and opening the log would create an empty database as a side effect).  If the database
-    exists it must be read: a CRL silently missing a revocation is worse than no CRL.
-    """
-    if not home.audit_db.exists():
-        return []
-    try:
-        # Imported here: `station ca` must work on a station whose audit log was never set up.
-        from station.audit import AuditLog
-
-        trusted, required = audit_trust(home)
-        with AuditLog(home.audit_db) as audit:
-            report = audit.verify(trusted=trusted, require_signed_since=required)
-            if not report.ok:
-                raise StationError(
-                    f"Refusing to build a CRL: the audit log {home.audit_db} does not verify ({report.problem}). "
-                    "A CRL built from a rewritten log could leave revoked boards valid. Keep the file as it is, "
-                    "report it to quality assurance, and restore the log from a verified backup."
-                )
-            records = audit.revoked_certificates()
-    except (ImportError, AttributeError) as exc:
-        raise StationError(
-            f"The audit log {home.audit_db} exists but this station cannot read revocations from it "
-            f"({exc}) — update the station software, then run again."
-        ) from None
-    return [
-        RevokedEntry(serial_number=record.serial_number, revoked_at=record.revoked_at, reason=record.reason)
-        for record in records
-    ]
+def _say(lines: list[str]) -> None:
+    for line in lines:
+        print(line)
 
 
 # --- output ------------------------------------------------------------------------------------
 
 
 def _read_input(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise StationError(f"Cannot read the {what} file {path} ({exc.strerror}) — check the path.") from None
-
-
-def _colon_hex(hex_digest: str) -> str:
-    return ":".join(hex_digest[i : i + 2] for i in range(0, len(hex_digest), 2)).upper()
-
-
-def _validity(cert: x509.Certificate) -> str:
-    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-    state = "valid" if start <= datetime.now(end.tzinfo) < end else "NOT VALID NOW"
-    return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC ({state})"
-
-
-def _key_file_state(path: Path) -> str:
-    if not path.exists():
-        return f"{path} (MISSING)"
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        return f"{path} (mode {mode:04o} — too open: run `chmod 600 {path}`)"
-    return f"{path} (mode {mode:04o})"
-
-
-def _print_token_summary(home: StationHome) -> None:
-    ca_dir = home.ca_dir
-    token = TokenSettings.read(ca_dir / TOKEN_FILE)
-    print(
-        f"Station CA key:   in PKCS#11 token {token.token_label!r}, key {token.key_label!r} (not extractable)"
-    )
-    print(f"  module:         {token.module}")
-    if not (ca_dir / CA_CERT_FILE).exists():
-        print(
-            f"  certificate:    none yet — take {ca_dir / STATION_CSR_FILE} to the offline root, then "
-            "`station ca import-chain CHAIN.pem`"
-        )
-        return
-    chain = x509.load_pem_x509_certificates((ca_dir / CA_CERT_FILE).read_bytes())
-    for role, cert in zip(("Station CA:", "Root CA:"), (chain[0], chain[-1]), strict=True):
-        print(f"{role:<18}{cert.subject.rfc4514_string()}")
-        print(f"  SHA-256:        {_colon_hex(fingerprint_sha256(cert))}")
-        print(f"  validity:       {_validity(cert)}")
-    from station.pki import max_certificates_of
-
-    limit = max_certificates_of(chain[0])
-    settings = load_ca_settings(home.config_file)
-    if home.audit_db.exists():
-        from station.audit import AuditLog
-        from station.pki import IssuanceQuota
-
-        with AuditLog(home.audit_db) as audit:
-            since = chain[0].not_valid_before_utc
-            today = datetime.now(since.tzinfo).replace(hour=0, minute=0, second=0, microsecond=0)
-            quota = IssuanceQuota(
-                issued=audit.certificates_issued_since(since),
-                maximum=limit,
-                issued_today=audit.certificates_issued_since(max(since, today)),
-                maximum_per_day=settings.max_certificates_per_day,
-            )
-        print(f"  quota:          {quota.describe()}")
-    else:
-        print(f"  quota:          0 certificates issued; limit {limit if limit is not None else 'none'}")
-
-
-def _print_summary(ca_dir: Path) -> None:
-    ca_cert = read_certificate(ca_dir / CA_CERT_FILE)
-    print(f"CA certificate:   {ca_dir / CA_CERT_FILE}")
-    print(f"  subject:        {ca_cert.subject.rfc4514_string()}")
-    print(f"  key type:       {describe_key_type(ca_cert.public_key())}")
-    print(f"  SHA-256:        {_colon_hex(fingerprint_sha256(ca_cert))}")
-    print(f"  validity:       {_validity(ca_cert)}")
-    print(f"  key file:       {_key_file_state(ca_dir / CA_KEY_FILE)}")
-    kdf = key_file_kdf(ca_dir / CA_KEY_FILE)
-    if kdf != "scrypt":
-        print(
-            f"  key protection: {kdf} — written before scrypt; re-encrypt it: move ca/ away and `station ca import` it"
-        )
-    system_path = ca_dir / SYSTEM_CERT_FILE
-    system = read_certificate(system_path)
-    try:
-        san = system.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = ", ".join(str(name.value) for name in san)
-    except x509.ExtensionNotFound:
-        names = "(none)"
-    print(f"System (TLS server) certificate: {system_path}")
-    print(f"  subject:        {system.subject.rfc4514_string()}")
-    print(f"  names:          {names}")
-    print(f"  SHA-256:        {_colon_hex(fingerprint_sha256(system))}")
-    print(f"  validity:       {_validity(system)}")
+    """A PEM file a command reads (a key, a certificate, a chain, a CSR): at most INPUT_LIMIT bytes."""
+    return read_input(path, what, limit=INPUT_LIMIT)

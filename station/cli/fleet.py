@@ -37,6 +37,7 @@ examples:
 """
 
 
+# long: argparse: the command's subcommands and their options, one block each, nothing else
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "fleet",

@@ -6,6 +6,7 @@ import argparse
 import getpass
 import sys
 import time
+from typing import Any
 
 from station.cli.events import EventLog
 from station.engine.outcome import Ending
@@ -105,6 +106,7 @@ def print_event(event: FlowEvent) -> None:
         print(f"{verdict}: {event.message}", flush=True)
 
 
+# long: the provision command: arguments, service or in-process, progress, exit code — in that order
 def run(args: argparse.Namespace) -> int:
     from station.cli.serve import in_process
 
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     """The board runs in the station service (started for this user if none runs): this command asks for it
     and prints its progress.  Ctrl-C aborts the unit (failed, resumable); a killed command leaves it running."""
     from station.cli.serve import call_unlocking, flow_event, service
-    from station.engine import CANCEL_DEADLINE_S
+    from station.cli.served import follow_messages
 
     if args.reprovision and not (args.reason and args.reason.strip()):
         raise StationError("--reprovision needs --reason TEXT: say why the board is enrolled again")
@@ -135,35 +137,20 @@ def run(args: argparse.Namespace) -> int:
         started = call_unlocking(client, "retry" if args.resume else "provision", request)
         job = started["job"]
         outcome = None
-        cancelling_until: float | None = None
-        while outcome is None:
-            try:
-                message = client.next_message(
-                    wait_s=None if cancelling_until is None else max(0.1, cancelling_until - time.monotonic())
-                )
-                if message is None:
-                    if cancelling_until is not None and time.monotonic() > cancelling_until:
-                        break
-                    continue
-                if "notice" in message:
-                    print(message["notice"], file=sys.stderr, flush=True)
-                record = message.get("event")
-                if record is None or record.get("job") != job:
-                    continue
-                event = flow_event(record)
-                show(event)
-                if event.kind == "unit_finished":
-                    outcome = event.result
-            except KeyboardInterrupt:
-                if cancelling_until is not None:
-                    break
-                print(
-                    "cancelling: the unit will be left failed and can be resumed with --resume",
-                    file=sys.stderr,
-                )
-                client.call("abort", {"jobs": [job]})
-                cancelling_until = time.monotonic() + CANCEL_DEADLINE_S + 10
-        if cancelling_until is not None:
+
+        def handle(message: dict[str, Any]) -> bool:
+            nonlocal outcome
+            record = message.get("event")
+            if record is None or record.get("job") != job:
+                return False
+            event = flow_event(record)
+            show(event)
+            if event.kind == "unit_finished":
+                outcome = event.result
+            return outcome is not None
+
+        cancelling = "cancelling: the unit will be left failed and can be resumed with --resume"
+        if follow_messages(client, handle, abort={"jobs": [job]}, cancelling=cancelling):
             return 130
         # The label and the MES record of the unit, as they go (the service says when they are settled).
         settled_by = time.monotonic() + SETTLE_S

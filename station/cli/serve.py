@@ -195,8 +195,17 @@ _SERVED_ACTIONS = frozenset(
         ("fixtures", "list"),
         ("label", "print"),
         ("fixtures", "pin"),
+        ("ca", "init"),
+        ("ca", "import"),
+        ("ca", "import-chain"),
+        ("ca", "show"),
+        ("profiles", "list"),
+        ("profiles", "show"),
+        ("profiles", "install"),
     }
 )
+# Actions that never touch a station home, so no service has a say: the offline root's (station.cli.ca_root).
+_LOCAL_ACTIONS = frozenset({("ca", "root")})
 
 
 def guard(args: argparse.Namespace) -> None:
@@ -209,7 +218,7 @@ def guard(args: argparse.Namespace) -> None:
     if not command or command in _SERVED:
         return
     action = getattr(args, f"{command}_action", None) or getattr(args, f"{command}_command", None)
-    if (command == "ca" and action == "unlock") or (command, action) in _SERVED_ACTIONS:
+    if (command == "ca" and action == "unlock") or (command, action) in _SERVED_ACTIONS | _LOCAL_ACTIONS:
         return
     op = op_for_command(command, action)
     if op is None:

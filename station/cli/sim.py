@@ -35,6 +35,7 @@ FAULT_HELP = (
 )
 
 
+# long: argparse: the command's subcommands and their options, one block each, nothing else
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim = subparsers.add_parser(
         "sim",

@@ -48,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if client is not None:
         with client:
             page = client.call(
-                "units",
-                {"limit": args.limit, "serial": args.serial, "result": args.result, "order": args.order},
+                "units", {"limit": args.limit, **UnitFilter.from_mapping(vars(args)).to_mapping()}
             )
             print(page["text"] if page["count"] else "No units match.")
             if args.follow:
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     with AuditLog(home.audit_db) as log:
         units = log.units_page(
             limit=args.limit,
-            filters=UnitFilter(serial_prefix=args.serial, result=args.result, order=args.order),
+            filters=UnitFilter.from_mapping(vars(args)),  # --serial, --result, --order
         )
     if not units:
         print("No units match.")

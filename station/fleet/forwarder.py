@@ -191,6 +191,7 @@ class Forwarder:
             self._wake.wait(POLL_S)
             self._wake.clear()
 
+    # long: one forwarding round in order: check the fleet's head, send a batch in one transaction, check it, move the mark
     def send_once(self) -> int:
         """Send one batch of the backlog; return how many events the fleet now holds that it did not before."""
         mark, newest, backlog, oldest = self.audit.fleet_backlog()

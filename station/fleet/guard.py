@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from station.errors import StationError
 from station.fleet.connection import FleetError, FleetUnavailable, connect, deadline
+from station.states import UnitState
 
 if TYPE_CHECKING:
     import psycopg
@@ -81,16 +82,16 @@ class FleetGuard:
                 f"label may be swapped or the board re-imaged with another identity; check the label, and re-onboard "
                 f"the board on purpose only with quality assurance"
             )
-        verb = {
-            "passed": "already passed",
-            "running": "is being provisioned",
-            "failed": "has an unfinished unit",
+        verb: dict[str, str] = {
+            UnitState.PASSED: "already passed",
+            UnitState.RUNNING: "is being provisioned",
+            UnitState.FAILED: "has an unfinished unit",
         }
         raise FleetRefusal(
             f"board {serial} {verb.get(str(other_state), str(other_state))} on {where} — do not provision it twice: "
             + (
                 "re-provision it with a reason if it must be enrolled again"
-                if other_state == "passed"
+                if other_state == UnitState.PASSED
                 else "finish or abort it there first"
             )
         )

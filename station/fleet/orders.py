@@ -38,6 +38,7 @@ from station.orders import (
     choose_order,
     content_differences,
 )
+from station.states import UnitState
 
 if TYPE_CHECKING:
     import psycopg
@@ -50,10 +51,10 @@ if TYPE_CHECKING:
 _STATUSES = """
 SELECT o.order_id, o.content, o.source_file, o.file_sha256, o.imported_by, o.imported_at,
        c.closed_at, c.closed_by, c.reason,
-       count(p.serial) FILTER (WHERE p.released_at IS NULL AND h.state = 'passed'),
-       count(p.serial) FILTER (WHERE p.released_at IS NULL AND h.state = 'running'),
-       count(p.serial) FILTER (WHERE p.released_at IS NULL AND h.state = 'failed'),
-       count(p.serial) FILTER (WHERE h.state = 'aborted')
+       count(p.serial) FILTER (WHERE p.released_at IS NULL AND h.state = %s),
+       count(p.serial) FILTER (WHERE p.released_at IS NULL AND h.state = %s),
+       count(p.serial) FILTER (WHERE p.released_at IS NULL AND h.state = %s),
+       count(p.serial) FILTER (WHERE h.state = %s)
 FROM fleet_orders o
 LEFT JOIN fleet_order_closures c ON c.order_id = o.order_id
 LEFT JOIN fleet_order_places p ON p.order_id = o.order_id
@@ -62,6 +63,13 @@ LEFT JOIN LATERAL (SELECT fleet_order_holder_state(p.station, p.unit_id, p.seria
 GROUP BY o.order_id, c.order_id
 ORDER BY o.imported_at DESC, o.order_id DESC
 """
+# The states _STATUSES counts, its first parameters.
+_STATUS_STATES = [
+    UnitState.PASSED.value,
+    UnitState.RUNNING.value,
+    UnitState.FAILED.value,
+    UnitState.ABORTED.value,
+]
 
 
 # A unit's admission reads the fleet's orders to choose one (a pre-check: the place itself is decided by
@@ -213,6 +221,7 @@ class FleetOrderBook:
 
     # -- the place a unit takes (AuditLog.start_unit's hook) --------------------------------------------
 
+    # long: the fleet call and every offline-policy outcome in one place, so no refusal path is missed
     def take_place(self, *, order_id: str, serial: str, unit_id: int, reprovision: bool) -> None:
         """Take (or keep) ``serial``'s place in ``order_id`` in the fleet for unit ``unit_id``; raise
         :class:`OrderRefused` when the fleet refuses — or cannot be asked and the offline policy is "refuse"."""
@@ -285,7 +294,7 @@ class FleetOrderBook:
     def _central(self, order_id: str | None = None) -> list[OrderStatus]:
         where, params = ("WHERE o.order_id = %s", [order_id]) if order_id else ("", [])
         rows = _guard(self.fleet).run(
-            lambda conn: conn.execute(_STATUSES.format(where=where), params).fetchall(),  # noqa: S608 - fixed text
+            lambda conn: conn.execute(_STATUSES.format(where=where), [*_STATUS_STATES, *params]).fetchall(),  # noqa: S608 - fixed text
             what="reading the work orders",
         )
         found = [_status(tuple(row)) for row in rows]

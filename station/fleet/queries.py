@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from station.fleet.connection import deadline
+from station.states import StepOutcome, UnitState
 
 if TYPE_CHECKING:
     import psycopg
@@ -202,13 +203,14 @@ def conflicts(conn: psycopg.Connection[Any]) -> list[Conflict]:
     with deadline(conn, QUERY_TIMEOUT_S, what="listing conflicts"):
         for serial, places in conn.execute(
             """
-            SELECT u.serial, string_agg(format('%s (line %s, unit %s, %s)', u.station, s.line, u.unit_id,
+            SELECT u.serial, string_agg(format('%%s (line %%s, unit %%s, %%s)', u.station, s.line, u.unit_id,
                                               to_char(u.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"')),
                                        '; ' ORDER BY u.started_at)
             FROM fleet_units u JOIN fleet_stations s ON s.name = u.station
-            WHERE u.state = 'passed'
+            WHERE u.state = %s
             GROUP BY u.serial HAVING count(DISTINCT u.station) > 1 ORDER BY u.serial
-            """
+            """,
+            [UnitState.PASSED.value],
         ).fetchall():
             found.append(
                 Conflict("serial", serial, f"board {serial} passed on more than one station: {places}")
@@ -216,9 +218,10 @@ def conflicts(conn: psycopg.Connection[Any]) -> list[Conflict]:
         for fingerprint, serials in conn.execute(
             """
             SELECT host_key_fingerprint, string_agg(DISTINCT serial || ' @ ' || station, ', ')
-            FROM fleet_units WHERE state = 'passed' AND host_key_fingerprint IS NOT NULL
+            FROM fleet_units WHERE state = %s AND host_key_fingerprint IS NOT NULL
             GROUP BY host_key_fingerprint HAVING count(DISTINCT serial) > 1
-            """
+            """,
+            [UnitState.PASSED.value],
         ).fetchall():
             found.append(
                 Conflict(
@@ -421,11 +424,15 @@ def yield_by_station(conn: psycopg.Connection[Any], filters: FleetFilter) -> lis
     where, params = _where(filters)
     with deadline(conn, QUERY_TIMEOUT_S, what="yield by station"):
         rows = conn.execute(
-            "SELECT u.station, u.line, count(*), count(*) FILTER (WHERE u.state IN ('passed', 'superseded')), "
-            "count(*) FILTER (WHERE u.state = 'failed'), count(*) FILTER (WHERE u.state = 'aborted'), "
-            "count(*) FILTER (WHERE u.state = 'running') "
+            "SELECT u.station, u.line, count(*), count(*) FILTER (WHERE u.state IN (%s, %s)), "
+            "count(*) FILTER (WHERE u.state = %s), count(*) FILTER (WHERE u.state = %s), "
+            "count(*) FILTER (WHERE u.state = %s) "
             "FROM fleet_units u" + where + " GROUP BY u.station, u.line ORDER BY u.line, u.station",
-            params,
+            [
+                *(UnitState.PASSED.value, UnitState.SUPERSEDED.value, UnitState.FAILED.value),
+                *(UnitState.ABORTED.value, UnitState.RUNNING.value),
+                *params,
+            ],
         ).fetchall()
     return [GroupYield(str(r[0]), str(r[1]), *(int(v) for v in r[2:])) for r in rows]
 
@@ -451,21 +458,21 @@ def yield_summary(conn: psycopg.Connection[Any], filters: FleetFilter) -> YieldS
             params,
         ).fetchall()
         failures = conn.execute(
-            f"SELECT s.step, count(*) {joined} WHERE s.outcome = 'failed'{scope} "
+            f"SELECT s.step, count(*) {joined} WHERE s.outcome = %s{scope} "
             "GROUP BY s.step ORDER BY count(*) DESC, s.step",
-            params,
+            [StepOutcome.FAILED.value, *params],
         ).fetchall()
         # Milliseconds, as the local log rounds them: a few thousand groups however many key generations.
         durations = conn.execute(
             f"SELECT round(extract(epoch FROM s.ended_at - s.started_at)::numeric, 3) AS d, count(*) {joined} "
-            f"WHERE s.step = %s AND s.outcome = 'passed' AND s.ended_at IS NOT NULL{scope} GROUP BY d ORDER BY d",
-            [KEYGEN_STEP, *params],
+            f"WHERE s.step = %s AND s.outcome = %s AND s.ended_at IS NOT NULL{scope} GROUP BY d ORDER BY d",
+            [KEYGEN_STEP, StepOutcome.PASSED.value, *params],
         ).fetchall()
     by_state: dict[str, int] = {}
     first_attempt = 0
     for state, attempt, count, _first, _last in groups:
         by_state[state] = by_state.get(state, 0) + int(count)
-        if state in ("passed", "superseded") and attempt == 1:
+        if state in (UnitState.PASSED, UnitState.SUPERSEDED) and attempt == 1:
             first_attempt += int(count)
     starts = [g[3] for g in groups if g[3] is not None] + [g[4] for g in groups if g[4] is not None]
     return YieldSummary(
@@ -473,12 +480,12 @@ def yield_summary(conn: psycopg.Connection[Any], filters: FleetFilter) -> YieldS
         until=filters.until,
         batch=filters.batch,
         units=sum(by_state.values()),
-        running=by_state.get("running", 0),
-        passed=by_state.get("passed", 0) + by_state.get("superseded", 0),
+        running=by_state.get(UnitState.RUNNING, 0),
+        passed=by_state.get(UnitState.PASSED, 0) + by_state.get(UnitState.SUPERSEDED, 0),
         passed_first_attempt=first_attempt,
-        failed=by_state.get("failed", 0),
-        aborted=by_state.get("aborted", 0),
-        superseded=by_state.get("superseded", 0),
+        failed=by_state.get(UnitState.FAILED, 0),
+        aborted=by_state.get(UnitState.ABORTED, 0),
+        superseded=by_state.get(UnitState.SUPERSEDED, 0),
         first_started=min(starts) if starts else None,
         last_started=max(starts) if starts else None,
         failures_by_step=tuple((str(step), int(count)) for step, count in failures),

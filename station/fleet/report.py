@@ -32,11 +32,18 @@ from station.report import (
     fit_text,
     text_width,
 )
+from station.states import UnitState
 
 if TYPE_CHECKING:
     import psycopg
 
 UNIT_CAP = 2000
+# The result column's colours.
+_STATE_COLORS: dict[str, tuple[float, float, float]] = {
+    UnitState.PASSED: PASS,
+    UnitState.FAILED: FAIL,
+    UnitState.ABORTED: FAIL,
+}
 _ROW = 13.0
 _SIZE = 8.0
 _FOOTER_Y = PAGE_HEIGHT - 24
@@ -51,6 +58,7 @@ _UNIT_COLUMNS = (
 )
 
 
+# long: draws one page layout top to bottom; pieces would share a dozen layout variables
 def render_fleet_report(
     conn: psycopg.Connection[Any], filters: FleetFilter, *, now: datetime | None = None
 ) -> tuple[bytes, int, int]:
@@ -236,7 +244,7 @@ def _table_row(
         page.rect(MARGIN, y - 9.5, CONTENT_WIDTH, _ROW, fill=LIGHT)
     x = MARGIN
     for cell, (_, width) in zip(cells, columns, strict=True):
-        color = {"passed": PASS, "failed": FAIL, "aborted": FAIL}.get(cell, BLACK)
+        color = _STATE_COLORS.get(cell, BLACK)
         page.text(x + 3, y, fit_text(cell, width - 6, _SIZE, bold=bold), size=_SIZE, bold=bold, color=color)
         x += width
     return y + _ROW

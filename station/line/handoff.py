@@ -18,6 +18,7 @@ from station.home import StationHome
 from station.identity_log import IdentityLog
 from station.line.labels import LabelDesk, PrintOutcome
 from station.line.mes import MesHandOff
+from station.states import UnitState
 
 Notify = Callable[[str], None]
 
@@ -54,7 +55,7 @@ class LineHandOff:
                 f"MES record of board {unit.serial} could not be kept ({exc.strerror or exc}) — "
                 "free disk space in the station home"
             )
-        if unit.state == "passed" and self.config.label.print_on_pass and self.labels.configured:
+        if unit.state == UnitState.PASSED and self.config.label.print_on_pass and self.labels.configured:
             self.request_print(unit.id, by=unit.operator, reprint=False)
 
     def request_print(self, unit_id: int, *, by: str, reprint: bool) -> None:

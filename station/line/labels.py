@@ -17,6 +17,7 @@ from station.errors import StationError
 from station.label import LabelContent, build_label, label_layout
 from station.line.printer import open_printer
 from station.line.zpl import ZplLabel, label_zpl
+from station.states import UnitState
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class PrintOutcome:
 
 def unit_label(unit: Unit) -> LabelContent:
     """The label content of a unit that passed, from what the audit log recorded."""
-    if unit.state != "passed" or not unit.certificate_fingerprint:
+    if unit.state != UnitState.PASSED or not unit.certificate_fingerprint:
         raise StationError(
             f"board {unit.serial} has no label: unit {unit.id} is {unit.state} and holds no certificate — "
             "only a board that passed gets a label"

@@ -8,13 +8,20 @@ destination took it (HTTP 2xx, or the file renamed into the drop folder).  A MES
 hangs past ``[mes] timeout_s`` is retried every ``[mes] retry_s`` (doubling up to a minute) — the same record
 first, so records arrive in order; a station restarted meanwhile picks the outbox up where it was.
 
+One sender per outbox, whoever starts what: the sender holds an exclusive lock on the outbox
+(``sender.lock``, flock).  Another process of the same station (the window beside the station service, a
+command run with STATION_IN_PROCESS=1) still puts its records in the outbox, durably, but does not send: it
+says which process sends, and takes over only once that one stopped — so no record is sent by two senders.
+
 Each record carries a ``record_id`` (also sent as the ``Idempotency-Key`` header): if the MES took a record
 but its answer was lost, the retry carries the same id, so the MES can tell a repeat from a new unit.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import threading
 import time
@@ -29,9 +36,14 @@ from station.audit import Unit
 from station.config import MesSettings
 from station.errors import StationError
 from station.files import fsync_directory, write_file_atomically
+from station.states import UnitState
 
 RECORD_FORMAT = "welma-station/unit-finished/1"
 MAX_RETRY_S = 60.0
+# The lock the one sender of an outbox holds (its content: the sender's pid, for what a second one says).
+SENDER_LOCK = "sender.lock"
+# How often an idle sender looks for records another process put, and a standby one for a free lock.
+IDLE_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,8 +81,8 @@ class FinishedUnitRecord:
             result=unit.state,
             failed_step=unit.failed_step,
             message=unit.message,
-            certificate_serial=unit.certificate_serial if unit.state == "passed" else None,
-            certificate_fingerprint=unit.certificate_fingerprint if unit.state == "passed" else None,
+            certificate_serial=unit.certificate_serial if unit.state == UnitState.PASSED else None,
+            certificate_fingerprint=unit.certificate_fingerprint if unit.state == UnitState.PASSED else None,
             started_at=unit.started_at.isoformat(),
             ended_at=unit.ended_at.isoformat() if unit.ended_at else None,
             duration_s=unit.duration_s,
@@ -117,6 +129,9 @@ class Outbox:
         self._last = 0
         self._thread: threading.Thread | None = None
         self.last_problem: str | None = None
+        # Whether this process is the outbox's one sender (holds SENDER_LOCK).
+        self.sending = False
+        self._lock_fd: int | None = None
 
     def put(self, record_name: str, data: bytes) -> Path:
         """Keep ``data`` durably (fsynced) before returning; the sender delivers it later."""
@@ -133,9 +148,43 @@ class Outbox:
         return sorted(self.folder.glob("[0-9]*.json"))
 
     def start(self) -> None:
+        """Start this outbox's sender if no other process sends it; else say who does and stand by."""
         if self._thread is None:
+            self.sending = self._take_sender_lock()
+            if not self.sending:
+                self.notify(
+                    f"MES {self.name}: {self._holder()} already sends the records of {self.folder}; this "
+                    "process keeps its records there for it, and sends them only if that one stops"
+                )
             self._thread = threading.Thread(target=self._run, name=f"mes-{self.name}", daemon=True)
             self._thread.start()
+
+    def _take_sender_lock(self) -> bool:
+        """Become the outbox's one sender, if no other holds its lock (never blocks)."""
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self.folder / SENDER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        return True
+
+    def _release_sender_lock(self) -> None:
+        if self._lock_fd is not None:
+            # LOCK_UN frees the lock itself, even where a forked child still holds a copy of the descriptor.
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self.sending = False
+
+    def _holder(self) -> str:
+        try:
+            pid = (self.folder / SENDER_LOCK).read_text(encoding="ascii").strip()
+        except OSError:
+            pid = ""
+        return f"process {pid}" if pid.isdigit() else "another process"
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
@@ -168,14 +217,27 @@ class Outbox:
 
     def _run(self) -> None:
         delay = self.retry_s
-        while not self._stop.is_set():
-            self._wake.clear()
-            if self.drain_once():
-                delay = self.retry_s
-                self._wake.wait()
-            else:
-                self._wake.wait(delay)
-                delay = min(MAX_RETRY_S, delay * 2)
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                if not self.sending:
+                    if not self._take_sender_lock():
+                        self._wake.wait(IDLE_POLL_S)  # standing by: the sender is another process
+                        continue
+                    self.sending = True
+                    self.notify(
+                        f"MES {self.name}: the other sender stopped; this process sends {self.folder}"
+                    )
+                if self.drain_once():
+                    delay = self.retry_s
+                    # Records another process put come without a wake-up: look again after a while.
+                    self._wake.wait(IDLE_POLL_S)
+                else:
+                    self._wake.wait(delay)
+                    delay = min(MAX_RETRY_S, delay * 2)
+        finally:
+            # Released only once this thread no longer sends (a stop that timed out mid-delivery keeps it).
+            self._release_sender_lock()
 
     def _newest_stamp(self) -> int:
         names = self.pending()

@@ -43,6 +43,7 @@ class ZplLabel:
         return self.zpl.encode("utf-8")
 
 
+# long: one label layout in ZPL, field after field, in printing order
 def label_zpl(
     content: LabelContent, layout: LabelLayout, *, station: str, dots_per_mm: int = DOTS_PER_MM
 ) -> ZplLabel:

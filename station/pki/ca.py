@@ -12,19 +12,18 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from station.errors import StationError
 from station.files import write_file_atomically  # re-exported: many modules import it from here
 from station.pki.ca_load import (
     _check_importable_ca,
-    _check_station_chain,
     _distribution_extensions,
     _import_private_key,
     _load_own_private_key,
     _same_key,
 )
+from station.pki.ca_token import TokenCaSetup
 from station.pki.certs import (
     CA_CERT_FILE,
     CA_FILES,
@@ -32,7 +31,6 @@ from station.pki.certs import (
     CLOCK_SKEW_ALLOWANCE,
     CRL_NUMBER_FILE,
     KEY_TYPES,
-    ROOT_CERT_FILE,
     STATION_CSR_FILE,
     SYSTEM_CERT_FILE,
     SYSTEM_KEY_FILE,
@@ -49,14 +47,14 @@ from station.pki.certs import (
     _SigningKey,
     _system_certificate,
     _system_key_type_for,
-    certification_request,
+    _with_serial_number,
     describe_key_type,
     key_file_kdf,
     read_certificate,
     sign_bytes,
 )
 from station.pki.crl import RevokedEntry, _reason_flag
-from station.pki.csr_policy import _REPROVISION, CsrRejected
+from station.pki.csr_policy import _possessed_device_key
 from station.pki.directory import (
     _check_new_passphrase,
     _check_private,
@@ -77,7 +75,7 @@ def _close_descriptors(descriptors: list[int]) -> None:
     descriptors.clear()
 
 
-class CertificateAuthority:
+class CertificateAuthority(TokenCaSetup):
     """The station's CA with its keys decrypted in memory.
 
     Create one with :meth:`init`, :meth:`load` or :meth:`import_existing`, not directly.
@@ -448,19 +446,7 @@ class CertificateAuthority:
         serialNumber attribute.
         """
         _check_validity_days(validity_days)
-        if not csr.is_signature_valid:
-            raise CsrRejected(
-                "csr-bad-signature",
-                "The CSR's signature does not verify, so it does not prove the device holds the key — "
-                "provision the unit again.",
-            )
-        public_key = csr.public_key()
-        if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-            raise CsrRejected(
-                "key-algorithm-not-allowed",
-                f"The CSR's key is {describe_key_type(public_key)}; device certificates are issued for "
-                f"RSA and EC keys only — {_REPROVISION} with an allowed key type.",
-            )
+        public_key = _possessed_device_key(csr)
         now = _now(now)
         ca_not_after = self._ca_cert.not_valid_after_utc
         if now >= ca_not_after:
@@ -468,16 +454,7 @@ class CertificateAuthority:
                 f"The station CA certificate expired on {ca_not_after:%Y-%m-%d %H:%M} UTC — no device can "
                 "be certified with it. Set up a new CA (`station ca init` in a new home, or `station ca import`)."
             )
-        subject = subject if subject is not None else csr.subject
-        if subject_serial_number is not None:
-            subject = x509.Name(
-                [
-                    *subject.rdns,
-                    x509.RelativeDistinguishedName(
-                        [x509.NameAttribute(NameOID.SERIAL_NUMBER, subject_serial_number)]
-                    ),
-                ]
-            )
+        subject = _with_serial_number(subject if subject is not None else csr.subject, subject_serial_number)
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -584,84 +561,6 @@ class CertificateAuthority:
         return number
 
     # --- a station CA whose key is in a token -------------------------------------------------
-
-    @classmethod
-    def init_in_token(
-        cls,
-        directory: Path,
-        *,
-        settings: TokenSettings,
-        pin: str,
-        common_name: str = "Welma Station CA",
-        key_type: str = "ec-p256",
-    ) -> Path:
-        """Create the station CA's key inside the token and write its CSR for the offline root; return the CSR's path.
-
-        Nothing is signed by this CA until `station ca import-chain` installs the certificate the root issued.
-        """
-        refuse_existing_ca(directory)
-        key = TokenKey.generate(settings, pin=pin, key_type=key_type)
-        try:
-            request = certification_request(
-                key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-            )
-        finally:
-            key.close()
-        _make_private_directory(directory)
-        write_file_atomically(
-            directory / TOKEN_FILE, settings.to_toml().encode("utf-8"), mode=0o600, replace=False
-        )
-        csr_path = directory / STATION_CSR_FILE
-        write_file_atomically(
-            csr_path, request.public_bytes(serialization.Encoding.PEM), mode=0o644, replace=False
-        )
-        return csr_path
-
-    @classmethod
-    def import_chain(
-        cls, directory: Path, chain_pem: bytes, *, now: datetime | None = None
-    ) -> list[x509.Certificate]:
-        """Install the certificate chain the offline root issued for this station's token CA.
-
-        The first certificate must be for the key whose CSR `station ca init` wrote, a CA that may sign end
-        entities only (pathLen 0), and the chain must end in a self-signed root, every link verifying.  Needs no
-        PIN: the key is compared with the one in the CSR.
-        """
-        now = _now(now)
-        if not (directory / TOKEN_FILE).exists():
-            raise StationError(
-                f"{directory} holds no token CA waiting for its chain — run `station ca init --pkcs11-module … "
-                "--token-label …` first."
-            )
-        if (directory / CA_CERT_FILE).exists():
-            raise StationError(
-                f"{directory / CA_CERT_FILE} already exists — this station's CA chain is installed; refusing to "
-                "replace it. To renew, start a new CA (new token key) with `station ca init` in a new home."
-            )
-        try:
-            chain = x509.load_pem_x509_certificates(chain_pem)
-        except ValueError:
-            raise StationError(
-                "The chain file holds no readable PEM certificate — give the CHAIN.pem that "
-                "`station ca root sign-station` wrote."
-            ) from None
-        request = x509.load_pem_x509_csr((directory / STATION_CSR_FILE).read_bytes())
-        if not _same_key(chain[0].public_key(), request.public_key()):
-            raise StationError(
-                "The first certificate of the chain is not for this station's token key (not the key of "
-                f"{directory / STATION_CSR_FILE}) — the root signed another station's request; send this "
-                "station's CSR to the root again."
-            )
-        _check_station_chain(chain, now=now)
-        pem = b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in chain)
-        write_file_atomically(directory / CA_CERT_FILE, pem, mode=0o644, replace=False)
-        write_file_atomically(
-            directory / ROOT_CERT_FILE,
-            chain[-1].public_bytes(serialization.Encoding.PEM),
-            mode=0o644,
-            replace=True,
-        )
-        return chain
 
     @classmethod
     def _load_token(cls, directory: Path, *, pin: str, now: datetime | None = None) -> CertificateAuthority:

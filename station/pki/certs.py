@@ -331,3 +331,15 @@ def certification_request(signer: _Signer, subject: x509.Name) -> x509.Certifica
     if not request.is_signature_valid:
         raise StationError("The token's signature on the CA's request does not verify — the token is faulty.")
     return request
+
+
+def _with_serial_number(subject: x509.Name, serial_number: str | None) -> x509.Name:
+    """``subject`` with a serialNumber attribute (the board's SoC unique id) appended, when one is given."""
+    if serial_number is None:
+        return subject
+    return x509.Name(
+        [
+            *subject.rdns,
+            x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.SERIAL_NUMBER, serial_number)]),
+        ]
+    )

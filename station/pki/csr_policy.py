@@ -140,6 +140,26 @@ def check_csr(
     return csr
 
 
+def _possessed_device_key(
+    csr: x509.CertificateSigningRequest,
+) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
+    """The CSR's public key, once its signature proves the device holds the key and it is RSA or EC."""
+    if not csr.is_signature_valid:
+        raise CsrRejected(
+            "csr-bad-signature",
+            "The CSR's signature does not verify, so it does not prove the device holds the key — "
+            "provision the unit again.",
+        )
+    public_key = csr.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise CsrRejected(
+            "key-algorithm-not-allowed",
+            f"The CSR's key is {describe_key_type(public_key)}; device certificates are issued for "
+            f"RSA and EC keys only — {_REPROVISION} with an allowed key type.",
+        )
+    return public_key
+
+
 def _check_subject(csr: x509.CertificateSigningRequest, expected: x509.Name) -> None:
     try:
         subject = csr.subject

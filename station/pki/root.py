@@ -76,6 +76,7 @@ def _refuse_existing_root(directory: Path) -> None:
         )
 
 
+# long: the offline root's creation in order: key in a token or a file, its certificate, the files
 def init_root(
     directory: Path,
     *,
@@ -166,6 +167,30 @@ def _open_root_signer(directory: Path, *, passphrase: bytes | None, pin: str | N
     return _load_own_private_key(key_path, passphrase)
 
 
+def _station_request(csr_pem: bytes) -> x509.CertificateSigningRequest:
+    """The station's CSR, refused unless it is PEM and its signature verifies."""
+    try:
+        request = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        raise StationError(
+            "The CSR file is not a PEM certificate request — give the station-ca.csr that `station ca init` wrote."
+        ) from None
+    if not request.is_signature_valid:
+        raise StationError("The CSR's signature does not verify — it was altered on the way; make it again.")
+    return request
+
+
+def _name_constraints(permitted_dns: tuple[str, ...], permitted_ip: tuple[str, ...]) -> x509.NameConstraints:
+    """Where the station CA's certificates may name servers: these DNS subtrees and IP networks."""
+    try:
+        networks = [x509.IPAddress(ipaddress.ip_network(net)) for net in permitted_ip]
+    except ValueError as exc:
+        raise StationError(f"--permit-ip: {exc} — give networks like 10.3.0.0/16.") from None
+    return x509.NameConstraints(
+        permitted_subtrees=[*(x509.DNSName(dns) for dns in permitted_dns), *networks], excluded_subtrees=None
+    )
+
+
 def sign_station(
     directory: Path,
     csr_pem: bytes,
@@ -186,24 +211,11 @@ def sign_station(
         raise StationError(f"A station CA valid for {days} days is not possible — give at least 1.")
     if max_certificates is not None and max_certificates < 1:
         raise StationError(f"--max-certificates {max_certificates} is not possible — give at least 1.")
-    try:
-        request = x509.load_pem_x509_csr(csr_pem)
-    except ValueError:
-        raise StationError(
-            "The CSR file is not a PEM certificate request — give the station-ca.csr that `station ca init` wrote."
-        ) from None
-    if not request.is_signature_valid:
-        raise StationError("The CSR's signature does not verify — it was altered on the way; make it again.")
+    request = _station_request(csr_pem)
     root_cert = read_certificate(directory / ROOT_CERT_FILE)
     now = _now(now)
     not_after = min(now + timedelta(days=days), root_cert.not_valid_after_utc)
-    try:
-        networks = [x509.IPAddress(ipaddress.ip_network(net)) for net in permitted_ip]
-    except ValueError as exc:
-        raise StationError(f"--permit-ip: {exc} — give networks like 10.3.0.0/16.") from None
-    constraints = x509.NameConstraints(
-        permitted_subtrees=[*(x509.DNSName(dns) for dns in permitted_dns), *networks], excluded_subtrees=None
-    )
+    constraints = _name_constraints(permitted_dns, permitted_ip)
     public_key = request.public_key()
     organization = root_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     subject = _root_name(f"{name} Issuing CA", str(organization[0].value) if organization else "")

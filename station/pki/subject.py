@@ -51,6 +51,7 @@ _NAME_OIDS: Final[dict[str, x509.ObjectIdentifier]] = {
 _DOTTED_OID = re.compile(r"[0-2](\.[0-9]+)+")
 
 
+# long: one hand-written scan of openssl's -subj syntax (escapes, multi-valued RDNs) and its refusals
 def parse_openssl_subject(template: str, *, utf8: bool = False) -> x509.Name:
     """The :class:`x509.Name` that ``openssl req -subj TEMPLATE`` puts in the CSR, for comparison.
 

@@ -366,6 +366,7 @@ class _ProfileReader:
     def refuse_unknown(self, table: dict[str, Any], known: tuple[str, ...], prefix: str = "") -> None:
         refuse_unknown(self.path, self.text, table, known, prefix=prefix)
 
+    # long: reads every table of a profile in file order, each key refused or converted where it stands
     def read(self) -> DeviceProfile:
         self.refuse_unknown(self.data, PROFILE_TABLES)
         profile = self.table("profile")

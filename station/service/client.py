@@ -22,6 +22,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,14 @@ def connect(
     finally:
         if process.stderr is not None:
             process.stderr.close()
+        reap_when_ended(process)
+
+
+def reap_when_ended(process: subprocess.Popen[bytes]) -> None:
+    """Collect a started service's exit status when it ends (idle), so it does not stay a zombie under the
+    window or command that started it until that one exits."""
+    if process.poll() is None:
+        threading.Thread(target=process.wait, name="station-service-reaper", daemon=True).start()
 
 
 def _account() -> str:

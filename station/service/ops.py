@@ -58,6 +58,14 @@ _TABLE = (
     Op("ca_unlock", Role.ADMIN, "unlock the station's CA"),
     Op("production_mode", Role.ADMIN, "change production mode"),
     Op("admin_set_pin", Role.ADMIN, "set the admin PIN"),
+    # The window's audit tab (station.service.audit_reads): reads are not recorded when allowed (paging would
+    # fill the journal); refusals are, as always.  A technician's tab covers this station's recent units only.
+    Op("recent_units", Role.TECHNICIAN, "list this station's recent units", recorded=False),
+    Op("recent_unit", Role.TECHNICIAN, "view one of this station's recent units", recorded=False),
+    Op("audit_units", Role.QUALITY, "view the audit log", recorded=False),
+    Op("audit_count", Role.QUALITY, "count units in the audit log", recorded=False),
+    Op("audit_unit", Role.QUALITY, "view a unit in the audit log", recorded=False),
+    Op("audit_yield", Role.QUALITY, "view the yield", recorded=False),
     # The shared admin PIN of demos, checked by the service's one lock (refused in production mode).
     Op("admin_unlock", None, "check the shared admin PIN"),
 )
@@ -65,7 +73,9 @@ _TABLE = (
 OPS: dict[str, Op] = {op.name: op for op in _TABLE}
 
 # Arguments of a request that are secrets: never recorded (service_requests keeps the rest of the request).
-SECRET_ARGS = frozenset({"secret", "pin", "old_secret", "new_secret", "session"})
+SECRET_ARGS = frozenset({"secret", "pin", "old_secret", "new_secret", "session", "key_pem", "key_password"})
+# Arguments that carry a file's content (a certificate, a chain, a profile): recorded as size and SHA-256.
+CONTENT_ARGS = frozenset({"cert_pem", "chain_pem", "profile_text"})
 
 
 def refusal(op: Op, account: str) -> str:
@@ -98,6 +108,7 @@ COMMAND_OPS: dict[tuple[str, str | None], str] = {
     ("settings", None): "settings",
     ("fixtures", "list"): "fixtures_list",
     ("fixtures", None): "fixtures",
+    ("profiles", None): "profiles",
 }
 
 

@@ -23,24 +23,41 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from station.audit.service import Caller, ServiceRecords
-from station.batch import BatchJob, new_batch_id, read_manifest_text
 from station.cli.events import event_record
 from station.errors import StationError
 from station.flow import FlowEvent
 from station.home import StationHome
 from station.roles import Role, account_name, allowed, roles_of
-from station.service import frames, window_ops
+from station.service import (
+    admin_ops,
+    audit_reads,
+    ca_ops,
+    frames,
+    people_ops,
+    profile_ops,
+    quality_ops,
+    unit_ops,
+    window_ops,
+)
+
+# Connection, Group, Followed and the file answer lived here before the request modules moved out: still
+# importable from here (explicit re-exports) for modules written against this one.
+from station.service.connection import CaLocked as CaLocked
+from station.service.connection import Connection as Connection
+from station.service.connection import Followed as Followed
+from station.service.connection import Group as Group
+from station.service.connection import file_answer as file_answer
 from station.service.hardening import harden_process
-from station.service.ops import OPS, SECRET_ARGS, Op, refusal
+from station.service.ops import CONTENT_ARGS, OPS, SECRET_ARGS, Op, refusal
 from station.service.sessions import SessionError, Sessions
 
-# How many messages may wait for one client before it is dropped as not reading.
-CLIENT_QUEUE_LIMIT = 20000
+# (its name before the request modules moved out of this one)
+_file_answer = file_answer
+
 # An auto-started (per-user, demo) service ends this long after its last client left and its last unit ended.
 IDLE_LINGER_S = 1.0
 # How long the service waits for a client's next request before it checks on itself again.
@@ -48,69 +65,6 @@ POLL_S = 0.5
 # The credential file (systemd LoadCredential=ca-passphrase:…) holding the CA passphrase or token PIN.
 CREDENTIAL_NAME = "ca-passphrase"
 SERVICE_LOG = "service.log"
-
-
-class Connection:
-    """One client: its caller, its roles, and a writer thread draining its queue."""
-
-    def __init__(self, sock: socket.socket, caller: Caller, roles: frozenset[Role]) -> None:
-        self.sock = sock
-        self.caller = caller
-        self.roles = roles
-        self.follows = False
-        self.closed = threading.Event()
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(CLIENT_QUEUE_LIMIT)
-        self._writer = threading.Thread(
-            target=self._write_loop, name=f"service-writer-{caller.pid}", daemon=True
-        )
-        self._writer.start()
-
-    def push(self, message: dict[str, Any]) -> None:
-        """Queue a message for this client; never blocks (a client that does not read is dropped)."""
-        if self.closed.is_set():
-            return
-        try:
-            self._queue.put_nowait(message)
-        except queue.Full:
-            self.close()
-
-    def _write_loop(self) -> None:
-        while True:
-            message = self._queue.get()
-            if message is None or self.closed.is_set():
-                return
-            try:
-                frames.send(self.sock, message)
-            except (frames.FrameError, OSError):
-                self.close()
-                return
-
-    def close(self) -> None:
-        if self.closed.is_set():
-            return
-        self.closed.set()
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            pass
-
-
-@dataclass
-class Group:
-    """The units one request asked for (one board, or one batch), and who watches them."""
-
-    id: str
-    caller: Caller
-    request_id: int | None
-    subscribers: set[Connection] = field(default_factory=set)
-    jobs: dict[int, BatchJob] = field(default_factory=dict)
-    outcomes: dict[int, dict[str, Any]] = field(default_factory=dict)
-    cancelled: bool = False
-    done: bool = False
 
 
 class StationService:
@@ -149,28 +103,16 @@ class StationService:
         self._lock_file: int | None = None
         self._handlers: dict[str, Callable[[Connection, dict[str, Any]], Any]] = {
             "whoami": self._whoami,
-            "sign_in": self._sign_in,
             "ca_unlock": self._ca_unlock,
-            "provision": self._provision,
-            "retry": self._provision,
-            "batch": self._batch,
-            "abort": self._abort,
-            "units": self._units,
-            "follow": self._follow,
-            "revoke": self._revoke,
-            "audit_export": self._export,
-            "crl": self._crl,
-            "sign_out": self._sign_out,
-            "people_change": self._people_change,
-            "audit_verify": self._audit_verify,
-            "backup": self._backup,
-            "admin_set_pin": self._admin_set_pin,
-            "production_mode": self._production_mode,
-            "audit_checkpoint": self._audit_checkpoint,
-            "labels": self._labels,
-            "fixtures_list": self._fixtures_list,
-            "fixtures": self._fixtures,
         }
+        # Each group of requests in its own module (station.service.*_ops): op name → handler.
+        self._handlers.update(people_ops.handlers(self))
+        self._handlers.update(unit_ops.handlers(self))
+        self._handlers.update(quality_ops.handlers(self))
+        self._handlers.update(admin_ops.handlers(self))
+        self._handlers.update(ca_ops.handlers(self))
+        self._handlers.update(profile_ops.handlers(self))
+        self._handlers.update(audit_reads.handlers(self))
         self._handlers.update(window_ops.handlers(self))
         # Kiosk sessions (station.service.sessions): token → a person signed in, bound to the caller's uid.
         self.sessions = Sessions()
@@ -377,61 +319,14 @@ class StationService:
             "home": str(self.home.root),
         }
 
-    def _sign_in(self, conn: Connection, args: dict[str, Any]) -> Any:
-        """A person signs in at a kiosk window with their own credential, checked here (station.people: the
-        lockout is kept in the store and outlives restarts).  The answer is their time-limited session; the
-        secret is never recorded (service_requests keeps the name only)."""
-
-        name = str(args.get("name") or "").strip()
-        secret = args.get("secret")
-        if not name or not isinstance(secret, str):
-            return {"signed_in": conn.caller.account, "how": "os-account"}
-        people = self._people()
-        session = people.verify(name, secret, account=conn.caller.account)
-        token = self.sessions.open(session, uid=conn.caller.uid)
-        return {
-            "signed_in": session.person,
-            "how": "person",
-            "role": session.role.value,
-            "expires_at": session.expires_at,
-            "account": conn.caller.account,
-            "session": token,
-        }
-
     def _people(self) -> Any:
         from station.people import People
 
         return People(self.home, self.station.audit, settings=self.config.people)
 
-    def _sign_out(self, conn: Connection, args: dict[str, Any]) -> Any:
-        signed = self.sessions.close(str(args.get("_session_token") or ""), uid=conn.caller.uid)
-        if signed is not None:
-            self._people().sign_out(signed)
-        return {"signed_out": signed.person if signed else None}
-
     def _actor(self, conn: Connection, args: dict[str, Any]) -> Any:
-        """Who acts: the person signed in at this kiosk (their role), else the OS account (its groups)."""
-        from station.people import Actor
-
-        signed = args.get("_signed_in")
-        if signed is not None:
-            return Actor.for_person(signed, account=conn.caller.account)
-        return Actor(
-            name=conn.caller.account,
-            account=conn.caller.account,
-            administrator=allowed(conn.roles, Role.ADMIN),
-        )
-
-    def _people_change(self, conn: Connection, args: dict[str, Any]) -> Any:
-        """A person's credential changed: with their old one, or by an administrator (an OS account in
-        welma-admin, or an administrator signed in at this kiosk)."""
-        name = str(args.get("name") or "").strip()
-        new = args.get("new_secret")
-        old = args.get("old_secret")
-        if not name or not isinstance(new, str) or (old is not None and not isinstance(old, str)):
-            raise StationError("a credential change needs the person's name and the new credential (text)")
-        person = self._people().change(name, new, by=self._actor(conn, args), old_secret=old)
-        return {"person": person.name, "kind": person.kind.value}
+        """Who acts (the person signed in at this kiosk, else the OS account): for any request module."""
+        return people_ops.actor(self, conn, args)
 
     def _ca_unlock(self, conn: Connection, args: dict[str, Any]) -> Any:
         secret = args.get("secret")
@@ -439,445 +334,6 @@ class StationService:
             raise StationError("the CA secret must be text")
         self.unlock(secret)
         return {"ca_unlocked": True}
-
-    def _unit_job(self, conn: Connection, args: dict[str, Any]) -> Any:
-        from station.engine import UnitJob, choose_profile, known_fixtures
-        from station.profiles import load_profile
-
-        fixture = known_fixtures(self.home, self.config).get(args.get("fixture") or "")
-        profile = load_profile(
-            choose_profile(self.config, fixture, explicit=args.get("profile")), self.home.profiles_dir
-        )
-        serial = str(args["serial"])
-        profile.validate_serial(serial)  # before anything else: nothing touches a board with a bad serial
-        return UnitJob(
-            serial=serial,
-            device=str(args["device"]),
-            profile=profile,
-            operator=_operator(conn, args),
-            fixture=args.get("fixture"),
-            resume=bool(args.get("resume")),
-            restart=bool(args.get("restart")),
-            reprovision_reason=args.get("reprovision_reason"),
-            order=args.get("order"),
-            # The window's batch grid runs its boards one by one: each keeps the grid's batch id, and a
-            # tile (no log) does not want the device output.
-            batch=str(args["batch"]) if args.get("batch") else None,
-            stream_output=bool(args.get("stream_output", True)),
-        )
-
-    def _provision(self, conn: Connection, args: dict[str, Any]) -> Any:
-        self._fresh_config()
-        job = self._unit_job(conn, args)
-        engine = self._engine()
-        group = Group(
-            id=f"unit-{time.monotonic_ns()}", caller=conn.caller, request_id=args.get("_request_id")
-        )
-        group.subscribers.add(conn)
-        with self._lock:
-            number = engine.submit(job)
-            group.jobs[number] = BatchJob(job.serial, job.device, job.fixture)
-            self._job_group[number] = group
-            self._groups[group.id] = group
-        return {"job": number, "group": group.id}
-
-    def _batch(self, conn: Connection, args: dict[str, Any]) -> Any:
-        from station.engine import UnitJob, choose_profile, known_fixtures
-        from station.profiles import DeviceProfile, load_profile
-
-        self._fresh_config()
-        fixtures = known_fixtures(self.home, self.config)
-        jobs = read_manifest_text(
-            str(args["manifest"]),
-            source=str(args.get("manifest_name") or "manifest"),
-            fixtures={name: f.device for name, f in fixtures.items()},
-        )
-        profiles: dict[str, DeviceProfile] = {}
-
-        def profile_for(job: BatchJob) -> DeviceProfile:
-            name = choose_profile(self.config, fixtures.get(job.fixture or ""), explicit=args.get("profile"))
-            if name not in profiles:
-                profiles[name] = load_profile(name, self.home.profiles_dir)
-            return profiles[name]
-
-        for job in jobs:
-            profile_for(job)
-        engine = self._engine()
-        devices = len({job.device for job in jobs})
-        slots = int(args.get("jobs") or devices)
-        if slots < 1:
-            raise StationError("--jobs must be at least 1")
-        batch_id = str(args.get("batch_id") or new_batch_id())
-        operator = _operator(conn, args)
-        units = [
-            UnitJob(
-                serial=job.serial,
-                device=job.device,
-                profile=profile_for(job),
-                operator=operator,
-                fixture=job.fixture,
-                batch=batch_id,
-                order=job.order,
-                stream_output=False,
-            )
-            for job in jobs
-        ]
-        group = Group(id=batch_id, caller=conn.caller, request_id=args.get("_request_id"))
-        group.subscribers.add(conn)
-        with self._lock:
-            self._groups[group.id] = group
-        runner = threading.Thread(
-            target=self._run_batch,
-            args=(engine, group, list(zip(jobs, units, strict=True)), slots),
-            name=f"service-batch-{batch_id}",
-            daemon=True,
-        )
-        with self._lock:
-            self._batches.append(runner)
-        runner.start()
-        return {
-            "batch_id": batch_id,
-            "boards": len(jobs),
-            "fixtures": devices,
-            "slots": slots,
-            "group": group.id,
-        }
-
-    def _run_batch(self, engine: Any, group: Group, pending: list[tuple[BatchJob, Any]], slots: int) -> None:
-        """Keep at most ``slots`` fixtures of this batch working; boards of one fixture one after another."""
-        began = time.monotonic()
-        order: list[int] = []
-        listed: dict[int, BatchJob] = {}
-        in_flight: dict[int, str] = {}
-        waiting = list(pending)
-        while waiting or in_flight:
-            for number in [n for n in in_flight if engine.outcome(n) is not None]:
-                del in_flight[number]
-            if group.cancelled:
-                waiting.clear()
-            busy = set(in_flight.values())
-            for item in list(waiting):
-                if len(in_flight) >= slots:
-                    break
-                job, unit = item
-                if job.device in busy:
-                    continue
-                waiting.remove(item)
-                with self._lock:
-                    number = engine.submit(unit)
-                    group.jobs[number] = job
-                    self._job_group[number] = group
-                order.append(number)
-                listed[number] = job
-                in_flight[number] = job.device
-                busy.add(job.device)
-            if in_flight:
-                engine.wait(list(in_flight), timeout_s=0.2)
-            if not engine.alive:
-                break
-        outcomes = []
-        for number in order:
-            outcome = engine.outcome(number)
-            job = listed[number]
-            outcomes.append(
-                {
-                    "serial": job.serial,
-                    "device": job.device,
-                    "fixture": job.fixture,
-                    "line": job.line,
-                    "result": str(outcome.kind) if outcome else "not started",
-                    "unit_id": outcome.unit_id if outcome else None,
-                    "failed_step": outcome.failed_step if outcome else None,
-                    "message": outcome.message if outcome else "the station stopped first",
-                    "duration_s": outcome.duration_s if outcome else 0.0,
-                }
-            )
-        not_started = [job for job, _unit in pending if job not in listed.values()]
-        for job in not_started:
-            outcomes.append(
-                {
-                    "serial": job.serial,
-                    "device": job.device,
-                    "fixture": job.fixture,
-                    "line": job.line,
-                    "result": "not started",
-                    "unit_id": None,
-                    "failed_step": None,
-                    "message": "the batch was cancelled before this board's turn",
-                    "duration_s": 0.0,
-                }
-            )
-        self._settled()
-        message = {
-            "batch_done": {"batch_id": group.id, "outcomes": outcomes, "wall_s": time.monotonic() - began}
-        }
-        with self._lock:
-            group.done = True
-            watchers = set(group.subscribers)
-        for conn in watchers:
-            conn.push(message)
-
-    def _abort(self, conn: Connection, args: dict[str, Any]) -> Any:
-        engine = self._engine()
-        stopped: list[int] = []
-        with self._lock:
-            if args.get("group") in self._groups:
-                group = self._groups[args["group"]]
-                group.cancelled = True
-                stopped = [n for n in group.jobs if engine.outcome(n) is None]
-            for number in args.get("jobs") or []:
-                if int(number) in self._job_group:
-                    stopped.append(int(number))
-            serial = args.get("serial")
-            if serial:
-                stopped += [
-                    n
-                    for n in self._running_jobs
-                    if self._last_event.get(n) is not None and self._last_event[n].serial == serial
-                ]
-        if serial and not stopped:
-            raise StationError(
-                f"no unit of serial {serial} is running in the station service — see station units"
-            )
-        for number in set(stopped):
-            engine.cancel(number)
-        return {"aborted": sorted(set(stopped))}
-
-    def _units(self, conn: Connection, args: dict[str, Any]) -> Any:
-        from station.audit import UnitFilter
-        from station.cli.units import format_table
-
-        units = self.station.audit.units_page(
-            limit=int(args.get("limit") or 50),
-            filters=UnitFilter(
-                serial_prefix=args.get("serial"), result=args.get("result"), order=args.get("order")
-            ),
-        )
-        return {"text": format_table(units) if units else "", "count": len(units)}
-
-    def _follow(self, conn: Connection, args: dict[str, Any]) -> Any:
-        with self._lock:
-            conn.follows = True
-            running = [
-                event_record(self._last_event[n]) for n in sorted(self._running_jobs) if n in self._last_event
-            ]
-        return {"running": running}
-
-    def _revoke(self, conn: Connection, args: dict[str, Any]) -> Any:
-        serial = str(args.get("serial") or "").strip()
-        reason = str(args.get("reason") or "").strip()
-        if not reason:
-            raise StationError("--reason is empty — say why the certificate is revoked (e.g. keyCompromise).")
-        typed = str(args.get("by") or "").strip()
-        if args.get("_signed_in") is not None and not typed:
-            typed = args["_signed_in"].person
-        # Who revokes is the OS account the kernel named; a typed name is kept beside it, never instead.
-        by = (
-            conn.caller.account
-            if not typed or typed == conn.caller.account
-            else f"{conn.caller.account} (for {typed})"
-        )
-        record = self.station.audit.revoke(serial=serial, reason=reason, by=by)
-        return {
-            "serial_hex": record.serial_hex,
-            "unit_id": record.unit_id,
-            "subject": record.subject,
-            "by": by,
-        }
-
-    def _crl(self, conn: Connection, args: dict[str, Any]) -> Any:
-        """A CRL signed with the unlocked CA, from a log that verifies; the client writes and publishes it."""
-        from station.cli.ca import revoked_from_audit
-        from station.config import load_ca_settings
-
-        self._engine()  # the CA is unlocked (else: say how to unlock it)
-        settings = load_ca_settings(self.home.config_file)
-        days = int(args.get("next_update_days") or settings.crl_next_update_days)
-        pem = self.ca.crl(revoked_from_audit(self.home), next_update_days=days)
-        return {
-            "pem": pem.decode("ascii"),
-            "publish": settings.crl_publish,
-            "every": settings.crl_publish_every_minutes,
-        }
-
-    def _audit_verify(self, conn: Connection, args: dict[str, Any]) -> Any:
-        """`station audit verify` made here (the service owns the log); the client prints what it says."""
-        from station.cli.audit import verify_lines
-
-        lines, status = verify_lines(self.home, self.station.audit)
-        return {"lines": lines, "status": status}
-
-    def _audit_checkpoint(self, conn: Connection, args: dict[str, Any]) -> Any:
-        """`station audit checkpoint`: the head of a log that verifies, signed with the unlocked CA."""
-        self._engine()  # the CA is unlocked (else: say how to unlock it)
-        report = self.station.audit.verify()
-        if not report.ok:
-            raise StationError(
-                f"The audit log does not verify ({report.problem}) — refusing to sign it; report it "
-                "to quality assurance."
-            )
-        seq = self.station.audit.checkpoint()
-        return {"seq": seq, "subject": self.ca.certificate.subject.rfc4514_string()}
-
-    def _labels(self, conn: Connection, args: dict[str, Any]) -> Any:
-        """`station label print`: the board's label printed (or reprinted) by the service, recorded by whom."""
-        from station.line.labels import LabelDesk
-
-        self._fresh_config()
-        serial = str(args.get("serial") or "").strip()
-        unit = self.station.audit.find_unit(serial)
-        if unit is None:
-            raise StationError(
-                f"no unit of board {serial} is in the audit log — check the serial (station units)"
-            )
-        typed = str(args.get("by") or "").strip()
-        signed = args.get("_signed_in")
-        by = typed or (signed.person if signed is not None else conn.caller.account)
-        desk = LabelDesk(config=self.config, audit=self.station.audit)
-        outcome = desk.print_unit(unit.id, by=by, reprint=bool(self.station.audit.label_prints(unit.id)))
-        return {"message": outcome.message, "printed": outcome.printed}
-
-    def _fixtures_list(self, conn: Connection, args: dict[str, Any]) -> Any:
-        """`station fixtures list`: the lines it prints, made from the home the service owns."""
-        from station.cli.fixtures import fixture_lines
-
-        self._fresh_config()
-        return {"lines": fixture_lines(self.station)}
-
-    def _fixtures(self, conn: Connection, args: dict[str, Any]) -> Any:
-        """`station fixtures pin`: ``fetch`` reads the key the fixture's board answers with; ``pin`` writes it
-        (only if the board still answers with the key the administrator confirmed) and records it."""
-        from station.cli.fixtures import fixture_key, pin_fixture_key
-
-        self._fresh_config()
-        name = str(args.get("name") or "")
-        known, key_type, fingerprint = fixture_key(self.station, name)
-        if args.get("action") == "fetch":
-            return {
-                "device": known.fixture.device,
-                "pinned": known.fixture.host_key,
-                "key_type": key_type,
-                "fingerprint": fingerprint,
-                "file": str(known.file),
-            }
-        if args.get("action") != "pin":
-            raise StationError("a fixtures request is fetch or pin")
-        if args.get("fingerprint") != fingerprint:
-            raise StationError(
-                f"the board now shows {fingerprint}, not the key you confirmed — nothing was pinned; "
-                "check the fixture's cabling and run the command again"
-            )
-        typed = str(args.get("by") or "").strip()
-        signed = args.get("_signed_in")
-        by = typed or (signed.person if signed is not None else conn.caller.account)
-        return {"message": pin_fixture_key(self.station, known, key_type, fingerprint, by=by)}
-
-    def _backup(self, conn: Connection, args: dict[str, Any]) -> Any:
-        """A consistent, verified copy of the audit log made here and sent in chunks: the client writes its file
-        itself, as its own user, mode 0640."""
-        import shutil
-        import tempfile
-
-        scratch = Path(tempfile.mkdtemp(prefix="backup-"))
-        try:
-            written = self.station.audit.backup(scratch / "audit-backup.db")
-            data = written.path.read_bytes()
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        return _file_answer(
-            data,
-            {"events": written.report.events, "ok": written.report.ok, "problem": written.report.problem},
-        )
-
-    def _admin_set_pin(self, conn: Connection, args: dict[str, Any]) -> Any:
-        """`station admin set-pin` for an administrator: the PIN is set here (the home is the service's)."""
-        from station.admin import pin_is_set, set_pin
-        from station.audit.people import record_people_event
-        from station.people import PeopleAction
-
-        self._fresh_config()
-        if self.config.production:
-            raise StationError(
-                "this station is in production mode, which refuses the shared admin PIN (a demo-mode option) — enrol "
-                "each quality lead and administrator with their own credential: station people add NAME --role "
-                "quality|admin"
-            )
-        pin = args.get("pin")
-        if not isinstance(pin, str):
-            raise StationError("the new admin PIN is needed")
-        replacing = pin_is_set(self.home)
-        set_pin(self.home, pin)
-        actor = self._actor(conn, args)
-        record_people_event(
-            self.station.audit,
-            action=PeopleAction.ADMIN_PIN_SET.value,
-            person="",
-            role=Role.ADMIN.value,
-            by=actor.name,
-            account=actor.account,
-            detail="by an administrator account" if replacing else "first PIN",
-        )
-        return {"replaced": replacing, "path": str(self.home.root / "admin.pin")}
-
-    def _production_mode(self, conn: Connection, args: dict[str, Any]) -> Any:
-        """Production mode read, or turned on/off in station.toml (the service reads the file again)."""
-        from station.station_settings import set_production
-
-        self._fresh_config()
-        was = self.config.production
-        wanted = args.get("on")
-        if wanted is None:
-            return {"production": was, "changed": False}
-        set_production(self.home.config_file, bool(wanted))
-        self._fresh_config()
-        return {"production": self.config.production, "changed": was != self.config.production}
-
-    def _export(self, conn: Connection, args: dict[str, Any]) -> Any:
-        """An export made here (the service reads the audit log) and sent to the client in chunks: the client
-        writes its file itself, as its own user (mode 0640) — the service writes no file where a client says."""
-        import shutil
-        import tempfile
-        from datetime import datetime
-
-        from station.audit import UnitFilter
-        from station.report import export_to_file
-
-        fmt = str(args.get("format"))
-
-        def when(key: str) -> datetime | None:
-            value = args.get(key)
-            return datetime.fromisoformat(value) if value else None
-
-        filters = UnitFilter(
-            batch=args.get("batch"),
-            result=args.get("result"),
-            since=when("since"),
-            until=when("until"),
-            order=args.get("order"),
-        )
-        scratch = Path(
-            tempfile.mkdtemp(
-                prefix="export-",
-                dir=self.socket_path.parent
-                if self.socket_path.parent.is_relative_to(self.home.root)
-                else None,
-            )
-        )
-        try:
-            written = export_to_file(
-                self.station.audit,
-                scratch / f"export.{fmt}",
-                fmt=fmt,
-                filters=filters,
-                station=self.config.name,
-                include_steps=bool(args.get("steps")),
-            )
-            data = written.path.read_bytes()
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        return _file_answer(data, {"units": written.units, "pages": written.pages})
-
-    # -- the socket --------------------------------------------------------------------------------------
 
     def dispatch(self, conn: Connection, request: dict[str, Any]) -> dict[str, Any]:
         ident = request.get("id")
@@ -897,6 +353,8 @@ class StationService:
             return {"id": ident, "ok": False, "error": f"the station service has no request {name!r}"}
         token = args.pop("session", None)
         detail = {key: value for key, value in args.items() if key not in SECRET_ARGS and key != "manifest"}
+        for key in CONTENT_ARGS & detail.keys():
+            detail[key] = _content_digest(detail[key])
         if check_only:
             detail["checked_only"] = True
         roles = conn.roles
@@ -1080,51 +538,12 @@ class StationService:
             os.close(self._lock_file)
 
 
-def _operator(conn: Connection, args: dict[str, Any]) -> str:
-    """Who a unit records as its operator: the person signed in at this kiosk (their session, checked by the
-    service), else the name the window or command sent, else the OS account."""
-    signed = args.get("_signed_in")
-    if signed is not None:
-        return str(signed.person)
-    return str(args.get("operator") or conn.caller.account)
-
-
-@dataclass
-class Followed:
-    """An answer followed by more messages (an export's chunks)."""
-
-    result: Any
-    followups: list[dict[str, Any]]
-
-
-def _file_answer(data: bytes, result: dict[str, Any]) -> Followed:
-    """A file's content as an answer (size, digest) followed by its chunks; the client writes the file."""
-    import base64
+def _content_digest(value: Any) -> str:
+    """A file's content sent in a request, as it is recorded: its size and SHA-256, not the whole file."""
     import hashlib
 
-    chunks = [data[at : at + frames.CHUNK_BYTES] for at in range(0, len(data), frames.CHUNK_BYTES)] or [b""]
-    followups = [
-        {"chunk": base64.b64encode(chunk).decode("ascii"), "index": index}
-        for index, chunk in enumerate(chunks)
-    ]
-    return Followed(
-        {**result, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "chunks": len(chunks)},
-        followups,
-    )
-
-
-class CaLocked(StationError):
-    def __init__(self, kind: dict[str, Any]) -> None:
-        self.kind = kind
-        what = (
-            f"its key is in token {kind['label']!r}"
-            if kind["kind"] == "token"
-            else "its key file is encrypted"
-        )
-        super().__init__(
-            f"the station's CA is locked ({what}): an administrator unlocks it with `station ca "
-            "unlock` (or give the service a credential file), then start the board again"
-        )
+    data = str(value).encode("utf-8")
+    return f"{len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}"
 
 
 class ServiceRunning(StationError):

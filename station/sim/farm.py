@@ -15,21 +15,15 @@ and reports state.  All state lives below ``HOME/sim`` (see station.sim.layout).
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
-import json
 import os
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -38,7 +32,25 @@ from station.errors import StationError
 from station.files import write_file_atomically
 from station.home import StationHome
 from station.sim import preflight
+
+# Moved to station.sim.farm_state, re-exported here so every existing import keeps working:
+from station.sim.farm_state import DeviceState as DeviceState
+from station.sim.farm_state import FarmSettings as FarmSettings
+from station.sim.farm_state import SimDevice as SimDevice
+
+# Moved to station.sim.faults, re-exported here so every existing import keeps working:
+from station.sim.faults import COMMAND_FAULT_FILE as COMMAND_FAULT_FILE
+from station.sim.faults import PATTERN_CHECK_TIMEOUT_S as PATTERN_CHECK_TIMEOUT_S
+from station.sim.faults import AnyFault as AnyFault
+from station.sim.faults import CommandAction as CommandAction
+from station.sim.faults import CommandFault as CommandFault
+from station.sim.faults import Fault as Fault
+from station.sim.faults import parse_fault as parse_fault
 from station.sim.fixtures import refresh_fixtures, write_atomically, write_fixtures
+
+# Moved to station.sim.host_keys, re-exported here so every existing import keeps working:
+from station.sim.host_keys import generate_host_key as generate_host_key
+from station.sim.host_keys import host_key_fingerprint as host_key_fingerprint
 from station.sim.layout import (
     DEFAULT_PORT,
     MAX_DEVICES,
@@ -51,6 +63,7 @@ from station.sim.layout import (
 )
 from station.sim.optee_farm import DEFAULT_TLS_PROOF_PORT, OpteeFarm
 from station.sim.process import ProcessRef, wait_gone
+from station.sim.settings_file import load_settings, save_settings
 from station.sim.silicon import new_soc_id, read_soc_id
 
 # The kinds of simulated board: namespaces + SoftHSM2 (fast, the default) or QEMU + real OP-TEE.
@@ -62,7 +75,6 @@ POWER_ON_TIMEOUT_S = 5.0  # until a started power loop has written its PID
 STOP_TIMEOUT_S = 10.0  # until a power loop has stopped its board and console after SIGTERM
 KILL_TIMEOUT_S = 3.0  # until SIGKILLed leftovers are gone
 PROBE_TIMEOUT_S = 0.5  # one TCP connect + SSH banner read
-PATTERN_CHECK_TIMEOUT_S = 5.0  # bash compiling a command fault's pattern
 POLL_INTERVAL_S = 0.05
 
 # The power loops run detached from the caller, with a plain environment (no venv, no secrets).
@@ -70,155 +82,6 @@ POWER_LOOP_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "LANG": "C.UTF-8",
 }
-
-
-class Fault(StrEnum):
-    """Faults a board can be given (per board, one at a time, from the CLI or the Python API)."""
-
-    NO_BOOT = "no-boot"  # after the next reboot the board stays dark until the fault is cleared
-    DROP_SSH = "drop-ssh"  # the next key generation drops its SSH connection midway, once
-    NO_MODULE = "no-module"  # /usr/lib/libckteec.so.0 is absent (OP-TEE's "TA not found"), at once
-
-
-class CommandAction(StrEnum):
-    """What a command fault does to a matching command on the board (see gate.sh)."""
-
-    DROP = "drop"  # the SSH connection dies; the command never runs
-    HANG = "hang"  # the command never finishes and never answers
-    FAIL = "fail"  # the command does not run; it exits 2 with an error naming it on stderr
-    GARBAGE = "garbage"  # the command does not run; it prints binary noise and exits 0
-    STREAM = "stream"  # the command does not run; /dev/zero streams in its place, without end
-
-
-@dataclass(frozen=True)
-class CommandFault:
-    """A fault that strikes every SSH command whose line matches ``pattern``, until cleared.
-
-    Written ``ACTION:PATTERN`` on the command line (``hang:--keypairgen``, ``drop:sftp-server``,
-    ``garbage:^command -v``, ``stream:--keypairgen``).  ``pattern`` is a POSIX extended regular expression (bash's ``=~``)
-    matched against the command line as the board's sshd received it; the sftp subsystem
-    (the station's put and get) is seen as ``/usr/lib/openssh/sftp-server``.
-    """
-
-    action: CommandAction
-    pattern: str
-
-    def __str__(self) -> str:
-        return f"{self.action.value}:{self.pattern}"
-
-    @classmethod
-    def parse(cls, value: str) -> CommandFault:
-        action, sep, pattern = value.partition(":")
-        if not sep or action not in {a.value for a in CommandAction}:
-            raise StationError(_unknown_fault(value))
-        if not pattern or "\n" in pattern or "\r" in pattern:
-            raise StationError(
-                f"fault {value!r}: give the commands to strike as a regular expression on one line after "
-                f"'{action}:', e.g. {action}:--keypairgen"
-            )
-        # Checked by bash itself (=~ returns 2 for a pattern it cannot compile), as the gate uses it.
-        check = subprocess.run(
-            ["bash", "-c", '[[ "" =~ $1 ]]; [ "$?" -ne 2 ]', "fault", pattern],
-            capture_output=True,
-            timeout=PATTERN_CHECK_TIMEOUT_S,
-            check=False,
-        )
-        if check.returncode != 0:
-            raise StationError(f"fault {value!r}: {pattern!r} is not a valid extended regular expression")
-        return cls(CommandAction(action), pattern)
-
-    def file_text(self) -> str:
-        """The fault file gate.sh reads: the action, then the pattern."""
-        return f"{self.action.value}\n{self.pattern}\n"
-
-
-AnyFault = Fault | CommandFault
-# The file of a command fault below faults/ (the other faults are empty files named after them).
-COMMAND_FAULT_FILE = "command"
-
-
-class DeviceState(StrEnum):
-    UP = "up"  # sshd accepts connections
-    BOOTING = "booting"  # powered, booting or waiting out the boot delay after a reboot
-    DOWN = "down"  # no power loop, or a board that does not boot (no-boot fault)
-
-
-@dataclass(frozen=True)
-class SimDevice:
-    """One simulated board as the rest of the station sees it."""
-
-    name: str  # "sim-01"
-    hostname: str  # "sm2s-imx8plus-mbep5-01"
-    address: str  # "127.0.0.2"
-    port: int
-    ssh_url: str  # "ssh://root@127.0.0.2:2222"
-    console_path: Path | None  # the serial console's pty (a symlink), with --serial-console
-    host_key_fingerprint: str  # "SHA256:…", as `ssh-keygen -lf` prints it
-    state_dir: Path
-    state: str  # a DeviceState value
-    fault: str | None = None  # the armed fault as written on the command line, if any
-    soc_id: str = ""  # the board's SoC unique id (station/sim/silicon.py)
-    kind: str = "softhsm"  # "softhsm" (namespaces + SoftHSM2) or "optee" (a QEMU VM running OP-TEE)
-
-
-@dataclass(frozen=True)
-class FarmSettings:
-    """What `up` was asked for, plus the power loops it started (HOME/sim/farm.json)."""
-
-    count: int
-    port: int
-    keygen_delay: float
-    boot_delay: float
-    serial_console: bool
-    power: dict[str, ProcessRef]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "port": self.port,
-            "keygen_delay": self.keygen_delay,
-            "boot_delay": self.boot_delay,
-            "serial_console": self.serial_console,
-            "power": {name: ref.to_json() for name, ref in self.power.items()},
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FarmSettings:
-        return cls(
-            count=int(data["count"]),
-            port=int(data["port"]),
-            keygen_delay=float(data["keygen_delay"]),
-            boot_delay=float(data["boot_delay"]),
-            serial_console=bool(data["serial_console"]),
-            power={name: ProcessRef.from_json(ref) for name, ref in data["power"].items()},
-        )
-
-
-def host_key_fingerprint(public_key_line: str) -> str:
-    """SHA256 fingerprint of an OpenSSH public key line, in ``ssh-keygen -lf`` format."""
-    blob = base64.b64decode(public_key_line.split()[1])
-    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii").rstrip("=")
-    return f"SHA256:{digest}"
-
-
-def _unknown_fault(value: str) -> str:
-    choices = ", ".join(fault.value for fault in Fault)
-    actions = "|".join(action.value for action in CommandAction)
-    return (
-        f"unknown fault {value!r}: choose one of {choices}, or a command fault {actions}:PATTERN "
-        "(e.g. hang:--keypairgen)"
-    )
-
-
-def parse_fault(value: str) -> AnyFault:
-    """A fault as written on the command line: a Fault name, or ``ACTION:PATTERN`` (a CommandFault)."""
-    try:
-        return Fault(value)
-    except ValueError:
-        pass
-    if ":" in value:
-        return CommandFault.parse(value)
-    raise StationError(_unknown_fault(value))
 
 
 class Farm:
@@ -270,15 +133,40 @@ class Farm:
             raise StationError(
                 f"OP-TEE boards are already running in {self.home.root}; stop them first with `station sim down`"
             )
-        if not 1 <= count <= MAX_DEVICES:
-            raise StationError(f"--count must be between 1 and {MAX_DEVICES}, not {count}")
-        if not 1 <= port <= 65535:
-            raise StationError(f"--port must be a TCP port (1-65535), not {port}")
-        if keygen_delay < 0 or boot_delay < 0:
-            raise StationError("delays cannot be negative")
+        _check_request(count, port, keygen_delay, boot_delay)
         devices = [self.layout.device(index) for index in range(1, count + 1)]
         armed = self._parse_faults(faults or {}, devices)
 
+        self._preflight(devices, port=port, serial_console=serial_console)
+
+        self._prepare_devices(
+            devices,
+            armed,
+            port=port,
+            keygen_delay=keygen_delay,
+            boot_delay=boot_delay,
+            serial_console=serial_console,
+        )
+
+        settings = FarmSettings(count, port, keygen_delay, boot_delay, serial_console, power={})
+        try:
+            for device in devices:
+                settings.power[device.name] = self._power_on(device)
+                # Saved after each start, so `down` finds every loop even if a later start fails.
+                self._save_settings(settings)
+            self._wait_until_up(
+                devices, settings, timeout_s=BOOT_TIMEOUT_S, after="power-on", first_boot=True
+            )
+        except BaseException:
+            self.down()
+            raise
+        result = [self._describe(device, settings, DeviceState.UP) for device in devices]
+        write_fixtures(self.layout.fixtures_file, result)
+        return result
+
+    def _preflight(self, devices: list[DeviceLayout], *, port: int, serial_console: bool) -> None:
+        """Refuse to start (saying what to fix) unless this machine can run these boards now: root,
+        packages, home path, namespaces, no farm already running, every SSH address free."""
         problems = [
             preflight.check_root(),
             preflight.check_packages(serial_console=serial_console),
@@ -299,6 +187,17 @@ class Farm:
         if busy:
             raise StationError(busy)
 
+    def _prepare_devices(
+        self,
+        devices: list[DeviceLayout],
+        armed: dict[str, AnyFault],
+        *,
+        port: int,
+        keygen_delay: float,
+        boot_delay: float,
+        serial_console: bool,
+    ) -> None:
+        """Write every board's files (scripts, keys, configuration) and arm its fault, before any powers on."""
         self.home.ensure_station_key()
         station_key = self.home.ssh_public_key.read_text()
         self._install_scripts()
@@ -312,22 +211,6 @@ class Farm:
                 station_key=station_key,
             )
             self._arm(device, armed.get(device.name))
-
-        settings = FarmSettings(count, port, keygen_delay, boot_delay, serial_console, power={})
-        try:
-            for device in devices:
-                settings.power[device.name] = self._power_on(device)
-                # Saved after each start, so `down` finds every loop even if a later start fails.
-                self._save_settings(settings)
-            self._wait_until_up(
-                devices, settings, timeout_s=BOOT_TIMEOUT_S, after="power-on", first_boot=True
-            )
-        except BaseException:
-            self.down()
-            raise
-        result = [self._describe(device, settings, DeviceState.UP) for device in devices]
-        write_fixtures(self.layout.fixtures_file, result)
-        return result
 
     def status(self) -> list[SimDevice]:
         """The boards of the farms last started in this home (both kinds), with their current state."""
@@ -586,18 +469,14 @@ class Farm:
         return [name for name, power in settings.power.items() if power.alive()]
 
     def _save_settings(self, settings: FarmSettings) -> None:
-        write_atomically(self.layout.settings_file, json.dumps(settings.to_json(), indent=2) + "\n")
+        save_settings(self.layout.settings_file, settings)
 
     def _load_settings(self) -> FarmSettings | None:
-        try:
-            return FarmSettings.from_json(json.loads(self.layout.settings_file.read_text()))
-        except FileNotFoundError:
-            return None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StationError(
-                f"{self.layout.settings_file} is damaged ({exc}); stop any simulated device with "
-                "`station sim down` and delete that file"
-            ) from exc
+        return load_settings(
+            self.layout.settings_file,
+            FarmSettings.from_json,
+            when_damaged="stop any simulated device with `station sim down` and delete that file",
+        )
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -692,17 +571,14 @@ class Farm:
             time.sleep(POLL_INTERVAL_S)
 
 
-def generate_host_key(private_path: Path, public_path: Path, hostname: str) -> None:
-    """An ed25519 SSH host key pair in OpenSSH format (the private file readable by its owner only)."""
-    key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(private)
-    public_path.write_bytes(public + f" root@{hostname}\n".encode())
+def _check_request(count: int, port: int, keygen_delay: float, boot_delay: float) -> None:
+    """Refuse a count, port or delay that no farm can have."""
+    if not 1 <= count <= MAX_DEVICES:
+        raise StationError(f"--count must be between 1 and {MAX_DEVICES}, not {count}")
+    if not 1 <= port <= 65535:
+        raise StationError(f"--port must be a TCP port (1-65535), not {port}")
+    if keygen_delay < 0 or boot_delay < 0:
+        raise StationError("delays cannot be negative")
 
 
 def _ssh_answers(address: str, port: int) -> bool:

@@ -427,6 +427,7 @@ def _lock(lock: object, root: Path) -> None:
             time.sleep(1.0)
 
 
+# long: the OP-TEE image build, one stage after another with its progress lines
 def _build(image: BoardImage, sources: Path | None, root: Path, progress: Callable[[str], None]) -> None:
     progress(f"Building the OP-TEE board once (about 2.5 min; cached in {image.directory}) …")
     shutil.rmtree(image.directory, ignore_errors=True)

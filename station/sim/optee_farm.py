@@ -44,10 +44,11 @@ from typing import Any
 
 from station.errors import StationError
 from station.home import StationHome
-from station.sim.fixtures import write_atomically, write_fixtures
+from station.sim.fixtures import write_fixtures
 from station.sim.layout import DEFAULT_PORT, FIRST_HOST_OCTET
 from station.sim.optee_build import RUN_TOOLS, BoardImage, ensure_built, missing_tools
 from station.sim.process import ProcessRef, wait_gone
+from station.sim.settings_file import load_settings, save_settings
 from station.sim.silicon import read_soc_id
 
 MAX_BOARDS = 8  # each is a CPU-heavy TCG machine; a line PC's test bench needs a few
@@ -360,6 +361,7 @@ class OpteeFarm:
         lines = data[len(FAULTS_MAGIC) :].split(b"\0")[0].decode("ascii", "replace").split()
         return lines[0] if lines else None
 
+    # long: one QEMU command line with its devices and the wait for its QMP socket; split it and the flags scatter
     def _start(self, board: BoardLayout, image: BoardImage, settings: OpteeSettings) -> ProcessRef:
         sock = board.file("qmp.sock")
         if len(str(sock)) > 100:
@@ -506,17 +508,14 @@ class OpteeFarm:
         )
 
     def _save(self, settings: OpteeSettings) -> None:
-        write_atomically(self.settings_file, json.dumps(settings.to_json(), indent=2) + "\n")
+        save_settings(self.settings_file, settings)
 
     def _load(self) -> OpteeSettings | None:
-        try:
-            return OpteeSettings.from_json(json.loads(self.settings_file.read_text()))
-        except FileNotFoundError:
-            return None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StationError(
-                f"{self.settings_file} is damaged ({exc}); stop any QEMU it lists by hand and delete that file"
-            ) from exc
+        return load_settings(
+            self.settings_file,
+            OpteeSettings.from_json,
+            when_damaged="stop any QEMU it lists by hand and delete that file",
+        )
 
 
 def _parse_fault(value: str) -> OpteeFault:

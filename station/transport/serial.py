@@ -42,7 +42,7 @@ from collections.abc import Callable
 
 import serial
 
-from station.shell import ShellCommand, UnsafeArgument, command
+from station.shell import ShellCommand, command
 from station.transport.base import (
     MAX_COMMAND_OUTPUT_BYTES,
     MAX_FILE_BYTES,
@@ -61,107 +61,52 @@ from station.transport.base import (
 )
 from station.transport.markers import MarkerScanner
 
-# -- named settings ---------------------------------------------------------------------------
-
-DEFAULT_BAUD = 115200
-# Longest wait inside a loop before cancel and the deadline are looked at again.
-POLL_INTERVAL_S = 0.1
-# Before waking the console, stale output is drained until it has been quiet this long ...
-QUIET_PERIOD_S = 0.2
-# ... but a chatty console never holds us longer than this.
-DRAIN_LIMIT_S = 1.0
-# How long a board may take to show it is going down after `reboot` before we call it stuck.
-SHUTDOWN_TIMEOUT_S = 30.0
-# After a reboot, a prompt-like end of the boot log counts once the console has been quiet this long.
-PROMPT_SETTLE_S = 0.5
-# Login prompts answered in one attempt to log in (a getty that ate our wake-up CR asks twice).
-LOGIN_ATTEMPTS = 3
-# close() types `exit` so the next session starts from a fresh login; it never waits longer.
-CLOSE_TIMEOUT_S = 1.0
-# A canonical-mode tty drops whatever a line holds beyond 4095 bytes, and a board without flow
-# control loses bytes once its 4096-byte input buffer is full: stay well under both.
-MAX_LINE_BYTES = 2048
-# Base64 words per file-transfer line are cut at this length (a multiple of 4).
-TRANSFER_WORD_CHARS = 512
-# A transfer whose checksum does not match is sent again this many times in all.
-TRANSFER_ATTEMPTS = 2
-READ_CHUNK_BYTES = 65536
-# Text kept for prompt matching and error messages while waiting through a boot log.
-TAIL_KEPT_BYTES = 8192
-# A line still arriving is held back (its end may hold a prompt or an escape sequence) up to this
-# length; beyond it, all but its last PENDING_KEPT_BYTES are passed on as output.
-PENDING_MAX_BYTES = 8192
-PENDING_KEPT_BYTES = 256
-# How much of the console's last line the prompt patterns look at (prompts are short).
-TAIL_WINDOW_BYTES = 4096
-# Everything received while one command runs (markers, kernel lines, escapes included) may be at
-# most this many times its output cap: a board streaming something that never becomes output
-# (no begin marker, only escapes) is stopped too.
-RAW_FACTOR = 2
-# After a command was stopped for answering too much: how long the shell may take to answer a
-# `true` again, and how much stale output may still come in the meantime.
-RESYNC_TIMEOUT_S = 5.0
-RESYNC_OUTPUT_BYTES = 1024 * 1024
-KERNEL_LINES_KEPT = 50
-KERNEL_LINE_KEPT_BYTES = 512
-
-# The shell's prompts once the link has set it up; unlikely in any real output.
-PRIVATE_PS1 = "__station__# "
-PRIVATE_PS2 = "__station_more__> "
-
-# -- what the console says ---------------------------------------------------------------------
-
-# CSI (colours, bracketed paste ESC[?2004h), OSC (window titles), charset selection, and the
-# two-byte escapes (keypad modes ESC= ESC>, ...).
-_ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|[0-~])")
-# A kernel printk line: "[   12.345678] text".  printk may cut into a line the shell is
-# writing, so it is removed wherever it starts; it always ends with a newline.
-_KERNEL_LINE = re.compile(rb"\[ *\d+\.\d{6}\] [^\n]*\n")
-# CRLF from the tty's onlcr, sometimes CRCRLF when a program already wrote CRLF.
-_LINE_END = re.compile(rb"\r+\n")
-_LOGIN = re.compile(r"login: *$", re.IGNORECASE)
-_PASSWORD = re.compile(r"password: *$", re.IGNORECASE)
-_LOGIN_REFUSED = re.compile(rb"Login incorrect|Login timed out", re.IGNORECASE)
-# Our prompts are recognised only as a whole line: while the setup line itself is echoed, a read
-# can end right after "PS2='__station_more__> " and must not be taken for the prompt.
-_PRIVATE_PROMPT = re.compile(r"^\s*" + re.escape(PRIVATE_PS1.rstrip()) + r" ?$")
-_CONTINUATION_PROMPT = re.compile(r"^\s*" + re.escape(PRIVATE_PS2.rstrip()) + r" ?$")
-DEFAULT_PROMPT_PATTERN = r"[#$] ?$"
-# What we type must never hold a control character: the tty would act on it (^C, ^D, ^U, a
-# newline ending the line early) before the shell ever parses the quotes.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-# Switches the logged-in shell to the link's private mode.  No echo: our typing never comes back
-# (and readline stops redrawing long lines).  Bracketed paste only exists in bash (`bind` would
-# fail in busybox ash).  No history: command lines carry PINs and must not land in
-# ~/.bash_history on the board.  Not wrapped in `</dev/null`: stty needs the console as stdin.
-_SETUP = (
-    "stty -echo 2>/dev/null; unset HISTFILE PROMPT_COMMAND; "
-    "if [ -n \"${BASH_VERSION:-}\" ]; then bind 'set enable-bracketed-paste off' 2>/dev/null; "
-    "set +o history; fi; "
-    f"PS1='{PRIVATE_PS1}'; PS2='{PRIVATE_PS2}'"
-)
-
-# File transfer scripts.  Every value (paths, base64 words, digest, mode) reaches them as a
-# positional parameter through ShellCommand, so nothing here is ever concatenated with data.
-_PUT_START = 'rm -f "$1" && : >"$2"'
-_PUT_APPEND = 'f=$1; shift; printf "%s\\n" "$@" >>"$f"'
-# Exit 3 = the checksum did not match: the temporary file is removed and the target untouched.
-_PUT_FINISH = (
-    'base64 -d "$1" >"$2" && rm -f "$1" || exit 2; '
-    'printf "%s  %s\\n" "$3" "$2" | sha256sum -c >/dev/null 2>&1 || { rm -f "$2"; exit 3; }; '
-    'chmod "$4" "$2" && mv -f "$2" "$5"'
-)
-_CHECKSUM_MISMATCH = 3
-# Reading a file: at most $2 bytes of "$1", copied once so the digest and the base64 lines are of
-# the same bytes; prints the digest line, then the base64 lines.  head's error names a missing file.
-_GET = (
-    't=$(mktemp) || exit 2; head -c "$2" -- "$1" >"$t" && sha256sum <"$t" && base64 <"$t"; '
-    's=$?; rm -f "$t"; exit $s'
-)
+# Moved to station.transport.serial_protocol, re-exported here so every existing import keeps working:
+from station.transport.serial_protocol import _ANSI as _ANSI
+from station.transport.serial_protocol import _CHECKSUM_MISMATCH as _CHECKSUM_MISMATCH
+from station.transport.serial_protocol import _CONTINUATION_PROMPT as _CONTINUATION_PROMPT
+from station.transport.serial_protocol import _CONTROL as _CONTROL
+from station.transport.serial_protocol import _GET as _GET
+from station.transport.serial_protocol import _KERNEL_LINE as _KERNEL_LINE
+from station.transport.serial_protocol import _LINE_END as _LINE_END
+from station.transport.serial_protocol import _LOGIN as _LOGIN
+from station.transport.serial_protocol import _LOGIN_REFUSED as _LOGIN_REFUSED
+from station.transport.serial_protocol import _PASSWORD as _PASSWORD
+from station.transport.serial_protocol import _PRIVATE_PROMPT as _PRIVATE_PROMPT
+from station.transport.serial_protocol import _PUT_APPEND as _PUT_APPEND
+from station.transport.serial_protocol import _PUT_FINISH as _PUT_FINISH
+from station.transport.serial_protocol import _PUT_START as _PUT_START
+from station.transport.serial_protocol import _SETUP as _SETUP
+from station.transport.serial_protocol import CLOSE_TIMEOUT_S as CLOSE_TIMEOUT_S
+from station.transport.serial_protocol import DEFAULT_BAUD as DEFAULT_BAUD
+from station.transport.serial_protocol import DEFAULT_PROMPT_PATTERN as DEFAULT_PROMPT_PATTERN
+from station.transport.serial_protocol import DRAIN_LIMIT_S as DRAIN_LIMIT_S
+from station.transport.serial_protocol import KERNEL_LINE_KEPT_BYTES as KERNEL_LINE_KEPT_BYTES
+from station.transport.serial_protocol import KERNEL_LINES_KEPT as KERNEL_LINES_KEPT
+from station.transport.serial_protocol import LOGIN_ATTEMPTS as LOGIN_ATTEMPTS
+from station.transport.serial_protocol import MAX_LINE_BYTES as MAX_LINE_BYTES
+from station.transport.serial_protocol import PENDING_KEPT_BYTES as PENDING_KEPT_BYTES
+from station.transport.serial_protocol import PENDING_MAX_BYTES as PENDING_MAX_BYTES
+from station.transport.serial_protocol import POLL_INTERVAL_S as POLL_INTERVAL_S
+from station.transport.serial_protocol import PRIVATE_PS1 as PRIVATE_PS1
+from station.transport.serial_protocol import PRIVATE_PS2 as PRIVATE_PS2
+from station.transport.serial_protocol import PROMPT_SETTLE_S as PROMPT_SETTLE_S
+from station.transport.serial_protocol import QUIET_PERIOD_S as QUIET_PERIOD_S
+from station.transport.serial_protocol import RAW_FACTOR as RAW_FACTOR
+from station.transport.serial_protocol import READ_CHUNK_BYTES as READ_CHUNK_BYTES
+from station.transport.serial_protocol import RESYNC_OUTPUT_BYTES as RESYNC_OUTPUT_BYTES
+from station.transport.serial_protocol import RESYNC_TIMEOUT_S as RESYNC_TIMEOUT_S
+from station.transport.serial_protocol import SHUTDOWN_TIMEOUT_S as SHUTDOWN_TIMEOUT_S
+from station.transport.serial_protocol import TAIL_KEPT_BYTES as TAIL_KEPT_BYTES
+from station.transport.serial_protocol import TAIL_WINDOW_BYTES as TAIL_WINDOW_BYTES
+from station.transport.serial_protocol import TRANSFER_ATTEMPTS as TRANSFER_ATTEMPTS
+from station.transport.serial_protocol import TRANSFER_WORD_CHARS as TRANSFER_WORD_CHARS
+from station.transport.serial_protocol import _base64_words as _base64_words
+from station.transport.serial_protocol import _wrap as _wrap
+from station.transport.serial_stream import ConsoleStream
 
 
-class SerialLink:
+class SerialLink(ConsoleStream):
     """A :class:`~station.transport.base.DeviceLink` over a board's serial console (pyserial)."""
 
     def __init__(
@@ -408,22 +353,7 @@ class SerialLink:
                 else:
                     self.close()
                 raise OutputTooLarge(what or label, max_output)
-            tail = self._tail()
-            if own_stdin and _LOGIN.search(tail):
-                # The shell is gone and a getty asks for a login: the board restarted under us
-                # (watchdog, brown-out, someone pressed reset).  Say so now, not at the deadline.
-                self._ready = False  # `exit` typed at a login prompt would be taken for a user name
-                self._consume()
-                raise LinkLost(
-                    f"the board on {self._path} restarted in the middle of {label} (its login prompt came "
-                    "back) — check its power supply, then press Retry"
-                )
-            if _CONTINUATION_PROMPT.search(tail):
-                self._interrupt()
-                raise LinkError(
-                    f"the shell on {self._path} is waiting for the rest of {label} (an unfinished quote?) "
-                    "— the command was interrupted; report this, it is a defect in the station"
-                )
+            self._check_shell_is_running(label, own_stdin=own_stdin)
             try:
                 received = self._wait_for_output(
                     deadline, during=label, on_timeout=self._command_timeout(label)
@@ -435,6 +365,25 @@ class SerialLink:
                 raise
             scanner.feed(received)
             self._trim()  # the scanner holds the answer; the buffer only the tail for the prompts
+
+    def _check_shell_is_running(self, label: str, *, own_stdin: bool) -> None:
+        """Raise when the console's last line shows the shell gone (a login prompt) or waiting for more input."""
+        tail = self._tail()
+        if own_stdin and _LOGIN.search(tail):
+            # The shell is gone and a getty asks for a login: the board restarted under us
+            # (watchdog, brown-out, someone pressed reset).  Say so now, not at the deadline.
+            self._ready = False  # `exit` typed at a login prompt would be taken for a user name
+            self._consume()
+            raise LinkLost(
+                f"the board on {self._path} restarted in the middle of {label} (its login prompt came "
+                "back) — check its power supply, then press Retry"
+            )
+        if _CONTINUATION_PROMPT.search(tail):
+            self._interrupt()
+            raise LinkError(
+                f"the shell on {self._path} is waiting for the rest of {label} (an unfinished quote?) "
+                "— the command was interrupted; report this, it is a defect in the station"
+            )
 
     def _resync(self, deadline: Deadline) -> None:
         """Stop a command that answers too much and see the shell answer again — or give the console up.
@@ -646,172 +595,3 @@ class SerialLink:
             if (len(self._buffer), self._tail()) != seen:
                 return False
         return True
-
-    # -- the byte stream --------------------------------------------------------------------
-
-    def _wait_for_output(
-        self, deadline: Deadline, *, during: str, on_timeout: Callable[[Deadline], LinkError]
-    ) -> bytes:
-        """Wait (at most one poll interval) for bytes, feed them in and return the complete lines
-        they made (cleaned); raise on timeout or cancel."""
-        self._check_cancel()
-        if deadline.expired():
-            raise on_timeout(deadline)
-        port = self._require_port(during)
-        try:
-            readable, _, _ = select.select([port.fileno()], [], [], deadline.cap(POLL_INTERVAL_S))
-            if readable:
-                # timeout=0 on the port: read returns what is there now, never blocks.
-                return self._feed(bytes(port.read(READ_CHUNK_BYTES)))
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise self._lost(during, exc) from exc
-        return b""
-
-    def _feed(self, data: bytes) -> bytes:
-        """Take raw bytes from the port; append the complete lines they make (cleaned) to the
-        buffer and return them.  Each byte is looked at a bounded number of times."""
-        self._received += len(data)
-        text = self._pending + data
-        end = text.rfind(b"\n") + 1
-        if len(text) - end > PENDING_MAX_BYTES:
-            # A line that does not end (a stream without newlines, line noise): pass it on in
-            # pieces, holding back only its last bytes (the start of an escape sequence, a prompt).
-            end = len(text) - PENDING_KEPT_BYTES
-        self._pending = text[end:]
-        if not end:
-            return b""
-        # Complete lines (or a piece of a very long one): an escape sequence or a kernel line
-        # never spans a newline, so none is cut in half here.
-        complete = _ANSI.sub(b"", _LINE_END.sub(b"\n", text[:end]))
-        for kernel_line in _KERNEL_LINE.findall(complete):
-            self._kernel_lines.append(kernel_line[:KERNEL_LINE_KEPT_BYTES].decode("utf-8", "replace").strip())
-            self._kernel_line_count += 1
-        cleaned = _KERNEL_LINE.sub(b"", complete)
-        self._buffer += cleaned
-        return cleaned
-
-    def _tail(self) -> str:
-        """The console's last, unfinished line (a prompt, if any), as text without escapes.
-
-        Only its last TAIL_WINDOW_BYTES are looked at, so a line that never ends costs the same on
-        every read; a line cut there starts with "…", so no whole-line prompt pattern matches it.
-        """
-        pending = self._pending[-TAIL_WINDOW_BYTES:]
-        cut = len(self._pending) > TAIL_WINDOW_BYTES
-        last = pending
-        if not cut:
-            start = max(0, len(self._buffer) - (TAIL_WINDOW_BYTES - len(pending)))
-            newline = self._buffer.rfind(b"\n", start)
-            if newline >= 0:
-                last = bytes(self._buffer[newline + 1 :]) + pending
-            else:
-                last = bytes(self._buffer[start:]) + pending
-                cut = start > 0
-        text = _ANSI.sub(b"", last.replace(b"\r", b"")).decode("utf-8", "replace")
-        return f"…{text}" if cut else text
-
-    def _consume(self) -> None:
-        """Forget everything received so far: what follows answers what we type next."""
-        self._buffer.clear()
-        self._pending = b""
-
-    def _trim(self) -> None:
-        if len(self._buffer) > TAIL_KEPT_BYTES:
-            del self._buffer[:-TAIL_KEPT_BYTES]
-
-    def _drain(self, deadline: Deadline) -> None:
-        """Read and drop output until the console is quiet (or DRAIN_LIMIT_S has passed)."""
-        limit = Deadline(min(DRAIN_LIMIT_S, deadline.remaining()), what="drain")
-        port = self._require_port("opening the console")
-        while not limit.expired():
-            self._check_cancel()
-            try:
-                readable, _, _ = select.select([port.fileno()], [], [], limit.cap(QUIET_PERIOD_S))
-                if not readable:
-                    break
-                port.read(READ_CHUNK_BYTES)
-            except (serial.SerialException, OSError, ValueError) as exc:
-                raise self._lost("opening the console", exc) from exc
-
-    def _write_line(self, line: str, deadline: Deadline, *, during: str, what: str = "") -> None:
-        """Type one line and press Enter (CR, as a terminal does)."""
-        # Defence in depth: ShellCommand refuses control characters in arguments, but a redirect
-        # or a profile value takes other paths; a stray newline would run a second command.
-        if _CONTROL.search(line):
-            raise UnsafeArgument(
-                f"{what or 'a command line'} contains a control character or newline; it cannot be typed on "
-                "the console"
-            )
-        encoded = line.encode("utf-8")
-        if len(encoded) + 1 > MAX_LINE_BYTES:
-            raise UnsafeArgument(
-                f"{what or 'a command line'} is {len(encoded)} bytes long; a console line must stay under "
-                f"{MAX_LINE_BYTES} bytes (tty limit 4095) — report this, it is a defect in the station"
-            )
-        self._write(encoded + b"\r", deadline, during=during)
-
-    def _write(self, data: bytes, deadline: Deadline, *, during: str) -> None:
-        port = self._require_port(during)
-        remaining = data
-        while remaining:
-            self._check_cancel()
-            if deadline.expired():
-                raise CommandTimedOut(
-                    f"the console {self._path} did not take our input within {deadline.seconds:g} s "
-                    f"({during}) — check the cable and flow control settings, then press Retry"
-                )
-            try:
-                _, writable, _ = select.select([], [port.fileno()], [], deadline.cap(POLL_INTERVAL_S))
-                if writable:
-                    # write_timeout=0 on the port: write takes what fits now and says how much.
-                    written = port.write(remaining)
-                    remaining = remaining[int(written or 0) :]
-            except (serial.SerialException, OSError, ValueError) as exc:
-                raise self._lost(during, exc) from exc
-
-    def _interrupt(self) -> None:
-        """Press Ctrl-C (best effort): stop a command that ran out of time or was cancelled."""
-        port = self._port
-        if port is None:
-            return
-        try:
-            _, writable, _ = select.select([], [port.fileno()], [], POLL_INTERVAL_S)
-            if writable:
-                port.write(b"\x03")
-        except (serial.SerialException, OSError, ValueError):
-            pass
-
-    def _require_port(self, during: str) -> serial.Serial:
-        if self._port is None:
-            raise LinkLost(f"the serial console on {self._path} is not open ({during}) — press Retry")
-        return self._port
-
-    def _lost(self, during: str, exc: BaseException) -> LinkLost:
-        self._ready = False  # nothing to log out of on a console that is gone
-        self.close()
-        return LinkLost(
-            f"the serial console on {self._path} closed in the middle of {during} ({exc}) — check the "
-            "cable, then press Retry"
-        )
-
-    def _last_seen(self) -> str:
-        seen = "".join(ch if ch.isprintable() else " " for ch in self._tail()).strip()
-        return f" (last output: {seen[-60:]!r})" if seen else ""
-
-    def _check_cancel(self) -> None:
-        if self._cancel.is_set():
-            raise LinkCancelled("cancelled by the operator")
-
-
-def _wrap(line: str, nonce: str, *, own_stdin: bool = True) -> str:
-    """The line as typed: markers around the command, so its output and exit status can be found."""
-    # The command's own stdin is /dev/null: it must never read the lines we type next (and
-    # `openssl s_client` ends when its stdin does, as it does over SSH).  The echoed line shows
-    # `$?`, never digits, so it cannot be taken for the status marker.
-    body = f"{{ {line} ; }} </dev/null 2>&1" if own_stdin else line
-    return f"echo __BEGIN_{nonce}__; {body}; echo __RC_{nonce}_$?__"
-
-
-def _base64_words(data: bytes) -> list[str]:
-    encoded = base64.b64encode(data).decode("ascii")
-    return [encoded[i : i + TRANSFER_WORD_CHARS] for i in range(0, len(encoded), TRANSFER_WORD_CHARS)]

@@ -170,6 +170,7 @@ class SshLink:
 
     # -- commands ---------------------------------------------------------------------------
 
+    # long: one SSH exec channel: open, stream both outputs under one deadline and cap, close
     def run(
         self, cmd: ShellCommand, deadline: Deadline, *, check: bool = True, max_output: int | None = None
     ) -> CommandResult:

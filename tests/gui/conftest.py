@@ -25,9 +25,9 @@ from PySide6.QtWidgets import QMessageBox  # noqa: E402
 from station.home import StationHome  # noqa: E402
 from station.pki import CertificateAuthority  # noqa: E402
 from station.service.client import home_socket  # noqa: E402
+from tests.helpers.farm import sim_farm, sim_home, start_farm  # noqa: E402,F401
 from tests.helpers.postgres import fleet_db, pg_server  # noqa: E402,F401
 from tests.helpers.service import service_pid  # noqa: E402
-from tests.integration.conftest import sim_farm, sim_home, start_farm  # noqa: E402,F401
 from ui.main_window import MainWindow  # noqa: E402
 from ui.session import Session  # noqa: E402
 

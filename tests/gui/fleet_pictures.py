@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QApplication
 from bench.demo_station import ensure_display, pause
 from station.fleet.cluster import PrivateCluster, ensure_os_user
 from station.fleet.forwarder import Forwarder
+from station.service.audit_reader import LocalAuditReader
 from tests.helpers.fleet import make_station
 from tests.helpers.postgres import FleetDb, PgServer
 from ui.audit_view import AuditView
@@ -104,7 +105,9 @@ def main() -> int:
             _fill(station, name, failure_rate, rng, first=number * UNITS_PER_STATION + 1)
             stations.append(station)
         with stations[0].audit() as audit:
-            local = AuditView(audit, role="quality_lead", station="line1-pc1")
+            local = AuditView(
+                LocalAuditReader(audit, station="line1-pc1"), role="quality_lead", station="line1-pc1"
+            )
             scoped = ScopedAuditView(local, stations[0].fleet)
             scoped.resize(1280, 800)
             scoped.show()

@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QComboBox, QLineEdit, QMessageBox
 
 from station.admin import load_settings, pin_path, set_pin
-from tests.gui.technician import sign_in
+from tests.helpers.technician import sign_in
 
 pytestmark = pytest.mark.gui
 

@@ -1,7 +1,9 @@
 """The audit view: a quality lead browses, filters, opens a unit, exports and revokes; a technician only looks.
 
-A real audit log in tmp_path, the real view offscreen. Background jobs (counting, yield, certificate text,
-exports, revocations) are awaited with qtbot.waitUntil, never with sleeps.
+A real audit log in tmp_path read through the in-process reader (the same protocol and technician scope as the
+station service's; tests/integration/test_audit_service.py drives the view through a real service), the real view
+offscreen. Background jobs (pages, unit details, counting, yield, certificate text, exports, revocations) are
+awaited with qtbot.waitUntil, never with sleeps.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import csv  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -24,9 +27,13 @@ from PySide6.QtGui import QGuiApplication  # noqa: E402
 
 import ui.audit_view as audit_view_module  # noqa: E402
 from station.audit import AuditLog, Unit  # noqa: E402
-from tests.unit.test_audit import Clock, make_certificate, start  # noqa: E402
+from station.config import OutputSettings, StationConfig  # noqa: E402
+from station.home import StationHome  # noqa: E402
+from station.service.audit_reader import LocalAuditReader  # noqa: E402
+from tests.helpers.audit import Clock, make_certificate, start  # noqa: E402
 from ui.audit_model import AuditTableModel  # noqa: E402
 from ui.audit_view import TECHNICIAN_ROWS, AuditView  # noqa: E402
+from ui.bridge import TaskPool  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -86,22 +93,58 @@ def audit(tmp_path: Path) -> Iterator[AuditLog]:
 
 
 @pytest.fixture
-def open_view(qtbot: Any, audit: AuditLog) -> Iterator[Any]:
-    def open_(role: str = "quality_lead", **kwargs: Any) -> AuditView:
-        view = AuditView(audit, role=role, user="Q. Lead", **kwargs)
+def out(tmp_path: Path) -> Path:
+    """The output folder exports and certificates go to (the home is beside it, never it)."""
+    return tmp_path / "out"
+
+
+@pytest.fixture
+def open_view(qtbot: Any, audit: AuditLog, tmp_path: Path, out: Path) -> Iterator[Any]:
+    views: list[AuditView] = []
+
+    def open_(role: str = "quality_lead", station: str = "line-1", **kwargs: Any) -> AuditView:
+        view = AuditView(
+            LocalAuditReader(audit, station=station),
+            role=role,
+            station=station,
+            user="Q. Lead",
+            config=StationConfig(output=OutputSettings(folder=str(out))),
+            home=StationHome(tmp_path / "home"),
+            **kwargs,
+        )
         qtbot.addWidget(view)
         view.show()
         qtbot.waitExposed(view)
         settle(qtbot, view)
+        views.append(view)
         return view
 
     yield open_
+    for view in views:
+        view.shutdown()
 
 
 def settle(qtbot: Any, view: AuditView) -> None:
-    """Wait until the view's background jobs are done."""
+    """Wait until the view's background jobs (its pages too) are done."""
     qtbot.waitUntil(lambda: not view.busy(), timeout=JOB_TIMEOUT_MS)
     QGuiApplication.processEvents()
+
+
+@pytest.fixture
+def pool(qtbot: Any) -> Iterator[TaskPool]:
+    pool = TaskPool(max_threads=1)
+    yield pool
+    pool.shutdown(5000)
+
+
+def loaded(qtbot: Any, model: AuditTableModel) -> None:
+    qtbot.waitUntil(lambda: not model.loading, timeout=JOB_TIMEOUT_MS)
+
+
+def select(qtbot: Any, view: AuditView, serial: str) -> None:
+    """Select a unit's row and wait for its detail."""
+    view.select_row(row_of_serial(view, serial))
+    settle(qtbot, view)
 
 
 def shown_units(model: AuditTableModel) -> list[Unit]:
@@ -115,33 +158,44 @@ def row_of_serial(view: AuditView, serial: str) -> int:
 # ------------------------------------------------------------------------------------------ the model
 
 
-def test_the_model_reads_the_log_a_page_at_a_time(audit: AuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_model_reads_the_log_a_page_at_a_time_off_the_gui_thread(
+    qtbot: Any, audit: AuditLog, pool: TaskPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     asked: list[int] = []
+    threads: list[threading.Thread] = []
     original = audit.units_page
 
     def spying(**kwargs: Any) -> list[Unit]:
         asked.append(kwargs["limit"])
+        threads.append(threading.current_thread())
         return original(**kwargs)
 
     monkeypatch.setattr(audit, "units_page", spying)
-    model = AuditTableModel(audit, page_size=20)
+    model = AuditTableModel(LocalAuditReader(audit, station="line-1"), pool, page_size=20)
     model.refresh()
+    assert model.rowCount() == 0 and model.loading and not model.canFetchMore()  # asked, not yet answered
+    loaded(qtbot, model)
 
     assert model.rowCount() == 20
     assert [u.id for u in shown_units(model)][:3] == [75, 74, 73]  # newest first
     growth = []
     while model.canFetchMore():
         model.fetchMore()
+        loaded(qtbot, model)
         growth.append(model.rowCount())
     assert growth == [40, 60, 75]
     assert asked == [20, 20, 20, 20]  # never more than a page per query
+    assert threads and threading.main_thread() not in threads
 
 
-def test_a_table_view_scrolled_to_the_end_fetches_the_next_page(qtbot: Any, audit: AuditLog) -> None:
+def test_a_table_view_scrolled_to_the_end_fetches_the_next_page(
+    qtbot: Any, audit: AuditLog, pool: TaskPool
+) -> None:
     from PySide6.QtWidgets import QTableView
 
-    model = AuditTableModel(audit, page_size=20)
+    model = AuditTableModel(LocalAuditReader(audit, station="line-1"), pool, page_size=20)
     model.refresh()
+    loaded(qtbot, model)
     table = QTableView()
     qtbot.addWidget(table)
     table.setModel(model)
@@ -152,12 +206,15 @@ def test_a_table_view_scrolled_to_the_end_fetches_the_next_page(qtbot: Any, audi
     table.scrollToBottom()
     qtbot.waitUntil(lambda: model.rowCount() > 20, timeout=5000)
     assert model.rowCount() in (40, 60, 75)
+    loaded(qtbot, model)
 
 
-def test_sorting_happens_in_sql_on_indexed_columns_only(audit: AuditLog) -> None:
-    model = AuditTableModel(audit, page_size=20)
+def test_sorting_happens_in_sql_on_indexed_columns_only(qtbot: Any, audit: AuditLog, pool: TaskPool) -> None:
+    model = AuditTableModel(LocalAuditReader(audit, station="line-1"), pool, page_size=20)
     model.refresh()
+    loaded(qtbot, model)
     model.sort(1, Qt.SortOrder.AscendingOrder)  # Serial
+    loaded(qtbot, model)
     assert model.order == ("serial", False)
     assert shown_units(model)[0].serial == "202600000000001"
     model.sort(9, Qt.SortOrder.AscendingOrder)  # Duration: no index, ignored
@@ -224,6 +281,7 @@ def test_clicking_a_sortable_header_sorts_the_whole_log(qtbot: Any, open_view: A
     qtbot.mouseClick(
         header.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(header.sectionViewportPosition(1) + 5, 5)
     )
+    settle(qtbot, view)
     assert view.model.order[0] == "serial"
     assert view.model.unit_at(0) is not None
 
@@ -232,7 +290,7 @@ def test_the_detail_pane_shows_steps_host_key_and_the_certificate_as_openssl_pri
     qtbot: Any, open_view: Any
 ) -> None:
     view = open_view()
-    view.select_row(row_of_serial(view, "202600000000001"))
+    select(qtbot, view, "202600000000001")
 
     assert view.selected_unit is not None and view.selected_unit.serial == "202600000000001"
     assert "SHA256:hostkey0001" in view.unit_summary.text()
@@ -251,7 +309,7 @@ def test_the_detail_pane_shows_steps_host_key_and_the_certificate_as_openssl_pri
 
 def test_a_failed_unit_opens_on_its_failed_step(qtbot: Any, open_view: Any) -> None:
     view = open_view()
-    view.select_row(row_of_serial(view, "202600000000005"))
+    select(qtbot, view, "202600000000005")
     assert view.steps_tree.currentItem().text(2) == "failed"
     assert view.excerpt.toPlainText() == EXCERPT
     assert "Failed at keygen: token busy" in view.unit_summary.text()
@@ -260,37 +318,41 @@ def test_a_failed_unit_opens_on_its_failed_step(qtbot: Any, open_view: Any) -> N
     settle(qtbot, view)
 
 
-def test_the_pem_is_saved_where_asked(qtbot: Any, open_view: Any, tmp_path: Path) -> None:
+def test_the_pem_is_saved_into_the_output_folder_only(
+    qtbot: Any, open_view: Any, tmp_path: Path, out: Path
+) -> None:
     view = open_view()
-    view.select_row(row_of_serial(view, "202600000000002"))
-    settle(qtbot, view)
-    assert view.save_pem(tmp_path / "board.pem")
-    assert (tmp_path / "board.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    select(qtbot, view, "202600000000002")
+    assert view.save_pem(out / "board.pem")
+    assert (out / "board.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert not view.save_pem(out / "board.pem")  # never replaced
+    assert "already exists" in view.message.text()
+    assert not view.save_pem(tmp_path / "elsewhere.pem")  # outside the output folder
+    assert "outside the output folder" in view.message.text() and not (tmp_path / "elsewhere.pem").exists()
 
 
 def test_exports_run_off_the_gui_thread_and_say_where_they_went(
-    qtbot: Any, open_view: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    qtbot: Any, open_view: Any, out: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: list[threading.Thread] = []
-    real_export = audit_view_module.export_to_file
+    real_export = LocalAuditReader.export
 
     def recording_export(*args: Any, **kwargs: Any) -> Any:
         threads.append(threading.current_thread())
         return real_export(*args, **kwargs)
 
-    monkeypatch.setattr(audit_view_module, "export_to_file", recording_export)
-    asked_for = iter([str(tmp_path / "failed.csv"), str(tmp_path / "b1.pdf")])
-    monkeypatch.setattr(
-        audit_view_module.QFileDialog, "getSaveFileName", lambda *a, **k: (next(asked_for), "")
-    )
+    monkeypatch.setattr(LocalAuditReader, "export", recording_export)
+    asked_for = iter([out / "failed.csv", out / "b1.pdf"])
+    monkeypatch.setattr(audit_view_module.AuditView, "_ask_output", lambda *a, **k: next(asked_for))
     view = open_view()
     view.result_combo.setCurrentText("failed")
     settle(qtbot, view)
 
     view.export_buttons["csv"].click()
     qtbot.waitUntil(lambda: view.message.text().startswith("Exported"), timeout=JOB_TIMEOUT_MS)
-    assert view.message.text() == f"Exported 15 units to {tmp_path / 'failed.csv'}."
-    rows = list(csv.DictReader((tmp_path / "failed.csv").read_text(encoding="utf-8-sig").splitlines()))
+    assert view.message.text() == f"Exported 15 units to {out / 'failed.csv'}."
+    assert oct((out / "failed.csv").stat().st_mode & 0o777) == "0o640"  # it names operators
+    rows = list(csv.DictReader((out / "failed.csv").read_text(encoding="utf-8-sig").splitlines()))
     assert len(rows) == 15 and {row["state"] for row in rows} == {"failed"}
 
     view.clear_filters()
@@ -299,8 +361,8 @@ def test_exports_run_off_the_gui_thread_and_say_where_they_went(
     settle(qtbot, view)
     view.export_buttons["pdf"].click()
     qtbot.waitUntil(lambda: view.message.text().startswith("Exported 40"), timeout=JOB_TIMEOUT_MS)
-    assert (tmp_path / "b1.pdf").read_bytes().startswith(b"%PDF")
-    assert view.message.text() == f"Exported 40 units to {tmp_path / 'b1.pdf'}, 2 pages."
+    assert (out / "b1.pdf").read_bytes().startswith(b"%PDF")
+    assert view.message.text() == f"Exported 40 units to {out / 'b1.pdf'}, 2 pages."
     assert threads and all(thread is not threading.main_thread() for thread in threads)
 
 
@@ -309,8 +371,7 @@ def test_a_quality_lead_revokes_a_certificate_with_a_reason(
 ) -> None:
     monkeypatch.setattr(audit_view_module.QInputDialog, "getText", lambda *a, **k: ("keyCompromise", True))
     view = open_view()
-    view.select_row(row_of_serial(view, "202600000000003"))
-    settle(qtbot, view)
+    select(qtbot, view, "202600000000003")
     assert view.revoke_button is not None and view.revoke_button.isEnabled()
 
     view.revoke_button.click()
@@ -333,8 +394,7 @@ def test_a_revocation_without_a_reason_is_not_made(
 ) -> None:
     monkeypatch.setattr(audit_view_module.QInputDialog, "getText", lambda *a, **k: ("  ", True))
     view = open_view()
-    view.select_row(row_of_serial(view, "202600000000003"))
-    settle(qtbot, view)
+    select(qtbot, view, "202600000000003")
     assert view.revoke_selected() is False
     assert "needs a reason" in view.message.text()
     assert audit.revoked_certificates() == []
@@ -371,22 +431,113 @@ def test_a_technician_sees_only_the_recent_units_of_the_station_and_cannot_expor
     assert view.export_buttons == {} and view.revoke_button is None and view.yield_chart is None
     assert not view.table.isSortingEnabled()
 
-    view.select_row(row_of_serial(view, "202600000000073"))
-    settle(qtbot, view)
+    select(qtbot, view, "202600000000073")
     assert view.selected_unit is not None and view.certificate_status.text().startswith("Certificate ")
-    assert view.export("csv", tmp_path / "units.csv") is False
+    assert view.export("csv", tmp_path / "out" / "units.csv") is False
     assert view.revoke_selected("keyCompromise") is False
-    assert not (tmp_path / "units.csv").exists()
+    assert not (tmp_path / "out" / "units.csv").exists()
     assert audit.revoked_certificates() == []
 
+    view.serial_edit.setText("20260000000007")
+    view.serial_edit.editingFinished.emit()
+    settle(qtbot, view)
+    assert [u.id for u in shown_units(view.model)] == [75, 74, 73, 72, 71]  # line-2's unit 70 is not shown
+    assert view.count_label.text() == "the last 5 units at line-1"
+    # A filter narrows within the station's recent units: an older unit of line-1 is not found.
     view.serial_edit.setText("202600000000002")
     view.serial_edit.editingFinished.emit()
     settle(qtbot, view)
-    assert {u.station for u in shown_units(view.model)} == {"line-1"}  # the station filter stays
+    assert view.model.rowCount() == 0
 
 
 def test_a_technician_view_needs_the_station_and_roles_are_checked(audit: AuditLog) -> None:
+    reader = LocalAuditReader(audit, station="line-1")
     with pytest.raises(ValueError, match="station"):
-        AuditView(audit, role="technician")
+        AuditView(reader, role="technician")
     with pytest.raises(ValueError, match="role"):
-        AuditView(audit, role="admin")
+        AuditView(reader, role="admin")
+
+
+# ------------------------------------------------------------------------------ a slow or stopped service
+
+
+def test_a_stopped_service_is_said_and_the_view_stays_usable(qtbot: Any, tmp_path: Path) -> None:
+    from station.service.audit_reader import ServiceAuditReader
+
+    nobody = tmp_path / "nobody.sock"  # nothing listens here
+    view = AuditView(ServiceAuditReader.for_home(None, str(nobody)), role="quality_lead", station="line-1")
+    qtbot.addWidget(view)
+    view.show()
+    settle(qtbot, view)
+    assert "Could not read the audit log: no station service answers on" in view.message.text()
+    assert "systemctl start welma-station" in view.message.text()
+    assert view.model.rowCount() == 0 and not view.model.canFetchMore()
+    view.refresh()  # asks again, says it again
+    settle(qtbot, view)
+    assert "no station service answers" in view.message.text()
+    view.shutdown()
+
+
+def test_a_service_that_does_not_answer_never_freezes_the_window(qtbot: Any, tmp_path: Path) -> None:
+    """A service that accepts and never answers: the view is built and shown at once, the GUI thread keeps
+    running (a timer ticks throughout), and after the read deadline the view says so."""
+    import socket
+
+    from PySide6.QtCore import QTimer
+
+    from station.service.audit_reader import ServiceAuditReader
+
+    path = tmp_path / "silent.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    try:
+        reader = ServiceAuditReader.for_home(None, str(path))
+        reader.read_deadline_s = 1.5
+        began = time.monotonic()
+        view = AuditView(reader, role="quality_lead", station="line-1")
+        qtbot.addWidget(view)
+        view.show()
+        assert time.monotonic() - began < 1.0  # built without waiting for the service
+        timer.start()
+        qtbot.waitUntil(lambda: "did not answer" in view.message.text(), timeout=JOB_TIMEOUT_MS)
+        assert "did not answer audit_" in view.message.text() and "within 1.5 s" in view.message.text()
+        settle(qtbot, view)
+        timer.stop()
+        gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:], strict=False)]
+        assert len(ticks) > 20 and max(gaps) < 1.0, max(gaps)  # the GUI thread never waited on the socket
+        view.shutdown()
+
+        # Closed while its reads wait on the silent service: they are interrupted, closing does not wait them out.
+        waiting = AuditView(
+            ServiceAuditReader.for_home(None, str(path)), role="quality_lead", station="line-1"
+        )
+        qtbot.addWidget(waiting)
+        qtbot.waitUntil(lambda: len(accepted) >= 2, timeout=JOB_TIMEOUT_MS)  # its reads are out
+        began = time.monotonic()
+        assert waiting.shutdown() is True
+        assert time.monotonic() - began < 2.0  # far below the 20 s read deadline
+    finally:
+        timer.stop()
+        stop.set()
+        acceptor.join(5)
+        for sock in accepted:
+            sock.close()
+        listener.close()

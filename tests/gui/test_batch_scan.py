@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from station.admin import StationSettings, save_settings
 from station.audit import AuditLog
 from tests.gui.conftest import SERIAL
-from tests.gui.technician import sign_in
+from tests.helpers.technician import sign_in
 
 pytestmark = pytest.mark.gui
 

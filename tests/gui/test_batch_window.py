@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from station.batch import CANCEL_DEADLINE_S
-from tests.gui.technician import sign_in
+from tests.helpers.technician import sign_in
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
 

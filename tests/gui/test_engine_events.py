@@ -11,8 +11,8 @@ import pytest
 from PySide6.QtCore import Qt
 
 from station.profiles import load_profile
-from tests.gui.technician import run_unit, scan, sign_in
-from tests.integration.engine_events import expected_shape, unit_shape, worker_pids
+from tests.helpers.engine_events import expected_shape, unit_shape, worker_pids
+from tests.helpers.technician import run_unit, scan, sign_in
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
 

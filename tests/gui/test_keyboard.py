@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QApplication
 
 from station.flow import FlowEvent
 from tests.gui.conftest import SERIAL
-from tests.gui.technician import run_unit, scan, sign_in
+from tests.helpers.technician import run_unit, scan, sign_in
 
 pytestmark = pytest.mark.gui
 

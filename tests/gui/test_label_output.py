@@ -7,7 +7,7 @@ import pytest
 from PySide6.QtPrintSupport import QPrinter
 
 from station.label import LABEL_LAYOUTS, build_label, lay_out
-from tests.gui.technician import pdf_page_png, read_barcodes
+from tests.helpers.technician import pdf_page_png, read_barcodes
 from ui.label import LabelPreview, configure_printer, label_png, print_label, save_label_pdf
 
 pytestmark = pytest.mark.gui

@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from station.label import LABEL_LAYOUTS, build_label, lay_out
-from tests.gui.technician import pdf_page_png, read_barcodes, sign_in
+from tests.helpers.technician import pdf_page_png, read_barcodes, sign_in
 from ui.label import OutputFileDialog
 
 pytestmark = pytest.mark.gui

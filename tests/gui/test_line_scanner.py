@@ -11,10 +11,10 @@ from PySide6.QtCore import Qt
 
 from station.admin import StationSettings, save_settings
 from tests.gui.conftest import SERIAL
-from tests.gui.technician import run_unit, sign_in
-from tests.line.pty_scanner import PtyScanner
-from tests.line.servers import FakeZplPrinter
-from tests.unit.test_audit import make_certificate, start
+from tests.helpers.audit import make_certificate, start
+from tests.helpers.line_servers import FakeZplPrinter
+from tests.helpers.pty_scanner import PtyScanner
+from tests.helpers.technician import run_unit, sign_in
 from ui.line import ReprintButton
 
 pytestmark = pytest.mark.gui

@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from station.audit import AuditLog
 from station.identity_log import IdentityLog
 from station.sim.farm import Farm
-from tests.gui.technician import run_unit, scan, sign_in
+from tests.helpers.technician import run_unit, scan, sign_in
 from ui.audit_view import identity_text
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]

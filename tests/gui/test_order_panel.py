@@ -9,7 +9,7 @@ from PySide6.QtCore import Qt
 from station.audit import AuditLog
 from station.orders import read_order_file
 from station.profiles import load_profile
-from tests.gui.technician import run_unit, scan, sign_in
+from tests.helpers.technician import run_unit, scan, sign_in
 from ui.order_panel import BY_SERIAL
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
@@ -90,8 +90,8 @@ def test_the_technician_picks_the_order_and_sees_its_progress_move(
     view.apply_filters()
     qtbot.waitUntil(lambda: view.model.rowCount() == 1, timeout=10_000)
     assert view.model.unit_at(0).serial == "202600000000001"
-    view.select_row(0)
-    assert "work order WO-2026-0142" in view.unit_summary.text()
+    view.select_row(0)  # the unit's detail is read off the GUI thread
+    qtbot.waitUntil(lambda: "work order WO-2026-0142" in view.unit_summary.text(), timeout=10_000)
 
 
 def test_with_one_open_order_it_is_the_current_one_and_without_any_the_strip_says_so(

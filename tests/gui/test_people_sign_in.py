@@ -13,7 +13,7 @@ from station.audit import AuditLog
 from station.audit.people import people_events
 from station.people import Actor, People
 from station.roles import Role
-from tests.gui.technician import sign_in
+from tests.helpers.technician import sign_in
 
 pytestmark = pytest.mark.gui
 

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QMessageBox
 from station.admin import StationSettings, save_settings
 from station.label import short_fingerprint
 from tests.gui.conftest import SERIAL
-from tests.gui.technician import read_barcodes, run_unit, scan, sign_in
+from tests.helpers.technician import read_barcodes, run_unit, scan, sign_in
 from ui.label import label_png
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]

@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QPushButton
 
 from station.admin import set_pin
 from station.audit import AuditLog
-from tests.gui.technician import sign_in
+from tests.helpers.technician import sign_in
 
 pytestmark = pytest.mark.gui
 
@@ -63,7 +63,9 @@ def test_a_technician_sees_the_station_s_recent_units_and_cannot_reach_export_or
 def test_in_demo_mode_quality_lead_sign_in_may_use_the_shared_admin_pin_and_then_exports(
     qtbot, sim_home, station_ca, fixtures_file, open_window, tmp_path
 ):
-    sim_home.config_file.write_text("[people]\nshared_admin_pin = true\n")  # the explicit demo-mode option
+    out = tmp_path / "out"  # exports go into the output folder only
+    # The explicit demo-mode option (the shared admin PIN), and the output folder exports go to.
+    sim_home.config_file.write_text(f'[people]\nshared_admin_pin = true\n\n[output]\nfolder = "{out}"\n')
     window = open_window(sim_home, station_ca, fixtures_file)
     record_units(sim_home, "line-2")  # another station's units too: a quality lead sees the whole log
 
@@ -97,8 +99,8 @@ def test_in_demo_mode_quality_lead_sign_in_may_use_the_shared_admin_pin_and_then
     qtbot.waitUntil(lambda: not view.busy(), timeout=10_000)
     assert view.model.rowCount() == 3
     with qtbot.waitSignal(view.job_finished, timeout=20_000):
-        assert view.export("csv", tmp_path / "units.csv")
-    assert (tmp_path / "units.csv").read_text().count("\n") == 4  # header and three units
+        assert view.export("csv", out / "units.csv")
+    assert (out / "units.csv").read_text().count("\n") == 4  # header and three units
 
     # Signing out and in as a technician takes the quality lead's view away.
     window.sign_out()

@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt
 
 from station.admin import StationSettings, save_settings
 from tests.gui.conftest import SERIAL
-from tests.gui.technician import run_unit, scan, sign_in
+from tests.helpers.technician import run_unit, scan, sign_in
 
 pytestmark = pytest.mark.gui
 

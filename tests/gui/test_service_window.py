@@ -18,9 +18,9 @@ from PySide6.QtCore import Qt
 from station.audit import AuditLog
 from station.service.client import home_socket
 from tests.gui.conftest import PASSPHRASE
-from tests.gui.technician import run_unit, scan, sign_in
+from tests.helpers.engine_events import worker_pids
 from tests.helpers.service import service_pid
-from tests.integration.engine_events import worker_pids
+from tests.helpers.technician import run_unit, scan, sign_in
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from tests.gui.conftest import stop_service
-from tests.pki_tokens import PIN, offline_root, token_station
+from tests.helpers.pki_tokens import PIN, offline_root, token_station
 from ui.session import Session
 
 

@@ -20,7 +20,7 @@ from station.audit import AuditLog
 from station.people import Actor, People
 from station.roles import Role
 from tests.gui.conftest import PASSPHRASE, stop_service
-from tests.gui.technician import run_unit, scan, sign_in
+from tests.helpers.technician import run_unit, scan, sign_in
 from ui.bridge import UnitRequest
 from ui.main_window import MainWindow
 from ui.session import Session

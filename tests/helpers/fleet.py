@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import subprocess
+import sys
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from station.audit import AuditLog
 from station.config import FleetConfig, load_config
 from station.home import StationHome
 from station.pki import CertificateAuthority
+from station.sim.farm import Farm, SimDevice
+from tests.helpers.farm import TEST_BOOT_DELAY_S, free_port
 from tests.helpers.postgres import FleetDb
 
 PASSPHRASE = "fleet test passphrase"
@@ -61,7 +68,7 @@ def provision_synthetic(
     guard_text: str = "ok",
 ) -> int:
     """A unit as the flow records it, without a board: started, steps, (certificate), finished."""
-    from tests.unit.test_audit import make_certificate
+    from tests.helpers.audit import make_certificate
 
     now = datetime.now(UTC)
     unit = audit.start_unit(
@@ -82,3 +89,32 @@ def provision_synthetic(
     else:
         audit.finish_unit(unit.id, result=result, failed_step="keygen", message="keygen failed")
     return unit.id
+
+
+# -- stations as separate processes, each with its own simulated farm -------------------------------------
+
+ENV = dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE)
+
+
+def station_cli(station: TestStation, *args: str) -> list[str]:
+    """The `station` command line of ``station`` (run it with :data:`ENV`)."""
+    return [sys.executable, "-m", "station", "--home", str(station.home.root), *args]
+
+
+def start_farm(stack: ExitStack, station: TestStation, count: int, **options: Any) -> list[SimDevice]:
+    """Boot ``count`` boards in the station's own home; ``stack`` stops them."""
+    farm = Farm(station.home)
+    stack.callback(farm.down)
+    return farm.up(count, boot_delay=TEST_BOOT_DELAY_S, port=free_port(count), **options)
+
+
+def central(db: FleetDb, query: str, *params: Any) -> list[Any]:
+    """Rows of ``query`` on the fleet database, as its administrator."""
+    with db.admin() as conn:
+        return conn.execute(query, list(params)).fetchall()
+
+
+def sync(station: TestStation) -> None:
+    """`station fleet sync`: the station's backlog forwarded to the fleet now."""
+    run = subprocess.run(station_cli(station, "fleet", "sync"), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr

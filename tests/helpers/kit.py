@@ -33,7 +33,7 @@ from station.audit import AuditLog
 from station.home import StationHome
 from station.profiles import STEP_NAMES, DeviceProfile, load_profile, load_profile_file
 from station.sim.farm import Farm, SimDevice
-from tests.integration.conftest import free_port
+from tests.helpers.farm import free_port
 
 PASSPHRASE = "reliability tests' CA passphrase"
 # Waits of the tests themselves (not of the station).

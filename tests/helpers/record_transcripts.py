@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=TRANSCRIPTS_DIR, help="where the transcripts are written")
     options = parser.parse_args(argv)
-    from tests.integration.conftest import free_port
+    from tests.helpers.farm import free_port
 
     with tempfile.TemporaryDirectory(prefix="transcripts-") as tmp:
         home = StationHome(Path(tmp) / "home").create()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from station.home import StationHome
 
@@ -135,3 +137,65 @@ def service_pid(socket_path: Path) -> int | None:
         except OSError:
             continue
     return None
+
+
+def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} → {done.returncode}: {done.stderr}")
+    return done
+
+
+@contextlib.contextmanager
+def os_accounts(prefix: str, roles: dict[str, Any]) -> Iterator[dict[str, str]]:
+    """Real OS accounts (``useradd``), one per key of ``roles``, each in the OS group of its role (None: in none);
+    the welma-* groups made when missing.  Yields key → account name; all removed at the end, also on failure."""
+    from station.roles import Role
+
+    tag = secrets.token_hex(3)
+    groups: list[str] = []
+    users: list[str] = []
+    try:
+        for role in Role:
+            if _run("getent", "group", role.value, check=False).returncode != 0:
+                _run("groupadd", role.value)
+                groups.append(role.value)
+        names = {key: f"{prefix}{index}{tag}" for index, key in enumerate(roles)}
+        for key, role in roles.items():
+            group = ("-G", role.value) if role is not None else ()
+            _run("useradd", "-M", "-N", "-g", "nogroup", "-s", "/usr/sbin/nologin", *group, names[key])
+            users.append(names[key])
+        yield names
+    finally:
+        for name in users:
+            _run("userdel", name, check=False)
+        for group in groups:
+            _run("groupdel", group, check=False)
+
+
+def as_account(
+    user: str,
+    socket_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
+    cwd: str = "/",
+) -> subprocess.CompletedProcess[str]:
+    """`station ARGS…` run by ``user`` (runuser, a clean environment), reaching the service at ``socket_path``."""
+    prefix, extra = account_python()
+    clean = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": "/nonexistent",
+        "STATION_SOCKET": str(socket_path),
+        "LANG": "C.UTF-8",
+        **extra,
+        **(env or {}),
+    }
+    return subprocess.run(
+        ["runuser", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in clean.items()), *prefix, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
+    )

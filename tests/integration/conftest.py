@@ -7,78 +7,28 @@ plain OpenSSH client, as a technician would, with a per-test known_hosts file an
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from station.home import StationHome
 from station.sim.farm import Farm, SimDevice
-from station.sim.layout import FIRST_HOST_OCTET
-from station.sim.preflight import address_in_use
 
-# Small boot delay: reboots in tests should cost little, and still go through the power-off gap.
-TEST_BOOT_DELAY_S = 0.2
 SSH_TIMEOUT_S = 30.0
 BACK_UP_TIMEOUT_S = 15.0
 
 
-def free_port(count: int) -> int:
-    """A TCP port free on every address the farm will use (127.0.0.2 … 127.0.0.count+1)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        addresses = (f"127.0.0.{FIRST_HOST_OCTET + i}" for i in range(count))
-        if not any(address_in_use(address, port) for address in addresses):
-            return port
-    raise RuntimeError("no free TCP port found for the simulated farm")
-
-
-@pytest.fixture
-def sim_home(tmp_path: Path) -> StationHome:
-    """The station home that ``start_farm`` uses in this test."""
-    return StationHome(tmp_path / "home").create()
-
-
-@pytest.fixture
-def sim_farm(sim_home: StationHome) -> Farm:
-    return Farm(sim_home)
-
-
-@pytest.fixture
-def start_farm(sim_farm: Farm) -> Iterator[Callable[..., list[SimDevice]]]:
-    """Boot simulated devices; calling it again in the same test restarts the farm (same home).
-
-    Keyword options go to ``Farm.up``; the boot delay defaults to a short one and the port to a
-    free one.  The farm is always stopped at teardown.
-    """
-    started = False
-
-    def start(count: int = 1, **up_options: Any) -> list[SimDevice]:
-        nonlocal started
-        if started:
-            sim_farm.down()
-        up_options.setdefault("boot_delay", TEST_BOOT_DELAY_S)
-        up_options.setdefault("port", free_port(count))
-        started = True
-        return sim_farm.up(count, **up_options)
-
-    try:
-        yield start
-    finally:
-        sim_farm.down()
-
+# The farm fixtures and free_port live in tests/helpers/farm.py (the GUI tests use them too).
+from tests.helpers.farm import TEST_BOOT_DELAY_S, free_port, sim_farm, sim_home, start_farm  # noqa: E402, F401
 
 SshRunner = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 @pytest.fixture
-def ssh(sim_home: StationHome, tmp_path: Path) -> SshRunner:
+def ssh(sim_home: StationHome, tmp_path: Path) -> SshRunner:  # noqa: F811 (the fixture, imported above)
     """``ssh(device, command, *, check=True, strict=False, timeout=30)`` with the plain ssh client.
 
     Host keys are learned on first use (accept-new) into a known_hosts file of this test;
@@ -133,7 +83,7 @@ def known_hosts(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def wait_for_state(sim_farm: Farm) -> Callable[..., SimDevice]:
+def wait_for_state(sim_farm: Farm) -> Callable[..., SimDevice]:  # noqa: F811 (the fixture, imported above)
     """``wait_for_state(name, state, timeout_s=15)``: poll ``Farm.status`` until ``name`` is in ``state``."""
 
     def wait(name: str, state: str, timeout_s: float = BACK_UP_TIMEOUT_S) -> SimDevice:

@@ -17,9 +17,8 @@ from cryptography import x509
 
 from station.audit import AuditLog
 from station.home import StationHome
-from tests.helpers.processes import wait_for_s_server
-from tests.integration.conftest import free_port
-from tests.pki_tokens import (
+from tests.helpers.farm import free_port
+from tests.helpers.pki_tokens import (
     PIN,
     SOFTHSM_MODULE,
     offline_root,
@@ -28,6 +27,7 @@ from tests.pki_tokens import (
     station,
     token_station,
 )
+from tests.helpers.processes import wait_for_s_server
 
 pytestmark = pytest.mark.integration
 
@@ -275,7 +275,7 @@ def test_a_full_token_is_reported_and_nothing_is_left_behind(tmp_path: Path) -> 
     tokens = home / "softhsm-tokens"
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(tokens)], check=True, timeout=30)
     try:
-        from tests.pki_tokens import init_token, secret_file
+        from tests.helpers.pki_tokens import init_token, secret_file
 
         init_token(conf, "FULL")
         # Fill the token's storage: no room for another object.

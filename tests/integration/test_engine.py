@@ -32,8 +32,7 @@ from station.engine.scheduler import WORKER_MEMORY_LIMIT_MIB, WORKER_NICENESS, w
 from station.flow import FlowEvent
 from station.pki import CertificateAuthority
 from station.profiles import load_profile
-from tests.helpers.kit import FAST_STEPS, profile_copy
-from tests.integration.engine_events import (
+from tests.helpers.engine_events import (
     carries,
     descendants,
     expected_shape,
@@ -42,6 +41,7 @@ from tests.integration.engine_events import (
     unit_shape,
     worker_pids,
 )
+from tests.helpers.kit import FAST_STEPS, profile_copy
 
 pytestmark = pytest.mark.integration
 

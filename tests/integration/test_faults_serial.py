@@ -16,8 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from station.sim.farm import Farm, SimDevice
-from tests.helpers.kit import wait_until_up
-from tests.integration.test_faults_ssh import (
+from tests.helpers.fault_matrix import (
     Case,
     Matrix,
     check_case,
@@ -25,6 +24,7 @@ from tests.integration.test_faults_ssh import (
     matrix_cases,
     run_matrix,
 )
+from tests.helpers.kit import wait_until_up
 
 pytestmark = pytest.mark.integration
 

@@ -27,8 +27,8 @@ from station.fleet.connection import connect
 from station.fleet.orders import FleetOrderBook
 from station.orders import OrderRefused, read_order_file
 from station.profiles import available_profiles, load_profile
-from tests.helpers.fleet import make_station
-from tests.integration.test_fleet_stations import ENV, central, start_farm, station_cli, sync
+from tests.helpers.boards import CANARY, board, write_order_file
+from tests.helpers.fleet import ENV, central, make_station, start_farm, station_cli, sync
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +37,7 @@ FIRST = 202600000088001
 
 
 def write_order(path: Path, *, order: str = ORDER, quantity: int, first: int = FIRST, count: int) -> Path:
-    path.write_text(
-        "order,profile,quantity,serials,due\n"
-        f"{order},welma-optee,{quantity},{first}-{first + count - 1},2026-12-31\n"
-    )
-    return path
+    return write_order_file(path, order=order, quantity=quantity, serials=f"{first}-{first + count - 1}")
 
 
 def cli(station, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -56,35 +52,6 @@ def parsed(station, path: Path):
     return read_order_file(
         path, profiles=lambda name: load_profile(name, home.profiles_dir) if name in names else None
     )
-
-
-def board(home, device, *remote: str) -> str:
-    return subprocess.run(
-        [
-            "ssh",
-            "-i",
-            str(home.ssh_key),
-            "-p",
-            str(device.port),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            f"UserKnownHostsFile={home.root / 'test_known_hosts'}",
-            "-o",
-            "StrictHostKeyChecking=accept-new",
-            "-o",
-            "ConnectTimeout=10",
-            f"root@{device.address}",
-            *remote,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-
-
-CANARY = "/var/lib/tee/untouched-by-the-station"
 
 
 def test_two_stations_sharing_a_fleet_never_exceed_an_orders_quantity_together(tmp_path, fleet_db):

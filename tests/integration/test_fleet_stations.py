@@ -8,32 +8,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from contextlib import ExitStack
 
 import pytest
 
 from station.audit import AuditLog
-from station.sim.farm import Farm
-from tests.helpers.fleet import PASSPHRASE, make_station
-from tests.integration.conftest import TEST_BOOT_DELAY_S, free_port
+from tests.helpers.fleet import ENV, central, make_station, start_farm, station_cli, sync
 
 pytestmark = pytest.mark.integration
 
 STATIONS = int(os.environ.get("FLEET_TEST_STATIONS", "4"))
 BOARDS = int(os.environ.get("FLEET_TEST_BOARDS", "25"))
-ENV = dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE)
-
-
-def station_cli(station, *args: str) -> list[str]:
-    return [sys.executable, "-m", "station", "--home", str(station.home.root), *args]
-
-
-def start_farm(stack: ExitStack, station, count: int, **options) -> list:
-    farm = Farm(station.home)
-    stack.callback(farm.down)
-    return farm.up(count, boot_delay=TEST_BOOT_DELAY_S, port=free_port(count), **options)
 
 
 def manifest(station, devices, serial_base: int):
@@ -43,16 +29,6 @@ def manifest(station, devices, serial_base: int):
     ]
     path.write_text("\n".join(rows) + "\n")
     return path
-
-
-def central(db, query: str, *params):
-    with db.admin() as conn:
-        return conn.execute(query, list(params)).fetchall()
-
-
-def sync(station) -> None:
-    run = subprocess.run(station_cli(station, "fleet", "sync"), capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_stations_in_parallel_into_one_fleet_lose_and_duplicate_nothing(tmp_path, fleet_db):

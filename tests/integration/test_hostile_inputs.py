@@ -35,6 +35,7 @@ from station.home import StationHome
 from station.pki import CertificateAuthority
 from station.profiles import DeviceProfile, load_profile
 from station.sim.farm import Farm, SimDevice
+from tests.helpers.csr import csr_with_non_utf8_subject
 from tests.helpers.kit import (
     PASSPHRASE,
     assert_audit_sound,
@@ -44,7 +45,6 @@ from tests.helpers.kit import (
     profile_copy,
     running_farm,
 )
-from tests.unit.test_csr_policy import csr_with_non_utf8_subject
 
 pytestmark = pytest.mark.integration
 

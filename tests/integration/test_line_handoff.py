@@ -12,7 +12,7 @@ import pytest
 
 from station.audit import AuditLog
 from station.pki import CertificateAuthority
-from tests.line.servers import FakeZplPrinter, MesServer
+from tests.helpers.line_servers import FakeZplPrinter, MesServer
 
 pytestmark = pytest.mark.integration
 

@@ -31,8 +31,8 @@ from station.sim.farm import Farm, SimDevice
 from station.sim.optee_farm import GUEST_STATION_ADDRESS, HOST_STATION_ADDRESS
 from station.sim.process import ProcessRef
 from station.sim.silicon import read_soc_id
+from tests.helpers.farm import free_port
 from tests.helpers.processes import wait_for_s_server
-from tests.integration.conftest import free_port
 
 # The OP-TEE tests: one marker to select (-m optee) or leave out (-m "not optee") the QEMU part of CI.
 pytestmark = [pytest.mark.integration, pytest.mark.optee, pytest.mark.timeout(900)]

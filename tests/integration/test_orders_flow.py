@@ -15,11 +15,11 @@ import sys
 import pytest
 
 from station.audit import AuditLog
+from tests.helpers.boards import CANARY, board, write_order_file
 
 pytestmark = pytest.mark.integration
 
 PASSPHRASE = "orders integration passphrase"
-CANARY = "/var/lib/tee/untouched-by-the-station"
 
 
 def station(home, *args, timeout=300):
@@ -31,33 +31,6 @@ def station(home, *args, timeout=300):
         timeout=timeout,
         env=env,
     )
-
-
-def board(home, device, *remote, check=True):
-    """Look at a board from outside with the plain OpenSSH client."""
-    return subprocess.run(
-        [
-            "ssh",
-            "-i",
-            str(home.ssh_key),
-            "-p",
-            str(device.port),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            f"UserKnownHostsFile={home.root / 'test_known_hosts'}",
-            "-o",
-            "StrictHostKeyChecking=accept-new",
-            "-o",
-            "ConnectTimeout=10",
-            f"root@{device.address}",
-            *remote,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=check,
-    ).stdout
 
 
 def refused_untouched(home, device, *, serial, words, order=None):
@@ -95,10 +68,7 @@ def test_only_the_boards_of_an_open_order_are_enrolled_up_to_its_quantity(
     assert station(sim_home, "ca", "init").returncode == 0
     sim_home.config_file.write_text('[station]\nname = "line-1"\n\n[orders]\nrequired = true\n')
     orders = tmp_path / "WO-2026-0142.csv"
-    orders.write_text(
-        "order,profile,quantity,serials,due\n"
-        "WO-2026-0142,welma-optee,5,202600000000001-202600000000005,2026-12-31\n"
-    )
+    write_order_file(orders, order="WO-2026-0142", quantity=5, serials="202600000000001-202600000000005")
     imported = station(sim_home, "order", "import", str(orders), "--by", "Q. Lead")
     assert imported.returncode == 0, imported.stdout + imported.stderr
     assert "imported order WO-2026-0142" in imported.stdout

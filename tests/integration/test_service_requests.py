@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import secrets
 import shutil
 import signal
 import sqlite3
@@ -35,7 +34,7 @@ from station.home import StationHome
 from station.people import Actor, People
 from station.pki import CertificateAuthority
 from station.roles import Role
-from tests.helpers.service import account_python, running_service, service_pid
+from tests.helpers.service import account_python, os_accounts, running_service, service_pid
 
 pytestmark = pytest.mark.integration
 
@@ -67,58 +66,30 @@ def station() -> Iterator[Station]:
     """A line PC's layout without boards: the home owned by a service account (0700), two people enrolled
     (a quality lead and an administrator, each with their own PIN), accounts in welma-tech, welma-quality and
     welma-admin.  Everything made here is removed at teardown."""
-    tag = secrets.token_hex(3)
-    groups: list[str] = []
-    users: list[str] = []
-    base = Path(tempfile.mkdtemp(prefix="welma-req-"))
-    try:
-        for role in Role:
-            if _run("getent", "group", role.value, check=False).returncode != 0:
-                _run("groupadd", role.value)
-                groups.append(role.value)
-        names = {"service": f"wrv{tag}", "tech": f"wrt{tag}", "quality": f"wrq{tag}", "admin": f"wra{tag}"}
-        for key, group in (
-            ("service", None),
-            ("tech", Role.TECHNICIAN),
-            ("quality", Role.QUALITY),
-            ("admin", Role.ADMIN),
-        ):
-            _run(
-                "useradd",
-                "-M",
-                "-N",
-                "-g",
-                "nogroup",
-                "-s",
-                "/usr/sbin/nologin",
-                *(("-G", group.value) if group else ()),
-                names[key],
+    roles = {"service": None, "tech": Role.TECHNICIAN, "quality": Role.QUALITY, "admin": Role.ADMIN}
+    with os_accounts("wr", roles) as names:
+        base = Path(tempfile.mkdtemp(prefix="welma-req-"))
+        try:
+            base.chmod(0o711)
+            home = StationHome(base / "home").create()
+            home.config_file.write_text(
+                '[station]\nname = "line-1"\n\n[people]\nmax_failed_attempts = 3\nlockout_minutes = 30\n'
             )
-            users.append(names[key])
-        base.chmod(0o711)
-        home = StationHome(base / "home").create()
-        home.config_file.write_text(
-            '[station]\nname = "line-1"\n\n[people]\nmax_failed_attempts = 3\nlockout_minutes = 30\n'
-        )
-        root = Actor(name="root", account="root", administrator=True)
-        with AuditLog(home.audit_db) as audit:
-            people = People(home, audit)
-            people.enrol("Quinn Lee", Role.QUALITY, QUINN_PIN, by=root)
-            people.enrol("Ada Admin", Role.ADMIN, ADA_PIN, by=root)
-        run = base / "run"
-        run.mkdir()
-        run.chmod(0o755)
-        out = base / "out"
-        out.mkdir(mode=0o700)
-        _run("chown", "-R", f"{names['service']}:nogroup", str(home.root), str(run))
-        _run("chown", f"{names['quality']}:nogroup", str(out))
-        yield Station(base, home, run / "station.sock", **names)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-        for name in users:
-            _run("userdel", name, check=False)
-        for group in groups:
-            _run("groupdel", group, check=False)
+            root = Actor(name="root", account="root", administrator=True)
+            with AuditLog(home.audit_db) as audit:
+                people = People(home, audit)
+                people.enrol("Quinn Lee", Role.QUALITY, QUINN_PIN, by=root)
+                people.enrol("Ada Admin", Role.ADMIN, ADA_PIN, by=root)
+            run = base / "run"
+            run.mkdir()
+            run.chmod(0o755)
+            out = base / "out"
+            out.mkdir(mode=0o700)
+            _run("chown", "-R", f"{names['service']}:nogroup", str(home.root), str(run))
+            _run("chown", f"{names['quality']}:nogroup", str(out))
+            yield Station(base, home, run / "station.sock", **names)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def serving(st: Station, credential: Path | None = None) -> Any:

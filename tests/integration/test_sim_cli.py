@@ -8,8 +8,7 @@ import tomllib
 import pytest
 
 from station.cli import main
-
-from .conftest import free_port
+from tests.helpers.farm import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import TEST_BOOT_DELAY_S
+from tests.helpers.farm import TEST_BOOT_DELAY_S
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import sqlite3
@@ -35,9 +34,9 @@ from station.home import StationHome
 from station.pki import CertificateAuthority
 from station.roles import Role
 from station.service.client import home_socket
+from tests.helpers.engine_events import carries, descendants, forkserver
 from tests.helpers.kit import assert_audit_sound, assert_board_certificate_recorded, certificate_on_board
-from tests.helpers.service import account_python, running_service, service_pid
-from tests.integration.engine_events import carries, descendants, forkserver
+from tests.helpers.service import account_python, as_account, os_accounts, running_service, service_pid
 
 pytestmark = pytest.mark.integration
 
@@ -63,38 +62,9 @@ class Accounts:
 def accounts() -> Iterator[Accounts]:
     """A service account and one account per role tried here; the welma-* groups made if missing. All
     removed at teardown, also when the test fails."""
-    tag = secrets.token_hex(3)
-    groups: list[str] = []
-    users: list[str] = []
-    try:
-        for role in Role:
-            if _run("getent", "group", role.value, check=False).returncode != 0:
-                _run("groupadd", role.value)
-                groups.append(role.value)
-        made = Accounts(service=f"wsv{tag}", technician=f"wst{tag}", quality=f"wsq{tag}")
-        for name, group in (
-            (made.service, None),
-            (made.technician, Role.TECHNICIAN.value),
-            (made.quality, Role.QUALITY.value),
-        ):
-            _run(
-                "useradd",
-                "-M",
-                "-N",
-                "-g",
-                "nogroup",
-                "-s",
-                "/usr/sbin/nologin",
-                *(("-G", group) if group else ()),
-                name,
-            )
-            users.append(name)
-        yield made
-    finally:
-        for name in users:
-            _run("userdel", name, check=False)
-        for group in groups:
-            _run("groupdel", group, check=False)
+    roles = {"service": None, "technician": Role.TECHNICIAN, "quality": Role.QUALITY}
+    with os_accounts("wss", roles) as names:
+        yield Accounts(**names)
 
 
 @dataclass
@@ -140,22 +110,7 @@ def line_pc(accounts: Accounts, start_farm, sim_home: StationHome) -> Iterator[t
 
 def as_user(pc: LinePc, user: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """`station …` run by ``user`` (runuser), reaching the service by its socket; no passphrase anywhere."""
-    prefix, extra = account_python()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": "/nonexistent",
-        "STATION_SOCKET": str(pc.socket),
-        "LANG": "C.UTF-8",
-        **extra,
-    }
-    return subprocess.run(
-        ["runuser", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()), *prefix, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd="/",
-        check=False,
-    )
+    return as_account(user, pc.socket, *args, timeout=timeout)
 
 
 def requests(home: StationHome) -> list[sqlite3.Row]:

@@ -11,8 +11,8 @@ import pytest
 from station.audit import AuditLog, Unit
 from station.config import LabelSettings, MesSettings, StationConfig
 from station.home import StationHome
-from tests.line.servers import FakeZplPrinter, MesServer
-from tests.unit.test_audit import make_certificate, start
+from tests.helpers.audit import make_certificate, start
+from tests.helpers.line_servers import FakeZplPrinter, MesServer
 
 
 @pytest.fixture

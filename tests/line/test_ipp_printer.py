@@ -12,8 +12,8 @@ import pytest
 from station.audit import AuditLog, Unit
 from station.label import label_layout
 from station.line.labels import LabelDesk
+from tests.helpers.line_servers import FakeZplPrinter, LPrintServer, render_zpl, zbar
 from tests.line.conftest import line_config
-from tests.line.servers import FakeZplPrinter, LPrintServer, render_zpl, zbar
 
 WAIT_S = 20.0
 

@@ -15,8 +15,8 @@ from station.home import StationHome
 from station.label import label_layout
 from station.line.handoff import LineHandOff
 from station.line.labels import LabelDesk
+from tests.helpers.line_servers import FakeZplPrinter, render_zpl, zbar
 from tests.line.conftest import line_config
-from tests.line.servers import FakeZplPrinter, render_zpl, zbar
 
 WAIT_S = 15.0
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from station.audit import AuditLog, Unit
 from station.home import StationHome
 from station.line.handoff import LineHandOff
+from tests.helpers.line_servers import MesServer
 from tests.line.conftest import line_config
-from tests.line.servers import MesServer
 
 WAIT_S = 20.0
 

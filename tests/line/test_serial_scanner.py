@@ -13,7 +13,7 @@ import pytest
 from station.config import ScannerSettings
 from station.line.scanner import MAX_CODE_CHARS, SerialScanner
 from tests.helpers.processes import wait_until as wait_for
-from tests.line.pty_scanner import PtyScanner
+from tests.helpers.pty_scanner import PtyScanner
 
 WAIT_S = 10.0
 REOPEN_S = 0.1

@@ -22,8 +22,8 @@ import pytest
 from station import __version__
 from station.home import StationHome
 from station.sim.farm import Farm
-from tests.integration.conftest import free_port
-from tests.integration.engine_events import carries, descendants, forkserver, parent_of, worker_pids
+from tests.helpers.engine_events import carries, descendants, forkserver, parent_of, worker_pids
+from tests.helpers.farm import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "packaging" / "station.spec"

@@ -35,6 +35,7 @@ from station.flow import FlowEvent, Provisioner
 from station.home import StationHome
 from station.pki import CertificateAuthority
 from station.sim.farm import Farm, SimDevice
+from tests.helpers.fault_matrix import CASES, Case
 from tests.helpers.kit import (
     PASSPHRASE,
     assert_audit_sound,
@@ -46,7 +47,6 @@ from tests.helpers.kit import (
     sha256_hex,
     wait_until_up,
 )
-from tests.integration.test_faults_ssh import CASES, Case
 
 pytestmark = [pytest.mark.soak, pytest.mark.integration, pytest.mark.timeout(6 * 3600)]
 
@@ -198,7 +198,7 @@ def test_a_thousand_boards_on_sixteen_fixtures_with_one_in_ten_faulted(tmp_path_
 
 
 def test_station_provision_killed_at_random_moments_always_recovers(tmp_path_factory):
-    from tests.integration import test_crash_safety as crash
+    from tests.helpers import crash
 
     home = StationHome(tmp_path_factory.mktemp("soak-kills") / "home").create()
     CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE.encode())

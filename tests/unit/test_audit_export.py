@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from station.audit import EXPORT_FIELDS, AuditLog
+from station.audit import EXPORT_FIELDS, AuditLog, UnitFilter
 from station.cli import main
 from station.cli.audit import write_atomically
-from tests.unit.test_audit import Clock, make_certificate, start
+from tests.helpers.audit import Clock, make_certificate, start
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 SECRET_EXCERPT = "pkcs11-tool --login --pin **** (masked upstream) token0"
@@ -186,6 +186,29 @@ def test_export_filters_match_the_unit_list(db_path: Path) -> None:
             listed = [u.id for u in reversed(log.units(**filters))]
             assert [int(row["unit_id"]) for row in read_csv(out.getvalue())] == listed
             assert count == len(listed)
+
+
+def test_a_filter_built_from_options_or_a_request_is_the_same_filter_and_travels_as_text(
+    db_path: Path,
+) -> None:
+    # `station units --serial … --result …` and `station audit export --from … --batch …` hand their parsed
+    # options over as they are; the station service gets the same filter back from the request's text.
+    day_two = T0 + timedelta(days=1)
+    options = {"serial": "2026000000000", "result": "failed", "since": day_two, "limit": 20, "format": "csv"}
+    built = UnitFilter.from_mapping(options)
+    assert built == UnitFilter(serial_prefix="2026000000000", result="failed", since=day_two)
+    assert built.to_mapping() == {"serial": "2026000000000", "result": "failed", "since": day_two.isoformat()}
+    assert UnitFilter.from_mapping(built.to_mapping()) == built
+    assert UnitFilter.from_mapping({"batch": "", "order": None, "operator": "Zoë"}) == UnitFilter(
+        operator="Zoë"
+    )
+    with AuditLog(db_path) as log:
+        whole, narrowed = io.StringIO(newline=""), io.StringIO(newline="")
+        log.export_csv(whole, UnitFilter(batch="B-1", result="failed"))
+        log.export_csv(narrowed, UnitFilter(batch="B-1"), result="failed")
+        assert whole.getvalue() == narrowed.getvalue()
+        listed = [u.id for u in reversed(log.units(batch="B-1", result="failed"))]
+        assert [int(row["unit_id"]) for row in read_csv(whole.getvalue())] == listed
 
 
 def test_an_empty_export_still_has_its_header(tmp_path: Path) -> None:

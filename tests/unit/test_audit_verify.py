@@ -18,7 +18,7 @@ import pytest
 
 from station.audit import AuditLog
 from station.cli import main
-from tests.unit.test_audit import make_certificate, start
+from tests.helpers.audit import make_certificate, start
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 

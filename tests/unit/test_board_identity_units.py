@@ -188,7 +188,7 @@ def test_identity_records_are_in_the_hash_chain_and_an_edited_soc_id_is_caught(t
 
     from station.audit import AuditLog
     from station.identity_log import IdentityLog
-    from tests.unit.test_audit import start
+    from tests.helpers.audit import start
 
     path = tmp_path / "audit.db"
     with AuditLog(path) as log:
@@ -232,7 +232,7 @@ def test_the_mes_record_of_a_finished_unit_carries_its_soc_id(tmp_path: Path) ->
     from station.home import StationHome
     from station.identity_log import IdentityLog
     from station.line.handoff import LineHandOff
-    from tests.unit.test_audit import start
+    from tests.helpers.audit import start
 
     home = StationHome(tmp_path / "home").create()
     inbox = tmp_path / "mes-inbox"

@@ -30,7 +30,7 @@ from station.pki import (
     device_subject,
     key_file_kdf,
 )
-from tests.pki_tokens import PIN, offline_root, secret_file, station, token_station
+from tests.helpers.pki_tokens import PIN, offline_root, secret_file, station, token_station
 
 TEMPLATE = "/CN=serial:{serial}/"
 
@@ -577,7 +577,7 @@ def station_argv(home: Path) -> list[str]:
 
 
 def test_an_offline_root_with_its_key_in_a_token_signs_a_station_ca(hierarchy, tmp_path):
-    from tests.pki_tokens import SOFTHSM_MODULE, init_token, private_softhsm
+    from tests.helpers.pki_tokens import SOFTHSM_MODULE, init_token, private_softhsm
 
     conf = private_softhsm(tmp_path)
     init_token(conf, "ROOT")

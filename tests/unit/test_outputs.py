@@ -25,7 +25,7 @@ from station.outputs import (
     output_folder,
     save_output,
 )
-from tests.unit.test_audit import start
+from tests.helpers.audit import start
 
 PDF = b"%PDF-1.4 label\n"
 

@@ -25,7 +25,7 @@ from station.report import (
     render_report,
     text_width,
 )
-from tests.unit.test_audit import Clock, make_certificate, start
+from tests.helpers.audit import Clock, make_certificate, start
 
 POPPLER_TIMEOUT_S = 60
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

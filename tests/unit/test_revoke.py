@@ -24,7 +24,7 @@ from station.audit import SUPERSEDED_REASON, AuditLog, PublicKeyReused
 from station.cli import main
 from station.errors import StationError
 from station.pki import CertificateAuthority
-from tests.unit.test_audit import Clock, make_certificate, start
+from tests.helpers.audit import Clock, make_certificate, start
 
 PASSPHRASE = "quality lead test passphrase"
 OPENSSL_TIMEOUT_S = 30

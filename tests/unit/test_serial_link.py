@@ -32,7 +32,7 @@ from station.transport import (
 )
 from station.transport.serial import SerialLink
 from tests.helpers.deadlines import assert_within_deadline
-from tests.unit.pty_console import CORRUPTING_BASE64, DRIBBLE, GETTY, SILENT, PtyConsole
+from tests.helpers.pty_console import CORRUPTING_BASE64, DRIBBLE, GETTY, SILENT, PtyConsole
 
 pytestmark = pytest.mark.timeout(60)
 

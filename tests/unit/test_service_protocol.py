@@ -12,7 +12,7 @@ import pytest
 
 from station.roles import Role, allowed
 from station.service import frames
-from station.service.ops import OPS, op_for_command, refusal
+from station.service.ops import CONTENT_ARGS, OPS, SECRET_ARGS, op_for_command, refusal
 
 
 def test_a_frame_round_trips_and_the_kernel_names_the_peer() -> None:
@@ -83,9 +83,14 @@ def test_not_json_is_a_frame_error() -> None:
 
 # The role table as the issue states it (technician ⊂ quality lead ⊂ administrator; root is an administrator).
 TECHNICIAN_OPS = {"provision", "batch", "retry", "abort", "labels", "units", "follow", "fixtures_list"}
+TECHNICIAN_OPS |= {"recent_units", "recent_unit"}  # the audit tab's "this station's recent units"
 # What the window shows (station/service/window_ops.py): read-only, for the window on a line PC.
 TECHNICIAN_OPS |= {"window", "window_orders", "window_plan"}
 QUALITY_OPS = {
+    "audit_units",  # the audit tab's reads of the log at large (station.service.audit_reads)
+    "audit_count",
+    "audit_unit",
+    "audit_yield",
     "audit_view",
     "audit_export",
     "audit_verify",
@@ -119,3 +124,12 @@ def test_commands_map_to_ops_and_a_refusal_names_the_role_and_its_group() -> Non
     assert (
         "dana may not revoke a certificate" in words and "quality lead" in words and "welma-quality" in words
     )
+
+
+def test_secrets_are_never_recorded_and_file_contents_only_as_their_digest() -> None:
+    # A new CA passphrase, a token PIN, a key file's password and the key itself (station ca init/import).
+    assert {"secret", "pin", "key_pem", "key_password", "old_secret", "new_secret", "session"} <= SECRET_ARGS
+    # A certificate, a chain, a profile: their size and SHA-256 in service_requests, not their text.
+    assert {"cert_pem", "chain_pem", "profile_text"} <= CONTENT_ARGS and not CONTENT_ARGS & SECRET_ARGS
+    assert op_for_command("profiles", "install") is OPS["profiles"] and OPS["profiles"].role == Role.ADMIN
+    assert op_for_command("ca", "import-chain") is OPS["ca"] and OPS["ca"].role == Role.ADMIN

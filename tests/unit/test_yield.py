@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from station.audit import AuditLog, HistogramBin, UnitFilter
-from tests.unit.test_audit import Clock, start
+from tests.helpers.audit import Clock, start
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 DAY2 = T0 + timedelta(days=1)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from station.line.zpl import host_status_answer
 
-RENDERER = Path(__file__).parent / "zpl_render"
+RENDERER = Path(__file__).parents[1] / "line" / "zpl_render"  # installed there by `make test`
 TOOL_TIMEOUT_S = 60
 
 
