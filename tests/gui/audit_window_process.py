@@ -26,7 +26,7 @@ from station.errors import StationError  # noqa: E402
 from station.home import StationHome  # noqa: E402
 from station.service.client import ServiceClient  # noqa: E402
 from ui.audit_view import AuditView  # noqa: E402
-from ui.bridge import window_audit_reader  # noqa: E402
+from ui.bridge import StationClient, window_audit_reader  # noqa: E402
 
 WAIT_S = 90.0
 
@@ -68,7 +68,10 @@ def main(argv: list[str]) -> int:
             token = client.call("sign_in", {"name": person["name"], "secret": person["secret"]})["session"]
     # The window cannot read the home's station.toml: its own guess of the station's name; the service's counts.
     config = StationConfig(name="window-guess", output=OutputSettings(folder=str(out)))
-    reader = window_audit_reader(home, config, session=lambda: token)
+    station = StationClient(
+        Path(os.environ["STATION_SOCKET"]), str(home.root)
+    )  # as the window's session holds it
+    reader = window_audit_reader(station, session=lambda: token)
     role = "technician" if mode == "technician" else "quality_lead"
     view = AuditView(reader, role=role, station=config.name, user="at the window", config=config, home=home)
     view.resize(1280, 760)
