@@ -160,6 +160,9 @@ class _Running:
     tls_ports: set[int] = field(default_factory=set)
     poller: select.poll | None = None  # its pipe, for "is another message there?" (see _read_ready)
     send_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Held by the service desk while it serves one of the unit's calls, and by the engine thread while it
+    # takes the unit off its slot: a call is served wholly before the unit's end is recorded, or refused.
+    serve_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Scheduler:
@@ -180,6 +183,9 @@ class Scheduler:
         step_grace_s: float = STEP_DEADLINE_GRACE_S,
         memory_limit_mib: int = WORKER_MEMORY_LIMIT_MIB,
         start_method: str | None = None,
+        post_step_records: bool = True,
+        worker_own_session: bool = True,
+        worker_autogroup_nice: int | None = None,
     ) -> None:
         if slots is not None and slots < 1:
             raise StationError("--jobs must be at least 1")
@@ -194,6 +200,10 @@ class Scheduler:
         self.memory_limit_bytes = memory_limit_mib * 1024 * 1024
         self._context = worker_context(start_method)
         self.start_method = self._context.get_start_method()
+        # How workers run (bench/batch_scaling.py compares them in one run): see WorkerStart.
+        self.post_step_records = post_step_records
+        self.worker_own_session = worker_own_session
+        self.worker_autogroup_nice = worker_autogroup_nice
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_read.setblocking(False)
@@ -289,6 +299,15 @@ class Scheduler:
                     return False
                 self._changed.wait(0.2 if left is None else min(0.2, left))
         return True
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the units' workers running now (any thread; for measuring)."""
+        for _ in range(3):
+            try:
+                return [pid for running in list(self._running.values()) if (pid := running.process.pid)]
+            except RuntimeError:  # the engine thread changed the slots meanwhile: look again
+                continue
+        return []
 
     @property
     def busy(self) -> bool:
@@ -588,6 +607,9 @@ class Scheduler:
             parent_pid=os.getpid(),
             environment=worker_environment(),
             cwd=os.getcwd(),
+            post_step_records=self.post_step_records,
+            own_session=self.worker_own_session,
+            autogroup_nice=self.worker_autogroup_nice,
         )
         ours, theirs = self._context.Pipe(duplex=True)
         process = self._context.Process(
@@ -702,11 +724,12 @@ class Scheduler:
 
     def _desk_service(self, running: _Running, call: Call) -> Any:
         """One call's answer, on the service desk's thread (its commits grouped, flushed before it is sent)."""
-        if self._running.get(running.job_id) is not running:
-            raise StationError(
-                "the unit has ended (its worker was stopped); nothing was recorded for this call"
-            )
-        return self._service(running, call)
+        with running.serve_lock:
+            if self._running.get(running.job_id) is not running:
+                raise StationError(
+                    "the unit has ended (its worker was stopped); nothing was recorded for this call"
+                )
+            return self._service(running, call)
 
     def _service(self, running: _Running, call: Call) -> Any:
         assert self._audit is not None
@@ -890,7 +913,8 @@ class Scheduler:
         reason = (
             reason or "the unit's worker ended without recording the unit's end — press Retry to continue it"
         )
-        self._running.pop(running.job_id, None)
+        with running.serve_lock:  # a call the desk is serving for it ends first; later ones are refused
+            self._running.pop(running.job_id, None)
         self._unwatch(running)
         with running.send_lock:  # never while the service desk sends on it (its descriptor could be reused)
             running.connection.close()
