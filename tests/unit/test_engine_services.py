@@ -204,6 +204,8 @@ def test_a_posted_call_is_served_in_order_and_answered_only_when_refused(audit):
     assert sent.empty()
 
 
+# The pipe's reader ends by the SystemExit standing in for os._exit: pytest reports that thread's exit.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_workers_refused_step_record_fails_its_next_call(monkeypatch):
     """The worker posts its step records; a refusal of one is raised by the unit's next call."""
     from multiprocessing import Pipe
