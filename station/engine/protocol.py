@@ -41,7 +41,7 @@ class WorkerStart:
     post_step_records: bool = True
     # Where the worker's CPU is charged with autogroup scheduling: a session of its own (True) or the
     # station's (False); and that session's autogroup nice when it has its own (None: the default weight).
-    own_session: bool = True
+    own_session: bool = False
     autogroup_nice: int | None = None
 
 

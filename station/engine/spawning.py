@@ -27,6 +27,28 @@ FORKSERVER_PRELOAD = [
     "cryptography.hazmat.backends.openssl",
     "encodings.idna",
 ]
+# Where a unit's worker's CPU is charged under the kernel's autogroup scheduling (one group per session):
+# "station" — the workers stay in the station's session, one group with the station's process, where their
+# nice (WORKER_NICENESS) puts them below the station's threads; "own" — each worker a session (a group) of
+# its own.  STATION_WORKER_SESSION chooses; "station" by default.  Measured in one run
+# (bench/results/batch-scaling-perf3-variants.json, 64 slots): the units' wait for the station's answers
+# 2.9 s median with "station" against 7.2 s with "own" — 64 worker groups each weighed as much as the
+# station's process (and as a window's), so the engine and desk threads (and a GUI thread) waited behind them.
+WORKER_SESSION_ENV = "STATION_WORKER_SESSION"
+WORKER_SESSIONS = ("station", "own")
+
+
+def worker_own_session(choice: str | None = None) -> bool:
+    """Whether each worker gets a session of its own: ``choice``, else STATION_WORKER_SESSION, else not."""
+    chosen = choice or os.environ.get(WORKER_SESSION_ENV) or "station"
+    if chosen not in WORKER_SESSIONS:
+        raise StationError(
+            f"{WORKER_SESSION_ENV}={chosen!r} is not a way to run a unit's worker — use one of: "
+            f"{', '.join(WORKER_SESSIONS)}"
+        )
+    return chosen == "own"
+
+
 # Environment variables a worker must not inherit (the CA passphrase and anything named like a secret).
 _SECRET_WORDS = ("PASSPHRASE", "PASSWORD", "SECRET", "_PIN")
 _environment_lock = threading.Lock()

@@ -262,12 +262,16 @@ def die_with_station(parent_pid: int) -> None:
 
 
 def own_cpu_group(autogroup_nice: int | None = None) -> None:
-    """Leave the station's session, so that the kernel charges this worker's CPU to a group of its own.
+    """Leave the station's session, so that the kernel charges this worker's CPU to a group of its own
+    (only with STATION_WORKER_SESSION=own: by default a worker stays in the station's session — see
+    station.engine.spawning.WORKER_SESSION_ENV, where the measurement that decided it is named).
 
-    With autogroup scheduling (Linux's default on desktops) every session is one CPU group, and a group
-    that has run a lot waits behind the others: 64 workers left in the window's session spent its share,
-    and in a burst (64 TLS proofs at once) the window's GUI thread then sat runnable for seconds
-    (measured from /proc/PID/task/TID/schedstat, bench/gui_batch_stall.py).  The worker's group keeps the
+    With autogroup scheduling (Linux's default on desktops) every session is one CPU group.  When the window
+    hosted the engine, 64 workers left in the window's session spent its share, and in a burst (64 TLS
+    proofs at once) the window's GUI thread then sat runnable for seconds (measured from
+    /proc/PID/task/TID/schedstat, bench/gui_batch_stall.py) — hence this.  Now the engine runs in the station
+    service, whose session is its own (not a window's), and 64 groups of their own starve the service's
+    threads instead, so workers stay in its session unless asked otherwise.  The worker's group keeps the
     default weight: lowered (autogroup nice 10), a unit crawls on a machine where other programs run.
     Where autogroups are off, the worker's own nice keeps it below the station.  Ctrl-C in the station's
     terminal no longer reaches it (it ignored it anyway: the station turns it into a Cancel); it still

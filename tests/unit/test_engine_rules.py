@@ -191,3 +191,47 @@ def test_a_worker_asks_the_station_about_its_own_units_identity_only(tmp_path, a
     assert audit.unit_soc_id(other.id) is None
     scheduler._wake_read.close()
     scheduler._wake_write.close()
+
+
+def test_a_call_needing_no_flush_is_served_on_the_engine_thread_unless_the_unit_has_one_at_the_desk(
+    tmp_path, audit
+):
+    """A posted step record is served at once on the engine thread (no answer sent); while one of the unit's
+    calls still waits at the service desk, its later calls queue behind it (the unit's order is kept)."""
+    import threading
+    from types import SimpleNamespace
+
+    from station.engine.protocol import Call
+    from station.engine.scheduler import Scheduler
+    from station.engine.services import ServiceDesk
+
+    home = StationHome(tmp_path / "home").create()
+    scheduler = Scheduler(home=home, config=StationConfig(name="t"), ca=object())  # type: ignore[arg-type]
+    scheduler._audit = audit
+    sent: list[object] = []
+    desk = ServiceDesk(audit, scheduler._desk_service, lambda unit, message: sent.append(message))
+    queued: list[Call] = []
+    desk.put = lambda unit, call: queued.append(call)  # type: ignore[method-assign]
+    scheduler._desk = desk
+    unit = start(audit, "202600000000021")
+    running = SimpleNamespace(job_id=1, unit_id=unit.id, serve_lock=threading.Lock(), at_desk=set())
+    scheduler._running[1] = running  # type: ignore[assignment]
+    now = datetime.now(UTC)
+    step = {"unit_id": unit.id, "step": "identify", "attempt": 1, "started_at": now, "ended_at": now}
+
+    scheduler._serve(running, Call(1, "audit", "record_step", {**step, "outcome": "passed"}, answer=False))
+    assert [s.step for s in audit.steps(unit.id)] == ["identify"]  # served here, at once
+    assert sent == [] and queued == []  # posted: no answer; nothing went to the desk
+
+    scheduler._serve(
+        running, Call(2, "audit", "pin_host_key", {"unit_id": unit.id, "key_type": "k", "fingerprint": "f"})
+    )
+    assert [call.number for call in queued] == [2] and running.at_desk == {2}  # a write: the desk's
+    scheduler._serve(
+        running, Call(3, "audit", "record_step", {**step, "step": "wipe", "outcome": "passed"}, answer=False)
+    )
+    assert [call.number for call in queued] == [2, 3]  # behind the write still waiting there
+    assert [s.step for s in audit.steps(unit.id)] == ["identify"]
+    desk.close(5.0)
+    scheduler._wake_read.close()
+    scheduler._wake_write.close()
