@@ -47,6 +47,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.measure_memory import proportional_bytes, resident_bytes
 from bench.provision_ssh import machine
 from station.config import StationConfig
 from station.engine import Scheduler, UnitJob
@@ -66,14 +67,14 @@ WORKER_STARTS = 5
 # the station's session); the others name what they change.
 VARIANTS: dict[str, dict[str, object]] = {
     "engine-default": {},
-    # As before issue 13's third round: every step record waits for its answer; each worker its own session.
+    # As main before this round (a70bc02): every step record waits for its answer, each worker its own session.
+    "as-main": {"post_step_records": False, "worker_own_session": True},
+    # Every step record waits for its answer; each worker its own session.
     "called-own-session": {"post_step_records": False, "worker_own_session": True},
     # Step records posted (no round trip); each worker its own session (its own autogroup).
     "posted-own-session": {"post_step_records": True, "worker_own_session": True},
     # Posted, and the workers stay in the station's session (one autogroup with it, at their nice +10).
     "posted-station-session": {"post_step_records": True, "worker_own_session": False},
-    # As the engine's default, but every call served on the service desk's thread (none on the engine thread).
-    "desk-serves-all": {"serve_unflushed_here": False},
     # Posted, each worker its own session at autogroup nice 19 (64 of them weigh about one default group).
     "posted-autogroup-19": {
         "post_step_records": True,
@@ -116,24 +117,6 @@ def own_cpu_seconds() -> float:
     """CPU seconds of this process alone (the engine, its desk and listener threads — and the sampler)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def proportional_bytes(pid: int) -> int:
-    """A process's proportional set size (pages it shares with others split between them)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, IndexError, ValueError):
-        pass
-    return 0
-
-
-def resident_bytes(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, IndexError, ValueError):
-        return 0
 
 
 class MemoryPeak:

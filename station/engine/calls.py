@@ -12,7 +12,7 @@ from typing import Any
 from station.audit import AuditLog
 from station.config import StationConfig
 from station.engine.protocol import Call, Refusal, Reply
-from station.engine.services import UNFLUSHED_CALLS, ServiceDesk
+from station.engine.services import ServiceDesk
 from station.engine.slots import _AUDIT_CALLS, _FLEET_CALLS, _Running
 from station.errors import StationError
 from station.pki import CertificateAuthority
@@ -31,7 +31,6 @@ class UnitCalls:
     _running: dict[int, _Running]
     _fleet_calls: queue.SimpleQueue[tuple[int, Call] | None]
     _fleet_thread: threading.Thread | None
-    serve_unflushed_here: bool
 
     def _command(self, kind: str, value: Any) -> None:
         raise NotImplementedError  # the scheduler's: put a command on the engine thread's queue
@@ -52,18 +51,8 @@ class UnitCalls:
                 running.parked = call
                 running.parked_until = time.monotonic() + float(call.args["timeout_s"])
                 return
-            assert self._desk is not None
-            if self.serve_unflushed_here and (call.service, call.method) in UNFLUSHED_CALLS:
-                with running.serve_lock:
-                    idle = not running.at_desk
-                if idle:
-                    # Needs no flush (a step record, a read, opening a listener) and nothing of this unit waits
-                    # at the desk before it: served here at once, one thread hop fewer than by the desk.
-                    self._desk.serve_now(running, call)
-                    return
             # Audit, CA and listener calls: answered on the service desk's thread, in arrival order.
-            with running.serve_lock:
-                running.at_desk.add(call.number)
+            assert self._desk is not None
             self._desk.put(running, call)
         except StationError as exc:
             self._send(running, Refusal(call.number, str(exc)))
@@ -78,10 +67,8 @@ class UnitCalls:
             )
 
     def _desk_service(self, running: _Running, call: Call) -> Any:
-        """One call's answer, on the service desk's thread (its commits grouped, flushed before it is sent) or —
-        one that needs no flush, when none of the unit's calls waits at the desk — on the engine thread."""
+        """One call's answer, on the service desk's thread (its commits grouped, flushed before it is sent)."""
         with running.serve_lock:
-            running.at_desk.discard(call.number)
             if self._running.get(running.job_id) is not running:
                 raise StationError(
                     "the unit has ended (its worker was stopped); nothing was recorded for this call"

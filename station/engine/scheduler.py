@@ -12,8 +12,7 @@ to the workers over their pipes (:mod:`station.engine.protocol`).
 One engine thread starts units, reads their pipes, forwards their progress to the observer as plain
 :class:`~station.flow.FlowEvent` values, and enforces deadlines; their calls to the audit log, the CA and
 the TLS listener are answered on the service desk's thread (:mod:`station.engine.services`: in arrival
-order, many units' audit writes made durable by one flush before any answer leaves; a call that needs no
-flush is served on the engine thread itself when none of its unit's calls waits there), questions to the
+order, many units' audit writes made durable by one flush before any answer leaves), questions to the
 fleet on a thread of their own.  A worker still busy past its step's deadline plus a grace is terminated
 — not asked — and its unit recorded failed and resumable; so is a worker that dies (a crash, the memory
 limit, a kill).  Nothing another unit does can stop the engine thread for longer than one audit write
@@ -119,7 +118,6 @@ class Scheduler(UnitEndings):
         post_step_records: bool = True,
         worker_own_session: bool | None = None,
         worker_autogroup_nice: int | None = None,
-        serve_unflushed_here: bool = True,
     ) -> None:
         if slots is not None and slots < 1:
             raise StationError("--jobs must be at least 1")
@@ -140,8 +138,6 @@ class Scheduler(UnitEndings):
             worker_own_session_default() if worker_own_session is None else worker_own_session
         )
         self.worker_autogroup_nice = worker_autogroup_nice
-        # Calls that need no flush served on the engine thread when the unit has none at the desk (see _serve).
-        self.serve_unflushed_here = serve_unflushed_here
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_read.setblocking(False)

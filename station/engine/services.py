@@ -10,9 +10,7 @@ flushes the audit log once (:meth:`~station.audit.AuditLog.make_durable`) and on
 ``synchronous=FULL`` commit per call did, for one flush per group instead of one per call.  If that flush
 fails, every write of the group is refused (the units fail the step and can be retried); nothing is sent.
 Calls that need no flush (reads, step records, opening a listener: :data:`UNFLUSHED_CALLS`) are answered as
-soon as they are computed, without waiting for the group's other calls or its flush — and the engine thread
-serves them itself (:meth:`ServiceDesk.serve_now`, one thread hop fewer) when none of that unit's calls
-waits in the desk's queue.
+soon as they are computed, without waiting for the group's other calls or its flush.
 
 A unit's own calls are answered in its order (a worker waits for each answer before it calls again).  A
 *posted* call (``Call.answer`` False: a step record, which needs no flush and returns nothing) is served in
@@ -67,15 +65,6 @@ class ServiceDesk(Generic[Unit]):
 
     def put(self, unit: Unit, call: Call) -> None:
         self._calls.put((unit, call))
-
-    def serve_now(self, unit: Unit, call: Call) -> None:
-        """Serve a call that needs no flush (:data:`UNFLUSHED_CALLS`) on the calling thread, its commit not
-        waiting for the disk (made durable by the desk's next flush, as on the desk): for the engine thread,
-        when none of the unit's calls waits in the desk's queue (the unit's order is kept)."""
-        with self._audit.grouped_commits():
-            answer = self._answer_one(unit, call)
-        if call.answer or isinstance(answer, Refusal):
-            self._send(unit, answer)
 
     def close(self, timeout_s: float) -> None:
         """Answer what is queued, then stop (bounded by ``timeout_s``)."""

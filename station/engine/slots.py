@@ -104,6 +104,3 @@ class _Running:
     # Held by the service desk while it serves one of the unit's calls, and by the engine thread while it
     # takes the unit off its slot: a call is served wholly before the unit's end is recorded, or refused.
     serve_lock: threading.Lock = field(default_factory=threading.Lock)
-    # The numbers of its calls queued at the service desk and not yet served (under serve_lock): while any
-    # is, its later calls queue behind them, so that the unit's calls are served in its order.
-    at_desk: set[int] = field(default_factory=set)
