@@ -489,30 +489,6 @@ class Scheduler(UnitEndings):
             )
             return None
 
-    def _not_started(self, number: int, job: UnitJob, admission: Admission, problem: str) -> None:
-        """An admitted unit whose start could not be made durable: failed (resumable), its board untouched."""
-        assert self._audit is not None
-        unit = admission.unit
-        step = admission.plan[0] if admission.plan else "identify"
-        try:
-            self._audit.finish_unit(unit.id, result="failed", failed_step=step, message=problem)
-        except StationError:
-            pass  # the log is unavailable: the outcome says so; a resume finds the unit running or failed
-        self._settle(
-            number,
-            UnitOutcome(
-                Ending.FAILED,
-                job.serial,
-                problem,
-                unit_id=unit.id,
-                failed_step=step,
-                resumable=True,
-                fixture=job.fixture,
-                device=job.device,
-                job=number,
-            ),
-        )
-
     def _start(self, number: int, job: UnitJob, admission: Admission, began: float) -> None:
         unit = admission.unit
         if admission.profile is not None and admission.profile is not job.profile:
