@@ -47,6 +47,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.measure_memory import proportional_bytes, resident_bytes
 from bench.provision_ssh import machine
 from station.config import StationConfig
 from station.engine import Scheduler, UnitJob
@@ -61,6 +62,26 @@ HERE = Path(__file__).resolve().parent
 
 
 WORKER_STARTS = 5
+# Ways of running the units' workers, compared in one run (--variants, interleaved per slot count):
+# Scheduler keyword arguments.  "engine-default" is what the station runs (posted step records, workers in
+# the station's session); the others name what they change.
+VARIANTS: dict[str, dict[str, object]] = {
+    "engine-default": {},
+    # As main before this round (a70bc02): every step record waits for its answer, each worker its own session.
+    "as-main": {"post_step_records": False, "worker_own_session": True},
+    # Every step record waits for its answer; each worker its own session.
+    "called-own-session": {"post_step_records": False, "worker_own_session": True},
+    # Step records posted (no round trip); each worker its own session (its own autogroup).
+    "posted-own-session": {"post_step_records": True, "worker_own_session": True},
+    # Posted, and the workers stay in the station's session (one autogroup with it, at their nice +10).
+    "posted-station-session": {"post_step_records": True, "worker_own_session": False},
+    # Posted, each worker its own session at autogroup nice 19 (64 of them weigh about one default group).
+    "posted-autogroup-19": {
+        "post_step_records": True,
+        "worker_own_session": True,
+        "worker_autogroup_nice": 19,
+    },
+}
 
 
 def forkserver_pid() -> int | None:
@@ -92,32 +113,32 @@ def cpu_seconds() -> float:
     return total
 
 
-def proportional_bytes(pid: int) -> int:
-    """A process's proportional set size (pages it shares with others split between them)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, IndexError, ValueError):
-        pass
-    return 0
-
-
-def resident_bytes(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, IndexError, ValueError):
-        return 0
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process alone (the engine, its desk and listener threads — and the sampler)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class MemoryPeak:
-    """Samples the station's resident memory (this process + its live unit workers) in the background."""
+    """Samples the station's resident memory (this process + its live unit workers) in the background.
 
-    def __init__(self, interval_s: float = 0.25) -> None:
+    The sampler runs in the station's own process (it shares the engine's GIL and its CPU group), so it is
+    kept cheap: the workers' pids come from the scheduler (not ``multiprocessing.active_children()``, which
+    polls every child through a selector of its own), the resident sizes from ``statm`` every 0.25 s, and
+    the proportional sizes — ``smaps_rollup``, a walk of every mapping of every worker (≈ 1 ms each) —
+    only while the resident sum is within 1 % of its highest so far, at most every PSS_EVERY_S (where the
+    PSS peak is; not 4 × 64 walks a second, which made the sampler the station process's busiest thread)."""
+
+    PSS_EVERY_S = 2.0
+    PSS_NEAR_PEAK = 0.99
+
+    def __init__(self, scheduler: Scheduler | None = None, interval_s: float = 0.25) -> None:
         self.peak = 0
         self.peak_workers = 0
         self.peak_pss = 0
+        self.pss_samples = 0
         self.sampler_cpu_s = 0.0
+        self._scheduler = scheduler
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, args=(interval_s,), daemon=True)
 
@@ -130,14 +151,21 @@ class MemoryPeak:
         self._thread.join()
 
     def _sample(self, interval_s: float) -> None:
+        pss_due = 0.0
         while not self._stop.wait(interval_s):
-            workers = [child.pid for child in multiprocessing.active_children() if child.pid]
+            if self._scheduler is not None:
+                workers = self._scheduler.worker_pids()
+            else:
+                workers = [child.pid for child in multiprocessing.active_children() if child.pid]
             server = forkserver_pid()
             station = [os.getpid(), *([server] if server is not None else []), *workers]
             total = sum(resident_bytes(pid) for pid in station)
             if total > self.peak:
                 self.peak, self.peak_workers = total, len(workers)
-            self.peak_pss = max(self.peak_pss, sum(proportional_bytes(pid) for pid in station))
+            if total >= self.PSS_NEAR_PEAK * self.peak and time.monotonic() >= pss_due:
+                pss_due = time.monotonic() + self.PSS_EVERY_S
+                self.pss_samples += 1
+                self.peak_pss = max(self.peak_pss, sum(proportional_bytes(pid) for pid in station))
         self.sampler_cpu_s = time.thread_time()  # this thread's own: not the station's
 
 
@@ -210,8 +238,16 @@ def main() -> None:
         help="how units' workers start (several: compared, interleaved in one run)",
     )
     parser.add_argument("--worker-starts", type=int, default=WORKER_STARTS)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=sorted(VARIANTS),
+        default=["engine-default"],
+        help="ways of running the workers (several: compared, interleaved in one run; see VARIANTS)",
+    )
     args = parser.parse_args()
     methods: list[str] = args.start_methods
+    variants: list[str] = args.variants
 
     root = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     home = StationHome(root / "home").create()
@@ -226,7 +262,10 @@ def main() -> None:
         start_costs = worker_start_costs(methods, args.worker_starts)
         print({"worker_start": start_costs}, flush=True)
         serial = 0
-        for slots, method in [(slots, method) for slots in args.slots for method in methods]:
+        rounds = [
+            (slots, method, variant) for slots in args.slots for method in methods for variant in variants
+        ]
+        for slots, method, variant in rounds:
             jobs = []
             for device in devices[:slots]:
                 serial += 1
@@ -241,14 +280,22 @@ def main() -> None:
                     )
                 )
             scheduler = Scheduler(
-                home=home, config=StationConfig(name="bench"), ca=ca, slots=slots, start_method=method
+                home=home,
+                config=StationConfig(name="bench"),
+                ca=ca,
+                slots=slots,
+                start_method=method,
+                **VARIANTS[variant],  # type: ignore[arg-type]
             )
             load_before = os.getloadavg()
+            own = own_cpu_seconds()
             cpu, busy, began = cpu_seconds(), machine_busy_seconds(), time.perf_counter()
-            with MemoryPeak() as memory:
+            with MemoryPeak(scheduler) as memory:
                 outcomes = scheduler.run(jobs)
             wall = time.perf_counter() - began
             used = cpu_seconds() - cpu - memory.sampler_cpu_s
+            # P7 split: the station's own process (engine, desk, TLS listener) and its units' workers.
+            own = own_cpu_seconds() - own - memory.sampler_cpu_s
             # What the simulated boards burn shares this machine's cores with the station; on a real
             # line every board has its own CPU.  Recording it shows where the batch's extra time goes.
             boards = machine_busy_seconds() - busy - used
@@ -259,8 +306,11 @@ def main() -> None:
                 {
                     "slots": slots,
                     "start_method": method,
+                    "variant": variant,
                     "wall_s": round(wall, 3),
                     "cpu_s_per_unit": round(used / slots, 4),
+                    "station_process_cpu_s_per_unit": round(own / slots, 4),
+                    "workers_cpu_s_per_unit": round((used - own) / slots, 4),
                     "unit_wall_s_median": round(statistics.median(o.duration_s for o in outcomes), 3),
                     "station_share_s_median": round(statistics.median(share_s), 3),
                     "station_share_s_p95": round(quantile(share_s, 0.95), 3),
@@ -276,6 +326,8 @@ def main() -> None:
                     "peak_station_memory_mib": round(memory.peak / 2**20, 1),
                     "workers_at_peak": memory.peak_workers,
                     "peak_station_pss_mib": round(memory.peak_pss / 2**20, 1),
+                    "memory_sampler_cpu_s": round(memory.sampler_cpu_s, 3),
+                    "pss_samples": memory.pss_samples,
                     "board_cpu_s_per_unit": round(boards / slots, 3),
                     "machine_busy_fraction": round((boards + used) / (wall * (os.cpu_count() or 1)), 3),
                 }
@@ -289,17 +341,18 @@ def main() -> None:
         farm.down()
         shutil.rmtree(root, ignore_errors=True)
     for method in methods:
-        single = next(
-            row["wall_s"] for row in rows if row["slots"] == min(args.slots) and row["start_method"] == method
-        )
-        for row in rows:
-            if row["start_method"] == method:
+        for variant in variants:
+            mine = [row for row in rows if row["start_method"] == method and row["variant"] == variant]
+            single = next(row["wall_s"] for row in mine if row["slots"] == min(args.slots))
+            for row in mine:
                 row["ratio_to_one_slot"] = round(row["wall_s"] / single, 3)
     report = {
         "benchmark": "batch-scaling",
         "command": f"python -m bench.batch_scaling --slots {' '.join(map(str, args.slots))} "
         f"--keygen-delay {args.keygen_delay:g} --boot-delay {args.boot_delay:g} "
-        f"--start-methods {' '.join(methods)} --worker-starts {args.worker_starts}",
+        f"--start-methods {' '.join(methods)} --worker-starts {args.worker_starts} "
+        f"--variants {' '.join(variants)}",
+        "variants": {variant: VARIANTS[variant] for variant in variants},
         "machine": machine(),
         "load_average_after": [round(value, 2) for value in os.getloadavg()],
         "conditions": args.conditions,
@@ -313,7 +366,7 @@ def main() -> None:
     if len(methods) > 1:
         # Same run, same load: the first method's figures over the second's, per slot count.
         first, second = methods[:2]
-        by = {(row["slots"], row["start_method"]): row for row in rows}
+        by = {(row["slots"], row["start_method"]): row for row in rows if row["variant"] == variants[0]}
         report["ratios"] = {
             f"{first}/{second}": {
                 "worker_start_wall": round(
@@ -328,6 +381,26 @@ def main() -> None:
                     for key in ("cpu_s_per_unit", "peak_station_memory_mib", "peak_station_pss_mib", "wall_s")
                 },
             }
+        }
+    if len(variants) > 1:
+        # Same run, same load: each variant's station share and ratio beside the first variant's.
+        by_variant = {
+            (row["slots"], row["variant"]): row for row in rows if row["start_method"] == methods[0]
+        }
+        report["variants_compared"] = {
+            f"{variant}_at_{slots}": {
+                key: by_variant[slots, variant][key]
+                for key in (
+                    "ratio_to_one_slot",
+                    "station_share_median",
+                    "station_share_p95",
+                    "service_wait_s_median",
+                    "cpu_s_per_unit",
+                    "machine_busy_fraction",
+                )
+            }
+            for slots in args.slots
+            for variant in variants
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

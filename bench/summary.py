@@ -61,11 +61,13 @@ def figures() -> list[dict[str, Any]]:
         )
     batch = load("batch-scaling")
     if batch:
-        # A run comparing start methods holds rows for each: the table shows the engine's (the first).
+        # A run comparing start methods (or --variants) holds rows for each: the table shows the first's.
+        first_variant = batch["results"][0].get("variant") if batch["results"] else None
         engine_rows = [
             row
             for row in batch["results"]
             if row.get("start_method", batch.get("start_method")) == batch.get("start_method")
+            and row.get("variant") == first_variant
         ]
         for row in engine_rows:
             met = row["ratio_to_one_slot"] <= 1.10 if row["slots"] == 64 else None

@@ -37,16 +37,27 @@ class WorkerStart:
     # the fork server would otherwise see the server's, frozen when the server started.
     environment: dict[str, str] = field(default_factory=dict)
     cwd: str = ""
+    # Step records posted (the unit does not wait for each: see Call.answer) rather than called.
+    post_step_records: bool = True
+    # Where the worker's CPU is charged with autogroup scheduling: a session of its own (True) or the
+    # station's (False); and that session's autogroup nice when it has its own (None: the default weight).
+    own_session: bool = False
+    autogroup_nice: int | None = None
 
 
 @dataclass(frozen=True)
 class Call:
-    """The worker asks the station for a service: ``service`` is audit, ca or tls."""
+    """The worker asks the station for a service: ``service`` is audit, ca or tls.
+
+    With ``answer`` False (a *posted* call: a step record) the worker does not wait: the station answers
+    only a refusal, which the worker raises at its next call.  Its pipe and the service desk keep the
+    unit's order, so the station has served a posted call before any later call of that unit."""
 
     number: int
     service: str
     method: str
     args: dict[str, Any] = field(default_factory=dict)
+    answer: bool = True
 
 
 @dataclass(frozen=True)

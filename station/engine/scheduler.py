@@ -29,140 +29,75 @@ import queue
 import select
 import selectors
 import socket
-import sys
 import threading
 import time
-import types
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection
-from multiprocessing.context import ForkServerContext, SpawnContext
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 from station.audit import AuditLog
 from station.config import StationConfig
 from station.engine import worker
-from station.engine.outcome import Ending, UnitOutcome, finished, refused
-from station.engine.protocol import Call, Cancel, Done, Progress, Refusal, Reply, WorkerStart
+from station.engine.endings import UnitEndings
+from station.engine.outcome import Ending, UnitOutcome, refused
+from station.engine.protocol import Call, Done, Progress, WorkerStart
 from station.engine.services import ServiceDesk
+from station.engine.slots import (
+    BETWEEN_STEPS_S,
+    CANCEL_DEADLINE_S,
+    READ_BURST,
+    STEP_DEADLINE_GRACE_S,
+    WORKER_EXIT_S,
+    WORKER_MEMORY_LIMIT_MIB,
+    WORKER_NICENESS,
+    WORKER_START_S,
+    Observer,
+    UnitJob,
+    _Running,
+)
+from station.engine.spawning import (
+    FORKSERVER_PRELOAD,
+    START_METHOD_ENV,
+    START_METHODS,
+    _lower_priority,
+    _secret,
+    clean_spawn,
+    worker_context,
+    worker_environment,
+)
+from station.engine.spawning import worker_own_session as worker_own_session_default
 from station.errors import StationError
 from station.flow import Admission, FlowEvent, Provisioner
 from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.pki import CertificateAuthority
-from station.profiles import DeviceProfile
-from station.steps import STEPS, StationSigner
 from station.tls_proof import TlsProofListener
 
-# A worker still running this long after its step's deadline is terminated (the step's own deadline
-# should have ended it: this is for a worker that is stuck where no deadline reaches).
-STEP_DEADLINE_GRACE_S = 5.0
-# A worker must report its unit started within this of being spawned (an interpreter start is well under a
-# second on an idle machine, tens of seconds when 64 start on a busy one), and between two steps
-# (recording, reconnecting) reach its next step within BETWEEN_STEPS_S: the bound for a worker stuck
-# where no step deadline reaches.
-WORKER_START_S = 180.0
-BETWEEN_STEPS_S = 120.0
-# How long a cancelled unit may take to record itself before its worker is terminated.
-CANCEL_DEADLINE_S = 15.0
-# A worker's address-space limit (RLIMIT_AS): well above what a unit needs (≈ 0.3 GiB of address space),
-# far below what would take the station down.
-WORKER_MEMORY_LIMIT_MIB = 1024
-# How much lower than the station's own process a unit's worker runs (Linux nice).  A worker waits on its
-# board nearly all the time; the station (a window's GUI thread, the engine thread serving 64 workers)
-# must get the CPU the moment it needs it, also while 64 interpreters start at once.
-WORKER_NICENESS = 10
-# Messages read from one worker's pipe in a row before the engine thread looks at the others again.
-READ_BURST = 16
-# How long a worker that said it is done may take to exit.
-WORKER_EXIT_S = 5.0
-# How a unit's worker starts: a fork of the fork server (cheap: the server has imported the worker's modules
-# once) or a fresh interpreter per unit (spawn).  STATION_WORKER_START chooses; forkserver where available.
-START_METHOD_ENV = "STATION_WORKER_START"
-START_METHODS = ("forkserver", "spawn")
-# What the fork server imports once, before it forks any worker: the worker and what a unit then imports on
-# first use (the SSH link — paramiko, nacl — the serial link, cryptography's OpenSSL backend, the IDNA codec
-# a connect uses); without them every forked worker imports them again (~0.06 CPU-s, as much as its unit).
-FORKSERVER_PRELOAD = [
-    "station.engine.worker",
-    "station.transport.ssh",
-    "station.transport.serial",
-    "cryptography.hazmat.backends.openssl",
-    "encodings.idna",
+# Names kept importable from here (the scheduler was one module before it was split for #19).
+__all__ = [
+    "BETWEEN_STEPS_S",
+    "CANCEL_DEADLINE_S",
+    "FORKSERVER_PRELOAD",
+    "READ_BURST",
+    "START_METHODS",
+    "START_METHOD_ENV",
+    "STEP_DEADLINE_GRACE_S",
+    "WORKER_EXIT_S",
+    "WORKER_MEMORY_LIMIT_MIB",
+    "WORKER_NICENESS",
+    "WORKER_START_S",
+    "Scheduler",
+    "UnitJob",
+    "_secret",
+    "clean_spawn",
+    "worker_context",
+    "worker_environment",
 ]
-# Environment variables a worker must not inherit (the CA passphrase and anything named like a secret).
-_SECRET_WORDS = ("PASSPHRASE", "PASSWORD", "SECRET", "_PIN")
-_environment_lock = threading.Lock()
-
-Observer = Callable[[FlowEvent], None]
-# Audit writes a worker may ask for, each only for its own unit.
-_AUDIT_CALLS = frozenset(
-    {
-        "pin_host_key",
-        "public_key_seen",
-        "record_certificate",
-        "certificate_for_unit",
-        "record_step",
-        "finish_unit",
-        "unit_work_order",
-        "unit",
-        "record_soc_id",
-        "unit_soc_id",
-        "identity_conflicts",
-    }
-)
-# Questions a worker may ask the fleet (station.fleet.guard.FleetGuard).
-_FLEET_CALLS = frozenset({"check_unit", "public_key_holder"})
 
 
-@dataclass(frozen=True)
-class UnitJob:
-    """One board to provision: what the technician scanned (or the manifest lists) and how to start it."""
-
-    serial: str
-    device: str
-    profile: DeviceProfile
-    operator: str
-    fixture: str | None = None
-    batch: str | None = None
-    resume: bool = False
-    restart: bool = False
-    reprovision_reason: str | None = None
-    # The work order the board is built for (None: the open order holding the serial, if any).
-    order: str | None = None
-    # Device output as "output" events (a log pane shows it; a batch tile has no room for it).
-    stream_output: bool = True
-
-
-@dataclass
-class _Running:
-    job_id: int
-    job: UnitJob
-    unit_id: int
-    plan: tuple[str, ...]
-    process: BaseProcess
-    connection: Connection
-    began: float
-    deadline: float
-    step: str = ""
-    last_step: str = ""
-    attempt: int = 1
-    step_started_at: datetime | None = None
-    done: Done | None = None
-    done_at: float | None = None
-    reported: bool = False  # the worker has sent something: it is up
-    cancelled: bool = False
-    parked: Call | None = None
-    parked_until: float = 0.0
-    tls_ports: set[int] = field(default_factory=set)
-    poller: select.poll | None = None  # its pipe, for "is another message there?" (see _read_ready)
-    send_lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class Scheduler:
+class Scheduler(UnitEndings):
     """Runs :class:`UnitJob`\\ s, each in its own worker process; see the module's description.
 
     ``observer`` is called on the engine thread with every event (keep it short: a window queues it).
@@ -180,6 +115,9 @@ class Scheduler:
         step_grace_s: float = STEP_DEADLINE_GRACE_S,
         memory_limit_mib: int = WORKER_MEMORY_LIMIT_MIB,
         start_method: str | None = None,
+        post_step_records: bool = True,
+        worker_own_session: bool | None = None,
+        worker_autogroup_nice: int | None = None,
     ) -> None:
         if slots is not None and slots < 1:
             raise StationError("--jobs must be at least 1")
@@ -194,6 +132,12 @@ class Scheduler:
         self.memory_limit_bytes = memory_limit_mib * 1024 * 1024
         self._context = worker_context(start_method)
         self.start_method = self._context.get_start_method()
+        # How workers run (bench/batch_scaling.py compares them in one run): see WorkerStart.
+        self.post_step_records = post_step_records
+        self.worker_own_session = (
+            worker_own_session_default() if worker_own_session is None else worker_own_session
+        )
+        self.worker_autogroup_nice = worker_autogroup_nice
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_read.setblocking(False)
@@ -289,6 +233,15 @@ class Scheduler:
                     return False
                 self._changed.wait(0.2 if left is None else min(0.2, left))
         return True
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the units' workers running now (any thread; for measuring)."""
+        for _ in range(3):
+            try:
+                return [pid for running in list(self._running.values()) if (pid := running.process.pid)]
+            except RuntimeError:  # the engine thread changed the slots meanwhile: look again
+                continue
+        return []
 
     @property
     def busy(self) -> bool:
@@ -536,30 +489,6 @@ class Scheduler:
             )
             return None
 
-    def _not_started(self, number: int, job: UnitJob, admission: Admission, problem: str) -> None:
-        """An admitted unit whose start could not be made durable: failed (resumable), its board untouched."""
-        assert self._audit is not None
-        unit = admission.unit
-        step = admission.plan[0] if admission.plan else "identify"
-        try:
-            self._audit.finish_unit(unit.id, result="failed", failed_step=step, message=problem)
-        except StationError:
-            pass  # the log is unavailable: the outcome says so; a resume finds the unit running or failed
-        self._settle(
-            number,
-            UnitOutcome(
-                Ending.FAILED,
-                job.serial,
-                problem,
-                unit_id=unit.id,
-                failed_step=step,
-                resumable=True,
-                fixture=job.fixture,
-                device=job.device,
-                job=number,
-            ),
-        )
-
     def _start(self, number: int, job: UnitJob, admission: Admission, began: float) -> None:
         unit = admission.unit
         if admission.profile is not None and admission.profile is not job.profile:
@@ -588,6 +517,9 @@ class Scheduler:
             parent_pid=os.getpid(),
             environment=worker_environment(),
             cwd=os.getcwd(),
+            post_step_records=self.post_step_records,
+            own_session=self.worker_own_session,
+            autogroup_nice=self.worker_autogroup_nice,
         )
         ours, theirs = self._context.Pipe(duplex=True)
         process = self._context.Process(
@@ -668,392 +600,3 @@ class Scheduler:
         if running.done is not None:
             running.deadline = min(running.deadline, (running.done_at or now) + WORKER_EXIT_S)
         self._emit(replace(event, job=running.job_id, fixture=running.job.fixture))
-
-    def _serve(self, running: _Running, call: Call) -> None:
-        try:
-            if call.service == "fleet" and call.method in _FLEET_CALLS:
-                if call.args.get("unit_id", running.unit_id) != running.unit_id:
-                    raise StationError(
-                        f"a worker asked the fleet about unit {call.args['unit_id']}, not its own"
-                    )
-                # A question to the fleet may wait for the network (up to its own deadline): asked on the
-                # fleet thread, answered through this thread's command queue — never blocking other units.
-                self._ask_fleet(running.job_id, call)
-                return
-            if call.service == "tls" and call.method == "result":
-                # Answered once the listener is done, or at the call's timeout (never blocking this thread).
-                running.parked = call
-                running.parked_until = time.monotonic() + float(call.args["timeout_s"])
-                return
-            # Audit, CA and listener calls: answered on the service desk's thread, in arrival order.
-            assert self._desk is not None
-            self._desk.put(running, call)
-        except StationError as exc:
-            self._send(running, Refusal(call.number, str(exc)))
-        except Exception as exc:  # noqa: BLE001 - the worker records its step failed with this
-            self._send(
-                running,
-                Refusal(
-                    call.number,
-                    f"the station could not serve {call.service}.{call.method} "
-                    f"({exc!r}) — press Retry; report it if it repeats",
-                ),
-            )
-
-    def _desk_service(self, running: _Running, call: Call) -> Any:
-        """One call's answer, on the service desk's thread (its commits grouped, flushed before it is sent)."""
-        if self._running.get(running.job_id) is not running:
-            raise StationError(
-                "the unit has ended (its worker was stopped); nothing was recorded for this call"
-            )
-        return self._service(running, call)
-
-    def _service(self, running: _Running, call: Call) -> Any:
-        assert self._audit is not None
-        args = call.args
-        if call.service == "audit" and call.method in _AUDIT_CALLS:
-            if "unit_id" in args and args["unit_id"] != running.unit_id:
-                raise StationError(f"a worker asked to write unit {args['unit_id']}, not its own")
-            return getattr(self._audit, call.method)(**args)
-        if call.service == "ca" and call.method == "issue":
-            if args.get("unit_id") != running.unit_id:
-                raise StationError(
-                    f"a worker asked for a certificate for unit {args.get('unit_id')}, not its own"
-                )
-            return StationSigner(self.ca, self._audit).issue_for_unit(
-                unit_id=running.unit_id,
-                csr_pem=bytes(args["csr_pem"]),
-                profile=running.job.profile,
-                serial=running.job.serial,
-            )
-        if call.service == "tls" and call.method == "listen":
-            port = self._tls.listen(
-                str(args["host"]), float(args["timeout_s"]), port=int(args.get("port", 0))
-            )
-            running.tls_ports.add(port)
-            return port
-        raise StationError(f"unknown station service {call.service}.{call.method}")
-
-    def _ask_fleet(self, job_id: int, call: Call) -> None:
-        if self.config.fleet is None:
-            raise StationError("this station has no [fleet] configured")
-        if self._fleet_thread is None:
-            self._fleet_thread = threading.Thread(target=self._fleet_loop, name="engine-fleet", daemon=True)
-            self._fleet_thread.start()
-        self._fleet_calls.put((job_id, call))
-
-    def _fleet_loop(self) -> None:
-        """The fleet thread: one question at a time over this process's one connection to the fleet."""
-        from station.fleet.guard import fleet_guard
-
-        while True:
-            item = self._fleet_calls.get()
-            if item is None:
-                return
-            job_id, call = item
-            answer: object
-            try:
-                assert self.config.fleet is not None
-                answer = Reply(call.number, getattr(fleet_guard(self.config.fleet), call.method)(**call.args))
-            except StationError as exc:
-                answer = Refusal(call.number, str(exc))
-            except Exception as exc:  # noqa: BLE001 - the worker records its step failed with this
-                answer = Refusal(call.number, f"the station could not ask the fleet ({exc!r}) — press Retry")
-            self._command("reply", (job_id, answer))
-
-    def _answer_parked(self) -> None:
-        for running in list(self._running.values()):
-            call = running.parked
-            if call is None:
-                continue
-            port = int(call.args["port"])
-            if self._tls.finished(port) or time.monotonic() >= running.parked_until:
-                running.parked = None
-                running.tls_ports.discard(port)
-                self._send(running, Reply(call.number, self._tls.result(port, 0.0)))
-
-    def _send(self, running: _Running, message: object) -> None:
-        """Send to a unit's worker (from the engine thread or the service desk's: one message at a time)."""
-        with running.send_lock:
-            try:
-                running.connection.send(message)
-            except (OSError, ValueError):
-                pass  # the worker is gone; its sentinel tells the rest
-
-    def _enforce_deadlines(self, close_by: float | None) -> None:
-        now = time.monotonic()
-        for running in list(self._running.values()):
-            if close_by is not None and now >= close_by:
-                self._terminate(
-                    running, "the station closed before this unit stopped — press Retry to continue it"
-                )
-            elif now >= running.deadline:
-                if running.done is not None:
-                    if running.process.is_alive():
-                        running.process.kill()
-                    running.process.join(WORKER_EXIT_S)
-                    self._ended(running, running.done.problem)
-                    continue
-                if running.cancelled:
-                    reason = (
-                        f"the unit did not stop within {CANCEL_DEADLINE_S:g} s of being cancelled; the station "
-                        "terminated its worker — press Retry to continue it"
-                    )
-                elif running.step:
-                    timeout = running.job.profile.policy(running.step).timeout_s
-                    title = STEPS[running.step].title if running.step in STEPS else running.step
-                    reason = (
-                        f"step {title} did not end within its deadline of {timeout:g} s (+{self.step_grace_s:g} "
-                        "s); the station terminated the unit's worker — check the board, then press Retry"
-                    )
-                elif not running.reported:
-                    reason = (
-                        f"the unit's worker did not start within {WORKER_START_S:g} s; the station terminated "
-                        "it — the station's computer may be overloaded; press Retry"
-                    )
-                else:
-                    reason = (
-                        f"the unit made no progress for {BETWEEN_STEPS_S:g} s; the station terminated its "
-                        "worker — check the board, then press Retry"
-                    )
-                self._terminate(running, reason)
-
-    def _ask_to_stop(self, running: _Running) -> None:
-        if running.cancelled:
-            return
-        running.cancelled = True
-        running.deadline = min(running.deadline, time.monotonic() + CANCEL_DEADLINE_S)
-        self._send(running, Cancel())
-
-    def _cancel_one(self, number: int) -> None:
-        running = self._running.get(number)
-        if running is not None:
-            self._ask_to_stop(running)
-            return
-        for device, jobs in self._queues.items():
-            for entry in list(jobs):
-                if entry[0] == number:
-                    jobs.remove(entry)
-                    job = entry[1]
-                    self._settle(
-                        number,
-                        UnitOutcome(
-                            Ending.NOT_STARTED,
-                            job.serial,
-                            "cancelled before it started",
-                            fixture=job.fixture,
-                            device=device,
-                            job=number,
-                        ),
-                    )
-                    return
-
-    def _drop_queued(self, message: str) -> None:
-        queues, self._queues = self._queues, {}
-        for device, jobs in queues.items():
-            for number, job in jobs:
-                self._settle(
-                    number,
-                    UnitOutcome(
-                        Ending.NOT_STARTED,
-                        job.serial,
-                        message,
-                        fixture=job.fixture,
-                        device=device,
-                        job=number,
-                    ),
-                )
-
-    # -- ending ---------------------------------------------------------------------------------------
-
-    def _death_reason(self, running: _Running) -> str:
-        code = running.process.exitcode
-        how = (
-            f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
-        )
-        where = f" during step {STEPS[running.step].title}" if running.step in STEPS else ""
-        return (
-            f"the unit's worker process {how}{where} — the station recorded the unit as failed; press Retry "
-            "to continue it"
-        )
-
-    def _terminate(self, running: _Running, reason: str) -> None:
-        """Stop a worker now (SIGKILL: it is not asked) and record its unit failed and resumable."""
-        if running.process.is_alive():
-            running.process.kill()
-        running.process.join(WORKER_EXIT_S)
-        self._ended(running, reason)
-
-    def _ended(self, running: _Running, reason: str) -> None:
-        """Take a unit off its slot; if its worker left it running in the log, record it failed (resumable)."""
-        assert self._audit is not None
-        reason = (
-            reason or "the unit's worker ended without recording the unit's end — press Retry to continue it"
-        )
-        self._running.pop(running.job_id, None)
-        self._unwatch(running)
-        with running.send_lock:  # never while the service desk sends on it (its descriptor could be reused)
-            running.connection.close()
-        for port in running.tls_ports:
-            self._tls.result(port, 0.0)
-        job = running.job
-        try:
-            unit = self._audit.unit(running.unit_id)
-            if unit.state == "running":
-                step = running.step or running.last_step or (running.plan[0] if running.plan else "identify")
-                if running.step:
-                    started = running.step_started_at or datetime.now(UTC)
-                    self._audit.record_step(
-                        unit.id,
-                        step=step,
-                        attempt=running.attempt,
-                        outcome="failed",
-                        started_at=started,
-                        ended_at=datetime.now(UTC),
-                        message=reason,
-                    )
-                    self._emit(
-                        FlowEvent(
-                            kind="step_finished",
-                            serial=job.serial,
-                            unit_id=unit.id,
-                            step=step,
-                            title=STEPS[step].title if step in STEPS else step,
-                            outcome="failed",
-                            attempt=running.attempt,
-                            message=reason,
-                            fixture=job.fixture,
-                            job=running.job_id,
-                        )
-                    )
-                self._audit.finish_unit(unit.id, result="failed", failed_step=step, message=reason)
-            self._hand_off(running.unit_id)
-            ended = running.done_at or time.monotonic()
-            outcome = finished(
-                self._audit,
-                running.unit_id,
-                serial=job.serial,
-                fixture=job.fixture,
-                device=job.device,
-                duration_s=ended - running.began,
-                device_s=running.done.device_s if running.done is not None else 0.0,
-                job=running.job_id,
-            )
-            if running.done is not None:
-                outcome = replace(outcome, service_s=running.done.service_s)
-        except StationError as exc:
-            outcome = UnitOutcome(
-                Ending.FAILED,
-                job.serial,
-                f"{reason} (and it could not be recorded: {exc})",
-                unit_id=running.unit_id,
-                failed_step=running.step or None,
-                resumable=True,
-                fixture=job.fixture,
-                device=job.device,
-                job=running.job_id,
-            )
-        self._settle(running.job_id, outcome)
-
-    def _unwatch(self, running: _Running) -> None:
-        """Stop waiting on a unit's pipe and sentinel (before either closes)."""
-        try:
-            self._selector.unregister(running.connection)
-            self._selector.unregister(running.process.sentinel)
-        except (KeyError, ValueError):
-            pass  # never watched: its worker did not start
-
-    def _hand_off(self, unit_id: int) -> None:
-        """The unit's end is recorded: hand it to the line (label on PASS, MES record), without waiting."""
-        assert self._audit is not None
-        if self.line is None:
-            return
-        try:
-            self.line.unit_finished(self._audit.unit(unit_id))
-        except Exception:  # noqa: BLE001 - the unit is recorded; the hand-off reports its own problems
-            pass
-
-    def _settle(self, number: int, outcome: UnitOutcome) -> None:
-        self._emit(
-            FlowEvent(
-                kind="unit_finished",
-                serial=outcome.serial,
-                unit_id=outcome.unit_id,
-                step=outcome.failed_step or "",
-                outcome=str(outcome.kind),
-                message=outcome.message,
-                fixture=outcome.fixture,
-                duration_s=outcome.duration_s,
-                job=number,
-                result=outcome,
-            )
-        )
-        with self._changed:
-            self._outcomes[number] = outcome
-            self._changed.notify_all()
-
-    def _emit(self, event: FlowEvent) -> None:
-        try:
-            self.observer(event)
-        except Exception:  # noqa: BLE001 - a broken watcher must never break a unit
-            pass
-
-
-def _lower_priority(pid: int | None) -> None:
-    """Run a just-started worker WORKER_NICENESS below the station (before its interpreter has imported much)."""
-    if pid is None or not hasattr(os, "setpriority"):
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS))
-    except OSError:
-        pass  # gone already, or not allowed: it runs at the station's priority
-
-
-def worker_context(method: str | None = None) -> ForkServerContext | SpawnContext:
-    """The multiprocessing context units' workers start with: ``method``, else STATION_WORKER_START, else
-    forkserver where the platform has it (spawn elsewhere)."""
-    chosen = method or os.environ.get(START_METHOD_ENV) or ""
-    available = multiprocessing.get_all_start_methods()
-    if chosen and (chosen not in START_METHODS or chosen not in available):
-        raise StationError(
-            f"{START_METHOD_ENV}={chosen!r} is not a way to start a unit's worker here — "
-            f"use one of: {', '.join(m for m in START_METHODS if m in available)}"
-        )
-    if not chosen:
-        chosen = "forkserver" if "forkserver" in available else "spawn"
-    if chosen == "spawn":
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    # Only the worker's modules: never __main__ (the station's entry module: the CLI, or ui.app and Qt).
-    context.set_forkserver_preload(FORKSERVER_PRELOAD)
-    return context
-
-
-def worker_environment() -> dict[str, str]:
-    """This process's environment minus anything secret: what a unit's worker runs with."""
-    return {name: value for name, value in os.environ.items() if not _secret(name)}
-
-
-def _secret(name: str) -> bool:
-    return any(word in name.upper() for word in _SECRET_WORDS)
-
-
-class clean_spawn:  # noqa: N801 - used as a context manager
-    """What a worker — or the fork server, whose environment its workers start with — is started with: this
-    process's environment minus anything secret (the CA passphrase), and no main module to re-import — spawn
-    would otherwise run the station's own entry module again in the worker (ui.app: Qt and the whole
-    window), where only station.engine.worker is needed."""
-
-    def __enter__(self) -> None:
-        _environment_lock.acquire()
-        self._saved = {name: value for name, value in os.environ.items() if _secret(name)}
-        for name in self._saved:
-            del os.environ[name]
-        self._main = sys.modules.get("__main__")
-        sys.modules["__main__"] = types.ModuleType("__main__")
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._main is not None:
-            sys.modules["__main__"] = self._main
-        os.environ.update(self._saved)
-        _environment_lock.release()

@@ -12,7 +12,10 @@ fails, every write of the group is refused (the units fail the step and can be r
 Calls that need no flush (reads, step records, opening a listener: :data:`UNFLUSHED_CALLS`) are answered as
 soon as they are computed, without waiting for the group's other calls or its flush.
 
-A unit's own calls are answered in its order (a worker waits for each answer before it calls again).
+A unit's own calls are answered in its order (a worker waits for each answer before it calls again).  A
+*posted* call (``Call.answer`` False: a step record, which needs no flush and returns nothing) is served in
+that same order but answered only if refused, so a unit's worker does not wait a round trip for each of its
+step records; the unit's next call is served after it, whatever thread of the station it reaches.
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ class ServiceDesk(Generic[Unit]):
                     # Depends on no flush: answered at once, not after the rest of the group and its flush (a
                     # unit's calls are one at a time, so what such a call reads of the unit's own records was
                     # made durable before that unit's earlier answers left).
-                    self._send(unit, answer)
+                    if call.answer or isinstance(answer, Refusal):
+                        self._send(unit, answer)
                 else:
                     answers.append((unit, call, answer))
         if any(isinstance(answer, Reply) for _unit, _call, answer in answers):
@@ -109,8 +113,9 @@ class ServiceDesk(Generic[Unit]):
                     "on it left the station; check the disk, then press Retry"
                 )
                 answers = [(unit, call, Refusal(call.number, problem)) for unit, call, _answer in answers]
-        for unit, _call, answer in answers:
-            self._send(unit, answer)
+        for unit, call, answer in answers:
+            if call.answer or isinstance(answer, Refusal):  # a posted call hears back only a refusal
+                self._send(unit, answer)
 
     def _answer_one(self, unit: Unit, call: Call) -> Reply | Refusal:
         try:

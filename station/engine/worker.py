@@ -50,6 +50,9 @@ class ServiceClient:
         self._send_lock = threading.Lock()
         self._replies: queue.SimpleQueue[Reply | Refusal] = queue.SimpleQueue()
         self._numbers = itertools.count(1)
+        # Posted calls (no answer awaited) and the first refusal of one, raised at the next call.
+        self._posted: set[int] = set()
+        self._posted_refusal: Refusal | None = None
         self.cancel = threading.Event()
         # How long this unit has waited for the station to answer its calls (bench/batch_scaling.py).
         self.waited_s = 0.0
@@ -64,6 +67,9 @@ class ServiceClient:
                 os._exit(EXIT_STATION_GONE)
             if isinstance(message, Cancel):
                 self.cancel.set()
+            elif isinstance(message, Refusal) and message.number in self._posted:
+                if self._posted_refusal is None:
+                    self._posted_refusal = message
             elif isinstance(message, Reply | Refusal):
                 self._replies.put(message)
 
@@ -79,7 +85,21 @@ class ServiceClient:
             if (service, method) != ("tls", "result"):  # that one waits for the board to connect
                 self.waited_s += time.perf_counter() - began
 
+    def post(self, service: str, method: str, **args: Any) -> None:
+        """A call whose answer the unit need not wait for (a step record): sent in order with its other
+        calls, served before the next of them; a refusal is raised by the next call."""
+        self._raise_posted_refusal()
+        number = next(self._numbers)
+        self._posted.add(number)
+        self.send(Call(number, service, method, args, answer=False))
+
+    def _raise_posted_refusal(self) -> None:
+        refusal = self._posted_refusal
+        if refusal is not None:
+            raise StationError(refusal.message)
+
     def _call(self, service: str, method: str, args: dict[str, Any]) -> Any:
+        self._raise_posted_refusal()
         number = next(self._numbers)
         self.send(Call(number, service, method, args))
         while True:
@@ -93,6 +113,7 @@ class ServiceClient:
                 continue  # the answer to a call given up on
             if isinstance(answer, Refusal):
                 raise StationError(answer.message)
+            self._raise_posted_refusal()  # an earlier step record was refused meanwhile
             return answer.value
 
 
@@ -126,8 +147,9 @@ class FleetProxy:
 class AuditProxy:
     """The audit log as a unit's steps see it, written by the station (the parent) on the worker's behalf."""
 
-    def __init__(self, client: ServiceClient) -> None:
+    def __init__(self, client: ServiceClient, *, post_step_records: bool = True) -> None:
         self._client = client
+        self._post_step_records = post_step_records
 
     def pin_host_key(self, unit_id: int, *, key_type: str, fingerprint: str) -> None:
         self._client.call(
@@ -175,7 +197,12 @@ class AuditProxy:
         return conflicts
 
     def record_step(self, unit_id: int, **fields: Any) -> None:
-        self._client.call("audit", "record_step", unit_id=unit_id, **fields)
+        # Posted: the unit goes on at once (the record needs no flush, and the station serves it before the
+        # unit's next call); a refusal fails the unit's next call.
+        if self._post_step_records:
+            self._client.post("audit", "record_step", unit_id=unit_id, **fields)
+        else:
+            self._client.call("audit", "record_step", unit_id=unit_id, **fields)
 
     def finish_unit(
         self, unit_id: int, *, result: str, failed_step: str | None = None, message: str | None = None
@@ -234,13 +261,17 @@ def die_with_station(parent_pid: int) -> None:
         os._exit(EXIT_STATION_GONE)
 
 
-def own_cpu_group() -> None:
-    """Leave the station's session, so that the kernel charges this worker's CPU to a group of its own.
+def own_cpu_group(autogroup_nice: int | None = None) -> None:
+    """Leave the station's session, so that the kernel charges this worker's CPU to a group of its own
+    (only with STATION_WORKER_SESSION=own: by default a worker stays in the station's session — see
+    station.engine.spawning.WORKER_SESSION_ENV, where the measurement that decided it is named).
 
-    With autogroup scheduling (Linux's default on desktops) every session is one CPU group, and a group
-    that has run a lot waits behind the others: 64 workers left in the window's session spent its share,
-    and in a burst (64 TLS proofs at once) the window's GUI thread then sat runnable for seconds
-    (measured from /proc/PID/task/TID/schedstat, bench/gui_batch_stall.py).  The worker's group keeps the
+    With autogroup scheduling (Linux's default on desktops) every session is one CPU group.  When the window
+    hosted the engine, 64 workers left in the window's session spent its share, and in a burst (64 TLS
+    proofs at once) the window's GUI thread then sat runnable for seconds (measured from
+    /proc/PID/task/TID/schedstat, bench/gui_batch_stall.py) — hence this.  Now the engine runs in the station
+    service, whose session is its own (not a window's), and 64 groups of their own starve the service's
+    threads instead, so workers stay in its session unless asked otherwise.  The worker's group keeps the
     default weight: lowered (autogroup nice 10), a unit crawls on a machine where other programs run.
     Where autogroups are off, the worker's own nice keeps it below the station.  Ctrl-C in the station's
     terminal no longer reaches it (it ignored it anyway: the station turns it into a Cancel); it still
@@ -249,7 +280,13 @@ def own_cpu_group() -> None:
     try:
         os.setsid()
     except OSError:
-        pass  # already a session leader: nothing to leave
+        return  # already a session leader: nothing to leave
+    if autogroup_nice is not None:
+        try:  # an unprivileged process may lower its own autogroup's weight
+            with open("/proc/self/autogroup", "w") as autogroup:
+                autogroup.write(f"{autogroup_nice}\n")
+        except OSError:
+            pass  # no autogroups here
 
 
 def limit_memory(limit_bytes: int) -> None:
@@ -266,7 +303,8 @@ def limit_memory(limit_bytes: int) -> None:
 def main(connection: Connection, start: WorkerStart) -> None:
     """The worker's entry point (multiprocessing's target)."""
     die_with_station(start.parent_pid)
-    own_cpu_group()
+    if start.own_session:
+        own_cpu_group(start.autogroup_nice)
     # Ctrl-C in a terminal reaches the whole process group: the station turns it into a Cancel message,
     # which ends the unit cleanly (failed and resumable) — the worker itself ignores it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -293,7 +331,7 @@ def main(connection: Connection, start: WorkerStart) -> None:
         home=start.home,
         config=start.config,
         ca=SignerProxy(client, start.ca_certificate_pem),
-        audit=AuditProxy(client),
+        audit=AuditProxy(client, post_step_records=start.post_step_records),
         observer=observe,
     )
     try:

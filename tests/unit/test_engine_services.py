@@ -12,6 +12,7 @@ import pytest
 from station.audit import AuditLog, AuditLogUnavailable
 from station.engine.protocol import Call, Refusal, Reply
 from station.engine.services import ServiceDesk
+from station.errors import StationError
 
 WAIT_S = 10.0
 
@@ -176,3 +177,60 @@ def test_a_call_that_needs_no_flush_is_answered_at_once_not_after_the_groups_flu
         ("flush", 0),
         ("sent", 2),
     ]
+
+
+def test_a_posted_call_is_served_in_order_and_answered_only_when_refused(audit):
+    """A posted step record gets no answer (the unit does not wait for it); it is served before the unit's
+    next call; a refused one is answered with the refusal."""
+    unit = start(audit, "202600000000044")
+    journal: list[int] = []
+
+    def answer(unit: int, call: Call) -> object:
+        journal.append(call.number)
+        if call.number == 2:
+            raise StationError("refused for the test — press Retry")
+        return call.number
+
+    sent: queue.SimpleQueue[Reply | Refusal] = queue.SimpleQueue()
+    desk: ServiceDesk[int] = ServiceDesk(audit, answer, lambda unit, message: sent.put(message))  # type: ignore[arg-type]
+    desk.put(unit, Call(1, "audit", "record_step", answer=False))
+    desk.put(unit, Call(2, "audit", "record_step", answer=False))
+    desk.put(unit, Call(3, "audit", "finish_unit"))
+    first, second = sent.get(timeout=WAIT_S), sent.get(timeout=WAIT_S)
+    desk.close(WAIT_S)
+    assert journal == [1, 2, 3]
+    assert first == Refusal(2, "refused for the test — press Retry")
+    assert second == Reply(3, 3)
+    assert sent.empty()
+
+
+# The pipe's reader ends by the SystemExit standing in for os._exit: pytest reports that thread's exit.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_workers_refused_step_record_fails_its_next_call(monkeypatch):
+    """The worker posts its step records; a refusal of one is raised by the unit's next call."""
+    from multiprocessing import Pipe
+
+    from station.engine import worker
+    from station.engine.worker import AuditProxy, ServiceClient
+
+    def station_gone(status: int) -> None:
+        raise SystemExit(status)  # ends the pipe's reader thread, not the test's process
+
+    monkeypatch.setattr(worker.os, "_exit", station_gone)
+    before = set(threading.enumerate())
+    ours, theirs = Pipe(duplex=True)
+    client = ServiceClient(theirs)
+    (reader,) = set(threading.enumerate()) - before
+    audit = AuditProxy(client)
+    audit.record_step(7, step="identify", attempt=1, outcome="passed")
+    posted = ours.recv()
+    assert isinstance(posted, Call) and posted.method == "record_step" and not posted.answer
+    ours.send(Refusal(posted.number, "the audit log is full — free space, then press Retry"))
+    deadline = threading.Event()
+    while client._posted_refusal is None and not deadline.wait(0.01):
+        pass
+    with pytest.raises(StationError, match="the audit log is full"):
+        audit.unit(7)
+    ours.close()
+    reader.join(WAIT_S)
+    assert not reader.is_alive()

@@ -1,0 +1,114 @@
+"""How a unit's worker process starts: multiprocessing's fork server (or spawn), with the station's
+environment minus its secrets and no main module to re-import, and at a lower priority than the station."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import threading
+import types
+from multiprocessing.context import ForkServerContext, SpawnContext
+
+from station.engine.slots import WORKER_NICENESS
+from station.errors import StationError
+
+# How a unit's worker starts: a fork of the fork server (cheap: the server has imported the worker's modules
+# once) or a fresh interpreter per unit (spawn).  STATION_WORKER_START chooses; forkserver where available.
+START_METHOD_ENV = "STATION_WORKER_START"
+START_METHODS = ("forkserver", "spawn")
+# What the fork server imports once, before it forks any worker: the worker and what a unit then imports on
+# first use (the SSH link — paramiko, nacl — the serial link, cryptography's OpenSSL backend, the IDNA codec
+# a connect uses); without them every forked worker imports them again (~0.06 CPU-s, as much as its unit).
+FORKSERVER_PRELOAD = [
+    "station.engine.worker",
+    "station.transport.ssh",
+    "station.transport.serial",
+    "cryptography.hazmat.backends.openssl",
+    "encodings.idna",
+]
+# Where a unit's worker's CPU is charged under the kernel's autogroup scheduling (one group per session):
+# "station" — the workers stay in the station's session, one group with the station's process, where their
+# nice (WORKER_NICENESS) puts them below the station's threads; "own" — each worker a session (a group) of
+# its own.  STATION_WORKER_SESSION chooses; "station" by default.  Measured in one run
+# (bench/results/batch-scaling-perf3-variants.json, 64 slots): the units' wait for the station's answers
+# 2.9 s median with "station" against 7.2 s with "own" — 64 worker groups each weighed as much as the
+# station's process (and as a window's), so the engine and desk threads (and a GUI thread) waited behind them.
+WORKER_SESSION_ENV = "STATION_WORKER_SESSION"
+WORKER_SESSIONS = ("station", "own")
+
+
+def worker_own_session(choice: str | None = None) -> bool:
+    """Whether each worker gets a session of its own: ``choice``, else STATION_WORKER_SESSION, else not."""
+    chosen = choice or os.environ.get(WORKER_SESSION_ENV) or "station"
+    if chosen not in WORKER_SESSIONS:
+        raise StationError(
+            f"{WORKER_SESSION_ENV}={chosen!r} is not a way to run a unit's worker — use one of: "
+            f"{', '.join(WORKER_SESSIONS)}"
+        )
+    return chosen == "own"
+
+
+# Environment variables a worker must not inherit (the CA passphrase and anything named like a secret).
+_SECRET_WORDS = ("PASSPHRASE", "PASSWORD", "SECRET", "_PIN")
+_environment_lock = threading.Lock()
+
+
+def _lower_priority(pid: int | None) -> None:
+    """Run a just-started worker WORKER_NICENESS below the station (before its interpreter has imported much)."""
+    if pid is None or not hasattr(os, "setpriority"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS))
+    except OSError:
+        pass  # gone already, or not allowed: it runs at the station's priority
+
+
+def worker_context(method: str | None = None) -> ForkServerContext | SpawnContext:
+    """The multiprocessing context units' workers start with: ``method``, else STATION_WORKER_START, else
+    forkserver where the platform has it (spawn elsewhere)."""
+    chosen = method or os.environ.get(START_METHOD_ENV) or ""
+    available = multiprocessing.get_all_start_methods()
+    if chosen and (chosen not in START_METHODS or chosen not in available):
+        raise StationError(
+            f"{START_METHOD_ENV}={chosen!r} is not a way to start a unit's worker here — "
+            f"use one of: {', '.join(m for m in START_METHODS if m in available)}"
+        )
+    if not chosen:
+        chosen = "forkserver" if "forkserver" in available else "spawn"
+    if chosen == "spawn":
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # Only the worker's modules: never __main__ (the station's entry module: the CLI, or ui.app and Qt).
+    context.set_forkserver_preload(FORKSERVER_PRELOAD)
+    return context
+
+
+def worker_environment() -> dict[str, str]:
+    """This process's environment minus anything secret: what a unit's worker runs with."""
+    return {name: value for name, value in os.environ.items() if not _secret(name)}
+
+
+def _secret(name: str) -> bool:
+    return any(word in name.upper() for word in _SECRET_WORDS)
+
+
+class clean_spawn:  # noqa: N801 - used as a context manager
+    """What a worker — or the fork server, whose environment its workers start with — is started with: this
+    process's environment minus anything secret (the CA passphrase), and no main module to re-import — spawn
+    would otherwise run the station's own entry module again in the worker (ui.app: Qt and the whole
+    window), where only station.engine.worker is needed."""
+
+    def __enter__(self) -> None:
+        _environment_lock.acquire()
+        self._saved = {name: value for name, value in os.environ.items() if _secret(name)}
+        for name in self._saved:
+            del os.environ[name]
+        self._main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._main is not None:
+            sys.modules["__main__"] = self._main
+        os.environ.update(self._saved)
+        _environment_lock.release()
