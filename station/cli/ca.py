@@ -122,6 +122,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# long: the `station ca` argument parser, one subcommand after another as `station ca --help` lists them
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `station ca` and its subcommands."""
     parser = subparsers.add_parser(

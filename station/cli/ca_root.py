@@ -47,6 +47,7 @@ copy of the certificate to ROOT/issued/.
 """
 
 
+# long: the `station ca root` argument parser, its two subcommands' options in the order --help shows them
 def register_root(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     root = commands.add_parser(
         "root",

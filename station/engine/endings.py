@@ -25,6 +25,7 @@ from station.engine.slots import (
 from station.errors import StationError
 from station.flow import Admission, FlowEvent
 from station.line.handoff import LineHandOff
+from station.states import StepOutcome, UnitState
 from station.steps import STEPS
 
 
@@ -182,35 +183,7 @@ class UnitEndings(UnitCalls):
             self._tls.result(port, 0.0)
         job = running.job
         try:
-            unit = self._audit.unit(running.unit_id)
-            if unit.state == "running":
-                step = running.step or running.last_step or (running.plan[0] if running.plan else "identify")
-                if running.step:
-                    started = running.step_started_at or datetime.now(UTC)
-                    self._audit.record_step(
-                        unit.id,
-                        step=step,
-                        attempt=running.attempt,
-                        outcome="failed",
-                        started_at=started,
-                        ended_at=datetime.now(UTC),
-                        message=reason,
-                    )
-                    self._emit(
-                        FlowEvent(
-                            kind="step_finished",
-                            serial=job.serial,
-                            unit_id=unit.id,
-                            step=step,
-                            title=STEPS[step].title if step in STEPS else step,
-                            outcome="failed",
-                            attempt=running.attempt,
-                            message=reason,
-                            fixture=job.fixture,
-                            job=running.job_id,
-                        )
-                    )
-                self._audit.finish_unit(unit.id, result="failed", failed_step=step, message=reason)
+            self._record_left_running(running, reason)
             self._hand_off(running.unit_id)
             ended = running.done_at or time.monotonic()
             outcome = finished(
@@ -238,6 +211,41 @@ class UnitEndings(UnitCalls):
                 job=running.job_id,
             )
         self._settle(running.job_id, outcome)
+
+    def _record_left_running(self, running: _Running, reason: str) -> None:
+        """A unit its worker left running in the log: its step (if one was under way) and the unit recorded
+        failed, resumable, with ``reason``."""
+        assert self._audit is not None
+        job = running.job
+        unit = self._audit.unit(running.unit_id)
+        if unit.state == UnitState.RUNNING:
+            step = running.step or running.last_step or (running.plan[0] if running.plan else "identify")
+            if running.step:
+                started = running.step_started_at or datetime.now(UTC)
+                self._audit.record_step(
+                    unit.id,
+                    step=step,
+                    attempt=running.attempt,
+                    outcome=StepOutcome.FAILED,
+                    started_at=started,
+                    ended_at=datetime.now(UTC),
+                    message=reason,
+                )
+                self._emit(
+                    FlowEvent(
+                        kind="step_finished",
+                        serial=job.serial,
+                        unit_id=unit.id,
+                        step=step,
+                        title=STEPS[step].title if step in STEPS else step,
+                        outcome=StepOutcome.FAILED,
+                        attempt=running.attempt,
+                        message=reason,
+                        fixture=job.fixture,
+                        job=running.job_id,
+                    )
+                )
+            self._audit.finish_unit(unit.id, result=UnitState.FAILED, failed_step=step, message=reason)
 
     def _unwatch(self, running: _Running) -> None:
         """Stop waiting on a unit's pipe and sentinel (before either closes)."""

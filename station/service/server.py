@@ -335,6 +335,7 @@ class StationService:
         self.unlock(secret)
         return {"ca_unlocked": True}
 
+    # long: one request's path in order — parse, session, role, record, handle, answer — read top to bottom
     def dispatch(self, conn: Connection, request: dict[str, Any]) -> dict[str, Any]:
         ident = request.get("id")
         name = request.get("op")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from station.batch import BatchJob, new_batch_id, read_manifest_text
@@ -71,8 +72,11 @@ def provision(service: StationService, conn: Connection, args: dict[str, Any]) -
     return {"job": number, "group": group.id}
 
 
-def batch(service: StationService, conn: Connection, args: dict[str, Any]) -> Any:
-    from station.engine import UnitJob, choose_profile, known_fixtures
+def _manifest_jobs(
+    service: StationService, args: dict[str, Any]
+) -> tuple[list[BatchJob], Callable[[BatchJob], Any]]:
+    """The manifest's boards, each with its profile loaded (any bad profile refuses the batch before it starts)."""
+    from station.engine import choose_profile, known_fixtures
     from station.profiles import DeviceProfile, load_profile
 
     service._fresh_config()
@@ -92,6 +96,13 @@ def batch(service: StationService, conn: Connection, args: dict[str, Any]) -> An
 
     for job in jobs:
         profile_for(job)
+    return jobs, profile_for
+
+
+def batch(service: StationService, conn: Connection, args: dict[str, Any]) -> Any:
+    from station.engine import UnitJob
+
+    jobs, profile_for = _manifest_jobs(service, args)
     engine = service._engine()
     devices = len({job.device for job in jobs})
     slots = int(args.get("jobs") or devices)
@@ -168,6 +179,20 @@ def _run_batch(
             engine.wait(list(in_flight), timeout_s=0.2)
         if not engine.alive:
             break
+    outcomes = _batch_outcomes(engine, order, listed, pending)
+    service._settled()
+    message = {"batch_done": {"batch_id": group.id, "outcomes": outcomes, "wall_s": time.monotonic() - began}}
+    with service._lock:
+        group.done = True
+        watchers = set(group.subscribers)
+    for conn in watchers:
+        conn.push(message)
+
+
+def _batch_outcomes(
+    engine: Any, order: list[int], listed: dict[int, BatchJob], pending: list[tuple[BatchJob, Any]]
+) -> list[dict[str, Any]]:
+    """How each board of a batch ended, in the order they started, then the boards never started."""
     outcomes = []
     for number in order:
         outcome = engine.outcome(number)
@@ -200,13 +225,7 @@ def _run_batch(
                 "duration_s": 0.0,
             }
         )
-    service._settled()
-    message = {"batch_done": {"batch_id": group.id, "outcomes": outcomes, "wall_s": time.monotonic() - began}}
-    with service._lock:
-        group.done = True
-        watchers = set(group.subscribers)
-    for conn in watchers:
-        conn.push(message)
+    return outcomes
 
 
 def abort(service: StationService, conn: Connection, args: dict[str, Any]) -> Any:
