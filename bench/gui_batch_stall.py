@@ -23,6 +23,13 @@ station got about 1/65 of the cores and its GUI thread waited on the run queue f
 (measured from /proc/PID/task/PID/schedstat).  So the boards' sessions are given the lowest
 autogroup weight (nice 19), as boards on their own CPUs would not compete; ``--boards-share-cpu``
 measures without that, and the JSON says which it was.
+
+A board's sshd starts a session of its own for every login (its own autogroup, at full weight), so the
+autogroup nice of the board's power loop did not cover the commands the station runs on it: in the
+measured stalls the GUI thread waited on the run queue behind those.  Where the kernel offers a CPU
+cgroup (v1, ``/sys/fs/cgroup/cpu``) the boards — their power loops
+and every process they start later, sshd's sessions included — are put in one cgroup of the lowest
+weight for the run, and removed after; ``boards_cpu_group`` in the JSON says whether it was.
 """
 
 from __future__ import annotations
@@ -81,6 +88,64 @@ def boards_yield_cpu(root: Path, nice: int) -> int:
     return changed
 
 
+CPU_V1 = Path("/sys/fs/cgroup/cpu")
+
+
+def boards_to_cpu_group(root: Path) -> Path | None:
+    """Put the simulated boards of ``root`` (their power loops and all their descendants; later children
+    inherit it) in one CPU cgroup of the lowest weight; its directory, or None where that is not possible."""
+    if not (CPU_V1 / "cpu.shares").exists():
+        return None
+    group = CPU_V1 / f"welma-bench-boards-{os.getpid()}"
+    try:
+        group.mkdir(exist_ok=True)
+        (group / "cpu.shares").write_text("2\n")
+    except OSError:
+        return None
+    parents: dict[int, int] = {}
+    loops: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            parents[int(proc.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if any(part.endswith(b"power.sh") for part in command) and str(root).encode() in b" ".join(command):
+            loops.add(int(proc.name))
+
+    def under_a_loop(pid: int) -> bool:
+        seen = 0
+        while pid > 1 and seen < 64:
+            if pid in loops:
+                return True
+            pid, seen = parents.get(pid, 0), seen + 1
+        return False
+
+    for pid in [pid for pid in parents if under_a_loop(pid)]:
+        try:
+            (group / "cgroup.procs").write_text(f"{pid}\n")
+        except OSError:  # gone meanwhile
+            continue
+    return group
+
+
+def remove_cpu_group(group: Path | None) -> None:
+    if group is None:
+        return
+    try:
+        for pid in (group / "cgroup.procs").read_text().split():
+            try:
+                (CPU_V1 / "cgroup.procs").write_text(f"{pid}\n")
+            except OSError:
+                continue
+        group.rmdir()
+    except OSError:
+        pass
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     prepare_qt_environment()  # as `station gui` does
     app = QApplication.instance() or QApplication(["station-gui"])
@@ -88,9 +153,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="bench-gui-batch-"))
     home = StationHome(root / "home").create()
     farm = Farm(home)
+    cpu_group: Path | None = None
     try:
         farm.up(args.slots, keygen_delay=args.keygen_delay, boot_delay=args.boot_delay, port=args.port)
         yielded = 0 if args.boards_share_cpu else boards_yield_cpu(root, BOARD_AUTOGROUP_NICE)
+        if not args.boards_share_cpu:
+            cpu_group = boards_to_cpu_group(root)
         CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE)
         session = Session.open(str(home.root))
         session.client.call("ca_unlock", {"secret": PASSPHRASE.decode()})  # as typed in the unlock dialog
@@ -141,6 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         app.processEvents()
     finally:
         farm.down()
+        remove_cpu_group(cpu_group)
         shutil.rmtree(root, ignore_errors=True)
     gaps = [(b - a) * 1000 for a, b in zip(ticks, ticks[1:], strict=False)]
     ordered = sorted(gaps)
@@ -168,6 +237,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "probe_interval_ms": PROBE_INTERVAL_MS,
         "boards_autogroup_nice": None if args.boards_share_cpu else BOARD_AUTOGROUP_NICE,
         "board_sessions_deprioritised": yielded,
+        "boards_cpu_group": None if cpu_group is None else f"{cpu_group} (cpu.shares 2)",
         "autogroup_scheduling": _autogroups(),
         # Other work on the machine shows up as stalls: the load averages before and after the batch.
         "load_average_before": [round(value, 2) for value in load_before],
