@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from station.flow import FlowEvent
 from station.masking import Masker
-from station.states import StepOutcome
+from station.states import StepOutcome, UnitState
 from station.steps import STEPS
 from ui.bridge import Ending, UnitOutcome, UnitPlan, UnitRequest
 from ui.progress import UnitProgress, format_duration
@@ -80,7 +80,7 @@ class UnitViewMixin:
             usual = f" (usually {event.eta_s:.1f} s)" if event.eta_s else ""
             retry = f" — try {event.attempt}" if event.attempt > 1 else ""
             self._append_log(f"▶ [{event.index + 1}/{event.count}] {event.title}{usual}{retry}")
-            if self.result.state == "running":
+            if self.result.state == UnitState.RUNNING:
                 self.result.detail.setText(
                     f"Board {event.serial}: step {event.index + 1} of {event.count}, {event.title}."
                 )
