@@ -82,11 +82,19 @@ def carries(pid: int, secret: str) -> bool:
 
 
 def forkserver(pids: Iterable[int]) -> int | None:
-    """Which of ``pids`` is a multiprocessing fork server."""
+    """Which of ``pids`` is a multiprocessing fork server (its workers, forked from it, carry the same command
+    line: the server is the one whose parent is not one of them)."""
+    servers = set()
     for pid in pids:
         try:
             if b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
+                servers.add(pid)
         except OSError:
+            pass
+    for pid in servers:
+        try:
+            if parent_of(pid) not in servers:
+                return pid
+        except (OSError, IndexError, ValueError):
             pass
     return None
