@@ -47,6 +47,7 @@ from station.service.audit_reader import (
     UnitDetail,
 )
 from station.service.audit_reads import RECENT_UNITS
+from station.service.audit_wire import LabelHistory
 from station.service.client import (
     CaLockedError,
     ServiceClient,
@@ -66,6 +67,7 @@ __all__ = [
     "ExportedFile",
     "Revoked",
     "UnitDetail",
+    "LabelHistory",
     "window_audit_reader",
     "Engine",
     "StationClient",

@@ -8,17 +8,27 @@ callbacks reach the GUI thread as queued signals.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtWidgets import QPushButton, QWidget
+from PySide6.QtGui import QCursor
+from PySide6.QtWidgets import QPushButton, QToolTip, QWidget
+from shiboken6 import isValid
 
 from station.audit import Unit
-from station.audit.records import LabelPrint
 from station.config import ScannerSettings
+from station.errors import StationError
 from station.line.labels import PrintOutcome
 from station.line.scanner import SerialScanner
 from station.states import UnitState
+from ui.bridge import LabelHistory
+
+# The widest line of the label history's tooltip, in characters.
+TOOLTIP_WIDTH = 110
+# The window's task pool's submit (ui.bridge.TaskPool.submit): work, on_done, on_failed → False once closed.
+Submit = Callable[[Callable[[], object], Callable[[Any], None], Callable[[BaseException], None]], bool]
 
 
 class LineEvents(QObject):
@@ -46,21 +56,31 @@ class LineEvents(QObject):
 
 class ReprintButton(QPushButton):
     """Reprints the shown unit's label on the line's label printer, through the station service (``labels``:
-    it prints and records the reprint and who asked)."""
+    it prints and records the reprint and who asked).
+
+    Its tooltip is the unit's label-print history, read through the service too (``label_prints``, the audit tab's
+    scope) with ``read_history`` on the window's task pool (``submit``) — never on the GUI thread: "reading the
+    label history…" meanwhile, an answer for a unit no longer shown dropped, read again after a print, and a
+    service that could not answer said plainly (the reprint itself still works)."""
 
     def __init__(
         self,
         printer: str,
         print_serial: Callable[[str], None],
-        prints: Callable[[int], list[LabelPrint]],
+        read_history: Callable[[int], LabelHistory],
+        submit: Submit,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__("Reprint &label", parent)
         self.printer = printer
         self._print_serial = print_serial
-        self._prints = prints
+        self._read_history = read_history
+        self._submit = submit
         self.unit: Unit | None = None
-        self.setToolTip(f"Print this board's label again on {printer} (recorded)")
+        # Which read the tooltip waits for: an answer to any earlier one (another unit, or before a print) is dropped.
+        self._asked = 0
+        self.reading = False
+        self._say(self._idle_words())
         self.setEnabled(False)
         self.clicked.connect(self.reprint)
 
@@ -71,30 +91,88 @@ class ReprintButton(QPushButton):
             and self.unit.state == UnitState.PASSED
             and bool(self.unit.certificate_fingerprint)
         )
-        self.setToolTip(self.history())
-
-    def history(self) -> str:
-        """The shown unit's label prints, as the audit log recorded them (newest last)."""
-        printer = self.printer
-        if self.unit is None:
-            return f"Print the selected board's label again on {printer} (recorded)"
-        prints = self._prints(self.unit.id)
-        if not prints:
-            return f"No label printed yet for {self.unit.serial} — print it on {printer} (recorded)"
-        lines = [
-            f"{p.at.astimezone():%Y-%m-%d %H:%M:%S}  {'reprint' if p.reprint else 'print'} by {p.by}: "
-            f"{'printed' if p.printed else 'not printed'}"
-            for p in prints[-10:]
-        ]
-        return f"Labels of {self.unit.serial}:\n" + "\n".join(lines)
+        self._read()
 
     def reprint(self) -> None:
         if self.unit is not None:
             self._print_serial(self.unit.serial)
 
     def refresh(self, _outcome: object = None) -> None:
-        """A label was printed (or refused): the history in the tooltip is out of date."""
-        self.setToolTip(self.history())
+        """A label was printed (or refused): the history in the tooltip is out of date — read it again."""
+        self._read()
+
+    # -- the history, read off the GUI thread -------------------------------------------------------------
+
+    def _idle_words(self) -> str:
+        return f"Print the selected board's label again on {self.printer} (recorded)"
+
+    def _read(self) -> None:
+        self._asked += 1
+        unit = self.unit
+        if unit is None:
+            self.reading = False
+            self._say(self._idle_words())
+            return
+        asked, unit_id, read = self._asked, unit.id, self._read_history
+        self.reading = True
+        self._say(f"Labels of {unit.serial}: reading the label history…")
+        if not self._submit(
+            lambda: read(unit_id),
+            lambda history: self._answered(asked, history),
+            lambda error: self._failed(asked, error),
+        ):
+            self._failed(asked, StationError("the window is closing"))
+
+    def _current(self, asked: int) -> Unit | None:
+        """The unit shown, if the read ``asked`` is still the one the tooltip waits for (None: drop its answer)."""
+        if not isValid(self) or asked != self._asked:
+            return None
+        return self.unit
+
+    def _answered(self, asked: int, history: object) -> None:
+        unit = self._current(asked)
+        if unit is None:
+            return
+        if not isinstance(history, LabelHistory) or history.unit_id != unit.id:
+            self._failed(asked, StationError(f"the answer was not unit {unit.id}'s label history"))
+            return
+        self.reading = False
+        self._say(history_text(history, self.printer))
+
+    def _failed(self, asked: int, error: BaseException) -> None:
+        unit = self._current(asked)
+        if unit is None:
+            return
+        self.reading = False
+        self._say(
+            _wrapped(f"Labels of {unit.serial}: the label history could not be read — {error}")
+            + f"\n(Reprint still prints on {self.printer}; select the unit again to read its history again.)"
+        )
+
+    def _say(self, text: str) -> None:
+        self.setToolTip(text)
+        if QToolTip.isVisible() and self.underMouse():  # the tooltip shown now follows
+            QToolTip.showText(QCursor.pos(), text, self)
+
+
+def history_text(history: LabelHistory, printer: str) -> str:
+    """A unit's label prints as the tooltip says them (newest last)."""
+    if not history.prints:
+        return f"No label printed yet for {history.serial} — print it on {printer} (recorded)"
+    lines = [
+        _wrapped(
+            f"{p.at.astimezone():%Y-%m-%d %H:%M:%S}  {'reprint' if p.reprint else 'print'} by {p.by}: "
+            + ("printed" if p.printed else f"not printed ({p.message})")
+        )
+        for p in history.prints
+    ]
+    earlier = ["(earlier prints not shown — the audit log has them all)"] if history.earlier else []
+    return f"Labels of {history.serial}:\n" + "\n".join(earlier + lines)
+
+
+def _wrapped(line: str) -> str:
+    """A long line of the tooltip folded (a plain-text tooltip does not wrap by itself)."""
+    return textwrap.fill(line, TOOLTIP_WIDTH, subsequent_indent="    ", break_on_hyphens=False)
 
 
 def outcome_text(outcome: PrintOutcome) -> str:

@@ -364,10 +364,10 @@ class MainWindow(SignInMixin, SingleBoardMixin, UnitViewMixin, LabelMixin, Admin
         layout.addWidget(shown)
         printer = self.session.config.label.printer
         if printer:  # the line's label printer: the service reprints (``labels``), recorded by whom
-            # The prints' history in its tooltip: from the audit log where this account reads it (a demo), else none.
-            # TODO(issue 14): a label-history read through the service.
-            history = session.audit.label_prints if session.audit is not None else (lambda _unit: [])
-            reprint = ReprintButton(printer, self.print_on_line_printer, history, view)
+            # The prints' history in its tooltip, read through the service (``label_prints``) on the task pool.
+            reprint = ReprintButton(
+                printer, self.print_on_line_printer, client.label_prints, self.pool.submit, view
+            )
             view.unit_shown.connect(reprint.show_unit)
             self.line.printed.connect(reprint.refresh)
             view.action_bar.addWidget(reprint)

@@ -16,7 +16,6 @@ from station.profiles import DeviceProfile
 from ui.bridge import StationClient, WindowView, settings_record
 
 if TYPE_CHECKING:
-    from station.audit import AuditLog
     from station.config import FleetConfig
 
 
@@ -28,8 +27,6 @@ class Session:
     fixtures_arg: str | None = None
     # What the window says about the service when it opens (it started one, say), for the status bar.
     startup_notes: list[str] = field(default_factory=list)
-    _audit: AuditLog | None = None
-    _audit_tried: bool = False
 
     @classmethod
     def open(cls, home_arg: str | None, fixtures_arg: str | None = None) -> Session:
@@ -86,22 +83,6 @@ class Session:
         self.client.call("settings", {"action": "set", "settings": settings_record(settings)})
         return self.client.view()  # the administrator's choice replaces --fixtures
 
-    # -- the audit view's log --------------------------------------------------------------------------
-
-    @property
-    def audit(self) -> AuditLog | None:
-        """The audit log, when this account can read the home (a demo on one account) — only for the label
-        prints' history beside "Reprint label" (the Audit tab reads through the service).  None on a line PC.
-        TODO(issue 14): a label-history read through the service, then this goes."""
-        if not self._audit_tried:
-            self._audit_tried = True
-            home = self.view.home
-            if os.access(home.root, os.R_OK | os.X_OK) and home.audit_db.exists():
-                from station.audit import AuditLog
-
-                self._audit = AuditLog(home.audit_db)
-        return self._audit
-
     def fleet_for_view(self) -> FleetConfig | None:
         """[fleet] for the audit view's "Whole fleet" scope, read from station.toml when this account can read
         the home (the fleet's own database, with the quality lead's login).  TODO(issue 14): through the service."""
@@ -113,6 +94,5 @@ class Session:
         return load_config(home.config_file).fleet
 
     def close(self) -> None:
-        audit, self._audit = self._audit, None
-        if audit is not None:
-            audit.close()
+        """Nothing to close: the window holds nothing of the home open (each service call has its own
+        connection)."""

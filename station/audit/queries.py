@@ -199,11 +199,17 @@ class UnitQueries(AuditCore):
             )
         return _certificate_from_row(rows[0]) if rows else None
 
-    def label_prints(self, unit_id: int) -> list[LabelPrint]:
-        """The unit's label prints, oldest first."""
+    def label_prints(self, unit_id: int, *, last: int | None = None) -> list[LabelPrint]:
+        """The unit's label prints, oldest first (only its ``last`` most recent ones when given)."""
         with self._lock:
-            rows = self._db.query("SELECT * FROM label_prints WHERE unit_id = ? ORDER BY id", [unit_id])
-            return [_label_print_from_row(row) for row in rows]
+            if last is None:
+                rows = self._db.query("SELECT * FROM label_prints WHERE unit_id = ? ORDER BY id", [unit_id])
+                return [_label_print_from_row(row) for row in rows]
+            newest = self._db.query(
+                "SELECT * FROM label_prints WHERE unit_id = ? ORDER BY id DESC LIMIT ?",
+                [unit_id, max(0, last)],
+            )
+            return [_label_print_from_row(row) for row in reversed(list(newest))]
 
     def certificates_issued_since(self, moment: datetime) -> int:
         """How many certificates were recorded at or after ``moment`` (the issuance quota's count)."""

@@ -14,6 +14,10 @@ Two scopes, each its own requests in the role table (:mod:`station.service.ops`)
   among those.  Sorting, counting the whole log, the yield, exports and revocation are the quality lead's
   requests, refused by the role table itself.
 
+``label_prints`` (technician) gives a unit's newest label prints, for the history beside the window's "Reprint
+label": a technician's for this station's recent units as above, a quality lead's (or a kiosk session of one)
+for any unit.
+
 Reads are not recorded when allowed (paging the table would fill the journal); every refusal is.  Filters are
 checked here (:func:`station.service.audit_wire.filter_from_args`) and answers bounded (a page holds at most
 :data:`~station.service.audit_wire.PAGE_CAP` units, texts are cut) before they leave.
@@ -25,16 +29,18 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from station.audit import AuditLog, UnitFilter
+from station.audit import AuditLog, Unit, UnitFilter
 from station.audit.queries import UNIT_SORT_KEYS
 from station.errors import StationError
 from station.identity_log import IdentityLog
 from station.roles import Role, allowed
 from station.service.audit_wire import (
+    LABEL_PRINTS_CAP,
     BadRequest,
     UnitDetail,
     detail_to_wire,
     filter_from_args,
+    label_history_to_wire,
     page_bounds,
     unit_to_wire,
     yield_to_wire,
@@ -162,15 +168,48 @@ class AuditReads:
 
     def recent_unit(self, conn: Connection, args: dict[str, Any]) -> Any:
         unit_id = _unit_id(args)
+        if self._recent(unit_id) is None:
+            # (A unit that does not exist is refused the same way: a technician learns nothing of the log.)
+            return self._refuse(conn, args, "recent_unit", f"view unit {unit_id}", {"unit": unit_id})
+        return detail_to_wire(read_unit_detail(self.audit, unit_id))
+
+    def _recent(self, unit_id: int) -> Unit | None:
+        """The unit, if it is one of this station's RECENT_UNITS most recent units (None otherwise, or if there is
+        no such unit)."""
         oldest = recent_window(self.audit, self.station)
         try:
             unit = self.audit.unit(unit_id)
         except StationError:
-            unit = None
-        if unit is None or unit.station != self.station or oldest is None or unit.id < oldest:
-            # (A unit that does not exist is refused the same way: a technician learns nothing of the log.)
-            return self._refuse(conn, args, "recent_unit", f"view unit {unit_id}", {"unit": unit_id})
-        return detail_to_wire(read_unit_detail(self.audit, unit_id))
+            return None
+        if unit.station != self.station or oldest is None or unit.id < oldest:
+            return None
+        return unit
+
+    # -- a unit's label prints (the window's "Reprint label") --------------------------------------------------
+
+    def label_prints(self, conn: Connection, args: dict[str, Any]) -> Any:
+        """A unit's newest label prints (at most LABEL_PRINTS_CAP, oldest first; ``earlier`` says more were left
+        out), for the history beside the window's "Reprint label".  Scoped like the audit tab: a technician's is
+        this station's recent units (refused and recorded otherwise); a quality lead's — or a kiosk session of
+        one — any unit."""
+        unit_id = _unit_id(args)
+        signed = args.get("_signed_in")
+        roles = conn.roles | ({signed.role} if signed is not None else set())
+        if allowed(roles, Role.QUALITY):
+            try:
+                unit: Unit | None = self.audit.unit(unit_id)
+            except StationError:
+                raise BadRequest(
+                    f"there is no unit {unit_id} in the audit log — pick a unit the audit tab shows"
+                ) from None
+        else:
+            unit = self._recent(unit_id)
+            if unit is None:
+                return self._refuse(
+                    conn, args, "label_prints", f"view the label prints of unit {unit_id}", {"unit": unit_id}
+                )
+        assert unit is not None
+        return label_history_to_wire(unit, self.audit.label_prints(unit_id, last=LABEL_PRINTS_CAP + 1))
 
     def _refuse(
         self, conn: Connection, args: dict[str, Any], op: str, what: str, detail: dict[str, Any]
@@ -218,4 +257,5 @@ def handlers(service: StationService) -> dict[str, Handler]:
         "audit_yield": reads.yield_summary,
         "recent_units": reads.recent_units,
         "recent_unit": reads.recent_unit,
+        "label_prints": reads.label_prints,
     }

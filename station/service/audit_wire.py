@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from station.audit import CertificateRecord, StepRecord, Unit, UnitFilter, YieldSummary
+from station.audit import CertificateRecord, LabelPrint, StepRecord, Unit, UnitFilter, YieldSummary
 from station.audit.stats import DurationStats, HistogramBin
 from station.errors import StationError
 from station.identity_log import IdentityRecord
@@ -38,6 +38,9 @@ EXCERPT_CAP = 32 * 1024
 PEM_CAP = 16 * 1024
 # A yield summary's failure rows and histogram bins.
 ROWS_CAP = 200
+# A unit's label prints (``label_prints``): the newest this many, each message cut to LABEL_MESSAGE_CAP (a tooltip).
+LABEL_PRINTS_CAP = 20
+LABEL_MESSAGE_CAP = 300
 # The deepest offset a page may start at (far beyond any log; refuses nonsense before it reaches SQL).
 OFFSET_CAP = 100_000_000
 CUT = " …[cut]"
@@ -476,4 +479,76 @@ def yield_from_wire(data: object) -> YieldSummary:
         last_started=r.time("last_started", optional=True),
         failures_by_step=failures_by_step,
         keygen=keygen,
+    )
+
+
+# ------------------------------------------------------------------------------------- a unit's label prints
+
+
+@dataclass(frozen=True)
+class LabelHistory:
+    """A unit's label prints as the window shows them beside "Reprint label": the newest (at most
+    :data:`LABEL_PRINTS_CAP`, oldest first), and whether earlier ones were left out."""
+
+    unit_id: int
+    serial: str
+    prints: tuple[LabelPrint, ...]
+    earlier: bool = False
+
+
+def label_print_to_wire(record: LabelPrint) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "unit_id": record.unit_id,
+        "at": record.at.isoformat(),
+        "by": cut(record.by, NAME_CAP),
+        "printer": cut(record.printer, NAME_CAP),
+        "reprint": record.reprint,
+        "printed": record.printed,
+        "message": cut(record.message, LABEL_MESSAGE_CAP),
+    }
+
+
+def label_history_to_wire(unit: Unit, prints: list[LabelPrint]) -> dict[str, Any]:
+    """``prints``: the unit's newest prints, oldest first — one more than :data:`LABEL_PRINTS_CAP` says that
+    earlier ones are left out."""
+    shown = prints[-LABEL_PRINTS_CAP:]
+    return {
+        "unit": unit.id,
+        "serial": cut(unit.serial, NAME_CAP),
+        "prints": [label_print_to_wire(record) for record in shown],
+        "earlier": len(prints) > len(shown),
+    }
+
+
+def label_print_from_wire(data: object) -> LabelPrint:
+    r = _Fields(data, "label print")
+    flags = {}
+    for key in ("reprint", "printed"):
+        value = r.data.get(key)
+        if not isinstance(value, bool):
+            raise r._bad(key, "true or false")
+        flags[key] = value
+    return LabelPrint(
+        id=r.whole("id"),
+        unit_id=r.whole("unit_id"),
+        at=r.time("at"),
+        by=r.text("by"),
+        printer=r.text("printer"),
+        reprint=flags["reprint"],
+        printed=flags["printed"],
+        message=r.text("message", LABEL_MESSAGE_CAP),
+    )
+
+
+def label_history_from_wire(data: object) -> LabelHistory:
+    r = _Fields(data, "label history")
+    earlier = r.data.get("earlier")
+    if not isinstance(earlier, bool):
+        raise r._bad("earlier", "true or false")
+    return LabelHistory(
+        unit_id=r.whole("unit"),
+        serial=r.text("serial"),
+        prints=tuple(label_print_from_wire(record) for record in r.rows("prints", LABEL_PRINTS_CAP)),
+        earlier=earlier,
     )

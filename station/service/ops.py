@@ -66,6 +66,9 @@ _TABLE = (
     Op("audit_count", Role.QUALITY, "count units in the audit log", recorded=False),
     Op("audit_unit", Role.QUALITY, "view a unit in the audit log", recorded=False),
     Op("audit_yield", Role.QUALITY, "view the yield", recorded=False),
+    # The label prints beside the window's "Reprint label": a technician's for this station's recent units only
+    # (refused and recorded otherwise, as recent_unit); a quality lead's for any unit.
+    Op("label_prints", Role.TECHNICIAN, "view a unit's label prints", recorded=False),
     # The shared admin PIN of demos, checked by the service's one lock (refused in production mode).
     Op("admin_unlock", None, "check the shared admin PIN"),
 )

@@ -27,8 +27,12 @@ from station.config import (
 from station.errors import ConfigError, StationError
 from station.home import StationHome
 from station.profiles import DeviceProfile
-from station.service.client import ServiceClient, ServiceUnavailable, connect, find_socket
+from station.service.audit_wire import LabelHistory, MalformedAnswer, label_history_from_wire
+from station.service.client import ServiceClient, ServiceRefused, ServiceUnavailable, connect, find_socket
 from station.service.window_ops import order_status_from_record, settings_from_record
+
+# How long the label prints of a unit may take to come (one indexed read): the tooltip then says the service is slow.
+LABEL_PRINTS_DEADLINE_S = 20.0
 
 
 def profile_from_text(name: str, text: str) -> DeviceProfile:
@@ -176,6 +180,20 @@ class StationClient:
     def plan(self, profile: str) -> dict[str, float | None]:
         etas = self.call("window_plan", {"profile": profile})["etas"]
         return {str(step): (None if eta is None else float(eta)) for step, eta in etas.items()}
+
+    def label_prints(self, unit_id: int) -> LabelHistory:
+        """A unit's newest label prints (``label_prints``: a technician's for this station's recent units, a
+        signed-in quality lead's for any), checked and bounded; a refusal raises :class:`ServiceRefused` naming the
+        role needed."""
+        answer = self.call("label_prints", {"unit": unit_id}, deadline_s=LABEL_PRINTS_DEADLINE_S)
+        if isinstance(answer, dict) and isinstance(answer.get("refused"), str):
+            raise ServiceRefused(answer["refused"][:2000])
+        history = label_history_from_wire(answer)
+        if history.unit_id != unit_id:
+            raise MalformedAnswer(
+                f"the station service answered the label prints of unit {history.unit_id}, not {unit_id}"
+            )
+        return history
 
 
 __all__ = ["StationClient", "StationError", "WindowView", "profile_from_text"]

@@ -22,6 +22,7 @@ import pytest  # noqa: E402
 from PySide6.QtCore import QObject, QThread, QThreadPool, QTimer  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
+from station.audit import AuditLog  # noqa: E402
 from station.home import StationHome  # noqa: E402
 from station.pki import CertificateAuthority  # noqa: E402
 from station.service.client import home_socket  # noqa: E402
@@ -169,8 +170,25 @@ def open_window(qtbot: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
             qtbot.waitUntil(lambda w=window: not w.runner.running, timeout=5000)
         window.close()
         session.close()
+    while _HOME_AUDITS:
+        _HOME_AUDITS.popitem()[1].close()
     for home in {session.view.home.root for _window, session in opened}:
         stop_service(StationHome(home))
+
+
+# The audit logs a test opened on a window's home (home_audit), closed when open_window's windows are.
+_HOME_AUDITS: dict[Path, AuditLog] = {}
+
+
+def home_audit(window: MainWindow) -> AuditLog:
+    """The audit log of the home whose station service ``window`` is a client of, opened by the test to check what
+    was recorded (the window itself opens nothing in the home: it reads through the service); closed by
+    open_window at the end of the test."""
+    path = window.session.home.audit_db
+    log = _HOME_AUDITS.get(path)
+    if log is None:
+        log = _HOME_AUDITS[path] = AuditLog(path)
+    return log
 
 
 def stop_service(home: StationHome) -> None:

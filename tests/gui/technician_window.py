@@ -3,7 +3,9 @@ FIXTURE SERIAL`` opens `station-gui`'s window (offscreen) on the station service
 OPERATOR in, provisions SERIAL on FIXTURE from the single-board page, opens the Audit tab, and prints one JSON
 line: the outcome, what the window showed, and every file it held open while the unit ran (from /proc/self).
 With a fourth argument DIR, it also saves pictures of the single-board page (``line-pc-pass.png``) and of the
-Audit tab (``line-pc-audit.png``) there, to look at."""
+Audit tab (``line-pc-audit.png``) there, to look at.  With a label printer ([label] printer), it then selects the
+unit in the Audit tab, reports the label history the "Reprint label" tooltip shows (read through the service),
+reprints, and reports the history read again."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ os.environ["QT_QPA_PLATFORM"] = "offscreen"
 from PySide6.QtCore import QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from ui.line import ReprintButton  # noqa: E402
 from ui.main_window import MainWindow  # noqa: E402
 from ui.session import Session  # noqa: E402
 
@@ -76,12 +79,47 @@ def main(argv: list[str]) -> int:
         seen.update(open_files())
         if pictures:
             window.grab().save(str(Path(pictures[0]) / "line-pc-audit.png"))
-        report.update(audit_rows=view.model.rowCount(), files=sorted(seen))
+        report.update(audit_rows=view.model.rowCount())
+        button = view.findChild(ReprintButton)
+        if button is None:  # no [label] printer: no label history to read
+            done()
+            return
+        # The unit's label history beside "Reprint label", read through the service; then a reprint, and the
+        # history read again (each step polled on the event loop: the window never waits).
+        view.table.selectRow(0)
+
+        def history_read() -> None:
+            if not button.isEnabled() or button.reading:
+                return
+            report.update(history=button.toolTip())
+            window.line_status.clear()
+            follow(reprinted)
+            button.click()
+
+        def reprinted() -> None:
+            if not window.line_status.text().startswith(("🖨", "✗")) or button.reading:
+                return
+            report.update(reprinted=window.line_status.text(), history_after=button.toolTip())
+            history.stop()
+            done()
+
+        def follow(step: object) -> None:
+            history.timeout.disconnect()
+            history.timeout.connect(step)
+
+        history.timeout.connect(history_read)
+        history.start()
+
+    def done() -> None:
+        seen.update(open_files())
+        report.update(files=sorted(seen))
         sample.stop()
         window.close()
         app.quit()
 
     audit_loaded = QTimer()
+    history = QTimer()
+    history.setInterval(50)
     audit_loaded.setInterval(50)
     audit_loaded.timeout.connect(audit_shown)
     window.unit_finished.connect(finished)

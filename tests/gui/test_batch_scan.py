@@ -9,7 +9,7 @@ from PySide6.QtCore import Qt
 
 from station.admin import StationSettings, save_settings
 from station.audit import AuditLog
-from tests.gui.conftest import SERIAL
+from tests.gui.conftest import SERIAL, home_audit
 from tests.helpers.technician import sign_in
 
 pytestmark = pytest.mark.gui
@@ -74,7 +74,7 @@ def test_a_board_another_station_holds_is_refused_by_the_audit_log_when_its_unit
     assert "already being provisioned" in outcome.message
     assert view.tiles["bench-1"].verdict.text() == "NOT STARTED"
     assert view.board.counts().failed == 1
-    assert [unit.id for unit in window.session.audit.units(limit=10)] == [held.id]  # no second unit
+    assert [unit.id for unit in home_audit(window).units(limit=10)] == [held.id]  # no second unit
 
 
 def test_auto_start_starts_a_scanned_board_at_once_with_the_batch_id(
@@ -93,7 +93,7 @@ def test_auto_start_starts_a_scanned_board_at_once_with_the_batch_id(
     slot = view.board.slots["bench-1"]
     assert slot.state == "failed" and slot.failed_step == "identify" and slot.resumable
     assert "cannot connect to the device at 127.0.0.1:9" in slot.message
-    assert window.session.audit.find_unit(SERIAL).batch == view.board.batch_id
+    assert home_audit(window).find_unit(SERIAL).batch == view.board.batch_id
     assert view.tiles["bench-1"].retry_button.isEnabled()
 
 

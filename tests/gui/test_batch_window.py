@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from station.batch import CANCEL_DEADLINE_S
+from tests.gui.conftest import home_audit
 from tests.helpers.technician import sign_in
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
@@ -80,12 +81,12 @@ def test_eight_boards_scanned_onto_eight_fixtures_pass_in_parallel_with_the_batc
     assert view.yield_label.text() == "Yield 100 % (8/8)"
     for name, tile in view.tiles.items():
         assert tile.verdict.text() == "PASS" and tile.bar.value() == 1000, name
-    units = window.session.audit.units(limit=20)
+    units = home_audit(window).units(limit=20)
     assert len(units) == 8 and {unit.state for unit in units} == {"passed"}
     assert {unit.batch for unit in units} == {view.board.batch_id}
     assert {unit.fixture: unit.serial for unit in units} == {f"sim-0{n}": serial(n) for n in range(1, 9)}
     assert {unit.operator for unit in units} == {"fiona"}
-    assert len({window.session.audit.certificate_for_unit(unit.id).fingerprint_sha256 for unit in units}) == 8
+    assert len({home_audit(window).certificate_for_unit(unit.id).fingerprint_sha256 for unit in units}) == 8
     # The history now gives the time left of the next batch.
     view.new_batch()
     batch_scan(qtbot, window, serial(20))
@@ -122,9 +123,9 @@ def test_one_board_is_aborted_and_retried_while_its_neighbour_goes_on_to_pass(
         "sim-01": "passed",
         "sim-02": "passed",
     }
-    unit = window.session.audit.find_unit(serial(1))
+    unit = home_audit(window).find_unit(serial(1))
     assert unit.id == aborted.unit_id and unit.attempt == 2 and unit.state == "passed"
-    assert unit.batch == view.board.batch_id == window.session.audit.find_unit(serial(2)).batch
+    assert unit.batch == view.board.batch_id == home_audit(window).find_unit(serial(2)).batch
 
 
 def test_cancel_all_mid_batch_leaves_every_unit_failed_and_resumable_or_passed_and_no_thread(
@@ -148,7 +149,7 @@ def test_cancel_all_mid_batch_leaves_every_unit_failed_and_resumable_or_passed_a
     for name, slot in view.board.slots.items():
         assert slot.state in ("failed", "passed"), name
         assert slot.state == "passed" or slot.resumable, name
-        unit = window.session.audit.find_unit(slot.serial)
+        unit = home_audit(window).find_unit(slot.serial)
         assert unit.state == slot.state and unit.batch == view.board.batch_id
     assert view.tiles["sim-01"].retry_button.isEnabled()
     # (The conftest guard fails the test if any QThread or timer is left.)
@@ -179,5 +180,5 @@ def test_closing_the_window_during_a_batch_asks_stops_every_board_and_waits_for_
     assert len(asked) == 1 and "3 boards of the batch" in asked[0]
     assert not view.running
     for slot in view.board.slots.values():
-        unit = window.session.audit.find_unit(slot.serial)
+        unit = home_audit(window).find_unit(slot.serial)
         assert unit.state == "failed" and "cancelled" in (unit.message or "")

@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
 from station.flow import FlowEvent
-from tests.gui.conftest import SERIAL
+from tests.gui.conftest import SERIAL, home_audit
 from tests.helpers.technician import run_unit, scan, sign_in
 
 pytestmark = pytest.mark.gui
@@ -60,7 +60,7 @@ def test_ctrl_enter_provisions_and_f5_retries_a_board_that_does_not_answer(
 
     again = run_unit(qtbot, window, lambda: qtbot.keyClick(window, Qt.Key.Key_F5), timeout_s=60)
     assert again.kind == "failed" and again.unit_id == failed.unit_id
-    assert window.session.audit.find_unit(SERIAL).attempt == 2
+    assert home_audit(window).find_unit(SERIAL).attempt == 2
 
     # The core masks device output; the log masks the profile's PINs again, should one ever slip through.
     window.runner.flow_event.emit(

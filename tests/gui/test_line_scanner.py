@@ -10,7 +10,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from station.admin import StationSettings, save_settings
-from tests.gui.conftest import SERIAL
+from tests.gui.conftest import SERIAL, home_audit
 from tests.helpers.audit import make_certificate, start
 from tests.helpers.line_servers import FakeZplPrinter
 from tests.helpers.pty_scanner import PtyScanner
@@ -88,7 +88,7 @@ def test_reprint_from_the_unit_detail_reaches_the_printer_and_is_recorded(
             f'[label]\nprinter = "{printer.url}"\ntimeout_s = 2\n', encoding="utf-8"
         )
         window = open_window(sim_home, station_ca, fixtures_file)
-        audit = window.session.audit
+        audit = home_audit(window)
         unit = start(audit, SERIAL, station=window.session.config.name)
         audit.record_certificate(unit.id, certificate_pem=make_certificate(f"serial:{SERIAL}"))
         audit.finish_unit(unit.id, result="passed")

@@ -9,6 +9,7 @@ from PySide6.QtCore import Qt
 from station.audit import AuditLog
 from station.orders import read_order_file
 from station.profiles import load_profile
+from tests.gui.conftest import home_audit
 from tests.helpers.technician import run_unit, scan, sign_in
 from ui.order_panel import BY_SERIAL
 
@@ -74,7 +75,7 @@ def test_the_technician_picks_the_order_and_sees_its_progress_move(
     assert refused.kind == "refused"
     assert "202600000000101 is not one of order WO-2026-0142's serials" in refused.message
     assert "nearest open orders: WO-2026-0143" in refused.message
-    assert window.session.audit.find_unit("202600000000101") is None
+    assert home_audit(window).find_unit("202600000000101") is None
 
     # Any order: the strip follows the serial scanned.
     assert panel.pick(None) and panel.current_order_id() is None
@@ -153,4 +154,4 @@ def test_the_batch_grid_builds_the_order_picked_in_the_window(
     (outcome,) = finished
     assert outcome.kind == "refused", outcome.message
     assert "202600000000001 is not one of order WO-2026-0143's serials" in outcome.message
-    assert window.session.audit.find_unit("202600000000001") is None
+    assert home_audit(window).find_unit("202600000000001") is None

@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from station.admin import StationSettings, save_settings
 from station.label import short_fingerprint
-from tests.gui.conftest import SERIAL
+from tests.gui.conftest import SERIAL, home_audit
 from tests.helpers.technician import read_barcodes, run_unit, scan, sign_in
 from ui.label import label_png
 
@@ -56,10 +56,10 @@ def test_a_signed_in_technician_scans_a_board_and_provisions_it_to_pass(
     assert "Generate key" in log and "--pin ****" in log and "--pin 0000" not in log
 
     # The operator and the fixture go to the unit; the label carries the issued certificate.
-    unit = window.session.audit.find_unit(SERIAL)
+    unit = home_audit(window).find_unit(SERIAL)
     assert unit is not None and unit.state == "passed"
     assert (unit.operator, unit.fixture) == ("alice", "sim-01")
-    record = window.session.audit.certificate_for_unit(unit.id)
+    record = home_audit(window).certificate_for_unit(unit.id)
     assert window.sheet is not None
     assert window.sheet.content.lines[1].endswith(short_fingerprint(record.fingerprint_sha256))
     png = tmp_path / "label.png"
@@ -102,7 +102,7 @@ def test_a_board_without_its_pkcs11_module_fails_with_the_reason_and_retry_passe
     passed = run_unit(qtbot, window, lambda: qtbot.keyClick(window, Qt.Key.Key_F5))
     assert passed.kind == "passed", passed.message
     assert window.result.verdict.text() == "PASS"
-    unit = window.session.audit.find_unit(SERIAL)
+    unit = home_audit(window).find_unit(SERIAL)
     assert unit.id == failed.unit_id and unit.attempt == 2 and unit.operator == "bob"
 
 
@@ -150,7 +150,7 @@ def test_escape_aborts_the_running_unit_which_ends_failed_and_resumable(
     assert "cancelled" in outcome.message
     assert window.result.verdict.text() == "FAIL"
     assert window.retry_button.isEnabled()
-    assert window.session.audit.find_unit(SERIAL).state == "failed"
+    assert home_audit(window).find_unit(SERIAL).state == "failed"
 
 
 def test_closing_during_a_unit_asks_then_cancels_it_and_waits_for_the_worker(
@@ -187,5 +187,5 @@ def test_closing_during_a_unit_asks_then_cancels_it_and_waits_for_the_worker(
     assert len(asked) == 2
     assert not window.runner.running
     assert not window._tick.isActive() and not window.prober._timer.isActive()
-    unit = window.session.audit.find_unit(SERIAL)
+    unit = home_audit(window).find_unit(SERIAL)
     assert unit.state == "failed" and unit.failed_step == "keygen" and "cancelled" in (unit.message or "")

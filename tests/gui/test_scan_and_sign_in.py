@@ -7,7 +7,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from station.admin import StationSettings, save_settings
-from tests.gui.conftest import SERIAL
+from tests.gui.conftest import SERIAL, home_audit
 from tests.helpers.technician import run_unit, scan, sign_in
 
 pytestmark = pytest.mark.gui
@@ -57,7 +57,7 @@ def test_an_invalid_serial_is_refused_on_the_spot_with_the_reason(
     assert window.serial is None
     qtbot.keyClick(window.scan, Qt.Key.Key_Return)  # Enter again: still refused, nothing starts
     assert not window.runner.running
-    assert window.session.audit.units() == []
+    assert home_audit(window).units() == []
     assert window.scan.selectedText() == scanned  # selected: the next scan replaces it
 
 

@@ -2,7 +2,7 @@
 `station-gui` against the service of another account whose home is 0700 — the window provisions a simulated
 board to PASS and never opens a file in the home (it could not: the home's permissions forbid it, and the
 window's own descriptors and memory maps while the unit ran hold nothing there).  Its Audit tab reads the
-station's recent units through the service too."""
+station's recent units through the service too, and the label history beside its "Reprint label"."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from station.audit.service import ServiceRecords
 from station.home import StationHome
 from station.pki import CertificateAuthority
 from tests.helpers.kit import certificate_on_board
+from tests.helpers.line_servers import FakeZplPrinter
 from tests.helpers.service import account_python, running_service
 from tests.integration.test_station_service import (  # noqa: F401 - accounts: a fixture, used by name
     Accounts,
@@ -43,12 +44,13 @@ def window_line_pc(
     accounts: Accounts,  # noqa: F811 - the fixture imported above
     start_farm,
     sim_home: StationHome,
-) -> Iterator[tuple[LinePc, list]]:
+) -> Iterator[tuple[LinePc, list, FakeZplPrinter]]:
     """A line PC: the home owned by the service account (0700) with the fixture in station.toml, its CA unlocked
     from a credential file only the service reads, the socket in a run directory anyone reaches."""
     devices = start_farm(1)
     base = Path(tempfile.mkdtemp(prefix="welma-gui-"))
     base.chmod(0o711)
+    printer = FakeZplPrinter()  # the line's label printer, reached by the service
     try:
         home = StationHome(base / "home").create()
         shutil.copy2(sim_home.ssh_key, home.ssh_key)  # the farm trusts the station key of sim_home
@@ -56,7 +58,8 @@ def window_line_pc(
         CertificateAuthority.init(home.ca_dir, passphrase=PASSPHRASE.encode())
         (device,) = devices
         home.config_file.write_text(
-            f'[station]\nname = "line-7"\n\n[[fixture]]\nname = "bench-a"\ndevice = "{device.ssh_url}"\n'
+            f'[station]\nname = "line-7"\n\n[label]\nprinter = "{printer.url}"\ntimeout_s = 2\n\n'
+            f'[[fixture]]\nname = "bench-a"\ndevice = "{device.ssh_url}"\n'
         )
         credential = base / "ca-passphrase"
         credential.write_text(PASSPHRASE + "\n")
@@ -69,8 +72,9 @@ def window_line_pc(
         with running_service(
             home, socket_path, credential=credential, user=accounts.service, log=base / "service.log"
         ) as service:
-            yield LinePc(base, home, socket_path, service), devices
+            yield LinePc(base, home, socket_path, service), devices, printer
     finally:
+        printer.close()
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -114,7 +118,7 @@ def test_a_technician_s_window_provisions_through_the_service_and_opens_nothing_
     window_line_pc,
     tmp_path: Path,
 ) -> None:
-    pc, (device,) = window_line_pc
+    pc, (device,), printer = window_line_pc
     serial = "202600000001901"
     tech = accounts.technician
     # The home is the service account's alone: the technician cannot even list it.
@@ -152,4 +156,16 @@ def test_a_technician_s_window_provisions_through_the_service_and_opens_nothing_
         assert unit is not None and unit.state == "passed" and unit.id == report["unit_id"]
         assert (unit.operator, unit.fixture) == ("tina", "bench-a")
         assert ServiceRecords(log).unit_accounts(unit.id) == [tech]
+        prints = log.label_prints(unit.id)
         assert log.verify().ok
+
+    # "Reprint label" in the Audit tab: its tooltip is the unit's label history, read through the service by an
+    # account that cannot read the home — none yet (no print on PASS here), then the print the window asked for,
+    # as recorded.
+    assert [(p.by, p.printed, p.reprint) for p in prints] == [("tina", True, False)], prints
+    assert report["history"] == f"No label printed yet for {serial} — print it on {printer.url} (recorded)"
+    assert report["reprinted"] == f"🖨 label {serial} sent to {printer.url}", report["reprinted"]
+    heading, *lines = report["history_after"].splitlines()
+    assert heading == f"Labels of {serial}:" and len(lines) == 1, report["history_after"]
+    assert lines[0].endswith("  print by tina: printed") and lines[0].startswith(f"{prints[0].at:%Y-}")
+    assert len(printer.jobs(expect=1)) == 1

@@ -84,6 +84,7 @@ def test_not_json_is_a_frame_error() -> None:
 # The role table as the issue states it (technician ⊂ quality lead ⊂ administrator; root is an administrator).
 TECHNICIAN_OPS = {"provision", "batch", "retry", "abort", "labels", "units", "follow", "fixtures_list"}
 TECHNICIAN_OPS |= {"recent_units", "recent_unit"}  # the audit tab's "this station's recent units"
+TECHNICIAN_OPS |= {"label_prints"}  # the label history beside "Reprint label"
 # What the window shows (station/service/window_ops.py): read-only, for the window on a line PC.
 TECHNICIAN_OPS |= {"window", "window_orders", "window_plan"}
 QUALITY_OPS = {
