@@ -178,15 +178,16 @@ class QualityLogin:
     def connect(self, **options: Any) -> Any:
         """A connection as this login, with every deadline of :func:`station.fleet.connection.connect`; a refused
         login raises :class:`QualityLoginRefused` saying what to ask for and where the password goes."""
-        from station.fleet.connection import FleetError, FleetUnavailable, connect, first_line
+        from station.fleet.connection import FleetError, FleetUnavailable, connect
 
         try:
             return connect(self.dsn, passfile=self.passfile, **options)
         except (FleetUnavailable, FleetError) as exc:
-            cause = exc.__context__  # libpq's own words (connect raises "from None")
-            words = first_line(cause) if cause is not None else str(exc)
-            if any(marker in words.lower() for marker in LOGIN_REFUSED):
-                raise QualityLoginRefused(self.refusal(words)) from None
+            # libpq's own words (connect raises "from None"): one line per address tried.
+            cause = exc.__context__
+            for words in str(cause if cause is not None else exc).splitlines():
+                if any(marker in words.lower() for marker in LOGIN_REFUSED):
+                    raise QualityLoginRefused(self.refusal(words)) from None
             raise
 
     def pgpass_line(self) -> str:
@@ -199,7 +200,7 @@ class QualityLogin:
         return f"{host}:{port}:{params.get('dbname') or self.role}:{self.role}:PASSWORD"
 
     def refusal(self, words: str) -> str:
-        reason = words.rsplit(" failed: ", 1)[-1].replace("FATAL:", "").strip()
+        reason = re.split(r"FATAL:|failed: ", words)[-1].strip()
         where = self.password_in
         return (
             f"The fleet refused the login {self.role} ({reason}). The Whole fleet scope reads with your own "
