@@ -202,6 +202,8 @@ class QualityLogin:
     def refusal(self, words: str) -> str:
         reason = re.split(r"FATAL:|failed: ", words)[-1].strip()
         where = self.password_in
+        if "no password supplied" in reason:
+            reason = f"no password for {self.role} in {where}"
         return (
             f"The fleet refused the login {self.role} ({reason}). The Whole fleet scope reads with your own "
             f"quality-lead login: role {self.role} for your account {self.account}. Ask an administrator for "

@@ -82,7 +82,6 @@ def main(argv: list[str]) -> int:
     poll.start()
     QTimer.singleShot(DEADLINE_MS, app.quit)
     app.exec()
-    scope.shutdown()
     session.close()
     print(json.dumps(report), flush=True)
     return 0 if "message" in report else 1

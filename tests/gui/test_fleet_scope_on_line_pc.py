@@ -15,15 +15,19 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from station.fleet.forwarder import Forwarder
 from station.fleet.quality import grant_quality, role_for_account
 from station.roles import Role
-from tests.helpers.fleet import TestStation, make_station, provision_synthetic
+from tests.helpers.fleet import make_station, provision_synthetic
 from tests.helpers.postgres import FleetDb
 from tests.helpers.service import account_python, os_accounts, running_service
+
+if TYPE_CHECKING:
+    from tests.helpers.fleet import TestStation  # a pytest-collectable name: not imported at run time
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
 
@@ -149,15 +153,17 @@ def test_a_quality_lead_s_window_reads_the_whole_fleet_with_their_own_login(
     home = pc.station.home.root
     info = home.stat()
     assert stat.S_IMODE(info.st_mode) == 0o700  # the station's fleet password is out of the window's reach
-    pictures = Path(tempfile.mkdtemp(prefix="welma-fleetscope-pictures-"))
-    pictures.chmod(0o777)
-    try:
-        lead = quality_window_as(pc, "lead", pictures)
-        shutil.copy2(pictures / "fleet-scope.png", tmp_path / "fleet-scope-lead.png")
-        stranger = quality_window_as(pc, "stranger", pictures)
-        shutil.copy2(pictures / "fleet-scope.png", tmp_path / "fleet-scope-refused.png")
-    finally:
-        shutil.rmtree(pictures, ignore_errors=True)
+    reports = {}
+    for who in ("lead", "stranger"):
+        # Each window saves its picture (to look at) where its account may write: out of pytest's private tmp.
+        pictures = Path(tempfile.mkdtemp(prefix="welma-fleetscope-pictures-"))
+        pictures.chmod(0o777)
+        try:
+            reports[who] = quality_window_as(pc, who, pictures)
+            shutil.copy2(pictures / "fleet-scope.png", tmp_path / f"fleet-scope-{who}.png")
+        finally:
+            shutil.rmtree(pictures, ignore_errors=True)
+    lead, stranger = reports["lead"], reports["stranger"]
 
     role = role_for_account(pc.accounts["lead"])
     login = lead["login"]
@@ -173,6 +179,8 @@ def test_a_quality_lead_s_window_reads_the_whole_fleet_with_their_own_login(
     assert isinstance(stranger["login"], dict) and stranger["login"]["role"] == strange_role
     words = str(stranger["message"])
     assert stranger["red"] and stranger["serials"] == []
-    assert f"The fleet refused the login {strange_role} (" in words, words
+    assert (
+        f"The fleet refused the login {strange_role} (no password for {strange_role} in ~/.pgpass)" in words
+    ), words
     assert f"Ask an administrator for `station fleet grant-quality {strange_role}`" in words
     assert "put the password in ~/.pgpass as the line 127.0.0.1:" in words

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,9 +22,12 @@ from station.fleet.quality import (
 )
 from station.fleet.queries import FleetFilter, count_units
 from station.service.client import ServiceClient
-from tests.helpers.fleet import TestStation, make_station, provision_synthetic
+from tests.helpers.fleet import make_station, provision_synthetic
 from tests.helpers.postgres import FleetDb
 from tests.helpers.service import running_service
+
+if TYPE_CHECKING:
+    from tests.helpers.fleet import TestStation  # a pytest-collectable name: not imported at run time
 
 pytestmark = pytest.mark.integration
 
