@@ -109,3 +109,46 @@ def test_a_refused_login_says_what_to_ask_for_and_where_the_password_goes() -> N
     assert "ask an administrator for `station fleet grant-quality alice`" in words.lower()
     assert "put the password in ~/.pgpass as the line db.plant:5433:fleet:alice:PASSWORD" in words
     assert "chmod 600 ~/.pgpass" in words and "press Apply" in words
+
+
+def test_the_window_s_login_is_its_own_and_the_demo_s_password_file_only_where_it_can_read_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ui.session.fleet_for_view: the service's fleet entry, the role of the account running the window, never
+    the station's passfile; a demo's quality.pgpass where this account can read the home, unless $PGPASSFILE."""
+    from dataclasses import replace
+
+    from station.fleet.demo import demo_quality_pgpass
+    from station.fleet.quality import current_account
+    from station.home import StationHome
+    from station.pki import CertificateAuthority
+    from station.service.server import StationService
+    from station.service.window_client import WindowView
+    from ui.session import Session
+
+    home = StationHome(tmp_path / "home").create()
+    CertificateAuthority.init(home.ca_dir, passphrase=b"unit test passphrase")
+    home.config_file.write_text('[station]\nname = "line-3"\n')
+    service = StationService(home, tmp_path / "station.sock")
+    try:
+        view = WindowView.from_record(window_ops.handlers(service)["window"](None, {}))  # type: ignore[arg-type]
+    finally:
+        service.close()
+    session = Session(client=None, view=view)  # type: ignore[arg-type] - no call reaches the service here
+    assert session.fleet_for_view() is None  # no [fleet]: no Whole fleet scope
+    server = FleetServer("dbname=fleet host=127.0.0.1 port=5433", "line-3", "L1")
+    session.view = replace(view, fleet_server=server)
+    monkeypatch.delenv("PGUSER", raising=False)
+    monkeypatch.delenv("PGPASSFILE", raising=False)
+    login = session.fleet_for_view()
+    assert login is not None and login.role == role_for_account(current_account()) and login.passfile is None
+    assert conninfo_to_dict(login.dsn)["user"] == login.role
+    demo = demo_quality_pgpass(home)
+    demo.parent.mkdir(parents=True, exist_ok=True)
+    demo.write_text("*:5433:fleet:someone:secret\n")
+    demo.chmod(0o600)
+    login = session.fleet_for_view()
+    assert login is not None and login.passfile == demo
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "mine.pgpass"))
+    login = session.fleet_for_view()
+    assert login is not None and login.passfile is None and login.password_in == str(tmp_path / "mine.pgpass")
