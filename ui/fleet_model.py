@@ -14,6 +14,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersisten
 from PySide6.QtGui import QColor
 
 from station.config import FleetConfig
+from station.fleet.quality import QualityLogin
 from station.fleet.queries import FleetFilter
 from ui.audit_model import STATE_COLORS
 from ui.bridge import TaskPool
@@ -23,6 +24,19 @@ PAGE_ROWS = 200
 UNIT_ROLE = Qt.ItemDataRole.UserRole + 1
 
 Index = QModelIndex | QPersistentModelIndex
+
+# What the scope reads the fleet as: the quality lead's own login (the window's), or a station's [fleet] (tests).
+FleetSource = QualityLogin | FleetConfig
+
+
+def open_fleet(fleet: FleetSource, **options: Any) -> Any:
+    """A fleet connection with every deadline (station.fleet.connection.connect); a worker thread's call."""
+    if isinstance(fleet, QualityLogin):
+        return fleet.connect(**options)  # a refused login says what to ask for
+    from station.fleet.connection import connect
+
+    return connect(fleet.dsn, passfile=fleet.passfile, **options)
+
 
 COLUMNS = ("Line", "Station", "Serial", "Result", "Failed step", "Operator", "Started", "Unit")
 
@@ -48,7 +62,7 @@ class FleetUnitsModel(QAbstractTableModel):
     failed = Signal(str)
 
     def __init__(
-        self, fleet: FleetConfig, pool: TaskPool, *, page_rows: int = PAGE_ROWS, parent: QObject | None = None
+        self, fleet: FleetSource, pool: TaskPool, *, page_rows: int = PAGE_ROWS, parent: QObject | None = None
     ) -> None:
         super().__init__(parent)
         self.fleet = fleet
@@ -97,10 +111,9 @@ class FleetUnitsModel(QAbstractTableModel):
         generation = self._generation
 
         def work() -> object:
-            from station.fleet.connection import connect
             from station.fleet.queries import units_page
 
-            with connect(fleet.dsn, passfile=fleet.passfile) as conn:
+            with open_fleet(fleet) as conn:
                 return units_page(conn, filters, limit=rows, after=after)
 
         def done(page: Any) -> None:

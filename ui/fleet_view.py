@@ -39,13 +39,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from station.config import FleetConfig
 from station.fleet.forwarder import Forwarder, format_age
+from station.fleet.quality import QualityLogin
 from station.fleet.queries import FleetFilter
 from station.states import StepOutcome
 from ui.audit_view import EXPORT_FILTERS, YieldChart, _count, _day, _local_midnight, _percent
 from ui.bridge import TaskPool
-from ui.fleet_model import PAGE_ROWS, FleetUnitsModel
+from ui.fleet_model import PAGE_ROWS, FleetSource, FleetUnitsModel, open_fleet
 from ui.style import GREEN, GREY, RED
 
 STATUS_INTERVAL_MS = 1000
@@ -92,7 +92,7 @@ class FleetView(QWidget):
     yield and key-generation charts as the local scope, the conflicts, and one board traced across the fleet."""
 
     def __init__(
-        self, fleet: FleetConfig, parent: QWidget | None = None, *, page_rows: int = PAGE_ROWS
+        self, fleet: FleetSource, parent: QWidget | None = None, *, page_rows: int = PAGE_ROWS
     ) -> None:
         super().__init__(parent)
         self.fleet = fleet
@@ -236,7 +236,12 @@ class FleetView(QWidget):
         generation = self._generation
         self._total = None
         self.message.setStyleSheet("")
-        self.message.setText("Asking the fleet…")
+        login = self.fleet
+        self.message.setText(
+            f"Asking the fleet as {login.role} (your own login)…"
+            if isinstance(login, QualityLogin)
+            else "Asking the fleet…"
+        )
         self.yield_chart.set_summary(None, "Summarising…")
         self.model.set_filters(filters)
         fleet = self.fleet
@@ -246,10 +251,9 @@ class FleetView(QWidget):
         everywhere = replace(scope, station=None, line=None)
 
         def work() -> object:
-            from station.fleet.connection import connect
             from station.fleet.queries import conflicts, count_units, yield_by_station, yield_summary
 
-            with connect(fleet.dsn, passfile=fleet.passfile) as conn:
+            with open_fleet(fleet) as conn:
                 return (
                     count_units(conn, filters),
                     yield_summary(conn, scope),
@@ -344,10 +348,9 @@ class FleetView(QWidget):
         fleet = self.fleet
 
         def work() -> object:
-            from station.fleet.connection import connect
             from station.fleet.queries import traceability
 
-            with connect(fleet.dsn, passfile=fleet.passfile) as conn:
+            with open_fleet(fleet) as conn:
                 return traceability(conn, serial)
 
         def done(attempts: Any) -> None:
@@ -422,10 +425,9 @@ class FleetView(QWidget):
         filters, fleet, destination = self._filters(), self.fleet, path
 
         def work() -> object:
-            from station.fleet.connection import connect
             from station.fleet.report import export_fleet_to_file
 
-            with connect(fleet.dsn, passfile=fleet.passfile, statement_timeout_s=EXPORT_TIMEOUT_S) as conn:
+            with open_fleet(fleet, statement_timeout_s=EXPORT_TIMEOUT_S) as conn:
                 return export_fleet_to_file(conn, destination, fmt=fmt, filters=filters)
 
         def done(result: Any) -> None:
@@ -472,7 +474,7 @@ class FleetView(QWidget):
 class ScopedAuditView(QWidget):
     """The audit view with a scope switch: "This station" (the local log) or "Whole fleet"."""
 
-    def __init__(self, local: QWidget, fleet: FleetConfig, parent: QWidget | None = None) -> None:
+    def __init__(self, local: QWidget, fleet: FleetSource, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.local = local
         self.fleet_config = fleet

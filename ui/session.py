@@ -16,7 +16,7 @@ from station.profiles import DeviceProfile
 from ui.bridge import StationClient, WindowView, settings_record
 
 if TYPE_CHECKING:
-    from station.config import FleetConfig
+    from station.fleet.quality import QualityLogin
 
 
 @dataclass
@@ -83,15 +83,22 @@ class Session:
         self.client.call("settings", {"action": "set", "settings": settings_record(settings)})
         return self.client.view()  # the administrator's choice replaces --fixtures
 
-    def fleet_for_view(self) -> FleetConfig | None:
-        """[fleet] for the audit view's "Whole fleet" scope, read from station.toml when this account can read
-        the home (the fleet's own database, with the quality lead's login).  TODO(issue 14): through the service."""
-        home = self.view.home
-        if not self.view.fleet or not os.access(home.root, os.R_OK | os.X_OK):
+    def fleet_for_view(self) -> QualityLogin | None:
+        """The audit view's "Whole fleet" scope: the fleet's server and database as the service names them
+        (``window``: no login in it), read with the quality lead's own read-only login — the role of the OS
+        account running this window (``station fleet grant-quality``; ``$PGUSER`` names another), its password
+        where libpq looks (``$PGPASSFILE``, ``~/.pgpass``).  In a demo (``station fleet demo``, this account
+        can read the home) the demo's quality.pgpass.  Never the station's role or passfile.  None without
+        [fleet]."""
+        server = self.view.fleet_server
+        if server is None:
             return None
-        from station.config import load_config
+        from station.fleet.demo import demo_quality_pgpass
+        from station.fleet.quality import quality_login
 
-        return load_config(home.config_file).fleet
+        demo = demo_quality_pgpass(self.view.home)
+        passfile = demo if not os.environ.get("PGPASSFILE") and os.access(demo, os.R_OK) else None
+        return quality_login(server.dsn, passfile=passfile)
 
     def close(self) -> None:
         """Nothing to close: the window holds nothing of the home open (each service call has its own

@@ -4,6 +4,11 @@ Its settings (port, data directory) and the administrator's pgpass live in HOME/
 HOME/fleet-demo/cluster — except when the station runs as root: PostgreSQL refuses root, so the server runs as the
 system user ``welma-pg``, which cannot enter a private (0700, root-owned) station home; its data then lives in
 /var/lib/welma-station/fleet-demo-<id>/ (owned by that user) and HOME/fleet-demo/cluster.json says where.
+
+The demo also gives the OS account that runs it a quality lead's own login (``grant-quality``, the role of
+:func:`station.fleet.quality.role_for_account`), its password in HOME/fleet-demo/quality.pgpass (0600): the
+window of that account, which can read the home in a demo, reads the whole fleet with it — never with the
+station's login.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from pathlib import Path
 
+from station.errors import StationError
 from station.fleet.cluster import PrivateCluster, ensure_os_user, free_tcp_port
 from station.home import StationHome
 
@@ -22,6 +29,11 @@ ROOT_DEMO_BASE = Path("/var/lib/welma-station")
 
 def demo_dir(home: StationHome) -> Path:
     return home.root / "fleet-demo"
+
+
+def demo_quality_pgpass(home: StationHome) -> Path:
+    """The demo account's quality-lead password (a pgpass file, 0600), for its window's Whole fleet scope."""
+    return demo_dir(home) / "quality.pgpass"
 
 
 def _cluster_dir(home: StationHome) -> Path:
@@ -68,11 +80,33 @@ def start_demo(home: StationHome, *, line: str = "demo") -> str:
         offline=None,
         replace=True,
     )
+    quality = _grant_demo_quality(home, cluster, passfile)
     return (
         f"demo fleet running: PostgreSQL on 127.0.0.1:{cluster.port}, data in {cluster.data_dir}; station "
-        f"{fleet.station_name} forwards to it. Stop it with `station fleet demo --stop` (the station then keeps "
-        f"its backlog until the demo fleet runs again)."
+        f"{fleet.station_name} forwards to it; {quality}. Stop it with `station fleet demo --stop` (the station "
+        f"then keeps its backlog until the demo fleet runs again)."
     )
+
+
+def _grant_demo_quality(home: StationHome, cluster: PrivateCluster, admin_passfile: Path) -> str:
+    """``grant-quality`` for the account running the demo, a new random password in the demo's quality.pgpass."""
+    from station.files import write_file_atomically
+    from station.fleet.connection import connect
+    from station.fleet.quality import current_account, grant_quality, role_for_account
+
+    role = role_for_account(current_account())
+    password = secrets.token_urlsafe(24)  # letters, digits, - and _: nothing pgpass would need escaped
+    try:
+        with connect(
+            cluster.admin_dsn(DEMO_DATABASE), passfile=admin_passfile, statement_timeout_s=60
+        ) as conn:
+            grant_quality(conn, role, password)
+    except StationError as exc:
+        return f"no quality-lead login for the window ({exc})"
+    path = demo_quality_pgpass(home)
+    line = f"*:{cluster.port}:{DEMO_DATABASE}:{role}:{password}\n"
+    write_file_atomically(path, line.encode(), mode=0o600, replace=True)
+    return f"the window's Whole fleet scope reads as quality lead {role} (password in {path})"
 
 
 def stop_demo(home: StationHome) -> str:

@@ -48,6 +48,15 @@ def profile_from_text(name: str, text: str) -> DeviceProfile:
 
 
 @dataclass(frozen=True)
+class FleetServer:
+    """The fleet as the service names it to a window (``window``'s ``fleet``): server and database, no login."""
+
+    dsn: str
+    station_name: str
+    line: str
+
+
+@dataclass(frozen=True)
 class WindowView:
     """What the window shows, as the station service said it (``window``)."""
 
@@ -63,6 +72,8 @@ class WindowView:
     fixtures_problem: str | None = None
     # {"exists": bool, "kind": "file" | "token" | "none", "label": token label}
     ca: dict[str, Any] = field(default_factory=dict)
+    # With [fleet]: its server and database, for the quality lead's own login (ui.session.fleet_for_view).
+    fleet_server: FleetServer | None = None
     _profiles: dict[str, DeviceProfile] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -100,6 +111,7 @@ class WindowView:
             fleet=bool(station["fleet"]),
             fixtures_problem=offered.get("problem"),
             ca=dict(record.get("ca") or {}),
+            fleet_server=_fleet_server(record.get("fleet")),
         )
 
     def profile_names(self) -> list[str]:
@@ -113,6 +125,14 @@ class WindowView:
                 )
             self._profiles[name] = profile_from_text(name, self.profile_texts[name])
         return self._profiles[name]
+
+
+def _fleet_server(record: object) -> FleetServer | None:
+    if not isinstance(record, dict) or not record.get("dsn"):
+        return None
+    return FleetServer(
+        str(record["dsn"]), str(record.get("station_name") or ""), str(record.get("line") or "")
+    )
 
 
 class StationClient:
@@ -196,4 +216,4 @@ class StationClient:
         return history
 
 
-__all__ = ["StationClient", "StationError", "WindowView", "profile_from_text"]
+__all__ = ["FleetServer", "StationClient", "StationError", "WindowView", "profile_from_text"]

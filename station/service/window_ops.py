@@ -2,7 +2,9 @@
 
 * ``window`` (technician): what the window shows — the station's name and mode, the line's settings the window
   needs (label file name, output folder, serial scanner on the line PC), the administrator's window settings,
-  the fixtures on offer, the device profiles (as their TOML text), whether the CA is unlocked.
+  the fixtures on offer, the device profiles (as their TOML text), whether the CA is unlocked, and with
+  ``[fleet]`` the fleet's server and database (``fleet``: no user, password or passfile — a quality lead's
+  window logs in with its own role, :mod:`station.fleet.quality`).
 * ``window_orders`` (technician): the open work orders and their progress (the fleet's with ``[fleet]``).
 * ``window_plan`` (technician): a profile's step medians from the audit history (the time left).
 * ``settings`` (administrator, recorded): ``show`` or ``set`` the window-facing station settings
@@ -26,6 +28,7 @@ from station.errors import StationError
 
 if TYPE_CHECKING:
     from station.admin import StationSettings
+    from station.config import FleetConfig
     from station.orders import OrderStatus
     from station.service.server import Connection, StationService
 
@@ -104,6 +107,7 @@ class _WindowOps:
             "profiles": profiles,
             "ca_unlocked": service.scheduler is not None,
             "ca": _ca(service),
+            "fleet": _fleet(config.fleet),
         }
 
     def orders(self, conn: Connection, args: dict[str, Any]) -> Any:
@@ -155,6 +159,16 @@ class _WindowOps:
             raise StationError("the admin PIN is needed")
         self.admin_lock.unlock(pin)
         return {"unlocked": True}
+
+
+def _fleet(fleet: FleetConfig | None) -> dict[str, Any] | None:
+    """The fleet's server and database for a quality lead's window, which logs in with its own role: never the
+    station's role, password or passfile."""
+    if fleet is None:
+        return None
+    from station.fleet.quality import server_dsn
+
+    return {"dsn": server_dsn(fleet.dsn), "station_name": fleet.station_name, "line": fleet.line}
 
 
 def _ca(service: StationService) -> dict[str, Any]:
