@@ -273,13 +273,16 @@ def test_ctrl_c_on_station_provision_cancels_the_unit_cleanly(start_farm, sim_ho
         "--events",
         str(events_file),
     ]
-    # Its own session, as a terminal's foreground job: Ctrl-C reaches the station and its worker alike.
+    # Its own session, as a terminal's foreground job: Ctrl-C reaches the station and its worker alike.  A
+    # foreground job takes Ctrl-C even when this test runs where SIGINT is ignored (a suite started in the
+    # background, `make test &`: an ignored SIGINT is inherited, and Python then never raises KeyboardInterrupt).
     process = subprocess.Popen(
         args,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         env=dict(os.environ, STATION_CA_PASSPHRASE=PASSPHRASE),
     )
     try:
