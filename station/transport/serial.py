@@ -34,7 +34,6 @@ import binascii
 import hashlib
 import re
 import secrets
-import select
 import threading
 import time
 from collections import deque
@@ -104,6 +103,7 @@ from station.transport.serial_protocol import TRANSFER_WORD_CHARS as TRANSFER_WO
 from station.transport.serial_protocol import _base64_words as _base64_words
 from station.transport.serial_protocol import _wrap as _wrap
 from station.transport.serial_stream import ConsoleStream
+from station.transport.waiting import writable
 
 
 class SerialLink(ConsoleStream):
@@ -217,8 +217,7 @@ class SerialLink(ConsoleStream):
             # Log out, so no root shell is left open on the console and the next session starts
             # from a fresh login instead of inheriting this one's shell state.
             try:
-                _, writable, _ = select.select([], [port.fileno()], [], CLOSE_TIMEOUT_S)
-                if writable:
+                if writable(port.fileno(), CLOSE_TIMEOUT_S):
                     port.write(b"exit\r")
                     port.flush()
             except (serial.SerialException, OSError, ValueError):

@@ -6,10 +6,11 @@ of :class:`~station.transport.serial.SerialLink`, which sets the attributes decl
 
 from __future__ import annotations
 
-import select
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import serial
 
@@ -37,6 +38,7 @@ from station.transport.serial_protocol import (
     TAIL_KEPT_BYTES,
     TAIL_WINDOW_BYTES,
 )
+from station.transport.waiting import readable, writable
 
 
 class ConsoleStream:
@@ -68,10 +70,8 @@ class ConsoleStream:
             raise on_timeout(deadline)
         port = self._require_port(during)
         try:
-            readable, _, _ = select.select([port.fileno()], [], [], deadline.cap(POLL_INTERVAL_S))
-            if readable:
-                # timeout=0 on the port: read returns what is there now, never blocks.
-                return self._feed(bytes(port.read(READ_CHUNK_BYTES)))
+            if readable(port.fileno(), deadline.cap(POLL_INTERVAL_S)):
+                return self._feed(_read_now(port))
         except (serial.SerialException, OSError, ValueError) as exc:
             raise self._lost(during, exc) from exc
         return b""
@@ -135,10 +135,9 @@ class ConsoleStream:
         while not limit.expired():
             self._check_cancel()
             try:
-                readable, _, _ = select.select([port.fileno()], [], [], limit.cap(QUIET_PERIOD_S))
-                if not readable:
+                if not readable(port.fileno(), limit.cap(QUIET_PERIOD_S)):
                     break
-                port.read(READ_CHUNK_BYTES)
+                _read_now(port)
             except (serial.SerialException, OSError, ValueError) as exc:
                 raise self._lost("opening the console", exc) from exc
 
@@ -170,8 +169,7 @@ class ConsoleStream:
                     f"({during}) — check the cable and flow control settings, then press Retry"
                 )
             try:
-                _, writable, _ = select.select([], [port.fileno()], [], deadline.cap(POLL_INTERVAL_S))
-                if writable:
+                if writable(port.fileno(), deadline.cap(POLL_INTERVAL_S)):
                     # write_timeout=0 on the port: write takes what fits now and says how much.
                     written = port.write(remaining)
                     remaining = remaining[int(written or 0) :]
@@ -184,8 +182,7 @@ class ConsoleStream:
         if port is None:
             return
         try:
-            _, writable, _ = select.select([], [port.fileno()], [], POLL_INTERVAL_S)
-            if writable:
+            if writable(port.fileno(), POLL_INTERVAL_S):
                 port.write(b"\x03")
         except (serial.SerialException, OSError, ValueError):
             pass
@@ -210,3 +207,15 @@ class ConsoleStream:
     def _check_cancel(self) -> None:
         if self._cancel.is_set():
             raise LinkCancelled("cancelled by the operator")
+
+
+def _read_now(port: Any) -> bytes:
+    """What the console has sent, now (never blocks: the port is non-blocking).  Read from its descriptor, not
+    through pyserial's read, which waits in ``select`` and so refuses descriptors from 1024 up."""
+    try:
+        data = os.read(port.fileno(), READ_CHUNK_BYTES)
+    except BlockingIOError:
+        return b""
+    if not data:  # readable yet nothing: the other end is gone (what pyserial said as SerialException)
+        raise serial.SerialException("the console reports data but returned none (disconnected?)")
+    return data

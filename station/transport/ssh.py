@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import select
 import socket
 import threading
 import time
@@ -33,6 +32,7 @@ from station.transport.base import (
     checked,
     program_of,
 )
+from station.transport.waiting import readable
 
 # paramiko logs tracebacks of connection attempts that a booting board refuses; the station reports
 # those itself, in words, so keep them out of the technician's terminal (they still reach a configured log).
@@ -232,7 +232,7 @@ class SshLink:
                     channel.status_event.wait(deadline.cap(POLL_INTERVAL_S))
                 else:
                     # The channel's fileno wakes on stdout, stderr and EOF; the cap keeps cancel responsive.
-                    select.select([channel], [], [], deadline.cap(POLL_INTERVAL_S))
+                    readable(channel.fileno(), deadline.cap(POLL_INTERVAL_S))
             # Drain what arrived together with the EOF.
             while channel.recv_ready():
                 take(out, channel.recv(READ_CHUNK_BYTES))
