@@ -137,6 +137,11 @@ RUN_TOOLS = (
 )
 BUILD_TOOLS = RUN_TOOLS + (
     HostTool("gcc-aarch64-linux-gnu", "aarch64-linux-gnu-gcc", _which("aarch64-linux-gnu-gcc")),
+    HostTool(
+        "libc6-dev-arm64-cross",
+        "the arm64 C library's startup files (/usr/aarch64-linux-gnu/lib/crti.o)",
+        lambda: Path("/usr/aarch64-linux-gnu/lib/crti.o").is_file(),
+    ),
     HostTool("device-tree-compiler", "dtc", _which("dtc")),
     HostTool("python3-pyelftools", "Python module elftools", _python_module("elftools")),
     HostTool("python3-cryptography", "Python module cryptography", _python_module("cryptography")),
