@@ -299,7 +299,13 @@ class ServiceAuditReader:
         healthy = False
         if interruptible:
             with self._lock:
-                self._reading.add(client)
+                # close() may have run while this connected: it could not interrupt a read it did not see.
+                closing = self._closed
+                if not closing:
+                    self._reading.add(client)
+            if closing:
+                client.close()
+                raise ServiceUnavailable("the audit view is closing")
         try:
             yield client
             healthy = True

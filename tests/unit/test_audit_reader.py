@@ -346,6 +346,25 @@ def test_a_service_that_is_gone_is_said_with_what_to_do(peer: Any) -> None:
         reader.count_units(UnitFilter())
 
 
+def test_a_read_whose_connection_is_made_while_the_reader_closes_ends_at_once(peer: Any) -> None:
+    """close() interrupts the reads it sees waiting; a read still connecting then must not go on to wait out
+    its deadline on a service that never answers (a closing window would wait for it)."""
+    far = peer(lambda request: None)
+    reader: ServiceAuditReader
+
+    def connect_as_the_window_closes() -> ServiceClient:
+        client = far.connect()
+        reader.close()  # the window closes between the connection and the read
+        return client
+
+    reader = ServiceAuditReader(connect_as_the_window_closes, read_deadline_s=30)
+    began = time.monotonic()
+    with pytest.raises(ServiceUnavailable, match="closing"):
+        reader.count_units(UnitFilter())
+    assert time.monotonic() - began < 5
+    assert far.requests == []  # nothing was sent on it
+
+
 # ------------------------------------------------------------------------------ the service's handlers
 
 
