@@ -285,7 +285,14 @@ class FleetView(QWidget):
         if self._total is None:
             self.message.setText(f"{_count(loaded)} units loaded; counting…")
             return
-        more = "; scroll down for more" if not self.model.exhausted else ""
+        # Rows on their way are "loading", not "scroll down for more" (the count can come back first).
+        more = (
+            "; loading…"
+            if self.model.loading
+            else "; scroll down for more"
+            if not self.model.exhausted
+            else ""
+        )
         self.message.setStyleSheet("")
         self.message.setText(
             f"{_count(loaded)} of {_count(self._total)} units across the fleet loaded "

@@ -116,7 +116,7 @@ def main() -> int:
             assert view is not None
             for _ in range(100):
                 pause(0.1)
-                if "units across the fleet" in view.message.text():
+                if "units across the fleet" in view.message.text() and not view.model.loading:
                     break
             args.out.mkdir(parents=True, exist_ok=True)
             for tab, name in ((view.table, "fleet"), (view.yield_chart, "fleet-yield")):
