@@ -435,9 +435,20 @@ class Farm:
         pid_file = device.run_file("power.pid")
         with open(device.boot_log, "w", encoding="utf-8") as log:
             # setsid -f forks and returns at once: the loop is re-parented away from us, so it
-            # outlives `station sim up` and never becomes our zombie.
+            # outlives `station sim up` and never becomes our zombie.  The board starts with every
+            # signal at its default, as a real board's init does: a station started in the background
+            # (`station sim up &`, nohup) ignores SIGINT, and its boards' shells would inherit that
+            # and shrug off the Ctrl-C the serial console sends to stop a command.
             subprocess.run(
-                ["setsid", "-f", "/bin/bash", str(self.layout.script("power.sh")), str(device.env_file)],
+                [
+                    "env",
+                    "--default-signal",
+                    "setsid",
+                    "-f",
+                    "/bin/bash",
+                    str(self.layout.script("power.sh")),
+                    str(device.env_file),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

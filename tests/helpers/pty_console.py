@@ -129,7 +129,10 @@ class PtyConsole:
         with open(self.board_path, "r+b", buffering=0) as tty:
             self._boards.append(
                 subprocess.Popen(
-                    ["bash", "-c", script],
+                    # Every signal at its default, as on a board: a suite run in the background (`make
+                    # test &`, nohup) ignores SIGINT, and the board's shell would inherit that and ignore
+                    # the console's Ctrl-C.
+                    ["env", "--default-signal", "bash", "-c", script],
                     stdin=tty,
                     stdout=tty,
                     stderr=tty,
