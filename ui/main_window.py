@@ -117,6 +117,7 @@ class MainWindow(SignInMixin, SingleBoardMixin, UnitViewMixin, LabelMixin, Admin
         self.elevated: SignedIn | None = None
         self._elevated_ends = QTimer(self)
         self._elevated_ends.setSingleShot(True)
+        self._elevated_ends.setTimerType(Qt.TimerType.PreciseTimer)
         self._elevated_ends.timeout.connect(lambda: self.end_elevated_session(expired=True))
         self._tick = QTimer(self)
         self._tick.setInterval(TICK_MS)

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 TECHNICIAN = "technician"
 QUALITY_LEAD = "quality_lead"
 ROLE_TITLES = {TECHNICIAN: "technician", QUALITY_LEAD: "quality lead"}
+# How long after an elevated session's end the window ends it: Qt's timers may fire a little early, and the
+# service, reading its own clock, then journalled an expired session as signed out.
+ELEVATED_END_MARGIN_MS = 250
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,8 @@ class SignInMixin:
         self.session.client.token = kiosk.token
         if self.sign_in(session.person, role=QUALITY_LEAD):
             self.elevated = session
-            self._elevated_ends.start(max(1, round(session.remaining_s() * 1000)))
+            # A moment past the end, so the service (another clock reading) sees the time up too.
+            self._elevated_ends.start(max(1, round(session.remaining_s() * 1000) + ELEVATED_END_MARGIN_MS))
             self.operator_label.setText(
                 f"Operator: <b>{html.escape(session.person)}</b> ({session.role.words} until "
                 f"{clock_text(session.expires_at)})"

@@ -49,7 +49,8 @@ def sign_in(service: StationService, conn: Connection, args: dict[str, Any]) -> 
 def sign_out(service: StationService, conn: Connection, args: dict[str, Any]) -> Any:
     signed = service.sessions.close(str(args.get("_session_token") or ""), uid=conn.caller.uid)
     if signed is not None:
-        service._people().sign_out(signed)
+        # A window ends a session whose time is up by signing it out: the journal says it expired.
+        service._people().sign_out(signed, expired=signed.expired())
     return {"signed_out": signed.person if signed else None}
 
 
