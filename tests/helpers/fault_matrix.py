@@ -237,14 +237,16 @@ def check_case(matrix: Matrix, case: Case) -> None:
     assert (first.failed_step, first.unit.state) == (case.fails_at, "failed"), (first.message, steps_seen)
     assert "Retry" in first.message, first.message  # a person is told what to do next
 
-    # Within the deadlines of the steps involved (each attempt its own), plus one second.
+    # Within the deadlines of the steps involved (each attempt its own), plus two seconds for what follows the
+    # failed step (the console logged out, the failure committed): with four cases at once on two cores that
+    # once took 1.2 s in CI (push-readback-hang: 5.23 s of 4 s).  Each step's own end is held to one second below.
     started = next(
         at
         for at, event in record.events
         if event.kind == "step_started" and event.step == case.step and event.attempt == 1
     )
     ended = next(at for at, event in record.events if event.kind == "unit_finished")
-    allowed = deadline_of(matrix.profile, case.step, case.fails_at) + 1.0
+    allowed = deadline_of(matrix.profile, case.step, case.fails_at) + 2.0
     assert ended - started <= allowed, f"took {ended - started:.2f} s, allowed {allowed:g} s"
     for _, event in record.events:
         if event.kind == "step_finished":
