@@ -19,13 +19,17 @@ START_METHOD_ENV = "STATION_WORKER_START"
 START_METHODS = ("forkserver", "spawn")
 # What the fork server imports once, before it forks any worker: the worker and what a unit then imports on
 # first use (the SSH link — paramiko, nacl — the serial link, cryptography's OpenSSL backend, the IDNA codec
-# a connect uses); without them every forked worker imports them again (~0.06 CPU-s, as much as its unit).
+# a connect uses, the settings the host-key check reads); without them every forked worker imports them
+# again (~0.06 CPU-s, as much as its unit).  Last, forkserver_ready freezes what they made (gc.freeze), so
+# workers' collections leave it alone.
 FORKSERVER_PRELOAD = [
     "station.engine.worker",
     "station.transport.ssh",
     "station.transport.serial",
     "cryptography.hazmat.backends.openssl",
     "encodings.idna",
+    "station.admin",
+    "station.engine.forkserver_ready",
 ]
 # Where a unit's worker's CPU is charged under the kernel's autogroup scheduling (one group per session):
 # "station" — the workers stay in the station's session, one group with the station's process, where their
@@ -54,12 +58,12 @@ _SECRET_WORDS = ("PASSPHRASE", "PASSWORD", "SECRET", "_PIN")
 _environment_lock = threading.Lock()
 
 
-def _lower_priority(pid: int | None) -> None:
-    """Run a just-started worker WORKER_NICENESS below the station (before its interpreter has imported much)."""
+def _lower_priority(pid: int | None, niceness: int = WORKER_NICENESS) -> None:
+    """Run a just-started worker ``niceness`` below the station (before its interpreter has imported much)."""
     if pid is None or not hasattr(os, "setpriority"):
         return
     try:
-        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS))
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness))
     except OSError:
         pass  # gone already, or not allowed: it runs at the station's priority
 

@@ -34,6 +34,7 @@ from station.identity_log import IdentityConflicts, IdentityRecord
 from station.orders import OrderStatus
 from station.profiles import DeviceProfile
 from station.steps import STATION_PID_ENV, UnitIssuance, station_is_ancestor
+from station.transport.waiting import WakingEvent
 
 # How long a worker waits for the station to answer one service call (the station answers in
 # milliseconds; this only bounds a station that is gone or wedged).
@@ -53,7 +54,7 @@ class ServiceClient:
         # Posted calls (no answer awaited) and the first refusal of one, raised at the next call.
         self._posted: set[int] = set()
         self._posted_refusal: Refusal | None = None
-        self.cancel = threading.Event()
+        self.cancel = WakingEvent()  # its link's waits wake on it
         # How long this unit has waited for the station to answer its calls (bench/batch_scaling.py).
         self.waited_s = 0.0
         threading.Thread(target=self._read, name="station-pipe", daemon=True).start()
