@@ -75,6 +75,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     "posted-own-session": {"post_step_records": True, "worker_own_session": True},
     # Posted, and the workers stay in the station's session (one autogroup with it, at their nice +10).
     "posted-station-session": {"post_step_records": True, "worker_own_session": False},
+    # Workers at nice +10 below the station, as before they went to +19 (64 of them then outweighed the engine
+    # thread seven to one).
+    "nice-10": {"worker_niceness": 10},
     # Posted, each worker its own session at autogroup nice 19 (64 of them weigh about one default group).
     "posted-autogroup-19": {
         "post_step_records": True,
@@ -312,6 +315,10 @@ def main() -> None:
                     "station_process_cpu_s_per_unit": round(own / slots, 4),
                     "workers_cpu_s_per_unit": round((used - own) / slots, 4),
                     "unit_wall_s_median": round(statistics.median(o.duration_s for o in outcomes), 3),
+                    # The boards' own time per unit (commands, transfers, reboot and boot gap): what grows
+                    # when the simulated boards compete for this machine's cores (each has its own on a line).
+                    "device_s_median": round(statistics.median(o.device_s for o in outcomes), 3),
+                    "device_s_p95": round(quantile([o.device_s for o in outcomes], 0.95), 3),
                     "station_share_s_median": round(statistics.median(share_s), 3),
                     "station_share_s_p95": round(quantile(share_s, 0.95), 3),
                     "station_share_median": round(statistics.median(share), 4),

@@ -118,6 +118,7 @@ class Scheduler(UnitEndings):
         post_step_records: bool = True,
         worker_own_session: bool | None = None,
         worker_autogroup_nice: int | None = None,
+        worker_niceness: int = WORKER_NICENESS,
     ) -> None:
         if slots is not None and slots < 1:
             raise StationError("--jobs must be at least 1")
@@ -138,6 +139,12 @@ class Scheduler(UnitEndings):
             worker_own_session_default() if worker_own_session is None else worker_own_session
         )
         self.worker_autogroup_nice = worker_autogroup_nice
+        self.worker_niceness = worker_niceness
+        self.failure: BaseException | None = None
+        self._init_engine_state()
+
+    def _init_engine_state(self) -> None:
+        """The engine thread's own bookkeeping (what is queued, running and ended; what it waits on)."""
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_read.setblocking(False)
@@ -157,12 +164,11 @@ class Scheduler(UnitEndings):
         self._selector = selectors.DefaultSelector()
         self._audit: AuditLog | None = None
         self._desk: ServiceDesk[_Running] | None = None
-        self._tls = TlsProofListener(ca)
+        self._tls = TlsProofListener(self.ca)
         self._identity_file = ""
         # Questions to the fleet, answered on a thread of their own (see _ask_fleet).
         self._fleet_calls: queue.SimpleQueue[tuple[int, Call] | None] = queue.SimpleQueue()
         self._fleet_thread: threading.Thread | None = None
-        self.failure: BaseException | None = None
 
     # -- commands (any thread; none of them waits for a unit) -----------------------------------------
 
@@ -231,7 +237,8 @@ class Scheduler(UnitEndings):
                 left = None if end is None else end - time.monotonic()
                 if left is not None and left <= 0:
                     return False
-                self._changed.wait(0.2 if left is None else min(0.2, left))
+                # An outcome and the engine's end both notify; the cap only bounds a missed wake-up.
+                self._changed.wait(1.0 if left is None else min(1.0, left))
         return True
 
     def worker_pids(self) -> list[int]:
@@ -532,7 +539,7 @@ class Scheduler(UnitEndings):
         try:
             with clean_spawn():
                 process.start()
-            _lower_priority(process.pid)
+            _lower_priority(process.pid, self.worker_niceness)
         except OSError as exc:
             theirs.close()
             self._ended(running, f"the station could not start a worker for this unit ({exc}) — press Retry")

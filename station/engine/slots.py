@@ -31,8 +31,12 @@ CANCEL_DEADLINE_S = 15.0
 WORKER_MEMORY_LIMIT_MIB = 1024
 # How much lower than the station's own process a unit's worker runs (Linux nice).  A worker waits on its
 # board nearly all the time; the station (a window's GUI thread, the engine thread serving 64 workers)
-# must get the CPU the moment it needs it, also while 64 interpreters start at once.
-WORKER_NICENESS = 10
+# must get the CPU the moment it needs it, also while 64 interpreters start at once.  The scheduler weighs
+# runnable threads by nice: at +10 (weight 110) 64 workers outweighed the engine thread (1024) seven to
+# one, so in a burst (64 starts, 64 CSRs at once) the engine forked, forwarded and signed at an eighth of
+# a core; at +19 (weight 15) they weigh about as much as it.  Measured in one run at 64 slots
+# (bench.batch_scaling --variants engine-default nice-10): see bench/results/batch-scaling.json.
+WORKER_NICENESS = 19
 # Messages read from one worker's pipe in a row before the engine thread looks at the others again.
 READ_BURST = 16
 # How long a worker that said it is done may take to exit.
