@@ -18,6 +18,11 @@ RESULTS = HERE / "results"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
+# Station CPU seconds per unit before the engine (all units as threads of one process), measured at each slot
+# count by bench/batch_scaling.py in the run of 47e3faf (bench/results/batch-scaling.json there).
+CPU_PER_UNIT_BEFORE_ENGINE = {1: 0.1339, 8: 0.0846, 32: 0.0748, 64: 0.0716}
+
+
 def load(name: str) -> dict[str, Any] | None:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -89,11 +94,26 @@ def figures() -> list[dict[str, Any]]:
                     share_met,
                     "batch-scaling",
                 )
+                before = CPU_PER_UNIT_BEFORE_ENGINE.get(row["slots"])
                 add(
                     "P7",
-                    f"station CPU s per unit, workers included, at {row['slots']} slots",
+                    f"station CPU s per unit, workers included, at {row['slots']} slots"
+                    + (f" (before the engine: {before})" if before is not None else ""),
                     row["cpu_s_per_unit"],
-                    "no worse than before the engine (0.056–0.15)",
+                    "no worse than before the engine at 1 and 64 slots",
+                    row["cpu_s_per_unit"] <= before
+                    if before is not None and row["slots"] in (1, 64)
+                    else None,
+                    "batch-scaling",
+                )
+            if "device_s_median" in row and row["slots"] > 1:
+                one = next((r for r in engine_rows if r["slots"] == 1 and "device_s_median" in r), None)
+                add(
+                    "P3",
+                    f"the boards' own time per unit at {row['slots']} slots (at 1 slot), median s — what the "
+                    "simulated boards' competition for this machine's cores adds to the ratio",
+                    f"{row['device_s_median']} ({one['device_s_median'] if one else '—'})",
+                    "—",
                     None,
                     "batch-scaling",
                 )
