@@ -84,7 +84,44 @@ VARIANTS: dict[str, dict[str, object]] = {
         "worker_own_session": True,
         "worker_autogroup_nice": 19,
     },
+    # The station as it runs, the simulated boards under SCHED_IDLE: they take only the CPU the station
+    # leaves, as boards with their own cores would (on a line none shares the station's).  Beside
+    # engine-default it shows how much of the station's share is its nice +19 workers waiting behind the
+    # simulated boards' CPU.  "boards" is the bench's own key, not the scheduler's.
+    "boards-idle": {"boards": "idle"},
 }
+
+
+def schedule_boards(farm: Farm, count: int, how: str) -> int:
+    """Put every process of the first ``count`` simulated boards under SCHED_IDLE (``how="idle"``) or the
+    default policy; what they start later (sshd's sessions, the token tools) inherits it.  Returns how many
+    processes were changed."""
+    policy = os.SCHED_IDLE if how == "idle" else os.SCHED_OTHER
+    roots: set[int] = set()
+    for index in range(1, count + 1):
+        try:
+            roots.add(int(farm.layout.device(index).run_file("power.pid").read_text().strip()))
+        except (OSError, ValueError):
+            continue
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    changed, todo = 0, list(roots)
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                os.sched_setscheduler(int(task.name), policy, os.sched_param(0))
+            changed += 1
+        except (OSError, ValueError):
+            continue  # ended meanwhile
+    return changed
 
 
 def forkserver_pid() -> int | None:
@@ -282,13 +319,16 @@ def main() -> None:
                         stream_output=False,
                     )
                 )
+            options = dict(VARIANTS[variant])
+            boards_how = str(options.pop("boards", "normal"))
+            scheduled = schedule_boards(farm, len(devices), boards_how)
             scheduler = Scheduler(
                 home=home,
                 config=StationConfig(name="bench"),
                 ca=ca,
                 slots=slots,
                 start_method=method,
-                **VARIANTS[variant],  # type: ignore[arg-type]
+                **options,  # type: ignore[arg-type]
             )
             load_before = os.getloadavg()
             own = own_cpu_seconds()
@@ -310,6 +350,8 @@ def main() -> None:
                     "slots": slots,
                     "start_method": method,
                     "variant": variant,
+                    "boards_scheduling": boards_how,
+                    "board_processes_scheduled": scheduled,
                     "wall_s": round(wall, 3),
                     "cpu_s_per_unit": round(used / slots, 4),
                     "station_process_cpu_s_per_unit": round(own / slots, 4),
