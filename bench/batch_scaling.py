@@ -356,6 +356,13 @@ def main() -> None:
                     "cpu_s_per_unit": round(used / slots, 4),
                     "station_process_cpu_s_per_unit": round(own / slots, 4),
                     "workers_cpu_s_per_unit": round((used - own) / slots, 4),
+                    # Of the workers' CPU: what each spent from its fork to its end (its unit's work: the
+                    # SSH link, its threads, the calls' pickling) — and the rest, their starts and exits
+                    # (the fork server's forks and reaps, the kernel's teardown of each worker).
+                    "worker_own_cpu_s_median": round(statistics.median(o.worker_cpu_s for o in outcomes), 4),
+                    "worker_start_exit_cpu_s_per_unit": round(
+                        (used - own) / slots - statistics.fmean(o.worker_cpu_s for o in outcomes), 4
+                    ),
                     "unit_wall_s_median": round(statistics.median(o.duration_s for o in outcomes), 3),
                     # The boards' own time per unit (commands, transfers, reboot and boot gap): what grows
                     # when the simulated boards compete for this machine's cores (each has its own on a line).

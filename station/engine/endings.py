@@ -197,7 +197,7 @@ class UnitEndings(UnitCalls):
                 job=running.job_id,
             )
             if running.done is not None:
-                outcome = replace(outcome, service_s=running.done.service_s)
+                outcome = replace(outcome, service_s=running.done.service_s, worker_cpu_s=running.done.cpu_s)
         except StationError as exc:
             outcome = UnitOutcome(
                 Ending.FAILED,

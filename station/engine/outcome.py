@@ -45,6 +45,8 @@ class UnitOutcome:
     job: int = 0
     # Of the station's share, the time the unit waited for the station's services to answer its calls.
     service_s: float = 0.0
+    # The CPU seconds its worker process spent on it (0 where no worker reported its end: killed, or none ran).
+    worker_cpu_s: float = 0.0
 
     @property
     def passed(self) -> bool:

@@ -88,6 +88,9 @@ class Done:
     device_s: float = 0.0
     # How long the unit waited for the station's answers to its calls (part of the station's share).
     service_s: float = 0.0
+    # The worker's own CPU seconds (user + system, all its threads) from its fork to its end: what its
+    # unit's work cost — the rest of a worker's cost is its start and exit (bench/batch_scaling.py).
+    cpu_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -345,16 +345,28 @@ def main(connection: Connection, start: WorkerStart) -> None:
             fleet=FleetProxy(client) if start.config.fleet is not None else None,
         )
     except StationError as exc:
-        client.send(Done(False, str(exc), service_s=client.waited_s))
+        client.send(Done(False, str(exc), service_s=client.waited_s, cpu_s=_own_cpu_s()))
     except BaseException as exc:  # noqa: BLE001 - reported to the station, which records the unit failed
         client.send(
-            Done(False, f"the unit's worker hit an unexpected error ({exc!r})", service_s=client.waited_s)
+            Done(
+                False,
+                f"the unit's worker hit an unexpected error ({exc!r})",
+                service_s=client.waited_s,
+                cpu_s=_own_cpu_s(),
+            )
         )
     else:
-        client.send(Done(result.passed, device_s=result.device_s, service_s=client.waited_s))
+        client.send(
+            Done(result.passed, device_s=result.device_s, service_s=client.waited_s, cpu_s=_own_cpu_s())
+        )
     # Nothing is left to flush (the link is closed, the end recorded): leave at once rather than through
     # the interpreter's shutdown, which a busy machine can stretch to a noticeable fraction of a unit.
     os._exit(0)
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _stamped(event: FlowEvent, job: int, pid: int) -> FlowEvent:

@@ -156,6 +156,9 @@ def test_a_worker_killed_mid_keygen_fails_only_its_unit(start_farm, sim_home, ca
     assert killed.kind == Ending.FAILED and killed.resumable and killed.failed_step == "keygen"
     assert "signal 9" in killed.message
     assert [outcome.kind for outcome in others] == [Ending.PASSED, Ending.PASSED]
+    # Each worker that reached its end said what its unit cost it (bench/batch_scaling.py's P7 split); the
+    # killed one could not.
+    assert all(outcome.worker_cpu_s > 0 for outcome in others) and killed.worker_cpu_s == 0
     assert not alive(victim.pid)
     assert not multiprocessing.active_children()
     assert not [thread for thread in threading.enumerate() if thread.name == "station-engine"]
