@@ -124,6 +124,13 @@ def figures() -> list[dict[str, Any]]:
                     "P7",
                     f"station CPU s per unit, workers included, at {row['slots']} slots"
                     + (
+                        f" [station process {row['station_process_cpu_s_per_unit']}, workers "
+                        f"{row['workers_cpu_s_per_unit']}: their units' work {row['worker_own_cpu_s_median']} "
+                        f"(median), their starts and exits {row['worker_start_exit_cpu_s_per_unit']}]"
+                        if "worker_own_cpu_s_median" in row
+                        else ""
+                    )
+                    + (
                         f" (before the engine, measured beside it on {where}: "
                         f"{' / '.join(str(value) for value in before)})"
                         if before
