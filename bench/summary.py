@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +76,13 @@ def figures() -> list[dict[str, Any]]:
         # from another machine are not comparable (these differ by a quarter for the same work).
         same_window = load("p7-before-after")
         before_cpu: dict[int, list[float]] = {}
+        beside_cpu: dict[int, list[float]] = {}
         before_here = False
         if same_window:
             before_cpu = {
                 int(k): v for k, v in same_window["summary"]["before_engine_cpu_s_per_unit"].items()
             }
+            beside_cpu = {int(k): v for k, v in same_window["summary"]["engine_cpu_s_per_unit"].items()}
             before_here = same_window["runs"][0]["machine"]["platform"] == batch["machine"]["platform"]
         for row in engine_rows:
             what = f"batch wall ÷ one-slot wall at {row['slots']} slots"
@@ -119,7 +122,15 @@ def figures() -> list[dict[str, Any]]:
                     "batch-scaling",
                 )
                 before = before_cpu.get(row["slots"])
+                beside = beside_cpu.get(row["slots"])
                 where = "this machine" if before_here else "another machine"
+                # Judged on the interleaved pairs (the same window, the same load), not on this run's one
+                # figure against them: a single run's CPU seconds swing by a third on this shared machine.
+                p7_met = (
+                    statistics.fmean(beside) <= statistics.fmean(before)
+                    if before and beside and before_here
+                    else None
+                )
                 add(
                     "P7",
                     f"station CPU s per unit, workers included, at {row['slots']} slots"
@@ -131,14 +142,15 @@ def figures() -> list[dict[str, Any]]:
                         else ""
                     )
                     + (
-                        f" (before the engine, measured beside it on {where}: "
-                        f"{' / '.join(str(value) for value in before)})"
+                        f" (interleaved with the station before the engine on {where}: before "
+                        f"{' / '.join(str(value) for value in before)}, engine "
+                        f"{' / '.join(str(value) for value in beside or [])})"
                         if before
                         else ""
                     ),
                     row["cpu_s_per_unit"],
-                    "no worse than before the engine at 1 and 64 slots",
-                    row["cpu_s_per_unit"] <= max(before) if before and before_here else None,
+                    "no worse than before the engine at 1 and 64 slots (judged on the interleaved pairs)",
+                    p7_met,
                     "batch-scaling",
                 )
         if "worker_start" in batch:
