@@ -27,8 +27,8 @@ from station.flow import Provisioner
 from station.pki import CertificateAuthority
 from station.shell import command
 from station.sim.farm import SimDevice
-from station.transport import Deadline, DeviceAddress, OutputTooLarge
-from station.transport.ssh import SshLink
+from station.transport import Deadline, OutputTooLarge
+from tests.helpers.boards import open_ssh_link
 from tests.helpers.kit import FAST_STEPS, PASSPHRASE, profile_copy
 
 pytestmark = pytest.mark.integration
@@ -137,13 +137,7 @@ def test_boards_that_send_too_much_fail_their_own_unit_and_the_neighbour_passes(
 
 def test_over_ssh_stderr_counts_too_and_the_connection_outlives_a_refused_answer(start_farm, sim_home):
     (device,) = start_farm(1)
-    link = SshLink(
-        DeviceAddress.parse(device.ssh_url),
-        identity_file=str(sim_home.ensure_station_key()),
-        pinned_host_key=None,
-        cancel=threading.Event(),
-    )
-    link.open(Deadline(30))
+    link = open_ssh_link(sim_home, device)
     try:
         for stream in ("cat /dev/zero >&2", "yes out & yes err >&2"):
             with pytest.raises(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-
 import paramiko
 
 from station.shell import command
-from station.transport import Deadline, DeviceAddress
-from station.transport.ssh import SshLink, _Transport
+from station.transport import Deadline
+from station.transport.ssh import _Transport
+from tests.helpers.boards import open_ssh_link
 
 
 def test_the_link_negotiates_aes_gcm_with_openssh_and_still_offers_every_other_cipher(start_farm, sim_home):
@@ -21,13 +20,7 @@ def test_the_link_negotiates_aes_gcm_with_openssh_and_still_offers_every_other_c
         name for name in paramiko.Transport._preferred_ciphers if "gcm" not in name
     ]
     (device,) = start_farm(1)
-    link = SshLink(
-        DeviceAddress.parse(device.ssh_url),
-        identity_file=str(sim_home.ensure_station_key()),
-        pinned_host_key=None,
-        cancel=threading.Event(),
-    )
-    link.open(Deadline(30))
+    link = open_ssh_link(sim_home, device)
     try:
         transport = link._transport
         assert transport is not None
