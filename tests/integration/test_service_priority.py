@@ -20,8 +20,9 @@ def test_the_service_session_weighs_below_the_window(tmp_path, setting, expected
     with running_service(home, tmp_path / "station.sock", env=env) as service:
         group = Path(f"/proc/{service.pid}/autogroup").read_text()
         assert group.split()[-2:] == expected.split(), group
-        # Its own session's group, not its starter's (the window's, here the test's).
-        assert group.split()[0] != AUTOGROUP.read_text().split()[0]
+        # Its own session's group, not its starter's (the window's, here the test's).  The kernel prints
+        # nothing for the default group (sessions that never called setsid, as under CI's runner).
+        assert group.split()[:1] != AUTOGROUP.read_text().split()[:1]
 
 
 def test_a_bad_setting_is_said_and_the_service_runs_at_the_windows_weight(tmp_path) -> None:
