@@ -7,11 +7,13 @@ is deliberately no "accept any key" policy: each board on a fixture is a differe
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import paramiko
 
@@ -101,6 +103,12 @@ class SshLink:
         self._cancel = cancel
         self._transport: paramiko.Transport | None = None
         self._pkey: paramiko.PKey | None = None
+        # One SFTP session per step: a step's transfers share it (fetch_csr reads the CSR and the public key,
+        # push writes two certificates) — each session costs a channel, a subsystem request, SFTP's version
+        # exchange and an sftp-server process on the board.  A step's transfers are known by the deadline
+        # they run under (one per step attempt); the next step, or the same step retried, opens its own.
+        self._sftp_client: paramiko.SFTPClient | None = None
+        self._sftp_deadline: Deadline | None = None
 
     # -- connection -------------------------------------------------------------------------
 
@@ -173,6 +181,7 @@ class SshLink:
         return str(name[0])
 
     def close(self) -> None:
+        self._close_sftp()
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -320,16 +329,38 @@ class SshLink:
         except (OSError, paramiko.SSHException, paramiko.SFTPError, EOFError) as exc:
             raise self._transfer_error("read", remote_path, exc, deadline) from exc
 
-    def _sftp(self, deadline: Deadline) -> paramiko.SFTPClient:
+    @contextlib.contextmanager
+    def _sftp(self, deadline: Deadline) -> Iterator[paramiko.SFTPClient]:
+        """The SFTP session of the step whose ``deadline`` this is, every wait in it under the deadline.  A
+        transfer that fails in any way (cancel, deadline, a file too long, a broken answer) closes the
+        session: the next transfer opens a new one rather than read what the failed one left unread."""
         transport = self._active()
-        channel = transport.open_session(timeout=deadline.cap(CHANNEL_OPEN_TIMEOUT_S) or 0.1)
+        client = self._sftp_client
+        if client is None or deadline is not self._sftp_deadline or client.get_channel().closed:  # type: ignore[union-attr]
+            self._close_sftp()
+            channel = transport.open_session(timeout=deadline.cap(CHANNEL_OPEN_TIMEOUT_S) or 0.1)
+            try:
+                channel.settimeout(deadline.remaining() or 0.1)
+                channel.invoke_subsystem("sftp")
+                client = paramiko.SFTPClient(channel)
+            except BaseException:
+                channel.close()  # the board's sftp-server never answered properly: do not leave it open
+                raise
+            self._sftp_client, self._sftp_deadline = client, deadline
+        client.get_channel().settimeout(deadline.remaining() or 0.1)  # type: ignore[union-attr]
         try:
-            channel.settimeout(deadline.remaining() or 0.1)
-            channel.invoke_subsystem("sftp")
-            return paramiko.SFTPClient(channel)
+            yield client
         except BaseException:
-            channel.close()  # the board's sftp-server never answered properly: do not leave it open
+            self._close_sftp()
             raise
+
+    def _close_sftp(self) -> None:
+        client, self._sftp_client, self._sftp_deadline = self._sftp_client, None, None
+        if client is not None:
+            try:
+                client.close()
+            except (OSError, paramiko.SSHException, EOFError):
+                pass  # the connection is going or gone: nothing to tell the board
 
     def _transfer_error(self, verb: str, path: str, exc: BaseException, deadline: Deadline) -> LinkError:
         if isinstance(exc, TimeoutError | socket.timeout) or deadline.expired():

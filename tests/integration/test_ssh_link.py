@@ -1,11 +1,12 @@
-"""The SSH link's choice of cipher, against a real simulated board (OpenSSH)."""
+"""The SSH link's choice of cipher and its SFTP sessions, against a real simulated board (OpenSSH)."""
 
 from __future__ import annotations
 
 import paramiko
+import pytest
 
 from station.shell import command
-from station.transport import Deadline
+from station.transport import Deadline, LinkError
 from station.transport.ssh import _Transport
 from tests.helpers.boards import open_ssh_link
 
@@ -29,5 +30,40 @@ def test_the_link_negotiates_aes_gcm_with_openssh_and_still_offers_every_other_c
             "aes128-gcm@openssh.com",
         )
         assert link.run(command("echo", "through GCM"), Deadline(30)).stdout == "through GCM\n"
+    finally:
+        link.close()
+
+
+def test_a_steps_transfers_share_one_sftp_session_and_the_next_step_or_a_failure_opens_another(
+    start_farm, sim_home
+):
+    # A step's transfers run under its deadline: they share one SFTP session (one sftp-server on the
+    # board); a transfer under another deadline (the next step, or a retry) starts its own, and a transfer
+    # that failed leaves nothing open for the next to read from.
+    (device,) = start_farm(1)
+    link = open_ssh_link(sim_home, device)
+
+    def sftp_servers() -> list[str]:
+        answer = link.run(command("pgrep", "-x", "sftp-server"), Deadline(30), check=False)
+        return answer.stdout.split()
+
+    try:
+        step = Deadline(30)
+        link.put(b"first\n", "/tmp/one.txt", step)
+        link.put(b"second\n", "/tmp/two.txt", step)
+        (serving,) = sftp_servers()
+        assert link.get("/tmp/one.txt", step) == b"first\n"
+        assert sftp_servers() == [serving]
+
+        next_step = Deadline(30)
+        assert link.get("/tmp/two.txt", next_step) == b"second\n"
+        (now_serving,) = sftp_servers()
+        assert now_serving != serving
+
+        with pytest.raises(LinkError, match="could not read /tmp/missing.txt"):
+            link.get("/tmp/missing.txt", next_step)
+        assert sftp_servers() == []
+        assert link.get("/tmp/one.txt", next_step) == b"first\n"
+        assert len(sftp_servers()) == 1
     finally:
         link.close()
