@@ -412,12 +412,15 @@ class Scheduler(UnitEndings):
             pass
 
     def _timeout(self, close_by: float | None) -> float:
+        # One pass over the running units (this runs once per engine round: at 64 slots, thousands a batch).
         now = time.monotonic()
-        soonest = min((running.deadline for running in self._running.values()), default=now + 1.0)
-        if close_by is not None:
-            soonest = min(soonest, close_by)
-        if any(running.parked is not None for running in self._running.values()):
-            soonest = min(soonest, now + 0.05)
+        soonest = now + 1.0 if close_by is None else min(now + 1.0, close_by)
+        parked = now + 0.05
+        for running in self._running.values():
+            if running.deadline < soonest:
+                soonest = running.deadline
+            if running.parked is not None and parked < soonest:
+                soonest = parked
         return max(0.0, min(soonest - now, 1.0))
 
     # -- starting -----------------------------------------------------------------------------------

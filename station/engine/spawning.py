@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import sys
 import threading
 import types
@@ -93,8 +94,11 @@ def worker_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if not _secret(name)}
 
 
+_SECRET_NAME = re.compile("|".join(_SECRET_WORDS), re.IGNORECASE)
+
+
 def _secret(name: str) -> bool:
-    return any(word in name.upper() for word in _SECRET_WORDS)
+    return _SECRET_NAME.search(name) is not None
 
 
 class clean_spawn:  # noqa: N801 - used as a context manager
