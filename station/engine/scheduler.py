@@ -445,6 +445,8 @@ class Scheduler(UnitEndings):
         log's lock held through each) — before any of their workers starts: a unit's start is on disk before
         anything touches its board, as with one ``synchronous=FULL`` commit per unit."""
         assert self._audit is not None
+        if not self._queues or (self.slots is not None and len(self._running) >= self.slots):
+            return  # nothing to start (most rounds): no commit group, no scan of the running units
         busy = {running.job.device for running in self._running.values()}
         admitted: list[tuple[int, UnitJob, Admission, float]] = []
         with self._audit.grouped_commits():
