@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.batch_scaling [--slots 1 8 32 64] [--keygen-delay 20] [--boot-delay 10]
                                             [--start-methods forkserver spawn] [--worker-starts 5]
+                                            [--variants engine-default threads-in-process …]
 
 Boots max(slots) simulated devices with board-like latencies (OP-TEE key generation and boot take
 seconds), runs one batch per slot count through the station's engine (station.engine: each unit in its
@@ -44,15 +45,19 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.measure_memory import proportional_bytes, resident_bytes
 from bench.provision_ssh import machine
+from station.audit import AuditLog
 from station.config import StationConfig
-from station.engine import Scheduler, UnitJob
+from station.engine import Scheduler, UnitJob, UnitOutcome
 from station.engine.scheduler import START_METHODS, clean_spawn, worker_context
 from station.engine.worker import die_with_station
+from station.flow import Provisioner
 from station.home import StationHome
 from station.pki import CertificateAuthority
 from station.profiles import load_profile
@@ -62,9 +67,9 @@ HERE = Path(__file__).resolve().parent
 
 
 WORKER_STARTS = 5
-# Ways of running the units' workers, compared in one run (--variants, interleaved per slot count):
-# Scheduler keyword arguments.  "engine-default" is what the station runs (posted step records, workers in
-# the station's session); the others name what they change.
+# Ways of running the units, compared in one run (--variants, interleaved per slot count): Scheduler keyword
+# arguments, or the flow without the engine (threads-in-process).  "engine-default" is what the station runs
+# (posted step records, workers in the station's session); the others name what they change.
 VARIANTS: dict[str, dict[str, object]] = {
     "engine-default": {},
     # As main before this round (a70bc02): every step record waits for its answer, each worker its own session.
@@ -89,7 +94,49 @@ VARIANTS: dict[str, dict[str, object]] = {
     # engine-default it shows how much of the station's share is its nice +19 workers waiting behind the
     # simulated boards' CPU.  "boards" is the bench's own key, not the scheduler's.
     "boards-idle": {"boards": "idle"},
+    # The same flow without the engine: every unit a thread of this process (Provisioner.provision, as before
+    # the engine, with no worker, pipe or fork server).  Beside engine-default it separates what the engine's
+    # processes cost from what the flow itself costs — the flow has grown since the pre-engine station
+    # (SoC id, the PKCS#11 slot check, the host-key inventory, the work-order and identity guards, the
+    # read-back), so a before/after across those commits measures both.  "threads" is the bench's own key.
+    "threads-in-process": {"threads": True},
 }
+
+
+@dataclass
+class ThreadOutcome:
+    """What the bench reads of a unit run as a thread (the fields it reads of an engine's UnitOutcome)."""
+
+    passed: bool
+    message: str
+    duration_s: float
+    device_s: float
+    service_s: float = 0.0
+    worker_cpu_s: float = 0.0
+
+
+def run_in_threads(
+    jobs: list[UnitJob], home: StationHome, ca: CertificateAuthority, config: StationConfig
+) -> list[ThreadOutcome]:
+    """Every job at once, each in a thread of this process, through the flow's in-process path."""
+    audit = AuditLog(home.audit_db)
+
+    def one(job: UnitJob) -> ThreadOutcome:
+        began = time.monotonic()
+        result = Provisioner(home=home, config=config, ca=ca, audit=audit).provision(
+            serial=job.serial,
+            device=job.device,
+            profile=job.profile,
+            operator=job.operator,
+            fixture=job.fixture,
+        )
+        return ThreadOutcome(result.passed, result.message, time.monotonic() - began, result.device_s)
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="unit") as pool:
+            return list(pool.map(one, jobs))
+    finally:
+        audit.close()
 
 
 def schedule_boards(farm: Farm, count: int, how: str) -> int:
@@ -283,7 +330,7 @@ def main() -> None:
         nargs="+",
         choices=sorted(VARIANTS),
         default=["engine-default"],
-        help="ways of running the workers (several: compared, interleaved in one run; see VARIANTS)",
+        help="ways of running the units (several: compared, interleaved in one run; see VARIANTS)",
     )
     args = parser.parse_args()
     methods: list[str] = args.start_methods
@@ -321,20 +368,28 @@ def main() -> None:
                 )
             options = dict(VARIANTS[variant])
             boards_how = str(options.pop("boards", "normal"))
+            in_threads = bool(options.pop("threads", False))
             scheduled = schedule_boards(farm, len(devices), boards_how)
-            scheduler = Scheduler(
-                home=home,
-                config=StationConfig(name="bench"),
-                ca=ca,
-                slots=slots,
-                start_method=method,
-                **options,  # type: ignore[arg-type]
+            config = StationConfig(name="bench")
+            scheduler = (
+                None
+                if in_threads
+                else Scheduler(
+                    home=home,
+                    config=config,
+                    ca=ca,
+                    slots=slots,
+                    start_method=method,
+                    **options,  # type: ignore[arg-type]
+                )
             )
             load_before = os.getloadavg()
             own = own_cpu_seconds()
             cpu, busy, began = cpu_seconds(), machine_busy_seconds(), time.perf_counter()
             with MemoryPeak(scheduler) as memory:
-                outcomes = scheduler.run(jobs)
+                outcomes: Sequence[UnitOutcome | ThreadOutcome] = (
+                    run_in_threads(jobs, home, ca, config) if scheduler is None else scheduler.run(jobs)
+                )
             wall = time.perf_counter() - began
             used = cpu_seconds() - cpu - memory.sampler_cpu_s
             # P7 split: the station's own process (engine, desk, TLS listener) and its units' workers.
