@@ -77,12 +77,19 @@ def figures() -> list[dict[str, Any]]:
         same_window = load("p7-before-after")
         before_cpu: dict[int, list[float]] = {}
         beside_cpu: dict[int, list[float]] = {}
+        in_threads_cpu: dict[int, list[float]] = {}
         before_here = False
         if same_window:
             before_cpu = {
                 int(k): v for k, v in same_window["summary"]["before_engine_cpu_s_per_unit"].items()
             }
             beside_cpu = {int(k): v for k, v in same_window["summary"]["engine_cpu_s_per_unit"].items()}
+            # Today's flow with every unit a thread of one process (no engine), in the same runs: what the
+            # engine itself costs, apart from what the flow has gained since the pre-engine station.
+            in_threads_cpu = {
+                int(k): v
+                for k, v in same_window["summary"].get("same_flow_in_threads_cpu_s_per_unit", {}).items()
+            }
             before_here = same_window["runs"][0]["machine"]["platform"] == batch["machine"]["platform"]
         for row in engine_rows:
             what = f"batch wall ÷ one-slot wall at {row['slots']} slots"
@@ -144,7 +151,14 @@ def figures() -> list[dict[str, Any]]:
                     + (
                         f" (interleaved with the station before the engine on {where}: before "
                         f"{' / '.join(str(value) for value in before)}, engine "
-                        f"{' / '.join(str(value) for value in beside or [])})"
+                        f"{' / '.join(str(value) for value in beside or [])}"
+                        + (
+                            f"; today's flow as threads of one process, no engine: "
+                            f"{' / '.join(str(value) for value in in_threads_cpu[row['slots']])}"
+                            if in_threads_cpu.get(row["slots"])
+                            else ""
+                        )
+                        + ")"
                         if before
                         else ""
                     ),
