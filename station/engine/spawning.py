@@ -69,6 +69,17 @@ def _lower_priority(pid: int | None, niceness: int = WORKER_NICENESS) -> None:
         pass  # gone already, or not allowed: it runs at the station's priority
 
 
+def lower_own_autogroup(nice: int) -> None:
+    """Set this process's session's autogroup nice (its CPU group's weight under the kernel's autogroup
+    scheduling; any process may lower its own).  Nothing where there are no autogroups, or where the
+    process's CPU group is a cgroup of its own."""
+    try:
+        with open("/proc/self/autogroup", "w") as autogroup:
+            autogroup.write(f"{nice}\n")
+    except OSError:
+        pass
+
+
 def worker_context(method: str | None = None) -> ForkServerContext | SpawnContext:
     """The multiprocessing context units' workers start with: ``method``, else STATION_WORKER_START, else
     forkserver where the platform has it (spawn elsewhere)."""

@@ -27,6 +27,7 @@ from typing import Any
 
 from station.audit import CertificateRecord, Unit
 from station.engine.protocol import Call, Cancel, Done, Progress, Refusal, Reply, WorkerStart
+from station.engine.spawning import lower_own_autogroup
 from station.errors import StationError
 from station.fleet.guard import GuardVerdict
 from station.flow import FlowEvent, Provisioner
@@ -283,11 +284,7 @@ def own_cpu_group(autogroup_nice: int | None = None) -> None:
     except OSError:
         return  # already a session leader: nothing to leave
     if autogroup_nice is not None:
-        try:  # an unprivileged process may lower its own autogroup's weight
-            with open("/proc/self/autogroup", "w") as autogroup:
-                autogroup.write(f"{autogroup_nice}\n")
-        except OSError:
-            pass  # no autogroups here
+        lower_own_autogroup(autogroup_nice)
 
 
 def limit_memory(limit_bytes: int) -> None:

@@ -566,11 +566,9 @@ def weigh_below_the_window() -> str | None:
     chosen = os.environ.get(AUTOGROUP_NICE_ENV, str(AUTOGROUP_NICE)).strip()
     if not chosen.isdigit() or not 0 <= int(chosen) <= 19:
         return f"{AUTOGROUP_NICE_ENV}={chosen!r} is not a niceness from 0 to 19: the service keeps its weight"
-    try:
-        with open("/proc/self/autogroup", "w") as autogroup:
-            autogroup.write(f"{int(chosen)}\n")
-    except OSError:
-        pass  # no autogroup scheduling here (or the service runs in a cgroup of its own): nothing to weigh
+    from station.engine.spawning import lower_own_autogroup
+
+    lower_own_autogroup(int(chosen))
     return None
 
 
