@@ -249,11 +249,18 @@ class UnitEndings(UnitCalls):
 
     def _unwatch(self, running: _Running) -> None:
         """Stop waiting on a unit's pipe and sentinel (before either closes)."""
+        self._unwatch_pipe(running)
         try:
-            self._selector.unregister(running.connection)
             self._selector.unregister(running.process.sentinel)
         except (KeyError, ValueError):
             pass  # never watched: its worker did not start
+
+    def _unwatch_pipe(self, running: _Running) -> None:
+        """Stop waiting on a unit's pipe: it sent its last message, or its end is closed."""
+        try:
+            self._selector.unregister(running.connection)
+        except (KeyError, ValueError):
+            pass  # never watched (its worker did not start), or no longer
 
     def _hand_off(self, unit_id: int) -> None:
         """The unit's end is recorded: hand it to the line (label on PASS, MES record), without waiting."""

@@ -563,7 +563,11 @@ class Scheduler(UnitEndings):
         try:
             message = running.connection.recv()
         except (EOFError, OSError):
-            return False  # the worker closed its end: its sentinel (or the deadline) ends the slot
+            # The worker closed its end: its sentinel (or the deadline) ends the slot.  Stop watching the pipe
+            # now — at its end of file it stays readable, and until the fork server reports the exit (at 64
+            # slots, milliseconds to tens of them) every round would find it ready and read nothing again.
+            self._unwatch_pipe(running)
+            return False
         running.reported = True
         if isinstance(message, Progress):
             self._progress(running, message.event)
@@ -574,6 +578,7 @@ class Scheduler(UnitEndings):
             # thread never waits for it, and one that lingers is terminated at the deadline.
             running.done, running.done_at = message, time.monotonic()
             running.deadline = running.done_at + WORKER_EXIT_S
+            self._unwatch_pipe(running)  # its last message: what follows is only its end of file
             return False
         return True
 

@@ -3,8 +3,11 @@ reads as one outcome, and what the person at the station does next."""
 
 from __future__ import annotations
 
+import multiprocessing
+import selectors
 import time
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,7 +15,10 @@ from station.audit import AuditLog, SerialAlreadyPassed, UnitAlreadyActive
 from station.config import Fixture, StationConfig
 from station.engine import Ending, choose_profile, known_fixtures
 from station.engine.outcome import UnitOutcome, finished, refused
+from station.engine.protocol import Done, Progress
+from station.engine.scheduler import Scheduler
 from station.errors import StationError
+from station.flow import FlowEvent
 from station.home import StationHome
 
 
@@ -191,3 +197,31 @@ def test_a_worker_asks_the_station_about_its_own_units_identity_only(tmp_path, a
     assert audit.unit_soc_id(other.id) is None
     scheduler._wake_read.close()
     scheduler._wake_write.close()
+
+
+@pytest.mark.parametrize("last_word", [Done(True), None], ids=["done", "worker-died"])
+def test_a_workers_pipe_is_not_watched_after_its_last_message(last_word):
+    # A pipe at its end of file stays readable: watched on, every engine round until the fork server reports
+    # the worker's exit would find it ready and read nothing (a busy loop of the engine thread).
+    engine = Scheduler.__new__(Scheduler)  # only its selector is used here: no engine thread
+    engine._selector = selectors.DefaultSelector()
+    ours, theirs = multiprocessing.Pipe()
+    running = SimpleNamespace(
+        connection=ours, poller=None, reported=False, done=None, done_at=None, deadline=0.0
+    )
+    engine._selector.register(ours, selectors.EVENT_READ, (running, False))
+    theirs.send(Progress(FlowEvent(kind="step_started", serial="SN-1", step="identify")))
+    if last_word is not None:
+        theirs.send(last_word)
+    theirs.close()
+    engine._progress = lambda unit, event: None  # what a progress message becomes is tested elsewhere
+    try:
+        for _round in range(3):
+            for key, _events in engine._selector.select(0):
+                engine._read_ready(key.data[0])
+        assert ours not in engine._selector.get_map()
+        assert engine._selector.select(0) == []
+        assert (running.done is not None) == (last_word is not None)
+    finally:
+        engine._selector.close()
+        ours.close()
