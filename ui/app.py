@@ -142,10 +142,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _probe_startup(window: MainWindow, operator: str, started: float) -> None:
-    """Sign in as ``operator`` and quit once the scan field has focus, printing when that was."""
+    """Sign in as ``operator`` and quit once the scan field has focus, printing when that was.
+
+    The scan field is made the focus widget when the window is ready, but it *has* focus only once the display
+    server has activated the window — under X without a window manager, on a loaded machine, that can come a little
+    after ``ready``. So the probe looks every 10 ms and reports the first time the field has focus, or after 10 s
+    with ``scan-focused=False`` (the window never took the keyboard: a scanner's keystrokes would go elsewhere)."""
+    deadline = time.monotonic() + 10.0
 
     def report() -> None:
         focused = window.scan.hasFocus()
+        if not focused and time.monotonic() < deadline:
+            QTimer.singleShot(10, report)
+            return
         print(
             f"ready-to-scan wall={time.time():.6f} in-process={time.monotonic() - started:.3f}s "
             f"scan-focused={focused}",

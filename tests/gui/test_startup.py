@@ -6,15 +6,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from argparse import Namespace
 
 import pytest
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QLineEdit, QMessageBox, QWidget
 
 from station.cli.gui import display_available, gui_argv
 from tests.gui.conftest import PASSPHRASE, stop_service
 from tests.helpers.modal import answering_modal
-from ui.app import unlock_service_ca
+from ui.app import _probe_startup, unlock_service_ca
 from ui.bridge import TaskPool
 from ui.dialogs import CaUnlockDialog
 from ui.session import Session
@@ -123,3 +125,43 @@ def test_a_real_process_starts_signs_in_and_is_ready_to_scan(sim_home, station_c
     )
     assert done.returncode == 0, done.stderr
     assert "ready-to-scan" in done.stdout and "scan-focused=True" in done.stdout
+
+
+class _WindowNotYetActive(QWidget):
+    """Stands in for MainWindow in --probe-startup: ready is emitted while another window has the keyboard (as
+    under X without a window manager, before the display server has activated the new window)."""
+
+    ready = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scan = QLineEdit(self)
+        self.scan.setFocus()
+
+    def sign_in(self, operator: str) -> None:
+        self.ready.emit()
+
+
+def test_the_startup_probe_waits_until_the_window_has_the_keyboard(qtbot, capsys):
+    other = QWidget()
+    qtbot.addWidget(other)
+    other.show()
+    other.activateWindow()
+    qtbot.waitUntil(other.isActiveWindow)
+    window = _WindowNotYetActive()
+    qtbot.addWidget(window)
+    window.show()
+    other.activateWindow()  # the new window is shown but not active: its scan field does not have focus yet
+    qtbot.waitUntil(other.isActiveWindow)
+    assert not window.scan.hasFocus()
+
+    _probe_startup(window, "alice", time.monotonic())
+    qtbot.wait(100)
+    assert (
+        "ready-to-scan" not in capsys.readouterr().out
+    )  # not reported while another window has the keyboard
+    window.activateWindow()
+    qtbot.waitUntil(
+        lambda: not window.isVisible(), timeout=5000
+    )  # the probe closes the window once it reports
+    assert "scan-focused=True" in capsys.readouterr().out
