@@ -177,6 +177,19 @@ def figures() -> list[dict[str, Any]]:
                 None,
                 "batch-scaling",
             )
+        fresh = load("fresh-process-cost")
+        if fresh:
+            name, piece = max(fresh["results"].items(), key=lambda item: item[1]["fresh_fork"]["cpu_s"])
+            add(
+                "P7",
+                f"what a fresh address space costs a unit's link work ({name}): CPU s in a fork of the fork "
+                f"server / in a process that did it before [minor page faults "
+                f"{piece['fresh_fork']['minor_faults']:g} / {piece['warm_process']['minor_faults']:g}]",
+                f"{piece['fresh_fork']['cpu_s']} / {piece['warm_process']['cpu_s']}",
+                "—",
+                None,
+                "fresh-process-cost",
+            )
         peak = max(
             (row for row in engine_rows if "peak_station_memory_mib" in row),
             key=lambda row: row["slots"],
