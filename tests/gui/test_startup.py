@@ -151,17 +151,16 @@ def test_the_startup_probe_waits_until_the_window_has_the_keyboard(qtbot, capsys
     window = _WindowNotYetActive()
     qtbot.addWidget(window)
     window.show()
-    other.activateWindow()  # the new window is shown but not active: its scan field does not have focus yet
+    # The new window is shown but not active: its scan field does not have focus yet.
+    other.activateWindow()
     qtbot.waitUntil(other.isActiveWindow)
     assert not window.scan.hasFocus()
 
     _probe_startup(window, "alice", time.monotonic())
     qtbot.wait(100)
-    assert (
-        "ready-to-scan" not in capsys.readouterr().out
-    )  # not reported while another window has the keyboard
+    # Not reported while another window has the keyboard.
+    assert "ready-to-scan" not in capsys.readouterr().out
     window.activateWindow()
-    qtbot.waitUntil(
-        lambda: not window.isVisible(), timeout=5000
-    )  # the probe closes the window once it reports
+    # The probe closes the window once it reports.
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=5000)
     assert "scan-focused=True" in capsys.readouterr().out
