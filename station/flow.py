@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from station.audit import AuditLog, Unit
+from station.audit import Unit
 from station.config import StationConfig
 from station.errors import StationError
 from station.home import StationHome
-from station.line.handoff import LineHandOff
 from station.masking import Masker
 from station.orders import OrderBook, OrderRefused, order_profile
 from station.pki import CertificateAuthority
@@ -53,7 +52,11 @@ from station.transport import (
 )
 
 if TYPE_CHECKING:
+    # The log and the line's hand-off live in the station's process only: a unit's worker (whose Provisioner has
+    # proxies to them) never imports them — nor sqlite_utils, barcode and PIL behind them.
+    from station.audit import AuditLog
     from station.engine.outcome import UnitOutcome
+    from station.line.handoff import LineHandOff
 
 EXCERPT_CHARS = 2000
 
@@ -201,6 +204,8 @@ class Provisioner:
         return step_eta(self._log(), profile, step)
 
     def _log(self) -> AuditLog:
+        from station.audit import AuditLog
+
         if not isinstance(self.audit, AuditLog):
             raise TypeError("admitting a unit needs the audit log itself, not a worker's proxy")
         return self.audit

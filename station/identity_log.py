@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from station.audit import AuditLog, Unit, _insert, _local_text, _parse_time, _unit_from_row
+from station.audit.records import Unit, _local_text, _parse_time, _unit_from_row
+from station.audit.schema import _insert
+
+if TYPE_CHECKING:
+    from station.audit import AuditLog  # a unit's worker uses the record types here, never the log
 
 _UNIT_COLUMNS = """
 SELECT u.*, NULL AS certificate_serial, NULL AS certificate_fingerprint, NULL AS certificate_revoked_at

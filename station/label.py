@@ -15,9 +15,6 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-import barcode
-from barcode.writer import ImageWriter
-
 from station.errors import StationError
 
 # Code128 needs a quiet zone of at least 10 modules on each side for a scanner to find the code.
@@ -149,6 +146,8 @@ def code128_modules(serial: str) -> str:
     """The serial's Code128 symbol as a string of modules (``1`` dark, ``0`` light), stop bar included."""
     if not serial or not serial.isascii() or not serial.isprintable():
         raise LabelError(f"serial {serial!r} cannot be encoded in Code128 — it must be printable ASCII")
+    import barcode  # on first use: python-barcode brings Pillow, which a unit's worker never needs
+
     code = barcode.get("code128", serial)
     return str(code.build()[0])
 
@@ -210,6 +209,9 @@ def barcode_png(
 ) -> bytes:
     """The serial's Code128 barcode as PNG bytes (python-barcode's Pillow writer), quiet zones included."""
     code128_modules(serial)
+    import barcode
+    from barcode.writer import ImageWriter
+
     writer = ImageWriter(format="PNG", dpi=dpi)
     code = barcode.get("code128", serial, writer=writer)
     out = io.BytesIO()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from station.audit import AuditLog, CertificateRecord, Unit
+from station.audit import CertificateRecord, Unit
 from station.audit.checkpoints import CheckpointSigner
 from station.config import StationConfig
 from station.errors import StationError
@@ -27,6 +27,7 @@ from station.profiles import DeviceProfile
 from station.transport import CommandResult, Deadline, DeviceLink
 
 if TYPE_CHECKING:
+    from station.audit import AuditLog
     from station.fleet.guard import GuardVerdict
 
 

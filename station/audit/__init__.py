@@ -42,46 +42,50 @@ re-exported here; a test that patches a module constant (``BUSY_TIMEOUT_S``) pat
 
 from __future__ import annotations
 
-from station.audit.core import BUSY_TIMEOUT_S, DISK_FULL_BYTES
-from station.audit.export import EXPORT_FIELDS
-from station.audit.log import AuditLog
-from station.audit.queries import UNIT_SORT_KEYS
-from station.audit.records import (
-    GENESIS_HASH,
-    STEP_OUTCOMES,
-    SUPERSEDED_REASON,
-    UNIT_ENDED_REASON,
-    UNIT_RESULTS,
-    UNIT_STATES,
-    AuditBackup,
-    AuditLogUnavailable,
-    CertificateRecord,
-    LabelPrint,
-    PublicKeyReused,
-    RevokedCertificate,
-    SerialAlreadyPassed,
-    StepRecord,
-    Unit,
-    UnitAlreadyActive,
-    UnitFilter,
-    VerifyReport,
-)
-from station.audit.records import _canonical_json as _canonical_json
-from station.audit.records import _event_hash as _event_hash
-from station.audit.records import _local_text as _local_text
-from station.audit.records import _parse_time as _parse_time
-from station.audit.records import _unit_from_row as _unit_from_row
-from station.audit.schema import AUDITED_TABLES, SCHEMA_VERSION
-from station.audit.schema import _insert as _insert
-from station.audit.stats import (
-    DURATION_HISTOGRAM_BINS,
-    DURATION_QUANTILES,
-    KEYGEN_STEP,
-    DurationStats,
-    HistogramBin,
-    YieldSummary,
-    duration_stats,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from station.audit.core import BUSY_TIMEOUT_S, DISK_FULL_BYTES
+    from station.audit.export import EXPORT_FIELDS
+    from station.audit.log import AuditLog
+    from station.audit.queries import UNIT_SORT_KEYS
+    from station.audit.records import (
+        GENESIS_HASH,
+        STEP_OUTCOMES,
+        SUPERSEDED_REASON,
+        UNIT_ENDED_REASON,
+        UNIT_RESULTS,
+        UNIT_STATES,
+        AuditBackup,
+        AuditLogUnavailable,
+        CertificateRecord,
+        LabelPrint,
+        PublicKeyReused,
+        RevokedCertificate,
+        SerialAlreadyPassed,
+        StepRecord,
+        Unit,
+        UnitAlreadyActive,
+        UnitFilter,
+        VerifyReport,
+    )
+    from station.audit.records import _canonical_json as _canonical_json
+    from station.audit.records import _event_hash as _event_hash
+    from station.audit.records import _local_text as _local_text
+    from station.audit.records import _parse_time as _parse_time
+    from station.audit.records import _unit_from_row as _unit_from_row
+    from station.audit.schema import AUDITED_TABLES, SCHEMA_VERSION
+    from station.audit.schema import _insert as _insert
+    from station.audit.stats import (
+        DURATION_HISTOGRAM_BINS,
+        DURATION_QUANTILES,
+        KEYGEN_STEP,
+        DurationStats,
+        HistogramBin,
+        YieldSummary,
+        duration_stats,
+    )
 
 __all__ = [
     "AUDITED_TABLES",
@@ -117,3 +121,55 @@ __all__ = [
     "YieldSummary",
     "duration_stats",
 ]
+
+# Where each name lives.  The names are loaded on first use: a unit's worker process needs the record types
+# (station.audit.records) and never the log itself, its SQLite schema or sqlite_utils — which its fork server
+# would otherwise hold, and every worker copy at its fork and tear down at its exit.
+_HOMES = {
+    "BUSY_TIMEOUT_S": "core",
+    "DISK_FULL_BYTES": "core",
+    "EXPORT_FIELDS": "export",
+    "AuditLog": "log",
+    "UNIT_SORT_KEYS": "queries",
+    "GENESIS_HASH": "records",
+    "STEP_OUTCOMES": "records",
+    "SUPERSEDED_REASON": "records",
+    "UNIT_ENDED_REASON": "records",
+    "UNIT_RESULTS": "records",
+    "UNIT_STATES": "records",
+    "AuditBackup": "records",
+    "AuditLogUnavailable": "records",
+    "CertificateRecord": "records",
+    "LabelPrint": "records",
+    "PublicKeyReused": "records",
+    "RevokedCertificate": "records",
+    "SerialAlreadyPassed": "records",
+    "StepRecord": "records",
+    "Unit": "records",
+    "UnitAlreadyActive": "records",
+    "UnitFilter": "records",
+    "VerifyReport": "records",
+    "_canonical_json": "records",
+    "_event_hash": "records",
+    "_local_text": "records",
+    "_parse_time": "records",
+    "_unit_from_row": "records",
+    "AUDITED_TABLES": "schema",
+    "SCHEMA_VERSION": "schema",
+    "_insert": "schema",
+    "DURATION_HISTOGRAM_BINS": "stats",
+    "DURATION_QUANTILES": "stats",
+    "KEYGEN_STEP": "stats",
+    "DurationStats": "stats",
+    "HistogramBin": "stats",
+    "YieldSummary": "stats",
+    "duration_stats": "stats",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value  # looked up once
+    return value

@@ -16,12 +16,14 @@ import base64
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import sqlite_utils
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+if TYPE_CHECKING:
+    import sqlite_utils  # the log's connection, passed in: a worker signing nothing never loads it
 
 SCHEMA: Final = (
     """

@@ -24,8 +24,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
-
 from station.errors import StationError
 from station.orders import (
     ImportResult,
@@ -40,6 +38,8 @@ from station.orders import (
 from station.states import UnitState
 
 if TYPE_CHECKING:
+    import sqlite_utils  # the log's connection, passed in (a unit's worker never loads sqlite_utils)
+
     from station.audit import AuditLog
 
 # Journalled tables of this module and how verify() names their rows.

@@ -24,12 +24,14 @@ START_METHODS = ("forkserver", "spawn")
 # again (~0.06 CPU-s, as much as its unit).  Last, forkserver_ready freezes what they made (gc.freeze), so
 # workers' collections leave it alone.
 FORKSERVER_PRELOAD = [
+    "station.engine.forkserver_first",
     "station.engine.worker",
     "station.transport.ssh",
     "station.transport.serial",
     "cryptography.hazmat.backends.openssl",
     "encodings.idna",
     "station.admin",
+    "multiprocessing.popen_forkserver",  # each worker's bootstrap imports it otherwise
     "station.engine.forkserver_ready",
 ]
 # Where a unit's worker's CPU is charged under the kernel's autogroup scheduling (one group per session):

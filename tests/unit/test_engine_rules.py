@@ -153,6 +153,23 @@ def test_workers_are_forks_of_the_fork_server_unless_told_to_spawn(monkeypatch):
         worker_context()
 
 
+def test_the_fork_server_holds_what_a_unit_runs_and_not_the_log_the_labels_or_invoke(tmp_path):
+    """Every worker is a fork of the server: what it holds, each worker copies at its fork and tears down at
+    its exit.  A unit writes through the station, prints no label and reads no OpenSSH config file."""
+    from station.engine.spawning import clean_spawn, worker_context
+
+    report = tmp_path / "modules"
+    code = f"import sys; open({str(report)!r}, 'w').write('\\n'.join(n for n, m in sys.modules.items() if m))"
+    process = worker_context("forkserver").Process(target=exec, args=(code, {}))
+    with clean_spawn():
+        process.start()
+    process.join(60)
+    assert process.exitcode == 0
+    held = set(report.read_text().split("\n"))
+    assert {"station.engine.worker", "station.steps", "station.audit.records", "paramiko"} <= held
+    assert not held & {"station.audit.log", "station.audit.core", "sqlite_utils", "barcode", "PIL", "invoke"}
+
+
 def test_a_workers_environment_is_the_stations_without_its_secrets(monkeypatch):
     from station.engine.scheduler import worker_environment
 
