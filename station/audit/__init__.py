@@ -42,8 +42,9 @@ re-exported here; a test that patches a module constant (``BUSY_TIMEOUT_S``) pat
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from station.lazy_names import lazy_names
 
 if TYPE_CHECKING:
     from station.audit.core import BUSY_TIMEOUT_S, DISK_FULL_BYTES
@@ -167,9 +168,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-    globals()[name] = value  # looked up once
-    return value
+__getattr__ = lazy_names(__name__, _HOMES)

@@ -10,8 +10,9 @@ must not pay for the scheduler (or anything else it does not run).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from station.lazy_names import lazy_names
 
 if TYPE_CHECKING:
     from station.engine.outcome import Ending, UnitOutcome
@@ -39,7 +40,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__ = lazy_names(__name__, _HOMES)
