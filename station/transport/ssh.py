@@ -85,6 +85,26 @@ class _Transport(paramiko.Transport):
     )
 
 
+def close_channel(channel: paramiko.Channel) -> None:
+    """Close a channel whose ``fileno()`` was waited on, without paramiko's close/feed race.
+
+    ``Channel.close`` closes the pipe behind ``fileno()`` under the channel's lock, but the transport's
+    reader thread signals that pipe (``PosixPipe.set``: look at ``_closed``, then ``os.write``) under
+    the *buffer's* lock only (paramiko issues #1700 and #2271, still open).  A board still streaming
+    into a channel we give up on (too much output, a deadline, a cancel) can land its data between the
+    two: the write hits a closed descriptor and the EBADF kills the whole connection, or it hits
+    whatever file the process has opened under that number since.  The pipe is closed here under both
+    buffers' locks, taken after the channel's as paramiko itself nests them, so a signal either
+    finishes first or finds the pipe marked closed.
+    """
+    with channel.lock:
+        pipe, channel._pipe = channel._pipe, None  # type: ignore[attr-defined]
+        if pipe is not None:
+            with channel.in_buffer._lock, channel.in_stderr_buffer._lock:  # type: ignore[attr-defined]
+                pipe.close()
+    channel.close()
+
+
 class SshLink:
     """A :class:`~station.transport.base.DeviceLink` over SSH."""
 
@@ -277,7 +297,7 @@ class SshLink:
         finally:
             # Closing the channel is what stops a command we gave up on (too much output, deadline,
             # cancel): sshd closes its pipes and the command dies of SIGPIPE; the connection stays.
-            channel.close()
+            close_channel(channel)
         if status == -1:
             # paramiko marks the status ready when the channel closes without one: the session
             # died under the command (cable pulled, board reset, sshd killed).
