@@ -86,7 +86,8 @@ class _Transport(paramiko.Transport):
 
 
 def close_channel(channel: paramiko.Channel) -> None:
-    """Close a channel whose ``fileno()`` was waited on, without paramiko's close/feed race.
+    """Close a channel, whether or not its ``fileno()`` was waited on, without paramiko's close/feed race and
+    without raising when the connection is already gone.
 
     ``Channel.close`` closes the pipe behind ``fileno()`` under the channel's lock, but the transport's
     reader thread signals that pipe (``PosixPipe.set``: look at ``_closed``, then ``os.write``) under
@@ -102,7 +103,13 @@ def close_channel(channel: paramiko.Channel) -> None:
         if pipe is not None:
             with channel.in_buffer._lock, channel.in_stderr_buffer._lock:  # type: ignore[attr-defined]
                 pipe.close()
-    channel.close()
+    try:
+        channel.close()
+    except (paramiko.SSHException, OSError, EOFError):
+        # The connection went with it: there is nobody to tell, and the close must not replace what the caller
+        # is reporting (a refused answer, a deadline, a cancel) with a bare EOFError.  The link's next use finds
+        # the connection gone and says so in words.
+        pass
 
 
 class SshLink:
@@ -364,7 +371,9 @@ class SshLink:
                 channel.invoke_subsystem("sftp")
                 client = paramiko.SFTPClient(channel)
             except BaseException:
-                channel.close()  # the board's sftp-server never answered properly: do not leave it open
+                close_channel(
+                    channel
+                )  # the board's sftp-server never answered properly: do not leave it open
                 raise
             self._sftp_client, self._sftp_deadline = client, deadline
         client.get_channel().settimeout(deadline.remaining() or 0.1)  # type: ignore[union-attr]
@@ -455,7 +464,7 @@ class SshLink:
             return True  # the board's sshd said no: it is alive
         except (paramiko.SSHException, OSError, EOFError):
             return False
-        probe.close()
+        close_channel(probe)
         return True
 
     def wait_until_back(self, deadline: Deadline) -> None:

@@ -60,3 +60,22 @@ def test_a_signal_in_flight_finishes_on_an_open_pipe_before_close_channel_closes
     assert (
         pipe._closed
     )  # both descriptors released; a signal arriving later finds it closed and writes nothing
+
+
+class _GoneTransport:
+    """A transport whose connection has just died: sending the close fails as paramiko's packetizer does."""
+
+    def _send_user_message(self, message: object) -> None:
+        raise EOFError()
+
+
+def test_closing_a_channel_whose_connection_died_does_not_raise_over_what_the_caller_reports():
+    # Seen with plain Channel.close: a refused answer (OutputTooLarge) replaced by a bare EOFError from the close
+    # in run's `finally`, when the connection dropped as the command was given up on.
+    channel = paramiko.Channel(9)
+    channel.transport = _GoneTransport()
+    channel.active = True
+    channel.fileno()
+    close_channel(channel)
+    assert channel.closed
+    assert channel._pipe is None
