@@ -371,9 +371,8 @@ class SshLink:
                 channel.invoke_subsystem("sftp")
                 client = paramiko.SFTPClient(channel)
             except BaseException:
-                close_channel(
-                    channel
-                )  # the board's sftp-server never answered properly: do not leave it open
+                # The board's sftp-server never answered properly: do not leave it open.
+                close_channel(channel)
                 raise
             self._sftp_client, self._sftp_deadline = client, deadline
         client.get_channel().settimeout(deadline.remaining() or 0.1)  # type: ignore[union-attr]

@@ -57,9 +57,8 @@ def test_a_signal_in_flight_finishes_on_an_open_pipe_before_close_channel_closes
     assert not feeder.is_alive() and not closer.is_alive()
     assert failures == []
     assert channel._pipe is None
-    assert (
-        pipe._closed
-    )  # both descriptors released; a signal arriving later finds it closed and writes nothing
+    # Both descriptors released: a signal arriving later finds the pipe closed and writes nothing.
+    assert pipe._closed
 
 
 class _GoneTransport:
