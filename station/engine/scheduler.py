@@ -64,8 +64,10 @@ from station.engine.spawning import (
     _lower_priority,
     _secret,
     clean_spawn,
+    finish_start,
     worker_context,
     worker_environment,
+    worker_process,
 )
 from station.engine.spawning import worker_own_session as worker_own_session_default
 from station.errors import StationError
@@ -449,6 +451,7 @@ class Scheduler(UnitEndings):
             return  # nothing to start (most rounds): no commit group, no scan of the running units
         busy = {running.job.device for running in self._running.values()}
         admitted: list[tuple[int, UnitJob, Admission, float]] = []
+        etas: dict[tuple[str, tuple[str, ...]], dict[str, float | None]] = {}  # read once for the burst
         with self._audit.grouped_commits():
             for device, jobs in list(self._queues.items()):
                 if self.slots is not None and len(self._running) + len(admitted) >= self.slots:
@@ -459,7 +462,7 @@ class Scheduler(UnitEndings):
                 if not jobs:
                     del self._queues[device]
                 began = time.monotonic()
-                admission = self._admit(number, job)
+                admission = self._admit(number, job, etas)
                 if admission is not None:
                     admitted.append((number, job, admission, began))
                     busy.add(device)
@@ -475,10 +478,16 @@ class Scheduler(UnitEndings):
             for number, job, admission, _began in admitted:
                 self._not_started(number, job, admission, problem)
             return
-        for number, job, admission, began in admitted:
-            self._start(number, job, admission, began)
+        # Every worker's request goes to the fork server first, then their pids are read: the server forks
+        # them back to back, and the engine thread does not wait for each fork in turn (see worker_process).
+        launched = [self._start(number, job, admission, began) for number, job, admission, began in admitted]
+        for running in launched:
+            if running is not None:
+                self._started(running)
 
-    def _admit(self, number: int, job: UnitJob) -> Admission | None:
+    def _admit(
+        self, number: int, job: UnitJob, etas: dict[tuple[str, tuple[str, ...]], dict[str, float | None]]
+    ) -> Admission | None:
         """Record a unit's start (the resume rules decided in one place); None when refused (settled)."""
         assert self._audit is not None
         provisioner = Provisioner(home=self.home, config=self.config, ca=self.ca, audit=self._audit)
@@ -494,6 +503,7 @@ class Scheduler(UnitEndings):
                 restart=job.restart,
                 reprovision_reason=job.reprovision_reason,
                 order=job.order,
+                eta_cache=etas,
             )
         except StationError as exc:
             self._settle(
@@ -501,7 +511,8 @@ class Scheduler(UnitEndings):
             )
             return None
 
-    def _start(self, number: int, job: UnitJob, admission: Admission, began: float) -> None:
+    def _start(self, number: int, job: UnitJob, admission: Admission, began: float) -> _Running | None:
+        """Ask for a unit's worker (its pid is read by :meth:`_started`); None if it could not be asked for."""
         unit = admission.unit
         if admission.profile is not None and admission.profile is not job.profile:
             job = replace(job, profile=admission.profile)  # the work order's profile
@@ -534,9 +545,7 @@ class Scheduler(UnitEndings):
             autogroup_nice=self.worker_autogroup_nice,
         )
         ours, theirs = self._context.Pipe(duplex=True)
-        process = self._context.Process(
-            target=worker.main, args=(theirs, start), name=f"unit-{unit.serial}", daemon=True
-        )
+        process = worker_process(self._context, worker.main, (theirs, start), f"unit-{unit.serial}")
         running = _Running(
             number, job, unit.id, admission.plan, process, ours, began, time.monotonic() + WORKER_START_S
         )
@@ -544,13 +553,25 @@ class Scheduler(UnitEndings):
         try:
             with clean_spawn():
                 process.start()
-            _lower_priority(process.pid, self.worker_niceness)
         except OSError as exc:
+            self._ended(running, f"the station could not start a worker for this unit ({exc}) — press Retry")
+            return None
+        finally:
             theirs.close()
+        return running
+
+    def _started(self, running: _Running) -> None:
+        """A worker asked for by :meth:`_start`: its pid read (bounded), its priority lowered, and watched."""
+        process = running.process
+        try:
+            finish_start(process)
+        except OSError as exc:
+            # No pid: nothing to signal.  Should the server fork it after all, the worker finds its pipe
+            # closed (by _ended) and exits at once.
             self._ended(running, f"the station could not start a worker for this unit ({exc}) — press Retry")
             return
-        theirs.close()
-        self._selector.register(ours, selectors.EVENT_READ, (running, False))
+        _lower_priority(process.pid, self.worker_niceness)
+        self._selector.register(running.connection, selectors.EVENT_READ, (running, False))
         self._selector.register(process.sentinel, selectors.EVENT_READ, (running, True))
 
     # -- a running unit -----------------------------------------------------------------------------

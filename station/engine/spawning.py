@@ -3,13 +3,19 @@ environment minus its secrets and no main module to re-import, and at a lower pr
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import re
 import sys
 import threading
+import time
 import types
-from multiprocessing.context import ForkServerContext, SpawnContext
+from collections.abc import Callable
+from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+from multiprocessing.connection import wait
+from multiprocessing.context import ForkServerContext, ForkServerProcess, SpawnContext, set_spawning_popen
+from multiprocessing.process import BaseProcess
 
 from station.engine.slots import WORKER_NICENESS
 from station.errors import StationError
@@ -100,6 +106,114 @@ def worker_context(method: str | None = None) -> ForkServerContext | SpawnContex
     # Only the worker's modules: never __main__ (the station's entry module: the CLI, or ui.app and Qt).
     context.set_forkserver_preload(FORKSERVER_PRELOAD)
     return context
+
+
+# How long the fork server may take to fork a worker and say its pid (it takes milliseconds; this bounds a
+# server that is wedged).
+PID_TIMEOUT_S = 30.0
+
+
+class _PidLaterPopen(popen_forkserver.Popen):
+    """multiprocessing's fork-server start, without waiting for the pid.
+
+    ``Popen._launch`` sends the request to the fork server, then blocks until the server has forked and
+    written back the new pid.  The engine thread starts a burst of workers (64 at a batch's start) one after
+    another; each of those waits was 5–9 ms on a busy machine, the engine thread served none of the running
+    workers meanwhile, and the last worker started ~0.35 s after the first.  Here the request is sent and the
+    pid read later (:func:`finish_start`), so the engine sends every request of a burst first and the server
+    forks them back to back.
+
+    The status pipe (``sentinel``) carries the pid first and the exit status last: whatever reads it first
+    takes the pid (``poll``, ``wait`` and the signals do it themselves), so the exit status is never taken for
+    the pid nor the pid for the exit status."""
+
+    def _launch(self, process_obj: BaseProcess) -> None:
+        # popen_forkserver.Popen._launch (Python 3.11), but for its last line, ``self.pid = read_signed(...)``.
+        prep_data = spawn.get_preparation_data(process_obj._name)  # type: ignore[attr-defined]
+        buf = io.BytesIO()
+        set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            set_spawning_popen(None)
+        self.sentinel, w = forkserver.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
+        _parent_w = os.dup(w)
+        self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))  # type: ignore[attr-defined]
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = None  # type: ignore[assignment]  # not known yet: see read_pid
+
+    def read_pid(self, timeout_s: float | None) -> bool:
+        """Take the pid from the status pipe once it is there (within ``timeout_s``); False if it is not yet.
+        OSError/EOFError: the fork server is gone (the worker never started)."""
+        if self.pid is None:
+            if not wait([self.sentinel], timeout_s):
+                return False
+            self.pid = forkserver.read_signed(self.sentinel)
+        return True
+
+    def poll(self, flag: int = os.WNOHANG) -> int | None:
+        if self.returncode is None and self.pid is None:
+            try:
+                if not self.read_pid(0 if flag == os.WNOHANG else None):
+                    return None
+            except (OSError, EOFError):
+                self.returncode = 255  # as multiprocessing does when the fork server itself is gone
+                return self.returncode
+        return super().poll(flag)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if self.returncode is None and self.pid is None:
+            end = None if timeout is None else time.monotonic() + timeout
+            try:
+                if not self.read_pid(timeout):
+                    return None
+            except (OSError, EOFError):
+                self.returncode = 255
+                return self.returncode
+            timeout = None if end is None else max(0.0, end - time.monotonic())
+        return super().wait(timeout)
+
+    def _send_signal(self, sig: int) -> None:
+        if self.returncode is None and self.pid is None:
+            try:
+                self.read_pid(PID_TIMEOUT_S)
+            except (OSError, EOFError):
+                return  # the fork server is gone: there is no worker to signal
+            if self.pid is None:
+                return
+        super()._send_signal(sig)  # type: ignore[misc]
+
+
+class _PidLaterProcess(ForkServerProcess):
+    _Popen: Callable[[BaseProcess], _PidLaterPopen] = staticmethod(_PidLaterPopen)  # type: ignore[assignment]
+
+
+def worker_process(
+    context: ForkServerContext | SpawnContext,
+    target: Callable[..., object],
+    args: tuple[object, ...],
+    name: str,
+) -> BaseProcess:
+    """A unit's worker process, not started: with the fork server, its ``start`` returns as soon as the
+    request is sent (:func:`finish_start` then waits for the pid); with spawn, as multiprocessing does."""
+    if context.get_start_method() == "forkserver":
+        return _PidLaterProcess(target=target, args=args, name=name, daemon=True)
+    return context.Process(target=target, args=args, name=name, daemon=True)
+
+
+def finish_start(process: BaseProcess, timeout_s: float = PID_TIMEOUT_S) -> None:
+    """Wait (bounded) until a started worker's pid is known.  OSError when the fork server did not fork it."""
+    popen = getattr(process, "_popen", None)
+    if not isinstance(popen, _PidLaterPopen):
+        return  # spawn: started with its pid known
+    try:
+        if popen.read_pid(timeout_s):
+            return
+    except EOFError:
+        raise OSError("the station's fork server ended before it started the worker") from None
+    raise OSError(f"the station's fork server did not start the worker within {timeout_s:g} s")
 
 
 def worker_environment() -> dict[str, str]:

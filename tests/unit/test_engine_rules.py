@@ -170,6 +170,43 @@ def test_the_fork_server_holds_what_a_unit_runs_and_not_the_log_the_labels_or_in
     assert not held & {"station.audit.log", "station.audit.core", "sqlite_utils", "barcode", "PIL", "invoke"}
 
 
+def test_a_workers_start_does_not_wait_for_the_fork_and_its_pid_is_never_taken_for_its_exit_status(tmp_path):
+    """The engine asks the fork server for a burst of workers, then reads their pids: a start returns before the
+    fork.  The status pipe carries the pid, then the exit status; whoever reads it first (finish_start, join,
+    kill) takes the pid first."""
+    import signal
+
+    from station.engine.spawning import clean_spawn, finish_start, worker_context, worker_process
+
+    context = worker_context("forkserver")
+    report = tmp_path / "pid"
+    code = f"import os; open({str(report)!r}, 'w').write(str(os.getpid())); os._exit(7)"
+    first = worker_process(context, exec, (code, {}), "unit-first")
+    with clean_spawn():
+        first.start()
+    assert first.pid is None  # asked for, not waited for
+    finish_start(first)
+    assert first.pid is not None
+    first.join(60)
+    assert first.exitcode == 7
+    assert int(report.read_text()) == first.pid
+
+    # join before anyone read the pid: the pid is read, then the real exit status
+    unread = worker_process(context, exec, ("import os; os._exit(5)", {}), "unit-unread")
+    with clean_spawn():
+        unread.start()
+    unread.join(60)
+    assert unread.exitcode == 5
+
+    # killed before its pid was read: the pid is read, then the worker is killed
+    sleeper = worker_process(context, exec, ("import time; time.sleep(60)", {}), "unit-sleeper")
+    with clean_spawn():
+        sleeper.start()
+    sleeper.kill()
+    sleeper.join(10)
+    assert sleeper.exitcode == -signal.SIGKILL
+
+
 def test_a_workers_environment_is_the_stations_without_its_secrets(monkeypatch):
     from station.engine.scheduler import worker_environment
 
