@@ -148,6 +148,21 @@ def step_etas(audit: AuditLog, profile: DeviceProfile) -> dict[str, float | None
     return {step: step_eta(audit, profile, step) for step in profile.step_names()}
 
 
+def _cached_etas(
+    audit: AuditLog,
+    profile: DeviceProfile,
+    cache: dict[tuple[str, tuple[str, ...]], dict[str, float | None]] | None,
+) -> dict[str, float | None]:
+    """:func:`step_etas`, read once per profile into ``cache`` (None: read every time)."""
+    if cache is None:
+        return step_etas(audit, profile)
+    key = (profile.name, profile.step_names())
+    etas = cache.get(key)
+    if etas is None:
+        etas = cache[key] = step_etas(audit, profile)
+    return dict(etas)
+
+
 def _retryable(error: BaseException) -> bool:
     return isinstance(error, LinkLost | CommandTimedOut) and not isinstance(error, HostKeyMismatch)
 
@@ -267,6 +282,7 @@ class Provisioner:
         restart: bool = False,
         reprovision_reason: str | None = None,
         order: str | None = None,
+        eta_cache: dict[tuple[str, tuple[str, ...]], dict[str, float | None]] | None = None,
     ) -> Admission:
         """Decide whether and where a unit starts (the resume rules), and record its start.
 
@@ -276,6 +292,9 @@ class Provisioner:
         ``order`` is the work order the board is built for (picked in the window, named in a manifest); without
         it the open order holding the serial is used. The order's profile is the unit's profile (returned in
         the admission).
+
+        ``eta_cache``: the steps' ETAs already read for a profile, kept by the caller across the admissions of
+        one burst (the engine admits a batch's 64 boards at once: one read of the history, not 64).
         """
         book = self._orders()
         if not resume:
@@ -355,7 +374,7 @@ class Provisioner:
             fixture=fixture,
             plan=plan,
             inherited=inherited,
-            etas=step_etas(audit, profile),
+            etas=_cached_etas(audit, profile, eta_cache),
             profile=profile,
         )
 

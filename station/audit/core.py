@@ -253,6 +253,13 @@ class AuditCore:
             )
         return _unit_from_row(rows[0])
 
+    def _require_unit(self, db: sqlite_utils.Database, unit_id: int) -> None:
+        """:meth:`_unit`'s check that the unit exists, without reading and parsing its row (a step record's)."""
+        if db.execute("SELECT 1 FROM units WHERE id = ?", [unit_id]).fetchone() is None:
+            raise StationError(
+                f"There is no unit {unit_id} in the audit log — check the number (station units)."
+            )
+
     def _certificate(self, db: sqlite_utils.Database, cert_id: int) -> CertificateRecord:
         return _certificate_from_row(db.table("certificates").get(cert_id))
 

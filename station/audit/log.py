@@ -335,7 +335,7 @@ class AuditLog(UnitQueries, YieldStats, Integrity, Exports, FleetForwarding, Aud
             "message": message,
         }
         with self._change() as db:
-            self._unit(db, unit_id)
+            self._require_unit(db, unit_id)
             step_id = _insert(db, "steps", row)
             self._append_event(db, at=self._now_text(), kind="step.recorded", table="steps", pk=step_id)
 
@@ -451,7 +451,7 @@ class AuditLog(UnitQueries, YieldStats, Integrity, Exports, FleetForwarding, Aud
     ) -> LabelPrint:
         """Journal one label sent to (or refused by) a label printer for unit ``unit_id``."""
         with self._change() as db:
-            self._unit(db, unit_id)
+            self._require_unit(db, unit_id)
             at = self._now_text()
             pk = _insert(
                 db,

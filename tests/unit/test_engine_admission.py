@@ -89,3 +89,30 @@ def test_no_worker_starts_when_the_admissions_cannot_be_made_durable(scheduler, 
         assert outcome.unit_id is not None
         unit = audit.unit(outcome.unit_id)
         assert unit.state == "failed" and unit.failed_step == "identify"
+
+
+def test_boards_admitted_together_read_the_steps_history_once(scheduler, monkeypatch):
+    """The ETA plan every admission carries is read once for a burst of boards of one profile, not once per
+    board (64 boards: 13 queries, not 832)."""
+    audit = scheduler._audit
+    assert audit is not None
+    reads: list[str] = []
+    durations = audit.step_durations
+
+    def counted(**kwargs):
+        reads.append(kwargs["step"])
+        return durations(**kwargs)
+
+    monkeypatch.setattr(audit, "step_durations", counted)
+    admissions = []
+    monkeypatch.setattr(
+        scheduler, "_start", lambda number, job, admission, began: admissions.append(admission)
+    )
+    queue_boards(scheduler, 2)
+    scheduler._start_ready()
+    steps = load_profile("welma-optee").step_names()
+    assert len(admissions) == 2
+    assert sorted(reads) == sorted(steps)
+    assert set(admissions[0].etas) == set(steps)
+    assert admissions[0].etas == admissions[1].etas
+    assert admissions[0].etas is not admissions[1].etas  # each admission its own copy
