@@ -46,7 +46,7 @@ from station.steps_identity import _identity_guard as _identity_guard
 from station.steps_identity import _read_soc_id as _read_soc_id
 from station.steps_identity import _set_aside as _set_aside
 from station.tls_proof import TLS_PORT_BUSY, TlsProofListener
-from station.transport import Deadline
+from station.transport import Deadline, LinkLost
 
 TLS_ACCEPT_TIMEOUT_S = 20.0
 # With a fixed TLS-proof port, a unit finding it taken (another unit's proof) tries again this often.
@@ -298,11 +298,29 @@ def _boot_id(ctx: UnitContext, deadline: Deadline) -> str:
     return result.stdout.strip() if result.exit_status == 0 else ""
 
 
+def _boot_id_once_back(ctx: UnitContext, deadline: Deadline) -> str:
+    """The boot id once the board is back from `reboot`.
+
+    The connection the link reopened may still drop before the id is read: a link that took the board for down
+    (its liveness probes unanswered, e.g. on a line PC too loaded to run the unit's worker in time) can reach
+    the old system before `reboot` has taken it down — which then goes, and comes back.  That drop is waited
+    through once more, within the step's deadline; the boot ids are compared all the same, so a board that did
+    not restart cannot pass."""
+    try:
+        return _boot_id(ctx, deadline)
+    except LinkLost:
+        if deadline.expired():
+            raise
+    ctx.output("the connection dropped again after `reboot`: waiting for the board to come back")
+    ctx.link.wait_until_back(deadline)
+    return _boot_id(ctx, deadline)
+
+
 def reboot(ctx: UnitContext, deadline: Deadline) -> str:
     before = _boot_id(ctx, deadline)
     ctx.output("$ reboot")
     ctx.link.reboot(deadline)
-    after = _boot_id(ctx, deadline)
+    after = _boot_id_once_back(ctx, deadline)
     if before and after == before:
         # The connection dropped and came back, but the board never restarted: the wiped secure
         # storage would not be re-read.

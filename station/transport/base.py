@@ -237,6 +237,10 @@ class DeviceLink(Protocol):
     def reboot(self, deadline: Deadline) -> None:
         """Reboot the device, see it go down, and reconnect once it is back."""
 
+    def wait_until_back(self, deadline: Deadline) -> None:
+        """Reconnect once the device is back after going down (no `reboot` sent): tried again until
+        ``deadline``; raises :class:`LinkLost` when it is not back by then."""
+
     def host_key(self) -> tuple[str, str] | None:
         """(key type, SHA256 fingerprint) of the device's host key, or None when the link has none."""
 

@@ -178,6 +178,11 @@ class SerialLink(ConsoleStream):
             self.close()
             raise
 
+    def wait_until_back(self, deadline: Deadline) -> None:
+        """The console again after the board went down: opened and logged in (its login waits through the
+        boot log for the prompt, within ``deadline``)."""
+        self.open(deadline)
+
     def _open_error(self, exc: BaseException) -> str:
         text = str(exc)
         if "lock" in text.lower():

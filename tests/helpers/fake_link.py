@@ -219,6 +219,9 @@ class FakeLink:
         self._call("reboot")
         self._boots += 1
 
+    def wait_until_back(self, deadline: Deadline) -> None:
+        self._call("wait_until_back")
+
     def host_key(self) -> tuple[str, str] | None:
         return self._host_key
 

@@ -96,6 +96,9 @@ class RecordingLink:
         self._link.reboot(deadline)
         self._add(Exchange("reboot"))
 
+    def wait_until_back(self, deadline: Deadline) -> None:
+        self._link.wait_until_back(deadline)
+
     def host_key(self) -> tuple[str, str] | None:
         return self._link.host_key()
 

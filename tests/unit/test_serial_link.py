@@ -325,6 +325,17 @@ def test_a_board_that_restarts_mid_command_is_reported_at_once(console, links):
     assert (console.directory / "logins").read_text().split() == ["root", "root"]
 
 
+def test_after_a_restart_the_link_waits_until_the_board_is_back_and_logs_in_again(console, links):
+    """What the reboot step does when the board goes down once more after `reboot` (steps.reboot)."""
+    console.start(GETTY, BOARD_LOGIN="root", BOARD_BOOT_DELAY="0.5")
+    link = connect(console, links)
+    with pytest.raises(LinkLost, match="restarted in the middle of `sh`"):
+        run(link, "sh", "-c", 'touch "$BOARD_DIR/rebooting"; kill -KILL $PPID; sleep 30', seconds=60)
+    link.wait_until_back(Deadline(10, what="back"))
+    assert run(link, "echo", "back").stdout == "back\n"
+    assert (console.directory / "logins").read_text().split() == ["root", "root"]
+
+
 def test_cancel_stops_a_running_command(console, links):
     console.start(GETTY)
     cancel = threading.Event()
