@@ -148,11 +148,11 @@ def step_etas(audit: AuditLog, profile: DeviceProfile) -> dict[str, float | None
     return {step: step_eta(audit, profile, step) for step in profile.step_names()}
 
 
-def _cached_etas(
-    audit: AuditLog,
-    profile: DeviceProfile,
-    cache: dict[tuple[str, tuple[str, ...]], dict[str, float | None]] | None,
-) -> dict[str, float | None]:
+# The steps' ETAs read per (profile name, its steps), kept by a caller across the admissions of one burst.
+EtaCache = dict[tuple[str, tuple[str, ...]], dict[str, float | None]]
+
+
+def _cached_etas(audit: AuditLog, profile: DeviceProfile, cache: EtaCache | None) -> dict[str, float | None]:
     """:func:`step_etas`, read once per profile into ``cache`` (None: read every time)."""
     if cache is None:
         return step_etas(audit, profile)
@@ -282,7 +282,7 @@ class Provisioner:
         restart: bool = False,
         reprovision_reason: str | None = None,
         order: str | None = None,
-        eta_cache: dict[tuple[str, tuple[str, ...]], dict[str, float | None]] | None = None,
+        eta_cache: EtaCache | None = None,
     ) -> Admission:
         """Decide whether and where a unit starts (the resume rules), and record its start.
 

@@ -71,7 +71,7 @@ from station.engine.spawning import (
 )
 from station.engine.spawning import worker_own_session as worker_own_session_default
 from station.errors import StationError
-from station.flow import Admission, FlowEvent, Provisioner
+from station.flow import Admission, EtaCache, FlowEvent, Provisioner
 from station.home import StationHome
 from station.line.handoff import LineHandOff
 from station.pki import CertificateAuthority
@@ -451,7 +451,7 @@ class Scheduler(UnitEndings):
             return  # nothing to start (most rounds): no commit group, no scan of the running units
         busy = {running.job.device for running in self._running.values()}
         admitted: list[tuple[int, UnitJob, Admission, float]] = []
-        etas: dict[tuple[str, tuple[str, ...]], dict[str, float | None]] = {}  # read once for the burst
+        etas: EtaCache = {}  # read once for the burst
         with self._audit.grouped_commits():
             for device, jobs in list(self._queues.items()):
                 if self.slots is not None and len(self._running) + len(admitted) >= self.slots:
@@ -485,9 +485,7 @@ class Scheduler(UnitEndings):
             if running is not None:
                 self._started(running)
 
-    def _admit(
-        self, number: int, job: UnitJob, etas: dict[tuple[str, tuple[str, ...]], dict[str, float | None]]
-    ) -> Admission | None:
+    def _admit(self, number: int, job: UnitJob, etas: EtaCache) -> Admission | None:
         """Record a unit's start (the resume rules decided in one place); None when refused (settled)."""
         assert self._audit is not None
         provisioner = Provisioner(home=self.home, config=self.config, ca=self.ca, audit=self._audit)

@@ -153,37 +153,33 @@ class _PidLaterPopen(popen_forkserver.Popen):
             self.pid = forkserver.read_signed(self.sentinel)
         return True
 
+    def _pid_known(self, timeout_s: float | None) -> bool:
+        """:meth:`read_pid`, a fork server that is gone taken as a worker that ended (255, as multiprocessing
+        does then)."""
+        try:
+            return self.read_pid(timeout_s)
+        except (OSError, EOFError):
+            self.returncode = 255
+            return True
+
     def poll(self, flag: int = os.WNOHANG) -> int | None:
         if self.returncode is None and self.pid is None:
-            try:
-                if not self.read_pid(0 if flag == os.WNOHANG else None):
-                    return None
-            except (OSError, EOFError):
-                self.returncode = 255  # as multiprocessing does when the fork server itself is gone
-                return self.returncode
+            if not self._pid_known(0 if flag == os.WNOHANG else None):
+                return None
         return super().poll(flag)
 
     def wait(self, timeout: float | None = None) -> int | None:
         if self.returncode is None and self.pid is None:
             end = None if timeout is None else time.monotonic() + timeout
-            try:
-                if not self.read_pid(timeout):
-                    return None
-            except (OSError, EOFError):
-                self.returncode = 255
-                return self.returncode
+            if not self._pid_known(timeout):
+                return None
             timeout = None if end is None else max(0.0, end - time.monotonic())
         return super().wait(timeout)
 
     def _send_signal(self, sig: int) -> None:
-        if self.returncode is None and self.pid is None:
-            try:
-                self.read_pid(PID_TIMEOUT_S)
-            except (OSError, EOFError):
-                return  # the fork server is gone: there is no worker to signal
-            if self.pid is None:
-                return
-        super()._send_signal(sig)  # type: ignore[misc]
+        if self.returncode is None and self.pid is None and not self._pid_known(PID_TIMEOUT_S):
+            return  # no pid yet after PID_TIMEOUT_S: nothing to signal
+        super()._send_signal(sig)  # type: ignore[misc]  # nothing either when the fork server is gone (255)
 
 
 class _PidLaterProcess(ForkServerProcess):

@@ -198,13 +198,13 @@ def test_a_workers_start_does_not_wait_for_the_fork_and_its_pid_is_never_taken_f
     unread.join(60)
     assert unread.exitcode == 5
 
-    # killed before its pid was read: the pid is read, then the worker is killed
-    sleeper = worker_process(context, exec, ("import time; time.sleep(60)", {}), "unit-sleeper")
+    # killed before its pid was read: the pid is read, then the worker is killed (it waits for a signal)
+    waiting = worker_process(context, exec, ("import signal; signal.pause()", {}), "unit-waiting")
     with clean_spawn():
-        sleeper.start()
-    sleeper.kill()
-    sleeper.join(10)
-    assert sleeper.exitcode == -signal.SIGKILL
+        waiting.start()
+    waiting.kill()
+    waiting.join(10)
+    assert waiting.exitcode == -signal.SIGKILL
 
 
 def test_a_workers_environment_is_the_stations_without_its_secrets(monkeypatch):
