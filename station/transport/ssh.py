@@ -68,6 +68,17 @@ LIVENESS_MISSES = 2
 RECONNECT_BACKOFF_S = (0.2, 0.3, 0.5)
 
 
+def _reason(exc: BaseException) -> str:
+    """What an exception from paramiko says, in words: the bare ``EOFError`` its reader thread keeps when the
+    board closes the connection (or sends SSH's disconnect) says nothing, and a message ending in "()" helps
+    nobody."""
+    if str(exc):
+        return str(exc)
+    if isinstance(exc, EOFError):
+        return "the board closed the connection"
+    return type(exc).__name__
+
+
 class _Transport(paramiko.Transport):
     """paramiko's transport, its reader thread waking once a second rather than ten times when nothing
     arrives (data, EOF and a reset wake it at once; the wake-up only looks for a close asked by this side,
@@ -166,7 +177,7 @@ class SshLink:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             transport.close()
             raise LinkLost(
-                f"SSH session with the device at {where} could not be set up ({exc}) — check the board "
+                f"SSH session with the device at {where} could not be set up ({_reason(exc)}) — check the board "
                 "has finished booting and trusts this station's key, then press Retry"
             ) from exc
         except BaseException:
@@ -242,7 +253,7 @@ class SshLink:
             channel.shutdown_write()  # no stdin: a command waiting for input sees EOF, never hangs on us
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise LinkLost(
-                f"the device at {self.address.host} stopped answering while starting a command ({exc}) — "
+                f"the device at {self.address.host} stopped answering while starting a command ({_reason(exc)}) — "
                 "check power and network, then press Retry"
             ) from exc
         out = io.BytesIO()
@@ -404,7 +415,7 @@ class SshLink:
         if isinstance(exc, paramiko.SFTPError | EOFError):
             return LinkError(
                 f"the device at {self.address.host} did not answer the file transfer properly while trying to "
-                f"{verb} {path} ({exc or type(exc).__name__}) — its sftp server may be damaged; press Retry, and "
+                f"{verb} {path} ({_reason(exc)}) — its sftp server may be damaged; press Retry, and "
                 "set the board aside if it happens again"
             )
         return LinkError(
@@ -513,6 +524,8 @@ def fetch_host_key(address: DeviceAddress, deadline: Deadline) -> tuple[str, str
         key = transport.get_remote_server_key()
         return key.get_name(), key.fingerprint
     except (paramiko.SSHException, OSError, EOFError) as exc:
-        raise LinkLost(f"the device at {where} did not complete an SSH key exchange ({exc})") from exc
+        raise LinkLost(
+            f"the device at {where} did not complete an SSH key exchange ({_reason(exc)})"
+        ) from exc
     finally:
         transport.close()
