@@ -321,6 +321,12 @@ def reboot(ctx: UnitContext, deadline: Deadline) -> str:
     ctx.output("$ reboot")
     ctx.link.reboot(deadline)
     after = _boot_id_once_back(ctx, deadline)
+    if before and not after:
+        # The id was readable before `reboot` and is not now: nothing shows the board restarted.
+        raise StepFailed(
+            f"the board answered again after `reboot` but its boot id ({BOOT_ID_PATH}) could not be read, so "
+            "the restart is not proven — power-cycle it and press Retry"
+        )
     if before and after == before:
         # The connection dropped and came back, but the board never restarted: the wiped secure
         # storage would not be re-read.

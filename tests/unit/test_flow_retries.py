@@ -127,3 +127,21 @@ def test_a_board_that_stays_gone_after_the_second_drop_fails_the_reboot_with_the
     result = flow.provision()
     assert not result.passed and result.failed_step == "reboot"
     assert "did not come back within 90 s" in result.message
+
+
+def test_a_board_whose_boot_id_cannot_be_read_after_reboot_does_not_pass_it(flow):
+    # Readable before `reboot`, unreadable after: "rebooted (boot id … -> unknown)" would claim a restart
+    # nothing showed.
+    def unreadable_after() -> None:
+        flow.board.fail(
+            BOOT_ID,
+            answer=Exchange(
+                "run", command=BOOT_ID[4:], stderr="cat: No such file or directory\n", exit_status=1
+            ),
+        )
+
+    flow.board.fail("reboot", action=unreadable_after)
+    result = flow.provision()
+    assert not result.passed and result.failed_step == "reboot"
+    assert "boot id (/proc/sys/kernel/random/boot_id) could not be read" in result.message
+    assert "restart is not proven" in result.message
