@@ -43,7 +43,7 @@ CLI_TIMEOUT_S = 180.0
 
 # Deadlines (s) and retries of the fast profiles: long enough for a simulated board on a busy
 # 2-core machine, short enough that a hang costs seconds.  The shipped retry counts are kept
-# where they matter (identify, fetch_csr, push, tls_proof), so retries are exercised too.
+# where they matter (identify, csr, fetch_csr, push, tls_proof), so retries are exercised too.
 FAST_STEPS: dict[str, tuple[float, int]] = {
     "identify": (3.0, 1),
     "guard": (2.0, 0),
@@ -52,7 +52,7 @@ FAST_STEPS: dict[str, tuple[float, int]] = {
     "init_token": (3.0, 0),
     "init_pin": (3.0, 0),
     "keygen": (3.0, 0),
-    "csr": (3.0, 0),
+    "csr": (3.0, 1),
     "fetch_csr": (2.0, 1),
     "check_csr": (2.0, 0),
     "sign": (2.0, 0),
