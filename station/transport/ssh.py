@@ -68,6 +68,18 @@ LIVENESS_MISSES = 2
 RECONNECT_BACKOFF_S = (0.2, 0.3, 0.5)
 
 
+def _stdin_closed(line: str) -> str:
+    """The line as sent: the command's stdin is /dev/null, so one waiting for input sees EOF at once and never
+    hangs on us (and `openssl s_client` ends when its stdin does, as on the serial console).
+
+    The channel's own EOF (``shutdown_write``) is not sent at all: paramiko builds it under the channel's lock
+    and sends it after releasing it, so a command that has already ended can have its CLOSE answered by the
+    reader thread first; the board's sshd then has freed the channel, takes the late EOF as a protocol
+    error and drops the whole connection ("ieof packet referred to nonexistent channel 0", paramiko #1705).
+    Seen with 5 stations x 25 boards on one 2-core PC, the units' workers starved at nice 19."""
+    return f"{line} </dev/null"
+
+
 def _reason(exc: BaseException) -> str:
     """What an exception from paramiko says, in words: the bare ``EOFError`` its reader thread keeps when the
     board closes the connection (or sends SSH's disconnect) says nothing, and a message ending in "()" helps
@@ -249,8 +261,7 @@ class SshLink:
         started = time.monotonic()
         try:
             channel = transport.open_session(timeout=deadline.cap(CHANNEL_OPEN_TIMEOUT_S) or 0.1)
-            channel.exec_command(line)
-            channel.shutdown_write()  # no stdin: a command waiting for input sees EOF, never hangs on us
+            channel.exec_command(_stdin_closed(line))
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise LinkLost(
                 f"the device at {self.address.host} stopped answering while starting a command ({_reason(exc)}) — "
@@ -429,8 +440,7 @@ class SshLink:
         channel: paramiko.Channel | None = None
         try:
             channel = transport.open_session(timeout=deadline.cap(CHANNEL_OPEN_TIMEOUT_S) or 0.1)
-            channel.exec_command(command("reboot").render())
-            channel.shutdown_write()
+            channel.exec_command(_stdin_closed(command("reboot").render()))
         except (paramiko.SSHException, OSError, EOFError):
             pass  # the board may already be going down: that is what we asked for
         # See it go down: the transport drops once the board's sshd is gone, or the board stops

@@ -43,7 +43,7 @@ TARGETS = {
     "identify": "^command -v ",
     "guard": "^test -s ",
     "wipe": "^find ",
-    "reboot": "^reboot$",
+    "reboot": "^reboot </dev/null$",  # the station closes every command's stdin on the board
     "init_token": "--init-token",
     "init_pin": "--init-pin",
     "keygen": "--keypairgen",

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import paramiko
+import paramiko.common
 import pytest
 
 from station.shell import command
@@ -65,5 +69,44 @@ def test_a_steps_transfers_share_one_sftp_session_and_the_next_step_or_a_failure
         assert sftp_servers() == []
         assert link.get("/tmp/one.txt", next_step) == b"first\n"
         assert len(sftp_servers()) == 1
+    finally:
+        link.close()
+
+
+def test_a_command_that_ends_before_the_station_has_said_eof_does_not_cost_the_connection(
+    start_farm, sim_home, monkeypatch
+):
+    # paramiko #1705: a channel EOF the unit's thread has built but not yet sent when the reader thread answers
+    # the board's CLOSE reaches sshd after the channel is freed; sshd drops the whole connection ("ieof packet
+    # referred to nonexistent channel 0").  A loaded line PC gave a CI run exactly that interleaving; here
+    # every EOF sent from outside the reader thread is held until its channel is closed, so the interleaving
+    # happens every time if the link sends one.
+    (device,) = start_farm(1)
+    link = open_ssh_link(sim_home, device)
+    real_send = paramiko.Transport._send_user_message
+    held: list[int] = []
+
+    def eof_held_until_close(transport: paramiko.Transport, data: object) -> None:
+        raw = data.asbytes() if isinstance(data, paramiko.Message) else bytes(data)
+        if (
+            raw[:1] == bytes([paramiko.common.MSG_CHANNEL_EOF])
+            and threading.current_thread() is not transport
+        ):
+            remote_id = int.from_bytes(raw[1:5], "big")
+            channels = [c for c in list(transport._channels.values()) if c.remote_chanid == remote_id]
+            for channel in channels:
+                if not channel.closed:
+                    held.append(remote_id)
+                    channel.status_event.wait(5)
+                    deadline = time.monotonic() + 5
+                    while not channel.closed and time.monotonic() < deadline:
+                        time.sleep(0.01)
+        real_send(transport, data)
+
+    monkeypatch.setattr(paramiko.Transport, "_send_user_message", eof_held_until_close)
+    try:
+        for word in ("first", "second", "third"):
+            assert link.run(command("echo", word), Deadline(30)).stdout == f"{word}\n"
+        assert held == []  # the link never says EOF on a channel whose command may still close it
     finally:
         link.close()
