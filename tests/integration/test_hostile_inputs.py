@@ -455,11 +455,15 @@ PROFILE_BREAKAGES = [  # (text to replace, replacement, what the error says)
     ("prompt_pattern = '[#$] ?$'", "prompt_pattern = '[#$'", r"line \d+: console\.prompt_pattern"),
     ("[steps.guard]", "[steps.frobnicate]\n[steps.guard]", r"steps\.frobnicate: is not a step"),
     (
-        "[steps.guard]\ntimeout_s = 5",
-        "[steps.guard]\ntimeout_s = 5\nretries = -1",
+        "[steps.guard]\ntimeout_s = 20",
+        "[steps.guard]\ntimeout_s = 20\nretries = -1",
         r"line \d+: steps\.guard\.retries",
     ),
-    ("[steps.guard]\ntimeout_s = 5", "[steps.guard]\ntimeout_s = true", r"line \d+: steps\.guard\.timeout_s"),
+    (
+        "[steps.guard]\ntimeout_s = 20",
+        "[steps.guard]\ntimeout_s = true",
+        r"line \d+: steps\.guard\.timeout_s",
+    ),
     ('wipe = ["find"', 'wipe = "find" #', r"line \d+: commands\.wipe: must be a non-empty list"),
     ('wipe = ["find"', 'wipe = ["{nonexistent}", "find"', r"commands\.wipe: placeholder problem"),
     ('csr = { PKCS11_MODULE_PATH = "{module}" }', 'csr = "module"', r"line \d+: commands\.env\.csr"),
@@ -552,7 +556,7 @@ def test_an_error_in_a_later_table_names_that_tables_line(tmp_path, capsys, whic
         text = (
             load_profile("welma-optee")
             .source.read_text()
-            .replace("[steps.guard]\ntimeout_s = 5", "[steps.guard]\ntimeout_s = 5\nretries = -1", 1)
+            .replace("[steps.guard]\ntimeout_s = 20", "[steps.guard]\ntimeout_s = 20\nretries = -1", 1)
         )
         wrong = "retries = -1"
     else:
